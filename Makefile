@@ -1,0 +1,38 @@
+# LPL: `make test` and `make figures` work on a fresh clone: they create .venv and install what is needed.
+# GPU users: `make TORCH_SPEC="torch>=2.2" test` (or any pip spec) to take another torch build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lpl-installed
+
+.PHONY: install test lint format figures theory-figures study study-quick bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: lint
+	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbmake notebooks
+
+theory-figures: $(STAMP)
+	$(PY) -m lpl_theory figures --out figures
+
+figures: theory-figures
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
