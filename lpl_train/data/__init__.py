@@ -1,0 +1,77 @@
+"""Datasets, long-tail constructions and seeded batch loaders.
+
+``build_datasets(name, root=None, seed=0, **params)`` returns a :class:`DatasetBundle`; ``seed`` is the
+*data* seed (long-tail subsampling, validation split, generated data), separate from the training seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .cifar import build_cifar, build_cifar_lt_npz
+from .common import DatasetBundle, TensorData, check_int
+from .fmnist import build_fmnist, build_fmnist_ml_lt
+from .gaussian import build_gaussian
+from .inat import build_inat
+from .loader import DatasetLoader, TensorLoader, make_loader
+from .longtail import long_tail_counts, long_tail_indices
+from .mlt import build_coco_mlt, build_voc_mlt
+
+__all__ = [
+    "DATASETS",
+    "DatasetBundle",
+    "DatasetLoader",
+    "TensorData",
+    "TensorLoader",
+    "build_datasets",
+    "long_tail_counts",
+    "long_tail_indices",
+    "make_loader",
+]
+
+
+def _lt(builder: Callable[..., DatasetBundle], **fixed: Any) -> Callable[..., DatasetBundle]:
+    def build(
+        root: Any = None, seed: int = 0, imbalance_ratio: float = 100.0, **params: Any
+    ) -> DatasetBundle:
+        return builder(root=root, seed=seed, imbalance_ratio=imbalance_ratio, **fixed, **params)
+
+    return build
+
+
+DATASETS: dict[str, Callable[..., DatasetBundle]] = {
+    "fmnist": build_fmnist,
+    "fmnist_lt": _lt(build_fmnist),
+    "fmnist_ml_lt": build_fmnist_ml_lt,
+    "gaussian": build_gaussian,
+    "cifar10": lambda root=None, seed=0, **p: build_cifar(10, root, seed, **p),
+    "cifar100": lambda root=None, seed=0, **p: build_cifar(100, root, seed, **p),
+    "cifar10_lt": _lt(build_cifar, num_classes=10),
+    "cifar100_lt": _lt(build_cifar, num_classes=100),
+    "cifar_lt_npz": build_cifar_lt_npz,
+    "inat2017": lambda root=None, seed=0, **p: build_inat(2017, root, seed, **p),
+    "inat2018": lambda root=None, seed=0, **p: build_inat(2018, root, seed, **p),
+    "voc_mlt": build_voc_mlt,
+    "coco_mlt": build_coco_mlt,
+}
+
+
+def build_datasets(
+    name: str, root: str | Path | None = None, seed: int = 0, **params: Any
+) -> DatasetBundle:
+    """Build dataset ``name`` (see ``DATASETS``) from ``root`` with data seed ``seed``.
+
+    Unknown names or parameters raise ValueError listing what is allowed; a missing data root raises
+    FileNotFoundError naming the path tried and how to get the data.
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+    check_int("seed", seed, 0)
+    try:
+        return DATASETS[name](root=root, seed=seed, **params)
+    except TypeError as err:
+        if "unexpected keyword argument" in str(err):
+            raise ValueError(f"dataset {name!r}: {err}") from err
+        raise

@@ -1,0 +1,283 @@
+"""CIFAR-10/100 from the official "python version" archives, their long-tail versions, and the Logit
+Adjustment ``.npz`` release.
+
+Layout under the data root (either form is accepted)::
+
+    cifar-10-python.tar.gz         or  cifar-10-batches-py/{data_batch_1..5,test_batch}
+    cifar-100-python.tar.gz        or  cifar-100-python/{train,test}
+
+The batches inside are Python pickles. They are read with a restricted unpickler that can only rebuild
+builtin containers, byte strings and numpy arrays (no other global is resolvable), straight from the
+archive in memory (nothing is extracted to disk). The LA release (Menon et al.), converted to ``.npz``
+(``arr_0`` images ``N x 1 x 32 x 32 x 3``, ``arr_1`` labels ``N x 1``), is read with
+``numpy.load(allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import (
+    DatasetBundle,
+    TensorData,
+    check_choice,
+    class_counts_of,
+    download,
+    missing,
+    resolve_root,
+    restricted_unpickle,
+    split_validation,
+    verify_checksum,
+)
+from .longtail import long_tail_counts, long_tail_indices
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+_SPEC = {
+    10: {
+        "archive": "cifar-10-python.tar.gz",
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "label_key": b"labels",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "mean": CIFAR10_MEAN,
+        "std": CIFAR10_STD,
+    },
+    100: {
+        "archive": "cifar-100-python.tar.gz",
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "label_key": b"fine_labels",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "mean": CIFAR100_MEAN,
+        "std": CIFAR100_STD,
+    },
+}
+
+
+def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    batch = restricted_unpickle(raw, source)
+    if not isinstance(batch, dict):
+        raise ValueError(f"cannot read {source}: expected a dict batch, got {type(batch).__name__}")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    key = label_key.decode()
+    if "data" not in batch or key not in batch:
+        raise ValueError(
+            f"cannot read {source}: batch lacks 'data' or '{key}' (keys: {sorted(batch)})"
+        )
+    data = np.asarray(batch["data"])
+    labels = np.asarray(batch[key], dtype=np.int64)
+    if (
+        data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+        or len(labels) != len(data)
+    ):
+        raise ValueError(
+            f"cannot read {source}: data must be uint8 (N, 3072) with N labels, got {data.dtype} "
+            f"{data.shape} and {len(labels)} labels"
+        )
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _read_members(path: Path, spec: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
+    names = spec[split]
+    raws: list[tuple[bytes, str]] = []
+    if path.is_dir():
+        for name in names:
+            f = path / name
+            if not f.is_file():
+                raise missing(f"CIFAR batch {name}", [f], "The extracted folder is incomplete.")
+            raws.append((f.read_bytes(), str(f)))
+    else:
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                for name in names:
+                    member = f"{spec['folder']}/{name}"
+                    try:
+                        handle = tar.extractfile(member)
+                    except KeyError:
+                        handle = None
+                    if handle is None:
+                        raise ValueError(f"cannot read {path}: archive has no member {member}")
+                    raws.append((handle.read(), f"{path}:{member}"))
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise ValueError(f"cannot read {path}: corrupt or truncated archive ({err})") from err
+    parts = [_decode_batch(raw, src, spec["label_key"]) for raw, src in raws]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def cifar_path(num_classes: int, root: str | Path | None = None, download_: bool = False) -> Path:
+    """Where the CIFAR-``num_classes`` data lives under ``root`` (downloading it when asked)."""
+    check_choice("num_classes", num_classes, (10, 100))
+    spec = _SPEC[num_classes]
+    base = resolve_root(root)
+    folder, archive = base / spec["folder"], base / spec["archive"]
+    if folder.is_dir():
+        return folder
+    if archive.is_file():
+        return archive
+    if download_:
+        return download(spec["url"], archive, spec["md5"])
+    raise missing(
+        f"CIFAR-{num_classes}",
+        [archive, folder],
+        f"Download {spec['url']} into {base} (or pass download=True / set {base} with root=...).",
+    )
+
+
+def load_cifar_arrays(
+    num_classes: int, root: str | Path | None = None, download: bool = False, verify: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_images, train_labels, test_images, test_labels) as uint8 ``N x 3 x 32 x 32`` and int64."""
+    path = cifar_path(num_classes, root, download)
+    if verify and path.is_file():
+        verify_checksum(path, _SPEC[num_classes]["md5"])
+    xtr, ytr = _read_members(path, _SPEC[num_classes], "train")
+    xte, yte = _read_members(path, _SPEC[num_classes], "test")
+    for name, y in (("train", ytr), ("test", yte)):
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(f"cannot read {path}: {name} labels outside [0, {num_classes})")
+    return xtr, ytr, xte, yte
+
+
+def build_cifar(
+    num_classes: int,
+    root: str | Path | None = None,
+    seed: int = 0,
+    imbalance_ratio: float | None = None,
+    profile: str = "exp",
+    val_fraction: float = 0.0,
+    download: bool = False,
+    verify: bool = False,
+) -> DatasetBundle:
+    """CIFAR-10/100, or its long-tail version when ``imbalance_ratio`` is given.
+
+    The long-tail training set uses :func:`long_tail_counts` with ``n_max = 5000`` (CIFAR-10) or ``500``
+    (CIFAR-100) and :func:`long_tail_indices` with the *data* seed ``seed``; the test set stays the full
+    balanced one. ``val_fraction`` carves a stratified validation split out of the (long-tail) training set
+    with the same seed.
+    """
+    xtr, ytr, xte, yte = load_cifar_arrays(num_classes, root, download, verify)
+    if imbalance_ratio is not None:
+        n_max = int(np.bincount(ytr, minlength=num_classes).max())
+        counts = long_tail_counts(num_classes, n_max, imbalance_ratio, profile)
+        keep = long_tail_indices(ytr, counts, seed)
+        xtr, ytr = xtr[keep], ytr[keep]
+    spec = _SPEC[num_classes]
+    mean, std = spec["mean"], spec["std"]
+    train = TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr), mean, std)
+    train, val = split_validation(train, val_fraction, seed)
+    test = TensorData(torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(yte), mean, std)
+    name = f"cifar{num_classes}" + ("" if imbalance_ratio is None else "_lt")
+    return DatasetBundle(
+        train=train,
+        val=val,
+        test=test,
+        num_classes=num_classes,
+        class_counts=class_counts_of(train.targets, num_classes),
+        multi_label=False,
+        input_shape=(3, 32, 32),
+        mean=mean,
+        std=std,
+        augment="crop_flip",
+        name=name,
+    )
+
+
+_NPZ_FILES = {
+    10: ("cifar10-lt_train.npz", "cifar10_test.npz"),
+    100: ("cifar100-lt_train.npz", "cifar100_test.npz"),
+}
+
+
+def _read_npz(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "arr_0" not in z or "arr_1" not in z:
+                raise ValueError(
+                    f"cannot read {path}: expected arrays arr_0 and arr_1, got {z.files}"
+                )
+            x, y = z["arr_0"], z["arr_1"]
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
+    except Exception as err:  # zipfile.BadZipFile and friends
+        if isinstance(err, ValueError) and str(err).startswith("cannot read"):
+            raise
+        raise ValueError(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
+    x = x.reshape(x.shape[0], 32, 32, 3) if x.ndim == 5 else x
+    if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        raise ValueError(f"cannot read {path}: arr_0 must be N x (1 x) 32 x 32 x 3, got {x.shape}")
+    if x.dtype == np.uint8:
+        img = x
+    elif np.issubdtype(x.dtype, np.floating):
+        # LA's converter stores x / 255 - 0.5; undo it exactly (values are multiples of 1/255).
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -0.5 - 1e-6 or hi > 0.5 + 1e-6:
+            raise ValueError(
+                f"cannot read {path}: float images must lie in [-0.5, 0.5], got [{lo}, {hi}]"
+            )
+        img = np.rint((x.astype(np.float64) + 0.5) * 255.0).astype(np.uint8)
+    else:
+        raise ValueError(f"cannot read {path}: arr_0 must be uint8 or float, got {x.dtype}")
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    if len(y) != len(img) or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(
+            f"cannot read {path}: arr_1 must hold {len(img)} labels in [0, {num_classes})"
+        )
+    return np.ascontiguousarray(img.transpose(0, 3, 1, 2)), y
+
+
+def build_cifar_lt_npz(
+    root: str | Path | None = None,
+    seed: int = 0,
+    variant: str = "cifar10",
+    val_fraction: float = 0.0,
+) -> DatasetBundle:
+    """The Logit Adjustment CIFAR-LT release (rho = 100) converted to ``.npz``.
+
+    ``root`` holds ``cifar10-lt_train.npz`` and ``cifar10_test.npz`` (``variant="cifar10"``) or the
+    ``cifar100`` pair. ``seed`` only affects the optional validation split.
+    """
+    check_choice("variant", variant, ("cifar10", "cifar100"))
+    num_classes = 10 if variant == "cifar10" else 100
+    base = resolve_root(root)
+    paths = [base / f for f in _NPZ_FILES[num_classes]]
+    absent = [p for p in paths if not p.is_file()]
+    if absent:
+        raise missing(
+            f"LA {variant}-LT .npz release",
+            absent,
+            "Convert the Logit Adjustment tfrecords (storage.googleapis.com/gresearch/logit_adjustment/) "
+            "to .npz with arrays arr_0 (images) and arr_1 (labels) and put them there.",
+        )
+    xtr, ytr = _read_npz(paths[0], num_classes)
+    xte, yte = _read_npz(paths[1], num_classes)
+    spec = _SPEC[num_classes]
+    train = TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr), spec["mean"], spec["std"])
+    train, val = split_validation(train, val_fraction, seed)
+    test = TensorData(torch.from_numpy(xte), torch.from_numpy(yte), spec["mean"], spec["std"])
+    return DatasetBundle(
+        train=train,
+        val=val,
+        test=test,
+        num_classes=num_classes,
+        class_counts=class_counts_of(train.targets, num_classes),
+        multi_label=False,
+        input_shape=(3, 32, 32),
+        mean=spec["mean"],
+        std=spec["std"],
+        augment="crop_flip",
+        name="cifar_lt_npz",
+    )

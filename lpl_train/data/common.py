@@ -1,0 +1,310 @@
+"""Containers, validation and file utilities shared by every dataset.
+
+A dataset is returned as a :class:`DatasetBundle`. Splits that fit in memory are :class:`TensorData`
+(uint8 images ``N x C x H x W`` or float feature rows ``N x D``, and targets: int64 class indices or a
+float multi-hot matrix), so that the tensor-resident loader can keep them on the device; the large sets
+(iNaturalist, VOC/COCO) are ``torch.utils.data.Dataset`` objects that decode images on demand.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DATA_ROOT_ENV = "LPL_DATA"
+
+
+@dataclass
+class TensorData:
+    """A split held entirely in memory.
+
+    Args:
+        images: uint8 tensor ``(N, C, H, W)`` (images) or float tensor ``(N, D)`` (feature rows).
+        targets: int64 ``(N,)`` class indices, or float ``(N, C)`` multi-hot labels.
+        mean, std: per-channel normalisation used by the loader for uint8 images (values in [0, 1] units);
+            ``None`` for feature rows, which are used as they are.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, torch.Tensor) or not isinstance(self.targets, torch.Tensor):
+            raise TypeError(
+                f"images and targets must be torch.Tensor, got {type(self.images).__name__} "
+                f"and {type(self.targets).__name__}"
+            )
+        if self.images.dtype == torch.uint8:
+            if self.images.dim() != 4:
+                raise ValueError(
+                    f"uint8 images must have shape (N, C, H, W), got {tuple(self.images.shape)}"
+                )
+        elif self.images.is_floating_point():
+            if self.images.dim() != 2:
+                raise ValueError(
+                    f"float feature rows must have shape (N, D), got {tuple(self.images.shape)}"
+                )
+        else:
+            raise TypeError(f"images must be uint8 or floating point, got {self.images.dtype}")
+        n = self.images.shape[0]
+        if self.targets.shape[0] != n:
+            raise ValueError(
+                f"targets has {self.targets.shape[0]} rows but images has {n}; they must match"
+            )
+        if self.targets.dtype == torch.int64:
+            if self.targets.dim() != 1:
+                raise ValueError(
+                    f"int64 targets must have shape (N,), got {tuple(self.targets.shape)}"
+                )
+        elif self.targets.is_floating_point():
+            if self.targets.dim() != 2:
+                raise ValueError(
+                    f"multi-hot targets must have shape (N, C), got {tuple(self.targets.shape)}"
+                )
+        else:
+            raise TypeError(f"targets must be int64 or floating point, got {self.targets.dtype}")
+        for arg in ("mean", "std"):
+            value = getattr(self, arg)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                setattr(self, arg, value)
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> TensorData:
+        """The rows ``index`` (in that order), sharing mean/std."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.int64)
+        return TensorData(self.images[idx], self.targets[idx], self.mean, self.std)
+
+
+@dataclass
+class DatasetBundle:
+    """Everything a training run needs to know about a dataset.
+
+    ``class_counts`` are counted on the *training* split (per class; for multi-label data, the number of
+    training samples in which the class is present). ``mean``/``std`` are the per-channel normalisation the
+    loader applies; ``augment`` is the recommended training augmentation for :func:`make_loader`.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    num_classes: int
+    class_counts: list[int]
+    multi_label: bool
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment: str = "none"
+    name: str = ""
+    class_names: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as an int (bools rejected), at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float inside the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {op} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        op = "<" if high_open else "<="
+        raise ValueError(f"{name} must be {op} {high}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def resolve_root(root: str | Path | None, subdir: str = "") -> Path:
+    """The data root: ``root`` if given, else ``$LPL_DATA``, else ``./data``; joined with ``subdir``."""
+    if root is None:
+        root = os.environ.get(DATA_ROOT_ENV, "data")
+    if not isinstance(root, str | Path):
+        raise TypeError(f"root must be a str, Path or None, got {type(root).__name__}")
+    path = Path(root).expanduser()
+    return path / subdir if subdir else path
+
+
+def missing(what: str, tried: Sequence[Path], how: str) -> FileNotFoundError:
+    """A FileNotFoundError naming every path tried and how to get the data."""
+    paths = ", ".join(str(p) for p in tried)
+    return FileNotFoundError(f"{what} not found (tried: {paths}). {how}")
+
+
+# ------------------------------------------------------------------------------------ files and checks
+
+
+def file_digest(path: str | Path, algorithm: str = "md5", decompress_gzip: bool = False) -> str:
+    """Hex digest of a file (of its gzip-decompressed content when ``decompress_gzip``)."""
+    if algorithm not in hashlib.algorithms_available:
+        raise ValueError(f"algorithm must be a hashlib algorithm, got {algorithm!r}")
+    h = hashlib.new(algorithm)
+    opener = gzip.open if decompress_gzip else open
+    try:
+        with opener(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    return h.hexdigest()
+
+
+def verify_checksum(
+    path: str | Path, expected: str, algorithm: str = "md5", decompress_gzip: bool = False
+) -> None:
+    """Raise ValueError naming the file when its digest differs from ``expected``."""
+    got = file_digest(path, algorithm, decompress_gzip)
+    if got != expected.lower():
+        raise ValueError(
+            f"checksum mismatch for {path}: {algorithm} {got}, expected {expected}; "
+            "the file is corrupt or not the official release (delete it and download again)"
+        )
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    expected: str,
+    algorithm: str = "md5",
+    decompress_gzip: bool = False,
+) -> Path:
+    """Download ``url`` to ``dest`` and verify its checksum; the file appears only if it matches.
+
+    The data is written to a temporary file beside ``dest`` and renamed once verified, so an interrupted or
+    corrupt download never leaves a file that looks valid. ``file://`` URLs work (used by the tests).
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"url must be an absolute URL string, got {url!r}")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out)
+        verify_checksum(tmp, expected, algorithm, decompress_gzip)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+# --------------------------------------------------------------------------------- restricted unpickle
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("builtins", "bytearray"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data batch")
+
+
+def restricted_unpickle(data: bytes, source: str) -> Any:
+    """Unpickle a CIFAR-style python batch, allowing only builtin containers, bytes and numpy arrays.
+
+    The CIFAR "python version" batches are pickles; a pickle can run arbitrary code, so only the globals
+    needed to rebuild numpy arrays (and py2 byte strings) are resolvable. Anything else raises ValueError
+    naming ``source``.
+    """
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"cannot read {source}: not a valid data batch ({err})") from err
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def class_counts_of(targets: torch.Tensor, num_classes: int) -> list[int]:
+    """Per-class counts of int64 targets, or positive counts of a multi-hot matrix."""
+    if targets.dim() == 1:
+        return torch.bincount(targets, minlength=num_classes).tolist()
+    return [int(v) for v in (targets > 0.5).sum(dim=0).tolist()]
+
+
+def stratified_split(
+    targets: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified train/validation split of single-label ``targets``.
+
+    Each class with ``n`` samples gives ``round(val_fraction * n)`` to validation, but always keeps at
+    least one sample in train. Returns (train_index, val_index), each sorted.
+    """
+    val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+    seed = check_int("seed", seed, 0)
+    targets = np.asarray(targets)
+    rng = np.random.RandomState(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        n_val = min(int(round(val_fraction * len(idx))), len(idx) - 1)
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def split_validation(
+    train: TensorData, val_fraction: float, seed: int
+) -> tuple[TensorData, TensorData | None]:
+    """Carve a stratified validation split out of ``train`` (single-label or multi-label by first label)."""
+    val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+    if val_fraction == 0.0:
+        return train, None
+    t = train.targets
+    strat = t.numpy() if t.dim() == 1 else t.argmax(dim=1).numpy()
+    tr, va = stratified_split(strat, val_fraction, seed)
+    return train.subset(tr), train.subset(va)

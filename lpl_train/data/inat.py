@@ -1,0 +1,93 @@
+"""iNaturalist 2017 / 2018 from the official JSON file lists and image folders (Table VI).
+
+Layout under the root (as the competition archives unpack)::
+
+    train2017.json  val2017.json  train_val_images/...        (iNat2017, 5,089 classes)
+    train2018.json  val2018.json  train_val2018/...           (iNat2018, 8,142 classes)
+
+Each JSON holds ``images`` (``id``, ``file_name`` relative to the root), ``annotations`` (``image_id``,
+``category_id``) and ``categories`` (``id``). Classes are the category ids in increasing order, mapped
+to ``0 .. C-1`` over the union of train and val categories. The validation list is the test set (as in
+LDAM-DRW and Logit Adjustment).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .common import DatasetBundle, check_choice, missing, resolve_root
+from .images import ImageFileDataset
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def read_json(path: Path) -> dict:
+    """Parse a JSON file; unreadable or malformed files raise ValueError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"cannot read {path}: malformed or truncated JSON ({err})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"cannot read {path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
+    try:
+        files = {im["id"]: im["file_name"] for im in data["images"]}
+        return [(files[a["image_id"]], int(a["category_id"])) for a in data["annotations"]]
+    except (KeyError, TypeError) as err:
+        raise ValueError(
+            f"cannot read {path}: expected images[id, file_name] and annotations[image_id, "
+            f"category_id] ({err!r})"
+        ) from err
+
+
+def build_inat(
+    year: int, root: str | Path | None = None, seed: int = 0, size: int = 224
+) -> DatasetBundle:
+    """iNaturalist ``year`` (2017 or 2018) as ``ImageFileDataset`` splits with the ImageNet recipe.
+
+    ``seed`` is unused (the splits are fixed); it is accepted for a uniform interface.
+    """
+    check_choice("year", year, (2017, 2018))
+    base = resolve_root(root, f"inat{year}") if root is None else resolve_root(root)
+    files = [base / f"train{year}.json", base / f"val{year}.json"]
+    absent = [p for p in files if not p.is_file()]
+    if absent:
+        raise missing(
+            f"iNaturalist {year} file lists",
+            absent,
+            f"Download the iNat{year} competition images and train/val JSON from "
+            "https://github.com/visipedia/inat_comp and unpack them into that folder.",
+        )
+    train_pairs = _pairs(read_json(files[0]), files[0])
+    val_pairs = _pairs(read_json(files[1]), files[1])
+    cats = sorted({c for _, c in train_pairs} | {c for _, c in val_pairs})
+    index = {c: i for i, c in enumerate(cats)}
+    num_classes = len(cats)
+
+    def split(pairs: list[tuple[str, int]]) -> ImageFileDataset:
+        targets = torch.tensor([index[c] for _, c in pairs], dtype=torch.int64)
+        return ImageFileDataset([base / f for f, _ in pairs], targets, "imagenet", size)
+
+    train, test = split(train_pairs), split(val_pairs)
+    counts = torch.bincount(train.targets, minlength=num_classes).tolist()
+    return DatasetBundle(
+        train=train,
+        val=None,
+        test=test,
+        num_classes=num_classes,
+        class_counts=counts,
+        multi_label=False,
+        input_shape=(3, size, size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        augment="imagenet",
+        name=f"inat{year}",
+    )

@@ -1,0 +1,244 @@
+"""Batch loaders whose epoch ``e`` depends only on ``(seed, e)``.
+
+:class:`TensorLoader` keeps a :class:`TensorData` split on the device as uint8 and does the shuffling,
+cropping, flipping and normalisation on whole batches there (no workers, no per-sample Python).
+:class:`DatasetLoader` is the standard ``torch.utils.data.DataLoader`` path, with per-sample transforms,
+for datasets that do not fit in memory (and as the reference in the loader benchmark).
+
+Both have ``set_epoch(epoch)``; iterating yields ``(x float32 normalised on device, target on device)``.
+Iterating again without ``set_epoch`` repeats the same epoch (so a resumed run sees the same batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .common import TensorData, check_choice, check_int
+from .transforms import batch_crop_flip, crop_flip, normalize
+
+AUGMENTS = ("none", "flip", "crop_flip", "imagenet", "mlt")
+
+
+def epoch_generator(seed: int, epoch: int, *more: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, epoch, *more)`` through numpy's SeedSequence."""
+    state = np.random.SeedSequence([int(seed), int(epoch), *map(int, more)]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]) >> 1)
+
+
+def default_pad(height: int) -> int:
+    """Crop padding of ``crop_flip``: 4 pixels for 32 x 32 and larger, 2 for 28 x 28 (Fashion-MNIST)."""
+    return 2 if height <= 28 else 4
+
+
+class TensorLoader:
+    """Shuffled (or ordered) batches of a device-resident :class:`TensorData`.
+
+    Args:
+        data: the split.
+        batch_size: samples per batch.
+        train: shuffle and augment when True; ordered, unaugmented batches when False.
+        augment: ``"none"``, ``"flip"`` or ``"crop_flip"`` (pad :func:`default_pad` unless ``pad`` given).
+        device: where the uint8 data and the batches live.
+        seed: the loader seed; epoch ``e`` uses :func:`epoch_generator` ``(seed, e)``.
+        drop_last: drop the last incomplete batch.
+        mean, std: normalisation (default: the split's own).
+    """
+
+    def __init__(
+        self,
+        data: TensorData,
+        batch_size: int,
+        train: bool,
+        augment: str = "none",
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        pad: int | None = None,
+    ) -> None:
+        if not isinstance(data, TensorData):
+            raise TypeError(f"data must be a TensorData, got {type(data).__name__}")
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        check_choice("augment", augment, ("none", "flip", "crop_flip"))
+        if augment != "none" and data.images.dtype != torch.uint8:
+            raise ValueError(
+                f"augment={augment!r} needs uint8 images; this split holds feature rows"
+            )
+        self.seed = check_int("seed", seed, 0)
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.targets = data.targets.to(self.device)
+        self.train = bool(train)
+        self.augment = augment if self.train else "none"
+        self.drop_last = bool(drop_last)
+        self.mean = data.mean if mean is None else tuple(mean)
+        self.std = data.std if std is None else tuple(std)
+        h = self.images.shape[2] if self.images.dim() == 4 else 0
+        self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_int("epoch", epoch, 0)
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.images.shape[0]
+        gen = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
+        order = order.to(self.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment != "none":
+                x = batch_crop_flip(x, gen, self.pad, crop=self.augment == "crop_flip")
+            yield normalize(x, self.mean, self.std), self.targets[idx]
+
+
+class _EpochView(torch.utils.data.Dataset):
+    """Item ``i`` of ``dataset`` transformed with a generator seeded by ``(seed, epoch, i)``."""
+
+    def __init__(
+        self, dataset, train: bool, augment: str, seed: int, epoch: int, mean, std, pad: int
+    ):
+        self.dataset, self.train, self.augment = dataset, train, augment
+        self.seed, self.epoch, self.mean, self.std, self.pad = seed, epoch, mean, std, pad
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        gen = epoch_generator(self.seed, self.epoch, i)
+        if isinstance(self.dataset, TensorData):
+            x, y = self.dataset.images[i], self.dataset.targets[i]
+            if self.train and self.augment in ("flip", "crop_flip"):
+                pad = self.pad if self.augment == "crop_flip" else 0
+                x = crop_flip(x, gen, pad)
+            return normalize(x, self.mean, self.std), y
+        if hasattr(self.dataset, "get"):
+            return self.dataset.get(i, gen, train=self.train and self.augment != "none")
+        return self.dataset[i]
+
+
+class DatasetLoader:
+    """The ``DataLoader`` path: per-sample transforms, optional worker processes.
+
+    The sample order of epoch ``e`` is a permutation drawn from ``(seed, e)``; sample ``i``'s augmentation
+    from ``(seed, e, i)``. Works on a :class:`TensorData` (per-sample crop/flip, for comparison with
+    :class:`TensorLoader`), an :class:`~lpl_train.data.images.ImageFileDataset` (its recipe) or any
+    map-style dataset returning ``(x, y)``.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        train: bool,
+        augment: str = "none",
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_workers: int = 0,
+        pad: int | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.augment = check_choice("augment", augment, AUGMENTS)
+        self.train = bool(train)
+        self.device = torch.device(device)
+        self.seed = check_int("seed", seed, 0)
+        self.drop_last = bool(drop_last)
+        self.num_workers = check_int("num_workers", num_workers, 0)
+        self.mean = getattr(dataset, "mean", None) if mean is None else tuple(mean)
+        self.std = getattr(dataset, "std", None) if std is None else tuple(std)
+        if isinstance(dataset, TensorData) and dataset.images.dim() == 4:
+            h = dataset.images.shape[2]
+        else:
+            h = 32
+        self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_int("epoch", epoch, 0)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.dataset)
+        if self.train:
+            order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        else:
+            order = list(range(n))
+        view = _EpochView(
+            self.dataset,
+            self.train,
+            self.augment,
+            self.seed,
+            self.epoch,
+            self.mean,
+            self.std,
+            self.pad,
+        )
+        loader = torch.utils.data.DataLoader(
+            view,
+            batch_size=self.batch_size,
+            sampler=order,
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y in loader:
+            yield (
+                x.to(self.device, non_blocking=True).float(),
+                y.to(self.device, non_blocking=True),
+            )
+
+
+def make_loader(
+    split,
+    batch_size: int,
+    train: bool,
+    augment: str = "none",
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    drop_last: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    backend: str = "auto",
+    num_workers: int = 0,
+    pad: int | None = None,
+) -> TensorLoader | DatasetLoader:
+    """A loader for ``split``: :class:`TensorLoader` for a :class:`TensorData` (``backend="auto"`` or
+    ``"tensor"``), else :class:`DatasetLoader` (``backend="dataloader"`` forces it).
+
+    ``augment``: ``"none"``, ``"flip"``, ``"crop_flip"`` (tensor data), or ``"imagenet"`` / ``"mlt"``
+    (image-file datasets: any value but ``"none"`` selects the dataset's training recipe). Augmentation is
+    applied only when ``train`` is True. ``mean``/``std`` default to the split's own normalisation.
+    """
+    check_choice("backend", backend, ("auto", "tensor", "dataloader"))
+    check_choice("augment", augment, AUGMENTS)
+    if split is None:
+        raise ValueError("split must be a dataset split, got None (is there a validation split?)")
+    if backend == "tensor" and not isinstance(split, TensorData):
+        raise ValueError(f"backend='tensor' needs a TensorData split, got {type(split).__name__}")
+    if isinstance(split, TensorData) and backend != "dataloader":
+        if augment in ("imagenet", "mlt"):
+            raise ValueError(
+                f"augment={augment!r} is for image-file datasets; use 'crop_flip' or 'flip'"
+            )
+        return TensorLoader(
+            split, batch_size, train, augment, device, seed, drop_last, mean, std, pad
+        )
+    return DatasetLoader(
+        split, batch_size, train, augment, device, seed, drop_last, mean, std, num_workers, pad
+    )

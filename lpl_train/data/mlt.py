@@ -1,0 +1,217 @@
+"""VOC-MLT and COCO-MLT, the long-tail multi-label sets of Wu et al. (Distribution-Balanced loss), Table V.
+
+Training images are a subset of VOC2012 trainval (1,142 ids) or COCO-2017 train (1,909 ids); the test
+sets are the full VOC2007 test (4,952) and COCO val2017 (5,000) sets. Labels come from the official
+annotations: every VOC ``<object>`` (``difficult`` included) and every COCO instance with positive area
+and width/height >= 1 (crowd included). Classes: the 20 VOC classes in their usual alphabetical order;
+the 80 COCO categories in increasing id order.
+
+The id list is either the released one, at a user-given path (``train_ids=``: plain text, ids separated
+by whitespace; the release's ``img_id.txt`` / ``img_id.pkl`` are both plain text), or rebuilt with the
+published recipe: a seeded Pareto reference distribution (shape 6, head 800 for VOC / 1,200 for COCO)
+assigned to the classes in decreasing order of their full-set frequency, then a greedy seeded selection
+(:func:`lpl_train.data.longtail.multilabel_long_tail_ids`). The rebuilt list follows the same shape of
+distribution but is not the released list (its generator was run on an intermediate file and a
+``random.seed(0)`` stream we do not reproduce); use the released ids to match the paper's numbers.
+
+Layout under the root::
+
+    VOCdevkit/VOC2012/{Annotations,JPEGImages,ImageSets/Main/trainval.txt}
+    VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main/test.txt}
+    annotations/instances_{train,val}2017.json  train2017/  val2017/
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import DatasetBundle, check_int, missing, resolve_root
+from .images import ImageFileDataset
+from .inat import read_json
+from .longtail import multilabel_long_tail_ids, pareto_reference_counts
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+]  # fmt: skip
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Whitespace-separated image ids from a plain-text file (ValueError naming the file if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing(
+            "image id list", [path], "Pass the path of the released id list (plain text)."
+        )
+    try:
+        ids = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: expected plain-text ids ({err})") from err
+    if not ids:
+        raise ValueError(f"cannot read {path}: the id list is empty")
+    return ids
+
+
+def voc_labels(xml_path: Path) -> list[str]:
+    """Class names of every object in a VOC annotation file (``difficult`` objects included)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise ValueError(f"cannot read {xml_path}: malformed or truncated VOC XML ({err})") from err
+    names = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
+    unknown = sorted({n for n in names if n not in VOC_CLASSES})
+    if unknown:
+        raise ValueError(f"cannot read {xml_path}: unknown VOC classes {unknown}")
+    return names
+
+
+def _voc_split(year_dir: Path, ids: list[str]) -> tuple[list[Path], torch.Tensor]:
+    target = torch.zeros(len(ids), len(VOC_CLASSES))
+    for i, img_id in enumerate(ids):
+        xml = year_dir / "Annotations" / f"{img_id}.xml"
+        if not xml.is_file():
+            raise missing(
+                f"VOC annotation for id {img_id}", [xml], "Unpack the official VOC archives."
+            )
+        for name in voc_labels(xml):
+            target[i, VOC_CLASSES.index(name)] = 1.0
+    return [year_dir / "JPEGImages" / f"{i}.jpg" for i in ids], target
+
+
+def _construct(labels: np.ndarray, n_max: int, n_min: int, shape: float, seed: int) -> np.ndarray:
+    counts = labels.sum(axis=0)
+    ref = pareto_reference_counts(labels.shape[1], n_max, n_min, shape, seed)
+    order = np.argsort(-counts, kind="stable")
+    return multilabel_long_tail_ids(labels, ref, order, seed)
+
+
+def _bundle(
+    train: ImageFileDataset, test: ImageFileDataset, names: list[str], size: int, name: str
+) -> DatasetBundle:
+    return DatasetBundle(
+        train=train,
+        val=None,
+        test=test,
+        num_classes=len(names),
+        class_counts=[int(v) for v in (train.targets > 0.5).sum(0).tolist()],
+        multi_label=True,
+        input_shape=(3, size, size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        augment="mlt",
+        name=name,
+        class_names=list(names),
+    )
+
+
+def build_voc_mlt(
+    root: str | Path | None = None,
+    seed: int = 0,
+    train_ids: str | Path | None = None,
+    n_max: int = 800,
+    n_min: int = 4,
+    pareto_shape: float = 6.0,
+    size: int = 224,
+) -> DatasetBundle:
+    """VOC-MLT: train ids from ``train_ids`` (released list) or rebuilt with data seed ``seed``."""
+    base = resolve_root(root)
+    voc12, voc07 = base / "VOCdevkit" / "VOC2012", base / "VOCdevkit" / "VOC2007"
+    test_list = voc07 / "ImageSets" / "Main" / "test.txt"
+    how = "Unpack VOCtrainval_11-May-2012.tar, VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar there."
+    if not test_list.is_file():
+        raise missing("VOC2007 test list", [test_list], how)
+    if train_ids is not None:
+        ids = read_id_list(train_ids)
+        paths, target = _voc_split(voc12, ids)
+    else:
+        trainval = voc12 / "ImageSets" / "Main" / "trainval.txt"
+        if not trainval.is_file():
+            raise missing("VOC2012 trainval list", [trainval], how)
+        all_ids = read_id_list(trainval)
+        paths, target = _voc_split(voc12, all_ids)
+        keep = _construct(target.numpy(), check_int("n_max", n_max, 1), n_min, pareto_shape, seed)
+        paths, target = [paths[i] for i in keep], target[torch.as_tensor(keep)]
+    test_paths, test_target = _voc_split(voc07, read_id_list(test_list))
+    train = ImageFileDataset(paths, target, "mlt", size)
+    test = ImageFileDataset(test_paths, test_target, "mlt", size)
+    return _bundle(train, test, VOC_CLASSES, size, "voc_mlt")
+
+
+def coco_labels(path: Path) -> tuple[dict[int, str], list[int], dict[int, torch.Tensor], list[str]]:
+    """(file name by image id, category ids in order, multi-hot by image id, class names) from a COCO
+    instances JSON; instances with area <= 0 or width/height < 1 are skipped, crowd ones kept."""
+    data = read_json(path)
+    try:
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        cat_ids = [int(c["id"]) for c in cats]
+        names = [str(c.get("name", c["id"])) for c in cats]
+        col = {c: i for i, c in enumerate(cat_ids)}
+        files = {int(im["id"]): im["file_name"] for im in data["images"]}
+        labels = {i: torch.zeros(len(cat_ids)) for i in files}
+        for a in data["annotations"]:
+            _, _, w, h = a["bbox"]
+            if a.get("area", 1) <= 0 or w < 1 or h < 1:
+                continue
+            labels[int(a["image_id"])][col[int(a["category_id"])]] = 1.0
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"cannot read {path}: not a COCO instances file ({err!r})") from err
+    return files, cat_ids, labels, names
+
+
+def build_coco_mlt(
+    root: str | Path | None = None,
+    seed: int = 0,
+    train_ids: str | Path | None = None,
+    n_max: int = 1200,
+    n_min: int = 6,
+    pareto_shape: float = 6.0,
+    size: int = 224,
+) -> DatasetBundle:
+    """COCO-MLT: train ids from ``train_ids`` (released list) or rebuilt with data seed ``seed``; test on val2017."""
+    base = resolve_root(root)
+    ann = [base / "annotations" / f"instances_{s}2017.json" for s in ("train", "val")]
+    absent = [p for p in ann if not p.is_file()]
+    if absent:
+        raise missing(
+            "COCO-2017 instance annotations",
+            absent,
+            "Download annotations_trainval2017.zip, train2017.zip and val2017.zip from cocodataset.org "
+            "and unpack them there.",
+        )
+    files, cat_ids, labels, names = coco_labels(ann[0])
+    if train_ids is not None:
+        try:
+            ids = [int(i) for i in read_id_list(train_ids)]
+        except ValueError as err:
+            raise ValueError(f"cannot read {train_ids}: COCO ids must be integers ({err})") from err
+        unknown = [i for i in ids if i not in files]
+        if unknown:
+            raise ValueError(f"{train_ids}: ids not in {ann[0]}: {unknown[:5]}")
+    else:
+        all_ids = sorted(files)
+        mat = torch.stack([labels[i] for i in all_ids]).numpy()
+        keep = _construct(mat, check_int("n_max", n_max, 1), n_min, pareto_shape, seed)
+        ids = [all_ids[i] for i in keep]
+    train = ImageFileDataset(
+        [base / "train2017" / files[i] for i in ids],
+        torch.stack([labels[i] for i in ids]),
+        "mlt",
+        size,
+    )
+    vfiles, vcats, vlabels, _ = coco_labels(ann[1])
+    if vcats != cat_ids:
+        raise ValueError(f"{ann[1]} and {ann[0]} list different categories")
+    vids = sorted(vfiles)
+    test = ImageFileDataset(
+        [base / "val2017" / vfiles[i] for i in vids],
+        torch.stack([vlabels[i] for i in vids]),
+        "mlt",
+        size,
+    )
+    return _bundle(train, test, names, size, "coco_mlt")

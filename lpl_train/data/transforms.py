@@ -1,0 +1,180 @@
+"""Augmentations written with plain torch ops (no torchvision).
+
+Batch ops (the tensor-resident loader) act on a whole uint8 batch ``B x C x H x W`` on its device:
+
+* :func:`batch_crop_flip`: zero-pad by ``pad`` pixels, take a random ``H x W`` window per image, and flip
+  each image horizontally with probability 1/2. This is the standard CIFAR augmentation (pad 4); the
+  Fashion-MNIST recipe uses pad 2 (28 x 28 items are small, a 4-pixel shift moves 14 % of the image).
+* :func:`normalize`: ``(x / 255 - mean) / std`` per channel, to float32.
+
+Per-sample ops (the ``DataLoader`` path, one ``C x H x W`` uint8 image at a time, randomness from an
+explicit ``torch.Generator``): :func:`random_resized_crop` (scale 0.08-1, aspect 3/4-4/3, as in ImageNet
+training), :func:`resize`, :func:`center_crop`, :func:`crop_flip`, and the composed recipes
+:func:`imagenet_train`, :func:`imagenet_eval`, :func:`mlt_train`, :func:`mlt_eval`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.rand(shape, generator=gen)
+
+
+def batch_crop_flip(
+    x: torch.Tensor, gen: torch.Generator, pad: int = 4, crop: bool = True, flip: bool = True
+) -> torch.Tensor:
+    """Random shift crop (zero padding ``pad``) and horizontal flip of a uint8 batch, on ``x``'s device.
+
+    The random numbers come from the CPU generator ``gen`` (so results do not depend on the device) and
+    are drawn in a fixed order: shifts ``(B, 2)`` then flips ``(B,)``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"pad must be a non-negative int, got {pad!r}")
+    b, _, h, w = x.shape
+    shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)
+    flips = torch.rand(b, generator=gen) < 0.5
+    if crop and pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        shifts = shifts.to(x.device)
+        rows = shifts[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
+        cols = shifts[:, 1:2] + torch.arange(w, device=x.device)  # (B, W)
+        bi = torch.arange(b, device=x.device)[:, None, None]
+        x = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if flip:
+        flips = flips.to(x.device)[:, None, None, None]
+        x = torch.where(flips, x.flip(-1), x)
+    return x.contiguous()
+
+
+def normalize(
+    x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> torch.Tensor:
+    """uint8 ``(…, C, H, W)`` → float32 ``(x/255 - mean)/std``; float input is returned as float32 as is."""
+    if x.dtype != torch.uint8:
+        return x.float()
+    y = x.float().div_(255.0)
+    if mean is None or std is None:
+        return y
+    c = y.shape[-3]
+    if len(mean) != c or len(std) != c:
+        raise ValueError(
+            f"mean/std must have {c} entries (one per channel), got {len(mean)}/{len(std)}"
+        )
+    m = torch.tensor(mean, dtype=y.dtype, device=y.device).view(c, 1, 1)
+    s = torch.tensor(std, dtype=y.dtype, device=y.device).view(c, 1, 1)
+    return y.sub_(m).div_(s)
+
+
+# ----------------------------------------------------------------------------------------- per sample
+
+
+def crop_flip(
+    x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True
+) -> torch.Tensor:
+    """Per-sample version of :func:`batch_crop_flip` for one ``C x H x W`` image (same random order)."""
+    return batch_crop_flip(x[None], gen, pad, crop=pad > 0, flip=flip)[0]
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (antialiased when shrinking) of a ``C x H x W`` uint8 image to ``size = (h, w)``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    y = F.interpolate(
+        x[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    return y[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., top : top + size, left : left + size]
+
+
+def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h <= w:
+        return resize(x, (size, max(1, round(w * size / h))))
+    return resize(x, (max(1, round(h * size / w)), size))
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio`` (log-uniform) and resize
+    to ``size x size``; after 10 failed tries, a centre crop of the whole image's admissible aspect."""
+    h, w = x.shape[-2:]
+    area = h * w
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = _rand(gen, 4)
+        target = area * (scale[0] + (scale[1] - scale[0]) * float(u[0]))
+        ar = math.exp(log_r[0] + (log_r[1] - log_r[0]) * float(u[1]))
+        cw, ch = round(math.sqrt(target * ar)), round(math.sqrt(target / ar))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(float(u[2]) * (h - ch + 1))
+            left = int(float(u[3]) * (w - cw + 1))
+            return resize(x[..., top : top + ch, left : left + cw], (size, size))
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        cw, ch = w, round(w / ratio[0])
+    elif in_ratio > ratio[1]:
+        ch, cw = h, round(h * ratio[1])
+    else:
+        cw, ch = w, h
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return resize(x[..., top : top + ch, left : left + cw], (size, size))
+
+
+def hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return x.flip(-1) if float(_rand(gen, 1)) < 0.5 else x
+
+
+def imagenet_train(x: torch.Tensor, gen: torch.Generator, size: int = 224) -> torch.Tensor:
+    """Random resized crop to ``size`` + horizontal flip (uint8 out; normalise afterwards)."""
+    return hflip(random_resized_crop(x, gen, size), gen)
+
+
+def imagenet_eval(
+    x: torch.Tensor, gen: torch.Generator | None = None, size: int = 224
+) -> torch.Tensor:
+    """Resize the shorter side to ``size * 8 / 7`` (256 for 224), centre crop ``size``."""
+    return center_crop(resize_shorter(x, round(size * 8 / 7)), size)
+
+
+def mlt_train(x: torch.Tensor, gen: torch.Generator, size: int = 224) -> torch.Tensor:
+    """VOC/COCO-MLT recipe: resize to ``size x size`` (aspect not kept), random crop with each side at
+    least 0.8 of the image, resized back to ``size``, horizontal flip."""
+    x = resize(x, (size, size))
+    u = _rand(gen, 4)
+    ch = round(size * (0.8 + 0.2 * float(u[0])))
+    cw = round(size * (0.8 + 0.2 * float(u[1])))
+    top = int(float(u[2]) * (size - ch + 1))
+    left = int(float(u[3]) * (size - cw + 1))
+    return hflip(resize(x[..., top : top + ch, left : left + cw], (size, size)), gen)
+
+
+def mlt_eval(x: torch.Tensor, gen: torch.Generator | None = None, size: int = 224) -> torch.Tensor:
+    """Resize to ``size x size`` (aspect not kept)."""
+    return resize(x, (size, size))
+
+
+RECIPES = {
+    "imagenet": (imagenet_train, imagenet_eval),
+    "mlt": (mlt_train, mlt_eval),
+}
