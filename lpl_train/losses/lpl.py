@@ -1,1 +1,547 @@
-"""Placeholder: filled in by its issue."""
+"""LPL losses: class-level logit perturbation as a drop-in loss (paper Sec. III-C/D, IV-D).
+
+* :class:`LPLLoss` (``"lpl"``): single-label LPL, Eq. 26 with the split of Eq. 27 (mean or fixed τ on q̄_c)
+  or Eq. 29 (class-index τ, long tail), bounds of Eq. 33, δ inferred by Algorithm 1; then cross-entropy
+  on the perturbed logits. Optional presets reproduce the authors' released scripts.
+* :class:`LALPLLoss` (``"la_lpl"``): logit adjustment then LPL, u + λ·log π + δ (Sec. IV-D).
+* :class:`MultiLabelLPLLoss` (``"ml_lpl"``): multi-label LPL, Eq. 34 with the closed form δ̃_c = S(c − τ)·ε_c
+  (Eqs. 37, 38, 41), wrapped around any elementwise binary loss (plain BCE by default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import perturbation as P
+from .registry import build_loss, register
+
+__all__ = ["PRESETS", "LALPLLoss", "LPLLoss", "MultiLabelLPLLoss"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+#: The authors' scripts each preset reproduces, with that script's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # lpl-balanced/networks/train.py: mean split, fixed number of steps, no projection.
+    "authors_balanced_fixed": {"alpha": 0.005, "steps": 20, "differentiable": False},
+    # lpl-balanced/train_lpl.py: K_c in [P, 1.1P] from the initial logits, doubled steps.
+    "authors_balanced_varied": {"alpha": 0.01, "steps": 40, "differentiable": False},
+    # lpl-balanced/networks/train_var.py: K_c in [0, P-1], doubled steps.
+    "authors_balanced_varied_isda": {"alpha": 0.001, "steps": 10, "differentiable": False},
+    # lpl-longtail-100/la_lpl_cifar100.py (and lpl-longtail-other): static count schedule, index split.
+    "authors_longtail": {"alpha": 0.2, "steps": 50, "head_scale": 0.2, "differentiable": True},
+}
+
+
+def _check_reduction(reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _work_dtype(logits: Tensor) -> Tensor:
+    """Half-precision logits (autocast) are perturbed and scored in float32."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        return logits.float()
+    return logits
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+@register("lpl")
+class LPLLoss(nn.Module):
+    """Single-label LPL (Eq. 26): cross-entropy on u_i + δ_{y_i}, δ from the PGD-like Algorithm 1.
+
+    Per mini-batch (Algorithm 2): q̄_c of Eq. 28 over the classes present in the batch; the split into
+    𝒫_a (maximised, positive augmentation) and 𝒩_a (minimised, negative augmentation); the bounds ε_c of
+    Eq. 33; K_c = ⌊ε_c/α⌋ steps of Eq. 31/32 with projection onto ‖δ_c‖₂ ≤ ε_c. Classes absent from the
+    batch are not perturbed and do not enter τ; a class exactly at τ is not perturbed.
+
+    Args:
+        num_classes: C (>= 2).
+        class_counts: training samples per class (C,); needed for ``split="index"`` (class order) and
+            ``bound="count"``; kept as a buffer.
+        alpha: step size α > 0 (paper grid {0.01, 0.02, 0.03}); preset default when a preset is used.
+        epsilon: base bound ε >= 0 (Eq. 33; paper grid {0.1, 0.2, 0.3, 0.4} balanced, {1.5, 2.5, 5} LT).
+        delta_epsilon: Δε >= 0; 0 gives the fixed bound.
+        split: ``"mean"`` (τ = mean q̄_c, Eq. 27), ``"value"`` (fixed τ in [0, 1] on q̄_c) or
+            ``"index"`` (Eq. 29; τ = number of head classes as an int, or a fraction of C as a float).
+        tau: the threshold for ``"value"``/``"index"``; must be None for ``"mean"``.
+        bound: varied-bound schedule for the index split: ``"qbar"`` (second form of Eq. 33) or
+            ``"count"`` (from ``class_counts``).
+        normalize_step: scale each class step to length α (off: the raw step of Eq. 31).
+        differentiable: back-propagate through the inner loop (default: δ is a constant).
+        preset: None, or one of :data:`PRESETS` to reproduce the authors' scripts instead.
+        steps: preset only: P (balanced) or S (long-tail).
+        head_scale: preset ``authors_longtail`` only: the head factor (0.2; 0.6 in the CIFAR-10 script).
+        iterations: preset ``authors_longtail`` only: the loop length (the scripts use C).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample loss, shape (N,)).
+        validate: check the inputs on every call (one host synchronisation; turn off for CUDA graphs).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_counts: Sequence[float] | Tensor | None = None,
+        alpha: float | None = None,
+        epsilon: float = 0.1,
+        delta_epsilon: float = 0.0,
+        split: str = "mean",
+        tau: float | int | None = None,
+        bound: str = "qbar",
+        normalize_step: bool = False,
+        differentiable: bool | None = None,
+        preset: str | None = None,
+        steps: int | None = None,
+        head_scale: float | None = None,
+        iterations: int | None = None,
+        reduction: str = "mean",
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = P.check_num_classes(num_classes)
+        self.reduction = _check_reduction(reduction)
+        self.validate = _check_bool(validate, "validate")
+        self.normalize_step = _check_bool(normalize_step, "normalize_step")
+        counts = None
+        if class_counts is not None:
+            counts = P.check_class_counts(class_counts, self.num_classes)
+            self.register_buffer("class_counts", counts.float())
+        else:
+            self.class_counts = None
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be None or one of {sorted(PRESETS)}, got {preset!r}")
+        self.preset = preset
+        defaults = PRESETS.get(preset, {}) if preset is not None else {}
+        self.alpha = P.check_positive(
+            alpha if alpha is not None else defaults.get("alpha", 0.01), "alpha"
+        )
+        if differentiable is None:
+            differentiable = defaults.get("differentiable", False)
+        self.differentiable = _check_bool(differentiable, "differentiable")
+        if preset is None:
+            self._init_paper(
+                counts, epsilon, delta_epsilon, split, tau, bound, steps, head_scale, iterations
+            )
+        else:
+            self._init_preset(
+                counts,
+                epsilon,
+                delta_epsilon,
+                split,
+                tau,
+                bound,
+                steps,
+                head_scale,
+                iterations,
+                defaults,
+            )
+
+    # ---------------------------------------------------------------- construction
+    def _init_paper(
+        self, counts, epsilon, delta_epsilon, split, tau, bound, steps, head_scale, iterations
+    ) -> None:
+        for name, value in (
+            ("steps", steps),
+            ("head_scale", head_scale),
+            ("iterations", iterations),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{name} is a preset parameter; it must be None without a preset, got {value!r}"
+                )
+        self.epsilon = P.check_non_negative(epsilon, "epsilon")
+        self.delta_epsilon = P.check_non_negative(delta_epsilon, "delta_epsilon")
+        if split not in P.SPLITS:
+            raise ValueError(f"split must be one of {P.SPLITS}, got {split!r}")
+        if bound not in P.BOUNDS:
+            raise ValueError(f"bound must be one of {P.BOUNDS}, got {bound!r}")
+        self.split, self.bound = split, bound
+        self.head: int | None = None
+        self.tau: float | None = None
+        if split == "mean":
+            if tau is not None:
+                raise ValueError(
+                    f"tau must be None for split='mean' (τ is the batch mean), got {tau!r}"
+                )
+        elif split == "value":
+            if isinstance(tau, bool) or not isinstance(tau, int | float):
+                raise TypeError(f"tau must be a number in [0, 1] for split='value', got {tau!r}")
+            if not (math.isfinite(tau) and 0.0 <= tau <= 1.0):
+                raise ValueError(
+                    f"tau must lie in [0, 1] for split='value' (a q̄ threshold), got {tau!r}"
+                )
+            self.tau = float(tau)
+        else:
+            if counts is None:
+                raise ValueError(
+                    "split='index' needs class_counts to order the classes by frequency"
+                )
+            if tau is None:
+                raise ValueError(
+                    "tau must be given for split='index' (an int head size or a fraction of C)"
+                )
+            self.head = P.index_threshold(tau, self.num_classes)
+            self.register_buffer("rank", P.class_rank(counts))
+        if bound == "count":
+            if split != "index":
+                raise ValueError(f"bound='count' needs split='index', got split={split!r}")
+            if counts is None or bool((counts <= 0).any()):
+                raise ValueError("bound='count' needs class_counts > 0 for every class")
+            self.register_buffer("count_ratio", P.count_bound_ratio(counts, self.head).float())
+        else:
+            self.count_ratio = None
+
+    def _init_preset(
+        self,
+        counts,
+        epsilon,
+        delta_epsilon,
+        split,
+        tau,
+        bound,
+        steps,
+        head_scale,
+        iterations,
+        defaults,
+    ) -> None:
+        if (epsilon, delta_epsilon, split, bound) != (
+            0.1,
+            0.0,
+            "mean",
+            "qbar",
+        ) or self.normalize_step:
+            raise ValueError(
+                f"preset {self.preset!r} fixes the perturbation: leave epsilon, delta_epsilon, split, bound "
+                "and normalize_step at their defaults (set alpha, steps, tau, head_scale, iterations)"
+            )
+        steps = defaults["steps"] if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        self.steps = steps
+        if self.preset != "authors_longtail":
+            for name, value in (
+                ("tau", tau),
+                ("head_scale", head_scale),
+                ("iterations", iterations),
+            ):
+                if value is not None:
+                    raise ValueError(
+                        f"{name} must be None for preset {self.preset!r} (it uses the batch mean), got {value!r}"
+                    )
+            return
+        if counts is None or bool((counts <= 0).any()):
+            raise ValueError("preset 'authors_longtail' needs class_counts > 0 for every class")
+        if tau is None:
+            raise ValueError(
+                "preset 'authors_longtail' needs tau, the split index (the scripts use 27 or 40 for "
+                "CIFAR-100-LT, 4 for CIFAR-10-LT)"
+            )
+        self.head = P.index_threshold(tau, self.num_classes)
+        self.head_scale = P.check_positive(
+            defaults["head_scale"] if head_scale is None else head_scale, "head_scale"
+        )
+        iterations = self.num_classes if iterations is None else iterations
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+        ks, signs = P.authors_longtail_schedule(
+            counts, self.head, steps=steps, head_scale=self.head_scale
+        )
+        if max(ks) >= iterations:
+            raise ValueError(
+                f"iterations={iterations} is too short for the step schedule (largest step index {max(ks)})"
+            )
+        # Snapshots after the last one any class takes are never used: stop there (same result).
+        self.iterations = iterations if min(ks) < 0 else max(ks) + 1
+        self.register_buffer("preset_steps", torch.tensor(ks, dtype=torch.long))
+        self.register_buffer("preset_sign", torch.tensor(signs))
+
+    # ---------------------------------------------------------------- forward
+    def _check(self, logits: Tensor, target: Tensor) -> Tensor:
+        P.check_logits(logits)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
+            )
+        target = P.check_single_label_target(target, logits)
+        P.check_finite(logits, "logits")
+        return target
+
+    def _delta(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.preset is None:
+            return P.single_label_perturbation(
+                logits,
+                target,
+                alpha=self.alpha,
+                epsilon=self.epsilon,
+                delta_epsilon=self.delta_epsilon,
+                split=self.split,
+                tau=self.tau,
+                rank=getattr(self, "rank", None),
+                head=self.head,
+                bound=self.bound,
+                count_ratio=self.count_ratio,
+                normalize_step=self.normalize_step,
+            ).delta
+        if self.preset == "authors_balanced_fixed":
+            return P.authors_balanced_fixed_perturbation(
+                logits, target, alpha=self.alpha, steps=self.steps
+            )
+        if self.preset == "authors_longtail":
+            return P.authors_longtail_perturbation(
+                logits,
+                target,
+                self.preset_steps,
+                self.preset_sign,
+                alpha=self.alpha,
+                iterations=self.iterations,
+            )
+        variant = "train_lpl" if self.preset == "authors_balanced_varied" else "train_var"
+        return P.authors_balanced_varied_perturbation(
+            logits, target, alpha=self.alpha, steps=self.steps, variant=variant
+        )
+
+    def adjust(self, logits: Tensor) -> Tensor:
+        """Logits before the perturbation (identity here; LA+LPL adds λ·log π)."""
+        return logits
+
+    def perturb(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The perturbed logits u_i + δ_{y_i} (N, C) on which the loss is the cross-entropy."""
+        target = self._check(logits, target) if self.validate else target.long()
+        work = self.adjust(_work_dtype(logits))
+        if self.differentiable:
+            return work + self._delta(work, target)
+        with torch.no_grad():
+            delta = self._delta(work.detach(), target)
+        return work + delta
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy on the perturbed logits, reduced per ``reduction`` ((N,) for ``"none"``)."""
+        perturbed = self.perturb(logits, target)
+        return F.cross_entropy(perturbed, target.long(), reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        if self.preset is not None:
+            return f"preset={self.preset!r}, alpha={self.alpha}, steps={self.steps}"
+        return (
+            f"alpha={self.alpha}, epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, "
+            f"split={self.split!r}, tau={self.tau if self.head is None else self.head}, bound={self.bound!r}, "
+            f"differentiable={self.differentiable}, reduction={self.reduction!r}"
+        )
+
+
+@register("la_lpl")
+class LALPLLoss(LPLLoss):
+    """LA + LPL (Sec. IV-D): cross-entropy on u_i + λ·log π + δ_{y_i}, where π is the training class prior
+    from ``class_counts`` and δ is inferred by LPL on the adjusted logits u + λ·log π.
+
+    Takes every argument of :class:`LPLLoss` plus ``lam`` (λ >= 0, default 1). ``class_counts`` (all > 0)
+    is required; without ``split`` the index split with τ = 0.4·C is used (the paper's long-tail grid is
+    {0.4C, 0.5C, 0.6C}). Evaluate with the raw logits u (logit adjustment is a training-time loss).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_counts: Sequence[float] | Tensor | None = None,
+        lam: float = 1.0,
+        alpha: float | None = None,
+        epsilon: float = 0.1,
+        delta_epsilon: float = 0.0,
+        split: str | None = None,
+        tau: float | int | None = None,
+        bound: str = "qbar",
+        normalize_step: bool = False,
+        differentiable: bool | None = None,
+        preset: str | None = None,
+        steps: int | None = None,
+        head_scale: float | None = None,
+        iterations: int | None = None,
+        reduction: str = "mean",
+        validate: bool = True,
+    ) -> None:
+        if class_counts is None:
+            raise ValueError(
+                "class_counts must be given for LA+LPL (the prior π of the adjustment)"
+            )
+        if split is None:
+            # Without a preset: the index split with τ = 0.4·C; presets fix their own split.
+            split = "mean" if preset is not None else "index"
+            if preset is None and tau is None:
+                tau = 0.4
+        super().__init__(
+            num_classes,
+            class_counts=class_counts,
+            alpha=alpha,
+            epsilon=epsilon,
+            delta_epsilon=delta_epsilon,
+            split=split,
+            tau=tau,
+            bound=bound,
+            normalize_step=normalize_step,
+            differentiable=differentiable,
+            preset=preset,
+            steps=steps,
+            head_scale=head_scale,
+            iterations=iterations,
+            reduction=reduction,
+            validate=validate,
+        )
+        self.lam = P.check_non_negative(lam, "lam")
+        counts = P.check_class_counts(class_counts, self.num_classes, positive=True)
+        self.register_buffer("log_prior", torch.log(counts / counts.sum()).float())
+
+    def adjust(self, logits: Tensor) -> Tensor:
+        """u + λ·log π."""
+        return logits + self.lam * self.log_prior.to(logits)
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, " + super().extra_repr()
+
+
+def _bce_elementwise(logits: Tensor, target: Tensor) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+@register("ml_lpl")
+class MultiLabelLPLLoss(nn.Module):
+    """Multi-label LPL (Eq. 34): a binary loss on the logits shifted by the class-level perturbation.
+
+    Each class c is a binary task; δ̃_c = S(c − τ)·ε_c (Eq. 41 and the closed form after it) is shared
+    by its positive and negative terms, so the logit u_{i,c} becomes u_{i,c} − δ̃_c. With classes ranked
+    by positive count, the τ most frequent (head, Eq. 37) get their positive loss minimised and negative
+    loss maximised; the others (tail, Eq. 38) the reverse. ``tau=0`` is Eq. 35, ``tau=C`` is Eq. 36.
+
+    Args:
+        num_classes: C (>= 1).
+        class_counts: positive training samples per class (C,), required (class order; > 0 for every
+            class when ``delta_epsilon > 0``).
+        epsilon: ε >= 0; delta_epsilon: Δε >= 0 (varied bound ε + Δε·n_c/n_max for head classes and
+            ε + Δε·n_min/n_c for tail classes, the count form of Eq. 33).
+        tau: head size as an int in [0, C] or a fraction of C as a float in [0, 1].
+        base_loss: the binary loss on the perturbed logits: None (plain BCE), a registered loss name
+            (built with ``reduction="none"``, ``num_classes``, ``class_counts`` and ``base_params``), or any
+            module/callable ``(logits, target) -> (N, C)`` elementwise loss (a module with a
+            ``reduction`` attribute must have ``reduction="none"``).
+        base_params: parameters for a base loss given by name.
+        soft_targets: accept targets in [0, 1] instead of {0, 1}.
+        reduction: ``"mean"`` (over N·C, as the 1/(C·N) of Eq. 34), ``"sum"`` or ``"none"`` ((N, C)).
+        validate: check the inputs on every call.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_counts: Sequence[float] | Tensor | None = None,
+        epsilon: float = 0.1,
+        delta_epsilon: float = 0.0,
+        tau: float | int = 0.5,
+        base_loss: str | nn.Module | Callable[[Tensor, Tensor], Tensor] | None = None,
+        base_params: dict[str, Any] | None = None,
+        soft_targets: bool = False,
+        reduction: str = "mean",
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = P.check_num_classes(num_classes, minimum=1)
+        if class_counts is None:
+            raise ValueError(
+                "class_counts (positive samples per class) must be given to order the classes"
+            )
+        counts = P.check_class_counts(class_counts, self.num_classes)
+        self.register_buffer("class_counts", counts.float())
+        self.epsilon = P.check_non_negative(epsilon, "epsilon")
+        self.delta_epsilon = P.check_non_negative(delta_epsilon, "delta_epsilon")
+        self.head = P.index_threshold(tau, self.num_classes)
+        self.tau = tau
+        self.soft_targets = _check_bool(soft_targets, "soft_targets")
+        self.reduction = _check_reduction(reduction)
+        self.validate = _check_bool(validate, "validate")
+        rank = P.class_rank(counts)
+        ratio = None
+        if self.delta_epsilon > 0:
+            if bool((counts <= 0).any()):
+                raise ValueError(
+                    "a varied bound (delta_epsilon > 0) needs class_counts > 0 for every class"
+                )
+            ratio = P.count_bound_ratio(counts, self.head)
+        self.register_buffer("rank", rank)
+        shift = P.multi_label_logit_shift(
+            rank,
+            self.head,
+            epsilon=self.epsilon,
+            delta_epsilon=self.delta_epsilon,
+            count_ratio=ratio,
+        )
+        self.register_buffer("logit_shift", shift.float())
+        if base_params is not None and not isinstance(base_loss, str):
+            raise ValueError("base_params is only used with base_loss given by name")
+        if base_loss is None:
+            self.base_loss: Callable[[Tensor, Tensor], Tensor] = _bce_elementwise
+        elif isinstance(base_loss, str):
+            params = dict(base_params or {})
+            params.setdefault("reduction", "none")
+            self.base_loss = build_loss(
+                base_loss, num_classes=self.num_classes, class_counts=counts.tolist(), **params
+            )
+        elif callable(base_loss):
+            self.base_loss = base_loss
+        else:
+            raise TypeError(f"base_loss must be None, a loss name or a callable, got {base_loss!r}")
+        red = getattr(self.base_loss, "reduction", "none")
+        if red != "none":
+            raise ValueError(
+                f"base_loss must have reduction='none' (elementwise (N, C)), got {red!r}"
+            )
+
+    @property
+    def delta(self) -> Tensor:
+        """δ̃_c = S(c − τ)·ε_c per class (C,); the perturbed logit is u − δ̃."""
+        return -self.logit_shift
+
+    def perturb(self, logits: Tensor, target: Tensor | None = None) -> Tensor:
+        """The perturbed logits u − δ̃ (N, C)."""
+        return _work_dtype(logits) + self.logit_shift.to(logits.device, _work_dtype(logits).dtype)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The base loss on the perturbed logits, reduced per ``reduction`` ((N, C) for ``"none"``)."""
+        if self.validate:
+            P.check_logits(logits, min_classes=1)
+            if logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
+                )
+            P.check_finite(logits, "logits")
+            target = P.check_multi_label_target(target, _work_dtype(logits), soft=self.soft_targets)
+        else:
+            target = target.to(_work_dtype(logits).dtype)
+        loss = self.base_loss(self.perturb(logits), target)
+        if not isinstance(loss, Tensor) or loss.shape != logits.shape:
+            raise ValueError(
+                f"base_loss must return the elementwise loss of shape {tuple(logits.shape)}, got "
+                f"{tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__}"
+            )
+        return _reduce(loss, self.reduction)
+
+    def extra_repr(self) -> str:
+        return (
+            f"epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, tau={self.tau} (head={self.head}), "
+            f"reduction={self.reduction!r}"
+        )
