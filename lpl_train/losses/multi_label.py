@@ -1,1 +1,549 @@
-"""Placeholder: filled in by its issue."""
+"""Multi-label baselines of Table V (VOC-MLT, COCO-MLT) and Table X (MS-COCO).
+
+Every loss is an ``nn.Module`` with ``forward(logits, target)``: ``logits`` (N, C) float (any real values:
+the LPL multi-label wrapper perturbs them before calling these losses) and ``target`` (N, C) multi-hot
+(0/1, any dtype). ``reduction``: ``"mean"`` (over all N x C entries, as the Distribution-Balanced reference
+does), ``"sum"``, or ``"none"`` (the elementwise (N, C) loss).
+
+The distribution-balanced family (Wu et al., ECCV 2020) is one class, :class:`DistributionBalancedLoss`,
+whose three optional parts are off unless their parameters are given: the focal term (``focal_gamma``),
+negative-tolerant regularisation (NTR, ``neg_scale``/``init_bias``, the paper's Eq. 10) and logit
+compensation (LC, the paper's Eq. 12). The registered names fix which parts are on:
+``rbce`` (re-balanced weighting only), ``rbce_focal``, ``rbce_ntr``, ``rbce_focal_ntr`` (= DB loss),
+``rbce_lc``, ``rbce_focal_lc``. The "RS" (class-aware resampling) of R-BCE is a data sampler:
+:class:`lpl_train.samplers.ClassAwareSampler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import register
+from .single_label import (
+    _as_counts,
+    _check_float,
+    _check_int,
+    _check_logits,
+    _check_reduction,
+    _reduce,
+    class_balanced_weights,
+)
+
+__all__ = [
+    "BCELoss",
+    "ReweightedBCELoss",
+    "FocalBCELoss",
+    "ClassBalancedFocalBCELoss",
+    "DistributionBalancedLoss",
+    "RBCEFocalLoss",
+    "RBCENTRLoss",
+    "DBLoss",
+    "RBCELCLoss",
+    "RBCEFocalLCLoss",
+    "rebalanced_weights",
+    "ntr_bias",
+]
+
+
+def _check_multilabel(
+    logits: Any, target: Any, num_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = _check_logits(logits)
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(
+            f"logits have {logits.shape[1]} columns but the loss was built for {num_classes} classes"
+        )
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a multi-hot torch.Tensor, got {type(target).__name__}")
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"target must be multi-hot with the shape of logits {tuple(logits.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    if target.is_complex():
+        raise TypeError(f"target must be real 0/1 values, got dtype {target.dtype}")
+    t = target.to(logits.dtype)
+    if t.numel() and not ((t == 0) | (t == 1)).all():
+        bad = t[(t != 0) & (t != 1)][:3].tolist()
+        raise ValueError(f"target must be multi-hot (only 0 and 1), got values such as {bad}")
+    return logits, t
+
+
+def _focal_factor(bce_unweighted: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``(1 - p_t)^gamma`` with ``p_t = exp(-bce)``; ``-expm1`` keeps it accurate when ``p_t`` is near 1."""
+    return (-torch.expm1(-bce_unweighted)).clamp_min(0.0) ** gamma
+
+
+@register("bce")
+class BCELoss(nn.Module):
+    """Binary cross-entropy with logits, the "ERM" row of Table V.
+
+    ``l_{ic} = -y log sigmoid(u) - (1 - y) log(1 - sigmoid(u))``.
+
+    Args:
+        reduction: ``"mean"`` (over all N x C entries), ``"sum"`` or ``"none"`` ((N, C)).
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check_multilabel(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction=self.reduction)
+
+
+@register("rw_bce")
+class ReweightedBCELoss(nn.Module):
+    """BCE with per-class re-weighting, the "RW" row of Table V.
+
+    ``l_{ic} = w_c BCE(u_{ic}, y_{ic})`` on positive and negative entries alike, with
+    ``w_c ∝ n_c^(-power)`` normalised to ``sum_c w_c = C``. ``power=1`` (default) is inverse frequency,
+    ``0.5`` the square-root variant. The Distribution-Balanced release ships no RW config, so this form is
+    our reading of "re-weighting by inverse class frequency".
+
+    Args:
+        class_counts: positive training images per class (all > 0).
+        power: exponent >= 0 (0 = plain BCE).
+        num_classes: optional, checked against ``len(class_counts)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        power: float = 1.0,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        counts = _as_counts(class_counts, num_classes)
+        self.power = _check_float("power", power, low=0.0)
+        self.reduction = _check_reduction(reduction)
+        w = counts.pow(-self.power)
+        self.register_buffer("weight", (w * counts.numel() / w.sum()).float())
+        self.num_classes = counts.numel()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check_multilabel(logits, target, self.num_classes)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return _reduce(bce * self.weight.to(bce.dtype), self.reduction)
+
+
+@register("focal_bce")
+class FocalBCELoss(nn.Module):
+    """Sigmoid focal loss (Lin et al., 2017), the "Focal Loss" row of Table V.
+
+    ``l_{ic} = balance * (1 - p_t)^gamma * BCE(u_{ic}, y_{ic})`` with ``p_t = exp(-BCE)``, the focal term of
+    the Distribution-Balanced reference (``gamma = 2``, ``balance = 2``) without its re-weighting.
+
+    Args:
+        focal_gamma: >= 0 (default 2.0).
+        focal_balance: > 0 constant factor (default 2.0, the reference's ``balance_param``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    def __init__(
+        self, focal_gamma: float = 2.0, focal_balance: float = 2.0, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.focal_gamma = _check_float("focal_gamma", focal_gamma, low=0.0)
+        self.focal_balance = _check_float("focal_balance", focal_balance, low=0.0, low_open=True)
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check_multilabel(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return _reduce(
+            self.focal_balance * _focal_factor(bce, self.focal_gamma) * bce, self.reduction
+        )
+
+
+@register("cb_focal_bce")
+class ClassBalancedFocalBCELoss(nn.Module):
+    """Class-balanced sigmoid focal loss (Cui et al., 2019) for multi-label, the "CB-Focal" row of Table V.
+
+    Each image gets one weight, the average of the class-balanced weights (:func:`class_balanced_weights`,
+    normalised to sum C) of its positive labels (the reference's ``CB_mode='average_w'``), applied to all
+    its C entries; an image with no positive label gets weight 1. Then the focal term of ``focal_bce``.
+    The reference's raw weights ``(1 - beta)/(1 - beta^n)`` may be unnormalised there; normalising only
+    rescales the loss by a constant.
+
+    Args:
+        class_counts: positive training images per class (all > 0).
+        beta: in (0, 1) (default 0.9, the reference's ``CB_beta``).
+        focal_gamma: >= 0 (default 2.0).
+        focal_balance: > 0 (default 2.0).
+        num_classes: optional, checked against ``len(class_counts)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        beta: float = 0.9,
+        focal_gamma: float = 2.0,
+        focal_balance: float = 2.0,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        counts = _as_counts(class_counts, num_classes)
+        self.beta = _check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.focal_gamma = _check_float("focal_gamma", focal_gamma, low=0.0)
+        self.focal_balance = _check_float("focal_balance", focal_balance, low=0.0, low_open=True)
+        self.reduction = _check_reduction(reduction)
+        self.register_buffer("class_weight", class_balanced_weights(counts, self.beta))
+        self.num_classes = counts.numel()
+
+    def sample_weights(self, target: torch.Tensor) -> torch.Tensor:
+        """Per-image weight (N, 1): mean class-balanced weight over the positive labels (1 if none)."""
+        cw = self.class_weight.to(target.dtype)
+        npos = target.sum(dim=1, keepdim=True)
+        avg = (target * cw).sum(dim=1, keepdim=True) / npos.clamp_min(1.0)
+        return torch.where(npos > 0, avg, torch.ones_like(avg))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check_multilabel(logits, target, self.num_classes)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        w = self.sample_weights(target)
+        loss = self.focal_balance * _focal_factor(bce, self.focal_gamma) * w * bce
+        return _reduce(loss, self.reduction)
+
+
+# --------------------------------------------------------------------------------------------------
+# Distribution-balanced family (Wu et al., ECCV 2020) and logit compensation (Guo & Wang, CVPR 2021)
+# --------------------------------------------------------------------------------------------------
+
+
+def rebalanced_weights(
+    target: torch.Tensor,
+    class_counts: Sequence[float] | torch.Tensor,
+    map_alpha: float = 0.1,
+    map_beta: float = 10.0,
+    map_mu: float = 0.3,
+) -> torch.Tensor:
+    """Re-balanced weights of the DB loss, shape (N, C), for every entry (positive and negative).
+
+    ``r_{ik} = (1/n_k) / sum_{j in y_i} (1/n_j)`` (class-level over instance-level sampling rate under
+    class-aware sampling), then the smoothing map ``w_{ik} = map_alpha + sigmoid(map_beta (r_{ik} - map_mu))``.
+    A row with no positive label has no defined ``r``; its weights are set to 1 (plain BCE for that image).
+    """
+    counts = _as_counts(class_counts)
+    if (
+        not isinstance(target, torch.Tensor)
+        or target.dim() != 2
+        or target.shape[1] != counts.numel()
+    ):
+        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be a (N, {counts.numel()}) multi-hot tensor, got {shape}")
+    alpha = _check_float("map_alpha", map_alpha)
+    beta = _check_float("map_beta", map_beta)
+    mu = _check_float("map_mu", map_mu)
+    dtype = target.dtype if target.is_floating_point() else torch.float32
+    t = target.to(dtype)
+    inv = (1.0 / counts).to(device=t.device, dtype=dtype)
+    rate = (t * inv).sum(dim=1, keepdim=True)
+    r = inv[None, :] / rate.clamp_min(torch.finfo(dtype).tiny)
+    w = alpha + torch.sigmoid(beta * (r - mu))
+    return torch.where(rate > 0, w, torch.ones_like(w))
+
+
+def ntr_bias(
+    class_counts: Sequence[float] | torch.Tensor,
+    num_samples: int,
+    init_bias: float,
+    neg_scale: float,
+) -> torch.Tensor:
+    """NTR logit shift ``b_k = -(init_bias / neg_scale) log(N / n_k - 1)`` (float32, shape (C,)).
+
+    This is ``-v_k`` of the paper's Eq. (10) with ``psi = init_bias / neg_scale`` (kappa / lambda): the
+    reference code divides kappa by lambda, the paper's notation does not show it.
+    """
+    counts = _as_counts(class_counts)
+    n = _check_int("num_samples", num_samples, low=1)
+    kappa = _check_float("init_bias", init_bias)
+    lam = _check_float("neg_scale", neg_scale, low=0.0, low_open=True)
+    if (counts >= n).any():
+        raise ValueError(
+            f"every class count must be < num_samples={n} for log(N/n_k - 1) to be finite, "
+            f"got max count {counts.max().item()}"
+        )
+    return (-(kappa / lam) * torch.log(n / counts - 1.0)).float()
+
+
+@register("rbce")
+class DistributionBalancedLoss(nn.Module):
+    """Re-balanced BCE (R-BCE) with optional focal term, NTR (Eq. 10) or logit compensation (Eq. 12).
+
+    With ``w`` the re-balanced weights (:func:`rebalanced_weights`, computed from the target, no gradient)
+    and per-class transforms of the logit ``u``:
+
+    * positive entry: ``w * softplus(-z_p)``;  negative entry: ``(w / lambda) * softplus(lambda * z_n)``;
+    * plain / NTR: ``z_p = z_n = u + b`` with ``b = -(kappa / lambda) log(N / n_k - 1)`` and
+      ``lambda = neg_scale``, ``kappa = init_bias`` (Eq. 10 with ``v = -b``, ``psi = kappa / lambda``;
+      ``neg_scale = 1, init_bias = 0`` is plain BCE);
+    * LC (``logit_compensation=True``): ``z_p = sigma^p_k u + mu^p_k``, ``z_n = sigma^n_k u + mu^n_k``
+      with learnable per-class ``mu`` and ``sigma > 0`` (Eq. 12). No reference code exists; our choices:
+      ``mu`` starts at 0 and ``sigma`` at 1 (so training starts from R-BCE), ``sigma = exp(log_sigma)``
+      keeps it positive, and at test time the raw logits ``u`` are used (each transform is increasing in
+      ``u`` per class, so per-class AP and mAP are the same either way). The engine must give
+      ``loss.parameters()`` to the optimiser.
+    * focal (``focal_gamma`` given): the entry is multiplied by ``focal_balance * (1 - p_t)^gamma`` with
+      ``p_t = exp(-l)`` and ``l`` the *unweighted* loss of the entry on the transformed logits
+      (``softplus(-z_p)`` or ``softplus(lambda z_n)``), as in the reference.
+
+    No part is on unless its parameter is given (the reference constructor's defaults silently turn
+    focal and NTR on; here they do not). ``reweight=False`` drops the re-balanced weights (all ones).
+
+    Args:
+        class_counts: positive training images per class, ``n_k`` (all > 0).
+        map_alpha, map_beta, map_mu: the smoothing map (VOC 0.1, 10, 0.3; COCO 0.1, 10, 0.2).
+        focal_gamma: ``None`` (off) or >= 0; focal_balance: > 0 (default 2.0, the reference's).
+        neg_scale: NTR lambda > 0 (1 = off). init_bias: NTR kappa (0 = off; needs ``num_samples``).
+        num_samples: number of training images N (needed when ``init_bias != 0``).
+        logit_compensation: learnable LC transforms (exclusive with NTR).
+        reweight: use the re-balanced weights (default True).
+        num_classes: optional, checked against ``len(class_counts)``.
+        reduction: ``"mean"`` (over N x C entries), ``"sum"`` or ``"none"`` ((N, C)).
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        map_alpha: float = 0.1,
+        map_beta: float = 10.0,
+        map_mu: float = 0.3,
+        focal_gamma: float | None = None,
+        focal_balance: float = 2.0,
+        neg_scale: float = 1.0,
+        init_bias: float = 0.0,
+        num_samples: int | None = None,
+        logit_compensation: bool = False,
+        reweight: bool = True,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        counts = _as_counts(class_counts, num_classes)
+        self.num_classes = counts.numel()
+        self.map_alpha = _check_float("map_alpha", map_alpha)
+        self.map_beta = _check_float("map_beta", map_beta)
+        self.map_mu = _check_float("map_mu", map_mu)
+        self.focal_gamma = (
+            None if focal_gamma is None else _check_float("focal_gamma", focal_gamma, low=0.0)
+        )
+        self.focal_balance = _check_float("focal_balance", focal_balance, low=0.0, low_open=True)
+        self.neg_scale = _check_float("neg_scale", neg_scale, low=0.0, low_open=True)
+        self.init_bias = _check_float("init_bias", init_bias)
+        for name, flag in (("logit_compensation", logit_compensation), ("reweight", reweight)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        self.logit_compensation = logit_compensation
+        self.reweight = reweight
+        self.reduction = _check_reduction(reduction)
+        if logit_compensation and (self.neg_scale != 1.0 or self.init_bias != 0.0):
+            raise ValueError(
+                "logit_compensation cannot be combined with NTR (neg_scale != 1 or init_bias != 0); "
+                f"got neg_scale={self.neg_scale}, init_bias={self.init_bias}"
+            )
+        if self.init_bias != 0.0:
+            if num_samples is None:
+                raise ValueError(
+                    "num_samples (the number of training images N) is required when init_bias != 0, "
+                    "got None"
+                )
+            bias = ntr_bias(counts, num_samples, self.init_bias, self.neg_scale)
+        else:
+            bias = torch.zeros(self.num_classes)
+        self.num_samples = num_samples
+        self.register_buffer("class_counts", counts.float())
+        self.register_buffer("bias", bias)
+        if logit_compensation:
+            self.mu_pos = nn.Parameter(torch.zeros(self.num_classes))
+            self.mu_neg = nn.Parameter(torch.zeros(self.num_classes))
+            self.log_sigma_pos = nn.Parameter(torch.zeros(self.num_classes))
+            self.log_sigma_neg = nn.Parameter(torch.zeros(self.num_classes))
+
+    @property
+    def psi(self) -> float:
+        """The paper's Eq. (10) ``psi = init_bias / neg_scale``."""
+        return self.init_bias / self.neg_scale
+
+    def weights(self, target: torch.Tensor) -> torch.Tensor:
+        """The (N, C) re-balanced weights for ``target`` (ones when ``reweight=False``)."""
+        if not self.reweight:
+            return torch.ones_like(target)
+        return rebalanced_weights(
+            target, self.class_counts.double(), self.map_alpha, self.map_beta, self.map_mu
+        ).to(target.dtype)
+
+    def transformed_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_p, z_n)``: the logits seen by the positive and negative terms (NTR shift or LC)."""
+        logits = _check_logits(logits)
+        if self.logit_compensation:
+            zp = torch.exp(self.log_sigma_pos) * logits + self.mu_pos
+            zn = torch.exp(self.log_sigma_neg) * logits + self.mu_neg
+            return zp.to(logits.dtype), zn.to(logits.dtype)
+        z = logits + self.bias.to(logits.dtype)
+        return z, z
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check_multilabel(logits, target, self.num_classes)
+        zp, zn = self.transformed_logits(logits)
+        lam = self.neg_scale
+        pos = F.softplus(-zp)
+        neg = F.softplus(lam * zn)
+        loss = self.weights(target) * (target * pos + (1 - target) * neg / lam)
+        if self.focal_gamma is not None:
+            unweighted = target * pos + (1 - target) * neg
+            loss = self.focal_balance * _focal_factor(unweighted, self.focal_gamma) * loss
+        return _reduce(loss, self.reduction)
+
+
+@register("rbce_focal")
+class RBCEFocalLoss(DistributionBalancedLoss):
+    """R-BCE-Focal: :class:`DistributionBalancedLoss` with the focal term on (gamma 2, balance 2)."""
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        map_alpha: float = 0.1,
+        map_beta: float = 10.0,
+        map_mu: float = 0.3,
+        focal_gamma: float = 2.0,
+        focal_balance: float = 2.0,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            class_counts,
+            map_alpha,
+            map_beta,
+            map_mu,
+            focal_gamma=focal_gamma,
+            focal_balance=focal_balance,
+            num_classes=num_classes,
+            reduction=reduction,
+        )
+
+
+@register("rbce_ntr")
+class RBCENTRLoss(DistributionBalancedLoss):
+    """R-BCE+NTR: :class:`DistributionBalancedLoss` with NTR on. Defaults are the VOC config
+    (``neg_scale=5, init_bias=0.05``, psi = 0.01); COCO uses ``neg_scale=2`` (psi = 0.025), ``map_mu=0.2``.
+    ``num_samples`` (training images) is required."""
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        num_samples: int | None = None,
+        map_alpha: float = 0.1,
+        map_beta: float = 10.0,
+        map_mu: float = 0.3,
+        neg_scale: float = 5.0,
+        init_bias: float = 0.05,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            class_counts,
+            map_alpha,
+            map_beta,
+            map_mu,
+            neg_scale=neg_scale,
+            init_bias=init_bias,
+            num_samples=num_samples,
+            num_classes=num_classes,
+            reduction=reduction,
+        )
+
+
+@register("rbce_focal_ntr")
+class DBLoss(DistributionBalancedLoss):
+    """R-BCE-Focal+NTR, the shipped Distribution-Balanced (DB-Focal) loss: focal and NTR on, VOC defaults."""
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        num_samples: int | None = None,
+        map_alpha: float = 0.1,
+        map_beta: float = 10.0,
+        map_mu: float = 0.3,
+        focal_gamma: float = 2.0,
+        focal_balance: float = 2.0,
+        neg_scale: float = 5.0,
+        init_bias: float = 0.05,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            class_counts,
+            map_alpha,
+            map_beta,
+            map_mu,
+            focal_gamma=focal_gamma,
+            focal_balance=focal_balance,
+            neg_scale=neg_scale,
+            init_bias=init_bias,
+            num_samples=num_samples,
+            num_classes=num_classes,
+            reduction=reduction,
+        )
+
+
+@register("rbce_lc")
+class RBCELCLoss(DistributionBalancedLoss):
+    """R-BCE+LC: :class:`DistributionBalancedLoss` with learnable logit compensation (Eq. 12)."""
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        map_alpha: float = 0.1,
+        map_beta: float = 10.0,
+        map_mu: float = 0.3,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            class_counts,
+            map_alpha,
+            map_beta,
+            map_mu,
+            logit_compensation=True,
+            num_classes=num_classes,
+            reduction=reduction,
+        )
+
+
+@register("rbce_focal_lc")
+class RBCEFocalLCLoss(DistributionBalancedLoss):
+    """R-BCE-Focal+LC: focal term and learnable logit compensation (Eq. 12)."""
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | torch.Tensor,
+        map_alpha: float = 0.1,
+        map_beta: float = 10.0,
+        map_mu: float = 0.3,
+        focal_gamma: float = 2.0,
+        focal_balance: float = 2.0,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            class_counts,
+            map_alpha,
+            map_beta,
+            map_mu,
+            focal_gamma=focal_gamma,
+            focal_balance=focal_balance,
+            logit_compensation=True,
+            num_classes=num_classes,
+            reduction=reduction,
+        )
