@@ -1,0 +1,94 @@
+"""Models with separate features and classifier: ``build_model(name, num_classes, **kw)``.
+
+Every model has ``forward_features(x) -> (N, F)``, an attribute ``classifier`` (``nn.Linear``, or the
+cosine :class:`~lpl_train.models.heads.NormedLinear` with ``use_norm=True`` for LDAM), ``num_features``,
+and ``forward(x) = classifier(forward_features(x))``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .base import FeatureClassifier
+from .cifar_resnet import CifarResNet, LAResNet32
+from .heads import NormedLinear
+from .resnet50 import ResNet50, load_torchvision_state_dict
+from .small import MLP, FMnistCNN, LinearModel
+from .wrn import WideResNet
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet32": lambda num_classes, **kw: CifarResNet(32, num_classes, **kw),
+    "resnet110": lambda num_classes, **kw: CifarResNet(110, num_classes, **kw),
+    "se_resnet110": lambda num_classes, shortcut="B", **kw: CifarResNet(
+        110, num_classes, shortcut=shortcut, se=True, **kw
+    ),
+    "resnet32_la": LAResNet32,
+    "wrn28_10": lambda num_classes, **kw: WideResNet(28, 10, num_classes, **kw),
+    "wrn16_8": lambda num_classes, **kw: WideResNet(16, 8, num_classes, **kw),
+    "resnet50": ResNet50,
+    "fmnist_cnn": FMnistCNN,
+    "mlp": MLP,
+    "linear": LinearModel,
+}
+
+_ALLOWED = {
+    "resnet32": ("shortcut", "dropout", "use_norm", "in_channels"),
+    "resnet110": ("shortcut", "dropout", "use_norm", "in_channels"),
+    "se_resnet110": ("shortcut", "dropout", "use_norm", "in_channels"),
+    "wrn28_10": ("dropout", "use_norm", "in_channels"),
+    "wrn16_8": ("dropout", "use_norm", "in_channels"),
+}
+
+__all__ = [
+    "MODELS",
+    "MLP",
+    "CifarResNet",
+    "FMnistCNN",
+    "FeatureClassifier",
+    "LAResNet32",
+    "LinearModel",
+    "NormedLinear",
+    "ResNet50",
+    "WideResNet",
+    "build_model",
+    "count_parameters",
+    "load_torchvision_state_dict",
+]
+
+
+def _allowed(name: str) -> tuple[str, ...]:
+    if name in _ALLOWED:
+        return _ALLOWED[name]
+    params = inspect.signature(MODELS[name]).parameters
+    return tuple(p for p in params if p != "num_classes")
+
+
+def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` classes.
+
+    Names: resnet32, resnet110 (option-A CIFAR ResNets; kw ``dropout``, ``shortcut``), se_resnet110,
+    resnet32_la (the LA code's 0.30M net), wrn28_10, wrn16_8 (kw ``dropout``), resnet50 (kw ``weights``,
+    ``neck``, ``frozen_stages``, ``norm_eval``), fmnist_cnn (kw ``in_channels``, ``width``, ``dropout``),
+    mlp (kw ``in_features``, ``hidden``, ``depth``), linear (kw ``in_features``). Every model takes
+    ``use_norm`` (cosine head for LDAM).
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    allowed = _allowed(name)
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} does not take {unknown}; allowed keywords: {list(allowed)}"
+        )
+    return MODELS[name](num_classes, **kw)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
