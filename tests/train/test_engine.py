@@ -1,0 +1,492 @@
+"""Training engine: schedules, resume bit-exactness, atomic checkpoints, NaN stop, metrics, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lpl_train import engine
+from lpl_train.config import validate_config
+from lpl_train.engine import (
+    Components,
+    TrainingDiverged,
+    atomic_save,
+    fit,
+    load_checkpoint,
+    lr_factor,
+)
+
+torch.set_flush_denormal(True)
+
+
+C, D, N_TRAIN, N_TEST = 4, 6, 96, 40
+
+
+# ------------------------------------------------------------------------------------- stand-ins
+class TinyNet(nn.Module):
+    """forward_features / classifier split like the package's models; dropout exercises the RNG."""
+
+    def __init__(self, num_classes: int = C, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(16, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+
+class TinyLoader:
+    """Batch order and noise depend only on (seed, epoch), like lpl_train.data loaders."""
+
+    def __init__(self, x, y, batch_size, train, seed=0, fail_at=None):
+        self.x, self.y, self.bs, self.train, self.seed = x, y, batch_size, train, seed
+        self.epoch, self.fail_at = 0, fail_at
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.bs)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        order = (
+            torch.randperm(len(self.x), generator=g) if self.train else torch.arange(len(self.x))
+        )
+        noise = 0.05 * torch.randn(self.x.shape, generator=g)  # per sample: batch-size independent
+        for i in range(len(self)):
+            if self.fail_at == (self.epoch, i):
+                raise KeyboardInterrupt("simulated kill")
+            idx = order[i * self.bs : (i + 1) * self.bs]
+            x = self.x[idx] + noise[idx] if self.train else self.x[idx]
+            yield x, self.y[idx]
+
+
+def make_data(multi_label: bool = False, seed: int = 123):
+    g = torch.Generator().manual_seed(seed)
+    centers = 2.0 * torch.randn(C, D, generator=g)
+    n = N_TRAIN + N_TEST
+    y = torch.arange(n) % C
+    x = centers[y] + torch.randn(n, D, generator=g)
+    if multi_label:
+        y2 = (y + 1) % C
+        x = x + centers[y2]
+        t = torch.zeros(n, C)
+        t[torch.arange(n), y] = 1
+        t[torch.arange(n), y2] = 1
+        y = t
+    return (x[:N_TRAIN], y[:N_TRAIN]), (x[N_TRAIN:], y[N_TRAIN:])
+
+
+def make_components(
+    multi_label=False, loss=None, fail_at=None, batch_size=16, init_seed=0, dropout=0.2
+):
+    (xtr, ytr), (xte, yte) = make_data(multi_label)
+    torch.manual_seed(init_seed)
+    model = TinyNet(dropout=dropout)
+    if loss is None:
+        loss = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
+    counts = (ytr.sum(0) if multi_label else torch.bincount(ytr, minlength=C)).long().tolist()
+    return Components(
+        model=model,
+        loss=loss,
+        train_loader=TinyLoader(xtr, ytr, batch_size, True, fail_at=fail_at),
+        test_loader=TinyLoader(xte, yte, 32, False),
+        num_classes=C,
+        class_counts=counts,
+        multi_label=multi_label,
+    )
+
+
+def make_cfg(epochs=4, **train):
+    return validate_config(
+        {
+            "name": "tiny",
+            "data": {"name": "tiny"},
+            "model": {"name": "tiny"},
+            "loss": {"name": "ce"},
+            "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3},
+            "schedule": {"epochs": epochs, "kind": "cosine", "warmup_epochs": 1},
+            "train": {"device": "cpu", "progress": False, "loss_variation": False, **train},
+        }
+    )
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+
+
+def strip_timing(records):
+    return [
+        {k: v for k, v in r.items() if k not in ("train_time_s", "images_per_s")} for r in records
+    ]
+
+
+# ------------------------------------------------------------------------------------- schedule
+LDAM = {
+    "epochs": 200,
+    "kind": "step",
+    "milestones": [160, 180],
+    "factors": [0.01, 0.0001],
+    "warmup_epochs": 5,
+}
+
+
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [
+        (0, 0.2),
+        (1, 0.4),
+        (4, 1.0),
+        (5, 1.0),
+        (159, 1.0),
+        (160, 0.01),
+        (179, 0.01),
+        (180, 1e-4),
+        (199, 1e-4),
+    ],
+)
+def test_lr_factor_ldam_recipe(epoch, expected):
+    # LDAM: lr·e/5 for e = 1..5, then ×0.01 after epoch 160 and ×0.0001 after 180
+    assert lr_factor(epoch, 3, 100, LDAM) == pytest.approx(expected, rel=1e-12)
+
+
+def test_lr_factor_gamma_cosine_and_iteration_warmup():
+    isda = {"epochs": 160, "kind": "step", "milestones": [80, 120], "gamma": 0.1}
+    assert lr_factor(79, 0, 10, isda) == 1.0
+    assert lr_factor(80, 0, 10, isda) == pytest.approx(0.1)
+    assert lr_factor(120, 0, 10, isda) == pytest.approx(0.01)
+    cos = {"epochs": 10, "kind": "cosine"}
+    assert lr_factor(0, 0, 4, cos) == 1.0
+    assert lr_factor(5, 0, 4, cos) == pytest.approx(0.5)  # halfway through 40 iterations
+    assert lr_factor(7, 2, 4, cos) == pytest.approx(0.5 * (1 + math.cos(math.pi * 30 / 40)))
+    db = {"epochs": 8, "kind": "step", "milestones": [5, 7], "gamma": 0.1, "warmup_iters": 500,
+          "warmup_start_factor": 1 / 3}  # fmt: skip
+    assert lr_factor(0, 0, 100, db) == pytest.approx(1 / 3)
+    assert lr_factor(2, 50, 100, db) == pytest.approx(1 / 3 + (2 / 3) * 250 / 500)
+    assert lr_factor(5, 0, 100, db) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="iters_per_epoch"):
+        lr_factor(0, 0, 0, cos)
+
+
+def test_select_device():
+    assert engine.select_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device must be one of"):
+        engine.select_device("tpu")
+    if not torch.cuda.is_available():
+        assert engine.select_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            engine.select_device("cuda")
+
+
+# ------------------------------------------------------------------------------------- resume
+def test_resume_after_clean_stop_is_bit_exact(tmp_path):
+    cfg = make_cfg(epochs=4)
+    full = tmp_path / "full"
+    fit(cfg, full, components=make_components(), log=quiet)
+    part = tmp_path / "part"
+    fit(cfg, part, components=make_components(), stop_after_epoch=2, log=quiet)
+    assert load_checkpoint(part / "checkpoint.pt")["epoch"] == 2
+    assert not (part / "final.json").exists()
+    # a fresh process would build a differently initialised model: the checkpoint must win
+    fit(cfg, part, components=make_components(init_seed=99), resume=True, log=quiet)
+    a, b = state(full), state(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ra, rb = engine.read_metrics(full), engine.read_metrics(part)
+    assert [r["epoch"] for r in rb] == [0, 1, 2, 3]
+    assert strip_timing(ra) == strip_timing(rb)
+
+
+def test_resume_after_kill_mid_epoch_is_bit_exact(tmp_path):
+    cfg = make_cfg(epochs=4)
+    full = tmp_path / "full"
+    fit(cfg, full, components=make_components(), log=quiet)
+    run = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, run, components=make_components(fail_at=(2, 3)), log=quiet)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2  # epochs 0, 1 completed
+    assert [r["epoch"] for r in engine.read_metrics(run)] == [0, 1]
+    fit(cfg, run, components=make_components(), resume=True, log=quiet)
+    for k, v in state(full).items():
+        assert torch.equal(v, state(run)[k]), k
+    assert (
+        json.loads((run / "final.json").read_text())["final"]
+        == json.loads((full / "final.json").read_text())["final"]
+    )
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
+    cfg = make_cfg(epochs=3)
+    run = tmp_path / "r"
+    fit(cfg, run, components=make_components(), stop_after_epoch=1, log=quiet)
+    with open(
+        run / "metrics.jsonl", "a"
+    ) as fh:  # killed after logging epoch 1, before its checkpoint
+        fh.write(json.dumps({"epoch": 1, "train_loss": 123.0}) + "\n" + '{"epoch": 2, "trunc')
+    fit(cfg, run, components=make_components(), resume=True, log=quiet)
+    recs = engine.read_metrics(run)
+    assert [r["epoch"] for r in recs] == [0, 1, 2]
+    assert recs[1]["train_loss"] != 123.0
+
+
+def test_resume_refuses_other_config_and_fresh_run_refuses_existing_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    fit(make_cfg(epochs=2), run, components=make_components(), stop_after_epoch=1, log=quiet)
+    with pytest.raises(ValueError, match="config differs"):
+        fit(make_cfg(epochs=2, seed=5), run, components=make_components(), resume=True, log=quiet)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(make_cfg(epochs=2), run, components=make_components(), log=quiet)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fit(
+            make_cfg(epochs=2),
+            tmp_path / "none",
+            components=make_components(),
+            resume=True,
+            log=quiet,
+        )
+
+
+def test_same_seed_same_result_and_seed_matters(tmp_path):
+    fit(make_cfg(epochs=2), tmp_path / "a", components=make_components(), log=quiet)
+    fit(make_cfg(epochs=2), tmp_path / "b", components=make_components(), log=quiet)
+    fit(make_cfg(epochs=2, seed=1), tmp_path / "c", components=make_components(), log=quiet)
+    a, b, c = state(tmp_path / "a"), state(tmp_path / "b"), state(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # dropout masks come from the training seed
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"format": 1, "w": torch.arange(3)}, path)
+    with pytest.raises(Exception):  # noqa: B017 - a lambda cannot be pickled: the write fails midway
+        atomic_save({"format": 1, "w": torch.zeros(3), "bad": lambda: 0}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_load_checkpoint_rejects_foreign_files(tmp_path):
+    torch.save({"model": {}}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        load_checkpoint(tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------------------------- NaN stop
+class NaNAfter(nn.Module):
+    """CE that turns NaN from the ``bad``-th training call on."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__()
+        self.reduction, self.calls, self.bad = "mean", 0, bad
+
+    def forward(self, logits, target):
+        self.calls += 1
+        out = F.cross_entropy(logits, target, reduction=self.reduction)
+        return out * float("nan") if self.calls > self.bad else out
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = make_cfg(epochs=4)
+    run = tmp_path / "nan"
+    steps_per_epoch = math.ceil(N_TRAIN / 16)
+    comps = make_components(loss=NaNAfter(bad=2 * steps_per_epoch + 1))  # NaN in epoch index 2
+    with pytest.raises(
+        TrainingDiverged, match=r"non-finite.*in epoch 3 of 4.*last good checkpoint"
+    ):
+        fit(cfg, run, components=comps, log=quiet)
+    ck = load_checkpoint(run / "checkpoint.pt")
+    assert ck["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    info = json.loads((run / "diverged.json").read_text())
+    assert info["epoch"] == 2 and info["step"] == 2 * steps_per_epoch + 1
+    assert len(engine.read_metrics(run)) == 2
+
+
+# ------------------------------------------------------------------------------------- metrics
+def test_metrics_jsonl_values_match_an_independent_evaluation(tmp_path):
+    cfg = make_cfg(epochs=3)
+    comps = make_components()
+    fit(cfg, tmp_path, components=comps, log=quiet)
+    recs = engine.read_metrics(tmp_path)
+    assert [r["epoch"] for r in recs] == [0, 1, 2]
+    # lr of the last iteration of each epoch: warm-up 1 epoch then cosine over the remaining iterations
+    n_it = math.ceil(N_TRAIN / 16)
+    for r in recs:
+        assert r["lr"] == pytest.approx(
+            0.1 * lr_factor(r["epoch"], n_it - 1, n_it, cfg["schedule"])
+        )
+    # independent top-1 error / per-class accuracy of the final weights
+    model = TinyNet()
+    model.load_state_dict(state(tmp_path))
+    model.eval()
+    (_, _), (xte, yte) = make_data()
+    with torch.no_grad():
+        logits = model(xte)
+    pred = logits.argmax(1)
+    err = 100 * (pred != yte).double().mean().item()
+    last = recs[-1]
+    assert last["test_top1_error"] == pytest.approx(err, abs=1e-9)
+    per = [100 * (pred[yte == c] == c).double().mean().item() for c in range(C)]
+    assert last["test_per_class_acc"] == pytest.approx(per, abs=1e-9)
+    assert last["test_loss"] == pytest.approx(F.cross_entropy(logits, yte).item(), rel=1e-5)
+    best = min(r["test_top1_error"] for r in recs)
+    assert last["best"]["test_top1_error"] == best
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["final"]["top1_error"] == last["test_top1_error"]
+    assert final["class_counts"] == comps.class_counts
+    assert (tmp_path / "config.toml").read_text().startswith('name = "tiny"')
+
+
+def test_multilabel_map_matches_sklearn(tmp_path):
+    sk = pytest.importorskip("sklearn.metrics")
+    cfg = make_cfg(epochs=2)
+    fit(cfg, tmp_path, components=make_components(multi_label=True), log=quiet)
+    rec = engine.read_metrics(tmp_path)[-1]
+    model = TinyNet()
+    model.load_state_dict(state(tmp_path))
+    model.eval()
+    (_, _), (xte, yte) = make_data(multi_label=True)
+    with torch.no_grad():
+        scores = model(xte)
+    ap = [
+        100 * sk.average_precision_score(yte[:, c].numpy(), scores[:, c].numpy()) for c in range(C)
+    ]
+    assert rec["test_ap_per_class"] == pytest.approx(ap, abs=1e-6)
+    assert rec["test_map"] == pytest.approx(sum(ap) / C, abs=1e-6)
+    assert rec["test_loss"] == pytest.approx(
+        F.binary_cross_entropy_with_logits(scores, yte).item(), rel=1e-5
+    )
+
+
+# ------------------------------------------------------------------------------------- options
+class FeatureLoss(nn.Module):
+    """needs_features stand-in: records what the engine passes."""
+
+    needs_features = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction, self.seen = "mean", []
+
+    def forward(self, features, target, classifier):
+        self.seen.append((tuple(features.shape), classifier))
+        return F.cross_entropy(classifier(features), target)
+
+
+def test_feature_level_loss_gets_features_and_classifier(tmp_path):
+    loss = FeatureLoss()
+    comps = make_components(loss=loss)
+    fit(make_cfg(epochs=1), tmp_path, components=comps, log=quiet)
+    assert loss.seen and all(shape[1] == 16 for shape, _ in loss.seen)
+    assert all(clf is comps.model.classifier for _, clf in loss.seen)
+
+
+class EpochLoss(nn.CrossEntropyLoss):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        self.calls.append((epoch, total_epochs))
+
+
+def test_epoch_hook_called_every_epoch_including_after_resume(tmp_path):
+    loss = EpochLoss()
+    fit(
+        make_cfg(epochs=3),
+        tmp_path,
+        components=make_components(loss=loss),
+        stop_after_epoch=1,
+        log=quiet,
+    )
+    assert loss.calls == [(0, 3)]
+    loss2 = EpochLoss()
+    fit(
+        make_cfg(epochs=3), tmp_path, components=make_components(loss=loss2), resume=True, log=quiet
+    )
+    assert loss2.calls == [(1, 3), (2, 3)]
+
+
+def test_bf16_autocast_on_cpu_and_l2_all(tmp_path):
+    cfg = make_cfg(epochs=1, amp="bf16")
+    fit(cfg, tmp_path / "bf16", components=make_components(), log=quiet)
+    assert math.isfinite(engine.read_metrics(tmp_path / "bf16")[0]["train_loss"])
+    # l2_all adds l2·Σθ² to the loss: the logged training loss grows by at least l2·Σθ² of the final net
+    base = make_cfg(epochs=1)
+    fit(base, tmp_path / "a", components=make_components(), log=quiet)
+    pen = dict(base, optim=dict(base["optim"], l2_all=0.5))
+    fit(pen, tmp_path / "b", components=make_components(), log=quiet)
+    la, lb = (engine.read_metrics(tmp_path / d)[0]["train_loss"] for d in "ab")
+    theta = sum((v.float() ** 2).sum().item() for k, v in state(tmp_path / "b").items())
+    assert lb > la + 0.5 * theta * 0.5
+
+
+# ------------------------------------------------------------------------------------- DDP (gloo)
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_engine import make_components, make_cfg, quiet, C
+    from lpl_train.engine import DistInfo, _ShardLoader, fit
+    torch.set_num_threads(1)
+    out, world = sys.argv[1], int(sys.argv[2])
+    dist = DistInfo.from_env()
+    comps = make_components(batch_size=16 // world, dropout=0.0)
+    if world > 1:
+        comps.train_loader = _ShardLoader(comps.train_loader, dist)
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["weight_decay"] = 0.0
+    cfg["model"]["params"] = {{}}
+    fit(cfg, out, components=comps, log=quiet)
+    if world > 1:
+        sd = comps.model.state_dict()
+        torch.save(sd, f"{{out}}/rank{{dist.rank}}.pt")
+    """
+)
+
+
+def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "1"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path / "two"), "2"]  # fmt: skip
+    multi = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    r0 = torch.load(tmp_path / "two" / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "two" / "rank1.pt", weights_only=True)
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k  # replicas stay identical
+    one = state(tmp_path / "one")
+    two = state(tmp_path / "two")
+    for k in one:
+        # the same global batches, averaged over 2 ranks of 8 instead of 1 of 16: equal up to rounding
+        assert torch.allclose(one[k], two[k], atol=1e-5), k
+        assert not torch.equal(one[k], make_components(dropout=0.0).model.state_dict()[k])
+    recs = engine.read_metrics(tmp_path / "two")
+    assert [r["epoch"] for r in recs] == [0, 1] and "test_top1_error" in recs[-1]
