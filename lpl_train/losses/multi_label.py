@@ -116,7 +116,7 @@ class ReweightedBCELoss(nn.Module):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         power: float = 1.0,
         num_classes: int | None = None,
         reduction: str = "mean",
@@ -185,7 +185,7 @@ class ClassBalancedFocalBCELoss(nn.Module):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         beta: float = 0.9,
         focal_gamma: float = 2.0,
         focal_balance: float = 2.0,
@@ -315,7 +315,7 @@ class DistributionBalancedLoss(nn.Module):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         map_alpha: float = 0.1,
         map_beta: float = 10.0,
         map_mu: float = 0.3,
@@ -412,7 +412,7 @@ class RBCEFocalLoss(DistributionBalancedLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         map_alpha: float = 0.1,
         map_beta: float = 10.0,
         map_mu: float = 0.3,
@@ -441,7 +441,7 @@ class RBCENTRLoss(DistributionBalancedLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         num_samples: int | None = None,
         map_alpha: float = 0.1,
         map_beta: float = 10.0,
@@ -470,7 +470,7 @@ class DBLoss(DistributionBalancedLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         num_samples: int | None = None,
         map_alpha: float = 0.1,
         map_beta: float = 10.0,
@@ -503,7 +503,7 @@ class RBCELCLoss(DistributionBalancedLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         map_alpha: float = 0.1,
         map_beta: float = 10.0,
         map_mu: float = 0.3,
@@ -527,7 +527,7 @@ class RBCEFocalLCLoss(DistributionBalancedLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         map_alpha: float = 0.1,
         map_beta: float = 10.0,
         map_mu: float = 0.3,

@@ -249,7 +249,7 @@ class LogitAdjustedLoss(nn.Module):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         tau: float = 1.0,
         num_classes: int | None = None,
         reduction: str = "mean",
@@ -325,7 +325,7 @@ class DRWSchedule:
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         drw_epoch: int = 160,
         beta: float = 0.9999,
     ) -> None:
@@ -377,7 +377,7 @@ class LDAMLoss(nn.Module):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         max_m: float = 0.5,
         s: float = 30.0,
         drw_epoch: int | None = None,
@@ -519,7 +519,7 @@ class ClassBalancedCELoss(_ClassBalancedBase):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         beta: float = 0.9999,
         variant: str = "softmax",
         num_classes: int | None = None,
@@ -549,7 +549,7 @@ class ClassBalancedFocalLoss(_ClassBalancedBase):
 
     def __init__(
         self,
-        class_counts: Sequence[float] | torch.Tensor,
+        class_counts: Sequence[float] | torch.Tensor | None = None,
         beta: float = 0.9999,
         gamma: float = 1.0,
         variant: str = "sigmoid",
@@ -664,13 +664,15 @@ class ISDALoss(_LazyFeatureState):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         lambda0: float = 0.5,
         feature_dim: int | None = None,
         diagonal: bool = False,
         reduction: str = "mean",
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError("num_classes is required (the engine passes it), got None")
         self.num_classes = _check_int("num_classes", num_classes, low=2)
         self.lambda0 = _check_float("lambda0", lambda0, low=0.0)
         if not isinstance(diagonal, bool):
@@ -943,13 +945,15 @@ class CenterLoss(_LazyFeatureState):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         weight: float = 0.003,
         alpha: float = 0.5,
         feature_dim: int | None = None,
         reduction: str = "mean",
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError("num_classes is required (the engine passes it), got None")
         self.num_classes = _check_int("num_classes", num_classes, low=2)
         self.weight = _check_float("weight", weight, low=0.0)
         self.alpha = _check_float("alpha", alpha, low=0.0, high=1.0)

@@ -1,0 +1,260 @@
+"""Multi-label baselines against hand-computed cases and their defining properties."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lpl_train.losses import build_loss
+from lpl_train.losses.multi_label import (
+    ClassBalancedFocalBCELoss,
+    DistributionBalancedLoss,
+    ntr_bias,
+    rebalanced_weights,
+)
+from lpl_train.losses.single_label import class_balanced_weights
+
+MULTI = [
+    "bce",
+    "rw_bce",
+    "focal_bce",
+    "cb_focal_bce",
+    "rbce",
+    "rbce_focal",
+    "rbce_ntr",
+    "rbce_focal_ntr",
+    "rbce_lc",
+    "rbce_focal_lc",
+]
+COUNTS = [40, 12, 3, 25]
+N_TRAIN = 60
+
+
+def _build(name, **kw):
+    if name.endswith("_ntr"):
+        kw.setdefault("num_samples", N_TRAIN)
+    return build_loss(name, num_classes=4, class_counts=COUNTS, **kw)
+
+
+def _data(n=6, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 4, generator=g, dtype=dtype) * 3
+    y = (torch.rand(n, 4, generator=g) < 0.4).to(dtype)
+    y[0] = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=dtype)
+    y[1] = 0  # an image with no positive label
+    return z, y
+
+
+def _sp(x):
+    return math.log1p(math.exp(x))
+
+
+def _sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_elementwise_reduction_and_dtype_agreement(name):
+    z, y = _data()
+    per = _build(name, reduction="none").double()(z, y)
+    assert per.shape == (6, 4)
+    torch.testing.assert_close(_build(name, reduction="mean").double()(z, y), per.mean())
+    torch.testing.assert_close(_build(name, reduction="sum").double()(z, y), per.sum())
+    z32 = z.float().requires_grad_(True)
+    out32 = _build(name)(z32, y.float())
+    out32.backward()
+    assert torch.isfinite(z32.grad).all()
+    torch.testing.assert_close(out32.double(), per.mean(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_gradcheck_and_extreme_logits(name):
+    z, y = _data(n=3)
+    loss = _build(name).double()
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(True),))
+    big = torch.tensor([[90.0, -90.0, 0.0, 30.0]] * 2, requires_grad=True)
+    yy = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    out = _build(name)(big, yy)
+    (g,) = torch.autograd.grad(out, big)
+    assert torch.isfinite(out) and torch.isfinite(g).all()
+
+
+def test_bce_hand_computed():
+    z = torch.tensor([[0.0, 2.0]])
+    y = torch.tensor([[1.0, 0.0]])
+    out = build_loss("bce", reduction="none")(z, y)
+    torch.testing.assert_close(out, torch.tensor([[math.log(2.0), _sp(2.0)]]))
+
+
+def test_rw_bce_weights_are_inverse_frequency_summing_to_c():
+    loss = _build("rw_bce")
+    inv = torch.tensor([1 / n for n in COUNTS])
+    torch.testing.assert_close(loss.weight, 4 * inv / inv.sum())
+    z, y = _data()
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    torch.testing.assert_close(loss.double()(z, y), (bce * loss.weight.double()).mean())
+    torch.testing.assert_close(_build("rw_bce", power=0.0).double()(z, y), bce.mean())
+
+
+def test_focal_bce_hand_and_gamma_zero():
+    z, y = _data()
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    loss = build_loss("focal_bce", focal_gamma=0.0, focal_balance=1.0, reduction="none")
+    torch.testing.assert_close(loss(z, y), bce)
+    # logit 1, label 1: p_t = sigmoid(1); logit 1, label 0: p_t = sigmoid(-1); gamma 2, balance 2
+    out = build_loss("focal_bce", reduction="none")(
+        torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    )
+    expected = [2 * (1 - _sig(1)) ** 2 * _sp(-1), 2 * (1 - _sig(-1)) ** 2 * _sp(1)]
+    torch.testing.assert_close(out, torch.tensor([expected]))
+
+
+def test_cb_focal_bce_sample_weights_average_positive_classes():
+    loss = ClassBalancedFocalBCELoss(COUNTS, beta=0.9)
+    cw = class_balanced_weights(COUNTS, 0.9)
+    y = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    w = loss.sample_weights(y)
+    torch.testing.assert_close(
+        w, torch.stack([(cw[0] + cw[2]) / 2, torch.tensor(1.0), cw[1]])[:, None]
+    )
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    expected = 2.0 * (1 - torch.exp(-bce)) ** 2 * w * bce
+    torch.testing.assert_close(ClassBalancedFocalBCELoss(COUNTS, reduction="none")(z, y), expected)
+
+
+def test_rebalanced_weights_hand_computed():
+    counts = [1, 2, 4]
+    y = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    # row 0: 1/n = (1, .5, .25), sum over positives 1.5 -> r = (2/3, 1/3, 1/6)
+    # row 1: sum over positives .25 -> r = (4, 2, 1)
+    r = torch.tensor([[2 / 3, 1 / 3, 1 / 6], [4.0, 2.0, 1.0]], dtype=torch.float64)
+    w = rebalanced_weights(y, counts, map_alpha=0.1, map_beta=10.0, map_mu=0.3)
+    torch.testing.assert_close(w, 0.1 + torch.sigmoid(10.0 * (r - 0.3)))
+    # before the smoothing map: invert it and recover r = (1/n_k) / sum_{j in y_i} 1/n_j
+    w = rebalanced_weights(y, counts, map_alpha=0.0, map_beta=1.0, map_mu=0.0)
+    torch.testing.assert_close(torch.log(w / (1 - w)), r)
+    no_pos = rebalanced_weights(torch.zeros(1, 3), counts)
+    torch.testing.assert_close(no_pos, torch.ones(1, 3))
+
+
+def test_rbce_is_rebalanced_weighted_bce():
+    z, y = _data()
+    loss = _build("rbce", reduction="none").double()
+    w = rebalanced_weights(y, COUNTS)
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    torch.testing.assert_close(loss(z, y), w * bce)
+    plain = DistributionBalancedLoss(COUNTS, reweight=False, reduction="none")
+    torch.testing.assert_close(plain(z, y), bce)
+
+
+def test_ntr_lambda_one_kappa_zero_is_bce():
+    z, y = _data()
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    ntr = build_loss(
+        "rbce_ntr", class_counts=COUNTS, num_samples=N_TRAIN, neg_scale=1.0, init_bias=0.0
+    )
+    torch.testing.assert_close(ntr.double()(z, y), (rebalanced_weights(y, COUNTS) * bce).mean())
+    base = DistributionBalancedLoss(COUNTS, neg_scale=1.0, init_bias=0.0, reweight=False)
+    torch.testing.assert_close(base(z, y), bce.mean())
+
+
+def test_ntr_bias_hand_computed_and_psi_mapping():
+    # N = 10, n = (2, 5, 8), kappa .1, lambda 2: b = -.05 log(N/n - 1) = -.05 (log 4, 0, log .25)
+    b = ntr_bias([2, 5, 8], 10, init_bias=0.1, neg_scale=2.0)
+    torch.testing.assert_close(b, torch.tensor([-0.05 * math.log(4), 0.0, 0.05 * math.log(4)]))
+    loss = DistributionBalancedLoss(
+        [2, 5, 8], neg_scale=2.0, init_bias=0.1, num_samples=10, reweight=False
+    )
+    assert loss.psi == pytest.approx(0.05)
+    z = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    # Eq. 10 with v = psi log(N/n - 1): pos log(1 + exp(-u + v)), neg (1/lam) log(1 + exp(lam (u - v)))
+    v = [0.05 * math.log(4), 0.0, -0.05 * math.log(4)]
+    expected = [_sp(-0.3 + v[0]), 0.5 * _sp(2 * (-1.0 - v[1])), 0.5 * _sp(2 * (2.0 - v[2]))]
+    torch.testing.assert_close(
+        loss.double()(z, y), torch.tensor(expected, dtype=torch.float64).mean()
+    )
+
+
+def test_db_focal_uses_unweighted_pt_on_transformed_logits():
+    loss = DistributionBalancedLoss(
+        [2, 5, 8],
+        focal_gamma=2.0,
+        focal_balance=2.0,
+        neg_scale=2.0,
+        init_bias=0.1,
+        num_samples=10,
+        reduction="none",
+    ).double()
+    z = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    w = rebalanced_weights(y, [2, 5, 8])[0].tolist()
+    b = [-0.05 * math.log(4), 0.0, 0.05 * math.log(4)]
+    unweighted = [_sp(-(0.3 + b[0])), _sp(2 * (-1.0 + b[1])), _sp(2 * (2.0 + b[2]))]
+    weighted = [w[0] * unweighted[0], w[1] * unweighted[1] / 2, w[2] * unweighted[2] / 2]
+    expected = [2 * (1 - math.exp(-u)) ** 2 * l for u, l in zip(unweighted, weighted, strict=True)]
+    torch.testing.assert_close(loss(z, y), torch.tensor([expected], dtype=torch.float64))
+
+
+def test_db_loss_defaults_and_no_silent_features():
+    plain = _build("rbce")
+    assert plain.focal_gamma is None and plain.neg_scale == 1.0 and plain.init_bias == 0.0
+    assert not plain.logit_compensation and not list(plain.parameters())
+    db = _build("rbce_focal_ntr")
+    assert db.focal_gamma == 2.0 and db.focal_balance == 2.0
+    assert db.neg_scale == 5.0 and db.init_bias == 0.05 and db.psi == pytest.approx(0.01)
+    assert _build("rbce_focal").neg_scale == 1.0 and _build("rbce_ntr").focal_gamma is None
+
+
+def test_lc_starts_as_rbce_and_matches_eq12():
+    z, y = _data()
+    lc = _build("rbce_lc", reduction="none").double()
+    torch.testing.assert_close(lc(z, y), _build("rbce", reduction="none").double()(z, y))
+    torch.testing.assert_close(
+        _build("rbce_focal_lc").double()(z, y), _build("rbce_focal").double()(z, y)
+    )
+    with torch.no_grad():
+        lc.mu_pos.copy_(torch.tensor([0.5, -0.2, 0.0, 1.0]))
+        lc.mu_neg.copy_(torch.tensor([-0.3, 0.1, 0.2, 0.0]))
+        lc.log_sigma_pos.copy_(torch.log(torch.tensor([2.0, 1.0, 0.5, 1.5])))
+        lc.log_sigma_neg.copy_(torch.log(torch.tensor([1.0, 3.0, 0.5, 0.25])))
+    sp, mp = torch.tensor([2.0, 1.0, 0.5, 1.5]), torch.tensor([0.5, -0.2, 0.0, 1.0])
+    sn, mn = torch.tensor([1.0, 3.0, 0.5, 0.25]), torch.tensor([-0.3, 0.1, 0.2, 0.0])
+    eq12 = y * F.softplus(-(sp * z + mp)) + (1 - y) * F.softplus(sn * z + mn)
+    torch.testing.assert_close(lc(z, y), rebalanced_weights(y, COUNTS) * eq12)
+    lc(z, y).mean().backward()
+    params = [lc.mu_pos, lc.mu_neg, lc.log_sigma_pos, lc.log_sigma_neg]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+    assert len(list(lc.parameters())) == 4
+
+
+def test_bad_input():
+    loss = _build("rbce")
+    with pytest.raises(ValueError, match="multi-hot with the shape of logits"):
+        loss(torch.zeros(2, 4), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        loss(torch.zeros(1, 4), torch.tensor([[0.0, 2.0, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match="logits have 3 columns.*4 classes"):
+        loss(torch.zeros(1, 3), torch.zeros(1, 3))
+    with pytest.raises(TypeError, match="multi-hot torch.Tensor"):
+        build_loss("bce")(torch.zeros(1, 2), [[0, 1]])
+    with pytest.raises(ValueError, match="class_counts has 4 entries but num_classes is 5"):
+        build_loss("rbce", class_counts=COUNTS, num_classes=5)
+    with pytest.raises(ValueError, match="class_counts must be > 0"):
+        build_loss("rw_bce", class_counts=[3, 0])
+    with pytest.raises(ValueError, match="num_samples .* is required"):
+        build_loss("rbce_ntr", class_counts=COUNTS)
+    with pytest.raises(ValueError, match="must be < num_samples=30"):
+        build_loss("rbce_ntr", class_counts=COUNTS, num_samples=30)
+    with pytest.raises(ValueError, match="neg_scale must be in"):
+        build_loss("rbce_ntr", class_counts=COUNTS, num_samples=N_TRAIN, neg_scale=0.0)
+    with pytest.raises(ValueError, match="focal_gamma must be in"):
+        build_loss("rbce_focal", class_counts=COUNTS, focal_gamma=-1.0)
+    with pytest.raises(ValueError, match="beta must be in"):
+        build_loss("cb_focal_bce", class_counts=COUNTS, beta=1.0)
+    with pytest.raises(ValueError, match="cannot be combined with NTR"):
+        DistributionBalancedLoss(COUNTS, logit_compensation=True, neg_scale=2.0)
+    with pytest.raises(ValueError, match="unknown parameter 'neg_scale'"):
+        build_loss("rbce_focal", class_counts=COUNTS, neg_scale=2.0)

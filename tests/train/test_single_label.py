@@ -1,0 +1,532 @@
+"""Single-label baselines against hand-computed cases and their defining properties."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lpl_train.losses import available_losses, build_loss
+from lpl_train.losses.single_label import (
+    CenterLoss,
+    ClassBalancedCELoss,
+    ClassBalancedFocalLoss,
+    DRWSchedule,
+    FocalLoss,
+    GeneralizedCELoss,
+    ISDALoss,
+    LargeMarginSoftmaxLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+    class_balanced_weights,
+    ldam_margins,
+    logit_adjust_posthoc,
+)
+
+SINGLE = ["ce", "la", "ldam", "focal", "cb_ce", "cb_focal", "disturb_label", "lq"]
+FEATURE = ["isda", "large_margin", "center"]
+COUNTS = [50, 10, 2]
+
+
+def _data(n=7, c=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, c, generator=g, dtype=dtype) * 2
+    y = torch.arange(n) % c
+    return z, y
+
+
+def _softplus(x):
+    return math.log1p(math.exp(x))
+
+
+# ------------------------------------------------------------------ registry / common behaviour
+
+
+def test_every_name_builds_through_the_registry_with_engine_params():
+    for name in SINGLE + FEATURE:
+        loss = build_loss(name, num_classes=3, class_counts=COUNTS)
+        assert isinstance(loss, nn.Module)
+        assert getattr(loss, "needs_features", False) == (name in FEATURE)
+    assert set(SINGLE + FEATURE) <= set(available_losses())
+
+
+def test_unknown_name_and_parameter_are_errors():
+    with pytest.raises(ValueError, match="unknown loss 'ldam_drw'.*ldam"):
+        build_loss("ldam_drw")
+    with pytest.raises(ValueError, match="unknown parameter 'gama'"):
+        build_loss("focal", gama=2.0)
+
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_reductions_are_consistent(name):
+    z, y = _data()
+    per = build_loss(name, class_counts=COUNTS, reduction="none").eval()(z, y)
+    total = build_loss(name, class_counts=COUNTS, reduction="sum").eval()(z, y)
+    mean = build_loss(name, class_counts=COUNTS, reduction="mean").eval()(z, y)
+    assert per.shape == (7,)
+    torch.testing.assert_close(total, per.sum())
+    if name != "ldam":  # LDAM's mean is the weighted mean, tested below
+        torch.testing.assert_close(mean, per.mean())
+
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_float32_matches_float64_and_gradients_are_finite(name):
+    z, y = _data(dtype=torch.float64)
+    z64 = z.clone().requires_grad_(True)
+    z32 = z.float().requires_grad_(True)
+    l64 = build_loss(name, class_counts=COUNTS).eval()(z64, y)
+    l32 = build_loss(name, class_counts=COUNTS).eval()(z32, y)
+    l64.backward()
+    l32.backward()
+    assert torch.isfinite(z32.grad).all() and torch.isfinite(z64.grad).all()
+    torch.testing.assert_close(l32.double(), l64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z32.grad.double(), z64.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["la", "ldam", "focal", "cb_ce", "cb_focal", "lq"])
+def test_gradcheck_float64(name):
+    z, y = _data(n=4)
+    loss = build_loss(name, class_counts=COUNTS)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(True),))
+
+
+def test_extreme_logits_stay_finite():
+    z = torch.tensor([[80.0, -80.0, 0.0], [-80.0, 80.0, 0.0]], requires_grad=True)
+    y = torch.tensor([1, 1])
+    for name in SINGLE:
+        loss = build_loss(name, class_counts=COUNTS).eval()(z, y)
+        (g,) = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss) and torch.isfinite(g).all(), name
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_shapes_and_labels():
+    loss = build_loss("ce")
+    with pytest.raises(ValueError, match="logits must have shape"):
+        loss(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="target must have shape"):
+        loss(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 1\].*\[0, 2\]"):
+        loss(torch.zeros(3, 2), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"\[-1, 0\]"):
+        loss(torch.zeros(2, 2), torch.tensor([0, -1]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        loss(torch.zeros(2, 2), torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        loss([[0.0, 1.0]], torch.tensor([0]))
+    with pytest.raises(ValueError, match="logits have 2 columns.*3 classes"):
+        build_loss("la", class_counts=COUNTS)(torch.zeros(2, 2), torch.tensor([0, 1]))
+
+
+def test_bad_counts_and_parameters():
+    with pytest.raises(ValueError, match="class_counts has 3 entries but num_classes is 4"):
+        build_loss("la", class_counts=COUNTS, num_classes=4)
+    with pytest.raises(ValueError, match="class_counts must be > 0"):
+        build_loss("ldam", class_counts=[5, 0, 1])
+    with pytest.raises(ValueError, match="class_counts must be > 0"):
+        build_loss("cb_ce", class_counts=[5, -1, 1])
+    with pytest.raises(ValueError, match="class_counts is required"):
+        build_loss("la")
+    for beta in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"beta must be in \(0.0, 1.0\)"):
+            build_loss("cb_ce", class_counts=COUNTS, beta=beta)
+        with pytest.raises(ValueError, match="beta must be in"):
+            class_balanced_weights(COUNTS, beta)
+    with pytest.raises(ValueError, match="gamma must be in"):
+        build_loss("focal", gamma=-1.0)
+    with pytest.raises(ValueError, match="gamma must be in"):
+        build_loss("cb_focal", class_counts=COUNTS, gamma=-0.5)
+    with pytest.raises(ValueError, match="s must be in"):
+        build_loss("ldam", class_counts=COUNTS, s=0.0)
+    with pytest.raises(ValueError, match="max_m must be in"):
+        build_loss("ldam", class_counts=COUNTS, max_m=-0.5)
+    with pytest.raises(ValueError, match="tau must be in"):
+        build_loss("la", class_counts=COUNTS, tau=-1.0)
+    with pytest.raises(TypeError, match="tau must be a real number"):
+        build_loss("la", class_counts=COUNTS, tau="1")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        build_loss("ce", reduction="avg")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        build_loss("cb_ce", class_counts=COUNTS, variant="tanh")
+    with pytest.raises(ValueError, match="q must be in"):
+        build_loss("lq", q=0.0)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        build_loss("disturb_label", alpha=1.5)
+    with pytest.raises(ValueError, match="lambda0 must be in"):
+        build_loss("isda", num_classes=3, lambda0=-1.0)
+    with pytest.raises(ValueError, match="margin must be >= 1"):
+        build_loss("large_margin", margin=0)
+    with pytest.raises(ValueError, match="epoch must be in"):
+        build_loss("ldam", class_counts=COUNTS, drw_epoch=1).set_epoch(5, 4)
+
+
+# ------------------------------------------------------------------ CE and logit adjustment
+
+
+def test_ce_hand_computed():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0])
+    expected = [_softplus(-1.0), _softplus(2.0)]
+    out = build_loss("ce", reduction="none")(z, y)
+    torch.testing.assert_close(out, torch.tensor(expected))
+
+
+def test_la_hand_computed_and_uniform_prior_is_ce():
+    # counts (3, 1): log pi = (log .75, log .25); zero logits, label 1 -> -log(.25 / 1) = log 4
+    loss = LogitAdjustedLoss([3, 1], tau=1.0)
+    out = loss(torch.zeros(1, 2), torch.tensor([1]))
+    torch.testing.assert_close(out, torch.tensor(math.log(4.0)))
+    # tau = 2: adjusted logits 2 log(.75), 2 log(.25) -> -log(.0625 / (.5625 + .0625)) = log 10
+    out = LogitAdjustedLoss([3, 1], tau=2.0)(torch.zeros(1, 2), torch.tensor([1]))
+    torch.testing.assert_close(out, torch.tensor(math.log(10.0)))
+    z, y = _data()
+    torch.testing.assert_close(LogitAdjustedLoss([7, 7, 7], tau=1.5)(z, y), F.cross_entropy(z, y))
+    torch.testing.assert_close(LogitAdjustedLoss(COUNTS, tau=0.0)(z, y), F.cross_entropy(z, y))
+
+
+def test_la_posthoc_hand_computed():
+    z = torch.tensor([[0.5, 0.0]])
+    out = logit_adjust_posthoc(z, [9, 1], tau=1.0)
+    torch.testing.assert_close(out, torch.tensor([[0.5 - math.log(0.9), -math.log(0.1)]]))
+    assert out.argmax(1).item() == 1 and z.argmax(1).item() == 0
+    torch.testing.assert_close(logit_adjust_posthoc(z, [9, 1], tau=0.0), z)
+
+
+# ------------------------------------------------------------------ LDAM and DRW
+
+
+def test_ldam_margins_follow_quarter_power_rule():
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    m = ldam_margins(counts, max_m=0.5).double()
+    n = torch.tensor(counts, dtype=torch.float64)
+    prod = m * n.pow(0.25)
+    torch.testing.assert_close(prod, torch.full_like(prod, prod[0].item()))
+    assert m.max().item() == pytest.approx(0.5)
+    assert m[-1].item() == pytest.approx(0.5) and m[0].item() == pytest.approx(
+        0.5 * (50 / 5000) ** 0.25
+    )
+    torch.testing.assert_close(ldam_margins([16, 1], 0.5), torch.tensor([0.25, 0.5]))
+
+
+def test_ldam_hand_computed():
+    # counts (16, 1): margins (0.25, 0.5); logits (0.2, 0.1), label 0, s = 30
+    # -> z = 30 * (0.2 - 0.25, 0.1) = (-1.5, 3.0); CE = softplus(4.5)
+    loss = LDAMLoss([16, 1], max_m=0.5, s=30.0)
+    out = loss(torch.tensor([[0.2, 0.1]]), torch.tensor([0]))
+    torch.testing.assert_close(out, torch.tensor(_softplus(4.5)))
+    # label 1: z = 30 * (0.2, 0.1 - 0.5) = (6, -12); CE = softplus(18)
+    out = loss(torch.tensor([[0.2, 0.1]]), torch.tensor([1]))
+    torch.testing.assert_close(out, torch.tensor(_softplus(18.0)))
+
+
+def test_drw_schedule_and_ldam_weighted_mean():
+    counts = [100, 10]
+    sched = DRWSchedule(counts, drw_epoch=3, beta=0.99)
+    torch.testing.assert_close(sched.weights(2), torch.ones(2))
+    w = sched.weights(3)
+    raw = [(1 - 0.99) / (1 - 0.99**100), (1 - 0.99) / (1 - 0.99**10)]
+    expected = torch.tensor([2 * r / sum(raw) for r in raw])
+    torch.testing.assert_close(w, expected)
+    torch.testing.assert_close(sched.weights(10), expected)
+
+    loss = LDAMLoss(counts, drw_epoch=3, drw_beta=0.99)
+    z = torch.tensor([[0.3, -0.2], [0.1, 0.4]])
+    y = torch.tensor([0, 1])
+    per = F.cross_entropy(loss.margin_logits(z, y), y, reduction="none")
+    loss.set_epoch(2, 5)
+    torch.testing.assert_close(loss(z, y), per.mean())
+    loss.set_epoch(3, 5)
+    weighted = (expected[0] * per[0] + expected[1] * per[1]) / expected.sum()
+    torch.testing.assert_close(loss(z, y), weighted)
+    # identical to torch's weighted cross-entropy, as in the reference
+    torch.testing.assert_close(
+        loss(z, y), F.cross_entropy(loss.margin_logits(z, y), y, weight=expected)
+    )
+
+
+# ------------------------------------------------------------------ class-balanced weights, focal
+
+
+def test_class_balanced_weights_hand_and_limits():
+    # beta .5, counts (1, 2): raw (0.5/0.5, 0.5/0.75) = (1, 2/3); normalised to sum 2: (1.2, 0.8)
+    torch.testing.assert_close(class_balanced_weights([1, 2], 0.5), torch.tensor([1.2, 0.8]))
+    counts = [5000, 500, 50, 5]
+    for beta in (0.9, 0.99, 0.9999):
+        assert class_balanced_weights(counts, beta).sum().item() == pytest.approx(4.0)
+    inv = torch.tensor([1 / n for n in counts], dtype=torch.float64)
+    inv = 4 * inv / inv.sum()
+    torch.testing.assert_close(
+        class_balanced_weights(counts, 1 - 1e-9).double(), inv, rtol=1e-4, atol=0
+    )
+    torch.testing.assert_close(class_balanced_weights(counts, 1e-6), torch.ones(4))
+    # monotone: rarer classes get larger weights
+    w = class_balanced_weights(counts, 0.999)
+    assert (w[1:] > w[:-1]).all()
+
+
+def test_focal_gamma_zero_is_ce_and_hand_value():
+    z, y = _data()
+    torch.testing.assert_close(FocalLoss(gamma=0.0)(z, y), F.cross_entropy(z, y))
+    p = 1 / (1 + math.exp(-1.0))  # two classes, logits (1, 0), label 0
+    out = FocalLoss(gamma=2.0)(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
+    torch.testing.assert_close(out, torch.tensor(-((1 - p) ** 2) * math.log(p)))
+    assert FocalLoss(gamma=2.0)(z, y) < F.cross_entropy(z, y)
+
+
+def test_class_balanced_softmax_is_weighted_ce_and_focal_gamma_zero_matches():
+    z, y = _data()
+    w = class_balanced_weights(COUNTS, 0.9999).double()
+    expected = (w[y] * F.cross_entropy(z, y, reduction="none")).mean()
+    torch.testing.assert_close(ClassBalancedCELoss(COUNTS)(z, y), expected)
+    torch.testing.assert_close(
+        ClassBalancedFocalLoss(COUNTS, gamma=0.0, variant="softmax")(z, y), expected
+    )
+    p = F.softmax(z, 1).gather(1, y[:, None]).squeeze(1)
+    focal = (w[y] * (1 - p) ** 2 * -torch.log(p)).mean()
+    torch.testing.assert_close(
+        ClassBalancedFocalLoss(COUNTS, gamma=2.0, variant="softmax")(z, y), focal
+    )
+
+
+def test_class_balanced_sigmoid_hand_computed():
+    # two classes, counts (3, 1), beta .5: raw (.5/.875, .5/.5) -> normalised (2*4/11, 2*7/11)
+    w = [8 / 11, 14 / 11]
+    z = torch.tensor([[1.0, -2.0]])
+    y = torch.tensor([1])
+    # one-hot (0, 1): BCE entries softplus(1), softplus(2); p_t = sigmoid(-1), sigmoid(-2)
+    bce = [_softplus(1.0), _softplus(2.0)]
+    out = ClassBalancedCELoss([3, 1], beta=0.5, variant="sigmoid")(z, y)
+    torch.testing.assert_close(out, torch.tensor(w[1] * sum(bce)))
+    sig = lambda t: 1 / (1 + math.exp(-t))  # noqa: E731
+    gamma = 1.5
+    focal = w[1] * ((1 - sig(-1.0)) ** gamma * bce[0] + (1 - sig(-2.0)) ** gamma * bce[1])
+    out = ClassBalancedFocalLoss([3, 1], beta=0.5, gamma=gamma, variant="sigmoid")(z, y)
+    torch.testing.assert_close(out, torch.tensor(focal))
+
+
+# ------------------------------------------------------------------ Lq, DisturbLabel
+
+
+def test_lq_hand_and_limits():
+    z, y = _data()
+    p = F.softmax(z, 1).gather(1, y[:, None]).squeeze(1)
+    torch.testing.assert_close(GeneralizedCELoss(q=1.0)(z, y), (1 - p).mean())
+    torch.testing.assert_close(GeneralizedCELoss(q=0.7)(z, y), ((1 - p**0.7) / 0.7).mean())
+    torch.testing.assert_close(
+        GeneralizedCELoss(q=1e-7)(z, y), F.cross_entropy(z, y), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_disturb_label_statistics_and_determinism():
+    z = torch.zeros(4000, 4)
+    y = torch.zeros(4000, dtype=torch.long)
+    assert torch.equal(
+        build_loss("disturb_label", alpha=0.0)(z[:5], y[:5]), F.cross_entropy(z[:5], y[:5])
+    )
+    loss = build_loss("disturb_label", alpha=0.4, seed=3)
+    d1 = loss.disturb(y, 4)
+    changed = (d1 != 0).float().mean().item()
+    assert changed == pytest.approx(0.4 * 3 / 4, abs=0.03)  # alpha (C-1)/C of the labels change
+    counts = torch.bincount(d1[d1 != 0], minlength=4)[1:].float()
+    assert (counts / counts.sum() - 1 / 3).abs().max() < 0.05  # disturbed labels uniform
+    assert torch.equal(d1, build_loss("disturb_label", alpha=0.4, seed=3).disturb(y, 4))
+    logits = torch.randn(4000, 4, generator=torch.Generator().manual_seed(1))
+    out = loss(logits, y)  # training mode: CE on the disturbed labels of step 0, then step 1
+    torch.testing.assert_close(out, F.cross_entropy(logits, d1))
+    assert not torch.equal(loss.disturb(y, 4), d1)
+    loss.eval()
+    torch.testing.assert_close(loss(logits, y), F.cross_entropy(logits, y))
+
+
+# ------------------------------------------------------------------ ISDA
+
+
+def _isda_setup(a=3, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    fc = nn.Linear(a, c).double()
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(c, a, generator=g, dtype=torch.float64))
+        fc.bias.copy_(torch.randn(c, generator=g, dtype=torch.float64))
+    return fc, g
+
+
+def test_isda_lambda_zero_is_ce():
+    fc, g = _isda_setup()
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+    loss = ISDALoss(num_classes=3, lambda0=0.5).double()
+    loss.set_epoch(0, 10)
+    torch.testing.assert_close(loss(x, y, fc), F.cross_entropy(fc(x), y))
+    loss.set_epoch(4, 10)
+    assert loss.lam == pytest.approx(0.2)
+    assert loss(x, y, fc) > F.cross_entropy(fc(x), y)  # every perturbation term is >= 0
+
+
+def test_isda_covariance_equals_covariance_of_all_samples_seen():
+    g = torch.Generator().manual_seed(1)
+    loss = ISDALoss(num_classes=3, lambda0=0.5).double()
+    diag = ISDALoss(num_classes=3, diagonal=True).double()
+    xs, ys = [], []
+    for size in (5, 9, 1, 12):
+        x = (
+            torch.randn(size, 4, generator=g, dtype=torch.float64)
+            * torch.tensor([1.0, 2.0, 0.5, 3.0])
+            + 1
+        )
+        y = torch.randint(0, 2, (size,), generator=g)  # class 2 never seen
+        loss.update(x, y)
+        diag.update(x, y)
+        xs.append(x)
+        ys.append(y)
+    x, y = torch.cat(xs).numpy(), torch.cat(ys).numpy()
+    for k in (0, 1):
+        xk = x[y == k]
+        np.testing.assert_allclose(
+            loss.covariance[k].numpy(), np.cov(xk, rowvar=False, bias=True), atol=1e-12
+        )
+        np.testing.assert_allclose(loss.mean[k].numpy(), xk.mean(0), atol=1e-12)
+        np.testing.assert_allclose(diag.covariance[k].numpy(), xk.var(0), atol=1e-12)
+        assert loss.count[k].item() == len(xk)
+    assert loss.count[2].item() == 0 and not loss.covariance[2].any()
+
+
+def test_isda_augmented_logits_hand_computed():
+    fc = nn.Linear(2, 2, bias=True).double()
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        fc.bias.copy_(torch.tensor([0.5, -0.5]))
+    loss = ISDALoss(num_classes=2, lambda0=1.0, feature_dim=2).double()
+    with torch.no_grad():
+        loss.covariance[0] = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+        loss.covariance[1] = torch.tensor([[1.0, 0.0], [0.0, 4.0]])
+    loss.set_epoch(1, 2)  # lambda = 0.5
+    x = torch.tensor([[1.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    # sample 0 (class 0): d = w1 - w0 = (-1, 2); d^T S0 d = 2 - 4 + 12 = 10 -> +0.25 * 10 on logit 1
+    # sample 1 (class 1): d = w0 - w1 = (1, -2); d^T S1 d = 1 + 16 = 17 -> +0.25 * 17 on logit 0
+    u = torch.tensor([[1.5, 1.5], [2.5, -2.5]], dtype=torch.float64)
+    expected = u + torch.tensor([[0.0, 2.5], [4.25, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(loss.augmented_logits(x, y, fc), expected)
+    loss.eval()  # frozen statistics: forward is CE of exactly these logits
+    torch.testing.assert_close(loss(x, y, fc), F.cross_entropy(expected, y))
+
+
+def test_isda_diagonal_matches_full_with_diagonal_covariance():
+    fc, g = _isda_setup(a=4, c=3)
+    full = ISDALoss(3, lambda0=1.0, feature_dim=4).double()
+    diag = ISDALoss(3, lambda0=1.0, feature_dim=4, diagonal=True).double()
+    var = torch.rand(3, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        diag.covariance.copy_(var)
+        full.covariance.copy_(torch.diag_embed(var))
+    for m in (full, diag):
+        m.set_epoch(3, 4)
+        m.eval()
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    torch.testing.assert_close(diag.augmented_logits(x, y, fc), full.augmented_logits(x, y, fc))
+
+
+def test_isda_gradients_state_dict_and_eval_freeze():
+    fc, g = _isda_setup()
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = build_loss("isda", num_classes=3, class_counts=COUNTS, lambda0=0.5).double()
+    loss.set_epoch(5, 10)
+    out = loss(x, y, fc)
+    out.backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(fc.weight.grad).all()
+    assert loss.feature_dim == 3 and loss.covariance.shape == (3, 3, 3)
+    state = loss.state_dict()
+    fresh = ISDALoss(num_classes=3).double()  # feature size unknown until the state is loaded
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.covariance, loss.covariance)
+    assert torch.equal(fresh.count, loss.count) and fresh.feature_dim == 3
+    loss.eval()
+    before = loss.covariance.clone()
+    loss(x.detach(), y, fc)
+    assert torch.equal(before, loss.covariance)
+    with pytest.raises(TypeError, match="nn.Linear"):
+        loss(x.detach(), y, nn.Identity())
+    with pytest.raises(ValueError, match="features have 4 columns"):
+        loss(torch.zeros(2, 4, dtype=torch.float64), y[:2], nn.Linear(4, 3).double())
+
+
+def test_isda_float32_matches_float64():
+    fc, g = _isda_setup()
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    y = torch.arange(9) % 3
+    l64, l32 = ISDALoss(3).double(), ISDALoss(3)
+    for m in (l64, l32):
+        m.set_epoch(7, 10)
+    out64 = l64(x, y, fc)
+    out32 = l32(x.float(), y, fc.float())
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ L-Softmax
+
+
+def test_large_margin_m1_is_bias_free_ce_and_hand_value():
+    fc, g = _isda_setup()
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    m1 = LargeMarginSoftmaxLoss(margin=1)
+    torch.testing.assert_close(m1(x, y, fc), F.cross_entropy(x @ fc.weight.T, y))
+    # m = 2, beta = 0: x = (0.6, 0.8) (|x| = 1), w_0 = (2, 0): cos = 0.6 < cos(pi/2) -> k = 0,
+    # psi = cos(2 theta) = 2 * 0.36 - 1 = -0.28, f_0 = 2 * 1 * (-0.28) = -0.56
+    fc2 = nn.Linear(2, 2, bias=True).double()
+    with torch.no_grad():
+        fc2.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+        fc2.bias.fill_(5.0)  # ignored by L-Softmax
+    lm = LargeMarginSoftmaxLoss(margin=2, beta_base=0.0)
+    xx = torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+    z = lm.augmented_logits(xx, torch.tensor([0]), fc2)
+    torch.testing.assert_close(z, torch.tensor([[-0.56, 0.8]], dtype=torch.float64))
+
+
+def test_large_margin_psi_is_continuous_decreasing_and_anneals():
+    lm = LargeMarginSoftmaxLoss(margin=4)
+    theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
+    psi = lm.psi(torch.cos(theta))
+    assert (psi[1:] <= psi[:-1] + 1e-9).all()
+    assert (psi[1:] - psi[:-1]).abs().max() < 0.05  # no jumps at k pi / m
+    torch.testing.assert_close(psi[0], torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        psi[-1], torch.tensor(-7.0, dtype=torch.float64)
+    )  # (-1)^3 cos(4 pi) - 6
+    assert lm.beta == pytest.approx(1000.0)
+    fc, g = _isda_setup()
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    lm(x, torch.tensor([0, 1, 2, 0]), fc)
+    assert lm.beta == pytest.approx(1000.0 / 1.12)
+
+
+# ------------------------------------------------------------------ center loss
+
+
+def test_center_loss_hand_computed_and_update_rule():
+    fc = nn.Linear(2, 3)
+    nn.init.zeros_(fc.weight)
+    nn.init.zeros_(fc.bias)  # CE = log 3 for every sample
+    loss = CenterLoss(num_classes=3, weight=2.0, alpha=0.5)
+    x = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+    y = torch.tensor([0, 0])
+    # centres start at 0: per-sample log 3 + (2 / 2) |x|^2 = log 3 + (1, 9)
+    out = loss(x, y, fc)
+    torch.testing.assert_close(out, torch.tensor(math.log(3) + 5.0))
+    # update: delta_0 = (2 * c_0 - (x_1 + x_2)) / (1 + 2) = -(4, 0) / 3; c_0 <- c_0 - 0.5 delta_0
+    torch.testing.assert_close(loss.centers, torch.tensor([[2 / 3, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    loss.eval()
+    out = loss(x, y, fc)
+    torch.testing.assert_close(out, torch.tensor(math.log(3) + ((1 / 3) ** 2 + (7 / 3) ** 2) / 2))
+    fresh = CenterLoss(num_classes=3)
+    fresh.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(fresh.centers, loss.centers)
+    assert not any(
+        p.requires_grad for p in loss.parameters()
+    )  # centres are not optimiser parameters
