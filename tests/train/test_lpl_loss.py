@@ -1,0 +1,354 @@
+"""Values, gradients, dtypes and input checks of the LPL losses (lpl, la_lpl, ml_lpl)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lpl_train import perturbation as P
+from lpl_train.losses import build_loss, register
+from lpl_train.losses.lpl import LALPLLoss, LPLLoss, MultiLabelLPLLoss
+
+torch.set_flush_denormal(True)
+
+COUNTS = [100, 50, 20, 10, 5]
+
+
+def _batch(n=40, c=5, seed=0, dtype=torch.float64, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    u = (torch.randn(n, c, generator=g, dtype=torch.float64) * scale).to(dtype)
+    y = torch.randint(0, c, (n,), generator=g)
+    return u, y
+
+
+def _class_mean_step_reference(u, y, s, eps, alpha):
+    """Independent per-class loop: K = ⌊ε/α⌋ steps of s·α·mean(softmax(u + δ) − y), projected."""
+    c = u.shape[1]
+    out = torch.zeros_like(u)
+    for k in range(c):
+        m = y == k
+        if not bool(m.any()):
+            continue
+        d = torch.zeros(c, dtype=u.dtype)
+        for _ in range(math.floor(eps[k] / alpha + 1e-9)):
+            d = d + s[k] * alpha * (torch.softmax(u[m] + d, 1) - F.one_hot(y[m], c)).mean(0)
+            if d.norm() > eps[k]:
+                d = d * eps[k] / d.norm()
+        out[m] = d
+    return out
+
+
+# ------------------------------------------------------------------------------------------ values
+def test_registry_builds_the_three_losses():
+    assert isinstance(build_loss("lpl", num_classes=5, class_counts=COUNTS), LPLLoss)
+    assert isinstance(build_loss("la_lpl", num_classes=5, class_counts=COUNTS, lam=0.5), LALPLLoss)
+    assert isinstance(
+        build_loss("ml_lpl", num_classes=5, class_counts=COUNTS, tau=2), MultiLabelLPLLoss
+    )
+
+
+def test_index_split_loss_equals_reference_per_sample():
+    u, y = _batch(seed=1)
+    loss = LPLLoss(
+        5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=2, reduction="none"
+    )
+    s = [-1.0, -1.0, 1.0, 1.0, 1.0]  # head = the 2 most frequent classes (0, 1)
+    ref = F.cross_entropy(
+        u + _class_mean_step_reference(u, y, s, [0.35] * 5, 0.1), y, reduction="none"
+    )
+    assert torch.allclose(loss(u, y), ref, atol=1e-12)
+    mean = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=0.4)
+    total = LPLLoss(
+        5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=0.4, reduction="sum"
+    )
+    assert float(mean(u, y)) == pytest.approx(float(ref.mean()))
+    assert float(total(u, y)) == pytest.approx(float(ref.sum()))
+
+
+def test_zero_bound_is_plain_cross_entropy():
+    u, y = _batch(seed=2)
+    assert float(LPLLoss(5, epsilon=0.0)(u, y)) == pytest.approx(float(F.cross_entropy(u, y)))
+
+
+def test_la_lpl_is_lpl_on_adjusted_logits():
+    u, y = _batch(seed=3)
+    log_prior = torch.log(torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS))
+    la = LALPLLoss(5, class_counts=COUNTS, lam=0.7, epsilon=0.0)
+    assert float(la(u, y)) == pytest.approx(
+        float(F.cross_entropy(u + 0.7 * log_prior, y)), rel=1e-6
+    )
+    la = LALPLLoss(5, class_counts=COUNTS, lam=0.7, alpha=0.1, epsilon=0.3, split="index", tau=2)
+    plain = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.3, split="index", tau=2)
+    assert float(la(u, y)) == pytest.approx(float(plain(u + 0.7 * log_prior.float(), y)), rel=1e-6)
+    assert la.head == 2 and LALPLLoss(5, class_counts=COUNTS).head == 2  # default τ = 0.4·C
+
+
+def test_constant_delta_gradient_is_softmax_minus_onehot():
+    u, y = _batch(seed=4)
+    u.requires_grad_(True)
+    loss = LPLLoss(5, alpha=0.05, epsilon=0.2, delta_epsilon=0.3)
+    perturbed = loss.perturb(u, y).detach()
+    loss(u, y).backward()
+    expected = (perturbed.softmax(1) - F.one_hot(y, 5)) / len(y)
+    assert torch.allclose(u.grad, expected, atol=1e-12)
+
+
+def test_differentiable_passes_gradcheck_and_differs_from_constant_delta():
+    u, y = _batch(n=12, c=4, seed=5)
+    u.requires_grad_(True)
+    loss = LPLLoss(4, alpha=0.1, epsilon=0.3, differentiable=True, reduction="sum")
+    assert torch.autograd.gradcheck(lambda z: loss(z, y), (u,), eps=1e-6, atol=1e-7)
+    varied = LPLLoss(4, alpha=0.1, epsilon=0.25, delta_epsilon=0.3, differentiable=True)
+    assert torch.autograd.gradcheck(lambda z: varied(z, y), (u,), eps=1e-6, atol=1e-7)
+    g_diff = torch.autograd.grad(loss(u, y), u)[0]
+    const = LPLLoss(4, alpha=0.1, epsilon=0.3, reduction="sum")
+    g_const = torch.autograd.grad(const(u, y), u)[0]
+    assert float((g_diff - g_const).abs().max()) > 1e-4
+    assert float(loss(u, y).detach()) == pytest.approx(float(const(u, y).detach()))
+
+
+def test_float32_float64_and_bfloat16_autocast_agree():
+    u64, y = _batch(n=64, c=10, seed=6)
+    loss = LPLLoss(10, alpha=0.02, epsilon=0.2, delta_epsilon=0.2)
+    ref = float(loss(u64, y))
+    assert float(loss(u64.float(), y)) == pytest.approx(ref, rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 16, generator=g)
+    lin = nn.Linear(16, 10)
+    full = float(loss(lin(x), y).detach())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = lin(x)
+        assert logits.dtype == torch.bfloat16
+        half = loss(logits, y)
+    assert half.dtype == torch.float32
+    assert float(half.detach()) == pytest.approx(full, rel=2e-2)
+
+
+def test_single_class_batch_one_sample_classes_and_two_classes():
+    u = torch.tensor([[1.0, 0.0], [0.2, 0.3], [2.0, -1.0]])
+    for y in (torch.tensor([1, 1, 1]), torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1])):
+        v = LPLLoss(2, alpha=0.05, epsilon=0.2)(u, y)
+        assert math.isfinite(float(v))
+    single = LPLLoss(2, alpha=0.05, epsilon=0.2)(u, torch.tensor([1, 1, 1]))
+    assert float(single) == pytest.approx(float(F.cross_entropy(u, torch.tensor([1, 1, 1]))))
+
+
+def test_presets_reproduce_their_functions_and_defaults():
+    u, y = _batch(n=20, c=5, seed=7)
+    fixed = LPLLoss(5, preset="authors_balanced_fixed", reduction="none")
+    assert fixed.alpha == 0.005 and fixed.steps == 20 and not fixed.differentiable
+    d = P.authors_balanced_fixed_perturbation(u, y, alpha=0.005, steps=20)
+    assert torch.allclose(fixed(u, y), F.cross_entropy(u + d, y, reduction="none"), atol=1e-12)
+    varied = LPLLoss(5, preset="authors_balanced_varied", reduction="none")
+    d = P.authors_balanced_varied_perturbation(u, y, alpha=0.01, steps=40)
+    assert torch.allclose(varied(u, y), F.cross_entropy(u + d, y, reduction="none"), atol=1e-12)
+    lt = LPLLoss(
+        5, class_counts=COUNTS, preset="authors_longtail", tau=2, steps=4, reduction="none"
+    )
+    assert lt.differentiable and lt.alpha == 0.2
+    ks, signs = P.authors_longtail_schedule(COUNTS, 2, steps=4, head_scale=0.2)
+    assert ks == [0, -1, 0, 1, 3] and lt.iterations == 5  # index −1 = the last of C snapshots
+    short = LPLLoss(
+        5, class_counts=COUNTS, preset="authors_longtail", tau=2, steps=4, head_scale=1.0
+    )
+    assert short.iterations == 4  # no −1: snapshots after the largest index are never used
+    d = P.authors_longtail_perturbation(
+        u, y, torch.tensor(ks), torch.tensor(signs), alpha=0.2, iterations=5
+    )
+    assert torch.allclose(lt(u, y), F.cross_entropy(u + d, y, reduction="none"), atol=1e-12)
+    u.requires_grad_(True)
+    g = torch.autograd.grad(lt(u, y).sum(), u)[0]
+    g_const = (lt.perturb(u, y).detach().softmax(1) - F.one_hot(y, 5)).double()
+    assert (
+        float((g - g_const).abs().max()) > 1e-4
+    )  # gradients flow through the loop, as in the scripts
+
+
+# ------------------------------------------------------------------------------------------ multi-label
+class _WeightedFocalStandIn(nn.Module):
+    """w_c·(1 − p_t)^γ·BCE, elementwise; a stand-in for R-BCE-Focal."""
+
+    def __init__(self, weight, gamma=2.0, reduction="none"):
+        super().__init__()
+        self.weight = torch.as_tensor(weight, dtype=torch.float32)
+        self.gamma = gamma
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        p_t = torch.exp(-bce)
+        return self.weight * (1 - p_t) ** self.gamma * bce
+
+
+@register("_test_ml_weighted")
+class _RegisteredStandIn(_WeightedFocalStandIn):
+    def __init__(self, num_classes, class_counts, gamma=2.0, reduction="mean"):
+        super().__init__([1.0 / n for n in class_counts], gamma, reduction)
+
+
+def _ml_batch(seed=8):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(30, 5, generator=g)
+    t = (torch.rand(30, 5, generator=g) < 0.4).float()
+    return u, t
+
+
+def test_multi_label_bce_values_and_signs():
+    u, t = _ml_batch()
+    loss = MultiLabelLPLLoss(5, class_counts=COUNTS, epsilon=0.3, tau=2, reduction="none")
+    assert loss.delta.tolist() == pytest.approx([-0.3, -0.3, 0.3, 0.3, 0.3])
+    shift = torch.tensor([0.3, 0.3, -0.3, -0.3, -0.3])
+    ref = F.binary_cross_entropy_with_logits(u + shift, t, reduction="none")
+    out = loss(u, t)
+    assert torch.allclose(out, ref, atol=1e-6)
+    base = F.binary_cross_entropy_with_logits(u, t, reduction="none")
+    pos, neg = t == 1, t == 0
+    head = torch.tensor([True, True, False, False, False]).expand_as(u)
+    # Eq. 37 (head): positive loss minimised, negative maximised; Eq. 38 (tail): the reverse
+    assert bool((out[pos & head] < base[pos & head]).all()) and bool(
+        (out[neg & head] > base[neg & head]).all()
+    )
+    assert bool((out[pos & ~head] > base[pos & ~head]).all()) and bool(
+        (out[neg & ~head] < base[neg & ~head]).all()
+    )
+    mean = MultiLabelLPLLoss(5, class_counts=COUNTS, epsilon=0.3, tau=2)
+    assert float(mean(u, t)) == pytest.approx(float(ref.mean()), rel=1e-6)
+
+
+def test_multi_label_varied_bounds_from_positive_counts():
+    loss = MultiLabelLPLLoss(
+        5, class_counts=[5, 100, 10, 50, 20], epsilon=0.1, delta_epsilon=1.0, tau=2
+    )
+    # ranks: class 1, 3 head; ε_c = 0.1 + n_c/100 (head), 0.1 + 5/n_c (tail)
+    assert loss.delta.tolist() == pytest.approx([1.1, -1.1, 0.6, -0.6, 0.35])
+
+
+def test_multi_label_composes_with_a_weighted_focal_module_and_by_name():
+    u, t = _ml_batch(9)
+    w = [1.0 / n for n in COUNTS]
+    stand_in = _WeightedFocalStandIn(w)
+    loss = MultiLabelLPLLoss(
+        5, class_counts=COUNTS, epsilon=0.2, tau=3, base_loss=stand_in, reduction="sum"
+    )
+    shifted = u + torch.tensor([0.2, 0.2, 0.2, -0.2, -0.2])
+    bce = F.binary_cross_entropy_with_logits(shifted, t, reduction="none")
+    manual = torch.tensor(w) * (1 - torch.exp(-bce)) ** 2 * bce
+    assert float(loss(u, t)) == pytest.approx(float(manual.sum()), rel=1e-5)
+    named = build_loss(
+        "ml_lpl",
+        num_classes=5,
+        class_counts=COUNTS,
+        epsilon=0.2,
+        tau=3,
+        base_loss="_test_ml_weighted",
+        base_params={"gamma": 2.0},
+        reduction="sum",
+    )
+    assert float(named(u, t)) == pytest.approx(float(manual.sum()), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction='none'"):
+        MultiLabelLPLLoss(
+            5, class_counts=COUNTS, base_loss=_WeightedFocalStandIn(w, reduction="mean")
+        )
+    bad = MultiLabelLPLLoss(5, class_counts=COUNTS, base_loss=lambda z, y: z.sum(1))
+    with pytest.raises(ValueError, match="elementwise"):
+        bad(u, t)
+
+
+def test_multi_label_soft_targets():
+    u, _ = _ml_batch(10)
+    soft = torch.full((30, 5), 0.3)
+    with pytest.raises(ValueError, match="multi-hot"):
+        MultiLabelLPLLoss(5, class_counts=COUNTS)(u, soft)
+    v = MultiLabelLPLLoss(5, class_counts=COUNTS, soft_targets=True, epsilon=0.0)(u, soft)
+    assert float(v) == pytest.approx(float(F.binary_cross_entropy_with_logits(u, soft)), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(alpha=0.0), ValueError, "alpha"),
+        (dict(alpha=-1.0), ValueError, "alpha"),
+        (dict(epsilon=-0.1), ValueError, "epsilon"),
+        (dict(delta_epsilon=-0.1), ValueError, "delta_epsilon"),
+        (dict(split="median"), ValueError, "split"),
+        (dict(split="value", tau=1.5), ValueError, "tau"),
+        (dict(split="mean", tau=0.3), ValueError, "tau"),
+        (dict(split="index", tau=6, class_counts=COUNTS), ValueError, "tau"),
+        (dict(split="index", tau=-0.2, class_counts=COUNTS), ValueError, "tau"),
+        (dict(split="index", tau=2), ValueError, "class_counts"),
+        (dict(class_counts=[1, 2, 3]), ValueError, "class_counts"),
+        (dict(class_counts=[1, 2, -3, 4, 5]), ValueError, "class_counts"),
+        (dict(bound="count", delta_epsilon=1.0), ValueError, "bound"),
+        (dict(bound="median"), ValueError, "bound"),
+        (dict(preset="nope"), ValueError, "preset"),
+        (dict(preset="authors_balanced_fixed", epsilon=0.3), ValueError, "preset"),
+        (dict(reduction="avg"), ValueError, "reduction"),
+        (dict(alpha="0.1"), TypeError, "alpha"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        LPLLoss(5, **kwargs)
+
+
+def test_bad_forward_inputs():
+    loss = LPLLoss(5)
+    u, y = _batch()
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        loss(u[0], y)
+    with pytest.raises(TypeError, match="logits must be a floating"):
+        loss(u.long(), y)
+    with pytest.raises(ValueError, match="num_classes=5"):
+        loss(u[:, :4], y)
+    with pytest.raises(ValueError, match="target must have shape"):
+        loss(u, y[:-1])
+    with pytest.raises(TypeError, match="target must hold integer"):
+        loss(u, y.float())
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        loss(u, torch.full_like(y, 5))
+    bad = u.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        loss(bad, y)
+    bad[3, 2] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        loss(bad, y)
+
+
+def test_bad_multi_label_inputs():
+    u, t = _ml_batch()
+    with pytest.raises(ValueError, match="class_counts"):
+        MultiLabelLPLLoss(5)
+    with pytest.raises(ValueError, match="tau"):
+        MultiLabelLPLLoss(5, class_counts=COUNTS, tau=7)
+    with pytest.raises(ValueError, match="epsilon"):
+        MultiLabelLPLLoss(5, class_counts=COUNTS, epsilon=-1.0)
+    with pytest.raises(ValueError, match="class_counts > 0"):
+        MultiLabelLPLLoss(5, class_counts=[3, 0, 1, 1, 1], delta_epsilon=1.0)
+    loss = MultiLabelLPLLoss(5, class_counts=COUNTS)
+    with pytest.raises(ValueError, match="target must have the shape"):
+        loss(u, t[:, :4])
+    with pytest.raises(ValueError, match="multi-hot"):
+        loss(u, t * 2)
+    with pytest.raises(ValueError, match="non-finite"):
+        loss(u.masked_fill(t.bool(), float("nan")), t)
+
+
+def test_perturbation_has_no_host_sync():
+    # meta tensors carry no data: any .item()/bool() inside the perturbation would raise
+    u = torch.empty(16, 7, device="meta")
+    y = torch.empty(16, dtype=torch.long, device="meta")
+    out = P.single_label_perturbation(u, y, alpha=0.1, epsilon=0.3, delta_epsilon=0.4)
+    assert out.delta.shape == (16, 7)
+    loss = LPLLoss(
+        7,
+        class_counts=[7, 6, 5, 4, 3, 2, 1],
+        split="index",
+        tau=3,
+        delta_epsilon=1.0,
+        validate=False,
+    )
+    assert loss(u, y).device.type == "meta"
