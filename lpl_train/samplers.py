@@ -118,6 +118,11 @@ class ClassAwareSampler(Sampler[int]):
         if num_samples is None:
             max_n = max(len(v) for v in self.class_lists)
             num_samples = int(max_n * self.num_classes / reduce)
+            if num_samples < 1:
+                raise ValueError(
+                    f"the epoch length int(max_c n_c * C / reduce) = int({max_n} * {self.num_classes} "
+                    f"/ {reduce}) is 0; lower reduce or give num_samples"
+                )
         elif isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise TypeError(f"num_samples must be an int or None, got {num_samples!r}")
         if num_samples < 1:

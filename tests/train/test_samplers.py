@@ -1,0 +1,108 @@
+"""Class-aware sampler: epoch length, class cycling, per-class passes, seeding."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lpl_train.samplers import ClassAwareSampler, class_index_lists
+
+VOC_COUNTS = [6, 34, 8, 14, 154, 17, 249, 29, 479, 4, 240, 48, 11, 20, 775, 100, 5, 82, 7, 64]
+
+
+def _single_label(counts, seed=0):
+    y = np.concatenate([np.full(n, k) for k, n in enumerate(counts)])
+    return torch.from_numpy(np.random.default_rng(seed).permutation(y))
+
+
+def test_epoch_length_matches_reference_formula():
+    # VOC-MLT: max count 775, 20 classes, reduce 4 -> 3875 images per epoch
+    assert len(ClassAwareSampler(_single_label(VOC_COUNTS))) == 3875
+    # COCO-MLT: 1128 * 80 / 4 = 22560 (single-label stand-in with that max count)
+    assert len(ClassAwareSampler(_single_label([1128] + [6] * 79))) == 22560
+    assert len(ClassAwareSampler(_single_label([5, 3]), num_samples=7)) == 7
+    assert len(ClassAwareSampler(_single_label([5, 3]), reduce=1)) == 10
+
+
+def test_classes_are_cycled_and_visits_take_consecutive_images():
+    counts = [20, 7, 3, 1]
+    y = _single_label(counts)
+    s = ClassAwareSampler(y, num_samples_cls=3, num_samples=3 * 4 * 6, seed=5)
+    idx = s.indices()
+    cls = y[idx].reshape(-1, 3)
+    assert (cls == cls[:, :1]).all()  # every visit: 3 images of one class
+    visits = cls[:, 0].reshape(-1, 4)  # every round of 4 visits covers each class once
+    assert all(sorted(r.tolist()) == [0, 1, 2, 3] for r in visits)
+    # so classes are drawn equally often whatever their size
+    assert torch.bincount(y[idx], minlength=4).tolist() == [18, 18, 18, 18]
+
+
+def test_each_class_list_is_used_up_before_repeating():
+    counts = [9, 4]
+    y = _single_label(counts)
+    idx = ClassAwareSampler(y, num_samples_cls=3, num_samples=120, seed=1).indices()
+    for k, n in enumerate(counts):
+        drawn = idx[y[idx] == k].tolist()
+        for start in range(0, len(drawn) - n + 1, n):
+            chunk = drawn[start : start + n]
+            assert sorted(chunk) == sorted(torch.nonzero(y == k).flatten().tolist())
+
+
+def test_multi_label_images_sit_in_every_class_list():
+    y = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]])
+    lists = class_index_lists(y)
+    assert [v.tolist() for v in lists] == [[0, 3], [0, 1], [2, 3]]
+    s = ClassAwareSampler(y, num_samples_cls=2, num_samples=60, seed=0)
+    idx = s.indices().reshape(-1, 2)
+    # each visit's two images share at least one label (the visited class)
+    for a, b in idx.tolist():
+        assert (y[a] & y[b]).any()
+    assert class_index_lists([[0, 1], [1], [2], [0, 2]])[0].tolist() == [0, 3]
+
+
+def test_seeded_per_epoch_and_resumable():
+    y = _single_label([30, 10, 4])
+    a = ClassAwareSampler(y, seed=3)
+    b = ClassAwareSampler(y, seed=3)
+    assert torch.equal(a.indices(0), b.indices(0))
+    assert not torch.equal(a.indices(0), a.indices(1))
+    assert not torch.equal(a.indices(0), ClassAwareSampler(y, seed=4).indices(0))
+    b.set_epoch(2)
+    assert (
+        list(b) == a.indices(2).tolist()
+    )  # a fresh sampler resumes at epoch 2 with the same images
+    loader = DataLoader(
+        TensorDataset(torch.arange(len(y))), batch_size=4, sampler=a, drop_last=True
+    )
+    a.set_epoch(1)
+    got = torch.cat([batch[0] for batch in loader])
+    assert torch.equal(got, a.indices(1)[: len(got)]) and len(loader) == len(a) // 4
+
+
+def test_empty_class_is_skipped_but_counts_in_epoch_length():
+    y = torch.tensor([0, 0, 2, 2, 2])
+    s = ClassAwareSampler(y, num_classes=3, num_samples_cls=1, seed=0)
+    assert len(s) == int(3 * 3 / 4)
+    idx = ClassAwareSampler(y, num_classes=3, num_samples=40, seed=0).indices()
+    assert set(y[idx].tolist()) == {0, 2}
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="num_samples_cls must be >= 1"):
+        ClassAwareSampler(torch.tensor([0, 1]), num_samples_cls=0)
+    with pytest.raises(ValueError, match="reduce must be a number > 0"):
+        ClassAwareSampler(torch.tensor([0, 1]), reduce=0)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        ClassAwareSampler(torch.tensor([[0, 2], [1, 0]]))
+    with pytest.raises(ValueError, match="no positive label"):
+        ClassAwareSampler(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 1\]"):
+        ClassAwareSampler(torch.tensor([0, 2]), num_classes=2)
+    with pytest.raises(TypeError, match="integer class indices"):
+        ClassAwareSampler(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"int\(1 \* 2 / 4\) is 0; lower reduce"):
+        ClassAwareSampler(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        ClassAwareSampler(torch.tensor([0, 1]), reduce=1).set_epoch(-1)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ClassAwareSampler(torch.tensor([0, 1]), seed=1.5)
