@@ -1,0 +1,212 @@
+"""Relative loss variation (l′ − l)/l per class, the quantity of the paper's Figs. 1, 2 and 11.
+
+l is the plain loss on the network's logits u (cross-entropy for single-label, elementwise binary
+cross-entropy for multi-label) and l′ the loss that a logit-perturbing method actually trains with on the
+same batch: LA (u + log π), LDAM (margins), ISDA (augmented logits), NTR, LC, LPL (u + δ), ... It is given
+either as that method's per-sample (N,) / elementwise (N, C) loss, or as its perturbed logits (then l′ is
+the plain CE/BCE of those logits).
+
+Per class c the sums of l and l′ over its samples are accumulated over an epoch, and the relative
+variation is (Σ l′ − Σ l) / Σ l (the relative change of the class's mean loss, which stays finite when a
+single sample has l ≈ 0). Multi-label: the positive terms (y_{i,c} = 1) and negative terms (y_{i,c} = 0)
+of each class are accumulated separately, as the "pos" and "neg" curves of Figs. 2 and 11.
+
+Usage over an epoch::
+
+    lv = LossVariation(num_classes)
+    for x, y in loader:
+        logits = model(x)
+        lv.update_with(loss_fn, logits, y)          # or lv.update(logits, y, perturbed_logits=...)
+    log["loss_variation"] = lv.compute()            # plain lists/dicts, JSON-serialisable
+    lv.reset()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import perturbation as P
+
+__all__ = ["LossVariation"]
+
+
+class _Sums:
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.base: Tensor | None = None
+        self.perturbed: Tensor | None = None
+        self.count: Tensor | None = None
+
+    def add(self, base: Tensor, perturbed: Tensor, weight: Tensor) -> None:
+        """Add per-class sums of ``weight * base`` and ``weight * perturbed`` ((C,) each) and counts."""
+        if self.base is None:
+            z = torch.zeros(self.num_classes, dtype=torch.float64, device=base.device)
+            self.base, self.perturbed, self.count = z.clone(), z.clone(), z.clone()
+        self.base += base.detach().double()
+        self.perturbed += perturbed.detach().double()
+        self.count += weight.detach().double()
+
+    def result(self) -> dict[str, list[Any]]:
+        if self.base is None:
+            none = [None] * self.num_classes
+            return {
+                "relative_variation": list(none),
+                "loss": list(none),
+                "perturbed_loss": list(none),
+                "count": [0] * self.num_classes,
+            }
+        base, pert, count = self.base.cpu(), self.perturbed.cpu(), self.count.cpu()
+        rel, mean_l, mean_p = [], [], []
+        for b, p, n in zip(base.tolist(), pert.tolist(), count.tolist(), strict=True):
+            mean_l.append(b / n if n > 0 else None)
+            mean_p.append(p / n if n > 0 else None)
+            rel.append((p - b) / b if n > 0 and b > 0 else None)
+        return {
+            "relative_variation": rel,
+            "loss": mean_l,
+            "perturbed_loss": mean_p,
+            "count": [int(round(n)) for n in count.tolist()],
+        }
+
+
+class LossVariation:
+    """Accumulates the per-class relative loss variation (l′ − l)/l over an epoch (Figs. 1, 2, 11).
+
+    Args:
+        num_classes: C.
+        multi_label: targets are (N, C) multi-hot and the reference loss is elementwise BCE; results are
+            reported for positive and negative terms separately.
+        validate: check the inputs of every update (one host synchronisation each).
+    """
+
+    def __init__(self, num_classes: int, multi_label: bool = False, validate: bool = True) -> None:
+        self.num_classes = P.check_num_classes(num_classes, minimum=1 if multi_label else 2)
+        if not isinstance(multi_label, bool):
+            raise TypeError(f"multi_label must be a bool, got {multi_label!r}")
+        if not isinstance(validate, bool):
+            raise TypeError(f"validate must be a bool, got {validate!r}")
+        self.multi_label = multi_label
+        self.validate = validate
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated (call at the start of each epoch)."""
+        if self.multi_label:
+            self._pos = _Sums(self.num_classes)
+            self._neg = _Sums(self.num_classes)
+        else:
+            self._all = _Sums(self.num_classes)
+
+    def _check(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        perturbed_loss: Tensor | None,
+        perturbed_logits: Tensor | None,
+    ) -> Tensor:
+        if (perturbed_loss is None) == (perturbed_logits is None):
+            raise ValueError("give exactly one of perturbed_loss and perturbed_logits")
+        P.check_logits(logits, min_classes=1 if self.multi_label else 2)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
+            )
+        if perturbed_logits is not None:
+            P.check_logits(perturbed_logits, "perturbed_logits", min_classes=1)
+            if perturbed_logits.shape != logits.shape:
+                raise ValueError(
+                    f"perturbed_logits must have the shape of logits {tuple(logits.shape)}, got "
+                    f"{tuple(perturbed_logits.shape)}"
+                )
+        else:
+            want = tuple(logits.shape) if self.multi_label else (logits.shape[0],)
+            if not isinstance(perturbed_loss, Tensor):
+                raise TypeError(
+                    f"perturbed_loss must be a tensor, got {type(perturbed_loss).__name__}"
+                )
+            if tuple(perturbed_loss.shape) != want:
+                raise ValueError(
+                    f"perturbed_loss must be the {'elementwise' if self.multi_label else 'per-sample'} loss "
+                    f"of shape {want}, got {tuple(perturbed_loss.shape)}"
+                )
+        if self.multi_label:
+            return P.check_multi_label_target(target, logits.float(), soft=False)
+        return P.check_single_label_target(target, logits)
+
+    def update(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        *,
+        perturbed_loss: Tensor | None = None,
+        perturbed_logits: Tensor | None = None,
+    ) -> None:
+        """Add one batch: ``logits`` u (N, C), ``target`` labels (N,) or multi-hot (N, C), and exactly one
+        of ``perturbed_loss`` (l′ per sample (N,) or elementwise (N, C) for multi-label) or
+        ``perturbed_logits`` (N, C)."""
+        if self.validate:
+            target = self._check(logits, target, perturbed_loss, perturbed_logits)
+        u = logits.detach().float()
+        if self.multi_label:
+            y = target.to(u.dtype)
+            base = F.binary_cross_entropy_with_logits(u, y, reduction="none")
+            if perturbed_logits is not None:
+                pert = F.binary_cross_entropy_with_logits(
+                    perturbed_logits.detach().float(), y, reduction="none"
+                )
+            else:
+                pert = perturbed_loss.detach().float()
+            pos = (y > 0.5).to(u.dtype)
+            neg = 1.0 - pos
+            self._pos.add((base * pos).sum(0), (pert * pos).sum(0), pos.sum(0))
+            self._neg.add((base * neg).sum(0), (pert * neg).sum(0), neg.sum(0))
+            return
+        y = target.long()
+        base = F.cross_entropy(u, y, reduction="none")
+        if perturbed_logits is not None:
+            pert = F.cross_entropy(perturbed_logits.detach().float(), y, reduction="none")
+        else:
+            pert = perturbed_loss.detach().float()
+        zeros = u.new_zeros(self.num_classes)
+        self._all.add(
+            zeros.index_add(0, y, base),
+            zeros.index_add(0, y, pert),
+            zeros.index_add(0, y, torch.ones_like(base)),
+        )
+
+    def update_with(self, loss: nn.Module, logits: Tensor, target: Tensor) -> None:
+        """Add one batch using ``loss`` (any loss module of this package with a ``reduction`` attribute) to
+        get l′: it is called with ``reduction="none"`` on ``logits`` and restored afterwards.
+
+        Feature-level losses (ISDA) are not called on logits: pass their augmented logits to
+        :meth:`update` as ``perturbed_logits`` instead.
+        """
+        if getattr(loss, "needs_features", False):
+            raise ValueError(
+                "a feature-level loss (needs_features) cannot be called on logits; pass its augmented logits to update(perturbed_logits=...)"
+            )
+        if not hasattr(loss, "reduction"):
+            raise TypeError(f"loss must have a 'reduction' attribute, got {type(loss).__name__}")
+        saved = loss.reduction
+        loss.reduction = "none"
+        try:
+            with torch.no_grad():
+                value = loss(logits, target)
+        finally:
+            loss.reduction = saved
+        self.update(logits, target, perturbed_loss=value)
+
+    def compute(self) -> dict[str, Any]:
+        """The accumulated result as plain Python data (JSON-serialisable; None where undefined).
+
+        Single-label: ``{"relative_variation", "loss", "perturbed_loss", "count"}``, each a list over
+        classes (mean l and l′ per class, number of samples). Multi-label: ``{"pos": {...}, "neg": {...}}``
+        with the same keys for positive and negative terms.
+        """
+        if self.multi_label:
+            return {"pos": self._pos.result(), "neg": self._neg.result()}
+        return self._all.result()

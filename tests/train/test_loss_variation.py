@@ -1,0 +1,135 @@
+"""Per-class relative loss variation (l′ − l)/l (Figs. 1, 2, 11) for any logit-perturbing loss."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lpl_train.loss_variation import LossVariation
+from lpl_train.losses.lpl import LPLLoss, MultiLabelLPLLoss
+from lpl_train.perturbation import single_label_perturbation
+
+torch.set_flush_denormal(True)
+
+
+def test_hand_computed_single_label_two_batches():
+    # l = log 2 for every sample of [0, 0] logits; perturbed logits give l' = log(1 + e^{∓1})
+    u = torch.zeros(3, 2)
+    y = torch.tensor([0, 1, 1])
+    pert = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    lv = LossVariation(2)
+    lv.update(u, y, perturbed_logits=pert)
+    lv.update(u[:1], y[:1], perturbed_loss=torch.tensor([math.log(2.0)]))
+    out = lv.compute()
+    l0 = math.log(2.0)
+    lp0 = (math.log(1 + math.exp(-1.0)) + l0) / 2
+    lp1 = (math.log(1 + math.exp(1.0)) + l0) / 2
+    assert out["count"] == [2, 2]
+    assert out["loss"] == pytest.approx([l0, l0])
+    assert out["perturbed_loss"] == pytest.approx([lp0, lp1])
+    assert out["relative_variation"] == pytest.approx([(lp0 - l0) / l0, (lp1 - l0) / l0])
+    json.dumps(out)
+
+
+def test_absent_class_is_none_and_reset_forgets():
+    lv = LossVariation(3)
+    u = torch.randn(4, 3)
+    y = torch.tensor([0, 0, 2, 2])
+    lv.update(u, y, perturbed_logits=u)
+    out = lv.compute()
+    assert out["relative_variation"][1] is None and out["count"] == [2, 0, 2]
+    assert out["relative_variation"][0] == pytest.approx(0.0, abs=1e-7)
+    json.dumps(out)
+    lv.reset()
+    assert lv.compute()["count"] == [0, 0, 0]
+
+
+def test_logit_adjustment_sign_pattern_head_down_tail_up():
+    # LA (u + log π): the head class's loss falls and the tail class's rises, as in Fig. 1(d)
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(200, 3, generator=g)
+    y = torch.randint(0, 3, (200,), generator=g)
+    log_prior = torch.log(torch.tensor([0.7, 0.2, 0.1]))
+    lv = LossVariation(3)
+    lv.update(u, y, perturbed_logits=u + log_prior)
+    rel = lv.compute()["relative_variation"]
+    assert rel[0] < 0 < rel[2]
+
+
+def test_update_with_uses_the_loss_per_sample_and_restores_reduction():
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (64,), generator=g)
+    loss = LPLLoss(4, alpha=0.05, epsilon=0.3)
+    lv = LossVariation(4)
+    lv.update_with(loss, u, y)
+    assert loss.reduction == "mean"
+    ref = LossVariation(4)
+    ref.update(u, y, perturbed_logits=loss.perturb(u, y))
+    assert lv.compute()["relative_variation"] == pytest.approx(ref.compute()["relative_variation"])
+    # LPL: classes it maximises gain loss, classes it minimises lose loss
+    sign = single_label_perturbation(u, y, alpha=0.05, epsilon=0.3).sign
+    assert set(sign.tolist()) == {-1.0, 1.0}
+    rel = lv.compute()["relative_variation"]
+    for k in range(4):
+        assert (rel[k] > 0) == (sign[k] > 0), k
+
+
+def test_multi_label_positive_and_negative_separately():
+    u = torch.zeros(2, 2)
+    t = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    lv = LossVariation(2, multi_label=True)
+    lv.update(u, t, perturbed_logits=u - 1.0)  # logit down: pos loss up, neg loss down
+    out = lv.compute()
+    l0 = math.log(2.0)
+    up = math.log(1 + math.e)
+    down = math.log(1 + math.exp(-1.0))
+    assert out["pos"]["count"] == [1, 0] and out["neg"]["count"] == [1, 2]
+    assert out["pos"]["relative_variation"][0] == pytest.approx((up - l0) / l0)
+    assert out["pos"]["relative_variation"][1] is None
+    assert out["neg"]["relative_variation"] == pytest.approx([(down - l0) / l0] * 2)
+    json.dumps(out)
+
+
+def test_multi_label_with_ml_lpl_elementwise_loss():
+    g = torch.Generator().manual_seed(2)
+    u = torch.randn(50, 4, generator=g)
+    t = (torch.rand(50, 4, generator=g) < 0.5).float()
+    loss = MultiLabelLPLLoss(4, class_counts=[40, 30, 20, 10], epsilon=0.2, tau=2)
+    lv = LossVariation(4, multi_label=True)
+    lv.update_with(loss, u, t)
+    out = lv.compute()
+    # head (classes 0, 1): positive loss down, negative up; tail: the reverse (Eqs. 37, 38)
+    assert [v < 0 for v in out["pos"]["relative_variation"]] == [True, True, False, False]
+    assert [v > 0 for v in out["neg"]["relative_variation"]] == [True, True, False, False]
+    manual = F.binary_cross_entropy_with_logits(
+        u + torch.tensor([0.2, 0.2, -0.2, -0.2]), t, reduction="none"
+    )
+    base = F.binary_cross_entropy_with_logits(u, t, reduction="none")
+    pos = t[:, 0] == 1
+    expected = (manual[pos, 0].sum() - base[pos, 0].sum()) / base[pos, 0].sum()
+    assert out["pos"]["relative_variation"][0] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_bad_input():
+    lv = LossVariation(3)
+    u = torch.randn(4, 3)
+    y = torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="exactly one"):
+        lv.update(u, y)
+    with pytest.raises(ValueError, match="exactly one"):
+        lv.update(u, y, perturbed_logits=u, perturbed_loss=torch.zeros(4))
+    with pytest.raises(ValueError, match="per-sample"):
+        lv.update(u, y, perturbed_loss=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="perturbed_logits must have the shape"):
+        lv.update(u, y, perturbed_logits=u[:, :2])
+    with pytest.raises(ValueError, match="labels must lie"):
+        lv.update(u, torch.tensor([0, 1, 3, 0]), perturbed_logits=u)
+    with pytest.raises(ValueError, match="multi-hot"):
+        LossVariation(3, multi_label=True).update(u, torch.full((4, 3), 0.5), perturbed_logits=u)
+    with pytest.raises(TypeError, match="num_classes"):
+        LossVariation(3.0)
+    with pytest.raises(TypeError, match="reduction"):
+        lv.update_with(lambda z, t: z, u, y)
