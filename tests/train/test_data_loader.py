@@ -1,0 +1,132 @@
+"""The tensor-resident loader and the DataLoader path: epochs depend only on (seed, epoch), every sample
+once per epoch, crops/flips are exact shifted/mirrored copies, normalisation values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lpl_train.data import DatasetLoader, TensorData, TensorLoader, make_loader
+from lpl_train.data.transforms import batch_crop_flip
+
+
+def _data(n: int = 50, c: int = 1, h: int = 8, seed: int = 0) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, c, h, h), generator=g, dtype=torch.uint8)
+    return TensorData(images, torch.arange(n) % 5, mean=(0.5,) * c, std=(0.25,) * c)
+
+
+def _candidates(img: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    """Every pad-p shifted crop of one C x H x W image, plain and mirrored (an independent reference)."""
+    h, w = img.shape[-2:]
+    p = F.pad(img, (pad, pad, pad, pad))
+    out = []
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = p[:, dy : dy + h, dx : dx + w]
+            out += [crop, crop.flip(-1)]
+    return out
+
+
+def test_batch_crop_flip_gives_shifted_or_mirrored_copies() -> None:
+    x = _data(64, c=3, h=6).images
+    out = batch_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    seen = set()
+    for i in range(len(x)):
+        matches = [k for k, c in enumerate(_candidates(x[i], 2)) if torch.equal(c, out[i])]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) > 20  # many different shifts/flips used
+    # pad 0 and no flip is the identity
+    same = batch_crop_flip(x, torch.Generator().manual_seed(0), pad=0, flip=False)
+    assert torch.equal(same, x)
+
+
+def test_each_sample_once_and_reproducible_epochs() -> None:
+    d = _data()
+    a = TensorLoader(d, 16, train=True, augment="none", seed=3)
+    b = TensorLoader(d, 16, train=True, augment="none", seed=3)
+    assert len(a) == 4
+    a.set_epoch(2)
+    b.set_epoch(2)
+    xa = torch.cat([x for x, _ in a])
+    xb = torch.cat([x for x, _ in b])
+    assert torch.equal(xa, xb)
+    # a permutation of the normalised images
+    ref = (d.images.float() / 255 - 0.5) / 0.25
+    key = lambda t: sorted(map(tuple, t.flatten(1).tolist()))  # noqa: E731
+    assert key(xa) == key(ref)
+    b.set_epoch(3)
+    assert not torch.equal(torch.cat([x for x, _ in b]), xa)
+    # iterating again repeats the epoch (resume sees the same batches)
+    assert torch.equal(torch.cat([x for x, _ in a]), xa)
+
+
+def test_resumed_loader_matches() -> None:
+    d = _data()
+    a = make_loader(d, 8, train=True, augment="crop_flip", device="cpu", seed=1)
+    for e in range(3):
+        a.set_epoch(e)
+        batches = [(x.clone(), y.clone()) for x, y in a]
+    fresh = make_loader(d, 8, train=True, augment="crop_flip", device="cpu", seed=1)
+    fresh.set_epoch(2)
+    for (x1, y1), (x2, y2) in zip(batches, fresh, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_eval_order_drop_last_and_targets() -> None:
+    d = _data(10)
+    ev = make_loader(d, 4, train=False, augment="crop_flip", device="cpu", seed=0)
+    xs, ys = zip(*list(ev), strict=True)
+    assert [len(y) for y in ys] == [4, 4, 2]
+    assert torch.equal(torch.cat(ys), d.targets)
+    assert torch.equal(
+        torch.cat(xs), (d.images.float() / 255 - 0.5) / 0.25
+    )  # no augmentation at eval
+    tr = make_loader(d, 4, train=True, augment="none", device="cpu", seed=0, drop_last=True)
+    assert len(tr) == 2 and sum(len(y) for _, y in tr) == 8
+
+
+def test_feature_rows_pass_through() -> None:
+    d = TensorData(torch.randn(7, 3), torch.tensor([0, 1, 0, 1, 0, 1, 0]))
+    ld = make_loader(d, 7, train=False, augment="none", device="cpu", seed=0)
+    x, y = next(iter(ld))
+    assert torch.equal(x, d.images) and torch.equal(y, d.targets)
+    with pytest.raises(ValueError, match="uint8"):
+        make_loader(d, 7, train=True, augment="crop_flip", device="cpu", seed=0)
+
+
+def test_dataloader_path_on_tensor_data() -> None:
+    d = _data(20, h=6)
+    dl = make_loader(
+        d, 6, train=True, augment="crop_flip", device="cpu", seed=4, backend="dataloader", pad=1
+    )
+    assert isinstance(dl, DatasetLoader) and len(dl) == 4
+    dl.set_epoch(1)
+    x1 = [(x, y) for x, y in dl]
+    x2 = [(x, y) for x, y in dl]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(x1, x2, strict=True))
+    ys = torch.cat([y for _, y in x1])
+    assert sorted(ys.tolist()) == sorted(d.targets.tolist())
+    # each sample is a pad-1 crop (maybe mirrored) of some source image, normalised
+    x = torch.cat([a for a, _ in x1])
+    raw = (x * 0.25 + 0.5) * 255
+    assert torch.allclose(raw, raw.round(), atol=1e-3)
+    raw = raw.round().to(torch.uint8)
+    for i in range(len(raw)):
+        assert any(torch.equal(c, raw[i]) for j in range(20) for c in _candidates(d.images[j], 1))
+
+
+def test_errors() -> None:
+    d = _data()
+    with pytest.raises(ValueError, match="augment"):
+        make_loader(d, 4, train=True, augment="mixup", device="cpu", seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_loader(d, 0, train=True, augment="none", device="cpu", seed=0)
+    with pytest.raises(ValueError, match="split"):
+        make_loader(None, 4, train=True, augment="none", device="cpu", seed=0)
+    with pytest.raises(ValueError, match="targets has 3 rows"):
+        TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="images must be uint8"):
+        TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.int32), torch.zeros(4, dtype=torch.int64))
