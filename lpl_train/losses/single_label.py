@@ -566,7 +566,8 @@ class ClassBalancedFocalLoss(_ClassBalancedBase):
 
 class _LazyFeatureState(nn.Module):
     """Buffers whose last dimensions depend on the feature size, allocated on the first call when the
-    feature size is not given; loading a state dict resizes them to the saved shape."""
+    feature size is not given; loading a state dict into a not-yet-allocated loss takes the saved shape
+    (an allocated one of another size is a size-mismatch error, as for any module)."""
 
     _lazy_buffers: tuple[str, ...] = ()
 
@@ -600,7 +601,7 @@ class _LazyFeatureState(nn.Module):
         for name in self._lazy_buffers:
             saved = state_dict.get(prefix + name)
             cur = getattr(self, name)
-            if saved is not None and saved.shape != cur.shape:
+            if saved is not None and cur.numel() == 0 and saved.shape != cur.shape:
                 setattr(self, name, torch.zeros(saved.shape, dtype=cur.dtype, device=cur.device))
                 if name == self._lazy_buffers[0]:
                     self.feature_dim = int(saved.shape[-1])

@@ -446,6 +446,8 @@ def test_isda_gradients_state_dict_and_eval_freeze():
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.covariance, loss.covariance)
     assert torch.equal(fresh.count, loss.count) and fresh.feature_dim == 3
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        ISDALoss(num_classes=3, feature_dim=5).double().load_state_dict(state)
     loss.eval()
     before = loss.covariance.clone()
     loss(x.detach(), y, fc)
