@@ -1,0 +1,86 @@
+"""Metrics against hand-computed cases and scikit-learn's average precision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from lpl_train.metrics import (
+    average_precision_per_class,
+    class_groups,
+    group_accuracy,
+    map_groups,
+    mean_average_precision,
+    per_class_accuracy,
+    top1_error,
+)
+
+
+def test_top1_and_per_class() -> None:
+    logits = torch.tensor([[2.0, 1, 0], [0, 3, 1], [1, 0, 2], [5, 0, 0], [0, 0, 1]])
+    target = torch.tensor([0, 1, 1, 2, 2])
+    # predictions 0, 1, 2, 0, 2 -> wrong on samples 2 and 3
+    assert top1_error(logits, target) == pytest.approx(40.0)
+    acc = per_class_accuracy(logits, target, 4)
+    assert acc[:3] == [1.0, 0.5, 0.5] and math.isnan(acc[3])
+
+
+def test_groups() -> None:
+    counts = [500, 100, 99, 20, 19, 1]
+    assert class_groups(counts) == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+    g = group_accuracy([0.9, 0.7, 0.5, 0.3, 0.2, 0.0], counts)
+    assert (
+        g["many"] == pytest.approx(0.8)
+        and g["medium"] == pytest.approx(0.4)
+        and g["few"] == pytest.approx(0.1)
+    )
+    assert math.isnan(group_accuracy([0.5], [5])["many"])
+
+
+def test_ap_hand_case() -> None:
+    # scores 0.9(+) 0.8(-) 0.7(+) 0.1(-): AP = 1*1/2 + (2/3)*1/2 = 5/6
+    scores = torch.tensor([[0.9], [0.8], [0.7], [0.1]])
+    target = torch.tensor([[1.0], [0], [1], [0]])
+    assert average_precision_per_class(scores, target)[0] == pytest.approx(100 * 5 / 6)
+
+
+def test_ap_matches_sklearn_with_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    n, c = 300, 12
+    target = (torch.rand(n, c, generator=g) < torch.linspace(0.02, 0.5, c)).float()
+    scores = torch.randn(n, c, generator=g) + 1.5 * target
+    scores[:, :4] = (scores[:, :4] * 2).round() / 2  # many ties in 4 columns
+    ours = average_precision_per_class(scores, target)
+    for k in range(c):
+        ref = 100 * average_precision_score(target[:, k].numpy(), scores[:, k].numpy())
+        assert ours[k] == pytest.approx(ref, abs=1e-9)
+    assert mean_average_precision(scores, target) == pytest.approx(sum(ours) / c)
+
+
+def test_class_without_positive_is_ignored() -> None:
+    scores = torch.tensor([[0.2, 0.9], [0.8, 0.1]])
+    target = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    ap = average_precision_per_class(scores, target)
+    assert math.isnan(ap[0]) and ap[1] == pytest.approx(100.0)
+    assert mean_average_precision(scores, target) == pytest.approx(100.0)
+
+
+def test_map_groups() -> None:
+    out = map_groups([90.0, 80.0, 60.0, 40.0, 20.0], [775, 100, 50, 19, 4])
+    assert out == {"total": pytest.approx(58.0), "head": 85.0, "medium": 60.0, "tail": 30.0}
+
+
+def test_validation() -> None:
+    with pytest.raises(ValueError, match="logits must have shape"):
+        top1_error(torch.zeros(3), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="target values"):
+        top1_error(torch.zeros(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(TypeError, match="integer class indices"):
+        top1_error(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="0/1"):
+        mean_average_precision(torch.zeros(2, 2), torch.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="class_counts must have 2"):
+        group_accuracy([0.1, 0.2], [1])

@@ -1,0 +1,167 @@
+"""Models: parameter counts, the features/classifier split, heads, dropout, option-A shortcuts and
+torchvision-compatible ResNet-50 weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lpl_train.models import NormedLinear, build_model, count_parameters
+from lpl_train.models.cifar_resnet import OptionAShortcut
+
+
+def _bn(c: int) -> int:
+    return 2 * c
+
+
+def test_published_parameter_counts() -> None:
+    # He et al. / LDAM-DRW option-A ResNets: 0.46M and 1.7M; WRN and torchvision ResNet-50 counts.
+    assert count_parameters(build_model("resnet32", 10)) == 464_154
+    assert count_parameters(build_model("resnet110", 10)) == 1_727_962
+    assert count_parameters(build_model("wrn16_8", 10)) == 10_961_370
+    assert count_parameters(build_model("wrn28_10", 10)) == 36_479_194
+    assert count_parameters(build_model("resnet50", 1000)) == 25_557_032
+
+
+def test_resnet110_option_b_and_se_counts() -> None:
+    # option B adds two 1x1 conv + BN projections; SE adds W1 (c x c/16 + b) and W2 (c/16 x c + b) per block
+    proj = 16 * 32 + _bn(32) + 32 * 64 + _bn(64)
+    assert count_parameters(build_model("resnet110", 10, shortcut="B")) == 1_727_962 + proj
+    se = sum(18 * (2 * c * (c // 16) + c // 16 + c) for c in (16, 32, 64))
+    assert count_parameters(build_model("se_resnet110", 10)) == 1_727_962 + proj + se
+
+
+def test_la_resnet32_count_by_hand() -> None:
+    total = 3 * 9 * 16 + _bn(16)  # stem
+    in_c = 16
+    for w in (16, 32, 64):
+        for b in range(5):
+            i = in_c if b == 0 else w
+            total += i * w + 9 * w * w + w * w + 3 * _bn(w)
+            if b == 0:
+                total += in_c * w + _bn(w)
+        in_c = w
+    total += _bn(64) + 64 * 10 + 10
+    assert count_parameters(build_model("resnet32_la", 10)) == total
+    assert 290_000 < total < 310_000  # the "0.30M" network
+
+
+def test_la_stem_is_36x36() -> None:
+    m = build_model("resnet32_la", 10)
+    assert m.stem(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 36, 36)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "shape", "features"),
+    [
+        ("resnet32", {}, (3, 8, 8), 64),
+        ("resnet110", {"dropout": 0.2}, (3, 8, 8), 64),
+        ("se_resnet110", {}, (3, 8, 8), 64),
+        ("resnet32_la", {}, (3, 8, 8), 64),
+        ("wrn16_8", {"dropout": 0.3}, (3, 8, 8), 512),
+        ("fmnist_cnn", {}, (1, 28, 28), 128),
+        ("fmnist_cnn", {}, (1, 56, 56), 128),
+        ("mlp", {"in_features": 12}, (12,), 64),
+        ("linear", {"in_features": 12}, (12,), 12),
+    ],
+)
+def test_features_and_classifier(name: str, kw: dict, shape: tuple, features: int) -> None:
+    torch.manual_seed(0)
+    m = build_model(name, 7, **kw).eval()
+    x = torch.randn(3, *shape)
+    f = m.forward_features(x)
+    assert f.shape == (3, features) and m.num_features == features
+    assert isinstance(m.classifier, nn.Linear) and m.classifier.out_features == 7
+    assert torch.allclose(m(x), m.classifier(f))
+    cos = build_model(name, 7, use_norm=True, **kw).eval()
+    assert isinstance(cos.classifier, NormedLinear)
+    out = cos(x)
+    assert out.shape == (3, 7) and out.abs().max() <= 1 + 1e-5
+
+
+def test_linear_model_is_affine() -> None:
+    m = build_model("linear", 2, in_features=3)
+    x = torch.randn(5, 3)
+    assert torch.allclose(m(x), x @ m.classifier.weight.T + m.classifier.bias)
+
+
+def test_dropout_only_in_training() -> None:
+    m = build_model("resnet32", 10, dropout=0.5)
+    assert sum(isinstance(k, nn.Dropout) for k in m.modules()) == 15  # one per BasicBlock
+    x = torch.randn(2, 3, 8, 8)
+    m.train()
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, m(x))
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    assert sum(isinstance(k, nn.Dropout) for k in build_model("resnet32", 10).modules()) == 0
+
+
+def test_option_a_shortcut() -> None:
+    x = torch.arange(2 * 16 * 4 * 4, dtype=torch.float32).view(2, 16, 4, 4)
+    y = OptionAShortcut(16, 32, 2)(x)
+    assert y.shape == (2, 32, 2, 2)
+    assert torch.all(y[:, :8] == 0) and torch.all(y[:, 24:] == 0)
+    assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2])
+
+
+def _torchvision_keys() -> set[str]:
+    """The parameter/buffer names of torchvision's resnet50, written out from its layout."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    keys = {"conv1.weight", "fc.weight", "fc.bias", *(f"bn1.{s}" for s in bn)}
+    for layer, blocks in enumerate((3, 4, 6, 3), start=1):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            for i in (1, 2, 3):
+                keys.add(f"{p}.conv{i}.weight")
+                keys.update(f"{p}.bn{i}.{s}" for s in bn)
+            if b == 0:
+                keys.add(f"{p}.downsample.0.weight")
+                keys.update(f"{p}.downsample.1.{s}" for s in bn)
+    return keys
+
+
+def test_resnet50_torchvision_state_dict(tmp_path: Path) -> None:
+    src = build_model("resnet50", 1000)
+    sd = {
+        ("fc." + k[len("classifier.") :] if k.startswith("classifier.") else k): v
+        for k, v in src.state_dict().items()
+    }
+    assert set(sd) == _torchvision_keys()
+    torch.save(sd, tmp_path / "r50.pth")
+    same = build_model("resnet50", 1000, weights=str(tmp_path / "r50.pth"))
+    assert torch.equal(same.layer3[2].conv2.weight, src.layer3[2].conv2.weight)
+    assert torch.equal(same.classifier.weight, src.classifier.weight)
+    # fine-tuning: a different head skips fc.*, the backbone still loads
+    ft = build_model(
+        "resnet50", 20, weights=tmp_path / "r50.pth", neck="pfc", frozen_stages=1, norm_eval=True
+    )
+    assert torch.equal(ft.layer4[0].conv1.weight, src.layer4[0].conv1.weight)
+    assert ft.num_features == 256 and ft.classifier.out_features == 20
+    assert not ft.conv1.weight.requires_grad and not ft.layer1[0].conv1.weight.requires_grad
+    assert ft.layer2[0].conv1.weight.requires_grad
+    ft.train()
+    assert not ft.layer3[0].bn1.training and ft.neck[1].training
+    bad = dict(sd)
+    bad["layer1.0.conv9.weight"] = bad.pop("layer1.0.conv1.weight")
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="conv9"):
+        build_model("resnet50", 10, weights=tmp_path / "bad.pth")
+
+
+def test_build_model_errors() -> None:
+    with pytest.raises(ValueError, match="resnet32_la"):
+        build_model("resnet18", 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("resnet32", 0)
+    with pytest.raises(ValueError, match=r"width.*allowed keywords"):
+        build_model("resnet32", 10, width=2)
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("wrn16_8", 10, dropout=1.5)
+    with pytest.raises(ValueError, match="in_features"):
+        build_model("mlp", 10, in_features=0)
