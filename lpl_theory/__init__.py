@@ -1,1 +1,31 @@
-"""Gaussian binary-classification analysis of class-level logit perturbation (paper Sec. III.B)."""
+"""Gaussian binary-classification analysis of class-level logit perturbation (paper Sec. III.B, Appendix).
+
+Modules: :mod:`~lpl_theory.task` (data model and perturbation, Eqs. 16-19), :mod:`~lpl_theory.symbolic` (sympy
+derivation of b* and the natural errors, Theorems 1-3), :mod:`~lpl_theory.closed_form` (vectorised numpy
+evaluation and global optimality), :mod:`~lpl_theory.paper` (the printed Eqs. 21, 23, 25, 44, 46, 50, 52, 54),
+:mod:`~lpl_theory.verify` (numeric, Monte Carlo and corollary checks), :mod:`~lpl_theory.figures` (Figs. 3-6).
+"""
+
+from .closed_form import (
+    Solution,
+    db_star_drho,
+    error_derivatives,
+    perturbed_error,
+    solve,
+    solve_task,
+)
+from .task import FIGURES, FigureSpec, GaussianTask, Perturbation, figure_spec
+
+__all__ = [
+    "FIGURES",
+    "FigureSpec",
+    "GaussianTask",
+    "Perturbation",
+    "Solution",
+    "db_star_drho",
+    "error_derivatives",
+    "figure_spec",
+    "perturbed_error",
+    "solve",
+    "solve_task",
+]

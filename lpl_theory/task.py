@@ -192,7 +192,7 @@ FIGURES: dict[int, FigureSpec] = {
         1.0,
         "first",
         "first",
-        "Fig. 3 (Theorem 1): first type on both classes, $\\rho_-=1$",
+        "Fig. 3 (Theorem 1), first type on both classes",
     ),
     4: FigureSpec(
         4,
@@ -202,7 +202,7 @@ FIGURES: dict[int, FigureSpec] = {
         1.0,
         "first",
         "second",
-        "Fig. 4 (Theorem 2): first type on +1, second type on -1, $\\rho_+=1$",
+        "Fig. 4 (Theorem 2), first type on +1, second type on −1",
     ),
     5: FigureSpec(
         5,
@@ -212,7 +212,7 @@ FIGURES: dict[int, FigureSpec] = {
         1.0,
         "first",
         "first",
-        "Fig. 5 (Theorem 3): $K=3$, first type on both classes, $\\rho_-=1$",
+        "Fig. 5 (Theorem 3), first type on both classes",
     ),
     6: FigureSpec(
         6,
@@ -222,7 +222,7 @@ FIGURES: dict[int, FigureSpec] = {
         1.0,
         "first",
         "first",
-        "Fig. 6 (Theorem 3): $K=2.5$, first type on both classes, $\\rho_+=1$",
+        "Fig. 6 (Theorem 3), first type on both classes",
     ),
 }
 
