@@ -734,15 +734,27 @@ class ISDALoss(_LazyFeatureState):
         self.mean.mul_(1 - w[:, None]).add_(w[:, None] * mu_b)
         self.count.add_(m.long())
 
-    def _quadratic(self, weight: torch.Tensor) -> torch.Tensor:
-        """(C, C) matrix ``Q[k, c] = (w_c - w_k)^T Sigma_k (w_c - w_k)``."""
+    def _quadratic(self, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N, C) rows ``Q[i, c] = (w_c - w_k)^T Sigma_k (w_c - w_k)`` with ``k = target[i]``.
+
+        Computed per class (a (C, C) table, then gathered) when C <= N, else per sample, so the cost is
+        ``min(N, C) * C * F`` (diagonal) or ``min(N, C) * C * F^2`` (full)."""
+        c = self.num_classes
+        per_sample = target.shape[0] < c
         cov = self.covariance.to(weight.dtype)
+        if per_sample:
+            cov = cov[target]
+        w_k = weight[target] if per_sample else weight  # (K, F)
         if self.diagonal:
             w2 = weight * weight
-            q = cov @ w2.T - 2 * (cov * weight) @ weight.T + (cov * w2).sum(1, keepdim=True)
-            return q * (1 - torch.eye(self.num_classes, dtype=q.dtype, device=q.device))
-        diff = weight[None, :, :] - weight[:, None, :]  # (K, C, F): w_c - w_k
-        return torch.einsum("kca,kab,kcb->kc", diff, cov, diff)
+            q = cov @ w2.T - 2 * (cov * w_k) @ weight.T + (cov * w_k * w_k).sum(1, keepdim=True)
+            # the true class's own term is exactly zero (w_y - w_y = 0); remove rounding there
+            own = target[:, None] if per_sample else torch.arange(c, device=q.device)[:, None]
+            q = q.scatter(1, own, 0.0)
+        else:
+            diff = weight[None, :, :] - w_k[:, None, :]  # (K, C, F): w_c - w_k
+            q = torch.einsum("kca,kab,kcb->kc", diff, cov, diff)
+        return q if per_sample else q[target]
 
     def augmented_logits(
         self, features: torch.Tensor, target: torch.Tensor, classifier: nn.Linear
@@ -758,8 +770,8 @@ class ISDALoss(_LazyFeatureState):
         logits = classifier(features)
         if self.lam == 0.0:
             return logits
-        q = self._quadratic(classifier.weight.to(logits.dtype))
-        return logits + 0.5 * self.lam * q[target]
+        q = self._quadratic(classifier.weight.to(logits.dtype), target)
+        return logits + 0.5 * self.lam * q
 
     def forward(
         self, features: torch.Tensor, target: torch.Tensor, classifier: nn.Linear

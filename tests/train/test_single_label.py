@@ -431,6 +431,32 @@ def test_isda_diagonal_matches_full_with_diagonal_covariance():
     torch.testing.assert_close(diag.augmented_logits(x, y, fc), full.augmented_logits(x, y, fc))
 
 
+@pytest.mark.parametrize("diagonal", [False, True])
+@pytest.mark.parametrize("n", [3, 9])  # fewer samples than classes (per-sample path) and more
+def test_isda_augmented_logits_match_direct_formula(diagonal, n):
+    c, a = 6, 4
+    g = torch.Generator().manual_seed(n)
+    fc = nn.Linear(a, c).double()
+    loss = ISDALoss(c, lambda0=0.8, feature_dim=a, diagonal=diagonal).double()
+    m = torch.randn(c, a, a, generator=g, dtype=torch.float64)
+    cov = m @ m.transpose(1, 2)
+    with torch.no_grad():
+        loss.covariance.copy_(torch.diagonal(cov, dim1=1, dim2=2) if diagonal else cov)
+    if diagonal:
+        cov = torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
+    loss.set_epoch(1, 2)
+    x = torch.randn(n, a, generator=g, dtype=torch.float64)
+    y = torch.randint(0, c, (n,), generator=g)
+    w = fc.weight.detach()
+    expected = fc(x).detach().clone()
+    for i in range(n):
+        k = int(y[i])
+        for j in range(c):
+            d = w[j] - w[k]
+            expected[i, j] += 0.5 * 0.4 * (d @ cov[k] @ d)
+    torch.testing.assert_close(loss.augmented_logits(x, y, fc).detach(), expected)
+
+
 def test_isda_gradients_state_dict_and_eval_freeze():
     fc, g = _isda_setup()
     x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
