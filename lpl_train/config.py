@@ -6,7 +6,8 @@ A config is plain data (nested dicts) with six sections plus a header::
     description = "..."                 # optional
     [paper]                             # optional: which cell of Tables I-X this run reproduces
     table = "IV"  row = "LA"  column = "100:1"
-    [data]    name, root, seed, params, augment, loader, batch_size, eval_batch_size, drop_last
+    [data]    name, root, seed, params, augment, loader, sampler, sampler_params, batch_size,
+              eval_batch_size, drop_last
     [model]   name, params
     [loss]    name, params              # a registry name (``lpl_train.losses.build_loss``) and its arguments
     [optim]   name, lr, momentum, nesterov, weight_decay, l2_all, grad_clip
@@ -64,6 +65,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "params": ((dict,), {}, None),
         "augment": ((str,), "auto", None),
         "loader": ((dict,), {}, None),
+        "sampler": ((str,), "none", ("none", "class_aware")),
+        "sampler_params": ((dict,), {}, None),
         "batch_size": ((int,), 128, None),
         "eval_batch_size": ((int,), 512, None),
         "drop_last": ((bool,), False, None),
@@ -256,6 +259,7 @@ def _check_values(cfg: dict[str, Any]) -> None:
     for section in ("data", "model", "loss"):
         _check_plain(f"{section}.params", cfg[section]["params"])
     _check_plain("data.loader", cfg["data"]["loader"])
+    _check_plain("data.sampler_params", cfg["data"]["sampler_params"])
 
 
 def _check_plain(where: str, value: Any) -> None:

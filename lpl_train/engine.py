@@ -240,10 +240,20 @@ def build_components(
         )
     common = {"device": device, "seed": tr["seed"], **d["loader"]}
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
-    train_loader = make_loader(
-        bundle.train, batch_size=bs // dist.world, train=True, augment=augment,
-        drop_last=d["drop_last"], **common,
-    )  # fmt: skip
+    train_kw = {"batch_size": bs // dist.world, "train": True, "augment": augment,
+                "drop_last": d["drop_last"], **common}  # fmt: skip
+    if d["sampler"] == "class_aware":
+        from lpl_train.samplers import ClassAwareSampler
+
+        sampler = ClassAwareSampler(
+            bundle.train.targets,
+            seed=tr["seed"],
+            num_classes=bundle.num_classes,
+            **d["sampler_params"],
+        )
+        train_loader: Any = _ResampledLoader(bundle.train, sampler, make_loader, train_kw)
+    else:
+        train_loader = make_loader(bundle.train, **train_kw)
     test_loader = make_loader(
         bundle.test, batch_size=d["eval_batch_size"], train=False, augment="none", **common
     )
@@ -258,6 +268,59 @@ def build_components(
         class_counts=list(bundle.class_counts),
         multi_label=bundle.multi_label,
     )
+
+
+class _IndexedView(torch.utils.data.Dataset):
+    """Items ``index[i]`` of a map-style dataset, keeping its ``get``/``mean``/``std``/``targets``."""
+
+    def __init__(self, base: Any, index: torch.Tensor) -> None:
+        self.base, self.index = base, index.tolist()
+        self.mean, self.std = getattr(base, "mean", None), getattr(base, "std", None)
+        self.targets = base.targets[index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, i: int, generator: Any = None, train: bool = False) -> Any:
+        if hasattr(self.base, "get"):
+            return self.base.get(self.index[i], generator, train=train)
+        return self.base[self.index[i]]
+
+    def __getitem__(self, i: int) -> Any:
+        return self.get(i)
+
+
+class _ResampledLoader:
+    """Class-aware resampling (the "RS" of R-BCE): epoch ``e`` trains on ``sampler.indices(e)``.
+
+    The resampled multiset of epoch ``e`` depends only on (seed, e); the loader then orders it with its
+    own (seed, e) permutation, so consecutive same-class triples of the reference sampler are not kept
+    together within a batch.
+    """
+
+    def __init__(
+        self, split: Any, sampler: Any, make_loader: Callable[..., Any], kw: dict[str, Any]
+    ) -> None:
+        self.split, self.sampler, self.make_loader, self.kw = split, sampler, make_loader, kw
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n, bs = self.sampler.num_samples, self.kw["batch_size"]
+        return n // bs if self.kw["drop_last"] else -(-n // bs)
+
+    def __iter__(self) -> Iterator[Any]:
+        idx = self.sampler.indices(self.epoch)
+        view = (
+            self.split.subset(idx)
+            if hasattr(self.split, "subset")
+            else _IndexedView(self.split, idx)
+        )
+        loader = self.make_loader(view, **self.kw)
+        loader.set_epoch(self.epoch)
+        yield from loader
 
 
 # ------------------------------------------------------------------------------------------- the step
