@@ -1,0 +1,85 @@
+"""The command line: JSON schema and values, one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lpl_theory import closed_form as cf
+from lpl_theory.__main__ import main
+
+KEYS = {"figure", "params", "rho", "b_star", "R_plus", "R_minus", "R_total", "b_star_is_global"}
+
+
+def test_curve_json_schema_and_values(capsys):
+    assert main(["curve", "--figure", "3", "--rho", "0,0.5,1,2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == KEYS
+    assert data["figure"] == 3 and data["rho"] == [0.0, 0.5, 1.0, 2.0]
+    for k in KEYS - {"figure", "params", "rho"}:
+        assert len(data[k]) == 4
+    sol = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.2, np.array([0.0, 0.5, 1.0, 2.0]), 1.0)
+    assert np.allclose(data["b_star"], sol.b_star, rtol=0, atol=1e-15)
+    assert np.allclose(data["R_total"], sol.R_total, rtol=0, atol=1e-15)
+    assert data["b_star_is_global"] == [True] * 4
+    assert data["params"]["Gamma"] == 2.0 and data["params"]["rho_minus"] == 1.0
+
+
+def test_curve_default_grid_and_missing_root_is_null(capsys):
+    assert main(["curve", "--figure", "6", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["rho"]) == 200 and data["rho"][0] == 0.0 and max(data["rho"]) < 5.0
+    assert main(["curve", "--figure", "5", "--gamma", "6", "--rho", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["b_star"] == [None] and data["b_star_is_global"] == [False]
+
+
+def test_curve_figure5_flags_non_global(capsys):
+    assert main(["curve", "--figure", "5", "--rho", "0,5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["b_star_is_global"] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["curve", "--figure", "7"], "figure"),
+        (["curve", "--figure", "3", "--rho", "0,5"], "rho"),
+        (["curve", "--figure", "3", "--gamma", "0"], "gamma"),
+        (["curve", "--figure", "3", "--gamma", "-2"], "gamma"),
+        (["curve", "--figure", "5", "--K", "0.5"], "K"),
+        (["curve", "--figure", "3", "--d", "0"], "d "),
+        (["curve", "--figure", "3", "--rho", "a,b"], "list of numbers"),
+        (["curve", "--figure", "3", "--rho", "1,,2"], "list of numbers"),
+        (["curve", "--figure", "3", "--eps", "2"], "eps"),
+        (["curve"], "--figure"),
+        (["nonsense"], "invalid choice"),
+        (["verify", "--mc-samples", "10"], "mc-samples"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lpl-theory: error:")
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_subprocess_error_has_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "lpl_theory", "curve", "--figure", "3", "--rho", "0,9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_figures_command_writes_files(tmp_path, capsys):
+    assert main(["figures", "--out", str(tmp_path), "--mc-samples", "2000"]) == 0
+    for n in (3, 4, 5, 6):
+        assert (tmp_path / f"fig{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"fig{n}.pdf").read_bytes()[:5] == b"%PDF-"

@@ -1,0 +1,202 @@
+"""Vectorised closed form: against sympy at random points (<= 1e-10), hand cases, global optimality."""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from lpl_theory import closed_form as cf
+from lpl_theory import symbolic as S
+from lpl_theory.task import FIGURES, GaussianTask, Perturbation
+
+from .conftest import TYPE_PAIRS
+from .test_symbolic import mp_function
+
+
+def _sympy_functions(ev, tp, tm):
+    bs = S.b_star(ev, tp, tm)
+    r_plus, r_minus, r_total = S.natural_errors(ev, tp, tm)
+    ders = S.derivatives(ev, tp, tm)
+    exprs = {"b_star": bs, "R_plus": r_plus, "R_minus": r_minus, "R_total": r_total}
+    exprs["db_plus"], exprs["db_minus"] = ders["db_drho_plus"], ders["db_drho_minus"]
+    exprs["dRp_plus"], exprs["dRm_minus"] = ders["dRplus_drho_plus"], ders["dRminus_drho_minus"]
+    return {k: mp_function(e) for k, e in exprs.items()}
+
+
+def _sympy_values(funcs, pt):
+    vals = {}
+    for k, f in funcs.items():
+        v = f(pt)
+        vals[k] = math.nan if isinstance(v, mpmath.mpc) and v.imag != 0 else float(mpmath.re(v))
+    return vals
+
+
+@pytest.mark.parametrize(("tp", "tm"), TYPE_PAIRS)
+def test_closed_form_matches_sympy(random_points, tp, tm):
+    keys = ("gamma", "d", "eta", "sigma", "K", "eps", "rho_plus", "rho_minus")
+    arrays = {k: np.array([p[k] for p in random_points]) for k in keys}
+    sol = cf.solve(*(arrays[k] for k in keys), tp, tm)
+    dbp = cf.db_star_drho("plus", *(arrays[k] for k in keys), tp, tm)
+    dbm = cf.db_star_drho("minus", *(arrays[k] for k in keys), tp, tm)
+    dRp = cf.error_derivatives("plus", *(arrays[k] for k in keys), tp, tm)["R_plus"]
+    dRm = cf.error_derivatives("minus", *(arrays[k] for k in keys), tp, tm)["R_minus"]
+    checked = 0
+    funcs = {ev: _sympy_functions(ev, tp, tm) for ev in (True, False)}
+    for i, pt in enumerate(random_points):
+        ref = _sympy_values(funcs[pt["K"] == 1.0], pt)
+        if math.isnan(ref["b_star"]):
+            assert not sol.exists[i] and math.isnan(sol.b_star[i])
+            continue
+        checked += 1
+        assert sol.exists[i]
+        for name, got in (
+            ("b_star", sol.b_star[i]),
+            ("R_plus", sol.R_plus[i]),
+            ("R_minus", sol.R_minus[i]),
+            ("R_total", sol.R_total[i]),
+            ("db_plus", dbp[i]),
+            ("db_minus", dbm[i]),
+            ("dRp_plus", dRp[i]),
+            ("dRm_minus", dRm[i]),
+        ):
+            assert abs(got - ref[name]) <= 1e-10 * max(1.0, abs(ref[name])), (
+                name,
+                pt,
+                got,
+                ref[name],
+            )
+    assert checked >= 10
+
+
+def test_hand_case_no_perturbation_balanced():
+    # Gamma = 1, K = 1, eps = 0: b* = 0 and both errors are Phi(-sqrt(d) eta / sigma)
+    sol = cf.solve(1.0, 3, 0.7, 1.3, 1.0, 0.0, 0.0, 0.0)
+    assert float(sol.b_star) == pytest.approx(0.0, abs=1e-15)
+    expected = 0.5 * math.erfc(math.sqrt(3) * 0.7 / 1.3 / math.sqrt(2))
+    assert float(sol.R_plus) == pytest.approx(expected, rel=1e-13)
+    assert float(sol.R_minus) == pytest.approx(expected, rel=1e-13)
+    assert float(sol.R_total) == pytest.approx(expected, rel=1e-13)
+
+
+def test_hand_case_theorem1_point():
+    # Gamma=2, d=2, eta=1, sigma=1, eps=0.2, rho_+=1, rho_-=1: C = -3.6, b* = 2 log 2 / (-3.6)
+    sol = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.2, 1.0, 1.0)
+    b = 2 * math.log(2) / -3.6
+    assert float(sol.b_star) == pytest.approx(b, rel=1e-14)
+    assert float(sol.R_plus) == pytest.approx(0.5 * math.erfc((2 + b) / 2), rel=1e-12)
+    assert float(sol.R_minus) == pytest.approx(0.5 * math.erfc((2 - b) / 2), rel=1e-12)
+
+
+def test_hand_case_unequal_variance_no_perturbation():
+    # K = 2, Gamma = K: the log term vanishes, S = 2 d eta, b* = (-d eta (K^2+1) + 2 K d eta) / (K^2 - 1)
+    d, eta, K = 2, 1.0, 2.0
+    sol = cf.solve(K, d, eta, 1.0, K, 0.1, 0.0, 0.0)
+    expected = d * eta * (-(K**2 + 1) + 2 * K) / (K**2 - 1)  # = -d eta (K-1)/(K+1)
+    assert float(sol.b_star) == pytest.approx(expected, rel=1e-13)
+    # then U_+ = U_-: the two natural errors are equal (Corollary 3's boundary Gamma = K)
+    assert float(sol.R_plus) == pytest.approx(float(sol.R_minus), rel=1e-12)
+
+
+def test_stable_at_k_close_to_one():
+    a = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.2, 2.0, 1.0)
+    b = cf.solve(2.0, 2, 1.0, 1.0, 1.0 + 1e-9, 0.2, 2.0, 1.0)
+    assert float(b.b_star) == pytest.approx(float(a.b_star), abs=1e-7)
+    assert float(
+        cf.db_star_drho("plus", 2.0, 2, 1.0, 1.0, 1.0 + 1e-9, 0.2, 2.0, 1.0)
+    ) == pytest.approx(
+        float(cf.db_star_drho("plus", 2.0, 2, 1.0, 1.0, 1.0, 0.2, 2.0, 1.0)), abs=1e-6
+    )
+
+
+def test_equal_variance_is_always_global(random_points):
+    pts = [p for p in random_points if p["K"] == 1.0]
+    for tp, tm in TYPE_PAIRS:
+        sol = cf.solve(
+            *(
+                np.array([p[k] for p in pts])
+                for k in ("gamma", "d", "eta", "sigma", "K", "eps", "rho_plus", "rho_minus")
+            ),
+            tp,
+            tm,
+        )
+        assert sol.exists.all() and sol.is_global.all()
+
+
+def test_figure5_b_star_is_never_global():
+    spec = FIGURES[5]
+    rho = np.linspace(0, spec.rho_max, 50, endpoint=False)
+    sol = cf.solve(3.5, 2, 1.0, 1.0, 3.0, 0.1, rho, 1.0)
+    assert sol.exists.all()
+    assert not sol.is_global.any()
+    # the constant classifier "predict -1" has perturbed error 1/(1+Gamma) below R_lp(b*)
+    assert np.all(sol.perturbed_at_b_star > 1 / 4.5)
+    assert np.all(np.isneginf(sol.b_global))
+    assert np.all(sol.R_plus_global == 1.0) and np.all(sol.R_minus_global == 0.0)
+    assert np.allclose(sol.R_total_global, 1 / 4.5)
+
+
+def test_no_real_root_means_increasing_error():
+    sol = cf.solve(6.0, 2, 1.0, 1.0, 3.0, 0.1, 1.0, 1.0)
+    assert not bool(sol.exists) and math.isnan(float(sol.b_star))
+    assert float(sol.discriminant) == pytest.approx(
+        (0.2 - 4) ** 2 + 2 * 2 * 8 * math.log(0.5), rel=1e-12
+    )
+    bs = np.linspace(-30, 30, 2001)
+    err = cf.perturbed_error(bs, 6.0, 2, 1.0, 1.0, 3.0, 0.1, 1.0, 1.0)
+    assert np.all(np.diff(err) >= -1e-15)
+    assert float(sol.b_global) == -math.inf
+
+
+def test_perturbed_error_limits_and_value():
+    assert float(cf.perturbed_error(-np.inf, 2.0, 2, 1.0)) == pytest.approx(1 / 3)
+    assert float(cf.perturbed_error(np.inf, 2.0, 2, 1.0)) == pytest.approx(2 / 3)
+    # first type on both classes: z_+ = (-d eta - b + eps_+)/(sqrt(d) sigma), z_- = (-d eta + b + eps_-)/(sqrt(d) K sigma)
+    v = cf.perturbed_error(0.3, 2.0, 2, 1.0, 1.5, 2.0, 0.1, 2.0, 3.0)
+    zp = (-2 - 0.3 + 0.2) / (math.sqrt(2) * 1.5)
+    zm = (-2 + 0.3 + 0.3) / (math.sqrt(2) * 3.0)
+    assert float(v) == pytest.approx((ndtr(zp) + 2 * ndtr(zm)) / 3, rel=1e-14)
+
+
+def test_solve_task_and_broadcasting():
+    t, p = GaussianTask(2.0, 2, 1.0), Perturbation(0.2, 3.0, 1.0)
+    one = cf.solve_task(t, p)
+    many = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.2, np.array([[3.0, 0.0]]), 1.0)
+    assert many.b_star.shape == (1, 2)
+    assert float(one.b_star) == many.b_star[0, 0]
+    with pytest.raises(TypeError, match="task"):
+        cf.solve_task("task", p)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"gamma": 0.0}, ValueError, "gamma must be > 0"),
+        ({"K": 0.5}, ValueError, "K must be >= 1"),
+        ({"d": 0}, ValueError, "d must be >= 1"),
+        ({"rho_plus": 6.0}, ValueError, r"rho_plus \* eps must be < eta"),
+        ({"rho_minus": -1.0}, ValueError, "rho_minus must be >= 0"),
+        ({"eps": "a"}, TypeError, "eps must be a real"),
+        ({"eta": np.inf}, ValueError, "eta must be finite"),
+    ],
+)
+def test_solve_validation(kwargs, exc, match):
+    base = {
+        "gamma": 2.0,
+        "d": 2,
+        "eta": 1.0,
+        "sigma": 1.0,
+        "K": 1.0,
+        "eps": 0.2,
+        "rho_plus": 1.0,
+        "rho_minus": 1.0,
+    }
+    base.update(kwargs)
+    with pytest.raises(exc, match=match):
+        cf.solve(**base)
+
+
+def test_derivative_validation():
+    with pytest.raises(ValueError, match="which"):
+        cf.db_star_drho("both", 2.0, 2, 1.0)
