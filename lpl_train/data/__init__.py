@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cifar import build_cifar, build_cifar_lt_npz
-from .common import DatasetBundle, TensorData, check_int
-from .fmnist import build_fmnist, build_fmnist_ml_lt
+from .cifar import _NPZ_FILES, build_cifar, build_cifar_lt_npz, cifar_path
+from .common import DatasetBundle, TensorData, check_int, missing, resolve_root
+from .fmnist import FILES as FMNIST_FILES
+from .fmnist import build_fmnist, build_fmnist_ml_lt, fmnist_dir
 from .gaussian import build_gaussian
 from .inat import build_inat
 from .loader import DatasetLoader, TensorLoader, make_loader
@@ -26,6 +27,7 @@ __all__ = [
     "TensorData",
     "TensorLoader",
     "build_datasets",
+    "check_data",
     "long_tail_counts",
     "long_tail_indices",
     "make_loader",
@@ -75,3 +77,47 @@ def build_datasets(
         if "unexpected keyword argument" in str(err):
             raise ValueError(f"dataset {name!r}: {err}") from err
         raise
+
+
+def check_data(name: str, root: str | Path | None = None, **params: Any) -> list[Path]:
+    """The files dataset ``name`` would read, without reading them (for ``--dry-run``).
+
+    Raises FileNotFoundError naming the paths tried and how to get the data when something is missing;
+    returns ``[]`` for generated data (``gaussian``). Only ``download``, ``variant`` and ``train_ids``
+    among ``params`` matter here; the others are ignored.
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+    if name == "gaussian":
+        return []
+    if name.startswith("fmnist"):
+        d = fmnist_dir(root)
+        return [d / f for f in FMNIST_FILES]
+    if name.startswith("cifar") and name != "cifar_lt_npz":
+        return [cifar_path(100 if name.startswith("cifar100") else 10, root)]
+    base = resolve_root(root)
+    if name == "cifar_lt_npz":
+        files = [base / f for f in _NPZ_FILES[100 if params.get("variant") == "cifar100" else 10]]
+        how = (
+            "Convert the Logit Adjustment CIFAR-LT tfrecords to .npz (arr_0 images, arr_1 labels)."
+        )
+    elif name.startswith("inat"):
+        year = name[4:]
+        base = resolve_root(root, f"inat{year}") if root is None else base
+        files = [base / f"train{year}.json", base / f"val{year}.json"]
+        how = "Get the images and JSON lists from https://github.com/visipedia/inat_comp."
+    elif name == "voc_mlt":
+        files = [base / "VOCdevkit/VOC2007/ImageSets/Main/test.txt"]
+        ids = params.get("train_ids")
+        files.append(Path(ids) if ids else base / "VOCdevkit/VOC2012/ImageSets/Main/trainval.txt")
+        how = "Unpack the VOC2012 trainval and VOC2007 trainval/test archives there."
+    else:  # coco_mlt
+        files = [base / f"annotations/instances_{s}2017.json" for s in ("train", "val")]
+        ids = params.get("train_ids")
+        if ids:
+            files.append(Path(ids))
+        how = "Unpack COCO-2017 annotations, train2017 and val2017 there (cocodataset.org)."
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise missing(f"{name} data", absent, how)
+    return files

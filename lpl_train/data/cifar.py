@@ -133,7 +133,8 @@ def cifar_path(num_classes: int, root: str | Path | None = None, download_: bool
     raise missing(
         f"CIFAR-{num_classes}",
         [archive, folder],
-        f"Download {spec['url']} into {base} (or pass download=True / set {base} with root=...).",
+        f"Download {spec['url']} into {base}, or pass download=True (choose the folder with root=... "
+        "or $LPL_DATA).",
     )
 
 

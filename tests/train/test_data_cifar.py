@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpl_train.data import build_datasets
+from lpl_train.data import build_datasets, check_data
 from lpl_train.data.cifar import load_cifar_arrays
 from lpl_train.data.common import download, restricted_unpickle, stratified_split
 from lpl_train.data.longtail import long_tail_counts, long_tail_indices
@@ -263,3 +263,14 @@ def test_unknown_dataset_and_param(cifar_root: Path) -> None:
         build_datasets("imagenet")
     with pytest.raises(ValueError, match="bogus"):
         build_datasets("cifar10", root=cifar_root, bogus=1)
+
+
+def test_check_data_reports_without_loading(cifar_root: Path, tmp_path: Path) -> None:
+    assert check_data("cifar10_lt", root=cifar_root) == [cifar_root / "cifar-10-python.tar.gz"]
+    assert check_data("gaussian") == []
+    with pytest.raises(FileNotFoundError, match=r"cifar-100-python\.tar\.gz"):
+        check_data("cifar100", root=cifar_root)
+    with pytest.raises(FileNotFoundError, match=r"instances_train2017\.json.*cocodataset"):
+        check_data("coco_mlt", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"test\.txt"):
+        check_data("voc_mlt", root=tmp_path)

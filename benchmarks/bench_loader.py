@@ -1,0 +1,145 @@
+"""Training throughput of the tensor-resident loader versus a standard DataLoader with per-sample
+transforms, on Fashion-MNIST with the small CNN (same model, batch, optimiser and augmentation:
+random crop with 2-pixel padding + horizontal flip), the throughput of the two loaders alone (batches
+produced, no model), and the time of one Fashion-MNIST-LT (rho = 100) training epoch.
+
+    python benchmarks/bench_loader.py [--batches 40] [--repeats 3] [--batch-size 128] [--workers 0]
+                                      [--root DIR] [--json OUT]
+
+Each repeat times ``--batches`` training steps (forward, CE loss, backward, SGD step) after 3 warm-up
+steps; the table reports the median images/s over repeats of each loader, interleaved so that load
+changes on a shared machine hit both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from lpl_train.data import build_datasets, make_loader
+from lpl_train.models import build_model
+
+
+def _steps(loader, model, opt, batches: int, device: torch.device) -> float:
+    """Seconds for ``batches`` training steps drawn from ``loader`` (3 untimed warm-up steps first)."""
+    it = iter(loader)
+    t0 = None
+    for i in range(batches + 3):
+        if i == 3:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            loader.set_epoch(loader.epoch + 1)
+            it = iter(loader)
+            x, y = next(it)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def _load_only(loader, batches: int) -> float:
+    """Images/s of ``loader`` alone over ``batches`` batches (one untimed warm-up batch)."""
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        x, _ = next(it)
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: the usual places)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    torch.set_flush_denormal(True)
+    device = torch.device(args.device)
+
+    data = build_datasets("fmnist", root=args.root)
+    results: dict[str, list[float]] = {"tensor": [], "dataloader": []}
+    load_only: dict[str, list[float]] = {"tensor": [], "dataloader": []}
+    for r in range(args.repeats):
+        for backend in ("tensor", "dataloader"):
+            torch.manual_seed(r)
+            model = build_model("fmnist_cnn", 10).to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            loader = make_loader(
+                data.train, args.batch_size, train=True, augment="crop_flip", device=device, seed=r,
+                drop_last=True, backend=backend, num_workers=args.workers,
+            )  # fmt: skip
+            loader.set_epoch(0)
+            sec = _steps(loader, model, opt, args.batches, device)
+            results[backend].append(args.batches * args.batch_size / sec)
+            loader.set_epoch(1)
+            load_only[backend].append(_load_only(loader, min(args.batches, len(loader) - 1)))
+    med = {k: statistics.median(v) for k, v in results.items()}
+    med_load = {k: statistics.median(v) for k, v in load_only.items()}
+
+    lt = build_datasets("fmnist_lt", root=args.root, imbalance_ratio=100)
+    torch.manual_seed(0)
+    model = build_model("fmnist_cnn", 10).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = make_loader(lt.train, args.batch_size, True, "crop_flip", device, seed=0)
+    loader.set_epoch(0)
+    t0 = time.perf_counter()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    epoch_s = time.perf_counter() - t0
+
+    out = {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "batches_per_repeat": args.batches,
+        "workers": args.workers,
+        "images_per_s": results,
+        "median_images_per_s": med,
+        "speedup": med["tensor"] / med["dataloader"],
+        "loader_only_images_per_s": load_only,
+        "loader_only_speedup": med_load["tensor"] / med_load["dataloader"],
+        "fmnist_lt100_epoch_s": epoch_s,
+        "fmnist_lt100_train_size": len(lt.train),
+    }
+    print(
+        f"device {device}, batch {args.batch_size}, {args.repeats} repeats x {args.batches} steps"
+    )
+    print("| loader | training images/s (median) | repeats | loader alone, images/s (median) |")
+    print("|---|---|---|---|")
+    for k in ("tensor", "dataloader"):
+        reps = ", ".join(f"{v:.0f}" for v in results[k])
+        print(f"| {k} | {med[k]:.0f} | {reps} | {med_load[k]:.0f} |")
+    print(f"training speed-up (tensor / dataloader): {out['speedup']:.2f}x")
+    print(f"loader-alone speed-up: {out['loader_only_speedup']:.2f}x")
+    print(f"one Fashion-MNIST-LT (rho=100, {len(lt.train)} images) epoch: {epoch_s:.1f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
