@@ -114,13 +114,11 @@ def _as_counts(
         )
     if not torch.isfinite(counts).all():
         raise ValueError(f"{name} must be finite, got {counts.tolist()}")
-    if allow_zero:
-        if (counts < 0).any():
-            raise ValueError(f"{name} must be >= 0, got {counts.tolist()}")
-    elif (counts <= 0).any():
-        raise ValueError(
-            f"{name} must be > 0 for every class (they are divided by or logged), got {counts.tolist()}"
-        )
+    bad = torch.nonzero(counts < 0 if allow_zero else counts <= 0).flatten()[:5].tolist()
+    if bad:
+        shown = ", ".join(f"{name}[{i}]={counts[i].item():g}" for i in bad)
+        rule = ">= 0" if allow_zero else "> 0 for every class (they are divided by or logged)"
+        raise ValueError(f"{name} must be {rule}, got {shown}")
     if num_classes is not None:
         _check_int("num_classes", num_classes, low=2)
         if counts.numel() != num_classes:
