@@ -153,7 +153,7 @@ def _check_target(target: Any, n: int, num_classes: int) -> torch.Tensor:
             f"target must be an integer tensor of class indices, got dtype {target.dtype}"
         )
     if n > 0:
-        lo, hi = int(target.min()), int(target.max())
+        lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one device read
         if lo < 0 or hi >= num_classes:
             raise ValueError(
                 f"target must hold class indices in [0, {num_classes - 1}], got values in [{lo}, {hi}]"
