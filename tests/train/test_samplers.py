@@ -52,6 +52,7 @@ def test_multi_label_images_sit_in_every_class_list():
     y = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]])
     lists = class_index_lists(y)
     assert [v.tolist() for v in lists] == [[0, 3], [0, 1], [2, 3]]
+    assert [v.tolist() for v in class_index_lists(y.float())] == [[0, 3], [0, 1], [2, 3]]
     s = ClassAwareSampler(y, num_samples_cls=2, num_samples=60, seed=0)
     idx = s.indices().reshape(-1, 2)
     # each visit's two images share at least one label (the visited class)
