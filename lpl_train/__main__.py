@@ -89,15 +89,26 @@ def _run_one(cfg: dict[str, Any], out: Path, resume: bool, quiet: bool) -> dict[
 def _dry_run(cfg: dict[str, Any]) -> int:
     import torch
 
-    from lpl_train.engine import build_components, select_device
+    from lpl_train.engine import check_config, select_device
 
     device = select_device(cfg["train"]["device"])
-    info = build_components(cfg, device, check_only=True)
+    info = check_config(cfg)
+    built = (
+        f"model {cfg['model']['name']} ({info['model_params'] / 1e6:.3f}M parameters, "
+        f"{info['num_classes']} classes) and loss {cfg['loss']['name']} ({info['loss']}) build"
+    )
+    missing = [e for e in (info["data_error"], info["weights_error"]) if e]
+    if missing:
+        what = " and ".join(
+            w
+            for w, e in (("data", info["data_error"]), ("model weights", info["weights_error"]))
+            if e
+        )
+        print(f"{cfg['name']}: {built}; {what} MISSING")
+        raise FileNotFoundError(" | ".join(missing))
     print(
-        f"{cfg['name']}: data {cfg['data']['name']} ok ({info['train_size']} train / {info['test_size']} test, "
-        f"{info['num_classes']} classes{', multi-label' if info['multi_label'] else ''}); "
-        f"model {cfg['model']['name']} ({info['model_params'] / 1e6:.3f}M parameters); "
-        f"loss {cfg['loss']['name']} ({info['loss']}); device {device}; torch {torch.__version__}"
+        f"{cfg['name']}: data {cfg['data']['name']} ok ({info['train_size']} train / {info['test_size']} test"
+        f"{', multi-label' if info['multi_label'] else ''}); {built}; device {device}; torch {torch.__version__}"
     )
     return 0
 

@@ -21,6 +21,7 @@ the key, the value and what is allowed. ``--set section.key=value`` overrides ar
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import math
 import tomllib
@@ -300,7 +301,10 @@ def find_config(name_or_path: str | Path) -> Path:
     cand = config_dir() / f"{stem}.toml"
     if cand.is_file():
         return cand
-    close = [n for n in list_configs() if stem in n][:5]
+    names = list_configs()
+    close = [n for n in names if stem in n][:5] or difflib.get_close_matches(
+        stem, names, n=5, cutoff=0.6
+    )
     hint = f"; similar: {', '.join(close)}" if close else "; see `lpl-train list`"
     raise ConfigError(
         f"no config named {str(name_or_path)!r} (not a file, not a shipped config){hint}"

@@ -44,6 +44,7 @@ __all__ = [
     "TrainingDiverged",
     "atomic_save",
     "build_components",
+    "check_config",
     "evaluate",
     "fit",
     "load_checkpoint",
@@ -223,16 +224,6 @@ def build_components(
         class_counts=list(bundle.class_counts),
         **lo["params"],
     )
-    if check_only:
-        n_params = sum(p.numel() for p in model.parameters())
-        return {
-            "num_classes": bundle.num_classes,
-            "multi_label": bundle.multi_label,
-            "train_size": len(bundle.train),
-            "test_size": len(bundle.test),
-            "model_params": n_params,
-            "loss": type(loss).__name__,
-        }
     bs = d["batch_size"]
     if bs % dist.world:
         raise ValueError(
@@ -321,6 +312,67 @@ class _ResampledLoader:
         loader = self.make_loader(view, **self.kw)
         loader.set_epoch(self.epoch)
         yield from loader
+
+
+#: (classes, largest class, default imbalance) of each dataset, used by :func:`check_config` to build the
+#: model and the loss when the data itself is missing.
+_DATASET_SHAPES: dict[str, tuple[int, int, float]] = {
+    "cifar10": (10, 5000, 1.0), "cifar100": (100, 500, 1.0), "cifar10_lt": (10, 5000, 100.0),
+    "cifar100_lt": (100, 500, 100.0), "fmnist": (10, 6000, 1.0), "fmnist_lt": (10, 6000, 100.0),
+    "fmnist_ml_lt": (10, 6000, 100.0), "gaussian": (2, 1000, 1.0), "inat2017": (5089, 3919, 435.0),
+    "inat2018": (8142, 1000, 500.0), "voc_mlt": (20, 775, 775 / 4), "coco_mlt": (80, 1128, 1128 / 6),
+}  # fmt: skip
+
+
+def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What ``lpl-train run --dry-run`` reports: load the data (or catch why it cannot be found), build the
+    model and the loss, and return a summary.
+
+    When the data is missing (``FileNotFoundError``), the model and the loss are still built, with the
+    dataset's known number of classes and placeholder long-tailed class counts, and ``data_error`` holds
+    the loader's message (the path tried and how to get the data); likewise ``weights_error`` for a missing
+    pretrained-weights file. Other errors propagate.
+    """
+    from lpl_train.data import build_datasets, long_tail_counts
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+
+    d, m, lo = cfg["data"], cfg["model"], cfg["loss"]
+    info: dict[str, Any] = {"data_error": None}
+    try:
+        bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
+        num_classes, counts = bundle.num_classes, list(bundle.class_counts)
+        info.update(
+            train_size=len(bundle.train), test_size=len(bundle.test), multi_label=bundle.multi_label
+        )
+    except FileNotFoundError as exc:
+        info["data_error"] = " ".join(str(exc).split())
+        name = d["name"]
+        if name == "cifar_lt_npz":
+            name = f"{d['params'].get('variant', 'cifar10')}_lt"
+        if name not in _DATASET_SHAPES:
+            raise
+        num_classes, n_max, ratio = _DATASET_SHAPES[name]
+        ratio = float(d["params"].get("imbalance_ratio", ratio))
+        counts = long_tail_counts(num_classes, n_max, ratio) if ratio > 1 else [n_max] * num_classes
+        info["multi_label"] = name.endswith("ml_lt") or name in ("voc_mlt", "coco_mlt")
+    torch.manual_seed(cfg["train"]["seed"])
+    info["weights_error"] = None
+    try:
+        model = build_model(m["name"], num_classes=num_classes, **m["params"])
+    except FileNotFoundError as exc:  # pretrained weights missing: build without them, report it
+        if "weights" not in m["params"]:
+            raise
+        info["weights_error"] = " ".join(str(exc).split())
+        params = {k: v for k, v in m["params"].items() if k != "weights"}
+        model = build_model(m["name"], num_classes=num_classes, **params)
+    loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
+    info.update(
+        num_classes=num_classes,
+        model_params=sum(p.numel() for p in model.parameters()),
+        loss=type(loss).__name__,
+    )
+    return info
 
 
 # ------------------------------------------------------------------------------------------- the step

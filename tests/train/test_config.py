@@ -1,0 +1,236 @@
+"""Config schema, overrides, TOML round trip, and every shipped config (parses, names real parts, dry-runs)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+import torch
+
+from lpl_train import engine
+from lpl_train.config import (
+    ConfigError,
+    apply_override,
+    dumps_toml,
+    find_config,
+    list_configs,
+    load_config,
+    parse_value,
+    validate_config,
+)
+from lpl_train.data import DATASETS
+from lpl_train.losses import available_losses
+from lpl_train.models import MODELS
+from lpl_train.report import load_paper_results, paper_cell
+
+MINIMAL = {
+    "name": "x",
+    "data": {"name": "fmnist"},
+    "model": {"name": "fmnist_cnn"},
+    "loss": {"name": "ce"},
+    "schedule": {"epochs": 3},
+}
+
+
+def with_(section: str, **kv):
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in MINIMAL.items()}
+    raw.setdefault(section, {}).update(kv)
+    return raw
+
+
+def test_defaults_are_filled_and_input_is_not_mutated():
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in MINIMAL.items()}
+    cfg = validate_config(raw)
+    assert raw == MINIMAL
+    assert cfg["optim"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
+                            "weight_decay": 0.0, "l2_all": 0.0, "grad_clip": 0.0}  # fmt: skip
+    assert cfg["train"]["seed"] == 0 and cfg["data"]["seed"] == 0 and cfg["data"]["root"] is None
+    assert cfg["data"]["augment"] == "auto" and cfg["data"]["sampler"] == "none"
+    assert "paper" not in cfg and cfg["description"] == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "pattern"),
+    [
+        (with_("optim", lrr=0.1), r"unknown config key 'optim.lrr'; allowed in \[optim\]: .*lr"),
+        ({**MINIMAL, "extra": 1}, r"unknown config key 'extra'; allowed top-level keys"),
+        (
+            with_("optim", lr="fast"),
+            r"'optim.lr' has value 'fast' of type str; expected float or integer",
+        ),
+        (
+            with_("schedule", epochs=2.5),
+            r"'schedule.epochs' has value 2.5 of type float; expected integer",
+        ),
+        (with_("train", seed=True), r"'train.seed' has value True of type bool; expected integer"),
+        (
+            with_("optim", name="rmsprop"),
+            r"'optim.name' has value 'rmsprop'; allowed: sgd, adam, adamw",
+        ),
+        (
+            with_("schedule", epochs=0),
+            r"'schedule.epochs' has value 0; expected a finite number > 0",
+        ),
+        (
+            with_("optim", weight_decay=-1e-4),
+            r"'optim.weight_decay' has value -0.0001; expected .* >= 0",
+        ),
+        (with_("schedule", milestones=[80, 40]), r"'schedule.milestones' .* strictly increasing"),
+        (
+            with_("schedule", milestones=[80], factors=[0.1, 0.01]),
+            r"'schedule.factors' has 2 entries",
+        ),
+        (with_("schedule", warmup_epochs=2, warmup_iters=9), r"both set"),
+        (with_("train", device="gpu"), r"'train.device' has value 'gpu'"),
+        (with_("train", channels_last="yes"), r"'train.channels_last' has value 'yes'"),
+        ({k: v for k, v in MINIMAL.items() if k != "loss"}, r"'loss.name' is required but missing"),
+        (
+            {**MINIMAL, "paper": {"table": "XI", "row": "a", "column": "b"}},
+            r"'paper.table' has value 'XI'",
+        ),
+        ({**MINIMAL, "name": "a b"}, r"'name' has value 'a b'"),
+    ],
+)
+def test_schema_errors_are_one_clear_message(raw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        validate_config(raw)
+
+
+def test_parse_value_and_override():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert (
+        parse_value("[1, 2]") == [1, 2]
+        and parse_value('"x y"') == "x y"
+        and parse_value("abc") == "abc"
+    )
+    raw = apply_override(MINIMAL, "loss.params.epsilon=0.2")
+    assert raw["loss"]["params"] == {"epsilon": 0.2} and "params" not in MINIMAL["loss"]
+    raw = apply_override(raw, "schedule.milestones=[1, 2]")
+    assert validate_config(raw)["schedule"]["milestones"] == [1, 2]
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_override(MINIMAL, "no_equals")
+    with pytest.raises(ConfigError, match="is a value, not a table"):
+        apply_override(MINIMAL, "name.x=1")
+
+
+def test_load_config_overrides_epochs_and_names():
+    cfg = load_config("fmnist-lt100-lpl", ["optim.lr=0.01", "train.seed=3"], epochs=2)
+    assert cfg["name"] == "fmnist_lt100_lpl" and cfg["optim"]["lr"] == 0.01
+    assert cfg["train"]["seed"] == 3 and cfg["schedule"]["epochs"] == 2
+    with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'"):
+        load_config("fmnist_lt100_lpl", ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="no config named 'fmnist_lt1000'.*similar"):
+        find_config("fmnist_lt1000")
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        load_config("fmnist_lt100_lpl", epochs=0)
+
+
+def test_load_config_from_path_and_bad_toml(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text(dumps_toml(validate_config(MINIMAL)))
+    assert load_config(p)["name"] == "x"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_config(tmp_path / "missing.toml")
+
+
+def test_dumps_toml_round_trips_every_shipped_config():
+    for name in list_configs():
+        cfg = load_config(name)
+        assert validate_config(tomllib.loads(dumps_toml(cfg))) == cfg, name
+
+
+# ------------------------------------------------------------------------------- shipped configs
+def test_shipped_configs_cover_the_paper_and_cpu_studies():
+    names = list_configs()
+    assert {"fmnist_lt100_ce", "fmnist_lt100_lpl"} <= set(names)
+    cells = {(c["paper"]["table"], c["paper"]["row"], c["paper"]["column"])
+             for c in map(load_config, names) if "paper" in c}  # fmt: skip
+    assert len(cells) == sum(
+        1 for n in names if n.startswith("t")
+    )  # one config per cell, no duplicates
+    # every cell of the reproducible rows has its config; rows whose method is not implemented do not
+    not_implemented = {"CGAN", "ACGAN", "infoGAN", "Class-balanced fine-tuning", "Meta-weight net",
+                       "ML-GCN", "OLTR", "LDAM"}  # fmt: skip
+    tables = load_paper_results()["tables"]
+    for t in ("I", "II", "III", "IV", "VIII"):
+        for row, cols in tables[t]["rows"].items():
+            for col in tables[t]["columns"]:
+                if row in not_implemented and not (t in ("III", "IV") and row == "LDAM"):
+                    continue
+                assert (t, row, col) in cells, (t, row, col)
+    assert ("IX", "LA+LPL", "CIFAR10-LT100") in cells and (
+        "IX",
+        "LA+LPL",
+        "CIFAR100-LT100",
+    ) in cells
+    assert (
+        sum(1 for c in cells if c[0] == "V") == 32 and sum(1 for c in cells if c[0] == "VI") == 16
+    )
+
+
+@pytest.mark.parametrize("name", list_configs())
+def test_shipped_config_names_existing_parts_and_paper_cell(name):
+    cfg = load_config(name)
+    assert cfg["name"] == name
+    assert cfg["loss"]["name"] in available_losses()
+    assert cfg["model"]["name"] in MODELS
+    assert cfg["data"]["name"] in DATASETS
+    if "paper" in cfg:
+        p = cfg["paper"]
+        value = paper_cell(p["table"], p["row"], p["column"])
+        assert ("map" in value) == (p["table"] in ("V", "X"))
+
+
+def test_recipes_match_the_notes():
+    ldam = load_config("tiv_cifar10_lt100_ldam_drw")
+    assert ldam["schedule"] == {**ldam["schedule"], "epochs": 200, "milestones": [160, 180],
+                                "factors": [0.01, 0.0001], "warmup_epochs": 5}  # fmt: skip
+    assert ldam["optim"]["weight_decay"] == 2e-4 and ldam["loss"]["params"]["drw_epoch"] == 160
+    assert ldam["model"]["params"] == {"use_norm": True}
+    la = load_config("tiii_cifar100_lt100_la")
+    assert la["schedule"]["epochs"] == 1419 and la["schedule"]["milestones"] == [691, 1059, 1290]
+    assert la["model"]["name"] == "resnet32_la" and la["optim"]["l2_all"] == 1e-4
+    assert load_config("tiv_cifar10_lt100_la")["schedule"]["milestones"] == [604, 926, 1128]
+    wrn = load_config("ti_cifar10_wrn28_10_isda")
+    assert wrn["schedule"]["milestones"] == [60, 120, 160, 200] and wrn["schedule"]["gamma"] == 0.2
+    db = load_config("tv_coco_mlt_rbce_ntr")
+    assert db["schedule"]["epochs"] == 8 and db["schedule"]["warmup_iters"] == 500
+    assert db["data"]["sampler"] == "class_aware" and db["loss"]["params"]["map_mu"] == 0.2
+    assert db["loss"]["params"]["neg_scale"] == 2.0 and db["loss"]["params"]["num_samples"] == 1909
+    assert load_config("tv_voc_mlt_erm")["data"]["sampler"] == "none"
+    assert load_config("tix_cifar100_lt100_la_lpl")["loss"]["params"]["tau"] == 40
+
+
+@pytest.fixture(scope="module")
+def cached_models():
+    """Each distinct model spec is built once (WRN-28-10 and ResNet-50 are large)."""
+    from lpl_train import models
+
+    real, cache = models.build_model, {}
+
+    def build(name, num_classes, **kw):
+        key = (name, num_classes, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = real(name, num_classes, **kw)
+        return cache[key]
+
+    return build
+
+
+@pytest.mark.parametrize("name", list_configs())
+def test_every_shipped_config_dry_runs(name, cached_models, monkeypatch):
+    import lpl_train.models
+
+    monkeypatch.setattr(lpl_train.models, "build_model", cached_models)
+    torch.manual_seed(0)
+    info = engine.check_config(load_config(name))
+    assert info["model_params"] > 0 and info["loss"]
+    for err in (info["data_error"], info["weights_error"]):
+        if err is not None:  # the message names what was tried
+            assert "tried" in err or "not found" in err, err
+    if name.startswith(("fmnist", "gaussian")) and info["data_error"] is None:
+        assert info["train_size"] > 0
