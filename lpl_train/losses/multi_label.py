@@ -246,10 +246,15 @@ def rebalanced_weights(
     beta = _check_float("map_beta", map_beta)
     mu = _check_float("map_mu", map_mu)
     dtype = target.dtype if target.is_floating_point() else torch.float32
-    t = target.to(dtype)
-    inv = (1.0 / counts).to(device=t.device, dtype=dtype)
-    rate = (t * inv).sum(dim=1, keepdim=True)
-    r = inv[None, :] / rate.clamp_min(torch.finfo(dtype).tiny)
+    return _rebalanced(target.to(dtype), 1.0 / counts, alpha, beta, mu)
+
+
+def _rebalanced(
+    target: torch.Tensor, inv_counts: torch.Tensor, alpha: float, beta: float, mu: float
+) -> torch.Tensor:
+    inv = inv_counts.to(device=target.device, dtype=target.dtype)
+    rate = (target * inv).sum(dim=1, keepdim=True)
+    r = inv[None, :] / rate.clamp_min(torch.finfo(target.dtype).tiny)
     w = alpha + torch.sigmoid(beta * (r - mu))
     return torch.where(rate > 0, w, torch.ones_like(w))
 
@@ -363,6 +368,7 @@ class DistributionBalancedLoss(nn.Module):
             bias = torch.zeros(self.num_classes)
         self.num_samples = num_samples
         self.register_buffer("class_counts", counts.float())
+        self.register_buffer("inv_counts", (1.0 / counts).float())
         self.register_buffer("bias", bias)
         if logit_compensation:
             self.mu_pos = nn.Parameter(torch.zeros(self.num_classes))
@@ -379,9 +385,8 @@ class DistributionBalancedLoss(nn.Module):
         """The (N, C) re-balanced weights for ``target`` (ones when ``reweight=False``)."""
         if not self.reweight:
             return torch.ones_like(target)
-        return rebalanced_weights(
-            target, self.class_counts.double(), self.map_alpha, self.map_beta, self.map_mu
-        ).to(target.dtype)
+        inv = self.inv_counts if target.dtype != torch.float64 else self.inv_counts.double()
+        return _rebalanced(target, inv, self.map_alpha, self.map_beta, self.map_mu)
 
     def transformed_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_p, z_n)``: the logits seen by the positive and negative terms (NTR shift or LC)."""
