@@ -407,6 +407,7 @@ class LDAMLoss(nn.Module):
         return self.s * shifted
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits, target = _check_pair(logits, target, self.num_classes)
         z = self.margin_logits(logits, target)
         w = self.weight.to(z.dtype)
         per = F.cross_entropy(z, target, reduction="none") * w[target]

@@ -92,6 +92,22 @@ def test_gradcheck_float64(name):
     assert torch.autograd.gradcheck(lambda t: loss(t, y), (z.clone().requires_grad_(True),))
 
 
+@pytest.mark.parametrize("name", SINGLE + FEATURE)
+def test_int32_and_uint8_targets_are_accepted(name):
+    z, y = _data(dtype=torch.float32)
+    fc = nn.Linear(5, 3)
+    feats = torch.randn(7, 5, generator=torch.Generator().manual_seed(3))
+    outs = []
+    for t in (y, y.int(), y.to(torch.uint8)):
+        loss = build_loss(name, num_classes=3, class_counts=COUNTS).eval()
+        if getattr(loss, "needs_features", False):
+            outs.append(loss(feats, t, fc))
+        else:
+            outs.append(loss(z, t))
+    torch.testing.assert_close(outs[1], outs[0])
+    torch.testing.assert_close(outs[2], outs[0])
+
+
 def test_extreme_logits_stay_finite():
     z = torch.tensor([[80.0, -80.0, 0.0], [-80.0, 80.0, 0.0]], requires_grad=True)
     y = torch.tensor([1, 1])
