@@ -32,6 +32,7 @@ __all__ = [
     "Report",
     "check_monte_carlo",
     "check_numeric_minimisation",
+    "check_symbolic_reduction",
     "corollary_scans",
     "format_report",
     "monte_carlo_errors",
@@ -679,13 +680,14 @@ def run_all(mc_samples: int = 1_000_000, numeric_points: int = 200, seed: int = 
     report = Report()
     report.checks.append(check_numeric_minimisation(numeric_points, seed))
     report.checks.append(check_monte_carlo(mc_samples, seed))
-    report.checks.append(_check_symbolic_reduction())
+    report.checks.append(check_symbolic_reduction())
     report.findings.extend(paper_formula_findings(seed=seed))
     report.findings.extend(corollary_scans(seed=seed))
     return report
 
 
-def _check_symbolic_reduction() -> CheckResult:
+def check_symbolic_reduction() -> CheckResult:
+    """Derived minus printed b*, U_+, U_- of Theorems 1-3 (Eqs. 21, 23, 25, 44, 50) must simplify to 0."""
     from . import symbolic
 
     nonzero = []
