@@ -258,3 +258,12 @@ def test_bad_input():
         DistributionBalancedLoss(COUNTS, logit_compensation=True, neg_scale=2.0)
     with pytest.raises(ValueError, match="unknown parameter 'neg_scale'"):
         build_loss("rbce_focal", class_counts=COUNTS, neg_scale=2.0)
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_bool_and_int_targets_match_float(name):
+    z, y = _data(dtype=torch.float32)
+    loss = _build(name)
+    ref = loss(z, y)
+    torch.testing.assert_close(loss(z, y.bool()), ref)
+    torch.testing.assert_close(loss(z, y.long()), ref)
