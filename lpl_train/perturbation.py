@@ -19,8 +19,8 @@ All classes advance together: the loop has a static length (the largest possible
 hyper-parameters alone) and a per-sample mask stops the classes whose K_c is reached. There is no Python
 loop over classes or samples and no host synchronisation inside the loop, so it runs unchanged on CPU and
 CUDA, under autocast, torch.compile and CUDA graphs. Everything is kept per sample (N × C): sample i
-carries the perturbation of its class y_i, and class means are taken with an N × N averaging matrix,
-so the cost does not grow with C².
+carries the perturbation of its class y_i, and class means are an ``index_add`` over the batch, so a
+step costs O(N·C) whatever the number of classes.
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
@@ -361,17 +361,14 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
-def _class_mean_matrix(target: Tensor, dtype: torch.dtype) -> Tensor:
-    """A (N × N) with A_ij = [y_i = y_j] / N_{y_i}: ``A @ X`` replaces each row by its class mean."""
-    same = (target[:, None] == target[None, :]).to(dtype)
-    return same / same.sum(dim=1, keepdim=True)
+def _group_index(target: Tensor) -> tuple[Tensor, Tensor]:
+    """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
 
-
-def _project(delta: Tensor, radius: Tensor) -> Tensor:
-    """Scale each row of ``delta`` onto the L2 ball of its ``radius`` (N, 1) if it lies outside."""
-    norm = (delta * delta).sum(dim=1, keepdim=True).clamp_min(_TINY).sqrt()
-    scale = torch.where(norm > radius, radius / norm, torch.ones_like(norm))
-    return delta * scale
+    Rows sharing a group index belong to the same class, so class means over the batch are an
+    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is."""
+    same = target[:, None] == target[None, :]
+    first = same.to(torch.uint8).argmax(dim=1)
+    return first, same.sum(dim=1)
 
 
 def pgd_like_perturbation(
@@ -397,17 +394,25 @@ def pgd_like_perturbation(
     Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled.
     """
     n, c = logits.shape
-    avg = _class_mean_matrix(target, logits.dtype)
+    group, size = _group_index(target)
     onehot = F.one_hot(target, c).to(logits.dtype)
-    s = sign.to(logits.dtype)[target][:, None]
-    radius = bounds.to(logits.dtype)[target][:, None]
+    scale = (alpha * sign.to(logits.dtype))[target][:, None]  # α·s_{y_i}
+    mean_scale = scale / size[:, None].to(logits.dtype)  # α·s_{y_i} / N_{y_i}
+    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
     k_i = steps.to(logits.device)[target][:, None]
+    shift = scale * onehot  # the constant part α·s·y_i of the step
     delta = torch.zeros_like(logits)
     for k in range(max_steps):
-        grad = avg @ (torch.softmax(logits + delta, dim=1) - onehot)
+        prob = torch.softmax(logits + delta, dim=1)
+        class_sum = logits.new_zeros(n, c).index_add(0, group, prob)[group]
         if normalize_step:
-            grad = grad / (grad * grad).sum(dim=1, keepdim=True).clamp_min(_TINY).sqrt()
-        moved = _project(delta + alpha * s * grad, radius)
+            grad = class_sum / size[:, None].to(logits.dtype) - onehot
+            grad = grad / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min(_TINY)
+            moved = delta + scale * grad
+        else:
+            moved = torch.addcmul(delta - shift, mean_scale, class_sum)
+        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
+        moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
         delta = torch.where(k < k_i, moved, delta)
     return delta
 

@@ -352,3 +352,34 @@ def test_perturbation_has_no_host_sync():
         validate=False,
     )
     assert loss(u, y).device.type == "meta"
+
+
+def test_la_lpl_with_the_longtail_preset_runs_the_preset_on_adjusted_logits():
+    counts = [int(500 * 0.01 ** (c / 99)) for c in range(100)]
+    la = LALPLLoss(100, class_counts=counts, preset="authors_longtail", tau=27, reduction="none")
+    plain = LPLLoss(100, class_counts=counts, preset="authors_longtail", tau=27, reduction="none")
+    assert la.iterations == 50 and la.differentiable
+    u, y = _batch(n=32, c=100, seed=12)
+    log_prior = torch.log(torch.tensor(counts, dtype=torch.float64) / sum(counts)).float()
+    assert torch.allclose(la(u, y), plain(u + log_prior, y), atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    u, y = _batch(n=128, c=100, seed=13, dtype=torch.float32)
+    for kw in (
+        dict(alpha=0.01, epsilon=0.1, delta_epsilon=0.2),
+        dict(alpha=0.05, epsilon=0.3, differentiable=True),
+        dict(preset="authors_balanced_varied"),
+    ):
+        loss = LPLLoss(100, **kw)
+        uc = u.cuda().requires_grad_(True)
+        ucpu = u.clone().requires_grad_(True)
+        vc, vcpu = loss.to("cuda")(uc, y.cuda()), loss.cpu()(ucpu, y)
+        assert float(vc.detach()) == pytest.approx(float(vcpu.detach()), rel=1e-4)
+        vc.backward()
+        vcpu.backward()
+        assert torch.allclose(uc.grad.cpu(), ucpu.grad, atol=1e-5)
+    ml = MultiLabelLPLLoss(5, class_counts=COUNTS, tau=2, epsilon=0.2).to("cuda")
+    um, t = _ml_batch()
+    assert float(ml(um.cuda(), t.cuda())) == pytest.approx(float(ml.cpu()(um, t)), rel=1e-5)

@@ -1,0 +1,219 @@
+"""Speed of the LPL loss, side by side in one run.
+
+(a) the loss alone, forward + backward, B = 128, C ∈ {10, 100, 1000}, 40 steps: plain cross-entropy,
+    the vectorised LPL loss, and a straightforward reference with a Python loop over classes;
+(b) one ResNet-32 training step (B = 128, C = 100, SGD) with LPL versus cross-entropy.
+
+Each configuration is timed ``--repeats`` times, the measurements of the compared variants interleaved;
+the table gives medians and ratios. Usage::
+
+    python benchmarks/bench_lpl.py [--quick] [--device cuda] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lpl_train.losses.lpl import LPLLoss
+
+ALPHA, EPSILON = 0.01, 0.1  # the paper's smallest grid values: K = 10 steps per class
+
+
+def loop_reference_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """LPL (mean split, fixed bound) written the straightforward way: a Python loop over classes and
+    over the K steps of Algorithm 1, then cross-entropy on the perturbed logits."""
+    c = logits.shape[1]
+    u = logits.detach()
+    prob = u.softmax(1)
+    classes = [int(k) for k in torch.unique(target)]
+    qbar = {k: float(prob[target == k, k].mean()) for k in classes}
+    tau = sum(qbar.values()) / len(classes)
+    delta = torch.zeros_like(u)
+    steps = math.floor(EPSILON / ALPHA * (1 + 1e-6))
+    for k in classes:
+        sign = math.copysign(1.0, tau - qbar[k]) if qbar[k] != tau else 0.0
+        idx = target == k
+        onehot = F.one_hot(target[idx], c).to(u.dtype)
+        d = torch.zeros(c, dtype=u.dtype, device=u.device)
+        for _ in range(steps if sign else 0):
+            d = d + sign * ALPHA * (torch.softmax(u[idx] + d, 1) - onehot).mean(0)
+            norm = float(d.norm())
+            if norm > EPSILON:
+                d = d * (EPSILON / norm)
+        delta[idx] = d
+    return F.cross_entropy(logits + delta, target)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench_loss(device: torch.device, classes: list[int], steps: int, repeats: int) -> list[dict]:
+    rows = []
+    lpl = LPLLoss(2, alpha=ALPHA, epsilon=EPSILON)  # rebuilt per C below
+    for c in classes:
+        g = torch.Generator().manual_seed(c)
+        logits = (torch.randn(steps, 128, c, generator=g) * 2).to(device)
+        target = torch.randint(0, c, (steps, 128), generator=g).to(device)
+        lpl = LPLLoss(c, alpha=ALPHA, epsilon=EPSILON)
+        # sanity: the two LPL implementations give the same loss on one batch
+        a = float(lpl(logits[0], target[0]))
+        b = float(loop_reference_loss(logits[0], target[0]))
+        assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (c, a, b)
+        variants: dict[str, Callable] = {
+            "cross-entropy": lambda u, y: F.cross_entropy(u, y),
+            "LPL (vectorised)": lpl,
+            "LPL (per-class loop)": loop_reference_loss,
+        }
+
+        def run(fn: Callable, logits=logits, target=target) -> None:
+            for i in range(steps):
+                u = logits[i].clone().requires_grad_(True)
+                fn(u, target[i]).backward()
+
+        for fn in variants.values():  # warm-up
+            run(fn)
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(repeats):
+            for name, fn in variants.items():
+                times[name].append(_time(lambda fn=fn: run(fn), device))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(
+            {
+                "C": c,
+                **{f"{k} [ms / {steps} steps]": 1e3 * v for k, v in med.items()},
+                "LPL / CE": med["LPL (vectorised)"] / med["cross-entropy"],
+                "loop / LPL (speed-up)": med["LPL (per-class loop)"] / med["LPL (vectorised)"],
+            }
+        )
+    return rows
+
+
+def bench_resnet(device: torch.device, steps: int, repeats: int) -> dict | None:
+    try:
+        from lpl_train.models import build_model
+    except ImportError as err:  # the models package is not there
+        print(f"(b) skipped: {err}")
+        return None
+    torch.manual_seed(0)
+    model = build_model("resnet32", 100).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 100, (128,), generator=g).to(device)
+    losses = {
+        "cross-entropy": torch.nn.CrossEntropyLoss(),
+        "LPL": LPLLoss(100, alpha=ALPHA, epsilon=EPSILON),
+    }
+
+    def run(loss_fn) -> None:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+    for fn in losses.values():
+        run(fn)
+    times: dict[str, list[float]] = {k: [] for k in losses}
+    for _ in range(repeats):
+        for name, fn in losses.items():
+            times[name].append(_time(lambda fn=fn: run(fn), device) / steps)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "CE [ms / step]": 1e3 * med["cross-entropy"],
+        "LPL [ms / step]": 1e3 * med["LPL"],
+        "overhead [%]": 100 * (med["LPL"] / med["cross-entropy"] - 1),
+        "all CE [ms]": [1e3 * t for t in times["cross-entropy"]],
+        "all LPL [ms]": [1e3 * t for t in times["LPL"]],
+    }
+
+
+def bench_compile(device: torch.device) -> str:
+    """Check that the vectorised loss compiles as one graph and gives the eager values."""
+    loss = LPLLoss(100, alpha=ALPHA, epsilon=EPSILON, delta_epsilon=0.2, validate=False)
+    try:
+        compiled = torch.compile(loss, fullgraph=True)
+        g = torch.Generator().manual_seed(3)
+        u = torch.randn(128, 100, generator=g).to(device)
+        y = torch.randint(0, 100, (128,), generator=g).to(device)
+        diff = abs(float(compiled(u, y)) - float(loss(u, y)))
+        return f"torch.compile(fullgraph=True): ok, |compiled - eager| = {diff:.2e}"
+    except Exception as err:  # report, do not hide
+        return f"torch.compile(fullgraph=True): FAILED: {type(err).__name__}: {err}"
+
+
+def _table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append(
+            "| "
+            + " | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and ResNet steps")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="also check torch.compile of the loss")
+    ap.add_argument("--json", default=None, help="write the results to this file")
+    args = ap.parse_args(argv)
+    torch.set_flush_denormal(True)
+    device = torch.device(args.device)
+    repeats = args.repeats or (3 if args.quick else 7)
+    desc = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
+    print(
+        f"device: {device} ({desc}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {repeats}"
+    )
+    rows = bench_loss(device, [10, 100, 1000], steps=40, repeats=repeats)
+    print("\n(a) loss alone, forward + backward, B = 128, 40 steps, medians\n")
+    print(_table(rows))
+    res = bench_resnet(device, steps=3 if args.quick else 5, repeats=repeats)
+    if res is not None:
+        print("\n(b) ResNet-32 training step, B = 128, C = 100, medians\n")
+        print(_table([{k: v for k, v in res.items() if not k.startswith("all")}]))
+    out = {
+        "device": str(device),
+        "device_name": desc,
+        "torch": torch.__version__,
+        "repeats": repeats,
+        "loss": rows,
+        "resnet32": res,
+    }
+    if args.compile:
+        out["compile"] = bench_compile(device)
+        print("\n" + out["compile"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
