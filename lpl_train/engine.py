@@ -750,7 +750,10 @@ def fit(
         raise ValueError(
             "the training loader yields no batches (dataset smaller than one batch with drop_last)"
         )
-    record: dict[str, Any] = {}
+    done = read_metrics(out) if resume and dist.main else []
+    record: dict[str, Any] = (
+        done[-1] if done else {}
+    )  # a finished run resumed: its last epoch stands
     t_run = time.perf_counter()
     for epoch in range(start_epoch, E):
         comps.train_loader.set_epoch(epoch)

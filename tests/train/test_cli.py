@@ -1,0 +1,186 @@
+"""The ``lpl-train`` command line: list, run (dry-run, errors, resume), sweep, report, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lpl_train.__main__ import main
+from lpl_train.config import dumps_toml, load_config
+from lpl_train.engine import load_checkpoint, read_metrics
+
+torch.set_flush_denormal(True)
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def gaussian_config(tmp_path: Path, epochs: int = 2) -> Path:
+    """A seconds-long real run: the Sec. III.B Gaussian data is generated, nothing to download."""
+    cfg = load_config(
+        "gaussian_linear_lpl",
+        [
+            "data.params.num_train=400",
+            "data.params.num_test=400",
+            "data.batch_size=100",
+            "train.device='cpu'",
+            "train.progress=false",
+        ],  # fmt: skip
+        epochs=epochs,
+    )
+    path = tmp_path / "g.toml"
+    path.write_text(dumps_toml(cfg))
+    return path
+
+
+def test_list_names_every_config_and_its_paper_cell(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tiv_cifar10_lt100_la " in out and "Table IV: LA / 100:1" in out
+    assert "fmnist_lt100_lpl" in out and "CPU-scale" in out
+
+
+def test_errors_are_one_line_with_exit_status_2(capsys, tmp_path):
+    assert main(["run", "fmnist_lt100_lpl", "--set", "optim.lrr=1", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "lpl-train: error: unknown config key 'optim.lrr'"
+    )
+    assert main(["run", "no_such_config"]) == 2
+    assert "no config named 'no_such_config'" in capsys.readouterr().err
+    assert main(["run", "fmnist_lt100_lpl", "--set", "schedule.epochs=two"]) == 2
+    assert "'schedule.epochs' has value 'two'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    assert main(["sweep", "fmnist_lt100_lpl", "--grid", "optim.lr"]) == 2
+    assert "must look like key=v1,v2" in capsys.readouterr().err
+
+
+def test_dry_run_names_the_missing_data_path(capsys, tmp_path):
+    rc = main(
+        ["run", "tiv_cifar10_lt100_ldam_drw", "--dry-run", "--set", f"data.root='{tmp_path}'"]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "model resnet32 (0.464M parameters, 10 classes) and loss ldam (LDAMLoss) build" in out
+    assert "data MISSING" in out
+    assert err.count("\n") == 1 and str(tmp_path) in err and "cifar-10-python.tar.gz" in err
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")
+def test_dry_run_confirms_present_data(capsys):
+    assert main(["run", "fmnist_lt100_lpl", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "data fmnist_lt ok (14886 train / 10000 test)" in out and "loss lpl (LPLLoss) build" in out
+    )
+
+
+def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothing(
+    tmp_path, capsys
+):
+    cfg = gaussian_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "config.toml",
+        "final.json",
+        "metrics.jsonl",
+    ]
+    recs = read_metrics(out)
+    assert [r["epoch"] for r in recs] == [0, 1]
+    lv = recs[0]["loss_variation"]
+    assert len(lv["relative_variation"]) == 2 and sum(lv["count"]) == 400
+    final = json.loads((out / "final.json").read_text())
+    assert final["final"]["top1_error"] == recs[-1]["test_top1_error"] and final["epochs"] == 2
+    before = load_checkpoint(out / "checkpoint.pt")["model"]
+    assert main(["run", str(cfg), "--out", str(out)]) == 2  # no silent overwrite
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--quiet"]) == 0
+    after = load_checkpoint(out / "checkpoint.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(read_metrics(out)) == 2
+    assert json.loads((out / "final.json").read_text())["final"] == final["final"]
+
+
+def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    root = tmp_path / "sw"
+    args = [
+        "sweep",
+        str(cfg),
+        "--grid",
+        "optim.lr=0.1,0.05",
+        "--seeds",
+        "2",
+        "--out",
+        str(root),
+        "--quiet",
+    ]
+    (root / "optim.lr=0.05" / "seed1").mkdir(parents=True)
+    (root / "optim.lr=0.05" / "seed1" / "RUNNING").write_text("123")  # another process holds it
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 runs, 3 trained now, 1 locked" in out
+    done = sorted(str(p.parent.relative_to(root)) for p in root.rglob("final.json"))
+    assert done == ["optim.lr=0.05/seed0", "optim.lr=0.1/seed0", "optim.lr=0.1/seed1"]
+    seeds = {load_config(root / d / "config.toml")["train"]["seed"] for d in done}
+    assert seeds == {0, 1}
+    (root / "optim.lr=0.05" / "seed1" / "RUNNING").unlink()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("skip (finished)") == 3 and "1 trained now" in out
+    assert main(["report", str(root), "--write"]) == 0
+    md = capsys.readouterr().out
+    assert "gaussian_linear_lpl [optim.lr=0.05] | — | 2 | top1_error" in md
+    assert "gaussian_linear_lpl [optim.lr=0.1] | — | 2 | top1_error" in md
+    assert (root / "report.md").read_text() == md
+
+
+def test_console_script_and_module_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "lpl_train", "list"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and "fmnist_lt100_ce" in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "lpl_train", "run", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("lpl-train: error:")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")
+def test_end_to_end_fmnist_lt100_lpl_trains_on_real_data(tmp_path, capsys):
+    out = tmp_path / "fm"
+    # one epoch of the shipped config with a narrower net and larger batches, to keep the test short
+    rc = main(["run", "fmnist_lt100_lpl", "--epochs", "1", "--set", "model.params.width=4", "--set",
+               "data.batch_size=512", "--set", "train.device='cpu'", "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    (rec,) = read_metrics(out)
+    assert rec["epoch"] == 0 and len(rec["test_per_class_acc"]) == 10
+    assert rec["test_top1_error"] < 90.0  # better than chance after one epoch
+    lv = rec["loss_variation"]
+    assert lv["count"] == [
+        6000,
+        3596,
+        2156,
+        1292,
+        774,
+        464,
+        278,
+        166,
+        100,
+        60,
+    ]  # the LT profile, ρ = 100
+    # LPL's index split: head classes are minimised (l' < l), tail classes maximised (l' > l)
+    assert lv["relative_variation"][0] < 0 < lv["relative_variation"][-1]
+    final = json.loads((out / "final.json").read_text())
+    assert final["class_counts"] == lv["count"]

@@ -1,0 +1,181 @@
+"""Report aggregation over hand-made run folders, and the paper's tables as transcribed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from lpl_train.config import dumps_toml, load_config
+from lpl_train.report import aggregate, collect_runs, load_paper_results, make_report, paper_cell
+
+
+def write_run(folder, cfg, seed, final, best=None, multi_label=False):
+    folder.mkdir(parents=True)
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"]["seed"] = seed
+    (folder / "config.toml").write_text(dumps_toml(cfg))
+    (folder / "final.json").write_text(json.dumps({
+        "name": cfg["name"], "seed": seed, "multi_label": multi_label, "final": final,
+        "best": best or {}}))  # fmt: skip
+
+
+def test_mean_std_over_seeds_beside_the_paper(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    for seed, err in enumerate([22.0, 23.0, 24.0]):
+        write_run(tmp_path / f"s{seed}", cfg, seed, {"top1_error": err, "loss": 1.0},
+                  {"test_top1_error": err - 1.0, "epoch": 3})  # fmt: skip
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.toml").write_text(dumps_toml(cfg))  # no final.json: ignored
+    rows = aggregate(collect_runs(tmp_path))
+    assert len(rows) == 1
+    r = rows[0]
+    assert r.label == "tiv_cifar10_lt100_la" and r.seeds == [0, 1, 2]
+    assert r.final["top1_error"] == pytest.approx((23.0, 1.0))  # sample std (n - 1)
+    assert r.best["top1_error"] == pytest.approx((22.0, 1.0))
+    assert r.paper_values == {"top1_error": 22.33}
+    md = make_report(tmp_path)
+    assert (
+        "| tiv_cifar10_lt100_la | IV / LA / 100:1 | 3 | top1_error | 23.00 ± 1.00 | 22.00 ± 1.00 | 22.33 | +0.67 |"
+        in md
+    )
+    rec = list(csv.DictReader(io.StringIO(make_report(tmp_path, "csv"))))
+    assert (
+        rec[0]["final_mean"] == "23.0"
+        and rec[0]["final_std"] == "1.0"
+        and rec[0]["paper"] == "22.33"
+    )
+
+
+def test_sweep_points_are_separate_rows_labelled_by_what_differs(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    for tau, errs in ((1.0, [20.0, 22.0]), (2.0, [30.0])):
+        c = json.loads(json.dumps(cfg))
+        c["loss"]["params"]["tau"] = tau
+        for seed, e in enumerate(errs):
+            write_run(tmp_path / f"tau{tau}" / f"seed{seed}", c, seed, {"top1_error": e})
+    rows = {r.label: r for r in aggregate(collect_runs(tmp_path))}
+    assert set(rows) == {
+        "tiv_cifar10_lt100_la [loss.params.tau=1.0]",
+        "tiv_cifar10_lt100_la [loss.params.tau=2.0]",
+    }
+    assert rows["tiv_cifar10_lt100_la [loss.params.tau=1.0]"].final["top1_error"] == pytest.approx(
+        (21.0, math.sqrt(2.0))
+    )
+    one = rows["tiv_cifar10_lt100_la [loss.params.tau=2.0]"]
+    assert one.final["top1_error"] == (30.0, None)  # one seed: no std
+    assert "| 30.00 |" in make_report(tmp_path)
+
+
+def test_multilabel_rows_report_map_and_groups(tmp_path):
+    cfg = load_config("tv_voc_mlt_rbce_ntr")
+    final = {"map": 78.0, "map_head": 73.0, "map_medium": 84.0, "map_tail": 79.0}
+    write_run(tmp_path / "a", cfg, 0, final, {"test_map": 78.5, "epoch": 7}, multi_label=True)
+    (r,) = aggregate(collect_runs(tmp_path))
+    assert r.metrics == ["map", "map_head", "map_medium", "map_tail"]
+    assert r.paper_values["map_tail"] == 78.66
+    md = make_report(tmp_path)
+    assert "| map_tail | 79.00 | — | 78.66 | +0.34 |" in md
+    assert "| map | 78.00 | 78.50 | 78.65 | -0.65 |" in md
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_report(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        make_report(tmp_path)
+    with pytest.raises(ValueError, match="fmt must be"):
+        make_report(tmp_path, "xlsx")
+
+
+# ------------------------------------------------------------------------- the transcription
+def test_paper_cells_and_same_as_resolution():
+    assert paper_cell("I", "Basic", "WRN-28-10") == {"top1_error": 3.82, "top1_error_std": 0.15}
+    assert paper_cell("II", "LPL (mean + varied eps)", "ResNet-110")["top1_error"] == 25.87
+    assert (
+        paper_cell("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "COCO-MLT")["map_tail"]
+        == 53.81
+    )
+    assert paper_cell("VI", "LPL (varied tau + varied eps)", "iNat2018") == {"top1_error": 30.59}
+    assert (
+        paper_cell("VIII", "SE-ResNet110+LPL (mean + varied eps)", "CIFAR10")["top1_error"] == 5.39
+    )
+    assert paper_cell("IX", "LA", "CIFAR100-LT100") == {
+        "top1_error": 56.11
+    }  # resolved from Table III
+    assert paper_cell("X", "R-BCE+LPL (varied tau + varied eps)", "MS-COCO") == {"map": 85.4}
+    with pytest.raises(KeyError, match="rows: "):
+        paper_cell("IV", "Nope", "100:1")
+    with pytest.raises(KeyError, match="columns: "):
+        paper_cell("IV", "LA", "50:1")
+
+
+def test_repeated_numbers_agree_with_the_tables_they_repeat():
+    tables = load_paper_results()["tables"]
+    for key in ("VII", "IX"):
+        for row, cols in tables[key]["printed"].items():
+            for col, value in cols.items():
+                assert paper_cell(key, row, col)["top1_error"] == value, (key, row, col)
+    for col, reduction in tables["VII"]["printed_reduction"].items():
+        diff = (
+            paper_cell("VII", "LPL", col)["top1_error"] - paper_cell("VII", "LA", col)["top1_error"]
+        )
+        assert diff == pytest.approx(reduction, abs=1e-9), col
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "claimed"),
+    [  # differences the paper's text states, checked against the transcribed tables
+        (
+            ("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "VOC-MLT"),
+            ("V", "R-BCE-Focal+NTR", "VOC-MLT"),
+            0.63,
+        ),
+        (
+            ("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "COCO-MLT"),
+            ("V", "R-BCE-Focal+NTR", "COCO-MLT"),
+            1.21,
+        ),
+        (
+            ("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "VOC-MLT"),
+            ("V", "R-BCE-Focal+LC", "VOC-MLT"),
+            0.91,
+        ),
+        (
+            ("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "COCO-MLT"),
+            ("V", "R-BCE-Focal+LC", "COCO-MLT"),
+            0.82,
+        ),
+        (
+            ("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "VOC-MLT"),
+            ("V", "R-BCE-Focal", "VOC-MLT"),
+            2.18,
+        ),
+        (
+            ("V", "R-BCE-Focal+LPL (varied tau + varied eps)", "COCO-MLT"),
+            ("V", "R-BCE-Focal", "COCO-MLT"),
+            2.01,
+        ),
+        (("VI", "LA", "iNat2017"), ("VI", "LPL (varied tau + varied eps)", "iNat2017"), 0.89),
+        (("VI", "LA", "iNat2018"), ("VI", "LPL (varied tau + varied eps)", "iNat2018"), 0.97),
+        (("III", "LA", "100:1"), ("III", "LPL (varied tau + varied eps)", "100:1"), 0.36),
+        (("III", "LA", "10:1"), ("III", "LPL (varied tau + varied eps)", "10:1"), 2.63),
+        (
+            ("X", "R-BCE+LPL (varied tau + varied eps)", "MS-COCO"),
+            ("X", "R-BCE+NTR", "MS-COCO"),
+            1.7,
+        ),
+        (
+            ("X", "R-BCE+LPL (varied tau + varied eps)", "MS-COCO"),
+            ("X", "R-BCE+LC", "MS-COCO"),
+            0.9,
+        ),
+    ],
+)
+def test_transcription_reproduces_the_differences_stated_in_the_text(a, b, claimed):
+    va, vb = paper_cell(*a), paper_cell(*b)
+    key = "map" if "map" in va else "top1_error"
+    assert va[key] - vb[key] == pytest.approx(claimed, abs=1e-9)
