@@ -57,8 +57,7 @@ def _as_array(name: str, value: Any) -> np.ndarray:
 
 def _require(name: str, arr: np.ndarray, ok: np.ndarray, allowed: str) -> None:
     if not np.all(ok):
-        bad = arr[~ok] if arr.shape == ok.shape else arr.ravel()[0]
-        first = np.asarray(bad).ravel()[0]
+        first = float(arr[~ok].ravel()[0])
         raise ValueError(f"{name} must be {allowed}, got {first!r}")
 
 

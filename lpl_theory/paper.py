@@ -39,6 +39,11 @@ __all__ = [
 
 
 def _ops(*args: Any) -> tuple[Any, Any, Any]:
+    for a in args:
+        if a is None or isinstance(a, str | bytes | bool):
+            raise TypeError(
+                f"arguments must be numbers, numpy arrays or sympy expressions, got {a!r}"
+            )
     if any(isinstance(a, sp.Basic) for a in args):
         return sp.sqrt, sp.log, sp.exp
     return np.sqrt, np.log, np.exp

@@ -35,7 +35,7 @@ def Phi(x: sp.Expr) -> sp.Expr:
     return (1 + sp.erf(x / sp.sqrt(2))) / 2
 
 
-def z_plus(bias: sp.Expr = b, variance_ratio: sp.Expr = K) -> sp.Expr:
+def z_plus(bias: sp.Expr = b) -> sp.Expr:
     """Argument of Phi in the perturbed error of class +1: Pr{sum x_i + b - s_+ eps_+ < 0 | y = +1}."""
     return (-d * eta - bias + s_p * rho_p * eps) / (sp.sqrt(d) * sigma)
 

@@ -79,3 +79,8 @@ def test_conditions_as_printed():
     assert paper.corollary3_case2_condition(1.1, 2.5)
     assert paper.corollary2_condition(1.5) and not paper.corollary2_condition(0.5)
     assert ndtr(0.0) == 0.5
+
+
+def test_transcriptions_reject_non_numbers():
+    with pytest.raises(TypeError, match="must be numbers"):
+        paper.eq44_b_star("2", 2, 1.0, 1.0, 0.2, 1.0)
