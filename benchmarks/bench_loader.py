@@ -4,7 +4,7 @@ random crop with 2-pixel padding + horizontal flip), the throughput of the two l
 produced, no model), and the time of one Fashion-MNIST-LT (rho = 100) training epoch.
 
     python benchmarks/bench_loader.py [--batches 40] [--repeats 3] [--batch-size 128] [--workers 0]
-                                      [--root DIR] [--json OUT]
+                                      [--threads N] [--width W] [--root DIR] [--json OUT]
 
 Each repeat times ``--batches`` training steps (forward, CE loss, backward, SGD step) after 3 warm-up
 steps; the table reports the median images/s over repeats of each loader, interleaved so that load
@@ -68,10 +68,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: the usual places)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--width", type=int, default=32, help="fmnist_cnn width")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     torch.set_flush_denormal(True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     data = build_datasets("fmnist", root=args.root)
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(args.repeats):
         for backend in ("tensor", "dataloader"):
             torch.manual_seed(r)
-            model = build_model("fmnist_cnn", 10).to(device)
+            model = build_model("fmnist_cnn", 10, width=args.width).to(device)
             opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
             loader = make_loader(
                 data.train, args.batch_size, train=True, augment="crop_flip", device=device, seed=r,
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     lt = build_datasets("fmnist_lt", root=args.root, imbalance_ratio=100)
     torch.manual_seed(0)
-    model = build_model("fmnist_cnn", 10).to(device)
+    model = build_model("fmnist_cnn", 10, width=args.width).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loader = make_loader(lt.train, args.batch_size, True, "crop_flip", device, seed=0)
     loader.set_epoch(0)
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
+        "width": args.width,
         "batches_per_repeat": args.batches,
         "workers": args.workers,
         "images_per_s": results,
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         "fmnist_lt100_train_size": len(lt.train),
     }
     print(
-        f"device {device}, batch {args.batch_size}, {args.repeats} repeats x {args.batches} steps"
+        f"device {device}, {torch.get_num_threads()} threads, fmnist_cnn width {args.width}, "
+        f"batch {args.batch_size}, {args.repeats} repeats x {args.batches} steps"
     )
     print("| loader | training images/s (median) | repeats | loader alone, images/s (median) |")
     print("|---|---|---|---|")
