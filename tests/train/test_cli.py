@@ -156,6 +156,28 @@ def test_console_script_and_module_entry_point():
     assert r.returncode == 2 and r.stderr.startswith("lpl-train: error:")
 
 
+def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
+    env = {
+        **__import__("os").environ,
+        "GPU_CHECK_QUICK": "1",
+        "GPU_CHECK_COMPILE": "0",
+        "PYTHON": sys.executable,
+    }
+    r = subprocess.run(
+        ["bash", str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert res["info"]["quick"] is True and res["info"]["n_train"] == 16
+    assert [(row["loss"], row["mode"]) for row in res["rows"]] == [
+        ("ce", "eager"),
+        ("lpl", "eager"),
+    ]
+    assert all(row["images_per_s"] > 0 and row["final_train_loss"] > 0 for row in res["rows"])
+    assert "| lpl | eager |" in (tmp_path / "gpu_check.md").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")
 def test_end_to_end_fmnist_lt100_lpl_trains_on_real_data(tmp_path, capsys):
