@@ -66,9 +66,10 @@ def _time(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def bench_loss(device: torch.device, classes: list[int], steps: int, repeats: int) -> list[dict]:
+def bench_loss(
+    device: torch.device, classes: list[int], steps: int, repeats: int, compiled: bool = False
+) -> list[dict]:
     rows = []
-    lpl = LPLLoss(2, alpha=ALPHA, epsilon=EPSILON)  # rebuilt per C below
     for c in classes:
         g = torch.Generator().manual_seed(c)
         logits = (torch.randn(steps, 128, c, generator=g) * 2).to(device)
@@ -83,6 +84,10 @@ def bench_loss(device: torch.device, classes: list[int], steps: int, repeats: in
             "LPL (vectorised)": lpl,
             "LPL (per-class loop)": loop_reference_loss,
         }
+        if compiled:
+            variants["LPL (torch.compile)"] = torch.compile(
+                LPLLoss(c, alpha=ALPHA, epsilon=EPSILON, validate=False), fullgraph=True
+            )
 
         def run(fn: Callable, logits=logits, target=target) -> None:
             for i in range(steps):
@@ -102,12 +107,19 @@ def bench_loss(device: torch.device, classes: list[int], steps: int, repeats: in
                 **{f"{k} [ms / {steps} steps]": 1e3 * v for k, v in med.items()},
                 "LPL / CE": med["LPL (vectorised)"] / med["cross-entropy"],
                 "loop / LPL (speed-up)": med["LPL (per-class loop)"] / med["LPL (vectorised)"],
+                **(
+                    {"compiled LPL / CE": med["LPL (torch.compile)"] / med["cross-entropy"]}
+                    if compiled
+                    else {}
+                ),
             }
         )
     return rows
 
 
-def bench_resnet(device: torch.device, steps: int, repeats: int) -> dict | None:
+def bench_resnet(
+    device: torch.device, steps: int, repeats: int, compiled: bool = False
+) -> dict | None:
     try:
         from lpl_train.models import build_model
     except ImportError as err:  # the models package is not there
@@ -123,6 +135,10 @@ def bench_resnet(device: torch.device, steps: int, repeats: int) -> dict | None:
         "cross-entropy": torch.nn.CrossEntropyLoss(),
         "LPL": LPLLoss(100, alpha=ALPHA, epsilon=EPSILON),
     }
+    if compiled:
+        losses["LPL compiled"] = torch.compile(
+            LPLLoss(100, alpha=ALPHA, epsilon=EPSILON, validate=False), fullgraph=True
+        )
 
     def run(loss_fn) -> None:
         for _ in range(steps):
@@ -137,13 +153,16 @@ def bench_resnet(device: torch.device, steps: int, repeats: int) -> dict | None:
         for name, fn in losses.items():
             times[name].append(_time(lambda fn=fn: run(fn), device) / steps)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {
+    out = {
         "CE [ms / step]": 1e3 * med["cross-entropy"],
         "LPL [ms / step]": 1e3 * med["LPL"],
         "overhead [%]": 100 * (med["LPL"] / med["cross-entropy"] - 1),
-        "all CE [ms]": [1e3 * t for t in times["cross-entropy"]],
-        "all LPL [ms]": [1e3 * t for t in times["LPL"]],
     }
+    if compiled:
+        out["compiled LPL [ms / step]"] = 1e3 * med["LPL compiled"]
+        out["compiled overhead [%]"] = 100 * (med["LPL compiled"] / med["cross-entropy"] - 1)
+    out.update({f"all {k} [ms]": [1e3 * t for t in v] for k, v in times.items()})
+    return out
 
 
 def bench_compile(device: torch.device) -> str:
@@ -177,10 +196,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="fewer repeats and ResNet steps")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--compile", action="store_true", help="also check torch.compile of the loss")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the loss under torch.compile(fullgraph=True)",
+    )
     ap.add_argument("--json", default=None, help="write the results to this file")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     repeats = args.repeats or (3 if args.quick else 7)
     desc = (
@@ -191,10 +219,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"device: {device} ({desc}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {repeats}"
     )
-    rows = bench_loss(device, [10, 100, 1000], steps=40, repeats=repeats)
+    rows = bench_loss(device, [10, 100, 1000], steps=40, repeats=repeats, compiled=args.compile)
     print("\n(a) loss alone, forward + backward, B = 128, 40 steps, medians\n")
     print(_table(rows))
-    res = bench_resnet(device, steps=3 if args.quick else 5, repeats=repeats)
+    res = bench_resnet(device, steps=3 if args.quick else 5, repeats=repeats, compiled=args.compile)
     if res is not None:
         print("\n(b) ResNet-32 training step, B = 128, C = 100, medians\n")
         print(_table([{k: v for k, v in res.items() if not k.startswith("all")}]))

@@ -280,9 +280,7 @@ class LPLLoss(nn.Module):
             raise ValueError(
                 f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
             )
-        target = P.check_single_label_target(target, logits)
-        P.check_finite(logits, "logits")
-        return target
+        return P.check_single_label_target(target, logits, check_finite_logits=True)
 
     def _delta(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.preset is None:

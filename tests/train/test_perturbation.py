@@ -404,3 +404,18 @@ def test_authors_longtail_perturbation_matches_hand_trace_and_negative_index():
         snaps.append(z.copy())
     ref = np.stack([snaps[kc[yn[i]]][i] for i in range(len(yn))]) - un  # Python index -1 = last
     assert np.allclose(d.numpy(), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_index_and_matmul_class_means_agree(normalize_step):
+    u, y = _batch(n=50, c=7, seed=9)
+    out = P.single_label_perturbation(u, y, alpha=0.05, epsilon=0.2, delta_epsilon=0.5)
+    args = (u, y, out.sign, out.bounds, out.steps)
+    kw = dict(alpha=0.05, max_steps=14, normalize_step=normalize_step)
+    a = P.pgd_like_perturbation(*args, class_mean="index", **kw)
+    b = P.pgd_like_perturbation(*args, class_mean="matmul", **kw)
+    assert torch.allclose(a, b, atol=1e-12)
+    if not normalize_step:
+        assert torch.allclose(a, out.delta, atol=1e-12)
+    with pytest.raises(ValueError, match="class_mean"):
+        P.pgd_like_perturbation(*args, class_mean="loop", **kw)
