@@ -274,3 +274,14 @@ def test_check_data_reports_without_loading(cifar_root: Path, tmp_path: Path) ->
         check_data("coco_mlt", root=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"test\.txt"):
         check_data("voc_mlt", root=tmp_path)
+
+
+def test_numpy1_pickles_as_in_the_official_batches() -> None:
+    # The official batches name numpy.core.multiarray (numpy 1.x); numpy 2 writes numpy._core.
+    raw = pickle.dumps(
+        {b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"labels": [1, 2]}, protocol=2
+    )
+    raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in raw
+    out = restricted_unpickle(raw, "batch")
+    assert out[b"labels"] == [1, 2] and out[b"data"].tolist() == [[0, 1, 2], [3, 4, 5]]
