@@ -21,7 +21,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lpl_train.data import build_datasets, make_loader
+from lpl_train.data import TensorData, build_datasets, make_loader
+from lpl_train.data.fmnist import FMNIST_MEAN, FMNIST_STD
+from lpl_train.data.longtail import long_tail_counts
 from lpl_train.models import build_model
 
 
@@ -61,6 +63,14 @@ def _load_only(loader, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _synthetic(counts: list[int]) -> TensorData:
+    """Random 1 x 28 x 28 uint8 images with ``counts[c]`` samples of class ``c`` (fixed seed)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    x = torch.randint(0, 256, (len(y), 1, 28, 28), generator=g, dtype=torch.uint8)
+    return TensorData(x, y, FMNIST_MEAN, FMNIST_STD)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, default=40)
@@ -70,6 +80,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: the usual places)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--width", type=int, default=32, help="fmnist_cnn width")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random uint8 images of Fashion-MNIST's shape and class sizes (for machines without the files)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -78,7 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    data = build_datasets("fmnist", root=args.root)
+    if args.synthetic:
+        train, lt_train = _synthetic([6000] * 10), _synthetic(long_tail_counts(10, 6000, 100))
+    else:
+        train = build_datasets("fmnist", root=args.root).train
+        lt_train = build_datasets("fmnist_lt", root=args.root, imbalance_ratio=100).train
     results: dict[str, list[float]] = {"tensor": [], "dataloader": []}
     load_only: dict[str, list[float]] = {"tensor": [], "dataloader": []}
     for r in range(args.repeats):
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
             model = build_model("fmnist_cnn", 10, width=args.width).to(device)
             opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
             loader = make_loader(
-                data.train, args.batch_size, train=True, augment="crop_flip", device=device, seed=r,
+                train, args.batch_size, train=True, augment="crop_flip", device=device, seed=r,
                 drop_last=True, backend=backend, num_workers=args.workers,
             )  # fmt: skip
             loader.set_epoch(0)
@@ -98,11 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     med = {k: statistics.median(v) for k, v in results.items()}
     med_load = {k: statistics.median(v) for k, v in load_only.items()}
 
-    lt = build_datasets("fmnist_lt", root=args.root, imbalance_ratio=100)
     torch.manual_seed(0)
     model = build_model("fmnist_cnn", 10, width=args.width).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = make_loader(lt.train, args.batch_size, True, "crop_flip", device, seed=0)
+    loader = make_loader(lt_train, args.batch_size, True, "crop_flip", device, seed=0)
     loader.set_epoch(0)
     t0 = time.perf_counter()
     for x, y in loader:
@@ -116,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = {
         "device": str(device),
+        "data": "synthetic" if args.synthetic else "fashion-mnist",
         "torch_threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "width": args.width,
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loader_only_images_per_s": load_only,
         "loader_only_speedup": med_load["tensor"] / med_load["dataloader"],
         "fmnist_lt100_epoch_s": epoch_s,
-        "fmnist_lt100_train_size": len(lt.train),
+        "fmnist_lt100_train_size": len(lt_train),
     }
     print(
         f"device {device}, {torch.get_num_threads()} threads, fmnist_cnn width {args.width}, "
@@ -140,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {k} | {med[k]:.0f} | {reps} | {med_load[k]:.0f} |")
     print(f"training speed-up (tensor / dataloader): {out['speedup']:.2f}x")
     print(f"loader-alone speed-up: {out['loader_only_speedup']:.2f}x")
-    print(f"one Fashion-MNIST-LT (rho=100, {len(lt.train)} images) epoch: {epoch_s:.1f} s")
+    print(f"one Fashion-MNIST-LT (rho=100, {len(lt_train)} images) epoch: {epoch_s:.1f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2)
