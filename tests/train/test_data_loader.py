@@ -130,3 +130,16 @@ def test_errors() -> None:
         TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(TypeError, match="images must be uint8"):
         TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.int32), torch.zeros(4, dtype=torch.int64))
+
+
+def test_dataloader_workers_do_not_change_batches() -> None:
+    d = _data(24, h=6)
+    kw = dict(
+        batch_size=8, train=True, augment="crop_flip", device="cpu", seed=2, backend="dataloader"
+    )
+    single = make_loader(d, num_workers=0, **kw)
+    multi = make_loader(d, num_workers=2, **kw)
+    single.set_epoch(5)
+    multi.set_epoch(5)
+    for (x1, y1), (x2, y2) in zip(single, multi, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
