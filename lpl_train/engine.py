@@ -677,7 +677,8 @@ def fit(
     show = tr["progress"] if progress is None else progress
     log = log or (print if dist.main else (lambda s: None))
 
-    if dist.world > 1 and not torch.distributed.is_initialized():
+    own_group = dist.world > 1 and not torch.distributed.is_initialized()
+    if own_group:
         backend = "nccl" if torch.cuda.is_available() and tr["device"] != "cpu" else "gloo"
         torch.distributed.init_process_group(backend)
     device = select_device(tr["device"], dist.local_rank)
@@ -751,9 +752,7 @@ def fit(
             "the training loader yields no batches (dataset smaller than one batch with drop_last)"
         )
     done = read_metrics(out) if resume and dist.main else []
-    record: dict[str, Any] = (
-        done[-1] if done else {}
-    )  # a finished run resumed: its last epoch stands
+    record: dict[str, Any] = done[-1] if done else {}  # a finished run resumed: its last epoch
     t_run = time.perf_counter()
     for epoch in range(start_epoch, E):
         comps.train_loader.set_epoch(epoch)
@@ -849,7 +848,10 @@ def fit(
             return record
     final = _final(cfg, out, comps, record, best, time.perf_counter() - t_run)
     if dist.main:
-        _write_json_atomic(final, out / FINAL)
+        _write_json_atomic(_finite_or_none(final), out / FINAL)
+    if own_group:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return final
 
 
