@@ -788,14 +788,14 @@ def fit(
             )
             if device.type == "cpu" and not bool(finite):
                 break
+            if lv is not None:  # before the update: l' with the weights that produced the logits
+                lv.update(
+                    logits.detach(), y, None if feats is None else feats.detach(), model.classifier
+                )
             opt.step()
             loss_sum += det
             seen += y.shape[0]
             step += 1
-            if lv is not None:
-                lv.update(
-                    logits.detach(), y, None if feats is None else feats.detach(), model.classifier
-                )
             if show and dist.main and it % 20 == 0:
                 bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
         bad = int(bad_step)

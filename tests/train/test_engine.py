@@ -490,3 +490,82 @@ def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
         assert not torch.equal(one[k], make_components(dropout=0.0).model.state_dict()[k])
     recs = engine.read_metrics(tmp_path / "two")
     assert [r["epoch"] for r in recs] == [0, 1] and "test_top1_error" in recs[-1]
+
+
+# ------------------------------------------------------------------------- real losses in the loop
+def test_isda_resumes_bit_exact_and_its_loss_variation_is_zero_then_positive(tmp_path):
+    from lpl_train.losses import build_loss
+
+    def comps():
+        return make_components(loss=build_loss("isda", num_classes=C, lambda0=0.5))
+
+    cfg = make_cfg(epochs=3, loss_variation=True)
+    fit(cfg, tmp_path / "full", components=comps(), log=quiet)
+    fit(cfg, tmp_path / "part", components=comps(), stop_after_epoch=1, log=quiet)
+    fit(cfg, tmp_path / "part", components=comps(), resume=True, log=quiet)
+    ck_a, ck_b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("full", "part"))
+    for k in ck_a["model"]:
+        assert torch.equal(ck_a["model"][k], ck_b["model"][k]), k
+    assert torch.equal(ck_a["loss"]["covariance"], ck_b["loss"]["covariance"])  # lazily sized state
+    assert ck_a["loss"]["covariance"].shape == (C, 16, 16)
+    recs = engine.read_metrics(tmp_path / "full")
+    # λ = λ0·epoch/E: no augmentation in epoch 0, then CE of the augmented logits exceeds CE (Eq. 7)
+    assert recs[0]["loss_variation"]["relative_variation"] == [0.0] * C
+    assert all(v > 0 for r in recs[1:] for v in r["loss_variation"]["relative_variation"])
+
+
+def test_lpl_index_split_minimises_head_and_maximises_tail_loss(tmp_path):
+    from lpl_train.losses import build_loss
+
+    counts = [40, 30, 20, 10]  # class order for the index split: classes 0, 1 are the head
+    loss = build_loss(
+        "lpl", num_classes=C, class_counts=counts, split="index", tau=2, epsilon=0.5, alpha=0.1
+    )
+    fit(
+        make_cfg(epochs=1, loss_variation=True),
+        tmp_path,
+        components=make_components(loss=loss),
+        log=quiet,
+    )
+    rel = engine.read_metrics(tmp_path)[0]["loss_variation"]["relative_variation"]
+    assert rel[0] < 0 and rel[1] < 0 and rel[2] > 0 and rel[3] > 0
+
+
+def test_multilabel_lpl_variation_has_positive_and_negative_terms(tmp_path):
+    from lpl_train.losses import build_loss
+
+    loss = build_loss("ml_lpl", num_classes=C, class_counts=[40, 30, 20, 10], tau=2, epsilon=0.5)
+    fit(make_cfg(epochs=1, loss_variation=True), tmp_path,
+        components=make_components(multi_label=True, loss=loss), log=quiet)  # fmt: skip
+    lv = engine.read_metrics(tmp_path)[0]["loss_variation"]
+    pos, neg = lv["pos"]["relative_variation"], lv["neg"]["relative_variation"]
+    # Eqs. 37-38: head classes (0, 1) have their positive loss minimised and negative loss maximised
+    assert pos[0] < 0 < neg[0] and pos[1] < 0 < neg[1]
+    assert pos[2] > 0 > neg[2] and pos[3] > 0 > neg[3]
+
+
+def test_class_aware_resampling_loader():
+    from lpl_train.data import TensorData, make_loader
+    from lpl_train.samplers import ClassAwareSampler
+
+    y = torch.tensor([0] * 30 + [1] * 6 + [2] * 3)
+    x = torch.arange(len(y), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    split = TensorData(x, y, (0.0,), (1.0,))
+    sampler = ClassAwareSampler(y, seed=0, num_samples=60)
+    kw = {
+        "batch_size": 8,
+        "train": True,
+        "augment": "none",
+        "drop_last": False,
+        "device": "cpu",
+        "seed": 0,
+    }
+    loader = engine._ResampledLoader(split, sampler, make_loader, kw)
+    assert len(loader) == 8
+    loader.set_epoch(3)
+    seen = torch.cat([t for _, t in loader])
+    assert sorted(seen.tolist()) == sorted(y[sampler.indices(3)].tolist())
+    counts = torch.bincount(seen, minlength=3)
+    assert counts.max() - counts.min() <= 3  # classes visited in turn, 3 images per visit
+    again = torch.cat([t for _, t in loader])
+    assert torch.equal(seen, again)  # epoch 3 is the same every time
