@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +194,6 @@ class Components:
     num_classes: int
     class_counts: list[int]
     multi_label: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_components(
@@ -856,7 +855,10 @@ def fit(
 
 
 def _strip_volatile(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.startswith("progress ="))
+    """The config text without the keys a resumed run may change (progress bar, device)."""
+    return "\n".join(
+        line for line in text.splitlines() if not line.startswith(("progress =", "device ="))
+    )
 
 
 def _write_text_atomic(text: str, path: Path) -> None:
