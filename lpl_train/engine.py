@@ -102,6 +102,8 @@ def lr_factor(epoch: int, it: int, iters_per_epoch: int, schedule: dict[str, Any
     * ``kind = "cosine"``: 0.5·(1 + cos(π t / T)) per iteration over all iterations after the warm-up.
     * ``kind = "constant"``: 1.
     """
+    if not isinstance(schedule, dict) or "epochs" not in schedule:
+        raise TypeError(f"schedule must be a [schedule] table with 'epochs', got {schedule!r}")
     if iters_per_epoch < 1:
         raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
     if epoch < 0 or it < 0:
@@ -478,6 +480,12 @@ def evaluate(
     """
     from lpl_train import metrics as M
 
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if len(class_counts) != num_classes:
+        raise ValueError(
+            f"class_counts must have num_classes={num_classes} entries, got {len(class_counts)}"
+        )
     autocast = autocast or contextlib.nullcontext()
     was_training = model.training
     model.eval()

@@ -50,18 +50,21 @@ def paper_cell(
     Cells that repeat another table's number (``same_as``) are resolved to it.
 
     Raises:
-        KeyError: naming the table, row or column that does not exist, and what does.
+        ValueError: naming the table, row or column that does not exist, and what does.
     """
+    for arg, value in (("table", table), ("row", row), ("column", column)):
+        if not isinstance(value, str):
+            raise TypeError(f"{arg} must be a string, got {type(value).__name__}")
     res = results or load_paper_results()
     tables = res["tables"]
     if table not in tables:
-        raise KeyError(f"paper table {table!r} does not exist; tables: {', '.join(tables)}")
+        raise ValueError(f"paper table {table!r} does not exist; tables: {', '.join(tables)}")
     rows = tables[table]["rows"]
     if row not in rows:
-        raise KeyError(f"table {table} has no row {row!r}; rows: {', '.join(rows)}")
+        raise ValueError(f"table {table} has no row {row!r}; rows: {', '.join(rows)}")
     cols = [c for c in rows[row] if isinstance(rows[row][c], dict)]
     if column not in cols:
-        raise KeyError(
+        raise ValueError(
             f"table {table}, row {row!r} has no column {column!r}; columns: {', '.join(cols)}"
         )
     cell = rows[row][column]
@@ -174,7 +177,7 @@ def aggregate(runs: list[_Run], results: dict[str, Any] | None = None) -> list[R
         if paper:
             try:
                 pv = paper_cell(paper["table"], paper["row"], paper["column"], results)
-            except KeyError:
+            except ValueError:
                 pv = {}
         rows.append(
             ReportRow(

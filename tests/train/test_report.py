@@ -107,10 +107,14 @@ def test_paper_cells_and_same_as_resolution():
         "top1_error": 56.11
     }  # resolved from Table III
     assert paper_cell("X", "R-BCE+LPL (varied tau + varied eps)", "MS-COCO") == {"map": 85.4}
-    with pytest.raises(KeyError, match="rows: "):
+    with pytest.raises(ValueError, match="rows: "):
         paper_cell("IV", "Nope", "100:1")
-    with pytest.raises(KeyError, match="columns: "):
+    with pytest.raises(ValueError, match="columns: "):
         paper_cell("IV", "LA", "50:1")
+    with pytest.raises(ValueError, match="tables: I, II"):
+        paper_cell("XI", "LA", "50:1")
+    with pytest.raises(TypeError, match="row must be a string"):
+        paper_cell("IV", 3, "100:1")
 
 
 def test_repeated_numbers_agree_with_the_tables_they_repeat():
