@@ -18,9 +18,9 @@ Single-label learning (paper Sec. III-C, Eqs. 26-33, Algorithm 1):
 All classes advance together: the loop has a static length (the largest possible K_c, known from the
 hyper-parameters alone) and a per-sample mask stops the classes whose K_c is reached. There is no Python
 loop over classes or samples and no host synchronisation inside the loop, so it runs unchanged on CPU and
-CUDA, under autocast, torch.compile and CUDA graphs. Everything is kept per sample (N × C): sample i
-carries the perturbation of its class y_i, and class means are an ``index_add`` over the batch, so a
-step costs O(N·C) whatever the number of classes.
+CUDA, under autocast and torch.compile, with shapes fixed for CUDA graphs. Everything is kept per sample
+(N × C): sample i carries the perturbation of its class y_i; class means are an ``index_add`` over the
+batch on CPU (O(N·C) per step whatever the number of classes) and one fused N × N ``addmm`` on GPUs.
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
@@ -51,8 +51,12 @@ __all__ = [
     "authors_longtail_schedule",
     "authors_varied_step_counts",
     "check_class_counts",
+    "check_finite",
     "check_logits",
     "check_multi_label_target",
+    "check_non_negative",
+    "check_num_classes",
+    "check_positive",
     "check_single_label_target",
     "class_bounds",
     "class_rank",
