@@ -156,6 +156,7 @@ def test_console_script_and_module_entry_point():
     assert r.returncode == 2 and r.stderr.startswith("lpl-train: error:")
 
 
+@pytest.mark.slow
 def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
     env = {
