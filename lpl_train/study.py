@@ -724,7 +724,7 @@ def write_outputs(
         f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
         f"({study['val_fraction']:.0%} of the training set, stratified) with seed {study['select_seed']}; "
         "groups: the 30% most frequent training classes (many/head), the 30% least frequent (few/tail), the "
-        f"rest (medium). {len(records)} runs, {sum(r['wall_s'] for r in records) / 60:.1f} CPU-minutes of "
+        f"rest (medium). {len(records)} runs, {sum(r.get('wall_s', 0.0) for r in records) / 60:.1f} CPU-minutes of "
         "training. Raw runs: "
         + f"`{prefix}-runs.jsonl`. Regenerate: `python -m lpl_train.study"
         + (" --quick" if study["quick"] else "")

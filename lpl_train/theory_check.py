@@ -84,11 +84,11 @@ def train_linear(
     task: Any,
     perturbation: Any,
     loss: str = "smooth01",
-    n_train: int = 20000,
+    n_train: int = 100000,
     seed: int = 0,
-    steps: int = 300,
+    steps: int = 600,
     lr: float = 0.05,
-    temperature: float = 0.05,
+    temperature: float = 0.1,
     learn_w: bool = False,
 ) -> Trained:
     """Train u = wᵀx + b on ``n_train`` samples of ``task`` (an ``lpl_theory.GaussianTask``) with the
@@ -161,7 +161,7 @@ def compare_figure(
     number: int,
     points: int = 7,
     losses: Sequence[str] = LOSSES,
-    n_train: int = 20000,
+    n_train: int = 100000,
     seed: int = 0,
     **train_kw: Any,
 ) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="figures")
     ap.add_argument("--points", type=int, default=7)
-    ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--n-train", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

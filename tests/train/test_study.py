@@ -1,0 +1,333 @@
+"""The study runner: grid expansion, validation-only selection, tables from hand-made records, and a tiny
+end-to-end study on generated data (resumable, test set never used for selection)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lpl_train import study as S
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one intra-op thread is faster than two on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------- grids
+def test_expand_grid_is_the_cartesian_product_in_key_order():
+    assert S.expand_grid({}) == [{}]
+    assert S.expand_grid({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
+    with pytest.raises(ValueError, match="grid\\['a'\\]"):
+        S.expand_grid({"a": []})
+    with pytest.raises(TypeError):
+        S.expand_grid([("a", [1])])
+
+
+def test_method_grid_balanced_override_and_first_mode():
+    m = {"id": "x", "params": {"split": "index"}, "grid": {"eps": [1.5, 2.5]},
+         "balanced": {"params": {"split": "mean"}, "grid": {"eps": [0.1, 0.2, 0.4]}}}  # fmt: skip
+    assert S.method_grid(m, "longtail") == ({"split": "index"}, [{"eps": 1.5}, {"eps": 2.5}])
+    assert S.method_grid(m, "balanced") == (
+        {"split": "mean"},
+        [{"eps": 0.1}, {"eps": 0.2}, {"eps": 0.4}],
+    )
+    assert S.method_grid(m, "balanced", "first") == ({"split": "mean"}, [{"eps": 0.1}])
+    with pytest.raises(ValueError, match="regime"):
+        S.method_grid(m, "imbalanced")
+
+
+def test_shipped_study_plan_counts_every_grid_point_once_with_the_selection_seed():
+    study = S.load_study()
+    runs = S.plan_runs(study)
+    expected = 0
+    for ds in study["datasets"].values():
+        want = "multilabel" if ds["regime"] == "multilabel" else "single"
+        for m in study["methods"]:
+            if m["regime"] == want:
+                expected += len(S.method_grid(m, ds["regime"])[1])
+    assert len(runs) == expected
+    assert len({r["key"] for r in runs}) == len(runs)
+    assert {r["seed"] for r in runs} == {study["select_seed"]}
+    assert len(study["seeds"]) >= 3
+    # every single-label method on each of the three single-label sets, every multi-label one on MLT
+    single = {m["id"] for m in study["methods"] if m["regime"] == "single"}
+    assert {
+        "ce",
+        "la",
+        "ldam_drw",
+        "focal",
+        "cb_focal",
+        "isda",
+        "lpl_fixed",
+        "lpl_varied",
+        "la_lpl",
+    } <= single
+    for d in ("fmnist", "fmnist_lt100", "fmnist_lt10"):
+        assert {r["method"] for r in runs if r["dataset"] == d} == single
+    ml = {r["method"] for r in runs if r["dataset"] == "fmnist_ml_lt100"}
+    assert {"bce", "rbce_focal", "rbce_focal_ntr", "rbce_focal_lc", "rbce_focal_lpl_fixed",
+            "rbce_focal_lpl_varied"} <= ml  # fmt: skip
+    chosen = {(r["dataset"], r["method"]): r["point"] for r in runs}
+    finals = S.final_runs(study, chosen)
+    assert len(finals) == len(chosen) * (len(study["seeds"]) - 1)
+    assert study["select_seed"] not in {r["seed"] for r in finals}
+
+
+def test_quick_mode_takes_the_quick_table():
+    q = S.load_study(quick=True)
+    assert q["quick"] is True and q["grid_mode"] == "first" and q["scale"] < 1
+    assert q["epochs"] < S.load_study()["epochs"]
+    assert all(len(S.method_grid(m, "longtail", "first")[1]) == 1 for m in q["methods"])
+
+
+def test_study_definition_errors_name_the_key(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text('name="x"\nseeds=[0]\nselect_seed=1\nval_fraction=0.2\nepochs=2\n'
+                   "datasets={}\nmethods=[]\n")  # fmt: skip
+    with pytest.raises(ValueError, match="select_seed"):
+        S.load_study(bad)
+    bad.write_text(
+        'name="x"\nseeds=[0]\nselect_seed=0\nval_fraction=1.5\nepochs=2\ndatasets={}\nmethods=[]\n'
+    )
+    with pytest.raises(ValueError, match="val_fraction"):
+        S.load_study(bad)
+    with pytest.raises(FileNotFoundError):
+        S.load_study(tmp_path / "missing.toml")
+
+
+def test_resolve_params_fills_placeholders():
+    assert S.resolve_params({"a": "$num_train", "b": 1, "c": "rbce"}, {"num_train": 7}) == {
+        "a": 7,
+        "b": 1,
+        "c": "rbce",
+    }
+    with pytest.raises(ValueError, match="unknown"):
+        S.resolve_params({"a": "$nope"}, {"num_train": 7})
+
+
+def test_point_slug():
+    assert S.point_slug({}) == "default"
+    assert S.point_slug({"epsilon": 1.5, "tau": 0.5}) == "epsilon=1.5,tau=0.5"
+
+
+# --------------------------------------------------------------------------------------- selection
+def _rec(dataset, method, point, seed, val_acc, test_acc, ml=False):
+    r = {"dataset": dataset, "method": method, "point": point, "seed": seed, "multi_label": ml,
+         "key": f"{dataset}/{method}/{S.point_slug(point)}/seed{seed}",
+         "class_counts": [100, 80, 60, 40, 30, 20, 15, 10, 5, 1]}  # fmt: skip
+    if ml:
+        r["val"] = {"map": val_acc}
+        r["test"] = {"map": test_acc, "ap_per_class": [test_acc] * 10}
+    else:
+        r["val"] = {"per_class_acc": [val_acc] * 10}
+        r["test"] = {"top1_error": 100 - test_acc, "per_class_acc": [test_acc] * 10}
+    return r
+
+
+def test_selection_reads_validation_only_never_test():
+    # point A: better on validation, worse on test; B the opposite. A must be chosen.
+    recs = [
+        _rec("d", "m", {"eps": 1}, 0, val_acc=90, test_acc=50),
+        _rec("d", "m", {"eps": 2}, 0, val_acc=80, test_acc=99),
+        _rec("ml", "n", {"eps": 1}, 0, val_acc=40, test_acc=90, ml=True),
+        _rec("ml", "n", {"eps": 2}, 0, val_acc=60, test_acc=10, ml=True),
+    ]
+    assert S.select_best(recs) == {("d", "m"): {"eps": 1}, ("ml", "n"): {"eps": 2}}
+    # the balanced validation error is the mean of the per-class errors, not the overall error
+    r = _rec("d", "m", {}, 0, 0, 0)
+    r["val"] = {"per_class_acc": [100.0, 50.0, None, 0.0] + [50.0] * 6, "top1_error": 1.0}
+    assert S.validation_score(r) == pytest.approx(100 - (150 + 300) / 9)
+    # ties go to the earlier point
+    tie = [_rec("d", "m", {"eps": 1}, 0, 70, 0), _rec("d", "m", {"eps": 2}, 0, 70, 100)]
+    assert S.select_best(tie) == {("d", "m"): {"eps": 1}}
+    with pytest.raises(ValueError, match="no 'val'"):
+        S.validation_score({"key": "x", "test": {}})
+
+
+def test_class_groups_by_rank():
+    counts = [6000, 3597, 2156, 1292, 774, 464, 278, 167, 100, 60]
+    assert S.class_groups_by_rank(counts) == {
+        "many": [0, 1, 2],
+        "medium": [3, 4, 5, 6],
+        "few": [7, 8, 9],
+    }
+    # ranks, not indices: a permuted order gives the permuted groups; ties by index
+    assert S.class_groups_by_rank([1, 5, 5, 3], (0.25, 0.25)) == {
+        "many": [1],
+        "medium": [2, 3],
+        "few": [0],
+    }
+    with pytest.raises(ValueError, match="fractions"):
+        S.class_groups_by_rank(counts, (0.6, 0.6))
+    with pytest.raises(ValueError, match="class_counts"):
+        S.class_groups_by_rank([])
+
+
+# ------------------------------------------------------------------------------------------ tables
+def _study():
+    return {
+        "name": "t", "quick": False, "seeds": [0, 1], "select_seed": 0, "epochs": 2, "val_fraction": 0.2,
+        "model": {"name": "linear"}, "group_fractions": [0.3, 0.3],
+        "datasets": {"lt": {"label": "LT", "regime": "longtail"}, "ml": {"label": "MLT", "regime": "multilabel"}},
+        "methods": [{"id": "ce", "label": "CE", "regime": "single"},
+                    {"id": "lpl_varied", "label": "LPL", "regime": "single"},
+                    {"id": "bce", "label": "BCE", "regime": "multilabel"}],
+    }  # fmt: skip
+
+
+def _hand_records():
+    acc0 = [90.0, 90, 90, 80, 80, 80, 80, 10, 20, 30]  # many 90, medium 80, few 20
+    acc1 = [94.0, 94, 94, 70, 70, 70, 70, 30, 40, 50]  # many 94, medium 70, few 40
+    recs = []
+    for seed, acc, err in ((0, acc0, 30.0), (1, acc1, 34.0)):
+        r = _rec("lt", "ce", {}, seed, 50, 0)
+        r["test"] = {"top1_error": err, "per_class_acc": acc}
+        recs.append(r)
+    for seed, err in ((0, 20.0), (1, 22.0)):
+        r = _rec("lt", "lpl_varied", {"delta_epsilon": 2.0}, seed, 60, 0)
+        r["test"] = {"top1_error": err, "per_class_acc": [80.0] * 10}
+        recs.append(r)
+    # a grid point that lost on validation: its (better) test numbers must not reach the table
+    recs.append(_rec("lt", "lpl_varied", {"delta_epsilon": 1.0}, 0, 55, 99))
+    for seed, ap in (
+        (0, [60.0] * 3 + [50.0] * 4 + [None, 30.0, 20.0]),
+        (1, [62.0] * 3 + [52.0] * 4 + [40, 30, 20]),
+    ):
+        r = _rec("ml", "bce", {}, seed, 50, 0, ml=True)
+        r["test"] = {"map": 0.0, "ap_per_class": ap}
+        recs.append(r)
+    return recs
+
+
+def test_summary_and_tables_from_hand_made_records(tmp_path):
+    study, recs = _study(), _hand_records()
+    summ = S.summarize(recs, study)
+    ce = summ[("lt", "ce")]
+    assert ce["n"] == 2 and ce["seeds"] == [0, 1]
+    assert ce["overall"] == pytest.approx((32.0, math.sqrt(8.0)))  # 30, 34: std (ddof 1) = 2.83
+    assert ce["many"] == pytest.approx((8.0, math.sqrt(8.0)))  # errors 10 and 6
+    assert ce["medium"] == pytest.approx((25.0, math.sqrt(50.0)))  # 20 and 30
+    assert ce["few"] == pytest.approx((70.0, math.sqrt(200.0)))  # 80 and 60
+    lpl = summ[("lt", "lpl_varied")]
+    assert lpl["point"] == {"delta_epsilon": 2.0} and lpl["overall"] == pytest.approx(
+        (21.0, math.sqrt(2))
+    )
+    ml = summ[("ml", "bce")]
+    # seed 0: AP of class 7 missing -> total mean of 9 classes; tail = classes 7-9
+    t0, t1 = (180 + 200 + 50) / 9, (186 + 208 + 90) / 10
+    assert ml["total"][0] == pytest.approx((t0 + t1) / 2)
+    assert ml["head"][0] == pytest.approx(61.0) and ml["medium"][0] == pytest.approx(51.0)
+    assert ml["tail"][0] == pytest.approx((25.0 + 30.0) / 2)
+
+    md = S.format_tables(summ, study)
+    lines = md.splitlines()
+    assert "### LT — test top-1 error (%)" in lines
+    assert "| Method | overall | many | medium | few | selected | seeds |" in lines
+    assert "| CE | 32.00 ± 2.83 | 8.00 ± 2.83 | 25.00 ± 7.07 | 70.00 ± 14.14 | – | 2 |" in lines
+    assert (
+        "| LPL | 21.00 ± 1.41 | 20.00 ± 0.00 | 20.00 ± 0.00 | 20.00 ± 0.00 | delta_epsilon=2.0 | 2 |"
+        in lines
+    )
+    assert "| Method | total | head | medium | tail | selected | seeds |" in lines
+    text = "\n".join(S.claims(summ, study))
+    assert "LT: LPL (varied ε_c) beats CE — held (error 21.00 vs 32.00)." in text
+    assert (
+        "LPL lowers the few-shot (tail) error relative to CE — held (error 20.00 vs 70.00)" in text
+    )
+
+    path = S.write_outputs(recs, study, tmp_path, "study-t")
+    assert path.name == "study-t-tables.md" and "| CE | 32.00 ± 2.83" in path.read_text()
+    back = S.read_records(tmp_path / "study-t-runs.jsonl")
+    assert len(back) == len(recs) and {r["key"] for r in back} == {r["key"] for r in recs}
+
+
+# ------------------------------------------------------------------------------------- end to end
+def _tiny_study(tmp_path):
+    p = tmp_path / "tiny.toml"
+    p.write_text("""
+name = "tiny"
+seeds = [0, 1]
+select_seed = 0
+val_fraction = 0.25
+epochs = 2
+batch_size = 64
+[model]
+name = "linear"
+params = {in_features = 2}
+[optim]
+name = "sgd"
+lr = 0.1
+momentum = 0.9
+[schedule]
+kind = "constant"
+[datasets.g]
+label = "Gaussian"
+name = "gaussian"
+regime = "longtail"
+params = {gamma = 4.0, num_train = 400, num_test = 400}
+[[methods]]
+id = "ce"
+regime = "single"
+loss = "ce"
+[[methods]]
+id = "lpl_varied"
+regime = "single"
+loss = "lpl"
+params = {split = "index", tau = 1, epsilon = 0.0, alpha = 0.1}
+grid = {delta_epsilon = [0.5, 1.0]}
+""")
+    return S.load_study(p)
+
+
+def test_tiny_study_end_to_end_is_resumable(tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    study = _tiny_study(tmp_path)
+    logs: list[str] = []
+    recs = S.run_study(study, tmp_path / "out", jobs=1, log=logs.append)
+    # 1 + 2 selection runs, then seed 1 of the two chosen points
+    assert len(recs) == 5 and sum(r["seed"] == 1 for r in recs) == 2
+    assert any(line.startswith("selected on validation: g/lpl_varied") for line in logs)
+    for r in recs:
+        assert r["num_val"] == 100 and r["num_train"] == 300
+        assert r["class_counts"] == [240, 60]
+        assert len(r["loss_variation"]) == 2 and len(r["test"]["per_class_acc"]) == 2
+        assert 0 <= r["test"]["top1_error"] <= 100
+    ce = [r for r in recs if r["method"] == "ce"][0]
+    assert ce["loss_variation"][0]["relative_variation"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    # the varied-bound LPL raises the tail loss and lowers the head loss (Eq. 29: tail positively augmented)
+    lv = [r for r in recs if r["method"] == "lpl_varied"][0]["loss_variation"][-1][
+        "relative_variation"
+    ]
+    assert lv[0] < 0 < lv[1]
+    # a second call reads every finished run back instead of training it again
+    before = {
+        r["key"]: (tmp_path / "out" / "runs" / r["key"] / "result.json").stat().st_mtime_ns
+        for r in recs
+    }
+    again = S.run_study(study, tmp_path / "out", jobs=1, log=lambda s: None)
+    after = {
+        r["key"]: (tmp_path / "out" / "runs" / r["key"] / "result.json").stat().st_mtime_ns
+        for r in again
+    }
+    assert before == after
+    assert json.dumps(sorted(again, key=lambda r: r["key"])) == json.dumps(
+        sorted(recs, key=lambda r: r["key"])
+    )
+    summ = S.summarize(recs, study)
+    assert summ[("g", "ce")]["n"] == 2
