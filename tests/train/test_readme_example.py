@@ -1,4 +1,4 @@
-"""The "use LPL in your own training loop" example of docs/lpl.md runs and does what it says."""
+"""The "use LPL in your own training loop" example of the README runs and does what it says."""
 
 import re
 from pathlib import Path
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from lpl_train.losses.lpl import LPLLoss
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "lpl.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _example() -> str:
