@@ -25,10 +25,12 @@ so the global batch and the number of steps per epoch are those of the config.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -667,7 +669,7 @@ def fit(
     Raises:
         TrainingDiverged: on a NaN/inf training loss; ``checkpoint.pt`` stays at the last good epoch.
     """
-    from lpl_train.config import dumps_toml, validate_config
+    from lpl_train.config import validate_config
 
     if not isinstance(cfg, dict):
         raise TypeError(f"cfg must be a validated config dict, got {type(cfg).__name__}")
@@ -680,7 +682,7 @@ def fit(
         )
     out = Path(out_dir)
     dist = DistInfo.from_env()
-    tr, sched = cfg["train"], cfg["schedule"]
+    tr = cfg["train"]
     show = tr["progress"] if progress is None else progress
     log = log or (print if dist.main else (lambda s: None))
 
@@ -688,7 +690,35 @@ def fit(
     if own_group:
         backend = "nccl" if torch.cuda.is_available() and tr["device"] != "cpu" else "gloo"
         torch.distributed.init_process_group(backend)
-    device = select_device(tr["device"], dist.local_rank)
+    try:
+        device = select_device(tr["device"], dist.local_rank)
+        return _fit(cfg, out, dist, device, components, resume, stop_after_epoch, show, log)
+    except BaseException as exc:
+        if (
+            own_group
+        ):  # free the DDP wrapper held by the failed frames before its process group goes
+            traceback.clear_frames(exc.__traceback__)
+            gc.collect()
+        raise
+    finally:
+        if own_group:
+            torch.distributed.destroy_process_group()
+
+
+def _fit(
+    cfg: dict[str, Any],
+    out: Path,
+    dist: DistInfo,
+    device: torch.device,
+    components: Components | None,
+    resume: bool,
+    stop_after_epoch: int | None,
+    show: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from lpl_train.config import dumps_toml
+
+    tr, sched = cfg["train"], cfg["schedule"]
 
     ckpt_path = out / CHECKPOINT
     cfg_text = dumps_toml(cfg)
@@ -793,8 +823,8 @@ def fit(
             bad_step = torch.where(
                 ~finite & (bad_step < 0), torch.full_like(bad_step, step), bad_step
             )
-            if device.type == "cpu" and not bool(finite):
-                break
+            if device.type == "cpu" and dist.world == 1 and not bool(finite):
+                break  # (under DDP every rank must take the same steps: checked after the epoch)
             if lv is not None:  # before the update: l' with the weights that produced the logits
                 lv.update(
                     logits.detach(), y, None if feats is None else feats.detach(), model.classifier
@@ -805,6 +835,10 @@ def fit(
             step += 1
             if show and dist.main and it % 20 == 0:
                 bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+        if dist.world > 1:  # any rank diverged → all stop; train_loss averaged over the ranks
+            torch.distributed.all_reduce(bad_step, op=torch.distributed.ReduceOp.MAX)
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= dist.world
         bad = int(bad_step)
         if bad >= 0:
             _diverged(out, cfg, epoch, bad, ckpt_path, dist)
@@ -856,9 +890,8 @@ def fit(
     final = _final(cfg, out, comps, record, best, time.perf_counter() - t_run)
     if dist.main:
         _write_json_atomic(_finite_or_none(final), out / FINAL)
-    if own_group:
+    if dist.world > 1:
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
     return final
 
 

@@ -447,18 +447,23 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     sys.path.insert(0, {tests!r})
-    from test_engine import make_components, make_cfg, quiet, C
-    from lpl_train.engine import DistInfo, _ShardLoader, fit
+    from test_engine import make_components, make_cfg, quiet, C, NaNAfter
+    from lpl_train.engine import DistInfo, TrainingDiverged, _ShardLoader, fit
     torch.set_num_threads(1)
-    out, world = sys.argv[1], int(sys.argv[2])
+    out, world, nan = sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3
     dist = DistInfo.from_env()
-    comps = make_components(batch_size=16 // world, dropout=0.0)
+    loss = NaNAfter(bad=3) if nan and dist.rank == 1 else None
+    comps = make_components(batch_size=16 // world, dropout=0.0, loss=loss)
     if world > 1:
         comps.train_loader = _ShardLoader(comps.train_loader, dist)
     cfg = make_cfg(epochs=2)
     cfg["optim"]["weight_decay"] = 0.0
     cfg["model"]["params"] = {{}}
-    fit(cfg, out, components=comps, log=quiet)
+    try:
+        fit(cfg, out, components=comps, log=quiet)
+    except TrainingDiverged as exc:
+        open(f"{{out}}/diverged_rank{{dist.rank}}.txt", "w").write(str(exc))
+        sys.exit(0)
     if world > 1:
         sd = comps.model.state_dict()
         torch.save(sd, f"{{out}}/rank{{dist.rank}}.pt")
@@ -569,3 +574,16 @@ def test_class_aware_resampling_loader():
     assert counts.max() - counts.min() <= 3  # classes visited in turn, 3 images per visit
     again = torch.cat([t for _, t in loader])
     assert torch.equal(seen, again)  # epoch 3 is the same every time
+
+
+def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path / "nan"), "2", "nan"]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rank in (0, 1):  # rank 1 produced the NaN in epoch 1; rank 0 learns it at the epoch's end
+        assert "in epoch 1 of 2" in (tmp_path / "nan" / f"diverged_rank{rank}.txt").read_text()
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()  # no epoch completed
