@@ -119,6 +119,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         return _dry_run(cfg)
     out = Path(a.out) if a.out else Path("runs") / cfg["name"]
     final = _run_one(cfg, out, a.resume, a.quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     fin = final.get("final", {})
     shown = ", ".join(
         f"{k} {v:.2f}" for k, v in fin.items() if isinstance(v, float) and "loss" not in k
