@@ -24,6 +24,7 @@ skipped and an interrupted one resumes from its checkpoint, so the command is re
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import math
@@ -439,8 +440,9 @@ def run_one(study: dict[str, Any], spec: dict[str, Any], out: str | Path) -> dic
         "loss_variation": [m.get("loss_variation") for m in metrics],
         "wall_s": time.perf_counter() - t0,
     }
-    if spec["loss"] == "ldam":
-        record["margin_variation"] = _ldam_margin_variation(model, loss, data)
+    iso = _isolated_variation(model, loss, data)
+    if iso is not None:
+        record["isolated_variation"] = iso
     tmp = run_dir / f".{RESULT}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(engine._finite_or_none(record)) + "\n", encoding="utf-8")
     os.replace(tmp, run_dir / RESULT)
@@ -453,20 +455,45 @@ def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in keep if k in metrics}
 
 
-def _ldam_margin_variation(model: Any, loss: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """LDAM's margin alone (Eq. 9): CE of s(u - m_y e_y) against CE of s·u over the training split, so the
-    scale s, which LDAM applies to every logit, does not count as a perturbation."""
+def _isolated_variation(model: Any, loss: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The relative loss variation of a method's logit perturbation alone, on the trained model over the
+    training split (None for methods whose training loss already is the bare perturbation: CE, LA, LPL,
+    LA+LPL, focal, ISDA's augmented logits).
+
+    * LDAM (Eq. 9): CE of s(u - m_y e_y) against CE of s·u (the scale s applies to every logit);
+    * NTR (Eq. 10) and LC (Eq. 12): the loss with the re-balanced weights and the focal factor switched off
+      against BCE of u (the shift/negative scaling, or the learned per-class affine maps, alone);
+    * multi-label LPL (Eq. 34): BCE of the perturbed logits against BCE of u, whatever the base loss.
+    """
     import torch
 
     from lpl_train.data import make_loader
     from lpl_train.loss_variation import LossVariation
 
-    lv = LossVariation(data["num_classes"])
+    name = type(loss).__name__
+    if hasattr(loss, "margin_logits"):
+        kind = "ldam"
+    elif hasattr(loss, "transformed_logits") and (loss.logit_compensation or loss.init_bias != 0.0):
+        kind = "db"
+        iso = copy.deepcopy(loss)
+        iso.reweight, iso.focal_gamma, iso.reduction = False, None, "none"
+    elif name == "MultiLabelLPLLoss":
+        kind = "ml_lpl"
+    else:
+        return None
+    lv = LossVariation(data["num_classes"], multi_label=data["multi_label"])
+    was = model.training
     model.eval()
     with torch.no_grad():
         for x, y in make_loader(data["train"], batch_size=512, train=False, seed=0):
             u = model(x).float()
-            lv.update(loss.s * u, y, perturbed_logits=loss.margin_logits(u, y))
+            if kind == "ldam":
+                lv.update(loss.s * u, y, perturbed_logits=loss.margin_logits(u, y))
+            elif kind == "db":
+                lv.update(u, y, perturbed_loss=iso(u, y.float()))
+            else:
+                lv.update(u, y, perturbed_logits=loss.perturb(u))
+    model.train(was)
     return lv.compute()
 
 
@@ -754,6 +781,17 @@ def _mean_variation(records: list[dict[str, Any]], part: str | None = None) -> n
     return np.nanmean(np.array(rows, dtype=float), axis=0) if rows else np.full(1, math.nan)
 
 
+def _mean_isolated(records: list[dict[str, Any]], part: str | None = None) -> np.ndarray:
+    """Per-class isolated variation (:func:`_isolated_variation`) averaged over the seeds of ``records``."""
+    rows = []
+    for r in records:
+        iso = r.get("isolated_variation")
+        if iso:
+            d = iso[part] if part else iso
+            rows.append([math.nan if v is None else v for v in d["relative_variation"]])
+    return np.nanmean(np.array(rows, dtype=float), axis=0) if rows else np.full(1, math.nan)
+
+
 def _final_records(
     records: list[dict[str, Any]], study: dict[str, Any], dkey: str, mid: str
 ) -> list[dict]:
@@ -769,8 +807,10 @@ def loss_variation_figures(
 ) -> list[Path]:
     """Figs. 1, 2 and 11 analogues from the final runs' per-epoch loss variation (class 0 = head).
 
-    Fig. 1: LA, LDAM (margin only, on the trained model) and ISDA; Fig. 2: NTR and LC pos/neg; Fig. 11: LPL
-    on balanced, long-tail and multi-label data. Returns the PNG paths written.
+    Fig. 1: LA and ISDA (during training), LDAM's margin alone (trained model); Fig. 2: NTR and LC alone,
+    pos/neg (trained model, :func:`_isolated_variation`); Fig. 11: LPL on balanced and long-tail data
+    (during training) and multi-label LPL (during training on BCE; alone on the trained R-BCE-Focal+LPL
+    model). Returns the PNG paths written.
     """
     import matplotlib
 
@@ -783,11 +823,16 @@ def loss_variation_figures(
     ml = [k for k, v in ds.items() if v["regime"] == "multilabel"]
     paths = []
 
-    def panel(ax: Any, curves: list[tuple[str, np.ndarray]], title: str) -> None:
+    def panel(
+        ax: Any, curves: list[tuple[str, np.ndarray]], title: str, symlog: bool = False
+    ) -> None:
+        if symlog:  # LDAM's margin variation is an order of magnitude above LA's and ISDA's
+            ax.set_yscale("symlog", linthresh=10.0)
+        colors = {"LA": "C0", "ISDA": "C1", "LDAM (margin)": "C2"}
         for label, y in curves:
-            ax.plot(np.arange(len(y)), 100 * y, marker="o", label=label)
+            ax.plot(np.arange(len(y)), 100 * y, marker="o", label=label, color=colors.get(label))
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xlabel("class index (0 = head, by training count)")
+        ax.set_xlabel("class index (long-tail: 0 = head, by training count)")
         ax.set_ylabel("relative loss variation (l' − l)/l (%)")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
@@ -801,13 +846,10 @@ def loss_variation_figures(
             if not recs or (mid == "la" and d in bal):
                 continue
             if mid == "ldam_drw":
-                rows = [[math.nan if v is None else v for v in r["margin_variation"]["relative_variation"]]
-                        for r in recs if r.get("margin_variation")]  # fmt: skip
-                if rows:
-                    curves.append((lab, np.nanmean(np.array(rows, float), axis=0)))
+                curves.append((lab, _mean_isolated(recs)))
             else:
                 curves.append((lab, _mean_variation(recs)))
-        panel(axes[0, i], curves, f"Fig. 1 analogue: {ds[d].get('label', d)}")
+        panel(axes[0, i], curves, f"Fig. 1 analogue: {ds[d].get('label', d)}", symlog=True)
     fig.tight_layout()
     paths.append(_save(fig, figures / f"{prefix}fig1-loss-variation.png"))
     # Fig. 2
