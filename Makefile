@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
 
-.PHONY: install test lint format figures theory-figures study study-quick bench clean
+.PHONY: install test lint format figures theory-figures bench gpu-check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,16 @@ theory-figures: $(STAMP)
 	$(PY) -m lpl_theory figures --out figures
 
 figures: theory-figures
+
+# Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
+bench: $(STAMP)
+	$(PY) benchmarks/bench_theory.py --repeats 3
+	$(PY) benchmarks/bench_lpl.py --quick
+	$(PY) benchmarks/bench_loader.py
+
+# Training throughput on a GPU (CE vs LPL, eager vs compiled, bf16); shortened on a CPU-only machine.
+gpu-check: $(STAMP)
+	PYTHON=$(PY) benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
