@@ -16,7 +16,7 @@ from torch import nn
 from .base import FeatureClassifier
 from .cifar_resnet import CifarResNet, LAResNet32
 from .heads import NormedLinear
-from .resnet50 import ResNet50, load_torchvision_state_dict
+from .imagenet_resnet import ImageNetResNet, ResNet50, ResNet101, load_torchvision_state_dict
 from .small import MLP, FMnistCNN, LinearModel
 from .wrn import WideResNet
 
@@ -30,12 +30,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn28_10": lambda num_classes, **kw: WideResNet(28, 10, num_classes, **kw),
     "wrn16_8": lambda num_classes, **kw: WideResNet(16, 8, num_classes, **kw),
     "resnet50": ResNet50,
+    "resnet101": ResNet101,
     "fmnist_cnn": FMnistCNN,
     "mlp": MLP,
     "linear": LinearModel,
 }
 
+_IMAGENET_KW = tuple(
+    p for p in inspect.signature(ImageNetResNet).parameters if p not in ("depth", "num_classes")
+)
 _ALLOWED = {
+    "resnet50": _IMAGENET_KW,
+    "resnet101": _IMAGENET_KW,
     "resnet32": ("shortcut", "dropout", "use_norm", "in_channels"),
     "resnet110": ("shortcut", "dropout", "use_norm", "in_channels"),
     "se_resnet110": ("shortcut", "dropout", "use_norm", "in_channels"),
@@ -49,10 +55,12 @@ __all__ = [
     "CifarResNet",
     "FMnistCNN",
     "FeatureClassifier",
+    "ImageNetResNet",
     "LAResNet32",
     "LinearModel",
     "NormedLinear",
     "ResNet50",
+    "ResNet101",
     "WideResNet",
     "build_model",
     "count_parameters",
@@ -71,8 +79,8 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
     """Build model ``name`` for ``num_classes`` classes.
 
     Names: resnet32, resnet110 (option-A CIFAR ResNets; kw ``dropout``, ``shortcut``), se_resnet110,
-    resnet32_la (the LA code's 0.30M net), wrn28_10, wrn16_8 (kw ``dropout``), resnet50 (kw ``weights``,
-    ``neck``, ``frozen_stages``, ``norm_eval``), fmnist_cnn (kw ``in_channels``, ``width``, ``dropout``),
+    resnet32_la (the LA code's 0.30M net), wrn28_10, wrn16_8 (kw ``dropout``), resnet50, resnet101 (kw
+    ``weights``, ``neck``, ``frozen_stages``, ``norm_eval``), fmnist_cnn (kw ``in_channels``, ``width``, ``dropout``),
     mlp (kw ``in_features``, ``hidden``, ``depth``), linear (kw ``in_features``). Every model takes
     ``use_norm`` (cosine head for LDAM).
     """

@@ -1,5 +1,5 @@
 """Models: parameter counts, the features/classifier split, heads, dropout, option-A shortcuts and
-torchvision-compatible ResNet-50 weights."""
+torchvision-compatible ResNet-50 / ResNet-101 weights."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lpl_train.models import (
+    ImageNetResNet,
     NormedLinear,
     build_model,
     count_parameters,
@@ -29,6 +30,40 @@ def test_published_parameter_counts() -> None:
     assert count_parameters(build_model("wrn16_8", 10)) == 10_961_370
     assert count_parameters(build_model("wrn28_10", 10)) == 36_479_194
     assert count_parameters(build_model("resnet50", 1000)) == 25_557_032
+
+
+def _bottleneck_resnet_count(blocks: tuple[int, ...], num_classes: int) -> int:
+    """Parameters of a torchvision bottleneck ResNet, counted by hand: stem 7x7 conv + BN; per block
+    1x1, 3x3, 1x1 convs (no bias) + 3 BNs, a 1x1 projection + BN in each stage's first block; fc."""
+    total = 3 * 49 * 64 + _bn(64)
+    in_c = 64
+    for planes, n in zip((64, 128, 256, 512), blocks, strict=True):
+        out = 4 * planes
+        for b in range(n):
+            i = in_c if b == 0 else out
+            total += i * planes + 9 * planes * planes + planes * out + _bn(planes) * 2 + _bn(out)
+            if b == 0:
+                total += in_c * out + _bn(out)
+        in_c = out
+    return total + 2048 * num_classes + num_classes
+
+
+def test_bottleneck_resnet_counts_by_hand() -> None:
+    # the hand count reproduces torchvision's published totals, and the models match it
+    assert _bottleneck_resnet_count((3, 4, 6, 3), 1000) == 25_557_032
+    assert _bottleneck_resnet_count((3, 4, 23, 3), 1000) == 44_549_160
+    assert count_parameters(build_model("resnet101", 1000)) == 44_549_160
+    assert count_parameters(build_model("resnet101", 80)) == _bottleneck_resnet_count(
+        (3, 4, 23, 3), 80
+    )
+    # the PFC neck replaces fc(2048 -> C) by Linear(2048, 256) + BN1d(256) + fc(256 -> C)
+    pfc = build_model("resnet101", 80, neck="pfc")
+    assert count_parameters(pfc) == _bottleneck_resnet_count((3, 4, 23, 3), 0) + (
+        2048 * 256 + 256 + _bn(256) + 256 * 80 + 80
+    )
+    assert [len(getattr(pfc, f"layer{i}")) for i in (1, 2, 3, 4)] == [3, 4, 23, 3]
+    with pytest.raises(ValueError, match=r"depth must be one of \[50, 101\], got 152"):
+        ImageNetResNet(152, 10)
 
 
 def test_resnet110_option_b_and_se_counts() -> None:
@@ -115,12 +150,13 @@ def test_option_a_shortcut() -> None:
     assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2])
 
 
-def _torchvision_keys() -> set[str]:
-    """The parameter/buffer names of torchvision's resnet50, written out from its layout."""
+def _torchvision_keys(blocks: tuple[int, ...] = (3, 4, 6, 3)) -> set[str]:
+    """The parameter/buffer names of torchvision's resnet50 (or resnet101 with blocks (3, 4, 23, 3)),
+    written out from its layout."""
     bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
     keys = {"conv1.weight", "fc.weight", "fc.bias", *(f"bn1.{s}" for s in bn)}
-    for layer, blocks in enumerate((3, 4, 6, 3), start=1):
-        for b in range(blocks):
+    for layer, n in enumerate(blocks, start=1):
+        for b in range(n):
             p = f"layer{layer}.{b}"
             for i in (1, 2, 3):
                 keys.add(f"{p}.conv{i}.weight")
@@ -156,6 +192,33 @@ def test_resnet50_torchvision_state_dict(tmp_path: Path) -> None:
     bad["layer1.0.conv9.weight"] = bad.pop("layer1.0.conv1.weight")
     with pytest.raises(ValueError, match="conv9"):
         load_torchvision_state_dict(ft, bad)
+
+
+def test_resnet101_torchvision_state_dict(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src = build_model("resnet101", 1000)
+    sd = {
+        ("fc." + k[len("classifier.") :] if k.startswith("classifier.") else k): v
+        for k, v in src.state_dict().items()
+    }
+    assert set(sd) == _torchvision_keys((3, 4, 23, 3))
+    torch.save(sd, tmp_path / "r101.pth")
+    ft = build_model("resnet101", 80, weights=tmp_path / "r101.pth", neck="pfc", frozen_stages=1)
+    assert torch.equal(ft.layer3[22].conv3.weight, src.layer3[22].conv3.weight)
+    assert torch.equal(ft.layer3[22].bn3.running_var, src.layer3[22].bn3.running_var)
+    assert not ft.layer1[2].conv1.weight.requires_grad and ft.layer3[22].conv1.weight.requires_grad
+    # a ResNet-50 file does not fit: the error names the architecture and the missing blocks
+    r50 = {
+        ("fc." + k[len("classifier.") :] if k.startswith("classifier.") else k): v
+        for k, v in build_model("resnet50", 1000).state_dict().items()
+    }
+    torch.save(r50, tmp_path / "r50.pth")
+    with pytest.raises(ValueError, match=r"resnet101: missing \['layer3\.10\."):
+        build_model("resnet101", 80, weights=tmp_path / "r50.pth")
+    # files are read with weights_only=True: a pickled object is refused, naming the file
+    torch.save({"conv1.weight": torch.zeros(1), "x": Path("a")}, tmp_path / "obj.pth")
+    with pytest.raises(ValueError, match=r"obj\.pth"):
+        build_model("resnet101", 80, weights=tmp_path / "obj.pth")
 
 
 def test_build_model_errors() -> None:

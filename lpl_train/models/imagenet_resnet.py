@@ -1,17 +1,27 @@
-"""ResNet-50 (He et al., 2016) for the ImageNet-scale sets: iNaturalist (Table VI) and VOC/COCO-MLT
-(Table V), with parameter names identical to torchvision's ``resnet50`` so that a torchvision-format
-state dict loads directly (``fc.*`` maps to ``classifier.*``).
+"""Bottleneck ResNets (He et al., 2016) for the ImageNet-scale sets, with parameter names identical to
+torchvision's ``resnet50`` / ``resnet101`` so that a torchvision-format state dict loads directly (``fc.*``
+maps to ``classifier.*``).
+
+* ResNet-50: iNaturalist (Table VI) and VOC/COCO-MLT (Table V).
+* ResNet-101: full MS-COCO at 448 x 448 (Table X). The paper's text says "ResNet-110", but ResNet-110 is
+  the 1.7M-parameter CIFAR network (32 x 32 inputs, Tables I, II); for 448 x 448 ImageNet-scale inputs
+  the standard backbone of that name family is ResNet-101 (the ML-GCN / full-COCO multi-label baseline),
+  so we read "ResNet-110" as ResNet-101.
+
+Both are one class, :class:`ImageNetResNet`, that differs only in the number of bottleneck blocks per
+stage: (3, 4, 6, 3) for depth 50 and (3, 4, 23, 3) for depth 101.
 
 Pretrained use (the VOC/COCO-MLT recipe of Wu et al.): save torchvision's ImageNet weights once with
-``torch.save(torchvision.models.resnet50(weights="IMAGENET1K_V1").state_dict(), "r50.pth")`` on a machine
-that has torchvision, then ``build_model("resnet50", C, weights="r50.pth", neck="pfc", frozen_stages=1,
-norm_eval=True)``. Weights are read with ``torch.load(..., weights_only=True)``.
+``torch.save(torchvision.models.resnet50(weights="IMAGENET1K_V1").state_dict(), "r50.pth")`` (or
+``resnet101``) on a machine that has torchvision, then ``build_model("resnet50", C, weights="r50.pth",
+neck="pfc", frozen_stages=1, norm_eval=True)``. Weights are read with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,10 +55,14 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
-class ResNet50(FeatureClassifier):
-    """ResNet-50 with torchvision's parameter names; see the module docstring.
+STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+class ImageNetResNet(FeatureClassifier):
+    """Bottleneck ResNet-50 / ResNet-101 with torchvision's parameter names; see the module docstring.
 
     Args:
+        depth: 50 or 101 (bottleneck blocks per stage: 3-4-6-3 or 3-4-23-3).
         num_classes: output classes.
         use_norm: cosine head (LDAM).
         neck: ``"none"`` (2048-d features) or ``"pfc"`` (Linear(2048, 256) -> BN1d -> Dropout 0.5, the
@@ -60,6 +74,7 @@ class ResNet50(FeatureClassifier):
 
     def __init__(
         self,
+        depth: int,
         num_classes: int,
         use_norm: bool = False,
         neck: str = "none",
@@ -68,6 +83,9 @@ class ResNet50(FeatureClassifier):
         weights: str | Path | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(depth, bool) or depth not in STAGE_BLOCKS:
+            raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {depth!r}")
+        self.depth = depth
         if neck not in ("none", "pfc"):
             raise ValueError(f"neck must be 'none' or 'pfc', got {neck!r}")
         if isinstance(frozen_stages, bool) or frozen_stages not in range(5):
@@ -80,7 +98,7 @@ class ResNet50(FeatureClassifier):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         in_planes = 64
         for i, (planes, blocks, stride) in enumerate(
-            ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), start=1
+            zip((64, 128, 256, 512), STAGE_BLOCKS[depth], (1, 2, 2, 2), strict=True), start=1
         ):
             layer = []
             for b in range(blocks):
@@ -123,7 +141,7 @@ class ResNet50(FeatureClassifier):
             for p in stage.parameters():
                 p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> ResNet50:
+    def train(self, mode: bool = True) -> ImageNetResNet:
         super().train(mode)
         if mode:
             frozen = self._backbone_stages()[
@@ -144,10 +162,24 @@ class ResNet50(FeatureClassifier):
         return self.neck(torch.flatten(x.mean(dim=(2, 3)), 1))
 
 
+class ResNet50(ImageNetResNet):
+    """ResNet-50: :class:`ImageNetResNet` with ``depth=50`` (25,557,032 parameters with 1000 classes)."""
+
+    def __init__(self, num_classes: int, **kw: Any) -> None:
+        super().__init__(50, num_classes, **kw)
+
+
+class ResNet101(ImageNetResNet):
+    """ResNet-101: :class:`ImageNetResNet` with ``depth=101`` (44,549,160 parameters with 1000 classes)."""
+
+    def __init__(self, num_classes: int, **kw: Any) -> None:
+        super().__init__(101, num_classes, **kw)
+
+
 def load_torchvision_state_dict(
-    model: ResNet50, weights: str | Path | Mapping[str, torch.Tensor]
+    model: ImageNetResNet, weights: str | Path | Mapping[str, torch.Tensor]
 ) -> list[str]:
-    """Load a torchvision-format ResNet-50 state dict into ``model`` (strict on the backbone).
+    """Load a torchvision-format ResNet-50 / ResNet-101 state dict into ``model`` (strict on the backbone).
 
     ``fc.weight``/``fc.bias`` are loaded into the classifier when it is an ``nn.Linear`` of the same shape
     (no neck), and skipped otherwise (the usual fine-tuning case). Returns the skipped keys. Files are read
@@ -183,7 +215,7 @@ def load_torchvision_state_dict(
     unexpected = sorted(k for k in mapped if k not in own)
     if missing_keys or unexpected:
         raise ValueError(
-            f"weights do not match torchvision's resnet50: missing {missing_keys[:5]}, "
+            f"weights do not match torchvision's resnet{model.depth}: missing {missing_keys[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
     for k, v in mapped.items():
