@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .cifar import _NPZ_FILES, build_cifar, build_cifar_lt_npz, cifar_path
+from .coco import build_coco, coco_paths
 from .common import DatasetBundle, TensorData, check_int, missing, resolve_root
 from .fmnist import FILES as FMNIST_FILES
 from .fmnist import build_fmnist, build_fmnist_ml_lt, fmnist_dir
@@ -57,6 +58,7 @@ DATASETS: dict[str, Callable[..., DatasetBundle]] = {
     "inat2018": lambda root=None, seed=0, **p: build_inat(2018, root, seed, **p),
     "voc_mlt": build_voc_mlt,
     "coco_mlt": build_coco_mlt,
+    "coco": build_coco,
 }
 
 
@@ -83,8 +85,8 @@ def check_data(name: str, root: str | Path | None = None, **params: Any) -> list
     """The files dataset ``name`` would read, without reading them (for ``--dry-run``).
 
     Raises FileNotFoundError naming the paths tried and how to get the data when something is missing;
-    returns ``[]`` for generated data (``gaussian``). Only ``download``, ``variant`` and ``train_ids``
-    among ``params`` matter here; the others are ignored.
+    returns ``[]`` for generated data (``gaussian``). Only ``download``, ``variant``, ``train_ids`` and
+    ``year`` (``coco``: 2014 or 2017) among ``params`` matter here; the others are ignored.
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
@@ -111,12 +113,13 @@ def check_data(name: str, root: str | Path | None = None, **params: Any) -> list
         ids = params.get("train_ids")
         files.append(Path(ids) if ids else base / "VOCdevkit/VOC2012/ImageSets/Main/trainval.txt")
         how = "Unpack the VOC2012 trainval and VOC2007 trainval/test archives there."
+    elif name == "coco":
+        _, files, how = coco_paths(root, params.get("year", 2014))
     else:  # coco_mlt
-        files = [base / f"annotations/instances_{s}2017.json" for s in ("train", "val")]
+        _, files, how = coco_paths(root, 2017)
         ids = params.get("train_ids")
         if ids:
             files.append(Path(ids))
-        how = "Unpack COCO-2017 annotations, train2017 and val2017 there (cocodataset.org)."
     absent = [f for f in files if not f.is_file()]
     if absent:
         raise missing(f"{name} data", absent, how)

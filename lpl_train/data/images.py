@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .common import check_choice, check_int
+from .common import DatasetBundle, check_choice, check_int
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RECIPES, normalize
 
 
@@ -83,3 +83,24 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.get(index)
+
+
+def multilabel_bundle(
+    train: ImageFileDataset, test: ImageFileDataset, names: list[str], size: int, name: str
+) -> DatasetBundle:
+    """The bundle of a multi-label image set (VOC-MLT, COCO-MLT, MS-COCO): ImageNet normalisation, the
+    ``mlt`` augmentation, class counts = positive counts of the training split, no validation split."""
+    return DatasetBundle(
+        train=train,
+        val=None,
+        test=test,
+        num_classes=len(names),
+        class_counts=[int(v) for v in (train.targets > 0.5).sum(0).tolist()],
+        multi_label=True,
+        input_shape=(3, size, size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        augment="mlt",
+        name=name,
+        class_names=list(names),
+    )

@@ -19,6 +19,8 @@ Layout under the root::
     VOCdevkit/VOC2012/{Annotations,JPEGImages,ImageSets/Main/trainval.txt}
     VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main/test.txt}
     annotations/instances_{train,val}2017.json  train2017/  val2017/
+
+The COCO JSON parsing is shared with the full MS-COCO set (:mod:`lpl_train.data.coco`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .coco import coco_images, coco_labels, coco_paths
 from .common import DatasetBundle, check_int, missing, resolve_root
-from .images import ImageFileDataset
-from .inat import read_json
+from .images import ImageFileDataset, multilabel_bundle
 from .longtail import multilabel_long_tail_ids, pareto_reference_counts
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 VOC_CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -91,25 +92,6 @@ def _construct(labels: np.ndarray, n_max: int, n_min: int, shape: float, seed: i
     return multilabel_long_tail_ids(labels, ref, order, seed)
 
 
-def _bundle(
-    train: ImageFileDataset, test: ImageFileDataset, names: list[str], size: int, name: str
-) -> DatasetBundle:
-    return DatasetBundle(
-        train=train,
-        val=None,
-        test=test,
-        num_classes=len(names),
-        class_counts=[int(v) for v in (train.targets > 0.5).sum(0).tolist()],
-        multi_label=True,
-        input_shape=(3, size, size),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        augment="mlt",
-        name=name,
-        class_names=list(names),
-    )
-
-
 def build_voc_mlt(
     root: str | Path | None = None,
     seed: int = 0,
@@ -140,28 +122,7 @@ def build_voc_mlt(
     test_paths, test_target = _voc_split(voc07, read_id_list(test_list))
     train = ImageFileDataset(paths, target, "mlt", size)
     test = ImageFileDataset(test_paths, test_target, "mlt", size)
-    return _bundle(train, test, VOC_CLASSES, size, "voc_mlt")
-
-
-def coco_labels(path: Path) -> tuple[dict[int, str], list[int], dict[int, torch.Tensor], list[str]]:
-    """(file name by image id, category ids in order, multi-hot by image id, class names) from a COCO
-    instances JSON; instances with area <= 0 or width/height < 1 are skipped, crowd ones kept."""
-    data = read_json(path)
-    try:
-        cats = sorted(data["categories"], key=lambda c: c["id"])
-        cat_ids = [int(c["id"]) for c in cats]
-        names = [str(c.get("name", c["id"])) for c in cats]
-        col = {c: i for i, c in enumerate(cat_ids)}
-        files = {int(im["id"]): im["file_name"] for im in data["images"]}
-        labels = {i: torch.zeros(len(cat_ids)) for i in files}
-        for a in data["annotations"]:
-            _, _, w, h = a["bbox"]
-            if a.get("area", 1) <= 0 or w < 1 or h < 1:
-                continue
-            labels[int(a["image_id"])][col[int(a["category_id"])]] = 1.0
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"cannot read {path}: not a COCO instances file ({err!r})") from err
-    return files, cat_ids, labels, names
+    return multilabel_bundle(train, test, VOC_CLASSES, size, "voc_mlt")
 
 
 def build_coco_mlt(
@@ -174,16 +135,10 @@ def build_coco_mlt(
     size: int = 224,
 ) -> DatasetBundle:
     """COCO-MLT: train ids from ``train_ids`` (released list) or rebuilt with data seed ``seed``; test on val2017."""
-    base = resolve_root(root)
-    ann = [base / "annotations" / f"instances_{s}2017.json" for s in ("train", "val")]
+    base, ann, how = coco_paths(root, 2017)
     absent = [p for p in ann if not p.is_file()]
     if absent:
-        raise missing(
-            "COCO-2017 instance annotations",
-            absent,
-            "Download annotations_trainval2017.zip, train2017.zip and val2017.zip from cocodataset.org "
-            "and unpack them there.",
-        )
+        raise missing("COCO-2017 instance annotations", absent, how)
     files, cat_ids, labels, names = coco_labels(ann[0])
     if train_ids is not None:
         try:
@@ -198,20 +153,9 @@ def build_coco_mlt(
         mat = torch.stack([labels[i] for i in all_ids]).numpy()
         keep = _construct(mat, check_int("n_max", n_max, 1), n_min, pareto_shape, seed)
         ids = [all_ids[i] for i in keep]
-    train = ImageFileDataset(
-        [base / "train2017" / files[i] for i in ids],
-        torch.stack([labels[i] for i in ids]),
-        "mlt",
-        size,
-    )
+    train = coco_images(files, labels, ids, base / "train2017", size)
     vfiles, vcats, vlabels, _ = coco_labels(ann[1])
     if vcats != cat_ids:
         raise ValueError(f"{ann[1]} and {ann[0]} list different categories")
-    vids = sorted(vfiles)
-    test = ImageFileDataset(
-        [base / "val2017" / vfiles[i] for i in vids],
-        torch.stack([vlabels[i] for i in vids]),
-        "mlt",
-        size,
-    )
-    return _bundle(train, test, names, size, "coco_mlt")
+    test = coco_images(vfiles, vlabels, sorted(vfiles), base / "val2017", size)
+    return multilabel_bundle(train, test, names, size, "coco_mlt")

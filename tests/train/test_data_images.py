@@ -1,5 +1,5 @@
-"""Image-file datasets: iNaturalist JSON lists, VOC XML and COCO JSON annotations (tiny files and JPEGs
-written here), corrupt files, the torch transforms, and the Pareto long-tail construction."""
+"""Image-file datasets: iNaturalist JSON lists, VOC XML and COCO JSON annotations (COCO-MLT and full
+MS-COCO 2014/2017; tiny files and JPEGs written here), corrupt files, the torch transforms, and the Pareto long-tail construction."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lpl_train.data import build_datasets, make_loader
+from lpl_train.data import build_datasets, check_data, make_loader
 from lpl_train.data.images import decode_image
 from lpl_train.data.longtail import multilabel_long_tail_ids, pareto_reference_counts
 from lpl_train.data.mlt import VOC_CLASSES
@@ -158,8 +158,10 @@ def test_voc_errors(tmp_path: Path) -> None:
         build_datasets("voc_mlt", root=tmp_path)
 
 
-def _coco(root: Path) -> None:
-    (root / "annotations").mkdir(parents=True)
+def _coco(root: Path, year: int = 2017, unlabelled: bool = False) -> None:
+    """Tiny ``instances_{train,val}{year}.json`` + JPEGs; ``unlabelled`` adds an image without any
+    instance to each split (image 14 in train, 22 in val)."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
     cats = [
         {"id": 1, "name": "person"},
         {"id": 18, "name": "dog"},
@@ -176,27 +178,34 @@ def _coco(root: Path) -> None:
             "iscrowd": crowd,
         }
 
+    def fname(split: str, i: int) -> str:  # the official names: 2014 has a prefix, 2017 does not
+        return f"COCO_{split}2014_{i:012d}.jpg" if year == 2014 else f"{i:012d}.jpg"
+
+    train_ids, val_ids = [11, 12, 13], [21]
+    if unlabelled:
+        train_ids, val_ids = [*train_ids, 14], [*val_ids, 22]
     train = {
-        "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (11, 12, 13)],
+        "images": [{"id": i, "file_name": fname("train", i)} for i in train_ids],
         "annotations": [
             ann(1, 11, 1),
-            ann(2, 11, 18, area=0.0),  # zero area: skipped
+            ann(2, 11, 18, area=0.0),  # zero area: skipped by the COCO-MLT filter
             ann(3, 12, 90, crowd=1),  # crowd: kept
-            ann(4, 12, 18, bbox=(0, 0, 0.5, 9)),  # width < 1: skipped
+            ann(4, 12, 18, bbox=(0, 0, 0.5, 9)),  # width < 1: skipped by the COCO-MLT filter
             ann(5, 13, 18),
         ],
         "categories": cats,
     }
     val = {
-        "images": [{"id": 21, "file_name": "000000000021.jpg"}],
+        "images": [{"id": i, "file_name": fname("val", i)} for i in val_ids],
         "annotations": [ann(9, 21, 90)],
         "categories": cats,
     }
-    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(train))
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(val))
-    for i in (11, 12, 13):
-        jpeg(root / "train2017" / f"{i:012d}.jpg", (1, 2, 3))
-    jpeg(root / "val2017" / "000000000021.jpg", (1, 2, 3))
+    (root / "annotations" / f"instances_train{year}.json").write_text(json.dumps(train))
+    (root / "annotations" / f"instances_val{year}.json").write_text(json.dumps(val))
+    for i in train_ids:
+        jpeg(root / f"train{year}" / fname("train", i), (1, 2, 3))
+    for i in val_ids:
+        jpeg(root / f"val{year}" / fname("val", i), (1, 2, 3))
 
 
 def test_coco_mlt(tmp_path: Path) -> None:
@@ -214,6 +223,93 @@ def test_coco_mlt(tmp_path: Path) -> None:
     ids.write_text("11")
     with pytest.raises(ValueError, match=r"instances_val2017\.json"):
         build_datasets("coco_mlt", root=tmp_path, train_ids=ids)
+
+
+def test_coco_full_2014(tmp_path: Path) -> None:
+    _coco(tmp_path, 2014, unlabelled=True)
+    b = build_datasets("coco", root=tmp_path, size=16)
+    assert b.name == "coco" and b.multi_label and b.num_classes == 3 and b.val is None
+    assert b.class_names == ["person", "dog", "toothbrush"]  # category ids 1, 18, 90 in order
+    # every instance gives its label (zero-area and thin boxes included); image 14 has none: dropped
+    assert b.train.targets.tolist() == [[1, 1, 0], [0, 1, 1], [0, 1, 0]]
+    assert b.class_counts == [1, 3, 1]  # positive counts
+    assert b.train.paths[1] == tmp_path / "train2014" / "COCO_train2014_000000000012.jpg"
+    assert b.test.targets.tolist() == [[0, 0, 1]]  # image 22 (unlabelled) dropped
+    assert b.test.paths == [tmp_path / "val2014" / "COCO_val2014_000000000021.jpg"]
+    x, y = b.train[2]
+    assert x.shape == (3, 16, 16) and y.tolist() == [0, 1, 0]
+    # red channel 1 of 255, normalised with the ImageNet statistics
+    assert abs(float(x[0].mean()) - (1 / 255 - 0.485) / 0.229) < 0.05
+    assert b.input_shape == (3, 16, 16) and b.augment == "mlt"
+    assert build_datasets("coco", root=tmp_path).input_shape == (3, 448, 448)  # Table X's input
+
+    kept = build_datasets("coco", root=tmp_path, keep_empty=True, size=16)
+    assert kept.train.targets.tolist()[-1] == [0, 0, 0] and len(kept.train) == 4
+    assert kept.class_counts == [1, 3, 1] and len(kept.test) == 2
+    # the COCO-MLT filter drops the zero-area dog of image 11 and the thin dog of image 12
+    mlt = build_datasets("coco", root=tmp_path, skip_degenerate=True, size=16)
+    assert mlt.train.targets.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
+    assert mlt.class_counts == [1, 1, 1]
+
+
+def test_coco_full_2017_and_loader(tmp_path: Path) -> None:
+    _coco(tmp_path, 2017)
+    with pytest.raises(FileNotFoundError, match=r"instances_train2014\.json"):
+        build_datasets("coco", root=tmp_path)  # 2014 is the default
+    b = build_datasets("coco", root=tmp_path, year=2017, size=16)
+    assert b.train.paths[0] == tmp_path / "train2017" / "000000000011.jpg"
+    assert b.class_counts == [1, 3, 1] and b.test.targets.tolist() == [[0, 0, 1]]
+    ld = make_loader(b.train, 2, train=True, augment="mlt", device="cpu", seed=0)
+    ld.set_epoch(0)
+    batches = list(ld)
+    assert [tuple(x.shape) for x, _ in batches] == [(2, 3, 16, 16), (1, 3, 16, 16)]
+    got = torch.cat([y for _, y in batches])
+    assert got.sum(0).tolist() == [1.0, 3.0, 1.0] and got.dtype == torch.float32
+
+
+def test_coco_full_errors(tmp_path: Path) -> None:
+    for call in (
+        lambda: build_datasets("coco", root=tmp_path),
+        lambda: check_data("coco", root=tmp_path),
+    ):
+        with pytest.raises(FileNotFoundError) as err:
+            call()
+        msg = str(err.value)
+        for part in ("instances_train2014.json", "instances_val2014.json", "train2014.zip",
+                     "cocodataset.org", str(tmp_path)):  # fmt: skip
+            assert part in msg, (part, msg)
+    with pytest.raises(FileNotFoundError, match=r"instances_val2017\.json.*val2017\.zip"):
+        check_data("coco", root=tmp_path, year=2017)
+    with pytest.raises(ValueError, match=r"year must be one of \[2014, 2017\], got 2015"):
+        build_datasets("coco", root=tmp_path, year=2015)
+    with pytest.raises(ValueError, match=r"year must be one of \[2014, 2017\], got 2015"):
+        check_data("coco", root=tmp_path, year=2015)
+    _coco(tmp_path, 2014)
+    ann = tmp_path / "annotations"
+    assert check_data("coco", root=tmp_path) == [
+        ann / "instances_train2014.json",
+        ann / "instances_val2014.json",
+    ]
+    with pytest.raises(TypeError, match="keep_empty"):
+        build_datasets("coco", root=tmp_path, keep_empty=1)
+    good = (ann / "instances_train2014.json").read_text()
+    (ann / "instances_train2014.json").write_text(good[: len(good) // 2])  # truncated download
+    with pytest.raises(ValueError, match=r"cannot read .*instances_train2014\.json: malformed"):
+        build_datasets("coco", root=tmp_path)
+    (ann / "instances_train2014.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match=r"instances_train2014\.json: not a COCO instances file"):
+        build_datasets("coco", root=tmp_path)
+    data = json.loads(good)
+    data["categories"] = data["categories"][:2]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 90]
+    (ann / "instances_train2014.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="list different categories"):
+        build_datasets("coco", root=tmp_path)
+    data = json.loads(good)
+    data["annotations"] = []
+    (ann / "instances_train2014.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"instances_train2014\.json: no image has an instance"):
+        build_datasets("coco", root=tmp_path)
 
 
 def test_pareto_reference_and_greedy_selection() -> None:
