@@ -324,6 +324,7 @@ _DATASET_SHAPES: dict[str, tuple[int, int, float]] = {
     "cifar100_lt": (100, 500, 100.0), "fmnist": (10, 6000, 1.0), "fmnist_lt": (10, 6000, 100.0),
     "fmnist_ml_lt": (10, 6000, 100.0), "gaussian": (2, 1000, 1.0), "inat2017": (5089, 3919, 435.0),
     "inat2018": (8142, 1000, 500.0), "voc_mlt": (20, 775, 775 / 4), "coco_mlt": (80, 1128, 1128 / 6),
+    "coco": (80, 45000, 300.0),  # rough shape of train2014 (person in ~45k images); dry runs only
 }  # fmt: skip
 
 
@@ -358,7 +359,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         num_classes, n_max, ratio = _DATASET_SHAPES[name]
         ratio = float(d["params"].get("imbalance_ratio", ratio))
         counts = long_tail_counts(num_classes, n_max, ratio) if ratio > 1 else [n_max] * num_classes
-        info["multi_label"] = name.endswith("ml_lt") or name in ("voc_mlt", "coco_mlt")
+        info["multi_label"] = name.endswith("ml_lt") or name in ("voc_mlt", "coco_mlt", "coco")
     torch.manual_seed(cfg["train"]["seed"])
     info["weights_error"] = None
     try:

@@ -13,6 +13,7 @@ import torch
 from lpl_train.__main__ import main
 from lpl_train.config import dumps_toml, load_config
 from lpl_train.engine import load_checkpoint, read_metrics
+from tests.train.test_data_images import _coco
 
 torch.set_flush_denormal(True)
 
@@ -69,6 +70,27 @@ def test_dry_run_names_the_missing_data_path(capsys, tmp_path):
     assert "model resnet32 (0.464M parameters, 10 classes) and loss ldam (LDAMLoss) build" in out
     assert "data MISSING" in out
     assert err.count("\n") == 1 and str(tmp_path) in err and "cifar-10-python.tar.gz" in err
+
+
+def test_table_x_dry_run_reports_missing_coco_and_weights(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's relative weights path resolves here (absent)
+    rc = main(["run", "tx_coco_rbce_lpl_varied", "--dry-run", "--set", f"data.root='{tmp_path}'"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "model resnet101 (43.046M parameters, 80 classes) and loss ml_lpl" in out
+    assert "data and model weights MISSING" in out and err.count("\n") == 1
+    for part in (f"{tmp_path}/annotations/instances_train2014.json", "instances_val2014.json",
+                 "cocodataset.org", "resnet101-imagenet.pth"):  # fmt: skip
+        assert part in err, (part, err)
+    # with the (tiny) COCO-2014 files present, only the ImageNet weights are reported missing
+    _coco(tmp_path, 2014)
+    assert main(["run", "tx_coco_rbce_ntr", "--dry-run", "--set", f"data.root='{tmp_path}'"]) == 2
+    out, err = capsys.readouterr()
+    assert (
+        "parameters, 3 classes)" in out
+        and "loss rbce_ntr (RBCENTRLoss) build; model weights MISSING" in out
+    )
+    assert "resnet101-imagenet.pth" in err and "instances" not in err
 
 
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")

@@ -170,6 +170,9 @@ def test_shipped_configs_cover_the_paper_and_cpu_studies():
     assert (
         sum(1 for c in cells if c[0] == "V") == 32 and sum(1 for c in cells if c[0] == "VI") == 16
     )
+    assert {c for c in cells if c[0] == "X"} == {
+        ("X", row, "MS-COCO") for row in tables["X"]["rows"]
+    }
 
 
 @pytest.mark.parametrize("name", list_configs())
@@ -203,6 +206,15 @@ def test_recipes_match_the_notes():
     assert db["loss"]["params"]["neg_scale"] == 2.0 and db["loss"]["params"]["num_samples"] == 1909
     assert load_config("tv_voc_mlt_erm")["data"]["sampler"] == "none"
     assert load_config("tix_cifar100_lt100_la_lpl")["loss"]["params"]["tau"] == 40
+    # Table X: Table V's COCO recipe on full COCO-2014 at 448x448, ResNet-101
+    for name in ("tx_coco_rbce_ntr", "tx_coco_rbce_lc", "tx_coco_rbce_lpl_varied"):
+        x = load_config(name)
+        assert x["data"]["name"] == "coco" and x["data"]["params"] == {"year": 2014, "size": 448}
+        assert x["model"]["name"] == "resnet101" and x["data"]["sampler"] == "class_aware"
+        assert {k: x[k] for k in ("optim", "schedule")} == {k: db[k] for k in ("optim", "schedule")}
+        assert x["model"]["params"]["neck"] == "pfc" and x["model"]["params"]["frozen_stages"] == 1
+    ntr = load_config("tx_coco_rbce_ntr")["loss"]["params"]
+    assert ntr["num_samples"] == 82081 and ntr["neg_scale"] == 2.0 and ntr["map_mu"] == 0.2
 
 
 @pytest.fixture(scope="module")
