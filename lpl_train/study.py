@@ -283,6 +283,8 @@ def _nanmean(values: Iterable[float | None]) -> float:
 def validation_score(record: dict[str, Any]) -> float:
     """The selection score of a run, from its ``val`` metrics only (lower is better): the balanced
     (mean per-class) validation error in percent, or minus the validation mAP for multi-label runs."""
+    if record.get("diverged"):
+        return math.inf
     if "val" not in record or not isinstance(record["val"], dict):
         raise ValueError(f"record {record.get('key')!r} has no 'val' metrics")
     val = record["val"]
@@ -407,20 +409,41 @@ def run_one(study: dict[str, Any], spec: dict[str, Any], out: str | Path) -> dic
                               data["class_counts"], data["multi_label"])  # fmt: skip
     resume = (run_dir / engine.CHECKPOINT).is_file()
     t0 = time.perf_counter()
-    fit_out = engine.fit(cfg, run_dir, components=comps, resume=resume, progress=False,
-                         log=lambda s: None)  # fmt: skip
-    if (
-        resume and (run_dir / engine.CHECKPOINT).is_file()
-    ):  # a resumed run: reload the final weights
-        ck = engine.load_checkpoint(run_dir / engine.CHECKPOINT)
-        model.load_state_dict(ck["model"])
-        loss.load_state_dict(ck["loss"])
+    try:  # a resumed run: fit loads the checkpoint into this model and loss
+        fit_out = engine.fit(cfg, run_dir, components=comps, resume=resume, progress=False,
+                             log=lambda s: None)  # fmt: skip
+    except engine.TrainingDiverged as exc:  # recorded, never selected, left out of the tables
+        record = {**_identity(study, spec, params, data, ctx), "diverged": str(exc), "val": None,
+                  "test": None, "loss_variation": [], "wall_s": time.perf_counter() - t0}  # fmt: skip
+        _write_record(record, run_dir)
+        return record
     val = fit_out["final"]
     test = engine.evaluate(
         model, test_loader, data["num_classes"], data["class_counts"], data["multi_label"]
     )
     metrics = engine.read_metrics(run_dir)
     record = {
+        **_identity(study, spec, params, data, ctx),
+        "val": _strip(val),
+        "test": _strip(test),
+        "loss_variation": [_slim(m.get("loss_variation")) for m in metrics],
+        "wall_s": time.perf_counter() - t0,
+    }
+    iso = _isolated_variation(model, loss, data)
+    if iso is not None:
+        record["isolated_variation"] = iso
+    _write_record(record, run_dir)
+    return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+
+
+def _identity(
+    study: dict[str, Any],
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    data: dict[str, Any],
+    ctx: dict[str, Any],
+) -> dict[str, Any]:
+    return {
         "study": study["name"],
         "quick": study["quick"],
         "key": spec["key"],
@@ -435,19 +458,16 @@ def run_one(study: dict[str, Any], spec: dict[str, Any], out: str | Path) -> dic
         "num_train": ctx["num_train"],
         "num_val": len(data["val"].targets),
         "class_counts": data["class_counts"],
-        "val": _strip(val),
-        "test": _strip(test),
-        "loss_variation": [_slim(m.get("loss_variation")) for m in metrics],
-        "wall_s": time.perf_counter() - t0,
     }
-    iso = _isolated_variation(model, loss, data)
-    if iso is not None:
-        record["isolated_variation"] = iso
+
+
+def _write_record(record: dict[str, Any], run_dir: Path) -> None:
+    from lpl_train import engine
+
     tmp = run_dir / f".{RESULT}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(engine._finite_or_none(record)) + "\n", encoding="utf-8")
     os.replace(tmp, run_dir / RESULT)
     (run_dir / engine.CHECKPOINT).unlink(missing_ok=True)  # results kept, weights not needed
-    return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
 
 
 def _slim(lv: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -540,9 +560,12 @@ def _execute(
     try:
         for i, r in enumerate(it, 1):
             results.append(r)
+            head = f"[{i}/{len(specs)} {time.perf_counter() - t0:.0f}s] {r['key']}"
+            if r.get("diverged"):
+                log(f"{head}: diverged ({r['diverged']})")
+                continue
             score = r["test"].get("top1_error", r["test"].get("map"))
-            log(f"[{i}/{len(specs)} {time.perf_counter() - t0:.0f}s] {r['key']}: test "
-                f"{'mAP' if r['multi_label'] else 'error'} {score:.2f}")  # fmt: skip
+            log(f"{head}: test {'mAP' if r['multi_label'] else 'error'} {score:.2f}")
     finally:
         if pool is not None:
             pool.close()
@@ -572,7 +595,9 @@ def summarize(
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for key, point in chosen.items():
         runs = [r for r in records if (r["dataset"], r["method"]) == key and r["point"] == point
-                and r["seed"] in study["seeds"]]  # fmt: skip
+                and r["seed"] in study["seeds"] and not r.get("diverged")]  # fmt: skip
+        if not runs:
+            continue
         runs.sort(key=lambda r: r["seed"])
         groups = class_groups_by_rank(runs[0]["class_counts"], fr)
         cols: dict[str, list[float]] = {}

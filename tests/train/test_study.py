@@ -331,3 +331,16 @@ def test_tiny_study_end_to_end_is_resumable(tmp_path):
     )
     summ = S.summarize(recs, study)
     assert summ[("g", "ce")]["n"] == 2
+
+
+def test_a_diverged_run_is_recorded_and_never_selected(tmp_path):
+    study = _tiny_study(tmp_path)
+    study["optim"]["lr"] = 1e38  # the weights overflow to inf within a few steps
+    spec = S.plan_runs(study)[0]
+    rec = S.run_one(study, spec, tmp_path / "out")
+    assert "non-finite" in rec["diverged"] and rec["test"] is None
+    assert S.validation_score(rec) == math.inf
+    ok = {**rec, "diverged": None, "point": {"x": 1}, "val": {"per_class_acc": [10.0, 10.0]}}
+    assert S.select_best([rec, ok])[(rec["dataset"], rec["method"])] == {"x": 1}
+    # read back on a second call, not trained again
+    assert S.run_one(study, spec, tmp_path / "out") == json.loads(json.dumps(rec))
