@@ -188,6 +188,33 @@ def test_shipped_config_names_existing_parts_and_paper_cell(name):
         assert ("map" in value) == (p["table"] in ("V", "X"))
 
 
+@pytest.mark.parametrize("name", list_configs())
+def test_shipped_schedule_events_happen_within_the_run(name):
+    """A DRW switch, a milestone or a warm-up at or past the last epoch would silently never happen."""
+    cfg = load_config(name)
+    epochs = cfg["schedule"]["epochs"]
+    drw = cfg["loss"]["params"].get("drw_epoch")
+    if drw is not None:
+        assert 0 < drw < epochs, (name, drw, epochs)
+    assert all(m < epochs for m in cfg["schedule"]["milestones"]), name
+    assert cfg["schedule"]["warmup_epochs"] < epochs, name
+
+
+def test_fmnist_ldam_drw_reweights_in_its_last_two_epochs():
+    from lpl_train.losses import build_loss
+
+    for ratio in (10, 100):
+        cfg = load_config(f"fmnist_lt{ratio}_ldam_drw")
+        assert cfg["schedule"]["epochs"] == 5 and cfg["loss"]["params"]["drw_epoch"] == 3
+        counts = [6000, 60] + [600] * 8
+        lo = build_loss("ldam", num_classes=10, class_counts=counts, **cfg["loss"]["params"])
+        reweighted = []
+        for e in range(5):
+            lo.set_epoch(e, 5)
+            reweighted.append(not torch.equal(lo.weight, torch.ones(10)))
+        assert reweighted == [False, False, False, True, True]
+
+
 def test_recipes_match_the_notes():
     ldam = load_config("tiv_cifar10_lt100_ldam_drw")
     assert ldam["schedule"] == {**ldam["schedule"], "epochs": 200, "milestones": [160, 180],
