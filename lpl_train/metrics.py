@@ -1,12 +1,13 @@
 """Evaluation metrics of the paper's tables.
 
 * Single-label (Tables I-IV, VI, VIII, IX): top-1 error in percent, per-class accuracy, and the
-  many/medium/few-shot groups of the long-tail literature (a class is *many* when it has at least
-  ``many`` training samples, *few* when it has fewer than ``few``, *medium* otherwise).
+  many/medium/few-shot groups of the long-tail literature (Liu et al., OLTR: a class is *many* when it has
+  more than ``many`` = 100 training samples, *few* when it has fewer than ``few`` = 20, *medium*
+  otherwise, so a class of exactly 100 is medium).
 * Multi-label (Table V, X): per-class average precision and mAP, in percent, with the same definition as
   ``sklearn.metrics.average_precision_score`` (AP = sum_n (R_n - R_{n-1}) P_n over the distinct score
   thresholds), and the head/medium/tail mAP of Wu et al. (head: at least 100 training positives, tail:
-  fewer than 20).
+  fewer than 20; unlike the single-label rule, a class of exactly 100 is head, as in their VOC-MLT split).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def per_class_accuracy(logits: torch.Tensor, target: torch.Tensor, num_classes: 
     ]
 
 
-def _groups(class_counts: Sequence[int], n: int, many: int, few: int) -> dict[str, list[int]]:
+def _groups(
+    class_counts: Sequence[int], n: int, many: int, few: int, many_inclusive: bool
+) -> dict[str, list[int]]:
     if len(class_counts) != n:
         raise ValueError(
             f"class_counts must have {n} entries (one per class), got {len(class_counts)}"
@@ -80,15 +83,17 @@ def _groups(class_counts: Sequence[int], n: int, many: int, few: int) -> dict[st
         )
     g: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
     for c, k in enumerate(class_counts):
-        g["many" if k >= many else "few" if k < few else "medium"].append(c)
+        top = k >= many if many_inclusive else k > many
+        g["many" if top else "few" if k < few else "medium"].append(c)
     return g
 
 
 def class_groups(
     class_counts: Sequence[int], many: int = 100, few: int = 20
 ) -> dict[str, list[int]]:
-    """Class indices per group: ``many`` (count >= many), ``medium``, ``few`` (count < few)."""
-    return _groups(class_counts, len(class_counts), many, few)
+    """Class indices per group: ``many`` (count > many), ``medium`` (few <= count <= many), ``few``
+    (count < few), the single-label rule of OLTR (Liu et al., 2019)."""
+    return _groups(class_counts, len(class_counts), many, few, many_inclusive=False)
 
 
 def _nanmean(values: list[float]) -> float:
@@ -99,11 +104,12 @@ def _nanmean(values: list[float]) -> float:
 def group_accuracy(
     per_class_acc: Sequence[float], class_counts: Sequence[int], many: int = 100, few: int = 20
 ) -> dict[str, float]:
-    """Mean per-class accuracy of the many / medium / few groups (NaN for an empty group).
+    """Mean per-class accuracy of the many (count > ``many``) / medium / few (count < ``few``) groups
+    (:func:`class_groups`; NaN for an empty group).
 
     ``class_counts`` are the *training* counts that define the groups.
     """
-    g = _groups(class_counts, len(per_class_acc), many, few)
+    g = _groups(class_counts, len(per_class_acc), many, few, many_inclusive=False)
     return {k: _nanmean([float(per_class_acc[c]) for c in idx]) for k, idx in g.items()}
 
 
@@ -155,7 +161,7 @@ def map_groups(
 ) -> dict[str, float]:
     """mAP over all classes and over the head (>= ``head`` training positives), medium and tail
     (< ``tail``) classes: keys ``total``, ``head``, ``medium``, ``tail`` (NaN for an empty group)."""
-    g = _groups(class_counts, len(ap_per_class), head, tail)
+    g = _groups(class_counts, len(ap_per_class), head, tail, many_inclusive=True)
     ap = [float(a) for a in ap_per_class]
     return {
         "total": _nanmean(ap),

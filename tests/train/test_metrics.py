@@ -29,7 +29,8 @@ def test_top1_and_per_class() -> None:
 
 
 def test_groups() -> None:
-    counts = [500, 100, 99, 20, 19, 1]
+    # OLTR's single-label rule: many > 100, few < 20, so a class of exactly 100 is medium
+    counts = [500, 101, 100, 20, 19, 1]
     assert class_groups(counts) == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
     g = group_accuracy([0.9, 0.7, 0.5, 0.3, 0.2, 0.0], counts)
     assert (
@@ -38,6 +39,18 @@ def test_groups() -> None:
         and g["few"] == pytest.approx(0.1)
     )
     assert math.isnan(group_accuracy([0.5], [5])["many"])
+
+
+def test_fmnist_lt100_class_of_100_is_medium_but_voc_class_of_100_is_head() -> None:
+    fm = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]  # Fashion-MNIST-LT 100:1
+    assert class_groups(fm) == {"many": list(range(8)), "medium": [8, 9], "few": []}
+    voc = [6, 34, 8, 14, 154, 17, 249, 29, 479, 4, 240, 48, 11, 20, 775, 100, 5, 82, 7, 64]
+    ap = [float(i) for i in range(20)]
+    head = [4, 6, 8, 10, 14, 15]  # Wu et al.'s VOC-MLT head split (6/6/8) includes class 15 (100)
+    out = map_groups(ap, voc)
+    assert out["head"] == pytest.approx(sum(head) / 6)
+    assert out["medium"] == pytest.approx((1 + 7 + 11 + 13 + 17 + 19) / 6)
+    assert out["tail"] == pytest.approx((0 + 2 + 3 + 5 + 9 + 12 + 16 + 18) / 8)
 
 
 def test_ap_hand_case() -> None:
