@@ -587,3 +587,67 @@ def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path):
     for rank in (0, 1):  # rank 1 produced the NaN in epoch 1; rank 0 learns it at the epoch's end
         assert "in epoch 1 of 2" in (tmp_path / "nan" / f"diverged_rank{rank}.txt").read_text()
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()  # no epoch completed
+
+
+def test_real_stack_kill_and_resume_is_bit_exact(tmp_path):
+    """The package's own pieces (uint8 TensorData, crop+flip TensorLoader, BN CNN with dropout, LDAM with
+    DRW and the cosine head): a run killed inside epoch 2 and resumed ends bit-for-bit where an
+    uninterrupted run ends, checkpoint and metrics alike."""
+    from lpl_train.data import TensorData, make_loader
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+
+    g = torch.Generator().manual_seed(7)
+    counts = [24, 12, 6, 6]
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    x = torch.randint(0, 256, (len(y), 1, 28, 28), generator=g, dtype=torch.uint8)
+    train = TensorData(x, y, (0.5,), (0.25,))
+    test = TensorData(x[::3].clone(), y[::3].clone(), (0.5,), (0.25,))
+
+    class Killer:
+        def __init__(self, loader, at=None):
+            self.loader, self.at, self.epoch = loader, at, 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+            self.loader.set_epoch(epoch)
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            for i, batch in enumerate(self.loader):
+                if self.at == (self.epoch, i):
+                    raise KeyboardInterrupt("simulated kill")
+                yield batch
+
+    def comps(kill_at=None, init=0):
+        torch.manual_seed(init)
+        model = build_model("fmnist_cnn", 4, width=4, dropout=0.3, use_norm=True)
+        loss = build_loss("ldam", num_classes=4, class_counts=counts, drw_epoch=2)
+        tl = make_loader(train, 16, train=True, augment="crop_flip", seed=3)
+        return Components(
+            model=model,
+            loss=loss,
+            train_loader=Killer(tl, kill_at),
+            test_loader=make_loader(test, 32, train=False),
+            num_classes=4,
+            class_counts=counts,
+        )
+
+    cfg = make_cfg(epochs=4, loss_variation=True)
+    fit(cfg, tmp_path / "full", components=comps(), log=quiet)
+    run = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, run, components=comps(kill_at=(2, 1)), log=quiet)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
+    fit(cfg, run, components=comps(init=5), resume=True, log=quiet)
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    resumed = load_checkpoint(run / "checkpoint.pt")
+    for part in ("model", "loss"):
+        for k, v in full[part].items():
+            assert torch.equal(v, resumed[part][k]), (part, k)
+    assert not torch.equal(full["loss"]["weight"], torch.ones(4))  # DRW was on in epochs 2, 3
+    assert strip_timing(engine.read_metrics(run)) == strip_timing(
+        engine.read_metrics(tmp_path / "full")
+    )
