@@ -2,7 +2,7 @@
 
 l is the plain loss on the network's logits u (cross-entropy for single-label, elementwise binary
 cross-entropy for multi-label) and l′ the loss that a logit-perturbing method actually trains with on the
-same batch: LA (u + log π), LDAM (margins), ISDA (augmented logits), NTR, LC, LPL (u + δ), ... It is given
+same batch: LA (u + log π), LDAM (margins, against the CE of its scaled logits s·u), ISDA (augmented logits), NTR, LC, LPL (u + δ), ... It is given
 either as that method's per-sample (N,) / elementwise (N, C) loss, or as its perturbed logits (then l′ is
 the plain CE/BCE of those logits).
 
@@ -182,6 +182,11 @@ class LossVariation:
         """Add one batch using ``loss`` (any loss module of this package with a ``reduction`` attribute) to
         get l′: it is called with ``reduction="none"`` on ``logits`` and restored afterwards.
 
+        LDAM (a loss with ``margin_logits`` and a scale ``s``) is compared on its own scale: its logits are
+        cosines in [−1, 1] that it multiplies by ``s``, so l is the CE of s·u and l′ the CE of its
+        margin-adjusted logits s·(u − m_y·e_y) (Eq. 9), without the DRW weights. Against the CE of the raw
+        cosines, the scale alone would make every class's variation close to −100%.
+
         Feature-level losses (ISDA) are not called on logits: pass their augmented logits to
         :meth:`update` as ``perturbed_logits`` instead.
         """
@@ -189,6 +194,12 @@ class LossVariation:
             raise ValueError(
                 "a feature-level loss (needs_features) cannot be called on logits; pass its augmented logits to update(perturbed_logits=...)"
             )
+        margin_logits = getattr(loss, "margin_logits", None)
+        if callable(margin_logits) and not self.multi_label:
+            with torch.no_grad():
+                perturbed = margin_logits(logits, target)
+                self.update(float(loss.s) * logits.detach(), target, perturbed_logits=perturbed)
+            return
         if not hasattr(loss, "reduction"):
             raise TypeError(f"loss must have a 'reduction' attribute, got {type(loss).__name__}")
         saved = loss.reduction

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lpl_train.loss_variation import LossVariation
+from lpl_train.losses import build_loss
 from lpl_train.losses.lpl import LPLLoss, MultiLabelLPLLoss
 from lpl_train.perturbation import single_label_perturbation
 
@@ -75,6 +76,30 @@ def test_update_with_uses_the_loss_per_sample_and_restores_reduction():
     rel = lv.compute()["relative_variation"]
     for k in range(4):
         assert (rel[k] > 0) == (sign[k] > 0), k
+
+
+def test_ldam_is_measured_on_its_scaled_logits_and_raises_every_class():
+    # cosine logits of a trained model: 0.3 on the true class, 0.1 elsewhere; s = 30, margins 0.5·(1/n)^¼
+    y = torch.tensor([0, 1, 2, 2])
+    u = torch.full((4, 3), 0.1, dtype=torch.float64)
+    u[torch.arange(4), y] = 0.3
+    loss = build_loss("ldam", num_classes=3, class_counts=[16, 1, 1], drw_epoch=0)
+    loss.set_epoch(0, 10)  # DRW weights on: they are not part of the logit perturbation
+    lv = LossVariation(3)
+    lv.update_with(loss, u, y)
+    out = lv.compute()
+    margins = [0.25, 0.5, 0.5]
+    expected = []
+    for k in range(3):
+        z = 30 * u[y == k][0]
+        z_m = z.clone()
+        z_m[k] -= 30 * margins[k]
+        l = float(F.cross_entropy(z[None], torch.tensor([k])))
+        lm = float(F.cross_entropy(z_m[None], torch.tensor([k])))
+        expected.append((lm - l) / l)
+    assert out["relative_variation"] == pytest.approx(expected, rel=1e-4)
+    assert all(v > 0 for v in out["relative_variation"])  # Eq. 9: LDAM raises every class's loss
+    assert loss.reduction == "mean"
 
 
 def test_multi_label_positive_and_negative_separately():
