@@ -33,9 +33,11 @@ authors' released scripts; they are not the paper's method (see ``docs/lpl.md``)
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -85,7 +87,8 @@ _TINY = 1e-30
 # validation
 # --------------------------------------------------------------------------------------------------
 def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
 
 
 def check_positive(value: object, name: str) -> float:
@@ -189,6 +192,13 @@ def check_class_counts(
     Raises unless it is a 1-D sequence/tensor of ``num_classes`` finite numbers >= 0 (> 0 if
     ``positive``) with a positive total.
     """
+    if isinstance(class_counts, np.ndarray):
+        if not (
+            np.issubdtype(class_counts.dtype, np.integer)
+            or np.issubdtype(class_counts.dtype, np.floating)
+        ):
+            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
+        class_counts = torch.from_numpy(class_counts.astype(np.float64))
     if isinstance(class_counts, Tensor):
         counts = class_counts.detach().to("cpu", torch.float64)
     elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
@@ -244,10 +254,10 @@ def index_threshold(tau: object, num_classes: int, name: str = "tau") -> int:
         raise TypeError(
             f"{name} must be an int class index or a float fraction of C for an index split, got {tau!r}"
         )
-    if isinstance(tau, int):
+    if isinstance(tau, numbers.Integral):
         if not 0 <= tau <= num_classes:
             raise ValueError(f"{name} as a class index must lie in [0, {num_classes}], got {tau}")
-        return tau
+        return int(tau)
     if not math.isfinite(tau) or not 0.0 <= tau <= 1.0:
         raise ValueError(f"{name} as a fraction of C must lie in [0, 1], got {tau!r}")
     return int(math.floor(tau * num_classes + 0.5))

@@ -182,7 +182,7 @@ class LPLLoss(nn.Module):
                     f"tau must be None for split='mean' (τ is the batch mean), got {tau!r}"
                 )
         elif split == "value":
-            if isinstance(tau, bool) or not isinstance(tau, int | float):
+            if not P._is_number(tau):
                 raise TypeError(f"tau must be a number in [0, 1] for split='value', got {tau!r}")
             if not (math.isfinite(tau) and 0.0 <= tau <= 1.0):
                 raise ValueError(

@@ -383,3 +383,24 @@ def test_cuda_matches_cpu():
     ml = MultiLabelLPLLoss(5, class_counts=COUNTS, tau=2, epsilon=0.2).to("cuda")
     um, t = _ml_batch()
     assert float(ml(um.cuda(), t.cuda())) == pytest.approx(float(ml.cpu()(um, t)), rel=1e-5)
+
+
+def test_numpy_counts_and_scalars_are_accepted_like_python_numbers():
+    # np.bincount(...) or list(np.bincount(...)) are how users get class counts; np.int64 τ from configs
+    import numpy as np
+
+    u, y = _batch(seed=14)
+    ref = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.3, split="index", tau=2)
+    for counts in (np.array(COUNTS), list(np.array(COUNTS)), np.array(COUNTS, dtype=np.float32)):
+        for tau in (2, np.int64(2)):
+            loss = LPLLoss(5, class_counts=counts, alpha=0.1, epsilon=0.3, split="index", tau=tau)
+            assert loss.head == 2 and loss.rank.tolist() == ref.rank.tolist()
+            assert float(loss(u, y)) == float(ref(u, y))
+    assert LPLLoss(5, class_counts=COUNTS, split="index", tau=np.float64(0.4)).head == 2
+    assert LPLLoss(5, split="value", tau=np.float32(0.5)).tau == 0.5
+    ml = MultiLabelLPLLoss(5, class_counts=np.array(COUNTS), tau=np.int64(2), epsilon=0.3)
+    assert ml.delta.tolist() == pytest.approx([-0.3, -0.3, 0.3, 0.3, 0.3])
+    with pytest.raises(TypeError, match="class_counts must hold numbers"):
+        LPLLoss(5, class_counts=np.array(["a"] * 5))
+    with pytest.raises(TypeError, match="tau"):
+        LPLLoss(5, class_counts=COUNTS, split="index", tau=np.bool_(True))
