@@ -180,7 +180,8 @@ class LossVariation:
 
     def update_with(self, loss: nn.Module, logits: Tensor, target: Tensor) -> None:
         """Add one batch using ``loss`` (any loss module of this package with a ``reduction`` attribute) to
-        get l′: it is called with ``reduction="none"`` on ``logits`` and restored afterwards.
+        get l′: it is called with ``reduction="none"`` on ``logits``; its reduction and buffers (step
+        counters such as DisturbLabel's) are restored afterwards, so measuring does not change training.
 
         LDAM (a loss with ``margin_logits`` and a scale ``s``) is compared on its own scale: its logits are
         cosines in [−1, 1] that it multiplies by ``s``, so l is the CE of s·u and l′ the CE of its
@@ -203,12 +204,18 @@ class LossVariation:
         if not hasattr(loss, "reduction"):
             raise TypeError(f"loss must have a 'reduction' attribute, got {type(loss).__name__}")
         saved = loss.reduction
+        buffers = (
+            {n: b.clone() for n, b in loss.named_buffers()} if isinstance(loss, nn.Module) else {}
+        )
         loss.reduction = "none"
         try:
             with torch.no_grad():
                 value = loss(logits, target)
         finally:
             loss.reduction = saved
+            with torch.no_grad():
+                for n, b in loss.named_buffers() if buffers else ():
+                    b.copy_(buffers[n])
         self.update(logits, target, perturbed_loss=value)
 
     def compute(self) -> dict[str, Any]:

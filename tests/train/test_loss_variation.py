@@ -102,6 +102,17 @@ def test_ldam_is_measured_on_its_scaled_logits_and_raises_every_class():
     assert loss.reduction == "mean"
 
 
+def test_update_with_leaves_the_loss_state_alone():
+    # DisturbLabel draws its noisy labels from a step counter: measuring must not advance it
+    u = torch.randn(16, 3, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(16) % 3
+    loss = build_loss("disturb_label", alpha=0.5).train()
+    LossVariation(3).update_with(loss, u, y)
+    assert int(loss.step) == 0
+    twin = build_loss("disturb_label", alpha=0.5).train()
+    assert float(loss(u, y)) == float(twin(u, y))
+
+
 def test_multi_label_positive_and_negative_separately():
     u = torch.zeros(2, 2)
     t = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
