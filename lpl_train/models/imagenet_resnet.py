@@ -188,7 +188,12 @@ def load_torchvision_state_dict(
     if isinstance(weights, str | Path):
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
+            raise FileNotFoundError(
+                f"weights file not found: {path} (tried: {path.absolute()}). Save torchvision's ImageNet "
+                f"weights there once, on a machine with torchvision: torch.save(torchvision.models."
+                f"resnet{model.depth}(weights='IMAGENET1K_V1').state_dict(), '{path}'), or point "
+                "model.params.weights at such a file"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
