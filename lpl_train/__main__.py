@@ -22,7 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lpl_train.config import ConfigError, list_configs, load_config, parse_value
+from lpl_train.config import (
+    ConfigError,
+    list_configs,
+    load_config,
+    parse_value,
+    schedule_warnings,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,8 +119,14 @@ def _dry_run(cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _warn(cfg: dict[str, Any]) -> None:
+    for msg in schedule_warnings(cfg):
+        print(f"lpl-train: warning: {cfg['name']}: {msg}", file=sys.stderr)
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, a.overrides, a.epochs)
+    _warn(cfg)
     if a.dry_run:
         return _dry_run(cfg)
     out = Path(a.out) if a.out else Path("runs") / cfg["name"]
@@ -156,6 +168,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")
     grid = _parse_grid(a.grid)
     base = load_config(a.config, a.overrides, a.epochs)
+    _warn(base)
     root = Path(a.out) if a.out else Path("runs") / f"{base['name']}-sweep"
     keys = [k for k, _ in grid]
     points = list(itertools.product(*[v for _, v in grid])) or [()]

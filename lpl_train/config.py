@@ -38,6 +38,7 @@ __all__ = [
     "find_config",
     "list_configs",
     "load_config",
+    "schedule_warnings",
     "validate_config",
 ]
 
@@ -275,6 +276,32 @@ def _check_plain(where: str, value: Any) -> None:
         raise ConfigError(
             f"config key {where!r} has value {value!r}; expected TOML scalars, arrays, tables"
         )
+
+
+def schedule_warnings(cfg: dict[str, Any]) -> list[str]:
+    """Events of a validated config that can never happen in its ``schedule.epochs`` (0-indexed epochs):
+    a DRW switch (``loss.params.drw_epoch``), lr milestones or a warm-up at or past the last epoch, as
+    after ``--epochs 2`` on a 200-epoch recipe. The run is still valid; the messages say what it skips."""
+    epochs = cfg["schedule"]["epochs"]
+    out = []
+    drw = cfg["loss"]["params"].get("drw_epoch")
+    if isinstance(drw, int) and not isinstance(drw, bool) and drw >= epochs:
+        out.append(
+            f"loss.params.drw_epoch={drw} >= schedule.epochs={epochs}: DRW re-weighting never "
+            "switches on in this run"
+        )
+    late = [m for m in cfg["schedule"]["milestones"] if m >= epochs]
+    if late and cfg["schedule"]["kind"] == "step":
+        out.append(
+            f"schedule.milestones {late} are at or past schedule.epochs={epochs}: those lr steps never "
+            "happen in this run"
+        )
+    if cfg["schedule"]["warmup_epochs"] > epochs:
+        out.append(
+            f"schedule.warmup_epochs={cfg['schedule']['warmup_epochs']} > schedule.epochs={epochs}: "
+            "the run ends inside the warm-up"
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- files

@@ -229,3 +229,33 @@ def test_end_to_end_fmnist_lt100_lpl_trains_on_real_data(tmp_path, capsys):
     assert lv["relative_variation"][0] < 0 < lv["relative_variation"][-1]
     final = json.loads((out / "final.json").read_text())
     assert final["class_counts"] == lv["count"]
+
+
+def test_run_warns_when_epochs_cut_off_drw_milestones_and_warmup(capsys, tmp_path):
+    argv = ["run", "tiv_cifar10_lt100_ldam_drw", "--dry-run", "--set", f"data.root='{tmp_path}'"]
+    assert main([*argv, "--epochs", "2"]) == 2  # data missing, but the warnings come first
+    err = capsys.readouterr().err.splitlines()
+    assert err[:3] == [
+        "lpl-train: warning: tiv_cifar10_lt100_ldam_drw: loss.params.drw_epoch=160 >= "
+        "schedule.epochs=2: DRW re-weighting never switches on in this run",
+        "lpl-train: warning: tiv_cifar10_lt100_ldam_drw: schedule.milestones [160, 180] are at or "
+        "past schedule.epochs=2: those lr steps never happen in this run",
+        "lpl-train: warning: tiv_cifar10_lt100_ldam_drw: schedule.warmup_epochs=5 > "
+        "schedule.epochs=2: the run ends inside the warm-up",
+    ]
+    assert err[3].startswith("lpl-train: error: CIFAR-10 not found") and len(err) == 4
+    assert main([*argv, "--epochs", "170"]) == 2  # DRW (160) happens, milestone 180 does not
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "milestones [180]" in err[0] and "drw_epoch" not in err[0]
+    assert main(argv) == 2  # the shipped recipe: no warning
+    assert capsys.readouterr().err.count("warning") == 0
+
+
+def test_missing_weights_message_names_the_absolute_path_and_how_to_make_the_file(tmp_path):
+    from lpl_train.models import build_model
+
+    with pytest.raises(FileNotFoundError) as exc:
+        build_model("resnet101", 5, weights=str(tmp_path / "w.pth"))
+    msg = str(exc.value)
+    assert f"tried: {tmp_path / 'w.pth'}" in msg
+    assert "torchvision.models.resnet101(weights='IMAGENET1K_V1').state_dict()" in msg
