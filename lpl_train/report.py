@@ -165,11 +165,16 @@ def aggregate(runs: list[_Run], results: dict[str, Any] | None = None) -> list[R
         fin: dict[str, tuple[float, float | None]] = {}
         bst: dict[str, tuple[float, float | None]] = {}
         for m in names:
-            vals = [r.final["final"][m] for r in rs if m in r.final.get("final", {})]
+            # None = undefined for that run (an empty class group, e.g. no tail class): left out
+            vals = [r.final["final"][m] for r in rs if r.final.get("final", {}).get(m) is not None]
             if vals:
                 fin[m] = _mean_std([float(v) for v in vals])
         best_key = "test_map" if multi else "test_top1_error"
-        bvals = [r.final["best"][best_key] for r in rs if best_key in r.final.get("best", {})]
+        bvals = [
+            r.final["best"][best_key]
+            for r in rs
+            if r.final.get("best", {}).get(best_key) is not None
+        ]
         if bvals:
             bst[names[0]] = _mean_std([float(v) for v in bvals])
         paper = rs[0].config.get("paper")

@@ -183,3 +183,20 @@ def test_transcription_reproduces_the_differences_stated_in_the_text(a, b, claim
     va, vb = paper_cell(*a), paper_cell(*b)
     key = "map" if "map" in va else "top1_error"
     assert va[key] - vb[key] == pytest.approx(claimed, abs=1e-9)
+
+
+def test_undefined_group_map_is_left_out_not_a_crash(tmp_path):
+    # fmnist_ml_lt100 has no class with < 20 training positives: the engine writes map_tail = null
+    cfg = load_config("fmnist_ml_lt100_bce")
+    write_run(tmp_path / "s0", cfg, 0,
+              {"map": 50.0, "map_head": 60.0, "map_medium": 40.0, "map_tail": None},
+              {"test_map": 51.0, "epoch": 4}, multi_label=True)  # fmt: skip
+    write_run(tmp_path / "s1", cfg, 1,
+              {"map": 52.0, "map_head": 62.0, "map_medium": 42.0, "map_tail": None},
+              {"test_map": 53.0, "epoch": 4}, multi_label=True)  # fmt: skip
+    (row,) = aggregate(collect_runs(tmp_path))
+    assert row.final["map"] == pytest.approx((51.0, math.sqrt(2.0)))
+    assert row.best["map"] == pytest.approx((52.0, math.sqrt(2.0)))
+    assert "map_tail" not in row.final
+    md = make_report(tmp_path)
+    assert "| map_tail | — | — | — | — |" in md
