@@ -71,7 +71,7 @@ def build_datasets(
     FileNotFoundError naming the path tried and how to get the data.
     """
     if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+        raise ValueError(f"dataset name must be one of {sorted(DATASETS)}, got {name!r}")
     check_int("seed", seed, 0)
     try:
         return DATASETS[name](root=root, seed=seed, **params)
@@ -89,7 +89,7 @@ def check_data(name: str, root: str | Path | None = None, **params: Any) -> list
     ``year`` (``coco``: 2014 or 2017) among ``params`` matter here; the others are ignored.
     """
     if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+        raise ValueError(f"dataset name must be one of {sorted(DATASETS)}, got {name!r}")
     if name == "gaussian":
         return []
     if name.startswith("fmnist"):

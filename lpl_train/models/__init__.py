@@ -85,7 +85,7 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
     ``use_norm`` (cosine head for LDAM).
     """
     if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}")
+        raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     allowed = _allowed(name)

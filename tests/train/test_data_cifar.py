@@ -259,7 +259,9 @@ def test_la_npz_release(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_and_param(cifar_root: Path) -> None:
-    with pytest.raises(ValueError, match="fmnist_lt"):
+    with pytest.raises(
+        ValueError, match=r"dataset name must be one of \[.*'fmnist_lt'.*got 'imagenet'"
+    ):
         build_datasets("imagenet")
     with pytest.raises(ValueError, match="bogus"):
         build_datasets("cifar10", root=cifar_root, bogus=1)

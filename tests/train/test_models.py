@@ -222,7 +222,9 @@ def test_resnet101_torchvision_state_dict(tmp_path: Path) -> None:
 
 
 def test_build_model_errors() -> None:
-    with pytest.raises(ValueError, match="resnet32_la"):
+    with pytest.raises(
+        ValueError, match=r"model name must be one of \[.*'resnet32_la'.*got 'resnet18'"
+    ):
         build_model("resnet18", 10)
     with pytest.raises(ValueError, match="num_classes"):
         build_model("resnet32", 0)
