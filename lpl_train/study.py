@@ -10,7 +10,7 @@ study definition (``lpl_train/configs/study/fmnist.toml``) and writes, into the 
 * ``fig1-loss-variation.png``, ``fig2-loss-variation.png``, ``fig11-loss-variation.png``: the relative loss
   variation (l' - l)/l per class (Figs. 1, 2, 11) measured during the final runs.
 
-``--quick`` writes ``study-quick-*`` instead (tiny sets, 3 epochs, first grid point, 2 seeds; minutes).
+``--quick`` writes ``study-quick-*`` instead (small sets, 4 epochs, first grid point, 2 seeds; minutes).
 
 Protocol. Each (dataset, method) grid point is trained with ``select_seed`` on the training split minus a
 stratified validation split carved from it (``val_fraction``) and scored on that validation split only:
@@ -772,7 +772,7 @@ def write_outputs(
     )
     summary = summarize(records, study)
     md = [f"# {study['description'] if 'description' in study else study['name']}"
-          + (" — QUICK MODE (tiny sets, not the study's results)" if study["quick"] else ""), ""]  # fmt: skip
+          + (" — QUICK MODE (small sets, 4 epochs, no search: a smoke test, not the study's results)" if study["quick"] else ""), ""]  # fmt: skip
     md.append(
         f"Seeds {study['seeds']}, {study['epochs']} epochs, model {study['model']['name']} "
         f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
@@ -984,7 +984,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m lpl_train.study", description=__doc__.split("\n\n")[0]
     )
-    ap.add_argument("--quick", action="store_true", help="tiny sets, 3 epochs, no search (minutes)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sets, 4 epochs, first grid point, 2 seeds (minutes)",
+    )
     ap.add_argument(
         "--out", default=None, help="run folder (default runs/study or runs/study-quick)"
     )
