@@ -905,9 +905,14 @@ def loss_variation_figures(
     curves = []
     for d in ml:
         recs = _final_records(records, study, d, "bce_lpl_varied")
-        curves += (
-            [(f"BCE + LPL {p}", _mean_variation(recs, p)) for p in ("pos", "neg")] if recs else []
-        )
+        if recs:
+            curves += [
+                (f"BCE + LPL {p} (training)", _mean_variation(recs, p)) for p in ("pos", "neg")
+            ]
+        recs = _final_records(records, study, d, "rbce_focal_lpl_varied")
+        if recs:
+            curves += [(f"R-BCE-Focal + LPL {p} (shift alone)", _mean_isolated(recs, p))
+                       for p in ("pos", "neg")]  # fmt: skip
     panel(axes[0, 2], curves, "Fig. 11(c) analogue: multi-label (vs BCE)")
     fig.tight_layout()
     paths.append(_save(fig, figures / f"{prefix}fig11-loss-variation.png"))
