@@ -227,6 +227,21 @@ def test_recipes_match_the_notes():
     assert load_config("tiv_cifar10_lt100_la")["schedule"]["milestones"] == [604, 926, 1128]
     wrn = load_config("ti_cifar10_wrn28_10_isda")
     assert wrn["schedule"]["milestones"] == [60, 120, 160, 200] and wrn["schedule"]["gamma"] == 0.2
+    # the authors' mean + varied-eps WRN script (train_lpl.py): 240 epochs, cosine per iteration, wd 5e-4,
+    # dropout 0.3; the fixed-eps rows keep ISDA's step schedule (networks/train.py)
+    for name in ("ti_cifar10_wrn28_10_lpl_varied", "tii_cifar100_wrn28_10_lpl_varied",
+                 "tviii_cifar10_wrn16_8_lpl_varied", "tviii_cifar100_wrn16_8_lpl_varied"):  # fmt: skip
+        v = load_config(name)
+        assert v["schedule"]["epochs"] == 240 and v["schedule"]["kind"] == "cosine", name
+        assert v["schedule"]["milestones"] == [] and v["schedule"]["warmup_epochs"] == 0, name
+        assert v["optim"]["weight_decay"] == 5e-4 and v["model"]["params"]["dropout"] == 0.3, name
+    assert load_config("tviii_cifar10_wrn16_8_lpl_fixed")["schedule"]["milestones"] == [
+        60,
+        120,
+        160,
+        200,
+    ]
+    assert load_config("tviii_cifar10_resnet32_lpl_varied")["schedule"]["kind"] == "step"
     db = load_config("tv_coco_mlt_rbce_ntr")
     assert db["schedule"]["epochs"] == 8 and db["schedule"]["warmup_iters"] == 500
     assert db["data"]["sampler"] == "class_aware" and db["loss"]["params"]["map_mu"] == 0.2
