@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .common import TensorData, check_choice, check_int
-from .transforms import batch_crop_flip, crop_flip, normalize
+from .transforms import PAD_MODES, batch_crop_flip, crop_flip, normalize
 
 AUGMENTS = ("none", "flip", "crop_flip", "imagenet", "mlt")
 
@@ -45,6 +45,7 @@ class TensorLoader:
         seed: the loader seed; epoch ``e`` uses :func:`epoch_generator` ``(seed, e)``.
         drop_last: drop the last incomplete batch.
         mean, std: normalisation (default: the split's own).
+        pad_mode: ``"zero"`` or ``"reflect"`` padding before the crop.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class TensorLoader:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         pad: int | None = None,
+        pad_mode: str = "zero",
     ) -> None:
         if not isinstance(data, TensorData):
             raise TypeError(f"data must be a TensorData, got {type(data).__name__}")
@@ -79,6 +81,7 @@ class TensorLoader:
         self.std = data.std if std is None else tuple(std)
         h = self.images.shape[2] if self.images.dim() == 4 else 0
         self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
+        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,7 +100,9 @@ class TensorLoader:
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx]
             if self.augment != "none":
-                x = batch_crop_flip(x, gen, self.pad, crop=self.augment == "crop_flip")
+                x = batch_crop_flip(
+                    x, gen, self.pad, crop=self.augment == "crop_flip", pad_mode=self.pad_mode
+                )
             yield normalize(x, self.mean, self.std), self.targets[idx]
 
 
@@ -105,10 +110,20 @@ class _EpochView(torch.utils.data.Dataset):
     """Item ``i`` of ``dataset`` transformed with a generator seeded by ``(seed, epoch, i)``."""
 
     def __init__(
-        self, dataset, train: bool, augment: str, seed: int, epoch: int, mean, std, pad: int
+        self,
+        dataset,
+        train: bool,
+        augment: str,
+        seed: int,
+        epoch: int,
+        mean,
+        std,
+        pad: int,
+        pad_mode: str = "zero",
     ):
         self.dataset, self.train, self.augment = dataset, train, augment
         self.seed, self.epoch, self.mean, self.std, self.pad = seed, epoch, mean, std, pad
+        self.pad_mode = pad_mode
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -119,7 +134,7 @@ class _EpochView(torch.utils.data.Dataset):
             x, y = self.dataset.images[i], self.dataset.targets[i]
             if self.train and self.augment in ("flip", "crop_flip"):
                 pad = self.pad if self.augment == "crop_flip" else 0
-                x = crop_flip(x, gen, pad)
+                x = crop_flip(x, gen, pad, pad_mode=self.pad_mode)
             return normalize(x, self.mean, self.std), y
         if hasattr(self.dataset, "get"):
             return self.dataset.get(i, gen, train=self.train and self.augment != "none")
@@ -148,6 +163,7 @@ class DatasetLoader:
         std: Sequence[float] | None = None,
         num_workers: int = 0,
         pad: int | None = None,
+        pad_mode: str = "zero",
     ) -> None:
         self.dataset = dataset
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -164,6 +180,7 @@ class DatasetLoader:
         else:
             h = 32
         self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
+        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -188,6 +205,7 @@ class DatasetLoader:
             self.mean,
             self.std,
             self.pad,
+            self.pad_mode,
         )
         loader = torch.utils.data.DataLoader(
             view,
@@ -217,6 +235,7 @@ def make_loader(
     backend: str = "auto",
     num_workers: int = 0,
     pad: int | None = None,
+    pad_mode: str = "zero",
 ) -> TensorLoader | DatasetLoader:
     """A loader for ``split``: :class:`TensorLoader` for a :class:`TensorData` (``backend="auto"`` or
     ``"tensor"``), else :class:`DatasetLoader` (``backend="dataloader"`` forces it).
@@ -224,6 +243,7 @@ def make_loader(
     ``augment``: ``"none"``, ``"flip"``, ``"crop_flip"`` (tensor data), or ``"imagenet"`` / ``"mlt"``
     (image-file datasets: any value but ``"none"`` selects the dataset's training recipe). Augmentation is
     applied only when ``train`` is True. ``mean``/``std`` default to the split's own normalisation.
+    ``pad_mode`` (``"zero"`` or ``"reflect"``) is the padding of ``crop_flip``.
     """
     check_choice("backend", backend, ("auto", "tensor", "dataloader"))
     check_choice("augment", augment, AUGMENTS)
@@ -237,8 +257,19 @@ def make_loader(
                 f"augment={augment!r} is for image-file datasets; use 'crop_flip' or 'flip'"
             )
         return TensorLoader(
-            split, batch_size, train, augment, device, seed, drop_last, mean, std, pad
+            split, batch_size, train, augment, device, seed, drop_last, mean, std, pad, pad_mode
         )
     return DatasetLoader(
-        split, batch_size, train, augment, device, seed, drop_last, mean, std, num_workers, pad
+        split,
+        batch_size,
+        train,
+        augment,
+        device,
+        seed,
+        drop_last,
+        mean,
+        std,
+        num_workers,
+        pad,
+        pad_mode,
     )

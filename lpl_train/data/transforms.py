@@ -2,7 +2,8 @@
 
 Batch ops (the tensor-resident loader) act on a whole uint8 batch ``B x C x H x W`` on its device:
 
-* :func:`batch_crop_flip`: zero-pad by ``pad`` pixels, take a random ``H x W`` window per image, and flip
+* :func:`batch_crop_flip`: pad by ``pad`` pixels (zeros, or ``pad_mode="reflect"``), take a random
+  ``H x W`` window per image, and flip
   each image horizontally with probability 1/2. This is the standard CIFAR augmentation (pad 4); the
   Fashion-MNIST recipe uses pad 2 (28 x 28 items are small, a 4-pixel shift moves 14 % of the image).
 * :func:`normalize`: ``(x / 255 - mean) / std`` per channel, to float32.
@@ -29,14 +30,26 @@ def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(shape, generator=gen)
 
 
-def batch_crop_flip(
-    x: torch.Tensor, gen: torch.Generator, pad: int = 4, crop: bool = True, flip: bool = True
-) -> torch.Tensor:
-    """Random shift crop (zero padding ``pad``) and horizontal flip of a uint8 batch, on ``x``'s device.
+PAD_MODES = ("zero", "reflect")
 
-    The random numbers come from the CPU generator ``gen`` (so results do not depend on the device) and
-    are drawn in a fixed order: shifts ``(B, 2)`` then flips ``(B,)``.
+
+def batch_crop_flip(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    pad: int = 4,
+    crop: bool = True,
+    flip: bool = True,
+    pad_mode: str = "zero",
+) -> torch.Tensor:
+    """Random shift crop (padding ``pad``) and horizontal flip of a uint8 batch, on ``x``'s device.
+
+    ``pad_mode``: ``"zero"`` (LDAM-DRW, LA) or ``"reflect"`` (mirror without repeating the edge, as the
+    ISDA code and the authors' balanced-CIFAR code pad before their 32 x 32 crop). The random numbers come
+    from the CPU generator ``gen`` (so results do not depend on the device) and are drawn in a fixed order:
+    shifts ``(B, 2)`` then flips ``(B,)``.
     """
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {list(PAD_MODES)}, got {pad_mode!r}")
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
     if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
@@ -45,7 +58,9 @@ def batch_crop_flip(
     shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)
     flips = torch.rand(b, generator=gen) < 0.5
     if crop and pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))
+        if pad_mode == "reflect" and pad >= min(h, w):
+            raise ValueError(f"pad={pad} must be smaller than the image side for reflect padding")
+        xp = F.pad(x, (pad, pad, pad, pad), mode="reflect" if pad_mode == "reflect" else "constant")
         shifts = shifts.to(x.device)
         rows = shifts[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
         cols = shifts[:, 1:2] + torch.arange(w, device=x.device)  # (B, W)
@@ -80,10 +95,10 @@ def normalize(
 
 
 def crop_flip(
-    x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True
+    x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True, pad_mode: str = "zero"
 ) -> torch.Tensor:
     """Per-sample version of :func:`batch_crop_flip` for one ``C x H x W`` image (same random order)."""
-    return batch_crop_flip(x[None], gen, pad, crop=pad > 0, flip=flip)[0]
+    return batch_crop_flip(x[None], gen, pad, crop=pad > 0, flip=flip, pad_mode=pad_mode)[0]
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -143,3 +143,47 @@ def test_dataloader_workers_do_not_change_batches() -> None:
     multi.set_epoch(5)
     for (x1, y1), (x2, y2) in zip(single, multi, strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_reflect_padding_mirrors_without_repeating_the_edge() -> None:
+    # a 1 x 3 x 3 image 1..9 reflect-padded by 1 (hand-written): rows/cols mirror about the border pixel
+    img = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
+    padded = torch.tensor(
+        [[5, 4, 5, 6, 5], [2, 1, 2, 3, 2], [5, 4, 5, 6, 5], [8, 7, 8, 9, 8], [5, 4, 5, 6, 5]],
+        dtype=torch.uint8,
+    )
+    windows = [padded[dy : dy + 3, dx : dx + 3] for dy in range(3) for dx in range(3)]
+    got = set()
+    for s in range(40):
+        out = batch_crop_flip(img, torch.Generator().manual_seed(s), pad=1, flip=False,
+                              pad_mode="reflect")[0, 0]  # fmt: skip
+        k = [i for i, w in enumerate(windows) if torch.equal(w, out)]
+        assert len(k) == 1
+        got.add(k[0])
+    assert len(got) == 9  # every shift occurs
+    # no zero ever appears with reflect padding; with zero padding the corner shift shows zeros
+    x = torch.full((16, 1, 4, 4), 7, dtype=torch.uint8)
+    assert bool(
+        (batch_crop_flip(x, torch.Generator().manual_seed(0), 2, pad_mode="reflect") == 7).all()
+    )
+    assert bool((batch_crop_flip(x, torch.Generator().manual_seed(0), 2) == 0).any())
+    with pytest.raises(ValueError, match="pad_mode must be one of"):
+        batch_crop_flip(x, torch.Generator(), 2, pad_mode="edge")
+
+
+def test_both_loader_paths_apply_pad_mode() -> None:
+    # constant non-zero images: a zero-padded crop shows padding (x = 0), a reflect-padded one never does
+    n = 32
+    d = TensorData(
+        torch.full((n, 1, 8, 8), 200, dtype=torch.uint8), torch.arange(n) % 4, (0.0,), (1.0,)
+    )
+    kw = {"batch_size": 8, "train": True, "augment": "crop_flip", "seed": 3, "pad": 3}
+    for backend in ("tensor", "dataloader"):
+        zero = torch.cat([x for x, _ in make_loader(d, **kw, backend=backend)])
+        refl = make_loader(d, **kw, backend=backend, pad_mode="reflect")
+        assert refl.pad_mode == "reflect"
+        refl_x = torch.cat([x for x, _ in refl])
+        assert bool((zero == 0).any()), backend
+        assert torch.allclose(refl_x, torch.full_like(refl_x, 200 / 255)), backend
+    with pytest.raises(ValueError, match="pad_mode must be one of"):
+        make_loader(d, **kw, pad_mode="edge")
