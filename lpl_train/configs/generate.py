@@ -56,11 +56,18 @@ DB_SCHED = {
 INAT_OPT = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
 INAT_SCHED = {"epochs": 90, "kind": "step", "milestones": [30, 60], "gamma": 0.1}
 
+# ISDA's CIFAR input pipeline (also the authors' balanced code): reflect-pad 4 + crop 32 + flip, and
+# normalisation by mean [125.3, 123.0, 113.9] / 255, std [63.0, 62.1, 66.7] / 255
+ISDA_LOADER = {
+    "pad_mode": "reflect",
+    "mean": [round(v / 255, 6) for v in (125.3, 123.0, 113.9)],
+    "std": [round(v / 255, 6) for v in (63.0, 62.1, 66.7)],
+}
 ISDA_NOTE = (
     "ISDA's CIFAR recipe (the LPL balanced code is a copy of ISDA's): SGD Nesterov 0.9, lr 0.1, batch 128, "
-    "crop+flip"
+    "reflect-pad crop + flip, ISDA's mean/std"
 )
-WRN_NOTE = "ISDA's WRN recipe: 240 epochs, lr x0.2 at 60/120/160/200, wd 5e-4"
+WRN_NOTE = "ISDA's WRN recipe: 240 epochs, lr x0.2 at 60/120/160/200, wd 5e-4, reflect-pad crop + flip, ISDA's mean/std"
 LDAM_NOTE = (
     "LDAM-DRW recipe: 200 epochs, 5-epoch linear warm-up, lr x0.01 after 160 and x0.0001 after 180, "
     "wd 2e-4, batch 128; LDAM's option-A ResNet-32"
@@ -162,7 +169,7 @@ for table, ds in (("I", "cifar10"), ("II", "cifar100")):
                 f"t{table.lower()}_{ds}_{mslug}_{slug}",
                 f"Table {table}, {ds.upper()} {col}, {row}. {note}{extra}.",
                 (table, row, col),
-                {"name": ds, "batch_size": 128, "augment": "crop_flip"},
+                {"name": ds, "batch_size": 128, "augment": "crop_flip", "loader": ISDA_LOADER},
                 m(mname, **params),
                 lo,
                 dict(SGD_ISDA, weight_decay=wd),
@@ -383,12 +390,12 @@ for ds, col in (("cifar10", "CIFAR10"), ("cifar100", "CIFAR100")):
             wrn_varied = mname.startswith("wrn") and slug == "lpl_varied"
             add(
                 f"tviii_{ds}_{mslug}_{slug}",
-                f"Table VIII, {col}, {prefix}{suffix}. ISDA's recipe for this network"
+                f"Table VIII, {col}, {prefix}{suffix}. ISDA's recipe for this network (reflect-pad crop + flip, ISDA's mean/std)"
                 + ("; dropout 0.3 as in the authors' code" if drop else "")
                 + (LPL_WRN_VARIED_NOTE if wrn_varied else "")
                 + ".",
                 ("VIII", prefix + suffix, col),
-                {"name": ds, "batch_size": 128, "augment": "crop_flip"},
+                {"name": ds, "batch_size": 128, "augment": "crop_flip", "loader": ISDA_LOADER},
                 m(mname, **p),
                 lo,
                 dict(SGD_ISDA, weight_decay=wd),

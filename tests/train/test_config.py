@@ -259,6 +259,31 @@ def test_recipes_match_the_notes():
     assert ntr["num_samples"] == 82081 and ntr["neg_scale"] == 2.0 and ntr["map_mu"] == 0.2
 
 
+def test_balanced_cifar_configs_use_isda_input_pipeline(tmp_path):
+    """Tables I, II, VIII: ISDA's reflect-pad crop and mean/std reach the loaders the engine builds;
+    the LDAM/LA long-tail rows keep zero padding and the archive's normalisation."""
+    from tests.train.test_data_cifar import make_cifar10
+
+    make_cifar10(tmp_path)
+    mean = [125.3 / 255, 123.0 / 255, 113.9 / 255]
+    std = [63.0 / 255, 62.1 / 255, 66.7 / 255]
+    for name in ("ti_cifar10_resnet110_isda", "tviii_cifar10_resnet32_lpl_fixed"):
+        cfg = load_config(name, [f"data.root='{tmp_path}'", "data.eval_batch_size=30"])
+        loader = cfg["data"]["loader"]
+        assert loader["pad_mode"] == "reflect"
+        assert loader["mean"] == pytest.approx(mean, abs=1e-6)
+        assert loader["std"] == pytest.approx(std, abs=1e-6)
+        comps = engine.build_components(cfg, torch.device("cpu"))
+        tl = comps.train_loader
+        assert tl.pad_mode == "reflect" and tl.pad == 4
+        assert tl.mean == pytest.approx(mean, abs=1e-6) and tl.std == pytest.approx(std, abs=1e-6)
+        x, _ = next(iter(comps.test_loader))  # test images: ISDA's normalisation, no augmentation
+        raw = comps.test_loader.images[:30].float() / 255
+        ref = (raw - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        assert torch.allclose(x, ref, atol=1e-4)
+    assert load_config("tiv_cifar10_lt100_ldam_drw")["data"]["loader"] == {}
+
+
 @pytest.fixture(scope="module")
 def cached_models():
     """Each distinct model spec is built once (WRN-28-10 and ResNet-50 are large)."""
