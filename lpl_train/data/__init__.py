@@ -112,7 +112,10 @@ def check_data(name: str, root: str | Path | None = None, **params: Any) -> list
         files = [base / "VOCdevkit/VOC2007/ImageSets/Main/test.txt"]
         ids = params.get("train_ids")
         files.append(Path(ids) if ids else base / "VOCdevkit/VOC2012/ImageSets/Main/trainval.txt")
-        how = "Unpack the VOC2012 trainval and VOC2007 trainval/test archives there."
+        how = (
+            "Unpack the VOC2012 trainval and VOC2007 trainval/test archives "
+            f"(host.robots.ox.ac.uk/pascal/VOC) into {base}; they create {base / 'VOCdevkit'}."
+        )
     elif name == "coco":
         _, files, how = coco_paths(root, params.get("year", 2014))
     else:  # coco_mlt

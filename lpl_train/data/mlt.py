@@ -105,7 +105,10 @@ def build_voc_mlt(
     base = resolve_root(root)
     voc12, voc07 = base / "VOCdevkit" / "VOC2012", base / "VOCdevkit" / "VOC2007"
     test_list = voc07 / "ImageSets" / "Main" / "test.txt"
-    how = "Unpack VOCtrainval_11-May-2012.tar, VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar there."
+    how = (
+        f"Unpack VOCtrainval_11-May-2012.tar, VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar "
+        f"(host.robots.ox.ac.uk/pascal/VOC) into {base}; they create {base / 'VOCdevkit'}."
+    )
     if not test_list.is_file():
         raise missing("VOC2007 test list", [test_list], how)
     if train_ids is not None:

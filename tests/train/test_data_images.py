@@ -147,8 +147,13 @@ def test_voc_mlt_from_released_ids(tmp_path: Path) -> None:
 
 
 def test_voc_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"test\.txt"):
+    with pytest.raises(FileNotFoundError, match=r"test\.txt") as err:
         build_datasets("voc_mlt", root=tmp_path)
+    # says where to unpack the archives (the root), not an ambiguous "there"
+    assert f"into {tmp_path}; they create {tmp_path / 'VOCdevkit'}" in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        check_data("voc_mlt", root=tmp_path)
+    assert f"into {tmp_path}; they create {tmp_path / 'VOCdevkit'}" in str(err.value)
     _voc(tmp_path)
     (tmp_path / "VOCdevkit/VOC2012/Annotations/2008_000003.xml").write_text("<annotation><object>")
     with pytest.raises(ValueError, match=r"2008_000003\.xml"):
