@@ -556,9 +556,10 @@ def _finite_or_none(obj: Any) -> Any:
 class _LossVariation:
     """Per-class relative loss variation (l' − l)/l of the trained loss against plain CE/BCE (Figs. 1, 2, 11).
 
-    l' is the loss's own per-sample value (``reduction="none"``) on the detached logits of the step; for a
-    feature-level loss (ISDA) it is CE on its ``augmented_logits``. The loss's buffers are restored after the
-    measurement, so it changes neither the gradient nor any loss state (counters, statistics).
+    l' is the loss's own per-sample value (``reduction="none"``) on the detached logits of the step, through
+    :meth:`LossVariation.update_with` (LDAM is compared on its scaled logits s·u); for a feature-level loss
+    (ISDA) it is CE on its ``augmented_logits``. The loss's buffers are restored after the measurement, so
+    it changes neither the gradient nor any loss state (counters, statistics).
     """
 
     def __init__(self, loss: nn.Module, num_classes: int, multi_label: bool) -> None:
@@ -581,16 +582,8 @@ class _LossVariation:
             aug = self.loss.augmented_logits(features, y, classifier)
             self.acc.update(logits, y, perturbed_logits=aug.float())
             return
-        saved = {n: b.clone() for n, b in self.loss.named_buffers()}
-        reduction = self.loss.reduction
-        self.loss.reduction = "none"
-        try:
-            per = self.loss(logits, y)
-        finally:
-            self.loss.reduction = reduction
-            for n, b in self.loss.named_buffers():
-                b.copy_(saved[n])
-        self.acc.update(logits, y, perturbed_loss=per)
+        # update_with restores the loss's reduction and buffers, and measures LDAM on its own scale (s·u)
+        self.acc.update_with(self.loss, logits, y)
 
     def result(self) -> dict[str, Any]:
         res = self.acc.compute()

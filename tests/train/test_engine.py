@@ -651,3 +651,29 @@ def test_real_stack_kill_and_resume_is_bit_exact(tmp_path):
     assert strip_timing(engine.read_metrics(run)) == strip_timing(
         engine.read_metrics(tmp_path / "full")
     )
+
+
+def test_ldam_loss_variation_is_measured_on_its_scaled_logits():
+    """The engine's per-step measurement compares LDAM with CE on LDAM's own scale: l = CE(s·u) and
+    l' = CE(s·(u − m_y e_y)) with m_c = 0.5·(n_min/n_c)^(1/4) (Eq. 9), so every class's variation is
+    positive. Against the CE of the raw cosines it would be close to −100% on confident logits."""
+    import torch.nn.functional as F
+
+    from lpl_train.losses import build_loss
+
+    counts = [16, 8, 1]
+    loss = build_loss("ldam", num_classes=3, class_counts=counts)
+    lv = engine._LossVariation(loss, 3, multi_label=False)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    u = torch.zeros(6, 3)
+    u[torch.arange(6), y] = 0.2  # confident once scaled by s = 30
+    lv.update(u, y, None, None)
+    got = lv.result()["relative_variation"]
+    m = torch.tensor([0.5 * (1 / n) ** 0.25 for n in counts])
+    z = 30.0 * u
+    zm = 30.0 * (u - F.one_hot(y, 3) * m[y, None])
+    l, lp = F.cross_entropy(z, y, reduction="none"), F.cross_entropy(zm, y, reduction="none")
+    for c in range(3):
+        expected = float(((lp - l)[y == c]).sum() / l[y == c].sum())
+        assert got[c] == pytest.approx(expected, rel=1e-5)
+        assert got[c] > 0
