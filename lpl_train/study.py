@@ -667,23 +667,27 @@ def format_tables(summary: dict[tuple[str, str], dict[str, Any]], study: dict[st
 
 
 def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]) -> list[str]:
-    """The paper's qualitative claims, each checked on the means of the summary (held / did not hold)."""
+    """The paper's qualitative claims, each checked on the means of the summary (held / did not hold).
+
+    A difference smaller than the combined seed std sqrt(s_a² + s_b²) is flagged "within the seed noise"."""
     out: list[str] = []
 
-    def get(d: str, m: str, col: str) -> float | None:
+    def get(d: str, m: str, col: str) -> tuple[float, float] | None:
         s = summary.get((d, m))
-        return None if s is None or col not in s else s[col][0]
+        return None if s is None or col not in s else s[col]
 
     def cmp(d: str, a: str, b: str, col: str, lower_better: bool, text: str) -> None:
-        va, vb = get(d, a, col), get(d, b, col)
-        if va is None or vb is None or math.isnan(va) or math.isnan(vb):
+        ga, gb = get(d, a, col), get(d, b, col)
+        if ga is None or gb is None or math.isnan(ga[0]) or math.isnan(gb[0]):
             return
+        (va, sa), (vb, sb) = ga, gb
         held = va < vb if lower_better else va > vb
         unit = "mAP" if study["datasets"][d]["regime"] == "multilabel" else "error"
         label = study["datasets"][d].get("label", d)
-        out.append(
-            f"- {label}: {text} — {'held' if held else 'did not hold'} ({unit} {va:.2f} vs {vb:.2f})."
-        )
+        noise = math.sqrt(sa**2 + sb**2)
+        flag = "; difference within the seed noise" if abs(va - vb) < noise else ""
+        out.append(f"- {label}: {text} — {'held' if held else 'did not hold'} "
+                   f"({unit} {va:.2f} vs {vb:.2f}{flag}).")  # fmt: skip
 
     for d, ds in study["datasets"].items():
         if ds["regime"] == "longtail":

@@ -344,3 +344,15 @@ def test_a_diverged_run_is_recorded_and_never_selected(tmp_path):
     assert S.select_best([rec, ok])[(rec["dataset"], rec["method"])] == {"x": 1}
     # read back on a second call, not trained again
     assert S.run_one(study, spec, tmp_path / "out") == json.loads(json.dumps(rec))
+
+
+def test_claims_flag_differences_within_the_seed_noise():
+    study = _study()
+    summ = {("lt", "lpl_varied"): {"overall": (20.0, 1.0)}, ("lt", "ce"): {"overall": (21.0, 1.0)}}
+    (line,) = S.claims(summ, study)
+    assert line == ("- LT: LPL (varied ε_c) beats CE — held (error 20.00 vs 21.00; difference within "
+                    "the seed noise).")  # fmt: skip
+    summ[("lt", "ce")] = {"overall": (23.0, 1.0)}
+    assert S.claims(summ, study) == [
+        "- LT: LPL (varied ε_c) beats CE — held (error 20.00 vs 23.00)."
+    ]
