@@ -890,9 +890,8 @@ def loss_variation_figures(
             (("rbce_focal_ntr", "R-BCE-Focal + NTR"), ("rbce_focal_lc", "R-BCE-Focal + LC"))
         ):
             recs = _final_records(records, study, ml[0], mid)
-            curves = (
-                [(f"{lab} {p}", _mean_variation(recs, p)) for p in ("pos", "neg")] if recs else []
-            )
+            curves = [(f"{lab.split(' + ')[-1]} alone, {p}", _mean_isolated(recs, p))
+                      for p in ("pos", "neg")] if recs else []  # fmt: skip
             panel(axes[0, i], curves, f"Fig. 2 analogue: {lab}, {ds[ml[0]].get('label', ml[0])}")
         fig.tight_layout()
         paths.append(_save(fig, figures / f"{prefix}fig2-loss-variation.png"))
