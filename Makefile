@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
 
-.PHONY: install test lint format figures theory-figures bench gpu-check clean
+.PHONY: install test lint format figures theory-figures study-figures study study-quick bench gpu-check clean
 
 install: $(STAMP)
 
@@ -32,7 +32,22 @@ test: lint
 theory-figures: $(STAMP)
 	$(PY) -m lpl_theory figures --out figures
 
-figures: theory-figures
+# Theory meets experiment, a short live Fig. 11 run, and the study's tables and figures from the committed
+# per-run results (figures/study-runs.jsonl; `make study` retrains them).
+study-figures: $(STAMP)
+	$(PY) -m lpl_train.theory_check --out figures
+	$(PY) -m lpl_train.study --fig11-live
+	$(PY) -m lpl_train.study --report-only
+	$(PY) -m lpl_train.study --report-only --quick
+
+figures: theory-figures study-figures
+
+# The CPU-scale study on Fashion-MNIST (about 45 CPU-minutes; resumable) and its few-minute smoke version.
+study: $(STAMP)
+	$(PY) -m lpl_train.study --jobs 2
+
+study-quick: $(STAMP)
+	$(PY) -m lpl_train.study --quick --jobs 2
 
 # Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
 bench: $(STAMP)
