@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
 
-.PHONY: install test lint format figures theory-figures study-figures study study-quick bench gpu-check clean
+.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick bench gpu-check clean
 
 install: $(STAMP)
 
@@ -25,7 +25,12 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-test: lint
+# The notebooks and the live figures train on the real Fashion-MNIST: if it is missing, say where it was
+# looked for and how to get it, before anything starts.
+data-check: $(STAMP)
+	@$(VENV)/bin/lpl-train run fmnist_lt100_ce --dry-run >/dev/null
+
+test: lint data-check
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbmake notebooks
 
@@ -40,7 +45,7 @@ study-figures: $(STAMP)
 	$(PY) -m lpl_train.study --report-only
 	$(PY) -m lpl_train.study --report-only --quick
 
-figures: theory-figures study-figures
+figures: data-check theory-figures study-figures
 
 # The CPU-scale study on Fashion-MNIST (about 45 CPU-minutes; resumable) and its few-minute smoke version.
 study: $(STAMP)
