@@ -667,9 +667,10 @@ def format_tables(summary: dict[tuple[str, str], dict[str, Any]], study: dict[st
 
 
 def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]) -> list[str]:
-    """The paper's qualitative claims, each checked on the means of the summary (held / did not hold).
+    """The paper's qualitative claims, each checked on the means and seed std of the summary.
 
-    A difference smaller than the combined seed std sqrt(s_a² + s_b²) is flagged "within the seed noise"."""
+    A difference smaller than the combined seed std sqrt(s_a² + s_b²) is reported as "not established" (within
+    the seed noise), with the side the means fall on, never as "held" or "did not hold"."""
     out: list[str] = []
 
     def get(d: str, m: str, col: str) -> tuple[float, float] | None:
@@ -685,9 +686,14 @@ def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]
         unit = "mAP" if study["datasets"][d]["regime"] == "multilabel" else "error"
         label = study["datasets"][d].get("label", d)
         noise = math.sqrt(sa**2 + sb**2)
-        flag = "; difference within the seed noise" if abs(va - vb) < noise else ""
+        if abs(va - vb) < noise:  # the means alone would call it; the seeds do not
+            side = "favour" if held else "go against"
+            out.append(f"- {label}: {text} — not established: the difference is within the seed noise "
+                       f"({unit} {va:.2f} vs {vb:.2f}, |Δ| {abs(va - vb):.2f} < {noise:.2f}; the means "
+                       f"{side} the claim).")  # fmt: skip
+            return
         out.append(f"- {label}: {text} — {'held' if held else 'did not hold'} "
-                   f"({unit} {va:.2f} vs {vb:.2f}{flag}).")  # fmt: skip
+                   f"({unit} {va:.2f} vs {vb:.2f}).")  # fmt: skip
 
     for d, ds in study["datasets"].items():
         if ds["regime"] == "longtail":
@@ -790,7 +796,7 @@ def write_outputs(
     )
     md.append("")
     md.append(format_tables(summary, study))
-    md.append("## The paper's qualitative claims, checked on these means")
+    md.append("## The paper's qualitative claims, checked on these means and their seed std")
     md.append("")
     md.extend(claims(summary, study))
     md.append("")

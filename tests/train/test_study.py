@@ -350,8 +350,14 @@ def test_claims_flag_differences_within_the_seed_noise():
     study = _study()
     summ = {("lt", "lpl_varied"): {"overall": (20.0, 1.0)}, ("lt", "ce"): {"overall": (21.0, 1.0)}}
     (line,) = S.claims(summ, study)
-    assert line == ("- LT: LPL (varied ε_c) beats CE — held (error 20.00 vs 21.00; difference within "
-                    "the seed noise).")  # fmt: skip
+    # |20 - 21| = 1 < sqrt(1 + 1) = 1.41: neither "held" nor "did not hold"
+    assert line == ("- LT: LPL (varied ε_c) beats CE — not established: the difference is within the seed "
+                    "noise (error 20.00 vs 21.00, |Δ| 1.00 < 1.41; the means favour the claim).")  # fmt: skip
+    assert "held" not in line
+    summ[("lt", "ce")] = {"overall": (19.5, 0.5)}  # |0.5| < sqrt(1.25) = 1.12, the means against it
+    (line,) = S.claims(summ, study)
+    assert line.endswith("(error 20.00 vs 19.50, |Δ| 0.50 < 1.12; the means go against the claim).")
+    assert "held" not in line
     summ[("lt", "ce")] = {"overall": (23.0, 1.0)}
     assert S.claims(summ, study) == [
         "- LT: LPL (varied ε_c) beats CE — held (error 20.00 vs 23.00)."
