@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..validation import check_choice, check_float, check_int  # noqa: F401  (used by the loaders)
+
 DATA_ROOT_ENV = "LPL_DATA"
 
 
@@ -119,44 +121,6 @@ class DatasetBundle:
 
 
 # ----------------------------------------------------------------------------------------------- checks
-
-
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` as an int (bools rejected), at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_float(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` as a finite float inside the given bounds."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        op = ">" if low_open else ">="
-        raise ValueError(f"{name} must be {op} {low}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
-        op = "<" if high_open else "<="
-        raise ValueError(f"{name} must be {op} {high}, got {value}")
-    return value
-
-
-def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return value
 
 
 def resolve_root(root: str | Path | None, subdir: str = "") -> Path:

@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validation import check_float, check_int
 from .registry import register
 from .single_label import (
     _as_counts,
-    _check_float,
-    _check_int,
     _check_logits,
     _check_reduction,
     _reduce,
@@ -123,7 +122,7 @@ class ReweightedBCELoss(nn.Module):
     ) -> None:
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
-        self.power = _check_float("power", power, low=0.0)
+        self.power = check_float("power", power, low=0.0)
         self.reduction = _check_reduction(reduction)
         w = counts.pow(-self.power)
         self.register_buffer("weight", (w * counts.numel() / w.sum()).float())
@@ -152,8 +151,8 @@ class FocalBCELoss(nn.Module):
         self, focal_gamma: float = 2.0, focal_balance: float = 2.0, reduction: str = "mean"
     ) -> None:
         super().__init__()
-        self.focal_gamma = _check_float("focal_gamma", focal_gamma, low=0.0)
-        self.focal_balance = _check_float("focal_balance", focal_balance, low=0.0, low_open=True)
+        self.focal_gamma = check_float("focal_gamma", focal_gamma, low=0.0)
+        self.focal_balance = check_float("focal_balance", focal_balance, low=0.0, low_open=True)
         self.reduction = _check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -194,9 +193,9 @@ class ClassBalancedFocalBCELoss(nn.Module):
     ) -> None:
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
-        self.beta = _check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
-        self.focal_gamma = _check_float("focal_gamma", focal_gamma, low=0.0)
-        self.focal_balance = _check_float("focal_balance", focal_balance, low=0.0, low_open=True)
+        self.beta = check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.focal_gamma = check_float("focal_gamma", focal_gamma, low=0.0)
+        self.focal_balance = check_float("focal_balance", focal_balance, low=0.0, low_open=True)
         self.reduction = _check_reduction(reduction)
         self.register_buffer("class_weight", class_balanced_weights(counts, self.beta))
         self.num_classes = counts.numel()
@@ -242,9 +241,9 @@ def rebalanced_weights(
     ):
         shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
         raise ValueError(f"target must be a (N, {counts.numel()}) multi-hot tensor, got {shape}")
-    alpha = _check_float("map_alpha", map_alpha)
-    beta = _check_float("map_beta", map_beta)
-    mu = _check_float("map_mu", map_mu)
+    alpha = check_float("map_alpha", map_alpha)
+    beta = check_float("map_beta", map_beta)
+    mu = check_float("map_mu", map_mu)
     dtype = target.dtype if target.is_floating_point() else torch.float32
     return _rebalanced(target.to(dtype), 1.0 / counts, alpha, beta, mu)
 
@@ -271,9 +270,9 @@ def ntr_bias(
     reference code divides kappa by lambda, the paper's notation does not show it.
     """
     counts = _as_counts(class_counts)
-    n = _check_int("num_samples", num_samples, low=1)
-    kappa = _check_float("init_bias", init_bias)
-    lam = _check_float("neg_scale", neg_scale, low=0.0, low_open=True)
+    n = check_int("num_samples", num_samples, minimum=1)
+    kappa = check_float("init_bias", init_bias)
+    lam = check_float("neg_scale", neg_scale, low=0.0, low_open=True)
     if (counts >= n).any():
         raise ValueError(
             f"every class count must be < num_samples={n} for log(N/n_k - 1) to be finite, "
@@ -337,15 +336,15 @@ class DistributionBalancedLoss(nn.Module):
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
         self.num_classes = counts.numel()
-        self.map_alpha = _check_float("map_alpha", map_alpha)
-        self.map_beta = _check_float("map_beta", map_beta)
-        self.map_mu = _check_float("map_mu", map_mu)
+        self.map_alpha = check_float("map_alpha", map_alpha)
+        self.map_beta = check_float("map_beta", map_beta)
+        self.map_mu = check_float("map_mu", map_mu)
         self.focal_gamma = (
-            None if focal_gamma is None else _check_float("focal_gamma", focal_gamma, low=0.0)
+            None if focal_gamma is None else check_float("focal_gamma", focal_gamma, low=0.0)
         )
-        self.focal_balance = _check_float("focal_balance", focal_balance, low=0.0, low_open=True)
-        self.neg_scale = _check_float("neg_scale", neg_scale, low=0.0, low_open=True)
-        self.init_bias = _check_float("init_bias", init_bias)
+        self.focal_balance = check_float("focal_balance", focal_balance, low=0.0, low_open=True)
+        self.neg_scale = check_float("neg_scale", neg_scale, low=0.0, low_open=True)
+        self.init_bias = check_float("init_bias", init_bias)
         for name, flag in (("logit_compensation", logit_compensation), ("reweight", reweight)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")

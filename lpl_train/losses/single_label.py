@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validation import check_float, check_int
 from .registry import register
 
 __all__ = [
@@ -56,39 +57,6 @@ def _check_reduction(reduction: Any) -> str:
     return reduction
 
 
-def _check_float(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Validate a real scalar in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    bad_low = low is not None and (value <= low if low_open else value < low)
-    bad_high = high is not None and (value >= high if high_open else value > high)
-    if bad_low or bad_high:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return value
-
-
-def _check_int(name: str, value: Any, *, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return value
-
-
 def _as_counts(
     class_counts: Any,
     num_classes: int | None = None,
@@ -120,7 +88,7 @@ def _as_counts(
         rule = ">= 0" if allow_zero else "> 0 for every class (they are divided by or logged)"
         raise ValueError(f"{name} must be {rule}, got {shown}")
     if num_classes is not None:
-        _check_int("num_classes", num_classes, low=2)
+        check_int("num_classes", num_classes, minimum=2)
         if counts.numel() != num_classes:
             raise ValueError(
                 f"{name} has {counts.numel()} entries but num_classes is {num_classes}; "
@@ -182,8 +150,8 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _check_epoch(epoch: Any, total_epochs: Any) -> tuple[int, int]:
-    _check_int("total_epochs", total_epochs, low=1)
-    _check_int("epoch", epoch, low=0)
+    check_int("total_epochs", total_epochs, minimum=1)
+    check_int("epoch", epoch, minimum=0)
     if epoch > total_epochs:
         raise ValueError(f"epoch must be in [0, total_epochs={total_epochs}], got {epoch}")
     return epoch, total_epochs
@@ -253,7 +221,7 @@ class LogitAdjustedLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.tau = _check_float("tau", tau, low=0.0)
+        self.tau = check_float("tau", tau, low=0.0)
         self.reduction = _check_reduction(reduction)
         self.register_buffer("log_prior", _log_prior(class_counts, num_classes).float())
         self.num_classes = self.log_prior.numel()
@@ -279,7 +247,7 @@ def logit_adjust_posthoc(
     {0.25, 0.5, 0.75, 1, 1.5, 2}. This is the opposite sign of the training-time perturbation of Eq. (3).
     """
     logits = _check_logits(logits)
-    tau = _check_float("tau", tau, low=0.0)
+    tau = check_float("tau", tau, low=0.0)
     log_prior = _log_prior(class_counts, logits.shape[1]).to(logits.device, logits.dtype)
     return logits - tau * log_prior
 
@@ -299,7 +267,7 @@ def class_balanced_weights(
     tend to ``C * (1/n_c) / sum_j (1/n_j)`` (inverse frequency), as ``beta -> 0`` to all ones.
     Computed in float64; returns a float32 tensor of shape (C,).
     """
-    beta = _check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+    beta = check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
     counts = _as_counts(class_counts)
     # 1 - beta**n computed as -expm1(n * log(beta)) to keep precision for beta close to 1.
     effective = -torch.expm1(counts * math.log(beta))
@@ -328,13 +296,13 @@ class DRWSchedule:
         beta: float = 0.9999,
     ) -> None:
         self.counts = _as_counts(class_counts)
-        self.drw_epoch = _check_int("drw_epoch", drw_epoch, low=0)
-        self.beta = _check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.drw_epoch = check_int("drw_epoch", drw_epoch, minimum=0)
+        self.beta = check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
         self._balanced = class_balanced_weights(self.counts, self.beta)
 
     def weights(self, epoch: int) -> torch.Tensor:
         """Per-class weights (float32, shape (C,)) for the 0-indexed ``epoch``."""
-        _check_int("epoch", epoch, low=0)
+        check_int("epoch", epoch, minimum=0)
         if epoch >= self.drw_epoch:
             return self._balanced.clone()
         return torch.ones_like(self._balanced)
@@ -343,7 +311,7 @@ class DRWSchedule:
 def ldam_margins(class_counts: Sequence[float] | torch.Tensor, max_m: float = 0.5) -> torch.Tensor:
     """LDAM margins ``m_c = K * n_c^(-1/4)`` with ``K`` such that ``max_c m_c = max_m`` (Eq. 8's
     ``C * pi_k^(-1/4)``; priors and counts differ by a constant absorbed in ``K``). Float32, shape (C,)."""
-    max_m = _check_float("max_m", max_m, low=0.0, low_open=True)
+    max_m = check_float("max_m", max_m, low=0.0, low_open=True)
     counts = _as_counts(class_counts)
     m = counts.pow(-0.25)
     return (m * (max_m / m.max())).float()
@@ -385,8 +353,8 @@ class LDAMLoss(nn.Module):
     ) -> None:
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
-        self.s = _check_float("s", s, low=0.0, low_open=True)
-        self.max_m = _check_float("max_m", max_m, low=0.0, low_open=True)
+        self.s = check_float("s", s, low=0.0, low_open=True)
+        self.max_m = check_float("max_m", max_m, low=0.0, low_open=True)
         self.reduction = _check_reduction(reduction)
         self.schedule = None if drw_epoch is None else DRWSchedule(counts, drw_epoch, drw_beta)
         self.num_classes = counts.numel()
@@ -455,7 +423,7 @@ class FocalLoss(nn.Module):
 
     def __init__(self, gamma: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
-        self.gamma = _check_float("gamma", gamma, low=0.0)
+        self.gamma = check_float("gamma", gamma, low=0.0)
         self.reduction = _check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -478,8 +446,8 @@ class _ClassBalancedBase(nn.Module):
     ) -> None:
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
-        self.beta = _check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
-        self.gamma = _check_float("gamma", gamma, low=0.0)
+        self.beta = check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.gamma = check_float("gamma", gamma, low=0.0)
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
         self.variant = variant
@@ -673,8 +641,8 @@ class ISDALoss(_LazyFeatureState):
         super().__init__()
         if num_classes is None:
             raise ValueError("num_classes is required (the engine passes it), got None")
-        self.num_classes = _check_int("num_classes", num_classes, low=2)
-        self.lambda0 = _check_float("lambda0", lambda0, low=0.0)
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.lambda0 = check_float("lambda0", lambda0, low=0.0)
         if not isinstance(diagonal, bool):
             raise TypeError(f"diagonal must be a bool, got {diagonal!r}")
         self.diagonal = diagonal
@@ -685,7 +653,7 @@ class ISDALoss(_LazyFeatureState):
         self.register_buffer("mean", torch.zeros(0))
         self.register_buffer("count", torch.zeros(self.num_classes, dtype=torch.int64))
         if feature_dim is not None:
-            self._allocate(_check_int("feature_dim", feature_dim, low=1))
+            self._allocate(check_int("feature_dim", feature_dim, minimum=1))
 
     def _buffer_shape(self, name: str, feature_dim: int) -> tuple[int, ...]:
         if name == "mean" or self.diagonal:
@@ -831,11 +799,11 @@ class LargeMarginSoftmaxLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.margin = _check_int("margin", margin, low=1)
-        self.beta_base = _check_float("beta_base", beta_base, low=0.0)
-        self.beta_gamma = _check_float("beta_gamma", beta_gamma, low=0.0)
-        self.beta_power = _check_float("beta_power", beta_power, low=0.0)
-        self.beta_min = _check_float("beta_min", beta_min, low=0.0)
+        self.margin = check_int("margin", margin, minimum=1)
+        self.beta_base = check_float("beta_base", beta_base, low=0.0)
+        self.beta_gamma = check_float("beta_gamma", beta_gamma, low=0.0)
+        self.beta_power = check_float("beta_power", beta_power, low=0.0)
+        self.beta_min = check_float("beta_min", beta_min, low=0.0)
         self.reduction = _check_reduction(reduction)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
@@ -904,8 +872,8 @@ class DisturbLabelLoss(nn.Module):
 
     def __init__(self, alpha: float = 0.1, seed: int = 0, reduction: str = "mean") -> None:
         super().__init__()
-        self.alpha = _check_float("alpha", alpha, low=0.0, high=1.0)
-        self.seed = _check_int("seed", seed, low=0)
+        self.alpha = check_float("alpha", alpha, low=0.0, high=1.0)
+        self.seed = check_int("seed", seed, minimum=0)
         self.reduction = _check_reduction(reduction)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
@@ -966,14 +934,14 @@ class CenterLoss(_LazyFeatureState):
         super().__init__()
         if num_classes is None:
             raise ValueError("num_classes is required (the engine passes it), got None")
-        self.num_classes = _check_int("num_classes", num_classes, low=2)
-        self.weight = _check_float("weight", weight, low=0.0)
-        self.alpha = _check_float("alpha", alpha, low=0.0, high=1.0)
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.weight = check_float("weight", weight, low=0.0)
+        self.alpha = check_float("alpha", alpha, low=0.0, high=1.0)
         self.reduction = _check_reduction(reduction)
         self.feature_dim = None
         self.register_buffer("centers", torch.zeros(0))
         if feature_dim is not None:
-            self._allocate(_check_int("feature_dim", feature_dim, low=1))
+            self._allocate(check_int("feature_dim", feature_dim, minimum=1))
 
     def _buffer_shape(self, name: str, feature_dim: int) -> tuple[int, ...]:
         return (self.num_classes, feature_dim)
@@ -1022,7 +990,7 @@ class GeneralizedCELoss(nn.Module):
 
     def __init__(self, q: float = 0.7, reduction: str = "mean") -> None:
         super().__init__()
-        self.q = _check_float("q", q, low=0.0, high=1.0, low_open=True)
+        self.q = check_float("q", q, low=0.0, high=1.0, low_open=True)
         self.reduction = _check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
