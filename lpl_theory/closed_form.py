@@ -163,7 +163,7 @@ class Solution:
         exists: whether a real b* exists (discriminant S^2 >= 0; always for K = 1).
         is_global: whether b* is the global minimiser over b in R u {-inf, +inf}.
         perturbed_at_b_star: the perturbed prior-weighted error R_lp(b*).
-        b_global: the global minimiser (b* where is_global, else -inf or +inf).
+        b_global: the global minimiser (b* where is_global, else -inf: predict -1 everywhere).
         R_plus_global, R_minus_global, R_total_global: natural errors of the global optimum.
         discriminant: S^2 = C^2 + 2d(K^2-1) sigma^2 log(K/Gamma).
     """
@@ -217,15 +217,16 @@ def solve(
     exists = core["exists"]
     with np.errstate(invalid="ignore"):
         at_b = _perturbed(bs, v, core["e_plus"], core["e_minus"])
+    # K = 1: b* is the unique critical point, a minimum, hence global (decided analytically: where b* lies far
+    # in a tail, R_lp(b*) and the trivial errors agree to rounding and a comparison could go either way).
+    # K > 1: R_lp increases after b* towards R_lp(+inf) = Gamma/(1+Gamma), so R_lp(b*) < Gamma/(1+Gamma) and
+    # the only competitor is b = -inf, with R_lp(-inf) = 1/(1+Gamma); where no b* exists R_lp is increasing.
     trivial_minus = 1.0 / (1 + g)  # b -> -inf: every point predicted -1
-    trivial_plus = g / (1 + g)  # b -> +inf: every point predicted +1
-    trivial = np.minimum(trivial_minus, trivial_plus)
     with np.errstate(invalid="ignore"):
-        is_global = exists & (at_b <= trivial)
-    side = np.where(trivial_minus <= trivial_plus, -np.inf, np.inf)
-    b_global = np.where(is_global, bs, side)
-    r_plus_g = np.where(is_global, r_plus, np.where(side < 0, 1.0, 0.0))
-    r_minus_g = np.where(is_global, r_minus, np.where(side < 0, 0.0, 1.0))
+        is_global = exists & ((kk == 1) | (at_b <= trivial_minus))
+    b_global = np.where(is_global, bs, -np.inf)
+    r_plus_g = np.where(is_global, r_plus, 1.0)
+    r_minus_g = np.where(is_global, r_minus, 0.0)
     r_total_g = (r_plus_g + g * r_minus_g) / (1 + g)
     return Solution(
         b_star=bs,

@@ -200,3 +200,28 @@ def test_solve_validation(kwargs, exc, match):
 def test_derivative_validation():
     with pytest.raises(ValueError, match="which"):
         cf.db_star_drho("both", 2.0, 2, 1.0)
+
+
+def test_equal_variance_far_tail_b_star_is_still_global():
+    # K = 1 and Gamma < 1 with b* ~ 457 far in the tails: R_lp(b*) and Gamma/(1+Gamma) agree to rounding, and a
+    # numeric comparison had flagged b* as not global and reported the constant classifier b = +inf instead.
+    # With K = 1, b* is the unique critical point of R_lp (dR_lp/db < 0 at -inf, > 0 at +inf): always global.
+    sol = cf.solve(0.1041, 18, 0.441, 13.196, 1.0, 0.2427, 0.884, 0.623)
+    C = 0.2427 * (0.884 + 0.623) - 2 * 18 * 0.441
+    b = (
+        0.2427 * (0.884 - 0.623) / 2 + 18 * 13.196**2 * math.log(0.1041) / C
+    )  # Eq. (44), general rho
+    assert float(sol.b_star) == pytest.approx(b, rel=1e-12)
+    assert bool(sol.is_global)
+    assert float(sol.b_global) == float(sol.b_star)
+    assert float(sol.R_total_global) == float(sol.R_total)
+
+
+def test_not_global_means_constant_minus_one_classifier():
+    # Where b* is not global (K > 1) the optimum is b = -inf, also when Gamma < 1: R_lp rises after b* towards
+    # R_lp(+inf) = Gamma/(1+Gamma), so b = +inf never wins. No real b* at K=3, Gamma=6 (S^2 < 0).
+    sol = cf.solve(np.array([6.0, 3.5]), 2, 1.0, 1.0, 3.0, 0.1, 1.0, 1.0)
+    assert not sol.is_global.any()
+    assert np.all(sol.b_global == -np.inf)
+    assert np.all(sol.R_plus_global == 1.0) and np.all(sol.R_minus_global == 0.0)
+    assert np.allclose(sol.R_total_global, 1 / (1 + np.array([6.0, 3.5])), rtol=0, atol=1e-15)
