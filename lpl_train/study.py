@@ -865,7 +865,11 @@ def loss_variation_figures(
     ) -> None:
         if symlog:  # LDAM's margin variation is an order of magnitude above LA's and ISDA's
             ax.set_yscale("symlog", linthresh=10.0)
-        colors = {"LA": "C0", "ISDA": "C1", "LDAM (margin)": "C2"}
+        colors = {
+            "LA (training)": "C0",
+            "ISDA (training)": "C1",
+            "LDAM margin (trained model)": "C2",
+        }
         for label, y in curves:
             ax.plot(np.arange(len(y)), 100 * y, marker="o", label=label, color=colors.get(label))
         ax.axhline(0, color="k", lw=0.8)
@@ -878,7 +882,8 @@ def loss_variation_figures(
     fig, axes = plt.subplots(1, 1 + len(lt), figsize=(4.5 * (1 + len(lt)), 3.6), squeeze=False)
     for i, d in enumerate(bal[:1] + lt):
         curves = []
-        for mid, lab in (("la", "LA"), ("isda", "ISDA"), ("ldam_drw", "LDAM (margin)")):
+        for mid, lab in (("la", "LA (training)"), ("isda", "ISDA (training)"),
+                         ("ldam_drw", "LDAM margin (trained model)")):  # fmt: skip
             recs = _final_records(records, study, d, mid)
             if not recs or (mid == "la" and d in bal):
                 continue
@@ -896,19 +901,19 @@ def loss_variation_figures(
             (("rbce_focal_ntr", "R-BCE-Focal + NTR"), ("rbce_focal_lc", "R-BCE-Focal + LC"))
         ):
             recs = _final_records(records, study, ml[0], mid)
-            curves = [(f"{lab.split(' + ')[-1]} alone, {p}", _mean_isolated(recs, p))
+            curves = [(f"{lab.split(' + ')[-1]} alone, {p} (trained model)", _mean_isolated(recs, p))
                       for p in ("pos", "neg")] if recs else []  # fmt: skip
             panel(axes[0, i], curves, f"Fig. 2 analogue: {lab}, {ds[ml[0]].get('label', ml[0])}")
         fig.tight_layout()
         paths.append(_save(fig, figures / f"{prefix}fig2-loss-variation.png"))
     # Fig. 11
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6), squeeze=False)
-    curves = [(f"LPL varied, {ds[d].get('label', d)}", _mean_variation(_final_records(records, study, d, "lpl_varied")))
+    curves = [(f"LPL varied, {ds[d].get('label', d)} (training)", _mean_variation(_final_records(records, study, d, "lpl_varied")))
               for d in bal]  # fmt: skip
-    curves += [(f"LPL fixed, {ds[d].get('label', d)}", _mean_variation(_final_records(records, study, d, "lpl_fixed")))
+    curves += [(f"LPL fixed, {ds[d].get('label', d)} (training)", _mean_variation(_final_records(records, study, d, "lpl_fixed")))
                for d in bal]  # fmt: skip
     panel(axes[0, 0], curves, "Fig. 11(a) analogue: balanced")
-    curves = [(f"LPL varied, {ds[d].get('label', d)}", _mean_variation(_final_records(records, study, d, "lpl_varied")))
+    curves = [(f"LPL varied, {ds[d].get('label', d)} (training)", _mean_variation(_final_records(records, study, d, "lpl_varied")))
               for d in lt]  # fmt: skip
     panel(axes[0, 1], curves, "Fig. 11(b) analogue: long-tail")
     curves = []
@@ -920,7 +925,7 @@ def loss_variation_figures(
             ]
         recs = _final_records(records, study, d, "rbce_focal_lpl_varied")
         if recs:
-            curves += [(f"R-BCE-Focal + LPL {p} (shift alone)", _mean_isolated(recs, p))
+            curves += [(f"R-BCE-Focal + LPL {p} (shift alone, trained model)", _mean_isolated(recs, p))
                        for p in ("pos", "neg")]  # fmt: skip
     panel(axes[0, 2], curves, "Fig. 11(c) analogue: multi-label (vs BCE)")
     fig.tight_layout()
