@@ -123,3 +123,62 @@ def test_run_all_report_passes_and_formats():
     assert "closed-form checks: PASS" in text and "[WRONG] Corollary 3" in text
     with pytest.raises(ValueError, match="mc_samples"):
         V.run_all(mc_samples=10)
+
+
+def test_formula_verdicts_follow_the_deviation(monkeypatch):
+    # a verdict is computed, not typed in: a printed formula that disagrees with the derivation is "wrong"
+    good = V.paper.eq44_b_star
+    monkeypatch.setattr(V.paper, "eq44_b_star", lambda *a: good(*a) + 1e-3)
+    bad54 = V.paper.eq54_db_drho_plus
+    monkeypatch.setattr(V.paper, "eq54_db_drho_plus", lambda *a: bad54(*a) * 1.01)
+    findings = {f.item: f.verdict for f in V.paper_formula_findings(n=200, seed=1)}
+    assert findings["Eq. (44) b* and Eq. (21)/(45) errors of Theorem 1"] == "wrong"
+    assert findings["Eq. (54) db*/dt"] == "wrong"
+    assert findings["Eq. (23) errors of Theorem 2"] == "confirmed"
+
+
+def test_numeric_check_fails_on_a_wrong_closed_form(monkeypatch):
+    import dataclasses
+
+    solve_task = cf.solve_task
+
+    def shifted(task, pert):
+        sol = solve_task(task, pert)
+        return dataclasses.replace(sol, b_star=sol.b_star + 1e-4)
+
+    monkeypatch.setattr(V.cf, "solve_task", shifted)
+    res = V.check_numeric_minimisation(n=10, seed=0)
+    assert not res.passed and res.worst > 1e-5
+
+
+@pytest.mark.parametrize(("passed", "code"), [(True, 0), (False, 1)])
+def test_verify_exit_code_follows_the_checks(monkeypatch, capsys, passed, code):
+    from lpl_theory.__main__ import main
+
+    report = V.Report(
+        checks=[V.CheckResult("numeric", passed, 1, 0.0, 1e-6, "")],
+        findings=[V.Finding("a claim", "wrong", "counterexample")],  # findings never fail the run
+    )
+    monkeypatch.setattr(V, "run_all", lambda **kw: report)
+    assert main(["verify"]) == code
+    out = capsys.readouterr().out
+    assert ("closed-form checks: PASS" in out) == passed and "[WRONG] a claim" in out
+
+
+def test_corollary3_counterexamples_match_brute_force_values():
+    # Reference values from an independent brute-force minimisation of R_lp(b) (scipy.stats.norm on a grid of
+    # b in [-25, 25], refined with scipy.optimize.minimize_scalar), then the natural errors at that b.
+    s = cf.solve(4.7, 2, 1.0, 1.0, 3.0, 0.1, np.array([0.0, 1.0]), 1.0)
+    assert np.allclose(s.b_star, [-2.143072572, -2.273269790], atol=1e-6)
+    assert np.allclose(s.R_plus, [0.5402912864, 0.5766109385], atol=1e-7)
+    assert np.allclose(s.R_minus, [0.1644005555, 0.1569146884], atol=1e-7)
+    assert not bool(cf.solve(4.7, 2, 1.0, 1.0, 3.0, 0.1, 2.0, 1.0).exists)  # no local minimum found
+    s = cf.solve(1.1, 1, 1.0, 1.0, 6.0, 0.2, 1.0, np.array([0.0, 4.9]))
+    assert np.allclose(s.R_plus, [0.0205759877, 0.0201839832], atol=1e-7)
+    assert np.allclose(s.R_minus, [0.5027922755, 0.5033220717], atol=1e-7)
+    # Fig. 5: the local minimum is worse than predicting -1 everywhere (1/(1+Gamma) = 0.2222)
+    s = cf.solve(3.5, 2, 1.0, 1.0, 3.0, 0.1, np.array([0.0, 2.0, 5.0, 9.9]), 1.0)
+    assert np.allclose(
+        s.perturbed_at_b_star, [0.2442269106, 0.2553905351, 0.2726033355, 0.3018198804], atol=1e-7
+    )
+    assert not s.is_global.any()
