@@ -151,9 +151,10 @@ def test_selection_reads_validation_only_never_test():
     r = _rec("d", "m", {}, 0, 0, 0)
     r["val"] = {"per_class_acc": [100.0, 50.0, None, 0.0] + [50.0] * 6, "top1_error": 1.0}
     assert S.validation_score(r) == pytest.approx(100 - (150 + 300) / 9)
-    # ties go to the earlier point
+    # ties go to the point whose slug sorts first, whatever the order the runs finished in
     tie = [_rec("d", "m", {"eps": 1}, 0, 70, 0), _rec("d", "m", {"eps": 2}, 0, 70, 100)]
     assert S.select_best(tie) == {("d", "m"): {"eps": 1}}
+    assert S.select_best(tie[::-1]) == {("d", "m"): {"eps": 1}}
     with pytest.raises(ValueError, match="no 'val'"):
         S.validation_score({"key": "x", "test": {}})
 
