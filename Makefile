@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# Machines that keep local wheels (the CPU torch build) in /opt/wheels use them first.
+PIP_FIND ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
 
@@ -13,8 +15,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q $(PIP_FIND) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(PIP_FIND) -e ".[dev]"
 	touch $(STAMP)
 
 lint: $(STAMP)
