@@ -880,7 +880,8 @@ def loss_variation_figures(
         ax.set_xlabel("class index (long-tail: 0 = head, by training count)")
         ax.set_ylabel("relative loss variation (l' − l)/l (%)")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        if curves:  # a panel with no runs (a partial study) gets no empty legend
+            ax.legend(fontsize=7)
 
     # Fig. 1
     fig, axes = plt.subplots(1, 1 + len(lt), figsize=(4.5 * (1 + len(lt)), 3.6), squeeze=False)
