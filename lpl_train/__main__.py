@@ -9,6 +9,9 @@
     left alone, so several sweeps (or a job array) can run the same command in parallel.
 ``report DIR [--format md|csv] [--write]``
     Mean ± std over seeds of every finished run under DIR, beside the paper's number (Tables I-X).
+``data convert-la SRC_DIR DEST_DIR [--dtype uint8|float32] [--force]``
+    Convert the Logit Adjustment CIFAR-LT TFRecords in SRC_DIR to the ``.npz`` files of the
+    ``cifar_lt_npz`` dataset in DEST_DIR, without TensorFlow.
 
 Errors are one line on stderr and exit status 2.
 """
@@ -68,7 +71,33 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--write", action="store_true", help="also write report.md / report.csv into DIR"
     )
+    d = sub.add_parser("data", help="prepare datasets")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    la = dsub.add_parser(
+        "convert-la",
+        help="convert the Logit Adjustment CIFAR-LT TFRecords to .npz (no TensorFlow needed)",
+        description="Read cifar10-lt_train, cifar10_test, cifar100-lt_train and cifar100_test "
+        "(.tfrecord) from SRC_DIR, as downloaded from "
+        "storage.googleapis.com/gresearch/logit_adjustment/, and write <name>.npz into DEST_DIR "
+        "for the cifar_lt_npz dataset (data.root = DEST_DIR).",
+    )
+    la.add_argument("src_dir", metavar="SRC_DIR", help="folder holding the .tfrecord files")
+    la.add_argument("dest_dir", metavar="DEST_DIR", help="folder to write the .npz files into")
+    la.add_argument("--dtype", choices=("uint8", "float32"), default="uint8",
+                    help="uint8 images (default, lossless) or float32 x/255-0.5 as the authors' converter")  # fmt: skip
+    la.add_argument("--force", action="store_true", help="replace existing .npz files")
     return p
+
+
+def _cmd_data(a: argparse.Namespace) -> int:
+    from lpl_train.data.tfrecord import LA_FILES, convert_la
+
+    for src, out, counts in convert_la(a.src_dir, a.dest_dir, dtype=a.dtype, overwrite=a.force):
+        n, expected = int(counts.sum()), LA_FILES[out.stem][1]
+        note = "" if n == expected else f" (the LA release has {expected})"
+        print(f"{src} -> {out}: {n} images{note}, {len(counts)} classes, "
+              f"{int(counts.max())} .. {int(counts.min())} per class")  # fmt: skip
+    return 0
 
 
 def _cmd_list() -> int:
@@ -238,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.cmd == "sweep":
             return _cmd_sweep(args)
+        if args.cmd == "data":
+            return _cmd_data(args)
         return _cmd_report(args)
     except (ConfigError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
             TrainingDiverged, ImportError) as exc:  # fmt: skip

@@ -101,7 +101,9 @@ def check_data(name: str, root: str | Path | None = None, **params: Any) -> list
     if name == "cifar_lt_npz":
         files = [base / f for f in _NPZ_FILES[100 if params.get("variant") == "cifar100" else 10]]
         how = (
-            "Convert the Logit Adjustment CIFAR-LT tfrecords to .npz (arr_0 images, arr_1 labels)."
+            "Download the Logit Adjustment CIFAR-LT tfrecords "
+            "(storage.googleapis.com/gresearch/logit_adjustment/) and convert them with "
+            f"`lpl-train data convert-la TFRECORD_DIR {base}`."
         )
     elif name.startswith("inat"):
         year = name[4:]

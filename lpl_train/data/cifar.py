@@ -9,8 +9,8 @@ Layout under the data root (either form is accepted)::
 The batches inside are Python pickles. They are read with a restricted unpickler that can only rebuild
 builtin containers, byte strings and numpy arrays (no other global is resolvable), straight from the
 archive in memory (nothing is extracted to disk). The LA release (Menon et al.), converted to ``.npz``
-(``arr_0`` images ``N x 1 x 32 x 32 x 3``, ``arr_1`` labels ``N x 1``), is read with
-``numpy.load(allow_pickle=False)``.
+(``arr_0`` images ``N x 1 x 32 x 32 x 3``, ``arr_1`` labels ``N x 1``; ``lpl-train data convert-la``,
+see :mod:`lpl_train.data.tfrecord`), is read with ``numpy.load(allow_pickle=False)``.
 """
 
 from __future__ import annotations
@@ -260,8 +260,8 @@ def build_cifar_lt_npz(
         raise missing(
             f"LA {variant}-LT .npz release",
             absent,
-            "Convert the Logit Adjustment tfrecords (storage.googleapis.com/gresearch/logit_adjustment/) "
-            "to .npz with arrays arr_0 (images) and arr_1 (labels) and put them there.",
+            "Download the Logit Adjustment tfrecords (storage.googleapis.com/gresearch/logit_adjustment/) "
+            f"and convert them with `lpl-train data convert-la TFRECORD_DIR {base}`.",
         )
     xtr, ytr = _read_npz(paths[0], num_classes)
     xte, yte = _read_npz(paths[1], num_classes)
