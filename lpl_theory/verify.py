@@ -45,6 +45,7 @@ __all__ = [
     "Finding",
     "NumericMinimum",
     "Report",
+    "TEXT_READINGS",
     "adversary_shift",
     "check_derivatives",
     "check_monte_carlo",
@@ -116,12 +117,40 @@ class Finding:
     evidence: str
 
 
+#: Typos established by reading the printed text, not by computation (listed so that the report is complete).
+TEXT_READINGS: tuple[Finding, ...] = (
+    Finding(
+        "Eqs. (21), (25), (43), (45), (49), (51), (53): sqrt(d sigma)",
+        "typo",
+        "read as sqrt(d) sigma, the standard deviation of sum_i x_i (Eq. 23 prints it so); the same when sigma = 1.",
+    ),
+    Finding("Eq. (21), proof of Corollary 1: f_rob, b*_rob", "typo", "read as f_opt, b*."),
+    Finding(
+        "Proof of Corollary 1: 'According to Eq. (45), we compute the partial derivatives of b*'",
+        "typo",
+        "b* is Eq. (44); Eq. (45) gives the natural errors (it is rightly cited at the end of the proof).",
+    ),
+    Finding(
+        "Eq. (43), middle lines",
+        "typo",
+        "Gamma is attached to the +1 term and S(u + eps) != -1 | y = -1 appears under the max over delta_+; the "
+        "last line, which the derivation starts from, is right.",
+    ),
+    Finding(
+        "Eq. (49), fourth line",
+        "typo",
+        "eps rho_+ in the -1 term reads eps rho_-; the next line is right.",
+    ),
+)
+
+
 @dataclass
 class Report:
-    """All checks and findings of :func:`run_all`."""
+    """All checks and findings of :func:`run_all`; ``readings`` are typos read from the text, not computed."""
 
     checks: list[CheckResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    readings: list[Finding] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -1107,6 +1136,7 @@ def _corollary3_scans(rng: np.random.Generator, n: int, rhos: int) -> list[Findi
     dR = np.diff(line.R_plus, axis=1)
     rises = int(np.sum(both & (dR > 0)))
     falls = int(np.sum(both & (dR < 0)))
+    flat = int(np.sum(both & (dR == 0)))
     out.append(
         Finding(
             "Sentence after Eq. (54): db*/drho_+ <= 0 means R(+1) decreases and R(-1) increases",
@@ -1115,8 +1145,8 @@ def _corollary3_scans(rng: np.random.Generator, n: int, rhos: int) -> list[Findi
             else ("confirmed" if rises == 0 and falls > 0 else "incomplete"),
             "R(+1) = Phi(-(d eta + b*)/(sqrt(d) sigma)) falls when b* rises, so db*/drho_+ <= 0 raises R(+1) and "
             f"lowers R(-1). Measured on the scanned lines of the first case: over {int(both.sum())} grid steps "
-            f"where db*/drho_+ < 0 at both ends, R(+1) rises at {rises} and falls at {falls} (finite differences of "
-            "the closed-form errors). The sentence has the direction reversed; with it reversed, Eq. (54) <= 0 "
+            f"where db*/drho_+ < 0 at both ends, R(+1) rises at {rises}, falls at {falls} and is unchanged in float64 "
+            f"at {flat} (finite differences of the closed-form errors). The sentence has the direction reversed; with it reversed, Eq. (54) <= 0 "
             "says the opposite of Corollary 3's first case.",
         )
     )
@@ -1405,6 +1435,7 @@ def run_all(mc_samples: int = 1_000_000, numeric_points: int = 200, seed: int = 
     report.checks.append(check_symbolic_reduction())
     report.findings.extend(paper_formula_findings(seed=seed))
     report.findings.extend(corollary_scans(seed=seed))
+    report.readings.extend(TEXT_READINGS)
     return report
 
 
@@ -1428,6 +1459,14 @@ def format_report(report: Report, width: int = 110) -> str:
         lines.extend(
             textwrap.wrap(f.evidence, width, initial_indent="    ", subsequent_indent="    ")
         )
+    if report.readings:
+        lines.append("")
+        lines.append("Read from the text (not recomputed):")
+        for f in report.readings:
+            lines.append(f"[{f.verdict.upper()}] {f.item}")
+            lines.extend(
+                textwrap.wrap(f.evidence, width, initial_indent="    ", subsequent_indent="    ")
+            )
     lines.append("")
     if report.passed:
         lines.append("closed-form checks: PASS")

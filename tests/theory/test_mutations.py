@@ -42,6 +42,9 @@ def test_unmodified_verify_passes(capsys):
         assert name in out
     # findings are computed, and do not fail the run
     assert "[WRONG] Corollary 3, first case" in out and "[INCOMPLETE] Fig. 5" in out
+    # typos read from the text are listed apart from the computed verdicts
+    assert out.index("Read from the text (not recomputed):") > out.index("[INCOMPLETE] Fig. 5")
+    assert "Proof of Corollary 1: 'According to Eq. (45)" in out
 
 
 def test_shifted_b_star_fails(monkeypatch, capsys):
