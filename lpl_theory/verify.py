@@ -2,9 +2,9 @@
 
 Five checks of :mod:`lpl_theory.closed_form` (each can fail; ``python -m lpl_theory verify`` exits 1 if one does):
 
-1. ``numeric``: direct minimisation of the perturbed error over b, built from the data model with
-   ``scipy.stats.norm``. The adversary is *searched*, not assumed: at every b, each class's shift delta_c is
-   found by optimising over [-eps_c, eps_c] (maximising the class's perturbed error for the first type, Eq. 18;
+1. ``numeric``: direct minimisation of the perturbed error over b, built from the data model with the normal
+   CDF (``scipy.special.ndtr``). The adversary is *searched*, not assumed: at every b, each class's shift delta_c
+   is found by optimising over [-eps_c, eps_c] (maximising the class's perturbed error for the first type, Eq. 18;
    minimising it for the second type, Eq. 19), so neither the closed form's signs nor
    :func:`lpl_theory.task.type_sign` enter. Every local minimum is bracketed on a grid and refined as a root of
    dR_lp/db (Danskin: the slope at the searched shift), then compared with the limits b -> +-inf; b* must agree
