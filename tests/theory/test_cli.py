@@ -61,7 +61,7 @@ def test_curve_figure5_flags_non_global(capsys):
         (["curve", "--figure", "3", "--eta", "1e200", "--rho", "1"], "overflow float64"),
         (["curve", "--figure", "3", "--sigma", "1e308", "--rho", "1"], "overflow"),
         (["curve", "--figure", "5", "--K", "1e308", "--rho", "1"], "overflow"),
-        (["curve", "--figure", "3", "--eps", "1e-310"], "overflow"),
+        (["curve", "--figure", "3", "--eta", "1e300", "--eps", "1e-10"], "overflow"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(capsys, argv, needle):
