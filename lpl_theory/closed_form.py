@@ -119,17 +119,33 @@ def _prepare(
 
 def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
     g, dd, et, sg, kk = v["gamma"], v["d"], v["eta"], v["sigma"], v["K"]
-    e_plus = v["s_plus"] * v["rho_plus"] * v["eps"]
-    e_minus = v["s_minus"] * v["rho_minus"] * v["eps"]
-    p = dd * et - e_plus
-    q = e_minus - dd * et
-    C = e_plus + e_minus - 2 * dd * et
-    log_k_over_g = np.log(kk) - np.log(g)
-    disc = C**2 + 2 * dd * (kk**2 - 1) * sg**2 * log_k_over_g
-    exists = disc >= 0
-    S = np.sqrt(np.where(exists, disc, np.nan))
-    c = kk**2 * p**2 - q**2 - 2 * dd * kk**2 * sg**2 * log_k_over_g
-    b_star = c / (q - kk**2 * p - kk * S)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e_plus = v["s_plus"] * v["rho_plus"] * v["eps"]
+        e_minus = v["s_minus"] * v["rho_minus"] * v["eps"]
+        p = dd * et - e_plus
+        q = e_minus - dd * et
+        C = e_plus + e_minus - 2 * dd * et
+        log_k_over_g = np.log(kk) - np.log(g)
+        # K = 1 (Theorems 1-2): the log term is exactly 0, whatever sigma
+        log_term = np.where(kk == 1, 0.0, 2 * dd * (kk**2 - 1) * sg**2 * log_k_over_g)
+        disc = C**2 + log_term
+        exists = disc >= 0
+        S = np.sqrt(np.where(exists, disc, np.nan))
+        c = kk**2 * p**2 - q**2 - 2 * dd * kk**2 * sg**2 * log_k_over_g
+        b_star = c / (q - kk**2 * p - kk * S)
+        scale_ok = np.isfinite(np.sqrt(dd) * sg * kk)
+    overflow = ~(np.isfinite(p) & np.isfinite(q) & np.isfinite(disc) & np.isfinite(c) & scale_ok)
+    overflow |= exists & ~np.isfinite(b_star)
+    if np.any(overflow):
+        i = np.flatnonzero(overflow.ravel())[0]
+        at = ", ".join(
+            f"{name}={float(np.broadcast_to(v[name], overflow.shape).ravel()[i]):g}"
+            for name in ("gamma", "d", "eta", "sigma", "K", "eps")
+        )
+        raise ValueError(
+            f"the parameters overflow float64 in the closed form of b* ({at}): d*eta, sigma^2 or K^2 is too "
+            "large for b* to be represented; use smaller values"
+        )
     return {
         "e_plus": e_plus,
         "e_minus": e_minus,

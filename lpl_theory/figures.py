@@ -1,9 +1,12 @@
-"""Figs. 3-6 of the paper (Sec. III.B): natural per-class and total errors of f_opt against rho.
+"""Figs. 3-6 of the paper (Sec. III.B): natural per-class and total errors of the classifier at b* against rho.
 
-Each figure has two panels as in the paper: left, R(f_opt, +1) and R(f_opt, -1); right, R(f_opt). Curves are the
-closed form at the first-order-condition minimiser b*; markers are Monte Carlo estimates (>= 10^6 samples per
-class, seeded); a grey band marks any rho where b* is not the global minimiser of the perturbed error (there the
-constant classifier is better, and its errors are drawn dashed) or where no real b* exists.
+Each figure has two panels as in the paper: left, the per-class errors; right, the total error. Curves are the
+closed form at the first-order-condition minimiser b*; markers are Monte Carlo estimates (10^7 samples per class by
+default, seeded; every marker of a figure uses the same draws, so the markers' differences are far more precise
+than their +-2 s.e. bars). The per-class curves are labelled R(f_opt, +-1) where b* is the global minimiser of the
+perturbed error along the whole curve, and R(b*, +-1) otherwise. A grey band marks any rho where b* is not the
+global minimiser (there the constant classifier is better, and its total error is drawn dashed in the right panel;
+its per-class errors, 1 and 0 or 0 and 1, are named in the legend) and hatching marks rho where no real b* exists.
 Matplotlib is used through its object API with the Agg canvas, and mathtext only (no LaTeX).
 """
 
@@ -42,6 +45,11 @@ def curve(number: int, rho: Any = None, spec: FigureSpec | None = None) -> dict[
         spec = figure_spec(number)
     elif not isinstance(spec, FigureSpec):
         raise TypeError(f"spec must be a FigureSpec, got {type(spec).__name__}")
+    if not np.isfinite(spec.rho_max):
+        raise ValueError(
+            f"eta/eps, the end of the range of rho, overflows float64 (eta = {spec.task.eta:g}, eps = {spec.eps:g}); "
+            "choose eta and eps with a finite ratio"
+        )
     r = default_rho(spec) if rho is None else np.asarray(rho, dtype=float)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"rho must be a non-empty 1-d list of numbers, got {rho!r}")
@@ -72,16 +80,18 @@ def _solve(spec: FigureSpec, rho: np.ndarray) -> cf.Solution:
 
 
 def _monte_carlo(spec: FigureSpec, rho: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Simulated natural errors at b*(rho) for every rho, all on the same draws (common random numbers)."""
     from .verify import monte_carlo_errors
 
     out = np.full((rho.size, 2), np.nan)
-    seeds = np.random.SeedSequence([seed, spec.number]).spawn(rho.size)
     sol = _solve(spec, rho)
-    for i, ss in enumerate(seeds):
-        if bool(sol.exists[i]):
-            out[i] = monte_carlo_errors(
-                spec.task, float(sol.b_star[i]), samples, int(ss.generate_state(1)[0])
-            )
+    ok = np.asarray(sol.exists)
+    if ok.any():
+        ss = np.random.SeedSequence([seed, spec.number])
+        r_plus, r_minus = monte_carlo_errors(
+            spec.task, np.asarray(sol.b_star)[ok], samples, int(ss.generate_state(1)[0])
+        )
+        out[ok, 0], out[ok, 1] = r_plus, r_minus
     return out
 
 
@@ -103,13 +113,13 @@ def _bands(x: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
 
 
 def draw_figure(
-    number: int, mc_samples: int = 1_000_000, mc_points: int = 6, seed: int = 0, grid: int = 200
+    number: int, mc_samples: int = 10_000_000, mc_points: int = 6, seed: int = 0, grid: int = 200
 ):
     """Draw Fig. ``number`` (3, 4, 5 or 6) and return the matplotlib Figure (Agg canvas).
 
     Args:
         number: the paper's figure number.
-        mc_samples: Monte Carlo samples per class at each marker (0 draws no markers).
+        mc_samples: Monte Carlo samples per class, shared by every marker (0 draws no markers).
         mc_points: number of rho values with a Monte Carlo marker.
         seed: seed of the simulation.
         grid: number of rho values of the curves.
@@ -130,11 +140,14 @@ def draw_figure(
     fig = Figure(figsize=(10.0, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax_cls, ax_tot = fig.subplots(1, 2)
-    ax_cls.plot(rho, sol.R_minus, color="tab:blue", lw=2, label=r"$\mathcal{R}(f_{opt},-1)$")
-    ax_cls.plot(rho, sol.R_plus, color="tab:red", lw=2, label=r"$\mathcal{R}(f_{opt},+1)$")
-    ax_tot.plot(rho, sol.R_total, color="black", lw=2, label=r"$\mathcal{R}(f_{opt})$ at $b^*$")
-
     bad = ~np.asarray(sol.is_global)
+    # where b* is not the optimum the curves are the errors of the classifier at b*, not of f_opt
+    who = "b^*" if bad.any() else "f_{opt}"
+    ax_cls.plot(rho, sol.R_minus, color="tab:blue", lw=2, label=f"$\\mathcal{{R}}({who},-1)$")
+    ax_cls.plot(rho, sol.R_plus, color="tab:red", lw=2, label=f"$\\mathcal{{R}}({who},+1)$")
+    total_label = f"$\\mathcal{{R}}({who})$" + (" at $b^*$" if who == "f_{opt}" else "")
+    ax_tot.plot(rho, sol.R_total, color="black", lw=2, label=total_label)
+
     if bad.any():
         missing = ~np.asarray(sol.exists)
         if np.all(np.isneginf(sol.b_global[bad])):
@@ -177,7 +190,7 @@ def draw_figure(
         tot = (mc[:, 0] + t.gamma * mc[:, 1]) / (1 + t.gamma)
         se = np.sqrt(mc * (1 - mc) / mc_samples)
         se_tot = np.sqrt(se[:, 0] ** 2 + (t.gamma * se[:, 1]) ** 2) / (1 + t.gamma)
-        lab = f"Monte Carlo $\\pm2$ s.e. ({mc_samples:.0e} per class)"
+        lab = f"Monte Carlo $\\pm2$ s.e. ({mc_samples:.0e}/class, common draws)"
         style = {"mfc": "none", "ms": 7, "capsize": 3, "ls": "none"}
         ax_cls.errorbar(
             rho_mc, mc[:, 1], 2 * se[:, 1], fmt="o", color="tab:blue", label=lab + ", $-1$", **style
@@ -190,12 +203,13 @@ def draw_figure(
     for ax, ylabel in ((ax_cls, "natural error"), (ax_tot, "total natural error")):
         ax.set_xlabel(f"${varied}$")
         ax.set_ylabel(ylabel)
-        ax.set_xlim(0.0, spec.rho_max)
+        ax.set_xlim(-0.03 * spec.rho_max, spec.rho_max)  # room for the marker at rho = 0
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    ax_cls.set_title(r"$\mathcal{R}(f_{opt},-1)$ and $\mathcal{R}(f_{opt},+1)$", fontsize=10)
+    ax_cls.set_title(f"$\\mathcal{{R}}({who},-1)$ and $\\mathcal{{R}}({who},+1)$", fontsize=10)
     ax_tot.set_title(
-        r"$\mathcal{R}(f_{opt})=(\mathcal{R}_+ + \Gamma\,\mathcal{R}_-)/(1+\Gamma)$", fontsize=10
+        f"$\\mathcal{{R}}({who})=(\\mathcal{{R}}_+ + \\Gamma\\,\\mathcal{{R}}_-)/(1+\\Gamma)$",
+        fontsize=10,
     )
     fixed = r"\rho_-" if spec.vary == "rho_plus" else r"\rho_+"
     fig.suptitle(
@@ -206,14 +220,19 @@ def draw_figure(
     return fig
 
 
-def write_figures(out: str | Path, mc_samples: int = 1_000_000, seed: int = 0) -> list[Path]:
+def write_figures(out: str | Path, mc_samples: int = 10_000_000, seed: int = 0) -> list[Path]:
     """Write fig3 ... fig6 as .png and .pdf into ``out`` (created if missing); return the paths written."""
     if not isinstance(out, str | Path):
         raise TypeError(f"out must be a path, got {out!r}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out must be a directory, got the file {str(out_dir)!r}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{str(blocker)!r} is a file, not a directory" if blocker else exc.strerror
+        raise ValueError(f"out: cannot create the directory {str(out_dir)!r}: {reason}") from None
     written = []
     for number in (3, 4, 5, 6):
         fig = draw_figure(number, mc_samples=mc_samples, seed=seed)
@@ -222,6 +241,9 @@ def write_figures(out: str | Path, mc_samples: int = 1_000_000, seed: int = 0) -
             ("pdf", {"metadata": {"CreationDate": None}}),
         ):
             path = out_dir / f"fig{number}.{ext}"
-            fig.savefig(path, **kw)
+            try:
+                fig.savefig(path, **kw)
+            except OSError as exc:
+                raise ValueError(f"out: cannot write {str(path)!r}: {exc.strerror}") from None
             written.append(path)
     return written

@@ -56,6 +56,12 @@ def test_curve_figure5_flags_non_global(capsys):
         (["curve"], "--figure"),
         (["nonsense"], "invalid choice"),
         (["verify", "--mc-samples", "10"], "mc-samples"),
+        # an overflow in the closed form is refused, never reported as "no real b*"
+        (["curve", "--figure", "3", "--eta", "1e308"], "overflow"),
+        (["curve", "--figure", "3", "--eta", "1e200", "--rho", "1"], "overflow float64"),
+        (["curve", "--figure", "3", "--sigma", "1e308", "--rho", "1"], "overflow"),
+        (["curve", "--figure", "5", "--K", "1e308", "--rho", "1"], "overflow"),
+        (["curve", "--figure", "3", "--eta", "1e300", "--eps", "1e-10"], "overflow"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(capsys, argv, needle):
@@ -83,3 +89,36 @@ def test_figures_command_writes_files(tmp_path, capsys):
     for n in (3, 4, 5, 6):
         assert (tmp_path / f"fig{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / f"fig{n}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--eta", "1e150"), ("--sigma", "1e150"), ("--K", "1e150")]
+)
+def test_large_but_representable_parameters_are_computed(capsys, option, value):
+    # b* is representable: the curve is computed, finite, and the flags follow the closed form
+    assert main(["curve", "--figure", "3", option, value, "--rho", "0,1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert all(b is not None for b in data["b_star"])
+    assert all(0.0 <= r <= 1.0 for r in data["R_plus"] + data["R_minus"])
+
+
+def test_figures_out_under_a_file_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["figures", "--out", str(blocker / "sub"), "--mc-samples", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lpl-theory: error: out:")
+    assert "is a file, not a directory" in err and "Traceback" not in err
+    assert main(["figures", "--out", str(blocker), "--mc-samples", "0"]) == 2
+    assert "must be a directory" in capsys.readouterr().err
+
+
+def test_subprocess_overflow_exit_2():
+    proc = subprocess.run(
+        [sys.executable, "-m", "lpl_theory", "curve", "--figure", "3", "--eta", "1e308", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "overflow" in proc.stderr

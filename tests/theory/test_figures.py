@@ -22,9 +22,13 @@ def test_curves_are_the_closed_form(number):
     spec = FIGURES[number]
     rho = default_rho(spec, 50)
     data = curve(number, rho)
-    assert np.allclose(_line(ax_cls, r"$\mathcal{R}(f_{opt},+1)$").get_ydata(), data["R_plus"])
-    assert np.allclose(_line(ax_cls, r"$\mathcal{R}(f_{opt},-1)$").get_ydata(), data["R_minus"])
-    assert np.allclose(_line(ax_tot, r"$\mathcal{R}(f_{opt})$ at $b^*$").get_xdata(), rho)
+    # R(f_opt, .) only where b* is the optimum along the whole curve; R(b*, .) where the band applies
+    who = "f_{opt}" if all(data["b_star_is_global"]) else "b^*"
+    assert np.allclose(_line(ax_cls, f"$\\mathcal{{R}}({who},+1)$").get_ydata(), data["R_plus"])
+    assert np.allclose(_line(ax_cls, f"$\\mathcal{{R}}({who},-1)$").get_ydata(), data["R_minus"])
+    total = r"$\mathcal{R}(f_{opt})$ at $b^*$" if who == "f_{opt}" else r"$\mathcal{R}(b^*)$"
+    assert np.allclose(_line(ax_tot, total).get_xdata(), rho)
+    assert (who == "b^*") == (number == 5)
     assert ax_cls.get_xlabel() in (r"$\rho_+$", r"$\rho_-$")
     bands = [p for p in ax_tot.patches if p.get_label().startswith("$b^*$ not global")]
     assert bool(bands) == (number == 5)
@@ -47,6 +51,21 @@ def test_monte_carlo_markers_near_curve():
     ys = containers[1].lines[0].get_ydata()  # class +1 markers
     ref = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.2, np.asarray(xs), 1.0).R_plus
     assert np.all(np.abs(ys - ref) <= 4 * np.sqrt(ref * (1 - ref) / 200_000))
+    assert ax_cls.get_xlim()[0] < 0.0  # the marker at rho = 0 is not clipped
+
+
+def test_figure6_markers_resolve_the_change_of_the_total_error():
+    # common draws for every marker: the simulated total error falls with rho_- as the curve does, although
+    # each marker's own standard error is of the order of the whole change at this sample size
+    fig = draw_figure(6, mc_samples=1_000_000, mc_points=6, grid=20)
+    ax_tot = fig.axes[1]
+    ys = ax_tot.containers[0].lines[0].get_ydata()
+    xs = ax_tot.containers[0].lines[0].get_xdata()
+    ref = cf.solve(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, np.asarray(xs)).R_total
+    assert np.all(np.diff(ref) < 0) and np.all(np.diff(ys) < 0)
+    # the differences between markers follow the curve's much more closely than one marker's s.e.
+    se = np.sqrt((0.07 * 0.93 + 1.1**2 * 0.3 * 0.7) / 1_000_000) / 2.1
+    assert np.max(np.abs(np.diff(ys) - np.diff(ref))) < se
 
 
 def test_curve_validation():

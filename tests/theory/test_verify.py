@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from lpl_theory import closed_form as cf
 from lpl_theory import verify as V
@@ -76,6 +77,12 @@ def test_paper_formula_findings_verdicts():
     assert (
         findings["Theorem 3 (Eqs. 25, 50): existence and optimality of b*"].verdict == "incomplete"
     )
+    assert (
+        findings["Fig. 5 / Theorem 3: for which Gamma b* is the global optimum"].verdict
+        == "incomplete"
+    )
+    w = findings["Appendix A: w = 1 (Lemma 1 of Xu et al.) under the perturbation"]
+    assert w.verdict == "incomplete" and "at c = 100" in w.evidence
 
 
 def test_corollary_scans_verdicts():
@@ -98,6 +105,12 @@ def test_corollary_scans_verdicts():
         ]
         == "wrong"
     )
+    assert (
+        verdicts[
+            "Sentence after Eq. (54): db*/drho_+ <= 0 means R(+1) decreases and R(-1) increases"
+        ]
+        == "wrong"
+    )
 
 
 def test_corollary3_counterexamples_by_finite_differences():
@@ -116,13 +129,11 @@ def test_corollary3_counterexamples_by_finite_differences():
     assert s.R_plus[1] > s.R_plus[0]
 
 
-def test_run_all_report_passes_and_formats():
-    report = V.run_all(mc_samples=1_000_000, numeric_points=20, seed=0)
-    assert report.passed
-    text = V.format_report(report)
-    assert "closed-form checks: PASS" in text and "[WRONG] Corollary 3" in text
+def test_run_all_validates_its_arguments():
     with pytest.raises(ValueError, match="mc_samples"):
         V.run_all(mc_samples=10)
+    with pytest.raises(ValueError, match="numeric_points"):
+        V.run_all(numeric_points=0)
 
 
 def test_formula_verdicts_follow_the_deviation(monkeypatch):
@@ -165,20 +176,172 @@ def test_verify_exit_code_follows_the_checks(monkeypatch, capsys, passed, code):
     assert ("closed-form checks: PASS" in out) == passed and "[WRONG] a claim" in out
 
 
-def test_corollary3_counterexamples_match_brute_force_values():
-    # Reference values from an independent brute-force minimisation of R_lp(b) (scipy.stats.norm on a grid of
-    # b in [-25, 25], refined with scipy.optimize.minimize_scalar), then the natural errors at that b.
-    s = cf.solve(4.7, 2, 1.0, 1.0, 3.0, 0.1, np.array([0.0, 1.0]), 1.0)
-    assert np.allclose(s.b_star, [-2.143072572, -2.273269790], atol=1e-6)
-    assert np.allclose(s.R_plus, [0.5402912864, 0.5766109385], atol=1e-7)
-    assert np.allclose(s.R_minus, [0.1644005555, 0.1569146884], atol=1e-7)
-    assert not bool(cf.solve(4.7, 2, 1.0, 1.0, 3.0, 0.1, 2.0, 1.0).exists)  # no local minimum found
-    s = cf.solve(1.1, 1, 1.0, 1.0, 6.0, 0.2, 1.0, np.array([0.0, 4.9]))
-    assert np.allclose(s.R_plus, [0.0205759877, 0.0201839832], atol=1e-7)
-    assert np.allclose(s.R_minus, [0.5027922755, 0.5033220717], atol=1e-7)
-    # Fig. 5: the local minimum is worse than predicting -1 everywhere (1/(1+Gamma) = 0.2222)
-    s = cf.solve(3.5, 2, 1.0, 1.0, 3.0, 0.1, np.array([0.0, 2.0, 5.0, 9.9]), 1.0)
-    assert np.allclose(
-        s.perturbed_at_b_star, [0.2442269106, 0.2553905351, 0.2726033355, 0.3018198804], atol=1e-7
+def _brute_force(task, pert):
+    """The repository's independent minimisation (adversary searched) and the natural errors at its argmin."""
+    num = V.numeric_minimum(task, pert)
+    out = []
+    for b in num.local_minima:
+        s = math.sqrt(task.d)
+        out.append(
+            (
+                b,
+                float(norm.cdf(-(task.d * task.eta + b) / (s * task.sigma))),
+                float(norm.sf((task.d * task.eta - b) / (s * task.sigma * task.K))),
+            )
+        )
+    return num, out
+
+
+@pytest.mark.parametrize(
+    ("task", "eps", "rhos", "vary"),
+    [
+        (
+            GaussianTask(4.7, 2, 1.0, 1.0, 3.0),
+            0.1,
+            (0.0, 1.0),
+            "plus",
+        ),  # Cor. 3 first case, b* local
+        (
+            GaussianTask(6.0, 1, 1.0, 1.0, 1.1),
+            0.1,
+            (0.0, 1.0),
+            "plus",
+        ),  # Cor. 3 first case, b* global
+        (GaussianTask(1.1, 1, 1.0, 1.0, 6.0), 0.2, (0.0, 4.9), "minus"),  # Cor. 3 second case
+    ],
+)
+def test_corollary3_counterexamples_match_brute_force(task, eps, rhos, vary):
+    # the counterexamples' numbers come from the closed form; here they are recomputed by brute force
+    found = []
+    for rho in rhos:
+        pert = Perturbation(eps, rho, 1.0) if vary == "plus" else Perturbation(eps, 1.0, rho)
+        sol = cf.solve_task(task, pert)
+        num, vals = _brute_force(task, pert)
+        assert len(vals) == 1
+        b, r_plus, r_minus = vals[0]
+        assert abs(b - float(sol.b_star)) <= 1e-6
+        assert abs(r_plus - float(sol.R_plus)) <= 1e-7 and abs(r_minus - float(sol.R_minus)) <= 1e-7
+        assert math.isfinite(num.b_global) == bool(sol.is_global)
+        found.append((r_plus, r_minus))
+    (p0, m0), (p1, m1) = found
+    if vary == "plus":  # the claim: R(+1) falls, R(-1) rises; brute force: the opposite
+        assert p1 > p0 and m1 < m0
+    else:  # the claim: R(+1) rises, R(-1) falls; brute force: the opposite
+        assert p1 < p0 and m1 > m0
+
+
+def test_corollary3_no_root_and_figure5_not_global_by_brute_force():
+    task = GaussianTask(4.7, 2, 1.0, 1.0, 3.0)
+    assert not bool(cf.solve_task(task, Perturbation(0.1, 2.0, 1.0)).exists)
+    assert V.numeric_minimum(task, Perturbation(0.1, 2.0, 1.0)).local_minima == ()
+    spec = FIGURES[5]
+    for rho in (0.0, 2.0, 5.0, 9.9):
+        pert = spec.perturbation(rho)
+        num = V.numeric_minimum(spec.task, pert)
+        sol = cf.solve_task(spec.task, pert)
+        assert num.b_global == -math.inf and not bool(sol.is_global)
+        # R_lp at the local minimum, by brute force, against the closed form's
+        value = V._searched_objective(spec.task, pert)[0](num.local_minima[0])[0]
+        assert value == pytest.approx(float(sol.perturbed_at_b_star), abs=1e-9)
+        assert value > 1 / (1 + spec.task.gamma)
+
+
+def test_adversary_is_found_by_search():
+    # Eq. 18: the first type maximises the class's error, i.e. pushes the logit toward the wrong side (delta_+ =
+    # -eps_+, delta_- = +eps_-); Eq. 19: the second type the other way. The search knows only max/min.
+    task = GaussianTask(2.0, 2, 1.0, 1.3, 2.0)
+    for b in (-3.0, 0.0, 2.5):
+        first = Perturbation(0.2, 2.0, 3.0, "first", "first")
+        second = Perturbation(0.2, 2.0, 3.0, "second", "second")
+        assert V.adversary_shift(task, first, 1, b)[0] == pytest.approx(-0.4)
+        assert V.adversary_shift(task, first, -1, b)[0] == pytest.approx(0.6)
+        assert V.adversary_shift(task, second, 1, b)[0] == pytest.approx(0.4)
+        assert V.adversary_shift(task, second, -1, b)[0] == pytest.approx(-0.6)
+        worst = V.adversary_shift(task, first, 1, b)[1]
+        best = V.adversary_shift(task, second, 1, b)[1]
+        assert best < float(V._class_error(task, 1, b, 0.0)) < worst
+    with pytest.raises(ValueError, match="cls"):
+        V.adversary_shift(task, first, 0, 0.0)
+
+
+def test_numeric_check_fails_when_the_types_are_read_flipped(monkeypatch):
+    from lpl_theory import symbolic, task
+
+    original = task.type_sign
+    for module in (task, cf, symbolic):
+        monkeypatch.setattr(module, "type_sign", lambda kind, name="type": -original(kind, name))
+    res = V.check_numeric_minimisation(n=12, seed=0)
+    assert not res.passed and res.worst > 1e-3
+
+
+def test_simulated_perturbed_error():
+    task = GaussianTask(2.0, 2, 1.0, 1.0, 1.5)
+    pert = Perturbation(0.2, 3.0, 1.0, "first", "second")
+    sim = V.simulated_perturbed_error(task, pert, [-np.inf, 0.0, np.inf], n=100_000, seed=3)
+    # trivial classifiers: exact whatever the draws
+    assert sim["R_lp"][0] == pytest.approx(1 / 3) and sim["R_lp"][2] == pytest.approx(2 / 3)
+    # the simulated adversary at b = 0: first type on +1 -> -eps_+, second type on -1 -> -eps_-
+    assert sim["delta_plus"][1] == pytest.approx(-0.6) and sim["delta_minus"][1] == pytest.approx(
+        -0.2
     )
-    assert not s.is_global.any()
+    closed = cf.perturbed_error(0.0, 2.0, 2, 1.0, 1.0, 1.5, 0.2, 3.0, 1.0, "first", "second")
+    assert abs(sim["R_lp"][1] - float(closed)) <= 4 * math.sqrt(0.25 / 100_000)
+
+
+def test_monte_carlo_common_random_numbers():
+    task = GaussianTask(2.0, 2, 1.0)
+    rp, rm = V.monte_carlo_errors(task, np.array([0.0, 0.01]), n=200_000, seed=1)
+    one = V.monte_carlo_errors(task, 0.0, n=200_000, seed=1)
+    assert (rp[0], rm[0]) == one
+    # same draws: a small move of b changes the estimates by the few points it crosses, in the right direction
+    assert 0 <= rp[0] - rp[1] < 0.002 and 0 <= rm[1] - rm[0] < 0.002
+
+
+def test_derivative_check_passes_and_catches_a_reversed_direction(monkeypatch):
+    assert V.check_derivatives(n=6, seed=1).passed
+    original = cf.db_star_drho
+    monkeypatch.setattr(cf, "db_star_drho", lambda *a, **k: -original(*a, **k))
+    res = V.check_derivatives(n=6, seed=1)
+    assert not res.passed and res.worst > 1
+
+
+def test_figure5_thresholds_by_bisection_of_the_brute_force():
+    # each threshold is a root of R_lp(b*) = 1/(1+Gamma); check it with the repository's brute-force minimum
+    th = V.figure5_thresholds(points=11)
+    spec = FIGURES[5]
+    for gamma, rho, eps in (
+        (th["at_rho0"], 0.0, 0.1),
+        (th["whole_curve"], 9.99, 0.1),
+        (th["no_perturbation"], 0.0, 0.0),
+    ):
+        for g, is_global in ((gamma * (1 - 1e-3), True), (gamma * (1 + 1e-3), False)):
+            task = GaussianTask(g, spec.task.d, spec.task.eta, spec.task.sigma, spec.task.K)
+            num = V.numeric_minimum(task, Perturbation(eps, rho, 1.0))
+            assert math.isfinite(num.b_global) == is_global, (gamma, rho, eps, g)
+    assert th["whole_curve"] < th["K"] < th["at_rho0"] < th["no_perturbation"] < th["trend_bound"]
+    # the corrected trend bound and the stated interval, from their formulas
+    assert th["trend_bound"] == pytest.approx(3 * math.exp(2.9**2 / 36))
+    assert th["stated_lower"] == pytest.approx(3 * math.exp(3.9**2 / 36))
+
+
+def test_weight_scale_is_a_normalisation():
+    spec = FIGURES[3]
+    pert = spec.perturbation(3.0)
+    values = [V.weight_scale_minimum(spec.task, pert, c) for c in (1.0, 100.0)]
+    # c = 1 is the closed form's minimum; a larger scale of w lowers the minimum perturbed error
+    assert values[0] == pytest.approx(
+        float(cf.solve_task(spec.task, pert).perturbed_at_b_star), abs=1e-9
+    )
+    assert values[1] < values[0] - 0.04
+    # the same minimum from the closed-form R_lp with eps / 100, minimised by a bounded scalar search
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(
+        lambda b: float(cf.perturbed_error(b, 2.0, 2, 1.0, 1.0, 1.0, 0.2 / 100, 3.0, 1.0)),
+        bounds=(-5.0, 5.0),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    assert values[1] == pytest.approx(res.fun, abs=1e-9)
+    with pytest.raises(ValueError, match="c must be"):
+        V.weight_scale_minimum(spec.task, pert, 0.0)

@@ -1,0 +1,121 @@
+"""Planted errors: ``python -m lpl_theory verify`` must exit 1 and name the check that caught each one.
+
+Each test plants one error in memory (the real modules, patched), then runs the CLI's ``verify`` in-process,
+through its real code path and exit code, with fewer Monte Carlo samples than the default (the tolerances are in
+standard errors, so they hold at any sample size).
+"""
+
+import dataclasses
+
+import pytest
+
+from lpl_theory import closed_form as cf
+from lpl_theory import paper, symbolic, task
+from lpl_theory import verify as V
+from lpl_theory.__main__ import main
+
+ARGS = ["verify", "--mc-samples", "200000", "--points", "40"]
+
+
+def _verify(capsys):
+    code = main(ARGS)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _failed(err):
+    assert err.startswith("lpl-theory: verify: failed: ") and err.count("\n") == 1
+    return set(err.split(": ", 3)[3].strip().split("; "))
+
+
+def test_unmodified_verify_passes(capsys):
+    code, out, err = _verify(capsys)
+    assert code == 0 and err == ""
+    assert "closed-form checks: PASS" in out
+    for name in (
+        V.NUMERIC_CHECK,
+        V.DERIVATIVE_CHECK,
+        V.MC_NATURAL_CHECK,
+        V.MC_PERTURBED_CHECK,
+        V.SYMBOLIC_CHECK,
+    ):
+        assert name in out
+    # findings are computed, and do not fail the run
+    assert "[WRONG] Corollary 3, first case" in out and "[INCOMPLETE] Fig. 5" in out
+    # typos read from the text are listed apart from the computed verdicts
+    assert out.index("Read from the text (not recomputed):") > out.index("[INCOMPLETE] Fig. 5")
+    assert "Proof of Corollary 1: 'According to Eq. (45)" in out
+
+
+def test_shifted_b_star_fails(monkeypatch, capsys):
+    # b* moved by +0.3 everywhere, with the natural errors recomputed at the moved b* (a consistent wrong closed form)
+    core = cf._core
+
+    def shifted(v):
+        out = dict(core(v))
+        out["b_star"] = out["b_star"] + 0.3
+        return out
+
+    monkeypatch.setattr(cf, "_core", shifted)
+    code, out, err = _verify(capsys)
+    assert code == 1
+    failed = _failed(err)
+    assert V.NUMERIC_CHECK in failed and V.MC_PERTURBED_CHECK in failed
+    assert (
+        V.MC_NATURAL_CHECK not in failed
+    )  # the natural errors at the moved b* are right: only R_lp catches it
+    assert "b* not the simulated minimiser" in out
+
+
+def test_flipped_types_fail(monkeypatch, capsys):
+    original = task.type_sign
+    for module in (task, cf, symbolic):
+        monkeypatch.setattr(module, "type_sign", lambda kind, name="type": -original(kind, name))
+    code, out, err = _verify(capsys)
+    assert code == 1
+    failed = _failed(err)
+    assert {V.NUMERIC_CHECK, V.MC_PERTURBED_CHECK, V.SYMBOLIC_CHECK} <= failed
+
+
+def test_altered_printed_formula_fails(monkeypatch, capsys):
+    # Eq. (21) transcribed with eps rho_+ added instead of subtracted in U_+
+    original = paper.eq21_arguments
+
+    def altered(Gamma, d, eta, sigma, eps, rho_plus):
+        u_plus, u_minus = original(Gamma, d, eta, sigma, eps, rho_plus)
+        return u_plus + 2 * eps * rho_plus / (d**0.5 * sigma), u_minus
+
+    monkeypatch.setattr(paper, "eq21_arguments", altered)
+    code, out, err = _verify(capsys)
+    assert code == 1
+    assert _failed(err) == {V.SYMBOLIC_CHECK}
+    assert "Theorem 1 U_plus" in out
+    assert "[WRONG] Eq. (44) b* and Eq. (21)/(45) errors of Theorem 1" in out
+
+
+def test_reversed_corollary_direction_fails(monkeypatch, capsys):
+    # the derivative that decides every corollary's direction, with its sign reversed
+    original = cf.db_star_drho
+    monkeypatch.setattr(cf, "db_star_drho", lambda *a, **k: -original(*a, **k))
+    code, out, err = _verify(capsys)
+    assert code == 1
+    assert _failed(err) == {V.DERIVATIVE_CHECK}
+    assert (
+        "[WRONG] Corollary 1 (condition Eq. 48)" in out
+    )  # the scan now reads the reversed direction
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_wrong_global_flag_fails(monkeypatch, capsys, flag):
+    # the global-optimality verdict forced to one value: the brute force and the simulation disagree somewhere
+    solve = cf.solve
+
+    def forced(*a, **k):
+        sol = solve(*a, **k)
+        return dataclasses.replace(sol, is_global=sol.exists & flag if flag else sol.exists & False)
+
+    monkeypatch.setattr(cf, "solve", forced)
+    code, _, err = _verify(capsys)
+    assert code == 1
+    failed = _failed(err)
+    assert V.NUMERIC_CHECK in failed and V.MC_PERTURBED_CHECK in failed
