@@ -166,6 +166,7 @@ def train_run(
     params = resolve_params(spec["params"], ctx)
     cfg = validate_config(engine_config(study, spec, params))
     comps = _components(study, spec, cfg, data)
+    recorder = _delta_recorder(comps.loss, comps.train_loader, run_dir)
     t0 = time.perf_counter()
     try:  # a resumed run: fit loads the checkpoint into this model and loss
         fit_out = engine.fit(cfg, run_dir, components=comps, resume=resume, progress=False,
@@ -187,10 +188,24 @@ def train_run(
         "loss_variation": [_slim(m.get("loss_variation")) for m in engine.read_metrics(run_dir)],
         "wall_s": time.perf_counter() - t0,
     }
+    if recorder is not None:
+        record["delta_norm"] = recorder.close()
     iso = isolated_variation(comps.model, comps.loss, data)
     if iso is not None:
         record["isolated_variation"] = iso
     return _write_record(record, run_dir)
+
+
+def _delta_recorder(loss: Any, loader: Any, run_dir: Path) -> Any:
+    """The per-class, per-epoch ‖δ_c‖ recorder of the ablation study (``lpl_train.ablation``) on an LPL
+    loss, where that module is installed; else None."""
+    try:
+        from lpl_train.ablation import attach_delta_recorder
+    except ModuleNotFoundError as exc:
+        if exc.name != "lpl_train.ablation":
+            raise
+        return None
+    return attach_delta_recorder(loss, loader, run_dir)
 
 
 def _identity(study: dict[str, Any], spec: dict[str, Any], params: dict[str, Any],

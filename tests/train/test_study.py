@@ -389,10 +389,7 @@ def _independent_summary() -> dict[tuple[str, str], tuple[float, float]]:
     seed-0 runs, lowest balanced validation error (highest validation mAP), then every seed at that point."""
     import statistics
 
-    records = [
-        json.loads(x)
-        for x in RECORDS.read_text(encoding="utf-8").splitlines()
-    ]
+    records = [json.loads(x) for x in RECORDS.read_text(encoding="utf-8").splitlines()]
     best: dict[tuple[str, str], tuple[float, dict]] = {}
     for r in records:
         if r["seed"] != 0:
