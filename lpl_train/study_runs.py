@@ -83,7 +83,8 @@ def study_data(study: dict[str, Any], dkey: str) -> dict[str, Any]:
 def engine_config(study: dict[str, Any], spec: dict[str, Any], params: dict[str, Any]) -> dict:
     """The (unvalidated) engine config of one study run: the study's model, optimiser and schedule, the
     method's loss with ``params``, evaluation (on the validation split) once at the end."""
-    name = spec["key"].replace("/", "__").replace(",", "_").replace("=", "-")
+    # the name leaves out the seed, so that `lpl-train report` pools the seeds of a grid point
+    name = spec["key"].rsplit("/", 1)[0].replace("/", "__").replace(",", "_").replace("=", "-")
     return {
         "name": name,
         "data": {"name": study["datasets"][spec["dataset"]]["name"], "batch_size": study.get("batch_size", 128)},

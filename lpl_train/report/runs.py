@@ -90,7 +90,11 @@ class _Run:
 
 
 def collect_runs(root: str | Path) -> list[_Run]:
-    """Every finished run folder (``final.json`` + ``config.toml``) under ``root``, in path order."""
+    """Every finished run folder (``final.json`` + ``config.toml``) under ``root``, in path order.
+
+    A study run (``lpl_train.study``) evaluated its validation split during training; its record
+    ``result.json`` holds the test metrics, which replace the engine's ``final`` (and its validation-based
+    ``best`` is dropped). A diverged study run (no test metrics) is left out."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report folder {str(root)!r} does not exist")
@@ -106,6 +110,12 @@ def collect_runs(root: str | Path) -> list[_Run]:
             raise ValueError(
                 f"run folder {str(fin.parent)!r} has an unreadable file: {exc}"
             ) from None
+        record = fin.parent / "result.json"
+        if record.is_file():
+            test = json.loads(record.read_text(encoding="utf-8")).get("test")
+            if not test:
+                continue
+            final = {**final, "final": test, "best": {}}
         runs.append(_Run(fin.parent, cfg, final))
     return runs
 

@@ -334,6 +334,13 @@ def test_tiny_study_end_to_end_is_resumable(tmp_path):
     )
     summ = S.summarize(recs, study)
     assert summ[("g", "ce")]["n"] == 2
+    # the study's run folders are ordinary run folders: `lpl-train report` pools their seeds, on test metrics
+    from lpl_train.report import aggregate, collect_runs
+
+    rows = {r.label: r for r in aggregate(collect_runs(tmp_path / "out"))}
+    ce = rows["g__ce__default"]
+    assert ce.seeds == [0, 1] and ce.best == {}
+    assert ce.final["top1_error"] == pytest.approx(summ[("g", "ce")]["overall"])
 
 
 def test_a_diverged_run_is_recorded_and_never_selected(tmp_path):
