@@ -78,7 +78,10 @@ def _curves(ax_loss: Any, ax_test: Any, runs: list[dict[str, Any]], labels: list
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
     ax_test.set(xlabel="epoch", ylabel="test mAP (%)" if runs[0]["multi_label"] else "test top-1 error (%)",
                 title="evaluated test metric")  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_test):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
 
