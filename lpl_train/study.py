@@ -268,12 +268,13 @@ def _describe(o: Any) -> str:
 
 def run_study(study: dict[str, Any], out: str | Path, jobs: int = 1,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
-    """Selection runs, then the other seeds at the chosen points; returns every record found."""
+    """Selection runs, then the other seeds at the chosen points; returns every record found.
+
+    Worker processes (``jobs > 1``) use one CPU thread each; ``lpl-train study`` sets the same for its own
+    process, the setting the committed records were made with (call ``torch.set_num_threads(1)`` before
+    this function to reproduce them from Python)."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    import torch
-
-    torch.set_num_threads(1)  # every study run uses one CPU thread, in this process or in a worker
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=1, default=str), encoding="utf-8")

@@ -77,10 +77,10 @@ def run(a: argparse.Namespace) -> int:
 
     if a.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
-    if a.fig11_live:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)  # every study run uses one CPU thread, here as in the workers
+    if a.fig11_live:
         print(S.fig11_live(Path(a.figures or "figures")))
         return 0
     study = S.load_study(a.study, quick=a.quick)
