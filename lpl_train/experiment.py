@@ -174,13 +174,26 @@ def _claim(out: Path) -> bool:
     return True
 
 
+def _engine_lock_error() -> type[BaseException] | None:
+    """The engine's "run folder locked" error when ``engine.fit`` takes the folder's lock itself."""
+    from lpl_train import engine
+
+    return getattr(engine, "RunLocked", None)
+
+
 def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
     if runner.finished(run):
         return Outcome(run, "done", runner.load(run))
+    resume = (run.out / _CHECKPOINT).is_file()
+    locked = _engine_lock_error()
+    if locked is not None:  # fit holds the lock while it trains: a folder in use raises
+        try:
+            return Outcome(run, "trained", runner.train(run, resume))
+        except locked:
+            return Outcome(run, "locked")
     if not _claim(run.out):
         return Outcome(run, "locked")
     try:
-        resume = (run.out / _CHECKPOINT).is_file()
         return Outcome(run, "trained", runner.train(run, resume))
     finally:
         (run.out / LOCK).unlink(missing_ok=True)

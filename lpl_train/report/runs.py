@@ -159,8 +159,9 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def _world_size(final: dict[str, Any]) -> int:
-    """Processes a run trained on, as recorded in ``final.json`` (absent: one)."""
-    ws = final.get("world_size", 1)
+    """Processes a run trained on, as recorded in ``final.json`` (``run.world_size``; absent: one)."""
+    run = final.get("run")
+    ws = run.get("world_size", 1) if isinstance(run, dict) else final.get("world_size", 1)
     return ws if isinstance(ws, int) and not isinstance(ws, bool) and ws >= 1 else 1
 
 

@@ -114,3 +114,29 @@ def test_first_epoch_of_a_committed_study_run_is_reproduced_bit_for_bit(tmp_path
     lv = read_metrics(tmp_path / "run")[0]["loss_variation"]
     assert lv["relative_variation"] == committed["loss_variation"][0]["relative_variation"]
     assert lv["count"] == committed["loss_variation"][0]["count"] == committed["class_counts"]
+
+
+def test_when_the_engine_takes_the_lock_itself_a_locked_folder_is_reported_not_claimed(
+    tmp_path, monkeypatch
+):
+    """With an engine whose fit locks the run folder (and raises RunLocked when it is in use), the executor
+    takes no lock of its own and reports the folder as locked."""
+    from lpl_train import engine
+
+    class RunLocked(RuntimeError):
+        pass
+
+    monkeypatch.setattr(engine, "RunLocked", RunLocked, raising=False)
+
+    class Busy(FakeRunner):
+        def train(self, run, resume):
+            assert not (run.out / X.LOCK).exists()  # the executor claimed nothing
+            if run.key == "busy":
+                raise RunLocked("in use")
+            return super().train(run, resume)
+
+    for k in ("busy", "free"):
+        (tmp_path / k).mkdir()
+    runs = [X.PlannedRun(k, tmp_path / k, None, 0) for k in ("busy", "free")]
+    out = X.execute(runs, Busy(), log=lambda s: None)
+    assert {o.run.key: o.status for o in out} == {"busy": "locked", "free": "trained"}

@@ -229,7 +229,7 @@ def test_a_ddp_run_is_never_averaged_with_single_process_runs(tmp_path):
     cfg = load_config("tiv_cifar10_lt100_la")
     _single(tmp_path / "a", cfg, 0, [80.0] * 4, [500, 200, 50, 10])
     _single(tmp_path / "b", cfg, 1, [82.0] * 4, [500, 200, 50, 10])
-    _single(tmp_path / "ddp", cfg, 0, [60.0] * 4, [500, 200, 50, 10], {"world_size": 4})
+    _single(tmp_path / "ddp", cfg, 0, [60.0] * 4, [500, 200, 50, 10], {"run": {"world_size": 4}})
     rows = {r.label: r for r in aggregate(collect_runs(tmp_path))}
     assert set(rows) == {"tiv_cifar10_lt100_la", "tiv_cifar10_lt100_la [DDP × 4 processes]"}
     assert rows["tiv_cifar10_lt100_la"].seeds == [0, 1]
