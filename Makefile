@@ -8,7 +8,7 @@ PIP_FIND ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
 
-.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick bench gpu-check clean
+.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick notebooks bench gpu-check clean
 
 install: $(STAMP)
 
@@ -40,21 +40,25 @@ theory-figures: $(STAMP)
 	$(PY) -m lpl_theory figures --out figures
 
 # Theory meets experiment, a short live Fig. 11 run, and the study's tables and figures from the committed
-# per-run results (figures/study-runs.jsonl; `make study` retrains them).
+# per-run records (lpl_train/configs/study/fmnist-runs.jsonl; `make study` retrains them).
 study-figures: $(STAMP)
 	$(PY) -m lpl_train.theory_check --out figures
-	$(PY) -m lpl_train.study --fig11-live
-	$(PY) -m lpl_train.study --report-only
-	$(PY) -m lpl_train.study --report-only --quick
+	$(VENV)/bin/lpl-train study --fig11-live
+	$(VENV)/bin/lpl-train study fmnist --report-only
 
 figures: data-check theory-figures study-figures
 
-# The CPU-scale study on Fashion-MNIST (about 45 CPU-minutes; resumable) and its few-minute smoke version.
+# The CPU-scale study on Fashion-MNIST (resumable; docs/study.md gives the times measured on 2 cores): it
+# rewrites the committed records. The quick smoke version writes everything into runs/study-quick/.
 study: $(STAMP)
-	$(PY) -m lpl_train.study --jobs 2
+	$(VENV)/bin/lpl-train study fmnist --jobs 2 --records lpl_train/configs/study/fmnist-runs.jsonl
 
 study-quick: $(STAMP)
-	$(PY) -m lpl_train.study --quick --jobs 2
+	$(VENV)/bin/lpl-train study fmnist --quick --jobs 2
+
+# The notebooks executed in place, so that readers on a code host see their outputs (figures included).
+notebooks: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --nbmake --overwrite notebooks
 
 # Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
 bench: $(STAMP)

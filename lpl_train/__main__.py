@@ -1,4 +1,4 @@
-"""Command line: ``lpl-train list | run | sweep | report`` (also ``python -m lpl_train``).
+"""Command line: ``lpl-train list | run | sweep | study | report | plot`` (also ``python -m lpl_train``).
 
 ``run CONFIG [--epochs N] [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]``
     Train one config (a shipped name, see ``list``, or a path to a TOML file). ``--dry-run`` builds the
@@ -7,8 +7,14 @@
     One run folder per grid point and seed (``train.seed`` = 0..N-1), ``OUT/<point>/seed<k>``; finished
     runs are skipped, half-done ones resumed, and a folder being trained by another process (lock file) is
     left alone, so several sweeps (or a job array) can run the same command in parallel.
-``report DIR [--format md|csv] [--write]``
-    Mean ± std over seeds of every finished run under DIR, beside the paper's number (Tables I-X).
+``study [FILE] [--quick] [--jobs N] [--out DIR] [--figures DIR] [--records FILE] [--report-only]``
+    A study file (datasets × methods × grids × seeds, selection on a validation split; default: the shipped
+    Fashion-MNIST study) run through the same run folders as ``sweep``, then its tables and figures.
+``report DIR [--format md|csv] [--write] [--groups counts|ranks]``
+    Mean ± std over distinct seeds of every finished run under DIR, beside the paper's number (Tables I-X);
+    many/medium/few by the paper's count thresholds unless ``--groups ranks``.
+``plot RUN [RUN ...] [--out FILE.png|.pdf]``
+    Training curves, per-class accuracy and per-class loss variation (head → tail) of runs, overlaid.
 ``data convert-la SRC_DIR DEST_DIR [--dtype uint8|float32] [--force]``
     Convert the Logit Adjustment CIFAR-LT TFRecords in SRC_DIR to the ``.npz`` files of the
     ``cifar_lt_npz`` dataset in DEST_DIR, without TensorFlow.
@@ -19,7 +25,6 @@ Errors are one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 from pathlib import Path
@@ -29,7 +34,6 @@ from lpl_train.config import (
     ConfigError,
     list_configs,
     load_config,
-    parse_value,
     schedule_warnings,
 )
 
@@ -65,12 +69,27 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="sweep folder (default: runs/<name>-sweep)")
     s.add_argument("--dry-run", action="store_true", help="list the run folders, train nothing")
 
+    from lpl_train.study_cli import add_arguments
+
+    add_arguments(sub.add_parser("study", help="run a study file (grids × seeds, selection on validation)"),
+                  positional=True)  # fmt: skip
+
     rp = sub.add_parser("report", help="mean ± std over seeds beside the paper's numbers")
     rp.add_argument("dir", help="folder holding run folders")
     rp.add_argument("--format", choices=("md", "csv"), default="md")
     rp.add_argument(
         "--write", action="store_true", help="also write report.md / report.csv into DIR"
     )
+    rp.add_argument("--groups", default="counts", metavar="counts|ranks",
+                    help="many/medium/few: the paper's count thresholds (counts, default; counts:MANY,FEW) "
+                         "or rank thirds (ranks; ranks:F_MANY,F_FEW)")  # fmt: skip
+
+    pl = sub.add_parser("plot", help="plot run folders: curves, per-class accuracy, loss variation")
+    pl.add_argument("runs", nargs="+", help="run folders (overlaid)")
+    pl.add_argument(
+        "--out", default=None, help="output file .png/.pdf/.svg (default RUN/plots.png)"
+    )
+
     d = sub.add_parser("data", help="prepare datasets")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     la = dsub.add_parser(
@@ -170,85 +189,31 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
-    grid = []
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--grid {item!r} must look like key=v1,v2")
-        key, vals = item.split("=", 1)
-        values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
-        if not key.strip() or not values:
-            raise ConfigError(f"--grid {item!r} must name a key and at least one value")
-        grid.append((key.strip(), values))
-    return grid
-
-
-def _point_name(point: list[tuple[str, Any]]) -> str:
-    if not point:
-        return "default"
-    safe = "".join(
-        c if c.isalnum() or c in "._-=," else "_" for c in ",".join(f"{k}={v}" for k, v in point)
-    )
-    return safe
-
-
 def _cmd_sweep(a: argparse.Namespace) -> int:
+    from lpl_train.experiment import ConfigRunner, execute, parse_grid, plan_sweep
+
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")
-    grid = _parse_grid(a.grid)
+    grid = parse_grid(a.grid)
     base = load_config(a.config, a.overrides, a.epochs)
     _warn(base)
     root = Path(a.out) if a.out else Path("runs") / f"{base['name']}-sweep"
-    keys = [k for k, _ in grid]
-    points = list(itertools.product(*[v for _, v in grid])) or [()]
-    jobs = []
-    for values in points:
-        point = list(zip(keys, values, strict=True))
-        sets = [f"{k}={_toml_literal(v)}" for k, v in point]
-        for seed in range(a.seeds):
-            cfg = load_config(a.config, [*a.overrides, *sets, f"train.seed={seed}"], a.epochs)
-            jobs.append((cfg, root / _point_name(point) / f"seed{seed}"))
-    done = skipped = 0
-    for cfg, out in jobs:
-        if (out / "final.json").is_file():
-            print(f"skip (finished): {out}")
-            continue
-        if a.dry_run:
-            print(f"would run: {out}")
-            continue
-        out.mkdir(parents=True, exist_ok=True)
-        lock = out / "RUNNING"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            print(f"skip (locked by another process; delete {lock} if none runs): {out}")
-            skipped += 1
-            continue
-        try:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            resume = (out / "checkpoint.pt").is_file()
-            print(f"{'resume' if resume else 'run'}: {out}")
-            _run_one(cfg, out, resume, a.quiet)
-            done += 1
-        finally:
-            lock.unlink(missing_ok=True)
+    runs = plan_sweep(a.config, a.overrides, grid, range(a.seeds), a.epochs, root)
+    done = execute(runs, ConfigRunner(quiet=a.quiet), dry_run=a.dry_run)
+    if a.dry_run:
+        return 0
+    trained = sum(o.status == "trained" for o in done)
+    locked = sum(o.status == "locked" for o in done)
     print(
-        f"sweep {root}: {len(jobs)} runs, {done} trained now, {skipped} locked by another process"
+        f"sweep {root}: {len(runs)} runs, {trained} trained now, {locked} locked by another process"
     )
     return 0
-
-
-def _toml_literal(v: Any) -> str:
-    from lpl_train.config import _toml_value
-
-    return _toml_value(v)
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
     from lpl_train.report import make_report
 
-    text = make_report(a.dir, a.format)
+    text = make_report(a.dir, a.format, a.groups)
     print(text, end="")
     if a.write:
         (Path(a.dir) / f"report.{a.format}").write_text(text, encoding="utf-8")
@@ -269,6 +234,14 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_sweep(args)
         if args.cmd == "data":
             return _cmd_data(args)
+        if args.cmd == "study":
+            from lpl_train.study_cli import run as run_study
+
+            return run_study(args)
+        if args.cmd == "plot":
+            from lpl_train.plot import main as plot_main
+
+            return plot_main(args.runs, args.out)
         return _cmd_report(args)
     except (ConfigError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
             TrainingDiverged, ImportError) as exc:  # fmt: skip

@@ -200,12 +200,9 @@ def compare_figure(
 def plot_comparison(results: Sequence[dict[str, Any]]) -> Any:
     """One panel per figure: theory curves R(f, +1), R(f, -1) against ρ with the trained classifiers'
     errors as markers (filled: smoothed 0-1 objective, open: cross-entropy on the perturbed logits)."""
-    import matplotlib
+    from lpl_train.plotting import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 3.9), squeeze=False)
+    fig, axes = new_figure(len(results), (5.2 * len(results), 3.9))
     for ax, res in zip(axes[0], results, strict=True):
         from lpl_theory import figure_spec
 
@@ -264,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_comparison(results)
-    fig.savefig(out / "theory-vs-training.png", dpi=120)
+    from lpl_train.plotting import save_figure
+
+    save_figure(fig, out / "theory-vs-training.png")
     (out / "theory-vs-training.json").write_text(
         json.dumps(results, indent=1) + "\n", encoding="utf-8"
     )

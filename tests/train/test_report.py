@@ -200,3 +200,63 @@ def test_undefined_group_map_is_left_out_not_a_crash(tmp_path):
     assert "map_tail" not in row.final
     md = make_report(tmp_path)
     assert "| map_tail | — | — | — | — |" in md
+
+
+def _single(folder, cfg, seed, acc, counts, extra=None):
+    """A finished single-label run with per-class test accuracy and training counts."""
+    write_run(folder, cfg, seed, {"top1_error": 100.0 - sum(acc) / len(acc), "per_class_acc": acc})
+    fin = json.loads((folder / "final.json").read_text())
+    fin.update({"class_counts": counts, **(extra or {})})
+    (folder / "final.json").write_text(json.dumps(fin))
+
+
+def test_duplicate_seeds_count_once_and_are_flagged(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    counts = [500, 200, 50, 10]
+    for i, (seed, a) in enumerate(((0, 80.0), (0, 82.0), (0, 84.0), (1, 90.0))):
+        _single(tmp_path / f"r{i}", cfg, seed, [a] * 4, counts)
+    (r,) = aggregate(collect_runs(tmp_path))
+    assert r.seeds == [0, 1] and r.duplicates == {0: 3} and len(r.runs) == 4
+    # seed 0 is the mean of its three runs (error 18), then mean ± std over the two seeds 18 and 10
+    assert r.final["top1_error"] == pytest.approx((14.0, math.sqrt(32.0)))
+    md = make_report(tmp_path)
+    assert "| 2 (duplicate runs: seed 0 ×3) | top1_error |" in md
+    row = next(x for x in csv.DictReader(io.StringIO(make_report(tmp_path, "csv"))))
+    assert row["n_seeds"] == "2" and row["n_runs"] == "4"
+
+
+def test_a_ddp_run_is_never_averaged_with_single_process_runs(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    _single(tmp_path / "a", cfg, 0, [80.0] * 4, [500, 200, 50, 10])
+    _single(tmp_path / "b", cfg, 1, [82.0] * 4, [500, 200, 50, 10])
+    _single(tmp_path / "ddp", cfg, 0, [60.0] * 4, [500, 200, 50, 10], {"run": {"world_size": 4}})
+    rows = {r.label: r for r in aggregate(collect_runs(tmp_path))}
+    assert set(rows) == {"tiv_cifar10_lt100_la", "tiv_cifar10_lt100_la [DDP × 4 processes]"}
+    assert rows["tiv_cifar10_lt100_la"].seeds == [0, 1]
+    assert rows["tiv_cifar10_lt100_la [DDP × 4 processes]"].final["top1_error"] == (40.0, None)
+
+
+def test_single_label_rows_show_many_medium_few_with_the_stated_group_rule(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    # counts rule: many > 100 (classes 0, 1), few < 20 (class 3), medium = class 2
+    # ranks rule (30%/30% of 4 classes = 1 each): many = class 0, few = class 3, medium = 1, 2
+    _single(tmp_path / "a", cfg, 0, [90.0, 70.0, 50.0, 10.0], [500, 200, 50, 10])
+    md = make_report(tmp_path)
+    assert md.startswith("Mean ± sample std over distinct seeds; groups: many/head = more than 100")
+    for metric, value in (
+        ("error_many", "20.00"),
+        ("error_medium", "50.00"),
+        ("error_few", "90.00"),
+    ):
+        assert f"| {metric} | {value} |" in md
+    md = make_report(tmp_path, groups="ranks")
+    assert "groups: the 30% most frequent training classes (many/head)" in md
+    for metric, value in (
+        ("error_many", "10.00"),
+        ("error_medium", "40.00"),
+        ("error_few", "90.00"),
+    ):
+        assert f"| {metric} | {value} |" in md
+    assert "ranks:0.3,0.3" in make_report(tmp_path, "csv", "ranks")
+    with pytest.raises(ValueError, match="groups 'thirds'"):
+        make_report(tmp_path, groups="thirds")

@@ -34,7 +34,9 @@ def test_expand_grid_is_the_cartesian_product_in_key_order():
     with pytest.raises(ValueError, match="grid\\['a'\\]"):
         S.expand_grid({"a": []})
     with pytest.raises(TypeError):
-        S.expand_grid([("a", [1])])
+        S.expand_grid("a=1")
+    # the sweep's --grid pairs expand the same way
+    assert S.expand_grid([("b", [1, 2])]) == [{"b": 1}, {"b": 2}]
 
 
 def test_method_grid_balanced_override_and_first_mode():
@@ -332,6 +334,13 @@ def test_tiny_study_end_to_end_is_resumable(tmp_path):
     )
     summ = S.summarize(recs, study)
     assert summ[("g", "ce")]["n"] == 2
+    # the study's run folders are ordinary run folders: `lpl-train report` pools their seeds, on test metrics
+    from lpl_train.report import aggregate, collect_runs
+
+    rows = {r.label: r for r in aggregate(collect_runs(tmp_path / "out"))}
+    ce = rows["g__ce__default"]
+    assert ce.seeds == [0, 1] and ce.best == {}
+    assert ce.final["top1_error"] == pytest.approx(summ[("g", "ce")]["overall"])
 
 
 def test_a_diverged_run_is_recorded_and_never_selected(tmp_path):
@@ -369,13 +378,16 @@ def test_claims_flag_differences_within_the_seed_noise():
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("quick", [False, True])
-def test_committed_tables_are_those_of_the_committed_runs(tmp_path, quick):
-    """figures/study(-quick)-tables.md is exactly what --report-only writes from the committed JSONL."""
-    prefix = "study-quick" if quick else "study"
-    records = S.read_records(ROOT / "figures" / f"{prefix}-runs.jsonl")
-    path = S.write_outputs(records, S.load_study(quick=quick), tmp_path, prefix)
-    committed = (ROOT / "figures" / f"{prefix}-tables.md").read_text(encoding="utf-8")
+RECORDS = ROOT / "lpl_train" / "configs" / "study" / "fmnist-runs.jsonl"
+
+
+def test_committed_tables_are_those_of_the_committed_runs(tmp_path):
+    """figures/study-tables.md is exactly what `lpl-train study --report-only` writes from the committed
+    records (shipped beside the study file), through the report code."""
+    study = S.load_study()
+    assert S.shipped_records(study) == RECORDS
+    path = S.write_tables(S.read_records(RECORDS), study, tmp_path, "study")
+    committed = (ROOT / "figures" / "study-tables.md").read_text(encoding="utf-8")
     assert path.read_text(encoding="utf-8") == committed
 
 
@@ -384,10 +396,7 @@ def _independent_summary() -> dict[tuple[str, str], tuple[float, float]]:
     seed-0 runs, lowest balanced validation error (highest validation mAP), then every seed at that point."""
     import statistics
 
-    records = [
-        json.loads(x)
-        for x in (ROOT / "figures" / "study-runs.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    records = [json.loads(x) for x in RECORDS.read_text(encoding="utf-8").splitlines()]
     best: dict[tuple[str, str], tuple[float, dict]] = {}
     for r in records:
         if r["seed"] != 0:
@@ -475,7 +484,9 @@ def test_loss_variation_figures_plot_the_selected_point_and_the_stated_measureme
         ]
         return path
 
-    monkeypatch.setattr(S, "_save", capture)
+    from lpl_train import study_figures
+
+    monkeypatch.setattr(study_figures, "save_figure", capture)
     S.loss_variation_figures(records, study, tmp_path)
     lt100 = drawn["fig1-loss-variation.png"][1]  # panels: balanced, LT 100:1, LT 10:1
     # LA: epochs 0.1, 0.3 (seed 0) and 0.5 (seed 1) at tau=1.0 -> mean 0.3 -> 30 %

@@ -1,0 +1,259 @@
+"""One experiment machinery: grids, seeds and run folders, for ``lpl-train sweep`` and for studies.
+
+A *plan* is a list of :class:`PlannedRun` (a validated config, its run folder, its seed and grid point); a
+*runner* says when a run folder is finished, how to read its result back and how to train it. :func:`execute`
+goes through a plan the same way for every caller: a finished run is read back, not trained again; a run
+folder holding a checkpoint is resumed; a folder being trained by another process (its lock file exists) is
+left alone; ``jobs > 1`` trains runs in parallel worker processes (one CPU thread each).
+
+``lpl-train sweep`` plans with :func:`plan_sweep` and runs with :class:`ConfigRunner` (``engine.fit`` on the
+config); a study (``lpl_train.study``) plans its selection and final runs from its declarative file and runs
+them with its own runner, which adds the validation split and the test evaluation around the same ``fit``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "ConfigRunner",
+    "PlannedRun",
+    "Runner",
+    "execute",
+    "expand_grid",
+    "parse_grid",
+    "plan_sweep",
+    "point_name",
+]
+
+LOCK = "RUNNING"
+_CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file: its presence means "resume"
+
+
+@dataclass
+class PlannedRun:
+    """One run of a plan: ``cfg`` (validated) is trained into ``out``; ``key`` names it in logs and records.
+    A study's runs carry their spec in ``meta`` and build their config when they train (``cfg`` None)."""
+
+    key: str
+    out: Path
+    cfg: dict[str, Any] | None
+    seed: int
+    point: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """What :func:`execute` needs to know about a kind of run (picklable, for worker processes)."""
+
+    def finished(self, run: PlannedRun) -> bool: ...
+
+    def load(self, run: PlannedRun) -> dict[str, Any]: ...
+
+    def train(self, run: PlannedRun, resume: bool) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------------------------------------- grids
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """``["optim.lr=0.1,0.05", ...]`` → ``[("optim.lr", [0.1, 0.05]), ...]`` (values parsed as TOML)."""
+    from lpl_train.config import ConfigError, parse_value
+
+    grid = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item!r} must look like key=v1,v2")
+        key, vals = item.split("=", 1)
+        values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
+        if not key.strip() or not values:
+            raise ConfigError(f"--grid {item!r} must name a key and at least one value")
+        grid.append((key.strip(), values))
+    return grid
+
+
+def expand_grid(grid: dict[str, Sequence[Any]] | Sequence[tuple[str, Sequence[Any]]]) -> list[dict]:
+    """All points of a grid (cartesian product, keys in the given order); an empty grid gives ``[{}]``.
+
+    >>> expand_grid({"a": [1, 2], "b": ["x"]})
+    [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}]
+    """
+    if isinstance(grid, dict):
+        pairs = list(grid.items())
+    elif isinstance(grid, list | tuple):
+        pairs = list(grid)
+    else:
+        raise TypeError(f"grid must be a dict of lists, got {type(grid).__name__}")
+    for k, v in pairs:
+        if not isinstance(v, list | tuple) or len(v) == 0:
+            raise ValueError(f"grid[{k!r}] must be a non-empty list of values, got {v!r}")
+    keys = [k for k, _ in pairs]
+    return [
+        dict(zip(keys, vals, strict=True)) for vals in itertools.product(*[v for _, v in pairs])
+    ]
+
+
+def point_name(point: dict[str, Any] | Sequence[tuple[str, Any]]) -> str:
+    """Folder name of a grid point: ``default``, or ``key=value,key=value`` with any character other than
+    letters, digits and ``._-=,`` replaced by ``_``."""
+    if isinstance(point, dict):
+        items = list(point.items())
+    elif isinstance(point, list | tuple):
+        items = list(point)
+    else:
+        raise TypeError(f"point must be a dict, got {type(point).__name__}")
+    if not items:
+        return "default"
+    text = ",".join(f"{k}={v}" for k, v in items)
+    return "".join(c if c.isalnum() or c in "._-=," else "_" for c in text)
+
+
+def plan_sweep(
+    config: str | Path,
+    overrides: Sequence[str],
+    grid: Sequence[tuple[str, list[Any]]],
+    seeds: Sequence[int],
+    epochs: int | None,
+    root: str | Path,
+) -> list[PlannedRun]:
+    """The runs of ``lpl-train sweep``: every grid point × seed, in ``root/<point>/seed<k>``."""
+    from lpl_train.config import _toml_value, load_config
+
+    runs = []
+    for point in expand_grid(list(grid)):
+        sets = [f"{k}={_toml_value(v)}" for k, v in point.items()]
+        for seed in seeds:
+            cfg = load_config(config, [*overrides, *sets, f"train.seed={seed}"], epochs)
+            key = f"{point_name(point)}/seed{seed}"
+            runs.append(PlannedRun(key, Path(root) / key, cfg, seed, point))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------ execution
+@dataclass
+class ConfigRunner:
+    """A plain config run: finished when ``final.json`` exists; trained by ``engine.fit``."""
+
+    quiet: bool = False
+
+    def finished(self, run: PlannedRun) -> bool:
+        return (run.out / "final.json").is_file()
+
+    def load(self, run: PlannedRun) -> dict[str, Any]:
+        return json.loads((run.out / "final.json").read_text(encoding="utf-8"))
+
+    def train(self, run: PlannedRun, resume: bool) -> dict[str, Any]:
+        from lpl_train.engine import fit
+
+        return fit(run.cfg, run.out, resume=resume, progress=False if self.quiet else None)
+
+
+@dataclass
+class Outcome:
+    """What happened to one planned run: ``status`` in {"done", "trained", "locked", "planned"}."""
+
+    run: PlannedRun
+    status: str
+    result: dict[str, Any] | None = None
+
+
+def _claim(out: Path) -> bool:
+    """Take the run folder's lock file (``RUNNING``, holding the pid); False if another process holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _engine_lock_error() -> type[BaseException] | None:
+    """The engine's "run folder locked" error when ``engine.fit`` takes the folder's lock itself."""
+    from lpl_train import engine
+
+    return getattr(engine, "RunLocked", None)
+
+
+def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
+    if runner.finished(run):
+        return Outcome(run, "done", runner.load(run))
+    resume = (run.out / _CHECKPOINT).is_file()
+    locked = _engine_lock_error()
+    if locked is not None:  # fit holds the lock while it trains: a folder in use raises
+        try:
+            return Outcome(run, "trained", runner.train(run, resume))
+        except locked:
+            return Outcome(run, "locked")
+    if not _claim(run.out):
+        return Outcome(run, "locked")
+    try:
+        return Outcome(run, "trained", runner.train(run, resume))
+    finally:
+        (run.out / LOCK).unlink(missing_ok=True)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _task(args: tuple[Runner, PlannedRun]) -> Outcome:
+    return _run_one(*args)
+
+
+def execute(
+    runs: Sequence[PlannedRun],
+    runner: Runner,
+    *,
+    jobs: int = 1,
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+    describe: Callable[[Outcome], str] | None = None,
+) -> list[Outcome]:
+    """Go through ``runs``: read finished ones back, train (or resume) the others, skip locked ones.
+
+    Returns one :class:`Outcome` per run, in the order they completed. With ``dry_run`` nothing is trained
+    (status ``planned`` for the runs that would be). ``describe`` turns a trained outcome into the text after
+    its key in the log line.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if dry_run:
+        out = [Outcome(r, "done" if runner.finished(r) else "planned") for r in runs]
+        for o in out:
+            log(f"{'skip (finished)' if o.status == 'done' else 'would run'}: {o.run.out}")
+        return out
+    t0 = time.perf_counter()
+    if jobs == 1:
+        it: Iterable[Outcome] = (_run_one(runner, r) for r in runs)
+        pool = None
+    else:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init)
+        it = pool.imap_unordered(_task, [(runner, r) for r in runs])
+    done: list[Outcome] = []
+    try:
+        for i, o in enumerate(it, 1):
+            done.append(o)
+            if o.status == "locked":
+                lock = o.run.out / LOCK
+                log(f"skip (locked by another process; delete {lock} if none runs): {o.run.out}")
+            elif o.status == "done":
+                log(f"skip (finished): {o.run.out}")
+            else:
+                head = f"[{i}/{len(runs)} {time.perf_counter() - t0:.0f}s] {o.run.key}"
+                log(f"{head}: {describe(o) if describe else 'trained'}")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return done

@@ -1,0 +1,360 @@
+"""Summarise finished runs: mean ± std over seeds beside the paper's number for the same table cell.
+
+A run folder is finished when it holds ``final.json`` (written by :func:`lpl_train.engine.fit`). Runs are
+grouped by their config with ``train.seed`` removed and by the number of processes they ran on (a DDP run is
+never averaged with single-process runs), so the seeds of one sweep point form one row. ``n`` counts distinct
+seeds: two runs of the same seed (a sweep run twice into two folders) are averaged into one value for that
+seed and flagged in the seeds column, never counted as two seeds. The paper's Tables I-X are read from
+``lpl_train/paper_results.json``, the one place where they are stored.
+
+Single-label rows show the top-1 error overall and of the many/medium/few groups, multi-label rows the mAP
+total and head/medium/tail, with the groups of :class:`lpl_train.report.stats.GroupRule` (by default the
+paper's count thresholds; ``--groups ranks`` for rank thirds); the table's first line says which.
+
+The metric reported is the last epoch's (``final``) and, beside it, the best epoch's (``best``): the paper
+does not say which one its tables hold (the LDAM code prints the best epoch, the long-tail LPL code the last).
+Standard deviations are sample standard deviations (n − 1); with one seed they are omitted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lpl_train.report.stats import DEFAULT_GROUPS, GroupRule, fmt_mean_std, mean_std, nanmean
+
+__all__ = [
+    "ReportRow",
+    "aggregate",
+    "collect_runs",
+    "load_paper_results",
+    "make_report",
+    "paper_cell",
+    "to_csv",
+    "to_markdown",
+]
+
+_SINGLE = ("top1_error", "error_many", "error_medium", "error_few")
+_MULTI = ("map", "map_head", "map_medium", "map_tail")
+
+
+def load_paper_results() -> dict[str, Any]:
+    """The paper's Tables I-X (``paper_results.json`` shipped with the package)."""
+    text = (resources.files("lpl_train") / "paper_results.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def paper_cell(
+    table: str, row: str, column: str, results: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """The paper's numbers for one cell, e.g. ``paper_cell("IV", "LA", "100:1") == {"top1_error": 22.33}``.
+
+    Cells that repeat another table's number (``same_as``) are resolved to it.
+
+    Raises:
+        ValueError: naming the table, row or column that does not exist, and what does.
+    """
+    for arg, value in (("table", table), ("row", row), ("column", column)):
+        if not isinstance(value, str):
+            raise TypeError(f"{arg} must be a string, got {type(value).__name__}")
+    res = results or load_paper_results()
+    tables = res["tables"]
+    if table not in tables:
+        raise ValueError(f"paper table {table!r} does not exist; tables: {', '.join(tables)}")
+    rows = tables[table]["rows"]
+    if row not in rows:
+        raise ValueError(f"table {table} has no row {row!r}; rows: {', '.join(rows)}")
+    cols = [c for c in rows[row] if isinstance(rows[row][c], dict)]
+    if column not in cols:
+        raise ValueError(
+            f"table {table}, row {row!r} has no column {column!r}; columns: {', '.join(cols)}"
+        )
+    cell = rows[row][column]
+    if "same_as" in cell:
+        return paper_cell(*cell["same_as"], results=res)
+    return dict(cell)
+
+
+@dataclass
+class _Run:
+    path: Path
+    config: dict[str, Any]
+    final: dict[str, Any]
+
+
+def collect_runs(root: str | Path) -> list[_Run]:
+    """Every finished run folder (``final.json`` + ``config.toml``) under ``root``, in path order.
+
+    A study run (``lpl_train.study``) evaluated its validation split during training; its record
+    ``result.json`` holds the test metrics, which replace the engine's ``final`` (and its validation-based
+    ``best`` is dropped). A diverged study run (no test metrics) is left out."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report folder {str(root)!r} does not exist")
+    runs = []
+    for fin in sorted(root.rglob("final.json")):
+        cfg_path = fin.parent / "config.toml"
+        if not cfg_path.is_file():
+            continue
+        try:
+            final = json.loads(fin.read_text(encoding="utf-8"))
+            cfg = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(
+                f"run folder {str(fin.parent)!r} has an unreadable file: {exc}"
+            ) from None
+        record = fin.parent / "result.json"
+        if record.is_file():
+            test = json.loads(record.read_text(encoding="utf-8")).get("test")
+            if not test:
+                continue
+            final = {**final, "final": test, "best": {}}
+        runs.append(_Run(fin.parent, cfg, final))
+    return runs
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v)
+    return out
+
+
+_IGNORED = {"train.seed", "train.progress", "train.device", "description"}
+
+
+@dataclass
+class ReportRow:
+    """One config (all seeds): its label, paper cell, distinct seeds and per-metric statistics.
+
+    ``duplicates`` maps a seed to its number of runs when it was run more than once (its values are averaged
+    into one per seed); ``world_size`` is the number of processes of the row's runs."""
+
+    label: str
+    name: str
+    paper: dict[str, str] | None
+    seeds: list[int]
+    metrics: list[str]
+    final: dict[str, tuple[float, float | None]]
+    best: dict[str, tuple[float, float | None]]
+    paper_values: dict[str, float]
+    runs: list[str]
+    duplicates: dict[int, int] = field(default_factory=dict)
+    world_size: int = 1
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return mean_std(values)
+
+
+def _world_size(final: dict[str, Any]) -> int:
+    """Processes a run trained on, as recorded in ``final.json`` (``run.world_size``; absent: one)."""
+    run = final.get("run")
+    ws = run.get("world_size", 1) if isinstance(run, dict) else final.get("world_size", 1)
+    return ws if isinstance(ws, int) and not isinstance(ws, bool) and ws >= 1 else 1
+
+
+def _run_metrics(r: _Run, rule: GroupRule) -> dict[str, float | None]:
+    """The row metrics of one run: top-1 error and group errors, or mAP and group mAPs (percent)."""
+    fin = r.final.get("final", {})
+    counts = r.final.get("class_counts")
+    if r.final.get("multi_label"):
+        out = {"map": fin.get("map")}
+        ap = fin.get("ap_per_class")
+        if ap is not None and counts is not None and len(ap) == len(counts):
+            g = rule.split(counts, multi_label=True)
+            for k, name in (("many", "head"), ("medium", "medium"), ("few", "tail")):
+                out[f"map_{name}"] = nanmean([ap[c] for c in g[k]])
+        else:  # an older final.json without per-class AP: the engine's groups (the counts rule)
+            out.update({k: fin.get(k) for k in ("map_head", "map_medium", "map_tail")})
+        return out
+    out = {"top1_error": fin.get("top1_error")}
+    acc = fin.get("per_class_acc")
+    if acc is not None and counts is not None and len(acc) == len(counts):
+        g = rule.split(counts)
+        for k in ("many", "medium", "few"):
+            out[f"error_{k}"] = 100.0 - nanmean([acc[c] for c in g[k]])
+    return out
+
+
+def _per_seed(rs: list[_Run], values: list[float | None]) -> tuple[list[int], list[float | None]]:
+    """Distinct seeds and one value per seed (the mean of a seed's runs when it was run twice)."""
+    by_seed: dict[int, list[float]] = {}
+    for r, v in zip(rs, values, strict=True):
+        seed = int(r.final.get("seed", r.config.get("train", {}).get("seed", 0)))
+        by_seed.setdefault(seed, [])
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            by_seed[seed].append(float(v))
+    seeds = sorted(by_seed)
+    return seeds, [nanmean(by_seed[s]) if by_seed[s] else None for s in seeds]
+
+
+def _group_key(r: _Run) -> str:
+    f = {k: v for k, v in _flatten(r.config).items() if k not in _IGNORED}
+    f["#world_size"] = json.dumps(_world_size(r.final))
+    return json.dumps(sorted(f.items()))
+
+
+def _labels(groups: dict[str, list[_Run]]) -> dict[str, str]:
+    """Config name, plus the keys that tell apart the rows sharing that name (sweep points, DDP)."""
+    flat = {key: dict(json.loads(key)) for key in groups}
+    by_name: dict[str, list[str]] = {}
+    for key, rs in groups.items():
+        by_name.setdefault(rs[0].config.get("name", "?"), []).append(key)
+    out = {}
+    for name, siblings in by_name.items():
+        keys = sorted({k for s in siblings for k in flat[s]})
+        diff = [k for k in keys if len({flat[s].get(k) for s in siblings}) > 1]
+        for key in siblings:
+            parts = [f"{k}={json.loads(flat[key][k])}" if k in flat[key] else f"{k}=-"
+                     for k in diff if k != "#world_size"]  # fmt: skip
+            ws = int(json.loads(flat[key]["#world_size"]))
+            if ws > 1:
+                parts.append(f"DDP × {ws} processes")
+            out[key] = name + (" [" + ", ".join(parts) + "]" if parts else "")
+    return out
+
+
+def aggregate(
+    runs: list[_Run], results: dict[str, Any] | None = None, groups: GroupRule = DEFAULT_GROUPS
+) -> list[ReportRow]:
+    """Group runs whose configs differ only in ``train.seed`` (and that ran on as many processes) and
+    average their metrics over distinct seeds."""
+    grouped: dict[str, list[_Run]] = {}
+    for r in runs:
+        grouped.setdefault(_group_key(r), []).append(r)
+    labels = _labels(grouped)
+    rows = [_row(labels[key], rs, results, groups) for key, rs in grouped.items()]
+    order = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X"]
+    rows.sort(key=lambda r: (order.index(r.paper["table"]) if r.paper else 99, r.label))
+    return rows
+
+
+def _row(
+    label: str, rs: list[_Run], results: dict[str, Any] | None, groups: GroupRule
+) -> ReportRow:
+    multi = bool(rs[0].final.get("multi_label"))
+    names = list(_MULTI if multi else _SINGLE)
+    per_run = [_run_metrics(r, groups) for r in rs]
+    fin: dict[str, tuple[float, float | None]] = {}
+    seeds: list[int] = []
+    for m in names:
+        # None = undefined for that run (an empty class group, e.g. no tail class): left out
+        seeds, vals = _per_seed(rs, [pm.get(m) for pm in per_run])
+        if any(v is not None for v in vals):
+            fin[m] = _mean_std(vals)
+    best_key = "test_map" if multi else "test_top1_error"
+    _, bvals = _per_seed(rs, [r.final.get("best", {}).get(best_key) for r in rs])
+    bst = {names[0]: _mean_std(bvals)} if any(v is not None for v in bvals) else {}
+    paper = rs[0].config.get("paper")
+    pv: dict[str, float] = {}
+    if paper:
+        try:
+            pv = paper_cell(paper["table"], paper["row"], paper["column"], results)
+        except ValueError:
+            pv = {}
+    count: dict[int, int] = {}
+    for r in rs:
+        s = int(r.final.get("seed", r.config.get("train", {}).get("seed", 0)))
+        count[s] = count.get(s, 0) + 1
+    return ReportRow(label=label, name=rs[0].config.get("name", "?"), paper=paper, seeds=seeds,
+                     metrics=names, final=fin, best=bst, paper_values=pv, runs=[str(r.path) for r in rs],
+                     duplicates={s: n for s, n in count.items() if n > 1},
+                     world_size=_world_size(rs[0].final))  # fmt: skip
+
+
+def _fmt(ms: tuple[float, float | None] | None) -> str:
+    return fmt_mean_std(ms)
+
+
+def _paper_fmt(pv: dict[str, float], m: str) -> str:
+    if m not in pv:
+        return "—"
+    std = pv.get(f"{m}_std")
+    return f"{pv[m]:.2f}" if std is None else f"{pv[m]:.2f} ± {std:.2f}"
+
+
+def _seeds_cell(r: ReportRow) -> str:
+    if not r.duplicates:
+        return str(len(r.seeds))
+    dup = ", ".join(f"seed {s} ×{n}" for s, n in sorted(r.duplicates.items()))
+    return f"{len(r.seeds)} (duplicate runs: {dup})"
+
+
+def _table_rows(rows: list[ReportRow]) -> tuple[list[str], list[list[str]]]:
+    header = ["config", "paper cell", "seeds", "metric", "final (%)", "best (%)", "paper (%)",
+              "final − paper"]  # fmt: skip
+    body = []
+    for r in rows:
+        cell = f"{r.paper['table']} / {r.paper['row']} / {r.paper['column']}" if r.paper else "—"
+        shown = [m for m in r.metrics if m in r.final or m in r.paper_values or m == r.metrics[0]
+                 or m.startswith("map")]  # fmt: skip
+        for i, m in enumerate(shown):
+            delta = "—"
+            if m in r.final and m in r.paper_values:
+                delta = f"{r.final[m][0] - r.paper_values[m]:+.2f}"
+            body.append([r.label if i == 0 else "", cell if i == 0 else "",
+                         _seeds_cell(r) if i == 0 else "", m, _fmt(r.final.get(m)),
+                         _fmt(r.best.get(m)), _paper_fmt(r.paper_values, m), delta])  # fmt: skip
+    return header, body
+
+
+def to_markdown(rows: list[ReportRow], groups: GroupRule = DEFAULT_GROUPS) -> str:
+    """A Markdown table: one line per (config, metric), mean ± std over seeds beside the paper's value,
+    headed by the group definition used for many/medium/few."""
+    header, body = _table_rows(rows)
+    lines = [f"Mean ± sample std over distinct seeds; groups: {groups.describe()}.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[ReportRow], groups: GroupRule = DEFAULT_GROUPS) -> str:
+    """CSV with one line per (config, metric): numbers unformatted (empty where absent); the columns
+    ``groups`` (the group definition), ``n_runs`` and ``world_size`` beside ``n_seeds``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["config", "table", "row", "column", "n_seeds", "n_runs", "world_size", "groups",
+                "metric", "final_mean", "final_std", "best_mean", "best_std", "paper", "paper_std"])  # fmt: skip
+    rule = groups.spec()
+    for r in rows:
+        p = r.paper or {}
+        for m in r.metrics:
+            fm, fs = r.final.get(m, (None, None))
+            bm, bs = r.best.get(m, (None, None))
+            w.writerow([r.label, p.get("table", ""), p.get("row", ""), p.get("column", ""), len(r.seeds),
+                        len(r.runs), r.world_size, rule, m, _num(fm), _num(fs), _num(bm), _num(bs),
+                        _num(r.paper_values.get(m)), _num(r.paper_values.get(f"{m}_std"))])  # fmt: skip
+    return buf.getvalue()
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(float(x))
+
+
+def make_report(root: str | Path, fmt: str = "md", groups: GroupRule | str = DEFAULT_GROUPS) -> str:
+    """Collect, aggregate and format the finished runs under ``root`` (``fmt`` in {"md", "csv"};
+    ``groups`` a :class:`GroupRule` or its spec, e.g. ``"ranks"``)."""
+    from lpl_train.report.stats import parse_groups
+
+    if fmt not in ("md", "csv"):
+        raise ValueError(f"fmt must be 'md' or 'csv', got {fmt!r}")
+    rule = parse_groups(groups) if isinstance(groups, str) else groups
+    runs = collect_runs(root)
+    if not runs:
+        raise FileNotFoundError(
+            f"no finished runs (folders with final.json and config.toml) under {str(root)!r}"
+        )
+    rows = aggregate(runs, groups=rule)
+    return to_markdown(rows, rule) if fmt == "md" else to_csv(rows, rule)

@@ -1,0 +1,211 @@
+"""A study's tables and claims from its records (one JSON object per run, see ``lpl_train.study``).
+
+:func:`summarize` takes the runs at each (dataset, method)'s chosen grid point and gives mean ± std over the
+study's seeds of the test metrics, with the many/medium/few groups of the study's :class:`GroupRule`;
+:func:`format_tables` lays them out like the paper's Tables III-IV (single-label) and V (multi-label);
+:func:`claims` checks the paper's qualitative claims with :func:`lpl_train.report.stats.verdict`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from lpl_train.report.stats import (
+    DEFAULT_GROUPS,
+    GroupRule,
+    fmt_mean_std,
+    mean_std,
+    nanmean,
+    parse_groups,
+    verdict,
+)
+
+__all__ = [
+    "DEFAULT_CLAIMS",
+    "claims",
+    "format_tables",
+    "study_groups",
+    "summarize",
+    "tables_markdown",
+]
+
+# (dataset regime, method a, method b, column, lower is better, claim "a beats b"); a study file may give
+# its own list as [[claims]] tables with the keys regime, a, b, column, lower_better, text.
+DEFAULT_CLAIMS: tuple[tuple[str, str, str, str, bool, str], ...] = (
+    ("longtail", "lpl_varied", "ce", "overall", True, "LPL (varied ε_c) beats CE"),
+    ("longtail", "lpl_varied", "la", "overall", True, "LPL (varied ε_c) beats LA"),
+    ("longtail", "lpl_varied", "lpl_fixed", "overall", True, "varied bound beats fixed bound"),
+    ("longtail", "la_lpl", "la", "overall", True, "LA + LPL improves on LA"),
+    ("longtail", "la", "ce", "overall", True, "LA beats CE"),
+    ("longtail", "lpl_varied", "isda", "overall", True, "LPL beats ISDA on long-tail data"),
+    ("longtail", "lpl_varied", "ce", "few", True, "LPL lowers the few-shot (tail) error relative to CE"),
+    ("balanced", "lpl_fixed", "ce", "overall", True, "LPL (fixed ε) beats CE on balanced data"),
+    ("balanced", "lpl_varied", "ce", "overall", True, "LPL (varied ε_c) beats CE on balanced data"),
+    ("balanced", "lpl_varied", "isda", "overall", True, "LPL (varied ε_c) beats ISDA on balanced data"),
+    ("multilabel", "rbce_focal_lpl_varied", "rbce_focal", "total", False, "R-BCE-Focal + LPL (varied) beats R-BCE-Focal"),
+    ("multilabel", "rbce_focal_lpl_varied", "rbce_focal_ntr", "total", False, "R-BCE-Focal + LPL (varied) beats + NTR"),
+    ("multilabel", "rbce_focal_lpl_varied", "rbce_focal_lc", "total", False, "R-BCE-Focal + LPL (varied) beats + LC"),
+    ("multilabel", "rbce_focal_lpl_varied", "rbce_focal_lpl_fixed", "total", False, "varied bound beats fixed bound"),
+    ("multilabel", "bce_lpl_varied", "bce", "total", False, "BCE + LPL beats BCE"),
+)  # fmt: skip
+
+
+def study_groups(study: dict[str, Any]) -> GroupRule:
+    """The study's group rule: ``groups = "counts" | "ranks[:f,f]"`` if given, else ``group_fractions``
+    (rank fractions), else the default (the paper's count rule)."""
+    if "groups" in study:
+        return parse_groups(study["groups"])
+    if "group_fractions" in study:
+        f = study["group_fractions"]
+        return GroupRule("ranks", fractions=(float(f[0]), float(f[1])))
+    return DEFAULT_GROUPS
+
+
+def _run_values(r: dict[str, Any], groups: dict[str, list[int]]) -> dict[str, float]:
+    t = r["test"]
+    if r["multi_label"]:
+        ap = [math.nan if a is None else a for a in t["ap_per_class"]]
+        vals = {"total": nanmean(ap)}
+        for g, name in (("many", "head"), ("medium", "medium"), ("few", "tail")):
+            vals[name] = nanmean([ap[c] for c in groups[g]])
+        return vals
+    acc = [math.nan if a is None else a for a in t["per_class_acc"]]
+    vals = {"overall": t["top1_error"]}
+    for g in ("many", "medium", "few"):
+        vals[g] = 100.0 - nanmean([acc[c] for c in groups[g]])
+    return vals
+
+
+def summarize(
+    records: Sequence[dict[str, Any]],
+    study: dict[str, Any],
+    chosen: dict[tuple[str, str], dict[str, Any]],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Mean and std over the final runs (the ``chosen`` point, every study seed) of each (dataset, method).
+
+    Single-label: test top-1 error overall and error of the many/medium/few groups (100 − group mean
+    per-class accuracy). Multi-label: test mAP total and head/medium/tail (mean AP of the group). Values in
+    percent; ``n`` is the number of distinct seeds found (a seed recorded twice counts once)."""
+    rule = study_groups(study)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, point in chosen.items():
+        by_seed: dict[int, dict[str, Any]] = {}
+        for r in records:
+            if ((r["dataset"], r["method"]) == key and r["point"] == point
+                    and r["seed"] in study["seeds"] and not r.get("diverged")):  # fmt: skip
+                by_seed.setdefault(r["seed"], r)
+        if not by_seed:
+            continue
+        runs = [by_seed[s] for s in sorted(by_seed)]
+        groups = rule.split(runs[0]["class_counts"], multi_label=bool(runs[0]["multi_label"]))
+        cols: dict[str, list[float]] = {}
+        for r in runs:
+            for k, v in _run_values(r, groups).items():
+                cols.setdefault(k, []).append(v)
+        out[key] = {
+            "point": point,
+            "n": len(runs),
+            "seeds": [r["seed"] for r in runs],
+            "multi_label": runs[0]["multi_label"],
+            **{k: mean_std(v) for k, v in cols.items()},
+        }
+    return out
+
+
+def format_tables(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]) -> str:
+    """Markdown tables: one per single-label dataset (Tables III-IV layout: method rows, top-1 error
+    overall and many/medium/few, mean ± std in percent) and one per multi-label dataset (Table V layout:
+    mAP total/head/medium/tail), each with the selected hyper-parameters and the number of seeds."""
+    labels = {m["id"]: m.get("label", m["id"]) for m in study["methods"]}
+    lines: list[str] = []
+    for dkey, ds in study["datasets"].items():
+        rows = [(m["id"], summary[(dkey, m["id"])]) for m in study["methods"]
+                if (dkey, m["id"]) in summary]  # fmt: skip
+        if not rows:
+            continue
+        ml = ds["regime"] == "multilabel"
+        what = " — test mAP (%)" if ml else " — test top-1 error (%)"
+        lines += [f"### {ds.get('label', dkey)}{what}", ""]
+        cols = ["total", "head", "medium", "tail"] if ml else ["overall", "many", "medium", "few"]
+        if ds["regime"] == "balanced":
+            cols = ["overall"]
+        lines.append("| Method | " + " | ".join(cols) + " | selected | seeds |")
+        lines.append("|---|" + "---|" * (len(cols) + 2))
+        for mid, s in rows:
+            sel = ", ".join(f"{k}={v}" for k, v in s["point"].items()) or "–"
+            cells = " | ".join(fmt_mean_std(s[c], empty="–") for c in cols)
+            lines.append(f"| {labels[mid]} | {cells} | {sel} | {s['n']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _claim_list(study: dict[str, Any]) -> list[tuple[str, str, str, str, bool, str]]:
+    if "claims" not in study:
+        return list(DEFAULT_CLAIMS)
+    out = []
+    for i, c in enumerate(study["claims"]):
+        missing = [k for k in ("regime", "a", "b", "column", "lower_better", "text") if k not in c]
+        if missing:
+            raise ValueError(f"study claims[{i}] lacks {', '.join(missing)}")
+        out.append((c["regime"], c["a"], c["b"], c["column"], bool(c["lower_better"]), c["text"]))
+    return out
+
+
+def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]) -> list[str]:
+    """The paper's qualitative claims, each checked on the means and seed std of the summary.
+
+    A difference smaller than the combined seed std sqrt(s_a² + s_b²) is reported as "not established" (within
+    the seed noise), with the side the means fall on, never as "held" or "did not hold"."""
+    out: list[str] = []
+    listed = _claim_list(study)
+    for d, ds in study["datasets"].items():
+        for regime, a, b, col, lower_better, text in listed:
+            if regime != ds["regime"]:
+                continue
+            ga, gb = (summary.get((d, m), {}).get(col) for m in (a, b))
+            if ga is None or gb is None or math.isnan(ga[0]) or math.isnan(gb[0]):
+                continue
+            v = verdict(ga, gb, lower_better)
+            unit = "mAP" if ds["regime"] == "multilabel" else "error"
+            label = ds.get("label", d)
+            nums = f"{unit} {ga[0]:.2f} vs {gb[0]:.2f}"
+            if v["status"] == "not established":  # the means alone would call it; the seeds do not
+                side = "favour" if v["favours"] else "go against"
+                out.append(f"- {label}: {text} — not established: the difference is within the seed noise "
+                           f"({nums}, |Δ| {v['delta']:.2f} < {v['noise']:.2f}; the means {side} the "
+                           "claim).")  # fmt: skip
+            else:
+                out.append(f"- {label}: {text} — {v['status']} ({nums}).")
+    return out
+
+
+def tables_markdown(
+    records: Sequence[dict[str, Any]],
+    study: dict[str, Any],
+    chosen: dict[tuple[str, str], dict[str, Any]],
+    prefix: str,
+) -> str:
+    """The whole ``<prefix>-tables.md``: a header stating the protocol and the group rule, the tables and the
+    claims."""
+    summary = summarize(records, study, chosen)
+    title = study["description"] if "description" in study else study["name"]
+    if study["quick"]:
+        title += (
+            " — QUICK MODE (small sets, 4 epochs, no search: a smoke test, not the study's results)"
+        )
+    minutes = sum(r.get("wall_s", 0.0) for r in records) / 60
+    head = (
+        f"Seeds {study['seeds']}, {study['epochs']} epochs, model {study['model']['name']} "
+        f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
+        f"({study['val_fraction']:.0%} of the training set, stratified) with seed {study['select_seed']}; "
+        f"groups: {study_groups(study).describe()}. {len(records)} runs, {minutes:.1f} CPU-minutes of "
+        f"training. Raw runs: `{prefix}-runs.jsonl`. Regenerate: `python -m lpl_train.study"
+        + (" --quick" if study["quick"] else "") + "`."
+    )  # fmt: skip
+    md = [f"# {title}", "", head, "", format_tables(summary, study)]
+    md += ["## The paper's qualitative claims, checked on these means and their seed std", ""]
+    md += claims(summary, study)
+    md.append("")
+    return "\n".join(md)

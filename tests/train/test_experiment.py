@@ -1,0 +1,142 @@
+"""The shared experiment machinery (sweep and studies): planning, the executor's skip/lock/resume rules, the
+study CLI, and one committed study run reproduced bit for bit through the new path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lpl_train import experiment as X
+from lpl_train import study as S
+from lpl_train.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class FakeRunner:
+    """Records what the executor asked for; a run is finished when its folder holds done.json."""
+
+    calls: list = field(default_factory=list)
+
+    def finished(self, run):
+        return (run.out / "done.json").is_file()
+
+    def load(self, run):
+        return json.loads((run.out / "done.json").read_text())
+
+    def train(self, run, resume):
+        self.calls.append((run.key, resume))
+        (run.out / "done.json").write_text(json.dumps({"key": run.key, "resume": resume}))
+        return {"key": run.key}
+
+
+def test_executor_reads_back_finished_resumes_checkpoints_and_leaves_locked_runs(tmp_path):
+    runs = [X.PlannedRun(k, tmp_path / k, None, 0) for k in ("a", "b", "c", "d")]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "done.json").write_text('{"key": "a", "old": true}')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "checkpoint.pt").write_bytes(b"")  # interrupted: resume
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / X.LOCK).write_text("123")  # another process trains it
+    runner, logs = FakeRunner(), []
+    plan = X.execute(runs, runner, dry_run=True, log=logs.append)
+    assert [o.status for o in plan] == [
+        "done",
+        "planned",
+        "planned",
+        "planned",
+    ] and not runner.calls
+    out = X.execute(runs, runner, log=logs.append)
+    assert {o.run.key: o.status for o in out} == {
+        "a": "done",
+        "b": "trained",
+        "c": "locked",
+        "d": "trained",
+    }
+    assert runner.calls == [("b", True), ("d", False)]
+    assert out[0].result == {"key": "a", "old": True}
+    assert not (tmp_path / "b" / X.LOCK).exists() and (tmp_path / "c" / X.LOCK).exists()
+    assert any(line.startswith("skip (locked by another process") for line in logs)
+    with pytest.raises(ValueError, match="jobs"):
+        X.execute(runs, runner, jobs=0)
+
+
+def test_grid_parsing_and_sweep_plan(tmp_path):
+    grid = X.parse_grid(["optim.lr=0.1,0.05", "loss.params.split=mean, index"])
+    assert grid == [("optim.lr", [0.1, 0.05]), ("loss.params.split", ["mean", "index"])]
+    with pytest.raises(ValueError, match="key=v1,v2"):
+        X.parse_grid(["optim.lr"])
+    assert X.point_name({"a": "x/y", "b": 1}) == "a=x_y,b=1" and X.point_name([]) == "default"
+    runs = X.plan_sweep("gaussian_linear_ce", [], grid[:1], [0, 1], 1, tmp_path)
+    assert [r.key for r in runs] == ["optim.lr=0.1/seed0", "optim.lr=0.1/seed1",
+                                     "optim.lr=0.05/seed0", "optim.lr=0.05/seed1"]  # fmt: skip
+    assert [(r.cfg["optim"]["lr"], r.cfg["train"]["seed"]) for r in runs] == [
+        (0.1, 0), (0.1, 1), (0.05, 0), (0.05, 1)]  # fmt: skip
+    assert runs[0].out == tmp_path / "optim.lr=0.1" / "seed0"
+
+
+def test_study_command_errors_and_report_only_sources(tmp_path, capsys):
+    assert main(["study", str(tmp_path / "none.toml")]) == 2
+    assert "does not exist (shipped studies: fmnist" in capsys.readouterr().err
+    assert S.main(["--study", "fmnist", "--report-only", "--figures", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"139 records from {S.shipped_records(S.load_study())}" in out
+    assert (tmp_path / "study-tables.md").is_file() and (
+        tmp_path / "fig11-loss-variation.png"
+    ).is_file()
+    assert not (tmp_path / "study-runs.jsonl").exists()  # read, not rewritten
+    # the quick mode writes into its --out folder, never into figures/
+    assert main(["study", "--quick", "--report-only", "--out", str(tmp_path / "q")]) == 2
+    assert str(tmp_path / "q" / "study-quick-runs.jsonl") in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")
+def test_first_epoch_of_a_committed_study_run_is_reproduced_bit_for_bit(tmp_path):
+    """The selection run of CE on Fashion-MNIST-LT 100:1, trained through the study runner for its first
+    epoch (of 12), gives the committed record's first-epoch loss variation exactly (same data split, model
+    initialisation, batch order and loss). The whole record (12 epochs, ~40 s) matches too."""
+    import torch
+
+    from lpl_train.engine import read_metrics
+    from lpl_train.study_runs import train_run
+
+    torch.set_num_threads(1)
+    study = S.load_study()
+    key = "fmnist_lt100/ce/default/seed0"
+    (spec,) = [s for s in S.plan_runs(study) if s["key"] == key]
+    committed = {r["key"]: r for r in S.read_records(S.shipped_records(study))}[key]
+    train_run(study, spec, tmp_path / "run", resume=False, stop_after_epoch=1)
+    lv = read_metrics(tmp_path / "run")[0]["loss_variation"]
+    assert lv["relative_variation"] == committed["loss_variation"][0]["relative_variation"]
+    assert lv["count"] == committed["loss_variation"][0]["count"] == committed["class_counts"]
+
+
+def test_when_the_engine_takes_the_lock_itself_a_locked_folder_is_reported_not_claimed(
+    tmp_path, monkeypatch
+):
+    """With an engine whose fit locks the run folder (and raises RunLocked when it is in use), the executor
+    takes no lock of its own and reports the folder as locked."""
+    from lpl_train import engine
+
+    class RunLocked(RuntimeError):
+        pass
+
+    monkeypatch.setattr(engine, "RunLocked", RunLocked, raising=False)
+
+    class Busy(FakeRunner):
+        def train(self, run, resume):
+            assert not (run.out / X.LOCK).exists()  # the executor claimed nothing
+            if run.key == "busy":
+                raise RunLocked("in use")
+            return super().train(run, resume)
+
+    for k in ("busy", "free"):
+        (tmp_path / k).mkdir()
+    runs = [X.PlannedRun(k, tmp_path / k, None, 0) for k in ("busy", "free")]
+    out = X.execute(runs, Busy(), log=lambda s: None)
+    assert {o.run.key: o.status for o in out} == {"busy": "locked", "free": "trained"}

@@ -1,0 +1,96 @@
+"""``lpl-train plot``: panels of run folders overlaid, per-class axes head → tail by training count; library
+plotting never touches matplotlib's backend; saved figures are reproducible byte for byte."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from lpl_train import plot as P
+from lpl_train.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(folder: Path, name: str, counts, acc, lv, multi=False) -> Path:
+    """A finished run folder by hand: two epochs of metrics, final.json with per-class results."""
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text(f'name = "{name}"\n')
+    key = "test_map" if multi else "test_top1_error"
+    lines = [
+        {"epoch": e, "train_loss": 1.0 / (e + 1), key: 50.0 - e, "loss_variation": lv}
+        for e in (0, 1)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    fin = {"ap_per_class" if multi else "per_class_acc": acc}
+    (folder / "final.json").write_text(json.dumps({"name": name, "class_counts": counts,
+                                                   "multi_label": multi, "final": fin}))  # fmt: skip
+    return folder
+
+
+def _capture(monkeypatch):
+    drawn = {}
+
+    def save(fig, path, dpi=120):
+        drawn["axes"] = fig.axes
+        drawn["path"] = Path(path)
+        return Path(path)
+
+    monkeypatch.setattr(P, "save_figure", save)
+    return drawn
+
+
+def test_per_class_panels_run_head_to_tail_by_training_count(tmp_path, monkeypatch):
+    # class 2 is the most frequent, then 0, then 1: the axis must read 2, 0, 1
+    counts = [50, 10, 90]
+    a = _run(tmp_path / "a", "lpl", counts, [70.0, 20.0, 90.0],
+             {"relative_variation": [0.1, 0.5, -0.2], "count": counts})  # fmt: skip
+    b = _run(tmp_path / "b", "ce", counts, [60.0, 10.0, 95.0],
+             {"relative_variation": [0.0, 0.0, 0.0], "count": counts})  # fmt: skip
+    drawn = _capture(monkeypatch)
+    P.plot_runs([a, b], tmp_path / "p.png")
+    curves, test, acc, lv = drawn["axes"]
+    assert [t.get_text() for t in acc.get_xticklabels()] == ["2", "0", "1"]
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in acc.get_lines()}
+    assert lines["lpl"] == [90.0, 70.0, 20.0] and lines["ce"] == [95.0, 60.0, 10.0]
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in lv.get_lines()}
+    assert lines["lpl"] == pytest.approx([-20.0, 10.0, 50.0])  # percent, head → tail
+    assert {ln.get_label() for ln in curves.get_lines()} == {"lpl", "ce"}
+    assert list(test.get_lines()[0].get_ydata()) == [50.0, 49.0]
+
+
+def test_multilabel_runs_plot_pos_and_neg_variation_and_formats_follow_the_suffix(tmp_path, capsys):
+    lv = {"pos": {"relative_variation": [-0.2, 0.3], "count": [5, 20]},
+          "neg": {"relative_variation": [0.1, -0.1], "count": [5, 20]}}  # fmt: skip
+    r = _run(tmp_path / "m", "ml", [5, 20], [40.0, 60.0], lv, multi=True)
+    assert main(["plot", str(r)]) == 0
+    assert (r / "plots.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(r), "--out", str(tmp_path / "m.pdf")]) == 0
+    first = (tmp_path / "m.pdf").read_bytes()
+    assert first.startswith(b"%PDF")
+    assert main(["plot", str(r), "--out", str(tmp_path / "m.pdf")]) == 0
+    assert (tmp_path / "m.pdf").read_bytes() == first  # no timestamp: same data, same bytes
+    capsys.readouterr()
+    assert main(["plot", str(r), "--out", str(tmp_path / "m.jpg")]) == 2
+    assert "must end in .png, .pdf or .svg" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_no_library_module_switches_the_matplotlib_backend():
+    """matplotlib.use(...) in library code kills inline figures for the rest of a Jupyter session."""
+    offenders = []
+    for pkg in ("lpl_train", "lpl_theory"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                f = node.func
+                if (f.attr == "use" and ast.unparse(f.value) in ("matplotlib", "mpl")) or (
+                    f.attr == "switch_backend"
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
