@@ -164,6 +164,8 @@ def _point_name(point: list[tuple[str, Any]]) -> str:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
+    from lpl_train.engine import RunLocked
+
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")
     grid = _parse_grid(a.grid)
@@ -187,23 +189,14 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         if a.dry_run:
             print(f"would run: {out}")
             continue
-        out.mkdir(parents=True, exist_ok=True)
-        lock = out / "RUNNING"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            print(f"skip (locked by another process; delete {lock} if none runs): {out}")
-            skipped += 1
-            continue
-        try:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            resume = (out / "checkpoint.pt").is_file()
+        resume = (out / "checkpoint.pt").is_file()
+        try:  # fit takes the run folder's lock; a folder another process trains is left alone
             print(f"{'resume' if resume else 'run'}: {out}")
             _run_one(cfg, out, resume, a.quiet)
             done += 1
-        finally:
-            lock.unlink(missing_ok=True)
+        except RunLocked as exc:
+            print(f"skip (locked by another process: {exc.lock}): {out}")
+            skipped += 1
     print(
         f"sweep {root}: {len(jobs)} runs, {done} trained now, {skipped} locked by another process"
     )

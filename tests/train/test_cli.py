@@ -13,6 +13,7 @@ import torch
 from lpl_train.__main__ import main
 from lpl_train.config import dumps_toml, load_config
 from lpl_train.engine import load_checkpoint, read_metrics
+from lpl_train.engine.lock import _Lock
 from tests.train.test_data_images import _coco
 
 torch.set_flush_denormal(True)
@@ -109,10 +110,13 @@ def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothi
     out = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.prev.pt",
         "checkpoint.pt",
         "config.toml",
         "final.json",
+        "metrics.csv",
         "metrics.jsonl",
+        "train.log",
     ]
     recs = read_metrics(out)
     assert [r["epoch"] for r in recs] == [0, 1]
@@ -122,7 +126,9 @@ def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothi
     assert final["final"]["top1_error"] == recs[-1]["test_top1_error"] and final["epochs"] == 2
     before = load_checkpoint(out / "checkpoint.pt")["model"]
     assert main(["run", str(cfg), "--out", str(out)]) == 2  # no silent overwrite
-    assert "pass --resume" in capsys.readouterr().err
+    assert (
+        "finished run (final.json); a finished run is never overwritten" in capsys.readouterr().err
+    )
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--quiet"]) == 0
     after = load_checkpoint(out / "checkpoint.pt")["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -145,7 +151,8 @@ def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_p
         "--quiet",
     ]
     (root / "optim.lr=0.05" / "seed1").mkdir(parents=True)
-    (root / "optim.lr=0.05" / "seed1" / "RUNNING").write_text("123")  # another process holds it
+    held = _Lock(root / "optim.lr=0.05" / "seed1" / "RUNNING")  # as another process would hold it
+    held.acquire()
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "4 runs, 3 trained now, 1 locked" in out
@@ -153,7 +160,7 @@ def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_p
     assert done == ["optim.lr=0.05/seed0", "optim.lr=0.1/seed0", "optim.lr=0.1/seed1"]
     seeds = {load_config(root / d / "config.toml")["train"]["seed"] for d in done}
     assert seeds == {0, 1}
-    (root / "optim.lr=0.05" / "seed1" / "RUNNING").unlink()
+    held.release()
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("skip (finished)") == 3 and "1 trained now" in out
