@@ -103,7 +103,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     "train": {
         "seed": ((int,), 0, None),
         "device": ((str,), "auto", None),
-        "amp": ((str,), "auto", ("auto", "bf16", "off")),
+        "amp": ((str,), "auto", ("auto", "bf16", "fp16", "off")),
         "channels_last": ((str, bool), "auto", None),
         "compile": ((bool,), False, None),
         "progress": ((bool,), True, None),
@@ -198,9 +198,9 @@ def _positive(where: str, value: Any, *, zero_ok: bool = False) -> None:
 
 
 def _check_values(cfg: dict[str, Any]) -> None:
-    if not cfg["name"] or any(c in cfg["name"] for c in "/\\ "):
+    if not cfg["name"] or any(c in cfg["name"] for c in "/\\ ") or set(cfg["name"]) == {"."}:
         raise ConfigError(f"config key 'name' has value {cfg['name']!r}; expected a non-empty name "
-                          "without spaces or slashes")  # fmt: skip
+                          "without spaces or slashes, not '.' or '..'")  # fmt: skip
     for where, value in (
         ("data.batch_size", cfg["data"]["batch_size"]),
         ("data.eval_batch_size", cfg["data"]["eval_batch_size"]),
@@ -295,6 +295,13 @@ def schedule_warnings(cfg: dict[str, Any]) -> list[str]:
         out.append(
             f"schedule.milestones {late} are at or past schedule.epochs={epochs}: those lr steps never "
             "happen in this run"
+        )
+    if cfg["schedule"]["kind"] != "step" and (
+        cfg["schedule"]["milestones"] or cfg["schedule"]["factors"]
+    ):
+        out.append(
+            f"schedule.milestones {cfg['schedule']['milestones']} (and factors) are ignored by "
+            f'schedule.kind={cfg["schedule"]["kind"]!r}; they apply only to kind = "step"'
         )
     if cfg["schedule"]["warmup_epochs"] > epochs:
         out.append(
