@@ -107,8 +107,12 @@ def _idx_payload_size(path: Path, dims: tuple[int, ...], header: int) -> int:
         raise ValueError(f"cannot read {path}: negative dimension in idx header {dims}")
     expected = int(np.prod(dims, dtype=object))
     size = path.stat().st_size
-    limit = 1032 * size + 1024 if path.suffix == ".gz" else size - header
-    if expected > limit or expected > MAX_IDX_BYTES:
+    if path.suffix != ".gz" and expected != size - header:
+        raise ValueError(
+            f"cannot read {path}: header says {dims} ({expected} bytes) but the file holds "
+            f"{size - header} bytes (truncated or corrupt)"
+        )
+    if expected > 1032 * size + 1024 or expected > MAX_IDX_BYTES:
         raise ValueError(
             f"cannot read {path}: header says {dims} ({expected} bytes), more than a file of {size} "
             f"bytes can hold (or than {MAX_IDX_BYTES} bytes); truncated or corrupt"

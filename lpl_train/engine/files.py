@@ -143,7 +143,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "lpl_train.engine; it is not loaded"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any other failure of a damaged archive, reported in one line
-        raise CorruptCheckpoint(f"{where} cannot be read ({type(exc).__name__})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        if "weights_only" in first:  # torch's advice to unpickle anything is never ours
+            first = "refused by the safe loader"
+        raise CorruptCheckpoint(
+            f"{where} cannot be read as a torch checkpoint ({type(exc).__name__}: {first})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
         raise CorruptCheckpoint(f"{where} is not a checkpoint written by lpl_train.engine")
     return ckpt
