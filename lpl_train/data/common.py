@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,8 +188,15 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ConnectionError(
+                f"cannot download {url} ({' '.join(str(reason).split())}); download it by hand into "
+                f"{str(dest.parent)!r} or check the network"
+            ) from None
         verify_checksum(tmp, expected, algorithm, decompress_gzip)
         os.replace(tmp, dest)
     except BaseException:

@@ -185,8 +185,9 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _check_loader_options(d)
     info: dict[str, Any] = {"data_error": None}
     bundle = None
-    try:
-        bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
+    params = {**d["params"], "download": False} if "download" in d["params"] else d["params"]
+    try:  # a dry run never downloads: missing data is reported, not fetched
+        bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **params)
         num_classes, counts = bundle.num_classes, list(bundle.class_counts)
         info.update(
             train_size=len(bundle.train), test_size=len(bundle.test), multi_label=bundle.multi_label

@@ -51,14 +51,24 @@ class _Trainer:
         )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if tr["sync_batchnorm"] and dist.world > 1:  # BatchNorm statistics over the global batch
+            if device.type != "cuda":
+                raise ValueError(
+                    f"config key 'train.sync_batchnorm' is true but the device is {device}: torch's "
+                    "SyncBatchNorm works only on CUDA devices; set it false on CPU"
+                )
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         step_mod = _Step(self.model, self.loss, compiled=tr["compile"])
         self.params = [p for p in step_mod.parameters() if p.requires_grad]
         self.opt = _optimizer(self.params, cfg["optim"])
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.runner: nn.Module = step_mod
         if dist.world > 1:
+            if device.type == "cpu" and not self.channels_last:
+                _match_cpu_grad_layout(step_mod)
             self.runner = nn.parallel.DistributedDataParallel(
-                step_mod, device_ids=[device.index] if device.type == "cuda" else None
+                step_mod,
+                device_ids=[device.index] if device.type == "cuda" else None,
             )
         self.precision = resolve_precision(device, tr["amp"])
         self.autocast = autocast_for(device, self.precision)
@@ -290,3 +300,16 @@ def _update_best(
     ):
         return {key: rec[key], "epoch": epoch}
     return best
+
+
+def _match_cpu_grad_layout(module: nn.Module) -> None:
+    """Give 4-D weights with one input channel (a first conv on grey images) the channels-last strides
+    that the CPU convolution gives their gradients. With a single channel both layouts order the elements
+    the same way (values and results are unchanged), but DDP compares strides and warned on every rank
+    ("Grad strides do not match bucket view strides")."""
+    for p in module.parameters():
+        if p.dim() == 4 and p.shape[1] == 1 and p.is_contiguous():
+            o, i, h, w = p.shape
+            restrided = torch.empty_strided(p.shape, (i * h * w, 1, w * i, i), dtype=p.dtype,
+                                            device=p.device)  # fmt: skip
+            p.data = restrided.copy_(p.data)

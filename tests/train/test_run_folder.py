@@ -315,3 +315,118 @@ def test_final_json_records_what_was_used(tmp_path):
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capfd):
     fit(make_cfg(epochs=1), tmp_path / "r", components=make_components(), progress=True, log=quiet)
     assert "\r" not in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- DDP options
+def test_sync_batchnorm_on_cpu_is_refused_naming_the_key():
+    from lpl_train.engine.distributed import DistInfo
+    from lpl_train.engine.trainer import _Trainer
+
+    cfg = make_cfg(epochs=1, sync_batchnorm=True)
+    with pytest.raises(ValueError, match=r"'train.sync_batchnorm' is true but the device is cpu"):
+        _Trainer(cfg, torch.device("cpu"), DistInfo(0, 0, 2), make_components(), False)
+
+
+def test_cpu_ddp_weights_with_one_input_channel_get_the_gradient_layout():
+    from torch import nn
+
+    from lpl_train.engine.trainer import _match_cpu_grad_layout
+
+    conv = nn.Conv2d(1, 4, 3)
+    before = conv.weight.detach().clone()
+    _match_cpu_grad_layout(conv)
+    x = torch.randn(2, 1, 8, 8)
+    conv(x).sum().backward()
+    assert conv.weight.stride() == conv.weight.grad.stride()  # what DDP's bucket views compare
+    assert torch.equal(conv.weight.detach(), before)
+
+
+# --------------------------------------------------------------------------- best validation, load_run
+def test_best_checkpoint_follows_validation_not_test_and_load_run_returns_it(tmp_path, capsys):
+    from lpl_train.__main__ import main
+    from lpl_train.engine import load_run
+    from tests.train.test_cli import gaussian_config
+
+    cfg = gaussian_config(tmp_path, epochs=3)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                str(cfg),
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "data.params.val_fraction=0.25",
+            ]
+        )
+        == 0
+    )
+    recs = read_metrics(out)
+    assert all("val_top1_error" in r and "test_top1_error" in r for r in recs)
+    vals = [r["val_top1_error"] for r in recs]
+    best_epoch = vals.index(min(vals))  # first epoch with the lowest validation error
+    assert recs[-1]["best_val"] == {"val_top1_error": min(vals), "epoch": best_epoch}
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch + 1
+    model, conf, info = load_run(out, "best")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, best["model"][k]), k
+    assert not model.training and conf["name"] == "gaussian_linear_lpl"
+    assert (
+        info["num_classes"] == 2
+        and info["epoch"] == best_epoch + 1
+        and info["final"]["epochs"] == 3
+    )
+    last, _, info_last = load_run(out)
+    for k, v in last.state_dict().items():
+        assert torch.equal(v, state(out)[k]), k
+    assert info_last["epoch"] == 3
+    with torch.no_grad():  # the loaded model reproduces the recorded test error
+        from lpl_train.data import build_datasets
+
+        d = conf["data"]
+        b = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
+        x, y = b.test.images.float(), b.test.targets
+        if b.test.mean is not None:
+            x = (x - torch.tensor(b.test.mean)) / torch.tensor(b.test.std)
+        err = 100 * (last(x).argmax(1) != y).double().mean().item()
+    assert err == pytest.approx(recs[-1]["test_top1_error"], abs=1e-9)
+
+
+def test_load_run_errors_name_the_folder(tmp_path):
+    from lpl_train.engine import load_run
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    out = run(tmp_path, epochs=1)
+    with pytest.raises(FileNotFoundError, match=r"has no best.pt.*validation split"):
+        load_run(out, "best")
+    with pytest.raises(ValueError, match="which must be"):
+        load_run(out, "first")
+
+
+# --------------------------------------------------------------------------- precision
+def test_fp16_with_gradient_scaling_trains_and_resumes_bit_exact(tmp_path):
+    full = run(tmp_path, "full", epochs=3, amp="fp16")
+    ck = load_checkpoint(full / "checkpoint.pt")
+    assert ck["scaler"]["scale"] > 0  # the GradScaler's state travels with the checkpoint
+    assert json.loads((full / "final.json").read_text())["run"]["precision"] == "fp16"
+    part = run(tmp_path, "part", epochs=3, stop=1, amp="fp16")
+    fit(make_cfg(epochs=3, amp="fp16"), part, components=make_components(), resume=True, log=quiet)
+    for k, v in state(full).items():
+        assert torch.equal(v, state(part)[k]), k
+
+
+@pytest.mark.parametrize(
+    ("amp", "cuda", "bf16_ok", "expected"),
+    [("auto", False, False, "fp32"), ("auto", True, True, "bf16"), ("auto", True, False, "fp16"),
+     ("off", True, True, "fp32"), ("bf16", False, False, "bf16"), ("fp16", False, False, "fp16")],
+)  # fmt: skip
+def test_amp_auto_picks_bf16_or_fp16(monkeypatch, amp, cuda, bf16_ok, expected):
+    from lpl_train.engine import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    assert resolve_precision(device, amp) == expected
