@@ -266,3 +266,70 @@ def test_missing_weights_message_names_the_absolute_path_and_how_to_make_the_fil
     msg = str(exc.value)
     assert f"tried: {tmp_path / 'w.pth'}" in msg
     assert "torchvision.models.resnet101(weights='IMAGENET1K_V1').state_dict()" in msg
+
+
+def test_list_takes_filter_words(capsys):
+    assert main(["list", "IV", "la"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names and all(n.startswith("tiv_") and "_la" in n for n in names)
+    assert main(["list", "fmnist_ml_lt"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["fmnist_ml_lt100_bce", "fmnist_ml_lt100_ml_lpl"]
+    assert main(["list", "no-such-word"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_list_into_a_closed_pipe_has_no_traceback():
+    r = subprocess.run(f"{sys.executable} -m lpl_train list | head -n 1", shell=True,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.stdout.count("\n") == 1 and r.stderr == ""
+
+
+def test_dry_run_never_downloads(tmp_path, capsys, monkeypatch):
+    import urllib.request
+
+    def no_network(*a, **k):
+        raise AssertionError("a dry run tried to download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    rc = main(["run", "tiv_cifar10_lt100_ldam_drw", "--dry-run", "--set", f"data.root='{tmp_path}'",
+               "--set", "data.params.download=true"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cifar-10-python.tar.gz" in err
+
+
+def test_a_network_failure_is_one_line_naming_the_url(tmp_path, capsys, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    rc = main(["run", "tiv_cifar10_lt100_ldam_drw", "--epochs", "1", "--out", str(tmp_path / "o"),
+               "--set", f"data.root='{tmp_path}'", "--set", "data.params.download=true"])  # fmt: skip
+    assert rc == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" not in line]
+    assert len(err) == 1 and err[0].startswith("lpl-train: error: ")
+    err = err[0]
+    assert "cannot download https://www.cs.toronto.edu/" in err
+    assert "name resolution" in err and str(tmp_path) in err
+
+
+def test_milestones_on_a_cosine_schedule_warn(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path)
+    assert main(["run", str(cfg), "--dry-run", "--set", "schedule.kind='cosine'",
+                 "--set", "schedule.milestones=[1]"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "schedule.milestones [1] (and factors) are ignored by schedule.kind='cosine'" in err
+
+
+def test_one_summary_line_per_epoch_even_when_quiet(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=2)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and "test top-1 error" in lines[0] and "eta" in lines[0]
+    assert "\r" not in err
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert all(line in log for line in lines)
