@@ -327,6 +327,12 @@ class RunFolder:
             raise _write_failed(path, "checkpoint", exc) from None
         _fsync_dir(self.path)
 
+    def discard_checkpoints(self) -> None:
+        """Remove ``checkpoint.pt`` and ``checkpoint.prev.pt`` of a run whose results are kept elsewhere."""
+        if self.main:
+            for name in (CHECKPOINT, PREVIOUS):
+                (self / name).unlink(missing_ok=True)
+
     def write_final(self, final: dict[str, Any]) -> None:
         if self.main:
             _write_json_atomic(final, self / FINAL)
