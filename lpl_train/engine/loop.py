@@ -124,7 +124,10 @@ def _fit(
             log(f"{cfg['name']}: {note}")
         log(f"resuming {cfg['name']} from epoch {run.epoch} ({str(folder.path)})")
     else:
-        folder.start(cfg_text)
+        prov = ", ".join(f"{k} {v}" for k, v in run.provenance().items())
+        folder.start(
+            cfg_text + f"\n# run: {prov}\n"
+        )  # what was used; a comment, so the config stays valid
     log(run.describe())
     E = cfg["schedule"]["epochs"]
     record = run.last_record(folder)  # a run resumed after its last epoch: that epoch's record

@@ -310,6 +310,11 @@ def test_final_json_records_what_was_used(tmp_path):
     prov = json.loads((out / "final.json").read_text())["run"]
     assert prov["device"] == "cpu" and prov["precision"] == "fp32" and prov["world_size"] == 1
     assert prov["torch"] == torch.__version__ and prov["epochs_run"] == 2
+    text = (out / "config.toml").read_text()
+    assert f"# run: device cpu, precision fp32, world_size 1, torch {torch.__version__}" in text
+    from lpl_train.config import load_config
+
+    assert load_config(out / "config.toml")["name"] == "tiny"  # still a valid config
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capfd):
