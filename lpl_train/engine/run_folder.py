@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,10 +249,15 @@ class RunFolder:
         if records is None:  # a checkpoint from before records were carried: keep what is intact
             records = self._records_from_file(lines, start)
         self._records = list(records)
-        keep = [r for r in self._records]
-        aside = [
-            text for i, (_n, text, _r) in enumerate(lines) if i >= len(keep) or text != keep[i]
-        ]
+        keep = list(self._records)
+        unmatched = Counter(keep)  # each record of the checkpoint matches one identical line
+        aside = []
+        for _n, text, _r in lines:
+            if unmatched[text] > 0:
+                unmatched[text] -= 1
+            else:
+                aside.append(text)
+        in_order = [t for _n, t, _r in lines if t not in aside] == keep
         notes = []
         if aside:
             with open(self / SUPERSEDED, "a", encoding="utf-8") as fh:
@@ -260,12 +266,10 @@ class RunFolder:
                 f"{len(aside)} line(s) of {METRICS} not matching the checkpoint's records (damaged, or "
                 f"of epochs after epoch {start}) moved to {SUPERSEDED}"
             )
-        missing = len(keep) - sum(
-            1 for i, (_n, t, _r) in enumerate(lines) if i < len(keep) and t == keep[i]
-        )
+        missing = sum(unmatched.values())
         if missing:
             notes.append(f"{missing} record(s) restored from the checkpoint")
-        if aside or missing:
+        if aside or missing or not in_order:
             _write_text_atomic("".join(t + "\n" for t in keep), self / METRICS, "metrics file")
         self._write_csv()
         return notes

@@ -261,6 +261,16 @@ def test_a_record_lost_after_its_checkpoint_is_restored(tmp_path):
     assert not (out / "metrics.superseded.jsonl").exists()
 
 
+def test_a_missing_middle_record_is_restored_and_no_intact_line_is_moved_aside(tmp_path):
+    out = run(tmp_path, epochs=4, stop=3)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text(lines[0] + "\n" + lines[2] + "\n")  # epoch 1's line lost
+    fit(make_cfg(epochs=4), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "metrics.jsonl").read_text().splitlines()[:3] == lines
+    assert not (out / "metrics.superseded.jsonl").exists()
+    assert "1 record(s) restored from the checkpoint" in (out / "train.log").read_text()
+
+
 def test_a_checkpoint_without_records_refuses_when_a_needed_record_is_damaged(tmp_path):
     out = run(tmp_path, epochs=3, stop=2)
     ck = load_checkpoint(out / "checkpoint.pt")
