@@ -91,22 +91,9 @@ __all__ = [
     "select_device",
 ]
 
-_private = (
-    _DATASET_SHAPES,
-    _IndexedView,
-    _ResampledLoader,
-    _ShardLoader,
-    _LossVariation,
-    _make_loss_variation,
-    _Step,
-    _finite_or_none,
-    BEST,
-    CHECKPOINT,
-    CONFIG_COPY,
-    FINAL,
-    LOCK,
-    LOG,
-    METRICS,
-    METRICS_CSV,
-    PREVIOUS,
-)  # fmt: skip  (re-exported for existing callers)
+# Also importable from here, outside __all__, for the modules and tests that use them: CHECKPOINT, METRICS,
+# FINAL, CONFIG_COPY, PREVIOUS, BEST, LOCK, LOG, METRICS_CSV, _finite_or_none, _ShardLoader, _ResampledLoader,
+# _IndexedView, _LossVariation, _make_loss_variation, _Step, _DATASET_SHAPES.
+_REEXPORTED = (_DATASET_SHAPES, _IndexedView, _ResampledLoader, _ShardLoader, _LossVariation,
+               _make_loss_variation, _Step, _finite_or_none, BEST, CHECKPOINT, CONFIG_COPY, FINAL, LOCK,
+               LOG, METRICS, METRICS_CSV, PREVIOUS)  # fmt: skip

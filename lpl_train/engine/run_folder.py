@@ -353,13 +353,14 @@ class RunFolder:
 
     def _write_csv(self) -> None:
         """``metrics.csv``: one row per epoch, the scalar fields of the records (lists and tables left out,
-        the ``best`` table flattened to ``best_*``)."""
+        the ``best``/``best_val`` tables flattened to ``best_*``/``best_val_*``)."""
         rows = []
         for text in self._records:
             rec = json.loads(text)
             row = {k: v for k, v in rec.items() if isinstance(v, int | float | str | None)}
-            for k, v in (rec.get("best") or {}).items():
-                row[f"best_{k}"] = v
+            for table in ("best", "best_val"):
+                for k, v in (rec.get(table) or {}).items():
+                    row[f"{table}_{k}"] = v
             rows.append(row)
         cols: list[str] = []
         for row in rows:

@@ -383,6 +383,11 @@ def test_best_checkpoint_follows_validation_not_test_and_load_run_returns_it(tmp
     vals = [r["val_top1_error"] for r in recs]
     best_epoch = vals.index(min(vals))  # first epoch with the lowest validation error
     assert recs[-1]["best_val"] == {"val_top1_error": min(vals), "epoch": best_epoch}
+    import csv
+
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert float(rows[-1]["best_val_val_top1_error"]) == min(vals)
+    assert [float(r["val_top1_error"]) for r in rows] == vals
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["epoch"] == best_epoch + 1
     model, conf, info = load_run(out, "best")
