@@ -114,7 +114,7 @@ def _fit(
     if resume:
         ckpt = folder.resume_checkpoint(cfg_text)
     elif dist.main:
-        folder.check_fresh()
+        folder.check_fresh(cfg_text)
     torch.set_flush_denormal(True)
     torch.manual_seed(cfg["train"]["seed"])
     run = _Trainer(cfg, device, dist, components, show)

@@ -160,8 +160,9 @@ class RunFolder:
             raise ValueError(f"result file {str(path)!r} is not a JSON object")
         return obj
 
-    def check_fresh(self) -> None:
-        """A fresh run may start here: nothing finished, no checkpoint, no epoch records to lose."""
+    def check_fresh(self, cfg_text: str | None = None) -> None:
+        """A fresh run may start here: nothing finished, no checkpoint, no epoch records to lose, and no
+        ``config.toml`` of another config (a run stopped before its first checkpoint restarts freely)."""
         if (self / FINAL).exists():
             raise FileExistsError(
                 f"run folder {str(self.path)!r} holds a finished run ({FINAL}); a finished run is never "
@@ -178,6 +179,18 @@ class RunFolder:
                 f"run folder {str(self.path)!r} holds epoch records ({METRICS}) but no checkpoint; "
                 "they are not overwritten: choose another --out, or delete the folder to start afresh"
             )
+        stored = self / CONFIG_COPY
+        if cfg_text is not None and stored.is_file():
+            try:
+                diff = config_differences(stored.read_text(encoding="utf-8"), cfg_text)
+            except (UnicodeDecodeError, ValueError):
+                diff = ["(it is not a config)"]
+            if diff:
+                raise FileExistsError(
+                    f"run folder {str(self.path)!r} holds the {CONFIG_COPY} of another config (it "
+                    f"differs in {', '.join(diff)}); it is not overwritten: choose another --out, or "
+                    "delete the folder to start afresh"
+                )
 
     def resume_checkpoint(self, cfg_text: str) -> dict[str, Any]:
         """The verified checkpoint to resume from, after checking its config against ``cfg_text``."""

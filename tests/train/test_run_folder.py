@@ -109,6 +109,31 @@ def test_records_without_a_checkpoint_are_not_overwritten(tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_run_stopped_before_its_first_checkpoint_restarts_but_another_configs_folder_is_kept(
+    tmp_path,
+):
+    out = tmp_path / "r"
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # killed in epoch 0: config.toml, empty metrics, no checkpoint
+        fit(make_cfg(epochs=2), out, components=make_components(fail_at=(0, 2)), log=quiet)
+    other = make_cfg(epochs=2, seed=4)
+    before = snapshot(out)
+    with pytest.raises(
+        FileExistsError, match=r"config.toml of another config .*train.seed \(0 → 4\)"
+    ):
+        fit(other, out, components=make_components(), log=quiet)
+    assert snapshot(out) == before
+    (out / "config.toml").write_text("not = [toml")  # a stranger's file
+    with pytest.raises(FileExistsError, match="it is not a config"):
+        fit(make_cfg(epochs=2), out, components=make_components(), log=quiet)
+    (out / "config.toml").write_bytes(before["config.toml"])
+    fit(
+        make_cfg(epochs=2), out, components=make_components(), log=quiet
+    )  # the same config restarts
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1]
+
+
 def test_resume_of_a_finished_run_rewrites_nothing(tmp_path):
     out = run(tmp_path, epochs=2)
     before = snapshot(out)
