@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lpl-train", description="Train and report LPL experiments.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    sub.add_parser("list", help="list the shipped configs")
+    ls = sub.add_parser("list", help="list the shipped configs")
+    ls.add_argument("filter", nargs="*", default=[],
+                    help="words that must all occur in a config's name, table, dataset or loss "
+                         "(e.g. `lpl-train list IV la`)")  # fmt: skip
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("config", help="shipped config name (see `lpl-train list`) or a .toml path")
@@ -119,9 +123,10 @@ def _cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_list() -> int:
+def _cmd_list(words: list[str] | tuple[str, ...] = ()) -> int:
     from lpl_train.config import find_config
 
+    wanted = [w.lower() for w in words]
     for name in list_configs():
         cfg = load_config(find_config(name))
         cell = cfg.get("paper")
@@ -130,6 +135,10 @@ def _cmd_list() -> int:
             if cell
             else cfg["description"]
         )
+        text = f"{where} {cfg['data']['name']} {cfg['loss']['name']}".lower()
+        tokens = set(re.split(r"[^a-z0-9_+.:-]+", text)) | set(name.split("_"))
+        if wanted and not all(w in tokens or w in name for w in wanted):
+            continue
         print(f"{name:44s} {where}")
     return 0
 
@@ -216,18 +225,22 @@ def _cmd_report(a: argparse.Namespace) -> int:
     text = make_report(a.dir, a.format, a.groups)
     print(text, end="")
     if a.write:
-        (Path(a.dir) / f"report.{a.format}").write_text(text, encoding="utf-8")
+        path = Path(a.dir) / f"report.{a.format}"
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write report {str(path)!r}: {exc.strerror}") from None
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lpl-train`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    from lpl_train.engine import TrainingDiverged
+    from lpl_train.engine import RunFolderError, TrainingDiverged
 
     try:
         if args.cmd == "list":
-            return _cmd_list()
+            return _cmd_list(args.filter)
         if args.cmd == "run":
             return _cmd_run(args)
         if args.cmd == "sweep":
@@ -243,16 +256,33 @@ def main(argv: list[str] | None = None) -> int:
 
             return plot_main(args.runs, args.out)
         return _cmd_report(args)
-    except (ConfigError, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
+    except BrokenPipeError:  # `lpl-train list | head`: the reader went away; nothing left to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (ConfigError, ValueError, TypeError, KeyError, OSError, RunFolderError,
             TrainingDiverged, ImportError) as exc:  # fmt: skip
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        if isinstance(exc, KeyError):
-            msg = msg.strip("'\"")
-        print(f"lpl-train: error: {msg}", file=sys.stderr)
+        print(f"lpl-train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lpl-train: interrupted; resume with --resume", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line; an OS error names its file (``[Errno 28] ...`` prefixes dropped)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        extra = f" -> {str(exc.filename2)!r}" if getattr(exc, "filename2", None) else ""
+        msg = f"{exc.strerror}:{where}{extra}" if where else exc.strerror
+        if type(exc).__name__ in ("URLError", "HTTPError") or "urlopen" in str(exc):
+            msg = f"network: {msg}"
+    else:
+        msg = str(exc)
+    msg = " ".join(msg.split()) or type(exc).__name__
+    if isinstance(exc, KeyError):
+        msg = msg.strip("'\"")
+    return msg
 
 
 if __name__ == "__main__":

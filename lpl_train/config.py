@@ -12,7 +12,8 @@ A config is plain data (nested dicts) with six sections plus a header::
     [loss]    name, params              # a registry name (``lpl_train.losses.build_loss``) and its arguments
     [optim]   name, lr, momentum, nesterov, weight_decay, l2_all, grad_clip
     [schedule] epochs, kind, milestones, gamma, factors, warmup_epochs, warmup_iters, warmup_start_factor
-    [train]   seed, device, amp, channels_last, compile, progress, eval_every, loss_variation
+    [train]   seed, device, amp, channels_last, compile, progress, eval_every, loss_variation,
+              sync_batchnorm
 
 :func:`validate_config` fills defaults and rejects unknown keys and wrong types with one message that names
 the key, the value and what is allowed. ``--set section.key=value`` overrides are parsed as TOML values.
@@ -103,12 +104,13 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     "train": {
         "seed": ((int,), 0, None),
         "device": ((str,), "auto", None),
-        "amp": ((str,), "auto", ("auto", "bf16", "off")),
+        "amp": ((str,), "auto", ("auto", "bf16", "fp16", "off")),
         "channels_last": ((str, bool), "auto", None),
         "compile": ((bool,), False, None),
         "progress": ((bool,), True, None),
         "eval_every": ((int,), 1, None),
         "loss_variation": ((bool,), True, None),
+        "sync_batchnorm": ((bool,), False, None),
     },
 }
 
@@ -198,9 +200,9 @@ def _positive(where: str, value: Any, *, zero_ok: bool = False) -> None:
 
 
 def _check_values(cfg: dict[str, Any]) -> None:
-    if not cfg["name"] or any(c in cfg["name"] for c in "/\\ "):
+    if not cfg["name"] or any(c in cfg["name"] for c in "/\\ ") or set(cfg["name"]) == {"."}:
         raise ConfigError(f"config key 'name' has value {cfg['name']!r}; expected a non-empty name "
-                          "without spaces or slashes")  # fmt: skip
+                          "without spaces or slashes, not '.' or '..'")  # fmt: skip
     for where, value in (
         ("data.batch_size", cfg["data"]["batch_size"]),
         ("data.eval_batch_size", cfg["data"]["eval_batch_size"]),
@@ -295,6 +297,13 @@ def schedule_warnings(cfg: dict[str, Any]) -> list[str]:
         out.append(
             f"schedule.milestones {late} are at or past schedule.epochs={epochs}: those lr steps never "
             "happen in this run"
+        )
+    if cfg["schedule"]["kind"] != "step" and (
+        cfg["schedule"]["milestones"] or cfg["schedule"]["factors"]
+    ):
+        out.append(
+            f"schedule.milestones {cfg['schedule']['milestones']} (and factors) are ignored by "
+            f'schedule.kind={cfg["schedule"]["kind"]!r}; they apply only to kind = "step"'
         )
     if cfg["schedule"]["warmup_epochs"] > epochs:
         out.append(

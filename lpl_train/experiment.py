@@ -3,8 +3,9 @@
 A *plan* is a list of :class:`PlannedRun` (a validated config, its run folder, its seed and grid point); a
 *runner* says when a run folder is finished, how to read its result back and how to train it. :func:`execute`
 goes through a plan the same way for every caller: a finished run is read back, not trained again; a run
-folder holding a checkpoint is resumed; a folder being trained by another process (its lock file exists) is
-left alone; ``jobs > 1`` trains runs in parallel worker processes (one CPU thread each).
+folder holding a checkpoint is resumed; a folder being trained by another process (it holds the folder's
+OS lock, taken by ``engine.fit``) is left alone; ``jobs > 1`` trains runs in parallel worker processes (one
+CPU thread each).
 
 ``lpl-train sweep`` plans with :func:`plan_sweep` and runs with :class:`ConfigRunner` (``engine.fit`` on the
 config); a study (``lpl_train.study``) plans its selection and final runs from its declarative file and runs
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +33,7 @@ __all__ = [
     "point_name",
 ]
 
-LOCK = "RUNNING"
-_CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file: its presence means "resume"
+CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file: its presence means "resume"
 
 
 @dataclass
@@ -162,41 +161,16 @@ class Outcome:
     result: dict[str, Any] | None = None
 
 
-def _claim(out: Path) -> bool:
-    """Take the run folder's lock file (``RUNNING``, holding the pid); False if another process holds it."""
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(out / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
-
-
-def _engine_lock_error() -> type[BaseException] | None:
-    """The engine's "run folder locked" error when ``engine.fit`` takes the folder's lock itself."""
-    from lpl_train import engine
-
-    return getattr(engine, "RunLocked", None)
-
-
 def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
     if runner.finished(run):
         return Outcome(run, "done", runner.load(run))
-    resume = (run.out / _CHECKPOINT).is_file()
-    locked = _engine_lock_error()
-    if locked is not None:  # fit holds the lock while it trains: a folder in use raises
-        try:
-            return Outcome(run, "trained", runner.train(run, resume))
-        except locked:
-            return Outcome(run, "locked")
-    if not _claim(run.out):
-        return Outcome(run, "locked")
-    try:
+    from lpl_train.engine import RunLocked
+
+    resume = (run.out / CHECKPOINT).is_file()
+    try:  # fit holds the run folder's OS lock while it trains: a folder in use raises RunLocked
         return Outcome(run, "trained", runner.train(run, resume))
-    finally:
-        (run.out / LOCK).unlink(missing_ok=True)
+    except RunLocked:
+        return Outcome(run, "locked")
 
 
 def _worker_init() -> None:
@@ -245,8 +219,7 @@ def execute(
         for i, o in enumerate(it, 1):
             done.append(o)
             if o.status == "locked":
-                lock = o.run.out / LOCK
-                log(f"skip (locked by another process; delete {lock} if none runs): {o.run.out}")
+                log(f"skip (locked: another process trains it): {o.run.out}")
             elif o.status == "done":
                 log(f"skip (finished): {o.run.out}")
             else:

@@ -235,7 +235,8 @@ def _write_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     tmp = run_dir / f".{RESULT}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(_finite_or_none(record)) + "\n", encoding="utf-8")
     os.replace(tmp, run_dir / RESULT)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # the engine keeps the last two
+        (run_dir / name).unlink(missing_ok=True)
     return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
 
 

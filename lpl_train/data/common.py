@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,8 +188,15 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ConnectionError(
+                f"cannot download {url} ({' '.join(str(reason).split())}); download it by hand into "
+                f"{str(dest.parent)!r} or check the network"
+            ) from None
         verify_checksum(tmp, expected, algorithm, decompress_gzip)
         os.replace(tmp, dest)
     except BaseException:
@@ -209,8 +217,38 @@ _ALLOWED_GLOBALS = {
 }
 
 
+def _checked_bytearray(*args: Any) -> bytearray:
+    """``bytearray`` of given content only: ``bytearray(10**11)`` would allocate what the pickle asks."""
+    if args and not isinstance(args[0], bytes | bytearray | str):
+        raise pickle.UnpicklingError(
+            f"bytearray({type(args[0]).__name__}) is not allowed in a data batch (it allocates memory "
+            "the file does not hold)"
+        )
+    return bytearray(*args)
+
+
+def _checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` with the empty shape numpy itself pickles; the data then comes from the
+    pickle's own bytes (``__setstate__`` checks their length), so a tiny file cannot allocate gigabytes."""
+    import numpy as np
+
+    if (
+        subtype is not np.ndarray
+        or not isinstance(shape, tuple)
+        or np.prod(shape, dtype=np.float64) > 1
+    ):
+        raise pickle.UnpicklingError(
+            f"numpy array reconstruction with shape {shape!r} is not allowed in a data batch"
+        )
+    return np.ndarray.__new__(subtype, shape, dtype)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "bytearray"):
+            return _checked_bytearray
+        if name == "_reconstruct" and (module, name) in _ALLOWED_GLOBALS:
+            return _checked_reconstruct
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data batch")
@@ -225,8 +263,12 @@ def restricted_unpickle(data: bytes, source: str) -> Any:
     """
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"cannot read {source}: not a valid data batch ({err})") from err
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, OverflowError, RecursionError) as err:  # fmt: skip
+        msg = " ".join(str(err).split())[:200]
+        raise ValueError(
+            f"cannot read {source}: not a valid data batch ({type(err).__name__}: {msg})"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------- splits

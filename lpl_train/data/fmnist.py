@@ -23,6 +23,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,27 +77,66 @@ def read_idx(path: str | Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise ValueError(f"cannot read {path}: not an idx file (bad magic number)")
+            if head[2] != 0x08:
+                raise ValueError(
+                    f"cannot read {path}: idx data type 0x{head[2]:02x} is not unsigned byte (0x08)"
+                )
+            ndim = head[3]
+            dims_raw = f.read(4 * ndim)
+            if ndim < 1 or len(dims_raw) < 4 * ndim:
+                raise ValueError(f"cannot read {path}: truncated idx header")
+            dims = struct.unpack(f">{ndim}i", dims_raw)
+            expected = _idx_payload_size(path, dims, 4 + 4 * ndim)
+            raw = _read_exactly(f, expected, path)
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"cannot read {path}: corrupt or truncated file ({err})") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"cannot read {path}: not an idx file (bad magic number)")
-    if raw[2] != 0x08:
-        raise ValueError(
-            f"cannot read {path}: idx data type 0x{raw[2]:02x} is not unsigned byte (0x08)"
-        )
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim < 1 or len(raw) < header:
-        raise ValueError(f"cannot read {path}: truncated idx header")
-    dims = struct.unpack(f">{ndim}i", raw[4:header])
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
+        raise ValueError(f"cannot read {path}: corrupt or truncated file ({err})") from None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims).copy()
+
+
+#: Largest idx payload read (Fashion-MNIST's training images are 47 MB).
+MAX_IDX_BYTES = 1 << 30
+
+
+def _idx_payload_size(path: Path, dims: tuple[int, ...], header: int) -> int:
+    """The byte count the header promises, checked against the file's size before anything is inflated
+    (deflate expands at most ~1032:1), and against :data:`MAX_IDX_BYTES`."""
+    if any(d < 0 for d in dims):
+        raise ValueError(f"cannot read {path}: negative dimension in idx header {dims}")
+    expected = int(np.prod(dims, dtype=object))
+    size = path.stat().st_size
+    if path.suffix != ".gz" and expected != size - header:
         raise ValueError(
             f"cannot read {path}: header says {dims} ({expected} bytes) but the file holds "
-            f"{len(raw) - header} bytes (truncated or corrupt)"
+            f"{size - header} bytes (truncated or corrupt)"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+    if expected > 1032 * size + 1024 or expected > MAX_IDX_BYTES:
+        raise ValueError(
+            f"cannot read {path}: header says {dims} ({expected} bytes), more than a file of {size} "
+            f"bytes can hold (or than {MAX_IDX_BYTES} bytes); truncated or corrupt"
+        )
+    return expected
+
+
+def _read_exactly(f: Any, n: int, path: Path) -> bytes:
+    """Read exactly ``n`` bytes in chunks, then require the end of the file."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = f.read(min(1 << 20, n - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    extra = f.read(1)
+    if got != n or extra:
+        holds = f"{got} bytes" if got != n else "more bytes"
+        raise ValueError(
+            f"cannot read {path}: the header promises {n} bytes but the file holds {holds} "
+            "(truncated or corrupt)"
+        )
+    return b"".join(chunks)
 
 
 def _candidates(root: str | Path | None) -> list[Path]:

@@ -13,6 +13,7 @@ import torch
 from lpl_train.__main__ import main
 from lpl_train.config import dumps_toml, load_config
 from lpl_train.engine import load_checkpoint, read_metrics
+from lpl_train.engine.lock import _Lock
 from tests.train.test_data_images import _coco
 
 torch.set_flush_denormal(True)
@@ -109,10 +110,13 @@ def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothi
     out = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.prev.pt",
         "checkpoint.pt",
         "config.toml",
         "final.json",
+        "metrics.csv",
         "metrics.jsonl",
+        "train.log",
     ]
     recs = read_metrics(out)
     assert [r["epoch"] for r in recs] == [0, 1]
@@ -122,7 +126,9 @@ def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothi
     assert final["final"]["top1_error"] == recs[-1]["test_top1_error"] and final["epochs"] == 2
     before = load_checkpoint(out / "checkpoint.pt")["model"]
     assert main(["run", str(cfg), "--out", str(out)]) == 2  # no silent overwrite
-    assert "pass --resume" in capsys.readouterr().err
+    assert (
+        "finished run (final.json); a finished run is never overwritten" in capsys.readouterr().err
+    )
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--quiet"]) == 0
     after = load_checkpoint(out / "checkpoint.pt")["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -145,7 +151,8 @@ def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_p
         "--quiet",
     ]
     (root / "optim.lr=0.05" / "seed1").mkdir(parents=True)
-    (root / "optim.lr=0.05" / "seed1" / "RUNNING").write_text("123")  # another process holds it
+    held = _Lock(root / "optim.lr=0.05" / "seed1" / "RUNNING")  # as another process would hold it
+    held.acquire()
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "4 runs, 3 trained now, 1 locked" in out
@@ -153,7 +160,7 @@ def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_p
     assert done == ["optim.lr=0.05/seed0", "optim.lr=0.1/seed0", "optim.lr=0.1/seed1"]
     seeds = {load_config(root / d / "config.toml")["train"]["seed"] for d in done}
     assert seeds == {0, 1}
-    (root / "optim.lr=0.05" / "seed1" / "RUNNING").unlink()
+    held.release()
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("skip (finished)") == 3 and "1 trained now" in out
@@ -259,3 +266,70 @@ def test_missing_weights_message_names_the_absolute_path_and_how_to_make_the_fil
     msg = str(exc.value)
     assert f"tried: {tmp_path / 'w.pth'}" in msg
     assert "torchvision.models.resnet101(weights='IMAGENET1K_V1').state_dict()" in msg
+
+
+def test_list_takes_filter_words(capsys):
+    assert main(["list", "IV", "la"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names and all(n.startswith("tiv_") and "_la" in n for n in names)
+    assert main(["list", "fmnist_ml_lt"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["fmnist_ml_lt100_bce", "fmnist_ml_lt100_ml_lpl"]
+    assert main(["list", "no-such-word"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_list_into_a_closed_pipe_has_no_traceback():
+    r = subprocess.run(f"{sys.executable} -m lpl_train list | head -n 1", shell=True,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.stdout.count("\n") == 1 and r.stderr == ""
+
+
+def test_dry_run_never_downloads(tmp_path, capsys, monkeypatch):
+    import urllib.request
+
+    def no_network(*a, **k):
+        raise AssertionError("a dry run tried to download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    rc = main(["run", "tiv_cifar10_lt100_ldam_drw", "--dry-run", "--set", f"data.root='{tmp_path}'",
+               "--set", "data.params.download=true"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cifar-10-python.tar.gz" in err
+
+
+def test_a_network_failure_is_one_line_naming_the_url(tmp_path, capsys, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    rc = main(["run", "tiv_cifar10_lt100_ldam_drw", "--epochs", "1", "--out", str(tmp_path / "o"),
+               "--set", f"data.root='{tmp_path}'", "--set", "data.params.download=true"])  # fmt: skip
+    assert rc == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" not in line]
+    assert len(err) == 1 and err[0].startswith("lpl-train: error: ")
+    err = err[0]
+    assert "cannot download https://www.cs.toronto.edu/" in err
+    assert "name resolution" in err and str(tmp_path) in err
+
+
+def test_milestones_on_a_cosine_schedule_warn(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path)
+    assert main(["run", str(cfg), "--dry-run", "--set", "schedule.kind='cosine'",
+                 "--set", "schedule.milestones=[1]"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "schedule.milestones [1] (and factors) are ignored by schedule.kind='cosine'" in err
+
+
+def test_one_summary_line_per_epoch_even_when_quiet(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=2)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and "test top-1 error" in lines[0] and "eta" in lines[0]
+    assert "\r" not in err
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert all(line in log for line in lines)

@@ -30,7 +30,14 @@ class FakeRunner:
         return json.loads((run.out / "done.json").read_text())
 
     def train(self, run, resume):
+        from lpl_train.engine import RunLocked
+
+        if (
+            run.out / "RUNNING"
+        ).is_file():  # as engine.fit does when another process holds the lock
+            raise RunLocked(f"run folder {str(run.out)!r} is in use", run.out / "RUNNING")
         self.calls.append((run.key, resume))
+        run.out.mkdir(parents=True, exist_ok=True)
         (run.out / "done.json").write_text(json.dumps({"key": run.key, "resume": resume}))
         return {"key": run.key}
 
@@ -42,7 +49,7 @@ def test_executor_reads_back_finished_resumes_checkpoints_and_leaves_locked_runs
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "checkpoint.pt").write_bytes(b"")  # interrupted: resume
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / X.LOCK).write_text("123")  # another process trains it
+    (tmp_path / "c" / "RUNNING").write_text("123")  # another process trains it
     runner, logs = FakeRunner(), []
     plan = X.execute(runs, runner, dry_run=True, log=logs.append)
     assert [o.status for o in plan] == [
@@ -60,8 +67,7 @@ def test_executor_reads_back_finished_resumes_checkpoints_and_leaves_locked_runs
     }
     assert runner.calls == [("b", True), ("d", False)]
     assert out[0].result == {"key": "a", "old": True}
-    assert not (tmp_path / "b" / X.LOCK).exists() and (tmp_path / "c" / X.LOCK).exists()
-    assert any(line.startswith("skip (locked by another process") for line in logs)
+    assert any(line.startswith("skip (locked: another process trains it)") for line in logs)
     with pytest.raises(ValueError, match="jobs"):
         X.execute(runs, runner, jobs=0)
 
@@ -114,29 +120,3 @@ def test_first_epoch_of_a_committed_study_run_is_reproduced_bit_for_bit(tmp_path
     lv = read_metrics(tmp_path / "run")[0]["loss_variation"]
     assert lv["relative_variation"] == committed["loss_variation"][0]["relative_variation"]
     assert lv["count"] == committed["loss_variation"][0]["count"] == committed["class_counts"]
-
-
-def test_when_the_engine_takes_the_lock_itself_a_locked_folder_is_reported_not_claimed(
-    tmp_path, monkeypatch
-):
-    """With an engine whose fit locks the run folder (and raises RunLocked when it is in use), the executor
-    takes no lock of its own and reports the folder as locked."""
-    from lpl_train import engine
-
-    class RunLocked(RuntimeError):
-        pass
-
-    monkeypatch.setattr(engine, "RunLocked", RunLocked, raising=False)
-
-    class Busy(FakeRunner):
-        def train(self, run, resume):
-            assert not (run.out / X.LOCK).exists()  # the executor claimed nothing
-            if run.key == "busy":
-                raise RunLocked("in use")
-            return super().train(run, resume)
-
-    for k in ("busy", "free"):
-        (tmp_path / k).mkdir()
-    runs = [X.PlannedRun(k, tmp_path / k, None, 0) for k in ("busy", "free")]
-    out = X.execute(runs, Busy(), log=lambda s: None)
-    assert {o.run.key: o.status for o in out} == {"busy": "locked", "free": "trained"}

@@ -1,0 +1,288 @@
+"""From a config to the pieces the loop needs: dataset, loaders (resampled, sharded), model and loss; and the
+dry-run check that builds them without training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .distributed import DistInfo, _ShardLoader
+
+__all__ = ["Components", "build_components", "check_config"]
+
+
+@dataclass
+class Components:
+    """Everything the loop needs; :func:`build_components` makes it from a config, tests make it by hand.
+
+    ``train_loader``/``test_loader`` follow the loader interface of ``lpl_train.data.make_loader``:
+    ``set_epoch(epoch)``, iteration yields ``(x, target)`` on the device, ``len()`` = batches per epoch.
+    ``val_loader`` (optional) is evaluated every epoch too; the best-validation checkpoint follows it.
+    """
+
+    model: nn.Module
+    loss: nn.Module
+    train_loader: Any
+    test_loader: Any
+    num_classes: int
+    class_counts: list[int]
+    multi_label: bool = False
+    val_loader: Any = None
+    class_names: list[str] | None = None
+
+
+def build_components(
+    cfg: dict[str, Any],
+    device: torch.device,
+    dist: DistInfo | None = None,
+    *,
+    check_only: bool = False,
+) -> Components | dict[str, Any]:
+    """Build dataset, loaders, model and loss from a validated config (``lpl_train.config``).
+
+    With ``check_only`` the result of :func:`check_config` is returned instead (nothing is trained).
+    """
+    if check_only:
+        return check_config(cfg)
+    from lpl_train.data import build_datasets, make_loader
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+
+    dist = dist or DistInfo()
+    d, m, lo, tr = cfg["data"], cfg["model"], cfg["loss"], cfg["train"]
+    bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
+    torch.manual_seed(tr["seed"])  # model initialisation depends only on the training seed
+    model = build_model(m["name"], num_classes=bundle.num_classes, **m["params"])
+    loss = build_loss(
+        lo["name"],
+        num_classes=bundle.num_classes,
+        class_counts=list(bundle.class_counts),
+        **lo["params"],
+    )
+    bs = d["batch_size"]
+    if bs % dist.world:
+        raise ValueError(
+            f"data.batch_size={bs} must be divisible by the number of processes {dist.world}"
+        )
+    common = {"device": device, "seed": tr["seed"], **d["loader"]}
+    augment = bundle.augment if d["augment"] == "auto" else d["augment"]
+    train_kw = {"batch_size": bs // dist.world, "train": True, "augment": augment,
+                "drop_last": d["drop_last"], **common}  # fmt: skip
+    if d["sampler"] == "class_aware":
+        from lpl_train.samplers import ClassAwareSampler
+
+        sampler = ClassAwareSampler(
+            bundle.train.targets,
+            seed=tr["seed"],
+            num_classes=bundle.num_classes,
+            **d["sampler_params"],
+        )
+        train_loader: Any = _ResampledLoader(bundle.train, sampler, make_loader, train_kw)
+    else:
+        train_loader = make_loader(bundle.train, **train_kw)
+    eval_kw = {"batch_size": d["eval_batch_size"], "train": False, "augment": "none", **common}
+    test_loader = make_loader(bundle.test, **eval_kw)
+    val = getattr(bundle, "val", None)
+    val_loader = make_loader(val, **eval_kw) if val is not None and len(val) else None
+    if dist.world > 1:
+        train_loader = _ShardLoader(train_loader, dist)
+    names = getattr(bundle, "class_names", None)
+    return Components(
+        model=model,
+        loss=loss,
+        train_loader=train_loader,
+        test_loader=test_loader,
+        num_classes=bundle.num_classes,
+        class_counts=list(bundle.class_counts),
+        multi_label=bundle.multi_label,
+        val_loader=val_loader,
+        class_names=list(names) if names else None,
+    )
+
+
+class _IndexedView(torch.utils.data.Dataset):
+    """Items ``index[i]`` of a map-style dataset, keeping its ``get``/``mean``/``std``/``targets``."""
+
+    def __init__(self, base: Any, index: torch.Tensor) -> None:
+        self.base, self.index = base, index.tolist()
+        self.mean, self.std = getattr(base, "mean", None), getattr(base, "std", None)
+        self.targets = base.targets[index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, i: int, generator: Any = None, train: bool = False) -> Any:
+        if hasattr(self.base, "get"):
+            return self.base.get(self.index[i], generator, train=train)
+        return self.base[self.index[i]]
+
+    def __getitem__(self, i: int) -> Any:
+        return self.get(i)
+
+
+class _ResampledLoader:
+    """Class-aware resampling (the "RS" of R-BCE): epoch ``e`` trains on ``sampler.indices(e)``.
+
+    The resampled multiset of epoch ``e`` depends only on (seed, e); the loader then orders it with its
+    own (seed, e) permutation, so consecutive same-class triples of the reference sampler are not kept
+    together within a batch.
+    """
+
+    def __init__(
+        self, split: Any, sampler: Any, make_loader: Callable[..., Any], kw: dict[str, Any]
+    ) -> None:
+        self.split, self.sampler, self.make_loader, self.kw = split, sampler, make_loader, kw
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n, bs = self.sampler.num_samples, self.kw["batch_size"]
+        return n // bs if self.kw["drop_last"] else -(-n // bs)
+
+    def __iter__(self) -> Iterator[Any]:
+        idx = self.sampler.indices(self.epoch)
+        view = (
+            self.split.subset(idx)
+            if hasattr(self.split, "subset")
+            else _IndexedView(self.split, idx)
+        )
+        loader = self.make_loader(view, **self.kw)
+        loader.set_epoch(self.epoch)
+        yield from loader
+
+
+#: (classes, largest class, default imbalance) of each dataset, used by :func:`check_config` to build the
+#: model and the loss when the data itself is missing.
+_DATASET_SHAPES: dict[str, tuple[int, int, float]] = {
+    "cifar10": (10, 5000, 1.0), "cifar100": (100, 500, 1.0), "cifar10_lt": (10, 5000, 100.0),
+    "cifar100_lt": (100, 500, 100.0), "fmnist": (10, 6000, 1.0), "fmnist_lt": (10, 6000, 100.0),
+    "fmnist_ml_lt": (10, 6000, 100.0), "gaussian": (2, 1000, 1.0), "inat2017": (5089, 3919, 435.0),
+    "inat2018": (8142, 1000, 500.0), "voc_mlt": (20, 775, 775 / 4), "coco_mlt": (80, 1128, 1128 / 6),
+    "coco": (80, 45000, 300.0),  # rough shape of train2014 (person in ~45k images); dry runs only
+}  # fmt: skip
+
+
+def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What ``lpl-train run --dry-run`` reports: load the data (or catch why it cannot be found), build the
+    loaders, the model and the loss, pass one training batch through the model, and return a summary.
+
+    When the data is missing (``FileNotFoundError``), the model and the loss are still built, with the
+    dataset's known number of classes and placeholder long-tailed class counts, and ``data_error`` holds
+    the loader's message (the path tried and how to get the data); likewise ``weights_error`` for a missing
+    pretrained-weights file. ``data.augment`` and ``data.loader`` are checked either way. Other errors
+    propagate; nothing is downloaded.
+    """
+    from lpl_train.data import build_datasets
+    from lpl_train.losses import build_loss
+
+    d, lo = cfg["data"], cfg["loss"]
+    _check_loader_options(d)
+    info: dict[str, Any] = {"data_error": None}
+    bundle = None
+    params = {**d["params"], "download": False} if "download" in d["params"] else d["params"]
+    try:  # a dry run never downloads: missing data is reported, not fetched
+        bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **params)
+        num_classes, counts = bundle.num_classes, list(bundle.class_counts)
+        info.update(
+            train_size=len(bundle.train), test_size=len(bundle.test), multi_label=bundle.multi_label
+        )
+    except FileNotFoundError as exc:
+        info["data_error"] = " ".join(str(exc).split())
+        num_classes, counts, info["multi_label"] = _placeholder_shape(d, exc)
+    torch.manual_seed(cfg["train"]["seed"])
+    model = _build_model_reporting_weights(cfg["model"], num_classes, info)
+    loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
+    if bundle is not None:
+        _try_one_batch(cfg, bundle, model)
+    info.update(
+        num_classes=num_classes,
+        model_params=sum(p.numel() for p in model.parameters()),
+        loss=type(loss).__name__,
+    )
+    return info
+
+
+def _check_loader_options(d: dict[str, Any]) -> None:
+    from lpl_train.data.loader import AUGMENTS
+
+    if d["augment"] != "auto" and d["augment"] not in AUGMENTS:
+        raise ValueError(
+            f"config key 'data.augment' has value {d['augment']!r}; allowed: auto, {', '.join(AUGMENTS)}"
+        )
+    backend = d["loader"].get("backend", "auto")
+    if backend not in ("auto", "tensor", "dataloader"):
+        raise ValueError(
+            f"config key 'data.loader.backend' has value {backend!r}; allowed: auto, tensor, dataloader"
+        )
+    allowed = {"backend", "num_workers", "mean", "std", "pad", "pad_mode"}
+    unknown = sorted(set(d["loader"]) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown config key 'data.loader.{unknown[0]}'; allowed in [data.loader]: "
+            f"{', '.join(sorted(allowed))}"
+        )
+
+
+def _placeholder_shape(d: dict[str, Any], exc: Exception) -> tuple[int, list[int], bool]:
+    from lpl_train.data import long_tail_counts
+
+    name = d["name"]
+    if name == "cifar_lt_npz":
+        name = f"{d['params'].get('variant', 'cifar10')}_lt"
+    if name not in _DATASET_SHAPES:
+        raise exc
+    num_classes, n_max, ratio = _DATASET_SHAPES[name]
+    ratio = float(d["params"].get("imbalance_ratio", ratio))
+    counts = long_tail_counts(num_classes, n_max, ratio) if ratio > 1 else [n_max] * num_classes
+    multi = name.endswith("ml_lt") or name in ("voc_mlt", "coco_mlt", "coco")
+    return num_classes, counts, multi
+
+
+def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: dict) -> nn.Module:
+    from lpl_train.models import build_model
+
+    info["weights_error"] = None
+    try:
+        return build_model(m["name"], num_classes=num_classes, **m["params"])
+    except FileNotFoundError as exc:  # pretrained weights missing: build without them, report it
+        if "weights" not in m["params"]:
+            raise
+        info["weights_error"] = " ".join(str(exc).split())
+        params = {k: v for k, v in m["params"].items() if k != "weights"}
+        return build_model(m["name"], num_classes=num_classes, **params)
+
+
+def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
+    """Build the training loader and pass its first two samples through the model (eval mode, no grad),
+    as the first second of a real run would."""
+    from lpl_train.data import make_loader
+
+    d = cfg["data"]
+    augment = bundle.augment if d["augment"] == "auto" else d["augment"]
+    kw = {k: v for k, v in d["loader"].items() if k != "num_workers"}
+    loader = make_loader(bundle.train, batch_size=2, train=True, augment=augment, seed=0, **kw)
+    x, _ = next(iter(loader))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"model {cfg['model']['name']!r} does not accept the input of data {d['name']!r} "
+            f"(a batch of shape {tuple(x.shape)}): {first}"
+        ) from None
+    finally:
+        model.train(was)
+    if out.dim() != 2 or out.shape[1] != bundle.num_classes:
+        raise ValueError(
+            f"model {cfg['model']['name']!r} maps the input of data {d['name']!r} to shape "
+            f"{tuple(out.shape)}; expected (batch, {bundle.num_classes})"
+        )

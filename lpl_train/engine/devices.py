@@ -1,0 +1,59 @@
+"""Where a run computes and in which precision: device selection and autocast."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+__all__ = ["autocast_for", "resolve_precision", "select_device"]
+
+
+def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    """Device for ``spec`` in {"auto", "cpu", "cuda", "cuda:N", "mps"}; "auto" prefers CUDA, then MPS, then CPU.
+
+    Under DDP ("auto" or "cuda"), rank ``local_rank`` takes ``cuda:local_rank``.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string, got {type(spec).__name__}")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' requested but MPS is not available on this machine")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r} requested but CUDA is not available; use 'auto' or 'cpu'"
+            )
+        return torch.device("cuda", local_rank) if spec == "cuda" else torch.device(spec)
+    raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N, mps; got {spec!r}")
+
+
+def resolve_precision(device: torch.device, amp: str) -> str:
+    """The precision ``train.amp`` means on ``device``: "fp32", "bf16" or "fp16".
+
+    ``auto``: bf16 on a CUDA device that supports it, fp16 (with gradient scaling) on an older CUDA
+    device, fp32 elsewhere. ``bf16``/``fp16`` force that autocast dtype; ``off`` is fp32.
+    """
+    if amp in ("bf16", "fp16"):
+        return amp
+    if amp == "auto" and device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast_for(device: torch.device, precision: str) -> Any:
+    """The autocast context of ``precision`` (a no-op context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,161 @@
+"""The training loop: :func:`fit` and the step, for every config, single- and multi-label.
+
+The loop a reader can hold in their head (:func:`_fit`, below)::
+
+    for epoch in range(start, E):
+        loader.set_epoch(epoch); loss.set_epoch(epoch, E)       # batch order = f(seed, epoch); DRW / ISDA λ
+        for x, y in loader:
+            lr = base_lr * lr_factor(...)                          # warm-up, then step or cosine
+            loss = L(model(x), y)  [+ l2_all * Σθ²]                # ISDA: L(features, y, classifier)
+            loss.backward(); clip; optimiser.step()
+        evaluate (validation, test) → checkpoint.pt → metrics.jsonl → one summary line
+
+The loss ``L`` is any registered loss (LPL's Eqs. 27-33 single-label, Eqs. 34-41 multi-label, or a baseline).
+Everything the run folder holds is written by :class:`~lpl_train.engine.run_folder.RunFolder`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .components import Components
+from .devices import select_device
+from .distributed import DistInfo, process_group
+from .progress import epoch_line, wants_bar
+from .run_folder import RunFolder, finite_or_none
+from .trainer import TrainingDiverged, _Trainer
+
+__all__ = ["TrainingDiverged", "fit"]
+
+
+def fit(
+    cfg: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    components: Components | None = None,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate the validated config ``cfg``, writing the run folder ``out_dir``.
+
+    Run folder (see :mod:`lpl_train.engine.run_folder`): ``config.toml``, ``metrics.jsonl`` / ``metrics.csv``
+    (one record per epoch), ``checkpoint.pt`` (+ ``checkpoint.prev.pt``), ``best.pt`` (best validation
+    epoch, when the data has a validation split), ``train.log`` and, at the end, ``final.json``.
+
+    Args:
+        cfg: a config from :func:`lpl_train.config.load_config` / ``validate_config``.
+        out_dir: the run folder; created if missing. Without ``resume`` it must hold no run.
+        components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
+        resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
+            (``train.progress`` and ``train.device`` may differ). A finished run is returned unchanged.
+        stop_after_epoch: return after this many completed epochs (a clean stand-in for a killed job).
+        progress: show a tqdm bar on a terminal (default: ``cfg["train"]["progress"]``).
+        log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
+
+    Returns:
+        the ``final.json`` content (or, when stopped early, the last epoch's record).
+
+    Raises:
+        TrainingDiverged: on a NaN/inf training loss; ``checkpoint.pt`` stays at the last good epoch.
+        RunLocked: another process trains in ``out_dir``.
+        FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
+        ConfigMismatch, CorruptCheckpoint: (``ValueError``) on ``resume``.
+    """
+    from lpl_train.config import validate_config
+
+    if not isinstance(cfg, dict):
+        raise TypeError(f"cfg must be a validated config dict, got {type(cfg).__name__}")
+    cfg = validate_config(cfg)
+    if stop_after_epoch is not None and (
+        not isinstance(stop_after_epoch, int) or stop_after_epoch < 1
+    ):
+        raise ValueError(
+            f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}"
+        )
+    dist = DistInfo.from_env()
+    tr = cfg["train"]
+    show = wants_bar(tr["progress"] if progress is None else progress) and dist.main
+    folder = RunFolder(out_dir, main=dist.main)
+    printer = log or (print if dist.main else (lambda s: None))
+
+    def emit(line: str) -> None:
+        printer(line)
+        folder.log(line)
+
+    with folder.locked(), process_group(dist, tr["device"]):
+        device = select_device(tr["device"], dist.local_rank)
+        return _fit(cfg, folder, dist, device, components, resume, stop_after_epoch, show, emit)
+
+
+def _fit(
+    cfg: dict[str, Any],
+    folder: RunFolder,
+    dist: DistInfo,
+    device: torch.device,
+    components: Components | None,
+    resume: bool,
+    stop_after_epoch: int | None,
+    show: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from lpl_train.config import dumps_toml
+
+    cfg_text = dumps_toml(cfg)
+    ckpt = None
+    if resume and (done := folder.finished()) is not None:
+        return _finished_run(folder, done, cfg_text, log)
+    if resume:
+        ckpt = folder.resume_checkpoint(cfg_text)
+    elif dist.main:
+        folder.check_fresh(cfg_text)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(cfg["train"]["seed"])
+    run = _Trainer(cfg, device, dist, components, show)
+    if ckpt is not None:
+        run.restore(ckpt)
+        for note in folder.resume(ckpt, cfg_text):
+            log(f"{cfg['name']}: {note}")
+        log(f"resuming {cfg['name']} from epoch {run.epoch} ({str(folder.path)})")
+    else:
+        prov = ", ".join(f"{k} {v}" for k, v in run.provenance().items())
+        folder.start(
+            cfg_text + f"\n# run: {prov}\n"
+        )  # what was used; a comment, so the config stays valid
+    log(run.describe())
+    E = cfg["schedule"]["epochs"]
+    record = run.last_record(folder)  # a run resumed after its last epoch: that epoch's record
+    t_run = time.perf_counter()
+    for epoch in range(run.epoch, E):
+        record = run.train_epoch(epoch, folder)
+        run.evaluate_into(record, epoch, folder)
+        folder.end_epoch(finite_or_none(record), run.state(epoch + 1, cfg_text))
+        log(epoch_line(record, E, run.eta(epoch, t_run)))
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < E:
+            return record
+    final = run.final(record, time.perf_counter() - t_run)
+    folder.write_final(finite_or_none(final))
+    if dist.world > 1:
+        torch.distributed.barrier()
+    return final
+
+
+def _finished_run(
+    folder: RunFolder, done: dict[str, Any], cfg_text: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``--resume`` of a finished run: its config must match; nothing is trained or rewritten."""
+    stored = folder / "config.toml"
+    if (folder / "checkpoint.pt").is_file():
+        folder.resume_checkpoint(cfg_text)
+    elif stored.is_file():
+        folder.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))
+    log(
+        f"{done.get('name', 'run')}: already finished ({str(folder / 'final.json')}); nothing to do"
+    )
+    return done

@@ -1,0 +1,387 @@
+"""The run folder: the only code that writes one, and the owner of what it promises.
+
+Layout::
+
+    RUNNING                    the lock (held while a process trains here; gone with that process)
+    config.toml                the config as run (plus ``[run]`` provenance at the end)
+    metrics.jsonl              one JSON record per completed epoch, appended and fsynced
+    metrics.csv                the same records flat (scalars only), for pandas and spreadsheets
+    checkpoint.pt              the last completed epoch (written to a temporary file, then renamed)
+    checkpoint.prev.pt         the epoch before: kept until a newer checkpoint is complete
+    best.pt                    the weights of the best *validation* epoch (only with a validation split)
+    final.json                 the result, written once at the end; a finished run is never overwritten
+    train.log                  every line the run printed
+    diverged.json              why a run stopped on a non-finite loss
+
+Guarantees: one process at a time (an OS lock on ``RUNNING``, released when the process ends, even on
+``kill -9``); a finished run is never overwritten; a resumed run uses the config of its checkpoint (a
+different one is refused, naming the keys); every checkpoint is verified (the archive's CRCs, then a
+``weights_only`` load) before use; ``metrics.jsonl`` never loses an intact record (the checkpoint carries
+the records up to its epoch and repairs a damaged file; lines it replaces are moved aside to
+``metrics.superseded.jsonl``, never deleted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .files import (
+    _CKPT_KEYS,
+    BEST,
+    CHECKPOINT,
+    CONFIG_COPY,
+    DIVERGED,
+    FINAL,
+    LOCK,
+    LOG,
+    METRICS,
+    METRICS_CSV,
+    PREVIOUS,
+    SUPERSEDED,
+    VOLATILE_KEYS,
+    ConfigMismatch,
+    CorruptCheckpoint,
+    RunFolderError,
+    RunLocked,
+    _atomic_write,
+    _fsync_dir,
+    _parse_lines,
+    _write_failed,
+    _write_json_atomic,
+    _write_text_atomic,
+    atomic_save,
+    config_differences,
+    finite_or_none,
+    load_checkpoint,
+    read_metrics,
+)
+from .lock import _Lock
+
+__all__ = [
+    "BEST",
+    "CHECKPOINT",
+    "CONFIG_COPY",
+    "FINAL",
+    "LOCK",
+    "LOG",
+    "METRICS",
+    "METRICS_CSV",
+    "PREVIOUS",
+    "ConfigMismatch",
+    "CorruptCheckpoint",
+    "RunFolder",
+    "RunFolderError",
+    "RunLocked",
+    "atomic_save",
+    "config_differences",
+    "finite_or_none",
+    "load_checkpoint",
+    "read_metrics",
+]
+
+
+class RunFolder:
+    """The run folder ``path``. Only the main process (rank 0) writes; every rank may read.
+
+    Use as ``with RunFolder(path).locked(): ...``; then :meth:`start` (a fresh run) or :meth:`resume`,
+    :meth:`end_epoch` once per epoch, :meth:`finish` once.
+    """
+
+    def __init__(self, path: str | Path, main: bool = True) -> None:
+        if not isinstance(path, str | Path):
+            raise TypeError(f"out_dir must be a path, got {type(path).__name__}")
+        self.path, self.main = Path(path), main
+        self._records: list[str] = []
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- creation and lock
+    def create(self) -> None:
+        """Create the folder (and its parents); one-line errors for a path under a file or read-only."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"run folder {str(self.path)!r} exists and is not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise RunFolderError(
+                f"cannot create run folder {str(self.path)!r}: a part of the path is a file"
+            ) from None
+        except OSError as exc:
+            raise _write_failed(self.path, "run folder", exc) from None
+        if not os.access(self.path, os.W_OK):
+            raise RunFolderError(f"cannot write run folder {str(self.path)!r}: permission denied")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunFolder]:
+        """Create the folder and hold its lock (main process only) for the duration of the block."""
+        if not self.main:
+            yield self
+            return
+        self.create()
+        lock = _Lock(self / LOCK)
+        try:
+            lock.acquire()
+        except PermissionError as exc:
+            raise _write_failed(self / LOCK, "lock file", exc) from None
+        except OSError as exc:
+            if isinstance(exc, RunFolderError):
+                raise
+            raise _write_failed(self / LOCK, "lock file", exc) from None
+        try:
+            yield self
+        finally:
+            lock.release()
+
+    # -- state
+    def finished(self) -> dict[str, Any] | None:
+        """The content of ``final.json`` (None when the run is not finished)."""
+        path = self / FINAL
+        if not path.is_file():
+            return None
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            obj = None
+        if not isinstance(obj, dict):
+            raise ValueError(f"result file {str(path)!r} is not a JSON object")
+        return obj
+
+    def check_fresh(self, cfg_text: str | None = None) -> None:
+        """A fresh run may start here: nothing finished, no checkpoint, no epoch records to lose, and no
+        ``config.toml`` of another config (a run stopped before its first checkpoint restarts freely)."""
+        if (self / FINAL).exists():
+            raise FileExistsError(
+                f"run folder {str(self.path)!r} holds a finished run ({FINAL}); a finished run is never "
+                "overwritten: choose another --out, or delete the folder to train it again"
+            )
+        for name in (CHECKPOINT, PREVIOUS):
+            if (self / name).exists():
+                raise FileExistsError(
+                    f"run folder {str(self.path)!r} already holds a checkpoint ({name}); pass --resume "
+                    "to continue it, or choose another --out"
+                )
+        if (self / METRICS).is_file() and (self / METRICS).stat().st_size > 0:
+            raise FileExistsError(
+                f"run folder {str(self.path)!r} holds epoch records ({METRICS}) but no checkpoint; "
+                "they are not overwritten: choose another --out, or delete the folder to start afresh"
+            )
+        stored = self / CONFIG_COPY
+        if cfg_text is not None and stored.is_file():
+            try:
+                diff = config_differences(stored.read_text(encoding="utf-8"), cfg_text)
+            except (UnicodeDecodeError, ValueError):
+                diff = ["(it is not a config)"]
+            if diff:
+                raise FileExistsError(
+                    f"run folder {str(self.path)!r} holds the {CONFIG_COPY} of another config (it "
+                    f"differs in {', '.join(diff)}); it is not overwritten: choose another --out, or "
+                    "delete the folder to start afresh"
+                )
+
+    def resume_checkpoint(self, cfg_text: str) -> dict[str, Any]:
+        """The verified checkpoint to resume from, after checking its config against ``cfg_text``."""
+        path = self / CHECKPOINT
+        if not path.is_file():
+            hint = (
+                f"; the previous checkpoint {str(self / PREVIOUS)!r} exists: rename it to {CHECKPOINT} "
+                "to resume from it"
+                if (self / PREVIOUS).is_file()
+                else ""
+            )
+            raise FileNotFoundError(f"--resume: no checkpoint at {str(path)!r}{hint}")
+        try:
+            ckpt = load_checkpoint(path)
+        except CorruptCheckpoint as exc:
+            raise CorruptCheckpoint(f"--resume: {exc}{self._previous_hint()}") from None
+        missing = [k for k in _CKPT_KEYS if k not in ckpt]
+        if missing:
+            raise CorruptCheckpoint(
+                f"--resume: checkpoint {str(path)!r} lacks {', '.join(missing)}: it is not a training "
+                "checkpoint of lpl_train.engine"
+            )
+        self.check_config(ckpt["config"], cfg_text, f"checkpoint {str(path)!r}")
+        return ckpt
+
+    def _previous_hint(self) -> str:
+        prev = self / PREVIOUS
+        if not prev.is_file():
+            return "; no earlier checkpoint is left: start a fresh run in another --out"
+        try:
+            ep = load_checkpoint(prev)["epoch"]
+        except (CorruptCheckpoint, OSError):
+            return f"; the previous checkpoint {str(prev)!r} is damaged too"
+        return (
+            f"; the previous checkpoint {str(prev)!r} (after epoch {ep}) is intact: rename it to "
+            f"{CHECKPOINT} to resume from there"
+        )
+
+    @staticmethod
+    def check_config(stored: str, requested: str, where: str) -> None:
+        diff = config_differences(stored, requested)
+        if diff:
+            raise ConfigMismatch(
+                f"--resume: the config differs from the one of {where} in {', '.join(diff)}; resume "
+                "with the same config (and --epochs), or start a fresh run in another --out "
+                f"({' and '.join(VOLATILE_KEYS)} may differ)"
+            )
+
+    # -- writing a run
+    def start(self, cfg_text: str) -> None:
+        """A fresh run: the config copy and an empty metrics file."""
+        self._records = []
+        if self.main:
+            _write_text_atomic(cfg_text, self / CONFIG_COPY, "config copy")
+            _write_text_atomic("", self / METRICS, "metrics file")
+            for name in (METRICS_CSV, LOG):
+                (self / name).unlink(missing_ok=True)
+
+    def resume(self, ckpt: dict[str, Any], cfg_text: str) -> list[str]:
+        """Restore ``metrics.jsonl`` to the records of the checkpoint's epochs; returns what was repaired."""
+        start = ckpt["epoch"]
+        records = ckpt.get("records")
+        if not self.main:
+            self._records = list(records or [])
+            return []
+        if not (self / CONFIG_COPY).is_file():
+            _write_text_atomic(cfg_text, self / CONFIG_COPY, "config copy")
+        lines = _parse_lines(self / METRICS) if (self / METRICS).is_file() else []
+        if records is None:  # a checkpoint from before records were carried: keep what is intact
+            records = self._records_from_file(lines, start)
+        self._records = list(records)
+        keep = list(self._records)
+        unmatched = Counter(keep)  # each record of the checkpoint matches one identical line
+        aside = []
+        for _n, text, _r in lines:
+            if unmatched[text] > 0:
+                unmatched[text] -= 1
+            else:
+                aside.append(text)
+        in_order = [t for _n, t, _r in lines if t not in aside] == keep
+        notes = []
+        if aside:
+            with open(self / SUPERSEDED, "a", encoding="utf-8") as fh:
+                fh.write("".join(t + "\n" for t in aside))
+            notes.append(
+                f"{len(aside)} line(s) of {METRICS} not matching the checkpoint's records (damaged, or "
+                f"of epochs after epoch {start}) moved to {SUPERSEDED}"
+            )
+        missing = sum(unmatched.values())
+        if missing:
+            notes.append(f"{missing} record(s) restored from the checkpoint")
+        if aside or missing or not in_order:
+            _write_text_atomic("".join(t + "\n" for t in keep), self / METRICS, "metrics file")
+        self._write_csv()
+        return notes
+
+    def _records_from_file(self, lines: list, start: int) -> list[str]:
+        out = []
+        for epoch in range(start):
+            hit = [t for _n, t, r in lines if r is not None and r.get("epoch") == epoch]
+            if not hit:
+                bad = [n for n, _t, r in lines if r is None]
+                where = f" (damaged line {bad[0]})" if bad else ""
+                raise ValueError(
+                    f"--resume: {str(self / METRICS)!r} lacks the record of epoch {epoch}{where} and "
+                    "the checkpoint does not carry its records; it cannot be resumed without losing it"
+                )
+            out.append(hit[0])
+        return out
+
+    def end_epoch(self, record: dict[str, Any], state: dict[str, Any]) -> None:
+        """Checkpoint (carrying every record so far), then append the record; the previous checkpoint is
+        kept as ``checkpoint.prev.pt`` until the new one is complete."""
+        line = json.dumps(record, allow_nan=False)
+        self._records.append(line)
+        if not self.main:
+            return
+        self.save_checkpoint({**state, "records": list(self._records)})
+        try:
+            with open(self / METRICS, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _write_failed(self / METRICS, "metrics file", exc) from None
+        self._write_csv()
+
+    def save_checkpoint(self, state: dict[str, Any], name: str = CHECKPOINT) -> None:
+        path = self / name
+        tmp = self / f".{name}.new{os.getpid()}"
+        try:
+            _atomic_write(tmp, lambda fh: torch.save(state, fh), "checkpoint")
+        except RunFolderError as exc:
+            raise RunFolderError(
+                f"{str(exc).replace(str(tmp), str(path))}; {CHECKPOINT} is kept as it was"
+            ) from None
+        try:
+            if name == CHECKPOINT and path.is_file():
+                link = self / f".{PREVIOUS}.tmp{os.getpid()}"
+                link.unlink(missing_ok=True)
+                try:
+                    os.link(path, link)
+                except OSError:  # no hard links on this file system: copy
+                    import shutil
+
+                    shutil.copyfile(path, link)
+                os.replace(link, self / PREVIOUS)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _write_failed(path, "checkpoint", exc) from None
+        _fsync_dir(self.path)
+
+    def discard_checkpoints(self) -> None:
+        """Remove ``checkpoint.pt`` and ``checkpoint.prev.pt`` of a run whose results are kept elsewhere."""
+        if self.main:
+            for name in (CHECKPOINT, PREVIOUS):
+                (self / name).unlink(missing_ok=True)
+
+    def write_final(self, final: dict[str, Any]) -> None:
+        if self.main:
+            _write_json_atomic(final, self / FINAL)
+
+    def write_diverged(self, info: dict[str, Any]) -> None:
+        if self.main:
+            _write_json_atomic(info, self / DIVERGED)
+
+    def log(self, line: str) -> None:
+        """Append one line to ``train.log`` (main process; a failure to log never stops a run)."""
+        if self.main and self.path.is_dir():
+            with contextlib.suppress(OSError), open(self / LOG, "a", encoding="utf-8") as fh:
+                fh.write(line.rstrip("\n") + "\n")
+
+    def _write_csv(self) -> None:
+        """``metrics.csv``: one row per epoch, the scalar fields of the records (lists and tables left out,
+        the ``best``/``best_val`` tables flattened to ``best_*``/``best_val_*``)."""
+        rows = []
+        for text in self._records:
+            rec = json.loads(text)
+            row = {k: v for k, v in rec.items() if isinstance(v, int | float | str | None)}
+            for table in ("best", "best_val"):
+                for k, v in (rec.get(table) or {}).items():
+                    row[f"{table}_{k}"] = v
+            rows.append(row)
+        cols: list[str] = []
+        for row in rows:
+            cols.extend(k for k in row if k not in cols)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        with contextlib.suppress(RunFolderError):  # derived data: never stops a run
+            _write_text_atomic(buf.getvalue(), self / METRICS_CSV, "metrics table")

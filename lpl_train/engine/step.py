@@ -1,0 +1,117 @@
+"""The training step's parts: network and loss as one module (so DDP sees every parameter), the optimiser,
+the RNG state a checkpoint carries, and the per-class loss-variation measurement of Figs. 1, 2, 11."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .components import Components
+
+
+class _Step(nn.Module):
+    """Network + loss as one module, so DDP sees every parameter used in the loss (ISDA, LC)."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, compiled: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.needs_features = bool(getattr(loss, "needs_features", False))
+        fwd: Callable[..., torch.Tensor] = model.forward_features if self.needs_features else model
+        if compiled:
+            fwd = torch.compile(fwd)
+        object.__setattr__(
+            self, "_fwd", fwd
+        )  # not a registered submodule: state_dict keys unchanged
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, autocast: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns (loss value, logits, features or None)."""
+        with autocast:
+            out = self._fwd(x)
+        out = out.float()
+        if self.needs_features:
+            value = self.loss(out, y, self.model.classifier)
+            return value, self.model.classifier(out), out
+        return self.loss(out, y), out, None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)
+
+
+def _optimizer(params: list[nn.Parameter], o: dict[str, Any]) -> torch.optim.Optimizer:
+    if o["name"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=o["lr"],
+            momentum=o["momentum"],
+            nesterov=o["nesterov"],
+            weight_decay=o["weight_decay"],
+        )
+    cls = torch.optim.Adam if o["name"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=o["lr"], weight_decay=o["weight_decay"])
+
+
+def _rng_state() -> dict[str, Any]:
+    st: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# ----------------------------------------------------------------------------------- loss variation
+class _LossVariation:
+    """Per-class relative loss variation (l' − l)/l of the trained loss against plain CE/BCE (Figs. 1, 2, 11).
+
+    l' is the loss's own per-sample value (``reduction="none"``) on the detached logits of the step, through
+    :meth:`LossVariation.update_with` (LDAM is compared on its scaled logits s·u); for a feature-level loss
+    (ISDA) it is CE on its ``augmented_logits``. The loss's buffers are restored after the measurement, so
+    it changes neither the gradient nor any loss state (counters, statistics).
+    """
+
+    def __init__(self, loss: nn.Module, num_classes: int, multi_label: bool) -> None:
+        from lpl_train import loss_variation as LV
+
+        self.loss = loss
+        self.features = bool(getattr(loss, "needs_features", False))
+        self.acc = LV.LossVariation(num_classes, multi_label=multi_label, validate=False)
+        self.ok = hasattr(loss, "augmented_logits") if self.features else hasattr(loss, "reduction")
+
+    @torch.no_grad()
+    def update(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        features: torch.Tensor | None,
+        classifier: nn.Module,
+    ) -> None:
+        if self.features:  # augmented_logits reads the statistics without updating them
+            aug = self.loss.augmented_logits(features, y, classifier)
+            self.acc.update(logits, y, perturbed_logits=aug.float())
+            return
+        # update_with restores the loss's reduction and buffers, and measures LDAM on its own scale (s·u)
+        self.acc.update_with(self.loss, logits, y)
+
+    def result(self) -> dict[str, Any]:
+        res = self.acc.compute()
+        self.acc.reset()
+        return res
+
+
+def _make_loss_variation(loss: nn.Module, comps: Components) -> _LossVariation | None:
+    try:
+        lv = _LossVariation(loss, comps.num_classes, comps.multi_label)
+    except (ImportError, AttributeError):
+        return None
+    return lv if lv.ok else None

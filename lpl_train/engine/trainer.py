@@ -1,0 +1,315 @@
+"""One run's training state and its epoch: model, loss, optimiser, precision, the steps of an epoch,
+evaluation on the evaluation epochs, the best epochs, and what goes into a checkpoint and ``final.json``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from .components import Components, build_components
+from .devices import autocast_for, resolve_precision
+from .distributed import DistInfo
+from .evaluate import evaluate
+from .progress import progress_bar
+from .run_folder import BEST, RunFolder
+from .schedules import lr_factor
+from .step import _make_loss_variation, _optimizer, _rng_state, _set_rng_state, _Step, _unwrap
+
+__all__ = ["TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run folder keeps the last good checkpoint."""
+
+
+class _Trainer:
+    """The model, loss, optimiser and step of one run, and its position (epoch, global step, best)."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        device: torch.device,
+        dist: DistInfo,
+        components: Components | None,
+        show: bool,
+    ) -> None:
+        tr = cfg["train"]
+        self.cfg, self.device, self.dist, self.show = cfg, device, dist, show
+        comps = components if components is not None else build_components(cfg, device, dist)
+        if not isinstance(comps, Components):
+            raise TypeError(f"components must be a Components instance, got {type(comps).__name__}")
+        self.comps = comps
+        self.model, self.loss = comps.model.to(device), comps.loss.to(device)
+        self.channels_last = tr["channels_last"] is True or (
+            tr["channels_last"] == "auto" and device.type == "cuda"
+        )
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if tr["sync_batchnorm"] and dist.world > 1:  # BatchNorm statistics over the global batch
+            if device.type != "cuda":
+                raise ValueError(
+                    f"config key 'train.sync_batchnorm' is true but the device is {device}: torch's "
+                    "SyncBatchNorm works only on CUDA devices; set it false on CPU"
+                )
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        step_mod = _Step(self.model, self.loss, compiled=tr["compile"])
+        self.params = [p for p in step_mod.parameters() if p.requires_grad]
+        self.opt = _optimizer(self.params, cfg["optim"])
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.runner: nn.Module = step_mod
+        if dist.world > 1:
+            if device.type == "cpu" and not self.channels_last:
+                _match_cpu_grad_layout(step_mod)
+            self.runner = nn.parallel.DistributedDataParallel(
+                step_mod,
+                device_ids=[device.index] if device.type == "cuda" else None,
+            )
+        self.precision = resolve_precision(device, tr["amp"])
+        self.autocast = autocast_for(device, self.precision)
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        self.lv = _make_loss_variation(self.loss, comps) if tr["loss_variation"] else None
+        self.n_iter = len(comps.train_loader)
+        if self.n_iter < 1:
+            raise ValueError(
+                "the training loader yields no batches (dataset smaller than one batch with drop_last)"
+            )
+        self.epoch, self.step, self.best, self.best_val = 0, 0, {}, {}
+
+    def describe(self) -> str:
+        return (
+            f"{self.cfg['name']}: device {self.device}, precision {self.precision}, "
+            f"{self.dist.world} process(es), torch {torch.__version__}"
+        )
+
+    def restore(self, ck: dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.loss.load_state_dict(ck["loss"])
+        self.opt.load_state_dict(ck["optimizer"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.epoch, self.step = ck["epoch"], ck["step"]
+        self.best, self.best_val = ck.get("best", {}), ck.get("best_val", {})
+        _set_rng_state(ck["rng"])
+
+    def state(self, epoch: int, cfg_text: str) -> dict[str, Any]:
+        st = {
+            "format": 1,
+            "epoch": epoch,
+            "step": self.step,
+            "model": _unwrap(self.model).state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": _rng_state(),
+            "best": dict(self.best),
+            "best_val": dict(self.best_val),
+            "config": cfg_text,
+        }
+        if self.scaler is not None:
+            st["scaler"] = self.scaler.state_dict()
+        return st
+
+    def last_record(self, folder: RunFolder) -> dict[str, Any]:
+        return json.loads(folder._records[-1]) if folder._records else {}
+
+    def eta(self, epoch: int, t_run: float) -> float:
+        done = epoch + 1 - self.epoch
+        left = self.cfg["schedule"]["epochs"] - epoch - 1
+        return (time.perf_counter() - t_run) / done * left
+
+    def train_epoch(self, epoch: int, folder: RunFolder) -> dict[str, Any]:
+        """One epoch of steps; returns the epoch's record (training part)."""
+        cfg, comps, opt, dist, device = self.cfg, self.comps, self.opt, self.dist, self.device
+        E, o = cfg["schedule"]["epochs"], cfg["optim"]
+        comps.train_loader.set_epoch(epoch)
+        if hasattr(self.loss, "set_epoch"):
+            self.loss.set_epoch(epoch, E)
+        self.runner.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        seen = 0
+        bar = progress_bar(
+            comps.train_loader, self.n_iter, self.show, f"{cfg['name']} {epoch + 1}/{E}"
+        )
+        for it, (x, y) in enumerate(bar):
+            f = lr_factor(epoch, it, self.n_iter, cfg["schedule"])
+            for g, lr0 in zip(opt.param_groups, self.base_lrs, strict=True):
+                g["lr"] = lr0 * f
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            value, logits, feats = self.runner(x, y, self.autocast)
+            if o["l2_all"]:
+                value = value + o["l2_all"] * sum(
+                    (p.float() ** 2).sum() for p in self.model.parameters()
+                )
+            opt.zero_grad(set_to_none=True)
+            self._backward(value)
+            det = value.detach()
+            finite = torch.isfinite(det)
+            bad_step = torch.where(
+                ~finite & (bad_step < 0), torch.full_like(bad_step, self.step), bad_step
+            )
+            if device.type == "cpu" and dist.world == 1 and not bool(finite):
+                break  # (under DDP every rank must take the same steps: checked after the epoch)
+            if (
+                self.lv is not None
+            ):  # before the update: l' with the weights that produced the logits
+                self.lv.update(logits.detach(), y, None if feats is None else feats.detach(),
+                               self.model.classifier)  # fmt: skip
+            self._update()
+            loss_sum += det
+            seen += y.shape[0]
+            self.step += 1
+            if self.show and it % 20 == 0:
+                bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+        if dist.world > 1:  # any rank diverged → all stop; train_loss averaged over the ranks
+            torch.distributed.all_reduce(bad_step, op=torch.distributed.ReduceOp.MAX)
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= dist.world
+        if int(bad_step) >= 0:
+            self._diverged(folder, epoch, int(bad_step))
+        train_time = time.perf_counter() - t0
+        record = {
+            "epoch": epoch,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": float(loss_sum) / self.n_iter,
+            "train_time_s": train_time,
+            "images_per_s": seen * dist.world / train_time if train_time > 0 else None,
+        }
+        if self.lv is not None:
+            record["loss_variation"] = self.lv.result()
+        return record
+
+    def _backward(self, value: torch.Tensor) -> None:
+        clip = self.cfg["optim"]["grad_clip"]
+        if self.scaler is None:
+            value.backward()
+        else:
+            self.scaler.scale(value).backward()
+            if clip:
+                self.scaler.unscale_(self.opt)
+        if clip:
+            nn.utils.clip_grad_norm_(self.params, clip)
+
+    def _update(self) -> None:
+        if self.scaler is None:
+            self.opt.step()
+        else:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+
+    def evaluate_into(self, record: dict[str, Any], epoch: int, folder: RunFolder) -> None:
+        """Evaluate on the evaluation epochs (validation, then test) and keep the best epochs."""
+        E, dist, comps = self.cfg["schedule"]["epochs"], self.dist, self.comps
+        if (epoch + 1) % self.cfg["train"]["eval_every"] == 0 or epoch + 1 == E:
+            if dist.main:
+                args = (comps.num_classes, comps.class_counts, comps.multi_label, self.autocast,
+                        self.channels_last)  # fmt: skip
+                if comps.val_loader is not None:
+                    val = evaluate(self.model, comps.val_loader, *args)
+                    record.update({f"val_{k}": v for k, v in val.items()})
+                    self._keep_best_val(record, epoch, folder)
+                test = evaluate(self.model, comps.test_loader, *args)
+                record.update({f"test_{k}": v for k, v in test.items()})
+                self.best = _update_best(self.best, record, epoch, comps.multi_label)
+            if dist.world > 1:
+                torch.distributed.barrier()
+        record["best"] = dict(self.best)
+        if self.best_val:
+            record["best_val"] = dict(self.best_val)
+
+    def _keep_best_val(self, record: dict[str, Any], epoch: int, folder: RunFolder) -> None:
+        new = _update_best(self.best_val, record, epoch, self.comps.multi_label, split="val")
+        if new is not self.best_val:
+            self.best_val = new
+            folder.save_checkpoint(
+                {"format": 1, "epoch": epoch + 1, "model": _unwrap(self.model).state_dict(),
+                 "best_val": dict(new), "config_name": self.cfg["name"]},
+                BEST,
+            )  # fmt: skip
+
+    def _diverged(self, folder: RunFolder, epoch: int, step: int) -> None:
+        ckpt = folder / "checkpoint.pt"
+        kept = (
+            f"the last good checkpoint {str(ckpt)!r} is kept"
+            if ckpt.exists()
+            else "no checkpoint was written"
+        )
+        msg = (
+            f"training loss became non-finite (NaN/inf) in run {self.cfg['name']!r} in epoch {epoch + 1} "
+            f"of {self.cfg['schedule']['epochs']} (global step {step}); {kept}. Lower optim.lr, enable "
+            "optim.grad_clip or check the loss parameters."
+        )
+        folder.write_diverged({"epoch": epoch, "step": step, "message": msg})
+        raise TrainingDiverged(msg)
+
+    def final(self, rec: dict[str, Any], wall: float) -> dict[str, Any]:
+        cfg, comps = self.cfg, self.comps
+        last = {k[len("test_") :]: v for k, v in rec.items() if k.startswith("test_")}
+        out = {
+            "name": cfg["name"],
+            "paper": cfg.get("paper"),
+            "seed": cfg["train"]["seed"],
+            "data_seed": cfg["data"]["seed"],
+            "epochs": cfg["schedule"]["epochs"],
+            "multi_label": comps.multi_label,
+            "num_classes": comps.num_classes,
+            "class_counts": list(comps.class_counts),
+            "final": last,
+            "best": self.best,
+            "wall_s": wall,
+        }
+        if self.best_val:
+            out["best_val"] = self.best_val
+        if comps.class_names:
+            out["class_names"] = list(comps.class_names)
+        out["run"] = self.provenance()
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        """What was actually used: resolved device and precision, world size, versions."""
+        try:
+            version = importlib.metadata.version("lpl")
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "world_size": self.dist.world,
+            "torch": torch.__version__,
+            "lpl_train": version,
+            "python": platform.python_version(),
+            "epochs_run": self.cfg["schedule"]["epochs"],
+        }
+
+
+def _update_best(
+    best: dict[str, Any], rec: dict[str, Any], epoch: int, multi_label: bool, split: str = "test"
+) -> dict[str, Any]:
+    key, better = (f"{split}_map", max) if multi_label else (f"{split}_top1_error", min)
+    if (
+        key in rec
+        and rec[key] is not None
+        and (key not in best or better(rec[key], best[key]) != best[key])
+    ):
+        return {key: rec[key], "epoch": epoch}
+    return best
+
+
+def _match_cpu_grad_layout(module: nn.Module) -> None:
+    """Give 4-D weights with one input channel (a first conv on grey images) the channels-last strides
+    that the CPU convolution gives their gradients. With a single channel both layouts order the elements
+    the same way (values and results are unchanged), but DDP compares strides and warned on every rank
+    ("Grad strides do not match bucket view strides")."""
+    for p in module.parameters():
+        if p.dim() == 4 and p.shape[1] == 1 and p.is_contiguous():
+            o, i, h, w = p.shape
+            restrided = torch.empty_strided(p.shape, (i * h * w, 1, w * i, i), dtype=p.dtype,
+                                            device=p.device)  # fmt: skip
+            p.data = restrided.copy_(p.data)

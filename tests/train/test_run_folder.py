@@ -1,0 +1,477 @@
+"""The run folder's guarantees: lock, never overwritten, resume config check, verified checkpoints kept two
+deep, metrics never lost, disk full, provenance and the per-epoch log."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from lpl_train import engine
+from lpl_train.engine import (
+    ConfigMismatch,
+    CorruptCheckpoint,
+    RunFolderError,
+    RunLocked,
+    fit,
+    load_checkpoint,
+    read_metrics,
+)
+from lpl_train.engine.lock import _Lock
+from tests.train.test_engine import make_cfg, make_components, quiet, state, strip_timing
+
+torch.set_flush_denormal(True)
+
+
+def run(tmp_path: Path, name: str = "r", epochs: int = 3, stop: int | None = None, **train) -> Path:
+    out = tmp_path / name
+    fit(make_cfg(epochs=epochs, **train), out, components=make_components(), stop_after_epoch=stop,
+        log=quiet)  # fmt: skip
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------- the lock
+def test_a_folder_held_by_another_process_is_refused_naming_the_lock_file(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    held = _Lock(out / "RUNNING")
+    held.acquire()
+    try:
+        with pytest.raises(RunLocked, match=r"in use by another process .*pid \d+.*RUNNING"):
+            fit(make_cfg(epochs=1), out, components=make_components(), log=quiet)
+        assert not (out / "metrics.jsonl").exists() and not (out / "config.toml").exists()
+    finally:
+        held.release()
+    fit(make_cfg(epochs=1), out, components=make_components(), log=quiet)  # free again: it runs
+    assert not (out / "RUNNING").exists()  # released when the run ends
+
+
+def test_the_lock_goes_with_a_killed_process(tmp_path):
+    lock = tmp_path / "RUNNING"
+    code = (
+        "import os, signal, sys; from lpl_train.engine.lock import _Lock; "
+        f"_Lock(__import__('pathlib').Path({str(lock)!r})).acquire(); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert r.returncode == -signal.SIGKILL and lock.exists()  # the file stays, the lock does not
+    again = _Lock(lock)
+    again.acquire()
+    again.release()
+
+
+def test_cli_run_refuses_a_locked_folder_with_one_line(tmp_path, capsys):
+    from lpl_train.__main__ import main
+    from tests.train.test_cli import gaussian_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    held = _Lock(out / "RUNNING")
+    held.acquire()
+    try:
+        assert main(["run", str(gaussian_config(tmp_path)), "--out", str(out), "--quiet"]) == 2
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out / "RUNNING") in err
+
+
+# --------------------------------------------------------------------------- never overwritten
+def test_a_finished_run_without_its_checkpoint_is_not_overwritten(tmp_path):
+    out = run(tmp_path, epochs=2)
+    (out / "checkpoint.pt").unlink()
+    (out / "checkpoint.prev.pt").unlink(missing_ok=True)
+    before = snapshot(out)
+    with pytest.raises(FileExistsError, match=r"finished run \(final.json\).*never overwritten"):
+        fit(make_cfg(epochs=2, seed=7), out, components=make_components(), log=quiet)
+    assert snapshot(out) == before
+
+
+def test_records_without_a_checkpoint_are_not_overwritten(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink(missing_ok=True)
+    before = snapshot(out)
+    with pytest.raises(FileExistsError, match="holds epoch records"):
+        fit(make_cfg(epochs=3), out, components=make_components(), log=quiet)
+    assert snapshot(out) == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_but_another_configs_folder_is_kept(
+    tmp_path,
+):
+    out = tmp_path / "r"
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # killed in epoch 0: config.toml, empty metrics, no checkpoint
+        fit(make_cfg(epochs=2), out, components=make_components(fail_at=(0, 2)), log=quiet)
+    other = make_cfg(epochs=2, seed=4)
+    before = snapshot(out)
+    with pytest.raises(
+        FileExistsError, match=r"config.toml of another config .*train.seed \(0 → 4\)"
+    ):
+        fit(other, out, components=make_components(), log=quiet)
+    assert snapshot(out) == before
+    (out / "config.toml").write_text("not = [toml")  # a stranger's file
+    with pytest.raises(FileExistsError, match="it is not a config"):
+        fit(make_cfg(epochs=2), out, components=make_components(), log=quiet)
+    (out / "config.toml").write_bytes(before["config.toml"])
+    fit(
+        make_cfg(epochs=2), out, components=make_components(), log=quiet
+    )  # the same config restarts
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1]
+
+
+def test_resume_of_a_finished_run_rewrites_nothing(tmp_path):
+    out = run(tmp_path, epochs=2)
+    before = snapshot(out)
+    mtime = (out / "final.json").stat().st_mtime_ns
+    got = fit(make_cfg(epochs=2), out, components=make_components(), resume=True, log=quiet)
+    assert got == json.loads(before["final.json"])
+    after = snapshot(out)
+    assert after.pop("train.log").startswith(before.pop("train.log"))  # one line added, no more
+    assert after == before and (out / "final.json").stat().st_mtime_ns == mtime
+
+
+def test_resume_of_a_finished_run_with_another_config_is_refused(tmp_path):
+    out = run(tmp_path, epochs=2)
+    with pytest.raises(ConfigMismatch, match=r"optim\.lr \(0\.1 → 0\.5\)"):
+        cfg = make_cfg(epochs=2)
+        cfg["optim"]["lr"] = 0.5
+        fit(cfg, out, components=make_components(), resume=True, log=quiet)
+
+
+# --------------------------------------------------------------------------- resume config check
+def test_resume_compares_the_checkpoints_own_config_even_without_config_toml(tmp_path):
+    out = run(tmp_path, epochs=3, stop=1)
+    (out / "config.toml").unlink()
+    cfg = make_cfg(epochs=3)
+    cfg["optim"]["lr"] = 5.0
+    with pytest.raises(ConfigMismatch) as exc:
+        fit(cfg, out, components=make_components(), resume=True, log=quiet)
+    msg = str(exc.value)
+    assert "optim.lr (0.1 → 5.0)" in msg and str(out / "checkpoint.pt") in msg
+    assert "train.progress and train.device may differ" in msg
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # untouched
+
+
+def test_resume_names_every_differing_key(tmp_path):
+    out = run(tmp_path, epochs=3, stop=1)
+    cfg = make_cfg(epochs=4, seed=3)
+    with pytest.raises(ConfigMismatch) as exc:
+        fit(cfg, out, components=make_components(), resume=True, log=quiet)
+    assert "schedule.epochs (3 → 4)" in str(exc.value) and "train.seed (0 → 3)" in str(exc.value)
+
+
+def test_resume_may_change_progress_and_device(tmp_path):
+    full = run(tmp_path, "full", epochs=3)
+    out = run(tmp_path, epochs=3, stop=1)
+    cfg = make_cfg(epochs=3, progress=True, device="auto")
+    fit(cfg, out, components=make_components(), resume=True, progress=False, log=quiet)
+    for k, v in state(full).items():
+        assert torch.equal(v, state(out)[k]), k
+
+
+# --------------------------------------------------------------------------- verified checkpoints
+def _flip_a_weight_bit(path: Path) -> None:
+    with zipfile.ZipFile(
+        path
+    ) as zf:  # the largest tensor's storage, found by its bytes in the file
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+        data = zf.read(info.filename)
+    raw = bytearray(path.read_bytes())
+    offset = bytes(raw).find(data)
+    assert offset > 0
+    raw[offset + 5] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_bit_in_a_weight_is_refused_naming_the_file(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    _flip_a_weight_bit(out / "checkpoint.pt")
+    with pytest.raises(CorruptCheckpoint) as exc:
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    msg = str(exc.value)
+    assert str(out / "checkpoint.pt") in msg and "CRC" in msg
+    assert "checkpoint.prev.pt" in msg and "after epoch 1" in msg and "rename it" in msg
+    assert "weights_only" not in msg
+
+
+def test_the_previous_checkpoint_resumes_bit_exact(tmp_path):
+    full = run(tmp_path, "full", epochs=3)
+    out = run(tmp_path, epochs=3, stop=2)
+    assert load_checkpoint(out / "checkpoint.prev.pt")["epoch"] == 1
+    _flip_a_weight_bit(out / "checkpoint.pt")
+    os.replace(out / "checkpoint.prev.pt", out / "checkpoint.pt")  # as the message advises
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    for k, v in state(full).items():
+        assert torch.equal(v, state(out)[k]), k
+    assert strip_timing(read_metrics(out)) == strip_timing(read_metrics(full))
+    # the epoch-2 record of the abandoned checkpoint is kept aside, not deleted
+    aside = (out / "metrics.superseded.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in aside] == [1]
+
+
+def test_keeps_the_last_two_checkpoints(tmp_path):
+    out = run(tmp_path, epochs=3)
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 3
+    assert load_checkpoint(out / "checkpoint.prev.pt")["epoch"] == 2
+
+
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    out = run(tmp_path, epochs=3, stop=1)
+    good = (out / "checkpoint.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, fh, *a, **k):
+        real_save(obj, fh, *a, **k)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(RunFolderError) as exc:
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    msg = str(exc.value)
+    assert "No space left on device" in msg and str(out / "checkpoint.pt") in msg
+    assert (out / "checkpoint.pt").read_bytes() == good
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files
+    monkeypatch.setattr(torch, "save", real_save)
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- metrics never lost
+def test_a_corrupt_first_metrics_line_is_restored_and_intact_lines_kept(tmp_path):
+    full = run(tmp_path, "full", epochs=4)
+    out = run(tmp_path, epochs=4, stop=3)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(["{garbage", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl' line 1 is not a complete JSON record"):
+        read_metrics(out)
+    fit(make_cfg(epochs=4), out, components=make_components(), resume=True, log=quiet)
+    recs = read_metrics(out)
+    assert [r["epoch"] for r in recs] == [0, 1, 2, 3]
+    assert strip_timing(recs) == strip_timing(read_metrics(full))
+    assert (out / "metrics.jsonl").read_text().splitlines()[1:3] == lines[1:3]  # intact lines kept
+    assert (out / "metrics.superseded.jsonl").read_text() == "{garbage\n"
+
+
+def test_a_truncated_last_line_does_not_drop_its_epoch(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    text = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(text[: len(text) - 40])  # killed while writing epoch 1
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(out)
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+def test_a_record_lost_after_its_checkpoint_is_restored(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text(lines[0] + "\n")  # killed between checkpoint and record
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "metrics.jsonl").read_text().splitlines()[:2] == lines
+    assert not (out / "metrics.superseded.jsonl").exists()
+
+
+def test_a_missing_middle_record_is_restored_and_no_intact_line_is_moved_aside(tmp_path):
+    out = run(tmp_path, epochs=4, stop=3)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text(lines[0] + "\n" + lines[2] + "\n")  # epoch 1's line lost
+    fit(make_cfg(epochs=4), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "metrics.jsonl").read_text().splitlines()[:3] == lines
+    assert not (out / "metrics.superseded.jsonl").exists()
+    assert "1 record(s) restored from the checkpoint" in (out / "train.log").read_text()
+
+
+def test_a_checkpoint_without_records_refuses_when_a_needed_record_is_damaged(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    ck = load_checkpoint(out / "checkpoint.pt")
+    del ck["records"]  # as written before records were carried
+    engine.atomic_save(ck, out / "checkpoint.pt")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text(lines[0] + "\n{bad\n")
+    with pytest.raises(ValueError, match=r"lacks the record of epoch 1 \(damaged line 2\)"):
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "metrics.jsonl").read_text() == lines[0] + "\n{bad\n"  # nothing deleted
+
+
+def test_two_runs_in_one_folder_cannot_interleave_records(tmp_path):
+    """The second `run` of the same folder is refused while the first holds it (no [0, 0, 1, 1])."""
+    out = tmp_path / "r"
+    seen = []
+
+    def second_start(msg: str) -> None:
+        if msg.startswith("epoch 1/") and not seen:
+            seen.append(msg)
+            with pytest.raises(RunLocked):
+                fit(make_cfg(epochs=2), out, components=make_components(), log=quiet)
+
+    fit(make_cfg(epochs=2), out, components=make_components(), log=second_start)
+    assert seen and [r["epoch"] for r in read_metrics(out)] == [0, 1]
+
+
+# --------------------------------------------------------------------------- log, csv, provenance
+def test_one_summary_line_per_epoch_in_train_log_and_csv(tmp_path):
+    out = run(tmp_path, epochs=3)
+    log = (out / "train.log").read_text().splitlines()
+    epochs = [line for line in log if line.startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1/3", "2/3", "3/3"]
+    assert all("loss" in e and "lr" in e and "test top-1 error" in e and "eta" in e for e in epochs)
+    assert log[0].startswith("tiny: device cpu, precision fp32, 1 process(es), torch ")
+    import csv
+
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    recs = read_metrics(out)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(r["test_top1_error"]) for r in rows] == [r["test_top1_error"] for r in recs]
+    assert "test_per_class_acc" not in rows[0]
+
+
+def test_final_json_records_what_was_used(tmp_path):
+    out = run(tmp_path, epochs=2)
+    prov = json.loads((out / "final.json").read_text())["run"]
+    assert prov["device"] == "cpu" and prov["precision"] == "fp32" and prov["world_size"] == 1
+    assert prov["torch"] == torch.__version__ and prov["epochs_run"] == 2
+    text = (out / "config.toml").read_text()
+    assert f"# run: device cpu, precision fp32, world_size 1, torch {torch.__version__}" in text
+    from lpl_train.config import load_config
+
+    assert load_config(out / "config.toml")["name"] == "tiny"  # still a valid config
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capfd):
+    fit(make_cfg(epochs=1), tmp_path / "r", components=make_components(), progress=True, log=quiet)
+    assert "\r" not in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- DDP options
+def test_sync_batchnorm_on_cpu_is_refused_naming_the_key():
+    from lpl_train.engine.distributed import DistInfo
+    from lpl_train.engine.trainer import _Trainer
+
+    cfg = make_cfg(epochs=1, sync_batchnorm=True)
+    with pytest.raises(ValueError, match=r"'train.sync_batchnorm' is true but the device is cpu"):
+        _Trainer(cfg, torch.device("cpu"), DistInfo(0, 0, 2), make_components(), False)
+
+
+def test_cpu_ddp_weights_with_one_input_channel_get_the_gradient_layout():
+    from torch import nn
+
+    from lpl_train.engine.trainer import _match_cpu_grad_layout
+
+    conv = nn.Conv2d(1, 4, 3)
+    before = conv.weight.detach().clone()
+    _match_cpu_grad_layout(conv)
+    x = torch.randn(2, 1, 8, 8)
+    conv(x).sum().backward()
+    assert conv.weight.stride() == conv.weight.grad.stride()  # what DDP's bucket views compare
+    assert torch.equal(conv.weight.detach(), before)
+
+
+# --------------------------------------------------------------------------- best validation, load_run
+def test_best_checkpoint_follows_validation_not_test_and_load_run_returns_it(tmp_path, capsys):
+    from lpl_train.__main__ import main
+    from lpl_train.engine import load_run
+    from tests.train.test_cli import gaussian_config
+
+    cfg = gaussian_config(tmp_path, epochs=3)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                str(cfg),
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "data.params.val_fraction=0.25",
+            ]
+        )
+        == 0
+    )
+    recs = read_metrics(out)
+    assert all("val_top1_error" in r and "test_top1_error" in r for r in recs)
+    vals = [r["val_top1_error"] for r in recs]
+    best_epoch = vals.index(min(vals))  # first epoch with the lowest validation error
+    assert recs[-1]["best_val"] == {"val_top1_error": min(vals), "epoch": best_epoch}
+    import csv
+
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert float(rows[-1]["best_val_val_top1_error"]) == min(vals)
+    assert [float(r["val_top1_error"]) for r in rows] == vals
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch + 1
+    model, conf, info = load_run(out, "best")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, best["model"][k]), k
+    assert not model.training and conf["name"] == "gaussian_linear_lpl"
+    assert (
+        info["num_classes"] == 2
+        and info["epoch"] == best_epoch + 1
+        and info["final"]["epochs"] == 3
+    )
+    last, _, info_last = load_run(out)
+    for k, v in last.state_dict().items():
+        assert torch.equal(v, state(out)[k]), k
+    assert info_last["epoch"] == 3
+    with torch.no_grad():  # the loaded model reproduces the recorded test error
+        from lpl_train.data import build_datasets
+
+        d = conf["data"]
+        b = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
+        x, y = b.test.images.float(), b.test.targets
+        if b.test.mean is not None:
+            x = (x - torch.tensor(b.test.mean)) / torch.tensor(b.test.std)
+        err = 100 * (last(x).argmax(1) != y).double().mean().item()
+    assert err == pytest.approx(recs[-1]["test_top1_error"], abs=1e-9)
+
+
+def test_load_run_errors_name_the_folder(tmp_path):
+    from lpl_train.engine import load_run
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    out = run(tmp_path, epochs=1)
+    with pytest.raises(FileNotFoundError, match=r"has no best.pt.*validation split"):
+        load_run(out, "best")
+    with pytest.raises(ValueError, match="which must be"):
+        load_run(out, "first")
+
+
+# --------------------------------------------------------------------------- precision
+def test_fp16_with_gradient_scaling_trains_and_resumes_bit_exact(tmp_path):
+    full = run(tmp_path, "full", epochs=3, amp="fp16")
+    ck = load_checkpoint(full / "checkpoint.pt")
+    assert ck["scaler"]["scale"] > 0  # the GradScaler's state travels with the checkpoint
+    assert json.loads((full / "final.json").read_text())["run"]["precision"] == "fp16"
+    part = run(tmp_path, "part", epochs=3, stop=1, amp="fp16")
+    fit(make_cfg(epochs=3, amp="fp16"), part, components=make_components(), resume=True, log=quiet)
+    for k, v in state(full).items():
+        assert torch.equal(v, state(part)[k]), k
+
+
+@pytest.mark.parametrize(
+    ("amp", "cuda", "bf16_ok", "expected"),
+    [("auto", False, False, "fp32"), ("auto", True, True, "bf16"), ("auto", True, False, "fp16"),
+     ("off", True, True, "fp32"), ("bf16", False, False, "bf16"), ("fp16", False, False, "fp16")],
+)  # fmt: skip
+def test_amp_auto_picks_bf16_or_fp16(monkeypatch, amp, cuda, bf16_ok, expected):
+    from lpl_train.engine import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    assert resolve_precision(device, amp) == expected
