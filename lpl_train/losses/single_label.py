@@ -246,7 +246,7 @@ def _lam_alias(lam: float, tau: float | None, where: str) -> float:
         f"{where}: the scale of the adjustment is now called lam (as in la_lpl, where tau is the split "
         "threshold); tau is a deprecated alias",
         DeprecationWarning,
-        stacklevel=4,
+        stacklevel=3,
     )
     if lam != 1.0:
         raise ValueError(f"{where}: give the scale once, as lam (tau is its deprecated alias)")
