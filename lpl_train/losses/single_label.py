@@ -19,10 +19,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import perturbation as P
 from ..validation import check_float, check_int
 from .registry import register
 
@@ -148,7 +150,9 @@ def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
     return logits
 
 
-def _check_target(target: Any, n: int, num_classes: int) -> torch.Tensor:
+def _check_target(
+    target: Any, n: int, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
     if not isinstance(target, torch.Tensor):
         raise TypeError(
             f"target must be a torch.Tensor of class indices, got {type(target).__name__}"
@@ -162,10 +166,14 @@ def _check_target(target: Any, n: int, num_classes: int) -> torch.Tensor:
             f"target must be an integer tensor of class indices, got dtype {target.dtype}"
         )
     if n > 0 and not _compiling():
-        lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one device read
+        t = target
+        if ignore_index is not None:
+            t = torch.where(t == ignore_index, torch.zeros_like(t), t)
+        lo, hi = torch.stack(torch.aminmax(t)).tolist()  # one device read
         if lo < 0 or hi >= num_classes:
+            extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
             raise ValueError(
-                f"target must hold class indices in [0, {num_classes - 1}], got values in [{lo}, {hi}]"
+                f"target must hold class indices in [0, {num_classes - 1}]{extra}, got values in [{lo}, {hi}]"
             )
     return target.long()
 
@@ -216,21 +224,92 @@ def _check_classifier(classifier: Any, feature_dim: int) -> nn.Linear:
 # --------------------------------------------------------------------------------------------------
 
 
+class _TorchCE(_ReprMixin, nn.Module):
+    """``weight``, ``ignore_index``, ``label_smoothing`` and probability targets as ``nn.CrossEntropyLoss``."""
+
+    num_classes: int | None = None
+
+    def _init_torch_ce(self, weight: Any, ignore_index: Any, label_smoothing: Any) -> None:
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer)
+        ):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.label_smoothing = check_float("label_smoothing", label_smoothing, low=0.0, high=1.0)
+        w = None
+        if weight is not None:
+            w = _as_counts(weight, self.num_classes, name="weight", allow_zero=True)
+        self.register_buffer("weight", w)  # float64; enters in the logits' dtype
+
+    def _targets(self, logits: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = _check_logits(logits)
+        c = logits.shape[1]
+        if self.num_classes is not None and c != self.num_classes:
+            raise ValueError(
+                f"logits have {c} columns but the loss was built for {self.num_classes} classes"
+            )
+        if self.weight is not None and self.weight.numel() != c:
+            raise ValueError(
+                f"weight has {self.weight.numel()} entries but logits have {c} columns"
+            )
+        if isinstance(target, torch.Tensor) and target.is_floating_point():
+            if target.dim() != 2:
+                raise TypeError(
+                    "target must be class indices (an integer tensor (N,)) or class probabilities (a "
+                    f"float tensor (N, C)), got a float tensor of shape {tuple(target.shape)}"
+                )
+            return logits, P.check_probability_target(target, logits)
+        return logits, _check_target(target, logits.shape[0], c, self.ignore_index)
+
+    def _cross_entropy(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            z,
+            target,
+            weight=None if self.weight is None else self.weight.to(z.dtype),
+            ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        out = super().extra_repr()
+        if self.weight is not None:
+            out += f", weight={[round(float(v), 6) for v in self.weight]}"
+        if self.ignore_index != -100:
+            out += f", ignore_index={self.ignore_index}"
+        if self.label_smoothing:
+            out += f", label_smoothing={self.label_smoothing}"
+        return out
+
+
 @register("ce")
-class CrossEntropyLoss(_ReprMixin, nn.Module):
+class CrossEntropyLoss(_TorchCE):
     """Standard softmax cross-entropy, the "Basic"/ERM rows of Tables I-IV.
 
+    Takes class indices (N,) or class probabilities (N, C), ``weight``, ``ignore_index`` and
+    ``label_smoothing`` as ``nn.CrossEntropyLoss``.
+
     Args:
+        weight: per-class weights (C,) >= 0, or None.
+        ignore_index: class-index target value to ignore (default -100); None: none.
+        label_smoothing: in [0, 1].
         reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (per-sample, shape (N,)).
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        weight: Sequence[float] | torch.Tensor | None = None,
+        ignore_index: int | None = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
         super().__init__()
         self.reduction = _check_reduction(reduction)
+        self._init_torch_ce(weight, ignore_index, label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits, target = _check_pair(logits, target)
-        return F.cross_entropy(logits, target, reduction=self.reduction)
+        logits, target = self._targets(logits, target)
+        return self._cross_entropy(logits, target)
 
 
 def _log_prior(class_counts: Any, num_classes: int | None = None) -> torch.Tensor:
@@ -254,7 +333,7 @@ def _lam_alias(lam: float, tau: float | None, where: str) -> float:
 
 
 @register("la")
-class LogitAdjustedLoss(_ReprMixin, nn.Module):
+class LogitAdjustedLoss(_TorchCE):
     """Logit-adjusted softmax cross-entropy (Menon et al., 2021), the paper's Eqs. (2)-(4).
 
     ``loss = CE(u + lam * log(pi), y)`` with ``pi_c = n_c / sum_j n_j`` the training label prior, i.e. the
@@ -269,6 +348,8 @@ class LogitAdjustedLoss(_ReprMixin, nn.Module):
         num_classes: optional, checked against ``len(class_counts)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         tau: deprecated alias of ``lam``.
+        weight, ignore_index, label_smoothing: as ``nn.CrossEntropyLoss`` (class indices or probability
+            targets are accepted as there).
     """
 
     _repr_fields = ("lam",)
@@ -280,6 +361,9 @@ class LogitAdjustedLoss(_ReprMixin, nn.Module):
         num_classes: int | None = None,
         reduction: str = "mean",
         tau: float | None = None,
+        weight: Sequence[float] | torch.Tensor | None = None,
+        ignore_index: int | None = -100,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         lam = _lam_alias(lam, tau, "la")
@@ -287,6 +371,7 @@ class LogitAdjustedLoss(_ReprMixin, nn.Module):
         self.reduction = _check_reduction(reduction)
         self.register_buffer("log_prior", _log_prior(class_counts, num_classes))
         self.num_classes = self.log_prior.numel()
+        self._init_torch_ce(weight, ignore_index, label_smoothing)
 
     @property
     def tau(self) -> float:
@@ -301,8 +386,8 @@ class LogitAdjustedLoss(_ReprMixin, nn.Module):
         return logits + self.lam * self.log_prior.to(logits.dtype)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits, target = _check_pair(logits, target, self.num_classes)
-        return F.cross_entropy(self.adjusted_logits(logits), target, reduction=self.reduction)
+        logits, target = self._targets(logits, target)
+        return self._cross_entropy(self.adjusted_logits(logits), target)
 
 
 def logit_adjust_posthoc(

@@ -581,3 +581,23 @@ def test_version_is_exposed():
 
     assert isinstance(lpl_train.__version__, str) and lpl_train.__version__
     assert lpl_theory.__version__ == lpl_train.__version__
+
+
+@pytest.mark.parametrize("name", ["ce", "la"])
+def test_ce_and_la_take_torch_cross_entropy_arguments(name):
+    u, y = _batch()
+    w = torch.tensor([1.0, 2.0, 0.5, 1.5, 3.0], dtype=torch.float64)
+    y2 = y.clone()
+    y2[:3] = -100
+    t = torch.softmax(
+        torch.randn(24, C, generator=torch.Generator().manual_seed(2), dtype=torch.float64), 1
+    )
+    kw = {"weight": w, "label_smoothing": 0.1}
+    loss = build_loss(name, num_classes=C, class_counts=COUNTS, **kw)
+    shift = 0.0 if name == "ce" else torch.log(_f64(COUNTS) / sum(COUNTS))
+    for target in (y2, t):
+        ref = F.cross_entropy(u + shift, target, weight=w, label_smoothing=0.1)
+        torch.testing.assert_close(loss(u, target), ref, rtol=0, atol=1e-12)
+    assert "label_smoothing=0.1" in repr(loss)
+    with pytest.raises(ValueError, match="weight has 5 entries"):
+        build_loss("ce", weight=w)(u[:, :4], y % 4)
