@@ -501,14 +501,21 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
-def _group_index(target: Tensor) -> tuple[Tensor, Tensor]:
+def _group_index(target: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
 
     Rows sharing a group index belong to the same class, so class means over the batch are an
-    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is."""
+    ``index_add`` over N rows and a gather: O(N·C) per step, whatever C is. With ``keep`` (N,) bool, rows
+    not kept neither count nor share a group: they all go to the extra group N, with size 1."""
     same = target[:, None] == target[None, :]
+    if keep is not None:
+        same = same & keep[None, :]
     first = same.to(torch.uint8).argmax(dim=1)
-    return first, same.sum(dim=1)
+    size = same.sum(dim=1)
+    if keep is not None:
+        first = torch.where(keep, first, target.shape[0])
+        size = torch.where(keep, size, 1)
+    return first, size
 
 
 def pgd_like_perturbation(
@@ -523,6 +530,7 @@ def pgd_like_perturbation(
     normalize_step: bool = False,
     class_mean: str = "auto",
     weight: Tensor | None = None,
+    keep: Tensor | None = None,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
@@ -539,7 +547,9 @@ def pgd_like_perturbation(
 
     With ``weight`` (N,) >= 0 the class means are weighted by the row masses (Σ w_i g_i / Σ w_i over the
     rows of the class; see :func:`class_statistics`); rows of mass 0 follow their class but do not move
-    it. Weights of exactly 1 give the same numbers as no weight.
+    it. Weights of exactly 1 give the same numbers as no weight. ``keep`` (N,) bool is the cheap form of
+    0/1 weights (ignored rows): rows not kept do not move any class, at no per-step cost; with every row kept
+    the result is that without ``keep``, bit for bit.
 
     Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled.
     """
@@ -548,7 +558,9 @@ def pgd_like_perturbation(
         class_mean = "index" if logits.device.type == "cpu" else "matmul"
     if class_mean not in ("index", "matmul"):
         raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
-    group, size = _group_index(target)
+    if weight is not None and keep is not None:
+        raise ValueError("give at most one of weight and keep")
+    group, size = _group_index(target, keep)
     w = None
     if weight is not None:
         w = weight.to(logits.dtype)
@@ -568,6 +580,8 @@ def pgd_like_perturbation(
         same = (target[:, None] == target[None, :]).to(logits.dtype)
         if w is not None:
             same = same * w[None, :]
+        elif keep is not None:
+            same = same * keep[None, :].to(logits.dtype)
         mean_matrix = same / size[:, None].to(logits.dtype)
         step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
     delta = torch.zeros_like(logits)
@@ -581,7 +595,8 @@ def pgd_like_perturbation(
             moved = torch.addmm(delta - shift, step_matrix, prob)
         else:
             rows = prob if w is None else prob * w[:, None]
-            class_sum = logits.new_zeros(n, c).index_add(0, group, rows)[group]
+            extra = 0 if keep is None else 1  # the group of the rows not kept
+            class_sum = logits.new_zeros(n + extra, c).index_add(0, group, rows)[group]
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
@@ -621,6 +636,7 @@ def single_label_perturbation(
     count_ratio: Tensor | None = None,
     normalize_step: bool = False,
     weight: Tensor | None = None,
+    keep: Tensor | None = None,
 ) -> SinglePerturbation:
     """Class-level logit perturbation for single-label learning (Eqs. 26-33, Algorithms 1-2, steps 4-6).
 
@@ -631,9 +647,14 @@ def single_label_perturbation(
 
     ``weight`` (N,) >= 0: row masses (see :func:`class_statistics`); probability targets are handled by
     the losses as one row per (sample, class) pair weighted by the target's mass (``docs/lpl.md``).
+    ``keep`` (N,) bool: rows to use (the others, e.g. ``ignore_index`` rows, are left out at no per-step
+    cost; all kept gives the result without ``keep``, bit for bit).
     """
     c = logits.shape[1]
-    counts, qbar = class_statistics(logits, target, c, weight)
+    if weight is not None and keep is not None:
+        raise ValueError("give at most one of weight and keep")
+    mass = weight if keep is None else keep.to(logits.dtype)
+    counts, qbar = class_statistics(logits, target, c, mass)
     present = counts > 0
     sign, tau_t = split_signs(qbar, present, split=split, tau=tau, rank=rank, head=head)
     bounds = class_bounds(
@@ -658,6 +679,7 @@ def single_label_perturbation(
         max_steps=max_steps,
         normalize_step=normalize_step,
         weight=weight,
+        keep=keep,
     )
     return SinglePerturbation(delta, sign, bounds, steps, tau_t, qbar, counts)
 

@@ -406,7 +406,13 @@ class LPLLoss(nn.Module):
             return target, False, ignored
         return target.long(), False, self.ignore_index is not None
 
-    def _delta(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    def _delta(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         if self.preset is None:
             return P.single_label_perturbation(
                 logits,
@@ -422,11 +428,12 @@ class LPLLoss(nn.Module):
                 count_ratio=self.count_ratio,
                 normalize_step=self.normalize_step,
                 weight=weight,
+                keep=keep,
             ).delta
-        if weight is not None:  # the authors' scripts know no weights: drop the ignored rows
-            keep = (weight > 0).nonzero().squeeze(1)
+        if keep is not None:  # the authors' scripts know no weights: drop the ignored rows
+            rows = keep.nonzero().squeeze(1)
             delta = torch.zeros_like(logits)
-            return delta.index_copy(0, keep, self._delta(logits[keep], target[keep]))
+            return delta.index_copy(0, rows, self._delta(logits[rows], target[rows]))
         if self.preset == "authors_balanced_fixed":
             return P.authors_balanced_fixed_perturbation(
                 logits, target, alpha=self.alpha, steps=self.steps
@@ -449,12 +456,18 @@ class LPLLoss(nn.Module):
         """Logits before the perturbation (identity here; LA+LPL adds λ·log π)."""
         return logits
 
-    def _perturbed(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    def _perturbed(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         work = self.adjust(_work_dtype(logits))
         if self.differentiable:
-            return work + self._delta(work, target, weight)
+            return work + self._delta(work, target, weight, keep)
         with torch.no_grad():
-            delta = self._delta(work.detach(), target, weight)
+            delta = self._delta(work.detach(), target, weight, keep)
         return work + delta
 
     def _index_perturbed(self, logits: Tensor, target: Tensor, maybe_ignored: bool) -> Tensor:
@@ -465,7 +478,7 @@ class LPLLoss(nn.Module):
             return self._perturbed(logits, target)
         # Ignored rows keep a placeholder class and mass 0: they neither count nor move any class.
         keep = target != self.ignore_index
-        return self._perturbed(logits, torch.where(keep, target, 0), keep)
+        return self._perturbed(logits, torch.where(keep, target, 0), keep=keep)
 
     def perturb(self, logits: Tensor, target: Tensor) -> Tensor:
         """The perturbed logits u_i + δ_{y_i} (N, C) on which the loss is the cross-entropy (class-index
