@@ -245,11 +245,16 @@ def check_probability_target(
 
 
 def check_multi_label_target(
-    target: object, logits: Tensor, soft: bool = False, name: str = "target"
+    target: object,
+    logits: Tensor,
+    soft: bool = False,
+    name: str = "target",
+    check_finite_logits: bool = False,
 ) -> Tensor:
     """Raise unless ``target`` is an (N, C) multi-hot tensor with values in {0, 1} ([0, 1] if ``soft``).
 
-    Returns it in the dtype of ``logits``.
+    Returns it in the dtype of ``logits``. With ``check_finite_logits`` it also raises if ``logits`` holds
+    NaN/inf, in the same single host synchronisation.
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
@@ -262,10 +267,16 @@ def check_multi_label_target(
     t = target.to(logits.dtype)
     if _compiling():
         return t
-    if soft:
-        if not bool(((t >= 0) & (t <= 1)).all()):
+    ok = ((t >= 0) & (t <= 1)).all() if soft else ((t == 0) | (t == 1)).all()
+    if check_finite_logits:
+        finite, ok = torch.stack([torch.isfinite(logits).all(), ok]).tolist()
+        if not finite:
+            raise ValueError(
+                "logits contains non-finite values (NaN or inf); the loss would be NaN"
+            )
+    if not bool(ok):
+        if soft:
             raise ValueError(f"{name} (soft) values must lie in [0, 1]")
-    elif not bool(((t == 0) | (t == 1)).all()):
         raise ValueError(f"{name} must be multi-hot with values in {{0, 1}}")
     return t
 
@@ -501,19 +512,35 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
-def _group_index(target: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _group_index(
+    target: Tensor, keep: Tensor | None = None, num_classes: int | None = None
+) -> tuple[Tensor, Tensor]:
     """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
 
     Rows sharing a group index belong to the same class, so class means over the batch are an
     ``index_add`` over N rows and a gather: O(N·C) per step, whatever C is. With ``keep`` (N,) bool, rows
-    not kept neither count nor share a group: they all go to the extra group N, with size 1."""
-    same = target[:, None] == target[None, :]
+    not kept neither count nor share a group: they all go to the extra group N, with size 1. O(N + C)
+    with ``num_classes`` (a scatter over the classes), O(N²) without."""
+    n = target.shape[0]
+    if num_classes is None:
+        same = target[:, None] == target[None, :]
+        if keep is not None:
+            same = same & keep[None, :]
+        first = same.to(torch.uint8).argmax(dim=1)
+        size = same.sum(dim=1)
+    else:
+        idx = torch.arange(n, device=target.device)
+        src = idx if keep is None else torch.where(keep, idx, n)
+        first_of = torch.full((num_classes,), n, dtype=torch.long, device=target.device)
+        first_of = first_of.scatter_reduce(0, target, src, reduce="amin")
+        ones = torch.ones_like(idx) if keep is None else keep.long()
+        counts = torch.zeros(num_classes, dtype=torch.long, device=target.device).index_add(
+            0, target, ones
+        )
+        first = first_of.index_select(0, target)
+        size = counts.index_select(0, target)
     if keep is not None:
-        same = same & keep[None, :]
-    first = same.to(torch.uint8).argmax(dim=1)
-    size = same.sum(dim=1)
-    if keep is not None:
-        first = torch.where(keep, first, target.shape[0])
+        first = torch.where(keep, first, n)
         size = torch.where(keep, size, 1)
     return first, size
 
@@ -560,7 +587,10 @@ def pgd_like_perturbation(
         raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
     if weight is not None and keep is not None:
         raise ValueError("give at most one of weight and keep")
-    group, size = _group_index(target, keep)
+    if logits.device.type == "cpu" and not _compiling():
+        # the loop ends with the batch's largest K_c (the rest would be no-ops): one cheap host read
+        max_steps = min(max_steps, int(steps.max())) if steps.numel() else 0
+    group, size = _group_index(target, keep, c)
     w = None
     if weight is not None:
         w = weight.to(logits.dtype)
@@ -585,6 +615,9 @@ def pgd_like_perturbation(
         mean_matrix = same / size[:, None].to(logits.dtype)
         step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
     delta = torch.zeros_like(logits)
+    in_place = not torch.is_grad_enabled() or not (logits.requires_grad or bounds.requires_grad)
+    extra = 0 if keep is None else 1  # the group of the rows not kept
+    sums = logits.new_zeros(n + extra, c) if class_mean == "index" else None
     for k in range(max_steps):
         prob = torch.softmax(logits + delta, dim=1)
         if normalize_step:
@@ -595,8 +628,12 @@ def pgd_like_perturbation(
             moved = torch.addmm(delta - shift, step_matrix, prob)
         else:
             rows = prob if w is None else prob * w[:, None]
-            extra = 0 if keep is None else 1  # the group of the rows not kept
-            class_sum = logits.new_zeros(n + extra, c).index_add(0, group, rows)[group]
+            if in_place:  # no autograd: reuse one buffer for the class sums
+                sums.zero_().index_add_(0, group, rows)
+                class_sum = sums.index_select(0, group)
+            else:
+                class_sum = logits.new_zeros(n + extra, c).index_add(0, group, rows)
+                class_sum = class_sum.index_select(0, group)
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c

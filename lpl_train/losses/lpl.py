@@ -785,8 +785,9 @@ class MultiLabelLPLLoss(nn.Module):
                 raise ValueError(
                     f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
                 )
-            P.check_finite(logits, "logits")
-            target = P.check_multi_label_target(target, _work_dtype(logits), soft=self.soft_targets)
+            target = P.check_multi_label_target(
+                target, _work_dtype(logits), soft=self.soft_targets, check_finite_logits=True
+            )
         else:
             target = target.to(_work_dtype(logits).dtype)
         work = self.perturb(logits) if self.training else _work_dtype(logits)
