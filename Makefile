@@ -7,12 +7,19 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_FIND ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
+# The torch spec the venv was installed with: rewritten only when TORCH_SPEC changes, so that
+# `make TORCH_SPEC=... test` on an existing .venv reinstalls torch instead of keeping the old one.
+TORCH_STAMP := $(VENV)/.lpl-torch-spec
 
-.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick notebooks bench gpu-check clean
+.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick notebooks bench gpu-check clean FORCE
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(TORCH_STAMP): FORCE
+	@mkdir -p $(VENV)
+	@printf '%s\n' '$(TORCH_SPEC)' | cmp -s - $@ || printf '%s\n' '$(TORCH_SPEC)' > $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(PIP_FIND) "$(TORCH_SPEC)"

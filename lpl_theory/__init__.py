@@ -6,6 +6,8 @@ evaluation and global optimality), :mod:`~lpl_theory.paper` (the printed Eqs. 21
 :mod:`~lpl_theory.verify` (numeric, Monte Carlo and corollary checks), :mod:`~lpl_theory.figures` (Figs. 3-6).
 """
 
+__version__ = "0.1.0"  # the distribution's version (pyproject reads lpl_train.__version__; a test checks both)
+
 from .closed_form import (
     Solution,
     db_star_drho,

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from . import __version__
 from .task import FIGURES
 
 #: the fewest Monte Carlo samples per class ``verify`` accepts (its tolerances are 4 standard errors at any n)
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lpl-theory",
         description="Sec. III.B of Class-Level Logit Perturbation, derived and checked.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("curve", help="b* and the natural errors along one of Figs. 3-6")

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lpl_train import __version__
 from lpl_train.config import (
     ConfigError,
     list_configs,
@@ -41,6 +42,7 @@ from lpl_train.config import (
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lpl-train", description="Train and report LPL experiments.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     ls = sub.add_parser("list", help="list the shipped configs")

@@ -25,7 +25,11 @@ import copy
 import difflib
 import json
 import math
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any

@@ -34,6 +34,11 @@ from . import perturbation as P
 __all__ = ["LossVariation"]
 
 
+def _measure_dtype(t: Tensor) -> Tensor:
+    """l and l′ are computed in the logits' dtype (float64 stays float64); half precision in float32."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 class _Sums:
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -150,16 +155,16 @@ class LossVariation:
         ``perturbed_logits`` (N, C)."""
         if self.validate:
             target = self._check(logits, target, perturbed_loss, perturbed_logits)
-        u = logits.detach().float()
+        u = _measure_dtype(logits.detach())
         if self.multi_label:
             y = target.to(u.dtype)
             base = F.binary_cross_entropy_with_logits(u, y, reduction="none")
             if perturbed_logits is not None:
                 pert = F.binary_cross_entropy_with_logits(
-                    perturbed_logits.detach().float(), y, reduction="none"
+                    perturbed_logits.detach().to(u.dtype), y, reduction="none"
                 )
             else:
-                pert = perturbed_loss.detach().float()
+                pert = perturbed_loss.detach().to(u.dtype)
             pos = (y > 0.5).to(u.dtype)
             neg = 1.0 - pos
             self._pos.add((base * pos).sum(0), (pert * pos).sum(0), pos.sum(0))
@@ -168,9 +173,9 @@ class LossVariation:
         y = target.long()
         base = F.cross_entropy(u, y, reduction="none")
         if perturbed_logits is not None:
-            pert = F.cross_entropy(perturbed_logits.detach().float(), y, reduction="none")
+            pert = F.cross_entropy(perturbed_logits.detach().to(u.dtype), y, reduction="none")
         else:
-            pert = perturbed_loss.detach().float()
+            pert = perturbed_loss.detach().to(u.dtype)
         zeros = u.new_zeros(self.num_classes)
         self._all.add(
             zeros.index_add(0, y, base),
@@ -180,8 +185,9 @@ class LossVariation:
 
     def update_with(self, loss: nn.Module, logits: Tensor, target: Tensor) -> None:
         """Add one batch using ``loss`` (any loss module of this package with a ``reduction`` attribute) to
-        get l′: it is called with ``reduction="none"`` on ``logits``; its reduction and buffers (step
-        counters such as DisturbLabel's) are restored afterwards, so measuring does not change training.
+        get l′: it is called in training mode with ``reduction="none"`` on ``logits``; its mode, reduction
+        and buffers (step counters such as DisturbLabel's) are restored afterwards, so measuring does not
+        change training. l and l′ are computed in the logits' dtype (float32 for half precision).
 
         LDAM (a loss with ``margin_logits`` and a scale ``s``) is compared on its own scale: its logits are
         cosines in [−1, 1] that it multiplies by ``s``, so l is the CE of s·u and l′ the CE of its
@@ -207,11 +213,18 @@ class LossVariation:
         buffers = (
             {n: b.clone() for n, b in loss.named_buffers()} if isinstance(loss, nn.Module) else {}
         )
+        was_training = getattr(loss, "training", True)
         loss.reduction = "none"
         try:
+            if isinstance(loss, nn.Module):
+                loss.train(
+                    True
+                )  # l′ is the training loss (perturbing losses are plain in eval mode)
             with torch.no_grad():
                 value = loss(logits, target)
         finally:
+            if isinstance(loss, nn.Module):
+                loss.train(was_training)
             loss.reduction = saved
             with torch.no_grad():
                 for n, b in loss.named_buffers() if buffers else ():

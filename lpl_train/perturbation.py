@@ -58,8 +58,11 @@ __all__ = [
     "check_multi_label_target",
     "check_non_negative",
     "check_num_classes",
+    "check_index_target",
     "check_positive",
+    "check_probability_target",
     "check_single_label_target",
+    "check_step_budget",
     "class_bounds",
     "class_rank",
     "class_statistics",
@@ -126,18 +129,31 @@ def check_logits(logits: object, name: str = "logits", min_classes: int = 2) -> 
 
 
 def check_finite(t: Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation)."""
-    if not bool(torch.isfinite(t).all()):
+    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation; skipped under
+    torch.compile)."""
+    if not _compiling() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); the loss would be NaN")
 
 
-def check_single_label_target(
-    target: object, logits: Tensor, name: str = "target", check_finite_logits: bool = False
-) -> Tensor:
-    """Raise unless ``target`` is an integer tensor (N,) of labels in [0, C); return it as int64.
+def _compiling() -> bool:
+    """True while torch.compile traces: data-dependent checks (host reads) are skipped there."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
 
-    With ``check_finite_logits`` it also raises if ``logits`` holds NaN/inf, in the same single host
-    synchronisation."""
+
+def check_index_target(
+    target: object,
+    logits: Tensor,
+    name: str = "target",
+    check_finite_logits: bool = False,
+    ignore_index: int | None = None,
+) -> tuple[Tensor, bool]:
+    """Check class-index targets (N,) in [0, C) (or equal to ``ignore_index``); return them as int64 and
+    whether any row is ignored.
+
+    Type and shape are checked always; the values (and, with ``check_finite_logits``, the finiteness of
+    ``logits``) in one host synchronisation, skipped while torch.compile traces (then the ignored-row flag
+    is True whenever ``ignore_index`` is set, the safe answer)."""
     if not isinstance(target, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
@@ -148,24 +164,97 @@ def check_single_label_target(
             f"{name} must have shape ({n},) to match logits {tuple(logits.shape)}, got "
             f"{tuple(target.shape)}"
         )
-    stats = [target.min().double(), target.max().double()]
+    if _compiling():
+        return target.long(), ignore_index is not None
+    t = target
+    ignored = None
+    if ignore_index is not None:
+        ignored = t == ignore_index
+        t = torch.where(ignored, torch.zeros_like(t), t)
+    stats = [t.min().double(), t.max().double()]
     if check_finite_logits:
         stats.append(torch.isfinite(logits).all().double())
+    if ignored is not None:
+        stats.append(ignored.any().double())
     values = torch.stack(stats).tolist()
     if check_finite_logits and values[2] != 1.0:
         raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
     lo, hi = int(values[0]), int(values[1])
     if lo < 0 or hi >= c:
-        raise ValueError(f"{name} labels must lie in [0, {c}), got values in [{lo}, {hi}]")
-    return target.long()
+        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]")
+    return target.long(), bool(ignored is not None and values[-1] == 1.0)
+
+
+def check_single_label_target(
+    target: object,
+    logits: Tensor,
+    name: str = "target",
+    check_finite_logits: bool = False,
+    ignore_index: int | None = None,
+) -> Tensor:
+    """Raise unless ``target`` is an integer tensor (N,) of labels in [0, C) (or ``ignore_index``);
+    return it as int64.
+
+    With ``check_finite_logits`` it also raises if ``logits`` holds NaN/inf, in the same single host
+    synchronisation."""
+    return check_index_target(target, logits, name, check_finite_logits, ignore_index)[0]
+
+
+def check_probability_target(
+    target: object, logits: Tensor, name: str = "target", check_finite_logits: bool = False
+) -> Tensor:
+    """Raise unless ``target`` is a floating (N, C) tensor of class probabilities (finite, >= 0, each row
+    summing to 1, as mixup, cutmix and label smoothing produce); return it in the dtype of ``logits``.
+
+    The values are read in one host synchronisation, skipped while torch.compile traces."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if not target.is_floating_point():
+        raise TypeError(
+            f"{name} of shape (N, C) must hold class probabilities as floats, got dtype {target.dtype}"
+        )
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"{name} as class probabilities must have the shape of logits {tuple(logits.shape)}, got "
+            f"{tuple(target.shape)}"
+        )
+    t = target.to(logits.dtype)
+    if _compiling():
+        return t
+    row = t.sum(dim=1)
+    tol = 1e-3 if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-9
+    stats = [
+        torch.isfinite(t).all(),
+        (t >= 0).all(),
+        ((row - 1).abs() <= tol * t.shape[1]).all(),
+    ]
+    if check_finite_logits:
+        stats.append(torch.isfinite(logits).all())
+    ok = torch.stack(stats).tolist()
+    if check_finite_logits and not ok[3]:
+        raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
+    if not (ok[0] and ok[1]):
+        raise ValueError(f"{name} probabilities must be finite and >= 0")
+    if not ok[2]:
+        raise ValueError(
+            f"{name} probabilities must sum to 1 in every row (class indices (N,) or a distribution "
+            "per row (N, C) are supported)"
+        )
+    return t
 
 
 def check_multi_label_target(
-    target: object, logits: Tensor, soft: bool = False, name: str = "target"
+    target: object,
+    logits: Tensor,
+    soft: bool = False,
+    name: str = "target",
+    check_finite_logits: bool = False,
 ) -> Tensor:
     """Raise unless ``target`` is an (N, C) multi-hot tensor with values in {0, 1} ([0, 1] if ``soft``).
 
-    Returns it in the dtype of ``logits``.
+    Returns it in the dtype of ``logits``. With ``check_finite_logits`` it also raises if ``logits`` holds
+    NaN/inf, in the same single host synchronisation.
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
@@ -176,10 +265,18 @@ def check_multi_label_target(
             f"{name} must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
         )
     t = target.to(logits.dtype)
-    if soft:
-        if not bool(((t >= 0) & (t <= 1)).all()):
+    if _compiling():
+        return t
+    ok = ((t >= 0) & (t <= 1)).all() if soft else ((t == 0) | (t == 1)).all()
+    if check_finite_logits:
+        finite, ok = torch.stack([torch.isfinite(logits).all(), ok]).tolist()
+        if not finite:
+            raise ValueError(
+                "logits contains non-finite values (NaN or inf); the loss would be NaN"
+            )
+    if not bool(ok):
+        if soft:
             raise ValueError(f"{name} (soft) values must lie in [0, 1]")
-    elif not bool(((t == 0) | (t == 1)).all()):
         raise ValueError(f"{name} must be multi-hot with values in {{0, 1}}")
     return t
 
@@ -193,13 +290,15 @@ def check_class_counts(
     ``positive``) with a positive total.
     """
     if isinstance(class_counts, np.ndarray):
-        if not (
+        if class_counts.dtype == np.bool_ or not (
             np.issubdtype(class_counts.dtype, np.integer)
             or np.issubdtype(class_counts.dtype, np.floating)
         ):
             raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
         class_counts = torch.from_numpy(class_counts.astype(np.float64))
     if isinstance(class_counts, Tensor):
+        if class_counts.dtype == torch.bool or class_counts.is_complex():
+            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
         counts = class_counts.detach().to("cpu", torch.float64)
     elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
         if not all(_is_number(v) for v in class_counts):
@@ -222,11 +321,11 @@ def check_class_counts(
 
 def check_num_classes(num_classes: object, name: str = "num_classes", minimum: int = 2) -> int:
     """Return ``num_classes`` as an int; raise unless it is an int >= ``minimum``."""
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
-        raise TypeError(f"{name} must be an int, got {num_classes!r}")
+    if isinstance(num_classes, bool | np.bool_) or not isinstance(num_classes, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(num_classes).__name__} {num_classes!r}")
     if num_classes < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {num_classes}")
-    return num_classes
+    return int(num_classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,18 +362,28 @@ def index_threshold(tau: object, num_classes: int, name: str = "tau") -> int:
     return int(math.floor(tau * num_classes + 0.5))
 
 
-def class_statistics(logits: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+def class_statistics(
+    logits: Tensor, target: Tensor, num_classes: int, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-class mini-batch count N_c and mean true-class probability q̄_c (Eq. 28).
 
     Returns ``(counts, qbar)``, both (C,) in the dtype of ``logits``; q̄_c = 0 for a class absent from the
     batch (``counts == 0``). Differentiable with respect to ``logits``.
+
+    With ``weight`` (N,) >= 0, row i counts with mass w_i: N_c = Σ_{y_i=c} w_i and
+    q̄_c = Σ_{y_i=c} w_i p_{i,c} / N_c (rows of mass 0 do not count; weights of 1 give the plain form).
     """
     prob = logits.softmax(dim=1)
     q_true = prob.gather(1, target[:, None]).squeeze(1)
     zeros = logits.new_zeros(num_classes)
-    counts = zeros.index_add(0, target, torch.ones_like(q_true))
-    sums = zeros.index_add(0, target, q_true)
-    return counts, sums / counts.clamp_min(1.0)
+    if weight is None:
+        counts = zeros.index_add(0, target, torch.ones_like(q_true))
+        sums = zeros.index_add(0, target, q_true)
+        return counts, sums / counts.clamp_min(1.0)
+    w = weight.to(q_true.dtype)
+    counts = zeros.index_add(0, target, w)
+    sums = zeros.index_add(0, target, q_true * w)
+    return counts, sums / torch.where(counts > 0, counts, torch.ones_like(counts))
 
 
 def split_signs(
@@ -369,6 +478,23 @@ def class_bounds(
     return torch.where(active, eps, torch.zeros_like(eps))
 
 
+#: Largest number of inner steps ⌊(ε + Δε)/α⌋ a loss accepts (the paper's grids need at most a few hundred).
+MAX_STEPS = 10_000
+
+
+def check_step_budget(epsilon: float, delta_epsilon: float, alpha: float) -> int:
+    """The loop length ⌊(ε + Δε)/α⌋, refused unless it is a finite integer <= :data:`MAX_STEPS`."""
+    total = epsilon + delta_epsilon
+    ratio = total / alpha if math.isfinite(total) else math.inf
+    if not math.isfinite(ratio) or ratio > MAX_STEPS:
+        raise ValueError(
+            f"alpha={alpha!r} with epsilon={epsilon!r} and delta_epsilon={delta_epsilon!r} asks for "
+            f"(epsilon + delta_epsilon)/alpha = {ratio:.3g} inner steps; at most {MAX_STEPS} are allowed "
+            "(raise alpha or lower epsilon)"
+        )
+    return fixed_step_count(total, alpha)
+
+
 def fixed_step_count(epsilon: float, alpha: float) -> int:
     """K = ⌊ε/α⌋ (Algorithm 1, line 2), robust to floating point (0.3/0.1 gives 3, not 2)."""
     return int(math.floor(epsilon / alpha * (1.0 + _STEP_RTOL)))
@@ -386,14 +512,37 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
-def _group_index(target: Tensor) -> tuple[Tensor, Tensor]:
+def _group_index(
+    target: Tensor, keep: Tensor | None = None, num_classes: int | None = None
+) -> tuple[Tensor, Tensor]:
     """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
 
     Rows sharing a group index belong to the same class, so class means over the batch are an
-    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is."""
-    same = target[:, None] == target[None, :]
-    first = same.to(torch.uint8).argmax(dim=1)
-    return first, same.sum(dim=1)
+    ``index_add`` over N rows and a gather: O(N·C) per step, whatever C is. With ``keep`` (N,) bool, rows
+    not kept neither count nor share a group: they all go to the extra group N, with size 1. O(N + C)
+    with ``num_classes`` (a scatter over the classes), O(N²) without."""
+    n = target.shape[0]
+    if num_classes is None:
+        same = target[:, None] == target[None, :]
+        if keep is not None:
+            same = same & keep[None, :]
+        first = same.to(torch.uint8).argmax(dim=1)
+        size = same.sum(dim=1)
+    else:
+        idx = torch.arange(n, device=target.device)
+        src = idx if keep is None else torch.where(keep, idx, n)
+        first_of = torch.full((num_classes,), n, dtype=torch.long, device=target.device)
+        first_of = first_of.scatter_reduce(0, target, src, reduce="amin")
+        ones = torch.ones_like(idx) if keep is None else keep.long()
+        counts = torch.zeros(num_classes, dtype=torch.long, device=target.device).index_add(
+            0, target, ones
+        )
+        first = first_of.index_select(0, target)
+        size = counts.index_select(0, target)
+    if keep is not None:
+        first = torch.where(keep, first, n)
+        size = torch.where(keep, size, 1)
+    return first, size
 
 
 def pgd_like_perturbation(
@@ -407,6 +556,8 @@ def pgd_like_perturbation(
     max_steps: int,
     normalize_step: bool = False,
     class_mean: str = "auto",
+    weight: Tensor | None = None,
+    keep: Tensor | None = None,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
@@ -421,6 +572,12 @@ def pgd_like_perturbation(
     ``index_add`` over the batch, O(N·C), fastest on CPU), ``"matmul"`` (one fused N × N matrix product
     per step, fewest kernels, fastest on GPUs) or ``"auto"`` (index on CPU, matmul elsewhere).
 
+    With ``weight`` (N,) >= 0 the class means are weighted by the row masses (Σ w_i g_i / Σ w_i over the
+    rows of the class; see :func:`class_statistics`); rows of mass 0 follow their class but do not move
+    it. Weights of exactly 1 give the same numbers as no weight. ``keep`` (N,) bool is the cheap form of
+    0/1 weights (ignored rows): rows not kept do not move any class, at no per-step cost; with every row kept
+    the result is that without ``keep``, bit for bit.
+
     Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled.
     """
     n, c = logits.shape
@@ -428,7 +585,18 @@ def pgd_like_perturbation(
         class_mean = "index" if logits.device.type == "cpu" else "matmul"
     if class_mean not in ("index", "matmul"):
         raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
-    group, size = _group_index(target)
+    if weight is not None and keep is not None:
+        raise ValueError("give at most one of weight and keep")
+    if logits.device.type == "cpu" and not _compiling():
+        # the loop ends with the batch's largest K_c (the rest would be no-ops): one cheap host read
+        max_steps = min(max_steps, int(steps.max())) if steps.numel() else 0
+    group, size = _group_index(target, keep, c)
+    w = None
+    if weight is not None:
+        w = weight.to(logits.dtype)
+        same_w = (target[:, None] == target[None, :]).to(logits.dtype) * w[None, :]
+        size = same_w.sum(dim=1)  # class mass of each row's class
+        size = torch.where(size > 0, size, torch.ones_like(size))
     onehot = F.one_hot(target, c).to(logits.dtype)
     scale = (alpha * sign.to(logits.dtype))[target][:, None]  # α·s_{y_i}
     mean_scale = scale / size[:, None].to(logits.dtype)  # α·s_{y_i} / N_{y_i}
@@ -440,9 +608,16 @@ def pgd_like_perturbation(
     shift = scale * onehot  # the constant part α·s·y_i of the step
     if class_mean == "matmul" or normalize_step:
         same = (target[:, None] == target[None, :]).to(logits.dtype)
+        if w is not None:
+            same = same * w[None, :]
+        elif keep is not None:
+            same = same * keep[None, :].to(logits.dtype)
         mean_matrix = same / size[:, None].to(logits.dtype)
         step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
     delta = torch.zeros_like(logits)
+    in_place = not torch.is_grad_enabled() or not (logits.requires_grad or bounds.requires_grad)
+    extra = 0 if keep is None else 1  # the group of the rows not kept
+    sums = logits.new_zeros(n + extra, c) if class_mean == "index" else None
     for k in range(max_steps):
         prob = torch.softmax(logits + delta, dim=1)
         if normalize_step:
@@ -452,7 +627,13 @@ def pgd_like_perturbation(
         elif class_mean == "matmul":
             moved = torch.addmm(delta - shift, step_matrix, prob)
         else:
-            class_sum = logits.new_zeros(n, c).index_add(0, group, prob)[group]
+            rows = prob if w is None else prob * w[:, None]
+            if in_place:  # no autograd: reuse one buffer for the class sums
+                sums.zero_().index_add_(0, group, rows)
+                class_sum = sums.index_select(0, group)
+            else:
+                class_sum = logits.new_zeros(n + extra, c).index_add(0, group, rows)
+                class_sum = class_sum.index_select(0, group)
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
@@ -491,6 +672,8 @@ def single_label_perturbation(
     bound: str = "qbar",
     count_ratio: Tensor | None = None,
     normalize_step: bool = False,
+    weight: Tensor | None = None,
+    keep: Tensor | None = None,
 ) -> SinglePerturbation:
     """Class-level logit perturbation for single-label learning (Eqs. 26-33, Algorithms 1-2, steps 4-6).
 
@@ -498,9 +681,17 @@ def single_label_perturbation(
     losses validate them). The split and bounds come from the batch statistics; the PGD-like loop then
     infers δ. Gradients flow through everything when grad mode is on; the losses call it under
     ``torch.no_grad()`` unless ``differentiable=True``.
+
+    ``weight`` (N,) >= 0: row masses (see :func:`class_statistics`); probability targets are handled by
+    the losses as one row per (sample, class) pair weighted by the target's mass (``docs/lpl.md``).
+    ``keep`` (N,) bool: rows to use (the others, e.g. ``ignore_index`` rows, are left out at no per-step
+    cost; all kept gives the result without ``keep``, bit for bit).
     """
     c = logits.shape[1]
-    counts, qbar = class_statistics(logits, target, c)
+    if weight is not None and keep is not None:
+        raise ValueError("give at most one of weight and keep")
+    mass = weight if keep is None else keep.to(logits.dtype)
+    counts, qbar = class_statistics(logits, target, c, mass)
     present = counts > 0
     sign, tau_t = split_signs(qbar, present, split=split, tau=tau, rank=rank, head=head)
     bounds = class_bounds(
@@ -524,6 +715,8 @@ def single_label_perturbation(
         alpha=alpha,
         max_steps=max_steps,
         normalize_step=normalize_step,
+        weight=weight,
+        keep=keep,
     )
     return SinglePerturbation(delta, sign, bounds, steps, tau_t, qbar, counts)
 

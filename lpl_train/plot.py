@@ -10,7 +10,11 @@ The format follows the suffix of ``--out`` (.png, .pdf, .svg).
 from __future__ import annotations
 
 import json
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

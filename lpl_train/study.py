@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any

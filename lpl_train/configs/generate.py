@@ -191,7 +191,7 @@ LT_LDAM_ROWS = [
     ("ISDA + Dropout", "isda_dropout", loss("isda", lambda0=0.5), {"dropout": 0.3}),
 ]
 LT_LA_ROWS = [
-    ("LA", "la", loss("la", tau=1.0)),
+    ("LA", "la", loss("la", lam=1.0)),
     ("LPL (varied tau + fixed eps)", "lpl_fixed", loss("lpl", **LPL_LT_FIXED)),
     ("LPL (varied tau + varied eps)", "lpl_varied", loss("lpl", **LPL_LT_VARIED)),
 ]
@@ -347,7 +347,7 @@ for ds, col in (("inat2017", "iNat2017"), ("inat2018", "iNat2018")):
         ("LDAM", "ldam", loss("ldam", max_m=0.3, s=30.0), {"use_norm": True}),
         ("LDAM-DRW", "ldam_drw", loss("ldam", max_m=0.3, s=30.0, drw_epoch=60), {"use_norm": True}),
         ("ISDA + Dropout", "isda", loss("isda", lambda0=0.5, diagonal=True), {}),
-        ("LA", "la", loss("la", tau=1.0), {}),
+        ("LA", "la", loss("la", lam=1.0), {}),
         ("LPL (varied tau + fixed eps)", "lpl_fixed", loss("lpl", **LPL_LT_FIXED), {}),
         ("LPL (varied tau + varied eps)", "lpl_varied", loss("lpl", **LPL_LT_VARIED), {}),
     ]
@@ -490,7 +490,7 @@ for ratio in (100, 10):
     }
     for slug, lo, mp, desc in (
         ("ce", loss("ce"), {}, "plain cross-entropy"),
-        ("la", loss("la", tau=1.0), {}, "logit adjustment (tau 1)"),
+        ("la", loss("la", lam=1.0), {}, "logit adjustment (lam 1)"),
         (
             "ldam_drw",
             loss("ldam", max_m=0.5, s=30.0, drw_epoch=3),

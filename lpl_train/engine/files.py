@@ -9,7 +9,11 @@ import json
 import math
 import os
 import pickle
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import zipfile
 from pathlib import Path
 from typing import Any

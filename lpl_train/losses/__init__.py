@@ -1,6 +1,69 @@
-"""Losses: LPL and its combinations (``lpl``), single-label and multi-label baselines, and the registry."""
+"""Losses: LPL and its combinations (``lpl``), single-label and multi-label baselines, and the registry.
+
+Every loss is importable from here (``from lpl_train.losses import LPLLoss``) and buildable by its registry
+name (``build_loss("lpl", num_classes=10, ...)``). This package needs only torch and numpy.
+"""
 
 from . import lpl, multi_label, single_label  # noqa: F401  (modules register their losses on import)
+from .lpl import PRESETS, LALPLLoss, LPLLoss, MultiLabelLPLLoss
+from .multi_label import (
+    BCELoss,
+    ClassBalancedFocalBCELoss,
+    DBLoss,
+    DistributionBalancedLoss,
+    FocalBCELoss,
+    RBCEFocalLCLoss,
+    RBCEFocalLoss,
+    RBCELCLoss,
+    RBCENTRLoss,
+    RebalancedBCELoss,
+    ReweightedBCELoss,
+)
 from .registry import available_losses, build_loss, register
+from .single_label import (
+    CenterLoss,
+    ClassBalancedCELoss,
+    ClassBalancedFocalLoss,
+    CrossEntropyLoss,
+    DisturbLabelLoss,
+    DRWSchedule,
+    FocalLoss,
+    GeneralizedCELoss,
+    ISDALoss,
+    LargeMarginSoftmaxLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+)
 
-__all__ = ["available_losses", "build_loss", "register"]
+__all__ = [
+    "PRESETS",
+    "BCELoss",
+    "CenterLoss",
+    "ClassBalancedCELoss",
+    "ClassBalancedFocalBCELoss",
+    "ClassBalancedFocalLoss",
+    "CrossEntropyLoss",
+    "DBLoss",
+    "DRWSchedule",
+    "DisturbLabelLoss",
+    "DistributionBalancedLoss",
+    "FocalBCELoss",
+    "FocalLoss",
+    "GeneralizedCELoss",
+    "ISDALoss",
+    "LALPLLoss",
+    "LDAMLoss",
+    "LPLLoss",
+    "LargeMarginSoftmaxLoss",
+    "LogitAdjustedLoss",
+    "MultiLabelLPLLoss",
+    "RBCEFocalLCLoss",
+    "RBCEFocalLoss",
+    "RBCELCLoss",
+    "RBCENTRLoss",
+    "RebalancedBCELoss",
+    "ReweightedBCELoss",
+    "available_losses",
+    "build_loss",
+    "register",
+]

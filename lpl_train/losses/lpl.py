@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import perturbation as P
-from .registry import build_loss, register
+from .registry import build_loss, register, supplied_by_builder
 
 __all__ = ["PRESETS", "LALPLLoss", "LPLLoss", "MultiLabelLPLLoss"]
 
@@ -65,6 +66,47 @@ def _check_bool(value: object, name: str) -> bool:
     return value
 
 
+def _check_ignore_index(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not P._is_number(value) or int(value) != value:
+        raise TypeError(f"ignore_index must be an int or None, got {value!r}")
+    return int(value)
+
+
+def _check_label_smoothing(value: object) -> float:
+    if not P._is_number(value):
+        raise TypeError(f"label_smoothing must be a number in [0, 1], got {value!r}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _class_weight(weight: object, num_classes: int) -> Tensor | None:
+    """``weight`` as in ``nn.CrossEntropyLoss``: None or C finite numbers >= 0 (kept in float64)."""
+    if weight is None:
+        return None
+    if isinstance(weight, Tensor) and weight.dim() != 1:
+        raise ValueError(
+            f"weight must be 1-D with num_classes={num_classes} entries, got shape {tuple(weight.shape)}"
+        )
+    w = P.check_class_counts(weight, num_classes, name="weight")
+    return w
+
+
+def _is_soft(target: object) -> bool:
+    """Probability targets: a floating (N, C) tensor (class indices are an integer (N,) tensor)."""
+    return isinstance(target, Tensor) and target.dim() == 2 and target.is_floating_point()
+
+
+def _check_target_kind(target: object) -> None:
+    if isinstance(target, Tensor) and target.dim() == 1 and target.is_floating_point():
+        raise TypeError(
+            f"target must be class indices (an integer tensor (N,)) or class probabilities (a float "
+            f"tensor (N, C)), got a float tensor of shape {tuple(target.shape)}"
+        )
+
+
 @register("lpl")
 class LPLLoss(nn.Module):
     """Single-label LPL (Eq. 26): cross-entropy on u_i + δ_{y_i}, δ from the PGD-like Algorithm 1.
@@ -74,16 +116,26 @@ class LPLLoss(nn.Module):
     Eq. 33; K_c = ⌊ε_c/α⌋ steps of Eq. 31/32 with projection onto ‖δ_c‖₂ ≤ ε_c. Classes absent from the
     batch are not perturbed and do not enter τ; a class exactly at τ is not perturbed.
 
+    Used like ``nn.CrossEntropyLoss``: ``target`` is class indices (N,) (rows equal to ``ignore_index``
+    are left out of the class statistics and of the loss) or class probabilities (N, C) (mixup, cutmix,
+    smoothed labels): then each (sample, class) pair with target mass y_ic > 0 counts for its class with
+    weight y_ic, and the loss of sample i is Σ_c y_ic·CE(u_i + δ_c, c) (``docs/lpl.md``; at one-hot targets
+    this is the class-index loss). ``weight`` and ``label_smoothing`` act on the final cross-entropy as in
+    torch. In ``eval()`` mode the loss is the unperturbed cross-entropy (for LA+LPL: on u + λ·log π), so
+    a validation loss computed with the criterion is the model's loss.
+
     Args:
         num_classes: C (>= 2).
-        class_counts: training samples per class (C,); needed for ``split="index"`` (class order) and
-            ``bound="count"``; kept as a buffer.
-        alpha: step size α > 0 (paper grid {0.01, 0.02, 0.03}); preset default when a preset is used.
+        class_counts: training samples per class (C,); used by ``split="index"`` (class order),
+            ``bound="count"`` and the ``authors_longtail`` preset, and by nothing else (a warning says so
+            when given directly without them); kept as a float64 buffer.
+        alpha: step size α > 0 (default 0.01, or the preset's; paper grid {0.01, 0.02, 0.03}).
         epsilon: base bound ε >= 0 (Eq. 33; paper grid {0.1, 0.2, 0.3, 0.4} balanced, {1.5, 2.5, 5} LT).
-        delta_epsilon: Δε >= 0; 0 gives the fixed bound.
+        delta_epsilon: Δε >= 0; 0 gives the fixed bound. (ε + Δε)/α, the loop length, is at most 10 000.
         split: ``"mean"`` (τ = mean q̄_c, Eq. 27), ``"value"`` (fixed τ in [0, 1] on q̄_c) or
             ``"index"`` (Eq. 29; τ = number of head classes as an int, or a fraction of C as a float).
-        tau: the threshold for ``"value"``/``"index"``; must be None for ``"mean"``.
+        tau: the split threshold τ: must be None for ``"mean"``, a q̄ value in [0, 1] for ``"value"``, the
+            head size for ``"index"`` (None there means 0.4, i.e. 0.4·C, the default of LA+LPL).
         bound: varied-bound schedule for the index split: ``"qbar"`` (second form of Eq. 33) or
             ``"count"`` (from ``class_counts``).
         normalize_step: scale each class step to length α (off: the raw step of Eq. 31).
@@ -92,9 +144,17 @@ class LPLLoss(nn.Module):
         steps: preset only: P (balanced) or S (long-tail).
         head_scale: preset ``authors_longtail`` only: the head factor (0.2; 0.6 in the CIFAR-10 script).
         iterations: preset ``authors_longtail`` only: the loop length (the scripts use C).
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample loss, shape (N,)).
-        validate: check the inputs on every call (one host synchronisation; turn off for CUDA graphs).
+        weight: per-class weights of the cross-entropy (C,), as ``nn.CrossEntropyLoss(weight=...)``.
+        ignore_index: class-index target value to ignore (default -100, as torch); None: no value is.
+        label_smoothing: in [0, 1], as ``nn.CrossEntropyLoss(label_smoothing=...)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample loss, shape (N,)); ``"mean"`` is torch's
+            (weighted mean over non-ignored rows for class indices, mean over N for probabilities).
+        validate: check the inputs on every call (one host synchronisation). Under torch.compile the
+            data-dependent part of the check is skipped (shapes and dtypes are still checked); turn it
+            off for CUDA graphs. Without it, class-index targets are taken as valid.
     """
+
+    multi_label = False
 
     def __init__(
         self,
@@ -112,6 +172,9 @@ class LPLLoss(nn.Module):
         steps: int | None = None,
         head_scale: float | None = None,
         iterations: int | None = None,
+        weight: Sequence[float] | Tensor | None = None,
+        ignore_index: int | None = -100,
+        label_smoothing: float = 0.0,
         reduction: str = "mean",
         validate: bool = True,
     ) -> None:
@@ -120,10 +183,13 @@ class LPLLoss(nn.Module):
         self.reduction = _check_reduction(reduction)
         self.validate = _check_bool(validate, "validate")
         self.normalize_step = _check_bool(normalize_step, "normalize_step")
+        self.ignore_index = _check_ignore_index(ignore_index)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.register_buffer("weight", _class_weight(weight, self.num_classes))
         counts = None
         if class_counts is not None:
             counts = P.check_class_counts(class_counts, self.num_classes)
-            self.register_buffer("class_counts", counts.float())
+            self.register_buffer("class_counts", counts)
         else:
             self.class_counts = None
         if preset is not None and preset not in PRESETS:
@@ -153,6 +219,22 @@ class LPLLoss(nn.Module):
                 iterations,
                 defaults,
             )
+        if (
+            counts is not None
+            and not self._uses_class_counts()
+            and "class_counts" not in supplied_by_builder()
+        ):
+            warnings.warn(
+                f"class_counts has no effect with split={self.split!r} and bound={self.bound!r} (it orders "
+                "the classes for split='index' and sets bound='count'); it is ignored",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _uses_class_counts(self) -> bool:
+        if self.preset is not None:
+            return self.preset == "authors_longtail"
+        return self.split == "index" or self.bound == "count"
 
     # ---------------------------------------------------------------- construction
     def _init_paper(
@@ -169,6 +251,7 @@ class LPLLoss(nn.Module):
                 )
         self.epsilon = P.check_non_negative(epsilon, "epsilon")
         self.delta_epsilon = P.check_non_negative(delta_epsilon, "delta_epsilon")
+        P.check_step_budget(self.epsilon, self.delta_epsilon, self.alpha)
         if split not in P.SPLITS:
             raise ValueError(f"split must be one of {P.SPLITS}, got {split!r}")
         if bound not in P.BOUNDS:
@@ -194,20 +277,34 @@ class LPLLoss(nn.Module):
                 raise ValueError(
                     "split='index' needs class_counts to order the classes by frequency"
                 )
-            if tau is None:
-                raise ValueError(
-                    "tau must be given for split='index' (an int head size or a fraction of C)"
-                )
-            self.head = P.index_threshold(tau, self.num_classes)
+            self.head = P.index_threshold(0.4 if tau is None else tau, self.num_classes)
+            self._warn_one_sided(tau)
             self.register_buffer("rank", P.class_rank(counts))
         if bound == "count":
             if split != "index":
                 raise ValueError(f"bound='count' needs split='index', got split={split!r}")
             if counts is None or bool((counts <= 0).any()):
                 raise ValueError("bound='count' needs class_counts > 0 for every class")
-            self.register_buffer("count_ratio", P.count_bound_ratio(counts, self.head).float())
+            if self.delta_epsilon == 0.0:
+                warnings.warn(
+                    "bound='count' has no effect with delta_epsilon=0 (the bound is the fixed epsilon)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            self.register_buffer("count_ratio", P.count_bound_ratio(counts, self.head))
         else:
             self.count_ratio = None
+
+    def _warn_one_sided(self, tau: object) -> None:
+        if self.head in (0, self.num_classes):
+            side = "head (loss minimised)" if self.head else "tail (loss maximised)"
+            hint = " (the logit-adjustment scale is lam)" if isinstance(self, LALPLLoss) else ""
+            warnings.warn(
+                f"tau={tau!r} puts every class in the {side} for split='index': tau is the number of "
+                f"head classes (int) or a fraction of C (float){hint}",
+                UserWarning,
+                stacklevel=5,
+            )
 
     def _init_preset(
         self,
@@ -232,9 +329,12 @@ class LPLLoss(nn.Module):
                 f"preset {self.preset!r} fixes the perturbation: leave epsilon, delta_epsilon, split, bound "
                 "and normalize_step at their defaults (set alpha, steps, tau, head_scale, iterations)"
             )
+        self.split, self.bound = "mean", "qbar"
         steps = defaults["steps"] if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        if steps > P.MAX_STEPS:
+            raise ValueError(f"steps must be <= {P.MAX_STEPS}, got {steps!r}")
         self.steps = steps
         if self.preset != "authors_longtail":
             for name, value in (
@@ -261,6 +361,8 @@ class LPLLoss(nn.Module):
         iterations = self.num_classes if iterations is None else iterations
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+        if iterations > P.MAX_STEPS:
+            raise ValueError(f"iterations must be <= {P.MAX_STEPS}, got {iterations!r}")
         ks, signs = P.authors_longtail_schedule(
             counts, self.head, steps=steps, head_scale=self.head_scale
         )
@@ -274,15 +376,43 @@ class LPLLoss(nn.Module):
         self.register_buffer("preset_sign", torch.tensor(signs))
 
     # ---------------------------------------------------------------- forward
-    def _check(self, logits: Tensor, target: Tensor) -> Tensor:
+    def _check_logits(self, logits: Tensor) -> None:
         P.check_logits(logits)
         if logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
             )
-        return P.check_single_label_target(target, logits, check_finite_logits=True)
 
-    def _delta(self, logits: Tensor, target: Tensor) -> Tensor:
+    def _check(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Class-index targets checked (as int64); raises as before for any other kind."""
+        self._check_logits(logits)
+        return P.check_single_label_target(
+            target, logits, check_finite_logits=True, ignore_index=self.ignore_index
+        )
+
+    def _targets(self, logits: Tensor, target: Tensor) -> tuple[Tensor, bool, bool]:
+        """``(target, soft, maybe_ignored)`` with the checks of ``validate``."""
+        _check_target_kind(target)
+        if _is_soft(target):
+            if self.validate:
+                self._check_logits(logits)
+                target = P.check_probability_target(target, logits, check_finite_logits=True)
+            return target.to(_work_dtype(logits).dtype), True, False
+        if self.validate:
+            self._check_logits(logits)
+            target, ignored = P.check_index_target(
+                target, logits, check_finite_logits=True, ignore_index=self.ignore_index
+            )
+            return target, False, ignored
+        return target.long(), False, self.ignore_index is not None
+
+    def _delta(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         if self.preset is None:
             return P.single_label_perturbation(
                 logits,
@@ -297,7 +427,13 @@ class LPLLoss(nn.Module):
                 bound=self.bound,
                 count_ratio=self.count_ratio,
                 normalize_step=self.normalize_step,
+                weight=weight,
+                keep=keep,
             ).delta
+        if keep is not None:  # the authors' scripts know no weights: drop the ignored rows
+            rows = keep.nonzero().squeeze(1)
+            delta = torch.zeros_like(logits)
+            return delta.index_copy(0, rows, self._delta(logits[rows], target[rows]))
         if self.preset == "authors_balanced_fixed":
             return P.authors_balanced_fixed_perturbation(
                 logits, target, alpha=self.alpha, steps=self.steps
@@ -320,29 +456,110 @@ class LPLLoss(nn.Module):
         """Logits before the perturbation (identity here; LA+LPL adds λ·log π)."""
         return logits
 
-    def perturb(self, logits: Tensor, target: Tensor) -> Tensor:
-        """The perturbed logits u_i + δ_{y_i} (N, C) on which the loss is the cross-entropy."""
-        target = self._check(logits, target) if self.validate else target.long()
+    def _perturbed(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         work = self.adjust(_work_dtype(logits))
         if self.differentiable:
-            return work + self._delta(work, target)
+            return work + self._delta(work, target, weight, keep)
         with torch.no_grad():
-            delta = self._delta(work.detach(), target)
+            delta = self._delta(work.detach(), target, weight, keep)
         return work + delta
 
+    def _index_perturbed(self, logits: Tensor, target: Tensor, maybe_ignored: bool) -> Tensor:
+        if maybe_ignored and self.preset is not None and not P._compiling():
+            # the presets drop ignored rows (a host read); look whether there are any first
+            maybe_ignored = bool((target == self.ignore_index).any())
+        if not maybe_ignored:
+            return self._perturbed(logits, target)
+        # Ignored rows keep a placeholder class and mass 0: they neither count nor move any class.
+        keep = target != self.ignore_index
+        return self._perturbed(logits, torch.where(keep, target, 0), keep=keep)
+
+    def perturb(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The perturbed logits u_i + δ_{y_i} (N, C) on which the loss is the cross-entropy (class-index
+        targets; the training-mode perturbation whatever the module's mode)."""
+        target, soft, maybe_ignored = self._targets(logits, target)
+        if soft:
+            raise ValueError(
+                "perturb() takes class-index targets (N,); with class probabilities each (sample, "
+                "class) pair has its own perturbed logits (call the loss itself)"
+            )
+        return self._index_perturbed(logits, target, maybe_ignored)
+
+    def _cross_entropy(self, z: Tensor, target: Tensor, reduction: str | None = None) -> Tensor:
+        weight = None if self.weight is None else self.weight.to(z.dtype)
+        return F.cross_entropy(
+            z,
+            target,
+            weight=weight,
+            ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            reduction=self.reduction if reduction is None else reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def _soft_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.preset is not None:
+            raise ValueError(
+                f"preset {self.preset!r} takes class-index targets (N,); class probabilities (N, C) are "
+                "supported without a preset"
+            )
+        rows, cols = (target > 0).nonzero(as_tuple=True)
+        mass = target[rows, cols]
+        pair = self._perturbed(logits[rows], cols, mass)
+        per_pair = self._cross_entropy(pair, cols, reduction="none")
+        per = per_pair.new_zeros(logits.shape[0]).index_add(0, rows, mass * per_pair)
+        if self.reduction == "none":
+            return per
+        return per.sum() if self.reduction == "sum" else per.sum() / logits.shape[0]
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy on the perturbed logits, reduced per ``reduction`` ((N,) for ``"none"``)."""
-        perturbed = self.perturb(logits, target)
-        return F.cross_entropy(perturbed, target.long(), reduction=self.reduction)
+        """Cross-entropy on the perturbed logits, reduced per ``reduction`` ((N,) for ``"none"``); the
+        unperturbed cross-entropy in ``eval()`` mode."""
+        target, soft, maybe_ignored = self._targets(logits, target)
+        if not self.training:
+            return self._cross_entropy(self.adjust(_work_dtype(logits)), target)
+        if soft:
+            return self._soft_loss(logits, target)
+        return self._cross_entropy(self._index_perturbed(logits, target, maybe_ignored), target)
+
+    def _torch_repr(self) -> str:
+        parts = []
+        if self.weight is not None:
+            parts.append(f"weight={[round(float(w), 6) for w in self.weight]}")
+        if self.ignore_index != -100:
+            parts.append(f"ignore_index={self.ignore_index}")
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
+        return "".join(", " + p for p in parts)
 
     def extra_repr(self) -> str:
         if self.preset is not None:
-            return f"preset={self.preset!r}, alpha={self.alpha}, steps={self.steps}"
+            return (
+                f"preset={self.preset!r}, alpha={self.alpha}, steps={self.steps}, "
+                f"reduction={self.reduction!r}" + self._torch_repr()
+            )
         return (
             f"alpha={self.alpha}, epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, "
             f"split={self.split!r}, tau={self.tau if self.head is None else self.head}, bound={self.bound!r}, "
             f"differentiable={self.differentiable}, reduction={self.reduction!r}"
+            + self._torch_repr()
         )
+
+
+class _DefaultHead(float):
+    """The default ``tau`` of LA+LPL (0.4, a fraction of C), told apart from a user's explicit value so that
+    it applies to the index split only."""
+
+    def __repr__(self) -> str:
+        return "0.4"
+
+
+_DEFAULT_HEAD = _DefaultHead(0.4)
 
 
 @register("la_lpl")
@@ -350,9 +567,13 @@ class LALPLLoss(LPLLoss):
     """LA + LPL (Sec. IV-D): cross-entropy on u_i + λ·log π + δ_{y_i}, where π is the training class prior
     from ``class_counts`` and δ is inferred by LPL on the adjusted logits u + λ·log π.
 
-    Takes every argument of :class:`LPLLoss` plus ``lam`` (λ >= 0, default 1). ``class_counts`` (all > 0)
-    is required; without ``split`` the index split with τ = 0.4·C is used (the paper's long-tail grid is
-    {0.4C, 0.5C, 0.6C}). Evaluate with the raw logits u (logit adjustment is a training-time loss).
+    Takes every argument of :class:`LPLLoss` plus ``lam`` (λ >= 0, default 1; the same name as in
+    ``la``). ``class_counts`` (all > 0) is required. The default split is the index split with τ = 0.4
+    (0.4·C head classes; the paper's long-tail grid is {0.4C, 0.5C, 0.6C}); ``tau`` is the split
+    threshold as in ``lpl``, not the adjustment's scale. The only preset is ``authors_longtail`` (the
+    authors' LA+LPL script), which takes the split index from ``tau``. In ``eval()`` mode the loss is the
+    logit-adjusted cross-entropy without δ. Evaluate the model with the raw logits u (logit adjustment is
+    a training-time loss).
     """
 
     def __init__(
@@ -363,8 +584,8 @@ class LALPLLoss(LPLLoss):
         alpha: float | None = None,
         epsilon: float = 0.1,
         delta_epsilon: float = 0.0,
-        split: str | None = None,
-        tau: float | int | None = None,
+        split: str = "index",
+        tau: float | int | None = _DEFAULT_HEAD,
         bound: str = "qbar",
         normalize_step: bool = False,
         differentiable: bool | None = None,
@@ -372,6 +593,9 @@ class LALPLLoss(LPLLoss):
         steps: int | None = None,
         head_scale: float | None = None,
         iterations: int | None = None,
+        weight: Sequence[float] | Tensor | None = None,
+        ignore_index: int | None = -100,
+        label_smoothing: float = 0.0,
         reduction: str = "mean",
         validate: bool = True,
     ) -> None:
@@ -379,11 +603,22 @@ class LALPLLoss(LPLLoss):
             raise ValueError(
                 "class_counts must be given for LA+LPL (the prior π of the adjustment)"
             )
-        if split is None:
-            # Without a preset: the index split with τ = 0.4·C; presets fix their own split.
-            split = "mean" if preset is not None else "index"
-            if preset is None and tau is None:
-                tau = 0.4
+        if preset is not None:
+            if preset != "authors_longtail":
+                raise ValueError(
+                    f"preset must be None or 'authors_longtail' for la_lpl (the authors' LA+LPL script), "
+                    f"got {preset!r}"
+                )
+            if split != "index":
+                raise ValueError(
+                    f"preset {preset!r} fixes the split (its index is tau): leave split at its default, "
+                    f"got {split!r}"
+                )
+            split = "mean"  # the preset's own schedule; LPLLoss checks the paper parameters are untouched
+        elif split != "index" and tau is _DEFAULT_HEAD:
+            tau = None  # the default head size belongs to the index split
+        if tau is _DEFAULT_HEAD:
+            tau = 0.4
         super().__init__(
             num_classes,
             class_counts=class_counts,
@@ -399,15 +634,21 @@ class LALPLLoss(LPLLoss):
             steps=steps,
             head_scale=head_scale,
             iterations=iterations,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
             reduction=reduction,
             validate=validate,
         )
         self.lam = P.check_non_negative(lam, "lam")
         counts = P.check_class_counts(class_counts, self.num_classes, positive=True)
-        self.register_buffer("log_prior", torch.log(counts / counts.sum()).float())
+        self.register_buffer("log_prior", torch.log(counts / counts.sum()))
+
+    def _uses_class_counts(self) -> bool:
+        return True
 
     def adjust(self, logits: Tensor) -> Tensor:
-        """u + λ·log π."""
+        """u + λ·log π (the float64 prior enters in the logits' dtype)."""
         return logits + self.lam * self.log_prior.to(logits)
 
     def extra_repr(self) -> str:
@@ -416,6 +657,14 @@ class LALPLLoss(LPLLoss):
 
 def _bce_elementwise(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def _multi_label_names() -> list[str]:
+    from .registry import _REGISTRY
+
+    return sorted(
+        n for n, c in _REGISTRY.items() if getattr(c, "multi_label", False) and n != "ml_lpl"
+    )
 
 
 @register("ml_lpl")
@@ -441,8 +690,12 @@ class MultiLabelLPLLoss(nn.Module):
         base_params: parameters for a base loss given by name.
         soft_targets: accept targets in [0, 1] instead of {0, 1}.
         reduction: ``"mean"`` (over N·C, as the 1/(C·N) of Eq. 34), ``"sum"`` or ``"none"`` ((N, C)).
-        validate: check the inputs on every call.
+        validate: check the inputs on every call (the value checks are skipped under torch.compile).
+
+    In ``eval()`` mode the loss is the base loss on the raw logits (no perturbation).
     """
+
+    multi_label = True
 
     def __init__(
         self,
@@ -464,7 +717,7 @@ class MultiLabelLPLLoss(nn.Module):
                 "class_counts (positive samples per class) must be given to order the classes"
             )
         counts = P.check_class_counts(class_counts, self.num_classes)
-        self.register_buffer("class_counts", counts.float())
+        self.register_buffer("class_counts", counts)
         self.epsilon = P.check_non_negative(epsilon, "epsilon")
         self.delta_epsilon = P.check_non_negative(delta_epsilon, "delta_epsilon")
         self.head = P.index_threshold(tau, self.num_classes)
@@ -488,7 +741,7 @@ class MultiLabelLPLLoss(nn.Module):
             delta_epsilon=self.delta_epsilon,
             count_ratio=ratio,
         )
-        self.register_buffer("logit_shift", shift.float())
+        self.register_buffer("logit_shift", shift)  # float64; enters in the logits' dtype
         if base_params is not None and not isinstance(base_loss, str):
             raise ValueError("base_params is only used with base_loss given by name")
         if base_loss is None:
@@ -499,6 +752,11 @@ class MultiLabelLPLLoss(nn.Module):
             self.base_loss = build_loss(
                 base_loss, num_classes=self.num_classes, class_counts=counts.tolist(), **params
             )
+            if getattr(self.base_loss, "multi_label", None) is False:
+                raise ValueError(
+                    f"base_loss={base_loss!r} is a single-label loss; ml_lpl needs an elementwise "
+                    f"multi-label loss by name ({', '.join(_multi_label_names())}) or a callable"
+                )
         elif callable(base_loss):
             self.base_loss = base_loss
         else:
@@ -519,18 +777,21 @@ class MultiLabelLPLLoss(nn.Module):
         return _work_dtype(logits) + self.logit_shift.to(logits.device, _work_dtype(logits).dtype)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """The base loss on the perturbed logits, reduced per ``reduction`` ((N, C) for ``"none"``)."""
+        """The base loss on the perturbed logits, reduced per ``reduction`` ((N, C) for ``"none"``); on
+        the raw logits in ``eval()`` mode."""
         if self.validate:
             P.check_logits(logits, min_classes=1)
             if logits.shape[1] != self.num_classes:
                 raise ValueError(
                     f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
                 )
-            P.check_finite(logits, "logits")
-            target = P.check_multi_label_target(target, _work_dtype(logits), soft=self.soft_targets)
+            target = P.check_multi_label_target(
+                target, _work_dtype(logits), soft=self.soft_targets, check_finite_logits=True
+            )
         else:
             target = target.to(_work_dtype(logits).dtype)
-        loss = self.base_loss(self.perturb(logits), target)
+        work = self.perturb(logits) if self.training else _work_dtype(logits)
+        loss = self.base_loss(work, target)
         if not isinstance(loss, Tensor) or loss.shape != logits.shape:
             raise ValueError(
                 f"base_loss must return the elementwise loss of shape {tuple(logits.shape)}, got "

@@ -5,8 +5,9 @@ the LPL multi-label wrapper perturbs them before calling these losses) and ``tar
 (0/1, any dtype). ``reduction``: ``"mean"`` (over all N x C entries, as the Distribution-Balanced reference
 does), ``"sum"``, or ``"none"`` (the elementwise (N, C) loss).
 
-The distribution-balanced family (Wu et al., ECCV 2020) is one class, :class:`DistributionBalancedLoss`,
-whose three optional parts are off unless their parameters are given: the focal term (``focal_gamma``),
+The distribution-balanced family (Wu et al., ECCV 2020) is one class, :class:`RebalancedBCELoss` (R-BCE;
+timm's ``DistributionBalancedLoss`` is the full DB loss, here :class:`DBLoss`), whose three optional parts
+are off unless their parameters are given: the focal term (``focal_gamma``),
 negative-tolerant regularisation (NTR, ``neg_scale``/``init_bias``, the paper's Eq. 10) and logit
 compensation (LC, the paper's Eq. 12). The registered names fix which parts are on:
 ``rbce`` (re-balanced weighting only), ``rbce_focal``, ``rbce_ntr``, ``rbce_focal_ntr`` (= DB loss),
@@ -16,6 +17,7 @@ compensation (LC, the paper's Eq. 12). The registered names fix which parts are 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +31,9 @@ from .single_label import (
     _as_counts,
     _check_logits,
     _check_reduction,
+    _compiling,
     _reduce,
+    _ReprMixin,
     class_balanced_weights,
 )
 
@@ -38,6 +42,7 @@ __all__ = [
     "ReweightedBCELoss",
     "FocalBCELoss",
     "ClassBalancedFocalBCELoss",
+    "RebalancedBCELoss",
     "DistributionBalancedLoss",
     "RBCEFocalLoss",
     "RBCENTRLoss",
@@ -67,7 +72,7 @@ def _check_multilabel(
     if target.is_complex():
         raise TypeError(f"target must be real 0/1 values, got dtype {target.dtype}")
     t = target.to(logits.dtype)
-    if t.numel() and not ((t == 0) | (t == 1)).all():
+    if t.numel() and not _compiling() and not ((t == 0) | (t == 1)).all():
         bad = t[(t != 0) & (t != 1)][:3].tolist()
         raise ValueError(f"target must be multi-hot (only 0 and 1), got values such as {bad}")
     return logits, t
@@ -79,7 +84,7 @@ def _focal_factor(bce_unweighted: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 @register("bce")
-class BCELoss(nn.Module):
+class BCELoss(_ReprMixin, nn.Module):
     """Binary cross-entropy with logits, the "ERM" row of Table V.
 
     ``l_{ic} = -y log sigmoid(u) - (1 - y) log(1 - sigmoid(u))``.
@@ -87,6 +92,8 @@ class BCELoss(nn.Module):
     Args:
         reduction: ``"mean"`` (over all N x C entries), ``"sum"`` or ``"none"`` ((N, C)).
     """
+
+    multi_label = True
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -98,7 +105,7 @@ class BCELoss(nn.Module):
 
 
 @register("rw_bce")
-class ReweightedBCELoss(nn.Module):
+class ReweightedBCELoss(_ReprMixin, nn.Module):
     """BCE with per-class re-weighting, the "RW" row of Table V.
 
     ``l_{ic} = w_c BCE(u_{ic}, y_{ic})`` on positive and negative entries alike, with
@@ -113,6 +120,9 @@ class ReweightedBCELoss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
 
+    multi_label = True
+    _repr_fields = ("num_classes", "power")
+
     def __init__(
         self,
         class_counts: Sequence[float] | torch.Tensor | None = None,
@@ -125,7 +135,7 @@ class ReweightedBCELoss(nn.Module):
         self.power = check_float("power", power, low=0.0)
         self.reduction = _check_reduction(reduction)
         w = counts.pow(-self.power)
-        self.register_buffer("weight", (w * counts.numel() / w.sum()).float())
+        self.register_buffer("weight", w * counts.numel() / w.sum())  # float64
         self.num_classes = counts.numel()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -135,7 +145,7 @@ class ReweightedBCELoss(nn.Module):
 
 
 @register("focal_bce")
-class FocalBCELoss(nn.Module):
+class FocalBCELoss(_ReprMixin, nn.Module):
     """Sigmoid focal loss (Lin et al., 2017), the "Focal Loss" row of Table V.
 
     ``l_{ic} = balance * (1 - p_t)^gamma * BCE(u_{ic}, y_{ic})`` with ``p_t = exp(-BCE)``, the focal term of
@@ -146,6 +156,9 @@ class FocalBCELoss(nn.Module):
         focal_balance: > 0 constant factor (default 2.0, the reference's ``balance_param``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
+
+    multi_label = True
+    _repr_fields = ("focal_gamma", "focal_balance")
 
     def __init__(
         self, focal_gamma: float = 2.0, focal_balance: float = 2.0, reduction: str = "mean"
@@ -164,12 +177,15 @@ class FocalBCELoss(nn.Module):
 
 
 @register("cb_focal_bce")
-class ClassBalancedFocalBCELoss(nn.Module):
+class ClassBalancedFocalBCELoss(_ReprMixin, nn.Module):
     """Class-balanced sigmoid focal loss (Cui et al., 2019) for multi-label, the "CB-Focal" row of Table V.
 
     Each image gets one weight, the average of the class-balanced weights (:func:`class_balanced_weights`,
     normalised to sum C) of its positive labels (the reference's ``CB_mode='average_w'``), applied to all
-    its C entries; an image with no positive label gets weight 1. Then the focal term of ``focal_bce``.
+    its C entries. An image with no positive label gets weight 1: unlike R-BCE's ratio (whose limit at an
+    empty label set is r = ∞, hence 1 + ``map_alpha`` there), an average over an empty set has no limit,
+    and 1 is the mean class weight (the weights sum to C), the weight of an image that favours no class.
+    Then the focal term of ``focal_bce``.
     The reference's raw weights ``(1 - beta)/(1 - beta^n)`` may be unnormalised there; normalising only
     rescales the loss by a constant.
 
@@ -181,6 +197,9 @@ class ClassBalancedFocalBCELoss(nn.Module):
         num_classes: optional, checked against ``len(class_counts)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
+
+    multi_label = True
+    _repr_fields = ("num_classes", "beta", "focal_gamma", "focal_balance")
 
     def __init__(
         self,
@@ -231,7 +250,10 @@ def rebalanced_weights(
 
     ``r_{ik} = (1/n_k) / sum_{j in y_i} (1/n_j)`` (class-level over instance-level sampling rate under
     class-aware sampling), then the smoothing map ``w_{ik} = map_alpha + sigmoid(map_beta (r_{ik} - map_mu))``.
-    A row with no positive label has no defined ``r``; its weights are set to 1 (plain BCE for that image).
+    A row with no positive label has instance-level sampling rate 0, so r = ∞ and its weights are the
+    formula's limit ``1 + map_alpha`` (as the DB reference and timm compute them). ``map_alpha >= 0`` and
+    ``map_beta >= 0`` keep every weight positive. Computed in the dtype of ``target`` (float32 for an
+    integer target).
     """
     counts = _as_counts(class_counts)
     if (
@@ -241,8 +263,8 @@ def rebalanced_weights(
     ):
         shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
         raise ValueError(f"target must be a (N, {counts.numel()}) multi-hot tensor, got {shape}")
-    alpha = check_float("map_alpha", map_alpha)
-    beta = check_float("map_beta", map_beta)
+    alpha = check_float("map_alpha", map_alpha, low=0.0)
+    beta = check_float("map_beta", map_beta, low=0.0)
     mu = check_float("map_mu", map_mu)
     dtype = target.dtype if target.is_floating_point() else torch.float32
     return _rebalanced(target.to(dtype), 1.0 / counts, alpha, beta, mu)
@@ -255,7 +277,7 @@ def _rebalanced(
     rate = (target * inv).sum(dim=1, keepdim=True)
     r = inv[None, :] / rate.clamp_min(torch.finfo(target.dtype).tiny)
     w = alpha + torch.sigmoid(beta * (r - mu))
-    return torch.where(rate > 0, w, torch.ones_like(w))
+    return torch.where(rate > 0, w, torch.full_like(w, 1.0 + alpha))  # r = ∞: sigmoid(∞) + alpha
 
 
 def ntr_bias(
@@ -264,7 +286,7 @@ def ntr_bias(
     init_bias: float,
     neg_scale: float,
 ) -> torch.Tensor:
-    """NTR logit shift ``b_k = -(init_bias / neg_scale) log(N / n_k - 1)`` (float32, shape (C,)).
+    """NTR logit shift ``b_k = -(init_bias / neg_scale) log(N / n_k - 1)`` (float64, shape (C,)).
 
     This is ``-v_k`` of the paper's Eq. (10) with ``psi = init_bias / neg_scale`` (kappa / lambda): the
     reference code divides kappa by lambda, the paper's notation does not show it.
@@ -278,11 +300,11 @@ def ntr_bias(
             f"every class count must be < num_samples={n} for log(N/n_k - 1) to be finite, "
             f"got max count {counts.max().item()}"
         )
-    return (-(kappa / lam) * torch.log(n / counts - 1.0)).float()
+    return -(kappa / lam) * torch.log(n / counts - 1.0)
 
 
 @register("rbce")
-class DistributionBalancedLoss(nn.Module):
+class RebalancedBCELoss(_ReprMixin, nn.Module):
     """Re-balanced BCE (R-BCE) with optional focal term, NTR (Eq. 10) or logit compensation (Eq. 12).
 
     With ``w`` the re-balanced weights (:func:`rebalanced_weights`, computed from the target, no gradient)
@@ -305,9 +327,12 @@ class DistributionBalancedLoss(nn.Module):
     No part is on unless its parameter is given (the reference constructor's defaults silently turn
     focal and NTR on; here they do not). ``reweight=False`` drops the re-balanced weights (all ones).
 
+    Class constants (``1/n_k``, the NTR shift) are kept in float64 and enter in the logits' dtype.
+
     Args:
         class_counts: positive training images per class, ``n_k`` (all > 0).
-        map_alpha, map_beta, map_mu: the smoothing map (VOC 0.1, 10, 0.3; COCO 0.1, 10, 0.2).
+        map_alpha, map_beta, map_mu: the smoothing map (VOC 0.1, 10, 0.3; COCO 0.1, 10, 0.2);
+            ``map_alpha >= 0``, ``map_beta >= 0``, ``map_mu`` finite.
         focal_gamma: ``None`` (off) or >= 0; focal_balance: > 0 (default 2.0, the reference's).
         neg_scale: NTR lambda > 0 (1 = off). init_bias: NTR kappa (0 = off; needs ``num_samples``).
         num_samples: number of training images N (needed when ``init_bias != 0``).
@@ -336,8 +361,8 @@ class DistributionBalancedLoss(nn.Module):
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
         self.num_classes = counts.numel()
-        self.map_alpha = check_float("map_alpha", map_alpha)
-        self.map_beta = check_float("map_beta", map_beta)
+        self.map_alpha = check_float("map_alpha", map_alpha, low=0.0)
+        self.map_beta = check_float("map_beta", map_beta, low=0.0)
         self.map_mu = check_float("map_mu", map_mu)
         self.focal_gamma = (
             None if focal_gamma is None else check_float("focal_gamma", focal_gamma, low=0.0)
@@ -364,16 +389,31 @@ class DistributionBalancedLoss(nn.Module):
                 )
             bias = ntr_bias(counts, num_samples, self.init_bias, self.neg_scale)
         else:
-            bias = torch.zeros(self.num_classes)
+            bias = torch.zeros(self.num_classes, dtype=torch.float64)
         self.num_samples = num_samples
-        self.register_buffer("class_counts", counts.float())
-        self.register_buffer("inv_counts", (1.0 / counts).float())
+        self.register_buffer("class_counts", counts)
+        self.register_buffer("inv_counts", 1.0 / counts)
         self.register_buffer("bias", bias)
         if logit_compensation:
             self.mu_pos = nn.Parameter(torch.zeros(self.num_classes))
             self.mu_neg = nn.Parameter(torch.zeros(self.num_classes))
             self.log_sigma_pos = nn.Parameter(torch.zeros(self.num_classes))
             self.log_sigma_neg = nn.Parameter(torch.zeros(self.num_classes))
+
+    multi_label = True
+    _repr_fields = (
+        "num_classes",
+        "map_alpha",
+        "map_beta",
+        "map_mu",
+        "focal_gamma",
+        "focal_balance",
+        "neg_scale",
+        "init_bias",
+        "num_samples",
+        "logit_compensation",
+        "reweight",
+    )
 
     @property
     def psi(self) -> float:
@@ -384,8 +424,7 @@ class DistributionBalancedLoss(nn.Module):
         """The (N, C) re-balanced weights for ``target`` (ones when ``reweight=False``)."""
         if not self.reweight:
             return torch.ones_like(target)
-        inv = self.inv_counts if target.dtype != torch.float64 else self.inv_counts.double()
-        return _rebalanced(target, inv, self.map_alpha, self.map_beta, self.map_mu)
+        return _rebalanced(target, self.inv_counts, self.map_alpha, self.map_beta, self.map_mu)
 
     def transformed_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_p, z_n)``: the logits seen by the positive and negative terms (NTR shift or LC)."""
@@ -411,8 +450,8 @@ class DistributionBalancedLoss(nn.Module):
 
 
 @register("rbce_focal")
-class RBCEFocalLoss(DistributionBalancedLoss):
-    """R-BCE-Focal: :class:`DistributionBalancedLoss` with the focal term on (gamma 2, balance 2)."""
+class RBCEFocalLoss(RebalancedBCELoss):
+    """R-BCE-Focal: :class:`RebalancedBCELoss` with the focal term on (gamma 2, balance 2)."""
 
     def __init__(
         self,
@@ -438,8 +477,8 @@ class RBCEFocalLoss(DistributionBalancedLoss):
 
 
 @register("rbce_ntr")
-class RBCENTRLoss(DistributionBalancedLoss):
-    """R-BCE+NTR: :class:`DistributionBalancedLoss` with NTR on. Defaults are the VOC config
+class RBCENTRLoss(RebalancedBCELoss):
+    """R-BCE+NTR: :class:`RebalancedBCELoss` with NTR on. Defaults are the VOC config
     (``neg_scale=5, init_bias=0.05``, psi = 0.01); COCO uses ``neg_scale=2`` (psi = 0.025), ``map_mu=0.2``.
     ``num_samples`` (training images) is required."""
 
@@ -469,7 +508,7 @@ class RBCENTRLoss(DistributionBalancedLoss):
 
 
 @register("rbce_focal_ntr")
-class DBLoss(DistributionBalancedLoss):
+class DBLoss(RebalancedBCELoss):
     """R-BCE-Focal+NTR, the shipped Distribution-Balanced (DB-Focal) loss: focal and NTR on, VOC defaults."""
 
     def __init__(
@@ -502,8 +541,8 @@ class DBLoss(DistributionBalancedLoss):
 
 
 @register("rbce_lc")
-class RBCELCLoss(DistributionBalancedLoss):
-    """R-BCE+LC: :class:`DistributionBalancedLoss` with learnable logit compensation (Eq. 12)."""
+class RBCELCLoss(RebalancedBCELoss):
+    """R-BCE+LC: :class:`RebalancedBCELoss` with learnable logit compensation (Eq. 12)."""
 
     def __init__(
         self,
@@ -526,7 +565,7 @@ class RBCELCLoss(DistributionBalancedLoss):
 
 
 @register("rbce_focal_lc")
-class RBCEFocalLCLoss(DistributionBalancedLoss):
+class RBCEFocalLCLoss(RebalancedBCELoss):
     """R-BCE-Focal+LC: focal term and learnable logit compensation (Eq. 12)."""
 
     def __init__(
@@ -551,3 +590,17 @@ class RBCEFocalLCLoss(DistributionBalancedLoss):
             num_classes=num_classes,
             reduction=reduction,
         )
+
+
+class DistributionBalancedLoss(RebalancedBCELoss):
+    """Deprecated name of :class:`RebalancedBCELoss` (R-BCE, registered as ``"rbce"``). timm's
+    ``DistributionBalancedLoss`` is the full DB loss, which is :class:`DBLoss` (``"rbce_focal_ntr"``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "DistributionBalancedLoss is renamed RebalancedBCELoss (plain R-BCE; the full DB loss, timm's "
+            "DistributionBalancedLoss, is DBLoss)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)

@@ -7,8 +7,10 @@ them simply does not receive them. Any other parameter the constructor does not 
 
 from __future__ import annotations
 
+import contextvars
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -17,6 +19,26 @@ _REGISTRY: dict[str, type[nn.Module]] = {}
 
 #: Parameters the engine passes to every loss; dropped where a constructor does not take them.
 ENGINE_PARAMS = ("num_classes", "class_counts")
+
+_SUPPLIED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "lpl_engine_supplied", default=frozenset()
+)
+
+
+def supplied_by_builder() -> frozenset[str]:
+    """Names of the :data:`ENGINE_PARAMS` that :func:`build_loss` passes to the loss being built (empty
+    outside it). A loss that warns about a parameter with no effect stays quiet about these: the engine
+    passes them to every loss, whether it uses them or not."""
+    return _SUPPLIED.get()
+
+
+@contextmanager
+def _building(names: frozenset[str]) -> Iterator[None]:
+    token = _SUPPLIED.set(names)
+    try:
+        yield
+    finally:
+        _SUPPLIED.reset(token)
 
 
 def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -62,4 +84,5 @@ def build_loss(name: str, **params: Any) -> nn.Module:
             raise ValueError(
                 f"loss {name!r} got unknown parameter {key!r}; allowed: {', '.join(sorted(allowed))}"
             )
-    return cls(**kwargs)
+    with _building(frozenset(k for k in ENGINE_PARAMS if k in kwargs)):
+        return cls(**kwargs)

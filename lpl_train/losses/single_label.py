@@ -15,15 +15,40 @@ code and the papers disagree or are silent, the choice made here is stated in th
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import perturbation as P
 from ..validation import check_float, check_int
 from .registry import register
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+class _ReprMixin:
+    """``extra_repr`` from the hyper-parameters named in ``_repr_fields`` (as the LPL losses show theirs)."""
+
+    _repr_fields: tuple[str, ...] = ()
+    #: Multi-label losses (elementwise (N, C) on multi-hot targets) set this to True.
+    multi_label: bool = False
+
+    def extra_repr(self) -> str:
+        parts = []
+        for name in (*self._repr_fields, "reduction"):
+            if hasattr(self, name):
+                value = getattr(self, name)
+                parts.append(f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}")
+        return ", ".join(parts)
+
 
 __all__ = [
     "CrossEntropyLoss",
@@ -57,6 +82,12 @@ def _check_reduction(reduction: Any) -> str:
     return reduction
 
 
+def _is_bool_dtype(value: Any) -> bool:
+    """A NumPy boolean array or scalar (counts must be numbers, not flags)."""
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and getattr(dtype, "kind", None) == "b"
+
+
 def _as_counts(
     class_counts: Any,
     num_classes: int | None = None,
@@ -68,10 +99,22 @@ def _as_counts(
     if class_counts is None:
         raise ValueError(f"{name} is required (one positive count per class), got None")
     if isinstance(class_counts, torch.Tensor):
+        if class_counts.dtype == torch.bool or class_counts.is_complex():
+            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
         counts = class_counts.detach().to("cpu", torch.float64)
     else:
+        if _is_bool_dtype(class_counts) or isinstance(class_counts, str | bytes):
+            raise TypeError(f"{name} must be a sequence of numbers, got {class_counts!r}")
         try:
-            counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+            values = list(class_counts)
+        except TypeError as exc:
+            raise TypeError(
+                f"{name} must be a sequence of numbers, got {type(class_counts).__name__}"
+            ) from exc
+        if any(isinstance(v, bool) or _is_bool_dtype(v) for v in values):
+            raise TypeError(f"{name} must hold numbers, not bools, got {values!r}")
+        try:
+            counts = torch.as_tensor(values, dtype=torch.float64)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"{name} must be a sequence of numbers, got {type(class_counts).__name__}"
@@ -107,7 +150,9 @@ def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
     return logits
 
 
-def _check_target(target: Any, n: int, num_classes: int) -> torch.Tensor:
+def _check_target(
+    target: Any, n: int, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
     if not isinstance(target, torch.Tensor):
         raise TypeError(
             f"target must be a torch.Tensor of class indices, got {type(target).__name__}"
@@ -120,11 +165,15 @@ def _check_target(target: Any, n: int, num_classes: int) -> torch.Tensor:
         raise TypeError(
             f"target must be an integer tensor of class indices, got dtype {target.dtype}"
         )
-    if n > 0:
-        lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one device read
+    if n > 0 and not _compiling():
+        t = target
+        if ignore_index is not None:
+            t = torch.where(t == ignore_index, torch.zeros_like(t), t)
+        lo, hi = torch.stack(torch.aminmax(t)).tolist()  # one device read
         if lo < 0 or hi >= num_classes:
+            extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
             raise ValueError(
-                f"target must hold class indices in [0, {num_classes - 1}], got values in [{lo}, {hi}]"
+                f"target must hold class indices in [0, {num_classes - 1}]{extra}, got values in [{lo}, {hi}]"
             )
     return target.long()
 
@@ -175,21 +224,92 @@ def _check_classifier(classifier: Any, feature_dim: int) -> nn.Linear:
 # --------------------------------------------------------------------------------------------------
 
 
+class _TorchCE(_ReprMixin, nn.Module):
+    """``weight``, ``ignore_index``, ``label_smoothing`` and probability targets as ``nn.CrossEntropyLoss``."""
+
+    num_classes: int | None = None
+
+    def _init_torch_ce(self, weight: Any, ignore_index: Any, label_smoothing: Any) -> None:
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer)
+        ):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.label_smoothing = check_float("label_smoothing", label_smoothing, low=0.0, high=1.0)
+        w = None
+        if weight is not None:
+            w = _as_counts(weight, self.num_classes, name="weight", allow_zero=True)
+        self.register_buffer("weight", w)  # float64; enters in the logits' dtype
+
+    def _targets(self, logits: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = _check_logits(logits)
+        c = logits.shape[1]
+        if self.num_classes is not None and c != self.num_classes:
+            raise ValueError(
+                f"logits have {c} columns but the loss was built for {self.num_classes} classes"
+            )
+        if self.weight is not None and self.weight.numel() != c:
+            raise ValueError(
+                f"weight has {self.weight.numel()} entries but logits have {c} columns"
+            )
+        if isinstance(target, torch.Tensor) and target.is_floating_point():
+            if target.dim() != 2:
+                raise TypeError(
+                    "target must be class indices (an integer tensor (N,)) or class probabilities (a "
+                    f"float tensor (N, C)), got a float tensor of shape {tuple(target.shape)}"
+                )
+            return logits, P.check_probability_target(target, logits)
+        return logits, _check_target(target, logits.shape[0], c, self.ignore_index)
+
+    def _cross_entropy(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            z,
+            target,
+            weight=None if self.weight is None else self.weight.to(z.dtype),
+            ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        out = super().extra_repr()
+        if self.weight is not None:
+            out += f", weight={[round(float(v), 6) for v in self.weight]}"
+        if self.ignore_index != -100:
+            out += f", ignore_index={self.ignore_index}"
+        if self.label_smoothing:
+            out += f", label_smoothing={self.label_smoothing}"
+        return out
+
+
 @register("ce")
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(_TorchCE):
     """Standard softmax cross-entropy, the "Basic"/ERM rows of Tables I-IV.
 
+    Takes class indices (N,) or class probabilities (N, C), ``weight``, ``ignore_index`` and
+    ``label_smoothing`` as ``nn.CrossEntropyLoss``.
+
     Args:
+        weight: per-class weights (C,) >= 0, or None.
+        ignore_index: class-index target value to ignore (default -100); None: none.
+        label_smoothing: in [0, 1].
         reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (per-sample, shape (N,)).
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        weight: Sequence[float] | torch.Tensor | None = None,
+        ignore_index: int | None = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
         super().__init__()
         self.reduction = _check_reduction(reduction)
+        self._init_torch_ce(weight, ignore_index, label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits, target = _check_pair(logits, target)
-        return F.cross_entropy(logits, target, reduction=self.reduction)
+        logits, target = self._targets(logits, target)
+        return self._cross_entropy(logits, target)
 
 
 def _log_prior(class_counts: Any, num_classes: int | None = None) -> torch.Tensor:
@@ -197,59 +317,96 @@ def _log_prior(class_counts: Any, num_classes: int | None = None) -> torch.Tenso
     return torch.log(counts / counts.sum())
 
 
+def _lam_alias(lam: float, tau: float | None, where: str) -> float:
+    """``tau``, the former name of the logit-adjustment scale, as a deprecated alias of ``lam``."""
+    if tau is None:
+        return lam
+    warnings.warn(
+        f"{where}: the scale of the adjustment is now called lam (as in la_lpl, where tau is the split "
+        "threshold); tau is a deprecated alias",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if lam != 1.0:
+        raise ValueError(f"{where}: give the scale once, as lam (tau is its deprecated alias)")
+    return tau
+
+
 @register("la")
-class LogitAdjustedLoss(nn.Module):
+class LogitAdjustedLoss(_TorchCE):
     """Logit-adjusted softmax cross-entropy (Menon et al., 2021), the paper's Eqs. (2)-(4).
 
-    ``loss = CE(u + tau * log(pi), y)`` with ``pi_c = n_c / sum_j n_j`` the training label prior, i.e. the
-    class-level perturbation ``delta = tau * log(pi)`` of Eq. (3) (the paper calls ``tau`` lambda). The
-    reference adds ``1e-12`` inside the log; with positive counts that changes nothing measurable, so the
-    log prior is exact here. ``tau = 0`` is plain CE. The paper searches ``tau`` in {0.5, 1, 1.5, 2, 2.5}.
+    ``loss = CE(u + lam * log(pi), y)`` with ``pi_c = n_c / sum_j n_j`` the training label prior, i.e. the
+    class-level perturbation ``delta = lam * log(pi)`` of Eq. (3) (the paper's lambda, Menon et al.'s
+    tau; ``la_lpl`` calls it ``lam`` too). The reference adds ``1e-12`` inside the log; with positive
+    counts that changes nothing measurable, so the log prior is exact here (float64; it enters in the
+    logits' dtype). ``lam = 0`` is plain CE. The paper searches it in {0.5, 1, 1.5, 2, 2.5}.
 
     Args:
         class_counts: training samples per class (all > 0).
-        tau: scale of the adjustment, >= 0 (default 1.0, the reference default).
+        lam: scale of the adjustment, >= 0 (default 1.0, the reference default).
         num_classes: optional, checked against ``len(class_counts)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        tau: deprecated alias of ``lam``.
+        weight, ignore_index, label_smoothing: as ``nn.CrossEntropyLoss`` (class indices or probability
+            targets are accepted as there).
     """
+
+    _repr_fields = ("lam",)
 
     def __init__(
         self,
         class_counts: Sequence[float] | torch.Tensor | None = None,
-        tau: float = 1.0,
+        lam: float = 1.0,
         num_classes: int | None = None,
         reduction: str = "mean",
+        tau: float | None = None,
+        weight: Sequence[float] | torch.Tensor | None = None,
+        ignore_index: int | None = -100,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        self.tau = check_float("tau", tau, low=0.0)
+        lam = _lam_alias(lam, tau, "la")
+        self.lam = check_float("tau" if tau is not None else "lam", lam, low=0.0)
         self.reduction = _check_reduction(reduction)
-        self.register_buffer("log_prior", _log_prior(class_counts, num_classes).float())
+        self.register_buffer("log_prior", _log_prior(class_counts, num_classes))
         self.num_classes = self.log_prior.numel()
+        self._init_torch_ce(weight, ignore_index, label_smoothing)
+
+    @property
+    def tau(self) -> float:
+        """Deprecated name of :attr:`lam`."""
+        return self.lam
 
     def adjusted_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """The perturbed logits ``u + tau * log(pi)`` (Eq. 3)."""
+        """The perturbed logits ``u + lam * log(pi)`` (Eq. 3)."""
         logits = _check_logits(logits)
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"logits have {logits.shape[1]} columns, expected {self.num_classes}")
-        return logits + self.tau * self.log_prior.to(logits.dtype)
+        return logits + self.lam * self.log_prior.to(logits.dtype)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits, target = _check_pair(logits, target, self.num_classes)
-        return F.cross_entropy(self.adjusted_logits(logits), target, reduction=self.reduction)
+        logits, target = self._targets(logits, target)
+        return self._cross_entropy(self.adjusted_logits(logits), target)
 
 
 def logit_adjust_posthoc(
-    logits: torch.Tensor, class_counts: Sequence[float] | torch.Tensor, tau: float = 1.0
+    logits: torch.Tensor,
+    class_counts: Sequence[float] | torch.Tensor,
+    lam: float = 1.0,
+    tau: float | None = None,
 ) -> torch.Tensor:
-    """Post-hoc logit adjustment (Menon et al., 2021): ``u - tau * log(pi)`` for a model trained with CE.
+    """Post-hoc logit adjustment (Menon et al., 2021): ``u - lam * log(pi)`` for a model trained with CE.
 
-    Predict with ``argmax`` of the returned logits. ``tau`` >= 0; the reference sweeps
-    {0.25, 0.5, 0.75, 1, 1.5, 2}. This is the opposite sign of the training-time perturbation of Eq. (3).
+    Predict with ``argmax`` of the returned logits. ``lam`` >= 0 (``tau`` is its deprecated alias); the
+    reference sweeps {0.25, 0.5, 0.75, 1, 1.5, 2}. This is the opposite sign of the training-time
+    perturbation of Eq. (3).
     """
+    lam = _lam_alias(lam, tau, "logit_adjust_posthoc")
     logits = _check_logits(logits)
-    tau = check_float("tau", tau, low=0.0)
+    lam = check_float("tau" if tau is not None else "lam", lam, low=0.0)
     log_prior = _log_prior(class_counts, logits.shape[1]).to(logits.device, logits.dtype)
-    return logits - tau * log_prior
+    return logits - lam * log_prior
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,14 +422,14 @@ def class_balanced_weights(
     ``w_c = (1 - beta) / (1 - beta ** n_c)``, normalised so that ``sum_c w_c = C`` (as the reference does,
     to keep the loss on the scale of the unweighted one). ``beta`` in (0, 1); as ``beta -> 1`` the weights
     tend to ``C * (1/n_c) / sum_j (1/n_j)`` (inverse frequency), as ``beta -> 0`` to all ones.
-    Computed in float64; returns a float32 tensor of shape (C,).
+    Computed and returned in float64, shape (C,).
     """
     beta = check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
     counts = _as_counts(class_counts)
     # 1 - beta**n computed as -expm1(n * log(beta)) to keep precision for beta close to 1.
     effective = -torch.expm1(counts * math.log(beta))
     w = -math.expm1(math.log(beta)) / effective
-    return (w * counts.numel() / w.sum()).float()
+    return w * counts.numel() / w.sum()
 
 
 class DRWSchedule:
@@ -301,7 +458,7 @@ class DRWSchedule:
         self._balanced = class_balanced_weights(self.counts, self.beta)
 
     def weights(self, epoch: int) -> torch.Tensor:
-        """Per-class weights (float32, shape (C,)) for the 0-indexed ``epoch``."""
+        """Per-class weights (float64, shape (C,)) for the 0-indexed ``epoch``."""
         check_int("epoch", epoch, minimum=0)
         if epoch >= self.drw_epoch:
             return self._balanced.clone()
@@ -310,15 +467,16 @@ class DRWSchedule:
 
 def ldam_margins(class_counts: Sequence[float] | torch.Tensor, max_m: float = 0.5) -> torch.Tensor:
     """LDAM margins ``m_c = K * n_c^(-1/4)`` with ``K`` such that ``max_c m_c = max_m`` (Eq. 8's
-    ``C * pi_k^(-1/4)``; priors and counts differ by a constant absorbed in ``K``). Float32, shape (C,)."""
-    max_m = check_float("max_m", max_m, low=0.0, low_open=True)
+    ``C * pi_k^(-1/4)``; priors and counts differ by a constant absorbed in ``K``). Float64, shape (C,);
+    ``max_m = 0`` gives no margin (an ablation)."""
+    max_m = check_float("max_m", max_m, low=0.0)
     counts = _as_counts(class_counts)
     m = counts.pow(-0.25)
-    return (m * (max_m / m.max())).float()
+    return m * (max_m / m.max())
 
 
 @register("ldam")
-class LDAMLoss(nn.Module):
+class LDAMLoss(_ReprMixin, nn.Module):
     """Label-distribution-aware margin loss (Cao et al., 2019), the paper's Eqs. (8)-(9), with optional DRW.
 
     ``loss_i = w_{y_i} * CE(s * (u_i - m_{y_i} e_{y_i}), y_i)``: the true-class logit is lowered by its margin
@@ -326,14 +484,20 @@ class LDAMLoss(nn.Module):
     head :class:`lpl_train.models.heads.NormedLinear` (models built with ``use_norm=True``), whose logits lie
     in [-1, 1]; ``s`` is then the inverse temperature.
 
-    The weights ``w`` are all ones unless ``drw_epoch`` is given; then :meth:`set_epoch` (called by the engine
-    at the start of each epoch) switches to class-balanced weights (``drw_beta``) from that 0-indexed epoch
-    (see :class:`DRWSchedule`). As in the reference (``F.cross_entropy(weight=w)``), the ``"mean"`` reduction
-    is the weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``; ``"none"`` returns ``w_{y_i} l_i``.
+    The weights ``w`` are all ones unless ``drw_epoch`` is given; then the epoch hook
+    ``loss.set_epoch(epoch, total_epochs)`` switches to class-balanced weights (``drw_beta``) from that
+    0-indexed epoch (see :class:`DRWSchedule`). The engine calls it at the start of each epoch; in your own
+    loop call it yourself, or DRW never starts (a warning says so at the first training step without it).
+    As in the reference (``F.cross_entropy(weight=w)``), the ``"mean"`` reduction is the weighted mean
+    ``sum_i w_{y_i} l_i / sum_i w_{y_i}``; ``"none"`` returns ``w_{y_i} l_i``.
+
+    The first training-mode call warns if the logits are evidently not cosines (some ``|u| > 1``): on raw
+    logits ``s`` blows the loss up (hundreds); use ``NormedLinear`` from ``lpl_train.models.heads`` as the
+    classifier.
 
     Args:
         class_counts: training samples per class (all > 0).
-        max_m: largest margin, > 0 (default 0.5; the LDAM authors use 0.3 on iNaturalist).
+        max_m: largest margin, >= 0 (default 0.5; the LDAM authors use 0.3 on iNaturalist; 0 = no margin).
         s: logit scale, > 0 (default 30).
         drw_epoch: 0-indexed epoch at which DRW switches re-weighting on; ``None`` (default) = never.
         drw_beta: class-balanced beta for DRW, in (0, 1) (default 0.9999).
@@ -354,18 +518,47 @@ class LDAMLoss(nn.Module):
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
         self.s = check_float("s", s, low=0.0, low_open=True)
-        self.max_m = check_float("max_m", max_m, low=0.0, low_open=True)
+        self.max_m = check_float("max_m", max_m, low=0.0)
         self.reduction = _check_reduction(reduction)
         self.schedule = None if drw_epoch is None else DRWSchedule(counts, drw_epoch, drw_beta)
+        self.drw_epoch = drw_epoch
+        self.drw_beta = None if self.schedule is None else self.schedule.beta
         self.num_classes = counts.numel()
         self.register_buffer("margins", ldam_margins(counts, self.max_m))
-        self.register_buffer("weight", torch.ones(self.num_classes))
+        self.register_buffer("weight", torch.ones(self.num_classes, dtype=torch.float64))
+        self._epoch_seen = False
+        self._logits_checked = False
+
+    _repr_fields = ("max_m", "s", "drw_epoch", "drw_beta")
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
-        """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``)."""
+        """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
+        Call it at the start of every epoch."""
         epoch, _ = _check_epoch(epoch, total_epochs)
+        self._epoch_seen = True
         if self.schedule is not None:
             self.weight.copy_(self.schedule.weights(epoch))
+
+    def _warn_plug_in(self, logits: torch.Tensor) -> None:
+        """Once, in training mode: DRW configured but no epoch hook; logits that are not cosines."""
+        if self.schedule is not None and not self._epoch_seen:
+            self._epoch_seen = True
+            warnings.warn(
+                f"ldam: drw_epoch={self.drw_epoch} is set but set_epoch(epoch, total_epochs) was never "
+                "called, so the DRW weights stay at 1; call loss.set_epoch at the start of every epoch",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not self._logits_checked:
+            self._logits_checked = True
+            top = float(logits.detach().abs().max()) if logits.numel() else 0.0
+            if top > 1.0 + 1e-3:
+                warnings.warn(
+                    f"ldam expects cosine logits in [-1, 1] (the NormedLinear head of "
+                    f"lpl_train.models.heads), got |logit| up to {top:.3g}; s={self.s} scales them",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     def margin_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The perturbed, scaled logits ``s * (u - m_y e_y)`` (Eq. 9 before the scale)."""
@@ -376,6 +569,8 @@ class LDAMLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = _check_pair(logits, target, self.num_classes)
+        if self.training and not _compiling():
+            self._warn_plug_in(logits)
         z = self.margin_logits(logits, target)
         w = self.weight.to(z.dtype)
         per = F.cross_entropy(z, target, reduction="none") * w[target]
@@ -410,7 +605,7 @@ def _sigmoid_focal_onehot(logits: torch.Tensor, target: torch.Tensor, gamma: flo
 
 
 @register("focal")
-class FocalLoss(nn.Module):
+class FocalLoss(_ReprMixin, nn.Module):
     """Softmax focal loss (Lin et al., 2017): ``-(1 - p_y)^gamma log p_y``, the "Focal Loss" rows.
 
     ``gamma = 0`` is CE. Default ``gamma = 1.0``, the value the LDAM-DRW and class-balanced CIFAR-LT scripts
@@ -420,6 +615,8 @@ class FocalLoss(nn.Module):
         gamma: focusing parameter, >= 0.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
+
+    _repr_fields = ("gamma",)
 
     def __init__(self, gamma: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
@@ -434,7 +631,9 @@ class FocalLoss(nn.Module):
 _VARIANTS = ("softmax", "sigmoid")
 
 
-class _ClassBalancedBase(nn.Module):
+class _ClassBalancedBase(_ReprMixin, nn.Module):
+    _repr_fields = ("beta", "gamma", "variant")
+
     def __init__(
         self,
         class_counts: Any,
@@ -575,6 +774,18 @@ class _LazyFeatureState(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def _upcast(features: torch.Tensor, classifier: nn.Module) -> torch.Tensor:
+    """Half-precision features (autocast) meet a float32/float64 classifier in the classifier's dtype."""
+    weight = getattr(classifier, "weight", None)
+    if (
+        features.dtype in (torch.float16, torch.bfloat16)
+        and isinstance(weight, torch.Tensor)
+        and weight.dtype != features.dtype
+    ):
+        return features.to(weight.dtype)
+    return features
+
+
 def _check_features(
     features: Any, target: Any, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -593,7 +804,7 @@ def _check_features(
 
 
 @register("isda")
-class ISDALoss(_LazyFeatureState):
+class ISDALoss(_ReprMixin, _LazyFeatureState):
     """Implicit semantic data augmentation (Wang et al., 2019), the paper's Eqs. (5)-(7).
 
     Called as ``loss(features, target, classifier)`` (``needs_features = True``): ``features`` (N, F) from
@@ -629,6 +840,7 @@ class ISDALoss(_LazyFeatureState):
 
     needs_features = True
     _lazy_buffers = ("covariance", "mean")
+    _repr_fields = ("num_classes", "lambda0", "feature_dim", "diagonal")
 
     def __init__(
         self,
@@ -734,6 +946,7 @@ class ISDALoss(_LazyFeatureState):
                 f"classifier has {classifier.out_features} outputs, expected {self.num_classes}"
             )
         self._ensure(features)
+        features = _upcast(features, classifier)
         logits = classifier(features)
         if self.lam == 0.0:
             return logits
@@ -765,7 +978,7 @@ def _cos_multiple(cos: torch.Tensor, m: int) -> torch.Tensor:
 
 
 @register("large_margin")
-class LargeMarginSoftmaxLoss(nn.Module):
+class LargeMarginSoftmaxLoss(_ReprMixin, nn.Module):
     """Large-margin softmax (L-Softmax, Liu et al., 2016), the "Large Margin" rows of Tables I-II.
 
     Called as ``loss(features, target, classifier)`` (``needs_features = True``). With ``W`` the classifier
@@ -788,6 +1001,7 @@ class LargeMarginSoftmaxLoss(nn.Module):
     """
 
     needs_features = True
+    _repr_fields = ("margin", "beta_base", "beta_gamma", "beta_power", "beta_min")
 
     def __init__(
         self,
@@ -855,7 +1069,7 @@ class LargeMarginSoftmaxLoss(nn.Module):
 
 
 @register("disturb_label")
-class DisturbLabelLoss(nn.Module):
+class DisturbLabelLoss(_ReprMixin, nn.Module):
     """DisturbLabel (Xie et al., 2016), the "Disturb Label" rows of Tables I-II.
 
     In training mode each sample's label is, with probability ``alpha``, replaced by a label drawn
@@ -869,6 +1083,8 @@ class DisturbLabelLoss(nn.Module):
         seed: int seed.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
+
+    _repr_fields = ("alpha", "seed")
 
     def __init__(self, alpha: float = 0.1, seed: int = 0, reduction: str = "mean") -> None:
         super().__init__()
@@ -899,7 +1115,7 @@ class DisturbLabelLoss(nn.Module):
 
 
 @register("center")
-class CenterLoss(_LazyFeatureState):
+class CenterLoss(_ReprMixin, _LazyFeatureState):
     """Softmax CE plus center loss (Wen et al., 2016), the "Center Loss" rows of Tables I-II.
 
     Called as ``loss(features, target, classifier)`` (``needs_features = True``):
@@ -922,6 +1138,7 @@ class CenterLoss(_LazyFeatureState):
 
     needs_features = True
     _lazy_buffers = ("centers",)
+    _repr_fields = ("num_classes", "weight", "alpha", "feature_dim")
 
     def __init__(
         self,
@@ -962,7 +1179,12 @@ class CenterLoss(_LazyFeatureState):
     ) -> torch.Tensor:
         features, target = _check_features(features, target, self.num_classes)
         classifier = _check_classifier(classifier, features.shape[1])
+        if classifier.out_features != self.num_classes:
+            raise ValueError(
+                f"classifier has {classifier.out_features} outputs, expected num_classes={self.num_classes}"
+            )
         self._ensure(features)
+        features = _upcast(features, classifier)
         ce = F.cross_entropy(classifier(features), target, reduction="none")
         centers = self.centers.to(features.dtype)[target]
         per = ce + 0.5 * self.weight * (features - centers).pow(2).sum(dim=1)
@@ -977,7 +1199,7 @@ class CenterLoss(_LazyFeatureState):
 
 
 @register("lq")
-class GeneralizedCELoss(nn.Module):
+class GeneralizedCELoss(_ReprMixin, nn.Module):
     """Generalised cross-entropy L_q (Zhang & Sabuncu, 2018), the "Lq Loss" rows of Tables I-II.
 
     ``loss_i = (1 - p_{y_i}^q) / q`` with ``p`` the softmax. ``q -> 0`` gives CE, ``q = 1`` gives
@@ -987,6 +1209,8 @@ class GeneralizedCELoss(nn.Module):
         q: in (0, 1] (default 0.7, the paper's choice).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
+
+    _repr_fields = ("q",)
 
     def __init__(self, q: float = 0.7, reduction: str = "mean") -> None:
         super().__init__()

@@ -22,7 +22,11 @@ import csv
 import io
 import json
 import math
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path

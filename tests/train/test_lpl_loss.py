@@ -305,7 +305,7 @@ def test_bad_forward_inputs():
         loss(u[:, :4], y)
     with pytest.raises(ValueError, match="target must have shape"):
         loss(u, y[:-1])
-    with pytest.raises(TypeError, match="target must hold integer"):
+    with pytest.raises(TypeError, match="target must be class indices"):
         loss(u, y.float())
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
         loss(u, torch.full_like(y, 5))

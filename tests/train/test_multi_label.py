@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lpl_train.losses import build_loss
 from lpl_train.losses.multi_label import (
     ClassBalancedFocalBCELoss,
-    DistributionBalancedLoss,
+    RebalancedBCELoss,
     ntr_bias,
     rebalanced_weights,
 )
@@ -89,7 +89,7 @@ def test_bce_hand_computed():
 
 def test_rw_bce_weights_are_inverse_frequency_summing_to_c():
     loss = _build("rw_bce")
-    inv = torch.tensor([1 / n for n in COUNTS])
+    inv = torch.tensor([1 / n for n in COUNTS], dtype=torch.float64)
     torch.testing.assert_close(loss.weight, 4 * inv / inv.sum())
     z, y = _data()
     bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
@@ -115,9 +115,9 @@ def test_cb_focal_bce_sample_weights_average_positive_classes():
     cw = class_balanced_weights(COUNTS, 0.9)
     y = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     w = loss.sample_weights(y)
-    torch.testing.assert_close(
-        w, torch.stack([(cw[0] + cw[2]) / 2, torch.tensor(1.0), cw[1]])[:, None]
-    )
+    # an image with no positive label: weight 1, the mean class weight (they sum to C)
+    expected_w = torch.stack([(cw[0] + cw[2]) / 2, cw.mean(), cw[1]])[:, None]
+    torch.testing.assert_close(w, expected_w.float())
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
     bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
     expected = 2.0 * (1 - torch.exp(-bce)) ** 2 * w * bce
@@ -135,8 +135,9 @@ def test_rebalanced_weights_hand_computed():
     # before the smoothing map: invert it and recover r = (1/n_k) / sum_{j in y_i} 1/n_j
     w = rebalanced_weights(y, counts, map_alpha=0.0, map_beta=1.0, map_mu=0.0)
     torch.testing.assert_close(torch.log(w / (1 - w)), r)
-    no_pos = rebalanced_weights(torch.zeros(1, 3), counts)
-    torch.testing.assert_close(no_pos, torch.ones(1, 3))
+    # no positive label: instance sampling rate 0, r = inf, weight sigmoid(inf) + map_alpha
+    no_pos = rebalanced_weights(torch.zeros(1, 3), counts, map_alpha=0.25)
+    torch.testing.assert_close(no_pos, torch.full((1, 3), 1.25))
 
 
 def test_rbce_is_rebalanced_weighted_bce():
@@ -145,7 +146,7 @@ def test_rbce_is_rebalanced_weighted_bce():
     w = rebalanced_weights(y, COUNTS)
     bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
     torch.testing.assert_close(loss(z, y), w * bce)
-    plain = DistributionBalancedLoss(COUNTS, reweight=False, reduction="none")
+    plain = RebalancedBCELoss(COUNTS, reweight=False, reduction="none")
     torch.testing.assert_close(plain(z, y), bce)
 
 
@@ -156,15 +157,16 @@ def test_ntr_lambda_one_kappa_zero_is_bce():
         "rbce_ntr", class_counts=COUNTS, num_samples=N_TRAIN, neg_scale=1.0, init_bias=0.0
     )
     torch.testing.assert_close(ntr.double()(z, y), (rebalanced_weights(y, COUNTS) * bce).mean())
-    base = DistributionBalancedLoss(COUNTS, neg_scale=1.0, init_bias=0.0, reweight=False)
+    base = RebalancedBCELoss(COUNTS, neg_scale=1.0, init_bias=0.0, reweight=False)
     torch.testing.assert_close(base(z, y), bce.mean())
 
 
 def test_ntr_bias_hand_computed_and_psi_mapping():
     # N = 10, n = (2, 5, 8), kappa .1, lambda 2: b = -.05 log(N/n - 1) = -.05 (log 4, 0, log .25)
     b = ntr_bias([2, 5, 8], 10, init_bias=0.1, neg_scale=2.0)
-    torch.testing.assert_close(b, torch.tensor([-0.05 * math.log(4), 0.0, 0.05 * math.log(4)]))
-    loss = DistributionBalancedLoss(
+    expected = torch.tensor([-0.05 * math.log(4), 0.0, 0.05 * math.log(4)], dtype=torch.float64)
+    torch.testing.assert_close(b, expected, rtol=0, atol=1e-15)
+    loss = RebalancedBCELoss(
         [2, 5, 8], neg_scale=2.0, init_bias=0.1, num_samples=10, reweight=False
     )
     assert loss.psi == pytest.approx(0.05)
@@ -179,7 +181,7 @@ def test_ntr_bias_hand_computed_and_psi_mapping():
 
 
 def test_db_focal_uses_unweighted_pt_on_transformed_logits():
-    loss = DistributionBalancedLoss(
+    loss = RebalancedBCELoss(
         [2, 5, 8],
         focal_gamma=2.0,
         focal_balance=2.0,
@@ -255,7 +257,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="beta must be in"):
         build_loss("cb_focal_bce", class_counts=COUNTS, beta=1.0)
     with pytest.raises(ValueError, match="cannot be combined with NTR"):
-        DistributionBalancedLoss(COUNTS, logit_compensation=True, neg_scale=2.0)
+        RebalancedBCELoss(COUNTS, logit_compensation=True, neg_scale=2.0)
     with pytest.raises(ValueError, match="unknown parameter 'neg_scale'"):
         build_loss("rbce_focal", class_counts=COUNTS, neg_scale=2.0)
 

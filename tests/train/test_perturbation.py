@@ -419,3 +419,49 @@ def test_index_and_matmul_class_means_agree(normalize_step):
         assert torch.allclose(a, out.delta, atol=1e-12)
     with pytest.raises(ValueError, match="class_mean"):
         P.pgd_like_perturbation(*args, class_mean="loop", **kw)
+
+
+# ------------------------------------------------------------------------------------------ row masks
+def _pgd_inputs(n=30, c=6, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(n, c, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, c, (n,), generator=g)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0], dtype=torch.float64)[:c]
+    bounds = torch.full((c,), 0.3, dtype=torch.float64)
+    steps = torch.tensor([3, 1, 2, 3, 0, 3])[:c]
+    return u, y, sign, bounds, steps
+
+
+@pytest.mark.parametrize("class_mean", ["index", "matmul"])
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_all_kept_rows_and_unit_weights_give_the_same_bits(class_mean, normalize_step):
+    u, y, sign, bounds, steps = _pgd_inputs()
+    kw = dict(alpha=0.1, max_steps=3, normalize_step=normalize_step, class_mean=class_mean)
+    for dtype in (torch.float32, torch.float64):
+        x = u.to(dtype)
+        plain = P.pgd_like_perturbation(x, y, sign, bounds, steps, **kw)
+        kept = P.pgd_like_perturbation(
+            x, y, sign, bounds, steps, keep=torch.ones(30, dtype=torch.bool), **kw
+        )
+        unit = P.pgd_like_perturbation(
+            x, y, sign, bounds, steps, weight=torch.ones(30, dtype=dtype), **kw
+        )
+        assert torch.equal(plain, kept) and torch.equal(plain, unit)
+
+
+@pytest.mark.parametrize("class_mean", ["index", "matmul"])
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_rows_not_kept_do_not_move_their_class(class_mean, normalize_step):
+    u, y, sign, bounds, steps = _pgd_inputs()
+    keep = torch.ones(30, dtype=torch.bool)
+    keep[[0, 5, 11, 12, 29]] = False
+    kw = dict(alpha=0.1, max_steps=3, normalize_step=normalize_step, class_mean=class_mean)
+    masked = P.pgd_like_perturbation(u, y, sign, bounds, steps, keep=keep, **kw)
+    subset = P.pgd_like_perturbation(u[keep], y[keep], sign, bounds, steps, **kw)
+    assert torch.isfinite(masked).all()
+    torch.testing.assert_close(masked[keep], subset, rtol=0, atol=1e-13)
+    # the same through the weighted form (0/1 masses)
+    weighted = P.pgd_like_perturbation(u, y, sign, bounds, steps, weight=keep.double(), **kw)
+    torch.testing.assert_close(weighted[keep], subset, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="at most one of weight and keep"):
+        P.pgd_like_perturbation(u, y, sign, bounds, steps, weight=keep.double(), keep=keep, **kw)

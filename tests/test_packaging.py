@@ -1,0 +1,121 @@
+"""Packaging: the plug-in losses import with the core dependencies alone, the metadata is what it says,
+and `make` reinstalls torch when TORCH_SPEC changes."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    BLOCKED = {"scipy", "sympy", "matplotlib", "tqdm", "PIL", "sklearn", "lpl_theory"}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    """
+)
+
+
+def test_plug_in_losses_need_only_the_core_dependencies():
+    code = BLOCKER + textwrap.dedent(
+        """
+        import torch
+        import lpl_train.losses as L
+        from lpl_train.losses import LPLLoss, LALPLLoss, MultiLabelLPLLoss, build_loss
+        from lpl_train.loss_variation import LossVariation
+        from lpl_train.models.heads import NormedLinear
+        u = torch.randn(8, 3)
+        y = torch.arange(8) % 3
+        print(float(LPLLoss(3)(u, y)) > 0, len(L.available_losses()) > 20)
+        try:
+            import scipy  # noqa: F401
+        except ModuleNotFoundError:
+            print("blocked")
+        print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["True True", "blocked", "[]"], out.stdout
+
+
+def test_metadata_core_and_extras():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert meta["name"] != "lpl"  # taken on the package index by an unrelated project
+    assert meta["requires-python"] == ">=3.10"
+    assert meta["license"] == "MIT" and meta["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+    core = {d.split(">")[0].split("=")[0].split(";")[0].strip() for d in meta["dependencies"]}
+    assert core == {"numpy", "torch", "tomli"}
+    extras = meta["optional-dependencies"]
+    assert set(extras) == {"theory", "train", "notebooks", "dev"}
+
+    def names(reqs):
+        return {r.split(">")[0].split("=")[0].strip() for r in reqs}
+
+    for extra in ("theory", "train", "notebooks"):
+        assert names(extras[extra]) - {"jupyterlab"} <= names(extras["dev"]), extra
+    for pkg in ("lpl_train", "lpl_theory"):
+        assert (ROOT / pkg / "py.typed").exists()
+
+
+def test_version_flags_of_both_command_lines():
+    import lpl_train
+
+    for args in (["-m", "lpl_train", "--version"], ["-m", "lpl_theory", "--version"]):
+        out = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().endswith(lpl_train.__version__)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_reinstalls_torch_when_the_spec_changes(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    fake = venv / "bin" / "python"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n', encoding="utf-8")
+    fake.chmod(0o755)
+
+    def make(spec):
+        if log.exists():
+            log.unlink()
+        env = {**os.environ, "MAKEFLAGS": ""}
+        subprocess.run(
+            ["make", "-s", "install", f"VENV={venv}", f"TORCH_SPEC={spec}", "PIP_FIND="],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        return log.read_text(encoding="utf-8") if log.exists() else ""
+
+    first = make("torch==2.13.0")
+    assert "install -q torch==2.13.0" in first and "-e .[dev]" in first
+    assert make("torch==2.13.0") == ""  # up to date: nothing runs
+    calls = make("torch>=2.2,<3")
+    assert "install -q torch>=2.2,<3" in calls and "-e .[dev]" in calls
+    assert make("torch>=2.2,<3") == ""
