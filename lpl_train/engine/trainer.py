@@ -218,6 +218,9 @@ class _Trainer:
                 test = evaluate(self.model, comps.test_loader, *args)
                 record.update({f"test_{k}": v for k, v in test.items()})
                 self.best = _update_best(self.best, record, epoch, comps.multi_label)
+                if self.best_val.get("epoch") == epoch:  # the test score of the epoch chosen on val
+                    key = "test_map" if comps.multi_label else "test_top1_error"
+                    self.best_val = {**self.best_val, key: record.get(key)}
             if dist.world > 1:
                 torch.distributed.barrier()
         record["best"] = dict(self.best)

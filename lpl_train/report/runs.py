@@ -11,8 +11,10 @@ Single-label rows show the top-1 error overall and of the many/medium/few groups
 total and head/medium/tail, with the groups of :class:`lpl_train.report.stats.GroupRule` (by default the
 paper's count thresholds; ``--groups ranks`` for rank thirds); the table's first line says which.
 
-The metric reported is the last epoch's (``final``) and, beside it, the best epoch's (``best``): the paper
-does not say which one its tables hold (the LDAM code prints the best epoch, the long-tail LPL code the last).
+The metric reported is the last epoch's (``final``) and, beside it, the test metric at the epoch chosen on
+the validation split (``best_val``; "—" without a validation split). The paper does not say which one its
+tables hold (the LDAM code prints the best *test* epoch, the long-tail LPL code the last); the best test
+epoch is not reported here, since choosing an epoch on the test set overstates the result.
 Standard deviations are sample standard deviations (n − 1); with one seed they are omitted.
 """
 
@@ -288,6 +290,15 @@ def aggregate(
     return rows
 
 
+def _at_best_val(final: dict[str, Any], key: str) -> float | None:
+    """The test metric at the epoch with the best *validation* score (``best_val``), or None without a
+    validation split. The best *test* epoch (``best``) is never reported: choosing an epoch on the test
+    set overstates the result."""
+    bv = final.get("best_val")
+    v = bv.get(key) if isinstance(bv, dict) else None
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def _row(
     label: str, rs: list[_Run], results: dict[str, Any] | None, groups: GroupRule
 ) -> ReportRow:
@@ -301,8 +312,8 @@ def _row(
         seeds, vals = _per_seed(rs, [pm.get(m) for pm in per_run])
         if any(v is not None for v in vals):
             fin[m] = _mean_std(vals)
-    best_key = "test_map" if multi else "test_top1_error"
-    _, bvals = _per_seed(rs, [r.final.get("best", {}).get(best_key) for r in rs])
+    best_key = "test_map" if multi else "test_top1_error"  # at the epoch chosen on validation
+    _, bvals = _per_seed(rs, [_at_best_val(r.final, best_key) for r in rs])
     bst = {names[0]: _mean_std(bvals)} if any(v is not None for v in bvals) else {}
     paper = rs[0].config.get("paper")
     pv: dict[str, float] = {}
@@ -340,7 +351,7 @@ def _seeds_cell(r: ReportRow) -> str:
 
 
 def _table_rows(rows: list[ReportRow]) -> tuple[list[str], list[list[str]]]:
-    header = ["config", "paper cell", "seeds", "metric", "final (%)", "best (%)", "paper (%)",
+    header = ["config", "paper cell", "seeds", "metric", "final (%)", "at best val (%)", "paper (%)",
               "final − paper"]  # fmt: skip
     body = []
     for r in rows:
@@ -373,7 +384,8 @@ def to_csv(rows: list[ReportRow], groups: GroupRule = DEFAULT_GROUPS) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["config", "table", "row", "column", "n_seeds", "n_runs", "world_size", "groups",
-                "metric", "final_mean", "final_std", "best_mean", "best_std", "paper", "paper_std"])  # fmt: skip
+                "metric", "final_mean", "final_std", "best_val_mean", "best_val_std", "paper",
+                "paper_std"])  # fmt: skip
     rule = groups.spec()
     for r in rows:
         p = r.paper or {}

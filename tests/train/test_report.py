@@ -13,21 +13,24 @@ from lpl_train.config import dumps_toml, load_config
 from lpl_train.report import aggregate, collect_runs, load_paper_results, make_report, paper_cell
 
 
-def write_run(folder, cfg, seed, final, best=None, multi_label=False):
+def write_run(folder, cfg, seed, final, best_val=None, multi_label=False, best_test=None):
     folder.mkdir(parents=True)
     cfg = json.loads(json.dumps(cfg))
     cfg["train"]["seed"] = seed
     (folder / "config.toml").write_text(dumps_toml(cfg))
-    (folder / "final.json").write_text(json.dumps({
-        "name": cfg["name"], "seed": seed, "multi_label": multi_label, "final": final,
-        "best": best or {}}))  # fmt: skip
+    out = {"name": cfg["name"], "seed": seed, "multi_label": multi_label, "final": final,
+           "best": best_test or {}}  # fmt: skip
+    if best_val is not None:
+        out["best_val"] = best_val
+    (folder / "final.json").write_text(json.dumps(out))
 
 
 def test_mean_std_over_seeds_beside_the_paper(tmp_path):
     cfg = load_config("tiv_cifar10_lt100_la")
     for seed, err in enumerate([22.0, 23.0, 24.0]):
         write_run(tmp_path / f"s{seed}", cfg, seed, {"top1_error": err, "loss": 1.0},
-                  {"test_top1_error": err - 1.0, "epoch": 3})  # fmt: skip
+                  {"val_top1_error": 5.0, "test_top1_error": err - 1.0, "epoch": 3},
+                  best_test={"test_top1_error": err - 5.0, "epoch": 2})  # fmt: skip
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.toml").write_text(dumps_toml(cfg))  # no final.json: ignored
     rows = aggregate(collect_runs(tmp_path))
@@ -35,6 +38,7 @@ def test_mean_std_over_seeds_beside_the_paper(tmp_path):
     r = rows[0]
     assert r.label == "tiv_cifar10_lt100_la" and r.seeds == [0, 1, 2]
     assert r.final["top1_error"] == pytest.approx((23.0, 1.0))  # sample std (n - 1)
+    # beside the last epoch: the test error at the epoch chosen on validation, never the best test epoch
     assert r.best["top1_error"] == pytest.approx((22.0, 1.0))
     assert r.paper_values == {"top1_error": 22.33}
     md = make_report(tmp_path)
@@ -46,8 +50,24 @@ def test_mean_std_over_seeds_beside_the_paper(tmp_path):
     assert (
         rec[0]["final_mean"] == "23.0"
         and rec[0]["final_std"] == "1.0"
+        and rec[0]["best_val_mean"] == "22.0"
         and rec[0]["paper"] == "22.33"
     )
+    assert "18.00" not in md and "at best val (%)" in md  # the best test epoch is never shown
+
+
+def test_without_a_validation_split_only_the_last_epoch_is_reported(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    write_run(
+        tmp_path / "s0",
+        cfg,
+        0,
+        {"top1_error": 23.0},
+        best_test={"test_top1_error": 9.0, "epoch": 1},
+    )
+    (row,) = aggregate(collect_runs(tmp_path))
+    assert row.best == {}
+    assert "| 23.00 | — |" in make_report(tmp_path)
 
 
 def test_sweep_points_are_separate_rows_labelled_by_what_differs(tmp_path):
@@ -190,10 +210,10 @@ def test_undefined_group_map_is_left_out_not_a_crash(tmp_path):
     cfg = load_config("fmnist_ml_lt100_bce")
     write_run(tmp_path / "s0", cfg, 0,
               {"map": 50.0, "map_head": 60.0, "map_medium": 40.0, "map_tail": None},
-              {"test_map": 51.0, "epoch": 4}, multi_label=True)  # fmt: skip
+              {"val_map": 40.0, "test_map": 51.0, "epoch": 4}, multi_label=True)  # fmt: skip
     write_run(tmp_path / "s1", cfg, 1,
               {"map": 52.0, "map_head": 62.0, "map_medium": 42.0, "map_tail": None},
-              {"test_map": 53.0, "epoch": 4}, multi_label=True)  # fmt: skip
+              {"val_map": 41.0, "test_map": 53.0, "epoch": 4}, multi_label=True)  # fmt: skip
     (row,) = aggregate(collect_runs(tmp_path))
     assert row.final["map"] == pytest.approx((51.0, math.sqrt(2.0)))
     assert row.best["map"] == pytest.approx((52.0, math.sqrt(2.0)))

@@ -407,7 +407,13 @@ def test_best_checkpoint_follows_validation_not_test_and_load_run_returns_it(tmp
     assert all("val_top1_error" in r and "test_top1_error" in r for r in recs)
     vals = [r["val_top1_error"] for r in recs]
     best_epoch = vals.index(min(vals))  # first epoch with the lowest validation error
-    assert recs[-1]["best_val"] == {"val_top1_error": min(vals), "epoch": best_epoch}
+    assert recs[-1]["best_val"] == {
+        "val_top1_error": min(vals),
+        "epoch": best_epoch,
+        "test_top1_error": recs[best_epoch]["test_top1_error"],  # the test score of that epoch
+    }
+    final = json.loads((out / "final.json").read_text())
+    assert final["best_val"] == recs[-1]["best_val"]
     import csv
 
     rows = list(csv.DictReader((out / "metrics.csv").open()))
