@@ -395,7 +395,12 @@ def load_config(
     if epochs is not None:
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-        raw.setdefault("schedule", {})["epochs"] = epochs
+        recipe = raw.setdefault("schedule", {}).get("epochs")
+        raw["schedule"]["epochs"] = epochs
+        if recipe != epochs and isinstance(raw.get("description"), str):  # say what actually runs
+            raw["description"] += (
+                f" [run for {epochs} epochs (--epochs) instead of the recipe's {recipe}]"
+            )
     return validate_config(raw)
 
 

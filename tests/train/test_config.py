@@ -120,6 +120,12 @@ def test_load_config_overrides_epochs_and_names():
     cfg = load_config("fmnist-lt100-lpl", ["optim.lr=0.01", "train.seed=3"], epochs=2)
     assert cfg["name"] == "fmnist_lt100_lpl" and cfg["optim"]["lr"] == 0.01
     assert cfg["train"]["seed"] == 3 and cfg["schedule"]["epochs"] == 2
+    recipe = load_config("fmnist_lt100_lpl")
+    # the stored description says what actually ran; the recipe's own epochs leave it alone
+    assert cfg["description"] == recipe["description"] + (
+        f" [run for 2 epochs (--epochs) instead of the recipe's {recipe['schedule']['epochs']}]"
+    )
+    assert load_config("fmnist_lt100_lpl", epochs=recipe["schedule"]["epochs"]) == recipe
     with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'"):
         load_config("fmnist_lt100_lpl", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="no config named 'fmnist_lt1000'.*similar"):
