@@ -115,6 +115,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "eval_every": ((int,), 1, None),
         "loss_variation": ((bool,), True, None),
         "sync_batchnorm": ((bool,), False, None),
+        "tensorboard": ((bool,), False, None),
     },
 }
 

@@ -68,7 +68,7 @@ def test_metadata_core_and_extras():
     core = {d.split(">")[0].split("=")[0].split(";")[0].strip() for d in meta["dependencies"]}
     assert core == {"numpy", "torch", "tomli"}
     extras = meta["optional-dependencies"]
-    assert set(extras) == {"theory", "train", "notebooks", "dev"}
+    assert set(extras) == {"theory", "train", "notebooks", "tensorboard", "dev"}
 
     def names(reqs):
         return {r.split(">")[0].split("=")[0].strip() for r in reqs}

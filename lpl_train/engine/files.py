@@ -25,6 +25,7 @@ PREVIOUS = "checkpoint.prev.pt"
 BEST = "best.pt"
 METRICS = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+TENSORBOARD = "tensorboard"  # event files, with train.tensorboard = true
 SUPERSEDED = "metrics.superseded.jsonl"
 FINAL = "final.json"
 CONFIG_COPY = "config.toml"
@@ -33,7 +34,7 @@ LOG = "train.log"
 DIVERGED = "diverged.json"
 
 #: Config keys a resumed run may change: they do not change what is computed.
-VOLATILE_KEYS = ("train.progress", "train.device")
+VOLATILE_KEYS = ("train.progress", "train.device", "train.tensorboard")
 
 _CKPT_KEYS = ("epoch", "step", "model", "loss", "optimizer", "rng", "config")
 

@@ -54,7 +54,8 @@ def fit(
         out_dir: the run folder; created if missing. Without ``resume`` it must hold no run.
         components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
         resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
-            (``train.progress`` and ``train.device`` may differ). A finished run is returned unchanged.
+            (``train.progress``, ``train.device``, ``train.tensorboard`` may differ). A finished run is returned
+            unchanged.
         stop_after_epoch: return after this many completed epochs (a clean stand-in for a killed job).
         progress: show a tqdm bar on a terminal (default: ``cfg["train"]["progress"]``).
         log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
@@ -82,7 +83,7 @@ def fit(
     dist = DistInfo.from_env()
     tr = cfg["train"]
     show = wants_bar(tr["progress"] if progress is None else progress) and dist.main
-    folder = RunFolder(out_dir, main=dist.main)
+    folder = RunFolder(out_dir, main=dist.main, tensorboard=tr["tensorboard"])
     printer = log or (print if dist.main else (lambda s: None))
 
     def emit(line: str) -> None:

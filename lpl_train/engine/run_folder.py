@@ -48,6 +48,7 @@ from .files import (
     METRICS_CSV,
     PREVIOUS,
     SUPERSEDED,
+    TENSORBOARD,
     VOLATILE_KEYS,
     ConfigMismatch,
     CorruptCheckpoint,
@@ -66,6 +67,7 @@ from .files import (
     read_metrics,
 )
 from .lock import _Lock
+from .tracking import TensorBoardScalars
 
 __all__ = [
     "BEST",
@@ -97,11 +99,12 @@ class RunFolder:
     :meth:`end_epoch` once per epoch, :meth:`finish` once.
     """
 
-    def __init__(self, path: str | Path, main: bool = True) -> None:
+    def __init__(self, path: str | Path, main: bool = True, tensorboard: bool = False) -> None:
         if not isinstance(path, str | Path):
             raise TypeError(f"out_dir must be a path, got {type(path).__name__}")
         self.path, self.main = Path(path), main
         self._records: list[str] = []
+        self._tb = TensorBoardScalars(self.path / TENSORBOARD) if tensorboard and main else None
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -236,7 +239,7 @@ class RunFolder:
             raise ConfigMismatch(
                 f"--resume: the config differs from the one of {where} in {', '.join(diff)}; resume "
                 "with the same config (and --epochs), or start a fresh run in another --out "
-                f"({' and '.join(VOLATILE_KEYS)} may differ)"
+                f"({', '.join(VOLATILE_KEYS[:-1])} and {VOLATILE_KEYS[-1]} may differ)"
             )
 
     # -- writing a run
@@ -317,6 +320,8 @@ class RunFolder:
         except OSError as exc:
             raise _write_failed(self / METRICS, "metrics file", exc) from None
         self._write_csv()
+        if self._tb is not None:
+            self._tb.add(record, len(self._records))
 
     def save_checkpoint(self, state: dict[str, Any], name: str = CHECKPOINT) -> None:
         path = self / name
