@@ -29,7 +29,7 @@ LOG = "train.log"
 DIVERGED = "diverged.json"
 
 #: Config keys a resumed run may change: they do not change what is computed.
-VOLATILE_KEYS = ("train.progress", "train.device")
+VOLATILE_KEYS = ("train.progress", "train.device", "train.capture")
 
 _CKPT_KEYS = ("epoch", "step", "model", "loss", "optimizer", "rng", "config")
 
