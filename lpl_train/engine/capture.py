@@ -156,8 +156,9 @@ class GraphStep:
         device: the CUDA device.
         warmup: eager steps on a side stream before the first recording (lazy initialisations --
             optimiser state, library handles -- must not happen inside a recording).
-        graph_api: ``(new_graph, record_context, side_stream_context, sync)``; default: ``torch.cuda``'s.
-            Tests pass a stand-in that records a closure and replays it on the CPU.
+        graph_api: ``new_graph()``, ``record(graph, fn) -> fn's outputs`` (recorded, not executed),
+            ``replay(graph)`` and ``side_stream()`` (a context); default: ``torch.cuda``'s. Tests pass a
+            stand-in that keeps ``fn`` and runs it on each replay, on the CPU.
     """
 
     def __init__(
@@ -218,10 +219,13 @@ class GraphStep:
         self.static = (x.clone(), y.clone())
         self.opt.zero_grad(set_to_none=True)  # the recorded backward writes fresh gradients
         self.graph = self.api.new_graph()
-        with self.api.record(self.graph):
-            value, logits = self.fb(*self.static)
+
+        def step() -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.fb(*self.static)
             self.opt.step()
-        self.out = (value, logits)
+            return out
+
+        self.out = self.api.record(self.graph, step)
         self.recordings += 1
         self.api.replay(self.graph)  # recording executes nothing: run this batch's step now
         self.replays += 1
@@ -245,8 +249,9 @@ class _CudaGraphAPI:
     def new_graph(self) -> Any:
         return torch.cuda.CUDAGraph()
 
-    def record(self, graph: Any) -> Any:
-        return torch.cuda.graph(graph)
+    def record(self, graph: Any, fn: Callable[[], Any]) -> Any:
+        with torch.cuda.graph(graph):
+            return fn()
 
     def side_stream(self) -> Any:
         if self.stream is None:

@@ -134,6 +134,9 @@ def _fit(
     t_run = time.perf_counter()
     for epoch in range(run.epoch, E):
         record = run.train_epoch(epoch, folder)
+        for note in run.notes:  # e.g. a CUDA graph that could not be recorded: eager from here on
+            log(note)
+        run.notes.clear()
         run.evaluate_into(record, epoch, folder)
         folder.end_epoch(finite_or_none(record), run.state(epoch + 1, cfg_text))
         log(epoch_line(record, E, run.eta(epoch, t_run)))

@@ -173,11 +173,15 @@ class _Trainer:
         t0 = time.perf_counter()
         meter = DeviceMeter(device)  # read once, after the epoch: no host synchronisation per step
         bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        lr_now = float(opt.param_groups[0]["lr"])
         bar = progress_bar(
             comps.train_loader, self.n_iter, self.show, f"{cfg['name']} {epoch + 1}/{E}"
         )
         for it, (x, y) in enumerate(bar):
             f = lr_factor(epoch, it, self.n_iter, cfg["schedule"])
+            lr_now = (
+                self.base_lrs[0] * f
+            )  # the host value (a captured step's lr is a float32 tensor)
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             if graph is not None:
@@ -209,7 +213,7 @@ class _Trainer:
             meter.update(det, logits.detach(), y)
             self.step += 1
             if self.show and it % 20 == 0:
-                bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+                bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{lr_now:.3g}")
         loss_sum = meter.loss_sum
         if dist.world > 1:  # any rank diverged → all stop; train_loss averaged over the ranks
             torch.distributed.all_reduce(bad_step, op=torch.distributed.ReduceOp.MAX)
@@ -221,7 +225,7 @@ class _Trainer:
         total, correct, seen = meter.read()
         record = {
             "epoch": epoch,
-            "lr": float(opt.param_groups[0]["lr"]),
+            "lr": lr_now,
             "train_loss": total / self.n_iter,
             "train_time_s": train_time,
             "images_per_s": seen * dist.world / train_time if train_time > 0 else None,
