@@ -31,6 +31,7 @@ __all__ = [
     "parse_grid",
     "plan_sweep",
     "point_name",
+    "throughput",
 ]
 
 CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file: its presence means "resume"
@@ -230,3 +231,33 @@ def execute(
             pool.close()
             pool.join()
     return done
+
+
+def throughput(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
+    """Training throughput of the runs trained in ``outcomes`` (status ``trained``), from their run records
+    (``metrics.jsonl``: ``images_per_s`` × ``train_time_s`` per epoch).
+
+    Returns ``runs``, ``images`` (training images of those runs, all epochs), ``aggregate_images_per_s``
+    (``images / wall_s``: what N concurrent runs achieve together, start-up and evaluation included) and
+    ``mean_run_images_per_s`` (the mean over runs of each run's own training rate).
+    """
+    from lpl_train.engine import read_metrics
+
+    if not isinstance(wall_s, int | float) or wall_s <= 0:
+        raise ValueError(f"wall_s must be a number > 0, got {wall_s!r}")
+    images, rates = 0.0, []
+    for o in outcomes:
+        if o.status != "trained" or not (o.run.out / "metrics.jsonl").is_file():
+            continue
+        recs = [r for r in read_metrics(o.run.out) if r.get("images_per_s")]
+        n = sum(r["images_per_s"] * r["train_time_s"] for r in recs)
+        t = sum(r["train_time_s"] for r in recs)
+        if t > 0:
+            images += n
+            rates.append(n / t)
+    return {
+        "runs": len(rates),
+        "images": int(round(images)),
+        "aggregate_images_per_s": images / wall_s,
+        "mean_run_images_per_s": sum(rates) / len(rates) if rates else 0.0,
+    }

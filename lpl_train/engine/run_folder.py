@@ -236,7 +236,7 @@ class RunFolder:
             raise ConfigMismatch(
                 f"--resume: the config differs from the one of {where} in {', '.join(diff)}; resume "
                 "with the same config (and --epochs), or start a fresh run in another --out "
-                f"({' and '.join(VOLATILE_KEYS)} may differ)"
+                f"({', '.join(VOLATILE_KEYS[:-1])} and {VOLATILE_KEYS[-1]} may differ)"
             )
 
     # -- writing a run

@@ -333,3 +333,20 @@ def test_one_summary_line_per_epoch_even_when_quiet(tmp_path, capsys):
     assert "\r" not in err
     log = (tmp_path / "r" / "train.log").read_text()
     assert all(line in log for line in lines)
+
+
+def test_sweep_jobs_trains_runs_in_parallel_processes_and_reports_throughput(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    args = ["sweep", str(cfg), "--seeds", "2", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 2 trained now" in out
+    # 400 training samples per run, one epoch, two runs: counted from the runs' own records
+    assert "(800 training images of 2 run(s) in " in out and "--jobs 2)" in out
+    for seed in (0, 1):
+        a, b = (json.loads((tmp_path / d / "default" / f"seed{seed}" / "final.json").read_text())
+                for d in ("one", "two"))  # fmt: skip
+        assert b["final"]["top1_error"] == pytest.approx(a["final"]["top1_error"], abs=1e-9)
+    assert main([*args, "--out", str(tmp_path / "x"), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
