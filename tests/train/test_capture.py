@@ -10,6 +10,7 @@ of ``"auto"`` when recording fails.
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -313,3 +314,36 @@ def test_study_runs_keep_the_loss_variation_at_every_step():
     spec = {"key": "d/lpl/seed0", "dataset": "d", "model_params": {}, "loss": "lpl", "seed": 0}
     cfg = validate_config(engine_config(study, spec, {}))
     assert cfg["train"]["loss_variation_every"] == 1
+
+
+# --------------------------------------------------------------------------- the GPU check, shortened
+def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
+    """benchmarks/gpu_check.py's shortened mode (what benchmarks/gpu_check.sh runs with GPU_CHECK_QUICK=1),
+    on a tiny CIFAR-format network, so the device script cannot rot between GPU sessions."""
+    import importlib.util
+    import json
+    import pickle
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gc = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gc)  # dataclasses and pickling look the module up
+    spec.loader.exec_module(gc)
+    args = ["--quick", "--out", str(tmp_path), "--models", "fmnist_cnn", "--jobs", "1",
+            "--model-params", '{"in_channels": 3, "width": 2}']  # fmt: skip
+    assert gc.main(args) == 0
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
+    assert set(rows) == {"ce bare", "ce engine eager", "ce engine graph", "lpl bare",
+                         "lpl engine eager", "lpl engine graph", "lpl graph x1"}  # fmt: skip
+    assert all(r["images_per_s"] > 0 for r in rows.values())
+    assert rows["lpl engine graph"]["mode"] == "eager"  # the captured path falls back on a CPU
+    ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
+    assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)", "graph/eager (LPL)",
+            "1 concurrent/one (LPL graph)"} <= set(ratios)  # fmt: skip
+    assert "| fmnist_cnn | lpl engine graph | eager |" in (tmp_path / "gpu_check.md").read_text()
+    s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 1, "cpu", "off", {})
+    assert (
+        pickle.loads(pickle.dumps(gc.SyntheticRunner(s, "graph"))).setting == s
+    )  # worker processes
