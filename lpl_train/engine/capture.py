@@ -61,6 +61,7 @@ def choose_capture(
     precision: str,
     loss_name: str,
     needs_features: bool,
+    compiled: bool = False,
 ) -> CaptureChoice:
     """The step mode ``train.capture = requested`` gives on ``device`` for this run (no side effects)."""
     if requested not in CAPTURE_MODES:
@@ -82,6 +83,10 @@ def choose_capture(
     if precision == "fp16":
         return CaptureChoice(
             "eager", "fp16's gradient scaler checks for inf on the host every step"
+        )
+    if compiled:
+        return CaptureChoice(
+            "eager", "train.compile = true: the compiled network is not recorded again"
         )
     if needs_features:
         return CaptureChoice("eager", f"loss {loss_name!r} works on features and its classifier")

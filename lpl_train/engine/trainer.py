@@ -67,7 +67,7 @@ class _Trainer:
         self.precision = resolve_precision(device, tr["amp"])
         self.capture = choose_capture(
             tr["capture"], device, world=dist.world, precision=self.precision,
-            loss_name=cfg["loss"]["name"], needs_features=step_mod.needs_features,
+            loss_name=cfg["loss"]["name"], needs_features=step_mod.needs_features, compiled=tr["compile"],
         )  # fmt: skip
         if self.capture.mode == "compile":
             compile_step(step_mod)

@@ -42,9 +42,10 @@ def test_capture_and_loss_variation_every_keys_validate():
 
 
 # ------------------------------------------------------------------------------------------ choices
-def choose(requested, device=CUDA, world=1, precision="bf16", loss="lpl", features=False):
+def choose(requested, device=CUDA, world=1, precision="bf16", loss="lpl", features=False,
+           compiled=False):  # fmt: skip
     return CAP.choose_capture(requested, device, world=world, precision=precision, loss_name=loss,
-                              needs_features=features)  # fmt: skip
+                              needs_features=features, compiled=compiled)  # fmt: skip
 
 
 @pytest.mark.parametrize("requested", CAP.CAPTURE_MODES)
@@ -66,6 +67,7 @@ def test_capture_decisions_on_cuda():
         ({"precision": "fp16"}, "gradient scaler"),
         ({"world": 2}, "2 processes"),
         ({"loss": "isda", "features": True}, "works on features"),
+        ({"compiled": True}, "train.compile = true"),
     ):
         c = choose("auto", **kw)
         assert c.mode == "eager" and why in c.reason, (kw, c)
