@@ -5,7 +5,8 @@ A *plan* is a list of :class:`PlannedRun` (a validated config, its run folder, i
 goes through a plan the same way for every caller: a finished run is read back, not trained again; a run
 folder holding a checkpoint is resumed; a folder being trained by another process (it holds the folder's
 OS lock, taken by ``engine.fit``) is left alone; ``jobs > 1`` trains runs in parallel worker processes (one
-CPU thread each).
+CPU thread each; on a machine with one GPU every worker trains on it, with its own copy of the data).
+:func:`throughput` reads back from the runs' records what they achieved together.
 
 ``lpl-train sweep`` plans with :func:`plan_sweep` and runs with :class:`ConfigRunner` (``engine.fit`` on the
 config); a study (``lpl_train.study``) plans its selection and final runs from its declarative file and runs
