@@ -349,3 +349,19 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     assert (
         pickle.loads(pickle.dumps(gc.SyntheticRunner(s, "graph"))).setting == s
     )  # worker processes
+
+
+def test_resume_measures_the_same_steps_bit_exact(tmp_path):
+    """The k-th-step schedule counts from each epoch's first step, so a resumed run records the same loss
+    variation (and weights) as an uninterrupted one."""
+    cfg = make_cfg(epochs=3, loss_variation=True, loss_variation_every=4)
+    fit(cfg, tmp_path / "whole", components=make_components(), log=print)
+    fit(cfg, tmp_path / "cut", components=make_components(), stop_after_epoch=1, log=print)
+    fit(cfg, tmp_path / "cut", components=make_components(), resume=True, log=print)
+    a, b = (read_metrics(tmp_path / k) for k in ("whole", "cut"))
+    drop = ("train_time_s", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+    ]
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("whole", "cut"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
