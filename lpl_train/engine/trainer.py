@@ -179,9 +179,7 @@ class _Trainer:
         )
         for it, (x, y) in enumerate(bar):
             f = lr_factor(epoch, it, self.n_iter, cfg["schedule"])
-            lr_now = (
-                self.base_lrs[0] * f
-            )  # the host value (a captured step's lr is a float32 tensor)
+            lr_now = self.base_lrs[0] * f  # on the host (a captured step's lr is a float32 tensor)
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             if graph is not None:
@@ -219,6 +217,7 @@ class _Trainer:
             torch.distributed.all_reduce(bad_step, op=torch.distributed.ReduceOp.MAX)
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= dist.world
+            torch.distributed.all_reduce(meter.correct)  # over the global batch
         if int(bad_step) >= 0:
             self._diverged(folder, epoch, int(bad_step))
         train_time = time.perf_counter() - t0
@@ -231,7 +230,7 @@ class _Trainer:
             "images_per_s": seen * dist.world / train_time if train_time > 0 else None,
         }
         if not comps.multi_label and seen:
-            record["train_top1_error"] = 100.0 * (1.0 - correct / seen)
+            record["train_top1_error"] = 100.0 * (1.0 - correct / (seen * dist.world))
         if self.lv is not None:
             record["loss_variation"] = self.lv.result()
         return record
