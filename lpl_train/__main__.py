@@ -3,7 +3,7 @@
 ``run CONFIG [--epochs N] [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]``
     Train one config (a shipped name, see ``list``, or a path to a TOML file). ``--dry-run`` builds the
     model and the loss and loads the data (or says which path is missing and how to get it), then stops.
-``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--out DIR] [--epochs N] [--set ...]``
+``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--jobs N] [--out DIR] [--epochs N] [--set ...]``
     One run folder per grid point and seed (``train.seed`` = 0..N-1), ``OUT/<point>/seed<k>``; finished
     runs are skipped, half-done ones resumed, and a folder being trained by another process (lock file) is
     left alone, so several sweeps (or a job array) can run the same command in parallel.
@@ -28,6 +28,7 @@ import argparse
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1, help="train seeds 0..N-1 per grid point")
     s.add_argument("--out", default=None, help="sweep folder (default: runs/<name>-sweep)")
     s.add_argument("--dry-run", action="store_true", help="list the run folders, train nothing")
+    s.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once, one process each (on one GPU they share the device; "
+                   "each holds its own copy of the data); the aggregate images/s is printed at the end")  # fmt: skip
 
     from lpl_train.study_cli import add_arguments
 
@@ -201,23 +205,37 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from lpl_train.experiment import ConfigRunner, execute, parse_grid, plan_sweep
+    from lpl_train.experiment import ConfigRunner, execute, parse_grid, plan_sweep, throughput
 
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")
+    if a.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {a.jobs}")
     grid = parse_grid(a.grid)
     base = load_config(a.config, a.overrides, a.epochs)
     _warn(base)
     root = Path(a.out) if a.out else Path("runs") / f"{base['name']}-sweep"
     runs = plan_sweep(a.config, a.overrides, grid, range(a.seeds), a.epochs, root)
-    done = execute(runs, ConfigRunner(quiet=a.quiet), dry_run=a.dry_run)
+    t0 = time.perf_counter()
+    runner = ConfigRunner(
+        quiet=a.quiet or a.jobs > 1
+    )  # no interleaved progress bars from N processes
+    done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run)
     if a.dry_run:
         return 0
+    wall = time.perf_counter() - t0
     trained = sum(o.status == "trained" for o in done)
     locked = sum(o.status == "locked" for o in done)
     print(
         f"sweep {root}: {len(runs)} runs, {trained} trained now, {locked} locked by another process"
     )
+    tp = throughput(done, wall)
+    if tp["runs"]:
+        print(
+            f"sweep {root}: throughput {tp['aggregate_images_per_s']:.0f} images/s in all "
+            f"({tp['images']} training images of {tp['runs']} run(s) in {wall:.1f} s wall, "
+            f"--jobs {a.jobs}); one run trained at {tp['mean_run_images_per_s']:.0f} images/s on average"
+        )
     return 0
 
 

@@ -13,7 +13,7 @@ A config is plain data (nested dicts) with six sections plus a header::
     [optim]   name, lr, momentum, nesterov, weight_decay, l2_all, grad_clip
     [schedule] epochs, kind, milestones, gamma, factors, warmup_epochs, warmup_iters, warmup_start_factor
     [train]   seed, device, amp, channels_last, compile, progress, eval_every, loss_variation,
-              sync_batchnorm
+              loss_variation_every, capture, sync_batchnorm
 
 :func:`validate_config` fills defaults and rejects unknown keys and wrong types with one message that names
 the key, the value and what is allowed. ``--set section.key=value`` overrides are parsed as TOML values.
@@ -114,6 +114,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "progress": ((bool,), True, None),
         "eval_every": ((int,), 1, None),
         "loss_variation": ((bool,), True, None),
+        "loss_variation_every": ((int,), 10, None),
+        "capture": ((str,), "auto", ("auto", "off", "graph", "compile")),
         "sync_batchnorm": ((bool,), False, None),
         "tensorboard": ((bool,), False, None),
     },
@@ -213,6 +215,7 @@ def _check_values(cfg: dict[str, Any]) -> None:
         ("data.eval_batch_size", cfg["data"]["eval_batch_size"]),
         ("schedule.epochs", cfg["schedule"]["epochs"]),
         ("train.eval_every", cfg["train"]["eval_every"]),
+        ("train.loss_variation_every", cfg["train"]["loss_variation_every"]),
         ("optim.lr", cfg["optim"]["lr"]),
     ):
         _positive(where, value)

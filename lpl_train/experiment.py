@@ -5,7 +5,8 @@ A *plan* is a list of :class:`PlannedRun` (a validated config, its run folder, i
 goes through a plan the same way for every caller: a finished run is read back, not trained again; a run
 folder holding a checkpoint is resumed; a folder being trained by another process (it holds the folder's
 OS lock, taken by ``engine.fit``) is left alone; ``jobs > 1`` trains runs in parallel worker processes (one
-CPU thread each).
+CPU thread each; on a machine with one GPU every worker trains on it, with its own copy of the data).
+:func:`throughput` reads back from the runs' records what they achieved together.
 
 ``lpl-train sweep`` plans with :func:`plan_sweep` and runs with :class:`ConfigRunner` (``engine.fit`` on the
 config); a study (``lpl_train.study``) plans its selection and final runs from its declarative file and runs
@@ -31,6 +32,7 @@ __all__ = [
     "parse_grid",
     "plan_sweep",
     "point_name",
+    "throughput",
 ]
 
 CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file: its presence means "resume"
@@ -230,3 +232,33 @@ def execute(
             pool.close()
             pool.join()
     return done
+
+
+def throughput(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
+    """Training throughput of the runs trained in ``outcomes`` (status ``trained``), from their run records
+    (``metrics.jsonl``: ``images_per_s`` × ``train_time_s`` per epoch).
+
+    Returns ``runs``, ``images`` (training images of those runs, all epochs), ``aggregate_images_per_s``
+    (``images / wall_s``: what N concurrent runs achieve together, start-up and evaluation included) and
+    ``mean_run_images_per_s`` (the mean over runs of each run's own training rate).
+    """
+    from lpl_train.engine import read_metrics
+
+    if not isinstance(wall_s, int | float) or wall_s <= 0:
+        raise ValueError(f"wall_s must be a number > 0, got {wall_s!r}")
+    images, rates = 0.0, []
+    for o in outcomes:
+        if o.status != "trained" or not (o.run.out / "metrics.jsonl").is_file():
+            continue
+        recs = [r for r in read_metrics(o.run.out) if r.get("images_per_s")]
+        n = sum(r["images_per_s"] * r["train_time_s"] for r in recs)
+        t = sum(r["train_time_s"] for r in recs)
+        if t > 0:
+            images += n
+            rates.append(n / t)
+    return {
+        "runs": len(rates),
+        "images": int(round(images)),
+        "aggregate_images_per_s": images / wall_s,
+        "mean_run_images_per_s": sum(rates) / len(rates) if rates else 0.0,
+    }

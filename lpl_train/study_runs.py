@@ -93,7 +93,7 @@ def engine_config(study: dict[str, Any], spec: dict[str, Any], params: dict[str,
         "optim": dict(study.get("optim", {})),
         "schedule": {"epochs": study["epochs"], **study.get("schedule", {})},
         "train": {"seed": spec["seed"], "device": "cpu", "progress": False, "eval_every": study["epochs"],
-                  "loss_variation": True},
+                  "loss_variation": True, "loss_variation_every": 1},
     }  # fmt: skip
 
 

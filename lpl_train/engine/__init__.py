@@ -10,6 +10,7 @@
 ``distributed``     DDP under ``torchrun``: ranks, process group, sharded loaders
 ``devices``         device selection and precision (autocast)
 ``step``            network + loss as one module, optimiser, RNG state, loss-variation measurement
+``capture``         how a step runs (``train.capture``): the CUDA-graph step, epoch metrics on the device
 ``progress``        the progress bar (terminal only) and the per-epoch summary line
 ``runs``            :func:`load_run`: a finished run folder → (model, config, data info)
 ==================  ==========================================================================================
@@ -21,7 +22,8 @@ checkpoint is kept.
 
 Device: ``auto`` picks CUDA, then MPS, then CPU. AMP (``train.amp = "auto"``): bf16 autocast on a CUDA device
 that supports it, fp16 with gradient scaling on one that does not, off on CPU unless ``amp = "bf16"``.
-``channels_last`` on CUDA by default. ``compile = true`` wraps the network in ``torch.compile``. Under
+``channels_last`` on CUDA by default. ``compile = true`` wraps the network in ``torch.compile``; on CUDA the
+whole step is recorded into a CUDA graph where safe (``train.capture``, :mod:`.capture`). Under
 ``torchrun`` (``WORLD_SIZE > 1``) the step runs in DistributedDataParallel (NCCL on CUDA, gloo on CPU); each
 rank takes every ``world``-th batch of a loader built with ``batch_size / world``, so the global batch and
 the number of steps per epoch are those of the config.

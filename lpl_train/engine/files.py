@@ -34,7 +34,7 @@ LOG = "train.log"
 DIVERGED = "diverged.json"
 
 #: Config keys a resumed run may change: they do not change what is computed.
-VOLATILE_KEYS = ("train.progress", "train.device", "train.tensorboard")
+VOLATILE_KEYS = ("train.progress", "train.device", "train.capture", "train.tensorboard")
 
 _CKPT_KEYS = ("epoch", "step", "model", "loss", "optimizer", "rng", "config")
 

@@ -54,8 +54,8 @@ def fit(
         out_dir: the run folder; created if missing. Without ``resume`` it must hold no run.
         components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
         resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
-            (``train.progress``, ``train.device``, ``train.tensorboard`` may differ). A finished run is returned
-            unchanged.
+            (``train.progress``, ``train.device``, ``train.capture``, ``train.tensorboard`` may differ). A
+            finished run is returned unchanged.
         stop_after_epoch: return after this many completed epochs (a clean stand-in for a killed job).
         progress: show a tqdm bar on a terminal (default: ``cfg["train"]["progress"]``).
         log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
@@ -135,6 +135,9 @@ def _fit(
     t_run = time.perf_counter()
     for epoch in range(run.epoch, E):
         record = run.train_epoch(epoch, folder)
+        for note in run.notes:  # e.g. a CUDA graph that could not be recorded: eager from here on
+            log(note)
+        run.notes.clear()
         run.evaluate_into(record, epoch, folder)
         folder.end_epoch(finite_or_none(record), run.state(epoch + 1, cfg_text))
         log(epoch_line(record, E, run.eta(epoch, t_run)))

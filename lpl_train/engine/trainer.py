@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .capture import DeviceMeter, GraphStep, choose_capture, compile_step, float_lrs
 from .components import Components, build_components
 from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
@@ -63,6 +64,13 @@ class _Trainer:
         self.opt = _optimizer(self.params, cfg["optim"])
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.runner: nn.Module = step_mod
+        self.precision = resolve_precision(device, tr["amp"])
+        self.capture = choose_capture(
+            tr["capture"], device, world=dist.world, precision=self.precision,
+            loss_name=cfg["loss"]["name"], needs_features=step_mod.needs_features, compiled=tr["compile"],
+        )  # fmt: skip
+        if self.capture.mode == "compile":
+            compile_step(step_mod)
         if dist.world > 1:
             if device.type == "cpu" and not self.channels_last:
                 _match_cpu_grad_layout(step_mod)
@@ -70,10 +78,12 @@ class _Trainer:
                 step_mod,
                 device_ids=[device.index] if device.type == "cuda" else None,
             )
-        self.precision = resolve_precision(device, tr["amp"])
         self.autocast = autocast_for(device, self.precision)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         self.lv = _make_loss_variation(self.loss, comps) if tr["loss_variation"] else None
+        self.lv_every = tr["loss_variation_every"]
+        self.graph: GraphStep | None = None
+        self.notes: list[str] = []  # one-line messages for the run's log (a capture that fell back)
         self.n_iter = len(comps.train_loader)
         if self.n_iter < 1:
             raise ValueError(
@@ -84,8 +94,35 @@ class _Trainer:
     def describe(self) -> str:
         return (
             f"{self.cfg['name']}: device {self.device}, precision {self.precision}, "
-            f"{self.dist.world} process(es), torch {torch.__version__}"
+            f"{self.dist.world} process(es), torch {torch.__version__}; "
+            f"{self.capture.line(self.cfg['train']['capture'])}"
         )
+
+    def _graph_step(self) -> GraphStep:
+        """The captured step (built on first use, after a checkpoint was restored into the optimiser)."""
+        if self.graph is None:
+            if hasattr(self.loss, "validate"):
+                self.loss.validate = False  # its input checks read values on the host
+            autocast = (
+                torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+                if self.precision == "bf16"
+                else self.autocast
+            )
+
+            def forward_backward(x: torch.Tensor, y: torch.Tensor) -> Any:
+                value, logits, _ = self.runner(x, y, autocast)
+                value = self._with_l2(value)
+                self._backward(value)
+                return value.detach(), logits.detach()
+
+            self.graph = GraphStep(forward_backward, self.opt, self.device)
+        return self.graph
+
+    def _with_l2(self, value: torch.Tensor) -> torch.Tensor:
+        l2 = self.cfg["optim"]["l2_all"]
+        if l2:
+            value = value + l2 * sum((p.float() ** 2).sum() for p in self.model.parameters())
+        return value
 
     def restore(self, ck: dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
@@ -104,7 +141,7 @@ class _Trainer:
             "step": self.step,
             "model": _unwrap(self.model).state_dict(),
             "loss": self.loss.state_dict(),
-            "optimizer": self.opt.state_dict(),
+            "optimizer": float_lrs(self.opt.state_dict()),
             "rng": _rng_state(),
             "best": dict(self.best),
             "best_val": dict(self.best_val),
@@ -125,66 +162,102 @@ class _Trainer:
     def train_epoch(self, epoch: int, folder: RunFolder) -> dict[str, Any]:
         """One epoch of steps; returns the epoch's record (training part)."""
         cfg, comps, opt, dist, device = self.cfg, self.comps, self.opt, self.dist, self.device
-        E, o = cfg["schedule"]["epochs"], cfg["optim"]
+        E = cfg["schedule"]["epochs"]
         comps.train_loader.set_epoch(epoch)
         if hasattr(self.loss, "set_epoch"):
             self.loss.set_epoch(epoch, E)
         self.runner.train()
+        graph = self._graph_step() if self.capture.mode == "graph" else None
+        if graph is not None:
+            graph.new_epoch()  # recorded again after set_epoch: per-epoch loss changes are not frozen
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
+        meter = DeviceMeter(device)  # read once, after the epoch: no host synchronisation per step
         bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        seen = 0
+        lr_now = float(opt.param_groups[0]["lr"])
         bar = progress_bar(
             comps.train_loader, self.n_iter, self.show, f"{cfg['name']} {epoch + 1}/{E}"
         )
         for it, (x, y) in enumerate(bar):
             f = lr_factor(epoch, it, self.n_iter, cfg["schedule"])
-            for g, lr0 in zip(opt.param_groups, self.base_lrs, strict=True):
-                g["lr"] = lr0 * f
+            lr_now = self.base_lrs[0] * f  # on the host (a captured step's lr is a float32 tensor)
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            value, logits, feats = self.runner(x, y, self.autocast)
-            if o["l2_all"]:
-                value = value + o["l2_all"] * sum(
-                    (p.float() ** 2).sum() for p in self.model.parameters()
-                )
-            opt.zero_grad(set_to_none=True)
-            self._backward(value)
-            det = value.detach()
+            if graph is not None:
+                graph.set_lr([lr0 * f for lr0 in self.base_lrs])
+                det, logits, feats = *self._captured(graph, x, y), None
+                graph, stepped = self.graph, True  # graph None: "auto" fell back to eager
+            else:
+                stepped = False
+                for g, lr0 in zip(opt.param_groups, self.base_lrs, strict=True):
+                    g["lr"] = lr0 * f
+                value, logits, feats = self.runner(x, y, self.autocast)
+                value = self._with_l2(value)
+                opt.zero_grad(set_to_none=True)
+                self._backward(value)
+                det = value.detach()
             finite = torch.isfinite(det)
             bad_step = torch.where(
                 ~finite & (bad_step < 0), torch.full_like(bad_step, self.step), bad_step
             )
             if device.type == "cpu" and dist.world == 1 and not bool(finite):
                 break  # (under DDP every rank must take the same steps: checked after the epoch)
-            if (
-                self.lv is not None
-            ):  # before the update: l' with the weights that produced the logits
+            if self.lv is not None and it % self.lv_every == 0:
+                # before the update: l' with the weights that produced the logits (a captured step has
+                # updated already; it only captures losses of logits, which l' does not re-evaluate)
                 self.lv.update(logits.detach(), y, None if feats is None else feats.detach(),
                                self.model.classifier)  # fmt: skip
-            self._update()
-            loss_sum += det
-            seen += y.shape[0]
+            if not stepped:
+                self._update()
+            meter.update(det, logits.detach(), y)
             self.step += 1
             if self.show and it % 20 == 0:
-                bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+                bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{lr_now:.3g}")
+        loss_sum = meter.loss_sum
         if dist.world > 1:  # any rank diverged → all stop; train_loss averaged over the ranks
             torch.distributed.all_reduce(bad_step, op=torch.distributed.ReduceOp.MAX)
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= dist.world
+            torch.distributed.all_reduce(meter.correct)  # over the global batch
         if int(bad_step) >= 0:
             self._diverged(folder, epoch, int(bad_step))
         train_time = time.perf_counter() - t0
+        total, correct, seen = meter.read()
         record = {
             "epoch": epoch,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": float(loss_sum) / self.n_iter,
+            "lr": lr_now,
+            "train_loss": total / self.n_iter,
             "train_time_s": train_time,
             "images_per_s": seen * dist.world / train_time if train_time > 0 else None,
         }
+        if not comps.multi_label and seen:
+            record["train_top1_error"] = 100.0 * (1.0 - correct / (seen * dist.world))
         if self.lv is not None:
             record["loss_variation"] = self.lv.result()
         return record
+
+    def _captured(self, graph: GraphStep, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """One step through the captured graph; under ``"auto"`` a graph that cannot be recorded falls back
+        to eager steps for the rest of the run (the reason goes to the log), under ``"graph"`` it raises."""
+        try:
+            return graph(x, y)
+        except RuntimeError as exc:
+            if self.cfg["train"]["capture"] != "auto" or graph.recordings:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.notes.append(
+                f"{self.cfg['name']}: step: eager (recording the CUDA graph failed: {first})"
+            )
+            self.graph = None
+            self.capture = self.capture.__class__("eager", f"recording failed: {first}")
+        lr = [float(g["lr"]) for g in self.opt.param_groups]
+        for g, v in zip(self.opt.param_groups, lr, strict=True):
+            g["lr"] = v
+        value, logits, _ = self.runner(x, y, self.autocast)
+        value = self._with_l2(value)
+        self.opt.zero_grad(set_to_none=True)
+        self._backward(value)
+        self._update()
+        return value.detach(), logits
 
     def _backward(self, value: torch.Tensor) -> None:
         clip = self.cfg["optim"]["grad_clip"]

@@ -121,7 +121,8 @@ def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothi
     recs = read_metrics(out)
     assert [r["epoch"] for r in recs] == [0, 1]
     lv = recs[0]["loss_variation"]
-    assert len(lv["relative_variation"]) == 2 and sum(lv["count"]) == 400
+    # measured on every 10th step of an epoch from its first (the default): 4 steps of 100 -> step 0 only
+    assert len(lv["relative_variation"]) == 2 and sum(lv["count"]) == 100
     final = json.loads((out / "final.json").read_text())
     assert final["final"]["top1_error"] == recs[-1]["test_top1_error"] and final["epochs"] == 2
     before = load_checkpoint(out / "checkpoint.pt")["model"]
@@ -187,25 +188,25 @@ def test_console_script_and_module_entry_point():
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
+    """The shell wrapper of the device check in its shortened mode, on a tiny CIFAR-format network
+    (tests/train/test_capture.py checks the rows it measures)."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
-    env = {
-        **__import__("os").environ,
-        "GPU_CHECK_QUICK": "1",
-        "GPU_CHECK_COMPILE": "0",
-        "PYTHON": sys.executable,
-    }
-    r = subprocess.run(
-        ["bash", str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
-    )
+    env = {**__import__("os").environ, "GPU_CHECK_QUICK": "1", "PYTHON": sys.executable}
+    args = [
+        "--models",
+        "fmnist_cnn",
+        "--model-params",
+        '{"in_channels": 3, "width": 2}',
+        "--jobs",
+        "1",
+    ]
+    r = subprocess.run(["bash", str(script), str(tmp_path), *args], capture_output=True, text=True,
+                       env=env, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert res["info"]["quick"] is True and res["info"]["n_train"] == 16
-    assert [(row["loss"], row["mode"]) for row in res["rows"]] == [
-        ("ce", "eager"),
-        ("lpl", "eager"),
-    ]
-    assert all(row["images_per_s"] > 0 and row["final_train_loss"] > 0 for row in res["rows"])
-    assert "| lpl | eager |" in (tmp_path / "gpu_check.md").read_text()
+    assert res["info"]["quick"] is True and res["info"]["n_train"] == 32
+    assert "| fmnist_cnn | lpl engine graph | eager |" in (tmp_path / "gpu_check.md").read_text()
+    assert "| fmnist_cnn | LPL/CE step time (graph) |" in r.stdout
 
 
 @pytest.mark.slow
@@ -214,7 +215,8 @@ def test_end_to_end_fmnist_lt100_lpl_trains_on_real_data(tmp_path, capsys):
     out = tmp_path / "fm"
     # one epoch of the shipped config with a narrower net and larger batches, to keep the test short
     rc = main(["run", "fmnist_lt100_lpl", "--epochs", "1", "--set", "model.params.width=4", "--set",
-               "data.batch_size=512", "--set", "train.device='cpu'", "--out", str(out), "--quiet"])  # fmt: skip
+               "data.batch_size=512", "--set", "train.device='cpu'", "--set", "train.loss_variation_every=1",
+               "--out", str(out), "--quiet"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     (rec,) = read_metrics(out)
     assert rec["epoch"] == 0 and len(rec["test_per_class_acc"]) == 10
@@ -333,3 +335,20 @@ def test_one_summary_line_per_epoch_even_when_quiet(tmp_path, capsys):
     assert "\r" not in err
     log = (tmp_path / "r" / "train.log").read_text()
     assert all(line in log for line in lines)
+
+
+def test_sweep_jobs_trains_runs_in_parallel_processes_and_reports_throughput(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    args = ["sweep", str(cfg), "--seeds", "2", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 2 trained now" in out
+    # 400 training samples per run, one epoch, two runs: counted from the runs' own records
+    assert "(800 training images of 2 run(s) in " in out and "--jobs 2)" in out
+    for seed in (0, 1):
+        a, b = (json.loads((tmp_path / d / "default" / f"seed{seed}" / "final.json").read_text())
+                for d in ("one", "two"))  # fmt: skip
+        assert b["final"]["top1_error"] == pytest.approx(a["final"]["top1_error"], abs=1e-9)
+    assert main([*args, "--out", str(tmp_path / "x"), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err

@@ -495,6 +495,9 @@ def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
         assert not torch.equal(one[k], make_components(dropout=0.0).model.state_dict()[k])
     recs = engine.read_metrics(tmp_path / "two")
     assert [r["epoch"] for r in recs] == [0, 1] and "test_top1_error" in recs[-1]
+    # the training error counts the global batch (both ranks' hits), as the single process does
+    for r1, r2 in zip(engine.read_metrics(tmp_path / "one"), recs, strict=True):
+        assert abs(r1["train_top1_error"] - r2["train_top1_error"]) <= 100 / N_TRAIN + 1e-9
 
 
 # ------------------------------------------------------------------------- real losses in the loop

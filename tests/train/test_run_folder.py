@@ -163,7 +163,7 @@ def test_resume_compares_the_checkpoints_own_config_even_without_config_toml(tmp
         fit(cfg, out, components=make_components(), resume=True, log=quiet)
     msg = str(exc.value)
     assert "optim.lr (0.1 → 5.0)" in msg and str(out / "checkpoint.pt") in msg
-    assert "train.progress, train.device and train.tensorboard may differ" in msg
+    assert "train.progress, train.device, train.capture and train.tensorboard may differ" in msg
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # untouched
 
 

@@ -1,0 +1,266 @@
+"""Training throughput on a GPU, side by side in one run: bare PyTorch loop vs the engine, CE vs LPL, eager vs
+the captured step (``train.capture``), and one run vs N concurrent runs on the same device.
+
+ResNet-32, ResNet-110 and WRN-28-10 at batch 128 on synthetic CIFAR-format data (uint8 3x32x32 on the device,
+long-tailed labels over 10 classes; there is no CIFAR on the GPU machine), bf16 autocast and channels_last
+(the engine's CUDA defaults). Every variant of a model is measured ``--repeats`` times, the variants
+interleaved within each repeat; the table gives the median images/s of the last (steady) epoch and the ratios.
+
+    python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b]
+
+``--quick`` (the default off CUDA): tiny data, ResNet-32 only, one repeat, two concurrent runs; on a CPU the
+captured step falls back to eager (the ``mode`` column says what ran). Writes ``gpu_check.json`` and
+``gpu_check.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+C = 10
+LPL = {"split": "index", "tau": 0.5, "epsilon": 0.0, "delta_epsilon": 2.0, "alpha": 0.25,
+       "validate": False}  # fmt: skip
+LOSSES = {"ce": ("ce", {}), "lpl": ("lpl", LPL)}
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    prior = torch.tensor([0.01 ** (c / (C - 1)) for c in range(C)])
+    targets = torch.multinomial(prior / prior.sum(), n, replacement=True, generator=g)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return images, targets, torch.bincount(targets, minlength=C).clamp_min(1).tolist()
+
+
+@dataclass
+class Setting:
+    """One measurement's shape; picklable (concurrent runs go to worker processes)."""
+
+    model: str
+    loss: str
+    n_train: int
+    batch: int
+    epochs: int
+    device: str
+    amp: str
+    model_params: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------- bare loop
+def bare_loop(s: Setting) -> dict[str, Any]:
+    """A plain PyTorch step (autocast, channels_last, SGD) on device-resident batches, no engine."""
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+
+    dev = torch.device(s.device)
+    images, targets, counts = synthetic(s.n_train)
+    images, targets = images.to(dev), targets.to(dev)
+    torch.manual_seed(0)
+    model = build_model(s.model, num_classes=C, **s.model_params).to(dev)
+    cl = dev.type == "cuda"
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    reg, params = LOSSES[s.loss]
+    loss_fn = build_loss(reg, num_classes=C, class_counts=counts, **params).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.20, 0.20, 0.20], device=dev).view(1, 3, 1, 1) * 255
+    ac = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.amp == "bf16")
+    steps = s.n_train // s.batch
+    times = []
+    for _epoch in range(s.epochs):
+        _sync(dev)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            x = (images[i * s.batch : (i + 1) * s.batch].float() - mean) / std
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = targets[i * s.batch : (i + 1) * s.batch]
+            with ac:
+                out = model(x)
+            value = loss_fn(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return {
+        "images_per_s": steps * s.batch / times[-1],
+        "mode": "bare",
+        "loss": float(value.detach()),
+    }
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+# ----------------------------------------------------------------------------------------- engine
+def engine_run(s: Setting, capture: str, out: Path) -> dict[str, Any]:
+    """``engine.fit`` with ``train.capture = capture``; images/s of the last epoch, and the step mode the
+    engine chose (its log line)."""
+    from lpl_train.config import validate_config
+    from lpl_train.data import TensorData, make_loader
+    from lpl_train.engine import Components, fit, read_metrics
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+
+    dev = torch.device(s.device)
+    images, targets, counts = synthetic(s.n_train)
+    train = TensorData(images, targets, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2))
+    test = TensorData(images[:256], targets[:256], train.mean, train.std)
+    reg, params = LOSSES[s.loss]
+    cfg = validate_config({
+        "name": out.name, "data": {"name": "synthetic", "batch_size": s.batch, "drop_last": True},
+        "model": {"name": s.model, "params": s.model_params}, "loss": {"name": reg, "params": params},
+        "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4},
+        "schedule": {"epochs": s.epochs, "kind": "cosine"},
+        "train": {"device": s.device, "amp": s.amp if s.amp == "bf16" else "off", "capture": capture,
+                  "progress": False, "loss_variation": False, "eval_every": s.epochs},
+    })  # fmt: skip
+    torch.manual_seed(0)
+    comps = Components(
+        model=build_model(s.model, num_classes=C, **s.model_params),
+        loss=build_loss(reg, num_classes=C, class_counts=counts, **params),
+        train_loader=make_loader(train, s.batch, True, "crop_flip", dev, 0, drop_last=True),
+        test_loader=make_loader(test, 256, False, "none", dev, 0),
+        num_classes=C,
+        class_counts=counts,
+    )
+    lines: list[str] = []
+    fit(cfg, out, components=comps, log=lines.append)
+    recs = read_metrics(out)
+    mode = next((ln.split("step: ", 1)[1].split(" ", 1)[0] for ln in lines if "step: " in ln), "?")
+    return {"images_per_s": recs[-1]["images_per_s"], "mode": mode, "loss": recs[-1]["train_loss"],
+            "images": sum(r["images_per_s"] * r["train_time_s"] for r in recs)}  # fmt: skip
+
+
+@dataclass
+class SyntheticRunner:
+    """The executor's runner (``lpl_train.experiment``) for concurrent engine runs on synthetic data."""
+
+    setting: Setting
+    capture: str
+
+    def finished(self, run: Any) -> bool:
+        return False
+
+    def load(self, run: Any) -> dict[str, Any]:
+        raise AssertionError("never finished")
+
+    def train(self, run: Any, resume: bool) -> dict[str, Any]:
+        return engine_run(self.setting, self.capture, run.out)
+
+
+def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]:
+    """``jobs`` engine runs at once, one process each (``experiment.execute``, as ``lpl-train sweep --jobs``),
+    sharing the device; aggregate images/s = training images of all runs / wall time."""
+    from lpl_train.experiment import PlannedRun, execute, throughput
+
+    runs = [PlannedRun(f"job{j}", out / f"job{j}", None, j) for j in range(jobs)]
+    t0 = time.perf_counter()
+    done = execute(runs, SyntheticRunner(s, capture), jobs=jobs, log=lambda _s: None)
+    wall = time.perf_counter() - t0
+    tp = throughput(done, wall)
+    modes = {o.result["mode"] for o in done if o.result}
+    return {"images_per_s": tp["aggregate_images_per_s"], "mode": "/".join(sorted(modes)),
+            "per_run_images_per_s": tp["mean_run_images_per_s"], "wall_s": wall}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", default=None)
+    p.add_argument("--out", default="gpu_check")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=None, help="concurrent runs for the last row")
+    p.add_argument(
+        "--models", default=None, help="comma-separated (default: resnet32,resnet110,wrn28_10)"
+    )
+    p.add_argument("--model-params", default="{}", help="JSON keyword arguments for every model")
+    a = p.parse_args(argv)
+    torch.set_flush_denormal(True)
+    cuda = torch.cuda.is_available()
+    quick = (not cuda) if a.quick is None else a.quick
+    device = "cuda" if cuda else "cpu"
+    models = (a.models or ("resnet32" if quick else "resnet32,resnet110,wrn28_10")).split(",")
+    repeats = a.repeats or (1 if quick else 2)
+    jobs = a.jobs or (2 if quick else 4)
+    n_train, batch, epochs = (32, 16, 1) if quick else (7680, 128, 2)
+    if a.repeats is not None and a.repeats < 1 or a.jobs is not None and a.jobs < 1:
+        p.error("--repeats and --jobs must be >= 1")
+    amp = "bf16" if cuda else "off"
+    model_params = json.loads(a.model_params)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+            "quick": quick, "batch": batch, "n_train": n_train, "epochs": epochs, "repeats": repeats,
+            "amp": amp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    print(f"# gpu_check {json.dumps(info)}", flush=True)
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        variants = [(f"{loss} {kind}", loss, kind) for loss in LOSSES
+                    for kind in ("bare", "engine eager", "engine graph")]  # fmt: skip
+        got: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
+        for r in range(repeats):
+            for name, loss, kind in variants:
+                s = Setting(model, loss, n_train, batch, epochs, device, amp, model_params)
+                if kind == "bare":
+                    res = bare_loop(s)
+                else:
+                    cap = "off" if kind == "engine eager" else "graph"
+                    res = engine_run(s, cap, out / f"{model}_{loss}_{cap}_r{r}")
+                got[name].append(res)
+                print(f"{model:9s} {name:18s} r{r} {res['images_per_s']:9.0f} img/s ({res['mode']})",
+                      flush=True)  # fmt: skip
+        s = Setting(model, "lpl", n_train, batch, epochs, device, amp, model_params)
+        if model == models[0]:
+            got[f"lpl graph x{jobs}"] = [concurrent(s, "graph", jobs, out / f"{model}_jobs{jobs}")]
+            print(f"{model:9s} lpl graph x{jobs} {got[f'lpl graph x{jobs}'][0]['images_per_s']:9.0f} img/s "
+                  "(aggregate)", flush=True)  # fmt: skip
+        med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in got.items()}
+        for k, v in got.items():
+            rows.append({"model": model, "variant": k, "images_per_s": med[k], "mode": v[0]["mode"],
+                         "runs": [x["images_per_s"] for x in v]})  # fmt: skip
+        ratios = {
+            "engine/bare (CE, eager)": med["ce engine eager"] / med["ce bare"],
+            "LPL/CE step time (eager)": med["ce engine eager"] / med["lpl engine eager"],
+            "LPL/CE step time (graph)": med["ce engine graph"] / med["lpl engine graph"],
+            "graph/eager (CE)": med["ce engine graph"] / med["ce engine eager"],
+            "graph/eager (LPL)": med["lpl engine graph"] / med["lpl engine eager"],
+        }
+        if f"lpl graph x{jobs}" in med:
+            ratios[f"{jobs} concurrent/one (LPL graph)"] = (
+                med[f"lpl graph x{jobs}"] / med["lpl engine graph"]
+            )
+        rows.append({"model": model, "ratios": ratios})
+    lines = [f"{info['device']}, torch {info['torch']}, batch {batch}, {amp}, {info['date']}", "",
+             "| model | variant | step | images/s (median) |", "|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if "variant" in r:
+            lines.append(
+                f"| {r['model']} | {r['variant']} | {r['mode']} | {r['images_per_s']:.0f} |"
+            )
+    lines += ["", "| model | ratio | value |", "|---|---|---|"]
+    for r in rows:
+        for k, v in r.get("ratios", {}).items():
+            lines.append(f"| {r['model']} | {k} | {v:.2f} |")
+    table = "\n".join(lines)
+    print("\n" + table, flush=True)
+    (out / "gpu_check.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
+    (out / "gpu_check.md").write_text(table + "\n")
+    bad = [r for r in rows if "images_per_s" in r and not r["images_per_s"] > 0]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

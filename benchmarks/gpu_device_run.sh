@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything a GPU session runs, in one call that fits the device tool's 10-minute command limit:
+# benchmarks/gpu_check.sh, then benchmarks/gpu_longtail.sh with the time that is left (its 2-epoch probe
+# decides whether the 200-epoch protocol fits). Only the summaries land in OUT (6 files: two logs, two JSON,
+# two Markdown tables); the run folders stay in a scratch folder.
+#
+#   benchmarks/gpu_device_run.sh [OUT]       # OUT defaults to $OUT (the device tool's), else ./gpu_out
+#
+# Environment: LIMIT_S (default 570: seconds the whole script may take), LPL_LONGTAIL_DATA (default
+# .carry/fashion-mnist), GPU_CHECK_QUICK / GPU_LONGTAIL_QUICK (shortened, for a CPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEST="${1:-${OUT:-gpu_out}}"
+mkdir -p "$DEST"
+WORK="$(mktemp -d)"
+LIMIT_S="${LIMIT_S:-570}"
+start=$(date +%s)
+benchmarks/gpu_check.sh "$WORK/check" 2>&1 | tee "$DEST/gpu_check.log"
+cp "$WORK"/check/gpu_check.json "$WORK"/check/gpu_check.md "$DEST"/ 2>/dev/null
+elapsed=$(( $(date +%s) - start ))
+budget=$(( LIMIT_S - elapsed - 90 ))  # 90 s for the probe, start-up and the last evaluation
+echo "# gpu_device_run: gpu_check took ${elapsed} s; the long-tail protocol may take ${budget} s after its probe"
+if [ "$budget" -gt 0 ]; then
+    benchmarks/gpu_longtail.sh "$WORK/longtail" --budget-s "$budget" 2>&1 | tee "$DEST/gpu_longtail.log"
+    cp "$WORK"/longtail/gpu_longtail.json "$WORK"/longtail/gpu_longtail.md "$DEST"/ 2>/dev/null
+fi
+ls -l "$DEST"

@@ -1,0 +1,223 @@
+"""The long-tail protocol of Tables III/IV on real data, on one GPU: Fashion-MNIST-LT 100:1 (the full training
+set subsampled with LDAM's exponential profile, data seed 0, images zero-padded to 32x32), LDAM's ResNet-32,
+200 epochs of LDAM's schedule (batch 128, SGD lr 0.1, momentum 0.9, weight decay 2e-4, 5-epoch linear
+warm-up, lr x0.01 from epoch 160 and x0.0001 from 180), for CE, LA, LDAM-DRW, LPL and LA + LPL x 3 seeds.
+
+The losses' parameters are those of the shipped Fashion-MNIST-LT configs (``fmnist_lt100_<method>``), with
+LDAM-DRW's re-weighting switched on at epoch 160 as in LDAM's schedule. All runs train at once, one process
+each on the same device (``lpl_train.experiment.execute``, as ``lpl-train sweep --jobs``), with the engine's
+defaults (captured step on CUDA where safe, bf16).
+
+Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the whole protocol's time
+from that, and starts the rest only if the estimate fits ``--budget-s`` (the runs then resume from their
+checkpoints); otherwise it stops and says so. Results (one JSON with every run's final.json, and a Markdown
+table of mean ± std over the seeds) go to ``--out``.
+
+    python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--jobs N] [--budget-s S]
+
+The data folder (``--data``, default ``$LPL_LONGTAIL_DATA``, else ``.carry/fashion-mnist``) holds the four
+Fashion-MNIST idx files. ``--quick``: 1 epoch, 512 training images, a tiny network, 1 seed (CPU check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+METHODS = ("ce", "la", "ldam_drw", "lpl", "la_lpl")
+SCHEDULE = {"kind": "step", "milestones": [160, 180], "factors": [0.01, 0.0001], "warmup_epochs": 5}
+OPTIM = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 2e-4}
+
+
+def method_loss(method: str, epochs: int) -> tuple[str, dict[str, Any]]:
+    """The loss of ``method`` from the shipped ``fmnist_lt100_<method>`` config; DRW at LDAM's epoch 160."""
+    from lpl_train.config import load_config
+
+    lo = load_config(f"fmnist_lt100_{method}")["loss"]
+    params = dict(lo["params"])
+    if method == "ldam_drw":
+        params.update(drw_epoch=min(160, epochs - 1) if epochs > 1 else 0, drw_beta=0.9999)
+    return lo["name"], params
+
+
+@dataclass
+class Protocol:
+    data: str
+    epochs: int
+    quick: bool
+    device: str
+    stop_after: int | None = None  # the probe: train this many epochs, then return
+
+    def config(self, method: str, seed: int) -> dict[str, Any]:
+        from lpl_train.config import validate_config
+
+        name, params = method_loss(method, self.epochs)
+        model = {"name": "fmnist_cnn", "params": {"width": 4}} if self.quick else {
+            "name": "resnet32", "params": {"in_channels": 1, "use_norm": method == "ldam_drw"}}  # fmt: skip
+        return validate_config({
+            "name": f"fmnist32_lt100_{method}", "data": {"name": "fmnist_lt", "batch_size": 128},
+            "model": model, "loss": {"name": name, "params": params}, "optim": dict(OPTIM),
+            "schedule": {"epochs": self.epochs, **SCHEDULE},
+            "train": {"seed": seed, "device": self.device, "progress": False, "eval_every": 10,
+                      "loss_variation": False},
+        })  # fmt: skip
+
+
+@dataclass
+class LongtailRunner:
+    """The executor's runner: a run is finished when its final.json exists."""
+
+    protocol: Protocol
+
+    def finished(self, run: Any) -> bool:
+        return (run.out / "final.json").is_file()
+
+    def load(self, run: Any) -> dict[str, Any]:
+        return json.loads((run.out / "final.json").read_text(encoding="utf-8"))
+
+    def train(self, run: Any, resume: bool) -> dict[str, Any]:
+        import torch
+
+        from lpl_train.data import make_loader
+        from lpl_train.engine import Components, fit
+        from lpl_train.losses import build_loss
+        from lpl_train.models import build_model
+
+        p, cfg = self.protocol, run.cfg
+        dev = torch.device(p.device)
+        train, test, counts = padded_fmnist_lt(p.data, p.quick)
+        torch.manual_seed(cfg["train"]["seed"])
+        comps = Components(
+            model=build_model(cfg["model"]["name"], num_classes=10, **cfg["model"]["params"]),
+            loss=build_loss(
+                cfg["loss"]["name"], num_classes=10, class_counts=counts, **cfg["loss"]["params"]
+            ),  # fmt: skip
+            train_loader=make_loader(train, 128, True, "crop_flip", dev, cfg["train"]["seed"]),
+            test_loader=make_loader(test, 1024, False, "none", dev, 0),
+            num_classes=10,
+            class_counts=counts,
+        )
+        return fit(cfg, run.out, components=comps, resume=resume, stop_after_epoch=p.stop_after,
+                   log=lambda s: None)  # fmt: skip
+
+
+def padded_fmnist_lt(root: str, quick: bool) -> Any:
+    """Fashion-MNIST-LT 100:1 (data seed 0), 28x28 zero-padded to 32x32; the quick check keeps 512 images."""
+    import torch
+    import torch.nn.functional as F
+
+    from lpl_train.data import TensorData, build_datasets
+
+    b = build_datasets("fmnist_lt", root=root, seed=0, imbalance_ratio=100.0)
+
+    def pad(split: Any, n: int | None) -> Any:
+        keep = torch.randperm(len(split.targets), generator=torch.Generator().manual_seed(0))[:n]
+        x, y = (
+            (split.images, split.targets)
+            if n is None
+            else (split.images[keep], split.targets[keep])
+        )
+        return TensorData(F.pad(x, (2, 2, 2, 2)), y, split.mean, split.std)
+
+    train, test = pad(b.train, 512 if quick else None), pad(b.test, 512 if quick else None)
+    counts = torch.bincount(train.targets, minlength=10).tolist()
+    return train, test, counts
+
+
+def summarise(results: dict[str, dict[str, Any]]) -> str:
+    rows = ["| method | seeds | test top-1 error (%) | acc many | acc medium | acc few |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for m in METHODS:
+        fins = [r["final"] for k, r in sorted(results.items()) if k.startswith(f"{m}/")]
+        if not fins:
+            continue
+
+        def ms(key: str, fins: list[dict[str, Any]] = fins) -> str:
+            v = [f[key] for f in fins if f.get(key) is not None]
+            if not v:
+                return "—"
+            return (
+                f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}"
+                if len(v) > 1
+                else f"{v[0]:.2f}"
+            )
+
+        rows.append(f"| {m} | {len(fins)} | {ms('top1_error')} | {ms('acc_many')} | {ms('acc_medium')} | "
+                    f"{ms('acc_few')} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from lpl_train.experiment import PlannedRun, execute
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", default=None)
+    ap.add_argument("--data", default=os.environ.get("LPL_LONGTAIL_DATA", ".carry/fashion-mnist"))
+    ap.add_argument("--out", default="gpu_longtail")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=None, help="concurrent runs (default: all of them)")
+    ap.add_argument("--budget-s", type=float, default=540.0, help="start the full runs only if the "
+                    "estimate fits (default 540 s)")  # fmt: skip
+    ap.add_argument("--probe-epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=None, help="default: 200 (1 with --quick)")
+    a = ap.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    quick = (not cuda) if a.quick is None else a.quick
+    epochs = a.epochs or (1 if quick else 200)
+    seeds = a.seeds or (1 if quick else 3)
+    device = "cuda" if cuda else "cpu"
+    if not Path(a.data).is_dir():
+        ap.error(f"--data {a.data!r} is not a folder; copy the four Fashion-MNIST idx files there "
+                 "(e.g. from /usr/share/datasets/fashion-mnist) or set LPL_LONGTAIL_DATA")  # fmt: skip
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = Protocol(a.data, epochs, quick, device)
+    runs = [PlannedRun(f"{m}/seed{s}", out / "runs" / m / f"seed{s}", protocol.config(m, s), s)
+            for m in METHODS for s in range(seeds)]  # fmt: skip
+    jobs = a.jobs or (1 if quick else min(len(runs), max(1, (os.cpu_count() or 2) - 1)))
+    info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+            "epochs": epochs, "runs": len(runs), "jobs": jobs, "quick": quick,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    print(f"# gpu_longtail {json.dumps(info)}", flush=True)
+    t0 = time.perf_counter()
+    probe = min(a.probe_epochs, epochs)
+    if probe < epochs:
+        protocol.stop_after = probe
+        execute(runs, LongtailRunner(protocol), jobs=jobs, log=lambda s: None)
+        spent = time.perf_counter() - t0
+        estimate = spent / probe * (epochs - probe)
+        info["probe"] = {"epochs": probe, "wall_s": spent, "estimate_rest_s": estimate}
+        print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s; the remaining "
+              f"{epochs - probe} epochs need about {estimate:.0f} s", flush=True)  # fmt: skip
+        if estimate > a.budget_s:
+            print(f"not started: the estimate {estimate:.0f} s exceeds --budget-s {a.budget_s:.0f}; "
+                  "the probe's checkpoints stay in the run folders", flush=True)  # fmt: skip
+            (out / "gpu_longtail.json").write_text(json.dumps({"info": info}, indent=1) + "\n")
+            return 3
+        protocol.stop_after = None
+    done = execute(runs, LongtailRunner(protocol), jobs=jobs, log=print)
+    info["wall_s"] = time.perf_counter() - t0
+    results = {o.run.key: o.result for o in done if o.result is not None and "final" in o.result}
+    table = summarise(results)
+    net = "a tiny CNN (quick check)" if quick else "ResNet-32"
+    head = (f"Fashion-MNIST-LT 100:1 (32x32), {net}, {epochs} epochs, LDAM schedule; {info['device']}, "
+            f"torch {info['torch']}, {info['date']}, {info['wall_s']:.0f} s wall")  # fmt: skip
+    print("\n" + head + "\n\n" + table, flush=True)
+    (out / "gpu_longtail.json").write_text(
+        json.dumps({"info": info, "runs": results}, indent=1) + "\n"
+    )
+    (out / "gpu_longtail.md").write_text(head + "\n\n" + table + "\n")
+    return 0 if len(results) == len(runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The whole training step captured once and replayed (CUDA graphs), and the metrics kept on the device.
+
+``train.capture`` chooses how a step runs:
+
+* ``"off"``: eager, as always.
+* ``"graph"``: forward, loss, backward, gradient clipping and the optimiser step recorded once into one CUDA
+  graph (:class:`GraphStep`) and replayed for every batch of the captured shape; the batch is copied into
+  static input buffers, the learning rate is a device tensor the optimiser reads (fused SGD, capturable
+  Adam/AdamW), and nothing waits for the host. A batch of another shape (the last, smaller batch of an epoch
+  without ``data.drop_last``) runs eagerly on the same parameters, gradients and optimiser state. The graph is
+  recorded again at the start of every epoch, after ``loss.set_epoch`` (DRW, ISDA's λ), so a per-epoch change
+  of the loss is never frozen into an old graph.
+* ``"compile"``: the network and the loss through ``torch.compile(mode="reduce-overhead")`` (inductor's own
+  CUDA graphs for forward and backward); the optimiser step stays eager.
+* ``"auto"`` (default): ``"graph"`` where it is known to be safe -- one CUDA process, bf16 or fp32 (fp16's
+  gradient scaler checks for inf on the host), a loss of logits whose per-step state lives in tensors
+  (:data:`GRAPH_SAFE_LOSSES`) -- else eager. If recording fails (an operation that synchronises with the
+  host), ``"auto"`` falls back to eager and says why; ``"graph"`` raises.
+
+On anything but a CUDA device every mode runs eagerly (the log line says so): CPU training is unchanged.
+
+:class:`DeviceMeter` sums the training loss, the correct predictions and the samples of an epoch in device
+tensors; the host reads them once, at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CAPTURE_MODES", "GRAPH_SAFE_LOSSES", "CaptureChoice", "DeviceMeter", "GraphStep",
+           "choose_capture"]  # fmt: skip
+
+CAPTURE_MODES = ("auto", "off", "graph", "compile")
+
+#: Registered losses of logits whose forward keeps no per-step Python state and needs no host
+#: synchronisation once its input checks are off (``validate = False``): ``"auto"`` captures these.
+GRAPH_SAFE_LOSSES = frozenset({"ce", "la", "ldam", "focal", "cb_ce", "cb_focal", "lpl", "la_lpl"})
+
+
+@dataclass(frozen=True)
+class CaptureChoice:
+    """How the steps of a run execute: ``mode`` in {"eager", "graph", "compile"}, and why."""
+
+    mode: str
+    reason: str
+
+    def line(self, requested: str) -> str:
+        return f"step: {self.mode} (train.capture = {requested!r}: {self.reason})"
+
+
+def choose_capture(
+    requested: str,
+    device: torch.device,
+    *,
+    world: int,
+    precision: str,
+    loss_name: str,
+    needs_features: bool,
+    compiled: bool = False,
+) -> CaptureChoice:
+    """The step mode ``train.capture = requested`` gives on ``device`` for this run (no side effects)."""
+    if requested not in CAPTURE_MODES:
+        raise ValueError(
+            f"train.capture has value {requested!r}; allowed: {', '.join(CAPTURE_MODES)}"
+        )
+    if requested == "off":
+        return CaptureChoice("eager", "capture turned off")
+    if device.type != "cuda":
+        return CaptureChoice(
+            "eager", f"CUDA graphs need a CUDA device; this run is on {device.type}"
+        )
+    if world > 1:
+        return CaptureChoice(
+            "eager", f"{world} processes: DistributedDataParallel steps stay eager"
+        )
+    if requested == "compile":
+        return CaptureChoice("compile", 'torch.compile(mode="reduce-overhead") on network and loss')
+    if precision == "fp16":
+        return CaptureChoice(
+            "eager", "fp16's gradient scaler checks for inf on the host every step"
+        )
+    if compiled:
+        return CaptureChoice(
+            "eager", "train.compile = true: the compiled network is not recorded again"
+        )
+    if needs_features:
+        return CaptureChoice("eager", f"loss {loss_name!r} works on features and its classifier")
+    if requested == "auto" and loss_name not in GRAPH_SAFE_LOSSES:
+        return CaptureChoice(
+            "eager",
+            f'loss {loss_name!r} is not known to be graph-safe (set train.capture = "graph" to try)',
+        )
+    return CaptureChoice("graph", "one CUDA process, whole step recorded once per epoch")
+
+
+class DeviceMeter:
+    """Training loss sum, correct predictions and samples of an epoch, accumulated on the device.
+
+    :meth:`update` launches a few small kernels and never synchronises; :meth:`read` is the one host read
+    of the epoch. ``correct`` counts top-1 hits for single-label targets (class indices); it stays 0 for
+    multi-label targets.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0  # batch sizes are known on the host
+
+    def update(self, value: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += value
+        if y.dim() == 1 and not y.is_floating_point():
+            self.correct += (logits.argmax(1) == y).sum()
+        self.seen += int(y.shape[0])
+
+    def read(self) -> tuple[float, int, int]:
+        """(loss sum, correct, samples): the epoch's one synchronisation."""
+        return float(self.loss_sum), int(self.correct), self.seen
+
+
+def _capturable_optimizer(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make ``opt`` replayable: learning rates as device tensors (set each step with ``fill_``), SGD fused
+    (its foreach form reads a tensor lr on the host), Adam/AdamW capturable with their step counts on the
+    device. Works on a freshly built or a just-restored optimiser."""
+    for g in opt.param_groups:
+        lr = g["lr"]
+        g["lr"] = (
+            lr.to(device)
+            if isinstance(lr, torch.Tensor)
+            else torch.tensor(float(lr), device=device)
+        )
+        if isinstance(opt, torch.optim.SGD):
+            g["fused"], g["foreach"] = True, False
+        elif "capturable" in g:
+            g["capturable"] = True
+    for st in opt.state.values():
+        if isinstance(st.get("step"), torch.Tensor):
+            st["step"] = st["step"].to(device=device, dtype=torch.float32)
+
+
+def float_lrs(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser ``state_dict`` with tensor learning rates written as floats (checkpoints stay loadable by
+    an eager run and JSON-friendly)."""
+    for g in state.get("param_groups", []):
+        if isinstance(g.get("lr"), torch.Tensor):
+            g["lr"] = float(g["lr"])
+    return state
+
+
+class GraphStep:
+    """One training step (``forward_backward`` then ``opt.step()``) recorded into a CUDA graph and replayed.
+
+    Args:
+        forward_backward: ``(x, y) -> (loss, logits)``; runs forward, loss, ``backward`` and clipping. The
+            gradients it produces must be written, not accumulated: the recording starts from ``None`` grads.
+        opt: the optimiser (made capturable here).
+        device: the CUDA device.
+        warmup: eager steps on a side stream before the first recording (lazy initialisations --
+            optimiser state, library handles -- must not happen inside a recording).
+        graph_api: ``new_graph()``, ``record(graph, fn) -> fn's outputs`` (recorded, not executed),
+            ``replay(graph)`` and ``side_stream()`` (a context); default: ``torch.cuda``'s. Tests pass a
+            stand-in that keeps ``fn`` and runs it on each replay, on the CPU.
+    """
+
+    def __init__(
+        self,
+        forward_backward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        opt: torch.optim.Optimizer,
+        device: torch.device,
+        *,
+        warmup: int = 3,
+        graph_api: Any = None,
+    ) -> None:
+        self.fb, self.opt, self.device, self.warmup_left = forward_backward, opt, device, warmup
+        self.api = graph_api or _CudaGraphAPI(device)
+        _capturable_optimizer(opt, device)
+        self.graph: Any = None
+        self.static: tuple[torch.Tensor, ...] = ()
+        self.out: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.replays = self.eager_steps = self.recordings = 0
+
+    def set_lr(self, lrs: list[float]) -> None:
+        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
+            g["lr"].fill_(lr)
+
+    def new_epoch(self) -> None:
+        """Drop the recording: the next full batch records again (after ``loss.set_epoch``)."""
+        self.graph, self.static, self.out = None, (), None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on ``(x, y)``; returns (loss, logits), valid until the next call."""
+        if self.graph is not None and _same(self.static, (x, y)):
+            self.static[0].copy_(x)
+            self.static[1].copy_(y)
+            self.api.replay(self.graph)
+            self.replays += 1
+            assert self.out is not None
+            return self.out
+        if (
+            self.graph is None
+            and self.warmup_left <= 0
+            and (not self.static or _same(self.static, (x, y)))
+        ):
+            return self._record_and_replay(x, y)
+        return self._eager(x, y)
+
+    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A step outside the graph, on the same parameter, gradient and optimiser-state tensors."""
+        with self.api.side_stream():
+            self.opt.zero_grad(set_to_none=self.graph is None)  # keep the recorded grads' memory
+            out = self.fb(x, y)
+            self.opt.step()
+        self.warmup_left -= 1
+        self.eager_steps += 1
+        return out
+
+    def _record_and_replay(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.static = (x.clone(), y.clone())
+        self.opt.zero_grad(set_to_none=True)  # the recorded backward writes fresh gradients
+        self.graph = self.api.new_graph()
+
+        def step() -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.fb(*self.static)
+            self.opt.step()
+            return out
+
+        self.out = self.api.record(self.graph, step)
+        self.recordings += 1
+        self.api.replay(self.graph)  # recording executes nothing: run this batch's step now
+        self.replays += 1
+        return self.out
+
+
+def _same(static: tuple[torch.Tensor, ...], batch: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    return len(static) == 2 and all(
+        s.shape == b.shape and s.dtype == b.dtype and s.stride() == b.stride()
+        for s, b in zip(static, batch, strict=True)
+    )
+
+
+class _CudaGraphAPI:
+    """``torch.cuda``'s graph calls, behind the four names :class:`GraphStep` uses."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream: Any = None
+
+    def new_graph(self) -> Any:
+        return torch.cuda.CUDAGraph()
+
+    def record(self, graph: Any, fn: Callable[[], Any]) -> Any:
+        with torch.cuda.graph(graph):
+            return fn()
+
+    def side_stream(self) -> Any:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        return _StreamThenJoin(self.stream, self.device)
+
+    def replay(self, graph: Any) -> None:
+        graph.replay()
+
+
+class _StreamThenJoin:
+    def __init__(self, stream: Any, device: torch.device) -> None:
+        self.stream, self.device = stream, device
+        self.ctx: Any = None
+
+    def __enter__(self) -> None:
+        self.ctx = torch.cuda.stream(self.stream)
+        self.ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ctx.__exit__(*exc)
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+
+def compile_step(step: nn.Module) -> None:
+    """``"compile"`` mode: the network-and-loss forward of :class:`~lpl_train.engine.step._Step` through
+    ``torch.compile(mode="reduce-overhead")`` (forward and backward as inductor CUDA graphs)."""
+    inner = step.forward
+    object.__setattr__(step, "forward", torch.compile(inner, mode="reduce-overhead"))

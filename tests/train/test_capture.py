@@ -1,0 +1,367 @@
+"""The captured training step (train.capture), device-side epoch metrics, and the loss-variation frequency.
+
+CUDA graphs need a GPU; here the capture path runs on the CPU through a stand-in graph API that records the
+step's closure and runs it on every replay (recording itself leaves no trace, as a real recording executes
+nothing). That exercises everything but the CUDA calls: static input buffers, the learning rate as a tensor
+the fused optimiser reads, per-epoch re-recording, eager steps for batches of another shape, and the fallback
+of ``"auto"`` when recording fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from lpl_train.config import ConfigError, validate_config
+from lpl_train.engine import capture as CAP
+from lpl_train.engine import fit, load_checkpoint, read_metrics
+from lpl_train.engine import trainer as TR
+
+from .test_engine import make_cfg, make_components
+
+CUDA = torch.device("cuda", 0)
+CPU = torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_capture_and_loss_variation_every_keys_validate():
+    cfg = make_cfg()
+    assert cfg["train"]["capture"] == "auto" and cfg["train"]["loss_variation_every"] == 10
+    with pytest.raises(
+        ConfigError, match=r"'train.capture'.*'cudagraph'.*auto, off, graph, compile"
+    ):
+        make_cfg(capture="cudagraph")
+    with pytest.raises(ConfigError, match=r"'train.loss_variation_every' has value 0"):
+        make_cfg(loss_variation_every=0)
+    with pytest.raises(ConfigError, match=r"'train.loss_variation_every'.*expected integer"):
+        make_cfg(loss_variation_every=2.5)
+
+
+# ------------------------------------------------------------------------------------------ choices
+def choose(requested, device=CUDA, world=1, precision="bf16", loss="lpl", features=False,
+           compiled=False):  # fmt: skip
+    return CAP.choose_capture(requested, device, world=world, precision=precision, loss_name=loss,
+                              needs_features=features, compiled=compiled)  # fmt: skip
+
+
+@pytest.mark.parametrize("requested", CAP.CAPTURE_MODES)
+def test_every_mode_runs_eagerly_off_cuda(requested):
+    c = choose(requested, device=CPU)
+    assert c.mode == "eager"
+    assert (
+        "turned off" if requested == "off" else "need a CUDA device; this run is on cpu"
+    ) in c.reason
+
+
+def test_capture_decisions_on_cuda():
+    assert choose("auto").mode == "graph"
+    assert choose("auto", loss="la_lpl", precision="fp32").mode == "graph"
+    assert choose("graph", loss="center").mode == "graph"  # asked for: tried
+    assert choose("compile", precision="fp16").mode == "compile"
+    for kw, why in (
+        ({"loss": "center"}, "not known to be graph-safe"),
+        ({"precision": "fp16"}, "gradient scaler"),
+        ({"world": 2}, "2 processes"),
+        ({"loss": "isda", "features": True}, "works on features"),
+        ({"compiled": True}, "train.compile = true"),
+    ):
+        c = choose("auto", **kw)
+        assert c.mode == "eager" and why in c.reason, (kw, c)
+    assert choose("off").mode == "eager"
+    with pytest.raises(ValueError, match="train.capture has value 'on'"):
+        choose("on")
+
+
+# ------------------------------------------------------------------------------------- device meter
+def test_device_meter_matches_host_side_counts():
+    g = torch.Generator().manual_seed(0)
+    meter = CAP.DeviceMeter(CPU)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for bs in (7, 7, 3):
+        logits, y = torch.randn(bs, 5, generator=g), torch.randint(0, 5, (bs,), generator=g)
+        value = torch.rand((), generator=g)
+        meter.update(value, logits, y)
+        loss_sum += value.item()
+        correct += sum(int(max(range(5), key=lambda c: row[c])) == t for row, t in
+                       zip(logits.tolist(), y.tolist(), strict=True))  # fmt: skip
+        seen += bs
+    total, hits, n = meter.read()
+    assert total == pytest.approx(loss_sum, rel=1e-6) and hits == correct and n == seen == 17
+    multi = CAP.DeviceMeter(CPU)
+    multi.update(torch.tensor(1.0), torch.randn(4, 3), torch.ones(4, 3))
+    assert multi.read() == (1.0, 0, 4)
+
+
+# ----------------------------------------------------------------------------- stand-in graph API
+class FakeGraphAPI:
+    """record(fn): run fn on a copy of every piece of state, so the recording leaves no trace (a CUDA
+    recording executes nothing), keep fn; replay: run fn, writing into the recorded outputs."""
+
+    def __init__(self, module: nn.Module, opt: torch.optim.Optimizer, fail: str | None = None):
+        self.module, self.opt, self.fail = module, opt, fail
+        self.recorded = 0
+
+    def new_graph(self):
+        return {}
+
+    def record(self, graph, fn):
+        if self.fail:
+            raise RuntimeError(self.fail)
+        saved = (copy.deepcopy(self.module.state_dict()), copy.deepcopy(self.opt.state_dict()),
+                 torch.get_rng_state())  # fmt: skip
+        out = tuple(t.clone() for t in fn())
+        self.module.load_state_dict(saved[0])
+        self.opt.load_state_dict(saved[1])
+        CAP._capturable_optimizer(self.opt, CPU)
+        torch.set_rng_state(saved[2])
+        graph.update(fn=fn, out=out)
+        self.recorded += 1
+        return out
+
+    def replay(self, graph):
+        self.opt.zero_grad(
+            set_to_none=True
+        )  # the recorded backward writes (not adds) the gradients
+        for dst, src in zip(graph["out"], graph["fn"](), strict=True):
+            dst.copy_(src)
+
+    def side_stream(self):
+        return _Null()
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _train(graph: bool, batches, epochs=2):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 4))
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3
+    )
+
+    def fb(x, y):
+        value = nn.functional.cross_entropy(model(x), y)
+        value.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        return value.detach(), model(x).detach()
+
+    step = (
+        CAP.GraphStep(fb, opt, CPU, warmup=2, graph_api=FakeGraphAPI(model, opt)) if graph else None
+    )
+    torch.manual_seed(1)
+    losses = []
+    for e in range(epochs):
+        if step is not None:
+            step.new_epoch()
+        for i, (x, y) in enumerate(batches):
+            lr = 0.1 * (0.5**e) * (1 - 0.1 * i)
+            if step is not None:
+                step.set_lr([lr])
+                value, _ = step(x.clone(), y.clone())  # a new tensor each step, as a loader gives
+            else:
+                opt.param_groups[0]["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                value, _ = fb(x, y)
+                opt.step()
+            losses.append(float(value))
+    return model, losses, step
+
+
+def test_graph_step_replays_the_eager_training_with_odd_batches_eager():
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(bs, 6, generator=g), torch.randint(0, 4, (bs,), generator=g))
+               for bs in (8, 8, 8, 8, 5)]  # fmt: skip
+    eager, l_eager, _ = _train(False, batches)
+    graphed, l_graph, step = _train(True, batches)
+    assert step.recordings == 2  # once per epoch
+    assert step.eager_steps == 2 + 2  # the warm-up, then the 5-sample batch of each epoch
+    assert step.replays == 2 * 5 - step.eager_steps
+    assert l_graph == pytest.approx(l_eager, rel=1e-5)  # fused SGD with a tensor lr vs foreach
+    for a, b in zip(eager.parameters(), graphed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_step_reads_the_new_batch_through_its_static_buffers():
+    g = torch.Generator().manual_seed(4)
+    batches = [
+        (torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(4)
+    ]
+    _, l_graph, step = _train(True, batches, epochs=1)
+    _, l_eager, _ = _train(False, batches, epochs=1)
+    assert step.replays == 2 and l_graph == pytest.approx(l_eager, rel=1e-5)
+    assert len(set(l_graph)) == 4  # each replay saw its own batch
+
+
+def test_capturable_optimizer_and_float_lrs_round_trip():
+    p = nn.Parameter(torch.randn(3))
+    opt = torch.optim.AdamW([p], lr=0.01)
+    p.grad = torch.ones(3)
+    opt.step()
+    CAP._capturable_optimizer(opt, CPU)
+    g = opt.param_groups[0]
+    assert isinstance(g["lr"], torch.Tensor) and g["capturable"] is True
+    assert float(g["lr"]) == pytest.approx(0.01)
+    st = CAP.float_lrs(opt.state_dict())
+    assert st["param_groups"][0]["lr"] == pytest.approx(0.01)
+    sgd = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    CAP._capturable_optimizer(sgd, CPU)
+    assert sgd.param_groups[0]["fused"] is True and sgd.param_groups[0]["foreach"] is False
+
+
+# -------------------------------------------------------------------------------- through fit (CPU)
+def _force_graph(monkeypatch, fail=None):
+    """Make the trainer take its captured path on the CPU, with the stand-in graph API."""
+    monkeypatch.setattr(TR, "choose_capture",
+                        lambda *a, **k: CAP.CaptureChoice("graph", "forced by the test"))  # fmt: skip
+
+    class CpuGraphStep(CAP.GraphStep):
+        def __init__(self, fb, opt, device, **kw):
+            module = fb.__closure__ and next(
+                c.cell_contents for c in fb.__closure__ if isinstance(c.cell_contents, TR._Trainer)
+            )
+            super().__init__(fb, opt, device, warmup=1,
+                             graph_api=FakeGraphAPI(module.runner, opt, fail=fail))  # fmt: skip
+
+    monkeypatch.setattr(TR, "GraphStep", CpuGraphStep)
+
+
+def test_fit_logs_its_step_mode_on_cpu(tmp_path):
+    lines = []
+    fit(
+        make_cfg(epochs=1, capture="graph"),
+        tmp_path,
+        components=make_components(),
+        log=lines.append,
+    )
+    assert any("step: eager (train.capture = 'graph': CUDA graphs need a CUDA device; this run is on cpu)"
+               in s for s in lines), lines  # fmt: skip
+
+
+def test_fit_through_the_captured_path_matches_eager(tmp_path, monkeypatch):
+    cfg = make_cfg(epochs=2)
+    fit(cfg, tmp_path / "eager", components=make_components(batch_size=20, dropout=0.0), log=print)
+    _force_graph(monkeypatch)
+    lines = []
+    fit(cfg, tmp_path / "graph", components=make_components(batch_size=20, dropout=0.0),
+        log=lines.append)  # fmt: skip
+    assert any("step: graph (train.capture = 'auto': forced by the test)" in s for s in lines)
+    a, b = (read_metrics(tmp_path / k) for k in ("eager", "graph"))
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
+        assert rb["train_top1_error"] == ra["train_top1_error"]
+        assert rb["lr"] == ra["lr"]  # a float in the record, not a tensor
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("eager", "graph"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    ck = load_checkpoint(tmp_path / "graph" / "checkpoint.pt")
+    assert all(isinstance(g["lr"], float) for g in ck["optimizer"]["param_groups"])
+
+
+def test_auto_falls_back_to_eager_when_recording_fails(tmp_path, monkeypatch):
+    cfg = make_cfg(epochs=2)
+    fit(cfg, tmp_path / "eager", components=make_components(dropout=0.0), log=print)
+    _force_graph(monkeypatch, fail="operation not permitted when stream is capturing")
+    lines = []
+    fit(cfg, tmp_path / "auto", components=make_components(dropout=0.0), log=lines.append)
+    assert sum("step: eager (recording the CUDA graph failed: operation not permitted" in s
+               for s in lines) == 1, lines  # fmt: skip
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("eager", "auto"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="operation not permitted"):
+        fit(make_cfg(epochs=1, capture="graph"), tmp_path / "graph",
+            components=make_components(dropout=0.0), log=print)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- loss variation
+def test_loss_variation_every_kth_step_of_each_epoch(tmp_path, monkeypatch):
+    calls = []
+    orig = TR._make_loss_variation
+
+    def counting(loss, comps):
+        lv = orig(loss, comps)
+        inner = lv.update
+        lv.update = lambda *a: (calls.append(1), inner(*a))
+        return lv
+
+    monkeypatch.setattr(TR, "_make_loss_variation", counting)
+    # 96 samples / batch 16 = 6 steps per epoch: steps 0 and 4 of each epoch with every = 4
+    fit(make_cfg(epochs=2, loss_variation=True, loss_variation_every=4), tmp_path / "k4",
+        components=make_components(), log=print)  # fmt: skip
+    assert len(calls) == 4
+    calls.clear()
+    fit(make_cfg(epochs=2, loss_variation=True, loss_variation_every=1), tmp_path / "k1",
+        components=make_components(), log=print)  # fmt: skip
+    assert len(calls) == 12
+    a, b = (read_metrics(tmp_path / k) for k in ("k4", "k1"))
+    assert all(r["loss_variation"]["relative_variation"] for r in a)
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("k4", "k1"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the measurement never changes the training
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_study_runs_keep_the_loss_variation_at_every_step():
+    from lpl_train.study_runs import engine_config
+
+    study = {"datasets": {"d": {"name": "fmnist_lt"}}, "model": {"name": "fmnist_cnn"}, "epochs": 2}
+    spec = {"key": "d/lpl/seed0", "dataset": "d", "model_params": {}, "loss": "lpl", "seed": 0}
+    cfg = validate_config(engine_config(study, spec, {}))
+    assert cfg["train"]["loss_variation_every"] == 1
+
+
+# --------------------------------------------------------------------------- the GPU check, shortened
+def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
+    """benchmarks/gpu_check.py's shortened mode (what benchmarks/gpu_check.sh runs with GPU_CHECK_QUICK=1),
+    on a tiny CIFAR-format network, so the device script cannot rot between GPU sessions."""
+    import importlib.util
+    import json
+    import pickle
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gc = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gc)  # dataclasses and pickling look the module up
+    spec.loader.exec_module(gc)
+    args = ["--quick", "--out", str(tmp_path), "--models", "fmnist_cnn", "--jobs", "1",
+            "--model-params", '{"in_channels": 3, "width": 2}']  # fmt: skip
+    assert gc.main(args) == 0
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
+    assert set(rows) == {"ce bare", "ce engine eager", "ce engine graph", "lpl bare",
+                         "lpl engine eager", "lpl engine graph", "lpl graph x1"}  # fmt: skip
+    assert all(r["images_per_s"] > 0 for r in rows.values())
+    assert rows["lpl engine graph"]["mode"] == "eager"  # the captured path falls back on a CPU
+    ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
+    assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)", "graph/eager (LPL)",
+            "1 concurrent/one (LPL graph)"} <= set(ratios)  # fmt: skip
+    assert "| fmnist_cnn | lpl engine graph | eager |" in (tmp_path / "gpu_check.md").read_text()
+    s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 1, "cpu", "off", {})
+    assert (
+        pickle.loads(pickle.dumps(gc.SyntheticRunner(s, "graph"))).setting == s
+    )  # worker processes
+
+
+def test_resume_measures_the_same_steps_bit_exact(tmp_path):
+    """The k-th-step schedule counts from each epoch's first step, so a resumed run records the same loss
+    variation (and weights) as an uninterrupted one."""
+    cfg = make_cfg(epochs=3, loss_variation=True, loss_variation_every=4)
+    fit(cfg, tmp_path / "whole", components=make_components(), log=print)
+    fit(cfg, tmp_path / "cut", components=make_components(), stop_after_epoch=1, log=print)
+    fit(cfg, tmp_path / "cut", components=make_components(), resume=True, log=print)
+    a, b = (read_metrics(tmp_path / k) for k in ("whole", "cut"))
+    drop = ("train_time_s", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+    ]
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("whole", "cut"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
