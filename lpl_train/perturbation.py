@@ -125,8 +125,23 @@ def check_logits(logits: object, name: str = "logits", min_classes: int = 2) -> 
     return logits
 
 
+def _sum_is_finite(t: Tensor) -> Tensor:
+    """A 0-d bool tensor, True when the sum of ``t`` is finite; then every element of ``t`` is.
+
+    NaN and ±inf propagate through a sum, so a finite sum proves that ``t`` is finite with one plain
+    reduction (cheaper than ``torch.isfinite(t).all()``). A non-finite sum may also come from finite
+    values that overflow, so False must be confirmed with ``torch.isfinite(t).all()``. Half-precision
+    tensors are summed in float32 to keep such overflows rare."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return torch.isfinite(t.sum(dtype=torch.float32))
+    return torch.isfinite(t.sum())
+
+
 def check_finite(t: Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation)."""
+    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation, two when the fast
+    check, a finite sum, is inconclusive)."""
+    if bool(_sum_is_finite(t)):
+        return
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); the loss would be NaN")
 
@@ -386,14 +401,41 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
-def _group_index(target: Tensor) -> tuple[Tensor, Tensor]:
+def _group_index(target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
 
     Rows sharing a group index belong to the same class, so class means over the batch are an
-    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is."""
-    same = target[:, None] == target[None, :]
-    first = same.to(torch.uint8).argmax(dim=1)
-    return first, same.sum(dim=1)
+    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is. Built in O(N + C) (a
+    scatter-min of the sample indices and a count per class), labels in [0, ``num_classes``)."""
+    n = target.shape[0]
+    index = torch.arange(n, device=target.device)
+    first = torch.full((num_classes,), n, dtype=index.dtype, device=target.device)
+    first = first.scatter_reduce(0, target, index, reduce="amin")
+    size = torch.zeros(num_classes, dtype=index.dtype, device=target.device)
+    size = size.index_add(0, target, torch.ones_like(index))
+    return first[target], size[target]
+
+
+def _can_read_back(t: Tensor) -> bool:
+    """Whether a value of ``t`` may be read on the host: not on the data-less meta device, not while
+    ``torch.compile`` traces, not while a CUDA graph is being captured."""
+    if t.device.type == "meta" or torch.compiler.is_compiling():
+        return False
+    return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
+def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool | None) -> tuple[int, int]:
+    """``(length, unmasked)``: how many steps to run, and how many of the first ones every sample takes.
+
+    Static (``max_steps``, 0) without a read-back; otherwise the batch's largest K_{y_i} (capped at
+    ``max_steps``) and its smallest (one host synchronisation)."""
+    if early_stop is None:
+        early_stop = _can_read_back(steps_i)
+    if not early_stop or max_steps <= 0 or steps_i.numel() == 0:
+        return max(max_steps, 0), 0
+    lo, hi = torch.stack(torch.aminmax(steps_i)).tolist()
+    hi = min(hi, max_steps)
+    return max(hi, 0), min(max(lo, 0), max(hi, 0))
 
 
 def pgd_like_perturbation(
@@ -407,43 +449,65 @@ def pgd_like_perturbation(
     max_steps: int,
     normalize_step: bool = False,
     class_mean: str = "auto",
+    early_stop: bool | None = None,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
     Class c (sign s_c, bound ε_c, K_c steps) does K_c updates
     δ_c ← Π_{‖·‖≤ε_c}(δ_c + s_c·α·mean_{i∈S_c}(softmax(u_i + δ_c) − y_i)) (Eqs. 30-32: s_c = +1 is the
     maximisation step of Eq. 31, s_c = −1 the minimisation step of Eq. 32), the gradient re-evaluated
-    at the perturbed logits each step. Row i of the result is δ_{y_i}. The loop runs ``max_steps``
-    times; a class stops (its δ is kept) once its K_c updates are done. With ``normalize_step`` each
-    class step is scaled to length α (the direction of Eq. 31 with a fixed step length).
+    at the perturbed logits each step. Row i of the result is δ_{y_i}. A class stops (its δ is kept)
+    once its K_c updates are done (K_c is capped at ``max_steps``). With ``normalize_step`` each class
+    step is scaled to length α (the direction of Eq. 31 with a fixed step length).
+
+    ``early_stop`` chooses the loop length, with the same result: ``True`` stops at the largest K_c of
+    the classes in the batch (one host synchronisation to read it), ``False`` always runs ``max_steps``
+    steps (static shapes and no synchronisation, for CUDA graphs), ``None`` (default) is ``True``
+    except while ``torch.compile`` traces, while a CUDA graph is captured and on the meta device.
 
     ``class_mean`` chooses how class means are taken, with the same result: ``"index"`` (an
     ``index_add`` over the batch, O(N·C), fastest on CPU), ``"matmul"`` (one fused N × N matrix product
     per step, fewest kernels, fastest on GPUs) or ``"auto"`` (index on CPU, matmul elsewhere).
 
-    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled.
+    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled; without
+    gradients the index path updates preallocated buffers in place.
     """
     n, c = logits.shape
     if class_mean == "auto":
         class_mean = "index" if logits.device.type == "cpu" else "matmul"
     if class_mean not in ("index", "matmul"):
         raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
-    group, size = _group_index(target)
-    onehot = F.one_hot(target, c).to(logits.dtype)
-    scale = (alpha * sign.to(logits.dtype))[target][:, None]  # α·s_{y_i}
-    mean_scale = scale / size[:, None].to(logits.dtype)  # α·s_{y_i} / N_{y_i}
-    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
-    active = (
-        torch.arange(max_steps, device=logits.device)[:, None, None]
-        < steps.to(logits.device)[target][:, None]
+    if early_stop is not None and not isinstance(early_stop, bool):
+        raise TypeError(f"early_stop must be None or a bool, got {early_stop!r}")
+    steps_i = steps.to(logits.device).index_select(0, target)[:, None]  # K_{y_i}, (N, 1)
+    length, unmasked = _loop_range(steps_i, max_steps, early_stop)
+    group, size = _group_index(target, c)
+    dtype = logits.dtype
+    scale = (alpha * sign.to(dtype)).index_select(0, target)[:, None]  # α·s_{y_i}
+    mean_scale = scale / size[:, None].to(dtype)  # α·s_{y_i} / N_{y_i}
+    radius = bounds.to(dtype).index_select(0, target)[:, None].clamp_min(_TINY)
+    shift = scale * F.one_hot(target, c).to(dtype)  # the constant part α·s·y_i of the step
+    grad_needed = torch.is_grad_enabled() and (
+        logits.requires_grad or bounds.requires_grad or sign.requires_grad
     )
-    shift = scale * onehot  # the constant part α·s·y_i of the step
+    if (
+        class_mean == "index"
+        and not normalize_step
+        and not grad_needed
+        and not torch.compiler.is_compiling()
+    ):
+        return _pgd_index_in_place(
+            logits, group, shift, mean_scale, radius, steps_i, length, unmasked
+        )
     if class_mean == "matmul" or normalize_step:
-        same = (target[:, None] == target[None, :]).to(logits.dtype)
-        mean_matrix = same / size[:, None].to(logits.dtype)
+        onehot = F.one_hot(target, c).to(dtype)
+        same = (target[:, None] == target[None, :]).to(dtype)
+        mean_matrix = same / size[:, None].to(dtype)
         step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
+    if grad_needed and length == 0 and max_steps > 0:
+        length = 1  # one masked step keeps δ connected to the graph, as the full loop does
     delta = torch.zeros_like(logits)
-    for k in range(max_steps):
+    for k in range(length):
         prob = torch.softmax(logits + delta, dim=1)
         if normalize_step:
             grad = mean_matrix @ prob - onehot
@@ -452,11 +516,48 @@ def pgd_like_perturbation(
         elif class_mean == "matmul":
             moved = torch.addmm(delta - shift, step_matrix, prob)
         else:
-            class_sum = logits.new_zeros(n, c).index_add(0, group, prob)[group]
+            class_sum = logits.new_zeros(n, c).index_add(0, group, prob).index_select(0, group)
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
-        delta = torch.where(active[k], moved, delta)
+        delta = moved if k < unmasked else torch.where(steps_i > k, moved, delta)
+    return delta
+
+
+def _pgd_index_in_place(
+    logits: Tensor,
+    group: Tensor,
+    shift: Tensor,
+    mean_scale: Tensor,
+    radius: Tensor,
+    steps_i: Tensor,
+    length: int,
+    unmasked: int,
+) -> Tensor:
+    """The ``index`` loop of :func:`pgd_like_perturbation` without autograd, on preallocated buffers:
+    the same operations in the same order (identical values), no allocation per step. The first
+    ``unmasked`` steps move every sample, so they swap buffers instead of masking."""
+    delta = torch.zeros_like(logits)
+    moved = torch.empty_like(logits)
+    work = torch.empty_like(logits)  # u + δ, then the class sums
+    prob = torch.empty_like(logits)
+    class_sum = torch.empty_like(logits)
+    factor = radius.new_empty(radius.shape)
+    active = torch.empty(steps_i.shape, dtype=torch.bool, device=logits.device)
+    for k in range(length):
+        torch.add(logits, delta, out=work)
+        torch.ops.aten._softmax.out(work, 1, False, out=prob)  # = torch.softmax(work, 1)
+        work.zero_().index_add_(0, group, prob)
+        torch.index_select(work, 0, group, out=class_sum)
+        torch.sub(delta, shift, out=moved).addcmul_(mean_scale, class_sum)
+        torch.linalg.vector_norm(moved, dim=1, keepdim=True, out=factor)
+        torch.div(radius, factor.clamp_min_(radius), out=factor)
+        moved.mul_(factor)  # projection onto ‖δ‖ ≤ ε_c
+        if k < unmasked:
+            delta, moved = moved, delta
+        else:
+            torch.gt(steps_i, k, out=active)
+            torch.where(active, moved, delta, out=delta)
     return delta
 
 
@@ -571,18 +672,44 @@ def authors_class_step(
     sample i is α·s_{y_i}·G[y_i]. The norm is floored at 1e-30 (the scripts divide 0/0 into NaN).
     Returns ``(step, qbar, tau)``.
     """
+    return _authors_step(logits, target, alpha, sign, _authors_counts(logits, target))
+
+
+def _authors_counts(logits: Tensor, target: Tensor) -> Tensor:
+    """The scripts' class counts n_c in the batch, 100 for an absent class, (C,) in the logits' dtype."""
+    counts = logits.new_zeros(logits.shape[1]).index_add(0, target, logits.new_ones(target.shape))
+    return torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
+
+
+def _authors_step(
+    logits: Tensor, target: Tensor, alpha: float, sign: Tensor | None, counts: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`authors_class_step` with the counts given (they are fixed across a preset's loop).
+
+    Only the column norms need all of M (C × C); without gradients the step itself is built on the N
+    rows of G that the samples use, with the same operations in the same order as on all C rows."""
     c = logits.shape[1]
     prob = logits.softmax(dim=1)
-    counts = logits.new_zeros(c).index_add(0, target, torch.ones_like(prob[:, 0]))
-    counts = torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
     m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
-    qbar = m.diagonal()
-    g = m - torch.eye(c, dtype=logits.dtype, device=logits.device)
-    g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
-    tau = qbar.mean()
+    tau = m.diagonal().mean()  # on the strided diagonal, as before (same summation order)
+    qbar = m.diagonal().clone()
+    g = m
+    g.diagonal().sub_(1.0)  # G = M − I without building I
+    norm = g.norm(dim=0).clamp_min(_TINY)
     s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-    step = alpha * (s[:, None] * g)
-    return step[target], qbar, tau
+    if torch.is_grad_enabled() and logits.requires_grad:
+        # per class, then per sample: the gradients accumulate in the same order as before
+        return (alpha * (s[:, None] * (g / norm[:, None])))[target], qbar, tau
+    rows = g.index_select(0, target) / norm.index_select(0, target)[:, None]
+    return alpha * (s.index_select(0, target)[:, None] * rows), qbar, tau
+
+
+def _snapshot_indices(k_i: Tensor, iterations: int) -> set[int] | None:
+    """The snapshot indices some sample takes (one read-back), or None where values cannot be read
+    (meta device, torch.compile, CUDA graph capture): then every iteration takes its snapshot."""
+    if not _can_read_back(k_i):
+        return None
+    return {int(k) for k in torch.unique(k_i).tolist() if 0 <= k < iterations}
 
 
 def authors_balanced_fixed_perturbation(
@@ -590,9 +717,10 @@ def authors_balanced_fixed_perturbation(
 ) -> Tensor:
     """``lpl-balanced/networks/train.py``: ``steps`` iterations U ← U + step(U) of
     :func:`authors_class_step` (signs and τ recomputed each time); returns U_P − U."""
+    counts = _authors_counts(logits, target)
     u = logits
     for _ in range(steps):
-        u = u + authors_class_step(u, target, alpha)[0]
+        u = u + _authors_step(u, target, alpha, None, counts)[0]
     return u - logits
 
 
@@ -631,15 +759,18 @@ def authors_balanced_varied_perturbation(
         base, scale, iterations = 0, float(steps), steps
     else:
         raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
-    _, qbar, tau = authors_class_step(logits, target, alpha)
+    counts = _authors_counts(logits, target)
+    first, qbar, tau = _authors_step(logits, target, alpha, None, counts)
     k_c = authors_varied_step_counts(qbar, tau, base=base, scale=scale)
-    k_i = k_c[target][:, None]
+    k_i = k_c.index_select(0, target)[:, None]
+    taken = _snapshot_indices(k_i, iterations)
     u = logits
     out = logits
     for i in range(iterations):
-        a = authors_class_step(u, target, alpha)[0]
+        a = first if i == 0 else _authors_step(u, target, alpha, None, counts)[0]
         u = u + a
-        out = torch.where(k_i == i, u, out)
+        if taken is None or i in taken:
+            out = torch.where(k_i == i, u, out)
         u = u + a
     return out - logits
 
@@ -681,10 +812,13 @@ def authors_longtail_perturbation(
     static class signs; snapshot_i = L after i + 1 steps; sample i takes snapshot_{K_{y_i}} (K = −1
     means the last one). Differentiable (the scripts back-propagate through the loop)."""
     k = torch.where(step_index < 0, step_index + iterations, step_index).to(logits.device)
-    k_i = k[target][:, None]
+    k_i = k.index_select(0, target)[:, None]
+    taken = _snapshot_indices(k_i, iterations)
+    counts = _authors_counts(logits, target)
     u = logits
     out = logits
     for i in range(iterations):
-        u = u + authors_class_step(u, target, alpha, sign=sign)[0]
-        out = torch.where(k_i == i, u, out)
+        u = u + _authors_step(u, target, alpha, sign, counts)[0]
+        if taken is None or i in taken:
+            out = torch.where(k_i == i, u, out)
     return out - logits
