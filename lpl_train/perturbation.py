@@ -424,13 +424,11 @@ def _can_read_back(t: Tensor) -> bool:
     return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
 
-def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool | None) -> tuple[int, int]:
+def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int, int]:
     """``(length, unmasked)``: how many steps to run, and how many of the first ones every sample takes.
 
-    Static (``max_steps``, 0) without a read-back; otherwise the batch's largest K_{y_i} (capped at
+    Static (``max_steps``, 0) without ``early_stop``; otherwise the batch's largest K_{y_i} (capped at
     ``max_steps``) and its smallest (one host synchronisation)."""
-    if early_stop is None:
-        early_stop = _can_read_back(steps_i)
     if not early_stop or max_steps <= 0 or steps_i.numel() == 0:
         return max(max_steps, 0), 0
     lo, hi = torch.stack(torch.aminmax(steps_i)).tolist()
@@ -461,44 +459,41 @@ def pgd_like_perturbation(
     step is scaled to length α (the direction of Eq. 31 with a fixed step length).
 
     ``early_stop`` chooses the loop length, with the same result: ``True`` stops at the largest K_c of
-    the classes in the batch (one host synchronisation to read it), ``False`` always runs ``max_steps``
-    steps (static shapes and no synchronisation, for CUDA graphs), ``None`` (default) is ``True``
-    except while ``torch.compile`` traces, while a CUDA graph is captured and on the meta device.
+    the classes in the batch (one host synchronisation to read the step counts), ``False`` always runs
+    ``max_steps`` steps with a per-sample mask (static shapes and no synchronisation, for CUDA graphs),
+    ``None`` (default) is ``True`` except while ``torch.compile`` traces, while a CUDA graph is
+    captured and on the meta device.
 
     ``class_mean`` chooses how class means are taken, with the same result: ``"index"`` (an
     ``index_add`` over the batch, O(N·C), fastest on CPU), ``"matmul"`` (one fused N × N matrix product
     per step, fewest kernels, fastest on GPUs) or ``"auto"`` (index on CPU, matmul elsewhere).
 
-    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled; without
-    gradients the index path updates preallocated buffers in place.
+    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled. Without
+    gradients, the ``index`` path with ``early_stop`` works on one row per class present, in place,
+    and on fewer rows as classes finish (see :func:`_pgd_by_class`).
     """
     n, c = logits.shape
     if class_mean == "auto":
         class_mean = "index" if logits.device.type == "cpu" else "matmul"
     if class_mean not in ("index", "matmul"):
         raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
-    if early_stop is not None and not isinstance(early_stop, bool):
+    if early_stop is None:
+        early_stop = _can_read_back(logits)
+    elif not isinstance(early_stop, bool):
         raise TypeError(f"early_stop must be None or a bool, got {early_stop!r}")
-    steps_i = steps.to(logits.device).index_select(0, target)[:, None]  # K_{y_i}, (N, 1)
-    length, unmasked = _loop_range(steps_i, max_steps, early_stop)
-    group, size = _group_index(target, c)
-    dtype = logits.dtype
-    scale = (alpha * sign.to(dtype)).index_select(0, target)[:, None]  # α·s_{y_i}
-    mean_scale = scale / size[:, None].to(dtype)  # α·s_{y_i} / N_{y_i}
-    radius = bounds.to(dtype).index_select(0, target)[:, None].clamp_min(_TINY)
-    shift = scale * F.one_hot(target, c).to(dtype)  # the constant part α·s·y_i of the step
     grad_needed = torch.is_grad_enabled() and (
         logits.requires_grad or bounds.requires_grad or sign.requires_grad
     )
-    if (
-        class_mean == "index"
-        and not normalize_step
-        and not grad_needed
-        and not torch.compiler.is_compiling()
-    ):
-        return _pgd_index_in_place(
-            logits, group, shift, mean_scale, radius, steps_i, length, unmasked
-        )
+    if early_stop and class_mean == "index" and not normalize_step and not grad_needed:
+        return _pgd_by_class(logits, target, sign, bounds, steps, alpha=alpha, max_steps=max_steps)
+    steps_i = steps.to(logits.device)[target][:, None]  # K_{y_i}, (N, 1)
+    length, unmasked = _loop_range(steps_i, max_steps, early_stop)
+    group, size = _group_index(target, c)
+    dtype = logits.dtype
+    scale = (alpha * sign.to(dtype))[target][:, None]  # α·s_{y_i}
+    mean_scale = scale / size[:, None].to(dtype)  # α·s_{y_i} / N_{y_i}
+    radius = bounds.to(dtype)[target][:, None].clamp_min(_TINY)
+    shift = scale * F.one_hot(target, c).to(dtype)  # the constant part α·s·y_i of the step
     if class_mean == "matmul" or normalize_step:
         onehot = F.one_hot(target, c).to(dtype)
         same = (target[:, None] == target[None, :]).to(dtype)
@@ -524,41 +519,86 @@ def pgd_like_perturbation(
     return delta
 
 
-def _pgd_index_in_place(
+def _pgd_by_class(
     logits: Tensor,
-    group: Tensor,
-    shift: Tensor,
-    mean_scale: Tensor,
-    radius: Tensor,
-    steps_i: Tensor,
-    length: int,
-    unmasked: int,
+    target: Tensor,
+    sign: Tensor,
+    bounds: Tensor,
+    steps: Tensor,
+    *,
+    alpha: float,
+    max_steps: int,
 ) -> Tensor:
-    """The ``index`` loop of :func:`pgd_like_perturbation` without autograd, on preallocated buffers:
-    the same operations in the same order (identical values), no allocation per step. The first
-    ``unmasked`` steps move every sample, so they swap buffers instead of masking."""
-    delta = torch.zeros_like(logits)
-    moved = torch.empty_like(logits)
-    work = torch.empty_like(logits)  # u + δ, then the class sums
-    prob = torch.empty_like(logits)
-    class_sum = torch.empty_like(logits)
+    """The ``index`` loop of :func:`pgd_like_perturbation` without autograd, stopping early.
+
+    Every sample of a class carries the same δ, so the update, the norm and the projection are done
+    once per class present (G rows instead of N). Classes are ordered by K_c (largest first) and the
+    samples by class, keeping their batch order within a class, so the classes still moving at step k
+    and their samples are leading slices: the loop works on fewer rows as classes finish, with no
+    mask, and ends at the largest K_c. Buffers are allocated once. Each value is computed by the same
+    operations in the same order as in the per-sample loop (class sums accumulate the samples of a
+    class in batch order), so the result is identical. One host synchronisation reads the step counts.
+    """
+    n, c = logits.shape
+    dtype, device = logits.dtype, logits.device
+    if n == 0:
+        return torch.zeros_like(logits)
+    # Bookkeeping on the host, on N + C integers (one synchronisation to read them): sort key larger
+    # K_c first, then label; the stable sort keeps the batch order within a class.
+    y = target.detach().cpu().numpy()
+    k_all = steps.detach().cpu()
+    if k_all.is_floating_point():  # class c moves at the steps k < K_c
+        k_all = k_all.ceil()
+    k_row = np.minimum(np.maximum(k_all.long().numpy(), 0), max(max_steps, 0))[y]
+    key = (max_steps - k_row) * c + y
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    new_class = np.empty(n, dtype=bool)
+    new_class[0] = True
+    np.not_equal(key[1:], key[:-1], out=new_class[1:])
+    row_class = np.cumsum(new_class) - 1  # class slot of each sorted sample
+    starts = new_class.nonzero()[0]
+    keys = key[starts]
+    size_host = np.subtract(np.append(starts[1:], n), starts).tolist()
+    k_host = (max_steps - keys // c).tolist()  # K_c of the classes present, descending
+    sample_class = np.empty_like(row_class)
+    sample_class[order] = row_class
+    g = len(k_host)
+    index = torch.from_numpy(np.concatenate((order, row_class, sample_class, keys % c)))
+    index = index.to(device)
+    order, row_class, sample_class, labels = index.split((n, n, n, g))
+    per_class = torch.stack((alpha * sign.to(dtype), bounds.to(dtype)), 1).index_select(0, labels)
+    scale = per_class[:, :1]  # α·s_c
+    mean_scale = scale / torch.tensor(size_host, dtype=dtype, device=device)[:, None]  # α·s_c/N_c
+    radius = per_class[:, 1:].clamp_min(_TINY)
+    onehot = logits.new_zeros(g, c).scatter_(1, labels[:, None], 1.0)
+    shift = scale * onehot  # α·s_c·e_c
+    sorted_logits = logits.index_select(0, order)
+    delta = torch.zeros_like(shift)  # one row per class present
+    class_sum = torch.empty_like(shift)
+    work = torch.empty_like(logits)
     factor = radius.new_empty(radius.shape)
-    active = torch.empty(steps_i.shape, dtype=torch.bool, device=logits.device)
-    for k in range(length):
-        torch.add(logits, delta, out=work)
-        torch.ops.aten._softmax.out(work, 1, False, out=prob)  # = torch.softmax(work, 1)
-        work.zero_().index_add_(0, group, prob)
-        torch.index_select(work, 0, group, out=class_sum)
-        torch.sub(delta, shift, out=moved).addcmul_(mean_scale, class_sum)
-        torch.linalg.vector_norm(moved, dim=1, keepdim=True, out=factor)
-        torch.div(radius, factor.clamp_min_(radius), out=factor)
-        moved.mul_(factor)  # projection onto ‖δ‖ ≤ ε_c
-        if k < unmasked:
-            delta, moved = moved, delta
-        else:
-            torch.gt(steps_i, k, out=active)
-            torch.where(active, moved, delta, out=delta)
-    return delta
+    classes, rows, k = len(k_host), n, 0
+    while True:
+        while classes and k_host[classes - 1] <= k:  # classes done: they leave the leading slices
+            classes -= 1
+            rows -= size_host[classes]
+        if not classes:
+            break
+        # the same classes move until the next one is done: slice once for those steps
+        r_class, z, s = row_class[:rows], work[:rows], class_sum[:classes]
+        u, d, f = sorted_logits[:rows], delta[:classes], factor[:classes]
+        r, sh, ms = radius[:classes], shift[:classes], mean_scale[:classes]
+        until = k_host[classes - 1]
+        for _ in range(k, until):
+            torch.index_select(delta, 0, r_class, out=z).add_(u)  # u_i + δ_{y_i}
+            prob = torch.softmax(z, dim=1)
+            s.zero_().index_add_(0, r_class, prob)
+            d.sub_(sh).addcmul_(ms, s)
+            torch.linalg.vector_norm(d, dim=1, keepdim=True, out=f)
+            d.mul_(torch.div(r, f.clamp_min_(r), out=f))  # projection onto ‖δ‖ ≤ ε_c
+        k = until
+    return delta.index_select(0, sample_class)
 
 
 class SinglePerturbation(NamedTuple):
