@@ -15,12 +15,15 @@ Single-label learning (paper Sec. III-C, Eqs. 26-33, Algorithm 1):
   δ_c ← δ_c ± α·mean_{i∈S_c}(softmax(u_i + δ_c) − y_i) (Eqs. 30-32; + for maximisation, − for
   minimisation), each followed by the projection onto ‖δ_c‖₂ ≤ ε_c.
 
-All classes advance together: the loop has a static length (the largest possible K_c, known from the
-hyper-parameters alone) and a per-sample mask stops the classes whose K_c is reached. There is no Python
-loop over classes or samples and no host synchronisation inside the loop, so it runs unchanged on CPU and
-CUDA, under autocast and torch.compile, with shapes fixed for CUDA graphs. Everything is kept per sample
-(N × C): sample i carries the perturbation of its class y_i; class means are an ``index_add`` over the
-batch on CPU (O(N·C) per step whatever the number of classes) and one fused N × N ``addmm`` on GPUs.
+All classes advance together, with no Python loop over classes or samples. In eager mode the loop stops
+at the largest K_c of the batch (one host synchronisation reads the step counts); without gradients it
+keeps one row per class present, ordered by K_c so that the classes still moving are a leading slice that
+shrinks as classes finish, and updates preallocated buffers in place. The static form (``early_stop=False``
+of :func:`pgd_like_perturbation`, taken automatically under torch.compile, during CUDA-graph capture and
+on the meta device) runs the largest possible K_c (known from the hyper-parameters alone) with a
+per-sample mask and no synchronisation, with shapes fixed for CUDA graphs. Both give the same values.
+Class means are an ``index_add`` over the batch on CPU (O(N·C) per step whatever the number of classes)
+and one fused N × N ``addmm`` on GPUs.
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c

@@ -249,7 +249,7 @@ def _case_inputs(case, seed, dtype):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("early_stop", [None, True, False])
 def test_inner_loop_without_grad_is_identical_to_reference(case, dtype, early_stop):
-    for seed in range(3):
+    for seed in range(2):
         u, y, sign, bounds, steps, kw = _case_inputs(case, seed, dtype)
         with torch.no_grad():
             ref = _ref_pgd(u, y, sign, bounds, steps, **kw)
@@ -308,6 +308,13 @@ def test_arbitrary_signs_and_step_counts_including_zero_and_capped():
                         *args, alpha=0.05, max_steps=max_steps, early_stop=early_stop
                     )
                     assert torch.equal(new, ref), (dtype, max_steps, early_stop)
+    # step counts given as floats: a class moves at the steps k < K_c
+    fsteps = torch.tensor([2.5, 0.0, 1.0, -1.0, 3.2, 4.0, 0.5, 2.0, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        ref = _ref_pgd(u, y, sign, bounds, fsteps, alpha=0.05, max_steps=4)
+        assert torch.equal(
+            P.pgd_like_perturbation(u, y, sign, bounds, fsteps, alpha=0.05, max_steps=4), ref
+        )
 
 
 def test_loop_stops_at_the_batch_largest_step_count_unless_static():
