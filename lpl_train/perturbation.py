@@ -562,17 +562,17 @@ def _pgd_by_class(
     row_class = np.cumsum(new_class) - 1  # class slot of each sorted sample
     starts = new_class.nonzero()[0]
     keys = key[starts]
-    size_host = np.subtract(np.append(starts[1:], n), starts).tolist()
+    size = np.subtract(np.append(starts[1:], n), starts)
     k_host = (max_steps - keys // c).tolist()  # K_c of the classes present, descending
     sample_class = np.empty_like(row_class)
     sample_class[order] = row_class
     g = len(k_host)
-    index = torch.from_numpy(np.concatenate((order, row_class, sample_class, keys % c)))
-    index = index.to(device)
-    order, row_class, sample_class, labels = index.split((n, n, n, g))
+    size_host = size.tolist()
+    index = torch.from_numpy(np.concatenate((order, row_class, sample_class, keys % c, size)))
+    order, row_class, sample_class, labels, size = index.to(device).split((n, n, n, g, g))
     per_class = torch.stack((alpha * sign.to(dtype), bounds.to(dtype)), 1).index_select(0, labels)
     scale = per_class[:, :1]  # α·s_c
-    mean_scale = scale / torch.tensor(size_host, dtype=dtype, device=device)[:, None]  # α·s_c/N_c
+    mean_scale = scale / size[:, None].to(dtype)  # α·s_c / N_c
     radius = per_class[:, 1:].clamp_min(_TINY)
     onehot = logits.new_zeros(g, c).scatter_(1, labels[:, None], 1.0)
     shift = scale * onehot  # α·s_c·e_c
