@@ -589,9 +589,10 @@ def _pgd_by_class(
         if not classes:
             break
         # the same classes move until the next one is done: slice once for those steps
-        r_class, z, s = row_class[:rows], work[:rows], class_sum[:classes]
-        u, d, f = sorted_logits[:rows], delta[:classes], factor[:classes]
-        r, sh, ms = radius[:classes], shift[:classes], mean_scale[:classes]
+        r_class, z, u = (_lead(t, rows) for t in (row_class, work, sorted_logits))
+        s, d, f, r, sh, ms = (
+            _lead(t, classes) for t in (class_sum, delta, factor, radius, shift, mean_scale)
+        )
         until = k_host[classes - 1]
         for _ in range(k, until):
             torch.index_select(delta, 0, r_class, out=z).add_(u)  # u_i + δ_{y_i}
@@ -602,6 +603,11 @@ def _pgd_by_class(
             d.mul_(torch.div(r, f.clamp_min_(r), out=f))  # projection onto ‖δ‖ ≤ ε_c
         k = until
     return delta.index_select(0, sample_class)
+
+
+def _lead(t: Tensor, m: int) -> Tensor:
+    """The first ``m`` rows of ``t``; ``t`` itself when that is all of it (ops on it are cheaper)."""
+    return t if m == t.shape[0] else t[:m]
 
 
 class SinglePerturbation(NamedTuple):
