@@ -739,7 +739,7 @@ def _authors_step(
     rows of G that the samples use, with the same operations in the same order as on all C rows."""
     c = logits.shape[1]
     prob = logits.softmax(dim=1)
-    m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
+    m = logits.new_zeros(c, c).index_add_(0, target, prob).div_(counts[:, None])
     tau = m.diagonal().mean()  # on the strided diagonal, as before (same summation order)
     qbar = m.diagonal().clone()
     g = m
