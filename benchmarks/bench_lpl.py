@@ -6,7 +6,8 @@
 (c) one LPL call (forward + backward, B = 128, C ∈ {10, 100, 1000}, fixed and varied bound) against
     its arithmetic floor (the K softmaxes of the inner loop plus the cross-entropy, K = the batch's
     largest K_c) and against the previous implementation of the inner loop, kept below as
-    ``reference_pgd`` (a static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps).
+    ``reference_pgd`` (a static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps);
+(d) the authors'-code presets' perturbation against their previous implementation (kept below).
 
 Each configuration is timed ``--repeats`` times, the measurements of the compared variants interleaved;
 the table gives medians and ratios. On CPU with one thread (``--threads 1``) the times are the thread's
@@ -83,6 +84,114 @@ def _schedule(loss: LPLLoss, logits: torch.Tensor, target: torch.Tensor):
     )
     max_steps = P.fixed_step_count(loss.epsilon + loss.delta_epsilon, loss.alpha)
     return sign, bounds, P.step_counts(bounds, loss.alpha, max_steps), max_steps
+
+
+def reference_authors_class_step(logits, target, alpha, sign=None):
+    """Previous ``authors_class_step``: C × C work throughout and an identity matrix each call."""
+    c = logits.shape[1]
+    prob = logits.softmax(dim=1)
+    counts = logits.new_zeros(c).index_add(0, target, torch.ones_like(prob[:, 0]))
+    counts = torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
+    m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
+    qbar = m.diagonal()
+    g = m - torch.eye(c, dtype=logits.dtype, device=logits.device)
+    g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
+    tau = qbar.mean()
+    s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
+    step = alpha * (s[:, None] * g)
+    return step[target], qbar, tau
+
+
+def reference_authors_fixed(logits, target, *, alpha, steps):
+    u = logits
+    for _ in range(steps):
+        u = u + reference_authors_class_step(u, target, alpha)[0]
+    return u - logits
+
+
+def reference_authors_varied(logits, target, *, alpha, steps):
+    base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
+    _, qbar, tau = reference_authors_class_step(logits, target, alpha)
+    k_i = P.authors_varied_step_counts(qbar, tau, base=base, scale=scale)[target][:, None]
+    u = out = logits
+    for i in range(iterations):
+        a = reference_authors_class_step(u, target, alpha)[0]
+        u = u + a
+        out = torch.where(k_i == i, u, out)
+        u = u + a
+    return out - logits
+
+
+def reference_authors_longtail(logits, target, step_index, sign, *, alpha, iterations):
+    k = torch.where(step_index < 0, step_index + iterations, step_index)
+    k_i = k[target][:, None]
+    u = out = logits
+    for i in range(iterations):
+        u = u + reference_authors_class_step(u, target, alpha, sign=sign)[0]
+        out = torch.where(k_i == i, u, out)
+    return out - logits
+
+
+def _preset_cases(logits, target, step_index, sign) -> dict:
+    """name -> (previous, current, with gradients) for the three presets' perturbations."""
+    leaf = logits.clone().requires_grad_(True)  # authors_longtail back-propagates through the loop
+    lt = dict(alpha=0.2, iterations=50)
+    return {
+        "authors_balanced_fixed (α 0.005, 20 steps)": (
+            lambda: reference_authors_fixed(logits, target, alpha=0.005, steps=20),
+            lambda: P.authors_balanced_fixed_perturbation(logits, target, alpha=0.005, steps=20),
+            False,
+        ),
+        "authors_balanced_varied (α 0.01, 44 iterations)": (
+            lambda: reference_authors_varied(logits, target, alpha=0.01, steps=40),
+            lambda: P.authors_balanced_varied_perturbation(logits, target, alpha=0.01, steps=40),
+            False,
+        ),
+        "authors_longtail (α 0.2, 50 iterations, + backward)": (
+            lambda: reference_authors_longtail(leaf, target, step_index, sign, **lt),
+            lambda: P.authors_longtail_perturbation(leaf, target, step_index, sign, **lt),
+            True,
+        ),
+    }
+
+
+def bench_presets(device: torch.device, classes: list[int], repeats: int) -> list[dict]:
+    """(d) the authors'-code presets' perturbation (B = 128, the presets' defaults), previous vs current;
+    ``authors_longtail`` with gradients (forward + backward), as the scripts do."""
+    rows = []
+    for c in classes:
+        g = torch.Generator().manual_seed(c)
+        logits = (torch.randn(128, c, generator=g) * 2).to(device)
+        target = torch.randint(0, c, (128,), generator=g).to(device)
+        step_index = (torch.arange(c) % 50).to(device)
+        sign = torch.where(torch.arange(c) < c // 3, -1.0, 1.0).to(device)
+        for name, (old, new, grad) in _preset_cases(logits, target, step_index, sign).items():
+            with torch.set_grad_enabled(grad):
+                assert torch.equal(old(), new()), (c, name)
+
+            def run(fn, grad=grad) -> None:
+                with torch.set_grad_enabled(grad):
+                    out = fn()
+                    if grad:
+                        out.sum().backward()
+
+            run(old)
+            run(new)
+            times: dict[str, list[float]] = {"previous": [], "current": []}
+            for _ in range(repeats):
+                for key, fn in (("previous", old), ("current", new)):
+                    times[key].append(_time(lambda fn=fn: run(fn), device))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append(
+                {
+                    "C": c,
+                    "preset": name,
+                    "previous [ms]": 1e3 * med["previous"],
+                    "current [ms]": 1e3 * med["current"],
+                    "speed-up": med["previous"] / med["current"],
+                }
+            )
+    return rows
 
 
 class ReferenceLPLLoss(LPLLoss):
@@ -349,13 +458,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "resnet", "loop"),
+        choices=("loss", "resnet", "loop", "presets"),
         action="append",
         default=None,
-        help="run only these parts: loss (a), resnet (b), loop (c); repeatable (default: all)",
+        help="run only these parts: loss (a), resnet (b), loop (c), presets (d); repeatable "
+        "(default: all)",
     )
     args = ap.parse_args(argv)
-    parts = set(args.only or ("loss", "resnet", "loop"))
+    parts = set(args.only or ("loss", "resnet", "loop", "presets"))
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -393,6 +503,11 @@ def main(argv: list[str] | None = None) -> dict:
             "call\n"
         )
         print(_table(loop))
+    presets = None
+    if "presets" in parts:
+        presets = bench_presets(device, [100, 1000], repeats=repeats)
+        print("\n(d) the authors'-code presets' perturbation, B = 128, medians per call\n")
+        print(_table(presets))
     out = {
         "device": str(device),
         "device_name": desc,
@@ -403,6 +518,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loss": rows,
         "resnet32": res,
         "inner_loop": loop,
+        "presets": presets,
     }
     if args.compile:
         out["compile"] = bench_compile(device)

@@ -731,14 +731,32 @@ def _authors_counts(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def _authors_step(
-    logits: Tensor, target: Tensor, alpha: float, sign: Tensor | None, counts: Tensor
+    logits: Tensor,
+    target: Tensor,
+    alpha: float,
+    sign: Tensor | None,
+    counts: Tensor,
+    eye: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`authors_class_step` with the counts given (they are fixed across a preset's loop).
+    """:func:`authors_class_step` with the counts (and, for gradients, the identity) given: both are
+    fixed across a preset's loop, so the loops build them once.
 
-    Only the column norms need all of M (C × C); without gradients the step itself is built on the N
-    rows of G that the samples use, with the same operations in the same order as on all C rows."""
+    Only the column norms need all of M (C × C). Without gradients M is built and turned into G in
+    place and the step is built on the N rows of G that the samples use, with the same operations in
+    the same order as on all C rows. With gradients the operations are those of the scripts' form
+    (G = M − I, then per class, then per sample), so gradients accumulate in the same order too."""
     c = logits.shape[1]
     prob = logits.softmax(dim=1)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
+        qbar = m.diagonal()
+        if eye is None:
+            eye = torch.eye(c, dtype=logits.dtype, device=logits.device)
+        g = m - eye
+        g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
+        tau = qbar.mean()
+        s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
+        return (alpha * (s[:, None] * g))[target], qbar, tau
     m = logits.new_zeros(c, c).index_add_(0, target, prob).div_(counts[:, None])
     tau = m.diagonal().mean()  # on the strided diagonal, as before (same summation order)
     qbar = m.diagonal().clone()
@@ -746,11 +764,15 @@ def _authors_step(
     g.diagonal().sub_(1.0)  # G = M − I without building I
     norm = g.norm(dim=0).clamp_min(_TINY)
     s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-    if torch.is_grad_enabled() and logits.requires_grad:
-        # per class, then per sample: the gradients accumulate in the same order as before
-        return (alpha * (s[:, None] * (g / norm[:, None])))[target], qbar, tau
     rows = g.index_select(0, target) / norm.index_select(0, target)[:, None]
     return alpha * (s.index_select(0, target)[:, None] * rows), qbar, tau
+
+
+def _authors_eye(logits: Tensor) -> Tensor | None:
+    """The identity for :func:`_authors_step` when gradients flow (built once per loop), else None."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return torch.eye(logits.shape[1], dtype=logits.dtype, device=logits.device)
+    return None
 
 
 def _snapshot_indices(k_i: Tensor, iterations: int) -> set[int] | None:
@@ -766,10 +788,10 @@ def authors_balanced_fixed_perturbation(
 ) -> Tensor:
     """``lpl-balanced/networks/train.py``: ``steps`` iterations U ← U + step(U) of
     :func:`authors_class_step` (signs and τ recomputed each time); returns U_P − U."""
-    counts = _authors_counts(logits, target)
+    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
     u = logits
     for _ in range(steps):
-        u = u + _authors_step(u, target, alpha, None, counts)[0]
+        u = u + _authors_step(u, target, alpha, None, counts, eye)[0]
     return u - logits
 
 
@@ -808,15 +830,15 @@ def authors_balanced_varied_perturbation(
         base, scale, iterations = 0, float(steps), steps
     else:
         raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
-    counts = _authors_counts(logits, target)
-    first, qbar, tau = _authors_step(logits, target, alpha, None, counts)
+    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
+    first, qbar, tau = _authors_step(logits, target, alpha, None, counts, eye)
     k_c = authors_varied_step_counts(qbar, tau, base=base, scale=scale)
     k_i = k_c.index_select(0, target)[:, None]
     taken = _snapshot_indices(k_i, iterations)
     u = logits
     out = logits
     for i in range(iterations):
-        a = first if i == 0 else _authors_step(u, target, alpha, None, counts)[0]
+        a = first if i == 0 else _authors_step(u, target, alpha, None, counts, eye)[0]
         u = u + a
         if taken is None or i in taken:
             out = torch.where(k_i == i, u, out)
@@ -863,11 +885,11 @@ def authors_longtail_perturbation(
     k = torch.where(step_index < 0, step_index + iterations, step_index).to(logits.device)
     k_i = k.index_select(0, target)[:, None]
     taken = _snapshot_indices(k_i, iterations)
-    counts = _authors_counts(logits, target)
+    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
     u = logits
     out = logits
     for i in range(iterations):
-        u = u + _authors_step(u, target, alpha, sign, counts)[0]
+        u = u + _authors_step(u, target, alpha, sign, counts, eye)[0]
         if taken is None or i in taken:
             out = torch.where(k_i == i, u, out)
     return out - logits
