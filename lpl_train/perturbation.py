@@ -487,7 +487,13 @@ def pgd_like_perturbation(
     grad_needed = torch.is_grad_enabled() and (
         logits.requires_grad or bounds.requires_grad or sign.requires_grad
     )
-    if early_stop and class_mean == "index" and not normalize_step and not grad_needed:
+    if (
+        early_stop
+        and class_mean == "index"
+        and not normalize_step
+        and not grad_needed
+        and logits.is_contiguous()  # other layouts: the per-sample loop keeps their rounding
+    ):
         return _pgd_by_class(logits, target, sign, bounds, steps, alpha=alpha, max_steps=max_steps)
     steps_i = steps.to(logits.device)[target][:, None]  # K_{y_i}, (N, 1)
     length, unmasked = _loop_range(steps_i, max_steps, early_stop)

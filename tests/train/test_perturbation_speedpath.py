@@ -292,6 +292,21 @@ def test_differentiable_inner_loop_values_and_gradients_are_identical(dtype, cla
         assert torch.equal(gb_new, gb_ref), case
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_contiguous_logits_give_the_reference_values_for_that_layout(dtype):
+    # the per-sample loop's rounding depends on the memory layout of the logits: keep it
+    for case in CASES[:5]:
+        u, y, sign, bounds, steps, kw = _case_inputs(case, 1, dtype)
+        column_major = u.t().contiguous().t()
+        for early_stop in (None, False):
+            with torch.no_grad():
+                ref = _ref_pgd(column_major, y, sign, bounds, steps, **kw)
+                new = P.pgd_like_perturbation(
+                    column_major, y, sign, bounds, steps, early_stop=early_stop, **kw
+                )
+            assert torch.equal(new, ref), (case, early_stop)
+
+
 def test_arbitrary_signs_and_step_counts_including_zero_and_capped():
     # signs of every kind and K_c both 0 with a nonzero sign and above max_steps (capped)
     u, y = _batch(60, 9, 4, torch.float64)
