@@ -7,7 +7,9 @@
     its arithmetic floor (the K softmaxes of the inner loop plus the cross-entropy, K = the batch's
     largest K_c) and against the previous implementation of the inner loop, kept below as
     ``reference_pgd`` (a static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps);
-(d) the authors'-code presets' perturbation against their previous implementation (kept below).
+(d) the authors'-code presets' perturbation against their previous implementation (kept below);
+(e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd, against the
+    per-sample loop that took them before (kept below as ``reference_pgd_masked``).
 
 Each configuration is timed ``--repeats`` times, the measurements of the compared variants interleaved;
 the table gives medians and ratios. On CPU with one thread (``--threads 1``) the times are the thread's
@@ -186,6 +188,121 @@ def bench_presets(device: torch.device, classes: list[int], repeats: int) -> lis
                 {
                     "C": c,
                     "preset": name,
+                    "previous [ms]": 1e3 * med["previous"],
+                    "current [ms]": 1e3 * med["current"],
+                    "speed-up": med["previous"] / med["current"],
+                }
+            )
+    return rows
+
+
+def reference_pgd_masked(
+    logits, target, sign, bounds, steps, *, alpha, max_steps, weight=None, keep=None
+):
+    """The per-sample inner loop that took ignored rows (``keep``) and row masses (``weight``) before
+    they went through the per-class loop (index path, no autograd): it stops at the batch's largest
+    K_c, groups in O(N + C) with one extra group for the rows not kept, reuses one buffer for the class
+    sums, and takes the class masses of weighted rows from an N × N masked sum."""
+    n, c = logits.shape
+    max_steps = min(max_steps, int(steps.max())) if steps.numel() else 0
+    idx = torch.arange(n, device=target.device)
+    src = idx if keep is None else torch.where(keep, idx, n)
+    first_of = torch.full((c,), n, dtype=torch.long, device=target.device)
+    first_of = first_of.scatter_reduce(0, target, src, reduce="amin")
+    ones = torch.ones_like(idx) if keep is None else keep.long()
+    counts = torch.zeros(c, dtype=torch.long, device=target.device).index_add(0, target, ones)
+    group, size = first_of.index_select(0, target), counts.index_select(0, target)
+    if keep is not None:
+        group, size = torch.where(keep, group, n), torch.where(keep, size, 1)
+    w = None
+    if weight is not None:
+        w = weight.to(logits.dtype)
+        same_w = (target[:, None] == target[None, :]).to(logits.dtype) * w[None, :]
+        size = same_w.sum(dim=1)
+        size = torch.where(size > 0, size, torch.ones_like(size))
+    onehot = F.one_hot(target, c).to(logits.dtype)
+    scale = (alpha * sign.to(logits.dtype))[target][:, None]
+    mean_scale = scale / size[:, None].to(logits.dtype)
+    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
+    active = (
+        torch.arange(max_steps, device=logits.device)[:, None, None]
+        < steps.to(logits.device)[target][:, None]
+    )
+    shift = scale * onehot
+    delta = torch.zeros_like(logits)
+    sums = logits.new_zeros(n + (keep is not None), c)
+    for k in range(max_steps):
+        prob = torch.softmax(logits + delta, dim=1)
+        rows = prob if w is None else prob * w[:, None]
+        class_sum = sums.zero_().index_add_(0, group, rows).index_select(0, group)
+        moved = torch.addcmul(delta - shift, mean_scale, class_sum)
+        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
+        moved = moved * (radius / norm.clamp_min(radius))
+        delta = torch.where(active[k], moved, delta)
+    return delta
+
+
+def _masked_cases(c: int, device: torch.device) -> dict:
+    """name -> (inputs of pgd_like_perturbation, keyword arguments, the rows to compare)."""
+    g = torch.Generator().manual_seed(c + 1)
+    logits = (torch.randn(128, c, generator=g) * 2).to(device)
+    target = torch.randint(0, c, (128,), generator=g).to(device)
+    keep = (torch.rand(128, generator=g) > 0.2).to(device)  # about 20% of the rows ignored
+    # mixup pairs: each sample is two (sample, class) rows of masses λ and 1 − λ
+    partner = torch.randperm(128, generator=g).to(device)
+    lam = torch.rand(128, generator=g).to(device)
+    pair_logits = torch.cat((logits, logits))
+    pair_target = torch.cat((target, target[partner]))
+    mass = torch.cat((lam, 1 - lam))
+    kw = dict(alpha=ALPHA, epsilon=EPSILON, delta_epsilon=0.2)
+    cases = {}
+    for name, u, y, extra in (
+        ("ignore_index (20% of 128 rows)", logits, torch.where(keep, target, 0), {"keep": keep}),
+        ("probability targets (mixup, 256 pairs)", pair_logits, pair_target, {"weight": mass}),
+    ):
+        with torch.no_grad():
+            r = P.single_label_perturbation(u, y, **kw, **extra)
+        args = (u, y, r.sign, r.bounds, r.steps)
+        cases[name] = (args, dict(alpha=ALPHA, max_steps=P.fixed_step_count(0.3, ALPHA), **extra))
+    return cases
+
+
+def bench_masked(device: torch.device, classes: list[int], calls: int, repeats: int) -> list[dict]:
+    """(e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd,
+    Δε = 0.2: the previous per-sample loop (kept above) against the current per-class loop."""
+    rows = []
+    for c in classes:
+        for name, (args, kw) in _masked_cases(c, device).items():
+            with torch.no_grad():
+                old = reference_pgd_masked(*args, **kw)
+                new = P.pgd_like_perturbation(*args, **kw)
+            if "keep" in kw:  # kept rows: identical; ignored rows: 0 now
+                keep = kw["keep"]
+                assert torch.equal(old[keep], new[keep]), (c, name)
+                assert not new[~keep].any(), (c, name)
+            else:  # the class masses are summed in another order: equal to rounding
+                torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+            variants = {
+                "previous": lambda args=args, kw=kw: reference_pgd_masked(*args, **kw),
+                "current": lambda args=args, kw=kw: P.pgd_like_perturbation(*args, **kw),
+            }
+
+            def run(fn) -> None:
+                with torch.no_grad():
+                    for _ in range(calls):
+                        fn()
+
+            for fn in variants.values():  # warm-up
+                run(fn)
+            times: dict[str, list[float]] = {k: [] for k in variants}
+            for _ in range(repeats):
+                for key, fn in variants.items():
+                    times[key].append(_time(lambda fn=fn: run(fn), device) / calls)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append(
+                {
+                    "C": c,
+                    "case": name,
                     "previous [ms]": 1e3 * med["previous"],
                     "current [ms]": 1e3 * med["current"],
                     "speed-up": med["previous"] / med["current"],
@@ -466,14 +583,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "resnet", "loop", "presets"),
+        choices=("loss", "resnet", "loop", "presets", "masked"),
         action="append",
         default=None,
-        help="run only these parts: loss (a), resnet (b), loop (c), presets (d); repeatable "
+        help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e); repeatable "
         "(default: all)",
     )
     args = ap.parse_args(argv)
-    parts = set(args.only or ("loss", "resnet", "loop", "presets"))
+    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked"))
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -516,6 +633,14 @@ def main(argv: list[str] | None = None) -> dict:
         presets = bench_presets(device, [100, 1000], repeats=repeats)
         print("\n(d) the authors'-code presets' perturbation, B = 128, medians per call\n")
         print(_table(presets))
+    masked = None
+    if "masked" in parts:
+        masked = bench_masked(device, [100, 1000], calls=10 if args.quick else 40, repeats=repeats)
+        print(
+            "\n(e) the inner loop with ignored rows and with probability targets, no autograd, B = 128, "
+            "Δε = 0.2,\n    medians per call\n"
+        )
+        print(_table(masked))
     out = {
         "device": str(device),
         "device_name": desc,
@@ -527,6 +652,7 @@ def main(argv: list[str] | None = None) -> dict:
         "resnet32": res,
         "inner_loop": loop,
         "presets": presets,
+        "masked": masked,
     }
     if args.compile:
         out["compile"] = bench_compile(device)
