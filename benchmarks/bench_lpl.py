@@ -2,12 +2,20 @@
 
 (a) the loss alone, forward + backward, B = 128, C ∈ {10, 100, 1000}, 40 steps: plain cross-entropy,
     the vectorised LPL loss, and a straightforward reference with a Python loop over classes;
-(b) one ResNet-32 training step (B = 128, C = 100, SGD) with LPL versus cross-entropy.
+(b) one ResNet-32 training step (B = 128, C = 100, SGD) with LPL versus cross-entropy;
+(c) one LPL call (forward + backward, B = 128, C ∈ {10, 100, 1000}, fixed and varied bound) against
+    its arithmetic floor (the K softmaxes of the inner loop plus the cross-entropy, K = the batch's
+    largest K_c) and against the previous implementation of the inner loop, kept below as
+    ``reference_pgd`` (a static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps);
+(d) the authors'-code presets' perturbation against their previous implementation (kept below);
+(e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd, against the
+    per-sample loop that took them before (kept below as ``reference_pgd_masked``).
 
 Each configuration is timed ``--repeats`` times, the measurements of the compared variants interleaved;
-the table gives medians and ratios. Usage::
+the table gives medians and ratios. On CPU with one thread (``--threads 1``) the times are the thread's
+CPU time (``time.thread_time``), which other processes on a busy machine do not inflate. Usage::
 
-    python benchmarks/bench_lpl.py [--quick] [--device cuda] [--json out.json]
+    python benchmarks/bench_lpl.py [--quick] [--device cuda] [--only loop] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,9 +31,302 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from lpl_train import perturbation as P
 from lpl_train.losses.lpl import LPLLoss
 
 ALPHA, EPSILON = 0.01, 0.1  # the paper's smallest grid values: K = 10 steps per class
+_TINY = 1e-30
+
+
+# ------------------------------------------------------------------ the previous inner loop (reference)
+def reference_group_index(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Previous class grouping: an N × N comparison (quadratic in the batch size)."""
+    same = target[:, None] == target[None, :]
+    first = same.to(torch.uint8).argmax(dim=1)
+    return first, same.sum(dim=1)
+
+
+def reference_pgd(logits, target, sign, bounds, steps, *, alpha, max_steps):
+    """Previous ``pgd_like_perturbation`` (index path): ``max_steps`` per-sample steps, fresh tensors
+    each step, a boolean mask for the classes whose K_c is reached."""
+    n, c = logits.shape
+    group, size = reference_group_index(target)
+    onehot = F.one_hot(target, c).to(logits.dtype)
+    scale = (alpha * sign.to(logits.dtype))[target][:, None]
+    mean_scale = scale / size[:, None].to(logits.dtype)
+    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
+    active = (
+        torch.arange(max_steps, device=logits.device)[:, None, None]
+        < steps.to(logits.device)[target][:, None]
+    )
+    shift = scale * onehot
+    delta = torch.zeros_like(logits)
+    for k in range(max_steps):
+        prob = torch.softmax(logits + delta, dim=1)
+        class_sum = logits.new_zeros(n, c).index_add(0, group, prob)[group]
+        moved = torch.addcmul(delta - shift, mean_scale, class_sum)
+        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
+        moved = moved * (radius / norm.clamp_min(radius))
+        delta = torch.where(active[k], moved, delta)
+    return delta
+
+
+def _schedule(loss: LPLLoss, logits: torch.Tensor, target: torch.Tensor):
+    """sign, bounds, K_c and the static loop length of the paper's pipeline for one batch."""
+    c = logits.shape[1]
+    counts, qbar = P.class_statistics(logits, target, c)
+    sign, tau = P.split_signs(qbar, counts > 0, split=loss.split, tau=loss.tau)
+    bounds = P.class_bounds(
+        qbar,
+        sign,
+        tau,
+        epsilon=loss.epsilon,
+        delta_epsilon=loss.delta_epsilon,
+        split=loss.split,
+    )
+    max_steps = P.fixed_step_count(loss.epsilon + loss.delta_epsilon, loss.alpha)
+    return sign, bounds, P.step_counts(bounds, loss.alpha, max_steps), max_steps
+
+
+def reference_authors_class_step(logits, target, alpha, sign=None):
+    """Previous ``authors_class_step``: C × C work throughout and an identity matrix each call."""
+    c = logits.shape[1]
+    prob = logits.softmax(dim=1)
+    counts = logits.new_zeros(c).index_add(0, target, torch.ones_like(prob[:, 0]))
+    counts = torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
+    m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
+    qbar = m.diagonal()
+    g = m - torch.eye(c, dtype=logits.dtype, device=logits.device)
+    g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
+    tau = qbar.mean()
+    s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
+    step = alpha * (s[:, None] * g)
+    return step[target], qbar, tau
+
+
+def reference_authors_fixed(logits, target, *, alpha, steps):
+    u = logits
+    for _ in range(steps):
+        u = u + reference_authors_class_step(u, target, alpha)[0]
+    return u - logits
+
+
+def reference_authors_varied(logits, target, *, alpha, steps):
+    base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
+    _, qbar, tau = reference_authors_class_step(logits, target, alpha)
+    k_i = P.authors_varied_step_counts(qbar, tau, base=base, scale=scale)[target][:, None]
+    u = out = logits
+    for i in range(iterations):
+        a = reference_authors_class_step(u, target, alpha)[0]
+        u = u + a
+        out = torch.where(k_i == i, u, out)
+        u = u + a
+    return out - logits
+
+
+def reference_authors_longtail(logits, target, step_index, sign, *, alpha, iterations):
+    k = torch.where(step_index < 0, step_index + iterations, step_index)
+    k_i = k[target][:, None]
+    u = out = logits
+    for i in range(iterations):
+        u = u + reference_authors_class_step(u, target, alpha, sign=sign)[0]
+        out = torch.where(k_i == i, u, out)
+    return out - logits
+
+
+def _preset_cases(logits, target, step_index, sign) -> dict:
+    """name -> (previous, current, with gradients) for the three presets' perturbations."""
+    leaf = logits.clone().requires_grad_(True)  # authors_longtail back-propagates through the loop
+    lt = dict(alpha=0.2, iterations=50)
+    return {
+        "authors_balanced_fixed (α 0.005, 20 steps)": (
+            lambda: reference_authors_fixed(logits, target, alpha=0.005, steps=20),
+            lambda: P.authors_balanced_fixed_perturbation(logits, target, alpha=0.005, steps=20),
+            False,
+        ),
+        "authors_balanced_varied (α 0.01, 44 iterations)": (
+            lambda: reference_authors_varied(logits, target, alpha=0.01, steps=40),
+            lambda: P.authors_balanced_varied_perturbation(logits, target, alpha=0.01, steps=40),
+            False,
+        ),
+        "authors_longtail (α 0.2, 50 iterations, + backward)": (
+            lambda: reference_authors_longtail(leaf, target, step_index, sign, **lt),
+            lambda: P.authors_longtail_perturbation(leaf, target, step_index, sign, **lt),
+            True,
+        ),
+    }
+
+
+def bench_presets(device: torch.device, classes: list[int], repeats: int) -> list[dict]:
+    """(d) the authors'-code presets' perturbation (B = 128, the presets' defaults), previous vs current;
+    ``authors_longtail`` with gradients (forward + backward), as the scripts do."""
+    rows = []
+    for c in classes:
+        g = torch.Generator().manual_seed(c)
+        logits = (torch.randn(128, c, generator=g) * 2).to(device)
+        target = torch.randint(0, c, (128,), generator=g).to(device)
+        step_index = (torch.arange(c) % 50).to(device)
+        sign = torch.where(torch.arange(c) < c // 3, -1.0, 1.0).to(device)
+        for name, (old, new, grad) in _preset_cases(logits, target, step_index, sign).items():
+            with torch.set_grad_enabled(grad):
+                assert torch.equal(old(), new()), (c, name)
+
+            def run(fn, grad=grad) -> None:
+                with torch.set_grad_enabled(grad):
+                    out = fn()
+                    if grad:
+                        out.sum().backward()
+
+            run(old)
+            run(new)
+            times: dict[str, list[float]] = {"previous": [], "current": []}
+            for _ in range(repeats):
+                for key, fn in (("previous", old), ("current", new)):
+                    times[key].append(_time(lambda fn=fn: run(fn), device))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append(
+                {
+                    "C": c,
+                    "preset": name,
+                    "previous [ms]": 1e3 * med["previous"],
+                    "current [ms]": 1e3 * med["current"],
+                    "speed-up": med["previous"] / med["current"],
+                }
+            )
+    return rows
+
+
+def reference_pgd_masked(
+    logits, target, sign, bounds, steps, *, alpha, max_steps, weight=None, keep=None
+):
+    """The per-sample inner loop that took ignored rows (``keep``) and row masses (``weight``) before
+    they went through the per-class loop (index path, no autograd): it stops at the batch's largest
+    K_c, groups in O(N + C) with one extra group for the rows not kept, reuses one buffer for the class
+    sums, and takes the class masses of weighted rows from an N × N masked sum."""
+    n, c = logits.shape
+    max_steps = min(max_steps, int(steps.max())) if steps.numel() else 0
+    idx = torch.arange(n, device=target.device)
+    src = idx if keep is None else torch.where(keep, idx, n)
+    first_of = torch.full((c,), n, dtype=torch.long, device=target.device)
+    first_of = first_of.scatter_reduce(0, target, src, reduce="amin")
+    ones = torch.ones_like(idx) if keep is None else keep.long()
+    counts = torch.zeros(c, dtype=torch.long, device=target.device).index_add(0, target, ones)
+    group, size = first_of.index_select(0, target), counts.index_select(0, target)
+    if keep is not None:
+        group, size = torch.where(keep, group, n), torch.where(keep, size, 1)
+    w = None
+    if weight is not None:
+        w = weight.to(logits.dtype)
+        same_w = (target[:, None] == target[None, :]).to(logits.dtype) * w[None, :]
+        size = same_w.sum(dim=1)
+        size = torch.where(size > 0, size, torch.ones_like(size))
+    onehot = F.one_hot(target, c).to(logits.dtype)
+    scale = (alpha * sign.to(logits.dtype))[target][:, None]
+    mean_scale = scale / size[:, None].to(logits.dtype)
+    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
+    active = (
+        torch.arange(max_steps, device=logits.device)[:, None, None]
+        < steps.to(logits.device)[target][:, None]
+    )
+    shift = scale * onehot
+    delta = torch.zeros_like(logits)
+    sums = logits.new_zeros(n + (keep is not None), c)
+    for k in range(max_steps):
+        prob = torch.softmax(logits + delta, dim=1)
+        rows = prob if w is None else prob * w[:, None]
+        class_sum = sums.zero_().index_add_(0, group, rows).index_select(0, group)
+        moved = torch.addcmul(delta - shift, mean_scale, class_sum)
+        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
+        moved = moved * (radius / norm.clamp_min(radius))
+        delta = torch.where(active[k], moved, delta)
+    return delta
+
+
+def _masked_cases(c: int, device: torch.device) -> dict:
+    """name -> (inputs of pgd_like_perturbation, keyword arguments, the rows to compare)."""
+    g = torch.Generator().manual_seed(c + 1)
+    logits = (torch.randn(128, c, generator=g) * 2).to(device)
+    target = torch.randint(0, c, (128,), generator=g).to(device)
+    keep = (torch.rand(128, generator=g) > 0.2).to(device)  # about 20% of the rows ignored
+    # mixup pairs: each sample is two (sample, class) rows of masses λ and 1 − λ
+    partner = torch.randperm(128, generator=g).to(device)
+    lam = torch.rand(128, generator=g).to(device)
+    pair_logits = torch.cat((logits, logits))
+    pair_target = torch.cat((target, target[partner]))
+    mass = torch.cat((lam, 1 - lam))
+    kw = dict(alpha=ALPHA, epsilon=EPSILON, delta_epsilon=0.2)
+    cases = {}
+    for name, u, y, extra in (
+        ("ignore_index (20% of 128 rows)", logits, torch.where(keep, target, 0), {"keep": keep}),
+        ("probability targets (mixup, 256 pairs)", pair_logits, pair_target, {"weight": mass}),
+    ):
+        with torch.no_grad():
+            r = P.single_label_perturbation(u, y, **kw, **extra)
+        args = (u, y, r.sign, r.bounds, r.steps)
+        cases[name] = (args, dict(alpha=ALPHA, max_steps=P.fixed_step_count(0.3, ALPHA), **extra))
+    return cases
+
+
+def bench_masked(device: torch.device, classes: list[int], calls: int, repeats: int) -> list[dict]:
+    """(e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd,
+    Δε = 0.2: the previous per-sample loop (kept above) against the current per-class loop."""
+    rows = []
+    for c in classes:
+        for name, (args, kw) in _masked_cases(c, device).items():
+            with torch.no_grad():
+                old = reference_pgd_masked(*args, **kw)
+                new = P.pgd_like_perturbation(*args, **kw)
+            if "keep" in kw:  # kept rows: identical; ignored rows: 0 now
+                keep = kw["keep"]
+                assert torch.equal(old[keep], new[keep]), (c, name)
+                assert not new[~keep].any(), (c, name)
+            else:  # the class masses are summed in another order: equal to rounding
+                torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+            variants = {
+                "previous": lambda args=args, kw=kw: reference_pgd_masked(*args, **kw),
+                "current": lambda args=args, kw=kw: P.pgd_like_perturbation(*args, **kw),
+            }
+
+            def run(fn) -> None:
+                with torch.no_grad():
+                    for _ in range(calls):
+                        fn()
+
+            for fn in variants.values():  # warm-up
+                run(fn)
+            times: dict[str, list[float]] = {k: [] for k in variants}
+            for _ in range(repeats):
+                for key, fn in variants.items():
+                    times[key].append(_time(lambda fn=fn: run(fn), device) / calls)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append(
+                {
+                    "C": c,
+                    "case": name,
+                    "previous [ms]": 1e3 * med["previous"],
+                    "current [ms]": 1e3 * med["current"],
+                    "speed-up": med["previous"] / med["current"],
+                }
+            )
+    return rows
+
+
+class ReferenceLPLLoss(LPLLoss):
+    """:class:`LPLLoss` (mean split) with the previous inner loop."""
+
+    def _delta(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # the benchmark feeds class-index targets with no ignored rows: no weight, no keep
+        assert weight is None and keep is None
+        sign, bounds, steps, max_steps = _schedule(self, logits, target)
+        return reference_pgd(
+            logits, target, sign, bounds, steps, alpha=self.alpha, max_steps=max_steps
+        )
 
 
 def loop_reference_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -58,12 +359,87 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _clock(device: torch.device) -> Callable[[], float]:
+    """The thread's CPU time on CPU with one thread (unaffected by other processes), else wall time."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
 def _time(fn: Callable[[], None], device: torch.device) -> float:
+    clock = _clock(device)
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return clock() - t0
+
+
+def bench_inner_loop(
+    device: torch.device, classes: list[int], calls: int, repeats: int
+) -> list[dict]:
+    """(c) one LPL call, forward + backward, B = 128: floor, previous and current inner loop."""
+    rows = []
+    for c in classes:
+        for delta_epsilon in (0.0, 0.2):
+            g = torch.Generator().manual_seed(c)
+            logits = (torch.randn(calls, 128, c, generator=g) * 2).to(device)
+            target = torch.randint(0, c, (calls, 128), generator=g).to(device)
+            kw = dict(alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon)
+            new, old = LPLLoss(c, **kw), ReferenceLPLLoss(c, **kw)
+            k_batch = []
+            for i in range(calls):
+                sign, bounds, steps, max_steps = _schedule(new, logits[i], target[i])
+                k_batch.append(int(steps[target[i]].max()))
+                # the current loss gives exactly the previous one's value and gradient
+                grads = []
+                for fn in (old, new):
+                    u = logits[i].clone().requires_grad_(True)
+                    value = fn(u, target[i])
+                    value.backward()
+                    grads.append((value.detach(), u.grad))
+                assert torch.equal(grads[0][0], grads[1][0]), (c, delta_epsilon, i)
+                assert torch.equal(grads[0][1], grads[1][1]), (c, delta_epsilon, i)
+
+            def floor(u, y, i, k_batch=k_batch):
+                with torch.no_grad():
+                    for _ in range(k_batch[i]):
+                        torch.softmax(u, dim=1)
+                return F.cross_entropy(u, y)
+
+            variants = {
+                "floor": floor,
+                "previous": lambda u, y, i, old=old: old(u, y),
+                "current": lambda u, y, i, new=new: new(u, y),
+            }
+
+            def run(fn: Callable, logits=logits, target=target) -> None:
+                for i in range(calls):
+                    u = logits[i].clone().requires_grad_(True)
+                    fn(u, target[i], i).backward()
+
+            for fn in variants.values():  # warm-up
+                run(fn)
+            times: dict[str, list[float]] = {k: [] for k in variants}
+            for _ in range(repeats):
+                for name, fn in variants.items():
+                    times[name].append(_time(lambda fn=fn: run(fn), device) / calls)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append(
+                {
+                    "C": c,
+                    "Δε": delta_epsilon,
+                    "loop length before": max_steps,
+                    "batch K (mean)": sum(k_batch) / calls,
+                    "floor [ms]": 1e3 * med["floor"],
+                    "previous [ms]": 1e3 * med["previous"],
+                    "current [ms]": 1e3 * med["current"],
+                    "previous / floor": med["previous"] / med["floor"],
+                    "current / floor": med["current"] / med["floor"],
+                    "speed-up": med["previous"] / med["current"],
+                }
+            )
+    return rows
 
 
 def bench_loss(
@@ -205,7 +581,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    ap.add_argument(
+        "--only",
+        choices=("loss", "resnet", "loop", "presets", "masked"),
+        action="append",
+        default=None,
+        help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e); repeatable "
+        "(default: all)",
+    )
     args = ap.parse_args(argv)
+    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked"))
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,20 +604,55 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"device: {device} ({desc}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {repeats}"
     )
-    rows = bench_loss(device, [10, 100, 1000], steps=40, repeats=repeats, compiled=args.compile)
-    print("\n(a) loss alone, forward + backward, B = 128, 40 steps, medians\n")
-    print(_table(rows))
-    res = bench_resnet(device, steps=3 if args.quick else 5, repeats=repeats, compiled=args.compile)
-    if res is not None:
-        print("\n(b) ResNet-32 training step, B = 128, C = 100, medians\n")
-        print(_table([{k: v for k, v in res.items() if not k.startswith("all")}]))
+    clock = "thread CPU time" if _clock(device) is time.thread_time else "wall time"
+    print(f"times: {clock}")
+    rows = res = loop = None
+    if "loss" in parts:
+        rows = bench_loss(device, [10, 100, 1000], steps=40, repeats=repeats, compiled=args.compile)
+        print("\n(a) loss alone, forward + backward, B = 128, 40 steps, medians\n")
+        print(_table(rows))
+    if "resnet" in parts:
+        res = bench_resnet(
+            device, steps=3 if args.quick else 5, repeats=repeats, compiled=args.compile
+        )
+        if res is not None:
+            print("\n(b) ResNet-32 training step, B = 128, C = 100, medians\n")
+            print(_table([{k: v for k, v in res.items() if not k.startswith("all")}]))
+    if "loop" in parts:
+        loop = bench_inner_loop(
+            device, [10, 100, 1000], calls=10 if args.quick else 40, repeats=repeats
+        )
+        print(
+            "\n(c) one LPL call (forward + backward, B = 128, α = 0.01, ε = 0.1, mean split) against "
+            "its floor\n    (K softmaxes + cross-entropy) and the previous inner loop, medians per "
+            "call\n"
+        )
+        print(_table(loop))
+    presets = None
+    if "presets" in parts:
+        presets = bench_presets(device, [100, 1000], repeats=repeats)
+        print("\n(d) the authors'-code presets' perturbation, B = 128, medians per call\n")
+        print(_table(presets))
+    masked = None
+    if "masked" in parts:
+        masked = bench_masked(device, [100, 1000], calls=10 if args.quick else 40, repeats=repeats)
+        print(
+            "\n(e) the inner loop with ignored rows and with probability targets, no autograd, B = 128, "
+            "Δε = 0.2,\n    medians per call\n"
+        )
+        print(_table(masked))
     out = {
         "device": str(device),
         "device_name": desc,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "clock": clock,
         "repeats": repeats,
         "loss": rows,
         "resnet32": res,
+        "inner_loop": loop,
+        "presets": presets,
+        "masked": masked,
     }
     if args.compile:
         out["compile"] = bench_compile(device)

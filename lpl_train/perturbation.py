@@ -15,12 +15,15 @@ Single-label learning (paper Sec. III-C, Eqs. 26-33, Algorithm 1):
   δ_c ← δ_c ± α·mean_{i∈S_c}(softmax(u_i + δ_c) − y_i) (Eqs. 30-32; + for maximisation, − for
   minimisation), each followed by the projection onto ‖δ_c‖₂ ≤ ε_c.
 
-All classes advance together: the loop has a static length (the largest possible K_c, known from the
-hyper-parameters alone) and a per-sample mask stops the classes whose K_c is reached. There is no Python
-loop over classes or samples and no host synchronisation inside the loop, so it runs unchanged on CPU and
-CUDA, under autocast and torch.compile, with shapes fixed for CUDA graphs. Everything is kept per sample
-(N × C): sample i carries the perturbation of its class y_i; class means are an ``index_add`` over the
-batch on CPU (O(N·C) per step whatever the number of classes) and one fused N × N ``addmm`` on GPUs.
+All classes advance together, with no Python loop over classes or samples. In eager mode the loop stops
+at the largest K_c of the batch (one host synchronisation reads the step counts); without gradients it
+keeps one row per class present, ordered by K_c so that the classes still moving are a leading slice that
+shrinks as classes finish, and updates preallocated buffers in place. The static form (``early_stop=False``
+of :func:`pgd_like_perturbation`, taken automatically under torch.compile, during CUDA-graph capture and
+on the meta device) runs the largest possible K_c (known from the hyper-parameters alone) with a
+per-sample mask and no synchronisation, with shapes fixed for CUDA graphs. Both give the same values.
+Class means are an ``index_add`` over the batch on CPU (O(N·C) per step whatever the number of classes)
+and one fused N × N ``addmm`` on GPUs.
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
@@ -128,10 +131,24 @@ def check_logits(logits: object, name: str = "logits", min_classes: int = 2) -> 
     return logits
 
 
+def _sum_is_finite(t: Tensor) -> Tensor:
+    """A 0-d bool tensor, True when the sum of ``t`` is finite; then every element of ``t`` is.
+
+    NaN and ±inf propagate through a sum, so a finite sum proves that ``t`` is finite with one plain
+    reduction (cheaper than ``torch.isfinite(t).all()``). A non-finite sum may also come from finite
+    values that overflow, so False must be confirmed with ``torch.isfinite(t).all()``. Half-precision
+    tensors are summed in float32 to keep such overflows rare."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return torch.isfinite(t.sum(dtype=torch.float32))
+    return torch.isfinite(t.sum())
+
+
 def check_finite(t: Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation; skipped under
-    torch.compile)."""
-    if not _compiling() and not bool(torch.isfinite(t).all()):
+    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation, two when the fast
+    check, a finite sum, is inconclusive; skipped under torch.compile)."""
+    if _compiling() or bool(_sum_is_finite(t)):
+        return
+    if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); the loss would be NaN")
 
 
@@ -139,6 +156,13 @@ def _compiling() -> bool:
     """True while torch.compile traces: data-dependent checks (host reads) are skipped there."""
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
+
+
+def _confirm_finite_logits(logits: Tensor) -> None:
+    """After a non-finite sum of ``logits`` (see :func:`_sum_is_finite`): raise if an element is NaN or
+    ±inf, return if the sum only overflowed (a second host synchronisation, on this path only)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
 
 
 def check_index_target(
@@ -173,12 +197,12 @@ def check_index_target(
         t = torch.where(ignored, torch.zeros_like(t), t)
     stats = [t.min().double(), t.max().double()]
     if check_finite_logits:
-        stats.append(torch.isfinite(logits).all().double())
+        stats.append(_sum_is_finite(logits).double())
     if ignored is not None:
         stats.append(ignored.any().double())
     values = torch.stack(stats).tolist()
     if check_finite_logits and values[2] != 1.0:
-        raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
+        _confirm_finite_logits(logits)
     lo, hi = int(values[0]), int(values[1])
     if lo < 0 or hi >= c:
         extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
@@ -230,10 +254,10 @@ def check_probability_target(
         ((row - 1).abs() <= tol * t.shape[1]).all(),
     ]
     if check_finite_logits:
-        stats.append(torch.isfinite(logits).all())
+        stats.append(_sum_is_finite(logits))
     ok = torch.stack(stats).tolist()
     if check_finite_logits and not ok[3]:
-        raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
+        _confirm_finite_logits(logits)
     if not (ok[0] and ok[1]):
         raise ValueError(f"{name} probabilities must be finite and >= 0")
     if not ok[2]:
@@ -269,11 +293,9 @@ def check_multi_label_target(
         return t
     ok = ((t >= 0) & (t <= 1)).all() if soft else ((t == 0) | (t == 1)).all()
     if check_finite_logits:
-        finite, ok = torch.stack([torch.isfinite(logits).all(), ok]).tolist()
+        finite, ok = torch.stack([_sum_is_finite(logits), ok]).tolist()
         if not finite:
-            raise ValueError(
-                "logits contains non-finite values (NaN or inf); the loss would be NaN"
-            )
+            _confirm_finite_logits(logits)
     if not bool(ok):
         if soft:
             raise ValueError(f"{name} (soft) values must lie in [0, 1]")
@@ -513,36 +535,55 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
 def _group_index(
-    target: Tensor, keep: Tensor | None = None, num_classes: int | None = None
+    target: Tensor, num_classes: int, keep: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
 
     Rows sharing a group index belong to the same class, so class means over the batch are an
-    ``index_add`` over N rows and a gather: O(N·C) per step, whatever C is. With ``keep`` (N,) bool, rows
-    not kept neither count nor share a group: they all go to the extra group N, with size 1. O(N + C)
-    with ``num_classes`` (a scatter over the classes), O(N²) without."""
+    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is. Built in O(N + C) (a
+    scatter-min of the sample indices and a count per class), labels in [0, ``num_classes``). With
+    ``keep`` (N,) bool, rows not kept neither count nor share a group: they all go to the extra group N,
+    with size 1."""
     n = target.shape[0]
-    if num_classes is None:
-        same = target[:, None] == target[None, :]
-        if keep is not None:
-            same = same & keep[None, :]
-        first = same.to(torch.uint8).argmax(dim=1)
-        size = same.sum(dim=1)
-    else:
-        idx = torch.arange(n, device=target.device)
-        src = idx if keep is None else torch.where(keep, idx, n)
-        first_of = torch.full((num_classes,), n, dtype=torch.long, device=target.device)
-        first_of = first_of.scatter_reduce(0, target, src, reduce="amin")
-        ones = torch.ones_like(idx) if keep is None else keep.long()
-        counts = torch.zeros(num_classes, dtype=torch.long, device=target.device).index_add(
-            0, target, ones
-        )
-        first = first_of.index_select(0, target)
-        size = counts.index_select(0, target)
+    index = torch.arange(n, device=target.device)
+    src = index if keep is None else torch.where(keep, index, n)
+    first = torch.full((num_classes,), n, dtype=index.dtype, device=target.device)
+    first = first.scatter_reduce(0, target, src, reduce="amin")
+    ones = torch.ones_like(index) if keep is None else keep.to(index.dtype)
+    size = torch.zeros(num_classes, dtype=index.dtype, device=target.device)
+    size = size.index_add(0, target, ones)
+    first, size = first.index_select(0, target), size.index_select(0, target)
     if keep is not None:
         first = torch.where(keep, first, n)
         size = torch.where(keep, size, 1)
     return first, size
+
+
+def _class_mass(target: Tensor, weight: Tensor, num_classes: int) -> Tensor:
+    """Σ_{y_i=c} w_i per class (C,), in the dtype of ``weight``; 1 for a class of mass 0 (it does not
+    move: its divisor only has to be harmless). Rows are added in batch order."""
+    mass = weight.new_zeros(num_classes).index_add(0, target, weight)
+    return torch.where(mass > 0, mass, torch.ones_like(mass))
+
+
+def _can_read_back(t: Tensor) -> bool:
+    """Whether a value of ``t`` may be read on the host: not on the data-less meta device, not while
+    ``torch.compile`` traces, not while a CUDA graph is being captured."""
+    if t.device.type == "meta" or _compiling():
+        return False
+    return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
+def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int, int]:
+    """``(length, unmasked)``: how many steps to run, and how many of the first ones every sample takes.
+
+    Static (``max_steps``, 0) without ``early_stop``; otherwise the batch's largest K_{y_i} (capped at
+    ``max_steps``) and its smallest (one host synchronisation)."""
+    if not early_stop or max_steps <= 0 or steps_i.numel() == 0:
+        return max(max_steps, 0), 0
+    lo, hi = torch.stack(torch.aminmax(steps_i)).tolist()
+    hi = min(hi, max_steps)
+    return max(hi, 0), min(max(lo, 0), max(hi, 0))
 
 
 def pgd_like_perturbation(
@@ -558,15 +599,22 @@ def pgd_like_perturbation(
     class_mean: str = "auto",
     weight: Tensor | None = None,
     keep: Tensor | None = None,
+    early_stop: bool | None = None,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
     Class c (sign s_c, bound ε_c, K_c steps) does K_c updates
     δ_c ← Π_{‖·‖≤ε_c}(δ_c + s_c·α·mean_{i∈S_c}(softmax(u_i + δ_c) − y_i)) (Eqs. 30-32: s_c = +1 is the
     maximisation step of Eq. 31, s_c = −1 the minimisation step of Eq. 32), the gradient re-evaluated
-    at the perturbed logits each step. Row i of the result is δ_{y_i}. The loop runs ``max_steps``
-    times; a class stops (its δ is kept) once its K_c updates are done. With ``normalize_step`` each
-    class step is scaled to length α (the direction of Eq. 31 with a fixed step length).
+    at the perturbed logits each step. Row i of the result is δ_{y_i}. A class stops (its δ is kept)
+    once its K_c updates are done (K_c is capped at ``max_steps``). With ``normalize_step`` each class
+    step is scaled to length α (the direction of Eq. 31 with a fixed step length).
+
+    ``early_stop`` chooses the loop length, with the same result: ``True`` stops at the largest K_c of
+    the classes in the batch (one host synchronisation to read the step counts), ``False`` always runs
+    ``max_steps`` steps with a per-sample mask (static shapes and no synchronisation, for CUDA graphs),
+    ``None`` (default) is ``True`` except while ``torch.compile`` traces, while a CUDA graph is
+    captured and on the meta device.
 
     ``class_mean`` chooses how class means are taken, with the same result: ``"index"`` (an
     ``index_add`` over the batch, O(N·C), fastest on CPU), ``"matmul"`` (one fused N × N matrix product
@@ -575,10 +623,12 @@ def pgd_like_perturbation(
     With ``weight`` (N,) >= 0 the class means are weighted by the row masses (Σ w_i g_i / Σ w_i over the
     rows of the class; see :func:`class_statistics`); rows of mass 0 follow their class but do not move
     it. Weights of exactly 1 give the same numbers as no weight. ``keep`` (N,) bool is the cheap form of
-    0/1 weights (ignored rows): rows not kept do not move any class, at no per-step cost; with every row kept
-    the result is that without ``keep``, bit for bit.
+    0/1 weights (ignored rows): rows not kept do not move any class and get δ = 0, at no per-step cost;
+    with every row kept the result is that without ``keep``, bit for bit.
 
-    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled.
+    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled. Without
+    gradients, the ``index`` path with ``early_stop`` works on one row per class present, in place,
+    and on fewer rows as classes finish (see :func:`_pgd_by_class`); ``weight`` and ``keep`` take it too.
     """
     n, c = logits.shape
     if class_mean == "auto":
@@ -587,38 +637,64 @@ def pgd_like_perturbation(
         raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
     if weight is not None and keep is not None:
         raise ValueError("give at most one of weight and keep")
-    if logits.device.type == "cpu" and not _compiling():
-        # the loop ends with the batch's largest K_c (the rest would be no-ops): one cheap host read
-        max_steps = min(max_steps, int(steps.max())) if steps.numel() else 0
-    group, size = _group_index(target, keep, c)
+    if early_stop is None:
+        early_stop = _can_read_back(logits)
+    elif not isinstance(early_stop, bool):
+        raise TypeError(f"early_stop must be None or a bool, got {early_stop!r}")
+    grad_needed = torch.is_grad_enabled() and (
+        logits.requires_grad
+        or bounds.requires_grad
+        or sign.requires_grad
+        or (weight is not None and weight.requires_grad)
+    )
+    if (
+        early_stop
+        and class_mean == "index"
+        and not normalize_step
+        and not grad_needed
+        and logits.is_contiguous()  # other layouts: the per-sample loop keeps their rounding
+    ):
+        return _pgd_by_class(
+            logits,
+            target,
+            sign,
+            bounds,
+            steps,
+            alpha=alpha,
+            max_steps=max_steps,
+            weight=weight,
+            keep=keep,
+        )
+    steps_i = steps.to(logits.device)[target][:, None]  # K_{y_i}, (N, 1)
+    if keep is not None:  # rows not kept never move: δ = 0
+        steps_i = torch.where(keep[:, None], steps_i, torch.zeros_like(steps_i))
+    length, unmasked = _loop_range(steps_i, max_steps, early_stop)
+    group, size = _group_index(target, c, keep)
+    dtype = logits.dtype
     w = None
     if weight is not None:
-        w = weight.to(logits.dtype)
-        same_w = (target[:, None] == target[None, :]).to(logits.dtype) * w[None, :]
-        size = same_w.sum(dim=1)  # class mass of each row's class
-        size = torch.where(size > 0, size, torch.ones_like(size))
-    onehot = F.one_hot(target, c).to(logits.dtype)
-    scale = (alpha * sign.to(logits.dtype))[target][:, None]  # α·s_{y_i}
-    mean_scale = scale / size[:, None].to(logits.dtype)  # α·s_{y_i} / N_{y_i}
-    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
-    active = (
-        torch.arange(max_steps, device=logits.device)[:, None, None]
-        < steps.to(logits.device)[target][:, None]
-    )
-    shift = scale * onehot  # the constant part α·s·y_i of the step
+        w = weight.to(dtype)
+        size = _class_mass(target, w, c).index_select(0, target)  # class mass of each row's class
+    scale = (alpha * sign.to(dtype))[target][:, None]  # α·s_{y_i}
+    mean_scale = scale / size[:, None].to(dtype)  # α·s_{y_i} / N_{y_i}
+    radius = bounds.to(dtype)[target][:, None].clamp_min(_TINY)
+    shift = scale * F.one_hot(target, c).to(dtype)  # the constant part α·s·y_i of the step
     if class_mean == "matmul" or normalize_step:
-        same = (target[:, None] == target[None, :]).to(logits.dtype)
+        onehot = F.one_hot(target, c).to(dtype)
+        same = (target[:, None] == target[None, :]).to(dtype)
         if w is not None:
             same = same * w[None, :]
         elif keep is not None:
-            same = same * keep[None, :].to(logits.dtype)
-        mean_matrix = same / size[:, None].to(logits.dtype)
+            same = same * keep[None, :].to(dtype)
+        mean_matrix = same / size[:, None].to(dtype)
         step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
+    if grad_needed and length == 0 and max_steps > 0:
+        length = 1  # one masked step keeps δ connected to the graph, as the full loop does
     delta = torch.zeros_like(logits)
-    in_place = not torch.is_grad_enabled() or not (logits.requires_grad or bounds.requires_grad)
     extra = 0 if keep is None else 1  # the group of the rows not kept
-    sums = logits.new_zeros(n + extra, c) if class_mean == "index" else None
-    for k in range(max_steps):
+    # without autograd one buffer holds the class sums (the static path, under compile or capture)
+    sums = logits.new_zeros(n + extra, c) if class_mean == "index" and not grad_needed else None
+    for k in range(length):
         prob = torch.softmax(logits + delta, dim=1)
         if normalize_step:
             grad = mean_matrix @ prob - onehot
@@ -628,17 +704,140 @@ def pgd_like_perturbation(
             moved = torch.addmm(delta - shift, step_matrix, prob)
         else:
             rows = prob if w is None else prob * w[:, None]
-            if in_place:  # no autograd: reuse one buffer for the class sums
-                sums.zero_().index_add_(0, group, rows)
-                class_sum = sums.index_select(0, group)
+            if sums is not None:
+                class_sum = sums.zero_().index_add_(0, group, rows).index_select(0, group)
             else:
                 class_sum = logits.new_zeros(n + extra, c).index_add(0, group, rows)
                 class_sum = class_sum.index_select(0, group)
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
-        delta = torch.where(active[k], moved, delta)
+        delta = moved if k < unmasked else torch.where(steps_i > k, moved, delta)
     return delta
+
+
+def _pgd_by_class(
+    logits: Tensor,
+    target: Tensor,
+    sign: Tensor,
+    bounds: Tensor,
+    steps: Tensor,
+    *,
+    alpha: float,
+    max_steps: int,
+    weight: Tensor | None = None,
+    keep: Tensor | None = None,
+) -> Tensor:
+    """The ``index`` loop of :func:`pgd_like_perturbation` without autograd, stopping early.
+
+    Every sample of a class carries the same δ, so the update, the norm and the projection are done
+    once per class present (G rows instead of N). Classes are ordered by K_c (largest first) and the
+    samples by class, keeping their batch order within a class, so the classes still moving at step k
+    and their samples are leading slices: the loop works on fewer rows as classes finish, with no
+    mask, and ends at the largest K_c. Buffers are allocated once. Each value is computed by the same
+    operations in the same order as in the per-sample loop (class sums accumulate the samples of a
+    class in batch order), so the result is identical. One host synchronisation reads the step counts
+    (with the labels and ``keep``).
+
+    ``weight``: the rows' probabilities are scaled by their masses before the class sums, which are
+    divided by the class mass (as in the per-sample loop). ``keep``: the rows not kept are left out of
+    the loop altogether and read a zero row of δ at the end.
+    """
+    n, c = logits.shape
+    dtype, device = logits.dtype, logits.device
+    if n == 0:
+        return torch.zeros_like(logits)
+    # Bookkeeping on the host, on N + C integers (one synchronisation to read them): sort key larger
+    # K_c first, then label; the stable sort keeps the batch order within a class.
+    if keep is None:
+        y = target.detach().cpu().numpy()
+        kept = None
+    else:
+        y, kept_mask = torch.stack((target.detach(), keep.detach().to(target.dtype))).cpu().numpy()
+        kept = kept_mask.nonzero()[0]  # the rows kept, in batch order
+        if len(kept) == n:
+            kept = None
+        elif len(kept) == 0:
+            return torch.zeros_like(logits)
+        else:
+            y = y[kept]
+    m = len(y)  # rows in the loop
+    k_all = steps.detach().cpu()
+    if k_all.is_floating_point():  # class c moves at the steps k < K_c
+        k_all = k_all.ceil()
+    k_row = np.minimum(np.maximum(k_all.long().numpy(), 0), max(max_steps, 0))[y]
+    key = (max_steps - k_row) * c + y
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    new_class = np.empty(m, dtype=bool)
+    new_class[0] = True
+    np.not_equal(key[1:], key[:-1], out=new_class[1:])
+    row_class = np.cumsum(new_class) - 1  # class slot of each sorted sample
+    starts = new_class.nonzero()[0]
+    keys = key[starts]
+    size = np.subtract(np.append(starts[1:], m), starts)
+    k_host = (max_steps - keys // c).tolist()  # K_c of the classes present, descending
+    g = len(k_host)
+    if kept is None:
+        sample_class = np.empty_like(row_class)
+        sample_class[order] = row_class
+    else:
+        order = kept[order]  # batch rows of the sorted samples
+        sample_class = np.full(n, g, dtype=row_class.dtype)  # rows not kept: the zero row g
+        sample_class[order] = row_class
+    size_host = size.tolist()
+    index = torch.from_numpy(np.concatenate((order, row_class, sample_class, keys % c, size)))
+    order, row_class, sample_class, labels, size = index.to(device).split((m, m, n, g, g))
+    per_class = torch.stack((alpha * sign.to(dtype), bounds.to(dtype)), 1).index_select(0, labels)
+    scale = per_class[:, :1]  # α·s_c
+    if weight is None:
+        mean_scale = scale / size[:, None].to(dtype)  # α·s_c / N_c
+        row_mass = None
+    else:
+        w = weight.detach().to(dtype)
+        mass = _class_mass(target, w, c).index_select(0, labels)
+        mean_scale = scale / mass[:, None]  # α·s_c / Σ_{y_i=c} w_i
+        row_mass = w.index_select(0, order)[:, None]
+    radius = per_class[:, 1:].clamp_min(_TINY)
+    onehot = logits.new_zeros(g, c).scatter_(1, labels[:, None], 1.0)
+    shift = scale * onehot  # α·s_c·e_c
+    sorted_logits = logits.index_select(0, order)
+    delta = logits.new_zeros(
+        g + (kept is not None), c
+    )  # one row per class present (+ the zero row)
+    class_sum = torch.empty_like(shift)
+    work = torch.empty_like(sorted_logits)
+    factor = radius.new_empty(radius.shape)
+    classes, rows, k = len(k_host), m, 0
+    while True:
+        while classes and k_host[classes - 1] <= k:  # classes done: they leave the leading slices
+            classes -= 1
+            rows -= size_host[classes]
+        if not classes:
+            break
+        # the same classes move until the next one is done: slice once for those steps
+        r_class, z, u = (_lead(t, rows) for t in (row_class, work, sorted_logits))
+        s, d, f, r, sh, ms = (
+            _lead(t, classes) for t in (class_sum, delta, factor, radius, shift, mean_scale)
+        )
+        wr = None if row_mass is None else _lead(row_mass, rows)
+        until = k_host[classes - 1]
+        for _ in range(k, until):
+            torch.index_select(delta, 0, r_class, out=z).add_(u)  # u_i + δ_{y_i}
+            prob = torch.softmax(z, dim=1)
+            if wr is not None:
+                prob.mul_(wr)  # w_i·p_i
+            s.zero_().index_add_(0, r_class, prob)
+            d.sub_(sh).addcmul_(ms, s)
+            torch.linalg.vector_norm(d, dim=1, keepdim=True, out=f)
+            d.mul_(torch.div(r, f.clamp_min_(r), out=f))  # projection onto ‖δ‖ ≤ ε_c
+        k = until
+    return delta.index_select(0, sample_class)
+
+
+def _lead(t: Tensor, m: int) -> Tensor:
+    """The first ``m`` rows of ``t``; ``t`` itself when that is all of it (ops on it are cheaper)."""
+    return t if m == t.shape[0] else t[:m]
 
 
 class SinglePerturbation(NamedTuple):
@@ -764,18 +963,66 @@ def authors_class_step(
     sample i is α·s_{y_i}·G[y_i]. The norm is floored at 1e-30 (the scripts divide 0/0 into NaN).
     Returns ``(step, qbar, tau)``.
     """
+    return _authors_step(logits, target, alpha, sign, _authors_counts(logits, target))
+
+
+def _authors_counts(logits: Tensor, target: Tensor) -> Tensor:
+    """The scripts' class counts n_c in the batch, 100 for an absent class, (C,) in the logits' dtype."""
+    counts = logits.new_zeros(logits.shape[1]).index_add(0, target, logits.new_ones(target.shape))
+    return torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
+
+
+def _authors_step(
+    logits: Tensor,
+    target: Tensor,
+    alpha: float,
+    sign: Tensor | None,
+    counts: Tensor,
+    eye: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`authors_class_step` with the counts (and, for gradients, the identity) given: both are
+    fixed across a preset's loop, so the loops build them once.
+
+    Only the column norms need all of M (C × C). Without gradients M is built and turned into G in
+    place and the step is built on the N rows of G that the samples use, with the same operations in
+    the same order as on all C rows. With gradients the operations are those of the scripts' form
+    (G = M − I, then per class, then per sample), so gradients accumulate in the same order too."""
     c = logits.shape[1]
     prob = logits.softmax(dim=1)
-    counts = logits.new_zeros(c).index_add(0, target, torch.ones_like(prob[:, 0]))
-    counts = torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
-    m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
-    qbar = m.diagonal()
-    g = m - torch.eye(c, dtype=logits.dtype, device=logits.device)
-    g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
-    tau = qbar.mean()
+    if torch.is_grad_enabled() and logits.requires_grad:
+        m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
+        qbar = m.diagonal()
+        if eye is None:
+            eye = torch.eye(c, dtype=logits.dtype, device=logits.device)
+        g = m - eye
+        g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
+        tau = qbar.mean()
+        s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
+        return (alpha * (s[:, None] * g))[target], qbar, tau
+    m = logits.new_zeros(c, c).index_add_(0, target, prob).div_(counts[:, None])
+    tau = m.diagonal().mean()  # on the strided diagonal, as before (same summation order)
+    qbar = m.diagonal().clone()
+    g = m
+    g.diagonal().sub_(1.0)  # G = M − I without building I
+    norm = g.norm(dim=0).clamp_min(_TINY)
     s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-    step = alpha * (s[:, None] * g)
-    return step[target], qbar, tau
+    rows = g.index_select(0, target) / norm.index_select(0, target)[:, None]
+    return alpha * (s.index_select(0, target)[:, None] * rows), qbar, tau
+
+
+def _authors_eye(logits: Tensor) -> Tensor | None:
+    """The identity for :func:`_authors_step` when gradients flow (built once per loop), else None."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return torch.eye(logits.shape[1], dtype=logits.dtype, device=logits.device)
+    return None
+
+
+def _snapshot_indices(k_i: Tensor, iterations: int) -> set[int] | None:
+    """The snapshot indices some sample takes (one read-back), or None where values cannot be read
+    (meta device, torch.compile, CUDA graph capture): then every iteration takes its snapshot."""
+    if not _can_read_back(k_i):
+        return None
+    return {int(k) for k in torch.unique(k_i).tolist() if 0 <= k < iterations}
 
 
 def authors_balanced_fixed_perturbation(
@@ -783,9 +1030,10 @@ def authors_balanced_fixed_perturbation(
 ) -> Tensor:
     """``lpl-balanced/networks/train.py``: ``steps`` iterations U ← U + step(U) of
     :func:`authors_class_step` (signs and τ recomputed each time); returns U_P − U."""
+    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
     u = logits
     for _ in range(steps):
-        u = u + authors_class_step(u, target, alpha)[0]
+        u = u + _authors_step(u, target, alpha, None, counts, eye)[0]
     return u - logits
 
 
@@ -824,15 +1072,18 @@ def authors_balanced_varied_perturbation(
         base, scale, iterations = 0, float(steps), steps
     else:
         raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
-    _, qbar, tau = authors_class_step(logits, target, alpha)
+    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
+    first, qbar, tau = _authors_step(logits, target, alpha, None, counts, eye)
     k_c = authors_varied_step_counts(qbar, tau, base=base, scale=scale)
-    k_i = k_c[target][:, None]
+    k_i = k_c.index_select(0, target)[:, None]
+    taken = _snapshot_indices(k_i, iterations)
     u = logits
     out = logits
     for i in range(iterations):
-        a = authors_class_step(u, target, alpha)[0]
+        a = first if i == 0 else _authors_step(u, target, alpha, None, counts, eye)[0]
         u = u + a
-        out = torch.where(k_i == i, u, out)
+        if taken is None or i in taken:
+            out = torch.where(k_i == i, u, out)
         u = u + a
     return out - logits
 
@@ -874,10 +1125,13 @@ def authors_longtail_perturbation(
     static class signs; snapshot_i = L after i + 1 steps; sample i takes snapshot_{K_{y_i}} (K = −1
     means the last one). Differentiable (the scripts back-propagate through the loop)."""
     k = torch.where(step_index < 0, step_index + iterations, step_index).to(logits.device)
-    k_i = k[target][:, None]
+    k_i = k.index_select(0, target)[:, None]
+    taken = _snapshot_indices(k_i, iterations)
+    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
     u = logits
     out = logits
     for i in range(iterations):
-        u = u + authors_class_step(u, target, alpha, sign=sign)[0]
-        out = torch.where(k_i == i, u, out)
+        u = u + _authors_step(u, target, alpha, sign, counts, eye)[0]
+        if taken is None or i in taken:
+            out = torch.where(k_i == i, u, out)
     return out - logits
