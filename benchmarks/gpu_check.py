@@ -177,6 +177,23 @@ def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------- main
+def _measure(s: Setting, kind: str, out: Path, jobs: int = 1) -> dict[str, Any]:
+    """One measurement; a failure (a capture that does not record, say) is reported in the table as
+    ``failed: ...`` with NaN images/s instead of ending the whole check."""
+    try:
+        if kind == "bare":
+            return bare_loop(s)
+        if kind.startswith("x"):
+            return concurrent(s, "graph", jobs, out)
+        return engine_run(s, "off" if kind == "engine eager" else "graph", out)
+    except Exception as exc:  # noqa: BLE001 - the check goes on and says what failed
+        import traceback
+
+        traceback.print_exc(limit=4)
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        return {"images_per_s": float("nan"), "mode": f"failed: {msg}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", default=None)
@@ -214,17 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(repeats):
             for name, loss, kind in variants:
                 s = Setting(model, loss, n_train, batch, epochs, device, amp, model_params)
-                if kind == "bare":
-                    res = bare_loop(s)
-                else:
-                    cap = "off" if kind == "engine eager" else "graph"
-                    res = engine_run(s, cap, out / f"{model}_{loss}_{cap}_r{r}")
+                res = _measure(s, kind, out / f"{model}_{loss}_{kind.split()[-1]}_r{r}")
                 got[name].append(res)
                 print(f"{model:9s} {name:18s} r{r} {res['images_per_s']:9.0f} img/s ({res['mode']})",
                       flush=True)  # fmt: skip
         s = Setting(model, "lpl", n_train, batch, epochs, device, amp, model_params)
         if model == models[0]:
-            got[f"lpl graph x{jobs}"] = [concurrent(s, "graph", jobs, out / f"{model}_jobs{jobs}")]
+            got[f"lpl graph x{jobs}"] = [_measure(s, f"x{jobs}", out / f"{model}_jobs{jobs}", jobs)]
             print(f"{model:9s} lpl graph x{jobs} {got[f'lpl graph x{jobs}'][0]['images_per_s']:9.0f} img/s "
                   "(aggregate)", flush=True)  # fmt: skip
         med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in got.items()}
