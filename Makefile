@@ -64,8 +64,11 @@ study-quick: $(STAMP)
 	$(VENV)/bin/lpl-train study fmnist --quick --jobs 2
 
 # The notebooks executed in place, so that readers on a code host see their outputs (figures included).
+# Execution timestamps are dropped, so a re-run changes only what the notebooks compute.
 notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbmake --overwrite notebooks
+	$(PY) -c "import glob, nbformat; [nbformat.write(nb, p) for p in sorted(glob.glob('notebooks/*.ipynb')) \
+	  for nb in [nbformat.read(p, as_version=4)] if [c.metadata.pop('execution', None) for c in nb.cells] or 1]"
 
 # Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
 bench: $(STAMP)
