@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+__all__ = ["check_final", "check_paper", "read_file"]
 
-def _read(path: Path, parse: Any, error: type[Exception]) -> Any:
+
+def read_file(path: Path, parse: Any, error: type[Exception]) -> Any:
     try:
         return parse(path.read_text(encoding="utf-8"))
     except (error, UnicodeDecodeError) as exc:
@@ -16,7 +18,7 @@ def _read(path: Path, parse: Any, error: type[Exception]) -> Any:
         ) from None
 
 
-def _check_final(path: Path, final: Any) -> None:
+def check_final(path: Path, final: Any) -> None:
     """``final.json`` must be an object whose ``final``/``best`` tables hold numbers (or null)."""
     where = f"result file {str(path)!r}"
     if not isinstance(final, dict):
@@ -37,7 +39,7 @@ def _check_final(path: Path, final: Any) -> None:
         raise ValueError(f"{where}: key 'seed' has value {seed!r}, expected an integer")
 
 
-def _check_paper(path: Path, cfg: dict[str, Any]) -> None:
+def check_paper(path: Path, cfg: dict[str, Any]) -> None:
     """A config's optional ``[paper]`` table must name ``table``, ``row`` and ``column`` as strings."""
     paper = cfg.get("paper")
     if paper is None:

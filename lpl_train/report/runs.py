@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lpl_train.report.checks import _check_final, _check_paper, _read
+from lpl_train.report.checks import check_final, check_paper, read_file
 from lpl_train.report.stats import DEFAULT_GROUPS, GroupRule, fmt_mean_std, mean_std, nanmean
 
 __all__ = [
@@ -110,10 +110,10 @@ def collect_runs(root: str | Path) -> list[_Run]:
         cfg_path = fin.parent / "config.toml"
         if not cfg_path.is_file():
             continue
-        final = _read(fin, json.loads, json.JSONDecodeError)
-        cfg = _read(cfg_path, tomllib.loads, tomllib.TOMLDecodeError)
-        _check_final(fin, final)
-        _check_paper(cfg_path, cfg)
+        final = read_file(fin, json.loads, json.JSONDecodeError)
+        cfg = read_file(cfg_path, tomllib.loads, tomllib.TOMLDecodeError)
+        check_final(fin, final)
+        check_paper(cfg_path, cfg)
         record = fin.parent / "result.json"
         if record.is_file():
             test = json.loads(record.read_text(encoding="utf-8")).get("test")
