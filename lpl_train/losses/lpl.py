@@ -325,9 +325,11 @@ class LPLLoss(nn.Module):
         target = self._check(logits, target) if self.validate else target.long()
         work = self.adjust(_work_dtype(logits))
         if self.differentiable:
-            return work + self._delta(work, target)
-        with torch.no_grad():
-            delta = self._delta(work.detach(), target)
+            delta = self._delta(work, target)
+        else:
+            with torch.no_grad():
+                delta = self._delta(work.detach(), target)
+        self.last_delta = delta.detach()  # δ of the last call (N, C), for monitoring ‖δ_c‖
         return work + delta
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
