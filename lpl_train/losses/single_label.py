@@ -311,7 +311,7 @@ class DRWSchedule:
 def ldam_margins(class_counts: Sequence[float] | torch.Tensor, max_m: float = 0.5) -> torch.Tensor:
     """LDAM margins ``m_c = K * n_c^(-1/4)`` with ``K`` such that ``max_c m_c = max_m`` (Eq. 8's
     ``C * pi_k^(-1/4)``; priors and counts differ by a constant absorbed in ``K``). Float32, shape (C,)."""
-    max_m = check_float("max_m", max_m, low=0.0, low_open=True)
+    max_m = check_float("max_m", max_m, low=0.0)
     counts = _as_counts(class_counts)
     m = counts.pow(-0.25)
     return (m * (max_m / m.max())).float()
@@ -333,7 +333,8 @@ class LDAMLoss(nn.Module):
 
     Args:
         class_counts: training samples per class (all > 0).
-        max_m: largest margin, > 0 (default 0.5; the LDAM authors use 0.3 on iNaturalist).
+        max_m: largest margin, >= 0 (default 0.5; the LDAM authors use 0.3 on iNaturalist; 0 leaves the
+            scaled cosine-head cross-entropy, with DRW if ``drw_epoch`` is given).
         s: logit scale, > 0 (default 30).
         drw_epoch: 0-indexed epoch at which DRW switches re-weighting on; ``None`` (default) = never.
         drw_beta: class-balanced beta for DRW, in (0, 1) (default 0.9999).
@@ -354,7 +355,7 @@ class LDAMLoss(nn.Module):
         super().__init__()
         counts = _as_counts(class_counts, num_classes)
         self.s = check_float("s", s, low=0.0, low_open=True)
-        self.max_m = check_float("max_m", max_m, low=0.0, low_open=True)
+        self.max_m = check_float("max_m", max_m, low=0.0)
         self.reduction = _check_reduction(reduction)
         self.schedule = None if drw_epoch is None else DRWSchedule(counts, drw_epoch, drw_beta)
         self.num_classes = counts.numel()
