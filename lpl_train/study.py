@@ -412,6 +412,7 @@ def run_one(study: dict[str, Any], spec: dict[str, Any], out: str | Path) -> dic
     comps = engine.Components(model, loss, train_loader, val_loader, data["num_classes"],
                               data["class_counts"], data["multi_label"])  # fmt: skip
     resume = (run_dir / engine.CHECKPOINT).is_file()
+    recorder = _delta_recorder(loss, train_loader, run_dir)
     t0 = time.perf_counter()
     try:  # a resumed run: fit loads the checkpoint into this model and loss
         fit_out = engine.fit(cfg, run_dir, components=comps, resume=resume, progress=False,
@@ -433,11 +434,20 @@ def run_one(study: dict[str, Any], spec: dict[str, Any], out: str | Path) -> dic
         "loss_variation": [_slim(m.get("loss_variation")) for m in metrics],
         "wall_s": time.perf_counter() - t0,
     }
+    if recorder is not None:
+        record["delta_norm"] = recorder.close()
     iso = _isolated_variation(model, loss, data)
     if iso is not None:
         record["isolated_variation"] = iso
     _write_record(record, run_dir)
     return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+
+
+def _delta_recorder(loss: Any, loader: Any, run_dir: Path) -> Any:
+    """The per-class, per-epoch ‖δ_c‖ recorder of :mod:`lpl_train.ablation` on an LPL loss (else None)."""
+    from lpl_train.ablation import attach_delta_recorder
+
+    return attach_delta_recorder(loss, loader, run_dir)
 
 
 def _identity(
