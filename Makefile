@@ -8,7 +8,7 @@ PIP_FIND ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
 
-.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick bench gpu-check clean
+.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick ablation bench gpu-check clean
 
 install: $(STAMP)
 
@@ -55,6 +55,15 @@ study: $(STAMP)
 
 study-quick: $(STAMP)
 	$(PY) -m lpl_train.study --quick --jobs 2
+
+# The LPL long-tail ablation (docs/study.md; resumable, several CPU-hours): the main study, the key
+# comparison trained 48 epochs and on the full training set, then the records and tables in figures/.
+ABLATION_JOBS ?= 1
+ablation: $(STAMP)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation.toml --out runs/ablation --figures runs/ablation/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_e48.toml --out runs/ablation-e48 --figures runs/ablation-e48/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_full_e12.toml --out runs/ablation-full-e12 --figures runs/ablation-full-e12/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.ablation --collect runs/ablation runs/ablation-e48 runs/ablation-full-e12
 
 # Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
 bench: $(STAMP)
