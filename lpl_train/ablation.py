@@ -305,6 +305,15 @@ def _variation(recs: Sequence[dict[str, Any]], classes: Sequence[int]) -> float:
     return 100.0 * float(np.mean(vals)) if vals else math.nan
 
 
+def _val_spread(recs: Sequence[dict[str, Any]], d: str, mid: str, summary: dict) -> str:
+    s = summary.get((d, mid))
+    if s is None:
+        return "–"
+    vals = [_val(r) for r in recs if (r["dataset"], r["method"]) == (d, mid) and r["point"] == s["point"]
+            and not r.get("diverged")]  # fmt: skip
+    return f"{np.std(vals, ddof=1):.2f} (n={len(vals)})" if len(vals) > 1 else "–"
+
+
 # ------------------------------------------------------------------------------------------- tables
 def tables(records: Sequence[dict[str, Any]]) -> str:
     """The Markdown tables answering the five questions, from the run records only."""
@@ -332,8 +341,10 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
     ]
     # Q1
     lines += ["## Q1. Grid adequacy: validation curve along each axis through the selected point", "",
-              "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum |",
-              "|---|---|---|---|"]  # fmt: skip
+              "The last column is the std of the validation error over the seeds at the selected point: "
+              "differences along a curve smaller than it are within the validation noise.", "",
+              "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum | val. std over seeds |",
+              "|---|---|---|---|---|"]  # fmt: skip
     curves = axis_curves(recs, study["select_seed"])
     for m in study["methods"]:
         for axis, c in curves.get((d, m["id"]), {}).items():
@@ -341,9 +352,8 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
                 (f"**{v}: {s:.2f}**" if v == c["selected"] else f"{v}: {s:.2f}")
                 for v, s in zip(c["values"], c["scores"], strict=True)
             )
-            lines.append(
-                f"| {labels[m['id']]} | {axis} | {pts} | {'EDGE' if c['edge'] else 'interior'} |"
-            )
+            lines.append(f"| {labels[m['id']]} | {axis} | {pts} | {'EDGE' if c['edge'] else 'interior'} | "
+                         f"{_val_spread(recs, d, m['id'], summary)} |")  # fmt: skip
     lines.append("")
     # Q2 / Q5: final table
     lines += [f"## Final comparison on {ds_label}: test top-1 error (%), mean ± std over seeds", "",
