@@ -275,10 +275,6 @@ def _point_text(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items()) or "–"
 
 
-def _final(summary: dict, d: str, m: str) -> dict[str, Any] | None:
-    return summary.get((d, m))
-
-
 def _delta_mean(
     recs: Sequence[dict[str, Any]], field: str, classes: Sequence[int], epochs: Sequence[int]
 ) -> float:
