@@ -11,7 +11,7 @@ STAMP := $(VENV)/.lpl-installed
 # `make TORCH_SPEC=... test` on an existing .venv reinstalls torch instead of keeping the old one.
 TORCH_STAMP := $(VENV)/.lpl-torch-spec
 
-.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick notebooks bench gpu-check clean FORCE
+.PHONY: install data-check test lint format figures theory-figures study-figures study study-quick ablation notebooks bench gpu-check clean FORCE
 
 install: $(STAMP)
 
@@ -52,6 +52,7 @@ study-figures: $(STAMP)
 	$(PY) -m lpl_train.theory_check --out figures
 	$(VENV)/bin/lpl-train study --fig11-live
 	$(VENV)/bin/lpl-train study fmnist --report-only
+	$(PY) -m lpl_train.ablation --report-only
 
 figures: data-check theory-figures study-figures
 
@@ -69,6 +70,15 @@ notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbmake --overwrite notebooks
 	$(PY) -c "import glob, nbformat; [nbformat.write(nb, p) for p in sorted(glob.glob('notebooks/*.ipynb')) \
 	  for nb in [nbformat.read(p, as_version=4)] if [c.metadata.pop('execution', None) for c in nb.cells] or 1]"
+
+# The LPL long-tail ablation (docs/study.md; resumable, several CPU-hours): the main study, the key
+# comparison trained 48 epochs and on the full training set, then the records and tables in figures/.
+ABLATION_JOBS ?= 1
+ablation: $(STAMP)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation.toml --out runs/ablation --figures runs/ablation/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_e48.toml --out runs/ablation-e48 --figures runs/ablation-e48/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_full_e12.toml --out runs/ablation-full-e12 --figures runs/ablation-full-e12/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.ablation --collect runs/ablation runs/ablation-e48 runs/ablation-full-e12
 
 # Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
 bench: $(STAMP)

@@ -494,6 +494,8 @@ def class_bounds(
         q = qbar.clamp_min(_TINY)
         q_head = torch.where(head, q, torch.zeros_like(q)).amax()
         q_tail = torch.where(tail, q, torch.full_like(q, float("inf"))).amin()
+        # no tail class in the batch: q_tail is unused, but an inf would make the gradient NaN (inf·0)
+        q_tail = torch.where(tail.any(), q_tail, torch.ones_like(q_tail))
         ratio = torch.where(head, q / q_head.clamp_min(_TINY), q_tail / q)
         ratio = torch.where(active, ratio, torch.zeros_like(ratio))
         eps = epsilon + delta_epsilon * ratio

@@ -88,6 +88,8 @@ def load_study(path: str | Path | None = None, quick: bool = False) -> dict[str,
             raise ValueError(f"study definition {str(p)!r} lacks the required key {key!r}")
     study.setdefault("scale", 1.0)
     study.setdefault("grid_mode", "all")
+    if not isinstance(study.setdefault("record_delta_norm", False), bool):
+        raise ValueError(f"study definition {str(p)!r}: record_delta_norm must be true or false")
     if "quick" in study and not isinstance(study["quick"], dict):
         raise ValueError(f"study definition {str(p)!r}: [quick] must be a table")
     study["quick_settings"] = study.pop("quick", {})

@@ -167,7 +167,7 @@ def train_run(
     params = resolve_params(spec["params"], ctx)
     cfg = validate_config(engine_config(study, spec, params))
     comps = _components(study, spec, cfg, data)
-    recorder = _delta_recorder(comps.loss, comps.train_loader, run_dir)
+    recorder = _delta_recorder(study, comps.loss, comps.train_loader, run_dir)
     t0 = time.perf_counter()
     try:  # a resumed run: fit loads the checkpoint into this model and loss
         fit_out = engine.fit(cfg, run_dir, components=comps, resume=resume, progress=False,
@@ -197,15 +197,13 @@ def train_run(
     return _write_record(record, run_dir)
 
 
-def _delta_recorder(loss: Any, loader: Any, run_dir: Path) -> Any:
-    """The per-class, per-epoch ‖δ_c‖ recorder of the ablation study (``lpl_train.ablation``) on an LPL
-    loss, where that module is installed; else None."""
-    try:
-        from lpl_train.ablation import attach_delta_recorder
-    except ModuleNotFoundError as exc:
-        if exc.name != "lpl_train.ablation":
-            raise
+def _delta_recorder(study: dict[str, Any], loss: Any, loader: Any, run_dir: Path) -> Any:
+    """With ``record_delta_norm = true`` in the study file (the ablation's studies): the per-class,
+    per-epoch ‖δ_c‖ recorder of :mod:`lpl_train.ablation` on an LPL loss (else None)."""
+    if not study.get("record_delta_norm", False):
         return None
+    from lpl_train.ablation import attach_delta_recorder
+
     return attach_delta_recorder(loss, loader, run_dir)
 
 

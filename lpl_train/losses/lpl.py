@@ -465,9 +465,11 @@ class LPLLoss(nn.Module):
     ) -> Tensor:
         work = self.adjust(_work_dtype(logits))
         if self.differentiable:
-            return work + self._delta(work, target, weight, keep)
-        with torch.no_grad():
-            delta = self._delta(work.detach(), target, weight, keep)
+            delta = self._delta(work, target, weight, keep)
+        else:
+            with torch.no_grad():
+                delta = self._delta(work.detach(), target, weight, keep)
+        self.last_delta = delta.detach()  # δ of the last call (N, C), for monitoring ‖δ_c‖
         return work + delta
 
     def _index_perturbed(self, logits: Tensor, target: Tensor, maybe_ignored: bool) -> Tensor:

@@ -497,7 +497,8 @@ class LDAMLoss(_ReprMixin, nn.Module):
 
     Args:
         class_counts: training samples per class (all > 0).
-        max_m: largest margin, >= 0 (default 0.5; the LDAM authors use 0.3 on iNaturalist; 0 = no margin).
+        max_m: largest margin, >= 0 (default 0.5; the LDAM authors use 0.3 on iNaturalist; 0 leaves the
+            scaled cosine-head cross-entropy, with DRW if ``drw_epoch`` is given).
         s: logit scale, > 0 (default 30).
         drw_epoch: 0-indexed epoch at which DRW switches re-weighting on; ``None`` (default) = never.
         drw_beta: class-balanced beta for DRW, in (0, 1) (default 0.9999).
