@@ -88,7 +88,8 @@ def test_grid_parsing_and_sweep_plan(tmp_path):
 
 def test_study_command_errors_and_report_only_sources(tmp_path, capsys):
     assert main(["study", str(tmp_path / "none.toml")]) == 2
-    assert "does not exist (shipped studies: fmnist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist (shipped studies: " in err and "fmnist" in err and "ablation" in err
     assert S.main(["--study", "fmnist", "--report-only", "--figures", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"139 records from {S.shipped_records(S.load_study())}" in out
