@@ -165,7 +165,8 @@ def fig11_live(figures: str | Path, epochs: int = 3, seed: int = 0) -> Path:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     torch.set_flush_denormal(True)
-    cfg = load_config("fmnist_lt100_lpl", [f"train.seed={seed}", "train.progress=false", 'train.device="cpu"'],
+    cfg = load_config("fmnist_lt100_lpl", [f"train.seed={seed}", "train.progress=false", 'train.device="cpu"',
+                                           "train.loss_variation_every=1"],  # every step, as the study
                       epochs=epochs)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         engine.fit(cfg, Path(tmp) / "run", log=lambda s: None)
