@@ -451,10 +451,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
 def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     """``ablation-axes.png`` (Q1), ``ablation-delta.png`` and ``ablation-loss-variation.png`` (Q4),
     ``ablation-length.png`` (Q3, when its records exist). Returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     from lpl_train.study import summarize
 
@@ -474,7 +471,7 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     ]
     ncol = 4
     nrow = max(1, math.ceil(len(panels) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.7 * nrow), squeeze=False)
+    fig, axes = _subplots(nrow, ncol, figsize=(3.6 * ncol, 2.7 * nrow), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (mid, a, c) in zip(axes.flat, panels, strict=False):
@@ -491,14 +488,14 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     # Q4: ‖δ_c‖/ε_c per epoch and class; loss variation per class
     summary = summarize(recs, study)
     variants = [v for v in LPL_VARIANTS if (d, v) in summary]
-    fig, axes = plt.subplots(2, 4, figsize=(14.4, 6.0), squeeze=False)
+    fig, axes = _subplots(2, 4, figsize=(14.4, 6.0), squeeze=False)
     for ax in axes.flat[len(variants) :]:
         ax.axis("off")
     for ax, v in zip(axes.flat, variants, strict=False):
         fin = [r for r in recs if r["method"] == v and r["point"] == summary[(d, v)]["point"]]
         n_ep = max((len(r.get("delta_norm") or []) for r in fin), default=0)
         c_n = len(fin[0]["class_counts"])
-        cmap = plt.get_cmap("viridis")
+        cmap = colormaps["viridis"]
         for c in range(c_n):
             y = [_delta_mean(fin, "ratio", [c], [e]) for e in range(n_ep)]
             ax.plot(np.arange(1, n_ep + 1), y, color=cmap(c / max(1, c_n - 1)), label=f"class {c}")
@@ -511,7 +508,7 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
         axes.flat[0].legend(fontsize=5, ncol=2)
     fig.tight_layout()
     paths.append(_save(fig, out / "ablation-delta.png"))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = _subplots(figsize=(7.5, 4.2))
     for v in [*variants, "la"]:
         if (d, v) not in summary:
             continue
@@ -530,7 +527,7 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     # Q3
     others = [(n, t) for n, t in LENGTH if n in studies]
     if others:
-        fig, ax = plt.subplots(figsize=(7.0, 4.0))
+        fig, ax = _subplots(figsize=(7.0, 4.0))
         sums = [(f"subsample\n{study['epochs']} ep.", study, summary)]
         sums += [
             (t.replace(", ", "\n"), studies[n][0], summarize(studies[n][1], studies[n][0]))
@@ -556,11 +553,16 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     return paths
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def _subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
+    """A figure made without pyplot (no backend is selected; nothing global changes)."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=kw.pop("figsize", None))
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
