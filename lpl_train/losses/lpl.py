@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .. import perturbation as P
 from .registry import build_loss, register, supplied_by_builder
+from .single_label import DRWSchedule, _check_epoch
 
 __all__ = ["PRESETS", "LALPLLoss", "LPLLoss", "MultiLabelLPLLoss"]
 
@@ -152,6 +153,15 @@ class LPLLoss(nn.Module):
         validate: check the inputs on every call (one host synchronisation). Under torch.compile the
             data-dependent part of the check is skipped (shapes and dtypes are still checked); turn it
             off for CUDA graphs. Without it, class-index targets are taken as valid.
+        scale: s > 0 (default 1: the logits as given): the loss works on s·u, i.e. δ is inferred on and
+            added to s·u, in training and in ``eval()`` mode; for a cosine head (logits in [−1, 1]),
+            as ``ldam``'s s (30 there).
+        drw_epoch: deferred re-weighting as in ``ldam`` (see :class:`DRWSchedule`): ``None`` (default) =
+            never; otherwise the cross-entropy's class weights are 1 until this 0-indexed epoch and
+            class-balanced (``drw_beta``) from it, switched by the epoch hook
+            ``loss.set_epoch(epoch, total_epochs)`` (the engine calls it). Needs ``class_counts``;
+            excludes ``weight``.
+        drw_beta: class-balanced beta for DRW, in (0, 1) (default 0.9999).
     """
 
     multi_label = False
@@ -177,6 +187,9 @@ class LPLLoss(nn.Module):
         label_smoothing: float = 0.0,
         reduction: str = "mean",
         validate: bool = True,
+        scale: float = 1.0,
+        drw_epoch: int | None = None,
+        drw_beta: float = 0.9999,
     ) -> None:
         super().__init__()
         self.num_classes = P.check_num_classes(num_classes)
@@ -192,6 +205,8 @@ class LPLLoss(nn.Module):
             self.register_buffer("class_counts", counts)
         else:
             self.class_counts = None
+        self.scale = P.check_positive(scale, "scale")
+        self._init_drw(counts, drw_epoch, drw_beta, weight)
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"preset must be None or one of {sorted(PRESETS)}, got {preset!r}")
         self.preset = preset
@@ -231,7 +246,39 @@ class LPLLoss(nn.Module):
                 stacklevel=3,
             )
 
+    def _init_drw(self, counts, drw_epoch, drw_beta, weight) -> None:
+        """Deferred re-weighting as in ``ldam``: the weights start at 1 and :meth:`set_epoch` switches them."""
+        self.drw_epoch = drw_epoch
+        self.schedule = None
+        self.drw_beta = None
+        if drw_epoch is None:
+            return
+        if weight is not None:
+            raise ValueError(
+                "weight and drw_epoch exclude each other (DRW sets the class weights); give one of them"
+            )
+        if counts is None:
+            raise ValueError("drw_epoch needs class_counts (the class-balanced weights of DRW)")
+        self.schedule = DRWSchedule(counts, drw_epoch, drw_beta)
+        self.drw_beta = self.schedule.beta
+        self.weight = torch.ones(self.num_classes, dtype=torch.float64)
+        self._epoch_seen = False
+
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
+        Call it at the start of every epoch (the training engine does)."""
+        epoch, _ = _check_epoch(epoch, total_epochs)
+        if self.schedule is not None:
+            self._epoch_seen = True
+            self.weight.copy_(self.schedule.weights(epoch))
+
+    def _scaled(self, logits: Tensor) -> Tensor:
+        """s·u (the logits unchanged at the default ``scale=1``)."""
+        return logits if self.scale == 1.0 else logits * self.scale
+
     def _uses_class_counts(self) -> bool:
+        if self.drw_epoch is not None:
+            return True
         if self.preset is not None:
             return self.preset == "authors_longtail"
         return self.split == "index" or self.bound == "count"
@@ -484,7 +531,8 @@ class LPLLoss(nn.Module):
 
     def perturb(self, logits: Tensor, target: Tensor) -> Tensor:
         """The perturbed logits u_i + δ_{y_i} (N, C) on which the loss is the cross-entropy (class-index
-        targets; the training-mode perturbation whatever the module's mode)."""
+        targets; the training-mode perturbation whatever the module's mode; s·u + δ with ``scale``)."""
+        logits = self._scaled(logits)
         target, soft, maybe_ignored = self._targets(logits, target)
         if soft:
             raise ValueError(
@@ -522,6 +570,15 @@ class LPLLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy on the perturbed logits, reduced per ``reduction`` ((N,) for ``"none"``); the
         unperturbed cross-entropy in ``eval()`` mode."""
+        logits = self._scaled(logits)
+        if self.training and self.schedule is not None and not self._epoch_seen:
+            self._epoch_seen = True
+            warnings.warn(
+                f"lpl: drw_epoch={self.drw_epoch} is set but set_epoch(epoch, total_epochs) was never "
+                "called, so the DRW weights stay at 1; call loss.set_epoch at the start of every epoch",
+                UserWarning,
+                stacklevel=2,
+            )
         target, soft, maybe_ignored = self._targets(logits, target)
         if not self.training:
             return self._cross_entropy(self.adjust(_work_dtype(logits)), target)
@@ -531,12 +588,16 @@ class LPLLoss(nn.Module):
 
     def _torch_repr(self) -> str:
         parts = []
-        if self.weight is not None:
+        if self.weight is not None and self.schedule is None:
             parts.append(f"weight={[round(float(w), 6) for w in self.weight]}")
         if self.ignore_index != -100:
             parts.append(f"ignore_index={self.ignore_index}")
         if self.label_smoothing:
             parts.append(f"label_smoothing={self.label_smoothing}")
+        if self.scale != 1.0:
+            parts.append(f"scale={self.scale}")
+        if self.drw_epoch is not None:
+            parts.append(f"drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}")
         return "".join(", " + p for p in parts)
 
     def extra_repr(self) -> str:
@@ -600,6 +661,9 @@ class LALPLLoss(LPLLoss):
         label_smoothing: float = 0.0,
         reduction: str = "mean",
         validate: bool = True,
+        scale: float = 1.0,
+        drw_epoch: int | None = None,
+        drw_beta: float = 0.9999,
     ) -> None:
         if class_counts is None:
             raise ValueError(
@@ -641,6 +705,9 @@ class LALPLLoss(LPLLoss):
             label_smoothing=label_smoothing,
             reduction=reduction,
             validate=validate,
+            scale=scale,
+            drw_epoch=drw_epoch,
+            drw_beta=drw_beta,
         )
         self.lam = P.check_non_negative(lam, "lam")
         counts = P.check_class_counts(class_counts, self.num_classes, positive=True)

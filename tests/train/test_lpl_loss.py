@@ -404,3 +404,64 @@ def test_numpy_counts_and_scalars_are_accepted_like_python_numbers():
         LPLLoss(5, class_counts=np.array(["a"] * 5))
     with pytest.raises(TypeError, match="tau"):
         LPLLoss(5, class_counts=COUNTS, split="index", tau=np.bool_(True))
+
+
+# --------------------------------------------------------------- logit scale and deferred re-weighting
+def test_scale_is_lpl_on_scaled_logits_and_default_changes_nothing():
+    u, y = _batch(seed=7, scale=0.3)
+    kw = dict(class_counts=COUNTS, alpha=0.25, epsilon=0.0, delta_epsilon=2.0, split="index", tau=2)
+    s = [-1.0, -1.0, 1.0, 1.0, 1.0]
+    scaled = LPLLoss(5, scale=30.0, reduction="none", **kw)
+    # independent: Eq. 33's q̄-based bounds need the loss's own statistics, so compare with the
+    # unscaled loss applied to 30·u, and check the fixed-bound case against the reference loop
+    assert torch.equal(scaled(u, y), LPLLoss(5, reduction="none", **kw)(30.0 * u, y))
+    fixed = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=2, scale=30.0,
+                    reduction="none")  # fmt: skip
+    ref = F.cross_entropy(
+        30.0 * u + _class_mean_step_reference(30.0 * u, y, s, [0.35] * 5, 0.1), y, reduction="none"
+    )
+    assert torch.allclose(fixed(u, y), ref, atol=1e-10)
+    assert torch.allclose(fixed.eval()(u, y), F.cross_entropy(30.0 * u, y, reduction="none"))
+    # the default scale returns the very same numbers as before (no multiplication at all)
+    plain = LPLLoss(5, reduction="none", **kw)
+    assert torch.equal(plain(u, y), LPLLoss(5, reduction="none", scale=1.0, **kw)(u, y))
+    la = LALPLLoss(5, class_counts=COUNTS, lam=1.0, epsilon=0.0, scale=30.0, reduction="none")
+    prior = torch.log(torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS))
+    assert torch.allclose(la.eval()(u, y), F.cross_entropy(30.0 * u + prior, y, reduction="none"))
+
+
+def test_drw_weights_switch_at_drw_epoch_to_class_balanced_weights():
+    u, y = _batch(seed=8)
+    loss = LPLLoss(5, class_counts=COUNTS, epsilon=0.0, drw_epoch=3, drw_beta=0.99, split="index")
+    beta = 0.99
+    eff = [(1 - beta**n) / (1 - beta) for n in COUNTS]  # effective numbers (Cui et al.)
+    w = torch.tensor([1 / e for e in eff], dtype=torch.float64)
+    w = w * 5 / w.sum()
+    for epoch in range(6):
+        loss.set_epoch(epoch, 6)
+        want = F.cross_entropy(u, y, weight=w) if epoch >= 3 else F.cross_entropy(u, y)
+        assert float(loss(u, y)) == pytest.approx(float(want), rel=1e-12), epoch
+    assert torch.allclose(loss.weight, w)
+    by_name = build_loss("lpl", num_classes=5, class_counts=COUNTS, drw_epoch=2, scale=30.0)
+    assert by_name.drw_epoch == 2 and by_name.scale == 30.0
+    with pytest.warns(UserWarning, match="set_epoch"):
+        LPLLoss(5, class_counts=COUNTS, split="index", drw_epoch=1)(u, y)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(scale=0.0), "scale"),
+        (dict(scale=float("nan")), "scale"),
+        (
+            dict(drw_epoch=2, weight=[1.0] * 5, class_counts=COUNTS, split="index"),
+            "weight and drw_epoch",
+        ),
+        (dict(drw_epoch=2), "drw_epoch needs class_counts"),
+        (dict(drw_epoch=-1, class_counts=COUNTS, split="index"), "drw_epoch"),
+        (dict(drw_epoch=1, drw_beta=1.0, class_counts=COUNTS, split="index"), "beta"),
+    ],
+)
+def test_bad_scale_and_drw_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LPLLoss(5, **kwargs)
