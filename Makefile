@@ -72,13 +72,16 @@ notebooks: $(STAMP)
 	  for nb in [nbformat.read(p, as_version=4)] if [c.metadata.pop('execution', None) for c in nb.cells] or 1]"
 
 # The LPL long-tail ablation (docs/study.md; resumable, several CPU-hours): the main study, the key
-# comparison trained 48 epochs and on the full training set, then the records and tables in figures/.
+# comparison trained 48 epochs and on the full training set (baselines, then LPL), LPL with LDAM-DRW's cosine
+# head and DRW, then the records and tables in figures/.
 ABLATION_JOBS ?= 1
 ablation: $(STAMP)
 	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation.toml --out runs/ablation --figures runs/ablation/report --jobs $(ABLATION_JOBS)
 	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_e48.toml --out runs/ablation-e48 --figures runs/ablation-e48/report --jobs $(ABLATION_JOBS)
 	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_full_e12.toml --out runs/ablation-full-e12 --figures runs/ablation-full-e12/report --jobs $(ABLATION_JOBS)
-	$(PY) -m lpl_train.ablation --collect runs/ablation runs/ablation-e48 runs/ablation-full-e12
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_full_e12_lpl.toml --out runs/ablation-full-e12-lpl --figures runs/ablation-full-e12-lpl/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.study --study lpl_train/configs/study/ablation_q5.toml --out runs/ablation-q5 --figures runs/ablation-q5/report --jobs $(ABLATION_JOBS)
+	$(PY) -m lpl_train.ablation --collect runs/ablation runs/ablation-e48 runs/ablation-full-e12 runs/ablation-full-e12-lpl runs/ablation-q5
 
 # Performance benchmarks (ratios measured side by side; see the README's Benchmarks section).
 bench: $(STAMP)

@@ -8,7 +8,9 @@ Study definitions (the format of ``lpl_train/configs/study/fmnist.toml``, run by
   LDAM-DRW (cosine head, DRW, margin);
 * ``ablation_e48.toml``: the key comparison (CE, LA, LDAM-DRW, the best LPL, the best LA + LPL) at the
   selected points, trained 48 epochs instead of 12 (training length);
-* ``ablation_full_e12.toml``: the same comparison on the full training set (no subsampling), 12 epochs.
+* ``ablation_full_e12.toml`` and ``ablation_full_e12_lpl.toml``: the same comparison on the full training set
+  (no subsampling), 12 epochs (the baselines, then LPL step-normalised and LA + LPL);
+* ``ablation_q5.toml``: LPL with the head and schedule of LDAM-DRW (cosine head, logit scale s = 30, DRW).
 
 This module adds what the generic study does not record or report:
 
@@ -19,7 +21,8 @@ This module adds what the generic study does not record or report:
   answer the five questions, from the committed run records (``figures/ablation-runs.jsonl``) only.
 
 ``python -m lpl_train.ablation --report-only`` rebuilds the tables and figures from the committed records;
-``python -m lpl_train.ablation --collect RUNS...`` merges the study outputs into the committed records first.
+``python -m lpl_train.ablation --collect RUNS...`` writes the records of the study outputs first (with
+``--add``: adds them to the records already there, which stay unchanged).
 """
 
 from __future__ import annotations
@@ -165,14 +168,42 @@ STUDIES = {
     "lpl_ablation": "ablation.toml",
     "lpl_ablation_e48": "ablation_e48.toml",
     "lpl_ablation_full_e12": "ablation_full_e12.toml",
+    "lpl_ablation_full_e12_lpl": "ablation_full_e12_lpl.toml",
+    "lpl_ablation_q5": "ablation_q5.toml",
 }
 #: The training-length comparison: (study name, column title) next to the main study's 12 epochs.
+#: One column may join several studies of the same setting (the full-set baselines and the full-set LPL runs).
 LENGTH = (
-    ("lpl_ablation_e48", "subsample, 48 epochs"),
-    ("lpl_ablation_full_e12", "full training set, 12 epochs"),
+    (("lpl_ablation_e48",), "subsample, 48 epochs"),
+    (("lpl_ablation_full_e12", "lpl_ablation_full_e12_lpl"), "full training set, 12 epochs"),
 )
 LPL_VARIANTS = ("lpl_fixed", "lpl_varied", "lpl_count", "lpl_diff", "lpl_norm", "lpl_authors", "la_lpl",
                 "la_lpl_norm")  # fmt: skip
+
+
+def _length_columns(
+    studies: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+) -> tuple[list[tuple[str, dict[str, Any], dict]], list[dict[str, Any]], list[str]]:
+    """The training-length columns present: (title, a study definition, joint summary); the methods (rows)
+    in order of first appearance; the study names used."""
+    from lpl_train.study import summarize
+
+    cols, methods, names, ids = [], [], [], set()
+    for group, title in LENGTH:
+        present = [n for n in group if n in studies]
+        if not present:
+            continue
+        joint: dict = {}
+        for n in present:
+            st, rs = studies[n]
+            joint.update(summarize(rs, st))
+            names.append(n)
+            for m in st["methods"]:
+                if m["id"] not in ids:
+                    ids.add(m["id"])
+                    methods.append(m)
+        cols.append((title, studies[present[0]][0], joint))
+    return cols, methods, names
 
 
 def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -186,6 +217,18 @@ def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
         for p in sorted((root / "runs").rglob("result.json")):
             records.append(json.loads(p.read_text(encoding="utf-8")))
     return sorted(records, key=lambda r: (r["study"], r["key"]))
+
+
+def add_records(
+    old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``old`` unchanged plus ``new``, sorted by (study, key) as :func:`collect` sorts; a run of ``new``
+    already in ``old`` (same study and key) raises ``ValueError``."""
+    seen = {(r["study"], r["key"]) for r in old}
+    dup = sorted(f"{r['study']}/{r['key']}" for r in new if (r["study"], r["key"]) in seen)
+    if dup:
+        raise ValueError(f"runs already recorded: {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+    return sorted([*old, *new], key=lambda r: (r["study"], r["key"]))
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -386,6 +429,41 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
             if t:
                 lines.append(t)
     lines.append("")
+    if "lpl_ablation_q5" in studies:
+        q5, q5_recs = studies["lpl_ablation_q5"]
+        q5_sum = summarize(q5_recs, q5)
+        summary = {**summary, **q5_sum}
+        labels.update({m["id"]: m.get("label", m["id"]) for m in q5["methods"]})
+        lines += [f"### LPL with the cosine head and DRW (`{STUDIES['lpl_ablation_q5']}`, same protocol, "
+                  f"{len(q5_recs)} runs, {sum(r.get('wall_s', 0.0) for r in q5_recs) / 60:.1f} CPU-minutes)", "",
+                  "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum | "
+                  "val. std over seeds |", "|---|---|---|---|---|"]  # fmt: skip
+        for m in q5["methods"]:
+            for axis, c in axis_curves(q5_recs, q5["select_seed"]).get((d, m["id"]), {}).items():
+                pts = " · ".join(
+                    (f"**{v}: {sc:.2f}**" if v == c["selected"] else f"{v}: {sc:.2f}")
+                    for v, sc in zip(c["values"], c["scores"], strict=True)
+                )
+                lines.append(f"| {labels[m['id']]} | {axis} | {pts} | {'EDGE' if c['edge'] else 'interior'} | "
+                             f"{_val_spread(q5_recs, d, m['id'], q5_sum)} |")  # fmt: skip
+        lines += [
+            "",
+            "| Method | overall | many | medium | few | selected | seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in q5["methods"]:
+            sm = q5_sum.get((d, m["id"]))
+            if sm is not None:
+                lines.append(f"| {labels[m['id']]} | " + " | ".join(_fmt(sm[c]) for c in ("overall", "many", "medium", "few"))
+                             + f" | {_point_text(sm['point'])} | {sm['n']} |")  # fmt: skip
+        lines.append("")
+        for a in (m["id"] for m in q5["methods"]):
+            for b in ("ce_cos_drw", "ldam_drw", "la", "lpl_norm", "lpl_varied"):
+                for col in ("overall", "few"):
+                    t = comp(a, b, col)
+                    if t:
+                        lines.append(t)
+        lines.append("")
     # Q4: mechanism
     e = study["epochs"]
     counts = recs[0]["class_counts"]
@@ -414,16 +492,15 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
     lines.append("")
     # Q3: training length
     lines += ["## Q3. Training length and training-set size: the key comparison", ""]
-    others = [(n, t) for n, t in LENGTH if n in studies]
-    if not others:
+    cols, length_methods, names = _length_columns(studies)
+    if not cols:
         lines += ["No records of the training-length studies.", ""]
     else:
-        sums = [(f"subsample, {study['epochs']} epochs", study, summary)]
-        sums += [(t, studies[n][0], summarize(studies[n][1], studies[n][0])) for n, t in others]
+        sums = [(f"subsample, {study['epochs']} epochs", study, summary), *cols]
         lines += ["Test top-1 error (%) overall and few, at the points selected in the main study; Δ vs CE in the "
                   "same setting with the seed-noise rule; n = seeds.", "",
                   "| Method | " + " | ".join(t for t, _, _ in sums) + " |", "|---|" + "---|" * len(sums)]  # fmt: skip
-        for m in studies[others[0][0]][0]["methods"]:
+        for m in length_methods:
             cells = []
             for _, st, sm in sums:
                 dk = next(iter(st["datasets"]))
@@ -439,7 +516,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
                 cells.append(f"{_fmt(s['overall'])} (few {_fmt(s['few'])}, n={s['n']}){extra}")
             lines.append(f"| {labels.get(m['id'], m['id'])} | " + " | ".join(cells) + " |")
         lines.append("")
-        for n, _ in others:
+        for n in names:
             st, rs = studies[n]
             lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs of the {len(st['methods']) * len(st['seeds'])} "
                          f"defined, {sum(r.get('wall_s', 0.0) for r in rs) / 60:.1f} CPU-minutes.")  # fmt: skip
@@ -525,15 +602,12 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     fig.tight_layout()
     paths.append(_save(fig, out / "ablation-loss-variation.png"))
     # Q3
-    others = [(n, t) for n, t in LENGTH if n in studies]
-    if others:
+    cols, length_methods, _ = _length_columns(studies)
+    if cols:
         fig, ax = _subplots(figsize=(7.0, 4.0))
         sums = [(f"subsample\n{study['epochs']} ep.", study, summary)]
-        sums += [
-            (t.replace(", ", "\n"), studies[n][0], summarize(studies[n][1], studies[n][0]))
-            for n, t in others
-        ]
-        for m in studies[others[0][0]][0]["methods"]:
+        sums += [(t.replace(", ", "\n"), st, sm) for t, st, sm in cols]
+        for m in length_methods:
             xs, ys, es = [], [], []
             for i, (_, st, sm) in enumerate(sums):
                 s = sm.get((next(iter(st["datasets"])), m["id"]))
@@ -587,16 +661,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--report-only", action="store_true", help="tables and figures from the committed records"
     )
+    ap.add_argument("--add", action="store_true",
+                    help="with --collect: keep the records already in ablation-runs.jsonl and add the collected "
+                         "ones (a run already recorded is an error)")  # fmt: skip
     ap.add_argument(
         "--figures", default="figures", help="where ablation-runs.jsonl, tables and figures live"
     )
     args = ap.parse_args(argv)
     if not args.collect and not args.report_only:
         ap.error("give --collect RUNS... and/or --report-only")
+    if args.add and not args.collect:
+        ap.error("--add needs --collect RUNS...")
     figs = Path(args.figures)
     jsonl = figs / "ablation-runs.jsonl"
     if args.collect:
         records = collect(args.collect)
+        if args.add:
+            records = add_records(read_records(jsonl), records)
         figs.mkdir(parents=True, exist_ok=True)
         jsonl.write_text(
             "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8"

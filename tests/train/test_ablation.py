@@ -178,3 +178,13 @@ def test_differentiable_lpl_has_finite_gradients_on_a_batch_without_tail_classes
                           delta_epsilon=1.0, alpha=0.25, differentiable=True)  # fmt: skip
         loss(u, y).backward()
         assert torch.isfinite(u.grad).all(), y
+
+
+def test_add_records_keeps_the_old_records_and_refuses_a_recorded_run():
+    old = [{"study": "b", "key": "k1", "x": 1}, {"study": "a", "key": "k2", "x": 2}]
+    new = [{"study": "a", "key": "k1", "x": 3}]
+    out = A.add_records(old, new)
+    assert [(r["study"], r["key"]) for r in out] == [("a", "k1"), ("a", "k2"), ("b", "k1")]
+    assert old[0] in out and old[1] in out and new[0] in out
+    with pytest.raises(ValueError, match="already recorded.*b/k1"):
+        A.add_records(old, [{"study": "b", "key": "k1", "x": 9}])
