@@ -311,6 +311,8 @@ def _cmp(a: tuple[float, float], b: tuple[float, float]) -> str:
 
 def _fmt(ms: tuple[float, float]) -> str:
     m, s = ms
+    if s is None:  # one seed so far: no spread
+        return "–" if m is None or math.isnan(m) else f"{m:.2f}"
     return "–" if math.isnan(m) else f"{m:.2f} ± {s:.2f}"
 
 
@@ -407,7 +409,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
 
     def comp(a: str, b: str, col: str = "overall") -> str | None:
         sa, sb = summary.get((d, a)), summary.get((d, b))
-        if sa is None or sb is None:
+        if sa is None or sb is None or sa[col][1] is None or sb[col][1] is None:
             return None
         return (f"- {labels[a]} vs {labels[b]} ({col}): {_fmt(sa[col])} vs {_fmt(sb[col])}: "
                 f"{_cmp(sa[col], sb[col])}")  # fmt: skip
