@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,25 +214,14 @@ def _identity(study: dict[str, Any], spec: dict[str, Any], params: dict[str, Any
             "class_counts": data["class_counts"]}  # fmt: skip
 
 
-def _finite_or_none(obj: Any) -> Any:
-    """NaN/inf → None, so that the record is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
 def _write_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Write ``result.json`` atomically, drop the checkpoint (results kept, weights not needed), and return
     the record as read back (JSON round trip)."""
-    tmp = run_dir / f".{RESULT}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(_finite_or_none(record)) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / RESULT)
-    for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # the engine keeps the last two
-        (run_dir / name).unlink(missing_ok=True)
+    from lpl_train.engine.files import _write_text_atomic
+    from lpl_train.engine.run_folder import RunFolder, finite_or_none
+
+    _write_text_atomic(json.dumps(finite_or_none(record)) + "\n", run_dir / RESULT, "study record")
+    RunFolder(run_dir).discard_checkpoints()  # both kept checkpoints: the engine keeps the last two
     return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
 
 
