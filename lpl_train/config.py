@@ -355,6 +355,18 @@ def find_config(name_or_path: str | Path) -> Path:
     )
 
 
+def flatten_keys(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"dotted.key": value}`` (the names ``--set`` and error messages use)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_keys(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def parse_value(text: str) -> Any:
     """Parse ``text`` as a TOML value (``3``, ``0.1``, ``true``, ``[1, 2]``, ``"x"``); bare words are strings."""
     try:

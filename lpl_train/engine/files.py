@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from lpl_train.config import flatten_keys
+
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 BEST = "best.pt"
@@ -196,21 +198,10 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(stored: str, requested: str) -> list[str]:
     """The dotted keys in which two config TOML texts differ (``stored → requested``), volatile keys and
     the ``[run]`` provenance table left out."""
-    a, b = (_flatten(tomllib.loads(t)) for t in (stored, requested))
+    a, b = (flatten_keys(tomllib.loads(t)) for t in (stored, requested))
     keys = sorted(
         k
         for k in a.keys() | b.keys()

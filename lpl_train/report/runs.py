@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lpl_train.config import flatten_keys
 from lpl_train.report.checks import check_final, check_paper, read_file
 from lpl_train.report.stats import DEFAULT_GROUPS, GroupRule, fmt_mean_std, mean_std, nanmean
 
@@ -124,17 +125,6 @@ def collect_runs(root: str | Path) -> list[_Run]:
     return runs
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v)
-    return out
-
-
 _IGNORED = {"train.seed", "train.progress", "train.device", "description"}
 
 
@@ -205,7 +195,7 @@ def _per_seed(rs: list[_Run], values: list[float | None]) -> tuple[list[int], li
 
 
 def _group_key(r: _Run) -> str:
-    f = {k: v for k, v in _flatten(r.config).items() if k not in _IGNORED}
+    f = {k: json.dumps(v) for k, v in flatten_keys(r.config).items() if k not in _IGNORED}
     f["#world_size"] = json.dumps(_world_size(r.final))
     return json.dumps(sorted(f.items()))
 
