@@ -222,13 +222,18 @@ def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
 def add_records(
     old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """``old`` unchanged plus ``new``, sorted by (study, key) as :func:`collect` sorts; a run of ``new``
-    already in ``old`` (same study and key) raises ``ValueError``."""
-    seen = {(r["study"], r["key"]) for r in old}
-    dup = sorted(f"{r['study']}/{r['key']}" for r in new if (r["study"], r["key"]) in seen)
+    """``old`` unchanged plus ``new``, sorted by (study, key) as :func:`collect` sorts. A run of ``new``
+    already in ``old`` (same study and key) with the same record is skipped (a restored run, see
+    ``--restore``); with a different record it raises ``ValueError``."""
+    seen = {(r["study"], r["key"]): r for r in old}
+    dup = sorted(f"{r['study']}/{r['key']}" for r in new
+                 if (r["study"], r["key"]) in seen and seen[r["study"], r["key"]] != r)  # fmt: skip
     if dup:
-        raise ValueError(f"runs already recorded: {dup[:5]}{' ...' if len(dup) > 5 else ''}")
-    return sorted([*old, *new], key=lambda r: (r["study"], r["key"]))
+        raise ValueError(
+            f"runs already recorded with a different record: {dup[:5]}{' ...' if len(dup) > 5 else ''}"
+        )
+    fresh = [r for r in new if (r["study"], r["key"]) not in seen]
+    return sorted([*old, *fresh], key=lambda r: (r["study"], r["key"]))
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -665,17 +670,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--add", action="store_true",
                     help="with --collect: keep the records already in ablation-runs.jsonl and add the collected "
-                         "ones (a run already recorded is an error)")  # fmt: skip
+                         "ones (a run already recorded is skipped if its record is the same, else an error)")  # fmt: skip
+    ap.add_argument("--restore", nargs=2, metavar=("STUDY", "OUT"),
+                    help="write the committed records of STUDY (a name of STUDIES, e.g. lpl_ablation_e48) into "
+                         "the run folders under OUT, so that the study run with --out OUT trains only what they "
+                         "lack (new seeds added to its definition)")  # fmt: skip
     ap.add_argument(
         "--figures", default="figures", help="where ablation-runs.jsonl, tables and figures live"
     )
     args = ap.parse_args(argv)
-    if not args.collect and not args.report_only:
-        ap.error("give --collect RUNS... and/or --report-only")
+    if not args.collect and not args.report_only and not args.restore:
+        ap.error("give --collect RUNS..., --restore STUDY OUT and/or --report-only")
     if args.add and not args.collect:
         ap.error("--add needs --collect RUNS...")
     figs = Path(args.figures)
     jsonl = figs / "ablation-runs.jsonl"
+    if args.restore:
+        from lpl_train.study_runs import restore_records
+
+        name, out = args.restore
+        if name not in STUDIES:
+            ap.error(f"--restore: unknown study {name!r}; known: {sorted(STUDIES)}")
+        recs = [r for r in read_records(jsonl) if r["study"] == name]
+        print(f"{out}: {restore_records(recs, out)} of {len(recs)} records of {name} restored")
+        if not args.collect and not args.report_only:
+            return 0
     if args.collect:
         records = collect(args.collect)
         if args.add:

@@ -16,7 +16,8 @@ Study file keys: ``name``, ``seeds``, ``select_seed``, ``val_fraction``, ``epoch
 (``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``, ``label``), ``[[methods]]``
 (``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``, ``balanced``, ``model_params``,
 ``label``), ``[model]``, ``[optim]``, ``[schedule]``, ``batch_size``, ``data_seed``, ``drw_fraction``,
-``[quick]`` (``seeds``, ``epochs``, ``scale``, ``grid = "first"``), the group rule (``groups =
+``[quick]`` (``seeds``, ``epochs``, ``scale``, ``grid = "first"``), ``[train]`` (``compile``,
+``channels_last``, ``loss_variation_every`` for every run), the group rule (``groups =
 "counts"|"ranks"`` or ``group_fractions``) and optional ``[[claims]]`` (see :mod:`lpl_train.report.tables`).
 """
 
@@ -49,6 +50,8 @@ __all__ = [
 STUDY_DIR = Path(__file__).resolve().parent / "configs" / "study"
 DEFAULT_STUDY = STUDY_DIR / "fmnist.toml"
 REGIMES = ("balanced", "longtail", "multilabel")
+# engine [train] keys a study may set for all its runs (the seed, device, evaluation and progress stay the study's)
+STUDY_TRAIN_KEYS = ("compile", "channels_last", "loss_variation_every")
 _REQUIRED = ("name", "seeds", "select_seed", "val_fraction", "epochs", "datasets", "methods")
 
 
@@ -145,6 +148,10 @@ def _check_study(study: dict[str, Any], where: str) -> None:
             )
         if "loss" not in m:
             raise ValueError(f"{where}: method {m['id']!r} lacks 'loss'")
+    train = study.get("train", {})
+    if not isinstance(train, dict) or set(train) - set(STUDY_TRAIN_KEYS):
+        bad = sorted(set(train) - set(STUDY_TRAIN_KEYS)) if isinstance(train, dict) else train
+        raise ValueError(f"{where}: [train] may set only {list(STUDY_TRAIN_KEYS)}, got {bad!r}")
     _tables.study_groups(study)  # the group rule parses
     _tables._claim_list(study)  # so do the claims
 

@@ -6,8 +6,8 @@ from a short live run. Where things go:
 
 * run folders: ``--out`` (default ``runs/study`` for the shipped study, ``runs/<name>`` for another; the
   quick mode adds ``-quick``);
-* tables and figures: ``--figures`` (default ``figures``; the quick mode writes into its ``--out`` folder, so
-  that a smoke test never rewrites tracked files);
+* tables and figures: ``--figures`` (default ``figures`` for the shipped study; another study and the quick
+  mode write into the ``--out`` folder, so that neither rewrites the committed study's tables and figures);
 * records: ``--records`` (default ``FIGURES/study-runs.jsonl``, ``study-quick-runs.jsonl`` in quick mode).
   ``--report-only`` reads ``--records``, else ``FIGURES/study-runs.jsonl`` if it exists, else the records
   shipped with the package beside the study file (``fmnist-runs.jsonl``: the committed study).
@@ -39,7 +39,8 @@ def add_arguments(ap: argparse.ArgumentParser, positional: bool) -> None:
     )
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs, one CPU thread each")
     ap.add_argument("--figures", default=None,
-                    help="where tables and figures go (default figures; quick mode: the --out folder)")  # fmt: skip
+                    help="where tables and figures go (default figures for the shipped study; another study "
+                         "or the quick mode: the --out folder)")  # fmt: skip
     ap.add_argument(
         "--records", default=None, help="the records JSONL to write (or read with --report-only)"
     )
@@ -55,7 +56,11 @@ def _paths(a: argparse.Namespace, study: dict) -> tuple[Path, Path, str]:
     default = Path(study["path"]).resolve() == DEFAULT_STUDY.resolve()
     base = "study" if default else study["name"]
     out = Path(a.out or f"runs/{base}{'-quick' if a.quick else ''}")
-    figures = Path(a.figures) if a.figures else (out if a.quick else Path("figures"))
+    # only the shipped study's full run writes into figures/ by default: another study (or the quick mode)
+    # reports into its --out folder, so that it never overwrites the committed study's tables
+    figures = (
+        Path(a.figures) if a.figures else (Path("figures") if default and not a.quick else out)
+    )
     return out, figures, "study-quick" if a.quick else "study"
 
 

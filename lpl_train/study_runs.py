@@ -21,7 +21,14 @@ import numpy as np
 
 from lpl_train.experiment import PlannedRun
 
-__all__ = ["RESULT", "StudyRunner", "engine_config", "resolve_params", "study_data"]
+__all__ = [
+    "RESULT",
+    "StudyRunner",
+    "engine_config",
+    "resolve_params",
+    "restore_records",
+    "study_data",
+]
 
 RESULT = "result.json"
 _CACHE: dict[tuple[str, str, float], dict[str, Any]] = {}
@@ -91,7 +98,7 @@ def engine_config(study: dict[str, Any], spec: dict[str, Any], params: dict[str,
         "optim": dict(study.get("optim", {})),
         "schedule": {"epochs": study["epochs"], **study.get("schedule", {})},
         "train": {"seed": spec["seed"], "device": "cpu", "progress": False, "eval_every": study["epochs"],
-                  "loss_variation": True, "loss_variation_every": 1},
+                  "loss_variation": True, "loss_variation_every": 1, **study.get("train", {})},
     }  # fmt: skip
 
 
@@ -223,6 +230,39 @@ def _write_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     _write_text_atomic(json.dumps(finite_or_none(record)) + "\n", run_dir / RESULT, "study record")
     RunFolder(run_dir).discard_checkpoints()  # both kept checkpoints: the engine keeps the last two
     return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+
+
+def restore_records(records: list[dict[str, Any]], out: str | Path) -> int:
+    """Write each run record (a ``result.json`` as a study wrote it) back into its run folder under the
+    study output folder ``out``, so that the study resumed with ``--out out`` trains only the runs the
+    records lack (for example new seeds) and selects from the same validation scores. Returns how many
+    were written; a folder that already holds the same record is left alone.
+
+    Raises:
+        ValueError: a record lacks its ``key``, or a folder holds a different record of the same run.
+    """
+    written = 0
+    for rec in records:
+        key = rec.get("key") if isinstance(rec, dict) else None
+        if (
+            not isinstance(key, str)
+            or not key
+            or ".." in Path(key).parts
+            or Path(key).is_absolute()
+        ):
+            raise ValueError(f"a run record needs a relative 'key' (its run folder), got {key!r}")
+        run_dir = Path(out) / "runs" / key
+        path = run_dir / RESULT
+        if path.is_file():
+            if json.loads(path.read_text(encoding="utf-8")) != rec:
+                raise ValueError(
+                    f"{str(path)!r} holds a different record of run {key!r}; restore into an empty --out"
+                )
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_record(rec, run_dir)
+        written += 1
+    return written
 
 
 def _slim(lv: dict[str, Any] | None) -> dict[str, Any] | None:

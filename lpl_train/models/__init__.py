@@ -21,6 +21,8 @@ from .small import MLP, FMnistCNN, LinearModel
 from .wrn import WideResNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet8": lambda num_classes, **kw: CifarResNet(8, num_classes, **kw),
+    "resnet20": lambda num_classes, **kw: CifarResNet(20, num_classes, **kw),
     "resnet32": lambda num_classes, **kw: CifarResNet(32, num_classes, **kw),
     "resnet110": lambda num_classes, **kw: CifarResNet(110, num_classes, **kw),
     "se_resnet110": lambda num_classes, shortcut="B", **kw: CifarResNet(
@@ -42,6 +44,8 @@ _IMAGENET_KW = tuple(
 _ALLOWED = {
     "resnet50": _IMAGENET_KW,
     "resnet101": _IMAGENET_KW,
+    "resnet8": ("shortcut", "dropout", "use_norm", "in_channels"),
+    "resnet20": ("shortcut", "dropout", "use_norm", "in_channels"),
     "resnet32": ("shortcut", "dropout", "use_norm", "in_channels"),
     "resnet110": ("shortcut", "dropout", "use_norm", "in_channels"),
     "se_resnet110": ("shortcut", "dropout", "use_norm", "in_channels"),
@@ -78,7 +82,7 @@ def _allowed(name: str) -> tuple[str, ...]:
 def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
     """Build model ``name`` for ``num_classes`` classes.
 
-    Names: resnet32, resnet110 (option-A CIFAR ResNets; kw ``dropout``, ``shortcut``), se_resnet110,
+    Names: resnet8, resnet20, resnet32, resnet110 (option-A CIFAR ResNets; kw ``dropout``, ``shortcut``), se_resnet110,
     resnet32_la (the LA code's 0.30M net), wrn28_10, wrn16_8 (kw ``dropout``), resnet50, resnet101 (kw
     ``weights``, ``neck``, ``frozen_stages``, ``norm_eval``), fmnist_cnn (kw ``in_channels``, ``width``, ``dropout``),
     mlp (kw ``in_features``, ``hidden``, ``depth``), linear (kw ``in_features``). Every model takes

@@ -186,5 +186,7 @@ def test_add_records_keeps_the_old_records_and_refuses_a_recorded_run():
     out = A.add_records(old, new)
     assert [(r["study"], r["key"]) for r in out] == [("a", "k1"), ("a", "k2"), ("b", "k1")]
     assert old[0] in out and old[1] in out and new[0] in out
-    with pytest.raises(ValueError, match="already recorded.*b/k1"):
+    with pytest.raises(ValueError, match="different record.*b/k1"):
         A.add_records(old, [{"study": "b", "key": "k1", "x": 9}])
+    # a restored run (the same record) is not added twice
+    assert A.add_records(old, [dict(old[0]), *new]) == out

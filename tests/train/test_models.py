@@ -32,6 +32,26 @@ def test_published_parameter_counts() -> None:
     assert count_parameters(build_model("resnet50", 1000)) == 25_557_032
 
 
+def _cifar_resnet_count(depth: int, num_classes: int, in_channels: int = 3) -> int:
+    """Option-A CIFAR ResNet-(6n+2) by hand: 3x3 convs without bias, BN (2 parameters per channel)."""
+    n = (depth - 2) // 6
+    total = in_channels * 16 * 9 + 2 * 16
+    for c_in, c in ((16, 16), (16, 32), (32, 64)):
+        first = c_in * c * 9 + c * c * 9 + 4 * c
+        total += first + (n - 1) * (2 * c * c * 9 + 4 * c)
+    return total + 64 * num_classes + num_classes
+
+
+def test_cifar_resnet_family_counts_by_hand() -> None:
+    # 269,722 is the published count of ResNet-20 (He et al. 2016, Table 6: 0.27M)
+    assert _cifar_resnet_count(20, 10) == 269_722
+    for depth in (8, 20, 32, 110):
+        name = f"resnet{depth}"
+        assert count_parameters(build_model(name, 10)) == _cifar_resnet_count(depth, 10), name
+    assert count_parameters(build_model("resnet8", 10, in_channels=1)) == 75_002
+    assert _cifar_resnet_count(8, 10, in_channels=1) == 75_002
+
+
 def _bottleneck_resnet_count(blocks: tuple[int, ...], num_classes: int) -> int:
     """Parameters of a torchvision bottleneck ResNet, counted by hand: stem 7x7 conv + BN; per block
     1x1, 3x3, 1x1 convs (no bias) + 3 BNs, a 1x1 projection + BN in each stage's first block; fc."""
@@ -98,6 +118,7 @@ def test_la_stem_is_36x36() -> None:
     ("name", "kw", "shape", "features"),
     [
         ("resnet32", {}, (3, 8, 8), 64),
+        ("resnet8", {"in_channels": 1}, (1, 28, 28), 64),
         ("resnet110", {"dropout": 0.2}, (3, 8, 8), 64),
         ("se_resnet110", {}, (3, 8, 8), 64),
         ("resnet32_la", {}, (3, 8, 8), 64),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,73 @@ def test_quick_mode_takes_the_quick_table():
     assert q["quick"] is True and q["grid_mode"] == "first" and q["scale"] < 1
     assert q["epochs"] < S.load_study()["epochs"]
     assert all(len(S.method_grid(m, "longtail", "first")[1]) == 1 for m in q["methods"])
+
+
+def test_restored_records_are_read_back_and_only_new_seeds_train(tmp_path):
+    """`python -m lpl_train.ablation --restore`: the committed records written back into run folders make the
+    study train only the runs they lack (a seed added to the definition), with the same selection."""
+    import torch
+
+    from lpl_train.study_runs import restore_records
+
+    torch.set_num_threads(1)
+    study = _tiny_study(tmp_path)
+    study["methods"] = study["methods"][:1]  # CE only: two runs
+    recs = S.run_study(study, tmp_path / "a", jobs=1, log=lambda s: None)
+    assert restore_records(recs, tmp_path / "b") == 2
+    assert restore_records(recs, tmp_path / "b") == 0  # the same records again: nothing to write
+    study["seeds"] = [0, 1, 2]
+    logs: list[str] = []
+    more = S.run_study(study, tmp_path / "b", jobs=1, log=logs.append)
+    assert sorted(r["seed"] for r in more) == [0, 1, 2]
+    assert [r for r in more if r["seed"] < 2] == sorted(recs, key=lambda r: r["seed"])
+    trained = [line for line in logs if "test error" in line]
+    assert len(trained) == 1 and "seed2" in trained[0], logs
+    other = dict(recs[0], epochs=99)
+    with pytest.raises(ValueError, match="different record"):
+        restore_records([other], tmp_path / "b")
+    for key in (None, "", "../x", "/abs/seed0"):
+        with pytest.raises(ValueError, match="relative 'key'"):
+            restore_records([dict(recs[0], key=key)], tmp_path / "c")
+
+
+def test_study_train_table_reaches_every_run_and_refuses_other_keys(tmp_path):
+    from lpl_train.study_runs import engine_config
+
+    study = _tiny_study(tmp_path)
+    spec = S.plan_runs(study)[0]
+    assert engine_config(study, spec, {})["train"]["loss_variation_every"] == 1
+    study["train"] = {"compile": True, "loss_variation_every": 10}
+    tr = engine_config(study, spec, {})["train"]
+    assert tr["compile"] is True and tr["loss_variation_every"] == 10 and tr["seed"] == spec["seed"]
+    p = tmp_path / "tiny.toml"
+    text = p.read_text()
+    p.write_text(text + "\n[train]\nseed = 3\n")
+    with pytest.raises(ValueError, match=r"\[train\] may set only .*'seed'"):
+        S.load_study(p)
+    p.write_text(text.replace('name = "tiny"', 'name = "tiny"\ntrain = 3'))
+    with pytest.raises(ValueError, match=r"\[train\]"):
+        S.load_study(p)
+
+
+def test_another_study_reports_into_its_out_folder_never_figures(tmp_path):
+    """Only the shipped study writes into figures/ by default; another study would overwrite its tables."""
+    import argparse
+
+    from lpl_train.study_cli import _paths
+
+    study = _tiny_study(tmp_path)
+    a = argparse.Namespace(out=str(tmp_path / "o"), figures=None, quick=False)
+    assert _paths(a, study)[1] == tmp_path / "o"
+    a.figures = str(tmp_path / "f")
+    assert _paths(a, study)[1] == tmp_path / "f"
+    shipped = S.load_study(None)
+    assert _paths(argparse.Namespace(out=None, figures=None, quick=False), shipped)[1] == Path(
+        "figures"
+    )
+    assert _paths(argparse.Namespace(out=None, figures=None, quick=True), shipped)[1] == Path(
+        "runs/study-quick"
+    )
 
 
 def test_study_definition_errors_name_the_key(tmp_path):
