@@ -5,11 +5,14 @@
 (b) one ResNet-32 training step (B = 128, C = 100, SGD) with LPL versus cross-entropy;
 (c) one LPL call (forward + backward, B = 128, C ∈ {10, 100, 1000}, fixed and varied bound) against
     its arithmetic floor (the K softmaxes of the inner loop plus the cross-entropy, K = the batch's
-    largest K_c) and against the previous implementation of the inner loop, kept below as
-    ``reference_pgd`` (a static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps);
-(d) the authors'-code presets' perturbation against their previous implementation (kept below);
+    largest K_c) and against the previous implementation of the inner loop, ``reference_pgd`` (a
+    static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps);
+(d) the authors'-code presets' perturbation against their previous implementation;
 (e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd, against the
-    per-sample loop that took them before (kept below as ``reference_pgd_masked``).
+    per-sample loop that took them before (``reference_pgd_masked``).
+
+The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
+the tests also check the current code against.
 
 Each configuration is timed ``--repeats`` times, the measurements of the compared variants interleaved;
 the table gives medians and ratios. On CPU with one thread (``--threads 1``) the times are the thread's
@@ -21,8 +24,8 @@ CPU time (``time.thread_time``), which other processes on a busy machine do not 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import platform
 import statistics
 import time
@@ -33,105 +36,17 @@ import torch.nn.functional as F
 
 from lpl_train import perturbation as P
 from lpl_train.losses.lpl import LPLLoss
+from lpl_train.perturbation_reference import (
+    ReferenceLPLLoss,
+    loop_reference_loss,
+    pipeline_inputs,
+    reference_authors_balanced_fixed,
+    reference_authors_balanced_varied,
+    reference_authors_longtail,
+    reference_pgd_masked,
+)
 
 ALPHA, EPSILON = 0.01, 0.1  # the paper's smallest grid values: K = 10 steps per class
-_TINY = 1e-30
-
-
-# ------------------------------------------------------------------ the previous inner loop (reference)
-def reference_group_index(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Previous class grouping: an N × N comparison (quadratic in the batch size)."""
-    same = target[:, None] == target[None, :]
-    first = same.to(torch.uint8).argmax(dim=1)
-    return first, same.sum(dim=1)
-
-
-def reference_pgd(logits, target, sign, bounds, steps, *, alpha, max_steps):
-    """Previous ``pgd_like_perturbation`` (index path): ``max_steps`` per-sample steps, fresh tensors
-    each step, a boolean mask for the classes whose K_c is reached."""
-    n, c = logits.shape
-    group, size = reference_group_index(target)
-    onehot = F.one_hot(target, c).to(logits.dtype)
-    scale = (alpha * sign.to(logits.dtype))[target][:, None]
-    mean_scale = scale / size[:, None].to(logits.dtype)
-    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
-    active = (
-        torch.arange(max_steps, device=logits.device)[:, None, None]
-        < steps.to(logits.device)[target][:, None]
-    )
-    shift = scale * onehot
-    delta = torch.zeros_like(logits)
-    for k in range(max_steps):
-        prob = torch.softmax(logits + delta, dim=1)
-        class_sum = logits.new_zeros(n, c).index_add(0, group, prob)[group]
-        moved = torch.addcmul(delta - shift, mean_scale, class_sum)
-        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
-        moved = moved * (radius / norm.clamp_min(radius))
-        delta = torch.where(active[k], moved, delta)
-    return delta
-
-
-def _schedule(loss: LPLLoss, logits: torch.Tensor, target: torch.Tensor):
-    """sign, bounds, K_c and the static loop length of the paper's pipeline for one batch."""
-    c = logits.shape[1]
-    counts, qbar = P.class_statistics(logits, target, c)
-    sign, tau = P.split_signs(qbar, counts > 0, split=loss.split, tau=loss.tau)
-    bounds = P.class_bounds(
-        qbar,
-        sign,
-        tau,
-        epsilon=loss.epsilon,
-        delta_epsilon=loss.delta_epsilon,
-        split=loss.split,
-    )
-    max_steps = P.fixed_step_count(loss.epsilon + loss.delta_epsilon, loss.alpha)
-    return sign, bounds, P.step_counts(bounds, loss.alpha, max_steps), max_steps
-
-
-def reference_authors_class_step(logits, target, alpha, sign=None):
-    """Previous ``authors_class_step``: C × C work throughout and an identity matrix each call."""
-    c = logits.shape[1]
-    prob = logits.softmax(dim=1)
-    counts = logits.new_zeros(c).index_add(0, target, torch.ones_like(prob[:, 0]))
-    counts = torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
-    m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
-    qbar = m.diagonal()
-    g = m - torch.eye(c, dtype=logits.dtype, device=logits.device)
-    g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
-    tau = qbar.mean()
-    s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-    step = alpha * (s[:, None] * g)
-    return step[target], qbar, tau
-
-
-def reference_authors_fixed(logits, target, *, alpha, steps):
-    u = logits
-    for _ in range(steps):
-        u = u + reference_authors_class_step(u, target, alpha)[0]
-    return u - logits
-
-
-def reference_authors_varied(logits, target, *, alpha, steps):
-    base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
-    _, qbar, tau = reference_authors_class_step(logits, target, alpha)
-    k_i = P.authors_varied_step_counts(qbar, tau, base=base, scale=scale)[target][:, None]
-    u = out = logits
-    for i in range(iterations):
-        a = reference_authors_class_step(u, target, alpha)[0]
-        u = u + a
-        out = torch.where(k_i == i, u, out)
-        u = u + a
-    return out - logits
-
-
-def reference_authors_longtail(logits, target, step_index, sign, *, alpha, iterations):
-    k = torch.where(step_index < 0, step_index + iterations, step_index)
-    k_i = k[target][:, None]
-    u = out = logits
-    for i in range(iterations):
-        u = u + reference_authors_class_step(u, target, alpha, sign=sign)[0]
-        out = torch.where(k_i == i, u, out)
-    return out - logits
 
 
 def _preset_cases(logits, target, step_index, sign) -> dict:
@@ -140,12 +55,12 @@ def _preset_cases(logits, target, step_index, sign) -> dict:
     lt = dict(alpha=0.2, iterations=50)
     return {
         "authors_balanced_fixed (α 0.005, 20 steps)": (
-            lambda: reference_authors_fixed(logits, target, alpha=0.005, steps=20),
+            lambda: reference_authors_balanced_fixed(logits, target, alpha=0.005, steps=20),
             lambda: P.authors_balanced_fixed_perturbation(logits, target, alpha=0.005, steps=20),
             False,
         ),
         "authors_balanced_varied (α 0.01, 44 iterations)": (
-            lambda: reference_authors_varied(logits, target, alpha=0.01, steps=40),
+            lambda: reference_authors_balanced_varied(logits, target, alpha=0.01, steps=40),
             lambda: P.authors_balanced_varied_perturbation(logits, target, alpha=0.01, steps=40),
             False,
         ),
@@ -196,52 +111,6 @@ def bench_presets(device: torch.device, classes: list[int], repeats: int) -> lis
     return rows
 
 
-def reference_pgd_masked(
-    logits, target, sign, bounds, steps, *, alpha, max_steps, weight=None, keep=None
-):
-    """The per-sample inner loop that took ignored rows (``keep``) and row masses (``weight``) before
-    they went through the per-class loop (index path, no autograd): it stops at the batch's largest
-    K_c, groups in O(N + C) with one extra group for the rows not kept, reuses one buffer for the class
-    sums, and takes the class masses of weighted rows from an N × N masked sum."""
-    n, c = logits.shape
-    max_steps = min(max_steps, int(steps.max())) if steps.numel() else 0
-    idx = torch.arange(n, device=target.device)
-    src = idx if keep is None else torch.where(keep, idx, n)
-    first_of = torch.full((c,), n, dtype=torch.long, device=target.device)
-    first_of = first_of.scatter_reduce(0, target, src, reduce="amin")
-    ones = torch.ones_like(idx) if keep is None else keep.long()
-    counts = torch.zeros(c, dtype=torch.long, device=target.device).index_add(0, target, ones)
-    group, size = first_of.index_select(0, target), counts.index_select(0, target)
-    if keep is not None:
-        group, size = torch.where(keep, group, n), torch.where(keep, size, 1)
-    w = None
-    if weight is not None:
-        w = weight.to(logits.dtype)
-        same_w = (target[:, None] == target[None, :]).to(logits.dtype) * w[None, :]
-        size = same_w.sum(dim=1)
-        size = torch.where(size > 0, size, torch.ones_like(size))
-    onehot = F.one_hot(target, c).to(logits.dtype)
-    scale = (alpha * sign.to(logits.dtype))[target][:, None]
-    mean_scale = scale / size[:, None].to(logits.dtype)
-    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
-    active = (
-        torch.arange(max_steps, device=logits.device)[:, None, None]
-        < steps.to(logits.device)[target][:, None]
-    )
-    shift = scale * onehot
-    delta = torch.zeros_like(logits)
-    sums = logits.new_zeros(n + (keep is not None), c)
-    for k in range(max_steps):
-        prob = torch.softmax(logits + delta, dim=1)
-        rows = prob if w is None else prob * w[:, None]
-        class_sum = sums.zero_().index_add_(0, group, rows).index_select(0, group)
-        moved = torch.addcmul(delta - shift, mean_scale, class_sum)
-        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
-        moved = moved * (radius / norm.clamp_min(radius))
-        delta = torch.where(active[k], moved, delta)
-    return delta
-
-
 def _masked_cases(c: int, device: torch.device) -> dict:
     """name -> (inputs of pgd_like_perturbation, keyword arguments, the rows to compare)."""
     g = torch.Generator().manual_seed(c + 1)
@@ -269,7 +138,7 @@ def _masked_cases(c: int, device: torch.device) -> dict:
 
 def bench_masked(device: torch.device, classes: list[int], calls: int, repeats: int) -> list[dict]:
     """(e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd,
-    Δε = 0.2: the previous per-sample loop (kept above) against the current per-class loop."""
+    Δε = 0.2: the previous per-sample loop (the reference) against the current per-class loop."""
     rows = []
     for c in classes:
         for name, (args, kw) in _masked_cases(c, device).items():
@@ -311,49 +180,6 @@ def bench_masked(device: torch.device, classes: list[int], calls: int, repeats: 
     return rows
 
 
-class ReferenceLPLLoss(LPLLoss):
-    """:class:`LPLLoss` (mean split) with the previous inner loop."""
-
-    def _delta(
-        self,
-        logits: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None = None,
-        keep: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        # the benchmark feeds class-index targets with no ignored rows: no weight, no keep
-        assert weight is None and keep is None
-        sign, bounds, steps, max_steps = _schedule(self, logits, target)
-        return reference_pgd(
-            logits, target, sign, bounds, steps, alpha=self.alpha, max_steps=max_steps
-        )
-
-
-def loop_reference_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """LPL (mean split, fixed bound) written the straightforward way: a Python loop over classes and
-    over the K steps of Algorithm 1, then cross-entropy on the perturbed logits."""
-    c = logits.shape[1]
-    u = logits.detach()
-    prob = u.softmax(1)
-    classes = [int(k) for k in torch.unique(target)]
-    qbar = {k: float(prob[target == k, k].mean()) for k in classes}
-    tau = sum(qbar.values()) / len(classes)
-    delta = torch.zeros_like(u)
-    steps = math.floor(EPSILON / ALPHA * (1 + 1e-6))
-    for k in classes:
-        sign = math.copysign(1.0, tau - qbar[k]) if qbar[k] != tau else 0.0
-        idx = target == k
-        onehot = F.one_hot(target[idx], c).to(u.dtype)
-        d = torch.zeros(c, dtype=u.dtype, device=u.device)
-        for _ in range(steps if sign else 0):
-            d = d + sign * ALPHA * (torch.softmax(u[idx] + d, 1) - onehot).mean(0)
-            norm = float(d.norm())
-            if norm > EPSILON:
-                d = d * (EPSILON / norm)
-        delta[idx] = d
-    return F.cross_entropy(logits + delta, target)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -389,7 +215,15 @@ def bench_inner_loop(
             new, old = LPLLoss(c, **kw), ReferenceLPLLoss(c, **kw)
             k_batch = []
             for i in range(calls):
-                sign, bounds, steps, max_steps = _schedule(new, logits[i], target[i])
+                sign, bounds, steps, max_steps = pipeline_inputs(
+                    logits[i],
+                    target[i],
+                    alpha=new.alpha,
+                    epsilon=new.epsilon,
+                    delta_epsilon=new.delta_epsilon,
+                    split=new.split,
+                    tau=new.tau,
+                )
                 k_batch.append(int(steps[target[i]].max()))
                 # the current loss gives exactly the previous one's value and gradient
                 grads = []
@@ -453,12 +287,13 @@ def bench_loss(
         lpl = LPLLoss(c, alpha=ALPHA, epsilon=EPSILON)
         # sanity: the two LPL implementations give the same loss on one batch
         a = float(lpl(logits[0], target[0]))
-        b = float(loop_reference_loss(logits[0], target[0]))
+        loop_loss = functools.partial(loop_reference_loss, alpha=ALPHA, epsilon=EPSILON)
+        b = float(loop_loss(logits[0], target[0]))
         assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (c, a, b)
         variants: dict[str, Callable] = {
             "cross-entropy": lambda u, y: F.cross_entropy(u, y),
             "LPL (vectorised)": lpl,
-            "LPL (per-class loop)": loop_reference_loss,
+            "LPL (per-class loop)": loop_loss,
         }
         if compiled:
             variants["LPL (torch.compile)"] = torch.compile(

@@ -1,9 +1,10 @@
 """The fast paths of the single-label inner loop and of the authors'-code presets give exactly the values
 of the straightforward implementation they replaced.
 
-The reference functions below (prefixed ``_ref_``) are that implementation, kept verbatim: every new
-path (early stop at the batch's largest K_c, in-place buffers, O(N) class grouping, the authors' step
-on N × C rows) is compared with ``torch.equal`` on float32 and float64 CPU inputs, values and gradients.
+That implementation is :mod:`lpl_train.perturbation_reference` (the literal per-class loop of
+Algorithm 1 and of the authors' presets): every new path (early stop at the batch's largest K_c,
+in-place buffers, O(N) class grouping, the authors' step on N × C rows) is compared with it with
+``torch.equal`` on float32 and float64 CPU inputs, values and gradients.
 """
 
 from __future__ import annotations
@@ -11,178 +12,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from lpl_train import perturbation as P
 from lpl_train.losses.lpl import LPLLoss
-
-_TINY = 1e-30
+from lpl_train.perturbation_reference import (
+    pipeline_inputs,
+    reference_authors_balanced_fixed,
+    reference_authors_balanced_varied,
+    reference_authors_class_step,
+    reference_authors_longtail,
+    reference_group_index,
+    reference_pgd,
+)
 
 torch.set_flush_denormal(True)
-
-
-# ------------------------------------------------------------------ the pre-change code (reference)
-def _ref_group_index(target: Tensor) -> tuple[Tensor, Tensor]:
-    """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
-
-    Rows sharing a group index belong to the same class, so class means over the batch are an
-    ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is."""
-    same = target[:, None] == target[None, :]
-    first = same.to(torch.uint8).argmax(dim=1)
-    return first, same.sum(dim=1)
-
-
-def _ref_pgd(
-    logits: Tensor,
-    target: Tensor,
-    sign: Tensor,
-    bounds: Tensor,
-    steps: Tensor,
-    *,
-    alpha: float,
-    max_steps: int,
-    normalize_step: bool = False,
-    class_mean: str = "auto",
-) -> Tensor:
-    """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
-
-    Class c (sign s_c, bound ε_c, K_c steps) does K_c updates
-    δ_c ← Π_{‖·‖≤ε_c}(δ_c + s_c·α·mean_{i∈S_c}(softmax(u_i + δ_c) − y_i)) (Eqs. 30-32: s_c = +1 is the
-    maximisation step of Eq. 31, s_c = −1 the minimisation step of Eq. 32), the gradient re-evaluated
-    at the perturbed logits each step. Row i of the result is δ_{y_i}. The loop runs ``max_steps``
-    times; a class stops (its δ is kept) once its K_c updates are done. With ``normalize_step`` each
-    class step is scaled to length α (the direction of Eq. 31 with a fixed step length).
-
-    ``class_mean`` chooses how class means are taken, with the same result: ``"index"`` (an
-    ``index_add`` over the batch, O(N·C), fastest on CPU), ``"matmul"`` (one fused N × N matrix product
-    per step, fewest kernels, fastest on GPUs) or ``"auto"`` (index on CPU, matmul elsewhere).
-
-    Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled.
-    """
-    n, c = logits.shape
-    if class_mean == "auto":
-        class_mean = "index" if logits.device.type == "cpu" else "matmul"
-    if class_mean not in ("index", "matmul"):
-        raise ValueError(f"class_mean must be 'auto', 'index' or 'matmul', got {class_mean!r}")
-    group, size = _ref_group_index(target)
-    onehot = F.one_hot(target, c).to(logits.dtype)
-    scale = (alpha * sign.to(logits.dtype))[target][:, None]  # α·s_{y_i}
-    mean_scale = scale / size[:, None].to(logits.dtype)  # α·s_{y_i} / N_{y_i}
-    radius = bounds.to(logits.dtype)[target][:, None].clamp_min(_TINY)
-    active = (
-        torch.arange(max_steps, device=logits.device)[:, None, None]
-        < steps.to(logits.device)[target][:, None]
-    )
-    shift = scale * onehot  # the constant part α·s·y_i of the step
-    if class_mean == "matmul" or normalize_step:
-        same = (target[:, None] == target[None, :]).to(logits.dtype)
-        mean_matrix = same / size[:, None].to(logits.dtype)
-        step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
-    delta = torch.zeros_like(logits)
-    for k in range(max_steps):
-        prob = torch.softmax(logits + delta, dim=1)
-        if normalize_step:
-            grad = mean_matrix @ prob - onehot
-            grad = grad / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min(_TINY)
-            moved = delta + scale * grad
-        elif class_mean == "matmul":
-            moved = torch.addmm(delta - shift, step_matrix, prob)
-        else:
-            class_sum = logits.new_zeros(n, c).index_add(0, group, prob)[group]
-            moved = torch.addcmul(delta - shift, mean_scale, class_sum)
-        norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
-        moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
-        delta = torch.where(active[k], moved, delta)
-    return delta
-
-
-def _ref_authors_class_step(
-    logits: Tensor, target: Tensor, alpha: float, sign: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One step of the authors' shared primitive (``compute_adv_sign``), per sample (N, C).
-
-    With P = softmax(U) and n_c the batch count (replaced by 100 when 0): M[c] = Σ_{y_i=c} P_i / n_c,
-    q̄_c = M[c, c], G = M − I, row c of G divided by the L2 norm of *column* c, τ = mean of q̄ over all
-    C classes (absent ones count as 0), s_c = S(τ − q̄_c) unless ``sign`` is given, and the step of
-    sample i is α·s_{y_i}·G[y_i]. The norm is floored at 1e-30 (the scripts divide 0/0 into NaN).
-    Returns ``(step, qbar, tau)``.
-    """
-    c = logits.shape[1]
-    prob = logits.softmax(dim=1)
-    counts = logits.new_zeros(c).index_add(0, target, torch.ones_like(prob[:, 0]))
-    counts = torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
-    m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
-    qbar = m.diagonal()
-    g = m - torch.eye(c, dtype=logits.dtype, device=logits.device)
-    g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
-    tau = qbar.mean()
-    s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-    step = alpha * (s[:, None] * g)
-    return step[target], qbar, tau
-
-
-def _ref_authors_balanced_fixed(
-    logits: Tensor, target: Tensor, *, alpha: float = 0.005, steps: int = 20
-) -> Tensor:
-    """``lpl-balanced/networks/train.py``: ``steps`` iterations U ← U + step(U) of
-    :func:`_ref_authors_class_step` (signs and τ recomputed each time); returns U_P − U."""
-    u = logits
-    for _ in range(steps):
-        u = u + _ref_authors_class_step(u, target, alpha)[0]
-    return u - logits
-
-
-def _ref_authors_balanced_varied(
-    logits: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 0.01,
-    steps: int = 40,
-    variant: str = "train_lpl",
-) -> Tensor:
-    """``lpl-balanced/train_lpl.py`` (``variant="train_lpl"``) or ``networks/train_var.py``
-    (``variant="train_var"``): K_c from :func:`P.authors_varied_step_counts` on the unperturbed logits,
-    then iterations that each recompute a = step(L) and do L += a; snapshot_i = L; L += a (the step is
-    applied twice); sample i takes snapshot_{K_{y_i}}. Returns the perturbation (N, C)."""
-    if variant == "train_lpl":
-        base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
-    elif variant == "train_var":
-        base, scale, iterations = 0, float(steps), steps
-    else:
-        raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
-    _, qbar, tau = _ref_authors_class_step(logits, target, alpha)
-    k_c = P.authors_varied_step_counts(qbar, tau, base=base, scale=scale)
-    k_i = k_c[target][:, None]
-    u = logits
-    out = logits
-    for i in range(iterations):
-        a = _ref_authors_class_step(u, target, alpha)[0]
-        u = u + a
-        out = torch.where(k_i == i, u, out)
-        u = u + a
-    return out - logits
-
-
-def _ref_authors_longtail(
-    logits: Tensor,
-    target: Tensor,
-    step_index: Tensor,
-    sign: Tensor,
-    *,
-    alpha: float,
-    iterations: int,
-) -> Tensor:
-    """``la_lpl_cifar100.py`` / ``train_lpl_cifar{10,100}.py``: ``iterations`` steps L += step(L) with the
-    static class signs; snapshot_i = L after i + 1 steps; sample i takes snapshot_{K_{y_i}} (K = −1
-    means the last one). Differentiable (the scripts back-propagate through the loop)."""
-    k = torch.where(step_index < 0, step_index + iterations, step_index).to(logits.device)
-    k_i = k[target][:, None]
-    u = logits
-    out = logits
-    for i in range(iterations):
-        u = u + _ref_authors_class_step(u, target, alpha, sign=sign)[0]
-        out = torch.where(k_i == i, u, out)
-    return out - logits
 
 
 # ------------------------------------------------------------------ helpers
@@ -191,18 +34,6 @@ def _batch(n, c, seed, dtype, scale=2.0):
     u = (torch.randn(n, c, generator=g, dtype=torch.float64) * scale).to(dtype)
     y = torch.randint(0, c, (n,), generator=g)
     return u, y
-
-
-def _inputs(u, y, *, alpha, epsilon, delta_epsilon, split="mean", tau=None, rank=None, head=None):
-    """sign, bounds, K_c and the static loop length of the paper's pipeline (Eqs. 27-29, 33)."""
-    c = u.shape[1]
-    counts, qbar = P.class_statistics(u, y, c)
-    sign, tau_t = P.split_signs(qbar, counts > 0, split=split, tau=tau, rank=rank, head=head)
-    bounds = P.class_bounds(
-        qbar, sign, tau_t, epsilon=epsilon, delta_epsilon=delta_epsilon, split=split
-    )
-    max_steps = P.fixed_step_count(epsilon + delta_epsilon, alpha)
-    return sign, bounds, P.step_counts(bounds, alpha, max_steps), max_steps
 
 
 class _CountSoftmax(torch.utils._python_dispatch.TorchDispatchMode):
@@ -238,7 +69,7 @@ def _case_inputs(case, seed, dtype):
         )
     elif split == "value":
         kw = dict(tau=0.3)
-    sign, bounds, steps, max_steps = _inputs(
+    sign, bounds, steps, max_steps = pipeline_inputs(
         u, y, alpha=alpha, epsilon=eps, delta_epsilon=deps, split=split, **kw
     )
     return u, y, sign, bounds, steps, dict(alpha=alpha, max_steps=max_steps)
@@ -252,7 +83,7 @@ def test_inner_loop_without_grad_is_identical_to_reference(case, dtype, early_st
     for seed in range(2):
         u, y, sign, bounds, steps, kw = _case_inputs(case, seed, dtype)
         with torch.no_grad():
-            ref = _ref_pgd(u, y, sign, bounds, steps, **kw)
+            ref = reference_pgd(u, y, sign, bounds, steps, **kw)
             new = P.pgd_like_perturbation(u, y, sign, bounds, steps, early_stop=early_stop, **kw)
         assert new.dtype == dtype
         assert torch.equal(new, ref), (case, seed)
@@ -266,7 +97,7 @@ def test_inner_loop_other_paths_are_identical_to_reference(dtype, class_mean, no
         u, y, sign, bounds, steps, kw = _case_inputs(case, 7, dtype)
         kw.update(class_mean=class_mean, normalize_step=normalize_step)
         with torch.no_grad():
-            ref = _ref_pgd(u, y, sign, bounds, steps, **kw)
+            ref = reference_pgd(u, y, sign, bounds, steps, **kw)
             new = P.pgd_like_perturbation(u, y, sign, bounds, steps, **kw)
             static = P.pgd_like_perturbation(u, y, sign, bounds, steps, early_stop=False, **kw)
         assert torch.equal(new, ref), case
@@ -280,7 +111,7 @@ def test_differentiable_inner_loop_values_and_gradients_are_identical(dtype, cla
         u0, y, sign, bounds, steps, kw = _case_inputs(case, 3, dtype)
         w = torch.randn(u0.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
         results = []
-        for fn in (_ref_pgd, P.pgd_like_perturbation):
+        for fn in (reference_pgd, P.pgd_like_perturbation):
             u = u0.clone().requires_grad_(True)
             b = bounds.clone().requires_grad_(True)
             d = fn(u, y, sign, b, steps, class_mean=class_mean, **kw)
@@ -300,7 +131,7 @@ def test_non_contiguous_logits_give_the_reference_values_for_that_layout(dtype):
         column_major = u.t().contiguous().t()
         for early_stop in (None, False):
             with torch.no_grad():
-                ref = _ref_pgd(column_major, y, sign, bounds, steps, **kw)
+                ref = reference_pgd(column_major, y, sign, bounds, steps, **kw)
                 new = P.pgd_like_perturbation(
                     column_major, y, sign, bounds, steps, early_stop=early_stop, **kw
                 )
@@ -317,7 +148,7 @@ def test_arbitrary_signs_and_step_counts_including_zero_and_capped():
         args = (u.to(dtype), y, sign, bounds, steps)
         for max_steps in (0, 1, 5, 12):
             with torch.no_grad():
-                ref = _ref_pgd(*args, alpha=0.05, max_steps=max_steps)
+                ref = reference_pgd(*args, alpha=0.05, max_steps=max_steps)
                 for early_stop in (None, False):
                     new = P.pgd_like_perturbation(
                         *args, alpha=0.05, max_steps=max_steps, early_stop=early_stop
@@ -326,7 +157,7 @@ def test_arbitrary_signs_and_step_counts_including_zero_and_capped():
     # step counts given as floats: a class moves at the steps k < K_c
     fsteps = torch.tensor([2.5, 0.0, 1.0, -1.0, 3.2, 4.0, 0.5, 2.0, 1.0], dtype=torch.float64)
     with torch.no_grad():
-        ref = _ref_pgd(u, y, sign, bounds, fsteps, alpha=0.05, max_steps=4)
+        ref = reference_pgd(u, y, sign, bounds, fsteps, alpha=0.05, max_steps=4)
         assert torch.equal(
             P.pgd_like_perturbation(u, y, sign, bounds, fsteps, alpha=0.05, max_steps=4), ref
         )
@@ -379,7 +210,7 @@ def test_group_index_matches_the_quadratic_version(n, c):
     g = torch.Generator().manual_seed(n + c)
     for y in (torch.randint(0, c, (n,), generator=g), torch.full((n,), c - 1)):
         first, size = P._group_index(y, c)
-        ref_first, ref_size = _ref_group_index(y)
+        ref_first, ref_size = reference_group_index(y)
         assert torch.equal(first, ref_first)
         assert torch.equal(size, ref_size)
 
@@ -399,10 +230,12 @@ def test_lpl_loss_forward_and_backward_identical_to_reference_pipeline(dtype, di
             if use_ref:
                 with torch.set_grad_enabled(differentiable):
                     base = u if differentiable else u.detach()
-                    sign, bounds, steps, max_steps = _inputs(
+                    sign, bounds, steps, max_steps = pipeline_inputs(
                         base, y, alpha=alpha, epsilon=eps, delta_epsilon=deps
                     )
-                    delta = _ref_pgd(base, y, sign, bounds, steps, alpha=alpha, max_steps=max_steps)
+                    delta = reference_pgd(
+                        base, y, sign, bounds, steps, alpha=alpha, max_steps=max_steps
+                    )
                 loss = F.cross_entropy(u + delta, y)
             else:
                 loss = loss_fn(u, y)
@@ -456,7 +289,7 @@ def test_authors_class_step_identical_to_reference(dtype):
         c = u.shape[1]
         for sign in (None, torch.where(torch.arange(c) < c // 3, -1.0, 1.0)):
             new = P.authors_class_step(u, y, 0.05, sign=sign)
-            ref = _ref_authors_class_step(u, y, 0.05, sign=sign)
+            ref = reference_authors_class_step(u, y, 0.05, sign=sign)
             for a, b in zip(new, ref, strict=True):
                 assert torch.equal(a, b)
 
@@ -467,13 +300,13 @@ def test_authors_balanced_presets_identical_to_reference(dtype):
         with torch.no_grad():
             assert torch.equal(
                 P.authors_balanced_fixed_perturbation(u, y, alpha=0.02, steps=7),
-                _ref_authors_balanced_fixed(u, y, alpha=0.02, steps=7),
+                reference_authors_balanced_fixed(u, y, alpha=0.02, steps=7),
             )
             for variant, steps in (("train_lpl", 6), ("train_var", 5)):
                 kw = dict(alpha=0.03, steps=steps, variant=variant)
                 assert torch.equal(
                     P.authors_balanced_varied_perturbation(u, y, **kw),
-                    _ref_authors_balanced_varied(u, y, **kw),
+                    reference_authors_balanced_varied(u, y, **kw),
                 )
 
 
@@ -484,7 +317,7 @@ def test_authors_longtail_values_and_gradients_identical_to_reference(dtype):
         k = torch.arange(c) % 4 - 1  # includes −1 (the last snapshot)
         sign = torch.where(torch.arange(c) < c // 2, -1.0, 1.0)
         out = []
-        for fn in (_ref_authors_longtail, P.authors_longtail_perturbation):
+        for fn in (reference_authors_longtail, P.authors_longtail_perturbation):
             u = u0.clone().requires_grad_(True)
             d = fn(u, y, k, sign, alpha=0.1, iterations=5)
             (d * torch.linspace(-1, 1, c, dtype=dtype)).sum().backward()
@@ -512,7 +345,7 @@ def test_ignored_rows_give_the_reference_on_the_kept_rows_and_no_perturbation(
         u, y, sign, bounds, steps, kw = _case_inputs(case, seed, dtype)
         keep = _keep_mask(len(y), seed)
         # the class-level inputs come from the kept rows only, as in the loss
-        sign, bounds, steps, _ = _inputs(
+        sign, bounds, steps, _ = pipeline_inputs(
             u[keep], y[keep], alpha=kw["alpha"], epsilon=case[3], delta_epsilon=case[4],
             split=case[5], tau=0.3 if case[5] == "value" else None,
             rank=torch.arange(case[1]) if case[5] == "index" else None,
@@ -520,7 +353,7 @@ def test_ignored_rows_give_the_reference_on_the_kept_rows_and_no_perturbation(
         )  # fmt: skip
         placeholder = torch.where(keep, y, 0)  # ignored rows carry class 0, as the loss passes them
         with torch.no_grad():
-            ref = _ref_pgd(u[keep], y[keep], sign, bounds, steps, **kw)
+            ref = reference_pgd(u[keep], y[keep], sign, bounds, steps, **kw)
             for early_stop in (None, True, False):
                 new = P.pgd_like_perturbation(
                     u, placeholder, sign, bounds, steps, keep=keep, early_stop=early_stop, **kw
@@ -534,7 +367,7 @@ def test_ignored_rows_give_the_reference_on_the_kept_rows_and_no_perturbation(
 def test_all_rows_ignored_or_all_kept(dtype):
     u, y, sign, bounds, steps, kw = _case_inputs(CASES[2], 0, dtype)
     with torch.no_grad():
-        ref = _ref_pgd(u, y, sign, bounds, steps, **kw)
+        ref = reference_pgd(u, y, sign, bounds, steps, **kw)
         for early_stop in (True, False):
             kept = P.pgd_like_perturbation(
                 u, y, sign, bounds, steps, keep=y >= 0, early_stop=early_stop, **kw
@@ -565,7 +398,7 @@ def test_weighted_rows_take_the_class_loop_with_the_per_sample_values(case, dtyp
             unit = P.pgd_like_perturbation(
                 u, y, sign, bounds, steps, weight=torch.ones_like(w), **kw
             )
-            ref = _ref_pgd(u, y, sign, bounds, steps, **kw)
+            ref = reference_pgd(u, y, sign, bounds, steps, **kw)
         assert torch.equal(fast, static), (case, seed)
         assert torch.equal(unit, ref), (case, seed)
     assert len(by_class) == 4
@@ -580,7 +413,7 @@ def test_integer_row_masses_act_as_repeated_rows():
             weighted = P.pgd_like_perturbation(
                 u, y, sign, bounds, steps, weight=w.double(), early_stop=early_stop, **kw
             )
-            repeated = _ref_pgd(u[rows], y[rows], sign, bounds, steps, **kw)
+            repeated = reference_pgd(u[rows], y[rows], sign, bounds, steps, **kw)
             torch.testing.assert_close(weighted[rows], repeated, rtol=0, atol=1e-12)
 
 
