@@ -4,7 +4,15 @@ Every loss is importable from here (``from lpl_train.losses import LPLLoss``) an
 name (``build_loss("lpl", num_classes=10, ...)``). This package needs only torch and numpy.
 """
 
-from . import lpl, multi_label, single_label  # noqa: F401  (modules register their losses on import)
+from . import (  # noqa: F401  (modules register their losses on import)
+    feature_losses,
+    label_noise,
+    lpl,
+    multi_label,
+    single_label,
+)
+from .feature_losses import CenterLoss, ISDALoss, LargeMarginSoftmaxLoss
+from .label_noise import DisturbLabelLoss, GeneralizedCELoss
 from .lpl import PRESETS, LALPLLoss, LPLLoss, MultiLabelLPLLoss
 from .multi_label import (
     BCELoss,
@@ -21,16 +29,11 @@ from .multi_label import (
 )
 from .registry import available_losses, build_loss, register
 from .single_label import (
-    CenterLoss,
     ClassBalancedCELoss,
     ClassBalancedFocalLoss,
     CrossEntropyLoss,
-    DisturbLabelLoss,
     DRWSchedule,
     FocalLoss,
-    GeneralizedCELoss,
-    ISDALoss,
-    LargeMarginSoftmaxLoss,
     LDAMLoss,
     LogitAdjustedLoss,
 )

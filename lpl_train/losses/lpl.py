@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import perturbation as P
+from ._common import _check_epoch
 from .registry import build_loss, register, supplied_by_builder
-from .single_label import DRWSchedule, _check_epoch
+from .single_label import DRWSchedule
 
 __all__ = ["PRESETS", "LALPLLoss", "LPLLoss", "MultiLabelLPLLoss"]
 

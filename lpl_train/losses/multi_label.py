@@ -26,16 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_float, check_int
+from ._common import _as_counts, _check_logits, _check_reduction, _compiling, _reduce, _ReprMixin
 from .registry import register
-from .single_label import (
-    _as_counts,
-    _check_logits,
-    _check_reduction,
-    _compiling,
-    _reduce,
-    _ReprMixin,
-    class_balanced_weights,
-)
+from .single_label import class_balanced_weights
 
 __all__ = [
     "BCELoss",

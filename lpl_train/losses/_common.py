@@ -1,0 +1,186 @@
+"""Pieces shared by the loss modules (``single_label``, ``feature_losses``, ``label_noise``,
+``multi_label``, ``lpl``): the argument checks (reduction, class counts, logits, class-index targets,
+epochs, the classifier head), the reduction, ``_ReprMixin`` (``extra_repr`` from the hyper-parameters)
+and the test for tracing under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..validation import check_int
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+class _ReprMixin:
+    """``extra_repr`` from the hyper-parameters named in ``_repr_fields`` (as the LPL losses show theirs)."""
+
+    _repr_fields: tuple[str, ...] = ()
+    #: Multi-label losses (elementwise (N, C) on multi-hot targets) set this to True.
+    multi_label: bool = False
+
+    def extra_repr(self) -> str:
+        parts = []
+        for name in (*self._repr_fields, "reduction"):
+            if hasattr(self, name):
+                value = getattr(self, name)
+                parts.append(f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}")
+        return ", ".join(parts)
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# --------------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _is_bool_dtype(value: Any) -> bool:
+    """A NumPy boolean array or scalar (counts must be numbers, not flags)."""
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and getattr(dtype, "kind", None) == "b"
+
+
+def _as_counts(
+    class_counts: Any,
+    num_classes: int | None = None,
+    *,
+    name: str = "class_counts",
+    allow_zero: bool = False,
+) -> torch.Tensor:
+    """Validate per-class counts and return them as a float64 tensor of shape (C,)."""
+    if class_counts is None:
+        raise ValueError(f"{name} is required (one positive count per class), got None")
+    if isinstance(class_counts, torch.Tensor):
+        if class_counts.dtype == torch.bool or class_counts.is_complex():
+            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
+        counts = class_counts.detach().to("cpu", torch.float64)
+    else:
+        if _is_bool_dtype(class_counts) or isinstance(class_counts, str | bytes):
+            raise TypeError(f"{name} must be a sequence of numbers, got {class_counts!r}")
+        try:
+            values = list(class_counts)
+        except TypeError as exc:
+            raise TypeError(
+                f"{name} must be a sequence of numbers, got {type(class_counts).__name__}"
+            ) from exc
+        if any(isinstance(v, bool) or _is_bool_dtype(v) for v in values):
+            raise TypeError(f"{name} must hold numbers, not bools, got {values!r}")
+        try:
+            counts = torch.as_tensor(values, dtype=torch.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} must be a sequence of numbers, got {type(class_counts).__name__}"
+            ) from exc
+    if counts.dim() != 1 or counts.numel() < 2:
+        raise ValueError(
+            f"{name} must be 1-D with at least 2 classes, got shape {tuple(counts.shape)}"
+        )
+    if not torch.isfinite(counts).all():
+        raise ValueError(f"{name} must be finite, got {counts.tolist()}")
+    bad = torch.nonzero(counts < 0 if allow_zero else counts <= 0).flatten()[:5].tolist()
+    if bad:
+        shown = ", ".join(f"{name}[{i}]={counts[i].item():g}" for i in bad)
+        rule = ">= 0" if allow_zero else "> 0 for every class (they are divided by or logged)"
+        raise ValueError(f"{name} must be {rule}, got {shown}")
+    if num_classes is not None:
+        check_int("num_classes", num_classes, minimum=2)
+        if counts.numel() != num_classes:
+            raise ValueError(
+                f"{name} has {counts.numel()} entries but num_classes is {num_classes}; "
+                "give one count per class"
+            )
+    return counts
+
+
+def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"{name} must have shape (N, C) with C >= 2, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
+    return logits
+
+
+def _check_target(
+    target: Any, n: int, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"target must be a torch.Tensor of class indices, got {type(target).__name__}"
+        )
+    if target.dim() != 1 or target.shape[0] != n:
+        raise ValueError(
+            f"target must have shape ({n},) (one class index per row), got {tuple(target.shape)}"
+        )
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise TypeError(
+            f"target must be an integer tensor of class indices, got dtype {target.dtype}"
+        )
+    if n > 0 and not _compiling():
+        t = target
+        if ignore_index is not None:
+            t = torch.where(t == ignore_index, torch.zeros_like(t), t)
+        lo, hi = torch.stack(torch.aminmax(t)).tolist()  # one device read
+        if lo < 0 or hi >= num_classes:
+            extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
+            raise ValueError(
+                f"target must hold class indices in [0, {num_classes - 1}]{extra}, got values in [{lo}, {hi}]"
+            )
+    return target.long()
+
+
+def _check_pair(
+    logits: Any, target: Any, num_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = _check_logits(logits)
+    c = logits.shape[1]
+    if num_classes is not None and c != num_classes:
+        raise ValueError(
+            f"logits have {c} columns but the loss was built for {num_classes} classes"
+        )
+    return logits, _check_target(target, logits.shape[0], c)
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.mean()
+
+
+def _check_epoch(epoch: Any, total_epochs: Any) -> tuple[int, int]:
+    check_int("total_epochs", total_epochs, minimum=1)
+    check_int("epoch", epoch, minimum=0)
+    if epoch > total_epochs:
+        raise ValueError(f"epoch must be in [0, total_epochs={total_epochs}], got {epoch}")
+    return epoch, total_epochs
+
+
+def _check_classifier(classifier: Any, feature_dim: int) -> nn.Linear:
+    if not isinstance(classifier, nn.Linear):
+        raise TypeError(
+            f"classifier must be the model's nn.Linear head (weight of shape (C, F)), "
+            f"got {type(classifier).__name__}"
+        )
+    if classifier.in_features != feature_dim:
+        raise ValueError(
+            f"classifier takes {classifier.in_features} features but features have {feature_dim}"
+        )
+    return classifier
