@@ -203,14 +203,18 @@ def plan_runs(study: dict[str, Any], phase: str = "select") -> list[dict[str, An
 def final_runs(
     study: dict[str, Any], chosen: dict[tuple[str, str], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Runs of the seeds other than ``select_seed`` at each (dataset, method)'s chosen point."""
+    """Runs of the seeds other than ``select_seed`` at each (dataset, method)'s chosen point, seed by seed
+    (every method's seed 1, then every method's seed 2, ...), so that a study stopped part-way leaves the
+    same seeds for every method."""
     runs = []
-    for dkey, ds in study["datasets"].items():
-        for m in _methods_for(study, ds["regime"]):
-            if (dkey, m["id"]) in chosen:
-                fixed, _ = method_grid(m, ds["regime"], study["grid_mode"])
-                runs += [_spec(study, dkey, m, fixed, chosen[(dkey, m["id"])], s)
-                         for s in study["seeds"] if s != study["select_seed"]]  # fmt: skip
+    for s in study["seeds"]:
+        if s == study["select_seed"]:
+            continue
+        for dkey, ds in study["datasets"].items():
+            for m in _methods_for(study, ds["regime"]):
+                if (dkey, m["id"]) in chosen:
+                    fixed, _ = method_grid(m, ds["regime"], study["grid_mode"])
+                    runs.append(_spec(study, dkey, m, fixed, chosen[(dkey, m["id"])], s))
     return runs
 
 
