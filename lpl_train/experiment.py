@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -175,10 +177,23 @@ def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
         return Outcome(run, "locked")
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
+    """One thread per worker; on Linux the worker is also ended (SIGTERM) when the process that runs the
+    sweep or study dies, even by SIGKILL, instead of training on unseen (its run stays resumable: the run
+    folder's checkpoint writes are atomic and its lock is released by the kernel)."""
     import torch
 
     torch.set_num_threads(1)
+    if parent_pid is not None and sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def _task(args: tuple[Runner, PlannedRun]) -> Outcome:
@@ -214,7 +229,7 @@ def execute(
     else:
         import multiprocessing as mp
 
-        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init)
+        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(os.getpid(),))
         it = pool.imap_unordered(_task, [(runner, r) for r in runs])
     done: list[Outcome] = []
     try:
@@ -227,6 +242,14 @@ def execute(
             else:
                 head = f"[{i}/{len(runs)} {time.perf_counter() - t0:.0f}s] {o.run.key}"
                 log(f"{head}: {describe(o) if describe else 'trained'}")
+    except BaseException:
+        if (
+            pool is not None
+        ):  # Ctrl-C or an error: stop the workers now (close + join would train on)
+            pool.terminate()
+            pool.join()
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.close()

@@ -4,6 +4,7 @@ study CLI, and one committed study run reproduced bit for bit through the new pa
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +122,68 @@ def test_first_epoch_of_a_committed_study_run_is_reproduced_bit_for_bit(tmp_path
     lv = read_metrics(tmp_path / "run")[0]["loss_variation"]
     assert lv["relative_variation"] == committed["loss_variation"][0]["relative_variation"]
     assert lv["count"] == committed["loss_variation"][0]["count"] == committed["class_counts"]
+
+
+_SLEEPER = """
+import os, sys, time
+from pathlib import Path
+from lpl_train import experiment as X
+
+class Sleeper:
+    def finished(self, run):
+        return False
+    def load(self, run):
+        return {}
+    def train(self, run, resume):
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "pid").write_text(str(os.getpid()))
+        time.sleep(300)
+        return {}
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    X.execute([X.PlannedRun(k, out / k, None, 0) for k in "ab"], Sleeper(), jobs=2, log=lambda s: None)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_parallel_workers_stop_when_the_sweep_process_is_killed_or_interrupted(tmp_path, how):
+    """`--jobs N`: killing the sweep/study process (even with SIGKILL), or Ctrl-C in it, must not leave
+    workers training on unseen, holding their run folders' locks."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "sleeper.py"
+    script.write_text(_SLEEPER)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs")], cwd=ROOT)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(pids) < 2:
+            files = [tmp_path / "runs" / k / "pid" for k in "ab"]
+            pids = [int(f.read_text()) for f in files if f.is_file() and f.read_text()]
+            time.sleep(0.2)
+        assert len(pids) == 2, "the two workers did not start"
+        assert all(_alive(p) for p in pids)
+        proc.send_signal(getattr(signal, how))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids), f"workers still running after {how} of the parent"
+    finally:
+        proc.kill()
+        proc.wait()
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
