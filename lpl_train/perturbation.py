@@ -29,8 +29,10 @@ Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed fo
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
 (:func:`multi_label_logit_shift`).
 
-The ``authors_*`` functions reproduce, on purpose and bugs included, the perturbation computed by the
-authors' released scripts; they are not the paper's method (see ``docs/lpl.md``).
+The input checks live in :mod:`lpl_train.perturbation_checks` and the ``authors_*`` functions in
+:mod:`lpl_train.perturbation_authors`; both are re-exported here, so every name is imported from this
+module. The ``authors_*`` functions reproduce, on purpose and bugs included, the perturbation computed
+by the authors' released scripts; they are not the paper's method (see ``docs/lpl.md``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .perturbation_authors import (
+    _authors_counts,  # noqa: F401 (re-exported)
+    _authors_eye,  # noqa: F401 (re-exported)
+    _authors_step,  # noqa: F401 (re-exported)
+    _snapshot_indices,  # noqa: F401 (re-exported)
+    authors_balanced_fixed_perturbation,
+    authors_balanced_varied_perturbation,
+    authors_class_step,
+    authors_longtail_perturbation,
+    authors_longtail_schedule,
+    authors_varied_step_counts,
+)
+from .perturbation_checks import (
+    _TINY,
+    _can_read_back,
+    _compiling,  # noqa: F401 (re-exported)
+    _confirm_finite_logits,  # noqa: F401 (re-exported)
+    _is_number,
+    _sum_is_finite,  # noqa: F401 (re-exported)
+    check_class_counts,
+    check_finite,
+    check_index_target,
+    check_logits,
+    check_multi_label_target,
+    check_non_negative,
+    check_num_classes,
+    check_positive,
+    check_probability_target,
+    check_single_label_target,
+)
 
 __all__ = [
     "BOUNDS",
@@ -86,268 +119,6 @@ BOUNDS = ("qbar", "count")
 
 # ε/α within this relative distance of an integer counts as that integer (0.3/0.1 = 2.9999999999999996).
 _STEP_RTOL = 1e-6
-_TINY = 1e-30
-
-
-# --------------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------------
-def _is_number(x: object) -> bool:
-    """A real number (Python or NumPy scalar), not a bool."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
-
-
-def check_positive(value: object, name: str) -> float:
-    """Return ``value`` as a float; raise unless it is a finite number > 0."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_non_negative(value: object, name: str) -> float:
-    """Return ``value`` as a float; raise unless it is a finite number >= 0."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def check_logits(logits: object, name: str = "logits", min_classes: int = 2) -> Tensor:
-    """Raise unless ``logits`` is a 2-D floating tensor (N, C) with N >= 1 and C >= ``min_classes``."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (N, C), got shape {tuple(logits.shape)}")
-    if not logits.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got dtype {logits.dtype}")
-    if logits.shape[0] < 1 or logits.shape[1] < min_classes:
-        raise ValueError(
-            f"{name} must have N >= 1 rows and C >= {min_classes} columns, got shape "
-            f"{tuple(logits.shape)}"
-        )
-    return logits
-
-
-def _sum_is_finite(t: Tensor) -> Tensor:
-    """A 0-d bool tensor, True when the sum of ``t`` is finite; then every element of ``t`` is.
-
-    NaN and ±inf propagate through a sum, so a finite sum proves that ``t`` is finite with one plain
-    reduction (cheaper than ``torch.isfinite(t).all()``). A non-finite sum may also come from finite
-    values that overflow, so False must be confirmed with ``torch.isfinite(t).all()``. Half-precision
-    tensors are summed in float32 to keep such overflows rare."""
-    if t.dtype in (torch.float16, torch.bfloat16):
-        return torch.isfinite(t.sum(dtype=torch.float32))
-    return torch.isfinite(t.sum())
-
-
-def check_finite(t: Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation, two when the fast
-    check, a finite sum, is inconclusive; skipped under torch.compile)."""
-    if _compiling() or bool(_sum_is_finite(t)):
-        return
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf); the loss would be NaN")
-
-
-def _compiling() -> bool:
-    """True while torch.compile traces: data-dependent checks (host reads) are skipped there."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
-
-
-def _confirm_finite_logits(logits: Tensor) -> None:
-    """After a non-finite sum of ``logits`` (see :func:`_sum_is_finite`): raise if an element is NaN or
-    ±inf, return if the sum only overflowed (a second host synchronisation, on this path only)."""
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
-
-
-def check_index_target(
-    target: object,
-    logits: Tensor,
-    name: str = "target",
-    check_finite_logits: bool = False,
-    ignore_index: int | None = None,
-) -> tuple[Tensor, bool]:
-    """Check class-index targets (N,) in [0, C) (or equal to ``ignore_index``); return them as int64 and
-    whether any row is ignored.
-
-    Type and shape are checked always; the values (and, with ``check_finite_logits``, the finiteness of
-    ``logits``) in one host synchronisation, skipped while torch.compile traces (then the ignored-row flag
-    is True whenever ``ignore_index`` is set, the safe answer)."""
-    if not isinstance(target, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
-        raise TypeError(f"{name} must hold integer class labels, got dtype {target.dtype}")
-    n, c = logits.shape
-    if target.shape != (n,):
-        raise ValueError(
-            f"{name} must have shape ({n},) to match logits {tuple(logits.shape)}, got "
-            f"{tuple(target.shape)}"
-        )
-    if _compiling():
-        return target.long(), ignore_index is not None
-    t = target
-    ignored = None
-    if ignore_index is not None:
-        ignored = t == ignore_index
-        t = torch.where(ignored, torch.zeros_like(t), t)
-    stats = [t.min().double(), t.max().double()]
-    if check_finite_logits:
-        stats.append(_sum_is_finite(logits).double())
-    if ignored is not None:
-        stats.append(ignored.any().double())
-    values = torch.stack(stats).tolist()
-    if check_finite_logits and values[2] != 1.0:
-        _confirm_finite_logits(logits)
-    lo, hi = int(values[0]), int(values[1])
-    if lo < 0 or hi >= c:
-        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise ValueError(f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]")
-    return target.long(), bool(ignored is not None and values[-1] == 1.0)
-
-
-def check_single_label_target(
-    target: object,
-    logits: Tensor,
-    name: str = "target",
-    check_finite_logits: bool = False,
-    ignore_index: int | None = None,
-) -> Tensor:
-    """Raise unless ``target`` is an integer tensor (N,) of labels in [0, C) (or ``ignore_index``);
-    return it as int64.
-
-    With ``check_finite_logits`` it also raises if ``logits`` holds NaN/inf, in the same single host
-    synchronisation."""
-    return check_index_target(target, logits, name, check_finite_logits, ignore_index)[0]
-
-
-def check_probability_target(
-    target: object, logits: Tensor, name: str = "target", check_finite_logits: bool = False
-) -> Tensor:
-    """Raise unless ``target`` is a floating (N, C) tensor of class probabilities (finite, >= 0, each row
-    summing to 1, as mixup, cutmix and label smoothing produce); return it in the dtype of ``logits``.
-
-    The values are read in one host synchronisation, skipped while torch.compile traces."""
-    if not isinstance(target, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if not target.is_floating_point():
-        raise TypeError(
-            f"{name} of shape (N, C) must hold class probabilities as floats, got dtype {target.dtype}"
-        )
-    if target.shape != logits.shape:
-        raise ValueError(
-            f"{name} as class probabilities must have the shape of logits {tuple(logits.shape)}, got "
-            f"{tuple(target.shape)}"
-        )
-    t = target.to(logits.dtype)
-    if _compiling():
-        return t
-    row = t.sum(dim=1)
-    tol = 1e-3 if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-9
-    stats = [
-        torch.isfinite(t).all(),
-        (t >= 0).all(),
-        ((row - 1).abs() <= tol * t.shape[1]).all(),
-    ]
-    if check_finite_logits:
-        stats.append(_sum_is_finite(logits))
-    ok = torch.stack(stats).tolist()
-    if check_finite_logits and not ok[3]:
-        _confirm_finite_logits(logits)
-    if not (ok[0] and ok[1]):
-        raise ValueError(f"{name} probabilities must be finite and >= 0")
-    if not ok[2]:
-        raise ValueError(
-            f"{name} probabilities must sum to 1 in every row (class indices (N,) or a distribution "
-            "per row (N, C) are supported)"
-        )
-    return t
-
-
-def check_multi_label_target(
-    target: object,
-    logits: Tensor,
-    soft: bool = False,
-    name: str = "target",
-    check_finite_logits: bool = False,
-) -> Tensor:
-    """Raise unless ``target`` is an (N, C) multi-hot tensor with values in {0, 1} ([0, 1] if ``soft``).
-
-    Returns it in the dtype of ``logits``. With ``check_finite_logits`` it also raises if ``logits`` holds
-    NaN/inf, in the same single host synchronisation.
-    """
-    if not isinstance(target, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_complex():
-        raise TypeError(f"{name} must be real, got dtype {target.dtype}")
-    if target.shape != logits.shape:
-        raise ValueError(
-            f"{name} must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
-        )
-    t = target.to(logits.dtype)
-    if _compiling():
-        return t
-    ok = ((t >= 0) & (t <= 1)).all() if soft else ((t == 0) | (t == 1)).all()
-    if check_finite_logits:
-        finite, ok = torch.stack([_sum_is_finite(logits), ok]).tolist()
-        if not finite:
-            _confirm_finite_logits(logits)
-    if not bool(ok):
-        if soft:
-            raise ValueError(f"{name} (soft) values must lie in [0, 1]")
-        raise ValueError(f"{name} must be multi-hot with values in {{0, 1}}")
-    return t
-
-
-def check_class_counts(
-    class_counts: object, num_classes: int, name: str = "class_counts", positive: bool = False
-) -> Tensor:
-    """Return ``class_counts`` as a float64 CPU tensor of length ``num_classes``.
-
-    Raises unless it is a 1-D sequence/tensor of ``num_classes`` finite numbers >= 0 (> 0 if
-    ``positive``) with a positive total.
-    """
-    if isinstance(class_counts, np.ndarray):
-        if class_counts.dtype == np.bool_ or not (
-            np.issubdtype(class_counts.dtype, np.integer)
-            or np.issubdtype(class_counts.dtype, np.floating)
-        ):
-            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
-        class_counts = torch.from_numpy(class_counts.astype(np.float64))
-    if isinstance(class_counts, Tensor):
-        if class_counts.dtype == torch.bool or class_counts.is_complex():
-            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
-        counts = class_counts.detach().to("cpu", torch.float64)
-    elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
-        if not all(_is_number(v) for v in class_counts):
-            raise TypeError(f"{name} must hold numbers, got {list(class_counts)!r}")
-        counts = torch.tensor([float(v) for v in class_counts], dtype=torch.float64)
-    else:
-        raise TypeError(f"{name} must be a sequence of numbers or a tensor, got {class_counts!r}")
-    if counts.dim() != 1 or counts.numel() != num_classes:
-        raise ValueError(
-            f"{name} must have length num_classes={num_classes}, got shape {tuple(counts.shape)}"
-        )
-    if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
-        raise ValueError(f"{name} must be finite and >= 0, got {counts.tolist()}")
-    if positive and bool((counts <= 0).any()):
-        raise ValueError(f"{name} must be > 0 for every class here, got {counts.tolist()}")
-    if float(counts.sum()) <= 0:
-        raise ValueError(f"{name} must have a positive total, got {counts.tolist()}")
-    return counts
-
-
-def check_num_classes(num_classes: object, name: str = "num_classes", minimum: int = 2) -> int:
-    """Return ``num_classes`` as an int; raise unless it is an int >= ``minimum``."""
-    if isinstance(num_classes, bool | np.bool_) or not isinstance(num_classes, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(num_classes).__name__} {num_classes!r}")
-    if num_classes < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {num_classes}")
-    return int(num_classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -566,14 +337,6 @@ def _class_mass(target: Tensor, weight: Tensor, num_classes: int) -> Tensor:
     move: its divisor only has to be harmless). Rows are added in batch order."""
     mass = weight.new_zeros(num_classes).index_add(0, target, weight)
     return torch.where(mass > 0, mass, torch.ones_like(mass))
-
-
-def _can_read_back(t: Tensor) -> bool:
-    """Whether a value of ``t`` may be read on the host: not on the data-less meta device, not while
-    ``torch.compile`` traces, not while a CUDA graph is being captured."""
-    if t.device.type == "meta" or _compiling():
-        return False
-    return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
 
 def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int, int]:
@@ -949,191 +712,3 @@ def multi_label_logit_shift(
             raise ValueError("varied multi-label bounds need count_ratio")
         eps = epsilon + delta_epsilon * count_ratio.double()
     return -(s * eps)
-
-
-# --------------------------------------------------------------------------------------------------
-# the authors' scripts (reproductions, not the paper's method)
-# --------------------------------------------------------------------------------------------------
-def authors_class_step(
-    logits: Tensor, target: Tensor, alpha: float, sign: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One step of the authors' shared primitive (``compute_adv_sign``), per sample (N, C).
-
-    With P = softmax(U) and n_c the batch count (replaced by 100 when 0): M[c] = Σ_{y_i=c} P_i / n_c,
-    q̄_c = M[c, c], G = M − I, row c of G divided by the L2 norm of *column* c, τ = mean of q̄ over all
-    C classes (absent ones count as 0), s_c = S(τ − q̄_c) unless ``sign`` is given, and the step of
-    sample i is α·s_{y_i}·G[y_i]. The norm is floored at 1e-30 (the scripts divide 0/0 into NaN).
-    Returns ``(step, qbar, tau)``.
-    """
-    return _authors_step(logits, target, alpha, sign, _authors_counts(logits, target))
-
-
-def _authors_counts(logits: Tensor, target: Tensor) -> Tensor:
-    """The scripts' class counts n_c in the batch, 100 for an absent class, (C,) in the logits' dtype."""
-    counts = logits.new_zeros(logits.shape[1]).index_add(0, target, logits.new_ones(target.shape))
-    return torch.where(counts == 0, torch.full_like(counts, 100.0), counts)
-
-
-def _authors_step(
-    logits: Tensor,
-    target: Tensor,
-    alpha: float,
-    sign: Tensor | None,
-    counts: Tensor,
-    eye: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`authors_class_step` with the counts (and, for gradients, the identity) given: both are
-    fixed across a preset's loop, so the loops build them once.
-
-    Only the column norms need all of M (C × C). Without gradients M is built and turned into G in
-    place and the step is built on the N rows of G that the samples use, with the same operations in
-    the same order as on all C rows. With gradients the operations are those of the scripts' form
-    (G = M − I, then per class, then per sample), so gradients accumulate in the same order too."""
-    c = logits.shape[1]
-    prob = logits.softmax(dim=1)
-    if torch.is_grad_enabled() and logits.requires_grad:
-        m = logits.new_zeros(c, c).index_add(0, target, prob) / counts[:, None]
-        qbar = m.diagonal()
-        if eye is None:
-            eye = torch.eye(c, dtype=logits.dtype, device=logits.device)
-        g = m - eye
-        g = g / g.norm(dim=0).clamp_min(_TINY)[:, None]
-        tau = qbar.mean()
-        s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-        return (alpha * (s[:, None] * g))[target], qbar, tau
-    m = logits.new_zeros(c, c).index_add_(0, target, prob).div_(counts[:, None])
-    tau = m.diagonal().mean()  # on the strided diagonal, as before (same summation order)
-    qbar = m.diagonal().clone()
-    g = m
-    g.diagonal().sub_(1.0)  # G = M − I without building I
-    norm = g.norm(dim=0).clamp_min(_TINY)
-    s = torch.sign(tau - qbar) if sign is None else sign.to(logits)
-    rows = g.index_select(0, target) / norm.index_select(0, target)[:, None]
-    return alpha * (s.index_select(0, target)[:, None] * rows), qbar, tau
-
-
-def _authors_eye(logits: Tensor) -> Tensor | None:
-    """The identity for :func:`_authors_step` when gradients flow (built once per loop), else None."""
-    if torch.is_grad_enabled() and logits.requires_grad:
-        return torch.eye(logits.shape[1], dtype=logits.dtype, device=logits.device)
-    return None
-
-
-def _snapshot_indices(k_i: Tensor, iterations: int) -> set[int] | None:
-    """The snapshot indices some sample takes (one read-back), or None where values cannot be read
-    (meta device, torch.compile, CUDA graph capture): then every iteration takes its snapshot."""
-    if not _can_read_back(k_i):
-        return None
-    return {int(k) for k in torch.unique(k_i).tolist() if 0 <= k < iterations}
-
-
-def authors_balanced_fixed_perturbation(
-    logits: Tensor, target: Tensor, *, alpha: float = 0.005, steps: int = 20
-) -> Tensor:
-    """``lpl-balanced/networks/train.py``: ``steps`` iterations U ← U + step(U) of
-    :func:`authors_class_step` (signs and τ recomputed each time); returns U_P − U."""
-    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
-    u = logits
-    for _ in range(steps):
-        u = u + _authors_step(u, target, alpha, None, counts, eye)[0]
-    return u - logits
-
-
-def authors_varied_step_counts(qbar: Tensor, tau: Tensor, *, base: int, scale: float) -> Tensor:
-    """Step indices of the authors' varied scripts, from the unperturbed statistics.
-
-    d_c = τ − q̄_c (absent classes included, q̄ = 0); on each side of zero the magnitudes are divided by
-    that side's largest, and K_c = base + max(0, round(scale·|d_c|/max_side − 1)) (round half to even).
-    ``train_lpl.py``: base = P, scale = 0.1·P; ``networks/train_var.py``: base = 0, scale = P.
-    """
-    d = (tau - qbar).double()
-    mag = d.abs()
-    pos, neg = d > 0, d < 0
-    max_pos = torch.where(pos, mag, torch.zeros_like(mag)).amax()
-    max_neg = torch.where(neg, mag, torch.zeros_like(mag)).amax()
-    side_max = torch.where(pos, max_pos, max_neg)
-    ratio = torch.where(side_max > 0, mag / side_max.clamp_min(_TINY), torch.zeros_like(mag))
-    return base + torch.round(scale * ratio - 1.0).clamp_min(0.0).long()
-
-
-def authors_balanced_varied_perturbation(
-    logits: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 0.01,
-    steps: int = 40,
-    variant: str = "train_lpl",
-) -> Tensor:
-    """``lpl-balanced/train_lpl.py`` (``variant="train_lpl"``) or ``networks/train_var.py``
-    (``variant="train_var"``): K_c from :func:`authors_varied_step_counts` on the unperturbed logits,
-    then iterations that each recompute a = step(L) and do L += a; snapshot_i = L; L += a (the step is
-    applied twice); sample i takes snapshot_{K_{y_i}}. Returns the perturbation (N, C)."""
-    if variant == "train_lpl":
-        base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
-    elif variant == "train_var":
-        base, scale, iterations = 0, float(steps), steps
-    else:
-        raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
-    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
-    first, qbar, tau = _authors_step(logits, target, alpha, None, counts, eye)
-    k_c = authors_varied_step_counts(qbar, tau, base=base, scale=scale)
-    k_i = k_c.index_select(0, target)[:, None]
-    taken = _snapshot_indices(k_i, iterations)
-    u = logits
-    out = logits
-    for i in range(iterations):
-        a = first if i == 0 else _authors_step(u, target, alpha, None, counts, eye)[0]
-        u = u + a
-        if taken is None or i in taken:
-            out = torch.where(k_i == i, u, out)
-        u = u + a
-    return out - logits
-
-
-def authors_longtail_schedule(
-    class_counts: Sequence[float] | Tensor, split: int, *, steps: int = 50, head_scale: float = 0.2
-) -> tuple[list[int], list[float]]:
-    """Static step indices and signs of the authors' long-tail scripts.
-
-    With the counts sorted in descending order n_(0) ≥ … ≥ n_(C−1), class index i gets
-    K_i = round(n_(i)/n_(0)·head_scale·S − 1) if i < ``split`` else round(n_(C−1)/n_(i)·S − 1)
-    (Python rounding, no clamp: −1 is possible and then selects the last snapshot); the sign is −1 for
-    i < ``split`` and +1 otherwise. Returns ``(K, sign)`` as lists.
-    """
-    counts = sorted(
-        (float(v) for v in check_class_counts(class_counts, len(class_counts))), reverse=True
-    )
-    c = len(counts)
-    ks = [
-        round(counts[i] / counts[0] * head_scale * steps - 1)
-        if i < split
-        else round(counts[-1] / counts[i] * steps - 1)
-        for i in range(c)
-    ]
-    signs = [-1.0 if i < split else 1.0 for i in range(c)]
-    return ks, signs
-
-
-def authors_longtail_perturbation(
-    logits: Tensor,
-    target: Tensor,
-    step_index: Tensor,
-    sign: Tensor,
-    *,
-    alpha: float,
-    iterations: int,
-) -> Tensor:
-    """``la_lpl_cifar100.py`` / ``train_lpl_cifar{10,100}.py``: ``iterations`` steps L += step(L) with the
-    static class signs; snapshot_i = L after i + 1 steps; sample i takes snapshot_{K_{y_i}} (K = −1
-    means the last one). Differentiable (the scripts back-propagate through the loop)."""
-    k = torch.where(step_index < 0, step_index + iterations, step_index).to(logits.device)
-    k_i = k.index_select(0, target)[:, None]
-    taken = _snapshot_indices(k_i, iterations)
-    counts, eye = _authors_counts(logits, target), _authors_eye(logits)
-    u = logits
-    out = logits
-    for i in range(iterations):
-        u = u + _authors_step(u, target, alpha, sign, counts, eye)[0]
-        if taken is None or i in taken:
-            out = torch.where(k_i == i, u, out)
-    return out - logits

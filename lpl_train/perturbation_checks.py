@@ -1,0 +1,304 @@
+"""Input checks of the LPL perturbation and its losses, and the guards they share with the inner loop.
+
+The ``check_*`` functions validate user-facing arguments (numbers, logits, targets, class counts) with
+one-line errors naming the argument; the tensor checks read values in at most one host synchronisation
+and skip data-dependent reads while torch.compile traces (:func:`_compiling`) or where values cannot be
+read back (:func:`_can_read_back`). ``_TINY`` is the floor applied to norms and divisors.
+
+Everything here is re-exported by :mod:`lpl_train.perturbation`, which is where callers import it from.
+This module imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_class_counts",
+    "check_finite",
+    "check_index_target",
+    "check_logits",
+    "check_multi_label_target",
+    "check_non_negative",
+    "check_num_classes",
+    "check_positive",
+    "check_probability_target",
+    "check_single_label_target",
+]
+
+_TINY = 1e-30
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------
+def _is_number(x: object) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return ``value`` as a float; raise unless it is a finite number > 0."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """Return ``value`` as a float; raise unless it is a finite number >= 0."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_logits(logits: object, name: str = "logits", min_classes: int = 2) -> Tensor:
+    """Raise unless ``logits`` is a 2-D floating tensor (N, C) with N >= 1 and C >= ``min_classes``."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (N, C), got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got dtype {logits.dtype}")
+    if logits.shape[0] < 1 or logits.shape[1] < min_classes:
+        raise ValueError(
+            f"{name} must have N >= 1 rows and C >= {min_classes} columns, got shape "
+            f"{tuple(logits.shape)}"
+        )
+    return logits
+
+
+def _sum_is_finite(t: Tensor) -> Tensor:
+    """A 0-d bool tensor, True when the sum of ``t`` is finite; then every element of ``t`` is.
+
+    NaN and ±inf propagate through a sum, so a finite sum proves that ``t`` is finite with one plain
+    reduction (cheaper than ``torch.isfinite(t).all()``). A non-finite sum may also come from finite
+    values that overflow, so False must be confirmed with ``torch.isfinite(t).all()``. Half-precision
+    tensors are summed in float32 to keep such overflows rare."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return torch.isfinite(t.sum(dtype=torch.float32))
+    return torch.isfinite(t.sum())
+
+
+def check_finite(t: Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation, two when the fast
+    check, a finite sum, is inconclusive; skipped under torch.compile)."""
+    if _compiling() or bool(_sum_is_finite(t)):
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf); the loss would be NaN")
+
+
+def _compiling() -> bool:
+    """True while torch.compile traces: data-dependent checks (host reads) are skipped there."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def _confirm_finite_logits(logits: Tensor) -> None:
+    """After a non-finite sum of ``logits`` (see :func:`_sum_is_finite`): raise if an element is NaN or
+    ±inf, return if the sum only overflowed (a second host synchronisation, on this path only)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contains non-finite values (NaN or inf); the loss would be NaN")
+
+
+def check_index_target(
+    target: object,
+    logits: Tensor,
+    name: str = "target",
+    check_finite_logits: bool = False,
+    ignore_index: int | None = None,
+) -> tuple[Tensor, bool]:
+    """Check class-index targets (N,) in [0, C) (or equal to ``ignore_index``); return them as int64 and
+    whether any row is ignored.
+
+    Type and shape are checked always; the values (and, with ``check_finite_logits``, the finiteness of
+    ``logits``) in one host synchronisation, skipped while torch.compile traces (then the ignored-row flag
+    is True whenever ``ignore_index`` is set, the safe answer)."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+        raise TypeError(f"{name} must hold integer class labels, got dtype {target.dtype}")
+    n, c = logits.shape
+    if target.shape != (n,):
+        raise ValueError(
+            f"{name} must have shape ({n},) to match logits {tuple(logits.shape)}, got "
+            f"{tuple(target.shape)}"
+        )
+    if _compiling():
+        return target.long(), ignore_index is not None
+    t = target
+    ignored = None
+    if ignore_index is not None:
+        ignored = t == ignore_index
+        t = torch.where(ignored, torch.zeros_like(t), t)
+    stats = [t.min().double(), t.max().double()]
+    if check_finite_logits:
+        stats.append(_sum_is_finite(logits).double())
+    if ignored is not None:
+        stats.append(ignored.any().double())
+    values = torch.stack(stats).tolist()
+    if check_finite_logits and values[2] != 1.0:
+        _confirm_finite_logits(logits)
+    lo, hi = int(values[0]), int(values[1])
+    if lo < 0 or hi >= c:
+        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]")
+    return target.long(), bool(ignored is not None and values[-1] == 1.0)
+
+
+def check_single_label_target(
+    target: object,
+    logits: Tensor,
+    name: str = "target",
+    check_finite_logits: bool = False,
+    ignore_index: int | None = None,
+) -> Tensor:
+    """Raise unless ``target`` is an integer tensor (N,) of labels in [0, C) (or ``ignore_index``);
+    return it as int64.
+
+    With ``check_finite_logits`` it also raises if ``logits`` holds NaN/inf, in the same single host
+    synchronisation."""
+    return check_index_target(target, logits, name, check_finite_logits, ignore_index)[0]
+
+
+def check_probability_target(
+    target: object, logits: Tensor, name: str = "target", check_finite_logits: bool = False
+) -> Tensor:
+    """Raise unless ``target`` is a floating (N, C) tensor of class probabilities (finite, >= 0, each row
+    summing to 1, as mixup, cutmix and label smoothing produce); return it in the dtype of ``logits``.
+
+    The values are read in one host synchronisation, skipped while torch.compile traces."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if not target.is_floating_point():
+        raise TypeError(
+            f"{name} of shape (N, C) must hold class probabilities as floats, got dtype {target.dtype}"
+        )
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"{name} as class probabilities must have the shape of logits {tuple(logits.shape)}, got "
+            f"{tuple(target.shape)}"
+        )
+    t = target.to(logits.dtype)
+    if _compiling():
+        return t
+    row = t.sum(dim=1)
+    tol = 1e-3 if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-9
+    stats = [
+        torch.isfinite(t).all(),
+        (t >= 0).all(),
+        ((row - 1).abs() <= tol * t.shape[1]).all(),
+    ]
+    if check_finite_logits:
+        stats.append(_sum_is_finite(logits))
+    ok = torch.stack(stats).tolist()
+    if check_finite_logits and not ok[3]:
+        _confirm_finite_logits(logits)
+    if not (ok[0] and ok[1]):
+        raise ValueError(f"{name} probabilities must be finite and >= 0")
+    if not ok[2]:
+        raise ValueError(
+            f"{name} probabilities must sum to 1 in every row (class indices (N,) or a distribution "
+            "per row (N, C) are supported)"
+        )
+    return t
+
+
+def check_multi_label_target(
+    target: object,
+    logits: Tensor,
+    soft: bool = False,
+    name: str = "target",
+    check_finite_logits: bool = False,
+) -> Tensor:
+    """Raise unless ``target`` is an (N, C) multi-hot tensor with values in {0, 1} ([0, 1] if ``soft``).
+
+    Returns it in the dtype of ``logits``. With ``check_finite_logits`` it also raises if ``logits`` holds
+    NaN/inf, in the same single host synchronisation.
+    """
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {target.dtype}")
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"{name} must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    t = target.to(logits.dtype)
+    if _compiling():
+        return t
+    ok = ((t >= 0) & (t <= 1)).all() if soft else ((t == 0) | (t == 1)).all()
+    if check_finite_logits:
+        finite, ok = torch.stack([_sum_is_finite(logits), ok]).tolist()
+        if not finite:
+            _confirm_finite_logits(logits)
+    if not bool(ok):
+        if soft:
+            raise ValueError(f"{name} (soft) values must lie in [0, 1]")
+        raise ValueError(f"{name} must be multi-hot with values in {{0, 1}}")
+    return t
+
+
+def check_class_counts(
+    class_counts: object, num_classes: int, name: str = "class_counts", positive: bool = False
+) -> Tensor:
+    """Return ``class_counts`` as a float64 CPU tensor of length ``num_classes``.
+
+    Raises unless it is a 1-D sequence/tensor of ``num_classes`` finite numbers >= 0 (> 0 if
+    ``positive``) with a positive total.
+    """
+    if isinstance(class_counts, np.ndarray):
+        if class_counts.dtype == np.bool_ or not (
+            np.issubdtype(class_counts.dtype, np.integer)
+            or np.issubdtype(class_counts.dtype, np.floating)
+        ):
+            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
+        class_counts = torch.from_numpy(class_counts.astype(np.float64))
+    if isinstance(class_counts, Tensor):
+        if class_counts.dtype == torch.bool or class_counts.is_complex():
+            raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
+        counts = class_counts.detach().to("cpu", torch.float64)
+    elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
+        if not all(_is_number(v) for v in class_counts):
+            raise TypeError(f"{name} must hold numbers, got {list(class_counts)!r}")
+        counts = torch.tensor([float(v) for v in class_counts], dtype=torch.float64)
+    else:
+        raise TypeError(f"{name} must be a sequence of numbers or a tensor, got {class_counts!r}")
+    if counts.dim() != 1 or counts.numel() != num_classes:
+        raise ValueError(
+            f"{name} must have length num_classes={num_classes}, got shape {tuple(counts.shape)}"
+        )
+    if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got {counts.tolist()}")
+    if positive and bool((counts <= 0).any()):
+        raise ValueError(f"{name} must be > 0 for every class here, got {counts.tolist()}")
+    if float(counts.sum()) <= 0:
+        raise ValueError(f"{name} must have a positive total, got {counts.tolist()}")
+    return counts
+
+
+def check_num_classes(num_classes: object, name: str = "num_classes", minimum: int = 2) -> int:
+    """Return ``num_classes`` as an int; raise unless it is an int >= ``minimum``."""
+    if isinstance(num_classes, bool | np.bool_) or not isinstance(num_classes, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(num_classes).__name__} {num_classes!r}")
+    if num_classes < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {num_classes}")
+    return int(num_classes)
+
+
+def _can_read_back(t: Tensor) -> bool:
+    """Whether a value of ``t`` may be read on the host: not on the data-less meta device, not while
+    ``torch.compile`` traces, not while a CUDA graph is being captured."""
+    if t.device.type == "meta" or _compiling():
+        return False
+    return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
