@@ -1,6 +1,7 @@
 """Pieces shared by the loss modules (``single_label``, ``feature_losses``, ``label_noise``,
-``multi_label``, ``lpl``): the argument checks (reduction, class counts, logits, class-index targets,
-epochs, the classifier head), the reduction, ``_ReprMixin`` (``extra_repr`` from the hyper-parameters)
+``multi_label``, ``lpl``, ``lpl_multi_label``): the argument checks (reduction, bool flags, class counts,
+logits, class-index targets, epochs, the classifier head), the reduction, the working dtype of the LPL
+losses (float32 for half-precision logits), ``_ReprMixin`` (``extra_repr`` from the hyper-parameters)
 and the test for tracing under ``torch.compile``.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..validation import check_int
 
@@ -47,6 +48,19 @@ def _check_reduction(reduction: Any) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
+
+
+def _work_dtype(logits: Tensor) -> Tensor:
+    """Half-precision logits (autocast) are perturbed and scored in float32."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        return logits.float()
+    return logits
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
 
 
 def _is_bool_dtype(value: Any) -> bool:
