@@ -37,11 +37,15 @@ OPTIM = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_d
 
 
 def method_loss(method: str, epochs: int) -> tuple[str, dict[str, Any]]:
-    """The loss of ``method`` from the shipped ``fmnist_lt100_<method>`` config; DRW at LDAM's epoch 160."""
+    """The loss of ``method`` from the shipped ``fmnist_lt100_<method>`` config; DRW at LDAM's epoch 160;
+    LPL alone in the best reading of the long-tail ablation (docs/study.md): the step-normalised inner loop
+    (``normalize_step=True``, index split, Δε = 2, α = 0.25)."""
     from lpl_train.config import load_config
 
     lo = load_config(f"fmnist_lt100_{method}")["loss"]
     params = dict(lo["params"])
+    if method == "lpl":
+        params.update(normalize_step=True, delta_epsilon=2.0, alpha=0.25)
     if method == "ldam_drw":
         params.update(drw_epoch=min(160, epochs - 1) if epochs > 1 else 0, drw_beta=0.9999)
     return lo["name"], params
