@@ -10,7 +10,9 @@ Study definitions (the format of ``lpl_train/configs/study/fmnist.toml``, run by
   selected points, trained 48 epochs instead of 12 (training length);
 * ``ablation_full_e12.toml`` and ``ablation_full_e12_lpl.toml``: the same comparison on the full training set
   (no subsampling), 12 epochs (the baselines, then LPL step-normalised and LA + LPL);
-* ``ablation_q5.toml``: LPL with the head and schedule of LDAM-DRW (cosine head, logit scale s = 30, DRW).
+* ``ablation_q5.toml``: LPL with the head and schedule of LDAM-DRW (cosine head, logit scale s = 30, DRW);
+* ``ablation_resnet_e60.toml``: the key comparison on the full training set with a CIFAR ResNet-8, 60 epochs
+  of LDAM's step schedule scaled from 200 (training length and model size).
 
 This module adds what the generic study does not record or report:
 
@@ -170,12 +172,21 @@ STUDIES = {
     "lpl_ablation_full_e12": "ablation_full_e12.toml",
     "lpl_ablation_full_e12_lpl": "ablation_full_e12_lpl.toml",
     "lpl_ablation_q5": "ablation_q5.toml",
+    "lpl_ablation_resnet_e60": "ablation_resnet_e60.toml",
 }
 #: The training-length comparison: (study name, column title) next to the main study's 12 epochs.
 #: One column may join several studies of the same setting (the full-set baselines and the full-set LPL runs).
 LENGTH = (
     (("lpl_ablation_e48",), "subsample, 48 epochs"),
     (("lpl_ablation_full_e12", "lpl_ablation_full_e12_lpl"), "full training set, 12 epochs"),
+    (("lpl_ablation_resnet_e60",), "full training set, ResNet-8, 60 epochs"),
+)
+#: The pairs compared in every training-length setting (beside each method against CE).
+LENGTH_PAIRS = (
+    ("la_lpl", "la"),
+    ("lpl_norm", "lpl_varied"),
+    ("lpl_norm", "la"),
+    ("ldam_drw", "la"),
 )
 LPL_VARIANTS = ("lpl_fixed", "lpl_varied", "lpl_count", "lpl_diff", "lpl_norm", "lpl_authors", "la_lpl",
                 "la_lpl_norm")  # fmt: skip
@@ -380,7 +391,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         f"Main study `{STUDIES['lpl_ablation']}`: {ds_label}, {study['epochs']} epochs, model "
         f"{study['model']['name']} {study['model'].get('params', {})}, seeds {study['seeds']}; every grid point "
         f"trained with seed {study['select_seed']} and scored on the validation split (balanced error, %), "
-        f"the best point then trained with every seed. {n_runs} runs, {cpu_min:.1f} CPU-minutes. A difference "
+        f"the best point then trained with every seed. {n_runs} runs, {cpu_min:.1f} run-minutes (the summed wall time of the single-thread runs). A difference "
         "smaller than the combined seed std sqrt(s_a² + s_b²) is *not established*. Regenerate: "
         "`python -m lpl_train.ablation --report-only`.",
         "",
@@ -442,7 +453,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         summary = {**summary, **q5_sum}
         labels.update({m["id"]: m.get("label", m["id"]) for m in q5["methods"]})
         lines += [f"### LPL with the cosine head and DRW (`{STUDIES['lpl_ablation_q5']}`, same protocol, "
-                  f"{len(q5_recs)} runs, {sum(r.get('wall_s', 0.0) for r in q5_recs) / 60:.1f} CPU-minutes)", "",
+                  f"{len(q5_recs)} runs, {sum(r.get('wall_s', 0.0) for r in q5_recs) / 60:.1f} run-minutes)", "",
                   "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum | "
                   "val. std over seeds |", "|---|---|---|---|---|"]  # fmt: skip
         for m in q5["methods"]:
@@ -523,12 +534,63 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
                 cells.append(f"{_fmt(s['overall'])} (few {_fmt(s['few'])}, n={s['n']}){extra}")
             lines.append(f"| {labels.get(m['id'], m['id'])} | " + " | ".join(cells) + " |")
         lines.append("")
+        for title, st, sm in sums:
+            dk = next(iter(st["datasets"]))
+            for a, b in LENGTH_PAIRS:
+                if (dk, a) in sm and (dk, b) in sm:
+                    lines.append(f"- {title}: {labels.get(a, a)} vs {labels.get(b, b)}: "
+                                 f"{_fmt(sm[dk, a]['overall'])} vs {_fmt(sm[dk, b]['overall'])}: "
+                                 f"{_cmp(sm[dk, a]['overall'], sm[dk, b]['overall'])}")  # fmt: skip
+        lines.append("")
+        lines += _length_delta_lines(studies, names, labels)
         for n in names:
             st, rs = studies[n]
             lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs of the {len(st['methods']) * len(st['seeds'])} "
-                         f"defined, {sum(r.get('wall_s', 0.0) for r in rs) / 60:.1f} CPU-minutes.")  # fmt: skip
+                         f"defined, {sum(r.get('wall_s', 0.0) for r in rs) / 60:.1f} run-minutes.")  # fmt: skip
         lines.append("")
     return "\n".join(lines)
+
+
+def _length_delta_lines(
+    studies: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+    names: Sequence[str],
+    labels: dict[str, str],
+) -> list[str]:
+    """‖δ_c‖/ε_c of the LPL runs of the training-length studies at the first and the last epoch (does δ
+    fade over a longer training, or with another model?)."""
+    from lpl_train.report.stats import class_groups_by_rank
+
+    rows = []
+    for n in names:
+        st, rs = studies[n]
+        e = st["epochs"]
+        dk = next(iter(st["datasets"]))
+        for m in st["methods"]:
+            fin = [
+                r
+                for r in rs
+                if r["dataset"] == dk and r["method"] == m["id"] and r.get("delta_norm")
+            ]
+            if not fin:
+                continue
+            groups = class_groups_by_rank(
+                fin[0]["class_counts"], tuple(st.get("group_fractions", (0.3, 0.3)))
+            )
+            ratio = [
+                _delta_mean(fin, "ratio", groups[g], [ep])
+                for g in ("many", "few")
+                for ep in (0, e - 1)
+            ]
+            cells = " | ".join("–" if math.isnan(x) else f"{x:.2f}" for x in ratio)
+            rows.append(
+                f"| `{STUDIES[n]}` ({e} epochs) | {labels.get(m['id'], m['id'])} | {cells} | {len(fin)} |"
+            )
+    if not rows:
+        return []
+    return ["‖δ_c‖/ε_c of the LPL runs in these settings (as in Q4: many = the 3 most frequent classes, few = "
+            "the 3 rarest; mean over the steps, then over the seeds):", "",
+            "| Study | Method | many, epoch 1 | many, last epoch | few, epoch 1 | few, last epoch | n |",
+            "|---|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ figures
