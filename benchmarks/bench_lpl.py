@@ -12,7 +12,8 @@
     per-sample loop that took them before (``reference_pgd_masked``).
 
 The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
-the tests also check the current code against.
+the tests also check the current code against. Every LPL loss here runs Algorithm 1 read literally
+(``normalize_step=False``, the raw class-mean step), the loop these comparisons were made for.
 
 Each configuration is timed ``--repeats`` times, the measurements of the compared variants interleaved;
 the table gives medians and ratios. On CPU with one thread (``--threads 1``) the times are the thread's
@@ -211,7 +212,9 @@ def bench_inner_loop(
             g = torch.Generator().manual_seed(c)
             logits = (torch.randn(calls, 128, c, generator=g) * 2).to(device)
             target = torch.randint(0, c, (calls, 128), generator=g).to(device)
-            kw = dict(alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon)
+            kw = dict(
+                alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon, normalize_step=False
+            )
             new, old = LPLLoss(c, **kw), ReferenceLPLLoss(c, **kw)
             k_batch = []
             for i in range(calls):
@@ -284,7 +287,7 @@ def bench_loss(
         g = torch.Generator().manual_seed(c)
         logits = (torch.randn(steps, 128, c, generator=g) * 2).to(device)
         target = torch.randint(0, c, (steps, 128), generator=g).to(device)
-        lpl = LPLLoss(c, alpha=ALPHA, epsilon=EPSILON)
+        lpl = LPLLoss(c, alpha=ALPHA, epsilon=EPSILON, normalize_step=False)
         # sanity: the two LPL implementations give the same loss on one batch
         a = float(lpl(logits[0], target[0]))
         loop_loss = functools.partial(loop_reference_loss, alpha=ALPHA, epsilon=EPSILON)
@@ -297,7 +300,8 @@ def bench_loss(
         }
         if compiled:
             variants["LPL (torch.compile)"] = torch.compile(
-                LPLLoss(c, alpha=ALPHA, epsilon=EPSILON, validate=False), fullgraph=True
+                LPLLoss(c, alpha=ALPHA, epsilon=EPSILON, normalize_step=False, validate=False),
+                fullgraph=True,
             )
 
         def run(fn: Callable, logits=logits, target=target) -> None:
@@ -344,11 +348,12 @@ def bench_resnet(
     y = torch.randint(0, 100, (128,), generator=g).to(device)
     losses = {
         "cross-entropy": torch.nn.CrossEntropyLoss(),
-        "LPL": LPLLoss(100, alpha=ALPHA, epsilon=EPSILON),
+        "LPL": LPLLoss(100, alpha=ALPHA, epsilon=EPSILON, normalize_step=False),
     }
     if compiled:
         losses["LPL compiled"] = torch.compile(
-            LPLLoss(100, alpha=ALPHA, epsilon=EPSILON, validate=False), fullgraph=True
+            LPLLoss(100, alpha=ALPHA, epsilon=EPSILON, normalize_step=False, validate=False),
+            fullgraph=True,
         )
 
     def run(loss_fn) -> None:
@@ -378,7 +383,9 @@ def bench_resnet(
 
 def bench_compile(device: torch.device) -> str:
     """Check that the vectorised loss compiles as one graph and gives the eager values."""
-    loss = LPLLoss(100, alpha=ALPHA, epsilon=EPSILON, delta_epsilon=0.2, validate=False)
+    loss = LPLLoss(
+        100, alpha=ALPHA, epsilon=EPSILON, normalize_step=False, delta_epsilon=0.2, validate=False
+    )
     try:
         compiled = torch.compile(loss, fullgraph=True)
         g = torch.Generator().manual_seed(3)

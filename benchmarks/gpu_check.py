@@ -28,7 +28,7 @@ import torch
 
 C = 10
 LPL = {"split": "index", "tau": 0.5, "epsilon": 0.0, "delta_epsilon": 2.0, "alpha": 0.25,
-       "validate": False}  # fmt: skip
+       "normalize_step": False, "validate": False}  # fmt: skip
 LOSSES = {"ce": ("ce", {}), "lpl": ("lpl", LPL)}
 
 

@@ -228,6 +228,7 @@ class ReferenceLPLLoss(LPLLoss):
             steps,
             alpha=self.alpha,
             max_steps=max_steps,
+            normalize_step=self.normalize_step,
             class_mean="index",
         )
 

@@ -118,7 +118,10 @@ class LPLLoss(nn.Module):
             head size for ``"index"`` (None there means 0.4, i.e. 0.4·C, the default of LA+LPL).
         bound: varied-bound schedule for the index split: ``"qbar"`` (second form of Eq. 33) or
             ``"count"`` (from ``class_counts``).
-        normalize_step: scale each class step to length α (off: the raw step of Eq. 31).
+        normalize_step: scale each class step to length α (default True: δ_c keeps moving towards its
+            bound ε_c, where Eq. 26's inner max/min lies, ``docs/lpl.md``). False: Algorithm 1 read
+            literally, the raw step α·mean_c(softmax − one-hot) of Eqs. 31/32, which fades as the network
+            fits (its best bounds differ: they do not transfer between the two).
         differentiable: back-propagate through the inner loop (default: δ is a constant).
         preset: None, or one of :data:`PRESETS` to reproduce the authors' scripts instead.
         steps: preset only: P (balanced) or S (long-tail).
@@ -155,7 +158,7 @@ class LPLLoss(nn.Module):
         split: str = "mean",
         tau: float | int | None = None,
         bound: str = "qbar",
-        normalize_step: bool = False,
+        normalize_step: bool = True,
         differentiable: bool | None = None,
         preset: str | None = None,
         steps: int | None = None,
@@ -350,7 +353,7 @@ class LPLLoss(nn.Module):
             0.0,
             "mean",
             "qbar",
-        ) or self.normalize_step:
+        ) or not self.normalize_step:
             raise ValueError(
                 f"preset {self.preset!r} fixes the perturbation: leave epsilon, delta_epsilon, split, bound "
                 "and normalize_step at their defaults (set alpha, steps, tau, head_scale, iterations)"
@@ -588,8 +591,8 @@ class LPLLoss(nn.Module):
         return (
             f"alpha={self.alpha}, epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, "
             f"split={self.split!r}, tau={self.tau if self.head is None else self.head}, bound={self.bound!r}, "
-            f"differentiable={self.differentiable}, reduction={self.reduction!r}"
-            + self._torch_repr()
+            f"normalize_step={self.normalize_step}, differentiable={self.differentiable}, "
+            f"reduction={self.reduction!r}" + self._torch_repr()
         )
 
 
@@ -629,7 +632,7 @@ class LALPLLoss(LPLLoss):
         split: str = "index",
         tau: float | int | None = _DEFAULT_HEAD,
         bound: str = "qbar",
-        normalize_step: bool = False,
+        normalize_step: bool = True,
         differentiable: bool | None = None,
         preset: str | None = None,
         steps: int | None = None,

@@ -51,18 +51,16 @@ def test_registry_builds_the_three_losses():
 
 def test_index_split_loss_equals_reference_per_sample():
     u, y = _batch(seed=1)
-    loss = LPLLoss(
-        5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=2, reduction="none"
-    )
+    # the reference is Algorithm 1 read literally (raw class-mean steps)
+    kw = dict(class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", normalize_step=False)
+    loss = LPLLoss(5, tau=2, reduction="none", **kw)
     s = [-1.0, -1.0, 1.0, 1.0, 1.0]  # head = the 2 most frequent classes (0, 1)
     ref = F.cross_entropy(
         u + _class_mean_step_reference(u, y, s, [0.35] * 5, 0.1), y, reduction="none"
     )
     assert torch.allclose(loss(u, y), ref, atol=1e-12)
-    mean = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=0.4)
-    total = LPLLoss(
-        5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=0.4, reduction="sum"
-    )
+    mean = LPLLoss(5, tau=0.4, **kw)
+    total = LPLLoss(5, tau=0.4, reduction="sum", **kw)
     assert float(mean(u, y)) == pytest.approx(float(ref.mean()))
     assert float(total(u, y)) == pytest.approx(float(ref.sum()))
 
@@ -416,7 +414,7 @@ def test_scale_is_lpl_on_scaled_logits_and_default_changes_nothing():
     # unscaled loss applied to 30·u, and check the fixed-bound case against the reference loop
     assert torch.equal(scaled(u, y), LPLLoss(5, reduction="none", **kw)(30.0 * u, y))
     fixed = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=2, scale=30.0,
-                    reduction="none")  # fmt: skip
+                    normalize_step=False, reduction="none")  # fmt: skip
     ref = F.cross_entropy(
         30.0 * u + _class_mean_step_reference(30.0 * u, y, s, [0.35] * 5, 0.1), y, reduction="none"
     )
@@ -465,3 +463,88 @@ def test_drw_weights_switch_at_drw_epoch_to_class_balanced_weights():
 def test_bad_scale_and_drw_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LPLLoss(5, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ inner-loop step
+def _symmetric_one_class_batch(n=6, c=5, seed=11):
+    """Rows of class 0 whose non-target logits are equal within each row: u_i = (a_i, b_i, ..., b_i)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, 1, generator=g, dtype=torch.float64) * 2
+    b = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    u = torch.cat([a, b.expand(n, c - 1)], dim=1)
+    return u, torch.zeros(n, dtype=torch.long)
+
+
+@pytest.mark.parametrize(("tau", "sign"), [(1.0, 1.0), (0.0, -1.0)])
+def test_default_inner_loop_takes_steps_of_length_alpha(tau, sign):
+    """With one class in the batch (class 0, logits symmetric in the other C − 1 classes), the class-mean
+    gradient mean_i(softmax(u_i + δ) − e_0) keeps the form (−(C−1)q, q, ..., q), q > 0, at every δ of that
+    form: every step has the direction s·(−(C−1), 1, ..., 1)/√((C−1)² + C − 1). The default loop scales each
+    step to length α, so after K = ⌊ε/α⌋ steps δ_0 = s·K·α·(−4, 1, 1, 1, 1)/√20 (C = 5), of norm
+    K·α = min(K·α, ε) (no projection), whatever the logits' scale."""
+    u, y = _symmetric_one_class_batch()
+    alpha, eps = 0.1, 0.35  # K = 3
+    direction = torch.tensor([-4.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64) / math.sqrt(20.0)
+    for scale in (1.0, 8.0):  # confident logits: the raw step would be tiny
+        loss = LPLLoss(5, alpha=alpha, epsilon=eps, split="value", tau=tau)
+        assert loss.normalize_step is True and "normalize_step=True" in repr(loss)
+        loss(scale * u, y)
+        expected = (sign * 3 * alpha * direction).expand(6, 5)
+        torch.testing.assert_close(loss.last_delta, expected, rtol=0, atol=1e-12)
+        norms = torch.linalg.vector_norm(loss.last_delta, dim=1)
+        torch.testing.assert_close(
+            norms, torch.full((6,), min(3 * alpha, eps), dtype=torch.float64)
+        )
+    # LA + LPL too: with equal counts for classes 1..4 the prior keeps the symmetry; class 0 (rarest) is
+    # a tail class of the default index split (head 0.4·C = 2 classes), so it is maximised (s = +1)
+    la = LALPLLoss(5, class_counts=[10, 40, 40, 40, 40], alpha=alpha, epsilon=eps)
+    assert la.normalize_step is True
+    la(u, y)
+    torch.testing.assert_close(
+        la.last_delta, (3 * alpha * direction).expand(6, 5), rtol=0, atol=1e-12
+    )
+
+
+def _raw_step_length(u, y, alpha):
+    """Length of the first raw step α·‖mean_i(softmax(u_i) − e_{y_i})‖ of a one-class batch."""
+    return alpha * float(torch.linalg.vector_norm((torch.softmax(u, 1) - F.one_hot(y, 5)).mean(0)))
+
+
+def test_literal_inner_loop_takes_algorithm_1_raw_steps():
+    """normalize_step=False is Algorithm 1 read literally: δ equals the independent per-class loop of raw
+    class-mean steps s·α·mean(softmax(u + δ) − y), on a mixed batch and on the one-class batch above, where
+    the raw steps are much shorter than α once the logits are confident (δ stays far inside its bound)."""
+    u, y = _batch(seed=12)
+    s = [-1.0, -1.0, 1.0, 1.0, 1.0]  # head = the 2 most frequent classes (0, 1)
+    kw = dict(class_counts=COUNTS, alpha=0.1, epsilon=0.35, split="index", tau=2)
+    literal = LPLLoss(5, normalize_step=False, **kw)
+    literal(u, y)
+    ref = _class_mean_step_reference(u, y, s, [0.35] * 5, 0.1)
+    torch.testing.assert_close(literal.last_delta, ref, rtol=0, atol=1e-12)
+    default = LPLLoss(5, **kw)
+    default(u, y)
+    assert not torch.allclose(default.last_delta, ref, atol=1e-3)  # the default is the other loop
+    # confident one-class batch: target logit 4 or more above the others, so q = softmax's off-target
+    # mass per class is below 1/(e⁴ + 4) and the raw step α·√20·q̄ is below α/10
+    u1, y1 = _symmetric_one_class_batch()
+    u1[:, 0] = u1[:, 1] + 4.0 + u1[:, 0].abs()
+    assert _raw_step_length(u1, y1, 0.1) < 0.1 * 0.1
+    kw1 = dict(alpha=0.1, epsilon=0.35, split="value", tau=1.0)
+    one = LPLLoss(5, normalize_step=False, **kw1)
+    one(u1, y1)
+    torch.testing.assert_close(
+        one.last_delta, _class_mean_step_reference(u1, y1, [1.0] * 5, [0.35] * 5, 0.1)
+    )
+    assert float(torch.linalg.vector_norm(one.last_delta[0])) < 0.1  # far inside ε = 0.35
+    norm = LPLLoss(5, **kw1)
+    norm(u1, y1)
+    assert float(torch.linalg.vector_norm(norm.last_delta[0])) == pytest.approx(0.3, abs=1e-12)
+
+
+def test_presets_take_the_default_normalize_step_only():
+    """The authors' presets fix their own step: normalize_step must stay at its default."""
+    assert LPLLoss(5, preset="authors_balanced_fixed").normalize_step is True
+    with pytest.raises(ValueError, match="normalize_step"):
+        LPLLoss(5, preset="authors_balanced_fixed", normalize_step=False)
+    with pytest.raises(ValueError, match="normalize_step"):
+        LALPLLoss(5, class_counts=COUNTS, preset="authors_longtail", tau=2, normalize_step=False)

@@ -219,8 +219,13 @@ def test_group_index_matches_the_quadratic_version(n, c):
 @pytest.mark.parametrize("differentiable", [False, True])
 def test_lpl_loss_forward_and_backward_identical_to_reference_pipeline(dtype, differentiable):
     alpha, eps, deps = 0.01, 0.1, 0.2
-    loss_fn = LPLLoss(
-        100, alpha=alpha, epsilon=eps, delta_epsilon=deps, differentiable=differentiable
+    loss_fn = LPLLoss(  # the reference is Algorithm 1 read literally
+        100,
+        alpha=alpha,
+        epsilon=eps,
+        delta_epsilon=deps,
+        differentiable=differentiable,
+        normalize_step=False,
     )
     for seed in range(2):
         u0, y = _batch(128, 100, seed, dtype)
