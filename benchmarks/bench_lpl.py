@@ -297,6 +297,8 @@ def bench_loss(
             "cross-entropy": lambda u, y: F.cross_entropy(u, y),
             "LPL (vectorised)": lpl,
             "LPL (per-class loop)": loop_loss,
+            # the loss's default: each class step scaled to length α
+            "LPL default (step-normalised)": LPLLoss(c, alpha=ALPHA, epsilon=EPSILON),
         }
         if compiled:
             variants["LPL (torch.compile)"] = torch.compile(
@@ -322,6 +324,8 @@ def bench_loss(
                 **{f"{k} [ms / {steps} steps]": 1e3 * v for k, v in med.items()},
                 "LPL / CE": med["LPL (vectorised)"] / med["cross-entropy"],
                 "loop / LPL (speed-up)": med["LPL (per-class loop)"] / med["LPL (vectorised)"],
+                "normalised / raw step": med["LPL default (step-normalised)"]
+                / med["LPL (vectorised)"],
                 **(
                     {"compiled LPL / CE": med["LPL (torch.compile)"] / med["cross-entropy"]}
                     if compiled

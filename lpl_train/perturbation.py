@@ -415,7 +415,6 @@ def pgd_like_perturbation(
     if (
         early_stop
         and class_mean == "index"
-        and not normalize_step
         and not grad_needed
         and logits.is_contiguous()  # other layouts: the per-sample loop keeps their rounding
     ):
@@ -429,6 +428,7 @@ def pgd_like_perturbation(
             max_steps=max_steps,
             weight=weight,
             keep=keep,
+            normalize_step=normalize_step,
         )
     steps_i = steps.to(logits.device)[target][:, None]  # K_{y_i}, (N, 1)
     if keep is not None:  # rows not kept never move: δ = 0
@@ -492,6 +492,7 @@ def _pgd_by_class(
     max_steps: int,
     weight: Tensor | None = None,
     keep: Tensor | None = None,
+    normalize_step: bool = False,
 ) -> Tensor:
     """The ``index`` loop of :func:`pgd_like_perturbation` without autograd, stopping early.
 
@@ -506,7 +507,10 @@ def _pgd_by_class(
 
     ``weight``: the rows' probabilities are scaled by their masses before the class sums, which are
     divided by the class mass (as in the per-sample loop). ``keep``: the rows not kept are left out of
-    the loop altogether and read a zero row of δ at the end.
+    the loop altogether and read a zero row of δ at the end. ``normalize_step``: the class step
+    (class mean of the probabilities minus the one-hot label) is scaled to length α before the update;
+    the per-sample loop takes its class means with a matrix product there, so the two agree to rounding
+    (not bit for bit).
     """
     n, c = logits.shape
     dtype, device = logits.dtype, logits.device
@@ -556,13 +560,13 @@ def _pgd_by_class(
     per_class = torch.stack((alpha * sign.to(dtype), bounds.to(dtype)), 1).index_select(0, labels)
     scale = per_class[:, :1]  # α·s_c
     if weight is None:
-        mean_scale = scale / size[:, None].to(dtype)  # α·s_c / N_c
+        mass = size[:, None].to(dtype)  # N_c
         row_mass = None
     else:
         w = weight.detach().to(dtype)
-        mass = _class_mass(target, w, c).index_select(0, labels)
-        mean_scale = scale / mass[:, None]  # α·s_c / Σ_{y_i=c} w_i
+        mass = _class_mass(target, w, c).index_select(0, labels)[:, None]  # Σ_{y_i=c} w_i
         row_mass = w.index_select(0, order)[:, None]
+    mean_scale = scale / mass  # α·s_c / N_c
     radius = per_class[:, 1:].clamp_min(_TINY)
     onehot = logits.new_zeros(g, c).scatter_(1, labels[:, None], 1.0)
     shift = scale * onehot  # α·s_c·e_c
@@ -571,6 +575,7 @@ def _pgd_by_class(
         g + (kept is not None), c
     )  # one row per class present (+ the zero row)
     class_sum = torch.empty_like(shift)
+    step = torch.empty_like(shift) if normalize_step else None  # the normalised class step
     work = torch.empty_like(sorted_logits)
     factor = radius.new_empty(radius.shape)
     classes, rows, k = len(k_host), m, 0
@@ -585,6 +590,8 @@ def _pgd_by_class(
         s, d, f, r, sh, ms = (
             _lead(t, classes) for t in (class_sum, delta, factor, radius, shift, mean_scale)
         )
+        if step is not None:
+            st, ma, oh, sc = (_lead(t, classes) for t in (step, mass, onehot, scale))
         wr = None if row_mass is None else _lead(row_mass, rows)
         until = k_host[classes - 1]
         for _ in range(k, until):
@@ -593,7 +600,12 @@ def _pgd_by_class(
             if wr is not None:
                 prob.mul_(wr)  # w_i·p_i
             s.zero_().index_add_(0, r_class, prob)
-            d.sub_(sh).addcmul_(ms, s)
+            if step is None:
+                d.sub_(sh).addcmul_(ms, s)
+            else:  # δ_c += α·s_c·g/‖g‖, g = class mean of the probabilities − e_c
+                torch.div(s, ma, out=st).sub_(oh)
+                torch.linalg.vector_norm(st, dim=1, keepdim=True, out=f)
+                d.addcmul_(sc, st.div_(f.clamp_min_(_TINY)))
             torch.linalg.vector_norm(d, dim=1, keepdim=True, out=f)
             d.mul_(torch.div(r, f.clamp_min_(r), out=f))  # projection onto ‖δ‖ ≤ ε_c
         k = until
