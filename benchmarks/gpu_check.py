@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 C = 10
+# the loss's default inner loop (step-normalised), what a user of the shipped configs trains with
 LPL = {"split": "index", "tau": 0.5, "epsilon": 0.0, "delta_epsilon": 2.0, "alpha": 0.25,
-       "normalize_step": False, "validate": False}  # fmt: skip
+       "validate": False}  # fmt: skip
 LOSSES = {"ce": ("ce", {}), "lpl": ("lpl", LPL)}
 
 
