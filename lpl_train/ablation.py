@@ -318,6 +318,8 @@ def axis_curves(
 def _cmp(a: tuple[float, float], b: tuple[float, float]) -> str:
     """ "lower" / "higher" when |Δ| ≥ the combined seed std, else "not established (…)"."""
     (va, sa), (vb, sb) = a, b
+    if sa is None or sb is None:  # one seed: no spread to compare with
+        return "not established (one seed)"
     noise = math.sqrt(sa**2 + sb**2)
     d = va - vb
     if abs(d) < noise:
@@ -683,7 +685,7 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
                 if s is not None:
                     xs.append(i)
                     ys.append(s["overall"][0])
-                    es.append(s["overall"][1])
+                    es.append(math.nan if s["overall"][1] is None else s["overall"][1])  # one seed
             if xs:
                 ax.errorbar(
                     xs, ys, yerr=es, marker="o", capsize=3, label=labels.get(m["id"], m["id"])
