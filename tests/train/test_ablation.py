@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lpl_train import ablation as A
+from lpl_train import ablation_report as AR
 from lpl_train import perturbation as P
 from lpl_train.losses import build_loss
 
@@ -194,8 +195,8 @@ def test_add_records_keeps_the_old_records_and_refuses_a_recorded_run():
 
 def test_seed_noise_rule_of_the_tables():
     """A difference counts only beyond the combined seed std sqrt(s_a² + s_b²); one seed has no spread."""
-    assert A._cmp((10.0, 3.0), (14.99, 4.0)) == "not established (|Δ| 4.99 < 5.00)"
-    assert A._cmp((10.0, 3.0), (15.01, 4.0)) == "lower by 5.01 (> 5.00)"
-    assert A._cmp((20.0, 0.3), (15.0, 0.4)) == "higher by 5.00 (> 0.50)"
-    assert A._cmp((20.0, None), (15.0, 0.4)) == "not established (one seed)"
-    assert A._fmt((12.345, None)) == "12.35" and A._fmt((12.345, 0.5)) == "12.35 ± 0.50"
+    assert AR._cmp((10.0, 3.0), (14.99, 4.0)) == "not established (|Δ| 4.99 < 5.00)"
+    assert AR._cmp((10.0, 3.0), (15.01, 4.0)) == "lower by 5.01 (> 5.00)"
+    assert AR._cmp((20.0, 0.3), (15.0, 0.4)) == "higher by 5.00 (> 0.50)"
+    assert AR._cmp((20.0, None), (15.0, 0.4)) == "not established (one seed)"
+    assert AR._fmt((12.345, None)) == "12.35" and AR._fmt((12.345, 0.5)) == "12.35 ± 0.50"

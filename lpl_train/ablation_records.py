@@ -1,0 +1,126 @@
+"""The LPL long-tail ablation's run records: the study definitions it is made of (:data:`STUDIES`), the
+training-length settings (:data:`LENGTH`), and collecting, adding and reading the records
+(``figures/ablation-runs.jsonl``). The command line is :mod:`lpl_train.ablation`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# ------------------------------------------------------------------------------------------- records
+STUDY_DIR = Path(__file__).resolve().parent / "configs" / "study"
+#: The ablation's study definitions, by the ``study`` name their records carry.
+STUDIES = {
+    "lpl_ablation": "ablation.toml",
+    "lpl_ablation_e48": "ablation_e48.toml",
+    "lpl_ablation_full_e12": "ablation_full_e12.toml",
+    "lpl_ablation_full_e12_lpl": "ablation_full_e12_lpl.toml",
+    "lpl_ablation_q5": "ablation_q5.toml",
+    "lpl_ablation_resnet_e60": "ablation_resnet_e60.toml",
+}
+#: The training-length comparison: (study name, column title) next to the main study's 12 epochs.
+#: One column may join several studies of the same setting (the full-set baselines and the full-set LPL runs).
+LENGTH = (
+    (("lpl_ablation_e48",), "subsample, 48 epochs"),
+    (("lpl_ablation_full_e12", "lpl_ablation_full_e12_lpl"), "full training set, 12 epochs"),
+    (("lpl_ablation_resnet_e60",), "full training set, ResNet-8, 60 epochs"),
+)
+#: The pairs compared in every training-length setting (beside each method against CE).
+LENGTH_PAIRS = (
+    ("la_lpl", "la"),
+    ("lpl_norm", "lpl_varied"),
+    ("lpl_norm", "la"),
+    ("ldam_drw", "la"),
+)
+LPL_VARIANTS = ("lpl_fixed", "lpl_varied", "lpl_count", "lpl_diff", "lpl_norm", "lpl_authors", "la_lpl",
+                "la_lpl_norm")  # fmt: skip
+
+
+def _length_columns(
+    studies: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+) -> tuple[list[tuple[str, dict[str, Any], dict]], list[dict[str, Any]], list[str]]:
+    """The training-length columns present: (title, a study definition, joint summary); the methods (rows)
+    in order of first appearance; the study names used."""
+    from lpl_train.study import summarize
+
+    cols, methods, names, ids = [], [], [], set()
+    for group, title in LENGTH:
+        present = [n for n in group if n in studies]
+        if not present:
+            continue
+        joint: dict = {}
+        for n in present:
+            st, rs = studies[n]
+            joint.update(summarize(rs, st))
+            names.append(n)
+            for m in st["methods"]:
+                if m["id"] not in ids:
+                    ids.add(m["id"])
+                    methods.append(m)
+        cols.append((title, studies[present[0]][0], joint))
+    return cols, methods, names
+
+
+def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every finished run record (``result.json``) under the study output folders ``run_roots``, sorted
+    by (study, key). Unfinished runs (no ``result.json``) are left out."""
+    records = []
+    for root in run_roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"run folder {str(root)!r} does not exist")
+        for p in sorted((root / "runs").rglob("result.json")):
+            records.append(json.loads(p.read_text(encoding="utf-8")))
+    return sorted(records, key=lambda r: (r["study"], r["key"]))
+
+
+def add_records(
+    old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``old`` unchanged plus ``new``, sorted by (study, key) as :func:`collect` sorts. A run of ``new``
+    already in ``old`` (same study and key) with the same record is skipped (a restored run, see
+    ``--restore``); with a different record it raises ``ValueError``."""
+    seen = {(r["study"], r["key"]): r for r in old}
+    dup = sorted(f"{r['study']}/{r['key']}" for r in new
+                 if (r["study"], r["key"]) in seen and seen[r["study"], r["key"]] != r)  # fmt: skip
+    if dup:
+        raise ValueError(
+            f"runs already recorded with a different record: {dup[:5]}{' ...' if len(dup) > 5 else ''}"
+        )
+    fresh = [r for r in new if (r["study"], r["key"]) not in seen]
+    return sorted([*old, *fresh], key=lambda r: (r["study"], r["key"]))
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of ``ablation-runs.jsonl``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"ablation records {str(p)!r} do not exist; run `make ablation` (or --collect) first"
+        )
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _studies(
+    records: Sequence[dict[str, Any]],
+) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """(study definition, records) per study name present in ``records``, in the order of :data:`STUDIES`."""
+    from lpl_train.study import load_study
+
+    out = {}
+    for name, fname in STUDIES.items():
+        recs = [r for r in records if r["study"] == name]
+        if recs:
+            out[name] = (load_study(STUDY_DIR / fname), recs)
+    unknown = sorted({r["study"] for r in records} - set(STUDIES))
+    if unknown:
+        raise ValueError(f"records of unknown studies {unknown}; known: {sorted(STUDIES)}")
+    return out
+
+
+def _val(r: dict[str, Any]) -> float:
+    from lpl_train.study import validation_score
+
+    return validation_score(r)
