@@ -187,7 +187,9 @@ def _check_epoch(epoch: Any, total_epochs: Any) -> tuple[int, int]:
     return epoch, total_epochs
 
 
-def _check_classifier(classifier: Any, feature_dim: int) -> nn.Linear:
+def _check_classifier(
+    classifier: Any, feature_dim: int, num_classes: int | None = None
+) -> nn.Linear:
     if not isinstance(classifier, nn.Linear):
         raise TypeError(
             f"classifier must be the model's nn.Linear head (weight of shape (C, F)), "
@@ -196,5 +198,9 @@ def _check_classifier(classifier: Any, feature_dim: int) -> nn.Linear:
     if classifier.in_features != feature_dim:
         raise ValueError(
             f"classifier takes {classifier.in_features} features but features have {feature_dim}"
+        )
+    if num_classes is not None and classifier.out_features != num_classes:
+        raise ValueError(
+            f"classifier has {classifier.out_features} outputs, expected num_classes={num_classes}"
         )
     return classifier

@@ -245,11 +245,7 @@ class ISDALoss(_ReprMixin, _LazyFeatureState):
     ) -> torch.Tensor:
         """The ISDA logits ``u~`` of Eq. (6) with the current statistics and lambda (no update)."""
         features, target = _check_features(features, target, self.num_classes)
-        classifier = _check_classifier(classifier, features.shape[1])
-        if classifier.out_features != self.num_classes:
-            raise ValueError(
-                f"classifier has {classifier.out_features} outputs, expected {self.num_classes}"
-            )
+        classifier = _check_classifier(classifier, features.shape[1], self.num_classes)
         self._ensure(features)
         features = _upcast(features, classifier)
         logits = classifier(features)
@@ -437,11 +433,7 @@ class CenterLoss(_ReprMixin, _LazyFeatureState):
         self, features: torch.Tensor, target: torch.Tensor, classifier: nn.Linear
     ) -> torch.Tensor:
         features, target = _check_features(features, target, self.num_classes)
-        classifier = _check_classifier(classifier, features.shape[1])
-        if classifier.out_features != self.num_classes:
-            raise ValueError(
-                f"classifier has {classifier.out_features} outputs, expected num_classes={self.num_classes}"
-            )
+        classifier = _check_classifier(classifier, features.shape[1], self.num_classes)
         self._ensure(features)
         features = _upcast(features, classifier)
         ce = F.cross_entropy(classifier(features), target, reduction="none")
