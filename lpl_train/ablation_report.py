@@ -91,6 +91,17 @@ def _delta_mean(
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _ratio_cells(recs: Sequence[dict[str, Any]], groups: dict[str, Any], epochs: int) -> list[str]:
+    """‖δ_c‖/ε_c of ``recs`` for the many and the few classes at the first and the last epoch, as table
+    cells ("–" where nothing was recorded)."""
+    ratio = [
+        _delta_mean(recs, "ratio", groups[g], [ep])
+        for g in ("many", "few")
+        for ep in (0, epochs - 1)
+    ]
+    return ["–" if math.isnan(x) else f"{x:.2f}" for x in ratio]
+
+
 def _variation(recs: Sequence[dict[str, Any]], classes: Sequence[int]) -> float:
     vals = []
     for r in recs:
@@ -242,10 +253,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         if s is None:
             continue
         fin = [r for r in recs if r["method"] == v and r["point"] == s["point"]]
-        ratio = [
-            _delta_mean(fin, "ratio", groups[g], [ep]) for g in ("many", "few") for ep in (0, e - 1)
-        ]
-        row = [f"{x:.2f}" if not math.isnan(x) else "–" for x in ratio]
+        row = _ratio_cells(fin, groups, e)
         nf = _delta_mean(fin, "norm", groups["few"], [e - 1])
         row.append("–" if math.isnan(nf) else f"{nf:.3f}")
         row += [f"{_variation(fin, groups[g]):+.1f}" for g in ("many", "few")]
@@ -301,7 +309,7 @@ def _length_delta_lines(
 ) -> list[str]:
     """‖δ_c‖/ε_c of the LPL runs of the training-length studies at the first and the last epoch (does δ
     fade over a longer training, or with another model?)."""
-    from lpl_train.report.stats import class_groups_by_rank
+    from lpl_train.study import class_groups_by_rank
 
     rows = []
     for n in names:
@@ -319,12 +327,7 @@ def _length_delta_lines(
             groups = class_groups_by_rank(
                 fin[0]["class_counts"], tuple(st.get("group_fractions", (0.3, 0.3)))
             )
-            ratio = [
-                _delta_mean(fin, "ratio", groups[g], [ep])
-                for g in ("many", "few")
-                for ep in (0, e - 1)
-            ]
-            cells = " | ".join("–" if math.isnan(x) else f"{x:.2f}" for x in ratio)
+            cells = " | ".join(_ratio_cells(fin, groups, e))
             rows.append(
                 f"| `{STUDIES[n]}` ({e} epochs) | {labels.get(m['id'], m['id'])} | {cells} | {len(fin)} |"
             )
