@@ -3,7 +3,9 @@
 Modules: :mod:`~lpl_theory.task` (data model and perturbation, Eqs. 16-19), :mod:`~lpl_theory.symbolic` (sympy
 derivation of b* and the natural errors, Theorems 1-3), :mod:`~lpl_theory.closed_form` (vectorised numpy
 evaluation and global optimality), :mod:`~lpl_theory.paper` (the printed Eqs. 21, 23, 25, 44, 46, 50, 52, 54),
-:mod:`~lpl_theory.verify` (numeric, Monte Carlo and corollary checks), :mod:`~lpl_theory.figures` (Figs. 3-6).
+:mod:`~lpl_theory.verify` (numeric, Monte Carlo and corollary checks; implemented in ``verify_numeric``,
+``verify_monte_carlo``, ``verify_findings``, ``verify_thresholds``, ``verify_results``),
+:mod:`~lpl_theory.figures` (Figs. 3-6).
 """
 
 __version__ = "0.1.0"  # the distribution's version (pyproject reads lpl_train.__version__; a test checks both)

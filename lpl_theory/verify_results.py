@@ -36,7 +36,8 @@ class Finding:
 
 @dataclass
 class Report:
-    """All checks and findings of :func:`lpl_theory.verify.run_all`; ``readings`` are typos read from the text, not computed."""
+    """All checks and findings of :func:`lpl_theory.verify.run_all`; ``readings`` are typos read from the text,
+    not computed."""
 
     checks: list[CheckResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
