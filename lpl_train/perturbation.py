@@ -29,8 +29,9 @@ Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed fo
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
 (:func:`multi_label_logit_shift`).
 
-The input checks live in :mod:`lpl_train.perturbation_checks` and the ``authors_*`` functions in
-:mod:`lpl_train.perturbation_authors`; both are re-exported here, so every name is imported from this
+The inner loop without autograd lives in :mod:`lpl_train.perturbation_class_loop`, the input checks
+in :mod:`lpl_train.perturbation_checks` and the ``authors_*`` functions in
+:mod:`lpl_train.perturbation_authors`; the last two are re-exported here, so every name is imported from this
 module. The ``authors_*`` functions reproduce, on purpose and bugs included, the perturbation computed
 by the authors' released scripts; they are not the paper's method (see ``docs/lpl.md``).
 """
@@ -42,7 +43,6 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -77,6 +77,7 @@ from .perturbation_checks import (
     check_probability_target,
     check_single_label_target,
 )
+from .perturbation_class_loop import _class_mass, _pgd_by_class
 
 __all__ = [
     "BOUNDS",
@@ -166,17 +167,25 @@ def class_statistics(
     With ``weight`` (N,) >= 0, row i counts with mass w_i: N_c = Σ_{y_i=c} w_i and
     q̄_c = Σ_{y_i=c} w_i p_{i,c} / N_c (rows of mass 0 do not count; weights of 1 give the plain form).
     """
+    counts, qbar, _ = _statistics(logits, target, num_classes, weight)
+    return counts, qbar
+
+
+def _statistics(
+    logits: Tensor, target: Tensor, num_classes: int, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`class_statistics` and the softmax of the logits it computed, ``(counts, qbar, prob)``."""
     prob = logits.softmax(dim=1)
     q_true = prob.gather(1, target[:, None]).squeeze(1)
     zeros = logits.new_zeros(num_classes)
     if weight is None:
         counts = zeros.index_add(0, target, torch.ones_like(q_true))
         sums = zeros.index_add(0, target, q_true)
-        return counts, sums / counts.clamp_min(1.0)
+        return counts, sums / counts.clamp_min(1.0), prob
     w = weight.to(q_true.dtype)
     counts = zeros.index_add(0, target, w)
     sums = zeros.index_add(0, target, q_true * w)
-    return counts, sums / torch.where(counts > 0, counts, torch.ones_like(counts))
+    return counts, sums / torch.where(counts > 0, counts, torch.ones_like(counts)), prob
 
 
 def split_signs(
@@ -332,13 +341,6 @@ def _group_index(
     return first, size
 
 
-def _class_mass(target: Tensor, weight: Tensor, num_classes: int) -> Tensor:
-    """Σ_{y_i=c} w_i per class (C,), in the dtype of ``weight``; 1 for a class of mass 0 (it does not
-    move: its divisor only has to be harmless). Rows are added in batch order."""
-    mass = weight.new_zeros(num_classes).index_add(0, target, weight)
-    return torch.where(mass > 0, mass, torch.ones_like(mass))
-
-
 def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int, int]:
     """``(length, unmasked)``: how many steps to run, and how many of the first ones every sample takes.
 
@@ -365,6 +367,7 @@ def pgd_like_perturbation(
     weight: Tensor | None = None,
     keep: Tensor | None = None,
     early_stop: bool | None = None,
+    prob: Tensor | None = None,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
@@ -394,6 +397,8 @@ def pgd_like_perturbation(
     Differentiable with respect to ``logits`` (and ``bounds``) when called with grad enabled. Without
     gradients, the ``index`` path with ``early_stop`` works on one row per class present, in place,
     and on fewer rows as classes finish (see :func:`_pgd_by_class`); ``weight`` and ``keep`` take it too.
+    ``prob``: softmax(``logits``) (N, C) if the caller has computed it; that path's first step (at δ = 0)
+    reuses it. It must be exactly that softmax: it is not checked.
     """
     n, c = logits.shape
     if class_mean == "auto":
@@ -429,6 +434,7 @@ def pgd_like_perturbation(
             weight=weight,
             keep=keep,
             normalize_step=normalize_step,
+            prob=prob,
         )
     steps_i = steps.to(logits.device)[target][:, None]  # K_{y_i}, (N, 1)
     if keep is not None:  # rows not kept never move: δ = 0
@@ -481,142 +487,6 @@ def pgd_like_perturbation(
     return delta
 
 
-def _pgd_by_class(
-    logits: Tensor,
-    target: Tensor,
-    sign: Tensor,
-    bounds: Tensor,
-    steps: Tensor,
-    *,
-    alpha: float,
-    max_steps: int,
-    weight: Tensor | None = None,
-    keep: Tensor | None = None,
-    normalize_step: bool = False,
-) -> Tensor:
-    """The ``index`` loop of :func:`pgd_like_perturbation` without autograd, stopping early.
-
-    Every sample of a class carries the same δ, so the update, the norm and the projection are done
-    once per class present (G rows instead of N). Classes are ordered by K_c (largest first) and the
-    samples by class, keeping their batch order within a class, so the classes still moving at step k
-    and their samples are leading slices: the loop works on fewer rows as classes finish, with no
-    mask, and ends at the largest K_c. Buffers are allocated once. Each value is computed by the same
-    operations in the same order as in the per-sample loop (class sums accumulate the samples of a
-    class in batch order), so the result is identical. One host synchronisation reads the step counts
-    (with the labels and ``keep``).
-
-    ``weight``: the rows' probabilities are scaled by their masses before the class sums, which are
-    divided by the class mass (as in the per-sample loop). ``keep``: the rows not kept are left out of
-    the loop altogether and read a zero row of δ at the end. ``normalize_step``: the class step
-    (class mean of the probabilities minus the one-hot label) is scaled to length α before the update;
-    the per-sample loop takes its class means with a matrix product there, so the two agree to rounding
-    (not bit for bit).
-    """
-    n, c = logits.shape
-    dtype, device = logits.dtype, logits.device
-    if n == 0:
-        return torch.zeros_like(logits)
-    # Bookkeeping on the host, on N + C integers (one synchronisation to read them): sort key larger
-    # K_c first, then label; the stable sort keeps the batch order within a class.
-    if keep is None:
-        y = target.detach().cpu().numpy()
-        kept = None
-    else:
-        y, kept_mask = torch.stack((target.detach(), keep.detach().to(target.dtype))).cpu().numpy()
-        kept = kept_mask.nonzero()[0]  # the rows kept, in batch order
-        if len(kept) == n:
-            kept = None
-        elif len(kept) == 0:
-            return torch.zeros_like(logits)
-        else:
-            y = y[kept]
-    m = len(y)  # rows in the loop
-    k_all = steps.detach().cpu()
-    if k_all.is_floating_point():  # class c moves at the steps k < K_c
-        k_all = k_all.ceil()
-    k_row = np.minimum(np.maximum(k_all.long().numpy(), 0), max(max_steps, 0))[y]
-    key = (max_steps - k_row) * c + y
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    new_class = np.empty(m, dtype=bool)
-    new_class[0] = True
-    np.not_equal(key[1:], key[:-1], out=new_class[1:])
-    row_class = np.cumsum(new_class) - 1  # class slot of each sorted sample
-    starts = new_class.nonzero()[0]
-    keys = key[starts]
-    size = np.subtract(np.append(starts[1:], m), starts)
-    k_host = (max_steps - keys // c).tolist()  # K_c of the classes present, descending
-    g = len(k_host)
-    if kept is None:
-        sample_class = np.empty_like(row_class)
-        sample_class[order] = row_class
-    else:
-        order = kept[order]  # batch rows of the sorted samples
-        sample_class = np.full(n, g, dtype=row_class.dtype)  # rows not kept: the zero row g
-        sample_class[order] = row_class
-    size_host = size.tolist()
-    index = torch.from_numpy(np.concatenate((order, row_class, sample_class, keys % c, size)))
-    order, row_class, sample_class, labels, size = index.to(device).split((m, m, n, g, g))
-    per_class = torch.stack((alpha * sign.to(dtype), bounds.to(dtype)), 1).index_select(0, labels)
-    scale = per_class[:, :1]  # α·s_c
-    if weight is None:
-        mass = size[:, None].to(dtype)  # N_c
-        row_mass = None
-    else:
-        w = weight.detach().to(dtype)
-        mass = _class_mass(target, w, c).index_select(0, labels)[:, None]  # Σ_{y_i=c} w_i
-        row_mass = w.index_select(0, order)[:, None]
-    mean_scale = scale / mass  # α·s_c / N_c
-    radius = per_class[:, 1:].clamp_min(_TINY)
-    onehot = logits.new_zeros(g, c).scatter_(1, labels[:, None], 1.0)
-    shift = scale * onehot  # α·s_c·e_c
-    sorted_logits = logits.index_select(0, order)
-    delta = logits.new_zeros(
-        g + (kept is not None), c
-    )  # one row per class present (+ the zero row)
-    class_sum = torch.empty_like(shift)
-    step = torch.empty_like(shift) if normalize_step else None  # the normalised class step
-    work = torch.empty_like(sorted_logits)
-    factor = radius.new_empty(radius.shape)
-    classes, rows, k = len(k_host), m, 0
-    while True:
-        while classes and k_host[classes - 1] <= k:  # classes done: they leave the leading slices
-            classes -= 1
-            rows -= size_host[classes]
-        if not classes:
-            break
-        # the same classes move until the next one is done: slice once for those steps
-        r_class, z, u = (_lead(t, rows) for t in (row_class, work, sorted_logits))
-        s, d, f, r, sh, ms = (
-            _lead(t, classes) for t in (class_sum, delta, factor, radius, shift, mean_scale)
-        )
-        if step is not None:
-            st, ma, oh, sc = (_lead(t, classes) for t in (step, mass, onehot, scale))
-        wr = None if row_mass is None else _lead(row_mass, rows)
-        until = k_host[classes - 1]
-        for _ in range(k, until):
-            torch.index_select(delta, 0, r_class, out=z).add_(u)  # u_i + δ_{y_i}
-            prob = torch.softmax(z, dim=1)
-            if wr is not None:
-                prob.mul_(wr)  # w_i·p_i
-            s.zero_().index_add_(0, r_class, prob)
-            if step is None:
-                d.sub_(sh).addcmul_(ms, s)
-            else:  # δ_c += α·s_c·g/‖g‖, g = class mean of the probabilities − e_c
-                torch.div(s, ma, out=st).sub_(oh)
-                torch.linalg.vector_norm(st, dim=1, keepdim=True, out=f)
-                d.addcmul_(sc, st.div_(f.clamp_min_(_TINY)))
-            torch.linalg.vector_norm(d, dim=1, keepdim=True, out=f)
-            d.mul_(torch.div(r, f.clamp_min_(r), out=f))  # projection onto ‖δ‖ ≤ ε_c
-        k = until
-    return delta.index_select(0, sample_class)
-
-
-def _lead(t: Tensor, m: int) -> Tensor:
-    """The first ``m`` rows of ``t``; ``t`` itself when that is all of it (ops on it are cheaper)."""
-    return t if m == t.shape[0] else t[:m]
-
-
 class SinglePerturbation(NamedTuple):
     """Result of :func:`single_label_perturbation`.
 
@@ -667,7 +537,7 @@ def single_label_perturbation(
     if weight is not None and keep is not None:
         raise ValueError("give at most one of weight and keep")
     mass = weight if keep is None else keep.to(logits.dtype)
-    counts, qbar = class_statistics(logits, target, c, mass)
+    counts, qbar, prob = _statistics(logits, target, c, mass)
     present = counts > 0
     sign, tau_t = split_signs(qbar, present, split=split, tau=tau, rank=rank, head=head)
     bounds = class_bounds(
@@ -693,6 +563,7 @@ def single_label_perturbation(
         normalize_step=normalize_step,
         weight=weight,
         keep=keep,
+        prob=prob,
     )
     return SinglePerturbation(delta, sign, bounds, steps, tau_t, qbar, counts)
 

@@ -136,6 +136,8 @@ def check_index_target(
         )
     if _compiling():
         return target.long(), ignore_index is not None
+    if target.device.type == "cpu" and logits.device.type == "cpu":
+        return _check_index_target_host(target, logits, name, check_finite_logits, ignore_index)
     t = target
     ignored = None
     if ignore_index is not None:
@@ -154,6 +156,31 @@ def check_index_target(
         extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
         raise ValueError(f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]")
     return target.long(), bool(ignored is not None and values[-1] == 1.0)
+
+
+def _check_index_target_host(
+    target: Tensor, logits: Tensor, name: str, check_finite_logits: bool, ignore_index: int | None
+) -> tuple[Tensor, bool]:
+    """:func:`check_index_target`'s value checks on CPU tensors, read directly on the host (the same
+    checks and messages, fewer operations)."""
+    c = logits.shape[1]
+    y = target.detach().numpy()
+    any_ignored = False
+    if ignore_index is not None:
+        ignored = y == ignore_index
+        any_ignored = bool(ignored.any())
+        if any_ignored:
+            y = np.where(ignored, 0, y)
+    if check_finite_logits and not bool(_sum_is_finite(logits.detach())):
+        _confirm_finite_logits(logits)
+    if len(y):
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= c:
+            extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+            raise ValueError(
+                f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]"
+            )
+    return target.long(), any_ignored
 
 
 def check_single_label_target(
