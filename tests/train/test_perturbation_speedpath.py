@@ -487,3 +487,70 @@ def test_normalised_step_takes_the_class_loop_with_weights_and_ignored_rows(
         norms = torch.linalg.vector_norm(first.double(), dim=1)
         torch.testing.assert_close(norms, torch.full_like(norms, kw["alpha"]), rtol=1e-5, atol=0)
     assert len(by_class) == 2 * 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("normalize_step", [False, True])
+@pytest.mark.parametrize("rows", ["all", "weighted", "kept"])
+def test_first_step_reusing_the_statistics_softmax_changes_nothing(dtype, normalize_step, rows):
+    """single_label_perturbation hands its softmax to the loop for the step at δ = 0: the same δ as the
+    loop computing that softmax itself, with one softmax fewer."""
+    for case in CASES:
+        n, c, alpha, eps, deps, split = case
+        if split != "mean":
+            continue
+        for seed in range(3):
+            u, y = _batch(n, c, seed, dtype)
+            g = torch.Generator().manual_seed(seed + 10)
+            weight = keep = None
+            if rows == "weighted":
+                weight = torch.randint(0, 3, (n,), generator=g).to(dtype)
+            elif rows == "kept":
+                keep = torch.rand(n, generator=g) < 0.8
+            kw = dict(alpha=alpha, epsilon=eps, delta_epsilon=deps, normalize_step=normalize_step)
+            with torch.no_grad():
+                full = P.single_label_perturbation(u, y, weight=weight, keep=keep, **kw)
+                again = P.pgd_like_perturbation(
+                    u,
+                    y,
+                    full.sign,
+                    full.bounds,
+                    full.steps,
+                    alpha=alpha,
+                    max_steps=P.fixed_step_count(eps + deps, alpha),
+                    normalize_step=normalize_step,
+                    weight=weight,
+                    keep=keep,
+                )
+                count, reuse = _CountSoftmax(), _CountSoftmax()
+                with count:
+                    P.pgd_like_perturbation(
+                        u,
+                        y,
+                        full.sign,
+                        full.bounds,
+                        full.steps,
+                        alpha=alpha,
+                        max_steps=P.fixed_step_count(eps + deps, alpha),
+                        normalize_step=normalize_step,
+                        weight=weight,
+                        keep=keep,
+                    )
+                prob = u.softmax(dim=1)
+                with reuse:
+                    P.pgd_like_perturbation(
+                        u,
+                        y,
+                        full.sign,
+                        full.bounds,
+                        full.steps,
+                        alpha=alpha,
+                        max_steps=P.fixed_step_count(eps + deps, alpha),
+                        normalize_step=normalize_step,
+                        weight=weight,
+                        keep=keep,
+                        prob=prob,
+                    )
+            assert torch.equal(full.delta, again), (case, seed)
+            if count.calls:
+                assert reuse.calls == count.calls - 1, (case, seed)
