@@ -136,8 +136,20 @@ def check_index_target(
         )
     if _compiling():
         return target.long(), ignore_index is not None
-    if target.device.type == "cpu" and logits.device.type == "cpu":
-        return _check_index_target_host(target, logits, name, check_finite_logits, ignore_index)
+    check = (
+        _check_index_target_host
+        if target.device.type == "cpu" and logits.device.type == "cpu"
+        else _check_index_target_device
+    )
+    return check(target, logits, name, check_finite_logits, ignore_index)
+
+
+def _check_index_target_device(
+    target: Tensor, logits: Tensor, name: str, check_finite_logits: bool, ignore_index: int | None
+) -> tuple[Tensor, bool]:
+    """:func:`check_index_target`'s value checks as tensor operations on the tensors' device, read back
+    in one host synchronisation."""
+    c = logits.shape[1]
     t = target
     ignored = None
     if ignore_index is not None:

@@ -554,3 +554,42 @@ def test_first_step_reusing_the_statistics_softmax_changes_nothing(dtype, normal
             assert torch.equal(full.delta, again), (case, seed)
             if count.calls:
                 assert reuse.calls == count.calls - 1, (case, seed)
+
+
+def _outcome(check, target, logits, ignore_index):
+    try:
+        value, ignored = check(target, logits, "target", True, ignore_index)
+        return ("ok", value.tolist(), value.dtype, ignored)
+    except ValueError as err:
+        return ("error", str(err))
+
+
+@pytest.mark.parametrize("ignore_index", [None, -100, 3])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_index_target_checks_on_the_host_and_on_the_device_agree(ignore_index, dtype):
+    """CPU tensors are checked with NumPy on the host, other devices with tensor operations read back
+    once: both forms accept, flag ignored rows and reject (same message) the same inputs."""
+    from lpl_train.perturbation_checks import (
+        _check_index_target_device,
+        _check_index_target_host,
+    )
+
+    c = 5
+    finite = torch.randn(4, c)
+    targets = [[0, 1, 2, 4], [0, 5, 1, 1], [3, 3, 3, 3], [0, 1, 2, 3], [4, 4, 0, 0]]
+    if dtype != torch.uint8:
+        targets += [[-1, 0, 1, 2], [-100, 0, 1, 2], [-100, -100, -100, -100], [-100, 7, 0, 0]]
+    bad_logits = finite.clone()
+    bad_logits[1, 2] = float("nan")
+    huge = torch.full((4, c), 3e38)  # finite values whose sum overflows
+    seen = set()
+    for rows in targets:
+        target = torch.tensor(rows, dtype=dtype)
+        for logits in (finite, bad_logits, huge):
+            host = _outcome(_check_index_target_host, target, logits, ignore_index)
+            device = _outcome(_check_index_target_device, target, logits, ignore_index)
+            assert host == device, (rows, ignore_index)
+            seen.add(host[0] if host[0] == "error" else ("ok", host[-1]))
+    assert {"error", ("ok", False)} <= seen
+    if ignore_index is not None and dtype != torch.uint8:
+        assert ("ok", True) in seen
