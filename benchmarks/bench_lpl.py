@@ -6,7 +6,9 @@
 (c) one LPL call (forward + backward, B = 128, C ∈ {10, 100, 1000}, fixed and varied bound) against
     its arithmetic floor (the K softmaxes of the inner loop plus the cross-entropy, K = the batch's
     largest K_c) and against the previous implementation of the inner loop, ``reference_pgd`` (a
-    static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps);
+    static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps); also the inner loop alone (no autograd, as the
+    loss runs it) against its K softmaxes alone, the share of each step that is not the softmax, and
+    with ``--compile`` the loss under ``torch.compile`` (its static loop);
 (d) the authors'-code presets' perturbation against their previous implementation;
 (e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd, against the
     per-sample loop that took them before (``reference_pgd_masked``).
@@ -203,9 +205,11 @@ def _time(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def bench_inner_loop(
-    device: torch.device, classes: list[int], calls: int, repeats: int
+    device: torch.device, classes: list[int], calls: int, repeats: int, compiled: bool = False
 ) -> list[dict]:
-    """(c) one LPL call, forward + backward, B = 128: floor, previous and current inner loop."""
+    """(c) one LPL call, forward + backward, B = 128: floor, previous and current inner loop (and, with
+    ``compiled``, the loss under ``torch.compile(fullgraph=True)``: its static loop of ⌊(ε + Δε)/α⌋
+    masked steps)."""
     rows = []
     for c in classes:
         for delta_epsilon in (0.0, 0.2):
@@ -216,7 +220,7 @@ def bench_inner_loop(
                 alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon, normalize_step=False
             )
             new, old = LPLLoss(c, **kw), ReferenceLPLLoss(c, **kw)
-            k_batch = []
+            k_batch, loop_inputs = [], []
             for i in range(calls):
                 sign, bounds, steps, max_steps = pipeline_inputs(
                     logits[i],
@@ -228,6 +232,7 @@ def bench_inner_loop(
                     tau=new.tau,
                 )
                 k_batch.append(int(steps[target[i]].max()))
+                loop_inputs.append((sign, bounds, steps, max_steps))
                 # the current loss gives exactly the previous one's value and gradient
                 grads = []
                 for fn in (old, new):
@@ -244,16 +249,43 @@ def bench_inner_loop(
                         torch.softmax(u, dim=1)
                 return F.cross_entropy(u, y)
 
+            def softmaxes(u, y, i, k_batch=k_batch):
+                with torch.no_grad():
+                    for _ in range(k_batch[i]):
+                        torch.softmax(u, dim=1)
+
+            def loop(u, y, i, inputs=loop_inputs):
+                sign, bounds, steps, max_steps = inputs[i]
+                with torch.no_grad():
+                    P.pgd_like_perturbation(
+                        u, y, sign, bounds, steps, alpha=ALPHA, max_steps=max_steps
+                    )
+
             variants = {
                 "floor": floor,
                 "previous": lambda u, y, i, old=old: old(u, y),
                 "current": lambda u, y, i, new=new: new(u, y),
+                "softmaxes": softmaxes,  # the K softmaxes alone, no autograd
+                "loop": loop,  # the inner loop alone (K softmaxes and the rest of each step)
             }
+            if compiled:
+                fast = torch.compile(new, fullgraph=True)
+                for i in range(calls):  # the compiled loss agrees with the eager one
+                    u = logits[i].clone().requires_grad_(True)
+                    value = fast(u, target[i])
+                    value.backward()
+                    v = logits[i].clone().requires_grad_(True)
+                    new(v, target[i]).backward()
+                    torch.testing.assert_close(value.detach(), new(logits[i], target[i]))
+                    torch.testing.assert_close(u.grad, v.grad)
+                variants["compiled"] = lambda u, y, i, fast=fast: fast(u, y)
 
             def run(fn: Callable, logits=logits, target=target) -> None:
                 for i in range(calls):
                     u = logits[i].clone().requires_grad_(True)
-                    fn(u, target[i], i).backward()
+                    out = fn(u, target[i], i)
+                    if out is not None:
+                        out.backward()
 
             for fn in variants.values():  # warm-up
                 run(fn)
@@ -274,6 +306,16 @@ def bench_inner_loop(
                     "previous / floor": med["previous"] / med["floor"],
                     "current / floor": med["current"] / med["floor"],
                     "speed-up": med["previous"] / med["current"],
+                    "loop alone [ms]": 1e3 * med["loop"],
+                    "loop / its softmaxes": med["loop"] / med["softmaxes"],
+                    **(
+                        {
+                            "compiled [ms]": 1e3 * med["compiled"],
+                            "compiled / floor": med["compiled"] / med["floor"],
+                        }
+                        if compiled
+                        else {}
+                    ),
                 }
             )
     return rows
@@ -466,12 +508,16 @@ def main(argv: list[str] | None = None) -> dict:
             print(_table([{k: v for k, v in res.items() if not k.startswith("all")}]))
     if "loop" in parts:
         loop = bench_inner_loop(
-            device, [10, 100, 1000], calls=10 if args.quick else 40, repeats=repeats
+            device,
+            [10, 100, 1000],
+            calls=10 if args.quick else 40,
+            repeats=repeats,
+            compiled=args.compile,
         )
         print(
             "\n(c) one LPL call (forward + backward, B = 128, α = 0.01, ε = 0.1, mean split) against "
-            "its floor\n    (K softmaxes + cross-entropy) and the previous inner loop, medians per "
-            "call\n"
+            "its floor\n    (K softmaxes + cross-entropy) and the previous inner loop; the inner loop "
+            "alone (no autograd)\n    against its K softmaxes alone; medians per call\n"
         )
         print(_table(loop))
     presets = None
