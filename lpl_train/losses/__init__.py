@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (modules register their losses on import)
     feature_losses,
     label_noise,
     lpl,
+    lpl_la,
     lpl_multi_label,
     multi_label,
     single_label,
