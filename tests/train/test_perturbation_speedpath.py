@@ -9,6 +9,8 @@ in-place buffers, O(N) class grouping, the authors' step on N × C rows) is comp
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -510,7 +512,8 @@ def test_first_step_reusing_the_statistics_softmax_changes_nothing(dtype, normal
             kw = dict(alpha=alpha, epsilon=eps, delta_epsilon=deps, normalize_step=normalize_step)
             with torch.no_grad():
                 full = P.single_label_perturbation(u, y, weight=weight, keep=keep, **kw)
-                again = P.pgd_like_perturbation(
+                loop = functools.partial(
+                    P.pgd_like_perturbation,
                     u,
                     y,
                     full.sign,
@@ -524,33 +527,10 @@ def test_first_step_reusing_the_statistics_softmax_changes_nothing(dtype, normal
                 )
                 count, reuse = _CountSoftmax(), _CountSoftmax()
                 with count:
-                    P.pgd_like_perturbation(
-                        u,
-                        y,
-                        full.sign,
-                        full.bounds,
-                        full.steps,
-                        alpha=alpha,
-                        max_steps=P.fixed_step_count(eps + deps, alpha),
-                        normalize_step=normalize_step,
-                        weight=weight,
-                        keep=keep,
-                    )
+                    again = loop()
                 prob = u.softmax(dim=1)
                 with reuse:
-                    P.pgd_like_perturbation(
-                        u,
-                        y,
-                        full.sign,
-                        full.bounds,
-                        full.steps,
-                        alpha=alpha,
-                        max_steps=P.fixed_step_count(eps + deps, alpha),
-                        normalize_step=normalize_step,
-                        weight=weight,
-                        keep=keep,
-                        prob=prob,
-                    )
+                    loop(prob=prob)
             assert torch.equal(full.delta, again), (case, seed)
             if count.calls:
                 assert reuse.calls == count.calls - 1, (case, seed)
