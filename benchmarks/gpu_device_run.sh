@@ -16,12 +16,18 @@ WORK="$(mktemp -d)"
 LIMIT_S="${LIMIT_S:-570}"
 start=$(date +%s)
 benchmarks/gpu_check.sh "$WORK/check" 2>&1 | tee "$DEST/gpu_check.log"
+check_rc=${PIPESTATUS[0]}
 cp "$WORK"/check/gpu_check.json "$WORK"/check/gpu_check.md "$DEST"/ 2>/dev/null
 elapsed=$(( $(date +%s) - start ))
 budget=$(( LIMIT_S - elapsed - 90 ))  # 90 s for the probe, start-up and the last evaluation
 echo "# gpu_device_run: gpu_check took ${elapsed} s; the long-tail protocol may take ${budget} s after its probe"
+longtail_rc=0
 if [ "$budget" -gt 0 ]; then
     benchmarks/gpu_longtail.sh "$WORK/longtail" --budget-s "$budget" 2>&1 | tee "$DEST/gpu_longtail.log"
+    longtail_rc=${PIPESTATUS[0]}
     cp "$WORK"/longtail/gpu_longtail.json "$WORK"/longtail/gpu_longtail.md "$DEST"/ 2>/dev/null
 fi
 ls -l "$DEST"
+# each part's summaries are kept whatever the other did; the exit status says whether both succeeded
+echo "# gpu_device_run: gpu_check exit ${check_rc}, gpu_longtail exit ${longtail_rc}"
+[ "$check_rc" -eq 0 ] && [ "$longtail_rc" -eq 0 ]

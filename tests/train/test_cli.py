@@ -210,6 +210,47 @@ def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
+def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
+    """The one script a GPU session runs (benchmarks/gpu_device_run.sh: the device check, then the long-tail
+    protocol in the time left), shortened, on tiny Fashion-MNIST files in the idx format: every summary
+    lands in OUT, and the protocol trains and reports each of its five methods."""
+    from tests.train.test_data_fmnist import make_fmnist
+
+    data, out = tmp_path / "fmnist", tmp_path / "out"
+    data.mkdir()
+    make_fmnist(data, per_class=100, test_per_class=6)  # 100:1 keeps a sample of each class
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_device_run.sh"
+    env = {
+        **__import__("os").environ,
+        "GPU_CHECK_QUICK": "1",
+        "GPU_LONGTAIL_QUICK": "1",
+        "LPL_LONGTAIL_DATA": str(data),
+        "LIMIT_S": "400",
+        "PYTHON": sys.executable,
+    }
+    r = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, env=env,
+                       timeout=400)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {"gpu_check.json", "gpu_check.md", "gpu_check.log", "gpu_longtail.json", "gpu_longtail.md",
+             "gpu_longtail.log"}  # fmt: skip
+    assert names <= {p.name for p in out.iterdir()}, sorted(p.name for p in out.iterdir())
+    table = (out / "gpu_longtail.md").read_text()
+    for method in ("ce", "la", "ldam_drw", "lpl", "la_lpl"):
+        assert f"| {method} | 1 |" in table, table
+    assert "the long-tail protocol may take" in r.stdout
+    assert "gpu_check exit 0, gpu_longtail exit 0" in r.stdout
+    # a part that fails makes the whole script fail, and the other part's summaries are still kept
+    make_fmnist(
+        data, per_class=60, test_per_class=6
+    )  # 100:1 leaves a class empty: the protocol stops
+    out2 = tmp_path / "out2"
+    r = subprocess.run(["bash", str(script), str(out2)], capture_output=True, text=True, env=env,
+                       timeout=400)  # fmt: skip
+    assert r.returncode != 0 and "gpu_longtail exit 1" in r.stdout, r.stdout[-2000:]
+    assert {"gpu_check.json", "gpu_check.md"} <= {p.name for p in out2.iterdir()}
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")
 def test_end_to_end_fmnist_lt100_lpl_trains_on_real_data(tmp_path, capsys):
     out = tmp_path / "fm"
