@@ -19,13 +19,16 @@ STUDIES = {
     "lpl_ablation_full_e12_lpl": "ablation_full_e12_lpl.toml",
     "lpl_ablation_q5": "ablation_q5.toml",
     "lpl_ablation_resnet_e60": "ablation_resnet_e60.toml",
+    "lpl_ablation_lt10": "ablation_lt10.toml",
 }
-#: The training-length comparison: (study name, column title) next to the main study's 12 epochs.
+#: The training-length comparison (and the other imbalance ratio): (study names, column title) next to the
+#: main study's 12 epochs.
 #: One column may join several studies of the same setting (the full-set baselines and the full-set LPL runs).
 LENGTH = (
     (("lpl_ablation_e48",), "subsample, 48 epochs"),
     (("lpl_ablation_full_e12", "lpl_ablation_full_e12_lpl"), "full training set, 12 epochs"),
     (("lpl_ablation_resnet_e60",), "full training set, ResNet-8, 60 epochs"),
+    (("lpl_ablation_lt10",), "10:1, subsample, 12 epochs"),
 )
 #: The pairs compared in every training-length setting (beside each method against CE).
 LENGTH_PAIRS = (

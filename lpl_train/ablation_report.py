@@ -260,7 +260,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {labels[v]} | " + " | ".join(row) + f" | {_fmt(s['overall'])} |")
     lines.append("")
     # Q3: training length
-    lines += ["## Q3. Training length and training-set size: the key comparison", ""]
+    lines += ["## Q3. Training length, training-set size, model and imbalance ratio: the key comparison", ""]
     cols, length_methods, names = _length_columns(studies)
     if not cols:
         lines += ["No records of the training-length studies.", ""]
