@@ -20,6 +20,7 @@ STUDIES = {
     "lpl_ablation_q5": "ablation_q5.toml",
     "lpl_ablation_resnet_e60": "ablation_resnet_e60.toml",
     "lpl_ablation_lt10": "ablation_lt10.toml",
+    "lpl_ablation_lt10_search": "ablation_lt10_search.toml",
 }
 #: The training-length comparison (and the other imbalance ratio): (study names, column title) next to the
 #: main study's 12 epochs.
@@ -28,7 +29,8 @@ LENGTH = (
     (("lpl_ablation_e48",), "subsample, 48 epochs"),
     (("lpl_ablation_full_e12", "lpl_ablation_full_e12_lpl"), "full training set, 12 epochs"),
     (("lpl_ablation_resnet_e60",), "full training set, ResNet-8, 60 epochs"),
-    (("lpl_ablation_lt10",), "10:1, subsample, 12 epochs"),
+    (("lpl_ablation_lt10",), "10:1, subsample, 12 epochs, points of 100:1"),
+    (("lpl_ablation_lt10_search",), "10:1, subsample, 12 epochs, searched at 10:1"),
 )
 #: The pairs compared in every training-length setting (beside each method against CE).
 LENGTH_PAIRS = (

@@ -116,6 +116,34 @@ def _variation(recs: Sequence[dict[str, Any]], classes: Sequence[int]) -> float:
     return 100.0 * float(np.mean(vals)) if vals else math.nan
 
 
+def _curve_rows(
+    recs: Sequence[dict[str, Any]],
+    study: dict[str, Any],
+    d: str,
+    labels: dict[str, str],
+    summary: dict,
+) -> list[str]:
+    """Rows of a validation-curve table: each grid axis of each method of ``study`` through its selected
+    point, the optimum's place on the axis (edge or interior) and the validation std over the seeds."""
+    rows = []
+    curves = axis_curves(recs, study["select_seed"])
+    for m in study["methods"]:
+        for axis, c in curves.get((d, m["id"]), {}).items():
+            pts = " · ".join(
+                (f"**{v}: {sc:.2f}**" if v == c["selected"] else f"{v}: {sc:.2f}")
+                for v, sc in zip(c["values"], c["scores"], strict=True)
+            )
+            rows.append(f"| {labels.get(m['id'], m['id'])} | {axis} | {pts} | "
+                        f"{'EDGE' if c['edge'] else 'interior'} | {_val_spread(recs, d, m['id'], summary)} |")  # fmt: skip
+    return rows
+
+
+_CURVE_HEADER = [
+    "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum | val. std over seeds |",
+    "|---|---|---|---|---|",
+]
+
+
 def _val_spread(recs: Sequence[dict[str, Any]], d: str, mid: str, summary: dict) -> str:
     s = summary.get((d, mid))
     if s is None:
@@ -154,17 +182,8 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
     lines += ["## Q1. Grid adequacy: validation curve along each axis through the selected point", "",
               "The last column is the std of the validation error over the seeds at the selected point: "
               "differences along a curve smaller than it are within the validation noise.", "",
-              "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum | val. std over seeds |",
-              "|---|---|---|---|---|"]  # fmt: skip
-    curves = axis_curves(recs, study["select_seed"])
-    for m in study["methods"]:
-        for axis, c in curves.get((d, m["id"]), {}).items():
-            pts = " · ".join(
-                (f"**{v}: {s:.2f}**" if v == c["selected"] else f"{v}: {s:.2f}")
-                for v, s in zip(c["values"], c["scores"], strict=True)
-            )
-            lines.append(f"| {labels[m['id']]} | {axis} | {pts} | {'EDGE' if c['edge'] else 'interior'} | "
-                         f"{_val_spread(recs, d, m['id'], summary)} |")  # fmt: skip
+              *_CURVE_HEADER]  # fmt: skip
+    lines += _curve_rows(recs, study, d, labels, summary)
     lines.append("")
     # Q2 / Q5: final table
     lines += [f"## Final comparison on {ds_label}: test top-1 error (%), mean ± std over seeds", "",
@@ -208,16 +227,8 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         labels.update({m["id"]: m.get("label", m["id"]) for m in q5["methods"]})
         lines += [f"### LPL with the cosine head and DRW (`{STUDIES['lpl_ablation_q5']}`, same protocol, "
                   f"{len(q5_recs)} runs, {sum(r.get('wall_s', 0.0) for r in q5_recs) / 60:.1f} run-minutes)", "",
-                  "| Method | axis | value: validation balanced error (%) (selected in bold) | optimum | "
-                  "val. std over seeds |", "|---|---|---|---|---|"]  # fmt: skip
-        for m in q5["methods"]:
-            for axis, c in axis_curves(q5_recs, q5["select_seed"]).get((d, m["id"]), {}).items():
-                pts = " · ".join(
-                    (f"**{v}: {sc:.2f}**" if v == c["selected"] else f"{v}: {sc:.2f}")
-                    for v, sc in zip(c["values"], c["scores"], strict=True)
-                )
-                lines.append(f"| {labels[m['id']]} | {axis} | {pts} | {'EDGE' if c['edge'] else 'interior'} | "
-                             f"{_val_spread(q5_recs, d, m['id'], q5_sum)} |")  # fmt: skip
+                  *_CURVE_HEADER]  # fmt: skip
+        lines += _curve_rows(q5_recs, q5, d, labels, q5_sum)
         lines += [
             "",
             "| Method | overall | many | medium | few | selected | seeds |",
@@ -260,7 +271,10 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {labels[v]} | " + " | ".join(row) + f" | {_fmt(s['overall'])} |")
     lines.append("")
     # Q3: training length
-    lines += ["## Q3. Training length, training-set size, model and imbalance ratio: the key comparison", ""]
+    lines += [
+        "## Q3. Training length, training-set size, model and imbalance ratio: the key comparison",
+        "",
+    ]
     cols, length_methods, names = _length_columns(studies)
     if not cols:
         lines += ["No records of the training-length studies.", ""]
@@ -296,9 +310,21 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         lines += _length_delta_lines(studies, names, labels)
         for n in names:
             st, rs = studies[n]
-            lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs of the {len(st['methods']) * len(st['seeds'])} "
-                         f"defined, {sum(r.get('wall_s', 0.0) for r in rs) / 60:.1f} run-minutes.")  # fmt: skip
+            minutes = f"{sum(r.get('wall_s', 0.0) for r in rs) / 60:.1f} run-minutes"
+            if any(m.get("grid") for m in st["methods"]):
+                lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs (the grids on seed {st['select_seed']}, then "
+                             f"{len(st['seeds'])} seeds at the selected points), {minutes}.")  # fmt: skip
+            else:
+                lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs of the "
+                             f"{len(st['methods']) * len(st['seeds'])} defined, {minutes}.")  # fmt: skip
         lines.append("")
+        if "lpl_ablation_lt10_search" in studies:
+            st, rs = studies["lpl_ablation_lt10_search"]
+            dk = next(iter(st["datasets"]))
+            lines += [f"### 10:1 searched at 10:1 (`{STUDIES['lpl_ablation_lt10_search']}`): validation curves "
+                      "through the selected points", "", *_CURVE_HEADER]  # fmt: skip
+            lines += _curve_rows(rs, st, dk, labels, summarize(rs, st))
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -308,19 +334,23 @@ def _length_delta_lines(
     labels: dict[str, str],
 ) -> list[str]:
     """‖δ_c‖/ε_c of the LPL runs of the training-length studies at the first and the last epoch (does δ
-    fade over a longer training, or with another model?)."""
-    from lpl_train.study import class_groups_by_rank
+    fade over a longer training, or with another model?), at each method's selected point."""
+    from lpl_train.study import class_groups_by_rank, select_best
 
     rows = []
     for n in names:
         st, rs = studies[n]
         e = st["epochs"]
         dk = next(iter(st["datasets"]))
+        chosen = select_best([r for r in rs if r["seed"] == st["select_seed"]])  # searched studies
         for m in st["methods"]:
             fin = [
                 r
                 for r in rs
-                if r["dataset"] == dk and r["method"] == m["id"] and r.get("delta_norm")
+                if r["dataset"] == dk
+                and r["method"] == m["id"]
+                and r["point"] == chosen.get((dk, m["id"]))
+                and r.get("delta_norm")
             ]
             if not fin:
                 continue
@@ -419,7 +449,7 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     # Q3
     cols, length_methods, _ = _length_columns(studies)
     if cols:
-        fig, ax = _subplots(figsize=(7.0, 4.0))
+        fig, ax = _subplots(figsize=(max(7.0, 1.45 * (len(cols) + 1)), 4.0))
         sums = [(f"subsample\n{study['epochs']} ep.", study, summary)]
         sums += [(t.replace(", ", "\n"), st, sm) for t, st, sm in cols]
         for m in length_methods:
@@ -434,7 +464,7 @@ def figures(records: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
                 ax.errorbar(
                     xs, ys, yerr=es, marker="o", capsize=3, label=labels.get(m["id"], m["id"])
                 )
-        ax.set_xticks(range(len(sums)), [t for t, _, _ in sums])
+        ax.set_xticks(range(len(sums)), [t for t, _, _ in sums], fontsize=8)
         ax.set_ylabel("test top-1 error (%)")
         ax.legend(fontsize=6)
         fig.tight_layout()

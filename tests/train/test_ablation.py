@@ -200,3 +200,20 @@ def test_seed_noise_rule_of_the_tables():
     assert AR._cmp((20.0, 0.3), (15.0, 0.4)) == "higher by 5.00 (> 0.50)"
     assert AR._cmp((20.0, None), (15.0, 0.4)) == "not established (one seed)"
     assert AR._fmt((12.345, None)) == "12.35" and AR._fmt((12.345, 0.5)) == "12.35 ± 0.50"
+
+
+def test_delta_rows_of_a_searched_study_take_its_selected_point_only():
+    """The ‖δ‖/ε rows of the Q3 studies average the final runs at each method's selected point: for the
+    study searched at 10:1 that is one run per seed, not every grid point of the search."""
+    from lpl_train.ablation_records import _studies
+
+    studies = _studies(A.read_records(ROOT / "figures" / "ablation-runs.jsonl"))
+    name = "lpl_ablation_lt10_search"
+    st, rs = studies[name]
+    labels = {m["id"]: m["id"] for m in st["methods"]}
+    rows = [r for r in AR._length_delta_lines(studies, [name], labels) if r.startswith("| `")]
+    assert len(rows) == 4  # the four LPL variants
+    for row in rows:
+        method = row.split(" | ")[1]
+        assert len([r for r in rs if r["method"] == method]) > len(st["seeds"])  # searched
+        assert row.endswith(f"| {len(st['seeds'])} |"), row
