@@ -204,6 +204,14 @@ def _time(fn: Callable[[], None], device: torch.device) -> float:
     return clock() - t0
 
 
+def _value_and_grad(fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> tuple:
+    """``fn(u, target)`` and its gradient with respect to ``u``, a leaf copy of ``logits``."""
+    u = logits.clone().requires_grad_(True)
+    value = fn(u, target)
+    value.backward()
+    return value.detach(), u.grad
+
+
 def bench_inner_loop(
     device: torch.device, classes: list[int], calls: int, repeats: int, compiled: bool = False
 ) -> list[dict]:
@@ -234,14 +242,11 @@ def bench_inner_loop(
                 k_batch.append(int(steps[target[i]].max()))
                 loop_inputs.append((sign, bounds, steps, max_steps))
                 # the current loss gives exactly the previous one's value and gradient
-                grads = []
-                for fn in (old, new):
-                    u = logits[i].clone().requires_grad_(True)
-                    value = fn(u, target[i])
-                    value.backward()
-                    grads.append((value.detach(), u.grad))
-                assert torch.equal(grads[0][0], grads[1][0]), (c, delta_epsilon, i)
-                assert torch.equal(grads[0][1], grads[1][1]), (c, delta_epsilon, i)
+                (v_old, g_old), (v_new, g_new) = (
+                    _value_and_grad(fn, logits[i], target[i]) for fn in (old, new)
+                )
+                assert torch.equal(v_old, v_new), (c, delta_epsilon, i)
+                assert torch.equal(g_old, g_new), (c, delta_epsilon, i)
 
             def floor(u, y, i, k_batch=k_batch):
                 with torch.no_grad():
@@ -271,13 +276,11 @@ def bench_inner_loop(
             if compiled:
                 fast = torch.compile(new, fullgraph=True)
                 for i in range(calls):  # the compiled loss agrees with the eager one
-                    u = logits[i].clone().requires_grad_(True)
-                    value = fast(u, target[i])
-                    value.backward()
-                    v = logits[i].clone().requires_grad_(True)
-                    new(v, target[i]).backward()
-                    torch.testing.assert_close(value.detach(), new(logits[i], target[i]))
-                    torch.testing.assert_close(u.grad, v.grad)
+                    (v_fast, g_fast), (v_new, g_new) = (
+                        _value_and_grad(fn, logits[i], target[i]) for fn in (fast, new)
+                    )
+                    torch.testing.assert_close(v_fast, v_new)
+                    torch.testing.assert_close(g_fast, g_new)
                 variants["compiled"] = lambda u, y, i, fast=fast: fast(u, y)
 
             def run(fn: Callable, logits=logits, target=target) -> None:

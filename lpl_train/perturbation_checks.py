@@ -163,10 +163,7 @@ def _check_index_target_device(
     values = torch.stack(stats).tolist()
     if check_finite_logits and values[2] != 1.0:
         _confirm_finite_logits(logits)
-    lo, hi = int(values[0]), int(values[1])
-    if lo < 0 or hi >= c:
-        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise ValueError(f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]")
+    _check_label_range(int(values[0]), int(values[1]), c, name, ignore_index)
     return target.long(), bool(ignored is not None and values[-1] == 1.0)
 
 
@@ -186,13 +183,15 @@ def _check_index_target_host(
     if check_finite_logits and not bool(_sum_is_finite(logits.detach())):
         _confirm_finite_logits(logits)
     if len(y):
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= c:
-            extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-            raise ValueError(
-                f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]"
-            )
+        _check_label_range(int(y.min()), int(y.max()), c, name, ignore_index)
     return target.long(), any_ignored
+
+
+def _check_label_range(lo: int, hi: int, c: int, name: str, ignore_index: int | None) -> None:
+    """Raise unless the smallest and largest label (ignored rows read as 0) lie in [0, ``c``)."""
+    if lo < 0 or hi >= c:
+        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(f"{name} labels must lie in [0, {c}){extra}, got values in [{lo}, {hi}]")
 
 
 def check_single_label_target(
