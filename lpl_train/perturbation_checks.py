@@ -100,8 +100,7 @@ def check_finite(t: Tensor, name: str) -> None:
 
 def _compiling() -> bool:
     """True while torch.compile traces: data-dependent checks (host reads) are skipped there."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+    return bool(torch.compiler.is_compiling())
 
 
 def _confirm_finite_logits(logits: Tensor) -> None:

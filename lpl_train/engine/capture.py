@@ -122,10 +122,20 @@ class DeviceMeter:
         return float(self.loss_sum), int(self.correct), self.seen
 
 
+def _fused_sgd_runs_on(device: torch.device) -> bool:
+    """Whether SGD's fused form runs on ``device`` (on CUDA always; on CPU from torch 2.4 on)."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:  # a later torch without this helper: it has the fused CPU form
+        return True
+    return device.type in _get_fused_kernels_supported_devices()
+
+
 def _capturable_optimizer(opt: torch.optim.Optimizer, device: torch.device) -> None:
     """Make ``opt`` replayable: learning rates as device tensors (set each step with ``fill_``), SGD fused
     (its foreach form reads a tensor lr on the host), Adam/AdamW capturable with their step counts on the
-    device. Works on a freshly built or a just-restored optimiser."""
+    device. Works on a freshly built or a just-restored optimiser. On a CPU without fused SGD (torch 2.3),
+    where nothing is captured and the replay only runs the step's logic, SGD keeps its foreach form."""
     for g in opt.param_groups:
         lr = g["lr"]
         g["lr"] = (
@@ -134,7 +144,8 @@ def _capturable_optimizer(opt: torch.optim.Optimizer, device: torch.device) -> N
             else torch.tensor(float(lr), device=device)
         )
         if isinstance(opt, torch.optim.SGD):
-            g["fused"], g["foreach"] = True, False
+            if _fused_sgd_runs_on(device):
+                g["fused"], g["foreach"] = True, False
         elif "capturable" in g:
             g["capturable"] = True
     for st in opt.state.values():

@@ -12,12 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..perturbation_checks import _compiling  # noqa: F401 (re-exported to the loss modules)
 from ..validation import check_int
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
 
 
 class _ReprMixin:

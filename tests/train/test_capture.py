@@ -214,7 +214,26 @@ def test_capturable_optimizer_and_float_lrs_round_trip():
     assert st["param_groups"][0]["lr"] == pytest.approx(0.01)
     sgd = torch.optim.SGD([p], lr=0.1, momentum=0.9)
     CAP._capturable_optimizer(sgd, CPU)
-    assert sgd.param_groups[0]["fused"] is True and sgd.param_groups[0]["foreach"] is False
+    fused = CAP._fused_sgd_runs_on(CPU)  # torch >= 2.4
+    assert bool(sgd.param_groups[0]["fused"]) is fused
+    assert not (fused and sgd.param_groups[0]["foreach"])  # fused replaces the foreach form
+
+
+def test_sgd_is_fused_wherever_torch_has_the_fused_form(monkeypatch):
+    """CUDA always has fused SGD (a captured step needs it: its foreach form reads the lr on the host);
+    a CPU without it (torch 2.3) keeps the foreach form, which reads a tensor lr there."""
+    assert CAP._fused_sgd_runs_on(torch.device("cuda"))
+    assert CAP._fused_sgd_runs_on(CPU) is (
+        tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 4)
+    )
+    monkeypatch.setattr(CAP, "_fused_sgd_runs_on", lambda device: False)
+    p = nn.Parameter(torch.ones(3))
+    sgd = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    CAP._capturable_optimizer(sgd, CPU)
+    assert not sgd.param_groups[0]["fused"] and isinstance(sgd.param_groups[0]["lr"], torch.Tensor)
+    p.grad = torch.ones(3)
+    sgd.step()
+    assert torch.allclose(p.detach(), torch.full((3,), 0.9))
 
 
 # -------------------------------------------------------------------------------- through fit (CPU)
