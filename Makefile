@@ -1,14 +1,17 @@
 # LPL: `make test` and `make figures` work on a fresh clone: they create .venv and install what is needed.
-# GPU users: `make TORCH_SPEC="torch>=2.2" test` (or any pip spec) to take another torch build.
+# GPU users: `make TORCH_SPEC="torch>=2.3" test` (or any pip spec) to take another torch build.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# Further pip specs installed with torch and kept by the project's install, e.g. the oldest supported versions:
+# make VENV=.venv-oldest PYTHON=python3.10 TORCH_SPEC=torch==2.3.1 PINS="numpy==1.24.4 scipy==1.10.1" test
+PINS ?=
 # Machines that keep local wheels (the CPU torch build) in /opt/wheels use them first.
 PIP_FIND ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lpl-installed
-# The torch spec the venv was installed with: rewritten only when TORCH_SPEC changes, so that
-# `make TORCH_SPEC=... test` on an existing .venv reinstalls torch instead of keeping the old one.
+# The torch spec and pins the venv was installed with: rewritten only when TORCH_SPEC or PINS change, so
+# that `make TORCH_SPEC=... test` on an existing .venv reinstalls torch instead of keeping the old one.
 TORCH_STAMP := $(VENV)/.lpl-torch-spec
 
 .PHONY: install data-check test lint format figures theory-figures study-figures study study-quick ablation notebooks bench gpu-check clean FORCE
@@ -17,13 +20,13 @@ install: $(STAMP)
 
 $(TORCH_STAMP): FORCE
 	@mkdir -p $(VENV)
-	@printf '%s\n' '$(TORCH_SPEC)' | cmp -s - $@ || printf '%s\n' '$(TORCH_SPEC)' > $@
+	@printf '%s\n' '$(TORCH_SPEC) $(PINS)' | cmp -s - $@ || printf '%s\n' '$(TORCH_SPEC) $(PINS)' > $@
 
 $(STAMP): pyproject.toml $(TORCH_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(PIP_FIND) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q $(PIP_FIND) -e ".[dev]"
+	$(PY) -m pip install -q $(PIP_FIND) "$(TORCH_SPEC)" $(PINS)
+	$(PY) -m pip install -q $(PIP_FIND) -e ".[dev]" $(PINS)
 	touch $(STAMP)
 
 lint: $(STAMP)

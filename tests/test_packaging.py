@@ -99,12 +99,20 @@ def test_make_reinstalls_torch_when_the_spec_changes(tmp_path):
     fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n', encoding="utf-8")
     fake.chmod(0o755)
 
-    def make(spec):
+    def make(spec, pins=""):
         if log.exists():
             log.unlink()
         env = {**os.environ, "MAKEFLAGS": ""}
         subprocess.run(
-            ["make", "-s", "install", f"VENV={venv}", f"TORCH_SPEC={spec}", "PIP_FIND="],
+            [
+                "make",
+                "-s",
+                "install",
+                f"VENV={venv}",
+                f"TORCH_SPEC={spec}",
+                f"PINS={pins}",
+                "PIP_FIND=",
+            ],
             cwd=ROOT,
             check=True,
             capture_output=True,
@@ -116,6 +124,13 @@ def test_make_reinstalls_torch_when_the_spec_changes(tmp_path):
     first = make("torch==2.13.0")
     assert "install -q torch==2.13.0" in first and "-e .[dev]" in first
     assert make("torch==2.13.0") == ""  # up to date: nothing runs
-    calls = make("torch>=2.2,<3")
-    assert "install -q torch>=2.2,<3" in calls and "-e .[dev]" in calls
-    assert make("torch>=2.2,<3") == ""
+    calls = make("torch>=2.3,<3")
+    assert "install -q torch>=2.3,<3" in calls and "-e .[dev]" in calls
+    assert make("torch>=2.3,<3") == ""
+    # pins go with torch and are kept through the project's install; changing them reinstalls
+    calls = make("torch>=2.3,<3", "numpy==1.24.4 scipy==1.10.1")
+    lines = calls.splitlines()
+    assert any(line.endswith("torch>=2.3,<3 numpy==1.24.4 scipy==1.10.1") for line in lines)
+    assert any(line.endswith("-e .[dev] numpy==1.24.4 scipy==1.10.1") for line in lines)
+    assert make("torch>=2.3,<3", "numpy==1.24.4 scipy==1.10.1") == ""
+    assert "-e .[dev]" in make("torch>=2.3,<3")
