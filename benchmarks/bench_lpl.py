@@ -11,7 +11,9 @@
     with ``--compile`` the loss under ``torch.compile`` (its static loop);
 (d) the authors'-code presets' perturbation against their previous implementation;
 (e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd, against the
-    per-sample loop that took them before (``reference_pgd_masked``).
+    per-sample loop that took them before (``reference_pgd_masked``);
+(f) the static inner loop (what a captured CUDA graph or torch.compile runs) for the shipped configs'
+    settings, every step masked against the first ⌊ε/α⌋ steps unmasked: operations per call and time.
 
 The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
 the tests also check the current code against. Every LPL loss here runs Algorithm 1 read literally
@@ -180,6 +182,115 @@ def bench_masked(device: torch.device, classes: list[int], calls: int, repeats: 
                     "speed-up": med["previous"] / med["current"],
                 }
             )
+    return rows
+
+
+#: Configurations of the shipped LPL configs: Tables I/II fixed and varied, Tables III/IV (index split).
+STATIC_CONFIGS = {
+    "Tables I/II, fixed (ε 0.1, α 0.01)": dict(
+        split="mean", epsilon=0.1, delta_epsilon=0.0, alpha=0.01
+    ),
+    "Tables I/II, varied (ε 0.1, Δε 0.1, α 0.01)": dict(
+        split="mean", epsilon=0.1, delta_epsilon=0.1, alpha=0.01
+    ),
+    "Tables III/IV (ε 0, Δε 2, α 0.25)": dict(
+        split="index", epsilon=0.0, delta_epsilon=2.0, alpha=0.25
+    ),
+}
+#: Operations that only make views or read metadata (no kernel on a GPU).
+_VIEW_OPS = {"select", "unsqueeze", "unbind", "t", "transpose", "view", "expand", "slice", "detach"}
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten operations dispatched, and those that are not views."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.kernels += func.overloadpacket.__name__ not in _VIEW_OPS
+        return func(*args, **(kwargs or {}))
+
+
+def bench_static(device: torch.device, classes: list[int], calls: int, repeats: int) -> list[dict]:
+    """(f) the static inner loop, as a captured CUDA graph or torch.compile runs it (``early_stop=False``,
+    every row passed with ``keep``, as the loss does with validation off), no autograd, B = 128: every
+    step masked (``min_steps=0``) against the first ⌊ε/α⌋ steps unmasked (``min_steps``, what
+    :func:`~lpl_train.perturbation.single_label_perturbation` passes); values checked identical first.
+    Operations per call (those that are not views launch a kernel each on a GPU) and time."""
+    rows = []
+    for c in classes:
+        g = torch.Generator().manual_seed(c + 2)
+        logits = (torch.randn(128, c, generator=g) * 2).to(device)
+        target = torch.randint(0, c, (128,), generator=g).to(device)
+        keep = torch.ones(128, dtype=torch.bool, device=device)
+        rank = torch.randperm(c, generator=g).to(device)
+        for name, cfg in STATIC_CONFIGS.items():
+            split = dict(rank=rank, head=c // 2) if cfg["split"] == "index" else {}
+            kw = dict(
+                alpha=cfg["alpha"], epsilon=cfg["epsilon"], delta_epsilon=cfg["delta_epsilon"]
+            )
+            with torch.no_grad():
+                r = P.single_label_perturbation(logits, target, split=cfg["split"], **split, **kw)
+            floor = P.moving_step_floor(cfg["epsilon"], cfg["alpha"], logits.dtype)
+            for class_mean in ("index", "matmul"):
+                args = (logits, target, r.sign, r.bounds, r.steps)
+                base = dict(
+                    alpha=cfg["alpha"],
+                    max_steps=P.fixed_step_count(
+                        cfg["epsilon"] + cfg["delta_epsilon"], cfg["alpha"]
+                    ),
+                    keep=keep,
+                    early_stop=False,
+                    class_mean=class_mean,
+                )
+                variants = {
+                    "all masked": lambda args=args, base=base: P.pgd_like_perturbation(
+                        *args, **base
+                    ),
+                    "unmasked first": lambda args=args, base=base, floor=floor: (
+                        P.pgd_like_perturbation(*args, min_steps=floor, **base)
+                    ),
+                }
+                counts = {}
+                with torch.no_grad():
+                    values = []
+                    for key, fn in variants.items():
+                        with _CountOps() as count:
+                            values.append(fn())
+                        counts[key] = count
+                    assert torch.equal(values[0], values[1]), (c, name, class_mean)
+
+                def run(fn) -> None:
+                    with torch.no_grad():
+                        for _ in range(calls):
+                            fn()
+
+                for fn in variants.values():  # warm-up
+                    run(fn)
+                times: dict[str, list[float]] = {k: [] for k in variants}
+                for _ in range(repeats):
+                    for key, fn in variants.items():
+                        times[key].append(_time(lambda fn=fn: run(fn), device) / calls)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                a, b = counts["all masked"], counts["unmasked first"]
+                rows.append(
+                    {
+                        "C": c,
+                        "config": name,
+                        "class means": class_mean,
+                        "steps (unmasked)": f"{base['max_steps']} ({floor})",
+                        "ops, all masked": a.ops,
+                        "ops, unmasked first": b.ops,
+                        "non-view ops, all masked": a.kernels,
+                        "non-view ops, unmasked first": b.kernels,
+                        "all masked [ms]": 1e3 * med["all masked"],
+                        "unmasked first [ms]": 1e3 * med["unmasked first"],
+                        "speed-up": med["all masked"] / med["unmasked first"],
+                    }
+                )
     return rows
 
 
@@ -474,14 +585,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "resnet", "loop", "presets", "masked"),
+        choices=("loss", "resnet", "loop", "presets", "masked", "static"),
         action="append",
         default=None,
-        help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e); repeatable "
-        "(default: all)",
+        help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e), static (f); "
+        "repeatable (default: all)",
     )
     args = ap.parse_args(argv)
-    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked"))
+    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked", "static"))
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -536,6 +647,15 @@ def main(argv: list[str] | None = None) -> dict:
             "Δε = 0.2,\n    medians per call\n"
         )
         print(_table(masked))
+    static = None
+    if "static" in parts:
+        static = bench_static(device, [10, 100], calls=10 if args.quick else 40, repeats=repeats)
+        print(
+            "\n(f) the static inner loop (as captured or compiled; every row passed with keep), no "
+            "autograd, B = 128:\n    every step masked against the first ⌊ε/α⌋ steps unmasked; "
+            "operations and medians per call\n"
+        )
+        print(_table(static))
     out = {
         "device": str(device),
         "device_name": desc,
@@ -548,6 +668,7 @@ def main(argv: list[str] | None = None) -> dict:
         "inner_loop": loop,
         "presets": presets,
         "masked": masked,
+        "static": static,
     }
     if args.compile:
         out["compile"] = bench_compile(device)

@@ -106,6 +106,7 @@ __all__ = [
     "count_bound_ratio",
     "fixed_step_count",
     "index_threshold",
+    "moving_step_floor",
     "multi_label_logit_shift",
     "pgd_like_perturbation",
     "single_label_perturbation",
@@ -304,6 +305,15 @@ def fixed_step_count(epsilon: float, alpha: float) -> int:
     return int(math.floor(epsilon / alpha * (1.0 + _STEP_RTOL)))
 
 
+def moving_step_floor(epsilon: float, alpha: float, dtype: torch.dtype) -> int:
+    """A number of steps that every class with s_c ≠ 0 takes at least, K_c >= this, for the bounds of
+    Eq. 33 (ε_c >= ε) held in ``dtype``: ⌊ε/α⌋ taken at ε·(1 − 8·eps), since ε rounded to ``dtype`` may lie
+    just below ε (by half an eps at most; the rest covers the rounding of the float64 division in
+    :func:`step_counts`). Exactly ⌊ε/α⌋ for the usual float32 and float64 grids; one less with half
+    precision when ε/α is an integer."""
+    return fixed_step_count(epsilon * (1.0 - 8.0 * torch.finfo(dtype).eps), alpha)
+
+
 def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> Tensor:
     """K_c = ⌊ε_c/α⌋ per class (Algorithm 1, line 2) as int64, with the tolerance of
     :func:`fixed_step_count`; capped at ``max_steps`` when given."""
@@ -368,6 +378,7 @@ def pgd_like_perturbation(
     keep: Tensor | None = None,
     early_stop: bool | None = None,
     prob: Tensor | None = None,
+    min_steps: int = 0,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
@@ -399,6 +410,13 @@ def pgd_like_perturbation(
     and on fewer rows as classes finish (see :func:`_pgd_by_class`); ``weight`` and ``keep`` take it too.
     ``prob``: softmax(``logits``) (N, C) if the caller has computed it; that path's first step (at δ = 0)
     reuses it. It must be exactly that softmax: it is not checked.
+
+    ``min_steps``: a number of steps that every class with s_c ≠ 0 takes at least (K_c ≥ ``min_steps``;
+    ⌊ε/α⌋ for the bounds of Eq. 33, which :func:`single_label_perturbation` passes). It is not checked.
+    The per-sample loop runs its first ``min_steps`` steps without the mask: a class with s_c = 0 and
+    ε_c = 0 stays at δ = 0 either way, so the values are the same, with two operations fewer per step
+    (one kernel launch each on a GPU). Rows not kept form groups of their own, so they move alone in
+    those steps, and are set to zero once at the end.
     """
     n, c = logits.shape
     if class_mean == "auto":
@@ -461,6 +479,11 @@ def pgd_like_perturbation(
         step_matrix = mean_scale * same  # row i: α·s_{y_i}/N_{y_i} on the samples of class y_i
     if grad_needed and length == 0 and max_steps > 0:
         length = 1  # one masked step keeps δ connected to the graph, as the full loop does
+    # the steps every moving class takes need no mask (rows not kept move then, alone: reset at the end)
+    unmasked = max(unmasked, min(max(min_steps, 0), length))
+    # the masks of the later steps, made at once: (N, 1) each
+    later = torch.arange(unmasked, length, device=steps_i.device)
+    live = (later[:, None, None] < steps_i).unbind(0)
     delta = torch.zeros_like(logits)
     extra = 0 if keep is None else 1  # the group of the rows not kept
     # without autograd one buffer holds the class sums (the static path, under compile or capture)
@@ -483,7 +506,9 @@ def pgd_like_perturbation(
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
-        delta = moved if k < unmasked else torch.where(steps_i > k, moved, delta)
+        delta = moved if k < unmasked else torch.where(live[k - unmasked], moved, delta)
+    if keep is not None and unmasked > 0:
+        delta = torch.where(keep[:, None], delta, torch.zeros_like(delta))
     return delta
 
 
@@ -564,6 +589,7 @@ def single_label_perturbation(
         weight=weight,
         keep=keep,
         prob=prob,
+        min_steps=moving_step_floor(epsilon, alpha, bounds.dtype),
     )
     return SinglePerturbation(delta, sign, bounds, steps, tau_t, qbar, counts)
 

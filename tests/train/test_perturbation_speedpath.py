@@ -573,3 +573,77 @@ def test_index_target_checks_on_the_host_and_on_the_device_agree(ignore_index, d
     assert {"error", ("ok", False)} <= seen
     if ignore_index is not None and dtype != torch.uint8:
         assert ("ok", True) in seen
+
+
+# ------------------------------------------------------------------ the steps every moving class takes
+GRIDS = [  # (ε, α): the paper's and the shipped configs' values, and ratios just off an integer
+    (eps, alpha)
+    for eps in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0)
+    for alpha in (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.3)
+] + [(0.7, 0.1), (0.3, 0.1), (1e-3, 1e-4), (0.1 * (1 - 1e-7), 0.01), (0.1 * (1 + 1e-7), 0.01)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_moving_step_floor_never_exceeds_a_moving_class_step_count(dtype):
+    """K_c >= moving_step_floor for every bound ε_c >= ε as it is held in the dtype (ε itself, or
+    ε + Δε·r for any r >= 0), and it is ⌊ε/α⌋ itself for float32 and float64 on the grids."""
+    ratios = torch.tensor([0.0, 1e-9, 1e-4, 0.013, 0.5, 1.0], dtype=torch.float64)
+    for eps, alpha in GRIDS:
+        floor = P.moving_step_floor(eps, alpha, dtype)
+        bounds = eps + (0.2 * ratios).to(dtype)  # as class_bounds forms them, in the dtype
+        assert floor <= int(P.step_counts(bounds, alpha).min()), (eps, alpha)
+        if dtype in (torch.float32, torch.float64) and eps == round(eps, 3):
+            assert floor == P.fixed_step_count(eps, alpha), (eps, alpha)
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("class_mean", ["index", "matmul"])
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_per_sample_loop_unmasked_for_the_steps_every_moving_class_takes(
+    dtype, class_mean, normalize_step
+):
+    """min_steps = ⌊ε/α⌋ runs those first steps of the per-sample loop (static, or with gradients)
+    without the mask and its `where`: the same values and gradients bit for bit, the `where` only in the
+    later steps; rows not kept get δ = 0 from one `where` at the end."""
+    for case in CASES:
+        n, c, alpha, eps, deps, split = case
+        floor = P.moving_step_floor(eps, alpha, dtype)
+        for seed in range(2):
+            u0, y, sign, bounds, steps, kw = _case_inputs(case, seed, dtype)
+            kw.update(class_mean=class_mean, normalize_step=normalize_step)
+            w = torch.randn(u0.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+            keep = _keep_mask(n, seed)
+            for extra in ({}, {"keep": keep}):
+                out = []
+                for min_steps in (0, floor):
+                    with torch.no_grad(), _CountOps() as ops:
+                        static = P.pgd_like_perturbation(
+                            u0, y, sign, bounds, steps, early_stop=False, min_steps=min_steps,
+                            **extra, **kw,
+                        )  # fmt: skip
+                    u = u0.clone().requires_grad_(True)
+                    d = P.pgd_like_perturbation(
+                        u, y, sign, bounds, steps, min_steps=min_steps, **extra, **kw
+                    )
+                    (d * w).sum().backward()
+                    out.append((static, d.detach(), u.grad, ops.calls.get("where", 0)))
+                (s0, d0, g0, where0), (s1, d1, g1, where1) = out
+                assert torch.equal(s1, s0) and torch.equal(d1, d0) and torch.equal(g1, g0), (
+                    case, seed, extra.keys(),
+                )  # fmt: skip
+                # one `where` fewer in each of the first ⌊ε/α⌋ steps (one more at the end with keep)
+                assert where0 - where1 == (floor - (floor > 0) if extra else floor), case
+                if extra:
+                    assert torch.equal(s1[~keep], torch.zeros_like(s1[~keep]))
+                assert where0 >= kw["max_steps"], case
