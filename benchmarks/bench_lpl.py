@@ -97,13 +97,7 @@ def bench_presets(device: torch.device, classes: list[int], repeats: int) -> lis
                     if grad:
                         out.sum().backward()
 
-            run(old)
-            run(new)
-            times: dict[str, list[float]] = {"previous": [], "current": []}
-            for _ in range(repeats):
-                for key, fn in (("previous", old), ("current", new)):
-                    times[key].append(_time(lambda fn=fn: run(fn), device))
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = _medians({"previous": old, "current": new}, run, device, repeats)
             rows.append(
                 {
                     "C": c,
@@ -160,19 +154,8 @@ def bench_masked(device: torch.device, classes: list[int], calls: int, repeats: 
                 "previous": lambda args=args, kw=kw: reference_pgd_masked(*args, **kw),
                 "current": lambda args=args, kw=kw: P.pgd_like_perturbation(*args, **kw),
             }
-
-            def run(fn) -> None:
-                with torch.no_grad():
-                    for _ in range(calls):
-                        fn()
-
-            for fn in variants.values():  # warm-up
-                run(fn)
-            times: dict[str, list[float]] = {k: [] for k in variants}
-            for _ in range(repeats):
-                for key, fn in variants.items():
-                    times[key].append(_time(lambda fn=fn: run(fn), device) / calls)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            run = _calls_without_grad(calls)
+            med = _medians(variants, run, device, repeats, per=calls)
             rows.append(
                 {
                     "C": c,
@@ -263,18 +246,7 @@ def bench_static(device: torch.device, classes: list[int], calls: int, repeats: 
                         counts[key] = count
                     assert torch.equal(values[0], values[1]), (c, name, class_mean)
 
-                def run(fn) -> None:
-                    with torch.no_grad():
-                        for _ in range(calls):
-                            fn()
-
-                for fn in variants.values():  # warm-up
-                    run(fn)
-                times: dict[str, list[float]] = {k: [] for k in variants}
-                for _ in range(repeats):
-                    for key, fn in variants.items():
-                        times[key].append(_time(lambda fn=fn: run(fn), device) / calls)
-                med = {k: statistics.median(v) for k, v in times.items()}
+                med = _medians(variants, _calls_without_grad(calls), device, repeats, per=calls)
                 a, b = counts["all masked"], counts["unmasked first"]
                 rows.append(
                     {
@@ -313,6 +285,31 @@ def _time(fn: Callable[[], None], device: torch.device) -> float:
     fn()
     _sync(device)
     return clock() - t0
+
+
+def _medians(
+    variants: dict[str, Callable], run: Callable, device: torch.device, repeats: int, per: int = 1
+) -> dict[str, float]:
+    """Each variant run once to warm up, then ``run(fn)`` timed ``repeats`` times per variant, the
+    variants interleaved; the median of each, divided by ``per`` (the calls in one run)."""
+    for fn in variants.values():
+        run(fn)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(_time(lambda fn=fn: run(fn), device) / per)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _calls_without_grad(calls: int) -> Callable:
+    """``run(fn)``: ``calls`` calls of ``fn`` without autograd."""
+
+    def run(fn: Callable) -> None:
+        with torch.no_grad():
+            for _ in range(calls):
+                fn()
+
+    return run
 
 
 def _value_and_grad(fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> tuple:
@@ -401,13 +398,7 @@ def bench_inner_loop(
                     if out is not None:
                         out.backward()
 
-            for fn in variants.values():  # warm-up
-                run(fn)
-            times: dict[str, list[float]] = {k: [] for k in variants}
-            for _ in range(repeats):
-                for name, fn in variants.items():
-                    times[name].append(_time(lambda fn=fn: run(fn), device) / calls)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = _medians(variants, run, device, repeats, per=calls)
             rows.append(
                 {
                     "C": c,
@@ -467,13 +458,7 @@ def bench_loss(
                 u = logits[i].clone().requires_grad_(True)
                 fn(u, target[i]).backward()
 
-        for fn in variants.values():  # warm-up
-            run(fn)
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(repeats):
-            for name, fn in variants.items():
-                times[name].append(_time(lambda fn=fn: run(fn), device))
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = _medians(variants, run, device, repeats)
         rows.append(
             {
                 "C": c,
