@@ -326,29 +326,28 @@ def step_counts(bounds: Tensor, alpha: float, max_steps: int | None = None) -> T
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------------------
-def _group_index(
-    target: Tensor, num_classes: int, keep: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """For each sample, the index of the first sample of its class and the size of its class, (N,) each.
+def _group_index(target: Tensor, num_classes: int, keep: Tensor | None = None) -> Tensor:
+    """For each sample, the index of the first sample of its class (N,).
 
     Rows sharing a group index belong to the same class, so class means over the batch are an
     ``index_add`` into N rows and a gather: O(N·C) per step, whatever C is. Built in O(N + C) (a
-    scatter-min of the sample indices and a count per class), labels in [0, ``num_classes``). With
-    ``keep`` (N,) bool, rows not kept neither count nor share a group: they all go to the extra group N,
-    with size 1."""
+    scatter-min of the sample indices), labels in [0, ``num_classes``). With ``keep`` (N,) bool, rows not
+    kept share no group: they all go to the extra group N."""
     n = target.shape[0]
     index = torch.arange(n, device=target.device)
     src = index if keep is None else torch.where(keep, index, n)
     first = torch.full((num_classes,), n, dtype=index.dtype, device=target.device)
-    first = first.scatter_reduce(0, target, src, reduce="amin")
-    ones = torch.ones_like(index) if keep is None else keep.to(index.dtype)
-    size = torch.zeros(num_classes, dtype=index.dtype, device=target.device)
-    size = size.index_add(0, target, ones)
-    first, size = first.index_select(0, target), size.index_select(0, target)
-    if keep is not None:
-        first = torch.where(keep, first, n)
-        size = torch.where(keep, size, 1)
-    return first, size
+    first = first.scatter_reduce(0, target, src, reduce="amin").index_select(0, target)
+    return first if keep is None else torch.where(keep, first, n)
+
+
+def _class_size(target: Tensor, num_classes: int, keep: Tensor | None = None) -> Tensor:
+    """The size of each sample's class (N,) (int64): its kept rows with ``keep``, and 1 for a row not
+    kept."""
+    ones = torch.ones_like(target) if keep is None else keep.to(target.dtype)
+    size = torch.zeros(num_classes, dtype=target.dtype, device=target.device)
+    size = size.index_add(0, target, ones).index_select(0, target)
+    return size if keep is None else torch.where(keep, size, 1)
 
 
 def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int, int]:
@@ -458,18 +457,22 @@ def pgd_like_perturbation(
     if keep is not None:  # rows not kept never move: δ = 0
         steps_i = torch.where(keep[:, None], steps_i, torch.zeros_like(steps_i))
     length, unmasked = _loop_range(steps_i, max_steps, early_stop)
-    group, size = _group_index(target, c, keep)
+    # the index form's groups (the matrix forms need only the class sizes)
+    by_index = class_mean == "index" and not normalize_step
+    group = _group_index(target, c, keep) if by_index else None
     dtype = logits.dtype
     w = None
     if weight is not None:
         w = weight.to(dtype)
         size = _class_mass(target, w, c).index_select(0, target)  # class mass of each row's class
+    else:
+        size = _class_size(target, c, keep)
     scale = (alpha * sign.to(dtype))[target][:, None]  # α·s_{y_i}
     mean_scale = scale / size[:, None].to(dtype)  # α·s_{y_i} / N_{y_i}
     radius = bounds.to(dtype)[target][:, None].clamp_min(_TINY)
-    shift = scale * F.one_hot(target, c).to(dtype)  # the constant part α·s·y_i of the step
-    if class_mean == "matmul" or normalize_step:
-        onehot = F.one_hot(target, c).to(dtype)
+    onehot = F.one_hot(target, c).to(dtype)
+    shift = scale * onehot  # the constant part α·s·y_i of the step
+    if not by_index:
         same = (target[:, None] == target[None, :]).to(dtype)
         if w is not None:
             same = same * w[None, :]
