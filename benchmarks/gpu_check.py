@@ -6,7 +6,11 @@ long-tailed labels over 10 classes; there is no CIFAR on the GPU machine), bf16 
 (the engine's CUDA defaults). Every variant of a model is measured ``--repeats`` times, the variants
 interleaved within each repeat; the table gives the median images/s of the last (steady) epoch and the ratios.
 
-    python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b]
+    python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b] [--compile]
+
+``--compile`` adds the step under ``train.capture = "compile"`` (``torch.compile(mode="reduce-overhead")`` of
+network and loss, which fuses each step of LPL's inner loop) for CE and LPL; its compilation is not timed
+(the last epoch is), but it takes minutes of the run's wall time, so it is off by default.
 
 ``--quick`` (the default off CUDA): tiny data, ResNet-32 only, one repeat, two concurrent runs; on a CPU the
 captured step falls back to eager (the ``mode`` column says what ran). Writes ``gpu_check.json`` and
@@ -186,7 +190,9 @@ def _measure(s: Setting, kind: str, out: Path, jobs: int = 1) -> dict[str, Any]:
             return bare_loop(s)
         if kind.startswith("x"):
             return concurrent(s, "graph", jobs, out)
-        return engine_run(s, "off" if kind == "engine eager" else "graph", out)
+        return engine_run(
+            s, {"engine eager": "off", "engine compile": "compile"}.get(kind, "graph"), out
+        )
     except Exception as exc:  # noqa: BLE001 - the check goes on and says what failed
         import traceback
 
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         "--models", default=None, help="comma-separated (default: resnet32,resnet110,wrn28_10)"
     )
     p.add_argument("--model-params", default="{}", help="JSON keyword arguments for every model")
+    p.add_argument(
+        "--compile", action="store_true", help='also the step under train.capture = "compile"'
+    )
     a = p.parse_args(argv)
     torch.set_flush_denormal(True)
     cuda = torch.cuda.is_available()
@@ -225,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             "amp": amp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     print(f"# gpu_check {json.dumps(info)}", flush=True)
     rows: list[dict[str, Any]] = []
+    kinds = ("bare", "engine eager", "engine graph") + (("engine compile",) if a.compile else ())
     for model in models:
-        variants = [(f"{loss} {kind}", loss, kind) for loss in LOSSES
-                    for kind in ("bare", "engine eager", "engine graph")]  # fmt: skip
+        variants = [(f"{loss} {kind}", loss, kind) for loss in LOSSES for kind in kinds]
         got: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
         for r in range(repeats):
             for name, loss, kind in variants:
@@ -252,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             "graph/eager (CE)": med["ce engine graph"] / med["ce engine eager"],
             "graph/eager (LPL)": med["lpl engine graph"] / med["lpl engine eager"],
         }
+        if a.compile:
+            ratios["LPL/CE step time (compile)"] = (
+                med["ce engine compile"] / med["lpl engine compile"]
+            )
+            ratios["compile/graph (LPL)"] = med["lpl engine compile"] / med["lpl engine graph"]
         if f"lpl graph x{jobs}" in med:
             ratios[f"{jobs} concurrent/one (LPL graph)"] = (
                 med[f"lpl graph x{jobs}"] / med["lpl engine graph"]

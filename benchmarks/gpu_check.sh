@@ -7,6 +7,7 @@
 #
 #   benchmarks/gpu_check.sh [OUT_DIR] [--repeats R] [--jobs N] [--models a,b]   # full check (GPU)
 #   GPU_CHECK_QUICK=1 benchmarks/gpu_check.sh [OUT_DIR]                          # shortened (CPU, seconds)
+#   benchmarks/gpu_check.sh OUT_DIR --compile --models resnet32 --repeats 1     # + train.capture = "compile"
 #
 # Off CUDA the shortened mode is the default. PYTHON: default .venv/bin/python if present, else python3
 # (on the GPU machine: its python3, which holds PyTorch; the checkout is put on PYTHONPATH).

@@ -364,6 +364,17 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)", "graph/eager (LPL)",
             "1 concurrent/one (LPL graph)"} <= set(ratios)  # fmt: skip
     assert "| fmnist_cnn | lpl engine graph | eager |" in (tmp_path / "gpu_check.md").read_text()
+    # --compile adds the compiled step (on a CPU it falls back to eager, and says so)
+    assert gc.main([*args, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    res = json.loads((tmp_path / "compiled" / "gpu_check.json").read_text())
+    rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
+    assert {"ce engine compile", "lpl engine compile"} <= set(rows)
+    assert (
+        rows["lpl engine compile"]["mode"] == "eager"
+        and rows["lpl engine compile"]["images_per_s"] > 0
+    )
+    ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
+    assert {"LPL/CE step time (compile)", "compile/graph (LPL)"} <= set(ratios)
     s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 1, "cpu", "off", {})
     assert (
         pickle.loads(pickle.dumps(gc.SyntheticRunner(s, "graph"))).setting == s
