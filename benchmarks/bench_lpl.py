@@ -287,17 +287,25 @@ def _time(fn: Callable[[], None], device: torch.device) -> float:
     return clock() - t0
 
 
-def _medians(
+def _interleaved_times(
     variants: dict[str, Callable], run: Callable, device: torch.device, repeats: int, per: int = 1
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
     """Each variant run once to warm up, then ``run(fn)`` timed ``repeats`` times per variant, the
-    variants interleaved; the median of each, divided by ``per`` (the calls in one run)."""
+    variants interleaved; the times divided by ``per`` (the calls in one run)."""
     for fn in variants.values():
         run(fn)
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
             times[name].append(_time(lambda fn=fn: run(fn), device) / per)
+    return times
+
+
+def _medians(
+    variants: dict[str, Callable], run: Callable, device: torch.device, repeats: int, per: int = 1
+) -> dict[str, float]:
+    """The median of each variant's :func:`_interleaved_times`."""
+    times = _interleaved_times(variants, run, device, repeats, per)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -507,12 +515,7 @@ def bench_resnet(
             loss_fn(model(x), y).backward()
             opt.step()
 
-    for fn in losses.values():
-        run(fn)
-    times: dict[str, list[float]] = {k: [] for k in losses}
-    for _ in range(repeats):
-        for name, fn in losses.items():
-            times[name].append(_time(lambda fn=fn: run(fn), device) / steps)
+    times = _interleaved_times(losses, run, device, repeats, per=steps)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "CE [ms / step]": 1e3 * med["cross-entropy"],

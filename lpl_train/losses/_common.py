@@ -1,8 +1,7 @@
 """Pieces shared by the loss modules (``single_label``, ``feature_losses``, ``label_noise``,
 ``multi_label``, ``lpl``, ``lpl_multi_label``): the argument checks (reduction, bool flags, class counts,
 logits, class-index targets, epochs, the classifier head), the reduction, the working dtype of the LPL
-losses (float32 for half-precision logits), ``_ReprMixin`` (``extra_repr`` from the hyper-parameters)
-and the test for tracing under ``torch.compile``.
+losses (float32 for half-precision logits) and ``_ReprMixin`` (``extra_repr`` from the hyper-parameters).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..perturbation_checks import _compiling  # noqa: F401 (re-exported to the loss modules)
+from ..perturbation_checks import _compiling
 from ..validation import check_int
 
 

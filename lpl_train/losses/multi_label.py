@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..perturbation_checks import _compiling
 from ..validation import check_float, check_int
-from ._common import _as_counts, _check_logits, _check_reduction, _compiling, _reduce, _ReprMixin
+from ._common import _as_counts, _check_logits, _check_reduction, _reduce, _ReprMixin
 from .registry import register
 from .single_label import class_balanced_weights
 
