@@ -125,7 +125,7 @@ def check_index_target(
     is True whenever ``ignore_index`` is set, the safe answer)."""
     if not isinstance(target, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+    if target.dtype == torch.bool or target.is_floating_point() or target.dtype.is_complex:
         raise TypeError(f"{name} must hold integer class labels, got dtype {target.dtype}")
     n, c = logits.shape
     if target.shape != (n,):
@@ -265,7 +265,7 @@ def check_multi_label_target(
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_complex():
+    if target.dtype.is_complex:
         raise TypeError(f"{name} must be real, got dtype {target.dtype}")
     if target.shape != logits.shape:
         raise ValueError(
@@ -302,7 +302,7 @@ def check_class_counts(
             raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
         class_counts = torch.from_numpy(class_counts.astype(np.float64))
     if isinstance(class_counts, Tensor):
-        if class_counts.dtype == torch.bool or class_counts.is_complex():
+        if class_counts.dtype == torch.bool or class_counts.dtype.is_complex:
             raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
         counts = class_counts.detach().to("cpu", torch.float64)
     elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):

@@ -75,7 +75,7 @@ def _as_counts(
     if class_counts is None:
         raise ValueError(f"{name} is required (one positive count per class), got None")
     if isinstance(class_counts, torch.Tensor):
-        if class_counts.dtype == torch.bool or class_counts.is_complex():
+        if class_counts.dtype == torch.bool or class_counts.dtype.is_complex:
             raise TypeError(f"{name} must hold numbers, got dtype {class_counts.dtype}")
         counts = class_counts.detach().to("cpu", torch.float64)
     else:
@@ -137,7 +137,7 @@ def _check_target(
         raise ValueError(
             f"target must have shape ({n},) (one class index per row), got {tuple(target.shape)}"
         )
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+    if target.is_floating_point() or target.dtype == torch.bool or target.dtype.is_complex:
         raise TypeError(
             f"target must be an integer tensor of class indices, got dtype {target.dtype}"
         )

@@ -63,7 +63,7 @@ def _check_multilabel(
             f"target must be multi-hot with the shape of logits {tuple(logits.shape)}, "
             f"got {tuple(target.shape)}"
         )
-    if target.is_complex():
+    if target.dtype.is_complex:
         raise TypeError(f"target must be real 0/1 values, got dtype {target.dtype}")
     t = target.to(logits.dtype)
     if t.numel() and not _compiling() and not ((t == 0) | (t == 1)).all():
