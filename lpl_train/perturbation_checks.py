@@ -92,7 +92,7 @@ def _sum_is_finite(t: Tensor) -> Tensor:
 def check_finite(t: Tensor, name: str) -> None:
     """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation, two when the fast
     check, a finite sum, is inconclusive; skipped under torch.compile)."""
-    if _compiling() or bool(_sum_is_finite(t)):
+    if not _can_read_back(t) or bool(_sum_is_finite(t)):
         return
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); the loss would be NaN")
@@ -133,7 +133,7 @@ def check_index_target(
             f"{name} must have shape ({n},) to match logits {tuple(logits.shape)}, got "
             f"{tuple(target.shape)}"
         )
-    if _compiling():
+    if not (_can_read_back(target) and _can_read_back(logits)):
         return target.long(), ignore_index is not None
     check = (
         _check_index_target_host
@@ -227,7 +227,7 @@ def check_probability_target(
             f"{tuple(target.shape)}"
         )
     t = target.to(logits.dtype)
-    if _compiling():
+    if not _can_read_back(t):
         return t
     row = t.sum(dim=1)
     tol = 1e-3 if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-9
@@ -272,7 +272,7 @@ def check_multi_label_target(
             f"{name} must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
         )
     t = target.to(logits.dtype)
-    if _compiling():
+    if not _can_read_back(t):
         return t
     ok = ((t >= 0) & (t <= 1)).all() if soft else ((t == 0) | (t == 1)).all()
     if check_finite_logits:

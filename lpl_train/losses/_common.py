@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..perturbation_checks import _compiling
+from ..perturbation_checks import _can_read_back
 from ..validation import check_int
 
 
@@ -141,7 +141,7 @@ def _check_target(
         raise TypeError(
             f"target must be an integer tensor of class indices, got dtype {target.dtype}"
         )
-    if n > 0 and not _compiling():
+    if n > 0 and _can_read_back(target):  # skipped under torch.compile and CUDA-graph capture
         t = target
         if ignore_index is not None:
             t = torch.where(t == ignore_index, torch.zeros_like(t), t)

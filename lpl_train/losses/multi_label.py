@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..perturbation_checks import _compiling
+from ..perturbation_checks import _can_read_back
 from ..validation import check_float, check_int
 from ._common import _as_counts, _check_logits, _check_reduction, _reduce, _ReprMixin
 from .registry import register
@@ -66,7 +66,7 @@ def _check_multilabel(
     if target.dtype.is_complex:
         raise TypeError(f"target must be real 0/1 values, got dtype {target.dtype}")
     t = target.to(logits.dtype)
-    if t.numel() and not _compiling() and not ((t == 0) | (t == 1)).all():
+    if t.numel() and _can_read_back(t) and not ((t == 0) | (t == 1)).all():
         bad = t[(t != 0) & (t != 1)][:3].tolist()
         raise ValueError(f"target must be multi-hot (only 0 and 1), got values such as {bad}")
     return logits, t

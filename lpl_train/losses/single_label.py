@@ -40,7 +40,6 @@ from ._common import (  # noqa: F401  (re-exported: the shared checks were defin
     _check_pair,
     _check_reduction,
     _check_target,
-    _compiling,
     _is_bool_dtype,
     _reduce,
     _ReprMixin,
@@ -427,7 +426,7 @@ class LDAMLoss(_ReprMixin, nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = _check_pair(logits, target, self.num_classes)
-        if self.training and not _compiling():
+        if self.training and P._can_read_back(logits):
             self._warn_plug_in(logits)
         z = self.margin_logits(logits, target)
         w = self.weight.to(z.dtype)

@@ -76,6 +76,78 @@ def test_capture_decisions_on_cuda():
         choose("on")
 
 
+# ------------------------------------------------------------------ the recorded step reads no value
+def _recorded_losses():
+    """(config, loss) of every shipped config whose step ``"auto"`` records on one CUDA device, the loss
+    built as the run builds it (the data's class count and long-tail counts, without the data)."""
+    from lpl_train.config import list_configs, load_config
+    from lpl_train.engine.components import _placeholder_shape
+    from lpl_train.losses import build_loss
+
+    for name in list_configs():
+        cfg = load_config(name)
+        lo, tr = cfg["loss"], cfg["train"]
+        c, counts, _ = _placeholder_shape(cfg["data"], FileNotFoundError(name))
+        loss = build_loss(lo["name"], num_classes=c, class_counts=counts, **lo["params"])
+        precision = {"auto": "bf16", "off": "fp32"}.get(
+            tr["amp"], tr["amp"]
+        )  # "auto" on a bf16 GPU
+        mode = choose(tr["capture"], loss=lo["name"], precision=precision, compiled=tr["compile"],
+                      features=bool(getattr(loss, "needs_features", False))).mode  # fmt: skip
+        if mode == "graph":
+            yield name, loss, c
+
+
+RECORDED = list(_recorded_losses())
+
+
+def test_the_recorded_configs_cover_every_graph_safe_loss():
+    assert {type(loss).__name__ for _, loss, _ in RECORDED} >= {"CrossEntropyLoss", "LPLLoss",
+                                                              "LALPLLoss", "LDAMLoss"}  # fmt: skip
+    names = {n for n, _, _ in RECORDED}
+    assert len(names) >= 60 and any("_ce" in n for n in names)
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["as-built", "validate-off"])
+@pytest.mark.parametrize("name,loss,c", RECORDED, ids=[n for n, _, _ in RECORDED])
+def test_recorded_losses_read_no_value_on_the_host(name, loss, c, validate):
+    """A CUDA graph records no host read (a read while capturing fails the recording and ``"auto"``
+    falls back to eager). On the meta device no value can be read either (any read raises) and the
+    losses' data-dependent checks skip the same way as while capturing (``_can_read_back``): forward
+    and backward of every recorded loss run there, with its checks on and off."""
+    with pytest.raises(NotImplementedError):
+        torch.zeros(2, device="meta").tolist()  # the premise: a host read fails on meta
+    loss = copy.deepcopy(loss).to("meta").train()
+    if hasattr(loss, "validate"):
+        loss.validate = validate
+    logits = torch.empty(64, c, device="meta", requires_grad=True)
+    value = loss(logits, torch.empty(64, dtype=torch.long, device="meta"))
+    value.backward()
+    assert value.shape == () and logits.grad.shape == (64, c)
+
+
+@pytest.mark.parametrize("ignore_index", [None, -100])
+@pytest.mark.parametrize("preset", ["authors_balanced_fixed", "authors_balanced_varied",
+                                    "authors_balanced_varied_isda", "authors_longtail"])  # fmt: skip
+def test_presets_are_recordable_without_ignore_index(preset, ignore_index):
+    """The authors'-code presets read no value either, unless ``ignore_index`` is set: they drop the
+    ignored rows (their scripts know no weights) through a data-dependent index, which a CUDA graph cannot
+    record (``"auto"`` then runs eagerly and the log says why)."""
+    from lpl_train.losses import build_loss
+
+    extra = {"tau": 4, "iterations": 50} if preset == "authors_longtail" else {}
+    loss = build_loss("lpl", num_classes=10, class_counts=[500 // (k + 1) for k in range(10)],
+                      preset=preset, ignore_index=ignore_index, **extra).to("meta")  # fmt: skip
+    logits = torch.empty(32, 10, device="meta", requires_grad=True)
+    target = torch.empty(32, dtype=torch.long, device="meta")
+    if ignore_index is not None:
+        with pytest.raises(NotImplementedError, match="nonzero"):
+            loss(logits, target)
+        return
+    loss(logits, target).backward()
+    assert logits.grad.shape == (32, 10)
+
+
 # ------------------------------------------------------------------------------------- device meter
 def test_device_meter_matches_host_side_counts():
     g = torch.Generator().manual_seed(0)
