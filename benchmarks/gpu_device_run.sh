@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Everything a GPU session runs, in one call that fits the device tool's 10-minute command limit:
+# Everything a GPU session runs, in one call that fits the device tool's 10-minute command limit: the
+# CUDA-only tests (the steady training step never synchronises; CUDA and CPU losses agree), then
 # benchmarks/gpu_check.sh, then benchmarks/gpu_longtail.sh with the time that is left (its 2-epoch probe
-# decides whether the 200-epoch protocol fits). Only the summaries land in OUT (6 files: two logs, two JSON,
-# two Markdown tables); the run folders stay in a scratch folder.
+# decides whether the 200-epoch protocol fits). Only the summaries land in OUT (7 files: three logs, two
+# JSON, two Markdown tables); the run folders stay in a scratch folder.
 #
 #   benchmarks/gpu_device_run.sh [OUT]       # OUT defaults to $OUT (the device tool's), else ./gpu_out
 #
@@ -15,6 +16,11 @@ mkdir -p "$DEST"
 WORK="$(mktemp -d)"
 LIMIT_S="${LIMIT_S:-570}"
 start=$(date +%s)
+PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "${CUDA_TESTS_S:-150}" "$PY" -m pytest -q -rs \
+    -p no:cacheprovider -o addopts="" tests/train/test_cuda_steps.py \
+    tests/train/test_lpl_loss.py::test_cuda_matches_cpu 2>&1 | tee "$DEST/cuda_tests.log"
+tests_rc=${PIPESTATUS[0]}
 benchmarks/gpu_check.sh "$WORK/check" 2>&1 | tee "$DEST/gpu_check.log"
 check_rc=${PIPESTATUS[0]}
 cp "$WORK"/check/gpu_check.json "$WORK"/check/gpu_check.md "$DEST"/ 2>/dev/null
@@ -28,6 +34,6 @@ if [ "$budget" -gt 0 ]; then
     cp "$WORK"/longtail/gpu_longtail.json "$WORK"/longtail/gpu_longtail.md "$DEST"/ 2>/dev/null
 fi
 ls -l "$DEST"
-# each part's summaries are kept whatever the other did; the exit status says whether both succeeded
-echo "# gpu_device_run: gpu_check exit ${check_rc}, gpu_longtail exit ${longtail_rc}"
-[ "$check_rc" -eq 0 ] && [ "$longtail_rc" -eq 0 ]
+# each part's summaries are kept whatever the others did; the exit status says whether all succeeded
+echo "# gpu_device_run: CUDA tests exit ${tests_rc}, gpu_check exit ${check_rc}, gpu_longtail exit ${longtail_rc}"
+[ "$tests_rc" -eq 0 ] && [ "$check_rc" -eq 0 ] && [ "$longtail_rc" -eq 0 ]

@@ -79,6 +79,11 @@ class TensorLoader:
         self.drop_last = bool(drop_last)
         self.mean = data.mean if mean is None else tuple(mean)
         self.std = data.std if std is None else tuple(std)
+        # on the device once: numbers would be copied there (and the stream synchronised) every batch
+        self._norm = tuple(
+            None if v is None else torch.tensor(v, dtype=torch.float32, device=self.device)
+            for v in (self.mean, self.std)
+        )
         h = self.images.shape[2] if self.images.dim() == 4 else 0
         self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
@@ -103,7 +108,7 @@ class TensorLoader:
                 x = batch_crop_flip(
                     x, gen, self.pad, crop=self.augment == "crop_flip", pad_mode=self.pad_mode
                 )
-            yield normalize(x, self.mean, self.std), self.targets[idx]
+            yield normalize(x, *self._norm), self.targets[idx]
 
 
 class _EpochView(torch.utils.data.Dataset):

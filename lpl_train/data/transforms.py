@@ -33,6 +33,19 @@ def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
 PAD_MODES = ("zero", "reflect")
 
 
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor ``t`` on ``device`` without waiting for the device's queue.
+
+    PyTorch copies pageable host memory to a CUDA device with ``cudaMemcpyAsync`` and then
+    ``cudaStreamSynchronize``: in a training loop such a copy holds the host until every step queued before
+    it has run, so the GPU idles while the next batch is prepared. On CUDA the copy goes through pinned
+    memory with ``non_blocking=True`` (the stream orders it before the kernels that read it); elsewhere it
+    is ``t.to(device)``."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def batch_crop_flip(
     x: torch.Tensor,
     gen: torch.Generator,
@@ -57,25 +70,30 @@ def batch_crop_flip(
     b, _, h, w = x.shape
     shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)
     flips = torch.rand(b, generator=gen) < 0.5
+    # both draws in one copy to x's device, which does not wait for the device's queue
+    draws = to_device_async(torch.cat([shifts, flips[:, None].long()], 1), x.device)
+    shifts, flips = draws[:, :2], draws[:, 2].bool()
     if crop and pad > 0:
         if pad_mode == "reflect" and pad >= min(h, w):
             raise ValueError(f"pad={pad} must be smaller than the image side for reflect padding")
         xp = F.pad(x, (pad, pad, pad, pad), mode="reflect" if pad_mode == "reflect" else "constant")
-        shifts = shifts.to(x.device)
         rows = shifts[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
         cols = shifts[:, 1:2] + torch.arange(w, device=x.device)  # (B, W)
         bi = torch.arange(b, device=x.device)[:, None, None]
         x = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if flip:
-        flips = flips.to(x.device)[:, None, None, None]
-        x = torch.where(flips, x.flip(-1), x)
+        x = torch.where(flips[:, None, None, None], x.flip(-1), x)
     return x.contiguous()
 
 
 def normalize(
     x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> torch.Tensor:
-    """uint8 ``(…, C, H, W)`` → float32 ``(x/255 - mean)/std``; float input is returned as float32 as is."""
+    """uint8 ``(…, C, H, W)`` → float32 ``(x/255 - mean)/std``; float input is returned as float32 as is.
+
+    ``mean``/``std``: sequences of C numbers, or float32 tensors (C,) on ``x``'s device, which are used as
+    they are (a loop that normalises every batch passes these: building them from numbers is a host→device
+    copy per call)."""
     if x.dtype != torch.uint8:
         return x.float()
     y = x.float().div_(255.0)
@@ -86,8 +104,8 @@ def normalize(
         raise ValueError(
             f"mean/std must have {c} entries (one per channel), got {len(mean)}/{len(std)}"
         )
-    m = torch.tensor(mean, dtype=y.dtype, device=y.device).view(c, 1, 1)
-    s = torch.tensor(std, dtype=y.dtype, device=y.device).view(c, 1, 1)
+    m = torch.as_tensor(mean, dtype=y.dtype, device=y.device).view(c, 1, 1)
+    s = torch.as_tensor(std, dtype=y.dtype, device=y.device).view(c, 1, 1)
     return y.sub_(m).div_(s)
 
 

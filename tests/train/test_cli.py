@@ -211,8 +211,8 @@ def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
-    """The one script a GPU session runs (benchmarks/gpu_device_run.sh: the device check, then the long-tail
-    protocol in the time left), shortened, on tiny Fashion-MNIST files in the idx format: every summary
+    """The one script a GPU session runs (benchmarks/gpu_device_run.sh: the CUDA-only tests, the device check,
+    then the long-tail protocol in the time left), shortened, on tiny Fashion-MNIST files in the idx format: every summary
     lands in OUT, and the protocol trains and reports each of its five methods."""
     from tests.train.test_data_fmnist import make_fmnist
 
@@ -231,14 +231,15 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     r = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, env=env,
                        timeout=400)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    names = {"gpu_check.json", "gpu_check.md", "gpu_check.log", "gpu_longtail.json", "gpu_longtail.md",
-             "gpu_longtail.log"}  # fmt: skip
+    names = {"cuda_tests.log", "gpu_check.json", "gpu_check.md", "gpu_check.log", "gpu_longtail.json",
+             "gpu_longtail.md", "gpu_longtail.log"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}, sorted(p.name for p in out.iterdir())
     table = (out / "gpu_longtail.md").read_text()
     for method in ("ce", "la", "ldam_drw", "lpl", "la_lpl"):
         assert f"| {method} | 1 |" in table, table
     assert "the long-tail protocol may take" in r.stdout
-    assert "gpu_check exit 0, gpu_longtail exit 0" in r.stdout
+    assert "CUDA tests exit 0, gpu_check exit 0, gpu_longtail exit 0" in r.stdout
+    assert "5 skipped" in (out / "cuda_tests.log").read_text()  # they need a GPU
     # a part that fails makes the whole script fail, and the other part's summaries are still kept
     make_fmnist(
         data, per_class=60, test_per_class=6

@@ -1,0 +1,106 @@
+"""On a CUDA device: the steady training step never makes the host wait for the device.
+
+A synchronising call (a value read, a blocking host→device copy) holds the host until every queued kernel has
+run, so the GPU idles while the next batch is prepared; ``torch.cuda.set_sync_debug_mode("error")`` turns each
+such call into an error. These tests need a GPU (``benchmarks/gpu_device_run.sh`` runs them first); on a CPU
+they are skipped. What they check that a CPU can check is tested elsewhere: the loader's values
+(``test_data_loader.py``), the losses' freedom from host reads on the meta device (``test_capture.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lpl_train.data import TensorData, make_loader
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _data(n: int = 256, seed: int = 0) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    return TensorData(images, torch.arange(n) % 10, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+class _NoSyncAfter:
+    """The loader's batches, with synchronisations made errors from batch ``after`` to the epoch's end
+    (the batches before it warm up and record the captured step; the trainer's step on batch k runs
+    between yielding batch k and asking for batch k + 1)."""
+
+    def __init__(self, inner, after: int) -> None:
+        self.inner, self.after, self.checked = inner, after, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        try:
+            for k, batch in enumerate(self.inner):
+                if k == self.after:
+                    torch.cuda.set_sync_debug_mode("error")
+                yield batch
+                self.checked += k >= self.after
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
+def test_cuda_tensor_loader_batches_do_not_synchronise():
+    data = _data()
+    cpu = make_loader(data, 32, True, "crop_flip", "cpu", seed=3, drop_last=True)
+    gpu = make_loader(data, 32, True, "crop_flip", "cuda", seed=3, drop_last=True)
+    batches = iter(gpu)
+    first = next(batches)  # the epoch's order goes to the device once, before the first batch
+    try:
+        torch.cuda.set_sync_debug_mode("error")
+        rest = list(batches)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    for (xc, yc), (xg, yg) in zip(cpu, [first, *rest], strict=True):  # device-independent batches
+        torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-6)
+        assert torch.equal(yc, yg.cpu())
+
+
+@pytest.mark.parametrize("loss_name", ["ce", "ldam_drw", "lpl"])
+def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_name: str):
+    """Two epochs through ``fit`` with the captured step: after the warm-up and the recording, no step of
+    either epoch (loader, copy into the static buffers, replay, device-side metrics) synchronises."""
+    from lpl_train.config import validate_config
+    from lpl_train.engine import Components, fit, read_metrics
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+
+    data = _data(n=384)
+    counts = torch.bincount(data.targets, minlength=10).tolist()
+    params = {"lpl": {"epsilon": 0.0, "delta_epsilon": 2.0, "alpha": 0.25, "split": "index",
+                      "tau": 0.5, "validate": False},
+              "ldam_drw": {"drw_epoch": 1}}.get(loss_name, {})  # fmt: skip
+    cfg = validate_config({
+        "name": loss_name, "data": {"name": "synthetic", "batch_size": 32, "drop_last": True},
+        "model": {"name": "resnet32", "params": {"use_norm": loss_name.startswith("ldam")}},
+        "loss": {"name": loss_name, "params": params},
+        "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": {"epochs": 2, "kind": "cosine"},
+        "train": {"device": "cuda", "amp": "bf16", "capture": "graph", "progress": False,
+                  "loss_variation": False},
+    })  # fmt: skip
+    torch.manual_seed(0)
+    train = _NoSyncAfter(make_loader(data, 32, True, "crop_flip", "cuda", drop_last=True), 5)
+    comps = Components(
+        model=build_model("resnet32", num_classes=10, use_norm=loss_name.startswith("ldam")),
+        loss=build_loss(loss_name, num_classes=10, class_counts=counts, **params),
+        train_loader=train,
+        test_loader=make_loader(data, 128, False, "none", "cuda"),
+        num_classes=10,
+        class_counts=counts,
+    )
+    lines: list[str] = []
+    fit(cfg, tmp_path / loss_name, components=comps, log=lines.append)
+    assert any("step: graph" in s for s in lines), lines
+    assert train.checked == 2 * (len(train) - 5)  # every step after the warm-up of both epochs
+    assert all(r["train_loss"] == r["train_loss"] for r in read_metrics(tmp_path / loss_name))
