@@ -61,7 +61,9 @@ class Setting:
 
 # ------------------------------------------------------------------------------------- bare loop
 def bare_loop(s: Setting) -> dict[str, Any]:
-    """A plain PyTorch step (autocast, channels_last, SGD) on device-resident batches, no engine."""
+    """A plain PyTorch step (autocast, channels_last, SGD) on device-resident batches, no engine; CE is
+    ``F.cross_entropy`` itself (no input checks: the registered loss reads the targets' range on the host
+    in every eager call)."""
     from lpl_train.losses import build_loss
     from lpl_train.models import build_model
 
@@ -74,7 +76,11 @@ def bare_loop(s: Setting) -> dict[str, Any]:
     if cl:
         model = model.to(memory_format=torch.channels_last)
     reg, params = LOSSES[s.loss]
-    loss_fn = build_loss(reg, num_classes=C, class_counts=counts, **params).to(dev)
+    loss_fn = (
+        torch.nn.functional.cross_entropy
+        if s.loss == "ce"
+        else build_loss(reg, num_classes=C, class_counts=counts, **params).to(dev)
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.20, 0.20, 0.20], device=dev).view(1, 3, 1, 1) * 255
