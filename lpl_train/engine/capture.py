@@ -8,8 +8,9 @@
   static input buffers, the learning rate is a device tensor the optimiser reads (fused SGD, capturable
   Adam/AdamW), and nothing waits for the host. A batch of another shape (the last, smaller batch of an epoch
   without ``data.drop_last``) runs eagerly on the same parameters, gradients and optimiser state. The graph is
-  recorded again at the start of every epoch, after ``loss.set_epoch`` (DRW, ISDA's λ), so a per-epoch change
-  of the loss is never frozen into an old graph.
+  recorded once per run where the loss keeps its per-epoch state in buffers it rewrites in place (no epoch
+  hook, or LPL's and LDAM's DRW weights: :func:`records_once`), else again at the start of every epoch,
+  after ``loss.set_epoch``, so a per-epoch change held in a Python value is never frozen into an old graph.
 * ``"compile"``: the network and the loss through ``torch.compile(mode="reduce-overhead")`` (inductor's own
   CUDA graphs for forward and backward); the optimiser step stays eager.
 * ``"auto"`` (default): ``"graph"`` where it is known to be safe -- one CUDA process, bf16 or fp32 (fp16's
@@ -33,13 +34,22 @@ import torch
 from torch import nn
 
 __all__ = ["CAPTURE_MODES", "GRAPH_SAFE_LOSSES", "CaptureChoice", "DeviceMeter", "GraphStep",
-           "choose_capture"]  # fmt: skip
+           "choose_capture", "records_once"]  # fmt: skip
 
 CAPTURE_MODES = ("auto", "off", "graph", "compile")
 
 #: Registered losses of logits whose forward keeps no per-step Python state and needs no host
 #: synchronisation once its input checks are off (``validate = False``): ``"auto"`` captures these.
 GRAPH_SAFE_LOSSES = frozenset({"ce", "la", "ldam", "focal", "cb_ce", "cb_focal", "lpl", "la_lpl"})
+
+
+def records_once(loss: nn.Module) -> bool:
+    """Whether the captured step of a run training ``loss`` is recorded once for the whole run: the loss
+    has no epoch hook, or its ``set_epoch`` only rewrites registered buffers in place (the loss says so with
+    ``epoch_state_in_buffers = True``; LPL's and LDAM's DRW weights), which a recorded graph reads at every
+    replay. Otherwise the step is recorded again at the start of every epoch, after ``set_epoch``, so that a
+    per-epoch change held in a Python value is never frozen into the graph."""
+    return not hasattr(loss, "set_epoch") or getattr(loss, "epoch_state_in_buffers", False) is True
 
 
 @dataclass(frozen=True)

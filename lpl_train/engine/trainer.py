@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import DeviceMeter, GraphStep, choose_capture, compile_step, float_lrs
+from .capture import DeviceMeter, GraphStep, choose_capture, compile_step, float_lrs, records_once
 from .components import Components, build_components
 from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
@@ -168,7 +168,7 @@ class _Trainer:
             self.loss.set_epoch(epoch, E)
         self.runner.train()
         graph = self._graph_step() if self.capture.mode == "graph" else None
-        if graph is not None:
+        if graph is not None and not records_once(self.loss):
             graph.new_epoch()  # recorded again after set_epoch: per-epoch loss changes are not frozen
         t0 = time.perf_counter()
         meter = DeviceMeter(device)  # read once, after the epoch: no host synchronisation per step

@@ -388,6 +388,10 @@ class LDAMLoss(_ReprMixin, nn.Module):
 
     _repr_fields = ("max_m", "s", "drw_epoch", "drw_beta")
 
+    #: :meth:`set_epoch` only rewrites the ``weight`` buffer in place, which a recorded CUDA graph reads at
+    #: every replay: the engine's captured step is recorded once per run (``engine.capture.records_once``).
+    epoch_state_in_buffers = True
+
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
         Call it at the start of every epoch."""

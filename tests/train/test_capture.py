@@ -314,6 +314,8 @@ def _force_graph(monkeypatch, fail=None):
     monkeypatch.setattr(TR, "choose_capture",
                         lambda *a, **k: CAP.CaptureChoice("graph", "forced by the test"))  # fmt: skip
 
+    made = []  # the steps the trainer builds, for the tests to inspect
+
     class CpuGraphStep(CAP.GraphStep):
         def __init__(self, fb, opt, device, **kw):
             module = fb.__closure__ and next(
@@ -321,8 +323,106 @@ def _force_graph(monkeypatch, fail=None):
             )
             super().__init__(fb, opt, device, warmup=1,
                              graph_api=FakeGraphAPI(module.runner, opt, fail=fail))  # fmt: skip
+            made.append(self)
 
     monkeypatch.setattr(TR, "GraphStep", CpuGraphStep)
+    return made
+
+
+class _PythonEpochLoss(nn.Module):
+    """A user's loss whose epoch hook changes a Python number: a recorded graph would freeze it."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = 1.0
+
+    def set_epoch(self, epoch, total_epochs):
+        self.scale = 1.0 + epoch
+
+    def forward(self, logits, target):
+        return self.scale * nn.functional.cross_entropy(logits, target)
+
+
+def test_records_once_where_the_epoch_state_lives_in_buffers():
+    from lpl_train.losses import build_loss
+    from lpl_train.losses.feature_losses import ISDALoss
+
+    counts = [40, 20, 10, 5]
+    assert CAP.records_once(nn.CrossEntropyLoss()) and CAP.records_once(build_loss("ce"))
+    for name in ("lpl", "la_lpl", "ldam"):
+        assert CAP.records_once(build_loss(name, num_classes=4, class_counts=counts, drw_epoch=2))
+    assert not CAP.records_once(_PythonEpochLoss())
+    assert not CAP.records_once(ISDALoss(4, lambda0=0.5))  # λ is a Python number
+    flagged = _PythonEpochLoss()
+    flagged.epoch_state_in_buffers = 1  # only True itself counts
+    assert not CAP.records_once(flagged)
+
+
+@pytest.mark.parametrize("name", ["lpl", "la_lpl", "ldam"])
+def test_the_epoch_hooks_of_losses_recorded_once_rewrite_buffers_in_place(name):
+    """What ``epoch_state_in_buffers`` promises: after the first ``set_epoch`` (the graph is recorded after
+    it), later ones change no Python attribute and no buffer's storage, only buffer values (the DRW switch,
+    so the check is not vacuous)."""
+    from lpl_train.losses import build_loss
+
+    loss = build_loss(name, num_classes=4, class_counts=[40, 20, 10, 5], drw_epoch=2)
+    assert loss.epoch_state_in_buffers is True
+
+    def plain(v):  # a comparable snapshot of a Python value (objects by their fields)
+        if isinstance(v, torch.Tensor):
+            return ("tensor", v.tolist())
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if hasattr(v, "__dict__"):
+            return (type(v).__name__, plain(vars(v)))
+        return v
+
+    def python_state(m):
+        return plain({k: v for k, v in vars(m).items()
+                      if not k.startswith("_") and not isinstance(v, torch.Tensor)})  # fmt: skip
+
+    loss.set_epoch(0, 4)
+    before = (python_state(loss), {k: (b.data_ptr(), b.clone()) for k, b in loss.named_buffers()})
+    changed = set()
+    for epoch in (1, 2, 3):
+        loss.set_epoch(epoch, 4)
+        assert python_state(loss) == before[0]
+        for k, b in loss.named_buffers():
+            assert b.data_ptr() == before[1][k][0], k
+            if not torch.equal(b, before[1][k][1]):
+                changed.add(k)
+    assert changed == {"weight"}
+
+
+@pytest.mark.parametrize("case", ["ce", "lpl_drw", "python_epoch_state"])
+def test_fit_records_the_step_once_per_run_where_it_may(tmp_path, monkeypatch, case):
+    """Three epochs through the captured path: one recording for the whole run where the loss keeps its
+    epoch state in buffers (no hook, DRW weights), one per epoch otherwise; the run trains as the eager
+    one does either way."""
+    from lpl_train.losses import build_loss
+
+    def loss():
+        if case == "ce":
+            return nn.CrossEntropyLoss()
+        if case == "lpl_drw":
+            return build_loss("lpl", num_classes=4, class_counts=[24, 24, 24, 24], drw_epoch=1,
+                              epsilon=0.3, alpha=0.1)  # fmt: skip
+        return _PythonEpochLoss()
+
+    cfg = make_cfg(epochs=3, capture="graph")
+    fit(cfg, tmp_path / "eager", components=make_components(loss=loss(), dropout=0.0), log=print)
+    made = _force_graph(monkeypatch)
+    fit(cfg, tmp_path / "graph", components=make_components(loss=loss(), dropout=0.0), log=print)
+    assert len(made) == 1
+    assert made[0].recordings == (3 if case == "python_epoch_state" else 1)
+    a, b = (read_metrics(tmp_path / k) for k in ("eager", "graph"))
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("eager", "graph"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
 def test_fit_logs_its_step_mode_on_cpu(tmp_path):
