@@ -8,9 +8,10 @@ LDAM-DRW's re-weighting switched on at epoch 160 as in LDAM's schedule. All runs
 each on the same device (``lpl_train.experiment.execute``, as ``lpl-train sweep --jobs``), with the engine's
 defaults (captured step on CUDA where safe, bf16).
 
-Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the whole protocol's time
-from that, and starts the rest only if the estimate fits ``--budget-s`` (the runs then resume from their
-checkpoints); otherwise it stops and says so. Results (one JSON with every run's final.json, and a Markdown
+Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the rest of the protocol's
+time from that (:func:`estimate_rest`: the probe's fixed costs, paid again on resuming, plus the remaining
+epochs at the probe's last, steady epoch time), and starts the rest only if the estimate fits ``--budget-s``
+(the runs then resume from their checkpoints); otherwise it stops and says so. Results (one JSON with every run's final.json, and a Markdown
 table of mean ± std over the seeds) go to ``--out``.
 
     python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--jobs N] [--budget-s S]
@@ -63,8 +64,9 @@ class Protocol:
         from lpl_train.config import validate_config
 
         name, params = method_loss(method, self.epochs)
-        model = {"name": "fmnist_cnn", "params": {"width": 4}} if self.quick else {
-            "name": "resnet32", "params": {"in_channels": 1, "use_norm": method == "ldam_drw"}}  # fmt: skip
+        norm = method == "ldam_drw"  # LDAM's cosine head
+        model = {"name": "fmnist_cnn", "params": {"width": 4, "use_norm": norm}} if self.quick else {
+            "name": "resnet32", "params": {"in_channels": 1, "use_norm": norm}}  # fmt: skip
         return validate_config({
             "name": f"fmnist32_lt100_{method}", "data": {"name": "fmnist_lt", "batch_size": 128},
             "model": model, "loss": {"name": name, "params": params}, "optim": dict(OPTIM),
@@ -135,6 +137,30 @@ def padded_fmnist_lt(root: str, quick: bool) -> Any:
     return train, test, counts
 
 
+def estimate_rest(
+    run_dirs: list[Path], spent: float, probe: int, epochs: int, jobs: int, margin: float = 1.15
+) -> dict[str, float]:
+    """Wall time of the protocol's remaining epochs, from the probe's run folders.
+
+    Each of ``waves = ceil(runs / jobs)`` waves of concurrent runs pays a fixed part again when it resumes
+    (process start, data, model, checkpoint, evaluation: the probe's wall time per wave not spent in its
+    slowest run's training epochs) and then trains ``epochs - probe`` epochs at the slowest run's last probe
+    epoch time (the first epochs also warm up and record the captured step, so they are not the steady
+    rate), times ``margin`` for per-epoch checkpoints and evaluations. Scaling the whole probe instead would
+    charge the fixed part once per epoch."""
+    from lpl_train.engine import read_metrics
+
+    records = [read_metrics(d)[:probe] for d in run_dirs]
+    if not records or any(len(r) < probe for r in records):
+        raise ValueError(f"the probe left fewer than {probe} epoch records in a run folder")
+    waves = -(-len(run_dirs) // jobs)
+    epoch_s = max(r[-1]["train_time_s"] for r in records)
+    trained = max(sum(x["train_time_s"] for x in r) for r in records)
+    fixed = max(spent / waves - trained, 0.0)
+    rest = waves * (fixed + (epochs - probe) * epoch_s * margin)
+    return {"epoch_s": epoch_s, "fixed_s": fixed, "waves": waves, "estimate_rest_s": rest}
+
+
 def summarise(results: dict[str, dict[str, Any]]) -> str:
     rows = ["| method | seeds | test top-1 error (%) | acc many | acc medium | acc few |",
             "|---|---|---|---|---|---|"]  # fmt: skip
@@ -198,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         protocol.stop_after = probe
         execute(runs, LongtailRunner(protocol), jobs=jobs, log=lambda s: None)
         spent = time.perf_counter() - t0
-        estimate = spent / probe * (epochs - probe)
-        info["probe"] = {"epochs": probe, "wall_s": spent, "estimate_rest_s": estimate}
-        print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s; the remaining "
+        est = estimate_rest([r.out for r in runs], spent, probe, epochs, jobs)
+        estimate = est["estimate_rest_s"]
+        info["probe"] = {"epochs": probe, "wall_s": spent, **est}
+        print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s (a steady epoch "
+              f"{est['epoch_s']:.2f} s, fixed costs {est['fixed_s']:.0f} s per wave); the remaining "
               f"{epochs - probe} epochs need about {estimate:.0f} s", flush=True)  # fmt: skip
         if estimate > a.budget_s:
             print(f"not started: the estimate {estimate:.0f} s exceeds --budget-s {a.budget_s:.0f}; "
