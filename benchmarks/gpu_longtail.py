@@ -146,7 +146,7 @@ def estimate_rest(
     (process start, data, model, checkpoint, evaluation: the probe's wall time per wave not spent in its
     slowest run's training epochs) and then trains ``epochs - probe`` epochs at the slowest run's last probe
     epoch time (the first epochs also warm up and record the captured step, so they are not the steady
-    rate), times ``margin`` for per-epoch checkpoints and evaluations. Scaling the whole probe instead would
+    rate), times ``margin`` for per-epoch checkpoints, evaluations and the resumed runs' warm-up. Scaling the whole probe instead would
     charge the fixed part once per epoch."""
     from lpl_train.engine import read_metrics
 
