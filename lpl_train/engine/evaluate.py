@@ -43,40 +43,22 @@ def evaluate(
     autocast = autocast or contextlib.nullcontext()
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    count = 0
-    correct = torch.zeros(num_classes, dtype=torch.float64)
-    total = torch.zeros(num_classes, dtype=torch.float64)
-    scores, targets = [], []
+    meter: _EvalMeter | None = None
     for x, y in loader:
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             logits = model(x)
-        logits = logits.float()
-        if multi_label:
-            loss_sum += (
-                F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
-                .double()
-                .cpu()
-            )
-            count += y.numel()
-            scores.append(logits.cpu())
-            targets.append(y.cpu())
-        else:
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
-            count += y.numel()
-            hit = (logits.argmax(1) == y).double()
-            total += torch.bincount(y.cpu(), minlength=num_classes).double()
-            correct += torch.zeros(num_classes, dtype=torch.float64).index_add_(
-                0, y.cpu(), hit.cpu()
-            )
+        meter = meter or _EvalMeter(num_classes, multi_label, logits.device)
+        meter.update(logits.float(), y)
     model.train(was_training)
-    if count == 0:
+    if meter is None or meter.count == 0:
         raise ValueError("evaluation loader yielded no samples")
+    loss_sum, correct, total, scores, targets = meter.read()
+    count = meter.count
     out: dict[str, Any] = {"loss": float(loss_sum) / count}
     if multi_label:
-        ap = M.average_precision_per_class(torch.cat(scores), torch.cat(targets))  # percent
+        ap = M.average_precision_per_class(scores, targets)  # percent
         out["ap_per_class"] = [float(a) for a in ap]
         for k, v in M.map_groups(ap, class_counts).items():
             out["map" if k == "total" else f"map_{k}"] = float(v)
@@ -90,3 +72,39 @@ def evaluate(
         for k, v in M.group_accuracy(acc, class_counts).items():
             out[f"acc_{k}"] = float(v)
     return _finite_or_none(out)
+
+
+class _EvalMeter:
+    """The sums of an evaluation, kept on the logits' device: :meth:`update` never waits for the device,
+    :meth:`read` moves everything to the host once (sums in float64 where the device has it, as on CPU)."""
+
+    def __init__(self, num_classes: int, multi_label: bool, device: torch.device) -> None:
+        self.multi_label, self.count = multi_label, 0
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.loss_sum = torch.zeros((), dtype=self.dtype, device=device)
+        self.correct = torch.zeros(num_classes, dtype=self.dtype, device=device)
+        self.total = torch.zeros(num_classes, dtype=self.dtype, device=device)
+        self.scores: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.count += y.numel()
+        if self.multi_label:
+            bce = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
+            self.loss_sum += bce.to(self.dtype)
+            self.scores.append(logits)
+            self.targets.append(y)
+            return
+        self.loss_sum += F.cross_entropy(logits, y, reduction="sum").to(self.dtype)
+        # index_add_, not bincount: CUDA's bincount reads the largest label on the host
+        self.total.index_add_(0, y, torch.ones_like(y, dtype=self.dtype))
+        self.correct.index_add_(0, y, (logits.argmax(1) == y).to(self.dtype))
+
+    def read(
+        self,
+    ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(loss sum, correct per class, samples per class, all scores, all targets) on the host."""
+        scores = torch.cat(self.scores).cpu() if self.scores else None
+        targets = torch.cat(self.targets).cpu() if self.targets else None
+        return (float(self.loss_sum), self.correct.double().cpu(), self.total.double().cpu(), scores,
+                targets)  # fmt: skip
