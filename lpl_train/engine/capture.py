@@ -105,7 +105,7 @@ def choose_capture(
             "eager",
             f'loss {loss_name!r} is not known to be graph-safe (set train.capture = "graph" to try)',
         )
-    return CaptureChoice("graph", "one CUDA process, whole step recorded once per epoch")
+    return CaptureChoice("graph", "one CUDA process, the whole step recorded and replayed")
 
 
 class DeviceMeter:
