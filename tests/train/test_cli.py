@@ -245,10 +245,12 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
         data, per_class=60, test_per_class=6
     )  # 100:1 leaves a class empty: the protocol stops
     out2 = tmp_path / "out2"
+    env["GPU_CHECK_ARGS"] = "--jobs 1"  # passed on to gpu_check
     r = subprocess.run(["bash", str(script), str(out2)], capture_output=True, text=True, env=env,
                        timeout=400)  # fmt: skip
     assert r.returncode != 0 and "gpu_longtail exit 1" in r.stdout, r.stdout[-2000:]
     assert {"gpu_check.json", "gpu_check.md"} <= {p.name for p in out2.iterdir()}
+    assert "lpl graph x1" in (out2 / "gpu_check.md").read_text()
 
 
 @pytest.mark.slow
