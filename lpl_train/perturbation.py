@@ -76,6 +76,7 @@ from .perturbation_checks import (
     check_positive,
     check_probability_target,
     check_single_label_target,
+    no_host_reads,
 )
 from .perturbation_class_loop import _class_mass, _pgd_by_class
 
@@ -108,6 +109,7 @@ __all__ = [
     "index_threshold",
     "moving_step_floor",
     "multi_label_logit_shift",
+    "no_host_reads",
     "pgd_like_perturbation",
     "single_label_perturbation",
     "split_signs",

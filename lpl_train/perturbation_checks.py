@@ -11,9 +11,10 @@ This module imports nothing from the rest of the package.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "check_positive",
     "check_probability_target",
     "check_single_label_target",
+    "no_host_reads",
 ]
 
 _TINY = 1e-30
@@ -335,7 +337,26 @@ def check_num_classes(num_classes: object, name: str = "num_classes", minimum: i
 
 def _can_read_back(t: Tensor) -> bool:
     """Whether a value of ``t`` may be read on the host: not on the data-less meta device, not while
-    ``torch.compile`` traces, not while a CUDA graph is being captured."""
+    ``torch.compile`` traces, not while a CUDA graph is being captured, not inside
+    :func:`no_host_reads`."""
     if t.device.type == "meta" or _compiling():
         return False
+    if _NO_HOST_READS[0]:
+        return False
     return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
+_NO_HOST_READS = [0]  # depth of no_host_reads() contexts
+
+
+@contextlib.contextmanager
+def no_host_reads() -> Iterator[None]:
+    """Run the losses as a CUDA graph records them: their value checks are skipped and the LPL inner loop
+    runs its static form (the same values, without reading the step counts), so no call waits for the
+    device. The engine measures the loss variation on an accelerator this way, between training steps
+    that never synchronise."""
+    _NO_HOST_READS[0] += 1
+    try:
+        yield
+    finally:
+        _NO_HOST_READS[0] -= 1

@@ -3,6 +3,7 @@ the RNG state a checkpoint carries, and the per-class loss-variation measurement
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -100,13 +101,24 @@ class _LossVariation:
             aug = self.loss.augmented_logits(features, y, classifier)
             self.acc.update(logits, y, perturbed_logits=aug.float())
             return
-        # update_with restores the loss's reduction and buffers, and measures LDAM on its own scale (s·u)
-        self.acc.update_with(self.loss, logits, y)
+        # update_with restores the loss's reduction and buffers, and measures LDAM on its own scale (s·u).
+        # On an accelerator the loss runs as a CUDA graph records it (no value checks, LPL's static loop:
+        # the form the captured step trains with), so measuring does not wait for the device.
+        with _no_host_reads_off_cpu(logits.device):
+            self.acc.update_with(self.loss, logits, y)
 
     def result(self) -> dict[str, Any]:
         res = self.acc.compute()
         self.acc.reset()
         return res
+
+
+def _no_host_reads_off_cpu(device: torch.device) -> Any:
+    """:func:`~lpl_train.perturbation.no_host_reads` on an accelerator; nothing on the CPU, where a host
+    read costs no waiting and the LPL loop's early stop saves work."""
+    from lpl_train.perturbation_checks import no_host_reads
+
+    return contextlib.nullcontext() if device.type == "cpu" else no_host_reads()
 
 
 def _make_loss_variation(loss: nn.Module, comps: Components) -> _LossVariation | None:

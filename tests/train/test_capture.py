@@ -10,6 +10,7 @@ of ``"auto"`` when recording fails.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 
 import pytest
@@ -146,6 +147,59 @@ def test_presets_are_recordable_without_ignore_index(preset, ignore_index):
         return
     loss(logits, target).backward()
     assert logits.grad.shape == (32, 10)
+
+
+def test_no_host_reads_turns_every_value_read_off_and_back_on():
+    from lpl_train.perturbation import _can_read_back, no_host_reads
+
+    t = torch.zeros(3)
+    assert _can_read_back(t)
+    with no_host_reads():
+        assert not _can_read_back(t)
+        with no_host_reads():
+            assert not _can_read_back(t)
+        assert not _can_read_back(t)
+    assert _can_read_back(t)
+    with pytest.raises(RuntimeError, match="inside"), no_host_reads():
+        raise RuntimeError("inside")
+    assert _can_read_back(t)
+    # inside it the checks are skipped: an out-of-range label is not read
+    from lpl_train.losses import build_loss
+
+    ce = build_loss("ce")
+    bad = torch.tensor([0, 7])
+    with pytest.raises(ValueError, match="class indices"):
+        ce(torch.zeros(2, 3), bad)
+    with no_host_reads():
+        assert ce(torch.zeros(2, 3), torch.tensor([0, 2])).item() == pytest.approx(math.log(3))
+
+
+class _SpyLoss(nn.Module):
+    """Records whether values could be read while the loss variation called it."""
+
+    def __init__(self):
+        super().__init__()
+        self.reduction, self.readable = "mean", []
+
+    def forward(self, logits, target):
+        from lpl_train.perturbation import _can_read_back
+
+        self.readable.append(_can_read_back(torch.zeros(1)))
+        return nn.functional.cross_entropy(logits, target, reduction=self.reduction)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_loss_variation_reads_no_value_off_the_cpu(device):
+    """Between captured steps the loss variation calls the loss as a recording would (no value checks, LPL's
+    static loop), so it never waits for an accelerator; on the CPU it keeps the early-stopping loop. The
+    meta device stands in for an accelerator here; on CUDA, tests/train/test_cuda_steps.py measures."""
+    from lpl_train.engine.step import _LossVariation
+
+    spy = _SpyLoss()
+    lv = _LossVariation(spy, 3, multi_label=False)
+    logits = torch.zeros(4, 3, device=device)
+    lv.update(logits, torch.zeros(4, dtype=torch.long, device=device), None, nn.Identity())
+    assert spy.readable == [device == "cpu"] and spy.reduction == "mean"
 
 
 # ------------------------------------------------------------------------------------- device meter

@@ -105,7 +105,8 @@ def test_cuda_evaluation_sums_on_the_device_and_reads_once(multi_label: bool):
 @pytest.mark.parametrize("loss_name", ["ce", "ldam", "lpl"])
 def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_name: str):
     """Two epochs through ``fit`` with the captured step: after the warm-up and the recording, no step of
-    either epoch (loader, copy into the static buffers, replay, device-side metrics) synchronises. The step
+    either epoch (loader, copy into the static buffers, replay, device-side metrics, the loss variation of
+    every 3rd step) synchronises. The step
     is recorded once, so LDAM's DRW weights, switched on for the 2nd epoch, must reach the replays through
     their buffer: the run's losses follow an eager run's."""
     from lpl_train.config import validate_config
@@ -126,7 +127,7 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_na
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"epochs": 2, "kind": "cosine"},
         "train": {"device": "cuda", "amp": "bf16", "capture": "graph", "progress": False,
-                  "loss_variation": False},
+                  "loss_variation": True, "loss_variation_every": 3},
     })  # fmt: skip
 
     def components(train):
@@ -151,3 +152,4 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_na
     fit(eager_cfg, tmp_path / "eager", components=components(loader), log=lines.append)
     eager = [r["train_loss"] for r in read_metrics(tmp_path / "eager")]
     assert graphed == pytest.approx(eager, rel=2e-2), (graphed, eager)
+    assert all(r["loss_variation"]["count"] for r in read_metrics(tmp_path / "graph"))
