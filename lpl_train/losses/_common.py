@@ -141,7 +141,8 @@ def _check_target(
         raise TypeError(
             f"target must be an integer tensor of class indices, got dtype {target.dtype}"
         )
-    if n > 0 and _can_read_back(target):  # skipped under torch.compile and CUDA-graph capture
+    # the values: not while compiling, recording a CUDA graph or inside no_host_reads()
+    if n > 0 and _can_read_back(target):
         t = target
         if ignore_index is not None:
             t = torch.where(t == ignore_index, torch.zeros_like(t), t)
