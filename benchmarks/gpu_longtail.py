@@ -8,11 +8,11 @@ LDAM-DRW's re-weighting switched on at epoch 160 as in LDAM's schedule. All runs
 each on the same device (``lpl_train.experiment.execute``, as ``lpl-train sweep --jobs``), with the engine's
 defaults (captured step on CUDA where safe, bf16).
 
-Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the rest of the protocol's
-time from that (:func:`estimate_rest`: the probe's fixed costs, paid again on resuming, plus the remaining
-epochs at the probe's last, steady epoch time), and starts the rest only if the estimate fits ``--budget-s``
-(the runs then resume from their checkpoints); otherwise it stops and says so. Results (one JSON with every run's final.json, and a Markdown
-table of mean ± std over the seeds) go to ``--out``.
+Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the rest of the
+protocol's time from that (:func:`estimate_rest`: the probe's fixed costs, paid again on resuming, plus the
+remaining epochs at the probe's last, steady epoch time), and starts the rest only if the estimate fits
+``--budget-s`` (the runs then resume from their checkpoints); otherwise it stops and says so. Results (one
+JSON with every run's final.json, and a Markdown table of mean ± std over the seeds) go to ``--out``.
 
     python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--jobs N] [--budget-s S]
 
@@ -146,8 +146,8 @@ def estimate_rest(
     (process start, data, model, checkpoint, evaluation: the probe's wall time per wave not spent in its
     slowest run's training epochs) and then trains ``epochs - probe`` epochs at the slowest run's last probe
     epoch time (the first epochs also warm up and record the captured step, so they are not the steady
-    rate), times ``margin`` for per-epoch checkpoints, evaluations and the resumed runs' warm-up. Scaling the whole probe instead would
-    charge the fixed part once per epoch."""
+    rate), times ``margin`` for per-epoch checkpoints, evaluations and the resumed runs' warm-up. Scaling
+    the whole probe instead would charge the fixed part once per epoch."""
     from lpl_train.engine import read_metrics
 
     records = [read_metrics(d)[:probe] for d in run_dirs]

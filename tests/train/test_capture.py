@@ -107,6 +107,9 @@ def test_the_recorded_configs_cover_every_graph_safe_loss():
                                                               "LALPLLoss", "LDAMLoss"}  # fmt: skip
     names = {n for n, _, _ in RECORDED}
     assert len(names) >= 60 and any("_ce" in n for n in names)
+    # the premise of the next test: a host read fails on meta
+    with pytest.raises(NotImplementedError):
+        torch.zeros(2, device="meta").tolist()
 
 
 @pytest.mark.parametrize("validate", [True, False], ids=["as-built", "validate-off"])
@@ -116,8 +119,6 @@ def test_recorded_losses_read_no_value_on_the_host(name, loss, c, validate):
     falls back to eager). On the meta device no value can be read either (any read raises) and the
     losses' data-dependent checks skip the same way as while capturing (``_can_read_back``): forward
     and backward of every recorded loss run there, with its checks on and off."""
-    with pytest.raises(NotImplementedError):
-        torch.zeros(2, device="meta").tolist()  # the premise: a host read fails on meta
     loss = copy.deepcopy(loss).to("meta").train()
     if hasattr(loss, "validate"):
         loss.validate = validate
@@ -564,19 +565,27 @@ def test_study_runs_keep_the_loss_variation_at_every_step():
 
 
 # --------------------------------------------------------------------------- the GPU check, shortened
+def load_benchmark(name: str, monkeypatch):
+    """The script ``benchmarks/<name>.py`` as a module, registered in ``sys.modules`` for the test
+    (dataclasses and pickling look the module up)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     """benchmarks/gpu_check.py's shortened mode (what benchmarks/gpu_check.sh runs with GPU_CHECK_QUICK=1),
     on a tiny CIFAR-format network, so the device script cannot rot between GPU sessions."""
-    import importlib.util
     import json
     import pickle
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    gc = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", gc)  # dataclasses and pickling look the module up
-    spec.loader.exec_module(gc)
+    gc = load_benchmark("gpu_check", monkeypatch)
     args = ["--quick", "--out", str(tmp_path), "--models", "fmnist_cnn", "--jobs", "1",
             "--model-params", '{"in_channels": 3, "width": 2}']  # fmt: skip
     assert gc.main(args) == 0

@@ -3,24 +3,18 @@ to start it or not (run shortened, on tiny Fashion-MNIST files, with a probe).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from .test_capture import load_benchmark
 from .test_data_fmnist import make_fmnist
 
 
 @pytest.fixture
 def gl(monkeypatch):
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_longtail.py"
-    spec = importlib.util.spec_from_file_location("gpu_longtail", path)
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_longtail", mod)  # dataclasses and pickling look it up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gpu_longtail", monkeypatch)
 
 
 def _probe_folder(root: Path, times: list[float]) -> Path:
