@@ -130,10 +130,13 @@ class RunFolder:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunFolder]:
-        """Create the folder and hold its lock (main process only) for the duration of the block."""
+        """Create the folder and hold its lock (main process only) for the duration of the block. A block
+        that fails before anything is written (a bad loss parameter, missing data) leaves no folder
+        behind: the folders this call created are removed again if they are still empty."""
         if not self.main:
             yield self
             return
+        made = _missing_folders(self.path)
         self.create()
         lock = _Lock(self / LOCK)
         try:
@@ -146,8 +149,11 @@ class RunFolder:
             raise _write_failed(self / LOCK, "lock file", exc) from None
         try:
             yield self
-        finally:
+        except BaseException:
             lock.release()
+            _remove_if_empty(made)
+            raise
+        lock.release()
 
     # -- state
     def finished(self) -> dict[str, Any] | None:
@@ -182,6 +188,12 @@ class RunFolder:
                 f"run folder {str(self.path)!r} holds epoch records ({METRICS}) but no checkpoint; "
                 "they are not overwritten: choose another --out, or delete the folder to start afresh"
             )
+        inner = self._inner_run()
+        if inner is not None:
+            raise FileExistsError(
+                f"run folder {str(self.path)!r} holds another run in {str(inner)!r}; a run is not "
+                "written over others (--out names the run's own folder, not a parent): choose another --out"
+            )
         stored = self / CONFIG_COPY
         if cfg_text is not None and stored.is_file():
             try:
@@ -194,6 +206,16 @@ class RunFolder:
                     f"differs in {', '.join(diff)}); it is not overwritten: choose another --out, or "
                     "delete the folder to start afresh"
                 )
+
+    def _inner_run(self) -> Path | None:
+        """The first run folder (a ``config.toml`` or ``final.json``) up to three levels below this one (a
+        sweep's layout is ``NAME-sweep/KEY=VALUE/seedN``), or None."""
+        for depth in range(1, 4):
+            for name in (CONFIG_COPY, FINAL):
+                hit = next(self.path.glob("/".join(["*"] * depth + [name])), None)
+                if hit is not None:
+                    return hit.parent
+        return None
 
     def resume_checkpoint(self, cfg_text: str) -> dict[str, Any]:
         """The verified checkpoint to resume from, after checking its config against ``cfg_text``."""
@@ -390,3 +412,22 @@ class RunFolder:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         with contextlib.suppress(RunFolderError):  # derived data: never stops a run
             _write_text_atomic(buf.getvalue(), self / METRICS_CSV, "metrics table")
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; stop at the first that is not."""
+    for p in folders:
+        try:
+            p.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return

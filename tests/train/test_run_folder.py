@@ -88,6 +88,40 @@ def test_cli_run_refuses_a_locked_folder_with_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and str(out / "RUNNING") in err
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folder_behind(tmp_path, capsys):
+    from lpl_train.__main__ import main
+    from tests.train.test_cli import gaussian_config
+
+    cfg = str(gaussian_config(tmp_path))
+    out = tmp_path / "sweep" / "key=1" / "seed0"  # none of these exists yet
+    assert main(["run", cfg, "--set", "loss.params.bogus=1", "--out", str(out), "--quiet"]) == 2
+    assert "unknown parameter 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+    mine = tmp_path / "mine"  # a folder the user made is kept, and what it holds
+    (mine / "notes").mkdir(parents=True)
+    assert main(["run", cfg, "--set", "loss.params.bogus=1", "--out", str(mine / "run")]) == 2
+    assert not (mine / "run").exists() and (mine / "notes").is_dir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", cfg, "--set", "loss.params.bogus=1", "--out", str(empty)]) == 2
+    assert empty.is_dir()
+    assert main(["run", cfg, "--out", str(out), "--quiet"]) == 0  # the run, once mended
+    assert (out / "final.json").is_file()
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_folder_holding_other_runs_is_refused_and_left_as_it_was(tmp_path, depth):
+    parent = tmp_path / "runs"
+    inner = run(parent, "/".join(["sub"] * depth), epochs=1)
+    with pytest.raises(FileExistsError, match=rf"holds another run in '{inner}'.*not a parent"):
+        fit(make_cfg(epochs=1), parent, components=make_components(), log=quiet)
+    assert sorted(p.name for p in parent.iterdir()) == ["sub"]
+    stopped = run(tmp_path, "stopped", epochs=2, stop=1)  # an unfinished run below counts too
+    (stopped / "checkpoint.pt").rename(tmp_path / "moved.pt")
+    with pytest.raises(FileExistsError, match="holds another run"):
+        fit(make_cfg(epochs=1), tmp_path, components=make_components(), log=quiet)
+
+
 # --------------------------------------------------------------------------- never overwritten
 def test_a_finished_run_without_its_checkpoint_is_not_overwritten(tmp_path):
     out = run(tmp_path, epochs=2)
