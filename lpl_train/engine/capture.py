@@ -203,6 +203,7 @@ class GraphStep:
         self.static: tuple[torch.Tensor, ...] = ()
         self.out: tuple[torch.Tensor, torch.Tensor] | None = None
         self.replays = self.eager_steps = self.recordings = 0
+        self.rows = 0  # the largest batch seen: only a batch of that size is recorded
 
     def set_lr(self, lrs: list[float]) -> None:
         for g, lr in zip(self.opt.param_groups, lrs, strict=True):
@@ -213,7 +214,11 @@ class GraphStep:
         self.graph, self.static, self.out = None, (), None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step on ``(x, y)``; returns (loss, logits), valid until the next call."""
+        """One step on ``(x, y)``; returns (loss, logits), valid until the next call. The step is recorded
+        on the first batch after the warm-up (or after :meth:`new_epoch`) that is as large as any batch
+        seen, so the last, smaller batch of an epoch is never the recorded shape."""
+        rows = int(x.shape[0])
+        self.rows = max(self.rows, rows)
         if self.graph is not None and _same(self.static, (x, y)):
             self.static[0].copy_(x)
             self.static[1].copy_(y)
@@ -221,11 +226,7 @@ class GraphStep:
             self.replays += 1
             assert self.out is not None
             return self.out
-        if (
-            self.graph is None
-            and self.warmup_left <= 0
-            and (not self.static or _same(self.static, (x, y)))
-        ):
+        if self.graph is None and self.warmup_left <= 0 and rows == self.rows:
             return self._record_and_replay(x, y)
         return self._eager(x, y)
 

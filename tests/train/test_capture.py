@@ -226,7 +226,9 @@ def test_device_meter_matches_host_side_counts():
 # ----------------------------------------------------------------------------- stand-in graph API
 class FakeGraphAPI:
     """record(fn): run fn on a copy of every piece of state, so the recording leaves no trace (a CUDA
-    recording executes nothing), keep fn; replay: run fn, writing into the recorded outputs."""
+    recording executes nothing), keep fn; replay: run fn, writing into the recorded outputs. Gradients as a
+    CUDA graph treats them: a backward recorded while the gradients are None allocates them in the graph
+    and writes them at every replay; one recorded over existing gradients adds into them at every replay."""
 
     def __init__(self, module: nn.Module, opt: torch.optim.Optimizer, fail: str | None = None):
         self.module, self.opt, self.fail = module, opt, fail
@@ -240,19 +242,19 @@ class FakeGraphAPI:
             raise RuntimeError(self.fail)
         saved = (copy.deepcopy(self.module.state_dict()), copy.deepcopy(self.opt.state_dict()),
                  torch.get_rng_state())  # fmt: skip
+        fresh = all(p.grad is None for g in self.opt.param_groups for p in g["params"])
         out = tuple(t.clone() for t in fn())
         self.module.load_state_dict(saved[0])
         self.opt.load_state_dict(saved[1])
         CAP._capturable_optimizer(self.opt, CPU)
         torch.set_rng_state(saved[2])
-        graph.update(fn=fn, out=out)
+        graph.update(fn=fn, out=out, fresh=fresh)
         self.recorded += 1
         return out
 
     def replay(self, graph):
-        self.opt.zero_grad(
-            set_to_none=True
-        )  # the recorded backward writes (not adds) the gradients
+        if graph["fresh"]:  # the recorded backward writes (not adds) the gradients
+            self.opt.zero_grad(set_to_none=True)
         for dst, src in zip(graph["out"], graph["fn"](), strict=True):
             dst.copy_(src)
 
@@ -344,6 +346,43 @@ def test_capturable_optimizer_and_float_lrs_round_trip():
     fused = CAP._fused_sgd_runs_on(CPU)  # torch >= 2.4
     assert bool(sgd.param_groups[0]["fused"]) is fused
     assert not (fused and sgd.param_groups[0]["foreach"])  # fused replaces the foreach form
+
+
+def test_capturable_adam_keeps_its_step_counts_on_the_device_as_float32():
+    """A captured Adam step reads its step count from a device tensor: a restored (CPU, any dtype) count
+    is moved there; the meta device stands in for a GPU."""
+    p = nn.Parameter(torch.randn(3))
+    opt = torch.optim.Adam([p], lr=0.01)
+    p.grad = torch.ones(3)
+    opt.step()
+    opt.state[p]["step"] = torch.tensor(
+        7, dtype=torch.float64
+    )  # as an older checkpoint may hold it
+    CAP._capturable_optimizer(opt, torch.device("meta"))
+    step = opt.state[p]["step"]
+    assert step.device.type == "meta" and step.dtype == torch.float32
+    assert opt.param_groups[0]["lr"].device.type == "meta"
+
+
+def test_a_smaller_batch_is_never_the_recorded_shape():
+    """The warm-up ends on an epoch's last, smaller batch: it runs eagerly and the next full batch records
+    (a recording of the small shape would leave every full batch eager); after ``new_epoch`` a smaller
+    first batch does not record either."""
+    g = torch.Generator().manual_seed(5)
+    full = [(torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g))
+            for _ in range(2)]  # fmt: skip
+    odd = (torch.randn(5, 6, generator=g), torch.randint(0, 4, (5,), generator=g))
+    _, _, step = _train(True, [*full, odd], epochs=1)  # warm-up 2: its end meets the 5-row batch
+    assert (step.recordings, step.eager_steps) == (0, 3) and step.graph is None
+    step(*full[0])
+    assert step.recordings == 1 and step.static[0].shape == (8, 6)
+    step(*full[1])
+    assert step.replays == 2
+    step.new_epoch()
+    step(*odd)
+    assert (step.recordings, step.eager_steps) == (1, 4) and step.graph is None
+    step(*full[0])
+    assert step.recordings == 2 and step.static[0].shape == (8, 6)
 
 
 def test_sgd_is_fused_wherever_torch_has_the_fused_form(monkeypatch):
