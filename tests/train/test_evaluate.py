@@ -1,0 +1,94 @@
+"""``lpl_train.engine.evaluate.evaluate`` called directly: what its numbers mean and what it leaves as it was."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lpl_train.engine.evaluate import _EvalMeter, evaluate
+
+
+class _Fixed(nn.Module):
+    """Returns the logits stored for each batch, in order, and notes the mode and layout it was called in."""
+
+    def __init__(self, logits: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.logits, self.calls = logits, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((self.training, x.is_contiguous(memory_format=torch.channels_last)))
+        return self.logits[len(self.calls) - 1]
+
+
+def test_a_class_absent_from_the_test_set_has_no_accuracy_and_no_weight_in_its_group():
+    # 3 classes; class 2 has no test sample: its accuracy is undefined, not 0
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [2.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 0])
+    out = evaluate(_Fixed([logits]), [(torch.zeros(4, 1), y)], 3, [500, 50, 5], False)
+    assert out["per_class_acc"] == [100.0, 50.0, None]
+    assert out["top1_error"] == pytest.approx(25.0)
+    assert out["acc_many"] == 100.0 and out["acc_medium"] == 50.0
+    assert out["acc_few"] is None  # the mean of no class: undefined, written as null
+
+
+def test_evaluate_restores_the_training_mode_and_passes_channels_last_images():
+    model = _Fixed([torch.zeros(2, 3)] * 3)
+    model.train()
+    batch = (torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]))
+    evaluate(model, [batch], 3, [1, 1, 1], False)
+    evaluate(model, [batch], 3, [1, 1, 1], False, channels_last=True)
+    assert model.training
+    assert model.calls == [(False, False), (False, True)]  # eval mode; the layout asked for
+    model.eval()
+    evaluate(model, [batch], 3, [1, 1, 1], False)
+    assert not model.training
+
+
+def test_a_loader_of_empty_batches_is_refused():
+    empty = (torch.zeros(0, 1), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="yielded no samples"):
+        evaluate(_Fixed([torch.zeros(0, 3)]), [empty], 3, [1, 1, 1], False)
+    with pytest.raises(ValueError, match="yielded no samples"):
+        evaluate(_Fixed([]), [], 3, [1, 1, 1], False)
+
+
+def test_sums_are_float64_on_the_cpu():
+    # a float32 sum would lose the second batch's loss (ln 2) next to the first's 1e8
+    meter = _EvalMeter(2, False, torch.device("cpu"))
+    meter.update(torch.tensor([[1e8, 0.0]]), torch.tensor([1]))
+    meter.update(torch.zeros(1, 2), torch.tensor([0]))
+    loss_sum = meter.read()[0]
+    assert loss_sum - 1e8 == pytest.approx(math.log(2), rel=1e-6)
+
+
+class _LayoutNet(nn.Module):
+    """A conv net that notes whether each input it sees is channels-last, in training and in evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.classifier = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+        self.seen: dict[bool, set[bool]] = {True: set(), False: set()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen[self.training].add(x.is_contiguous(memory_format=torch.channels_last))
+        return self.classifier(self.conv(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fit_gives_the_network_the_memory_layout_it_asks_for(tmp_path, channels_last):
+    from lpl_train.engine import Components, fit
+    from tests.train.test_engine import TinyLoader, make_cfg, quiet
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 3, 4, 4, generator=g), torch.arange(48) % 3
+    model = _LayoutNet()
+    comps = Components(model=model, loss=nn.CrossEntropyLoss(), num_classes=3, class_counts=[16] * 3,
+                       train_loader=TinyLoader(x, y, 16, True), test_loader=TinyLoader(x, y, 16, False))  # fmt: skip
+    fit(
+        make_cfg(epochs=1, channels_last=channels_last), tmp_path / "r", components=comps, log=quiet
+    )
+    assert model.seen == {True: {channels_last}, False: {channels_last}}
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
