@@ -2,9 +2,12 @@
 the captured step (``train.capture``), and one run vs N concurrent runs on the same device.
 
 ResNet-32, ResNet-110 and WRN-28-10 at batch 128 on synthetic CIFAR-format data (uint8 3x32x32 on the device,
-long-tailed labels over 10 classes; there is no CIFAR on the GPU machine), bf16 autocast and channels_last
-(the engine's CUDA defaults). Every variant of a model is measured ``--repeats`` times, the variants
-interleaved within each repeat; the table gives the median images/s of the last (steady) epoch and the ratios.
+long-tailed labels; there is no CIFAR on the GPU machine), bf16 autocast and channels_last (the engine's CUDA
+defaults), each in the settings of its shipped LPL config (:data:`SHIPPED`: the network and its parameters,
+the class count, LPL's parameters and the loss-variation measurement); the CE rows train the same network in
+the same settings with cross-entropy, so LPL/CE is the loss's cost in that config. Every variant of a model is
+measured ``--repeats`` times, the variants interleaved within each repeat; the table gives the median
+images/s of the last (steady) epoch and the ratios.
 
     python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b] [--compile]
 
@@ -24,25 +27,31 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-C = 10
-# the loss's default inner loop (step-normalised), what a user of the shipped configs trains with
+#: the shipped LPL config whose settings each network's rows use, and its class count
+SHIPPED = {
+    "resnet32": ("tiv_cifar10_lt100_lpl_varied", 10),  # Table IV: the LA ResNet-32, index split
+    "resnet110": ("tii_cifar100_resnet110_lpl_varied", 100),  # Table II: mean split, 20 loop steps
+    "wrn28_10": ("ti_cifar10_wrn28_10_lpl_varied", 10),  # Table I
+}
+# any other network (--models): the long-tail configs' LPL (step-normalised loop, 8 steps), 10 classes
 LPL = {"split": "index", "tau": 0.5, "epsilon": 0.0, "delta_epsilon": 2.0, "alpha": 0.25,
        "validate": False}  # fmt: skip
-LOSSES = {"ce": ("ce", {}), "lpl": ("lpl", LPL)}
 
 
-def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def synthetic(
+    n: int, classes: int = 10, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     g = torch.Generator().manual_seed(seed)
-    prior = torch.tensor([0.01 ** (c / (C - 1)) for c in range(C)])
+    prior = torch.tensor([0.01 ** (c / (classes - 1)) for c in range(classes)])
     targets = torch.multinomial(prior / prior.sum(), n, replacement=True, generator=g)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    return images, targets, torch.bincount(targets, minlength=C).clamp_min(1).tolist()
+    return images, targets, torch.bincount(targets, minlength=classes).clamp_min(1).tolist()
 
 
 @dataclass
@@ -57,6 +66,33 @@ class Setting:
     device: str
     amp: str
     model_params: dict[str, Any]
+    classes: int = 10
+    lpl: dict[str, Any] = field(default_factory=lambda: dict(LPL))
+    # train.loss_variation(_every) as the shipped config has them; empty: the config defaults
+    loss_variation: dict[str, Any] = field(default_factory=dict)
+    config: str = ""  # the shipped config these settings come from
+
+    def loss_spec(self) -> tuple[str, dict[str, Any]]:
+        return ("ce", {}) if self.loss == "ce" else ("lpl", self.lpl)
+
+
+def shipped_setting(key: str, loss: str, n_train: int, batch: int, epochs: int, device: str, amp: str,
+                    model_params: dict[str, Any]) -> Setting:  # fmt: skip
+    """The measured setting of network ``key``: from its shipped config (:data:`SHIPPED`) when it has one,
+    with ``model_params`` over the config's; else ``key`` itself with :data:`LPL` and 10 classes."""
+    if key not in SHIPPED:
+        return Setting(key, loss, n_train, batch, epochs, device, amp, dict(model_params))
+    from lpl_train.config import load_config
+
+    name, classes = SHIPPED[key]
+    cfg = load_config(name)
+    tr = cfg["train"]
+    return Setting(
+        cfg["model"]["name"], loss, n_train, batch, epochs, device, amp,
+        {**cfg["model"]["params"], **model_params}, classes, dict(cfg["loss"]["params"]),
+        {"loss_variation": tr["loss_variation"], "loss_variation_every": tr["loss_variation_every"]},
+        name,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- bare loop
@@ -68,18 +104,18 @@ def bare_loop(s: Setting) -> dict[str, Any]:
     from lpl_train.models import build_model
 
     dev = torch.device(s.device)
-    images, targets, counts = synthetic(s.n_train)
+    images, targets, counts = synthetic(s.n_train, s.classes)
     images, targets = images.to(dev), targets.to(dev)
     torch.manual_seed(0)
-    model = build_model(s.model, num_classes=C, **s.model_params).to(dev)
+    model = build_model(s.model, num_classes=s.classes, **s.model_params).to(dev)
     cl = dev.type == "cuda"
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    reg, params = LOSSES[s.loss]
+    reg, params = s.loss_spec()
     loss_fn = (
         torch.nn.functional.cross_entropy
         if s.loss == "ce"
-        else build_loss(reg, num_classes=C, class_counts=counts, **params).to(dev)
+        else build_loss(reg, num_classes=s.classes, class_counts=counts, **params).to(dev)
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1) * 255
@@ -117,8 +153,8 @@ def _sync(dev: torch.device) -> None:
 
 # ----------------------------------------------------------------------------------------- engine
 def engine_run(s: Setting, capture: str, out: Path) -> dict[str, Any]:
-    """``engine.fit`` with ``train.capture = capture``; images/s of the last epoch, and the step mode the
-    engine chose (its log line)."""
+    """``engine.fit`` with ``train.capture = capture`` and the setting's loss-variation measurement;
+    images/s of the last epoch, and the step mode the engine chose (its log line)."""
     from lpl_train.config import validate_config
     from lpl_train.data import TensorData, make_loader
     from lpl_train.engine import Components, fit, read_metrics
@@ -126,25 +162,25 @@ def engine_run(s: Setting, capture: str, out: Path) -> dict[str, Any]:
     from lpl_train.models import build_model
 
     dev = torch.device(s.device)
-    images, targets, counts = synthetic(s.n_train)
+    images, targets, counts = synthetic(s.n_train, s.classes)
     train = TensorData(images, targets, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2))
     test = TensorData(images[:256], targets[:256], train.mean, train.std)
-    reg, params = LOSSES[s.loss]
+    reg, params = s.loss_spec()
     cfg = validate_config({
         "name": out.name, "data": {"name": "synthetic", "batch_size": s.batch, "drop_last": True},
         "model": {"name": s.model, "params": s.model_params}, "loss": {"name": reg, "params": params},
         "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4},
         "schedule": {"epochs": s.epochs, "kind": "cosine"},
         "train": {"device": s.device, "amp": s.amp if s.amp == "bf16" else "off", "capture": capture,
-                  "progress": False, "loss_variation": False, "eval_every": s.epochs},
+                  "progress": False, "eval_every": s.epochs, **s.loss_variation},
     })  # fmt: skip
     torch.manual_seed(0)
     comps = Components(
-        model=build_model(s.model, num_classes=C, **s.model_params),
-        loss=build_loss(reg, num_classes=C, class_counts=counts, **params),
+        model=build_model(s.model, num_classes=s.classes, **s.model_params),
+        loss=build_loss(reg, num_classes=s.classes, class_counts=counts, **params),
         train_loader=make_loader(train, s.batch, True, "crop_flip", dev, 0, drop_last=True),
         test_loader=make_loader(test, 256, False, "none", dev, 0),
-        num_classes=C,
+        num_classes=s.classes,
         class_counts=counts,
     )
     lines: list[str] = []
@@ -237,21 +273,29 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "quick": quick, "batch": batch, "n_train": n_train, "epochs": epochs, "repeats": repeats,
-            "amp": amp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+            "amp": amp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "settings": {}}  # fmt: skip
     print(f"# gpu_check {json.dumps(info)}", flush=True)
     rows: list[dict[str, Any]] = []
     kinds = ("bare", "engine eager", "engine graph") + (("engine compile",) if a.compile else ())
     for model in models:
-        variants = [(f"{loss} {kind}", loss, kind) for loss in LOSSES for kind in kinds]
+        variants = [(f"{loss} {kind}", loss, kind) for loss in ("ce", "lpl") for kind in kinds]
         got: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
+        setting = {loss: shipped_setting(model, loss, n_train, batch, epochs, device, amp, model_params)
+                   for loss in ("ce", "lpl")}  # fmt: skip
+        s = setting["lpl"]
+        info["settings"][model] = {"config": s.config or None, "network": s.model,
+                                   "network_params": s.model_params, "classes": s.classes,
+                                   "lpl": s.lpl, **s.loss_variation}  # fmt: skip
+        print(f"# {model}: {json.dumps(info['settings'][model])}", flush=True)
         for r in range(repeats):
             for name, loss, kind in variants:
-                s = Setting(model, loss, n_train, batch, epochs, device, amp, model_params)
+                s = setting[loss]
                 res = _measure(s, kind, out / f"{model}_{loss}_{kind.split()[-1]}_r{r}")
                 got[name].append(res)
                 print(f"{model:9s} {name:18s} r{r} {res['images_per_s']:9.0f} img/s ({res['mode']})",
                       flush=True)  # fmt: skip
-        s = Setting(model, "lpl", n_train, batch, epochs, device, amp, model_params)
+        s = setting["lpl"]
         if model == models[0]:
             got[f"lpl graph x{jobs}"] = [_measure(s, f"x{jobs}", out / f"{model}_jobs{jobs}", jobs)]
             print(f"{model:9s} lpl graph x{jobs} {got[f'lpl graph x{jobs}'][0]['images_per_s']:9.0f} img/s "
@@ -277,8 +321,19 @@ def main(argv: list[str] | None = None) -> int:
                 med[f"lpl graph x{jobs}"] / med["lpl engine graph"]
             )
         rows.append({"model": model, "ratios": ratios})
-    lines = [f"{info['device']}, torch {info['torch']}, batch {batch}, {amp}, {info['date']}", "",
-             "| model | variant | step | images/s (median) |", "|---|---|---|---|"]  # fmt: skip
+    lines = [f"{info['device']}, torch {info['torch']}, batch {batch}, {amp}, {info['date']}", ""]
+    for key, st in info["settings"].items():
+        lv = st.get("loss_variation_every") if st.get("loss_variation", True) else None
+        lines.append(
+            f"- {key}: {st['config'] or 'no shipped config'} ({st['network']} "
+            f"{json.dumps(st['network_params'])}, {st['classes']} classes; LPL {json.dumps(st['lpl'])}; "
+            + (
+                f"loss variation every {lv}th step)"
+                if lv
+                else "loss variation as the config defaults)"
+            )
+        )
+    lines += ["", "| model | variant | step | images/s (median) |", "|---|---|---|---|"]
     for r in rows:
         if "variant" in r:
             lines.append(

@@ -618,6 +618,29 @@ def load_benchmark(name: str, monkeypatch):
     return module
 
 
+@pytest.mark.parametrize("key", ["resnet32", "resnet110", "wrn28_10"])
+def test_gpu_check_measures_each_network_in_its_shipped_configs_settings(key, monkeypatch):
+    """The device check's LPL/CE ratio is the loss's cost in the shipped config of that network: its LPL
+    parameters (20 loop steps in Tables I/II, not the long-tail configs' 8), class count, network and
+    loss-variation measurement; CE runs the same network and measurement."""
+    from lpl_train.config import load_config
+    from lpl_train.engine import check_config
+
+    gc = load_benchmark("gpu_check", monkeypatch)
+    name, _ = gc.SHIPPED[key]
+    cfg = load_config(name, ["train.device='cpu'"])
+    lpl = gc.shipped_setting(key, "lpl", 64, 32, 1, "cpu", "off", {"dropout": 0.0})
+    ce = gc.shipped_setting(key, "ce", 64, 32, 1, "cpu", "off", {"dropout": 0.0})
+    assert lpl.config == name and cfg["loss"]["name"] == "lpl"
+    assert lpl.loss_spec() == ("lpl", cfg["loss"]["params"]) and ce.loss_spec() == ("ce", {})
+    assert lpl.classes == ce.classes == check_config(cfg)["num_classes"]
+    assert lpl.model == ce.model == cfg["model"]["name"]
+    assert lpl.model_params == ce.model_params == {**cfg["model"]["params"], "dropout": 0.0}
+    assert lpl.loss_variation == ce.loss_variation == {"loss_variation": True,
+                                                       "loss_variation_every": 10}  # fmt: skip
+    assert gc.shipped_setting("fmnist_cnn", "lpl", 64, 32, 1, "cpu", "off", {}).lpl == gc.LPL
+
+
 def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     """benchmarks/gpu_check.py's shortened mode (what benchmarks/gpu_check.sh runs with GPU_CHECK_QUICK=1),
     on a tiny CIFAR-format network, so the device script cannot rot between GPU sessions."""
@@ -637,7 +660,10 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
     assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)", "graph/eager (LPL)",
             "1 concurrent/one (LPL graph)"} <= set(ratios)  # fmt: skip
-    assert "| fmnist_cnn | lpl engine graph | eager |" in (tmp_path / "gpu_check.md").read_text()
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "| fmnist_cnn | lpl engine graph | eager |" in md
+    assert "- fmnist_cnn: no shipped config (fmnist_cnn" in md
+    assert res["info"]["settings"]["fmnist_cnn"]["lpl"] == gc.LPL
     # --compile adds the compiled step (on a CPU it falls back to eager, and says so)
     assert gc.main([*args, "--compile", "--out", str(tmp_path / "compiled")]) == 0
     res = json.loads((tmp_path / "compiled" / "gpu_check.json").read_text())
