@@ -57,3 +57,55 @@ def test_probe_then_the_rest_or_a_refusal(gl, tmp_path, capsys):
         run = tmp_path / "yes" / "runs" / key
         epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert epochs == [0, 1, 2], key
+
+
+def test_waves_round_up_and_the_fixed_part_is_never_negative(gl, tmp_path):
+    runs = [_probe_folder(tmp_path / f"r{i}", [2.0, 1.0]) for i in range(5)]
+    est = gl.estimate_rest(runs, spent=30.0, probe=2, epochs=10, jobs=2)
+    assert est["waves"] == 3  # 2 + 2 + 1 runs
+    assert est["fixed_s"] == pytest.approx(30.0 / 3 - 3.0)
+    # a probe whose runs overlapped more than their epochs' sum suggests: no negative fixed part
+    est = gl.estimate_rest(runs, spent=2.0, probe=2, epochs=10, jobs=5)  # 3 s of epochs each
+    assert est["fixed_s"] == 0.0 and est["estimate_rest_s"] == pytest.approx(8 * 1.0 * 1.15)
+
+
+def test_the_protocol_is_ldams_schedule_with_each_methods_shipped_loss(gl):
+    from lpl_train.config import load_config
+
+    for method in ("ce", "la", "la_lpl"):  # as shipped
+        lo = load_config(f"fmnist_lt100_{method}")["loss"]
+        assert gl.method_loss(method, 200) == (lo["name"], lo["params"])
+    name, p = gl.method_loss("ldam_drw", 200)
+    assert name == "ldam" and p["drw_epoch"] == 160 and p["drw_beta"] == 0.9999  # LDAM's DRW
+    assert gl.method_loss("ldam_drw", 3)[1]["drw_epoch"] == 2  # a short run still switches
+    assert gl.method_loss("ldam_drw", 1)[1]["drw_epoch"] == 0
+    name, p = gl.method_loss("lpl", 200)  # the long-tail ablation's best reading
+    assert name == "lpl" and p["normalize_step"] is True
+    assert (p["delta_epsilon"], p["alpha"], p["split"]) == (2.0, 0.25, "index")
+    cfg = gl.Protocol("data", 200, quick=False, device="cpu").config("ldam_drw", 2)
+    assert cfg["schedule"]["milestones"] == [160, 180] and cfg["schedule"]["warmup_epochs"] == 5
+    assert cfg["schedule"]["factors"] == [0.01, 0.0001] and cfg["schedule"]["epochs"] == 200
+    assert (cfg["optim"]["lr"], cfg["optim"]["weight_decay"], cfg["data"]["batch_size"]) == (
+        0.1, 2e-4, 128)  # fmt: skip
+    assert cfg["model"] == {"name": "resnet32", "params": {"in_channels": 1, "use_norm": True}}
+    assert cfg["train"]["seed"] == 2
+    assert not gl.Protocol("data", 200, False, "cpu").config("ce", 0)["model"]["params"]["use_norm"]
+
+
+def test_the_data_is_fashion_mnist_lt_padded_to_32(gl, tmp_path):
+    make_fmnist(tmp_path, per_class=100, test_per_class=6)
+    train, test, counts = gl.padded_fmnist_lt(str(tmp_path), quick=False)
+    assert train.images.shape[1:] == test.images.shape[1:] == (1, 32, 32)
+    assert train.images[:, :, :2].eq(0).all() and train.images[:, :, :, -2:].eq(0).all()
+    assert counts[0] == 100 and counts[-1] == 1 and sum(counts) == len(train.targets)  # 100:1
+    assert len(test.targets) == 60
+
+
+def test_the_table_gives_mean_and_sample_std_over_seeds(gl):
+    fin = [{"top1_error": 10.0, "acc_many": 90.0, "acc_medium": None, "acc_few": 50.0},
+           {"top1_error": 12.0, "acc_many": 88.0, "acc_medium": None, "acc_few": 70.0}]  # fmt: skip
+    table = gl.summarise({"lpl/seed0": {"final": fin[0]}, "lpl/seed1": {"final": fin[1]},
+                          "ce/seed0": {"final": fin[0]}})  # fmt: skip
+    assert "| ce | 1 | 10.00 | 90.00 | — | 50.00 |" in table
+    assert "| lpl | 2 | 11.00 ± 1.41 | 89.00 ± 1.41 | — | 60.00 ± 14.14 |" in table
+    assert table.index("| ce |") < table.index("| lpl |")  # METHODS order
