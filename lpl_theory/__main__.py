@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -198,19 +199,40 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush_stdout() -> bool:
+    """Flush stdout now, so that a reader gone away (``... | head``) shows here and not as "Exception
+    ignored ... BrokenPipeError" at the interpreter's exit. False when it has gone away; what is left of
+    the output then goes to /dev/null."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 a closed-form check failed, 2 bad arguments)."""
+    """Entry point; returns the exit code (0 ok, 1 a closed-form check failed or a verification cut short
+    by its reader going away, 2 bad arguments)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if getattr(args, "seed", 0) < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
         handler = {"curve": _curve, "figures": _figures, "verify": _verify}[args.command]
-        return handler(args)
+        status = handler(args)
+        if _flush_stdout():
+            return status
+    except SystemExit:  # --help, --version: its text may meet a closed pipe too
+        _flush_stdout()
+        raise
+    except BrokenPipeError:  # `... | head`: the reader went away
+        _flush_stdout()
     except (_UsageError, ValueError, TypeError) as exc:
         message = " ".join(str(exc).split())
         print(f"lpl-theory: error: {message}", file=sys.stderr)
         return 2
+    return 1 if args.command == "verify" else 0  # an unfinished verification has not passed
 
 
 if __name__ == "__main__":

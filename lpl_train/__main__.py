@@ -253,32 +253,52 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _command(args: argparse.Namespace) -> int:
+    if args.cmd == "list":
+        return _cmd_list(args.filter)
+    if args.cmd == "run":
+        return _cmd_run(args)
+    if args.cmd == "sweep":
+        return _cmd_sweep(args)
+    if args.cmd == "data":
+        return _cmd_data(args)
+    if args.cmd == "study":
+        from lpl_train.study_cli import run as run_study
+
+        return run_study(args)
+    if args.cmd == "plot":
+        from lpl_train.plot import main as plot_main
+
+        return plot_main(args.runs, args.out)
+    return _cmd_report(args)
+
+
+def _flush_stdout() -> bool:
+    """Flush stdout now, so that a reader gone away (``lpl-train list | head``) shows here and not as
+    "Exception ignored ... BrokenPipeError" at the interpreter's exit. False when it has gone away; what
+    is left of the output then goes to /dev/null."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lpl-train`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit:  # --help, --version or a usage error: its text may meet a closed pipe too
+        _flush_stdout()
+        raise
     from lpl_train.engine import RunFolderError, TrainingDiverged
 
     try:
-        if args.cmd == "list":
-            return _cmd_list(args.filter)
-        if args.cmd == "run":
-            return _cmd_run(args)
-        if args.cmd == "sweep":
-            return _cmd_sweep(args)
-        if args.cmd == "data":
-            return _cmd_data(args)
-        if args.cmd == "study":
-            from lpl_train.study_cli import run as run_study
-
-            return run_study(args)
-        if args.cmd == "plot":
-            from lpl_train.plot import main as plot_main
-
-            return plot_main(args.runs, args.out)
-        return _cmd_report(args)
+        status = _command(args)
+        return status if _flush_stdout() else 0
     except BrokenPipeError:  # `lpl-train list | head`: the reader went away; nothing left to say
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _flush_stdout()
         return 0
     except (ConfigError, ValueError, TypeError, KeyError, OSError, RunFolderError,
             TrainingDiverged, ImportError) as exc:  # fmt: skip

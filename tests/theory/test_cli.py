@@ -122,3 +122,29 @@ def test_subprocess_overflow_exit_2():
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "overflow" in proc.stderr
+
+
+def _into_a_closed_pipe(*args: str) -> tuple[int, str]:
+    """Run ``python -m lpl_theory ARGS`` with its output going to a pipe nobody reads any more (as in
+    ``... | head``), with buffered output (PYTHONUNBUFFERED removed): exit status and stderr."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-m", "lpl_theory", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
+    proc.stdout.close()  # the reader is gone before the first write
+    err = proc.stderr.read()
+    return proc.wait(timeout=120), err
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (("curve", "--figure", "3"), 0),
+        (("verify", "--points", "5", "--mc-samples", "100000"), 1),
+        (("--help",), 0),
+    ],  # fmt: skip
+)
+def test_output_into_a_closed_pipe_has_no_traceback(args, status):
+    """Nothing on stderr; an unfinished verification does not exit 0."""
+    assert _into_a_closed_pipe(*args) == (status, "")

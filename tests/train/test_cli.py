@@ -325,9 +325,19 @@ def test_list_takes_filter_words(capsys):
 
 
 def test_list_into_a_closed_pipe_has_no_traceback():
-    r = subprocess.run(f"{sys.executable} -m lpl_train list | head -n 1", shell=True,
+    import os
+
+    # buffered output, as for a user (PYTHONUNBUFFERED hides the case: each print then fails in the
+    # command, not in the last flush at the interpreter's exit)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    r = subprocess.run(f"{sys.executable} -m lpl_train list | head -n 1", shell=True, env=env,
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.stdout.count("\n") == 1 and r.stderr == ""
+    for cmd in (["list"], ["report", "--help"]):  # the reader gone before the first write
+        proc = subprocess.Popen([sys.executable, "-m", "lpl_train", *cmd], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
+        proc.stdout.close()
+        assert (proc.stderr.read(), proc.wait(timeout=60)) == ("", 0), cmd
 
 
 def test_dry_run_never_downloads(tmp_path, capsys, monkeypatch):
