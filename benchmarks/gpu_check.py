@@ -143,6 +143,7 @@ def bare_loop(s: Setting) -> dict[str, Any]:
         "images_per_s": steps * s.batch / times[-1],
         "mode": "bare",
         "loss": float(value.detach()),
+        "epoch_s": times,
     }
 
 

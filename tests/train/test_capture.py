@@ -641,6 +641,62 @@ def test_gpu_check_measures_each_network_in_its_shipped_configs_settings(key, mo
     assert gc.shipped_setting("fmnist_cnn", "lpl", 64, 32, 1, "cpu", "off", {}).lpl == gc.LPL
 
 
+def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_check(
+    tmp_path, monkeypatch
+):
+    """The table's arithmetic on stand-in measurements: each variant's median over the repeats, the ratios
+    as named (step time = 1 / images/s), the capture mode each variant asks for, exit 1 on a failure."""
+    import json
+
+    gc = load_benchmark("gpu_check", monkeypatch)
+    rates = {("ce", "bare"): 100.0, ("ce", "off"): 50.0, ("ce", "graph"): 80.0, ("ce", "compile"): 90.0,
+             ("lpl", "bare"): 90.0, ("lpl", "off"): 40.0, ("lpl", "graph"): 76.0, ("lpl", "compile"): 81.0}  # fmt: skip
+    calls: list = []
+
+    def measured(s, what):
+        calls.append((s.loss, what))
+        if what == "compile" and s.loss == "lpl" and fail:
+            raise RuntimeError("no recording")
+        rep = sum(c == (s.loss, what) for c in calls)  # 1st, 2nd, 3rd repeat: x1, x3, x2
+        return {"images_per_s": rates[s.loss, what] * (1, 3, 2)[rep - 1], "mode": what}
+
+    monkeypatch.setattr(gc, "bare_loop", lambda s: measured(s, "bare"))
+    monkeypatch.setattr(gc, "engine_run", lambda s, capture, out: measured(s, capture))
+    monkeypatch.setattr(gc, "concurrent", lambda s, capture, jobs, out: {"images_per_s": 456.0,
+                                                                          "mode": capture})  # fmt: skip
+    args = ["--quick", "--models", "fmnist_cnn", "--repeats", "3", "--jobs", "3", "--compile"]
+    fail = False
+    assert gc.main([*args, "--out", str(tmp_path / "ok")]) == 0
+    res = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
+    med = {r["variant"]: r["images_per_s"] for r in res["rows"] if "variant" in r}
+    assert med["ce engine graph"] == 160.0 and med["lpl bare"] == 180.0  # the median: x2
+    ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
+    assert ratios == pytest.approx({
+        "engine/bare (CE, eager)": 0.5, "LPL/CE step time (eager)": 50 / 40,
+        "LPL/CE step time (graph)": 80 / 76, "graph/eager (CE)": 1.6, "graph/eager (LPL)": 1.9,
+        "LPL/CE step time (compile)": 90 / 81, "compile/graph (LPL)": 81 / 76,
+        "3 concurrent/one (LPL graph)": 456 / 152})  # fmt: skip
+    fail = True
+    assert gc.main([*args, "--out", str(tmp_path / "failed")]) == 1
+    assert "| fmnist_cnn | lpl engine compile | failed: RuntimeError: no recording | nan |" in (
+        tmp_path / "failed" / "gpu_check.md").read_text()  # fmt: skip
+
+
+def test_gpu_check_times_the_last_epoch_after_the_device_finished(tmp_path, monkeypatch):
+    from lpl_train.engine import read_metrics
+
+    gc = load_benchmark("gpu_check", monkeypatch)
+    synced: list = []
+    monkeypatch.setattr(gc, "_sync", synced.append)
+    s = gc.Setting("fmnist_cnn", "lpl", 64, 16, 2, "cpu", "off", {"in_channels": 3, "width": 2})
+    bare = gc.bare_loop(s)
+    assert len(bare["epoch_s"]) == 2 and bare["images_per_s"] == 64 / bare["epoch_s"][-1]
+    assert len(synced) == 4  # before and after each timed epoch
+    engine = gc.engine_run(s, "graph", tmp_path / "run")
+    recs = read_metrics(tmp_path / "run")
+    assert len(recs) == 2 and engine["images_per_s"] == recs[-1]["images_per_s"]
+
+
 def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     """benchmarks/gpu_check.py's shortened mode (what benchmarks/gpu_check.sh runs with GPU_CHECK_QUICK=1),
     on a tiny CIFAR-format network, so the device script cannot rot between GPU sessions."""

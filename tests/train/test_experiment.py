@@ -73,6 +73,54 @@ def test_executor_reads_back_finished_resumes_checkpoints_and_leaves_locked_runs
         X.execute(runs, runner, jobs=0)
 
 
+def _records(folder: Path, recs: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_throughput_counts_the_runs_trained_now_from_their_records(tmp_path):
+    _records(tmp_path / "a", [{"epoch": 0, "images_per_s": 100.0, "train_time_s": 2.0},
+                              {"epoch": 1, "images_per_s": 100.0, "train_time_s": 2.0}])  # fmt: skip
+    _records(tmp_path / "b", [{"epoch": 0, "images_per_s": None, "train_time_s": 0.0},
+                              {"epoch": 1, "images_per_s": 300.0, "train_time_s": 1.0}])  # fmt: skip
+    _records(tmp_path / "done", [{"epoch": 0, "images_per_s": 9e9, "train_time_s": 1.0}])
+    runs = {k: X.PlannedRun(k, tmp_path / k, None, 0) for k in ("a", "b", "done", "none")}
+    outcomes = [X.Outcome(runs["a"], "trained"), X.Outcome(runs["b"], "trained"),
+                X.Outcome(runs["done"], "done"), X.Outcome(runs["none"], "trained")]  # fmt: skip
+    tp = X.throughput(outcomes, wall_s=10.0)
+    # a: 400 images in 4 s; b: 300 in 1 s (its epoch without a rate left out); finished runs and runs
+    # without records are not counted
+    assert tp == {"runs": 2, "images": 700, "aggregate_images_per_s": 70.0,
+                  "mean_run_images_per_s": 200.0}  # fmt: skip
+    with pytest.raises(ValueError, match="wall_s"):
+        X.throughput(outcomes, wall_s=0)
+
+
+@dataclass
+class ThreadsRunner:
+    """Reports the torch threads of the process that trains (a worker's own, with --jobs > 1)."""
+
+    def finished(self, run):
+        return False
+
+    def load(self, run):
+        return {}
+
+    def train(self, run, resume):
+        import torch
+
+        return {"threads": torch.get_num_threads(), "pid": os.getpid()}
+
+
+def test_parallel_workers_train_on_one_thread_each(tmp_path, monkeypatch):
+    """N runs at once on N workers: one torch thread each, so that they do not oversubscribe the cores."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what a worker would take without being told
+    runs = [X.PlannedRun(k, tmp_path / k, None, 0) for k in ("a", "b")]
+    done = X.execute(runs, ThreadsRunner(), jobs=2, log=lambda s: None)
+    assert [o.result["threads"] for o in done] == [1, 1]
+    assert os.getpid() not in {o.result["pid"] for o in done}
+
+
 def test_grid_parsing_and_sweep_plan(tmp_path):
     grid = X.parse_grid(["optim.lr=0.1,0.05", "loss.params.split=mean, index"])
     assert grid == [("optim.lr", [0.1, 0.05]), ("loss.params.split", ["mean", "index"])]
