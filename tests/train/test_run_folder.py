@@ -116,6 +116,9 @@ def test_a_folder_holding_other_runs_is_refused_and_left_as_it_was(tmp_path, dep
     with pytest.raises(FileExistsError, match=rf"holds another run in '{inner}'.*not a parent"):
         fit(make_cfg(epochs=1), parent, components=make_components(), log=quiet)
     assert sorted(p.name for p in parent.iterdir()) == ["sub"]
+    (inner / "config.toml").unlink()  # a finished run is found by its final.json alone
+    with pytest.raises(FileExistsError, match="holds another run"):
+        fit(make_cfg(epochs=1), parent, components=make_components(), log=quiet)
     stopped = run(tmp_path, "stopped", epochs=2, stop=1)  # an unfinished run below counts too
     (stopped / "checkpoint.pt").rename(tmp_path / "moved.pt")
     with pytest.raises(FileExistsError, match="holds another run"):
@@ -232,6 +235,35 @@ def _flip_a_weight_bit(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def test_records_out_of_order_are_put_back_in_order_on_resume(tmp_path):
+    full = run(tmp_path, "full", epochs=4)
+    out = run(tmp_path, epochs=4, stop=3)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join([lines[1], lines[0], lines[2]]) + "\n")
+    fit(make_cfg(epochs=4), out, components=make_components(), resume=True, log=quiet)
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2, 3]
+    assert strip_timing(read_metrics(out)) == strip_timing(read_metrics(full))
+    assert not (out / "metrics.superseded.jsonl").exists()  # every line matched: none moved aside
+
+
+def test_resume_writes_back_a_lost_config_copy_and_a_restart_starts_a_new_log(tmp_path):
+    out = run(tmp_path, epochs=3, stop=1)
+    saved = (out / "config.toml").read_text()
+    (out / "config.toml").unlink()
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "config.toml").read_text().split("\n# run:")[0] == saved.split("\n# run:")[0]
+    fresh = tmp_path / "fresh"
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # stopped before its first checkpoint: it restarts afresh
+        fit(make_cfg(epochs=2), fresh, components=make_components(fail_at=(0, 2)), log=quiet)
+    assert (fresh / "train.log").read_text().count("tiny: device") == 1
+    fit(make_cfg(epochs=2), fresh, components=make_components(), log=quiet)
+    assert (fresh / "train.log").read_text().count(
+        "tiny: device"
+    ) == 1  # the stopped run's log is gone
+
+
 def test_a_flipped_bit_in_a_weight_is_refused_naming_the_file(tmp_path):
     out = run(tmp_path, epochs=3, stop=2)
     _flip_a_weight_bit(out / "checkpoint.pt")
@@ -283,6 +315,53 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
     monkeypatch.setattr(torch, "save", real_save)
     fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
     assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2]
+
+
+def test_a_checkpoint_that_cannot_be_put_in_place_leaves_no_temporary_file(tmp_path, monkeypatch):
+    out = run(tmp_path, epochs=3, stop=1)
+    good = (out / "checkpoint.pt").read_bytes()
+    real_replace = os.replace
+
+    def refuse(src, dst):
+        if Path(dst).name == "checkpoint.pt":
+            raise OSError(errno.EACCES, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(RunFolderError, match="Permission denied"):
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "checkpoint.pt").read_bytes() == good
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp files
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_each_epoch_is_on_disk_before_the_next_begins(tmp_path, monkeypatch):
+    """The epoch's record and the folder entry of its checkpoint are fsynced (a power cut after the
+    epoch loses neither)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = run(tmp_path, epochs=2)
+    names = [Path(p).name for p in synced]
+    assert names.count("metrics.jsonl") == 2
+    events: list[tuple[str, str]] = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+    )
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))
+    )
+    folder = engine.RunFolder(out)
+    folder.save_checkpoint({"epoch": 9})
+    # the checkpoint's rename is itself made durable: the folder is synced after it
+    last = max(i for i, e in enumerate(events) if e == ("replace", str(out / "checkpoint.pt")))
+    assert ("fsync", str(out.resolve())) in events[last + 1 :]
 
 
 # --------------------------------------------------------------------------- metrics never lost
