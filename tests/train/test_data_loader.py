@@ -130,6 +130,16 @@ def test_errors() -> None:
         TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(TypeError, match="images must be uint8"):
         TensorData(torch.zeros(4, 1, 2, 2, dtype=torch.int32), torch.zeros(4, dtype=torch.int64))
+    from lpl_train.data.transforms import normalize
+
+    x, g = _data(4, c=3, h=4).images, torch.Generator()
+    with pytest.raises(ValueError, match="pad=4 must be smaller than the image side"):
+        batch_crop_flip(x, g, pad=4, pad_mode="reflect")
+    for pad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="pad must be a non-negative int"):
+            batch_crop_flip(x, g, pad=pad)
+    with pytest.raises(ValueError, match="mean/std must have 3 entries"):
+        normalize(x, (0.5, 0.5), (0.2, 0.2, 0.2))
 
 
 def test_dataloader_workers_do_not_change_batches() -> None:
@@ -187,3 +197,23 @@ def test_both_loader_paths_apply_pad_mode() -> None:
         assert torch.allclose(refl_x, torch.full_like(refl_x, 200 / 255)), backend
     with pytest.raises(ValueError, match="pad_mode must be one of"):
         make_loader(d, **kw, pad_mode="edge")
+
+
+def test_flip_only_mirrors_and_given_statistics_normalise() -> None:
+    """``augment="flip"`` never shifts (each image is itself or its mirror, both seen); ``mean``/``std``
+    given to the loader replace the split's own."""
+    d = _data(64, c=3, h=6)
+    loader = TensorLoader(d, 64, train=True, augment="flip", seed=1, mean=(0.1, 0.2, 0.3),
+                          std=(0.5, 0.4, 0.2))  # fmt: skip
+    (x, y), = list(loader)  # fmt: skip
+    mean = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)
+    std = torch.tensor([0.5, 0.4, 0.2]).view(3, 1, 1)
+    flipped = 0
+    for xi, yi in zip(x, y, strict=True):
+        # the sample: labels are index % 5, so look among the images with its label
+        own = [(img.float() / 255 - mean) / std for img in d.images[d.targets == yi]]
+        plain = any(torch.allclose(xi, o, atol=1e-6) for o in own)
+        mirror = any(torch.allclose(xi, o.flip(-1), atol=1e-6) for o in own)
+        assert plain or mirror
+        flipped += mirror and not plain
+    assert 10 < flipped < 54
