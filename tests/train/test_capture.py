@@ -128,6 +128,23 @@ def test_recorded_losses_read_no_value_on_the_host(name, loss, c, validate):
     assert value.shape == () and logits.grad.shape == (64, c)
 
 
+@pytest.mark.parametrize("name,loss,c", RECORDED, ids=[n for n, _, _ in RECORDED])
+def test_the_loss_variation_of_recorded_losses_reads_no_value_on_the_host(name, loss, c):
+    """Between replays the engine measures l' every k-th step: for every recorded config's loss (the
+    validation it runs with, as built) that measurement reads no value either, so it never waits for
+    the device."""
+    from lpl_train.engine.step import _LossVariation
+
+    loss = copy.deepcopy(loss).to("meta").train()
+    lv = _LossVariation(loss, c, multi_label=False)
+    assert lv.ok
+    lv.update(torch.empty(64, c, device="meta"), torch.empty(64, dtype=torch.long, device="meta"),
+              None, nn.Identity())  # fmt: skip
+    assert (
+        lv.acc._all.count.device.type == "meta"
+    )  # summed where the logits are, read once per epoch
+
+
 @pytest.mark.parametrize("ignore_index", [None, -100])
 @pytest.mark.parametrize("preset", ["authors_balanced_fixed", "authors_balanced_varied",
                                     "authors_balanced_varied_isda", "authors_longtail"])  # fmt: skip
