@@ -280,3 +280,25 @@ def test_single_label_rows_show_many_medium_few_with_the_stated_group_rule(tmp_p
     assert "ranks:0.3,0.3" in make_report(tmp_path, "csv", "ranks")
     with pytest.raises(ValueError, match="groups 'thirds'"):
         make_report(tmp_path, groups="thirds")
+
+
+def test_the_count_rule_at_its_boundaries():
+    """The paper's rule: many = more than 100 training samples, few = fewer than 20 (multi-label: many =
+    at least 100 positives)."""
+    from lpl_train.report.stats import GroupRule
+
+    rule = GroupRule()
+    assert rule.split([101, 100, 20, 19]) == {"many": [0], "medium": [1, 2], "few": [3]}
+    assert rule.split([101, 100, 20, 19], multi_label=True) == {"many": [0, 1], "medium": [2],
+                                                                "few": [3]}  # fmt: skip
+    for many, few in ((100, 0), (10, 20)):
+        with pytest.raises(ValueError, match="0 < few <= many"):
+            GroupRule("counts", many, few)
+
+
+def test_a_malformed_world_size_counts_as_one_process():
+    from lpl_train.report.runs import _world_size
+
+    assert _world_size({"run": {"world_size": 4}}) == 4 and _world_size({}) == 1
+    for bad in ("2", True, 0, -3, 2.0, None):
+        assert _world_size({"run": {"world_size": bad}}) == 1, bad
