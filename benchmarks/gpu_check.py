@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-#: the shipped LPL config whose settings each network's rows use, and its class count
+#: the shipped LPL config whose settings each network's rows use
 SHIPPED = {
-    "resnet32": ("tiv_cifar10_lt100_lpl_varied", 10),  # Table IV: the LA ResNet-32, index split
-    "resnet110": ("tii_cifar100_resnet110_lpl_varied", 100),  # Table II: mean split, 20 loop steps
-    "wrn28_10": ("ti_cifar10_wrn28_10_lpl_varied", 10),  # Table I
+    "resnet32": "tiv_cifar10_lt100_lpl_varied",  # Table IV: the LA ResNet-32, index split
+    "resnet110": "tii_cifar100_resnet110_lpl_varied",  # Table II: CIFAR-100, mean split, 20 loop steps
+    "wrn28_10": "ti_cifar10_wrn28_10_lpl_varied",  # Table I
 }
 # any other network (--models): the long-tail configs' LPL (step-normalised loop, 8 steps), 10 classes
 LPL = {"split": "index", "tau": 0.5, "epsilon": 0.0, "delta_epsilon": 2.0, "alpha": 0.25,
@@ -83,9 +83,13 @@ def shipped_setting(key: str, loss: str, n_train: int, batch: int, epochs: int, 
     if key not in SHIPPED:
         return Setting(key, loss, n_train, batch, epochs, device, amp, dict(model_params))
     from lpl_train.config import load_config
+    from lpl_train.engine.components import _placeholder_shape
 
-    name, classes = SHIPPED[key]
+    name = SHIPPED[key]
     cfg = load_config(name)
+    classes = _placeholder_shape(cfg["data"], LookupError(name))[
+        0
+    ]  # the dataset's, without its files
     tr = cfg["train"]
     return Setting(
         cfg["model"]["name"], loss, n_train, batch, epochs, device, amp,

@@ -93,7 +93,7 @@ def _sum_is_finite(t: Tensor) -> Tensor:
 
 def check_finite(t: Tensor, name: str) -> None:
     """Raise ``ValueError`` if ``t`` holds NaN or ±inf (one host synchronisation, two when the fast
-    check, a finite sum, is inconclusive; skipped under torch.compile)."""
+    check, a finite sum, is inconclusive; skipped where values cannot be read: :func:`_can_read_back`)."""
     if not _can_read_back(t) or bool(_sum_is_finite(t)):
         return
     if not bool(torch.isfinite(t).all()):

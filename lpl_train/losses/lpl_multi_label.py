@@ -63,7 +63,8 @@ class MultiLabelLPLLoss(nn.Module):
         base_params: parameters for a base loss given by name.
         soft_targets: accept targets in [0, 1] instead of {0, 1}.
         reduction: ``"mean"`` (over N·C, as the 1/(C·N) of Eq. 34), ``"sum"`` or ``"none"`` ((N, C)).
-        validate: check the inputs on every call (the value checks are skipped under torch.compile).
+        validate: check the inputs on every call (the value checks are skipped under torch.compile, while
+            a CUDA graph records and inside ``no_host_reads()``).
 
     In ``eval()`` mode the loss is the base loss on the raw logits (no perturbation).
     """

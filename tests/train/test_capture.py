@@ -644,7 +644,7 @@ def test_gpu_check_measures_each_network_in_its_shipped_configs_settings(key, mo
     from lpl_train.engine import check_config
 
     gc = load_benchmark("gpu_check", monkeypatch)
-    name, _ = gc.SHIPPED[key]
+    name = gc.SHIPPED[key]
     cfg = load_config(name, ["train.device='cpu'"])
     lpl = gc.shipped_setting(key, "lpl", 64, 32, 1, "cpu", "off", {"dropout": 0.0})
     ce = gc.shipped_setting(key, "ce", 64, 32, 1, "cpu", "off", {"dropout": 0.0})
