@@ -1,6 +1,7 @@
 """Values, gradients, dtypes and input checks of the LPL losses (lpl, la_lpl, ml_lpl)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -548,3 +549,102 @@ def test_presets_take_the_default_normalize_step_only():
         LPLLoss(5, preset="authors_balanced_fixed", normalize_step=False)
     with pytest.raises(ValueError, match="normalize_step"):
         LALPLLoss(5, class_counts=COUNTS, preset="authors_longtail", tau=2, normalize_step=False)
+
+
+def test_balanced_isda_preset_runs_the_train_var_variant_with_its_defaults():
+    """``authors_balanced_varied_isda`` is train_var.py's variant (K_c in [0, P-1]), not train_lpl.py's."""
+    u, y = _batch(n=24, c=5, seed=12)
+    isda = LPLLoss(5, preset="authors_balanced_varied_isda", reduction="none")
+    assert isda.alpha == 0.001 and isda.steps == 10 and not isda.differentiable
+    want = P.authors_balanced_varied_perturbation(u, y, alpha=0.001, steps=10, variant="train_var")
+    other = P.authors_balanced_varied_perturbation(u, y, alpha=0.001, steps=10, variant="train_lpl")
+    assert not torch.allclose(want, other)  # the two variants differ on this batch
+    assert torch.allclose(isda(u, y), F.cross_entropy(u + want, y, reduction="none"), atol=1e-12)
+
+
+def test_documented_defaults():
+    loss = LPLLoss(5)
+    assert (loss.alpha, loss.epsilon, loss.delta_epsilon) == (0.01, 0.1, 0.0)
+    assert (loss.split, loss.bound, loss.tau, loss.head) == ("mean", "qbar", None, None)
+    assert loss.normalize_step is True and loss.differentiable is False
+    assert (loss.ignore_index, loss.label_smoothing, loss.reduction) == (-100, 0.0, "mean")
+    assert loss.scale == 1.0 and loss.drw_epoch is None and loss.weight is None
+    assert LPLLoss(5, split="index", class_counts=COUNTS).head == 2  # tau None: 0.4·C head classes
+
+
+def test_drw_after_set_epoch_trains_without_the_never_called_warning():
+    u, y = _batch(seed=9)
+    loss = LPLLoss(5, class_counts=COUNTS, split="index", drw_epoch=1)
+    loss.set_epoch(0, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(u, y)
+
+
+def test_class_counts_that_a_preset_ignores_are_warned_about():
+    with pytest.warns(UserWarning, match="class_counts has no effect"):
+        LPLLoss(5, class_counts=COUNTS, preset="authors_balanced_fixed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LPLLoss(5, class_counts=COUNTS, preset="authors_longtail", tau=2, steps=4)
+        LPLLoss(5, class_counts=COUNTS, split="index", bound="count", delta_epsilon=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (
+            dict(split="index", bound="count", delta_epsilon=1.0, class_counts=[9, 5, 0, 3, 1]),
+            ValueError,
+            "> 0",
+        ),
+        (dict(preset="authors_longtail", tau=2, class_counts=[9, 5, 0, 3, 1]), ValueError, "> 0"),
+        (dict(preset="authors_balanced_fixed", steps=True), ValueError, "steps"),
+        (dict(preset="authors_balanced_fixed", steps=10_001), ValueError, "steps"),
+        (
+            dict(preset="authors_longtail", tau=2, class_counts=COUNTS, iterations=True),
+            ValueError,
+            "iterations must be an int",
+        ),
+        (
+            dict(preset="authors_longtail", tau=2, class_counts=COUNTS, iterations=10_001),
+            ValueError,
+            "iterations must be <=",
+        ),
+        # the schedule's largest step index is 3: 3 iterations (indices 0..2) are too short
+        (
+            dict(preset="authors_longtail", tau=2, steps=4, class_counts=COUNTS, iterations=3),
+            ValueError,
+            "too short",
+        ),
+    ],
+)
+def test_bad_preset_and_count_bound_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        LPLLoss(5, **kwargs)
+
+
+def test_longtail_preset_accepts_iterations_just_past_its_largest_step_index():
+    loss = LPLLoss(5, preset="authors_longtail", tau=2, steps=4, class_counts=COUNTS, iterations=4)
+    assert loss.iterations == 4
+
+
+def test_probability_targets_take_the_logits_dtype():
+    u, y = _batch(seed=13, dtype=torch.float32)
+    soft = F.one_hot(y, 5).double()  # float64 probabilities with float32 logits
+    for validate in (True, False):
+        out = LPLLoss(5, validate=validate)(u, soft)
+        assert out.dtype == torch.float32
+        assert float(out) == pytest.approx(float(LPLLoss(5)(u, y)), rel=1e-6)
+
+
+def test_repr_names_what_differs_from_torch_defaults():
+    assert "ignore_index=3" in repr(LPLLoss(5, ignore_index=3))
+    assert "ignore_index" not in repr(LPLLoss(5))
+    drw = LPLLoss(5, class_counts=COUNTS, split="index", drw_epoch=2)
+    assert "drw_epoch=2" in repr(drw) and "weight=" not in repr(
+        drw
+    )  # DRW's weights change per epoch
+    assert "weight=[1.0, 2.0" in repr(LPLLoss(5, weight=[1.0, 2.0, 1.0, 1.0, 1.0]))
+    assert "tau=3," in repr(LPLLoss(5, split="index", tau=3, class_counts=COUNTS))  # the head size
+    assert "tau=0.25," in repr(LPLLoss(5, split="value", tau=0.25))
