@@ -1,6 +1,7 @@
 """Single-label baselines against hand-computed cases and their defining properties."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -582,3 +583,86 @@ def test_center_loss_hand_computed_and_update_rule():
     assert not any(
         p.requires_grad for p in loss.parameters()
     )  # centres are not optimiser parameters
+
+
+# ------------------------------------------------------------------ gaps a mutation run found
+
+
+def test_documented_defaults_of_the_baselines():
+    assert FocalLoss().gamma == 1.0
+    cb_focal, cb_ce = ClassBalancedFocalLoss(COUNTS), ClassBalancedCELoss(COUNTS)
+    assert (cb_focal.beta, cb_focal.gamma, cb_focal.variant) == (0.9999, 1.0, "sigmoid")
+    assert (cb_ce.beta, cb_ce.gamma, cb_ce.variant) == (0.9999, 0.0, "softmax")
+    ldam = LDAMLoss(COUNTS)
+    assert (ldam.max_m, ldam.s, ldam.drw_epoch, ldam.drw_beta) == (0.5, 30.0, None, None)
+    sched = DRWSchedule(COUNTS)
+    assert (sched.drw_epoch, sched.beta) == (160, 0.9999)
+    assert LogitAdjustedLoss(COUNTS).lam == 1.0
+
+
+def test_ce_takes_torch_s_weight_ignore_index_and_checks_probabilities():
+    z, y = _data(n=9)
+    w = [0.0, 1.0, 2.0]  # a zero weight is allowed, as in torch
+    torch.testing.assert_close(
+        build_loss("ce", weight=w)(z, y),
+        F.cross_entropy(z, y, weight=torch.tensor(w, dtype=torch.float64)),
+    )
+    y_ign = y.clone()
+    y_ign[0] = 2
+    for ign in (2, np.int64(2)):
+        loss = build_loss("ce", ignore_index=ign)
+        assert type(loss.ignore_index) is int
+        torch.testing.assert_close(loss(z, y_ign), F.cross_entropy(z, y_ign, ignore_index=2))
+    with pytest.raises(TypeError, match="ignore_index"):
+        build_loss("ce", ignore_index=True)
+    bad = torch.full((9, 3), 0.5, dtype=torch.float64)  # rows sum to 1.5
+    with pytest.raises(ValueError):
+        build_loss("ce")(z, bad)
+    with pytest.raises(ValueError):
+        build_loss("la", class_counts=COUNTS)(z, -F.one_hot(y, 3).double())
+
+
+def test_ce_repr_names_what_differs_from_torch_defaults():
+    r = repr(build_loss("ce", weight=[1.0, 2.0, 3.0], ignore_index=1, label_smoothing=0.1))
+    assert "weight=[1.0, 2.0, 3.0]" in r and "ignore_index=1" in r and "label_smoothing=0.1" in r
+    assert "weight" not in repr(build_loss("ce")) and "ignore_index" not in repr(build_loss("ce"))
+
+
+def test_la_adjusted_logits_checks_the_class_count():
+    with pytest.raises(ValueError, match="columns"):
+        LogitAdjustedLoss(COUNTS).adjusted_logits(torch.zeros(2, 4))
+
+
+def test_drw_schedule_rejects_a_negative_epoch_and_hands_out_copies():
+    sched = DRWSchedule(COUNTS, drw_epoch=0, beta=0.99)
+    with pytest.raises(ValueError, match="epoch"):
+        sched.weights(-1)
+    first = sched.weights(0)
+    first.mul_(0.0)  # the caller's tensor, not the schedule's
+    assert float(sched.weights(0).sum()) == pytest.approx(3.0)
+
+
+def test_ldam_warnings_come_once_in_training_mode_only():
+    z = torch.tensor([[2.0, -0.5, 0.1], [0.3, 0.2, -0.1]])
+    y = torch.tensor([0, 1])
+    loss = LDAMLoss(COUNTS, drw_epoch=1)
+    with pytest.warns(UserWarning) as got:
+        loss(z, y)
+    messages = [str(w.message) for w in got]
+    assert any("set_epoch" in m for m in messages) and any("cosine" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(z, y)  # both warnings were given once
+    quiet = LDAMLoss(COUNTS).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet(z, y)  # evaluation: no plug-in warnings
+
+
+def test_ldam_cosine_warning_looks_at_magnitudes_with_a_small_tolerance():
+    y = torch.tensor([0, 1])
+    with pytest.warns(UserWarning, match="cosine"):  # negative logits beyond -1 are not cosines
+        LDAMLoss(COUNTS)(torch.tensor([[-3.0, 0.5, 0.1], [0.3, -2.0, 0.2]]), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float rounding of a cosine head just above 1 is not warned
+        LDAMLoss(COUNTS)(torch.tensor([[1.0005, 0.5, 0.1], [0.3, -1.0004, 0.2]]), y)
