@@ -1,5 +1,6 @@
 """Values, gradients, dtypes and input checks of the LPL losses (lpl, la_lpl, ml_lpl)."""
 
+import inspect
 import math
 import warnings
 
@@ -648,3 +649,16 @@ def test_repr_names_what_differs_from_torch_defaults():
     assert "weight=[1.0, 2.0" in repr(LPLLoss(5, weight=[1.0, 2.0, 1.0, 1.0, 1.0]))
     assert "tau=3," in repr(LPLLoss(5, split="index", tau=3, class_counts=COUNTS))  # the head size
     assert "tau=0.25," in repr(LPLLoss(5, split="value", tau=0.25))
+
+
+def test_la_lpl_says_what_it_needs_and_which_preset_it_takes():
+    with pytest.raises(ValueError, match="prior"):
+        LALPLLoss(5)
+    with pytest.raises(ValueError, match="la_lpl"):
+        LALPLLoss(5, class_counts=COUNTS, preset="authors_balanced_fixed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the counts always set the prior, whatever the split
+        LALPLLoss(5, class_counts=COUNTS, split="mean")
+    assert repr(LALPLLoss(5, class_counts=COUNTS, lam=1.5)).startswith("LALPLLoss(lam=1.5, ")
+    # the default head size reads as the number it is in help() and signatures
+    assert repr(inspect.signature(LALPLLoss).parameters["tau"].default) == "0.4"
