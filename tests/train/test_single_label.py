@@ -666,3 +666,59 @@ def test_ldam_cosine_warning_looks_at_magnitudes_with_a_small_tolerance():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # float rounding of a cosine head just above 1 is not warned
         LDAMLoss(COUNTS)(torch.tensor([[1.0005, 0.5, 0.1], [0.3, -1.0004, 0.2]]), y)
+
+
+def test_feature_losses_defaults_and_input_type():
+    assert ISDALoss(3).lambda0 == 0.5
+    assert LargeMarginSoftmaxLoss().margin == 4
+    center = CenterLoss(3)
+    assert (center.weight, center.alpha) == (0.003, 0.5)
+    fc = nn.Linear(2, 3)
+    for loss in (ISDALoss(3), CenterLoss(3), LargeMarginSoftmaxLoss()):
+        with pytest.raises(TypeError, match="features must be a torch.Tensor"):
+            loss([[0.0, 1.0]], torch.tensor([0]), fc)
+
+
+def test_feature_losses_freeze_their_state_in_eval_mode():
+    fc, g = _isda_setup()
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    center = CenterLoss(3, weight=1.0)
+    center(x, y, fc)
+    before = center.centers.clone()
+    center.eval()(x, y, fc)
+    torch.testing.assert_close(center.centers, before, rtol=0, atol=0)
+    lm = LargeMarginSoftmaxLoss(margin=2)
+    lm(x, y, fc)
+    lm.eval()(x, y, fc)
+    assert int(lm.step) == 1  # the annealing counts training steps only
+    lm.train()(x, y, fc)
+    assert int(lm.step) == 2
+
+
+def test_large_margin_beta_stops_at_beta_min_and_survives_rounding_and_zero_features():
+    lm = LargeMarginSoftmaxLoss(margin=4, beta_base=10.0, beta_gamma=1.0, beta_min=2.0)
+    lm.step.fill_(3)  # 10 / (1 + 3) = 2.5 > 2
+    assert lm.beta == pytest.approx(2.5)
+    lm.step.fill_(100)  # 10 / 101 < 2
+    assert lm.beta == 2.0
+    # cosines a rounding step outside [-1, 1] are the poles, not NaN
+    out = lm.psi(torch.tensor([1.0 + 1e-12, -1.0 - 1e-12], dtype=torch.float64))
+    torch.testing.assert_close(out, torch.tensor([1.0, -7.0], dtype=torch.float64))
+    fc, _ = _isda_setup()
+    x = torch.zeros(2, 3, dtype=torch.float64)  # a zero feature vector has no angle
+    assert torch.isfinite(lm(x, torch.tensor([0, 1]), fc))
+
+
+def test_isda_diagonal_leaves_the_true_class_logit_exactly_unchanged():
+    fc, g = _isda_setup()
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64) * 3
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    for n in (8, 2):  # the per-class table (N >= C = 3) and the per-sample path (N < C)
+        loss = ISDALoss(3, diagonal=True)
+        loss.update(x, y)
+        loss.set_epoch(5, 10)
+        aug = loss.augmented_logits(x[:n], y[:n], fc)
+        plain = fc(x[:n])
+        own = y[:n, None]
+        assert torch.equal(aug.gather(1, own), plain.gather(1, own))
