@@ -245,7 +245,8 @@ def rebalanced_weights(
     ``r_{ik} = (1/n_k) / sum_{j in y_i} (1/n_j)`` (class-level over instance-level sampling rate under
     class-aware sampling), then the smoothing map ``w_{ik} = map_alpha + sigmoid(map_beta (r_{ik} - map_mu))``.
     A row with no positive label has instance-level sampling rate 0, so r = ∞ and its weights are the
-    formula's limit ``1 + map_alpha`` (as the DB reference and timm compute them). ``map_alpha >= 0`` and
+    formula's limit ``1 + map_alpha`` (as the DB reference and timm compute them; ``map_alpha + 1/2`` at
+    ``map_beta = 0``, where the map is flat and the reference would give NaN). ``map_alpha >= 0`` and
     ``map_beta >= 0`` keep every weight positive. Computed in the dtype of ``target`` (float32 for an
     integer target).
     """
@@ -271,7 +272,9 @@ def _rebalanced(
     rate = (target * inv).sum(dim=1, keepdim=True)
     r = inv[None, :] / rate.clamp_min(torch.finfo(target.dtype).tiny)
     w = alpha + torch.sigmoid(beta * (r - mu))
-    return torch.where(rate > 0, w, torch.full_like(w, 1.0 + alpha))  # r = ∞: sigmoid(∞) + alpha
+    # r = ∞: the limit alpha + sigmoid(beta·∞), i.e. alpha + 1, or alpha + 1/2 where beta = 0 (the map is flat)
+    limit = alpha + (1.0 if beta > 0 else 0.5)
+    return torch.where(rate > 0, w, torch.full_like(w, limit))
 
 
 def ntr_bias(

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lpl_train.losses import build_loss
+from lpl_train.losses.lpl_multi_label import MultiLabelLPLLoss
 from lpl_train.losses.multi_label import (
     ClassBalancedFocalBCELoss,
     RebalancedBCELoss,
@@ -269,3 +270,238 @@ def test_bool_and_int_targets_match_float(name):
     ref = loss(z, y)
     torch.testing.assert_close(loss(z, y.bool()), ref)
     torch.testing.assert_close(loss(z, y.long()), ref)
+
+
+# ------------------------------------------------------------------------------------------ input checks
+def test_target_checks_reject_complex_and_fractional_values_naming_them():
+    loss = build_loss("bce")
+    z = torch.zeros(1, 4)
+    with pytest.raises(TypeError, match="real 0/1 values"):
+        loss(z, torch.tensor([[0, 1, 0, 1]], dtype=torch.complex64))
+    # a value inside [0, 1] is still not multi-hot; the message names the offending values only
+    with pytest.raises(ValueError, match=r"only 0 and 1\), got values such as \[0\.5\]$"):
+        loss(z, torch.tensor([[0.0, 0.5, 1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("name", ["rw_bce", "cb_focal_bce"])
+def test_class_weighted_losses_check_the_logits_columns(name):
+    loss = _build(name)
+    for cols in (3, 2):
+        with pytest.raises(ValueError, match=f"logits have {cols} columns.*4 classes"):
+            loss(torch.zeros(2, cols), torch.zeros(2, cols))
+
+
+def test_focal_factor_is_accurate_for_confident_entries():
+    # logit 20, label 1: BCE = log(1 + e^-20) ~ 2e-9, so 1 - p_t must not round to 0 in float32
+    expected = []
+    for u in (20.0, 12.0):
+        bce = math.log1p(math.exp(-u))
+        expected.append(2 * (-math.expm1(-bce)) ** 2 * bce)
+    out = build_loss("focal_bce", reduction="none")(
+        torch.tensor([[20.0, 12.0]]), torch.tensor([[1.0, 1.0]])
+    )
+    assert out.dtype == torch.float32 and bool((out > 0).all())
+    torch.testing.assert_close(out, torch.tensor([expected]), rtol=1e-4, atol=0)
+
+
+def test_rebalanced_weights_target_shape_and_dtype():
+    with pytest.raises(ValueError, match=r"\(N, 4\) multi-hot tensor, got \(4,\)"):
+        rebalanced_weights(torch.ones(4), COUNTS)
+    with pytest.raises(ValueError, match=r"\(N, 4\) multi-hot tensor, got \(2, 3\)"):
+        rebalanced_weights(torch.ones(2, 3), COUNTS)
+    _, y = _data()
+    ref = rebalanced_weights(y, COUNTS)
+    assert ref.dtype == torch.float64
+    w_int = rebalanced_weights(y.long(), COUNTS)
+    assert w_int.dtype == torch.float32  # an integer target is computed in float32
+    torch.testing.assert_close(w_int, ref.float())
+
+
+def test_ntr_bias_checks_its_arguments():
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        ntr_bias(COUNTS, 0, init_bias=0.05, neg_scale=1.0)
+    with pytest.raises(ValueError, match="neg_scale must be in"):
+        ntr_bias(COUNTS, N_TRAIN, init_bias=0.05, neg_scale=-2.0)
+    # n_k = N makes log(N / n_k - 1) = -inf: rejected at the boundary, accepted one above it
+    with pytest.raises(ValueError, match="must be < num_samples=40"):
+        ntr_bias(COUNTS, 40, init_bias=0.05, neg_scale=1.0)
+    b = ntr_bias(COUNTS, 41, init_bias=0.05, neg_scale=1.0)
+    expected = [-0.05 * math.log(41 / n - 1) for n in COUNTS]
+    torch.testing.assert_close(b, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_rbce_constructor_checks_and_negative_init_bias():
+    with pytest.raises(TypeError, match="reweight must be a bool"):
+        RebalancedBCELoss(COUNTS, reweight=1)
+    with pytest.raises(TypeError, match="logit_compensation must be a bool"):
+        RebalancedBCELoss(COUNTS, logit_compensation="yes")
+    with pytest.raises(ValueError, match="cannot be combined with NTR"):
+        RebalancedBCELoss(COUNTS, logit_compensation=True, init_bias=0.05, num_samples=N_TRAIN)
+    # NTR is on for any non-zero kappa, negative too: it needs N and shifts the logits
+    with pytest.raises(ValueError, match="num_samples .* is required"):
+        RebalancedBCELoss(COUNTS, init_bias=-0.05)
+    loss = RebalancedBCELoss(COUNTS, init_bias=-0.05, num_samples=N_TRAIN)
+    expected = [0.05 * math.log(N_TRAIN / n - 1) for n in COUNTS]
+    torch.testing.assert_close(loss.bias, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_rbce_focal_balance_defaults_to_two():
+    z, y = _data()
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    loss = RebalancedBCELoss(COUNTS, focal_gamma=1.0, reweight=False, reduction="none").double()
+    torch.testing.assert_close(loss(z, y), 2.0 * (1 - torch.exp(-bce)) * bce)
+
+
+RBCE = ["rbce", "rbce_focal", "rbce_ntr", "rbce_focal_ntr", "rbce_lc", "rbce_focal_lc"]
+
+
+@pytest.mark.parametrize("name", RBCE)
+def test_rbce_family_uses_its_smoothing_map_and_checks_num_classes(name):
+    loss = _build(name, map_alpha=0.2, map_beta=4.0, map_mu=0.15)
+    assert (loss.map_alpha, loss.map_beta, loss.map_mu) == (0.2, 4.0, 0.15)
+    _, y = _data()
+    inv = 1.0 / torch.tensor(COUNTS, dtype=torch.float64)
+    w = torch.empty_like(y)
+    for i in range(y.shape[0]):
+        rate = float((y[i] * inv).sum())
+        w[i] = 1.2 if rate == 0 else 0.2 + torch.sigmoid(4.0 * (inv / rate - 0.15))
+    torch.testing.assert_close(loss.weights(y), w)
+    ntr = {"num_samples": N_TRAIN} if name.endswith("_ntr") else {}
+    with pytest.raises(ValueError, match="class_counts has 4 entries but num_classes is 5"):
+        build_loss(name, class_counts=COUNTS, num_classes=5, **ntr)
+
+
+def test_rbce_subclasses_pass_their_parameters_on():
+    ntr = _build("rbce_ntr")
+    assert ntr.neg_scale == 5.0 and ntr.init_bias == 0.05 and ntr.focal_gamma is None
+    for name in ("rbce_ntr", "rbce_focal_ntr"):
+        loss = _build(name, neg_scale=2.0, init_bias=0.1)
+        assert loss.neg_scale == 2.0 and loss.init_bias == 0.1
+        expected = [-0.05 * math.log(N_TRAIN / n - 1) for n in COUNTS]
+        torch.testing.assert_close(loss.bias, torch.tensor(expected, dtype=torch.float64))
+    for name in ("rbce_focal", "rbce_focal_ntr", "rbce_focal_lc"):
+        loss = _build(name, focal_gamma=1.0, focal_balance=3.0)
+        assert loss.focal_gamma == 1.0 and loss.focal_balance == 3.0
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_loss_is_in_the_dtype_of_the_logits(name):
+    z, y = _data(dtype=torch.float32)
+    loss = _build(name, reduction="none")
+    assert loss(z, y).dtype == torch.float32
+    ref = _build(name, reduction="none").double()(z.double(), y.double())
+    out16 = loss(z.bfloat16(), y)
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.double(), ref, rtol=0.1, atol=0.05)
+
+
+def test_transformed_logits_checks_and_keeps_the_logits_dtype():
+    for name in ("rbce_ntr", "rbce_lc"):
+        loss = _build(name)
+        with pytest.raises(ValueError, match=r"shape \(N, C\)"):
+            loss.transformed_logits(torch.zeros(4))
+        zp, zn = loss.transformed_logits(torch.zeros(2, 4, dtype=torch.bfloat16))
+        assert zp.dtype == zn.dtype == torch.bfloat16
+
+
+# ------------------------------------------------------------------------------------------ ml_lpl
+# COUNTS = (40, 12, 3, 25): classes 0 and 3 are the two most frequent
+
+
+def _ml_shift(eps, head=(0, 3)):
+    """The logit shift -δ̃: +ε for head classes (Eq. 37), -ε for tail classes (Eq. 38)."""
+    return torch.tensor([eps if c in head else -eps for c in range(4)], dtype=torch.float64)
+
+
+def test_ml_lpl_defaults_and_repr():
+    loss = MultiLabelLPLLoss(4, class_counts=COUNTS)
+    assert build_loss("ml_lpl", num_classes=4, class_counts=COUNTS).multi_label is True
+    assert (loss.epsilon, loss.delta_epsilon, loss.tau, loss.head) == (0.1, 0.0, 0.5, 2)
+    assert loss.reduction == "mean" and loss.validate and not loss.soft_targets
+    torch.testing.assert_close(loss.delta, -_ml_shift(0.1))
+    assert loss.extra_repr() == "epsilon=0.1, delta_epsilon=0.0, tau=0.5 (head=2), reduction='mean'"
+
+
+def test_ml_lpl_single_class():
+    # C = 1 is allowed (one binary task); tau = 1 makes it a head class: u + ε
+    loss = MultiLabelLPLLoss(1, class_counts=[5], epsilon=0.2, tau=1, reduction="none")
+    u = torch.tensor([[0.3], [-1.0], [2.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0], [0.0], [1.0]], dtype=torch.float64)
+    expected = [[_sp(-0.5)], [_sp(-0.8)], [_sp(-2.2)]]
+    torch.testing.assert_close(loss(u, y), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_ml_lpl_constructor_checks():
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        MultiLabelLPLLoss(0, class_counts=[])
+    with pytest.raises(TypeError, match="num_classes must be an int"):
+        MultiLabelLPLLoss(4.0, class_counts=COUNTS)
+    with pytest.raises(ValueError, match="delta_epsilon must be a finite number >= 0"):
+        MultiLabelLPLLoss(4, class_counts=COUNTS, delta_epsilon=-0.1)
+    with pytest.raises(TypeError, match="validate must be a bool"):
+        MultiLabelLPLLoss(4, class_counts=COUNTS, validate="yes")
+    with pytest.raises(ValueError, match="base_params is only used with base_loss given by name"):
+        MultiLabelLPLLoss(4, class_counts=COUNTS, base_params={})
+
+
+def test_ml_lpl_single_label_base_lists_the_multi_label_names_sorted():
+    with pytest.raises(ValueError, match="single-label loss") as info:
+        MultiLabelLPLLoss(4, class_counts=COUNTS, base_loss="ce")
+    listed = str(info.value).split("by name (")[1].split(")")[0].split(", ")
+    assert listed == sorted(listed) and {"bce", "rbce", "rbce_focal_ntr"} <= set(listed)
+    assert not {"ml_lpl", "ce", "lpl", "focal"} & set(listed)
+
+
+def test_ml_lpl_logits_checks():
+    loss = MultiLabelLPLLoss(4, class_counts=COUNTS)
+    with pytest.raises(TypeError, match="floating"):
+        loss(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="2-D"):
+        loss(torch.zeros(4), torch.zeros(4))
+
+
+def test_ml_lpl_without_validation_casts_the_target_and_skips_checks():
+    z, y = _data(dtype=torch.float32)
+    loss = MultiLabelLPLLoss(4, class_counts=COUNTS, epsilon=0.3, tau=2, validate=False)
+    shifted = z.double() + _ml_shift(0.3)
+    ref = F.binary_cross_entropy_with_logits(shifted, y.double())
+    for target in (y.bool(), y.long()):
+        torch.testing.assert_close(loss(z, target).double(), ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(loss(z.bfloat16(), target), loss(z.bfloat16().float(), y))
+    # a value outside {0, 1} is not checked (validated, it would raise)
+    y2 = y.clone()
+    y2[0, 0] = 2.0
+    ref2 = F.binary_cross_entropy_with_logits(shifted, y2.double())
+    torch.testing.assert_close(loss(z, y2).double(), ref2, rtol=1e-5, atol=1e-6)
+
+
+def test_ml_lpl_dtypes_half_logits_are_scored_in_float32():
+    z, y = _data(dtype=torch.float32)
+    loss = MultiLabelLPLLoss(4, class_counts=COUNTS, epsilon=0.3, tau=2, reduction="none")
+    out = loss(z, y)
+    assert out.dtype == torch.float32
+    assert loss(z.double(), y).dtype == torch.float64
+    zh = z.bfloat16()
+    assert loss.perturb(zh).dtype == torch.float32
+    shifted = zh.float() + _ml_shift(0.3).float()
+    out16 = loss(zh, y)
+    assert out16.dtype == torch.float32
+    torch.testing.assert_close(
+        out16, F.binary_cross_entropy_with_logits(shifted, y, reduction="none")
+    )
+    loss.eval()  # no perturbation, still float32
+    ev = loss(zh, y.bool())
+    assert ev.dtype == torch.float32
+    torch.testing.assert_close(
+        ev, F.binary_cross_entropy_with_logits(zh.float(), y, reduction="none")
+    )
+
+
+def test_rebalanced_weights_of_a_row_without_positives_are_the_maps_limit():
+    """r = ∞ for a row with no positive label: α + sigmoid(β·∞), i.e. α + 1, but α + 1/2 where β = 0
+    (the map is then the constant α + 1/2 for every finite r too)."""
+    y = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    w = rebalanced_weights(y, COUNTS, map_alpha=0.1, map_beta=10.0)
+    torch.testing.assert_close(w[1], torch.full((4,), 1.1))
+    flat = rebalanced_weights(y, COUNTS, map_alpha=0.1, map_beta=0.0)
+    torch.testing.assert_close(flat, torch.full((2, 4), 0.6))
