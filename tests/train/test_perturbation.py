@@ -465,3 +465,15 @@ def test_rows_not_kept_do_not_move_their_class(class_mean, normalize_step):
     torch.testing.assert_close(weighted[keep], subset, rtol=0, atol=1e-13)
     with pytest.raises(ValueError, match="at most one of weight and keep"):
         P.pgd_like_perturbation(u, y, sign, bounds, steps, weight=keep.double(), keep=keep, **kw)
+
+
+def test_authors_step_with_gradients_matches_hand_trace_and_balanced_varied_checks_its_variant():
+    """The gradient path of the authors' step (the scripts' form, taken when the logits require grad)
+    gives the hand trace too, τ over all C classes with the absent one at 0."""
+    u, y = _small()
+    step, qbar, tau = P.authors_class_step(u.clone().requires_grad_(True), y, 0.01)
+    ref, rq, rt = _np_authors_step(u.numpy(), y.numpy(), 0.01)
+    assert np.allclose(step.detach().numpy(), ref) and np.allclose(qbar.detach().numpy(), rq)
+    assert float(tau) == pytest.approx(rt)
+    with pytest.raises(ValueError, match="variant"):
+        P.authors_balanced_varied_perturbation(u, y, variant="train_varied")
