@@ -474,6 +474,6 @@ def test_authors_step_with_gradients_matches_hand_trace_and_balanced_varied_chec
     step, qbar, tau = P.authors_class_step(u.clone().requires_grad_(True), y, 0.01)
     ref, rq, rt = _np_authors_step(u.numpy(), y.numpy(), 0.01)
     assert np.allclose(step.detach().numpy(), ref) and np.allclose(qbar.detach().numpy(), rq)
-    assert float(tau) == pytest.approx(rt)
+    assert float(tau.detach()) == pytest.approx(rt)
     with pytest.raises(ValueError, match="variant"):
         P.authors_balanced_varied_perturbation(u, y, variant="train_varied")
