@@ -19,6 +19,7 @@ from lpl_train.config import (
     list_configs,
     load_config,
     parse_value,
+    schedule_warnings,
     validate_config,
 )
 from lpl_train.data import DATASETS
@@ -322,3 +323,129 @@ def test_every_shipped_config_dry_runs(name, cached_models, monkeypatch):
             assert "tried" in err or "not found" in err, err
     if name.startswith(("fmnist", "gaussian")) and info["data_error"] is None:
         assert info["train_size"] > 0
+
+
+# ------------------------------------------------------------------------------- schema edges
+def test_every_default_of_the_schema():
+    cfg = validate_config(MINIMAL)
+    assert cfg["data"] == {"name": "fmnist", "root": None, "seed": 0, "params": {}, "augment": "auto",
+                           "loader": {}, "sampler": "none", "sampler_params": {}, "batch_size": 128,
+                           "eval_batch_size": 512, "drop_last": False}  # fmt: skip
+    assert cfg["schedule"] == {"epochs": 3, "kind": "step", "milestones": [], "gamma": 0.1,
+                               "factors": [], "warmup_epochs": 0, "warmup_iters": 0,
+                               "warmup_start_factor": 0.0}  # fmt: skip
+    assert cfg["train"] == {"seed": 0, "device": "auto", "amp": "auto", "channels_last": "auto",
+                            "compile": False, "progress": True, "eval_every": 1,
+                            "loss_variation": True, "loss_variation_every": 10, "capture": "auto",
+                            "sync_batchnorm": False, "tensorboard": False}  # fmt: skip
+    assert cfg["model"] == {"name": "fmnist_cnn", "params": {}}
+
+
+def test_validated_configs_share_no_tables_with_the_input_or_the_schema():
+    raw = with_("loss", params={"a": [1]})
+    cfg = validate_config(raw)
+    cfg["loss"]["params"]["a"].append(2)
+    assert raw["loss"]["params"] == {"a": [1]}  # the input's nested values are copied
+    cfg["data"]["params"]["x"] = 1
+    cfg["schedule"]["milestones"].append(5)
+    again = validate_config(MINIMAL)  # the defaults are copied too
+    assert again["data"]["params"] == {} and again["schedule"]["milestones"] == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "pattern"),
+    [
+        ([MINIMAL], r"config must be a table \(dict\), got list"),
+        ({**MINIMAL, "optim": 3}, r"config section \[optim\] must be a table, got 3"),
+        (
+            with_("optim", lr=float("inf")),
+            r"'optim.lr' has value inf; expected a finite number > 0",
+        ),
+        (with_("optim", lr=float("nan")), r"'optim.lr' has value nan"),
+        ({**MINIMAL, "name": "."}, r"'name' has value '.'"),
+        ({**MINIMAL, "name": ".."}, r"'name' has value '..'"),
+        ({**MINIMAL, "name": ""}, r"'name' has value ''"),
+        (with_("data", eval_batch_size=0), r"'data.eval_batch_size' has value 0"),
+        (with_("train", loss_variation_every=0), r"'train.loss_variation_every' has value 0"),
+        (with_("optim", grad_clip=-1.0), r"'optim.grad_clip' has value -1.0; expected .* >= 0"),
+        (with_("optim", l2_all=-1e-4), r"'optim.l2_all' has value -0.0001"),
+        (with_("schedule", gamma=-0.1), r"'schedule.gamma' has value -0.1"),
+        (with_("schedule", milestones=[40, 40]), r"'schedule.milestones' .* strictly increasing"),
+        (with_("schedule", milestones=[True, 2]), r"'schedule.milestones'"),
+        (with_("schedule", milestones=[0, 2]), r"'schedule.milestones'"),
+        (
+            with_("schedule", milestones=[1, 2], factors=[True, 0.1]),
+            r"'schedule.factors' has value",
+        ),
+        (
+            with_("schedule", milestones=[1, 2], factors=[-0.1, 0.1]),
+            r"'schedule.factors' has value",
+        ),
+        (with_("schedule", milestones=[1, 2], factors=[0.1]), r"'schedule.factors' has 1 entries"),
+        (
+            with_("schedule", warmup_start_factor=1.5),
+            r"'schedule.warmup_start_factor' has value 1.5",
+        ),
+        (with_("train", device="cudax"), r"'train.device' has value 'cudax'"),
+        (with_("data", loader={"workers": None}), r"'data.loader.workers' has value None"),
+        (with_("data", sampler_params={"a": None}), r"'data.sampler_params.a' has value None"),
+        (with_("model", params={"widths": [1, None]}), r"'model.params.widths\[1\]' has value"),
+    ],
+)
+def test_schema_edges_are_refused_by_name(raw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        validate_config(raw)
+
+
+def test_schema_accepts_the_edges_it_allows():
+    for raw in (
+        with_("schedule", warmup_start_factor=1.0),
+        with_("train", device="cuda:1"),
+        with_("schedule", milestones=[1, 2], factors=[0, 0.1]),
+        {**MINIMAL, "name": "a.b"},
+    ):
+        validate_config(raw)
+
+
+def test_schedule_warnings_at_their_boundaries():
+    def warn(drw, **schedule):
+        raw = with_("schedule", **schedule)
+        raw["loss"] = {"name": "ldam", "params": {"drw_epoch": drw}}
+        return schedule_warnings(validate_config(raw))
+
+    assert warn(epochs=5, drw=4) == []
+    assert [w.split(":")[0] for w in warn(epochs=5, drw=5)] == [
+        "loss.params.drw_epoch=5 >= schedule.epochs=5"
+    ]
+    assert warn(epochs=5, drw=1, milestones=[4]) == []
+    assert "schedule.milestones [5] are at or past" in warn(epochs=5, drw=1, milestones=[3, 5])[0]
+    cosine = warn(epochs=5, drw=1, kind="cosine", milestones=[9])
+    assert len(cosine) == 1 and "ignored by schedule.kind='cosine'" in cosine[0]  # not also "never"
+    assert warn(epochs=5, drw=1, warmup_epochs=5) == []  # ends exactly with the warm-up
+    assert "inside the warm-up" in warn(epochs=5, drw=1, warmup_epochs=6)[0]
+
+
+def test_find_config_by_path_without_suffix_and_hints_by_substring(tmp_path):
+    p = tmp_path / "mine.cfg"
+    p.write_text(dumps_toml(validate_config(MINIMAL)))
+    assert find_config(p) == p and load_config(str(p))["name"] == "x"
+    with pytest.raises(ConfigError, match=r"similar: .*wrn28_10") as info:
+        find_config("wrn28")  # too short for a fuzzy match; a substring of shipped names
+    assert all("wrn28" in n for n in str(info.value).split("similar: ")[1].split(", "))
+
+
+def test_overrides_with_an_equals_sign_in_the_value_and_empty_keys():
+    raw = apply_override(MINIMAL, "data.root='a=b'")
+    assert raw["data"]["root"] == "a=b"
+    with pytest.raises(ConfigError, match="has an empty key"):
+        apply_override(MINIMAL, "loss..epsilon=1")
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        load_config("fmnist_lt100_lpl", epochs=True)
+
+
+def test_dumps_toml_quotes_strings_and_keys_that_need_it():
+    cfg = validate_config(
+        {**MINIMAL, "description": 'a "quoted" \\path\\ it\'s é',
+         "loss": {"name": "ce", "params": {"odd key.x": "v"}}}
+    )  # fmt: skip
+    assert validate_config(tomllib.loads(dumps_toml(cfg))) == cfg
