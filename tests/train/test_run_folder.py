@@ -594,3 +594,65 @@ def test_amp_auto_picks_bf16_or_fp16(monkeypatch, amp, cuda, bf16_ok, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     assert resolve_precision(device, amp) == expected
+
+
+# --------------------------------------------------------------------------- the file formats' edges
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_atomic_save_syncs_the_file_before_renaming_it_and_reports_errno(tmp_path, monkeypatch):
+    from lpl_train.engine.files import atomic_save
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", Path(b).name))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_save({"format": 1}, tmp_path / "c.pt")
+    at = events.index(("replace", "c.pt"))
+    assert any(kind == "fsync" and name.startswith(".c.pt.tmp") for kind, name in events[:at])
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RunFolderError) as exc:
+        atomic_save({"format": 1}, tmp_path / "d.pt")
+    assert exc.value.errno == errno.ENOSPC  # callers can tell a full disk from a read-only one
+
+
+def test_a_metrics_line_without_an_epoch_is_damaged(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "loss": 1.0}\n{"loss": 2.0}\n')
+    with pytest.raises(ValueError, match="line 2 is not a complete JSON record"):
+        read_metrics(tmp_path)
+
+
+def test_a_safe_loader_refusal_is_reported_without_torch_s_advice(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    torch.save({"format": 1}, path)
+
+    def refuse(*a, **k):
+        raise RuntimeError("Weights only load failed. Re-running with weights_only=False will work")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CorruptCheckpoint, match="refused by the safe loader") as exc:
+        load_checkpoint(path)
+    assert "weights_only" not in str(exc.value)
+
+
+def test_config_differences_leave_out_provenance_and_volatile_keys():
+    from lpl_train.engine.files import config_differences, finite_or_none
+
+    stored = 'name = "a"\n[train]\nseed = 0\nprogress = true\n[run]\nhost = "x"\n'
+    requested = 'name = "a"\n[train]\nseed = 1\nprogress = false\n[run]\nhost = "y"\n'
+    assert config_differences(stored, requested) == ["train.seed (0 → 1)"]
+    assert finite_or_none({"a": (1.0, float("nan")), "b": [float("inf")]}) == {
+        "a": [1.0, None],
+        "b": [None],
+    }
