@@ -217,9 +217,11 @@ def _read_npz(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(err, ValueError) and str(err).startswith("cannot read"):
             raise
         raise ValueError(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
-    x = x.reshape(x.shape[0], 32, 32, 3) if x.ndim == 5 else x
+    x = x.reshape(x.shape[0], 32, 32, 3) if x.ndim == 5 and x.shape[1:] == (1, 32, 32, 3) else x
     if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
         raise ValueError(f"cannot read {path}: arr_0 must be N x (1 x) 32 x 32 x 3, got {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"cannot read {path}: arr_0 holds no images")
     if x.dtype == np.uint8:
         img = x
     elif np.issubdtype(x.dtype, np.floating):

@@ -289,3 +289,337 @@ def test_numpy1_pickles_as_in_the_official_batches() -> None:
     assert b"numpy.core.multiarray" in raw
     out = restricted_unpickle(raw, "batch")
     assert out[b"labels"] == [1, 2] and out[b"data"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+# ------------------------------------------------------------------ folder form, constants, validation
+
+
+def _cifar10_folder(root: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> Path:
+    """The extracted ``cifar-10-batches-py`` folder: ``train_labels`` over 5 batches, one test batch."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for i, part in enumerate(np.array_split(np.asarray(train_labels), 5)):
+        (folder / f"data_batch_{i + 1}").write_bytes(_batch(part, start, b"labels"))
+        start += len(part)
+    (folder / "test_batch").write_bytes(_batch(np.asarray(test_labels), 0, b"labels"))
+    return folder
+
+
+def _cifar100_archive(root: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> Path:
+    path = root / "cifar-100-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, lab in (("train", train_labels), ("test", test_labels)):
+            raw = pickle.dumps(
+                {b"fine_labels": lab.tolist(), b"coarse_labels": (lab // 5).tolist(),
+                 b"data": _images_for(lab, 0)},
+                protocol=2,
+            )  # fmt: skip
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def test_cifar_normalisation_and_bundle_fields(cifar_root: Path, tmp_path: Path) -> None:
+    # the per-channel statistics of the LDAM-DRW / standard CIFAR training code
+    c10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    c100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    b = build_datasets("cifar10", root=cifar_root)
+    assert (b.mean, b.std) == c10 and (b.train.mean, b.train.std) == c10
+    assert (b.test.mean, b.test.std) == c10
+    assert b.name == "cifar10" and b.augment == "crop_flip" and b.val is None
+    lt = build_datasets("cifar10_lt", root=cifar_root, imbalance_ratio=10)
+    assert lt.name == "cifar10_lt" and (lt.mean, lt.std) == c10 and lt.augment == "crop_flip"
+    root100 = tmp_path / "c100"
+    root100.mkdir()
+    _cifar100_archive(root100, np.repeat(np.arange(100), 2), np.arange(100))
+    b100 = build_datasets("cifar100", root=root100)
+    assert b100.name == "cifar100" and (b100.mean, b100.std) == c100
+    assert (b100.train.mean, b100.train.std) == c100 and (b100.test.mean, b100.test.std) == c100
+    assert b100.class_counts == [2] * 100 and b100.test.targets.tolist() == list(range(100))
+
+
+def test_cifar_lt_head_is_the_largest_class_and_step_profile(
+    cifar_root: Path, tmp_path: Path
+) -> None:
+    # unequal classes: class c holds 40 - 2c images, so the head size n_max is 40 (not the smallest, 22)
+    rng = np.random.RandomState(1)
+    labels = rng.permutation(np.repeat(np.arange(10), [40 - 2 * c for c in range(10)]))
+    _cifar10_folder(tmp_path / "u", labels, np.arange(10))
+    exp = build_datasets("cifar10_lt", root=tmp_path / "u", imbalance_ratio=4)
+    assert exp.class_counts == [int(40 * 0.25 ** (c / 9)) for c in range(10)]
+    # step profile: the first 5 classes keep n_max = 50, the others int(50 / 10)
+    step = build_datasets("cifar10_lt", root=cifar_root, imbalance_ratio=10, profile="step")
+    assert step.class_counts == [50] * 5 + [5] * 5
+    x, y = step.train.images, step.train.targets
+    assert torch.equal(x[:, 0, 0, 2].long(), y)
+
+
+def test_cifar_validation_split_uses_the_data_seed(cifar_root: Path) -> None:
+    full = build_datasets("cifar10", root=cifar_root)
+
+    def ids(t):
+        return (t.images[:, 0, 0, 0].long() + 256 * t.images[:, 0, 0, 1].long()).tolist()
+
+    for seed in (1, 2):
+        b = build_datasets("cifar10", root=cifar_root, val_fraction=0.2, seed=seed)
+        tr, va = stratified_split(full.train.targets.numpy(), 0.2, seed)
+        assert ids(b.val) == [ids(full.train)[i] for i in va]
+        assert ids(b.train) == [ids(full.train)[i] for i in tr]
+        assert b.class_counts == [40] * 10 and len(b.test) == 30
+        assert (b.val.mean, b.val.std) == (full.mean, full.std)
+
+
+def test_cifar_verify_checks_the_official_md5(cifar_root: Path, tmp_path: Path) -> None:
+    # the MD5 sums published on the CIFAR page; the fake archive cannot match them
+    with pytest.raises(
+        ValueError, match="checksum mismatch.*expected c58f30108f718f92721af3b95e74349a"
+    ):
+        build_datasets("cifar10", root=cifar_root, verify=True)
+    build_datasets("cifar10", root=cifar_root)  # not verified unless asked
+    root100 = tmp_path / "c100"
+    root100.mkdir()
+    _cifar100_archive(root100, np.repeat(np.arange(100), 2), np.arange(100))
+    with pytest.raises(
+        ValueError, match="checksum mismatch.*expected eb9058c3a382ffc7106e4002c42a8d85"
+    ):
+        build_datasets("cifar100", root=root100, verify=True)
+    # an extracted folder has no archive to verify
+    folder = tmp_path / "folder"
+    _cifar10_folder(folder, np.repeat(np.arange(10), 5), np.arange(10))
+    assert build_datasets("cifar10", root=folder, verify=True).class_counts == [5] * 10
+
+
+def _bad_batch(**entries: object) -> bytes:
+    return pickle.dumps(entries, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pickle.dumps([1, 2, 3], protocol=2),  # not a dict
+        _bad_batch(data=np.zeros((3, 3072), np.uint8)),  # no labels
+        _bad_batch(labels=[0, 1, 2]),  # no data
+        _bad_batch(data=np.zeros((3, 3072), np.float32), labels=[0, 1, 2]),  # not uint8
+        _bad_batch(data=np.zeros((3, 3072, 1), np.uint8), labels=[0, 1, 2]),  # not 2-D
+        _bad_batch(data=np.zeros((3, 2048), np.uint8), labels=[0, 1, 2]),  # rows of 2048
+        _bad_batch(data=np.zeros((3, 3072), np.uint8), labels=[0, 1]),  # 2 labels for 3 rows
+    ],
+)
+def test_malformed_cifar_batch_names_the_file(tmp_path: Path, raw: bytes) -> None:
+    folder = _cifar10_folder(tmp_path, np.repeat(np.arange(10), 5), np.arange(10))
+    (folder / "data_batch_3").write_bytes(raw)
+    with pytest.raises(ValueError, match=r"cannot read .*data_batch_3"):
+        load_cifar_arrays(10, tmp_path)
+
+
+def test_cifar_folder_missing_batch_and_bad_labels(tmp_path: Path) -> None:
+    folder = _cifar10_folder(tmp_path, np.repeat(np.arange(10), 5), np.arange(10))
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(FileNotFoundError, match=r"CIFAR batch data_batch_4 not found.*incomplete"):
+        load_cifar_arrays(10, tmp_path)
+    for bad in (10, -1):  # one past the last class, and a negative label
+        test = np.arange(10)
+        test[3] = bad
+        _cifar10_folder(tmp_path, np.repeat(np.arange(10), 5), test)
+        with pytest.raises(ValueError, match=r"test labels outside \[0, 10\)"):
+            load_cifar_arrays(10, tmp_path)
+
+
+def _npz(path: Path, x: np.ndarray, y: np.ndarray | None = None) -> None:
+    if y is None:
+        np.savez(path, x)
+    else:
+        np.savez(path, x, y)
+
+
+def test_la_npz_validation_and_uint8(tmp_path: Path) -> None:
+    rng = np.random.RandomState(2)
+    img = rng.randint(0, 256, size=(12, 32, 32, 3)).astype(np.uint8)
+    lab = np.arange(12) % 10
+    _npz(tmp_path / "cifar10-lt_train.npz", img, lab[:, None])  # uint8 is taken as it is
+    _npz(tmp_path / "cifar10_test.npz", img[:4], lab[:4, None])
+    b = build_datasets("cifar_lt_npz", root=tmp_path, variant="cifar10")
+    assert torch.equal(b.train.images, torch.from_numpy(img.transpose(0, 3, 1, 2)))
+    assert b.name == "cifar_lt_npz" and b.augment == "crop_flip" and b.val is None
+    assert (b.mean, b.std) == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    assert b.test.targets.tolist() == [0, 1, 2, 3]
+    bad = tmp_path / "cifar10_test.npz"
+    f = (img[:4].astype(np.float32) / 255.0) - 0.5
+    cases = [
+        ((img[:4],), "arr_0 and arr_1"),  # labels missing
+        ((img[:4, :, :, :2], lab[:4]), "arr_0 must be"),  # 2 channels
+        ((f + 0.01, lab[:4]), r"\[-0\.5, 0\.5\]"),  # above 0.5
+        ((f - 0.01, lab[:4]), r"\[-0\.5, 0\.5\]"),  # below -0.5
+        ((img[:4], lab[:3]), "arr_1 must hold 4 labels"),  # too few labels
+        ((img[:4], np.array([0, 1, 10, 2])), r"in \[0, 10\)"),  # label = num_classes
+        ((img[:4], np.array([0, 1, -1, 2])), r"in \[0, 10\)"),
+        ((np.zeros((4, 2, 32, 32, 3), np.uint8), lab[:4]), r"arr_0 must be .* got \(4, 2, 32"),
+        ((np.zeros((0, 32, 32, 3), np.uint8), lab[:0]), "arr_0 holds no images"),
+    ]
+    for arrays, match in cases:
+        _npz(bad, *arrays)
+        with pytest.raises(ValueError, match=rf"cifar10_test\.npz.*{match}"):
+            build_datasets("cifar_lt_npz", root=tmp_path)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        build_datasets("cifar_lt_npz", root=tmp_path, variant="cifar20")
+
+
+def test_la_npz_validation_split_and_cifar100(tmp_path: Path) -> None:
+    rng = np.random.RandomState(3)
+    img = rng.randint(0, 256, size=(40, 32, 32, 3)).astype(np.uint8)
+    lab = np.repeat(np.arange(10), 4)
+    _npz(tmp_path / "cifar10-lt_train.npz", img, lab[:, None])
+    _npz(tmp_path / "cifar10_test.npz", img[:10], lab[:10, None])
+    b = build_datasets("cifar_lt_npz", root=tmp_path, val_fraction=0.25, seed=4)
+    tr, va = stratified_split(lab, 0.25, 4)
+    assert len(va) == 10 and b.class_counts == [3] * 10
+    want = torch.from_numpy(img.transpose(0, 3, 1, 2))
+    assert torch.equal(b.val.images, want[va]) and torch.equal(b.train.images, want[tr])
+    _npz(tmp_path / "cifar100-lt_train.npz", img, (np.arange(40) * 2)[:, None])
+    _npz(tmp_path / "cifar100_test.npz", img[:5], np.arange(5)[:, None])
+    b100 = build_datasets("cifar_lt_npz", root=tmp_path, variant="cifar100")
+    assert b100.num_classes == 100 and len(b100.class_counts) == 100
+    assert (b100.mean, b100.std) == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    assert b100.train.targets.tolist() == list(range(0, 80, 2))
+
+
+# ------------------------------------------------------------------------ common: containers and files
+
+
+def test_tensor_data_validation() -> None:
+    from lpl_train.data.common import TensorData
+
+    img, rows = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, 3)
+    labels, hot = torch.zeros(4, dtype=torch.int64), torch.zeros(4, 5)
+    cases = [
+        ((img[:, 0], labels), ValueError, r"uint8 images must have shape \(N, C, H, W\)"),
+        ((rows[:, :, None], labels), ValueError, r"float feature rows must have shape \(N, D\)"),
+        ((img, labels[:, None]), ValueError, r"int64 targets must have shape \(N,\)"),
+        ((img, hot[:, 0]), ValueError, r"multi-hot targets must have shape \(N, C\)"),
+        ((img, labels.int()), TypeError, "targets must be int64 or floating point"),
+        ((img.numpy(), labels), TypeError, "images and targets must be torch.Tensor"),
+        ((img, labels.tolist()), TypeError, "images and targets must be torch.Tensor"),
+        ((img, labels[:3]), ValueError, "targets has 3 rows but images has 4"),
+    ]
+    for args, err, match in cases:
+        with pytest.raises(err, match=match):
+            TensorData(*args)
+    for std in ([0.5, 0.0], [0.5, -0.1]):
+        with pytest.raises(ValueError, match="std must be positive"):
+            TensorData(img, labels, (0.1, 0.2), std)
+    d = TensorData(rows, hot, [0, 1], np.array([2, 3]))
+    assert d.mean == (0.0, 1.0) and d.std == (2.0, 3.0) and type(d.std[0]) is float
+    assert len(d) == 4 and len(TensorData(img, labels)) == 4
+    # subset keeps the given order (not sorted) and the statistics
+    seq = TensorData(torch.arange(5.0)[:, None], torch.arange(5), (0.5,), (2.0,))
+    sub = seq.subset([3, 0, 4])
+    assert sub.targets.tolist() == [3, 0, 4] and (sub.mean, sub.std) == ((0.5,), (2.0,))
+
+
+def test_resolve_root_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpl_train.data.common import missing, resolve_root
+
+    monkeypatch.delenv("LPL_DATA", raising=False)
+    assert resolve_root(None) == Path("data") and resolve_root(None, "x") == Path("data/x")
+    monkeypatch.setenv("LPL_DATA", str(tmp_path))
+    assert resolve_root(None, "inat2017") == tmp_path / "inat2017"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_root("~/d", "sub") == tmp_path / "home" / "d" / "sub"
+    with pytest.raises(TypeError, match="root must be a str, Path or None, got int"):
+        resolve_root(3)
+    err = missing("X", [Path("/a/1"), Path("/b/2")], "Get it.")
+    assert (
+        isinstance(err, FileNotFoundError)
+        and str(err) == "X not found (tried: /a/1, /b/2). Get it."
+    )
+
+
+def test_file_digest_and_download_errors(tmp_path: Path) -> None:
+    import gzip
+
+    from lpl_train.data.common import file_digest, verify_checksum
+
+    src = tmp_path / "a.gz"
+    src.write_bytes(gzip.compress(b"hello"))
+    assert file_digest(src, "sha256", decompress_gzip=True) == hashlib.sha256(b"hello").hexdigest()
+    verify_checksum(src, hashlib.md5(src.read_bytes()).hexdigest().upper())  # case-insensitive
+    with pytest.raises(ValueError, match="algorithm must be a hashlib algorithm"):
+        file_digest(src, "nohash")
+    with pytest.raises(ValueError, match=r"cannot read .*absent\.bin"):
+        file_digest(tmp_path / "absent.bin")
+    with pytest.raises(ValueError, match="url must be an absolute URL string"):
+        download("not/a/url", tmp_path / "new" / "f.bin", "0" * 32)
+    assert not (tmp_path / "new").exists()  # refused before anything is created
+    with pytest.raises(ConnectionError, match=r"cannot download .*nothing\.bin"):
+        download((tmp_path / "nothing.bin").as_uri(), tmp_path / "out" / "f.bin", "0" * 32)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_restricted_unpickle_allocation_guards_and_py2_strings() -> None:
+    # bytearray(n) would allocate n bytes the file does not hold; bytearray of given content is fine
+    size_only = b"\x80\x02cbuiltins\nbytearray\nK\x0a\x85R."
+    with pytest.raises(ValueError, match=r"cannot read src: .*bytearray\(int\) is not allowed"):
+        restricted_unpickle(size_only, "src")
+    assert restricted_unpickle(pickle.dumps(bytearray(b"abc"), protocol=3), "s") == b"abc"
+
+    class Big:  # _reconstruct with a non-empty shape: numpy itself always pickles shape (0,)
+        def __reduce__(self):
+            return (np._core.multiarray._reconstruct, (np.ndarray, (1000,), b"b"))
+
+    with pytest.raises(ValueError, match=r"reconstruction with shape \(1000,\) is not allowed"):
+        restricted_unpickle(pickle.dumps(Big(), protocol=2), "big")
+    with pytest.raises(ValueError, match="cannot read empty: not a valid data batch"):
+        restricted_unpickle(b"", "empty")
+    # Python 2 str (the official batches' keys) come back as bytes, as pickle.load(encoding="bytes")
+    assert restricted_unpickle(b"\x80\x02}q\x00U\x04dataq\x01K\x01s.", "py2") == {b"data": 1}
+
+
+def test_class_counts_of() -> None:
+    from lpl_train.data.common import class_counts_of
+
+    assert class_counts_of(torch.tensor([0, 2, 2]), 4) == [1, 0, 2, 0]
+    hot = torch.tensor([[1.0, 0.0, 0.3], [1.0, 1.0, 0.0]])
+    assert class_counts_of(hot, 3) == [2, 1, 0]  # present: above 0.5
+
+
+def _reference_split(targets: np.ndarray, f: float, seed: int) -> tuple[list[int], list[int]]:
+    """The documented recipe: one RandomState(seed); per class (ascending) shuffle, and give
+    ``min(round(f * n), n - 1)`` to validation."""
+    rng = np.random.RandomState(seed)
+    tr, va = [], []
+    for c in sorted(set(targets.tolist())):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        k = min(int(round(f * len(idx))), len(idx) - 1)
+        va += idx[:k].tolist()
+        tr += idx[k:].tolist()
+    return sorted(tr), sorted(va)
+
+
+def test_stratified_split_matches_reference_recipe() -> None:
+    targets = np.random.RandomState(0).randint(0, 4, size=60)
+    targets = np.concatenate([targets, [7, 9, 9]])  # a single-sample class and a 2-sample class
+    for f, seed in ((0.3, 0), (0.3, 11), (0.9, 2)):
+        tr, va = stratified_split(targets, f, seed)
+        assert (tr.tolist(), va.tolist()) == _reference_split(targets, f, seed)
+    tr, va = stratified_split(targets, 0.9, 2)
+    assert 60 in tr and np.isin([61, 62], va).sum() == 1  # each class keeps one training sample
+    # 0.3 * 5 = 1.5 rounds to 2 (not truncated to 1)
+    assert len(stratified_split(np.zeros(5, dtype=int), 0.3, 0)[1]) == 2
+
+
+def test_split_validation_stratifies_multi_label_by_first_label() -> None:
+    from lpl_train.data.common import TensorData, split_validation
+
+    # rows whose first label is class 1 (10 rows) or class 2 (10 rows); column 0 is never set
+    hot = torch.zeros(20, 3)
+    hot[:10, 1] = 1.0
+    hot[10:, 2] = 1.0
+    hot[::3, 2] = 1.0
+    data = TensorData(torch.arange(20.0)[:, None], hot)
+    train, val = split_validation(data, 0.3, 5)
+    _, va = _reference_split(np.array([1] * 10 + [2] * 10), 0.3, 5)
+    assert val.images[:, 0].long().tolist() == va
+    assert len(train) == 14 and train.targets.argmax(1).tolist().count(1) == 7
