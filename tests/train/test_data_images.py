@@ -334,3 +334,206 @@ def test_pareto_reference_and_greedy_selection() -> None:
     got = ml[keep].sum(0)
     assert got[-1] == 5 and np.all(got <= np.array(target))
     assert np.all(np.diff(got) <= 0)
+
+
+# ------------------------------------------------------------------------------- transforms, in detail
+
+
+def test_imagenet_statistics_and_recipes(tmp_path: Path) -> None:
+    from lpl_train.data import transforms as T
+
+    # torchvision's ImageNet statistics
+    assert T.IMAGENET_MEAN == (0.485, 0.456, 0.406) and T.IMAGENET_STD == (0.229, 0.224, 0.225)
+    assert T.RECIPES == {
+        "imagenet": (T.imagenet_train, T.imagenet_eval),
+        "mlt": (T.mlt_train, T.mlt_eval),
+    }
+    _inat(tmp_path)
+    b = build_datasets("inat2017", root=tmp_path, size=16)
+    assert (b.mean, b.std) == (T.IMAGENET_MEAN, T.IMAGENET_STD)
+    assert (b.train.mean, b.train.std) == (T.IMAGENET_MEAN, T.IMAGENET_STD)
+    x = torch.zeros(3, 40, 30, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    for fn in (T.imagenet_train, T.imagenet_eval, T.mlt_train, T.mlt_eval):
+        assert fn(x, g).shape == (3, 224, 224)  # default size
+    assert T.mlt_eval(x, None, 16).shape == (3, 16, 16)
+
+
+def _np_crop_flip(x: torch.Tensor, seed: int, pad: int, mode: str, crop: bool, flip: bool):
+    """Reference: the documented draws (shifts (B, 2) then flips (B,) from ``seed``), numpy padding."""
+    g = torch.Generator().manual_seed(seed)
+    shifts = torch.randint(0, 2 * pad + 1, (x.shape[0], 2), generator=g).numpy()
+    flips = (torch.rand(x.shape[0], generator=g) < 0.5).numpy()
+    h, w = x.shape[-2:]
+    out = []
+    for img, (dy, dx), f in zip(x.numpy(), shifts, flips, strict=True):
+        if crop:
+            p = np.pad(img, ((0, 0), (pad, pad), (pad, pad)), mode=mode)
+            img = p[:, dy : dy + h, dx : dx + w]
+        out.append(img[:, :, ::-1] if flip and f else img)
+    return torch.from_numpy(np.stack(out).copy())
+
+
+def test_batch_crop_flip_matches_a_numpy_reference() -> None:
+    from lpl_train.data.transforms import batch_crop_flip
+
+    x = torch.from_numpy(
+        np.random.RandomState(0).randint(1, 256, size=(40, 2, 5, 7)).astype(np.uint8)
+    )
+    for pad, mode, crop, flip in ((2, "zero", True, True), (3, "reflect", True, True),
+                                  (2, "zero", False, True), (2, "reflect", True, False)):  # fmt: skip
+        got = batch_crop_flip(x, torch.Generator().manual_seed(pad), pad, crop, flip, mode)
+        np_mode = "constant" if mode == "zero" else "reflect"
+        assert torch.equal(got, _np_crop_flip(x, pad, pad, np_mode, crop, flip)), (pad, mode)
+    with pytest.raises(ValueError, match=r"x must be a \(B, C, H, W\) tensor"):
+        batch_crop_flip(x[0], torch.Generator())
+
+
+def test_normalize_values_and_dtypes() -> None:
+    from lpl_train.data.transforms import normalize
+
+    x = torch.tensor([[[0, 51]], [[255, 102]]], dtype=torch.uint8)  # (2, 1, 2)
+    got = normalize(x, (0.5, 0.1), (0.25, 2.0))
+    want = torch.tensor(
+        [[[(0 - 0.5) / 0.25, (0.2 - 0.5) / 0.25]], [[(1 - 0.1) / 2, (0.4 - 0.1) / 2]]]
+    )
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(normalize(x, None, None), x.float() / 255)
+    assert torch.allclose(normalize(x, (0.5, 0.1), None), x.float() / 255)  # no std: unscaled
+    rows = torch.arange(4, dtype=torch.float64).view(2, 2)
+    out = normalize(rows, (9.0,), (9.0,))  # feature rows: as they are, as float32
+    assert out.dtype == torch.float32 and out.tolist() == rows.tolist()
+    with pytest.raises(ValueError, match=r"mean/std must have 2 entries .*got 2/3"):
+        normalize(x, (0.5, 0.5), (0.2, 0.2, 0.2))
+
+
+def test_resize_antialias_and_rounding() -> None:
+    from lpl_train.data.transforms import resize
+
+    # one bright column in four: an antialiased 4x shrink averages to 255 / 4 = 63.75 -> 64
+    x = torch.zeros(1, 4, 64, dtype=torch.uint8)
+    x[..., ::4] = 255
+    out = resize(x, (4, 16))
+    assert out.dtype == torch.uint8 and out[0, :, 2:-2].unique().tolist() == [64]
+    same = torch.arange(12, dtype=torch.uint8).view(1, 3, 4)
+    assert resize(same, (3, 4)) is same
+
+
+def test_resize_shorter_and_imagenet_eval() -> None:
+    import torch.nn.functional as F
+
+    from lpl_train.data.transforms import center_crop, imagenet_eval, resize_shorter
+
+    img = torch.zeros(3, 6, 10, dtype=torch.uint8)
+    assert resize_shorter(img, 4).shape == (3, 4, 7)  # 10 * 4 / 6 = 6.67 rounds to 7
+    assert resize_shorter(img.transpose(1, 2), 4).shape == (3, 7, 4)
+    assert resize_shorter(torch.zeros(1, 10, 5, dtype=torch.uint8), 4).shape == (1, 8, 4)
+    grid = torch.arange(96, dtype=torch.uint8).view(1, 8, 12)
+    assert torch.equal(center_crop(grid, 4), grid[:, 2:6, 4:8])
+    # eval: shorter side to round(14 * 8 / 7) = 16 (30 x 20 -> 24 x 16), centre 14 x 14
+    x = torch.from_numpy(
+        np.random.RandomState(1).randint(0, 256, size=(3, 30, 20)).astype(np.uint8)
+    )
+    ref = F.interpolate(x[None].float(), size=(24, 16), mode="bilinear", align_corners=False,
+                        antialias=True)[0].round().clamp(0, 255).to(torch.uint8)  # fmt: skip
+    assert torch.equal(imagenet_eval(x, None, 14), ref[:, 5:19, 1:15])
+
+
+def _coords(h: int, w: int) -> torch.Tensor:
+    """uint8 (2, h, w): channel 0 the row index, channel 1 the column index."""
+    r = torch.arange(h, dtype=torch.uint8)[:, None].expand(h, w)
+    c = torch.arange(w, dtype=torch.uint8)[None, :].expand(h, w)
+    return torch.stack([r, c])
+
+
+def _record_crops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int, int]]:
+    """Replace the final resize by a recorder of (top, left, height, width) of the crop it gets."""
+    from lpl_train.data import transforms as T
+
+    seen: list[tuple[int, int, int, int]] = []
+
+    def fake_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        seen.append((int(x[0, 0, 0]), int(x[1, 0, 0]), x.shape[-2], x.shape[-1]))
+        return x
+
+    monkeypatch.setattr(T, "resize", fake_resize)
+    return seen
+
+
+def test_random_resized_crop_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpl_train.data.transforms import random_resized_crop
+
+    seen = _record_crops(monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    x = _coords(64, 64)
+    for _ in range(2000):
+        random_resized_crop(x, g, 8)
+    a = np.array(seen, dtype=float)
+    top, left, ch, cw = a.T
+    assert (
+        np.all(top >= 0)
+        and np.all(left >= 0)
+        and np.all(top + ch <= 64)
+        and np.all(left + cw <= 64)
+    )
+    frac, ar = ch * cw / 64**2, cw / ch
+    assert frac.min() > 0.075 and frac.max() <= 1.0 and 0.45 < frac.mean() < 0.62  # U(0.08, 1)
+    assert ar.min() > 0.7 and ar.max() < 1.4
+    # log-uniform aspect on (3/4, 4/3): as many wide crops as tall ones
+    assert abs((cw > ch).mean() - (cw < ch).mean()) < 0.06
+    # every offset is reachable (the bottom/right edge too) and rows/columns are drawn independently
+    assert ((top + ch == 64) & (ch < 64)).sum() > 50 and ((left + cw == 64) & (cw < 64)).sum() > 50
+    assert abs(np.corrcoef(top / (65 - ch), left / (65 - cw))[0, 1]) < 0.1
+    # a one-sided ratio range: width at least height (up to rounding)
+    seen.clear()
+    for _ in range(200):
+        random_resized_crop(x, g, 8, ratio=(1.0, 2.0))
+    a = np.array(seen, dtype=float)
+    assert np.all(a[:, 3] >= a[:, 2] - 1) and (a[:, 3] > a[:, 2] + 2).mean() > 0.5
+
+
+def test_random_resized_crop_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpl_train.data.transforms import random_resized_crop
+
+    seen = _record_crops(monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    # 3 x 200 and 200 x 3: no crop of >= 8 % area fits: the centre crop of aspect 4/3 (resp. 3/4)
+    random_resized_crop(_coords(3, 200), g, 8)
+    random_resized_crop(_coords(200, 3), g, 8)
+    assert seen == [(0, (200 - 4) // 2, 3, 4), ((200 - 4) // 2, 0, 4, 3)]
+    # 20 x 100: about 15 % of tries fit, so 10 tries leave about 20 % to the fallback (1 try: 85 %)
+    seen.clear()
+    for _ in range(400):
+        random_resized_crop(_coords(20, 100), g, 8)
+    fallback = sum(s == (0, (100 - 27) // 2, 20, 27) for s in seen) / 400
+    assert 0.05 < fallback < 0.4
+
+
+def test_mlt_train_geometry_and_flips(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpl_train.data.transforms import hflip, imagenet_train, mlt_train
+
+    ramp = torch.arange(64, dtype=torch.uint8).repeat(3, 64, 1)  # value = column index
+    rows = [mlt_train(ramp, torch.Generator().manual_seed(s), 16) for s in range(40)]
+    # the image is first resized to 16 x 16, then a crop of >= 80 % of its width is taken: the crop
+    # spans >= 12 of the 16 resized columns, i.e. >= 12 * 4 of the 64 ramp values (less smoothing)
+    spans = [float(r[0, 8].max()) - float(r[0, 8].min()) for r in rows]
+    assert min(spans) > 40
+    increasing = [bool((r[0, 8, 1:] >= r[0, 8, :-1]).all()) for r in rows]
+    assert 5 < sum(increasing) < 35  # flipped about half the time
+    inc = [bool((row[0, 8, 1:] >= row[0, 8, :-1]).all())
+           for row in (imagenet_train(ramp, torch.Generator().manual_seed(s), 16) for s in range(40))]  # fmt: skip
+    assert 5 < sum(inc) < 35
+    x = torch.arange(6, dtype=torch.uint8).view(1, 2, 3)
+    outs = [hflip(x, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert all(torch.equal(o, x) or torch.equal(o, x.flip(-1)) for o in outs)
+    assert 3 < sum(torch.equal(o, x) for o in outs) < 17
+    seen = _record_crops(monkeypatch)
+    for s in range(500):
+        mlt_train(_coords(50, 50), torch.Generator().manual_seed(s), 50)
+    a = np.array(
+        seen[1::2], dtype=float
+    )  # the crops (the first resize of each call gets the image)
+    top, left, ch, cw = a.T
+    assert ch.min() >= 40 and cw.min() >= 40 and ch.max() <= 50 and cw.max() <= 50
+    assert (ch != cw).mean() > 0.5  # height and width drawn independently
+    assert ((top + ch == 50) & (ch < 50)).sum() > 20 and ((left + cw == 50) & (cw < 50)).sum() > 20
