@@ -1,0 +1,203 @@
+"""From a config to the loop's pieces (``build_components``) and the dry run (``check_config``): every
+config key reaches the loader, model or loss it names, and a dry run reports instead of failing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lpl_train import engine
+from lpl_train.config import validate_config
+from lpl_train.data import build_datasets, long_tail_counts, make_loader
+from lpl_train.data.fmnist import CLASS_NAMES
+from lpl_train.engine.components import _IndexedView, _placeholder_shape
+from lpl_train.engine.distributed import DistInfo
+from lpl_train.samplers import ClassAwareSampler
+from tests.train.test_data_fmnist import make_fmnist
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("fmnist")
+    make_fmnist(path)  # 20 training and 4 test images per class
+    return path
+
+
+def cfg(root, data=None, train=None, model=None, loss=None):
+    raw = {
+        "name": "c",
+        "data": {"name": "fmnist", "root": str(root), **(data or {})},
+        "model": {"name": "fmnist_cnn", **(model or {})},
+        "loss": {"name": "ce", **(loss or {})},
+        "schedule": {"epochs": 2},
+        "train": {"progress": False, **(train or {})},
+    }
+    return validate_config(raw)
+
+
+def test_data_keys_reach_the_loaders(root):
+    c = engine.build_components(
+        cfg(
+            root,
+            data={
+                "batch_size": 64,
+                "eval_batch_size": 50,
+                "drop_last": True,
+                "augment": "none",
+                "params": {"val_fraction": 0.2},
+            },
+        ),  # fmt: skip
+        CPU,
+    )
+    tr, te = c.train_loader, c.test_loader
+    assert (tr.batch_size, tr.drop_last, tr.augment, tr.train) == (64, True, "none", True)
+    assert (
+        len(tr) == 160 // 64
+    )  # 200 images, 40 kept for validation, the last partial batch dropped
+    assert (te.batch_size, te.augment, te.train, len(te)) == (50, "none", False, 1)
+    assert c.val_loader is not None and len(c.val_loader.images) == 40
+    assert c.class_names == CLASS_NAMES and c.class_counts == [16] * 10 and c.num_classes == 10
+    auto = engine.build_components(cfg(root), CPU)
+    bundle = build_datasets("fmnist", root=root)
+    assert auto.train_loader.augment == bundle.augment != "none"  # "auto": the dataset's own recipe
+    assert auto.test_loader.augment == "none" and auto.val_loader is None
+
+
+def test_the_model_is_initialised_from_the_training_seed(root):
+    def weights(seed, global_seed):
+        torch.manual_seed(global_seed)  # whatever the global state, the config's seed decides
+        model = engine.build_components(cfg(root, train={"seed": seed}), CPU).model
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(weights(3, 0), weights(3, 1))
+    assert not torch.equal(weights(3, 0), weights(4, 0))
+
+
+def test_the_batch_is_split_evenly_over_processes(root):
+    with pytest.raises(ValueError, match="divisible by the number of processes 3"):
+        engine.build_components(cfg(root, data={"batch_size": 64}), CPU, DistInfo(world=3))
+
+
+def test_class_aware_resampling_trains_epoch_e_on_the_sampler_s_epoch_e(root):
+    c = engine.build_components(
+        cfg(root, data={"sampler": "class_aware", "batch_size": 32, "drop_last": True},
+            train={"seed": 5}),
+        CPU,
+    )  # fmt: skip
+    bundle = build_datasets("fmnist", root=root)
+    sampler = ClassAwareSampler(bundle.train.targets, seed=5, num_classes=10)
+    assert len(c.train_loader) == sampler.num_samples // 32
+    keep_last = engine.build_components(
+        cfg(root, data={"sampler": "class_aware", "batch_size": 32}), CPU
+    )
+    assert len(keep_last.train_loader) == -(-sampler.num_samples // 32)  # the partial batch counts
+    for epoch in (0, 2):
+        inner = make_loader(bundle.train.subset(sampler.indices(epoch)), batch_size=32, train=True,
+                            augment=bundle.augment, device=CPU, seed=5, drop_last=True)  # fmt: skip
+        inner.set_epoch(epoch)
+        c.train_loader.set_epoch(epoch)
+        got, want = list(c.train_loader), list(inner)
+        assert len(got) == len(want) == len(c.train_loader)
+        for (xa, ya), (xb, yb) in zip(got, want, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_an_indexed_view_keeps_targets_and_passes_the_training_flag():
+    class Files(torch.utils.data.Dataset):
+        targets = torch.tensor([5, 6, 7, 8])
+        mean, std = (0.5,), (0.25,)
+
+        def __len__(self):
+            return 4
+
+        def get(self, i, generator=None, train=False):
+            return i, train
+
+    view = _IndexedView(Files(), torch.tensor([3, 1]))
+    assert view.targets.tolist() == [8, 6] and len(view) == 2 and view.mean == (0.5,)
+    assert view.get(0, train=True) == (3, True) and view[1] == (1, False)
+
+
+# ------------------------------------------------------------------------------------- dry run
+def test_a_dry_run_without_data_builds_placeholders_of_the_dataset_s_shape(tmp_path):
+    d = {"name": "fmnist_lt", "params": {"imbalance_ratio": 10}}
+    n, counts, multi = _placeholder_shape(d, FileNotFoundError("x"))
+    assert (
+        (n, multi) == (10, False)
+        and counts[0] == 6000
+        and counts[0] / counts[-1] == pytest.approx(10)
+    )
+    assert counts == long_tail_counts(10, 6000, 10.0)
+    n, counts, _ = _placeholder_shape({"name": "fmnist_lt", "params": {}}, FileNotFoundError("x"))
+    assert counts[0] / counts[-1] == pytest.approx(100)  # the dataset's default imbalance
+    assert (
+        _placeholder_shape({"name": "fmnist", "params": {}}, FileNotFoundError("x"))[1]
+        == [6000] * 10
+    )
+    assert _placeholder_shape({"name": "fmnist_ml_lt", "params": {}}, FileNotFoundError("x"))[2]
+    npz = {"name": "cifar_lt_npz", "params": {"variant": "cifar100"}}
+    assert _placeholder_shape(npz, FileNotFoundError("x"))[0] == 100  # the variant's class count
+    with pytest.raises(FileNotFoundError, match="x"):  # no known shape: the loader's own error
+        _placeholder_shape({"name": "imagefolder", "params": {}}, FileNotFoundError("x"))
+
+
+def test_a_dry_run_never_downloads(tmp_path, monkeypatch):
+    import lpl_train.data.fmnist as fm
+
+    def no_network(*a, **k):
+        raise AssertionError("a dry run must not download")
+
+    monkeypatch.setattr(fm, "download", no_network)
+    info = engine.check_config(
+        cfg(tmp_path / "empty", data={"name": "fmnist_lt", "params": {"download": True}})
+    )
+    assert info["data_error"] and info["num_classes"] == 10
+
+
+def test_a_dry_run_reports_missing_pretrained_weights(tmp_path, monkeypatch):
+    import lpl_train.models as models
+
+    real = models.build_model
+
+    def build(name, num_classes, **kw):
+        if "weights" in kw:
+            raise FileNotFoundError(f"weights file {kw['weights']!r} not found")
+        return real("fmnist_cnn", num_classes)
+
+    monkeypatch.setattr(models, "build_model", build)
+    info = engine.check_config(
+        cfg(tmp_path / "empty", model={"params": {"weights": "/nowhere/r50.pth"}})
+    )
+    assert "r50.pth" in info["weights_error"] and info["model_params"] > 0
+
+
+def test_a_dry_run_checks_the_model_s_output_and_leaves_it_in_training_mode(root, monkeypatch):
+    import lpl_train.models as models
+
+    built = []
+
+    def build(name, num_classes, width=None):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, width or num_classes))
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(models, "build_model", build)
+    info = engine.check_config(cfg(root))
+    assert info["train_size"] == 200 and built[-1].training
+    with pytest.raises(ValueError, match=r"to shape \(2, 3\); expected \(batch, 10\)"):
+        engine.check_config(cfg(root, model={"params": {"width": 3}}))
+
+
+def test_a_dry_run_checks_the_loader_options(root):
+    engine.check_config(cfg(root, data={"loader": {"pad_mode": "reflect", "pad": 2}}))
+    with pytest.raises(ValueError, match=r"unknown config key 'data.loader.x'; allowed in"):
+        engine.check_config(cfg(root, data={"loader": {"x": 1}}))
+    with pytest.raises(ValueError, match=r"'data.loader.backend' has value 'gpu'"):
+        engine.check_config(cfg(root, data={"loader": {"backend": "gpu"}}))
+    with pytest.raises(ValueError, match=r"'data.augment' has value 'rotate'"):
+        engine.check_config(cfg(root, data={"augment": "rotate"}))
