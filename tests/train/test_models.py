@@ -255,3 +255,135 @@ def test_build_model_errors() -> None:
         build_model("wrn16_8", 10, dropout=1.5)
     with pytest.raises(ValueError, match="in_features"):
         build_model("mlp", 10, in_features=0)
+
+
+# ------------------------------------------------------------------ forward pass against a functional reference
+def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine parameters, so that every BN placement shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+
+
+def _bn_f(x, bn):
+    return torch.nn.functional.batch_norm(
+        x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+    )
+
+
+def _conv_f(x, conv, stride=1, padding=0):
+    return torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride, padding)
+
+
+def _se_f(x, se):
+    s = torch.relu(x.mean((2, 3)) @ se.fc1.weight.T + se.fc1.bias)
+    return x * torch.sigmoid(s @ se.fc2.weight.T + se.fc2.bias)[:, :, None, None]
+
+
+def _cifar_resnet_reference(model, x, shortcut="A", se=False):
+    """He et al.'s CIFAR ResNet written out from its description: conv-BN-ReLU stem, three stages of
+    BasicBlocks (conv-BN-ReLU, conv-BN, [SE], + shortcut, ReLU), global average pooling, linear head."""
+    relu = torch.relu
+    out = relu(_bn_f(_conv_f(x, model.conv1, 1, 1), model.bn1))
+    for stage, stride in ((model.layer1, 1), (model.layer2, 2), (model.layer3, 2)):
+        for i, blk in enumerate(stage):
+            s = stride if i == 0 else 1
+            h = relu(_bn_f(_conv_f(out, blk.conv1, s, 1), blk.bn1))
+            h = _bn_f(_conv_f(h, blk.conv2, 1, 1), blk.bn2)
+            if se:
+                h = _se_f(h, blk.se)
+            c_in, c = out.shape[1], h.shape[1]
+            if s == 1 and c_in == c:
+                short = out
+            elif shortcut == "A":  # subsample, then zero channels split equally on both sides
+                sub = out[:, :, ::s, ::s]
+                pad = (c - c_in) // 2
+                short = torch.cat(
+                    [
+                        torch.zeros_like(sub[:, :pad]),
+                        sub,
+                        torch.zeros_like(sub[:, : c - c_in - pad]),
+                    ],
+                    1,
+                )
+            else:
+                short = _bn_f(_conv_f(out, blk.shortcut[0], s), blk.shortcut[1])
+            out = relu(h + short)
+    feats = out.mean((2, 3))
+    return feats @ model.classifier.weight.T + model.classifier.bias
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [("resnet20", {}), ("resnet20", {"shortcut": "B"}), ("se_resnet110", {"shortcut": "B"})],
+)
+def test_cifar_resnet_forward_matches_a_functional_reference(name: str, kw: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 10, **kw).double().eval()
+    _randomise_bn(model)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want = _cifar_resnet_reference(model, x, kw.get("shortcut", "A"), se=name.startswith("se_"))
+        torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
+
+
+def test_la_resnet32_forward_matches_a_functional_reference() -> None:
+    """The LA code's network from its description: zero-pad 3, valid 3x3 stem conv-BN-ReLU, 3 stages of 5
+    blocks (1x1-BN-ReLU, 3x3-BN-ReLU, 1x1-BN, + shortcut, ReLU; projection on each stage's first block),
+    a final BN, the spatial mean and the dense head."""
+    torch.manual_seed(0)
+    model = build_model("resnet32_la", 10).double().eval()
+    _randomise_bn(model)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    relu = torch.relu
+    stem_conv, stem_bn = model.stem[1], model.stem[2]
+    out = relu(_bn_f(_conv_f(torch.nn.functional.pad(x, (3, 3, 3, 3)), stem_conv), stem_bn))
+    for stage, stride in zip(model.stages, (1, 2, 2), strict=True):
+        assert len(stage) == 5
+        for i, blk in enumerate(stage):
+            s = stride if i == 0 else 1
+            h = relu(_bn_f(_conv_f(out, blk.conv1), blk.bn1))
+            h = relu(_bn_f(_conv_f(h, blk.conv2, s, 1), blk.bn2))
+            h = _bn_f(_conv_f(h, blk.conv3), blk.bn3)
+            short = _bn_f(_conv_f(out, blk.shortcut[0], s), blk.shortcut[1]) if i == 0 else out
+            out = relu(h + short)
+    feats = _bn_f(out, model.final_bn).mean((2, 3))
+    want = feats @ model.classifier.weight.T + model.classifier.bias
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
+
+
+def test_cifar_resnet_initialisation() -> None:
+    """He-normal convolutions and head (std sqrt(2 / fan_in)), BN at (1, 0); the LA net's head N(0, 0.01)
+    with zero bias, as in its code."""
+    torch.manual_seed(0)
+    model = build_model("resnet110", 10).requires_grad_(False)
+    conv = model.layer3[5].conv2.weight  # 64 x 64 x 3 x 3: fan_in 576
+    assert float(conv.std()) == pytest.approx((2 / 576) ** 0.5, rel=0.03)
+    head = model.classifier.weight  # 10 x 64
+    assert float(head.std()) == pytest.approx((2 / 64) ** 0.5, rel=0.15)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
+    la = build_model("resnet32_la", 10).requires_grad_(False)
+    assert float(la.classifier.weight.std()) == pytest.approx(0.01, rel=0.15)
+    assert bool((la.classifier.bias == 0).all())
+    assert float(la.stages[2][1].conv2.weight.std()) == pytest.approx((2 / 576) ** 0.5, rel=0.03)
+
+
+def test_cifar_resnet_argument_checks() -> None:
+    for kw, match in (
+        ({"depth": True}, "depth must be 6n\\+2"),
+        ({"depth": 30}, "depth must be 6n\\+2"),
+        ({"shortcut": "C"}, "shortcut must be 'A' or 'B'"),
+        ({"in_channels": 0}, "in_channels"),
+    ):
+        from lpl_train.models.cifar_resnet import CifarResNet
+
+        args = {"depth": 20, "num_classes": 10, **kw}
+        with pytest.raises(ValueError, match=match):
+            CifarResNet(**args)
