@@ -387,3 +387,68 @@ def test_cifar_resnet_argument_checks() -> None:
         args = {"depth": 20, "num_classes": 10, **kw}
         with pytest.raises(ValueError, match=match):
             CifarResNet(**args)
+
+
+def test_wide_resnet_forward_matches_a_functional_reference() -> None:
+    """Zagoruyko & Komodakis' pre-activation blocks from their description: BN-ReLU (shared by the
+    1x1 shortcut where the shape changes), conv3x3, BN-ReLU, [dropout], conv3x3, + shortcut; final
+    BN-ReLU, mean pool, linear head."""
+    from lpl_train.models.wrn import WideResNet
+
+    torch.manual_seed(0)
+    model = WideResNet(16, 2, 10).double().eval()  # WRN-16-8's structure at a quarter of its width
+    _randomise_bn(model)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    relu = torch.relu
+    out = _conv_f(x, model.conv1, 1, 1)
+    for stage, stride in ((model.block1, 1), (model.block2, 2), (model.block3, 2)):
+        assert len(stage) == 2  # (16 - 4) / 6 blocks per stage
+        for i, blk in enumerate(stage):
+            s = stride if i == 0 else 1
+            o = relu(_bn_f(out, blk.bn1))
+            short = _conv_f(o, blk.shortcut, s) if i == 0 else out
+            h = relu(_bn_f(_conv_f(o, blk.conv1, s, 1), blk.bn2))
+            out = _conv_f(h, blk.conv2, 1, 1) + short
+    feats = relu(_bn_f(out, model.bn)).mean((2, 3))
+    want = feats @ model.classifier.weight.T + model.classifier.bias
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
+    assert feats.shape[1] == 64 * 2 == model.num_features
+
+
+def test_wide_resnet_initialisation_and_checks() -> None:
+    """Convolutions He-normal in fan-out mode (std sqrt(2 / (k·k·out))), zero head bias."""
+    torch.manual_seed(0)
+    model = build_model("wrn16_8", 10).requires_grad_(False)
+    w = model.block2[0].conv1.weight  # 256 x 128 x 3 x 3: fan-out 9·256, fan-in 9·128
+    assert float(w.std()) == pytest.approx((2 / (9 * 256)) ** 0.5, rel=0.02)
+    assert bool((model.classifier.bias == 0).all())
+    from lpl_train.models.wrn import WideResNet
+
+    for kw, match in (
+        ({"depth": 18}, "6n\\+4"),
+        ({"widen": 0}, "widen"),
+        ({"in_channels": 0}, "in_channels"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            WideResNet(**{"depth": 16, "widen": 2, "num_classes": 10, **kw})
+
+
+def test_fmnist_cnn_forward_matches_a_functional_reference() -> None:
+    """Three conv3x3-BN-ReLU layers of widths w, 2w, 4w with 2x2 max-pooling after the first two, then
+    the global mean and the linear head."""
+    torch.manual_seed(0)
+    model = build_model("fmnist_cnn", 10, width=4).double().eval()
+    _randomise_bn(model)
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    convs = [m for m in model.body if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.body if isinstance(m, nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [4, 8, 16]
+    h = x
+    for i, (conv, bn) in enumerate(zip(convs, bns, strict=True)):
+        h = torch.relu(_bn_f(_conv_f(h, conv, 1, 1), bn))
+        if i < 2:
+            h = torch.nn.functional.max_pool2d(h, 2)
+    want = h.mean((2, 3)) @ model.classifier.weight.T + model.classifier.bias
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
