@@ -100,7 +100,7 @@ class DeltaNormRecorder:
             return loss.alpha * (k + 1).to(logits.dtype)
         if loss.preset is not None:
             return None
-        work = loss.adjust(logits.float())
+        work = loss.adjust(loss._scaled(logits).float())  # the loss steps on s·u (+ λ·log π)
         counts, qbar = P.class_statistics(work, target, self.num_classes)
         sign, tau = P.split_signs(qbar, counts > 0, split=loss.split, tau=loss.tau,
                                   rank=getattr(loss, "rank", None), head=loss.head)  # fmt: skip

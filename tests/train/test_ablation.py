@@ -217,3 +217,500 @@ def test_delta_rows_of_a_searched_study_take_its_selected_point_only():
         method = row.split(" | ")[1]
         assert len([r for r in rs if r["method"] == method]) > len(st["seeds"])  # searched
         assert row.endswith(f"| {len(st['seeds'])} |"), row
+
+
+# ------------------------------------------------------------------- δ recorder: more of its rules
+def test_delta_recorder_leaves_absent_classes_and_unseen_epochs_empty_and_saves_on_epoch_change(
+    tmp_path,
+):
+    """A class absent from every step of an epoch has no mean (None, n = 0); an epoch never seen is None;
+    the statistics reach the file as soon as the epoch changes (a crash loses at most one epoch), a resumed
+    recorder reads the gap back, and after close() the loss is no longer watched."""
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
+                      delta_epsilon=2.0, alpha=0.25, normalize_step=False)  # fmt: skip
+    loader = _Loader()
+    rec = A.attach_delta_recorder(loss, loader, tmp_path)
+    assert rec.result() == [] and not (tmp_path / A.DELTA_FILE).exists()
+    u, _ = _batch(1, n=40)
+    y = torch.arange(40) % 4  # classes 4 and 5 absent
+    loss(u.clone().requires_grad_(), y)
+    first = [int((y == c).nonzero()[0]) for c in range(4)]
+    norms0 = loss.last_delta[first].norm(dim=1).tolist()
+    assert not (tmp_path / A.DELTA_FILE).exists()  # same epoch: nothing written yet
+    loader.epoch = 2  # epoch 1 is never seen
+    u2, y2 = _batch(2)
+    loss(u2.clone().requires_grad_(), y2)
+    on_disk = json.loads((tmp_path / A.DELTA_FILE).read_text())
+    assert len(on_disk) == 1 and on_disk[0]["n"] == [1, 1, 1, 1, 0, 0]
+    assert on_disk[0]["norm"][4:] == [None, None] and on_disk[0]["ratio"][4:] == [None, None]
+    assert on_disk[0]["norm"][:4] == pytest.approx(norms0, rel=1e-6)
+    out = rec.close()
+    assert len(out) == 3 and out[1] is None and out[2]["n"] == [1] * 6
+    assert out[0]["n"] == [1, 1, 1, 1, 0, 0] and out[0]["bound"][4:] == [None, None]
+    # after close the hook is gone: a training call changes nothing
+    loss(u2.clone().requires_grad_(), y2)
+    assert rec.result() == out
+    resumed = A.DeltaNormRecorder(loss, loader, tmp_path)
+    back = resumed.result()
+    resumed.close()
+    assert len(back) == 3 and back[1] is None and back[0]["n"] == out[0]["n"]
+    assert back[0]["norm"][4:] == [None, None]
+    assert back[0]["norm"][:4] == pytest.approx(out[0]["norm"][:4], rel=1e-6)
+
+
+def test_delta_recorder_of_a_loss_never_called_is_empty(tmp_path):
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5)
+    assert A.attach_delta_recorder(loss, _Loader(), tmp_path).close() == []
+    assert json.loads((tmp_path / A.DELTA_FILE).read_text()) == []
+
+
+def test_delta_recorder_authors_preset_bound_wraps_the_last_snapshot_index():
+    """K_c = −1 selects the last of the ``iterations`` snapshots, so its bound is α·iterations."""
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, preset="authors_longtail", steps=10,
+                      head_scale=0.01, tau=0.5, alpha=0.1, iterations=10)  # fmt: skip
+    # by hand: head K = round(n_c/400·0.01·10 − 1) = −1 for the three head classes; tail K = round(12/n_c·10 − 1)
+    ks = [-1, -1, -1, round(12 / 50 * 10 - 1), round(12 / 25 * 10 - 1), round(12 / 12 * 10 - 1)]
+    assert ks == [-1, -1, -1, 1, 4, 9]
+    rec = A.attach_delta_recorder(loss, _Loader())
+    u, y = _batch(4)
+    loss(u.requires_grad_(), y)
+    ep = rec.close()[0]
+    assert ep["bound"] == pytest.approx([0.1 * (10 if k < 0 else k + 1) for k in ks], rel=1e-6)
+
+
+def test_delta_recorder_bound_of_la_lpl_is_that_of_the_adjusted_logits():
+    """LA + LPL perturbs u + λ·log π: ε_c (which reads q̄ of those logits) must be computed on them too."""
+    kw = dict(
+        split="index", tau=0.5, epsilon=0.0, delta_epsilon=3.0, alpha=0.25, normalize_step=False
+    )
+    loss = build_loss("la_lpl", num_classes=6, class_counts=COUNTS, lam=1.0, **kw)
+    rec = A.attach_delta_recorder(loss, _Loader())
+    u, y = _batch(6)
+    u = u / 3.0
+    loss(u.clone().requires_grad_(), y)
+    ep = rec.close()[0]
+    prior = torch.tensor(COUNTS, dtype=torch.float32)
+    ref = {}
+    for name, logits in (("adjusted", u + torch.log(prior / prior.sum())), ("raw", u)):
+        res = P.single_label_perturbation(logits, y, alpha=0.25, epsilon=0.0, delta_epsilon=3.0,
+                                          split="index", head=3, rank=P.class_rank(torch.tensor(COUNTS)))  # fmt: skip
+        ref[name] = res.bounds.tolist()
+    assert ep["bound"] == pytest.approx(ref["adjusted"], rel=1e-5)
+    assert ep["bound"] != pytest.approx(ref["raw"], rel=1e-3)  # the check can tell the two apart
+
+
+def test_delta_recorder_ratio_is_zero_where_the_bound_is_zero():
+    """Δε = 0 and ε = 0 (the grids' "no step" point): ε_c = 0 and δ = 0, recorded as ratio 0, not 1."""
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
+                      delta_epsilon=0.0, alpha=0.25)  # fmt: skip
+    rec = A.attach_delta_recorder(loss, _Loader())
+    u, y = _batch(7)
+    loss(u.requires_grad_(), y)
+    ep = rec.close()[0]
+    assert ep["bound"] == [0.0] * 6 and ep["ratio"] == [0.0] * 6 and ep["norm"] == [0.0] * 6
+
+
+def test_delta_recorder_bound_with_a_logit_scale_is_that_of_the_scaled_logits():
+    """With ``scale`` the loss perturbs s·u, so ε_c (from q̄ of those logits) must be computed on s·u
+    (the recorder once read the unscaled u: the cosine-head runs of ablation_q5.toml recorded a wrong ε_c
+    and ‖δ_c‖/ε_c)."""
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
+                      delta_epsilon=3.0, alpha=0.25, normalize_step=False, scale=30.0)  # fmt: skip
+    rec = A.attach_delta_recorder(loss, _Loader())
+    u, y = _batch(1)
+    u = u.clamp(-1, 1)  # cosine-head logits
+    loss(u.clone().requires_grad_(), y)
+    ep = rec.close()[0]
+    res = P.single_label_perturbation(30.0 * u, y, alpha=0.25, epsilon=0.0, delta_epsilon=3.0, split="index",
+                                      head=3, rank=P.class_rank(torch.tensor(COUNTS)))  # fmt: skip
+    first = [int((y == c).nonzero()[0]) for c in range(6)]
+    assert ep["norm"] == pytest.approx(res.delta[first].norm(dim=1).tolist(), rel=1e-5)
+    assert ep["bound"] == pytest.approx(res.bounds.tolist(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------- command line
+def _result(folder: Path, study: str, key: str, **extra) -> dict:
+    rec = {"study": study, "key": key, "seed": int(key[-1]), **extra}
+    (folder / "runs" / key).mkdir(parents=True, exist_ok=True)
+    (folder / "runs" / key / "result.json").write_text(json.dumps(rec))
+    return rec
+
+
+def test_cli_collect_add_and_restore(tmp_path, capsys):
+    """--collect writes every finished run (sorted by study and key, keys sorted); --add keeps the records
+    there; --restore writes back the records of the named study only and reports nothing."""
+    figs = tmp_path / "figs"
+    a, b = tmp_path / "a", tmp_path / "b"
+    r1 = _result(a, "lpl_ablation_e48", "d/m/p/seed1", z=1, a=2)
+    r0 = _result(a, "lpl_ablation_e48", "d/m/p/seed0", z=3)
+    (a / "runs" / "d/m/q/seed0").mkdir(parents=True)  # unfinished: no result.json
+    assert A.main(["--collect", str(a), "--figures", str(figs)]) == 0
+    lines = (figs / "ablation-runs.jsonl").read_text().splitlines()
+    assert lines == [json.dumps(r, sort_keys=True) for r in (r0, r1)]
+    assert "No records of the main ablation study." in (figs / "ablation-tables.md").read_text()
+    r2 = _result(b, "lpl_ablation_q5", "d/n/p/seed0")
+    assert A.main(["--collect", str(b), "--add", "--figures", str(figs)]) == 0
+    assert A.read_records(figs / "ablation-runs.jsonl") == [r0, r1, r2]
+    assert A.main(["--collect", str(b), "--figures", str(figs)]) == 0  # without --add: replaced
+    assert A.read_records(figs / "ablation-runs.jsonl") == [r2]
+    capsys.readouterr()
+    # --restore: only the records of the named study, and no report
+    A.main(["--collect", str(a), str(b), "--figures", str(figs)])
+    (figs / "ablation-tables.md").unlink()
+    out = tmp_path / "restored"
+    assert A.main(["--restore", "lpl_ablation_e48", str(out), "--figures", str(figs)]) == 0
+    assert f"{out}: 2 of 2 records of lpl_ablation_e48 restored" in capsys.readouterr().out
+    found = sorted(p.relative_to(out / "runs").parent.as_posix() for p in out.rglob("result.json"))
+    assert found == ["d/m/p/seed0", "d/m/p/seed1"]
+    assert not (figs / "ablation-tables.md").exists()
+
+
+def test_cli_refuses_incomplete_requests(tmp_path, capsys):
+    for argv, msg in (
+        ([], "give --collect"),
+        (["--report-only", "--add"], "--add needs --collect"),
+        (["--restore", "nope", str(tmp_path / "o")], "unknown study 'nope'"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            A.main([*argv, "--figures", str(tmp_path)])
+        assert exc.value.code == 2
+        assert msg in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- records
+def test_collect_reads_every_finished_run_of_every_folder_sorted_by_study_and_key(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ra = _result(a, "lpl_ablation_q5", "d/m/p/seed0")
+    rb1 = _result(b, "lpl_ablation_e48", "d/z/p/seed1")
+    rb0 = _result(b, "lpl_ablation_e48", "d/z/p/seed0")
+    assert A.collect([a, b]) == [rb0, rb1, ra]
+    assert A.collect([a]) == [ra]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        A.collect([a, tmp_path / "missing"])
+
+
+def test_add_records_names_at_most_five_conflicts():
+    old = [{"study": "s", "key": f"k{i}", "x": 0} for i in range(7)]
+    with pytest.raises(ValueError) as exc:
+        A.add_records(old, [dict(r, x=1) for r in old])
+    msg = str(exc.value)
+    assert msg.endswith(" ...") and "s/k4" in msg and "s/k5" not in msg
+    with pytest.raises(ValueError) as exc:
+        A.add_records(old, [dict(r, x=1) for r in old[:2]])
+    assert not str(exc.value).endswith("...")
+
+
+def test_read_records_skips_blank_lines_and_names_a_missing_file(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"study": "s", "key": "a"}\n\n  \n{"study": "s", "key": "b"}\n')
+    assert [r["key"] for r in A.read_records(p)] == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match="make ablation"):
+        A.read_records(tmp_path / "none.jsonl")
+
+
+def test_records_of_an_unknown_study_are_refused():
+    from lpl_train.ablation_records import _studies
+
+    assert _studies([]) == {}
+    with pytest.raises(ValueError, match=r"unknown studies \['other'\]"):
+        _studies([{"study": "other", "key": "k"}])
+    with pytest.raises(ValueError, match="unknown studies"):
+        A.tables([{"study": "other", "key": "k"}])
+
+
+# --------------------------------------------------------------------------- axis curves: edges
+def test_axis_curves_edge_at_the_smallest_value_gaps_and_single_value_axes():
+    recs = [
+        _rec({"a": a, "b": b, "c": 7}, 10 + a + (b == 0.1), 0)
+        for a in (1, 2, 3)
+        for b in (0.1, 0.2)
+        if (a, b) != (2, 0.2)  # a grid point that never ran
+    ]
+    c = A.axis_curves(recs)[("lt", "m")]
+    assert set(c) == {"a", "b"}  # c has one value: no curve
+    assert c["a"]["selected"] == 1 and c["a"]["edge"]  # the smallest value is an edge too
+    assert c["a"]["values"] == [1, 2, 3]
+    assert c["a"]["scores"][0] == pytest.approx(11.0) and math.isnan(c["a"]["scores"][1])
+    assert c["a"]["scores"][2] == pytest.approx(13.0)
+    assert c["b"]["values"] == [0.1, 0.2] and c["b"]["selected"] == 0.2 and c["b"]["edge"]
+
+
+def test_axis_curves_interior_in_a_grid_of_four_and_the_selection_seed_and_dataset():
+    """Interior: neither end of the sorted axis (the second and third of four values); the curves of the
+    other seed are those of ``select_seed``; datasets are kept apart."""
+    recs = [_rec({"a": a}, {1: 12.0, 2: 11.0, 3: 10.0, 4: 13.0}[a], 0) for a in (4, 2, 1, 3)]
+    recs += [_rec({"a": a}, 20.0 - a, 0, seed=1) for a in (1, 2, 3, 4)]
+    other = [dict(_rec({"a": a}, float(a), 0), dataset="bal") for a in (1, 2)]
+    curves = A.axis_curves(recs + other)
+    c = curves[("lt", "m")]["a"]
+    assert c["values"] == [1, 2, 3, 4] and c["selected"] == 3 and not c["edge"]
+    assert c["scores"] == pytest.approx([12.0, 11.0, 10.0, 13.0])
+    s1 = A.axis_curves(recs + other, select_seed=1)[("lt", "m")]["a"]
+    assert (
+        s1["selected"] == 4
+        and s1["edge"]
+        and s1["scores"] == pytest.approx([19.0, 18.0, 17.0, 16.0])
+    )
+    b = curves[("bal", "m")]["a"]
+    assert b["values"] == [1, 2] and b["selected"] == 1 and b["scores"] == pytest.approx([1.0, 2.0])
+    # the table row marks the selected value and the place of the optimum
+    study = {"select_seed": 0, "methods": [{"id": "m"}]}
+    summary = {("lt", "m"): {"point": {"a": 3}}}
+    (row,) = AR._curve_rows(recs, study, "lt", {"m": "M"}, summary)
+    assert row.startswith("| M | a | 1: 12.00 · 2: 11.00 · **3: 10.00** · 4: 13.00 | interior | ")
+
+
+def test_validation_spread_is_the_sample_std_of_the_non_diverged_runs_at_the_selected_point():
+    import statistics
+
+    recs = [_rec({"a": 1}, v, 0, seed=s) for s, v in enumerate((10.0, 12.5, 11.0))]
+    recs.append(_rec({"a": 2}, 1.0, 0, seed=1))  # another grid point
+    recs.append(dict(_rec({"a": 1}, 90.0, 0, seed=3), diverged="non-finite loss"))
+    summary = {("lt", "m"): {"point": {"a": 1}}}
+    expected = statistics.stdev([10.0, 12.5, 11.0])  # the sample std (n − 1)
+    assert AR._val_spread(recs, "lt", "m", summary) == f"{expected:.2f} (n=3)"
+    assert f"{expected:.2f}" != f"{statistics.pstdev([10.0, 12.5, 11.0]):.2f}"
+    assert AR._val_spread(recs[:1] + recs[3:], "lt", "m", summary) == "–"  # one seed: no spread
+    assert AR._val_spread(recs, "lt", "other", summary) == "–"
+    assert AR._val_spread(recs, "lt", "m", {}) == "–"  # no summary of the method
+
+
+def _dn(ratios: list, norms: list | None = None) -> list:
+    """delta_norm of one run: per epoch the per-class ratio (and norm) lists (None: epoch not recorded)."""
+    return [None if r is None else {"ratio": r, "norm": norms[i] if norms else r, "bound": r, "n": [1] * len(r)}
+            for i, r in enumerate(ratios)]  # fmt: skip
+
+
+def test_ratio_cells_average_the_many_and_few_classes_at_the_first_and_last_epoch():
+    groups = {"many": [0, 1], "few": [3]}
+    r1 = {"delta_norm": _dn([[0.1, 0.3, 9.0, 0.5], [9.0] * 4, [0.2, None, 9.0, 0.8]])}
+    r2 = {"delta_norm": _dn([[0.5, 0.7, 9.0, None], None, [0.4, 0.6, 9.0, 1.0]])}
+    r3 = {
+        "delta_norm": _dn([[0.9, 0.9, 9.0, 0.9]])
+    }  # a shorter record: only its first epoch counts
+    r4 = {"delta_norm": _dn([None, None, None])}  # no epoch recorded
+    cells = AR._ratio_cells([r1, r2, r3, r4], groups, 3)
+    # many, epoch 1: 0.1 0.3 0.5 0.7 0.9 0.9 → 3.4/6; many, last: 0.2 0.4 0.6 → 0.4;
+    # few, epoch 1: 0.5 0.9 → 0.7 (None skipped); few, last: 0.8 1.0 → 0.9
+    assert cells == [f"{3.4 / 6:.2f}", "0.40", "0.70", "0.90"]
+    assert AR._ratio_cells([{"delta_norm": []}, {}], groups, 3) == ["–"] * 4
+    assert AR._delta_mean([r1], "norm", [3], [2]) == pytest.approx(0.8)
+
+
+def test_loss_variation_cells_are_percent_means_over_epochs_seeds_and_classes():
+    r1 = {"loss_variation": [{"relative_variation": [0.1, -0.2, None]}, None,
+                             {"relative_variation": [0.3, 0.0, 0.5]}]}  # fmt: skip
+    r2 = {"loss_variation": [{"relative_variation": [None, 0.4, 0.7]}]}
+    # classes 0, 2: 0.1, 0.3, 0.5, 0.7 (None skipped) → 0.4 → 40 %
+    assert AR._variation([r1, r2], [0, 2]) == pytest.approx(40.0)
+    assert AR._variation([r1, r2], [1]) == pytest.approx(100 * 0.2 / 3)
+    assert math.isnan(AR._variation([{"loss_variation": []}], [0]))
+
+
+def test_seed_noise_rule_at_equality_and_formatting_of_missing_cells():
+    """|Δ| equal to the combined std is established (only a smaller one is not)."""
+    assert AR._cmp((10.0, 3.0), (15.0, 4.0)) == "lower by 5.00 (> 5.00)"
+    assert AR._cmp((10.0, 3.0), (15.0, None)) == "not established (one seed)"
+    assert AR._fmt((math.nan, 1.0)) == "–" and AR._fmt((None, None)) == "–"
+    assert AR._fmt((math.nan, None)) == "–"
+    assert AR._point_text({}) == "–" and AR._point_text({"a": 1, "b": 0.5}) == "a=1, b=0.5"
+
+
+# -------------------------------------------------------------------------------------- figures
+def _study_rec(study, method, point, seed, val_acc, err, ratio=None, lv=None):
+    c = 10
+    return {"study": study, "dataset": "fmnist_lt100", "method": method, "point": point, "seed": seed,
+            "key": f"fmnist_lt100/{method}/{point}/seed{seed}", "multi_label": False,
+            "class_counts": [1600, 959, 575, 345, 206, 124, 74, 44, 26, 16],
+            "val": {"per_class_acc": [val_acc] * c},
+            "test": {"top1_error": err, "per_class_acc": [100.0 - err] * c},
+            "delta_norm": [] if ratio is None else _dn(
+                [[ratio(e, k) for k in range(c)] for e in range(2)],
+                [[3.0 * ratio(e, k) for k in range(c)] for e in range(2)]),  # ‖δ‖ ≠ ratio
+            "loss_variation": [{"relative_variation": [lv] * c}] if lv is not None else []}  # fmt: skip
+
+
+def test_figures_draw_the_selected_points_only(tmp_path, monkeypatch):
+    """ablation-axes: the star on the selected value; ablation-delta and -loss-variation: the runs of the
+    selected point (all seeds), never the grid point that lost on validation; ablation-length: the mean
+    test error per setting."""
+    recs = [
+        _study_rec(
+            "lpl_ablation",
+            "lpl_norm",
+            {"delta_epsilon": 0.5},
+            0,
+            80.0,
+            30.0,
+            ratio=lambda e, k: 0.1 * k + e,
+            lv=0.1,
+        ),  # fmt: skip
+        _study_rec(
+            "lpl_ablation",
+            "lpl_norm",
+            {"delta_epsilon": 0.5},
+            1,
+            10.0,
+            34.0,
+            ratio=lambda e, k: 0.3 * k + e,
+            lv=0.3,
+        ),  # fmt: skip
+        _study_rec(
+            "lpl_ablation",
+            "lpl_norm",
+            {"delta_epsilon": 1.0},
+            0,
+            70.0,
+            1.0,
+            ratio=lambda e, k: 50.0,
+            lv=50.0,
+        ),  # fmt: skip
+        _study_rec("lpl_ablation", "lpl_norm", {"delta_epsilon": 2.0}, 0, 60.0, 1.0),
+        _study_rec("lpl_ablation", "lpl_norm", {"delta_epsilon": 0.25}, 0, 65.0, 1.0),
+        _study_rec("lpl_ablation", "ce", {}, 0, 50.0, 40.0, lv=0.0),
+        _study_rec("lpl_ablation_e48", "ce", {}, 0, 50.0, 35.0),
+        _study_rec("lpl_ablation_e48", "ce", {}, 1, 50.0, 39.0),
+    ]
+    for r in recs[-2:]:  # few-shot error 90 ≠ overall: the figure shows overall
+        r["test"]["per_class_acc"] = [90.0] * 7 + [10.0] * 3
+    drawn = {}
+
+    def capture(fig, path):
+        drawn[path.name] = [[(list(ln.get_xdata()), list(ln.get_ydata()), ln.get_label()) for ln in ax.get_lines()]
+                            for ax in fig.axes]  # fmt: skip
+        return path
+
+    monkeypatch.setattr(AR, "_save", capture)
+    paths = A.figures(recs, tmp_path)
+    assert [p.name for p in paths] == ["ablation-axes.png", "ablation-delta.png", "ablation-loss-variation.png",
+                                       "ablation-length.png"]  # fmt: skip
+    curve, star = drawn["ablation-axes.png"][0][:2]
+    assert curve[1] == pytest.approx(
+        [35.0, 20.0, 30.0, 40.0]
+    )  # val. balanced error at Δε = 0.25 … 2
+    assert star[0] == [1] and star[1] == pytest.approx([20.0])  # Δε = 0.5, the second value
+    delta = drawn["ablation-delta.png"][0]
+    for k in range(10):  # mean of the two seeds at the selected point: 0.2·k + e
+        assert delta[k][0] == [1, 2] and delta[k][1] == pytest.approx([0.2 * k, 0.2 * k + 1.0])
+    lines = {lab: y for _, y, lab in drawn["ablation-loss-variation.png"][0]}
+    (lpl,) = [y for lab, y in lines.items() if lab.startswith("LPL")]
+    assert lpl == pytest.approx([20.0] * 10)  # (0.1 + 0.3) / 2 → 20 %
+    ax = drawn["ablation-length.png"][0]
+    ys = [y for _, y, _ in ax if len(y) == 2]
+    # CE: 12 epochs (one seed), 48 epochs (35, 39)
+    assert ys and ys[0] == pytest.approx([40.0, 37.0])
+    # report() writes the tables, and the figures unless told not to
+    drawn.clear()
+    assert AR.report(recs, tmp_path / "r", figs=False) == tmp_path / "r" / "ablation-tables.md"
+    assert drawn == {} and (tmp_path / "r" / "ablation-tables.md").is_file()
+    AR.report(recs, tmp_path / "r")
+    assert sorted(drawn) == sorted(p.name for p in paths)
+
+
+# ---------------------------------------------------------------------- tables from hand-made records
+def _main_rec(method, point, seed, val_acc, err, acc=None, ratio=None, lv=None, epochs=12):
+    r = _study_rec("lpl_ablation", method, point, seed, val_acc, err, lv=lv)
+    r["wall_s"] = 30.0
+    if acc is not None:
+        r["test"]["per_class_acc"] = acc
+    if ratio is not None:
+        r["delta_norm"] = [
+            {"ratio": [ratio(e, k) for k in range(10)], "norm": [2 * ratio(e, k) for k in range(10)],
+             "bound": [1.0] * 10, "n": [1] * 10}
+            for e in range(epochs)
+        ]  # fmt: skip
+    return r
+
+
+def test_tables_from_hand_made_records_of_the_main_study():
+    """The final table (mean ± sample std over seeds, groups by rank: many = 3 most frequent, few = 3
+    rarest), the validation curve with its edge flag and validation std, the seed-noise comparisons (none
+    with a one-seed method) and the mechanism row at the selected point; the losing grid point's better
+    test error never shows."""
+    acc0 = [90.0, 90, 90, 80, 80, 80, 80, 10, 20, 30]  # errors: many 10, medium 20, few 80
+    acc1 = [94.0, 94, 94, 70, 70, 70, 70, 30, 40, 50]  # errors: many 6, medium 30, few 60
+    sel = {"delta_epsilon": 0.5}
+    recs = [
+        _main_rec(
+            "la_lpl", sel, 0, 80.0, 30.0, acc0, ratio=lambda e, k: 0.1 * k + 0.01 * e, lv=0.1
+        ),
+        _main_rec(
+            "la_lpl", sel, 1, 75.0, 34.0, acc1, ratio=lambda e, k: 0.1 * k + 0.01 * e + 0.1, lv=0.3
+        ),
+        _main_rec("la_lpl", {"delta_epsilon": 1.0}, 0, 70.0, 1.0, ratio=lambda e, k: 5.0, lv=9.0),
+        _main_rec("la", {"tau": 1.0}, 0, 60.0, 40.0),
+        _main_rec("la", {"tau": 1.0}, 1, 60.0, 44.0),
+        _main_rec("ce", {}, 0, 50.0, 50.0),
+    ]
+    lines = A.tables(recs).splitlines()
+    assert any("6 runs, 3.0 run-minutes" in x for x in lines)
+    # validation errors 20 (seed 0) and 25 (seed 1) at the selected point: sample std 3.54
+    assert (
+        "| LA + LPL (paper reading) | delta_epsilon | **0.5: 20.00** · 1.0: 30.00 | EDGE | 3.54 (n=2) |"
+        in lines
+    )
+    assert (
+        "| LA + LPL (paper reading) | 32.00 ± 2.83 | 8.00 ± 2.83 | 25.00 ± 7.07 | 70.00 ± 14.14 | delta_epsilon=0.5 | 2 |"
+        in lines
+    )
+    assert (
+        "| LA | 42.00 ± 2.83 | 42.00 ± 2.83 | 42.00 ± 2.83 | 42.00 ± 2.83 | tau=1.0 | 2 |" in lines
+    )
+    assert "| CE | 50.00 | 50.00 | 50.00 | 50.00 | – | 1 |" in lines
+    assert ("- LA + LPL (paper reading) vs LA (overall): 32.00 ± 2.83 vs 42.00 ± 2.83: lower by 10.00 (> 4.00)"
+            in lines)  # fmt: skip
+    assert not [x for x in lines if x.startswith("- ") and "vs CE" in x]  # CE has one seed
+    # ‖δ‖/ε: many (classes 0-2) and few (7-9) of both seeds at the selected point, epochs 1 and 12
+    assert (
+        "| LA + LPL (paper reading) | 0.15 | 0.26 | 0.85 | 0.96 | 1.920 | +20.0 | +20.0 | 32.00 ± 2.83 |"
+        in lines
+    )
+    assert "No records of the training-length studies." in lines
+
+
+def test_length_delta_rows_select_on_the_select_seed_and_count_runs_with_delta_records():
+    st = {
+        "epochs": 2,
+        "datasets": {"fmnist_lt10": {}},
+        "methods": [{"id": "m"}, {"id": "ce"}],
+        "select_seed": 0,
+    }
+    a, b = {"delta_epsilon": 1.0}, {"delta_epsilon": 3.0}
+
+    def rec(method, point, seed, val_acc, ratio):
+        r = _study_rec("lpl_ablation_lt10_search", method, point, seed, val_acc, 0.0, ratio=ratio)
+        return dict(r, dataset="fmnist_lt10")
+
+    rs = [
+        rec("m", a, 0, 80.0, lambda e, k: 0.2),
+        rec("m", a, 1, 10.0, lambda e, k: 0.4),
+        rec("m", a, 2, 10.0, None),  # no δ record: not counted
+        rec("m", b, 0, 70.0, lambda e, k: 9.0),
+        rec("m", b, 1, 99.0, lambda e, k: 9.0),  # best validation, but not a selection run
+        rec("ce", {}, 0, 50.0, None),
+    ]
+    studies = {"lpl_ablation_lt10_search": (st, rs)}
+    out = AR._length_delta_lines(studies, ["lpl_ablation_lt10_search"], {"m": "M"})
+    rows = [x for x in out if x.startswith("| `")]
+    assert rows == [
+        "| `ablation_lt10_search.toml` (2 epochs) | M | 0.30 | 0.30 | 0.30 | 0.30 | 2 |"
+    ]
+    assert (
+        AR._length_delta_lines(
+            {"lpl_ablation_lt10_search": (st, rs[-1:])}, ["lpl_ablation_lt10_search"], {}
+        )
+        == []
+    )
+
+
+def test_delta_recorder_of_a_preset_without_a_bound_records_the_norm_only():
+    """The balanced presets have no ε_c (neither Eq. 33 nor the long-tail schedule): ‖δ_c‖ is recorded,
+    bound and ratio stay 0 (no bound is made up for them)."""
+    loss = build_loss("lpl", num_classes=6, preset="authors_balanced_fixed", alpha=0.05, steps=4)
+    rec = A.attach_delta_recorder(loss, _Loader())
+    u, y = _batch(3)
+    loss(u.requires_grad_(), y)
+    ep = rec.close()[0]
+    norms = loss.last_delta.norm(dim=1)  # per sample here: the step's largest in each class
+    assert ep["norm"] == pytest.approx([float(norms[y == c].max()) for c in range(6)], rel=1e-6)
+    assert ep["n"] == [1] * 6 and ep["bound"] == [0.0] * 6 and ep["ratio"] == [0.0] * 6

@@ -566,3 +566,439 @@ def test_loss_variation_figures_plot_the_selected_point_and_the_stated_measureme
     ntr = drawn["fig2-loss-variation.png"][0]
     assert ntr["NTR alone, pos (trained model)"] == pytest.approx([2.0] * c)
     assert ntr["NTR alone, neg (trained model)"] == pytest.approx([-40.0] * c)
+
+
+# ------------------------------------------------------------------- selection: more of its rules
+def test_selection_ranks_an_undefined_score_last_whatever_the_order():
+    """A point whose validation score is NaN (no class defined) or that diverged is never preferred to
+    one with a score, even when it was recorded first."""
+    nan = _rec("d", "m", {"eps": 1}, 0, 0, 0)
+    nan["val"] = {"per_class_acc": [None] * 10}
+    assert math.isnan(S.validation_score(nan))
+    worse = _rec("d", "m", {"eps": 2}, 0, val_acc=5, test_acc=0)
+    assert S.select_best([nan, worse]) == {("d", "m"): {"eps": 2}}
+    assert S.select_best([worse, nan]) == {("d", "m"): {"eps": 2}}
+    div = dict(_rec("d", "m", {"eps": 0}, 0, val_acc=99, test_acc=99), diverged="non-finite loss")
+    assert S.validation_score(div) == math.inf
+    assert S.select_best([div, worse]) == {("d", "m"): {"eps": 2}}
+    # a tie on the score goes to the first slug, in any order (eps=10 sorts before eps=2 as text)
+    a, b = _rec("d", "m", {"eps": 10}, 0, 70, 0), _rec("d", "m", {"eps": 2}, 0, 70, 0)
+    assert S.select_best([b, a]) == S.select_best([a, b]) == {("d", "m"): {"eps": 10}}
+
+
+def test_selection_uses_the_select_seed_runs_only():
+    """With select_seed = 1 the grid is read on seed 1; a better validation score of another seed at
+    another point does not move the choice, and the summary pools the seeds at the chosen point."""
+    study = _study()
+    study["seeds"], study["select_seed"] = [0, 1], 1
+    recs = [
+        _rec("lt", "ce", {"eps": 1}, 1, val_acc=60, test_acc=70),
+        _rec("lt", "ce", {"eps": 2}, 1, val_acc=50, test_acc=90),
+        _rec("lt", "ce", {"eps": 2}, 0, val_acc=99, test_acc=90),  # other seed, other point
+        _rec("lt", "ce", {"eps": 1}, 0, val_acc=10, test_acc=80),
+    ]
+    assert S.chosen_points(recs, study) == {("lt", "ce"): {"eps": 1}}
+    s = S.summarize(recs, study)[("lt", "ce")]
+    assert s["point"] == {"eps": 1} and s["seeds"] == [0, 1]
+    assert s["overall"] == pytest.approx((25.0, math.sqrt(50.0)))  # errors 30 and 20, sample std
+
+
+def test_final_runs_cover_only_the_chosen_methods_and_planned_puts_costly_regimes_first(tmp_path):
+    study = _tiny_study(tmp_path)
+    study["seeds"] = [0, 1, 2]
+    finals = S.final_runs(study, {("g", "lpl_varied"): {"delta_epsilon": 1.0}})
+    assert [(r["method"], r["seed"], r["point"]) for r in finals] == [
+        ("lpl_varied", 1, {"delta_epsilon": 1.0}),
+        ("lpl_varied", 2, {"delta_epsilon": 1.0}),
+    ]
+    assert finals[0]["params"]["delta_epsilon"] == 1.0 and finals[0]["params"]["split"] == "index"
+    assert finals[0]["key"] == "g/lpl_varied/delta_epsilon=1.0/seed1"
+    study["datasets"]["b"] = {"name": "gaussian", "regime": "balanced"}
+    specs = [{"dataset": d, "key": d, "seed": 0, "point": {}} for d in ("g", "b", "g")]
+    assert [p.key for p in S.planned(study, specs, tmp_path)] == ["b", "g", "g"]
+    assert S.planned(study, specs, tmp_path)[0].out == tmp_path / "runs" / "b"
+
+
+def test_select_seed_plan_and_point_params_override_the_fixed_ones(tmp_path):
+    study = _tiny_study(tmp_path)
+    study["seeds"], study["select_seed"] = [3, 5], 5
+    study["methods"][1]["params"]["delta_epsilon"] = 9.0  # the grid value wins over a fixed one
+    runs = S.plan_runs(study)
+    assert {r["seed"] for r in runs} == {5}
+    assert [r["params"]["delta_epsilon"] for r in runs if r["method"] == "lpl_varied"] == [0.5, 1.0]
+    assert [r["seed"] for r in S.final_runs(study, {("g", "ce"): {}})] == [3]
+    with pytest.raises(ValueError, match="phase"):
+        S.plan_runs(study, "final")
+
+
+# --------------------------------------------------------------------------------- definition checks
+def test_study_definition_checks_every_key(tmp_path):
+    base = _tiny_study(tmp_path)  # writes tiny.toml
+    p = tmp_path / "tiny.toml"
+    text = p.read_text()
+    G = "grid = {delta_epsilon = [0.5, 1.0]}\n"  # the last line
+    cases = [
+        ("seeds = [0, 1]", "seeds = [0, -1]", "seeds must be a non-empty list"),
+        ("seeds = [0, 1]", "seeds = [0, true]", "seeds must be a non-empty list"),
+        ("seeds = [0, 1]", "seeds = []", "seeds must be a non-empty list"),
+        ("seeds = [0, 1]", "seeds = [0, 0]", "seeds must be distinct"),
+        ("val_fraction = 0.25", "val_fraction = 1.0", "val_fraction"),
+        ("val_fraction = 0.25", "val_fraction = 1", "val_fraction"),
+        ("epochs = 2", "epochs = 0", "epochs must be an int >= 1"),
+        ('regime = "longtail"', 'regime = "imbalanced"', "datasets.g.regime"),
+        ('id = "lpl_varied"', 'id = "ce"', "method ids must be unique"),
+        (
+            'id = "lpl_varied"\nregime = "single"',
+            'id = "lpl_varied"\nregime = "multi"',
+            "regime must be",
+        ),
+        ('loss = "lpl"', "", "lacks 'loss'"),
+        ('name = "tiny"', 'name = "tiny"\nrecord_delta_norm = 1', "record_delta_norm"),
+        ('name = "tiny"', 'name = "tiny"\nquick = 3', r"\[quick\] must be a table"),
+        (G, G + "[quick]\nscale = 1.5", "quick.scale"),
+        (G, G + "[quick]\nscale = 0.0", "quick.scale"),
+        (G, G + '[quick]\ngrid = "none"', "quick.grid"),
+        ("epochs = 2", "epochs = [", "not valid TOML"),
+        ("epochs = 2\n", "", "lacks the required key 'epochs'"),
+    ]
+    for old, new, msg in cases:
+        assert old in text
+        p.write_text(text.replace(old, new, 1))
+        with pytest.raises(ValueError, match=msg):
+            S.load_study(p, quick=True)
+    p.write_text(text)
+    with pytest.raises(TypeError, match="quick must be a bool"):
+        S.load_study(p, quick=1)
+    assert S.load_study(p) == base
+
+
+def test_quick_table_sets_seeds_epochs_scale_and_grid(tmp_path):
+    _tiny_study(tmp_path)
+    p = tmp_path / "tiny.toml"
+    p.write_text(p.read_text() + '[quick]\nseeds = [0]\nepochs = 1\nscale = 0.5\ngrid = "first"\n')
+    full, quick = S.load_study(p), S.load_study(p, quick=True)
+    assert (full["seeds"], full["epochs"], full["scale"], full["grid_mode"]) == (
+        [0, 1],
+        2,
+        1.0,
+        "all",
+    )
+    assert (quick["seeds"], quick["epochs"], quick["scale"], quick["grid_mode"]) == (
+        [0],
+        1,
+        0.5,
+        "first",
+    )
+    assert full["quick"] is False and quick["quick"] is True
+    assert len(S.plan_runs(quick)) == 2 and len(S.plan_runs(full)) == 3
+
+
+def test_find_study_by_path_or_shipped_name(tmp_path):
+    assert S.find_study(None) == S.DEFAULT_STUDY
+    assert S.find_study("ablation") == S.STUDY_DIR / "ablation.toml"
+    own = tmp_path / "fmnist"  # a file named like a shipped study is taken as given
+    own.write_text("x")
+    assert S.find_study(own) == own
+    with pytest.raises(FileNotFoundError, match="shipped studies: .*fmnist"):
+        S.find_study("ablation.toml")
+    assert S.shipped_records({"path": str(tmp_path / "x.toml")}) == tmp_path / "x-runs.jsonl"
+
+
+def test_records_file_is_sorted_by_key_and_read_back_without_blank_lines(tmp_path):
+    recs = [{"key": "b", "z": 1, "a": 2}, {"key": "a", "y": 0}]
+    path = S.write_records(recs, tmp_path / "sub" / "r.jsonl")
+    assert path.read_text().splitlines() == [json.dumps(recs[1], sort_keys=True),
+                                             json.dumps(recs[0], sort_keys=True)]  # fmt: skip
+    path.write_text(path.read_text() + "\n  \n")
+    assert S.read_records(path) == [recs[1], recs[0]]
+    with pytest.raises(FileNotFoundError, match="run the study"):
+        S.read_records(tmp_path / "none.jsonl")
+
+
+def test_run_study_refuses_a_bad_jobs_count(tmp_path):
+    study = _tiny_study(tmp_path)
+    for jobs in (0, True, 1.0):
+        with pytest.raises(ValueError, match="jobs"):
+            S.run_study(study, tmp_path / "o", jobs=jobs, log=lambda s: None)
+
+
+# ----------------------------------------------------------------------------------- study runs
+def test_study_data_subsamples_the_largest_class_to_n_max_and_carves_a_stratified_validation_split(
+    tmp_path,
+):
+    """n_max × scale images in the largest class (Python rounding), the others in proportion but at least
+    two, then val_fraction of each class held out; class_counts are those of the training split."""
+    import numpy as np
+    import torch
+
+    from lpl_train.data import build_datasets
+    from lpl_train.study_runs import _context, study_data
+
+    full = np.bincount(build_datasets("gaussian", seed=0, gamma=4.0, num_train=400, num_test=400)
+                       .train.targets.numpy())  # fmt: skip
+    assert full.tolist() == [320, 80]
+    study = _tiny_study(tmp_path)
+    for name, n_max, scale, kept in (
+        ("nmax_a", 99, 0.5, [50, 12]),  # 49.5 rounds to 50; 80·50/320 = 12.5 rounds to 12
+        ("nmax_b", 6, 1.0, [6, 2]),  # 80·6/320 = 1.5 rounds to 2
+        ("nmax_c", 3, 1.0, [3, 2]),  # 0.75 rounds to 1, but a class keeps two images
+    ):
+        st = dict(study, name=name, scale=scale)
+        st["datasets"] = {"g": dict(study["datasets"]["g"], n_max=n_max)}
+        d = study_data(st, "g")
+        tr, va = d["train"].targets.numpy(), d["val"].targets.numpy()
+        assert (np.bincount(tr, minlength=2) + np.bincount(va, minlength=2)).tolist() == kept, name
+        assert d["class_counts"] == np.bincount(tr, minlength=2).tolist()
+        assert _context(st, d)["num_train"] == len(tr)
+    # the cache tells scales apart: the same study at full scale keeps 99 and round(24.75) = 25
+    st = dict(study, name="nmax_a", scale=1.0)
+    st["datasets"] = {"g": dict(study["datasets"]["g"], n_max=99)}
+    d = study_data(st, "g")
+    assert len(d["train"].targets) + len(d["val"].targets) == 124
+    # without n_max the whole training set, drawn and split with data_seed
+    from lpl_train.data.common import split_validation
+
+    d = study_data(dict(study, name="nmax_e", data_seed=3), "g")
+    ref = build_datasets("gaussian", seed=3, gamma=4.0, num_train=400, num_test=400).train
+    ref_train, ref_val = split_validation(ref, 0.25, 3)
+    assert torch.equal(d["val"].images, ref_val.images) and torch.equal(
+        d["train"].images, ref_train.images
+    )
+    d = study_data(dict(study, name="nmax_d"), "g")  # no n_max: the whole training set
+    assert len(d["train"].targets) == 300 and len(d["val"].targets) == 100
+    assert d["class_counts"] == [240, 60] and len(d["test"].targets) == 400
+    # DRW starts after drw_fraction of the epochs (0.7 by default): epoch 8 of 12, as the docs state
+    assert _context({"epochs": 12}, d)["drw_epoch"] == 8
+    assert _context({"epochs": 60, "drw_fraction": 0.8}, d)["drw_epoch"] == 48
+    # floor(0.7 · 48) = floor(33.6) = 33 (fmnist.toml's rule), as in the committed 48-epoch ablation records
+    assert _context({"epochs": 48}, d)["drw_epoch"] == 33
+    e48 = [
+        r
+        for r in S.read_records(ROOT / "figures" / "ablation-runs.jsonl")
+        if r["study"] == "lpl_ablation_e48"
+    ]
+    assert {r["params"]["drw_epoch"] for r in e48 if "drw_epoch" in r["params"]} == {33}
+
+
+def test_engine_config_of_a_study_run(tmp_path):
+    from lpl_train.study_runs import engine_config
+
+    study = _tiny_study(tmp_path)
+    study["batch_size"] = 32
+    study["model"]["params"] = {"in_features": 2, "width": 8}
+    spec = S.final_runs(study, {("g", "lpl_varied"): {"delta_epsilon": 1.0}})[0]
+    spec["model_params"] = {"width": 4}
+    cfg = engine_config(study, spec, {"a": 1})
+    assert cfg["name"] == "g__lpl_varied__delta_epsilon-1.0"  # no seed: the report pools the seeds
+    assert cfg["data"] == {"name": "gaussian", "batch_size": 32}
+    assert cfg["model"]["params"] == {"in_features": 2, "width": 4}  # the method's model params win
+    assert cfg["loss"] == {"name": "lpl", "params": {"a": 1}}
+    assert (
+        cfg["train"]["eval_every"] == 2
+        and cfg["train"]["seed"] == 1
+        and cfg["train"]["device"] == "cpu"
+    )
+    assert cfg["schedule"] == {"epochs": 2, "kind": "constant"}
+
+
+def test_record_parts_keep_only_the_slim_fields():
+    from lpl_train.study_runs import _slim, _strip
+
+    assert _slim(None) is None
+    lv = {"relative_variation": [0.1], "count": [3], "loss": [1.0], "perturbed_loss": [1.1]}
+    assert _slim(lv) == {"relative_variation": [0.1], "count": [3]}
+    assert _slim({"pos": lv, "neg": {"relative_variation": [0.2]}}) == {
+        "pos": {"relative_variation": [0.1], "count": [3]},
+        "neg": {"relative_variation": [0.2]},
+    }
+    m = {
+        "loss": 1.0,
+        "top1_error": 2.0,
+        "per_class_acc": [1],
+        "map": 3.0,
+        "ap_per_class": [4],
+        "x": 5,
+    }
+    assert _strip(m) == {k: v for k, v in m.items() if k != "x"}
+
+
+def test_isolated_variation_of_ldam_is_the_margin_against_the_scaled_logits():
+    """CE of s(u − m_y e_y) against CE of s·u per class, (Σl′ − Σl)/Σl; the model's mode is kept."""
+    import torch
+    import torch.nn.functional as F
+
+    from lpl_train.data import build_datasets
+    from lpl_train.losses import build_loss
+    from lpl_train.study_runs import isolated_variation
+
+    b = build_datasets("gaussian", seed=0, gamma=4.0, num_train=200, num_test=10)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    loss = build_loss("ldam", class_counts=[160, 40], max_m=0.5, s=30.0)
+    data = {"train": b.train, "num_classes": 2, "multi_label": False}
+    out = isolated_variation(model, loss, data)
+    assert model.training
+    with torch.no_grad():
+        x, y = b.train.images.float(), b.train.targets.long()
+        u = model(x)
+        l0 = F.cross_entropy(30.0 * u, y, reduction="none").double()
+        l1 = F.cross_entropy(loss.margin_logits(u, y), y, reduction="none").double()
+    expected = [float((l1[y == c].sum() - l0[y == c].sum()) / l0[y == c].sum()) for c in (0, 1)]
+    assert out["relative_variation"] == pytest.approx(expected, rel=1e-5)
+    assert out["count"] == [int((y == 0).sum()), int((y == 1).sum())]
+    assert isolated_variation(model, build_loss("ce"), data) is None
+
+
+def test_isolated_variation_of_ntr_drops_the_weights_and_the_focal_factor():
+    """NTR alone: R-BCE with the re-balanced weights and the focal factor switched off, against BCE of u,
+    for the positive and the negative terms; the trained loss itself is left unchanged."""
+    import torch
+
+    from lpl_train.data.common import TensorData
+    from lpl_train.loss_variation import LossVariation
+    from lpl_train.losses.multi_label import DBLoss, RebalancedBCELoss
+    from lpl_train.study_runs import isolated_variation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 2, generator=g)
+    y = (torch.rand(60, 3, generator=g) < torch.tensor([0.6, 0.3, 0.1])).float()
+    y[0] = 1.0  # every class has a positive
+    counts = y.sum(0).tolist()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 3)
+    loss = DBLoss(class_counts=counts, num_samples=60, neg_scale=5.0, init_bias=0.05)
+    data = {"train": TensorData(x, y), "num_classes": 3, "multi_label": True}
+    out = isolated_variation(model, loss, data)
+    assert loss.reweight and loss.focal_gamma == 2.0 and loss.reduction == "mean"
+    ntr = RebalancedBCELoss(class_counts=counts, neg_scale=5.0, init_bias=0.05, num_samples=60,
+                            focal_gamma=None, reweight=False, reduction="none")  # fmt: skip
+    lv = LossVariation(3, multi_label=True)
+    with torch.no_grad():
+        u = model(x)
+        lv.update(u, y, perturbed_loss=ntr(u, y))
+    ref = lv.compute()
+    for part in ("pos", "neg"):
+        assert out[part]["relative_variation"] == pytest.approx(
+            ref[part]["relative_variation"], rel=1e-5
+        )
+
+
+def test_tables_do_not_depend_on_the_order_of_the_records(tmp_path):
+    study, recs = _study(), _hand_records()
+    a = S.write_tables(recs, study, tmp_path / "a", "t").read_text()
+    b = S.write_tables(recs[::-1], study, tmp_path / "b", "t").read_text()
+    assert a == b and "| CE | 32.00 ± 2.83" in a
+
+
+def test_a_study_run_scores_the_validation_split_as_val_and_the_test_set_as_test(
+    tmp_path, monkeypatch
+):
+    """The record's ``val`` (what the selection reads) comes from the validation split and ``test`` from
+    the test set: here the validation split holds only class 0 and the test set only class 1, so each
+    has exactly one defined per-class accuracy. The record carries the run's identity, and a run stopped
+    at its last epoch is finished (recorded, checkpoints removed)."""
+    from lpl_train import study_runs as SR
+
+    study = _tiny_study(tmp_path)
+    study["name"] = "tiny_val_test"
+    real = SR.study_data(study, "g")
+    val_idx = (real["val"].targets == 0).nonzero().squeeze(1).numpy()
+    test_idx = (real["test"].targets == 1).nonzero().squeeze(1).numpy()
+    data = dict(real, val=real["val"].subset(val_idx), test=real["test"].subset(test_idx))
+    monkeypatch.setattr(SR, "study_data", lambda st, d: data)
+    spec = S.plan_runs(study)[1]  # lpl_varied, delta_epsilon=0.5
+    rec = SR.train_run(
+        study, spec, tmp_path / "run", resume=False, stop_after_epoch=study["epochs"]
+    )
+    assert rec["val"]["per_class_acc"][1] is None and rec["val"]["per_class_acc"][0] is not None
+    assert rec["test"]["per_class_acc"][0] is None and rec["test"]["per_class_acc"][1] is not None
+    assert rec["test"]["top1_error"] == pytest.approx(100.0 - rec["test"]["per_class_acc"][1])
+    assert (rec["study"], rec["key"], rec["method"], rec["seed"], rec["epochs"]) == (
+        "tiny_val_test",
+        spec["key"],
+        "lpl_varied",
+        0,
+        2,
+    )
+    assert rec["point"] == {"delta_epsilon": 0.5} and rec["params"]["delta_epsilon"] == 0.5
+    assert rec["num_val"] == len(val_idx) and rec["num_train"] == 300 and "delta_norm" not in rec
+    assert (tmp_path / "run" / "result.json").is_file()
+    assert not list((tmp_path / "run").glob("checkpoint*"))
+
+
+def test_run_components_take_the_run_seed_and_the_delta_recorder_only_when_asked(tmp_path):
+    import torch
+
+    from lpl_train.data import make_loader
+    from lpl_train.losses import build_loss
+    from lpl_train.models import build_model
+    from lpl_train.study_runs import _components, _delta_recorder, engine_config, study_data
+
+    study = _tiny_study(tmp_path)
+    data = study_data(study, "g")
+    spec = dict(S.final_runs(study, {("g", "ce"): {}})[0])
+    assert spec["seed"] == 1
+    comps = _components(study, spec, engine_config(study, spec, {}), data)
+    torch.manual_seed(1)
+    ref = build_model("linear", num_classes=2, in_features=2)
+    for a, b in zip(comps.model.state_dict().values(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    ref_loader = make_loader(data["train"], batch_size=64, train=True, augment=data["augment"],
+                             device=torch.device("cpu"), seed=1)  # fmt: skip
+    assert torch.equal(next(iter(comps.train_loader))[1], next(iter(ref_loader))[1])
+    loss = build_loss("lpl", num_classes=2, class_counts=[240, 60], split="index", tau=1)
+    assert _delta_recorder(study, loss, comps.train_loader, tmp_path) is None
+    rec = _delta_recorder(dict(study, record_delta_norm=True), loss, comps.train_loader, tmp_path)
+    assert rec is not None and rec.path == tmp_path / "delta_norm.json"
+    rec.close()
+
+
+def test_study_data_scales_the_multi_label_training_size_with_a_floor_of_50(tmp_path, monkeypatch):
+    import lpl_train.data as D
+    from lpl_train.study_runs import study_data
+
+    real, asked = D.build_datasets, []
+
+    def fake(name, seed=0, **params):
+        asked.append(params["num_train"])
+        return real("gaussian", seed=seed, gamma=4.0, num_train=400, num_test=40)
+
+    monkeypatch.setattr(D, "build_datasets", fake)
+    study = _tiny_study(tmp_path)
+    for scale, want in ((0.25, 250), (0.04, 40), (1.0, 1000)):
+        st = dict(study, name="ml_scale", scale=scale)
+        st["datasets"] = {
+            "ml": {"name": "x", "regime": "multilabel", "params": {"num_train": 1000}}
+        }
+        study_data(st, "ml")
+        assert asked[-1] == max(50, want)
+
+
+def test_a_run_locked_by_another_process_is_skipped_by_the_selection(tmp_path, monkeypatch):
+    """A selection run that another process is training (its folder locked) is left out of this pass:
+    the choice is made among the finished runs, and run_one says the folder is in use."""
+    import torch
+
+    from lpl_train import study_runs as SR
+    from lpl_train.engine import RunLocked
+
+    torch.set_num_threads(1)
+    real = SR.train_run
+
+    def train_run(study, spec, run_dir, resume, stop_after_epoch=None):
+        if spec["point"] == {"delta_epsilon": 0.5}:
+            raise RunLocked(f"{run_dir} is locked")
+        return real(study, spec, run_dir, resume, stop_after_epoch)
+
+    monkeypatch.setattr(SR, "train_run", train_run)
+    study = _tiny_study(tmp_path)
+    logs: list[str] = []
+    recs = S.run_study(study, tmp_path / "out", jobs=1, log=logs.append)
+    assert sorted((r["method"], S.point_slug(r["point"]), r["seed"]) for r in recs) == [
+        ("ce", "default", 0), ("ce", "default", 1),
+        ("lpl_varied", "delta_epsilon=1.0", 0), ("lpl_varied", "delta_epsilon=1.0", 1),
+    ]  # fmt: skip
+    assert "selected on validation: g/lpl_varied: delta_epsilon=1.0" in logs
+    (locked,) = [s for s in S.plan_runs(study) if s["point"] == {"delta_epsilon": 0.5}]
+    with pytest.raises(FileExistsError, match="locked by another process"):
+        S.run_one(study, locked, tmp_path / "out")
