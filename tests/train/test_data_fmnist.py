@@ -88,9 +88,8 @@ def test_missing_files_name_every_path(tmp_path: Path) -> None:
     assert str(tmp_path) in str(err.value) and "download=True" in str(err.value)
 
 
-def test_download_checks_decompressed_sha256(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """A local folder serving the four files as the download URL, with their checksums."""
     src = tmp_path / "mirror"
     src.mkdir()
     raws = make_fmnist(src)
@@ -98,6 +97,13 @@ def test_download_checks_decompressed_sha256(
     monkeypatch.setattr(
         fmnist, "FILES", {k: hashlib.sha256(v).hexdigest() for k, v in raws.items()}
     )
+    return raws
+
+
+def test_download_checks_decompressed_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mirror(tmp_path, monkeypatch)
     dest = tmp_path / "dest"
     b = build_datasets("fmnist", root=dest, download=True)
     assert b.class_counts == [20] * 10 and (dest / "train-labels-idx1-ubyte.gz").is_file()
@@ -251,13 +257,8 @@ def test_fmnist_file_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_download_fetches_only_missing_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    raws = _mirror(tmp_path, monkeypatch)
     src = tmp_path / "mirror"
-    src.mkdir()
-    raws = make_fmnist(src)
-    monkeypatch.setattr(fmnist, "URL", src.as_uri() + "/")
-    monkeypatch.setattr(
-        fmnist, "FILES", {k: hashlib.sha256(v).hexdigest() for k, v in raws.items()}
-    )
     dest = tmp_path / "dest"
     dest.mkdir()
     (src / "t10k-labels-idx1-ubyte.gz").rename(dest / "t10k-labels-idx1-ubyte.gz")
