@@ -16,10 +16,11 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
+
+from lpl_train._pipes import flush_stdout
 
 from . import __version__
 from .task import FIGURES
@@ -199,18 +200,6 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flush_stdout() -> bool:
-    """Flush stdout now, so that a reader gone away (``... | head``) shows here and not as "Exception
-    ignored ... BrokenPipeError" at the interpreter's exit. False when it has gone away; what is left of
-    the output then goes to /dev/null."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return False
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 a closed-form check failed or a verification cut short
     by its reader going away, 2 bad arguments)."""
@@ -221,13 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
         handler = {"curve": _curve, "figures": _figures, "verify": _verify}[args.command]
         status = handler(args)
-        if _flush_stdout():
+        if flush_stdout():
             return status
     except SystemExit:  # --help, --version: its text may meet a closed pipe too
-        _flush_stdout()
+        flush_stdout()
         raise
     except BrokenPipeError:  # `... | head`: the reader went away
-        _flush_stdout()
+        flush_stdout()
     except (_UsageError, ValueError, TypeError) as exc:
         message = " ".join(str(exc).split())
         print(f"lpl-theory: error: {message}", file=sys.stderr)

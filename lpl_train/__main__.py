@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lpl_train import __version__
+from lpl_train._pipes import flush_stdout
 from lpl_train.config import (
     ConfigError,
     list_configs,
@@ -273,32 +274,20 @@ def _command(args: argparse.Namespace) -> int:
     return _cmd_report(args)
 
 
-def _flush_stdout() -> bool:
-    """Flush stdout now, so that a reader gone away (``lpl-train list | head``) shows here and not as
-    "Exception ignored ... BrokenPipeError" at the interpreter's exit. False when it has gone away; what
-    is left of the output then goes to /dev/null."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return False
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lpl-train`` console script; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit:  # --help, --version or a usage error: its text may meet a closed pipe too
-        _flush_stdout()
+        flush_stdout()
         raise
     from lpl_train.engine import RunFolderError, TrainingDiverged
 
     try:
         status = _command(args)
-        return status if _flush_stdout() else 0
+        return status if flush_stdout() else 0
     except BrokenPipeError:  # `lpl-train list | head`: the reader went away; nothing left to say
-        _flush_stdout()
+        flush_stdout()
         return 0
     except (ConfigError, ValueError, TypeError, KeyError, OSError, RunFolderError,
             TrainingDiverged, ImportError) as exc:  # fmt: skip

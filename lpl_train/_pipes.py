@@ -1,0 +1,19 @@
+"""Standard output meeting a closed pipe (``lpl-train list | head``, ``python -m lpl_theory ... | head``): the
+one helper both command lines use. It imports nothing heavy, so ``lpl_theory``'s command line may use it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def flush_stdout() -> bool:
+    """Flush stdout now, so that a reader gone away (``... | head``) shows here and not as "Exception
+    ignored ... BrokenPipeError" at the interpreter's exit. False when it has gone away; what is left of
+    the output then goes to /dev/null."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
