@@ -87,9 +87,7 @@ def shipped_setting(key: str, loss: str, n_train: int, batch: int, epochs: int, 
 
     name = SHIPPED[key]
     cfg = load_config(name)
-    classes = _placeholder_shape(cfg["data"], LookupError(name))[
-        0
-    ]  # the dataset's, without its files
+    classes, _, _ = _placeholder_shape(cfg["data"], LookupError(name))  # known without the files
     tr = cfg["train"]
     return Setting(
         cfg["model"]["name"], loss, n_train, batch, epochs, device, amp,

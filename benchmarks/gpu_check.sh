@@ -2,7 +2,8 @@
 # Training throughput on one GPU, side by side in one run (benchmarks/gpu_check.py): bare PyTorch loop vs
 # the engine, CE vs LPL, eager vs the captured step (train.capture), one run vs N concurrent runs on the
 # device; ResNet-32, ResNet-110 and WRN-28-10 at batch 128 on synthetic CIFAR-format data, bf16 autocast,
-# channels_last, each in the settings of its shipped LPL config (gpu_check.py's SHIPPED). Prints a Markdown table of images/s and ratios; writes OUT_DIR/gpu_check.{json,md}.
+# channels_last, each in the settings of its shipped LPL config (gpu_check.py's SHIPPED). Prints a Markdown
+# table of images/s and ratios; writes OUT_DIR/gpu_check.{json,md}.
 # About 3-5 minutes on an H200 by estimate (not yet measured).
 #
 #   benchmarks/gpu_check.sh [OUT_DIR] [--repeats R] [--jobs N] [--models a,b]   # full check (GPU)

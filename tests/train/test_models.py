@@ -16,7 +16,8 @@ from lpl_train.models import (
     count_parameters,
     load_torchvision_state_dict,
 )
-from lpl_train.models.cifar_resnet import OptionAShortcut
+from lpl_train.models.cifar_resnet import CifarResNet, OptionAShortcut
+from lpl_train.models.wrn import WideResNet
 
 
 def _bn(c: int) -> int:
@@ -382,19 +383,14 @@ def test_cifar_resnet_argument_checks() -> None:
         ({"shortcut": "C"}, "shortcut must be 'A' or 'B'"),
         ({"in_channels": 0}, "in_channels"),
     ):
-        from lpl_train.models.cifar_resnet import CifarResNet
-
-        args = {"depth": 20, "num_classes": 10, **kw}
         with pytest.raises(ValueError, match=match):
-            CifarResNet(**args)
+            CifarResNet(**{"depth": 20, "num_classes": 10, **kw})
 
 
 def test_wide_resnet_forward_matches_a_functional_reference() -> None:
     """Zagoruyko & Komodakis' pre-activation blocks from their description: BN-ReLU (shared by the
     1x1 shortcut where the shape changes), conv3x3, BN-ReLU, [dropout], conv3x3, + shortcut; final
     BN-ReLU, mean pool, linear head."""
-    from lpl_train.models.wrn import WideResNet
-
     torch.manual_seed(0)
     model = WideResNet(16, 2, 10).double().eval()  # WRN-16-8's structure at a quarter of its width
     _randomise_bn(model)
@@ -423,8 +419,6 @@ def test_wide_resnet_initialisation_and_checks() -> None:
     w = model.block2[0].conv1.weight  # 256 x 128 x 3 x 3: fan-out 9·256, fan-in 9·128
     assert float(w.std()) == pytest.approx((2 / (9 * 256)) ** 0.5, rel=0.02)
     assert bool((model.classifier.bias == 0).all())
-    from lpl_train.models.wrn import WideResNet
-
     for kw, match in (
         ({"depth": 18}, "6n\\+4"),
         ({"widen": 0}, "widen"),
