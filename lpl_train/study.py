@@ -42,7 +42,7 @@ from lpl_train.study_runs import StudyRunner, resolve_params
 
 __all__ = [
     "DEFAULT_STUDY", "claims", "class_groups_by_rank", "expand_grid", "final_runs", "find_study",
-    "format_tables", "load_study", "method_grid", "plan_runs", "point_slug", "read_records",
+    "format_tables", "grid_order", "load_study", "method_grid", "plan_runs", "point_slug", "read_records",
     "resolve_params", "run_one", "run_study", "select_best", "shipped_records", "summarize",
     "validation_score", "write_outputs", "write_tables",
 ]  # fmt: skip
@@ -205,7 +205,9 @@ def final_runs(
 ) -> list[dict[str, Any]]:
     """Runs of the seeds other than ``select_seed`` at each (dataset, method)'s chosen point, seed by seed
     (every method's seed 1, then every method's seed 2, ...), so that a study stopped part-way leaves the
-    same seeds for every method."""
+    same seeds for every method. A chosen point's keys are put in the grid's order (:func:`grid_order`),
+    so its runs land in the folders a study run straight through would use, whatever order the point's
+    keys came in (a record read back from a JSONL file has them sorted)."""
     runs = []
     for s in study["seeds"]:
         if s == study["select_seed"]:
@@ -213,9 +215,28 @@ def final_runs(
         for dkey, ds in study["datasets"].items():
             for m in _methods_for(study, ds["regime"]):
                 if (dkey, m["id"]) in chosen:
-                    fixed, _ = method_grid(m, ds["regime"], study["grid_mode"])
-                    runs.append(_spec(study, dkey, m, fixed, chosen[(dkey, m["id"])], s))
+                    fixed, points = method_grid(m, ds["regime"], study["grid_mode"])
+                    point = grid_order(chosen[(dkey, m["id"])], points)
+                    runs.append(_spec(study, dkey, m, fixed, point, s))
     return runs
+
+
+def _chosen_in_grid_order(
+    study: dict[str, Any], chosen: dict[tuple[str, str], dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    methods = {m["id"]: m for m in study["methods"]}
+    out = {}
+    for (d, m), p in chosen.items():
+        points = method_grid(methods[m], study["datasets"][d]["regime"], study["grid_mode"])[1]
+        out[(d, m)] = grid_order(p, points)
+    return out
+
+
+def grid_order(point: dict[str, Any], points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``point`` with its keys in the order of the grid ``points`` (the order that names its run
+    folders, see :func:`point_slug`); keys the grid lacks keep their order, after the grid's."""
+    order = {k: i for p in points[:1] for i, k in enumerate(p)}
+    return dict(sorted(point.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def planned(
@@ -246,14 +267,15 @@ def validation_score(record: dict[str, Any]) -> float:
 def select_best(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The chosen grid point of every (dataset, method): the lowest :func:`validation_score` among its
     records. Ties (frequent: a balanced error on 200 validation images per class moves in steps of 0.05)
-    go to the point whose :func:`point_slug` sorts first, so the choice does not depend on the order of the
-    records (parallel runs finish in any order) and the report of a JSONL file picks what the study picked.
-    Only the ``val`` metrics are read; ``test`` is never looked at."""
+    go to the point whose :func:`point_slug`, with its keys sorted, sorts first, so the choice depends
+    neither on the order of the records (parallel runs finish in any order) nor on the order of a point's
+    keys (the grid's in a study's own runs, sorted in a JSONL file): the report of a JSONL file picks
+    what the study picked. Only the ``val`` metrics are read; ``test`` is never looked at."""
     best: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = {}
     for r in records:
         key = (r["dataset"], r["method"])
         s = validation_score(r)
-        rank = (math.inf if math.isnan(s) else s, point_slug(r["point"]))
+        rank = (math.inf if math.isnan(s) else s, point_slug(sorted(r["point"].items())))
         if key not in best or rank < best[key][:2]:
             best[key] = (*rank, r["point"])
     return {k: dict(v[2]) for k, v in best.items()}
@@ -300,7 +322,7 @@ def run_study(study: dict[str, Any], out: str | Path, jobs: int = 1,
         planned(study, plan_runs(study), out), runner, jobs=jobs, log=log, describe=_describe
     )
     select = [o.result for o in done if o.result is not None]
-    chosen = select_best(select)
+    chosen = _chosen_in_grid_order(study, select_best(select))
     for (d, m), p in sorted(chosen.items()):
         log(f"selected on validation: {d}/{m}: {point_slug(p)}")
     done = execute(planned(study, final_runs(study, chosen), out), runner, jobs=jobs, log=log,

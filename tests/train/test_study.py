@@ -128,6 +128,42 @@ def test_restored_records_are_read_back_and_only_new_seeds_train(tmp_path):
             restore_records([dict(recs[0], key=key)], tmp_path / "c")
 
 
+def test_a_study_restored_from_sorted_jsonl_records_trains_nothing_again(tmp_path):
+    """A records file is written with sorted keys, so a point of a two-key grid comes back with its keys in
+    another order than the grid's, which names the run folders. Restored and resumed, the study must find
+    every run (the chosen point's other seeds included) instead of training them again under a second name."""
+    import torch
+
+    from lpl_train.study_runs import restore_records
+
+    torch.set_num_threads(1)
+    study = _tiny_study(tmp_path)
+    lpl = study["methods"][1]
+    del lpl["params"]["alpha"]
+    lpl["grid"] = {"delta_epsilon": [0.5, 1.0], "alpha": [0.1]}  # grid order is not sorted order
+    study["methods"] = [lpl]
+    recs = S.run_study(study, tmp_path / "a", jobs=1, log=lambda s: None)
+    assert len(recs) == 3 and all(r["key"].split("/")[2].startswith("delta_epsilon=") for r in recs)
+    stored = [json.loads(json.dumps(r, sort_keys=True)) for r in recs]
+    assert all(list(r["point"]) == ["alpha", "delta_epsilon"] for r in stored)
+    assert restore_records(stored, tmp_path / "b") == 3
+    logs: list[str] = []
+    again = S.run_study(study, tmp_path / "b", jobs=1, log=logs.append)
+    assert not [line for line in logs if "test error" in line], logs
+    assert sorted(r["key"] for r in again) == sorted(r["key"] for r in recs)
+    chosen = next(r for r in recs if r["seed"] == 1)["point"]
+    assert f"selected on validation: g/lpl_varied: {S.point_slug(chosen)}" in logs
+
+
+def test_grid_order_puts_a_points_keys_in_the_grids_order():
+    grid = [{"delta_epsilon": 1.0, "alpha": 0.1}]
+    assert list(S.grid_order({"alpha": 0.1, "delta_epsilon": 9.0}, grid)) == ["delta_epsilon", "alpha"]
+    assert S.grid_order({"alpha": 0.1, "delta_epsilon": 9.0}, grid) == {"delta_epsilon": 9.0, "alpha": 0.1}
+    # keys the grid lacks keep their own order, after the grid's; an empty grid changes nothing
+    assert list(S.grid_order({"z": 1, "alpha": 2, "b": 3}, grid)) == ["alpha", "z", "b"]
+    assert list(S.grid_order({"z": 1, "b": 3}, [{}])) == ["z", "b"]
+
+
 def test_study_train_table_reaches_every_run_and_refuses_other_keys(tmp_path):
     from lpl_train.study_runs import engine_config
 
@@ -228,6 +264,10 @@ def test_selection_reads_validation_only_never_test():
     tie = [_rec("d", "m", {"eps": 1}, 0, 70, 0), _rec("d", "m", {"eps": 2}, 0, 70, 100)]
     assert S.select_best(tie) == {("d", "m"): {"eps": 1}}
     assert S.select_best(tie[::-1]) == {("d", "m"): {"eps": 1}}
+    # ... whatever the order of a point's keys: the grid's (a study's own runs) or sorted (a JSONL file)
+    tie2 = [_rec("d", "m", {"b": 1, "a": 2}, 0, 70, 0), _rec("d", "m", {"b": 2, "a": 1}, 0, 70, 100)]
+    stored = [json.loads(json.dumps(r, sort_keys=True)) for r in tie2]
+    assert S.select_best(tie2) == S.select_best(stored) == {("d", "m"): {"a": 1, "b": 2}}
     with pytest.raises(ValueError, match="no 'val'"):
         S.validation_score({"key": "x", "test": {}})
 
