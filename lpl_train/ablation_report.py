@@ -124,17 +124,25 @@ def _curve_rows(
     summary: dict,
 ) -> list[str]:
     """Rows of a validation-curve table: each grid axis of each method of ``study`` through its selected
-    point, the optimum's place on the axis (edge or interior) and the validation std over the seeds."""
+    point, the optimum's place on the axis and the validation std over the seeds. The place is
+    "interior", "EDGE" (the grid was too small), or "floor" when the optimum is the axis's smallest value
+    and that value is the method's ``grid_floor`` for the axis, the smallest the parameter can take (such
+    as Δε = 0, no perturbation): there is no grid below it to extend to."""
     rows = []
     curves = axis_curves(recs, study["select_seed"])
     for m in study["methods"]:
+        floors = m.get("grid_floor", {})
         for axis, c in curves.get((d, m["id"]), {}).items():
             pts = " · ".join(
                 (f"**{v}: {sc:.2f}**" if v == c["selected"] else f"{v}: {sc:.2f}")
                 for v, sc in zip(c["values"], c["scores"], strict=True)
             )
+            place = "interior"
+            if c["edge"]:
+                at_floor = axis in floors and c["selected"] == c["values"][0] == floors[axis]
+                place = "floor" if at_floor else "EDGE"
             rows.append(f"| {labels.get(m['id'], m['id'])} | {axis} | {pts} | "
-                        f"{'EDGE' if c['edge'] else 'interior'} | {_val_spread(recs, d, m['id'], summary)} |")  # fmt: skip
+                        f"{place} | {_val_spread(recs, d, m['id'], summary)} |")  # fmt: skip
     return rows
 
 

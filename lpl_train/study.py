@@ -148,12 +148,37 @@ def _check_study(study: dict[str, Any], where: str) -> None:
             )
         if "loss" not in m:
             raise ValueError(f"{where}: method {m['id']!r} lacks 'loss'")
+        _check_grid_floor(m, where)
     train = study.get("train", {})
     if not isinstance(train, dict) or set(train) - set(STUDY_TRAIN_KEYS):
         bad = sorted(set(train) - set(STUDY_TRAIN_KEYS)) if isinstance(train, dict) else train
         raise ValueError(f"{where}: [train] may set only {list(STUDY_TRAIN_KEYS)}, got {bad!r}")
     _tables.study_groups(study)  # the group rule parses
     _tables._claim_list(study)  # so do the claims
+
+
+def _check_grid_floor(m: dict[str, Any], where: str) -> None:
+    """A method's optional ``grid_floor``: for some of its grid keys, the smallest value the parameter can
+    take (Δε = 0: no perturbation). The ablation report calls an optimum there "floor", not "EDGE"."""
+    floor = m.get("grid_floor", {})
+    if not isinstance(floor, dict):
+        raise ValueError(f"{where}: method {m['id']!r} grid_floor must be a table, got {floor!r}")
+    bal = m.get("balanced", {})
+    grids = [m.get("grid", {}), bal.get("grid", {}) if isinstance(bal, dict) else {}]
+    for key, v in floor.items():
+        axes = [g[key] for g in grids if key in g]
+        if not axes:
+            raise ValueError(
+                f"{where}: method {m['id']!r} grid_floor names {key!r}, not a grid key"
+            )
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(
+                f"{where}: method {m['id']!r} grid_floor.{key} must be a number, got {v!r}"
+            )
+        if any(x < v for axis in axes for x in axis):
+            raise ValueError(
+                f"{where}: method {m['id']!r} grid {key} has values below its grid_floor {v!r}"
+            )
 
 
 def method_grid(

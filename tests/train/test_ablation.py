@@ -458,6 +458,18 @@ def test_axis_curves_interior_in_a_grid_of_four_and_the_selection_seed_and_datas
     summary = {("lt", "m"): {"point": {"a": 3}}}
     (row,) = AR._curve_rows(recs, study, "lt", {"m": "M"}, summary)
     assert row.startswith("| M | a | 1: 12.00 · 2: 11.00 · **3: 10.00** · 4: 13.00 | interior | ")
+    # an optimum at the axis's smallest value is "floor" only where that value is the method's grid_floor
+    low = [_rec({"a": a}, 10.0 + a, 0) for a in (1, 2, 3)]
+    places = []
+    for floor in ({"a": 1}, {"a": 0}, {"b": 1}, {}):
+        st = {"select_seed": 0, "methods": [{"id": "m", "grid_floor": floor}]}
+        (row,) = AR._curve_rows(low, st, "lt", {"m": "M"}, {("lt", "m"): {"point": {"a": 1}}})
+        places.append(row.split(" | ")[3])
+    assert places == ["floor", "EDGE", "EDGE", "EDGE"]
+    high = [_rec({"a": a}, 10.0 - a, 0) for a in (1, 2, 3)]  # the optimum at the top is an edge
+    st = {"select_seed": 0, "methods": [{"id": "m", "grid_floor": {"a": 1}}]}
+    (row,) = AR._curve_rows(high, st, "lt", {"m": "M"}, {("lt", "m"): {"point": {"a": 3}}})
+    assert row.split(" | ")[3] == "EDGE"
 
 
 def test_validation_spread_is_the_sample_std_of_the_non_diverged_runs_at_the_selected_point():

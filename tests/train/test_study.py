@@ -700,12 +700,19 @@ def test_study_definition_checks_every_key(tmp_path):
         (G, G + '[quick]\ngrid = "none"', "quick.grid"),
         ("epochs = 2", "epochs = [", "not valid TOML"),
         ("epochs = 2\n", "", "lacks the required key 'epochs'"),
+        (G, G + "grid_floor = 0.0\n", "grid_floor must be a table"),
+        (G, G + "grid_floor = {alpha = 0.0}\n", "grid_floor names 'alpha', not a grid key"),
+        (G, G + 'grid_floor = {delta_epsilon = "0"}\n', "grid_floor.delta_epsilon must be a number"),
+        (G, G + "grid_floor = {delta_epsilon = true}\n", "grid_floor.delta_epsilon must be a number"),
+        (G, G + "grid_floor = {delta_epsilon = 0.75}\n", "values below its grid_floor 0.75"),
     ]
     for old, new, msg in cases:
         assert old in text
         p.write_text(text.replace(old, new, 1))
         with pytest.raises(ValueError, match=msg):
             S.load_study(p, quick=True)
+    p.write_text(text + "grid_floor = {delta_epsilon = 0.5}\n")  # at the grid's lowest value: allowed
+    assert S.load_study(p)["methods"][1]["grid_floor"] == {"delta_epsilon": 0.5}
     p.write_text(text)
     with pytest.raises(TypeError, match="quick must be a bool"):
         S.load_study(p, quick=1)
