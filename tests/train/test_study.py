@@ -157,8 +157,11 @@ def test_a_study_restored_from_sorted_jsonl_records_trains_nothing_again(tmp_pat
 
 def test_grid_order_puts_a_points_keys_in_the_grids_order():
     grid = [{"delta_epsilon": 1.0, "alpha": 0.1}]
-    assert list(S.grid_order({"alpha": 0.1, "delta_epsilon": 9.0}, grid)) == ["delta_epsilon", "alpha"]
-    assert S.grid_order({"alpha": 0.1, "delta_epsilon": 9.0}, grid) == {"delta_epsilon": 9.0, "alpha": 0.1}
+    ordered = S.grid_order({"alpha": 0.1, "delta_epsilon": 9.0}, grid)
+    assert list(ordered) == ["delta_epsilon", "alpha"] and ordered == {
+        "alpha": 0.1,
+        "delta_epsilon": 9.0,
+    }
     # keys the grid lacks keep their own order, after the grid's; an empty grid changes nothing
     assert list(S.grid_order({"z": 1, "alpha": 2, "b": 3}, grid)) == ["alpha", "z", "b"]
     assert list(S.grid_order({"z": 1, "b": 3}, [{}])) == ["z", "b"]
@@ -265,7 +268,10 @@ def test_selection_reads_validation_only_never_test():
     assert S.select_best(tie) == {("d", "m"): {"eps": 1}}
     assert S.select_best(tie[::-1]) == {("d", "m"): {"eps": 1}}
     # ... whatever the order of a point's keys: the grid's (a study's own runs) or sorted (a JSONL file)
-    tie2 = [_rec("d", "m", {"b": 1, "a": 2}, 0, 70, 0), _rec("d", "m", {"b": 2, "a": 1}, 0, 70, 100)]
+    tie2 = [
+        _rec("d", "m", {"b": 1, "a": 2}, 0, 70, 0),
+        _rec("d", "m", {"b": 2, "a": 1}, 0, 70, 100),
+    ]
     stored = [json.loads(json.dumps(r, sort_keys=True)) for r in tie2]
     assert S.select_best(tie2) == S.select_best(stored) == {("d", "m"): {"a": 1, "b": 2}}
     with pytest.raises(ValueError, match="no 'val'"):
@@ -702,8 +708,16 @@ def test_study_definition_checks_every_key(tmp_path):
         ("epochs = 2\n", "", "lacks the required key 'epochs'"),
         (G, G + "grid_floor = 0.0\n", "grid_floor must be a table"),
         (G, G + "grid_floor = {alpha = 0.0}\n", "grid_floor names 'alpha', not a grid key"),
-        (G, G + 'grid_floor = {delta_epsilon = "0"}\n', "grid_floor.delta_epsilon must be a number"),
-        (G, G + "grid_floor = {delta_epsilon = true}\n", "grid_floor.delta_epsilon must be a number"),
+        (
+            G,
+            G + 'grid_floor = {delta_epsilon = "0"}\n',
+            "grid_floor.delta_epsilon must be a number",
+        ),
+        (
+            G,
+            G + "grid_floor = {delta_epsilon = true}\n",
+            "grid_floor.delta_epsilon must be a number",
+        ),
         (G, G + "grid_floor = {delta_epsilon = 0.75}\n", "values below its grid_floor 0.75"),
     ]
     for old, new, msg in cases:
@@ -711,7 +725,9 @@ def test_study_definition_checks_every_key(tmp_path):
         p.write_text(text.replace(old, new, 1))
         with pytest.raises(ValueError, match=msg):
             S.load_study(p, quick=True)
-    p.write_text(text + "grid_floor = {delta_epsilon = 0.5}\n")  # at the grid's lowest value: allowed
+    p.write_text(
+        text + "grid_floor = {delta_epsilon = 0.5}\n"
+    )  # at the grid's lowest value: allowed
     assert S.load_study(p)["methods"][1]["grid_floor"] == {"delta_epsilon": 0.5}
     p.write_text(text)
     with pytest.raises(TypeError, match="quick must be a bool"):
