@@ -57,12 +57,15 @@ def axis_curves(
 
 # ------------------------------------------------------------------------------------------ helpers
 def _cmp(a: tuple[float, float], b: tuple[float, float]) -> str:
-    """ "lower" / "higher" when |Δ| ≥ the combined seed std, else "not established (…)"."""
+    """ "lower" / "higher" when |Δ| ≥ the combined seed std, else "not established (…)"; "equal" for
+    equal means without any seed spread (the same runs, e.g. a method whose chosen point is another)."""
     (va, sa), (vb, sb) = a, b
     if sa is None or sb is None:  # one seed: no spread to compare with
         return "not established (one seed)"
     noise = math.sqrt(sa**2 + sb**2)
     d = va - vb
+    if d == 0 and noise == 0:
+        return "equal (no difference, no seed spread)"
     if abs(d) < noise:
         return f"not established (|Δ| {abs(d):.2f} < {noise:.2f})"
     return f"{'lower' if d < 0 else 'higher'} by {abs(d):.2f} (> {noise:.2f})"

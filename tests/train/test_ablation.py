@@ -199,6 +199,9 @@ def test_seed_noise_rule_of_the_tables():
     assert AR._cmp((10.0, 3.0), (15.01, 4.0)) == "lower by 5.01 (> 5.00)"
     assert AR._cmp((20.0, 0.3), (15.0, 0.4)) == "higher by 5.00 (> 0.50)"
     assert AR._cmp((20.0, None), (15.0, 0.4)) == "not established (one seed)"
+    assert AR._cmp((20.0, 0.0), (20.0, 0.0)) == "equal (no difference, no seed spread)"
+    assert AR._cmp((20.0, 0.0), (20.01, 0.0)) == "lower by 0.01 (> 0.00)"
+    assert AR._cmp((20.0, 0.5), (20.0, 0.0)) == "not established (|Δ| 0.00 < 0.50)"
     assert AR._fmt((12.345, None)) == "12.35" and AR._fmt((12.345, 0.5)) == "12.35 ± 0.50"
 
 
