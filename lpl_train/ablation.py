@@ -69,7 +69,9 @@ class DeltaNormRecorder:
     loss's ``last_delta`` (the detached δ of the call) and the target, and keeps for each epoch (the
     ``epoch`` attribute of the training loader) and class: the mean over the steps where the class is in
     the batch of ‖δ_c‖₂, of the bound ε_c (Eq. 33 for the paper's reading; α·(K_c + 1) for the authors'
-    preset, whose steps have length ≤ α and no projection) and of the ratio ‖δ_c‖/ε_c. Calls without grad
+    preset, whose steps have length ≤ α and no projection) and of the ratio ‖δ_c‖/ε_c. The balanced
+    presets have no per-class bound (a fixed number of steps, no projection): their ``bound`` and
+    ``ratio`` are None. Calls without grad
     (the engine's loss-variation measurement, evaluation) are not counted. The statistics are written to
     ``run_dir/delta_norm.json`` at every epoch change, so a resumed run keeps its earlier epochs.
     """
@@ -79,6 +81,7 @@ class DeltaNormRecorder:
         self.loader = loader
         self.num_classes = int(loss.num_classes)
         self.path = None if run_dir is None else Path(run_dir) / DELTA_FILE
+        self.has_bounds = loss.preset in (None, "authors_longtail")  # see _bounds
         self.epochs: dict[int, dict[str, list[float]]] = {}
         if self.path is not None and self.path.is_file():
             for i, ep in enumerate(json.loads(self.path.read_text(encoding="utf-8"))):
@@ -140,13 +143,16 @@ class DeltaNormRecorder:
 
     def result(self) -> list[dict[str, list[float | None]] | None]:
         """Per epoch (index = epoch): ``norm``, ``bound``, ``ratio`` (C,) means over the steps where the
-        class was present (None where it never was), and ``n`` (C,) the number of such steps."""
+        class was present (None where it never was, and ``bound`` and ``ratio`` None throughout for a
+        balanced preset), and ``n`` (C,) the number of such steps."""
         if not self.epochs:
             return []
         out: list[dict[str, list[float | None]] | None] = [None] * (max(self.epochs) + 1)
         for e, st in self.epochs.items():
             out[e] = {k: [None if n == 0 else v / n for v, n in zip(st[k], st["n"], strict=True)]
                       for k in ("norm", "bound", "ratio")} | {"n": list(st["n"])}  # fmt: skip
+            if not self.has_bounds:
+                out[e] |= {k: [None] * self.num_classes for k in ("bound", "ratio")}
         return out
 
     def save(self) -> None:

@@ -720,7 +720,7 @@ def test_length_delta_rows_select_on_the_select_seed_and_count_runs_with_delta_r
 
 def test_delta_recorder_of_a_preset_without_a_bound_records_the_norm_only():
     """The balanced presets have no ε_c (neither Eq. 33 nor the long-tail schedule): ‖δ_c‖ is recorded,
-    bound and ratio stay 0 (no bound is made up for them)."""
+    bound and ratio are None (no bound is made up for them, and a 0 would read as a bound of zero)."""
     loss = build_loss("lpl", num_classes=6, preset="authors_balanced_fixed", alpha=0.05, steps=4)
     rec = A.attach_delta_recorder(loss, _Loader())
     u, y = _batch(3)
@@ -728,4 +728,4 @@ def test_delta_recorder_of_a_preset_without_a_bound_records_the_norm_only():
     ep = rec.close()[0]
     norms = loss.last_delta.norm(dim=1)  # per sample here: the step's largest in each class
     assert ep["norm"] == pytest.approx([float(norms[y == c].max()) for c in range(6)], rel=1e-6)
-    assert ep["n"] == [1] * 6 and ep["bound"] == [0.0] * 6 and ep["ratio"] == [0.0] * 6
+    assert ep["n"] == [1] * 6 and ep["bound"] == [None] * 6 and ep["ratio"] == [None] * 6
