@@ -167,7 +167,7 @@ def _val_spread(recs: Sequence[dict[str, Any]], d: str, mid: str, summary: dict)
 # ------------------------------------------------------------------------------------------- tables
 def tables(records: Sequence[dict[str, Any]]) -> str:
     """The Markdown tables answering the five questions, from the run records only."""
-    from lpl_train.study import class_groups_by_rank, summarize
+    from lpl_train.study import class_groups_by_rank, method_seeds, summarize
 
     studies = _studies(records)
     lines: list[str] = ["# LPL long-tail ablation: tables", ""]
@@ -326,8 +326,10 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
                 lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs (the grids on seed {st['select_seed']}, then "
                              f"{len(st['seeds'])} seeds at the selected points), {minutes}.")  # fmt: skip
             else:
-                lines.append(f"- `{STUDIES[n]}`: {len(rs)} runs of the "
-                             f"{len(st['methods']) * len(st['seeds'])} defined, {minutes}.")  # fmt: skip
+                defined = sum(len(method_seeds(st, m)) for m in st["methods"])
+                lines.append(
+                    f"- `{STUDIES[n]}`: {len(rs)} runs of the {defined} defined, {minutes}."
+                )
         lines.append("")
         if "lpl_ablation_lt10_search" in studies:
             st, rs = studies["lpl_ablation_lt10_search"]

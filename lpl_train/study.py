@@ -42,7 +42,7 @@ from lpl_train.study_runs import StudyRunner, resolve_params
 
 __all__ = [
     "DEFAULT_STUDY", "claims", "class_groups_by_rank", "expand_grid", "final_runs", "find_study",
-    "format_tables", "grid_order", "load_study", "method_grid", "plan_runs", "point_slug", "read_records",
+    "all_seeds", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs", "point_slug", "read_records",
     "resolve_params", "run_one", "run_study", "select_best", "shipped_records", "summarize",
     "validation_score", "write_outputs", "write_tables",
 ]  # fmt: skip
@@ -108,8 +108,7 @@ def load_study(path: str | Path | None = None, quick: bool = False) -> dict[str,
     return study
 
 
-def _check_study(study: dict[str, Any], where: str) -> None:
-    seeds = study["seeds"]
+def _check_seeds(seeds: Any, select_seed: Any, where: str) -> None:
     if (
         not isinstance(seeds, list)
         or not seeds
@@ -118,10 +117,12 @@ def _check_study(study: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: seeds must be a non-empty list of ints >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: seeds must be distinct, got {seeds!r}")
-    if study["select_seed"] not in seeds:
-        raise ValueError(
-            f"{where}: select_seed {study['select_seed']!r} must be one of the seeds {seeds!r}"
-        )
+    if select_seed not in seeds:
+        raise ValueError(f"{where}: select_seed {select_seed!r} must be one of the seeds {seeds!r}")
+
+
+def _check_study(study: dict[str, Any], where: str) -> None:
+    _check_seeds(study["seeds"], study["select_seed"], where)
     vf = study["val_fraction"]
     if not isinstance(vf, float) or not 0.0 < vf < 1.0:
         raise ValueError(f"{where}: val_fraction must be a float in (0, 1), got {vf!r}")
@@ -149,6 +150,8 @@ def _check_study(study: dict[str, Any], where: str) -> None:
         if "loss" not in m:
             raise ValueError(f"{where}: method {m['id']!r} lacks 'loss'")
         _check_grid_floor(m, where)
+        if "seeds" in m:
+            _check_seeds(m["seeds"], study["select_seed"], f"{where}: method {m['id']!r}")
     train = study.get("train", {})
     if not isinstance(train, dict) or set(train) - set(STUDY_TRAIN_KEYS):
         bad = sorted(set(train) - set(STUDY_TRAIN_KEYS)) if isinstance(train, dict) else train
@@ -234,16 +237,32 @@ def final_runs(
     so its runs land in the folders a study run straight through would use, whatever order the point's
     keys came in (a record read back from a JSONL file has them sorted)."""
     runs = []
-    for s in study["seeds"]:
+    for s in all_seeds(study):
         if s == study["select_seed"]:
             continue
         for dkey, ds in study["datasets"].items():
             for m in _methods_for(study, ds["regime"]):
-                if (dkey, m["id"]) in chosen:
+                if (dkey, m["id"]) in chosen and s in method_seeds(study, m):
                     fixed, points = method_grid(m, ds["regime"], study["grid_mode"])
                     point = grid_order(chosen[(dkey, m["id"])], points)
                     runs.append(_spec(study, dkey, m, fixed, point, s))
     return runs
+
+
+def method_seeds(study: dict[str, Any], method: dict[str, Any] | str) -> list[int]:
+    """The seeds of a method's final runs: its own ``seeds`` if the study file gives it some (more seeds
+    for the comparisons that need them), else the study's."""
+    if isinstance(method, str):
+        method = next(m for m in study["methods"] if m["id"] == method)
+    return list(method.get("seeds", study["seeds"]))
+
+
+def all_seeds(study: dict[str, Any]) -> list[int]:
+    """The study's seeds, then the seeds only some methods have, in the order they first appear."""
+    out = list(study["seeds"])
+    for m in study["methods"]:
+        out += [s for s in method_seeds(study, m) if s not in out]
+    return out
 
 
 def _chosen_in_grid_order(

@@ -83,18 +83,21 @@ def summarize(
     study: dict[str, Any],
     chosen: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Mean and std over the final runs (the ``chosen`` point, every study seed) of each (dataset, method).
+    """Mean and std over the final runs (the ``chosen`` point, every seed of the study or of the method's own
+    ``seeds``) of each (dataset, method).
 
     Single-label: test top-1 error overall and error of the many/medium/few groups (100 − group mean
     per-class accuracy). Multi-label: test mAP total and head/medium/tail (mean AP of the group). Values in
     percent; ``n`` is the number of distinct seeds found (a seed recorded twice counts once)."""
     rule = study_groups(study)
+    own = {m["id"]: m["seeds"] for m in study["methods"] if "seeds" in m}
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for key, point in chosen.items():
+        seeds = own.get(key[1], study["seeds"])
         by_seed: dict[int, dict[str, Any]] = {}
         for r in records:
             if ((r["dataset"], r["method"]) == key and r["point"] == point
-                    and r["seed"] in study["seeds"] and not r.get("diverged")):  # fmt: skip
+                    and r["seed"] in seeds and not r.get("diverged")):  # fmt: skip
                 by_seed.setdefault(r["seed"], r)
         if not by_seed:
             continue

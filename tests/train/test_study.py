@@ -665,6 +665,27 @@ def test_final_runs_cover_only_the_chosen_methods_and_planned_puts_costly_regime
     assert S.planned(study, specs, tmp_path)[0].out == tmp_path / "runs" / "b"
 
 
+def test_a_method_may_have_more_seeds_than_the_study(tmp_path):
+    """A method's own ``seeds`` (more seeds for the comparisons that need them): its final runs cover them,
+    seed by seed after the study's; the summary pools exactly them; the other methods keep the study's."""
+    study = _tiny_study(tmp_path)
+    study["methods"][0]["seeds"] = [0, 1, 5, 3]  # CE: two more seeds than the study's [0, 1]
+    assert S.method_seeds(study, "ce") == [0, 1, 5, 3]
+    assert S.method_seeds(study, study["methods"][1]) == [0, 1]
+    assert S.all_seeds(study) == [0, 1, 5, 3]
+    finals = S.final_runs(study, {("g", "ce"): {}, ("g", "lpl_varied"): {"delta_epsilon": 1.0}})
+    assert [(r["method"], r["seed"]) for r in finals] == [
+        ("ce", 1), ("lpl_varied", 1), ("ce", 5), ("ce", 3)
+    ]  # fmt: skip
+    recs = [_rec("g", m, p, seed, 50, 100 - err) for m, p in (("ce", {}), ("lpl_varied", {"delta_epsilon": 1.0}))
+            for seed, err in ((0, 10.0), (1, 20.0), (3, 30.0), (5, 40.0))]  # fmt: skip
+    summ = S.summarize(recs, study)
+    assert summ[("g", "ce")]["seeds"] == [0, 1, 3, 5] and summ[("g", "ce")]["n"] == 4
+    assert summ[("g", "ce")]["overall"][0] == pytest.approx(25.0)
+    assert summ[("g", "lpl_varied")]["seeds"] == [0, 1]
+    assert summ[("g", "lpl_varied")]["overall"][0] == pytest.approx(15.0)
+
+
 def test_select_seed_plan_and_point_params_override_the_fixed_ones(tmp_path):
     study = _tiny_study(tmp_path)
     study["seeds"], study["select_seed"] = [3, 5], 5
@@ -706,6 +727,9 @@ def test_study_definition_checks_every_key(tmp_path):
         (G, G + '[quick]\ngrid = "none"', "quick.grid"),
         ("epochs = 2", "epochs = [", "not valid TOML"),
         ("epochs = 2\n", "", "lacks the required key 'epochs'"),
+        (G, G + "seeds = [1, 2]\n", "method 'lpl_varied': select_seed 0 must be one of the seeds"),
+        (G, G + "seeds = [0, 0]\n", "method 'lpl_varied': seeds must be distinct"),
+        (G, G + "seeds = 3\n", "method 'lpl_varied': seeds must be a non-empty list"),
         (G, G + "grid_floor = 0.0\n", "grid_floor must be a table"),
         (G, G + "grid_floor = {alpha = 0.0}\n", "grid_floor names 'alpha', not a grid key"),
         (
