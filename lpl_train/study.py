@@ -15,7 +15,8 @@ Runs live in ``OUT/runs/<dataset>/<method>/<point>/seed<k>`` (:mod:`lpl_train.st
 Study file keys: ``name``, ``seeds``, ``select_seed``, ``val_fraction``, ``epochs``, ``[datasets.*]``
 (``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``, ``label``), ``[[methods]]``
 (``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``, ``balanced``, ``model_params``,
-``label``), ``[model]``, ``[optim]``, ``[schedule]``, ``batch_size``, ``data_seed``, ``drw_fraction``,
+``label``, ``grid_floor``: the smallest value of some grid keys, where an optimum is not a grid edge, and
+``seeds``: the method's own final seeds, overriding the study's), ``[model]``, ``[optim]``, ``[schedule]``, ``batch_size``, ``data_seed``, ``drw_fraction``,
 ``[quick]`` (``seeds``, ``epochs``, ``scale``, ``grid = "first"``), ``[train]`` (``compile``,
 ``channels_last``, ``loss_variation_every`` for every run), the group rule (``groups =
 "counts"|"ranks"`` or ``group_fractions``) and optional ``[[claims]]`` (see :mod:`lpl_train.report.tables`).
