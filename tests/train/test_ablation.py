@@ -549,39 +549,16 @@ def test_figures_draw_the_selected_points_only(tmp_path, monkeypatch):
     """ablation-axes: the star on the selected value; ablation-delta and -loss-variation: the runs of the
     selected point (all seeds), never the grid point that lost on validation; ablation-length: the mean
     test error per setting."""
+
+    def norm(*args, **kw):  # a run of the step-normalised LPL of the main study
+        return _study_rec("lpl_ablation", "lpl_norm", *args, **kw)
+
     recs = [
-        _study_rec(
-            "lpl_ablation",
-            "lpl_norm",
-            {"delta_epsilon": 0.5},
-            0,
-            80.0,
-            30.0,
-            ratio=lambda e, k: 0.1 * k + e,
-            lv=0.1,
-        ),  # fmt: skip
-        _study_rec(
-            "lpl_ablation",
-            "lpl_norm",
-            {"delta_epsilon": 0.5},
-            1,
-            10.0,
-            34.0,
-            ratio=lambda e, k: 0.3 * k + e,
-            lv=0.3,
-        ),  # fmt: skip
-        _study_rec(
-            "lpl_ablation",
-            "lpl_norm",
-            {"delta_epsilon": 1.0},
-            0,
-            70.0,
-            1.0,
-            ratio=lambda e, k: 50.0,
-            lv=50.0,
-        ),  # fmt: skip
-        _study_rec("lpl_ablation", "lpl_norm", {"delta_epsilon": 2.0}, 0, 60.0, 1.0),
-        _study_rec("lpl_ablation", "lpl_norm", {"delta_epsilon": 0.25}, 0, 65.0, 1.0),
+        norm({"delta_epsilon": 0.5}, 0, 80.0, 30.0, ratio=lambda e, k: 0.1 * k + e, lv=0.1),
+        norm({"delta_epsilon": 0.5}, 1, 10.0, 34.0, ratio=lambda e, k: 0.3 * k + e, lv=0.3),
+        norm({"delta_epsilon": 1.0}, 0, 70.0, 1.0, ratio=lambda e, k: 50.0, lv=50.0),
+        norm({"delta_epsilon": 2.0}, 0, 60.0, 1.0),
+        norm({"delta_epsilon": 0.25}, 0, 65.0, 1.0),
         _study_rec("lpl_ablation", "ce", {}, 0, 50.0, 40.0, lv=0.0),
         _study_rec("lpl_ablation_e48", "ce", {}, 0, 50.0, 35.0),
         _study_rec("lpl_ablation_e48", "ce", {}, 1, 50.0, 39.0),
