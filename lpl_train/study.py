@@ -16,10 +16,11 @@ Study file keys: ``name``, ``seeds``, ``select_seed``, ``val_fraction``, ``epoch
 (``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``, ``label``), ``[[methods]]``
 (``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``, ``balanced``, ``model_params``,
 ``label``, ``grid_floor``: the smallest value of some grid keys, where an optimum is not a grid edge, and
-``seeds``: the method's own final seeds, overriding the study's), ``[model]``, ``[optim]``, ``[schedule]``, ``batch_size``, ``data_seed``, ``drw_fraction``,
-``[quick]`` (``seeds``, ``epochs``, ``scale``, ``grid = "first"``), ``[train]`` (``compile``,
-``channels_last``, ``loss_variation_every`` for every run), the group rule (``groups =
-"counts"|"ranks"`` or ``group_fractions``) and optional ``[[claims]]`` (see :mod:`lpl_train.report.tables`).
+``seeds``: the method's own final seeds, overriding the study's), ``[model]``, ``[optim]``, ``[schedule]``,
+``batch_size``, ``data_seed``, ``drw_fraction``, ``[quick]`` (``seeds``, ``epochs``, ``scale``,
+``grid = "first"``), ``[train]`` (``compile``, ``channels_last``, ``loss_variation_every`` for every run), the
+group rule (``groups = "counts"|"ranks"`` or ``group_fractions``) and optional ``[[claims]]`` (see
+:mod:`lpl_train.report.tables`).
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ from lpl_train.experiment import PlannedRun, execute, expand_grid
 from lpl_train.experiment import point_name as point_slug
 from lpl_train.report import tables as _tables
 from lpl_train.report.stats import class_groups_by_rank, nanmean
+from lpl_train.report.tables import method_seeds
 from lpl_train.study_runs import StudyRunner, resolve_params
 
 __all__ = [
-    "DEFAULT_STUDY", "claims", "class_groups_by_rank", "expand_grid", "final_runs", "find_study",
-    "all_seeds", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs", "point_slug", "read_records",
-    "resolve_params", "run_one", "run_study", "select_best", "shipped_records", "summarize",
-    "validation_score", "write_outputs", "write_tables",
+    "DEFAULT_STUDY", "all_seeds", "claims", "class_groups_by_rank", "expand_grid", "final_runs",
+    "find_study", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs",
+    "point_slug", "read_records", "resolve_params", "run_one", "run_study", "select_best",
+    "shipped_records", "summarize", "validation_score", "write_outputs", "write_tables",
 ]  # fmt: skip
 
 STUDY_DIR = Path(__file__).resolve().parent / "configs" / "study"
@@ -237,6 +239,7 @@ def final_runs(
     same seeds for every method. A chosen point's keys are put in the grid's order (:func:`grid_order`),
     so its runs land in the folders a study run straight through would use, whatever order the point's
     keys came in (a record read back from a JSONL file has them sorted)."""
+    chosen = _chosen_in_grid_order(study, chosen)
     runs = []
     for s in all_seeds(study):
         if s == study["select_seed"]:
@@ -244,18 +247,9 @@ def final_runs(
         for dkey, ds in study["datasets"].items():
             for m in _methods_for(study, ds["regime"]):
                 if (dkey, m["id"]) in chosen and s in method_seeds(study, m):
-                    fixed, points = method_grid(m, ds["regime"], study["grid_mode"])
-                    point = grid_order(chosen[(dkey, m["id"])], points)
-                    runs.append(_spec(study, dkey, m, fixed, point, s))
+                    fixed, _ = method_grid(m, ds["regime"], study["grid_mode"])
+                    runs.append(_spec(study, dkey, m, fixed, chosen[(dkey, m["id"])], s))
     return runs
-
-
-def method_seeds(study: dict[str, Any], method: dict[str, Any] | str) -> list[int]:
-    """The seeds of a method's final runs: its own ``seeds`` if the study file gives it some (more seeds
-    for the comparisons that need them), else the study's."""
-    if isinstance(method, str):
-        method = next(m for m in study["methods"] if m["id"] == method)
-    return list(method.get("seeds", study["seeds"]))
 
 
 def all_seeds(study: dict[str, Any]) -> list[int]:
@@ -269,6 +263,7 @@ def all_seeds(study: dict[str, Any]) -> list[int]:
 def _chosen_in_grid_order(
     study: dict[str, Any], chosen: dict[tuple[str, str], dict[str, Any]]
 ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each chosen point with its keys in its method's grid order (:func:`grid_order`)."""
     methods = {m["id"]: m for m in study["methods"]}
     out = {}
     for (d, m), p in chosen.items():

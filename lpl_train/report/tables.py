@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_CLAIMS",
     "claims",
     "format_tables",
+    "method_seeds",
     "study_groups",
     "summarize",
     "tables_markdown",
@@ -78,6 +79,14 @@ def _run_values(r: dict[str, Any], groups: dict[str, list[int]]) -> dict[str, fl
     return vals
 
 
+def method_seeds(study: dict[str, Any], method: dict[str, Any] | str) -> list[int]:
+    """The seeds of a method's final runs: its own ``seeds`` if the study file gives it some (more seeds
+    for the comparisons that need them), else the study's."""
+    if isinstance(method, str):
+        method = next(m for m in study["methods"] if m["id"] == method)
+    return list(method.get("seeds", study["seeds"]))
+
+
 def summarize(
     records: Sequence[dict[str, Any]],
     study: dict[str, Any],
@@ -90,10 +99,9 @@ def summarize(
     per-class accuracy). Multi-label: test mAP total and head/medium/tail (mean AP of the group). Values in
     percent; ``n`` is the number of distinct seeds found (a seed recorded twice counts once)."""
     rule = study_groups(study)
-    own = {m["id"]: m["seeds"] for m in study["methods"] if "seeds" in m}
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for key, point in chosen.items():
-        seeds = own.get(key[1], study["seeds"])
+        seeds = method_seeds(study, key[1])
         by_seed: dict[int, dict[str, Any]] = {}
         for r in records:
             if ((r["dataset"], r["method"]) == key and r["point"] == point
