@@ -216,12 +216,12 @@ def split_signs(
     elif split == "value":
         if tau is None:
             raise ValueError("tau must be given for split='value'")
-        tau_t = qbar.new_tensor(float(tau))
+        tau_t = qbar.new_full((), float(tau))  # a fill: no copy from the host
         sign = torch.sign(tau_t - qbar) * pres
     elif split == "index":
         if rank is None or head is None:
             raise ValueError("split='index' needs the class rank and the head size")
-        tau_t = qbar.new_tensor(float(head))
+        tau_t = qbar.new_full((), float(head))
         sign = torch.where(rank.to(qbar.device) < head, -1.0, 1.0).to(qbar.dtype) * pres
     else:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

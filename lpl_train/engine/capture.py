@@ -15,8 +15,10 @@
   CUDA graphs for forward and backward); the optimiser step stays eager.
 * ``"auto"`` (default): ``"graph"`` where it is known to be safe -- one CUDA process, bf16 or fp32 (fp16's
   gradient scaler checks for inf on the host), a loss of logits whose per-step state lives in tensors
-  (:data:`GRAPH_SAFE_LOSSES`) -- else eager. If recording fails (an operation that synchronises with the
-  host), ``"auto"`` falls back to eager and says why; ``"graph"`` raises.
+  (:data:`GRAPH_SAFE_LOSSES`) -- else eager. Before the first recording one eager step runs with host
+  synchronisation forbidden (``torch.cuda.set_sync_debug_mode("error")``), so a step that reads a value
+  or copies from the host fails there, before a recording starts. If that check or the recording fails,
+  ``"auto"`` falls back to eager and says why; ``"graph"`` raises.
 
 On anything but a CUDA device every mode runs eagerly (the log line says so): CPU training is unchanged.
 
@@ -26,6 +28,7 @@ tensors; the host reads them once, at the end of the epoch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -183,8 +186,9 @@ class GraphStep:
         warmup: eager steps on a side stream before the first recording (lazy initialisations --
             optimiser state, library handles -- must not happen inside a recording).
         graph_api: ``new_graph()``, ``record(graph, fn) -> fn's outputs`` (recorded, not executed),
-            ``replay(graph)`` and ``side_stream()`` (a context); default: ``torch.cuda``'s. Tests pass a
-            stand-in that keeps ``fn`` and runs it on each replay, on the CPU.
+            ``replay(graph)``, ``side_stream()`` and ``no_sync()`` (contexts; in the second any host
+            synchronisation raises); default: ``torch.cuda``'s. Tests pass a stand-in that keeps ``fn``
+            and runs it on each replay, on the CPU.
     """
 
     def __init__(
@@ -204,6 +208,7 @@ class GraphStep:
         self.out: tuple[torch.Tensor, torch.Tensor] | None = None
         self.replays = self.eager_steps = self.recordings = 0
         self.rows = 0  # the largest batch seen: only a batch of that size is recorded
+        self.checked = False  # one eager step ran with host synchronisation forbidden
 
     def set_lr(self, lrs: list[float]) -> None:
         for g, lr in zip(self.opt.param_groups, lrs, strict=True):
@@ -216,7 +221,9 @@ class GraphStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step on ``(x, y)``; returns (loss, logits), valid until the next call. The step is recorded
         on the first batch after the warm-up (or after :meth:`new_epoch`) that is as large as any batch
-        seen, so the last, smaller batch of an epoch is never the recorded shape."""
+        seen, so the last, smaller batch of an epoch is never the recorded shape. Before the first
+        recording, one such batch runs eagerly with host synchronisation forbidden: a step that would fail
+        to record fails there, cleanly."""
         rows = int(x.shape[0])
         self.rows = max(self.rows, rows)
         if self.graph is not None and _same(self.static, (x, y)):
@@ -227,12 +234,21 @@ class GraphStep:
             assert self.out is not None
             return self.out
         if self.graph is None and self.warmup_left <= 0 and rows == self.rows:
+            if not self.checked:
+                out = self._eager(x, y, checked=True)
+                self.checked = True
+                return out
             return self._record_and_replay(x, y)
         return self._eager(x, y)
 
-    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A step outside the graph, on the same parameter, gradient and optimiser-state tensors."""
-        with self.api.side_stream():
+    def _eager(
+        self, x: torch.Tensor, y: torch.Tensor, *, checked: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A step outside the graph, on the same parameter, gradient and optimiser-state tensors. With
+        ``checked``, any host synchronisation in it raises (``api.no_sync()``), before a recording could
+        fail on it: a failed recording can leave CUDA's stream, allocator and generator state changed for
+        the rest of the process, an error here leaves nothing."""
+        with self.api.side_stream(), self.api.no_sync() if checked else contextlib.nullcontext():
             self.opt.zero_grad(set_to_none=self.graph is None)  # keep the recorded grads' memory
             out = self.fb(x, y)
             self.opt.step()
@@ -267,7 +283,7 @@ def _same(static: tuple[torch.Tensor, ...], batch: tuple[torch.Tensor, torch.Ten
 
 
 class _CudaGraphAPI:
-    """``torch.cuda``'s graph calls, behind the four names :class:`GraphStep` uses."""
+    """``torch.cuda``'s graph calls, behind the five names :class:`GraphStep` uses."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -277,8 +293,18 @@ class _CudaGraphAPI:
         return torch.cuda.CUDAGraph()
 
     def record(self, graph: Any, fn: Callable[[], Any]) -> Any:
-        with torch.cuda.graph(graph):
-            return fn()
+        # "thread_local": another thread's CUDA calls (a DataLoader's pin-memory thread allocating pinned
+        # memory) cannot invalidate this recording; this thread's unsafe calls still fail it
+        stream = torch.cuda.current_stream(self.device)
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                return fn()
+        except BaseException:
+            _after_failed_recording(graph, stream, self.device)
+            raise
+
+    def no_sync(self) -> Any:
+        return _NoSync()
 
     def side_stream(self) -> Any:
         if self.stream is None:
@@ -288,6 +314,35 @@ class _CudaGraphAPI:
 
     def replay(self, graph: Any) -> None:
         graph.replay()
+
+
+def _after_failed_recording(graph: Any, stream: Any, device: torch.device) -> None:
+    """Undo what ``torch.cuda.graph`` leaves behind when its ``capture_end`` raises (it then skips the
+    rest of its exit): the capture stream stays the current stream and the caching allocator keeps
+    sending this thread's allocations to the graph's memory pool. Best effort; errors here are dropped so
+    the recording's own error is the one raised."""
+    torch.cuda.set_stream(stream)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with contextlib.suppress(Exception):  # raises where capture_end got as far as ending the pool
+        torch._C._cuda_endAllocateToPool(index, graph.pool())
+
+
+class _NoSync:
+    """Any host synchronisation raises (``torch.cuda.set_sync_debug_mode("error")``: reads of device
+    values, blocking copies from the host), and the losses run as a recording runs them
+    (:func:`~lpl_train.perturbation.no_host_reads`)."""
+
+    def __enter__(self) -> None:
+        from lpl_train.perturbation_checks import no_host_reads
+
+        self.mode = torch.cuda.get_sync_debug_mode()
+        self.reads = no_host_reads()
+        self.reads.__enter__()
+        torch.cuda.set_sync_debug_mode("error")
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.cuda.set_sync_debug_mode(self.mode)
+        self.reads.__exit__(*exc)
 
 
 class _StreamThenJoin:

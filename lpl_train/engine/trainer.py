@@ -236,8 +236,11 @@ class _Trainer:
         return record
 
     def _captured(self, graph: GraphStep, x: torch.Tensor, y: torch.Tensor) -> Any:
-        """One step through the captured graph; under ``"auto"`` a graph that cannot be recorded falls back
-        to eager steps for the rest of the run (the reason goes to the log), under ``"graph"`` it raises."""
+        """One step through the captured graph; under ``"auto"`` a step that fails the check before the
+        first recording, or a graph that cannot be recorded, falls back to eager steps for the rest of the
+        run (the reason goes to the log), under ``"graph"`` it raises. The failed step is run again
+        eagerly (on CUDA only: a forward that ran before the failure has updated the batch-norm running
+        statistics once already)."""
         try:
             return graph(x, y)
         except RuntimeError as exc:

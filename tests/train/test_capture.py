@@ -16,6 +16,7 @@ import sys
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lpl_train.config import ConfigError, validate_config
 from lpl_train.engine import capture as CAP
@@ -112,24 +113,93 @@ def test_the_recorded_configs_cover_every_graph_safe_loss():
         torch.zeros(2, device="meta").tolist()
 
 
+class _CopiesFromTheHost(TorchDispatchMode):
+    """Where the code under it puts host data on a device (here: meta). On a GPU each such copy is a
+    blocking ``cudaMemcpy`` that a CUDA graph cannot record. Tensors built from Python data
+    (``torch.tensor``, ``torch.as_tensor``, ``Tensor.new_tensor``) are made on the device without a
+    dispatched copy, so those three are wrapped too; fills (``new_full``, ``torch.full``) and Python
+    scalars in arithmetic copy nothing."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+        for owner, name in ((torch, "tensor"), (torch, "as_tensor"), (torch.Tensor, "new_tensor")):
+            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name), name))
+
+    def _wrap(self, make, name):
+        def made_from_host_data(*args, **kwargs):
+            out = make(*args, **kwargs)
+            data = args[1] if name == "new_tensor" else args[0]
+            on_device = isinstance(data, torch.Tensor) and data.device == out.device
+            if out.device.type != "cpu" and not on_device:
+                self.seen.append(f"{name} at {_caller()}")
+            return out
+
+        return made_from_host_data
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if src.device.type == "cpu" and out.device.type != "cpu":
+                self.seen.append(f"{func} at {_caller()}")
+        return out
+
+
+def _caller() -> str:
+    import traceback
+
+    frames = [f for f in traceback.extract_stack() if "lpl_train" in f.filename]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+def test_the_host_copy_watch_sees_each_way_of_copying_and_no_fill(monkeypatch):
+    x, watch = torch.empty(3, device="meta"), _CopiesFromTheHost(monkeypatch)
+    for copies, n in ((lambda: x.new_tensor(2.0), 1), (lambda: torch.tensor([1.0], device="meta"), 1),
+                      (lambda: torch.as_tensor([1.0], device="meta"), 1),
+                      (lambda: torch.ones(2).to("meta"), 1), (lambda: x.copy_(torch.ones(3)), 1),
+                      (lambda: x.new_full((), 2.0), 0), (lambda: torch.as_tensor(x), 0),
+                      (lambda: torch.where(x > 0, -1.0, 1.0) * 2.0, 0)):  # fmt: skip
+        watch.seen = []
+        with watch:
+            copies()
+        assert len(watch.seen) == n, watch.seen
+
+
+@pytest.mark.parametrize("split", ["mean", "value", "index"])
+def test_every_category_split_puts_no_host_data_on_the_device(split, monkeypatch):
+    from lpl_train.perturbation import split_signs
+
+    qbar, present = torch.empty(10, device="meta"), torch.empty(10, dtype=torch.bool, device="meta")
+    rank = torch.empty(10, dtype=torch.long, device="meta")
+    with _CopiesFromTheHost(monkeypatch) as watch:
+        sign, tau = split_signs(qbar, present, split=split, tau=0.5, rank=rank, head=3)
+    assert watch.seen == [] and sign.shape == (10,) and tau.shape == ()
+
+
 @pytest.mark.parametrize("validate", [True, False], ids=["as-built", "validate-off"])
 @pytest.mark.parametrize("name,loss,c", RECORDED, ids=[n for n, _, _ in RECORDED])
-def test_recorded_losses_read_no_value_on_the_host(name, loss, c, validate):
-    """A CUDA graph records no host read (a read while capturing fails the recording and ``"auto"``
-    falls back to eager). On the meta device no value can be read either (any read raises) and the
-    losses' data-dependent checks skip the same way as while capturing (``_can_read_back``): forward
-    and backward of every recorded loss run there, with its checks on and off."""
+def test_recorded_losses_read_no_value_on_the_host(name, loss, c, validate, monkeypatch):
+    """A CUDA graph records no host read and no copy from the host (either fails the recording, and
+    ``"auto"`` falls back to eager). On the meta device no value can be read either (any read raises) and
+    the losses' data-dependent checks skip the same way as while capturing (``_can_read_back``): forward
+    and backward of every recorded loss run there, with its checks on and off, and put no host data on
+    the device."""
     loss = copy.deepcopy(loss).to("meta").train()
     if hasattr(loss, "validate"):
         loss.validate = validate
     logits = torch.empty(64, c, device="meta", requires_grad=True)
-    value = loss(logits, torch.empty(64, dtype=torch.long, device="meta"))
-    value.backward()
+    with _CopiesFromTheHost(monkeypatch) as watch:
+        value = loss(logits, torch.empty(64, dtype=torch.long, device="meta"))
+        value.backward()
     assert value.shape == () and logits.grad.shape == (64, c)
+    assert watch.seen == []
 
 
 @pytest.mark.parametrize("name,loss,c", RECORDED, ids=[n for n, _, _ in RECORDED])
-def test_the_loss_variation_of_recorded_losses_reads_no_value_on_the_host(name, loss, c):
+def test_the_loss_variation_of_recorded_losses_reads_no_value_on_the_host(
+    name, loss, c, monkeypatch
+):
     """Between replays the engine measures l' every k-th step: for every recorded config's loss (the
     validation it runs with, as built) that measurement reads no value either, so it never waits for
     the device."""
@@ -138,8 +208,10 @@ def test_the_loss_variation_of_recorded_losses_reads_no_value_on_the_host(name, 
     loss = copy.deepcopy(loss).to("meta").train()
     lv = _LossVariation(loss, c, multi_label=False)
     assert lv.ok
-    lv.update(torch.empty(64, c, device="meta"), torch.empty(64, dtype=torch.long, device="meta"),
-              None, nn.Identity())  # fmt: skip
+    with _CopiesFromTheHost(monkeypatch) as watch:
+        lv.update(torch.empty(64, c, device="meta"), torch.empty(64, dtype=torch.long, device="meta"),
+                  None, nn.Identity())  # fmt: skip
+    assert watch.seen == []
     assert (
         lv.acc._all.count.device.type == "meta"
     )  # summed where the logits are, read once per epoch
@@ -247,9 +319,10 @@ class FakeGraphAPI:
     CUDA graph treats them: a backward recorded while the gradients are None allocates them in the graph
     and writes them at every replay; one recorded over existing gradients adds into them at every replay."""
 
-    def __init__(self, module: nn.Module, opt: torch.optim.Optimizer, fail: str | None = None):
-        self.module, self.opt, self.fail = module, opt, fail
-        self.recorded = 0
+    def __init__(self, module: nn.Module, opt: torch.optim.Optimizer, fail: str | None = None,
+                 fail_check: str | None = None):  # fmt: skip
+        self.module, self.opt, self.fail, self.fail_check = module, opt, fail, fail_check
+        self.recorded = self.checks = 0
 
     def new_graph(self):
         return {}
@@ -276,6 +349,12 @@ class FakeGraphAPI:
             dst.copy_(src)
 
     def side_stream(self):
+        return _Null()
+
+    def no_sync(self):
+        self.checks += 1
+        if self.fail_check:
+            raise RuntimeError(self.fail_check)
         return _Null()
 
 
@@ -329,7 +408,8 @@ def test_graph_step_replays_the_eager_training_with_odd_batches_eager():
     eager, l_eager, _ = _train(False, batches)
     graphed, l_graph, step = _train(True, batches)
     assert step.recordings == 2  # once per epoch
-    assert step.eager_steps == 2 + 2  # the warm-up, then the 5-sample batch of each epoch
+    # the warm-up, one checked step before the first recording, then the 5-sample batch of each epoch
+    assert step.eager_steps == 2 + 1 + 2 and step.api.checks == 1
     assert step.replays == 2 * 5 - step.eager_steps
     assert l_graph == pytest.approx(l_eager, rel=1e-5)  # fused SGD with a tensor lr vs foreach
     for a, b in zip(eager.parameters(), graphed.parameters(), strict=True):
@@ -339,12 +419,12 @@ def test_graph_step_replays_the_eager_training_with_odd_batches_eager():
 def test_graph_step_reads_the_new_batch_through_its_static_buffers():
     g = torch.Generator().manual_seed(4)
     batches = [
-        (torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(4)
+        (torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(5)
     ]
     _, l_graph, step = _train(True, batches, epochs=1)
     _, l_eager, _ = _train(False, batches, epochs=1)
     assert step.replays == 2 and l_graph == pytest.approx(l_eager, rel=1e-5)
-    assert len(set(l_graph)) == 4  # each replay saw its own batch
+    assert len(set(l_graph)) == 5  # each replay saw its own batch
 
 
 def test_capturable_optimizer_and_float_lrs_round_trip():
@@ -391,13 +471,15 @@ def test_a_smaller_batch_is_never_the_recorded_shape():
     odd = (torch.randn(5, 6, generator=g), torch.randint(0, 4, (5,), generator=g))
     _, _, step = _train(True, [*full, odd], epochs=1)  # warm-up 2: its end meets the 5-row batch
     assert (step.recordings, step.eager_steps) == (0, 3) and step.graph is None
-    step(*full[0])
-    assert step.recordings == 1 and step.static[0].shape == (8, 6)
+    step(*full[0])  # the full batch first runs the checked eager step
+    assert (step.checked, step.recordings, step.eager_steps) == (True, 0, 4)
     step(*full[1])
+    assert step.recordings == 1 and step.static[0].shape == (8, 6)
+    step(*full[0])
     assert step.replays == 2
     step.new_epoch()
     step(*odd)
-    assert (step.recordings, step.eager_steps) == (1, 4) and step.graph is None
+    assert (step.recordings, step.eager_steps) == (1, 5) and step.graph is None
     step(*full[0])
     assert step.recordings == 2 and step.static[0].shape == (8, 6)
 
@@ -420,7 +502,7 @@ def test_sgd_is_fused_wherever_torch_has_the_fused_form(monkeypatch):
 
 
 # -------------------------------------------------------------------------------- through fit (CPU)
-def _force_graph(monkeypatch, fail=None):
+def _force_graph(monkeypatch, fail=None, fail_check=None):
     """Make the trainer take its captured path on the CPU, with the stand-in graph API."""
     monkeypatch.setattr(TR, "choose_capture",
                         lambda *a, **k: CAP.CaptureChoice("graph", "forced by the test"))  # fmt: skip
@@ -433,7 +515,8 @@ def _force_graph(monkeypatch, fail=None):
                 c.cell_contents for c in fb.__closure__ if isinstance(c.cell_contents, TR._Trainer)
             )
             super().__init__(fb, opt, device, warmup=1,
-                             graph_api=FakeGraphAPI(module.runner, opt, fail=fail))  # fmt: skip
+                             graph_api=FakeGraphAPI(module.runner, opt, fail=fail,
+                                                    fail_check=fail_check))  # fmt: skip
             made.append(self)
 
     monkeypatch.setattr(TR, "GraphStep", CpuGraphStep)
@@ -582,6 +665,78 @@ def test_auto_falls_back_to_eager_when_recording_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="operation not permitted"):
         fit(make_cfg(epochs=1, capture="graph"), tmp_path / "graph",
             components=make_components(dropout=0.0), log=print)  # fmt: skip
+
+
+def test_a_step_that_synchronises_fails_its_check_before_any_recording(tmp_path, monkeypatch):
+    """The checked eager step (host synchronisation made an error) fails first: ``"auto"`` runs eagerly
+    from there without ever starting a recording, and trains as an eager run does; ``"graph"`` raises."""
+    cfg = make_cfg(epochs=2)
+    fit(cfg, tmp_path / "eager", components=make_components(dropout=0.0), log=print)
+    made = _force_graph(monkeypatch, fail="never reached", fail_check="called a synchronizing op")
+    lines = []
+    fit(cfg, tmp_path / "auto", components=make_components(dropout=0.0), log=lines.append)
+    assert sum("step: eager (recording the CUDA graph failed: called a synchronizing op" in s
+               for s in lines) == 1, lines  # fmt: skip
+    assert [(m.api.checks, m.api.recorded, m.recordings) for m in made] == [(1, 0, 0)]
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("eager", "auto"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="called a synchronizing op"):
+        fit(make_cfg(epochs=1, capture="graph"), tmp_path / "graph",
+            components=make_components(dropout=0.0), log=print)  # fmt: skip
+
+
+def test_the_cuda_check_forbids_synchronisation_and_host_reads_then_restores_both(monkeypatch):
+    """``no_sync()`` on CUDA: sync debug mode "error" and the losses' recording form inside, the previous
+    mode and the checks back after it, also when the step raised (the CUDA calls are stood in for)."""
+    from lpl_train.perturbation_checks import _can_read_back
+
+    modes = [1]  # "warn", as a user may have set it
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    t = torch.zeros(2)
+    with pytest.raises(ValueError, match="step failed"):
+        with CAP._CudaGraphAPI(CUDA).no_sync():
+            assert modes[-1] == "error" and not _can_read_back(t)
+            raise ValueError("step failed")
+    assert modes == [1, "error", 1] and _can_read_back(t)
+
+
+def test_a_failed_recording_puts_the_stream_and_the_allocator_back(monkeypatch):
+    """``torch.cuda.graph`` skips its stream restore when ``capture_end`` raises, and the allocator keeps
+    sending allocations to the graph's pool: the API restores the caller's stream, ends the pool (a
+    failure there is dropped) and raises the recording's error. The CUDA calls are stood in for."""
+    calls = []
+
+    class Graph:
+        def pool(self):
+            return (0, 7)
+
+    class FailingCapture:
+        def __init__(self, graph, capture_error_mode):
+            calls.append(("capture", capture_error_mode))
+
+        def __enter__(self):
+            calls.append(("set_stream", "capture stream"))
+
+        def __exit__(self, *exc):
+            raise RuntimeError(
+                "CUDA error: operation failed due to a previous error during capture"
+            )
+
+    def end_pool(device, pool):
+        calls.append(("end_pool", device, pool))
+        raise RuntimeError("endAllocatePool: not currently recording to mempool_id")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "caller's stream")
+    monkeypatch.setattr(torch.cuda, "graph", FailingCapture)
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda s: calls.append(("set_stream", s)))
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", end_pool)
+    api = CAP._CudaGraphAPI(torch.device("cuda", 2))
+    with pytest.raises(RuntimeError, match="during capture"):
+        api.record(Graph(), lambda: calls.append(("step",)))
+    assert calls == [("capture", "thread_local"), ("set_stream", "capture stream"), ("step",),
+                     ("set_stream", "caller's stream"), ("end_pool", 2, (0, 7))]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- loss variation
