@@ -11,10 +11,14 @@ defaults (captured step on CUDA where safe, bf16).
 Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the rest of the
 protocol's time from that (:func:`estimate_rest`: the probe's fixed costs, paid again on resuming, plus the
 remaining epochs at the probe's last, steady epoch time), and starts the rest only if the estimate fits
-``--budget-s`` (the runs then resume from their checkpoints); otherwise it stops and says so. Results (one
-JSON with every run's final.json, and a Markdown table of mean ± std over the seeds) go to ``--out``.
+``--budget-s`` together with the probe's own time (the runs then resume from their checkpoints); otherwise it
+stops and says so. Results (one JSON with every run's final.json, and a Markdown table of mean ± std over the
+seeds) go to ``--summary-dir`` (default ``--out``), rewritten as each run finishes, so a script that is cut
+short keeps what finished. A run that raises (a diverged loss, a device error) is recorded with its error
+and the others go on; the exit status is then 1.
 
-    python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--jobs N] [--budget-s S]
+    python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--summary-dir DIR] [--jobs N]
+                                      [--budget-s S]
 
 The data folder (``--data``, default ``$LPL_LONGTAIL_DATA``, else ``.carry/fashion-mnist``) holds the four
 Fashion-MNIST idx files. ``--quick``: 1 epoch, 512 training images, a tiny network, 1 seed (CPU check).
@@ -110,8 +114,11 @@ class LongtailRunner:
             num_classes=10,
             class_counts=counts,
         )
-        return fit(cfg, run.out, components=comps, resume=resume, stop_after_epoch=p.stop_after,
-                   log=lambda s: None)  # fmt: skip
+        try:  # one failing run must not end the others (the pool would re-raise it and stop them)
+            return fit(cfg, run.out, components=comps, resume=resume, stop_after_epoch=p.stop_after,
+                       log=lambda s: None)  # fmt: skip
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def padded_fmnist_lt(root: str, quick: bool) -> Any:
@@ -184,6 +191,47 @@ def summarise(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+class Summary:
+    """The JSON (run info and every run's final.json or error) and the Markdown table, rewritten in
+    ``folder`` as runs finish."""
+
+    def __init__(self, folder: Path, info: dict[str, Any], quick: bool) -> None:
+        self.folder, self.info, self.quick = folder, info, quick
+        self.results: dict[str, dict[str, Any]] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, outcome: Any) -> str:
+        """``execute``'s ``describe``: keep a finished run's result, rewrite the files."""
+        self.results[outcome.run.key] = outcome.result or {}
+        self.write()
+        err = (outcome.result or {}).get("error")
+        return f"FAILED: {err}" if err else "trained"
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        return {k: r for k, r in self.results.items() if "final" in r}
+
+    def errors(self) -> dict[str, str]:
+        return {k: r["error"] for k, r in sorted(self.results.items()) if "error" in r}
+
+    def write(self, wall_s: float | None = None) -> str:
+        if wall_s is not None:
+            self.info["wall_s"] = wall_s
+        info = self.info
+        net = "a tiny CNN (quick check)" if self.quick else "ResNet-32"
+        wall = f"{info['wall_s']:.0f} s wall" if "wall_s" in info else "in progress"
+        head = (f"Fashion-MNIST-LT 100:1 (32x32), {net}, {info['epochs']} epochs, LDAM schedule; "
+                f"{info['device']}, torch {info['torch']}, {info['date']}, {wall}")  # fmt: skip
+        table = summarise(self.finished())
+        failed = "".join(f"\n- {k}: {e}" for k, e in self.errors().items())
+        text = head + "\n\n" + table + (f"\n\nFailed runs:{failed}" if failed else "")
+        runs = dict(sorted(self.results.items()))
+        (self.folder / "gpu_longtail.json").write_text(
+            json.dumps({"info": info, "runs": runs}, indent=1) + "\n"
+        )
+        (self.folder / "gpu_longtail.md").write_text(text + "\n")
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -192,11 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", default=None)
     ap.add_argument("--data", default=os.environ.get("LPL_LONGTAIL_DATA", ".carry/fashion-mnist"))
-    ap.add_argument("--out", default="gpu_longtail")
+    ap.add_argument("--out", default="gpu_longtail", help="the run folders (and the summaries)")
+    ap.add_argument(
+        "--summary-dir", default=None, help="where gpu_longtail.{json,md} go (default --out)"
+    )
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None, help="concurrent runs (default: all of them)")
     ap.add_argument("--budget-s", type=float, default=540.0, help="start the full runs only if the "
-                    "estimate fits (default 540 s)")  # fmt: skip
+                    "probe's time plus the estimate fits (default 540 s)")  # fmt: skip
     ap.add_argument("--probe-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="default: 200 (1 with --quick)")
     a = ap.parse_args(argv)
@@ -218,37 +269,40 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": epochs, "runs": len(runs), "jobs": jobs, "quick": quick,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     print(f"# gpu_longtail {json.dumps(info)}", flush=True)
+    summary = Summary(Path(a.summary_dir) if a.summary_dir else out, info, quick)
     t0 = time.perf_counter()
     probe = min(a.probe_epochs, epochs)
     if probe < epochs:
         protocol.stop_after = probe
-        execute(runs, LongtailRunner(protocol), jobs=jobs, log=lambda s: None)
+        done = execute(runs, LongtailRunner(protocol), jobs=jobs, log=lambda s: None)
         spent = time.perf_counter() - t0
+        failed = {o.run.key: o.result["error"] for o in done if o.result and "error" in o.result}
+        if failed:
+            info["probe"] = {"epochs": probe, "wall_s": spent, "failed": failed}
+            for k, e in sorted(failed.items()):
+                print(f"probe: {k} FAILED: {e}", flush=True)
+            print("not started: runs failed in the probe", flush=True)
+            summary.write()
+            return 1
         est = estimate_rest([r.out for r in runs], spent, probe, epochs, jobs)
         estimate = est["estimate_rest_s"]
         info["probe"] = {"epochs": probe, "wall_s": spent, **est}
         print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s (a steady epoch "
               f"{est['epoch_s']:.2f} s, fixed costs {est['fixed_s']:.0f} s per wave); the remaining "
               f"{epochs - probe} epochs need about {estimate:.0f} s", flush=True)  # fmt: skip
-        if estimate > a.budget_s:
-            print(f"not started: the estimate {estimate:.0f} s exceeds --budget-s {a.budget_s:.0f}; "
-                  "the probe's checkpoints stay in the run folders", flush=True)  # fmt: skip
-            (out / "gpu_longtail.json").write_text(json.dumps({"info": info}, indent=1) + "\n")
+        if spent + estimate > a.budget_s:
+            print(f"not started: the probe's {spent:.0f} s and the estimate {estimate:.0f} s exceed "
+                  f"--budget-s {a.budget_s:.0f}; the probe's checkpoints stay in the run folders",
+                  flush=True)  # fmt: skip
+            summary.write()
             return 3
         protocol.stop_after = None
-    done = execute(runs, LongtailRunner(protocol), jobs=jobs, log=print)
-    info["wall_s"] = time.perf_counter() - t0
-    results = {o.run.key: o.result for o in done if o.result is not None and "final" in o.result}
-    table = summarise(results)
-    net = "a tiny CNN (quick check)" if quick else "ResNet-32"
-    head = (f"Fashion-MNIST-LT 100:1 (32x32), {net}, {epochs} epochs, LDAM schedule; {info['device']}, "
-            f"torch {info['torch']}, {info['date']}, {info['wall_s']:.0f} s wall")  # fmt: skip
-    print("\n" + head + "\n\n" + table, flush=True)
-    (out / "gpu_longtail.json").write_text(
-        json.dumps({"info": info, "runs": results}, indent=1) + "\n"
-    )
-    (out / "gpu_longtail.md").write_text(head + "\n\n" + table + "\n")
-    return 0 if len(results) == len(runs) else 1
+    done = execute(runs, LongtailRunner(protocol), jobs=jobs, log=print, describe=summary.add)
+    for o in done:  # runs finished by an earlier call are read back, not trained (no describe)
+        summary.results.setdefault(o.run.key, o.result or {})
+    text = summary.write(wall_s=time.perf_counter() - t0)
+    print("\n" + text, flush=True)
+    return 0 if len(summary.finished()) == len(runs) else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The long-tail protocol of Tables III/IV on one GPU (benchmarks/gpu_longtail.py): Fashion-MNIST-LT 100:1 at
 # 32x32, ResNet-32, 200 epochs of LDAM's schedule, CE / LA / LDAM-DRW / LPL / LA+LPL x 3 seeds, all 15 runs
-# at once on the device. It probes 2 epochs first and starts the rest only if its estimate (the fixed costs
-# once, the remaining epochs at the steady epoch time) fits the budget (--budget-s, default 540 s). Writes
-# OUT_DIR/gpu_longtail.{json,md}.
+# at once on the device. It probes 2 epochs first and starts the rest only if the probe's time plus its
+# estimate (the fixed costs once, the remaining epochs at the steady epoch time) fits the budget (--budget-s,
+# default 540 s). Writes OUT_DIR/gpu_longtail.{json,md} (or into --summary-dir), rewritten as runs finish.
 #
 #   mkdir -p .carry/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .carry/fashion-mnist/
 #   benchmarks/gpu_longtail.sh [OUT_DIR] [--budget-s S] [--jobs N]     # on the GPU machine (carry .carry)

@@ -47,7 +47,7 @@ def test_probe_then_the_rest_or_a_refusal(gl, tmp_path, capsys):
     make_fmnist(data, per_class=100, test_per_class=6)
     common = ["--quick", "--data", str(data), "--epochs", "3", "--probe-epochs", "1"]
     assert gl.main([*common, "--out", str(tmp_path / "no"), "--budget-s", "0"]) == 3
-    assert "not started: the estimate" in capsys.readouterr().out
+    assert "exceed --budget-s 0; the probe's checkpoints stay" in capsys.readouterr().out
     info = json.loads((tmp_path / "no" / "gpu_longtail.json").read_text())["info"]
     assert info["probe"]["epochs"] == 1 and info["probe"]["estimate_rest_s"] > 0
     assert gl.main([*common, "--out", str(tmp_path / "yes"), "--budget-s", "1e6"]) == 0
@@ -57,6 +57,48 @@ def test_probe_then_the_rest_or_a_refusal(gl, tmp_path, capsys):
         run = tmp_path / "yes" / "runs" / key
         epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert epochs == [0, 1, 2], key
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_listed_and_the_others_finish(gl, tmp_path, monkeypatch, capsys):
+    """A run that raises after the probe is recorded with its error and the other four train on; the
+    summaries are written as runs finish, into --summary-dir. A run that fails in the probe stops the
+    protocol before the long part."""
+    import lpl_train.engine as E
+
+    data, summaries = tmp_path / "fmnist", tmp_path / "summaries"
+    data.mkdir()
+    make_fmnist(data, per_class=100, test_per_class=6)
+    fit, seen = E.fit, []
+
+    def fit_la_fails(cfg, out, **kw):
+        seen.append(sorted(p.name for p in summaries.glob("*")) if summaries.exists() else [])
+        if cfg["name"].endswith("_la") and (kw["stop_after_epoch"] is None or fail_in_probe):
+            raise RuntimeError("training loss became non-finite")
+        return fit(cfg, out, **kw)
+
+    monkeypatch.setattr(E, "fit", fit_la_fails)
+    common = ["--quick", "--data", str(data), "--epochs", "2", "--probe-epochs", "1"]
+    fail_in_probe = False
+    args = [*common, "--out", str(tmp_path / "runs"), "--summary-dir", str(summaries)]
+    assert gl.main([*args, "--budget-s", "1e6"]) == 1
+    res = json.loads((summaries / "gpu_longtail.json").read_text())["runs"]
+    assert res["la/seed0"] == {"error": "RuntimeError: training loss became non-finite"}
+    assert sorted(k for k, r in res.items() if "final" in r) == [
+        "ce/seed0", "la_lpl/seed0", "ldam_drw/seed0", "lpl/seed0"]  # fmt: skip
+    table = (summaries / "gpu_longtail.md").read_text()
+    assert "| lpl | 1 |" in table and "| la |" not in table
+    assert "Failed runs:\n- la/seed0: RuntimeError: training loss became non-finite" in table
+    # written as runs finished: there before the last runs began
+    assert ["gpu_longtail.json", "gpu_longtail.md"] in seen[6:]
+    assert not (tmp_path / "runs" / "gpu_longtail.json").exists()
+    fail_in_probe = True
+    capsys.readouterr()
+    assert gl.main([*common, "--out", str(tmp_path / "probe"), "--budget-s", "1e6"]) == 1
+    out = capsys.readouterr().out
+    assert "probe: la/seed0 FAILED: RuntimeError" in out and "not started: runs failed" in out
+    info = json.loads((tmp_path / "probe" / "gpu_longtail.json").read_text())["info"]
+    assert info["probe"]["failed"] == {"la/seed0": "RuntimeError: training loss became non-finite"}
 
 
 def test_waves_round_up_and_the_fixed_part_is_never_negative(gl, tmp_path):
