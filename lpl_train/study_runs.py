@@ -183,23 +183,30 @@ def train_run(
         return _write_record(record, run_dir)
     if stop_after_epoch is not None and stop_after_epoch < study["epochs"]:
         return fit_out
-    test_loader = make_loader(data["test"], batch_size=512, train=False, device=torch.device("cpu"),
-                              seed=0)  # fmt: skip
-    test = engine.evaluate(comps.model, test_loader, data["num_classes"], data["class_counts"],
-                           data["multi_label"])  # fmt: skip
-    record = {
-        **_identity(study, spec, params, data, ctx),
-        "val": _strip(fit_out["final"]),
-        "test": _strip(test),
-        "loss_variation": [_slim(m.get("loss_variation")) for m in engine.read_metrics(run_dir)],
-        "wall_s": time.perf_counter() - t0,
-    }
-    if recorder is not None:
-        record["delta_norm"] = recorder.close()
-    iso = isolated_variation(comps.model, comps.loss, data)
-    if iso is not None:
-        record["isolated_variation"] = iso
-    return _write_record(record, run_dir)
+    # the record is made under the run folder's lock (fit has released it): of two studies sharing an
+    # output folder one evaluates and writes, the other finds the folder locked or the record written
+    with engine.RunFolder(run_dir).locked():
+        if (run_dir / RESULT).is_file():
+            return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+        test_loader = make_loader(data["test"], batch_size=512, train=False,
+                                  device=torch.device("cpu"), seed=0)  # fmt: skip
+        test = engine.evaluate(comps.model, test_loader, data["num_classes"], data["class_counts"],
+                               data["multi_label"])  # fmt: skip
+        record = {
+            **_identity(study, spec, params, data, ctx),
+            "val": _strip(fit_out["final"]),
+            "test": _strip(test),
+            "loss_variation": [
+                _slim(m.get("loss_variation")) for m in engine.read_metrics(run_dir)
+            ],
+            "wall_s": time.perf_counter() - t0,
+        }
+        if recorder is not None:
+            record["delta_norm"] = recorder.close()
+        iso = isolated_variation(comps.model, comps.loss, data)
+        if iso is not None:
+            record["isolated_variation"] = iso
+        return _write_record(record, run_dir)
 
 
 def _delta_recorder(study: dict[str, Any], loss: Any, loader: Any, run_dir: Path) -> Any:

@@ -55,7 +55,7 @@ def fit(
         components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
         resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
             (``train.progress``, ``train.device``, ``train.capture``, ``train.tensorboard`` may differ). A
-            finished run is returned unchanged.
+            finished run is returned unchanged (``components`` then get its last weights).
         stop_after_epoch: return after this many completed epochs (a clean stand-in for a killed job).
         progress: show a tqdm bar on a terminal (default: ``cfg["train"]["progress"]``).
         log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
@@ -111,7 +111,7 @@ def _fit(
     cfg_text = dumps_toml(cfg)
     ckpt = None
     if resume and (done := folder.finished()) is not None:
-        return _finished_run(folder, done, cfg_text, log)
+        return _finished_run(folder, done, cfg_text, log, components)
     if resume:
         ckpt = folder.resume_checkpoint(cfg_text)
     elif dist.main:
@@ -151,12 +151,27 @@ def _fit(
 
 
 def _finished_run(
-    folder: RunFolder, done: dict[str, Any], cfg_text: str, log: Callable[[str], None]
+    folder: RunFolder,
+    done: dict[str, Any],
+    cfg_text: str,
+    log: Callable[[str], None],
+    components: Components | None,
 ) -> dict[str, Any]:
-    """``--resume`` of a finished run: its config must match; nothing is trained or rewritten."""
+    """``--resume`` of a finished run: its config must match; nothing is trained or rewritten. Pre-built
+    ``components`` get the run's last weights (model and loss state), so a caller that evaluates them
+    after ``fit`` evaluates the trained model; a run whose checkpoint is gone cannot give them and
+    raises."""
     stored = folder / "config.toml"
     if (folder / "checkpoint.pt").is_file():
-        folder.resume_checkpoint(cfg_text)
+        ck = folder.resume_checkpoint(cfg_text)
+        if components is not None:
+            components.model.load_state_dict(ck["model"])
+            components.loss.load_state_dict(ck["loss"])
+    elif components is not None:
+        raise FileNotFoundError(
+            f"{str(folder / 'final.json')!r}: the run is finished but its checkpoint is gone, so the "
+            "components passed to fit cannot be given its weights"
+        )
     elif stored.is_file():
         folder.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))
     log(

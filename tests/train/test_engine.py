@@ -680,3 +680,20 @@ def test_ldam_loss_variation_is_measured_on_its_scaled_logits():
         expected = float(((lp - l)[y == c]).sum() / l[y == c].sum())
         assert got[c] == pytest.approx(expected, rel=1e-5)
         assert got[c] > 0
+
+
+def test_resuming_a_finished_run_gives_the_components_its_last_weights(tmp_path):
+    """``fit(resume=True)`` of a finished run trains nothing; pre-built components get the run's last
+    weights (a caller evaluates them next), and without its checkpoint that is refused, not skipped."""
+    cfg = make_cfg(epochs=2)
+    fit(cfg, tmp_path, components=make_components(), log=print)
+    fresh = make_components(init_seed=5)
+    assert fit(cfg, tmp_path, components=fresh, resume=True, log=print) == json.loads(
+        (tmp_path / "final.json").read_text()
+    )
+    trained = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    assert all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in trained.items())
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="finished but its checkpoint is gone"):
+        fit(cfg, tmp_path, components=make_components(), resume=True, log=print)

@@ -460,6 +460,35 @@ def test_tiny_study_end_to_end_is_resumable(tmp_path):
     assert ce.final["top1_error"] == pytest.approx(summ[("g", "ce")]["overall"])
 
 
+def test_a_run_finished_but_not_yet_recorded_is_evaluated_with_its_trained_weights(
+    tmp_path, monkeypatch
+):
+    """A crash after the engine wrote final.json and before the study wrote result.json: the next call
+    resumes the run, fit returns it as finished and gives the components its last weights, so the
+    record's test numbers are those of the trained model (they were a fresh model's)."""
+    import torch
+
+    from lpl_train import engine
+
+    torch.set_num_threads(1)
+    study = _tiny_study(tmp_path)
+    spec = S.plan_runs(study)[0]
+    clean = S.run_one(study, spec, tmp_path / "clean")
+    real = engine.evaluate
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(engine, "evaluate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_one(study, spec, tmp_path / "crashed")
+    run_dir = tmp_path / "crashed" / "runs" / spec["key"]
+    assert (run_dir / "final.json").is_file() and not (run_dir / "result.json").exists()
+    monkeypatch.setattr(engine, "evaluate", real)
+    again = S.run_one(study, spec, tmp_path / "crashed")
+    assert again["test"] == clean["test"] and again["val"] == clean["val"]
+
+
 def test_a_diverged_run_is_recorded_and_never_selected(tmp_path):
     study = _tiny_study(tmp_path)
     study["optim"]["lr"] = 1e38  # the weights overflow to inf within a few steps
