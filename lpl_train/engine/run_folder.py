@@ -265,10 +265,19 @@ class RunFolder:
             )
 
     # -- writing a run
+    def _drop_stale_temporaries(self) -> None:
+        """Remove the half-written files of a process killed mid-write (``.checkpoint.pt.new<pid>`` is a
+        whole checkpoint's size); called under the folder's lock, so no live writer owns them."""
+        for pattern in (".*.new[0-9]*", ".*.tmp[0-9]*"):
+            for p in self.path.glob(pattern):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+
     def start(self, cfg_text: str) -> None:
         """A fresh run: the config copy and an empty metrics file."""
         self._records = []
         if self.main:
+            self._drop_stale_temporaries()
             _write_text_atomic(cfg_text, self / CONFIG_COPY, "config copy")
             _write_text_atomic("", self / METRICS, "metrics file")
             for name in (METRICS_CSV, LOG):
@@ -281,6 +290,7 @@ class RunFolder:
         if not self.main:
             self._records = list(records or [])
             return []
+        self._drop_stale_temporaries()
         if not (self / CONFIG_COPY).is_file():
             _write_text_atomic(cfg_text, self / CONFIG_COPY, "config copy")
         lines = _parse_lines(self / METRICS) if (self / METRICS).is_file() else []

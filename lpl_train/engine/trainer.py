@@ -3,7 +3,6 @@ evaluation on the evaluation epochs, the best epochs, and what goes into a check
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import platform
 import time
@@ -353,10 +352,8 @@ class _Trainer:
 
     def provenance(self) -> dict[str, Any]:
         """What was actually used: resolved device and precision, world size, versions."""
-        try:
-            version = importlib.metadata.version("lpl")
-        except importlib.metadata.PackageNotFoundError:
-            version = None
+        from lpl_train import __version__ as version
+
         return {
             "device": str(self.device),
             "precision": self.precision,

@@ -458,6 +458,11 @@ def test_final_json_records_what_was_used(tmp_path):
     prov = json.loads((out / "final.json").read_text())["run"]
     assert prov["device"] == "cpu" and prov["precision"] == "fp32" and prov["world_size"] == 1
     assert prov["torch"] == torch.__version__ and prov["epochs_run"] == 2
+    import lpl_train
+
+    assert (
+        prov["lpl_train"] == lpl_train.__version__
+    )  # the package itself, not a distribution lookup
     text = (out / "config.toml").read_text()
     assert f"# run: device cpu, precision fp32, world_size 1, torch {torch.__version__}" in text
     from lpl_train.config import load_config
@@ -656,3 +661,18 @@ def test_config_differences_leave_out_provenance_and_volatile_keys():
         "a": [1.0, None],
         "b": [None],
     }
+
+
+def test_a_killed_writers_temporary_files_are_removed_on_resume(tmp_path):
+    """A kill during a checkpoint or text write leaves ``.checkpoint.pt.new<pid>`` (a checkpoint's size)
+    or ``.<name>.tmp<pid>``; the next start or resume, holding the lock, removes them."""
+    out = tmp_path / "r"
+    fit(make_cfg(epochs=3), out, components=make_components(), stop_after_epoch=1, log=quiet)
+    stale = [out / ".checkpoint.pt.new4242", out / ".metrics.jsonl.tmp17",
+             out / ".checkpoint.prev.pt.tmp99"]  # fmt: skip
+    for p in stale:
+        p.write_bytes(b"x" * 100)
+    keep = out / "notes.new.txt"  # a user's file of another pattern is left alone
+    keep.write_text("mine")
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert not any(p.exists() for p in stale) and keep.is_file()
