@@ -5,8 +5,9 @@
     model and the loss and loads the data (or says which path is missing and how to get it), then stops.
 ``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--jobs N] [--out DIR] [--epochs N] [--set ...]``
     One run folder per grid point and seed (``train.seed`` = 0..N-1), ``OUT/<point>/seed<k>``; finished
-    runs are skipped, half-done ones resumed, and a folder being trained by another process (lock file) is
-    left alone, so several sweeps (or a job array) can run the same command in parallel.
+    runs are skipped (after checking their config), half-done ones resumed, and a folder being trained by
+    another process (lock file) is left alone, so several sweeps (or a job array) can run the same command
+    in parallel. A diverged run is reported and the others go on (exit status 1 at the end).
 ``study [FILE] [--quick] [--jobs N] [--out DIR] [--figures DIR] [--records FILE] [--report-only]``
     A study file (datasets × methods × grids × seeds, selection on a validation split; default: the shipped
     Fashion-MNIST study) run through the same run folders as ``sweep``, then its tables and figures.
@@ -205,6 +206,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_sweep_run(o: Any) -> str:
+    why = (o.result or {}).get("diverged")
+    return f"DIVERGED ({why})" if why else "trained"
+
+
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from lpl_train.experiment import ConfigRunner, execute, parse_grid, plan_sweep, throughput
 
@@ -221,15 +227,19 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     runner = ConfigRunner(
         quiet=a.quiet or a.jobs > 1
     )  # no interleaved progress bars from N processes
-    done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run)
+    done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run)
     if a.dry_run:
         return 0
     wall = time.perf_counter() - t0
-    trained = sum(o.status == "trained" for o in done)
+    diverged = [o for o in done if o.result and o.result.get("diverged")]
+    trained = sum(o.status == "trained" for o in done) - len(diverged)
     locked = sum(o.status == "locked" for o in done)
     print(
         f"sweep {root}: {len(runs)} runs, {trained} trained now, {locked} locked by another process"
+        + (f", {len(diverged)} diverged" if diverged else "")
     )
+    for o in diverged:
+        print(f"sweep {root}: {o.run.key} diverged: {o.result['diverged']}", file=sys.stderr)
     tp = throughput(done, wall)
     if tp["runs"]:
         print(
@@ -237,7 +247,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             f"({tp['images']} training images of {tp['runs']} run(s) in {wall:.1f} s wall, "
             f"--jobs {a.jobs}); one run trained at {tp['mean_run_images_per_s']:.0f} images/s on average"
         )
-    return 0
+    return 1 if diverged else 0
 
 
 def _cmd_report(a: argparse.Namespace) -> int:

@@ -125,14 +125,22 @@ def plan_sweep(
     root: str | Path,
 ) -> list[PlannedRun]:
     """The runs of ``lpl-train sweep``: every grid point × seed, in ``root/<point>/seed<k>``."""
-    from lpl_train.config import _toml_value, load_config
+    from lpl_train.config import ConfigError, _toml_value, load_config
 
-    runs = []
+    runs: list[PlannedRun] = []
+    folders: dict[str, dict[str, Any]] = {}
     for point in expand_grid(list(grid)):
         sets = [f"{k}={_toml_value(v)}" for k, v in point.items()]
+        name = point_name(point)
+        if name in folders:  # point_name maps some distinct values to one folder name
+            raise ConfigError(
+                f"grid points {folders[name]} and {point} share the run folder {name!r}; give the grid "
+                "distinct values (folder names keep letters, digits and ._-=, only)"
+            )
+        folders[name] = point
         for seed in seeds:
             cfg = load_config(config, [*overrides, *sets, f"train.seed={seed}"], epochs)
-            key = f"{point_name(point)}/seed{seed}"
+            key = f"{name}/seed{seed}"
             runs.append(PlannedRun(key, Path(root) / key, cfg, seed, point))
     return runs
 
@@ -148,12 +156,34 @@ class ConfigRunner:
         return (run.out / "final.json").is_file()
 
     def load(self, run: PlannedRun) -> dict[str, Any]:
+        """The finished run's ``final.json``, after checking that it ran this run's config.
+
+        Raises:
+            ConfigMismatch: the folder's ``config.toml`` differs (e.g. the sweep was called again into
+                the same ``--out`` with other ``--set`` or ``--epochs``); the keys are named.
+        """
+        from lpl_train.config import dumps_toml
+        from lpl_train.engine.files import ConfigMismatch, config_differences
+
+        stored = run.out / "config.toml"
+        if stored.is_file() and run.cfg is not None:
+            diff = config_differences(stored.read_text(encoding="utf-8"), dumps_toml(run.cfg))
+            if diff:
+                raise ConfigMismatch(
+                    f"{str(run.out)!r} holds a finished run of another config (it differs in "
+                    f"{', '.join(diff)}); sweep into another --out, or remove that folder to retrain it"
+                )
         return json.loads((run.out / "final.json").read_text(encoding="utf-8"))
 
     def train(self, run: PlannedRun, resume: bool) -> dict[str, Any]:
-        from lpl_train.engine import fit
+        """``engine.fit``; a run whose loss diverges is returned as ``{"diverged": why}`` (its folder
+        keeps the last good checkpoint) so the other runs of the sweep go on."""
+        from lpl_train.engine import TrainingDiverged, fit
 
-        return fit(run.cfg, run.out, resume=resume, progress=False if self.quiet else None)
+        try:
+            return fit(run.cfg, run.out, resume=resume, progress=False if self.quiet else None)
+        except TrainingDiverged as exc:
+            return {"diverged": str(exc)}
 
 
 @dataclass
@@ -163,6 +193,7 @@ class Outcome:
     run: PlannedRun
     status: str
     result: dict[str, Any] | None = None
+    first_epoch: int = 0  # the epochs a resumed run had before this call (not trained now)
 
 
 def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
@@ -171,10 +202,21 @@ def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
     from lpl_train.engine import RunLocked
 
     resume = (run.out / CHECKPOINT).is_file()
+    first = _epochs_recorded(run.out) if resume else 0
     try:  # fit holds the run folder's OS lock while it trains: a folder in use raises RunLocked
-        return Outcome(run, "trained", runner.train(run, resume))
+        return Outcome(run, "trained", runner.train(run, resume), first)
     except RunLocked:
         return Outcome(run, "locked")
+
+
+def _epochs_recorded(run_dir: Path) -> int:
+    """How many epoch records a run folder holds (0 when its metrics file cannot be read)."""
+    from lpl_train.engine import read_metrics
+
+    try:
+        return len(read_metrics(run_dir))
+    except (OSError, ValueError):
+        return 0
 
 
 def _worker_init(parent_pid: int | None = None) -> None:
@@ -261,7 +303,8 @@ def throughput(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
     """Training throughput of the runs trained in ``outcomes`` (status ``trained``), from their run records
     (``metrics.jsonl``: ``images_per_s`` × ``train_time_s`` per epoch).
 
-    Returns ``runs``, ``images`` (training images of those runs, all epochs), ``aggregate_images_per_s``
+    Returns ``runs``, ``images`` (training images of those runs, in the epochs trained by this call: a
+    resumed run's earlier epochs are left out), ``aggregate_images_per_s``
     (``images / wall_s``: what N concurrent runs achieve together, start-up and evaluation included) and
     ``mean_run_images_per_s`` (the mean over runs of each run's own training rate).
     """
@@ -273,7 +316,7 @@ def throughput(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
     for o in outcomes:
         if o.status != "trained" or not (o.run.out / "metrics.jsonl").is_file():
             continue
-        recs = [r for r in read_metrics(o.run.out) if r.get("images_per_s")]
+        recs = [r for r in read_metrics(o.run.out)[o.first_epoch :] if r.get("images_per_s")]
         n = sum(r["images_per_s"] * r["train_time_s"] for r in recs)
         t = sum(r["train_time_s"] for r in recs)
         if t > 0:

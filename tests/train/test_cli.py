@@ -172,6 +172,33 @@ def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_p
     assert (root / "report.md").read_text() == md
 
 
+def test_a_sweep_called_again_with_another_config_is_refused_not_read_back(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    args = ["sweep", str(cfg), "--seeds", "1", "--out", str(tmp_path / "sw"), "--quiet"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--set", "optim.lr=0.9", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run of another config" in err
+    assert "optim.lr" in err and "schedule.epochs" in err
+    assert (
+        main(args) == 0 and "skip (finished)" in capsys.readouterr().out
+    )  # the same config: read back
+
+
+def test_a_diverging_sweep_run_is_reported_and_the_others_train(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    root = tmp_path / "sw"
+    args = ["sweep", str(cfg), "--grid", "optim.lr=1e38,0.1", "--seeds", "1", "--out", str(root),
+            "--quiet"]  # fmt: skip
+    assert main(args) == 1
+    cap = capsys.readouterr()
+    assert "optim.lr=1e_38/seed0: DIVERGED (" in cap.out and "1 trained now" in cap.out
+    assert "1 diverged" in cap.out and "optim.lr=1e_38/seed0 diverged: " in cap.err
+    assert (root / "optim.lr=0.1" / "seed0" / "final.json").is_file()
+    assert not (root / "optim.lr=1e_38" / "seed0" / "final.json").exists()
+
+
 def test_console_script_and_module_entry_point():
     r = subprocess.run(
         [sys.executable, "-m", "lpl_train", "list"], capture_output=True, text=True, timeout=60

@@ -94,6 +94,9 @@ def test_throughput_counts_the_runs_trained_now_from_their_records(tmp_path):
                   "mean_run_images_per_s": 200.0}  # fmt: skip
     with pytest.raises(ValueError, match="wall_s"):
         X.throughput(outcomes, wall_s=0)
+    # a run resumed from its epoch 1: only the epochs trained by this call count
+    tp = X.throughput([X.Outcome(runs["a"], "trained", None, first_epoch=1)], wall_s=1.0)
+    assert tp["images"] == 200 and tp["runs"] == 1
 
 
 @dataclass
@@ -133,6 +136,10 @@ def test_grid_parsing_and_sweep_plan(tmp_path):
     assert [(r.cfg["optim"]["lr"], r.cfg["train"]["seed"]) for r in runs] == [
         (0.1, 0), (0.1, 1), (0.05, 0), (0.05, 1)]  # fmt: skip
     assert runs[0].out == tmp_path / "optim.lr=0.1" / "seed0"
+    # values that point_name maps to one folder name are refused, not trained into one folder
+    with pytest.raises(ValueError, match=r"share the run folder 'description=run_a'"):
+        X.plan_sweep("gaussian_linear_ce", [], [("description", ["run a", "run_a"])], [0], 1,
+                     tmp_path)  # fmt: skip
 
 
 def test_study_command_errors_and_report_only_sources(tmp_path, capsys):
