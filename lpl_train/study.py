@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_STUDY", "all_seeds", "claims", "class_groups_by_rank", "expand_grid", "final_runs",
     "find_study", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs",
     "point_slug", "read_records", "resolve_params", "run_one", "run_study", "select_best",
+    "SelectionIncomplete",
     "shipped_records", "summarize", "validation_score", "write_outputs", "write_tables",
 ]  # fmt: skip
 
@@ -345,9 +346,17 @@ def _describe(o: Any) -> str:
     return f"test {'mAP' if r['multi_label'] else 'error'} {score:.2f}"
 
 
+class SelectionIncomplete(RuntimeError):
+    """Some selection runs of a study are being trained by another process: nothing is selected yet."""
+
+
 def run_study(study: dict[str, Any], out: str | Path, jobs: int = 1,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
     """Selection runs, then the other seeds at the chosen points; returns every record found.
+
+    Raises:
+        SelectionIncomplete: another process holds some selection runs (two studies sharing ``out``):
+            this call trained the others and stops before selecting; the last to finish selects.
 
     Worker processes (``jobs > 1``) use one CPU thread each; ``lpl-train study`` sets the same for its own
     process, the setting the committed records were made with (call ``torch.set_num_threads(1)`` before
@@ -361,6 +370,13 @@ def run_study(study: dict[str, Any], out: str | Path, jobs: int = 1,
     done = execute(
         planned(study, plan_runs(study), out), runner, jobs=jobs, log=log, describe=_describe
     )
+    busy = sorted(o.run.key for o in done if o.status == "locked")
+    if busy:  # a choice among the finished points only could differ from the study's own
+        raise SelectionIncomplete(
+            f"selection incomplete: {len(busy)} selection run(s) are being trained by another process "
+            f"({', '.join(busy[:3])}{', ...' if len(busy) > 3 else ''}); nothing was selected. Run the "
+            "study again when they have finished"
+        )
     select = [o.result for o in done if o.result is not None]
     chosen = _chosen_in_grid_order(study, select_best(select))
     for (d, m), p in sorted(chosen.items()):

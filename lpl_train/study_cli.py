@@ -96,7 +96,11 @@ def run(a: argparse.Namespace) -> int:
         print(f"{len(records)} records from {source}")
         print(S.write_tables(records, study, figures, prefix))
     else:
-        records = S.run_study(study, out, a.jobs)
+        try:
+            records = S.run_study(study, out, a.jobs)
+        except S.SelectionIncomplete as exc:  # another study process shares --out: it selects
+            print(f"study: {exc}", file=sys.stderr)
+            return 3
         path = Path(a.records) if a.records else figures / f"{prefix}-runs.jsonl"
         print(S.write_outputs(records, study, figures, prefix, records_path=path))
         print(path)

@@ -54,7 +54,8 @@ def study_data(study: dict[str, Any], dkey: str) -> dict[str, Any]:
     to ``n_max`` images in its largest class (times the quick ``scale``), minus a stratified validation split
     of ``val_fraction``, both drawn with ``data_seed``."""
     ds = study["datasets"][dkey]
-    cache_key = (study["name"], dkey, float(study["scale"]))
+    cache_key = (json.dumps(ds, sort_keys=True, default=str), int(study.get("data_seed", 0)),
+                 float(study["scale"]), float(study["val_fraction"]))  # fmt: skip
     if cache_key in _CACHE:
         return _CACHE[cache_key]
     from lpl_train.data import build_datasets
@@ -144,7 +145,9 @@ class StudyRunner:
         return (run.out / RESULT).is_file()
 
     def load(self, run: PlannedRun) -> dict[str, Any]:
-        return json.loads((run.out / RESULT).read_text(encoding="utf-8"))
+        record = json.loads((run.out / RESULT).read_text(encoding="utf-8"))
+        check_definition(record, self.study, run.meta["spec"], run.out / RESULT)
+        return record
 
     def train(self, run: PlannedRun, resume: bool) -> dict[str, Any]:
         return train_run(self.study, run.meta["spec"], run.out, resume)
@@ -187,7 +190,9 @@ def train_run(
     # output folder one evaluates and writes, the other finds the folder locked or the record written
     with engine.RunFolder(run_dir).locked():
         if (run_dir / RESULT).is_file():
-            return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+            record = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+            check_definition(record, study, spec, run_dir / RESULT)
+            return record
         test_loader = make_loader(data["test"], batch_size=512, train=False,
                                   device=torch.device("cpu"), seed=0)  # fmt: skip
         test = engine.evaluate(comps.model, test_loader, data["num_classes"], data["class_counts"],
@@ -219,13 +224,47 @@ def _delta_recorder(study: dict[str, Any], loss: Any, loader: Any, run_dir: Path
     return attach_delta_recorder(loss, loader, run_dir)
 
 
+#: The study keys that decide how each of its runs trains (its seeds, grids and selection decide which
+#: runs exist, not how one of them trains).
+DEFINING_KEYS = ("batch_size", "data_seed", "drw_fraction", "epochs", "model", "optim", "scale",
+                 "schedule", "train", "val_fraction")  # fmt: skip
+
+
+def run_definition(study: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides how one study run trains: the study's :data:`DEFINING_KEYS`, its dataset's
+    definition (without the display label) and the run's loss, parameters, model parameters and seed.
+    Stored in the run's record; a record of another definition is never read back as this run's."""
+    ds = {k: v for k, v in study["datasets"][spec["dataset"]].items() if k != "label"}
+    definition = {**{k: study.get(k) for k in DEFINING_KEYS}, "dataset": ds, "loss": spec["loss"],
+                  "params": spec["params"], "model_params": spec["model_params"], "seed": spec["seed"]}  # fmt: skip
+    return json.loads(json.dumps(definition, sort_keys=True, default=str))
+
+
+def check_definition(record: dict[str, Any], study: dict[str, Any], spec: dict[str, Any],
+                     where: Path) -> None:  # fmt: skip
+    """Raise ``ValueError`` when ``record`` (a run's ``result.json``) was made with another definition of
+    the study than the one asked for now, naming what differs. Records from before definitions were
+    stored (the committed ones) carry none and are taken as they are."""
+    stored = record.get("definition")
+    if stored is None:
+        return
+    now = run_definition(study, spec)
+    diff = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+    if diff:
+        raise ValueError(
+            f"{str(where)!r} holds a record of run {spec['key']!r} made with another definition of the "
+            f"study (it differs in {', '.join(diff)}); use another --out, or remove that run folder to "
+            "train it again"
+        )
+
+
 def _identity(study: dict[str, Any], spec: dict[str, Any], params: dict[str, Any],
               data: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     return {"study": study["name"], "quick": study["quick"], "key": spec["key"], "dataset": spec["dataset"],
             "method": spec["method"], "loss": spec["loss"], "point": spec["point"], "params": params,
             "seed": spec["seed"], "epochs": study["epochs"], "multi_label": data["multi_label"],
             "num_train": ctx["num_train"], "num_val": len(data["val"].targets),
-            "class_counts": data["class_counts"]}  # fmt: skip
+            "class_counts": data["class_counts"], "definition": run_definition(study, spec)}  # fmt: skip
 
 
 def _write_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:

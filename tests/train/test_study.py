@@ -489,6 +489,31 @@ def test_a_run_finished_but_not_yet_recorded_is_evaluated_with_its_trained_weigh
     assert again["test"] == clean["test"] and again["val"] == clean["val"]
 
 
+def test_a_record_of_another_study_definition_is_refused_not_read_back(tmp_path):
+    """A study called again into the same --out after its definition changed (epochs, learning rate):
+    the finished run's record names what differs instead of standing in for the new run; more seeds or
+    another description read it back as before."""
+    import torch
+
+    torch.set_num_threads(1)
+    study = _tiny_study(tmp_path)
+    spec = S.plan_runs(study)[0]
+    rec = S.run_one(study, spec, tmp_path / "out")
+    assert rec["definition"]["epochs"] == 2 and rec["definition"]["seed"] == 0
+    changed = {**study, "epochs": 3, "optim": {**study["optim"], "lr": 0.5}}
+    with pytest.raises(
+        ValueError, match=r"another definition of the study \(it differs in epochs, optim\)"
+    ):
+        S.run_one(changed, spec, tmp_path / "out")
+    same_runs = {**study, "seeds": [0, 1, 2], "description": "more seeds"}
+    assert S.run_one(same_runs, spec, tmp_path / "out") == rec
+    legacy = {
+        k: v for k, v in rec.items() if k != "definition"
+    }  # a committed record: no definition
+    (tmp_path / "out" / "runs" / spec["key"] / "result.json").write_text(json.dumps(legacy))
+    assert S.run_one(changed, spec, tmp_path / "out") == legacy
+
+
 def test_a_diverged_run_is_recorded_and_never_selected(tmp_path):
     study = _tiny_study(tmp_path)
     study["optim"]["lr"] = 1e38  # the weights overflow to inf within a few steps
@@ -1090,9 +1115,10 @@ def test_study_data_scales_the_multi_label_training_size_with_a_floor_of_50(tmp_
         assert asked[-1] == max(50, want)
 
 
-def test_a_run_locked_by_another_process_is_skipped_by_the_selection(tmp_path, monkeypatch):
-    """A selection run that another process is training (its folder locked) is left out of this pass:
-    the choice is made among the finished runs, and run_one says the folder is in use."""
+def test_a_run_locked_by_another_process_stops_the_study_before_selecting(tmp_path, monkeypatch):
+    """A selection run that another process is training (its folder locked): this pass trains the others
+    and selects nothing (a choice among the finished points could differ from the study's), the command
+    exits 3; run_one says the folder is in use."""
     import torch
 
     from lpl_train import study_runs as SR
@@ -1109,12 +1135,13 @@ def test_a_run_locked_by_another_process_is_skipped_by_the_selection(tmp_path, m
     monkeypatch.setattr(SR, "train_run", train_run)
     study = _tiny_study(tmp_path)
     logs: list[str] = []
-    recs = S.run_study(study, tmp_path / "out", jobs=1, log=logs.append)
-    assert sorted((r["method"], S.point_slug(r["point"]), r["seed"]) for r in recs) == [
-        ("ce", "default", 0), ("ce", "default", 1),
-        ("lpl_varied", "delta_epsilon=1.0", 0), ("lpl_varied", "delta_epsilon=1.0", 1),
-    ]  # fmt: skip
-    assert "selected on validation: g/lpl_varied: delta_epsilon=1.0" in logs
+    with pytest.raises(S.SelectionIncomplete, match=r"1 selection run\(s\) are being trained by "
+                       r"another process \(g/lpl_varied/delta_epsilon=0.5/seed0\)"):  # fmt: skip
+        S.run_study(study, tmp_path / "out", jobs=1, log=logs.append)
+    assert not any(s.startswith("selected on validation") for s in logs)
+    done = sorted(p.parent.name for p in (tmp_path / "out").rglob("result.json"))
+    assert done == ["seed0", "seed0"]  # the other two selection runs, no final seed
+    assert S.main(["--study", str(study["path"]), "--out", str(tmp_path / "out")]) == 3
     (locked,) = [s for s in S.plan_runs(study) if s["point"] == {"delta_epsilon": 0.5}]
     with pytest.raises(FileExistsError, match="locked by another process"):
         S.run_one(study, locked, tmp_path / "out")
