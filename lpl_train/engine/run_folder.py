@@ -194,6 +194,12 @@ class RunFolder:
                 f"run folder {str(self.path)!r} holds another run in {str(inner)!r}; a run is not "
                 "written over others (--out names the run's own folder, not a parent): choose another --out"
             )
+        outer = self._outer_run()
+        if outer is not None:
+            raise FileExistsError(
+                f"run folder {str(self.path)!r} lies inside the run folder {str(outer)!r}; runs are not "
+                "nested (a report of either would mix them): choose another --out"
+            )
         stored = self / CONFIG_COPY
         if cfg_text is not None and stored.is_file():
             try:
@@ -208,13 +214,25 @@ class RunFolder:
                 )
 
     def _inner_run(self) -> Path | None:
-        """The first run folder (a ``config.toml`` or ``final.json``) up to three levels below this one (a
-        sweep's layout is ``NAME-sweep/KEY=VALUE/seedN``), or None."""
-        for depth in range(1, 4):
-            for name in (CONFIG_COPY, FINAL):
-                hit = next(self.path.glob("/".join(["*"] * depth + [name])), None)
-                if hit is not None:
-                    return hit.parent
+        """A run folder (a ``config.toml`` or ``final.json``) at any depth below this one (a sweep's layout
+        is ``NAME-sweep/KEY=VALUE/seedN``, a study's ``OUT/runs/DATASET/METHOD/POINT/seedN``), or this
+        folder itself when it is a study's output folder (``study.json``); else None."""
+        if (self / "study.json").is_file():
+            return self.path
+        for name in (CONFIG_COPY, FINAL):
+            hit = next((p for p in self.path.rglob(name) if p.parent != self.path), None)
+            if hit is not None:
+                return hit.parent
+        return None
+
+    def _outer_run(self) -> Path | None:
+        """The nearest folder above this one that is a run folder: ``final.json``, or ``config.toml`` with
+        ``metrics.jsonl`` (another tool's ``config.toml`` in a project folder alone does not count)."""
+        for parent in self.path.resolve().parents:
+            if (parent / FINAL).is_file() or (
+                (parent / CONFIG_COPY).is_file() and (parent / METRICS).is_file()
+            ):
+                return parent
         return None
 
     def resume_checkpoint(self, cfg_text: str) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def test_a_run_that_fails_before_writing_leaves_no_folder_behind(tmp_path, capsy
     assert (out / "final.json").is_file()
 
 
-@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("depth", [1, 3, 5])  # 5: a study's OUT/runs/DATASET/METHOD/POINT/seedN
 def test_a_folder_holding_other_runs_is_refused_and_left_as_it_was(tmp_path, depth):
     parent = tmp_path / "runs"
     inner = run(parent, "/".join(["sub"] * depth), epochs=1)
@@ -676,3 +676,22 @@ def test_a_killed_writers_temporary_files_are_removed_on_resume(tmp_path):
     keep.write_text("mine")
     fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
     assert not any(p.exists() for p in stale) and keep.is_file()
+
+
+def test_runs_are_not_nested_inside_runs_or_studies(tmp_path):
+    """A run is refused inside another run's folder (either report would mix them) and in a study's
+    output folder; a folder under a project that merely has a config.toml of its own is fine."""
+    outer = run(tmp_path, "outer", epochs=1)
+    with pytest.raises(FileExistsError, match=rf"lies inside the run folder '{outer}'"):
+        fit(make_cfg(epochs=1), outer / "a" / "b", components=make_components(), log=quiet)
+    assert not (outer / "a").exists()
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=rf"holds another run in '{study}'"):
+        fit(make_cfg(epochs=1), study, components=make_components(), log=quiet)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.toml").write_text("[tool]\nx = 1\n")
+    fit(make_cfg(epochs=1), project / "runs" / "r", components=make_components(), log=quiet)
+    assert (project / "runs" / "r" / "final.json").is_file()
