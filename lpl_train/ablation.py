@@ -73,7 +73,9 @@ class DeltaNormRecorder:
     presets have no per-class bound (a fixed number of steps, no projection): their ``bound`` and
     ``ratio`` are None. Calls without grad
     (the engine's loss-variation measurement, evaluation) are not counted. The statistics are written to
-    ``run_dir/delta_norm.json`` at every epoch change, so a resumed run keeps its earlier epochs.
+    ``run_dir/delta_norm.json`` after an epoch's last step (the loader's length) and at every epoch change,
+    so a resumed run keeps its earlier epochs; an epoch that a resumed run trains again (it was cut short
+    before its checkpoint) is counted afresh, not twice.
     """
 
     def __init__(self, loss: Any, loader: Any, run_dir: str | Path | None = None) -> None:
@@ -89,6 +91,11 @@ class DeltaNormRecorder:
                     self.epochs[i] = {k: [0.0 if v is None else v * n for v, n in zip(ep[k], ep["n"], strict=True)]
                                       for k in ("norm", "bound", "ratio")} | {"n": list(ep["n"])}  # fmt: skip
         self._last_epoch: int | None = None
+        self._steps = 0  # training steps seen in the current epoch
+        try:
+            self._per_epoch: int | None = len(loader)
+        except TypeError:
+            self._per_epoch = None
         self.handle = loss.register_forward_hook(self._hook)
 
     def _bounds(self, logits: Any, target: Any) -> Any:
@@ -118,8 +125,15 @@ class DeltaNormRecorder:
         with torch.no_grad():
             logits, target = inputs[0].detach(), inputs[1].long()
             epoch = int(getattr(self.loader, "epoch", 0))
-            if self._last_epoch is not None and epoch != self._last_epoch:
+            if self._last_epoch is None:  # this process's first step: its epoch and later ones were
+                for e in [
+                    e for e in self.epochs if e >= epoch
+                ]:  # cut short before a checkpoint and
+                    del self.epochs[e]  # are trained again now
+            elif epoch != self._last_epoch:
                 self.save()
+            if epoch != self._last_epoch:
+                self._steps = 0
             self._last_epoch = epoch
             c = self.num_classes
             norm = torch.linalg.vector_norm(module.last_delta.float(), dim=1)
@@ -140,6 +154,11 @@ class DeltaNormRecorder:
                 if bd is not None:
                     st["bound"][j] += bd[j]
                     st["ratio"][j] += pc[j] / bd[j] if bd[j] > 0 else 0.0
+            self._steps += 1
+            if (
+                self._steps == self._per_epoch
+            ):  # the epoch's last step: on disk before its checkpoint
+                self.save()
 
     def result(self) -> list[dict[str, list[float | None]] | None]:
         """Per epoch (index = epoch): ``norm``, ``bound``, ``ratio`` (C,) means over the steps where the

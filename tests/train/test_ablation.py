@@ -261,6 +261,38 @@ def test_delta_recorder_leaves_absent_classes_and_unseen_epochs_empty_and_saves_
     assert back[0]["norm"][:4] == pytest.approx(out[0]["norm"][:4], rel=1e-6)
 
 
+def test_delta_recorder_writes_an_epoch_at_its_last_step_and_a_resumed_run_recounts_retrained_epochs(
+    tmp_path,
+):
+    """An epoch is on disk after its last step (the loader's length), before the engine's checkpoint, so a
+    crash between that checkpoint and the next epoch's first step loses nothing; a resumed process whose
+    first step is in an epoch already on disk (cut short before its checkpoint) counts it afresh."""
+
+    class Loader(_Loader):
+        def __len__(self):
+            return 2
+
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
+                      delta_epsilon=2.0, alpha=0.25)  # fmt: skip
+    loader = Loader()
+    rec = A.attach_delta_recorder(loss, loader, tmp_path)
+    for s in (1, 2):
+        loss(_batch(s)[0].requires_grad_(), _batch(s)[1])
+    on_disk = json.loads((tmp_path / A.DELTA_FILE).read_text())
+    assert len(on_disk) == 1 and on_disk[0]["n"] == [2] * 6  # written without an epoch change
+    loader.epoch = 1
+    loss(_batch(3)[0].requires_grad_(), _batch(3)[1])  # epoch 1 cut short: one step, then a crash
+    rec.save()
+    rec.handle.remove()
+    # resumed from the checkpoint after epoch 0: epoch 1 is trained again, from its first step
+    again = A.attach_delta_recorder(loss, loader, tmp_path)
+    for s in (3, 4):
+        loss(_batch(s)[0].requires_grad_(), _batch(s)[1])
+    out = again.close()
+    assert [ep["n"] for ep in out] == [[2] * 6, [2] * 6]  # not 3: the cut-short step is not kept
+    assert out[0]["norm"] == pytest.approx(on_disk[0]["norm"])
+
+
 def test_delta_recorder_of_a_loss_never_called_is_empty(tmp_path):
     loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5)
     assert A.attach_delta_recorder(loss, _Loader(), tmp_path).close() == []
