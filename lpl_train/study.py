@@ -300,8 +300,8 @@ def validation_score(record: dict[str, Any]) -> float:
     if "val" not in record or not isinstance(record["val"], dict):
         raise ValueError(f"record {record.get('key')!r} has no 'val' metrics")
     val = record["val"]
-    if record.get("multi_label"):
-        return -float(val["map"])
+    if record.get("multi_label"):  # no mAP: no class of the split has a positive; ranked last
+        return math.inf if val.get("map") is None else -float(val["map"])
     return 100.0 - nanmean(val["per_class_acc"])
 
 

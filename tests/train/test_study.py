@@ -686,6 +686,14 @@ def test_selection_ranks_an_undefined_score_last_whatever_the_order():
     assert S.select_best([b, a]) == S.select_best([a, b]) == {("d", "m"): {"eps": 10}}
 
 
+def test_a_multi_label_run_without_a_validation_map_ranks_last():
+    rec = _rec("v", "m", {"x": 1}, 0, None, None, ml=True)
+    rec["val"] = {"map": None}
+    assert S.validation_score(rec) == math.inf
+    ok = {**rec, "point": {"x": 2}, "val": {"map": 40.0}}
+    assert S.select_best([rec, ok])[("v", "m")] == {"x": 2}
+
+
 def test_selection_uses_the_select_seed_runs_only():
     """With select_seed = 1 the grid is read on seed 1; a better validation score of another seed at
     another point does not move the choice, and the summary pools the seeds at the chosen point."""
