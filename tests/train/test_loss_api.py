@@ -234,6 +234,25 @@ def test_soft_targets_refusals_say_what_is_supported():
         _lpl().perturb(u, F.one_hot(y, C).double())
 
 
+@pytest.mark.parametrize("c", [10, 100, 1000])
+def test_the_row_sum_check_does_not_loosen_with_the_class_count(c):
+    """Rows summing to 0.91, 1.9 or 0 are refused at every C (the tolerance scaled with C once, and let
+    them through at C = 100 and 1000); the rounding of a float32 normalisation or of a bfloat16 target
+    passes."""
+    g = torch.Generator().manual_seed(c)
+    u = torch.randn(6, c, generator=g)
+    y = torch.randint(0, c, (6,), generator=g)
+    soft = torch.rand(6, c, generator=g)
+    soft = soft / soft.sum(1, keepdim=True)  # float32: sums within a few roundings of 1
+    for loss in (build_loss("lpl", num_classes=c), build_loss("ce", num_classes=c)):
+        assert torch.isfinite(loss(u, soft))
+        smoothed = (F.one_hot(y, c) * 0.9 + 0.1 / c).bfloat16()  # bf16's rounding
+        assert torch.isfinite(loss(u, smoothed))
+        for bad in (soft * 0.91, soft * 1.9, torch.zeros(6, c)):
+            with pytest.raises(ValueError, match="sum to 1"):
+                loss(u, bad)
+
+
 # ------------------------------------------------------------------------------------------ imports, reprs
 def test_every_loss_class_imports_from_the_package():
     import lpl_train.losses as L
