@@ -167,6 +167,16 @@ def _check_pair(
     return logits, _check_target(target, logits.shape[0], c)
 
 
+def _focal_power(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``x ** gamma`` for ``x >= 0`` (a focal factor ``(1 - p)^gamma``) with a gradient that stays finite at
+    ``x = 0``: for ``0 < gamma < 1`` the power's derivative is infinite there, and a confidently right
+    sample (``p`` rounding to 1) got a NaN gradient (inf · 0). Values are those of ``x ** gamma``."""
+    if gamma == 0:
+        return torch.ones_like(x)
+    pos = x > 0
+    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)) ** gamma, torch.zeros_like(x))
+
+
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return loss

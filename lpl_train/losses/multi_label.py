@@ -27,7 +27,7 @@ from torch import nn
 
 from ..perturbation_checks import _can_read_back
 from ..validation import check_float, check_int
-from ._common import _as_counts, _check_logits, _check_reduction, _reduce, _ReprMixin
+from ._common import _as_counts, _check_logits, _check_reduction, _focal_power, _reduce, _ReprMixin
 from .registry import register
 from .single_label import class_balanced_weights
 
@@ -74,7 +74,7 @@ def _check_multilabel(
 
 def _focal_factor(bce_unweighted: torch.Tensor, gamma: float) -> torch.Tensor:
     """``(1 - p_t)^gamma`` with ``p_t = exp(-bce)``; ``-expm1`` keeps it accurate when ``p_t`` is near 1."""
-    return (-torch.expm1(-bce_unweighted)).clamp_min(0.0) ** gamma
+    return _focal_power((-torch.expm1(-bce_unweighted)).clamp_min(0.0), gamma)
 
 
 @register("bce")

@@ -40,6 +40,7 @@ from ._common import (  # noqa: F401  (re-exported: the shared checks were defin
     _check_pair,
     _check_reduction,
     _check_target,
+    _focal_power,
     _is_bool_dtype,
     _reduce,
     _ReprMixin,
@@ -452,7 +453,7 @@ def _softmax_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> 
     logp = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
     if gamma == 0.0:
         return -logp
-    return -((-torch.expm1(logp)).clamp_min(0.0) ** gamma) * logp
+    return -_focal_power((-torch.expm1(logp)).clamp_min(0.0), gamma) * logp
 
 
 def _sigmoid_focal_onehot(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:

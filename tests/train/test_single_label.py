@@ -722,3 +722,29 @@ def test_isda_diagonal_leaves_the_true_class_logit_exactly_unchanged():
         plain = fc(x[:n])
         own = y[:n, None]
         assert torch.equal(aug.gather(1, own), plain.gather(1, own))
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_focal_gradients_stay_finite_on_a_confidently_right_sample(gamma):
+    """(1 - p)^gamma with p rounding to 1: for gamma < 1 the power's derivative is infinite at 0, and the
+    softmax and sigmoid focal losses gave NaN gradients there (inf · 0); the true gradient is 0."""
+    from lpl_train.losses import build_loss
+
+    counts = [50, 20, 5]
+    y = torch.tensor([0, 1])
+    u = torch.tensor([[30.0, 0.0, 0.0], [0.0, 1.0, -1.0]], requires_grad=True)
+    for name in ("focal", "cb_focal"):  # the class-balanced one in its softmax variant
+        kw = {"class_counts": counts, "variant": "softmax"} if name == "cb_focal" else {}
+        loss = build_loss(name, num_classes=3, gamma=gamma, **kw)
+        u.grad = None
+        loss(u, y).backward()
+        assert torch.isfinite(u.grad).all(), (name, gamma, u.grad)
+        assert u.grad[0].abs().max() < 1e-9  # p_0 rounds to 1: nothing to learn from it
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    z = torch.tensor([[120.0, -120.0, -120.0], [0.0, 1.0, -1.0]], requires_grad=True)
+    for name in ("focal_bce", "cb_focal_bce", "rbce_focal"):
+        kw = {} if name == "focal_bce" else {"class_counts": counts}
+        loss = build_loss(name, num_classes=3, focal_gamma=gamma, **kw)
+        z.grad = None
+        loss(z, t).backward()
+        assert torch.isfinite(z.grad).all(), (name, gamma, z.grad)
