@@ -285,7 +285,16 @@ class LPLLoss(nn.Module):
                 )
         self.epsilon = P.check_non_negative(epsilon, "epsilon")
         self.delta_epsilon = P.check_non_negative(delta_epsilon, "delta_epsilon")
-        P.check_step_budget(self.epsilon, self.delta_epsilon, self.alpha)
+        if P.check_step_budget(self.epsilon, self.delta_epsilon, self.alpha) == 0 and (
+            self.epsilon + self.delta_epsilon > 0
+        ):
+            warnings.warn(
+                f"alpha={self.alpha!r} exceeds epsilon + delta_epsilon = "
+                f"{self.epsilon + self.delta_epsilon!r}: no class takes a step (K_c = ⌊ε_c/α⌋ = 0), so "
+                "the loss is plain cross-entropy; alpha is the step length, epsilon the bound",
+                UserWarning,
+                stacklevel=4,
+            )
         if split not in P.SPLITS:
             raise ValueError(f"split must be one of {P.SPLITS}, got {split!r}")
         if bound not in P.BOUNDS:

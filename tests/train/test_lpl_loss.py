@@ -662,3 +662,21 @@ def test_la_lpl_says_what_it_needs_and_which_preset_it_takes():
     assert repr(LALPLLoss(5, class_counts=COUNTS, lam=1.5)).startswith("LALPLLoss(lam=1.5, ")
     # the default head size reads as the number it is in help() and signatures
     assert repr(inspect.signature(LALPLLoss).parameters["tau"].default) == "0.4"
+
+
+def test_a_step_longer_than_the_bound_warns_that_the_loss_is_plain_ce():
+    """ε + Δε < α: K_c = ⌊ε_c/α⌋ = 0 for every class (a swapped α and ε, typically); the loss is exactly
+    CE, and says so. ε = Δε = 0 (CE on purpose, the ablation's floor) does not warn."""
+    import warnings
+
+    from lpl_train.losses import build_loss
+
+    u = torch.randn(16, 5, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 5
+    with pytest.warns(UserWarning, match=r"alpha=0.2 exceeds epsilon \+ delta_epsilon = 0.1"):
+        loss = build_loss("lpl", num_classes=5, alpha=0.2, epsilon=0.1)
+    assert torch.equal(loss(u, y), torch.nn.functional.cross_entropy(u, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_loss("lpl", num_classes=5, alpha=0.1, epsilon=0.0, delta_epsilon=0.0)
+        build_loss("lpl", num_classes=5, alpha=0.1, epsilon=0.1)  # one step
