@@ -60,12 +60,13 @@ from .perturbation_authors import (
     authors_varied_step_counts,
 )
 from .perturbation_checks import (
-    _TINY,
+    _TINY,  # noqa: F401 (re-exported)
     _can_read_back,
     _compiling,  # noqa: F401 (re-exported)
     _confirm_finite_logits,  # noqa: F401 (re-exported)
     _is_number,
     _sum_is_finite,  # noqa: F401 (re-exported)
+    _tiny,
     check_class_counts,
     check_finite,
     check_index_target,
@@ -274,12 +275,12 @@ def class_bounds(
     else:
         head = active & (sign < 0)
         tail = active & (sign > 0)
-        q = qbar.clamp_min(_TINY)
+        q = qbar.clamp_min(_tiny(qbar.dtype))
         q_head = torch.where(head, q, torch.zeros_like(q)).amax()
         q_tail = torch.where(tail, q, torch.full_like(q, float("inf"))).amin()
         # no tail class in the batch: q_tail is unused, but an inf would make the gradient NaN (inf·0)
         q_tail = torch.where(tail.any(), q_tail, torch.ones_like(q_tail))
-        ratio = torch.where(head, q / q_head.clamp_min(_TINY), q_tail / q)
+        ratio = torch.where(head, q / q_head.clamp_min(_tiny(q.dtype)), q_tail / q)
         ratio = torch.where(active, ratio, torch.zeros_like(ratio))
         eps = epsilon + delta_epsilon * ratio
     return torch.where(active, eps, torch.zeros_like(eps))
@@ -471,7 +472,7 @@ def pgd_like_perturbation(
         size = _class_size(target, c, keep)
     scale = (alpha * sign.to(dtype))[target][:, None]  # α·s_{y_i}
     mean_scale = scale / size[:, None].to(dtype)  # α·s_{y_i} / N_{y_i}
-    radius = bounds.to(dtype)[target][:, None].clamp_min(_TINY)
+    radius = bounds.to(dtype)[target][:, None].clamp_min(_tiny(dtype))
     onehot = F.one_hot(target, c).to(dtype)
     shift = scale * onehot  # the constant part α·s·y_i of the step
     if not by_index:
@@ -497,7 +498,9 @@ def pgd_like_perturbation(
         prob = torch.softmax(logits + delta, dim=1)
         if normalize_step:
             grad = mean_matrix @ prob - onehot
-            grad = grad / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min(_TINY)
+            grad = grad / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min(
+                _tiny(dtype)
+            )
             moved = delta + scale * grad
         elif class_mean == "matmul":
             moved = torch.addmm(delta - shift, step_matrix, prob)

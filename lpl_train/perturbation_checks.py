@@ -37,6 +37,12 @@ __all__ = [
 _TINY = 1e-30
 
 
+def _tiny(dtype: torch.dtype) -> float:
+    """The floor for norms and divisors in ``dtype``: :data:`_TINY`, or float16's smallest normal number
+    where 1e-30 would round to 0 (a 0 floor turns a zero norm into 0/0 = NaN)."""
+    return max(_TINY, float(torch.finfo(dtype).tiny)) if dtype.is_floating_point else _TINY
+
+
 # --------------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------------

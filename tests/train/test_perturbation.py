@@ -477,3 +477,18 @@ def test_authors_step_with_gradients_matches_hand_trace_and_balanced_varied_chec
     assert float(tau.detach()) == pytest.approx(rt)
     with pytest.raises(ValueError, match="variant"):
         P.authors_balanced_varied_perturbation(u, y, variant="train_varied")
+
+
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_half_precision_perturbation_of_a_class_without_a_side_is_zero_not_nan(normalize_step):
+    """A class with sign 0 (a one-class batch: q̄ equals τ) takes no step; in float16 the floor of norms
+    and radii (1e-30) rounded to 0 and its δ came out 0/0 = NaN, with autograd on too."""
+    from lpl_train import perturbation as P
+
+    u = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)).half().requires_grad_()
+    d = P.single_label_perturbation(u, torch.zeros(8, dtype=torch.long), alpha=0.05, epsilon=0.2,
+                                    normalize_step=normalize_step).delta  # fmt: skip
+    assert torch.equal(d, torch.zeros_like(d))
+    d.sum().backward()
+    assert torch.isfinite(u.grad).all()
+    assert P._tiny(torch.float32) == P._TINY == P._tiny(torch.float64)  # unchanged outside float16
