@@ -85,6 +85,8 @@ class LALPLLoss(LPLLoss):
                     f"got {split!r}"
                 )
             split = "mean"  # the preset's own schedule; LPLLoss checks the paper parameters are untouched
+            if tau is _DEFAULT_HEAD:
+                tau = None  # the preset's split index must be given (LPLLoss says so), never 0.4·C
         elif split != "index" and tau is _DEFAULT_HEAD:
             tau = None  # the default head size belongs to the index split
         if tau is _DEFAULT_HEAD:

@@ -280,6 +280,12 @@ CASES = [
         ValueError,
         "split",
     ),
+    (
+        "la_lpl preset without tau",  # as LPLLoss: never the 0.4·C default (the scripts hard-code 27)
+        b("la_lpl", num_classes=C, class_counts=COUNTS, preset="authors_longtail"),
+        ValueError,
+        "needs tau",
+    ),
     # ---------------------------------------------------------------- ml_lpl
     ("ml_lpl without counts", b("ml_lpl", num_classes=C), ValueError, "class_counts"),
     (
