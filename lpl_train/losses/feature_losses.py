@@ -45,7 +45,12 @@ class _LazyFeatureState(nn.Module):
     def _buffer_shape(self, name: str, feature_dim: int) -> tuple[int, ...]:  # pragma: no cover
         raise NotImplementedError
 
-    def _allocate(self, feature_dim: int, device: torch.device | None = None) -> None:
+    def _allocate(
+        self,
+        feature_dim: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         for name in self._lazy_buffers:
             old = getattr(self, name)
             setattr(
@@ -53,7 +58,7 @@ class _LazyFeatureState(nn.Module):
                 name,
                 torch.zeros(
                     self._buffer_shape(name, feature_dim),
-                    dtype=old.dtype,
+                    dtype=dtype or old.dtype,
                     device=device or old.device,
                 ),
             )
@@ -61,8 +66,8 @@ class _LazyFeatureState(nn.Module):
 
     def _ensure(self, features: torch.Tensor) -> None:
         a = features.shape[1]
-        if self.feature_dim is None:
-            self._allocate(a, features.device)
+        if self.feature_dim is None:  # statistics in float64 for float64 features, else float32
+            self._allocate(a, features.device, torch.promote_types(features.dtype, torch.float32))
         elif a != self.feature_dim:
             raise ValueError(
                 f"features have {a} columns but the loss holds state for {self.feature_dim}"
