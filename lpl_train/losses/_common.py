@@ -164,7 +164,8 @@ def _check_pair(
         raise ValueError(
             f"logits have {c} columns but the loss was built for {num_classes} classes"
         )
-    return logits, _check_target(target, logits.shape[0], c)
+    # half-precision logits (autocast) are scored in float32, as torch's cross-entropy and LPL do
+    return _work_dtype(logits), _check_target(target, logits.shape[0], c)
 
 
 def _focal_power(x: torch.Tensor, gamma: float) -> torch.Tensor:

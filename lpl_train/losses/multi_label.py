@@ -27,7 +27,15 @@ from torch import nn
 
 from ..perturbation_checks import _can_read_back
 from ..validation import check_float, check_int
-from ._common import _as_counts, _check_logits, _check_reduction, _focal_power, _reduce, _ReprMixin
+from ._common import (
+    _as_counts,
+    _check_logits,
+    _check_reduction,
+    _focal_power,
+    _reduce,
+    _ReprMixin,
+    _work_dtype,
+)
 from .registry import register
 from .single_label import class_balanced_weights
 
@@ -51,7 +59,7 @@ __all__ = [
 def _check_multilabel(
     logits: Any, target: Any, num_classes: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = _check_logits(logits)
+    logits = _work_dtype(_check_logits(logits))  # half precision (autocast) is scored in float32
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(
             f"logits have {logits.shape[1]} columns but the loss was built for {num_classes} classes"

@@ -620,3 +620,37 @@ def test_ce_and_la_take_torch_cross_entropy_arguments(name):
     assert "label_smoothing=0.1" in repr(loss)
     with pytest.raises(ValueError, match="weight has 5 entries"):
         build_loss("ce", weight=w)(u[:, :4], y % 4)
+
+
+def test_every_loss_of_logits_scores_autocast_half_precision_in_float32():
+    """Under autocast the logits come in bfloat16; every registered loss of logits returns a float32 value
+    (torch's cross-entropy and LPL always did; focal, class-balanced, Lq and the R-BCE family returned
+    bfloat16)."""
+    import warnings
+
+    from lpl_train.losses.registry import available_losses
+
+    n, c, counts = 32, 5, [500, 300, 200, 100, 50]
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(8, c)
+    x, y = torch.randn(n, 8, generator=g), torch.randint(0, c, (n,), generator=g)
+    t = (torch.rand(n, c, generator=g) > 0.6).float()
+    checked = []
+    for name in available_losses():
+        kw = {"num_classes": c, "class_counts": counts}
+        if name in ("rbce_ntr", "rbce_focal_ntr"):
+            kw["num_samples"] = 2000
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loss = build_loss(name, **kw)
+        if getattr(loss, "needs_features", False) or not type(loss).__module__.startswith(
+            "lpl_train"
+        ):
+            continue  # (other tests register losses of their own)
+        if hasattr(loss, "set_epoch"):
+            loss.set_epoch(5, 10)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = loss(lin(x), t if getattr(loss, "multi_label", False) else y)
+        assert out.dtype == torch.float32, (name, out.dtype)
+        checked.append(name)
+    assert {"focal", "cb_ce", "cb_focal", "lq", "rbce", "rbce_focal", "ce", "lpl"} <= set(checked)

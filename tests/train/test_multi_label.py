@@ -385,14 +385,21 @@ def test_rbce_subclasses_pass_their_parameters_on():
 
 
 @pytest.mark.parametrize("name", MULTI)
-def test_loss_is_in_the_dtype_of_the_logits(name):
+def test_loss_is_in_the_dtype_of_the_logits_and_half_precision_is_scored_in_float32(name):
+    """float32 and float64 logits give a loss of their dtype; bfloat16 logits (autocast's) are scored in
+    float32, as the single-label losses and LPL score them."""
     z, y = _data(dtype=torch.float32)
     loss = _build(name, reduction="none")
     assert loss(z, y).dtype == torch.float32
     ref = _build(name, reduction="none").double()(z.double(), y.double())
+    assert ref.dtype == torch.float64
     out16 = loss(z.bfloat16(), y)
-    assert out16.dtype == torch.bfloat16
+    assert out16.dtype == torch.float32
     torch.testing.assert_close(out16.double(), ref, rtol=0.1, atol=0.05)
+    up = _build(name, reduction="none")(
+        z.bfloat16().float(), y
+    )  # the same, from the rounded logits
+    torch.testing.assert_close(out16, up, rtol=0, atol=0)
 
 
 def test_transformed_logits_checks_and_keeps_the_logits_dtype():
