@@ -161,14 +161,29 @@ def _soft_reference(u, t, alpha, eps):
     return per
 
 
-def test_probability_targets_follow_the_mass_weighted_class_statistics():
-    u, y = _batch(n=20)
-    g = torch.Generator().manual_seed(3)
+@pytest.mark.parametrize("seed", range(6))
+def test_probability_targets_follow_the_mass_weighted_class_statistics(seed):
+    """Mixup targets: each (sample, class) pair counts for its class with its mass, N_c = Σ_i y_ic and
+    q̄_c = Σ_i y_ic q_ic / N_c; over several batches (one seed alone never flipped a sign through q̄, so
+    counting pairs instead of mass went unnoticed), and the statistics themselves."""
+    from lpl_train import perturbation as P
+
+    u, y = _batch(n=20, seed=seed)
+    g = torch.Generator().manual_seed(3 + seed)
     lam = torch.rand(20, 1, generator=g, dtype=torch.float64)
     perm = torch.randperm(20, generator=g)
     t = lam * F.one_hot(y, C).double() + (1 - lam) * F.one_hot(y[perm], C).double()  # mixup
     out = _lpl(alpha=0.05, epsilon=0.3, normalize_step=False, reduction="none")(u, t)
     torch.testing.assert_close(out, _soft_reference(u, t, 0.05, 0.3), rtol=0, atol=1e-12)
+    rows, cols = t.nonzero(as_tuple=True)  # the pairs with mass
+    counts, qbar = P.class_statistics(u[rows], cols, C, weight=t[rows, cols])
+    q = u.softmax(1)
+    torch.testing.assert_close(counts, t.sum(0), rtol=0, atol=1e-12)
+    mass = t.sum(0)
+    expected = torch.where(
+        mass > 0, (t * q).sum(0) / mass.clamp_min(1e-300), torch.zeros_like(mass)
+    )
+    torch.testing.assert_close(qbar, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kw", LPL_CONFIGS)
