@@ -12,14 +12,15 @@ multi-label data. The best point's run is the final run of ``select_seed``; the 
 point. The test set is evaluated for every run but never read by the selection (:func:`select_best`).
 Runs live in ``OUT/runs/<dataset>/<method>/<point>/seed<k>`` (:mod:`lpl_train.study_runs`).
 
-Study file keys: ``name``, ``seeds``, ``select_seed``, ``val_fraction``, ``epochs``, ``[datasets.*]``
+Study file keys: ``name``, ``description`` (the tables' title), ``seeds``, ``select_seed``, ``val_fraction``, ``epochs``, ``[datasets.*]``
 (``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``, ``label``), ``[[methods]]``
 (``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``, ``balanced``, ``model_params``,
 ``label``, ``grid_floor``: the smallest value of some grid keys, where an optimum is not a grid edge, and
 ``seeds``: the method's own final seeds, overriding the study's), ``[model]``, ``[optim]``, ``[schedule]``,
 ``batch_size``, ``data_seed``, ``drw_fraction``, ``[quick]`` (``seeds``, ``epochs``, ``scale``,
 ``grid = "first"``), ``[train]`` (``compile``, ``channels_last``, ``loss_variation_every`` for every run), the
-group rule (``groups = "counts"|"ranks"`` or ``group_fractions``) and optional ``[[claims]]`` (see
+group rule (``groups = "counts"|"ranks"`` or ``group_fractions``), ``record_delta_norm`` (the ablation's
+per-class, per-epoch ‖δ_c‖ in every LPL run's record) and optional ``[[claims]]`` (see
 :mod:`lpl_train.report.tables`).
 """
 
@@ -434,17 +435,19 @@ def write_outputs(records: list[dict[str, Any]], study: dict[str, Any], figures:
                   records_path: Path | None = None) -> Path:  # fmt: skip
     """Write ``<prefix>-runs.jsonl`` (or ``records_path``) and ``<prefix>-tables.md`` into ``figures``;
     return the tables path."""
-    write_records(records, records_path or figures / f"{prefix}-runs.jsonl")
-    return write_tables(records, study, figures, prefix)
+    path = records_path or figures / f"{prefix}-runs.jsonl"
+    write_records(records, path)
+    return write_tables(records, study, figures, prefix, records_path=path)
 
 
-def write_tables(
-    records: list[dict[str, Any]], study: dict[str, Any], figures: Path, prefix: str
-) -> Path:
-    """Write ``<prefix>-tables.md`` into ``figures`` from ``records``; return its path."""
+def write_tables(records: list[dict[str, Any]], study: dict[str, Any], figures: Path, prefix: str,
+                 records_path: Path | None = None) -> Path:  # fmt: skip
+    """Write ``<prefix>-tables.md`` into ``figures`` from ``records`` (read from ``records_path``, which
+    its header names); return its path."""
     figures.mkdir(parents=True, exist_ok=True)
+    name = None if records_path is None else _tables.records_display_name(records_path)
     text = _tables.tables_markdown(sorted(records, key=lambda r: r["key"]), study,
-                                   chosen_points(records, study), prefix)  # fmt: skip
+                                   chosen_points(records, study), prefix, name)  # fmt: skip
     path = figures / f"{prefix}-tables.md"
     path.write_text(text, encoding="utf-8")
     return path

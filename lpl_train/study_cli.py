@@ -94,7 +94,7 @@ def run(a: argparse.Namespace) -> int:
         source = _records_to_read(a, study, figures, prefix)
         records = S.read_records(source)
         print(f"{len(records)} records from {source}")
-        print(S.write_tables(records, study, figures, prefix))
+        print(S.write_tables(records, study, figures, prefix, records_path=source))
     else:
         try:
             records = S.run_study(study, out, a.jobs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lpl_train.report.stats import (
@@ -192,14 +193,34 @@ def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]
     return out
 
 
+def _study_ref(study: dict[str, Any]) -> str:
+    """How ``lpl-train study`` names ``study``: a shipped study by its name, another by its file."""
+    from lpl_train.study import STUDY_DIR
+
+    path = Path(study.get("path", STUDY_DIR / "fmnist.toml"))
+    return path.stem if path.resolve().parent == STUDY_DIR else str(path)
+
+
+def records_display_name(path: Path) -> str:
+    """A records file as a table header names it: relative to the project for a shipped one."""
+    from lpl_train.study import STUDY_DIR
+
+    path = Path(path)
+    if path.resolve().parent == STUDY_DIR:
+        return f"lpl_train/configs/study/{path.name}"
+    return path.name
+
+
 def tables_markdown(
     records: Sequence[dict[str, Any]],
     study: dict[str, Any],
     chosen: dict[tuple[str, str], dict[str, Any]],
     prefix: str,
+    records_name: str | None = None,
 ) -> str:
-    """The whole ``<prefix>-tables.md``: a header stating the protocol and the group rule, the tables and the
-    claims."""
+    """The whole ``<prefix>-tables.md``: a header stating the protocol and the group rule (and the records
+    file it was made from, ``records_name``, with the commands that redraw and retrain it), the tables and
+    the claims."""
     summary = summarize(records, study, chosen)
     title = study["description"] if "description" in study else study["name"]
     if study["quick"]:
@@ -207,13 +228,16 @@ def tables_markdown(
             " — QUICK MODE (small sets, 4 epochs, no search: a smoke test, not the study's results)"
         )
     minutes = sum(r.get("wall_s", 0.0) for r in records) / 60
+    quick = " --quick" if study["quick"] else ""
+    quick += f" --records {records_name}" if records_name else ""
     head = (
         f"Seeds {study['seeds']}, {study['epochs']} epochs, model {study['model']['name']} "
         f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
         f"({study['val_fraction']:.0%} of the training set, stratified) with seed {study['select_seed']}; "
         f"groups: {study_groups(study).describe()}. {len(records)} runs, {minutes:.1f} CPU-minutes of "
-        f"training. Raw runs: `{prefix}-runs.jsonl`. Regenerate: `python -m lpl_train.study"
-        + (" --quick" if study["quick"] else "") + "`."
+        f"training. Raw runs: `{records_name or prefix + '-runs.jsonl'}`. Redraw: `lpl-train study "
+        f"{_study_ref(study)}{quick} --report-only`; train what is missing: `lpl-train study "
+        f"{_study_ref(study)}{quick}`."
     )  # fmt: skip
     md = [f"# {title}", "", head, "", format_tables(summary, study)]
     md += ["## The paper's qualitative claims, checked on these means and their seed std", ""]

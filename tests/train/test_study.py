@@ -557,7 +557,9 @@ def test_committed_tables_are_those_of_the_committed_runs(tmp_path):
     records (shipped beside the study file), through the report code."""
     study = S.load_study()
     assert S.shipped_records(study) == RECORDS
-    path = S.write_tables(S.read_records(RECORDS), study, tmp_path, "study")
+    path = S.write_tables(S.read_records(RECORDS), study, tmp_path, "study", records_path=RECORDS)
+    assert "Raw runs: `lpl_train/configs/study/fmnist-runs.jsonl`. Redraw: `lpl-train study fmnist " in (
+        path.read_text(encoding="utf-8"))  # fmt: skip
     committed = (ROOT / "figures" / "study-tables.md").read_text(encoding="utf-8")
     assert path.read_text(encoding="utf-8") == committed
 
