@@ -651,37 +651,39 @@ def test_fit_through_the_captured_path_matches_eager(tmp_path, monkeypatch):
     assert all(isinstance(g["lr"], float) for g in ck["optimizer"]["param_groups"])
 
 
-def test_auto_falls_back_to_eager_when_recording_fails(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "fail,fail_check,why,counts",
+    [
+        (
+            "operation not permitted when stream is capturing",
+            None,
+            "operation not permitted",
+            (1, 0, 0),
+        ),
+        # the checked eager step (host synchronisation made an error) fails first: no recording starts
+        ("never reached", "called a synchronizing op", "called a synchronizing op", (1, 0, 0)),
+    ],
+    ids=["recording-fails", "check-fails"],
+)
+def test_auto_falls_back_to_eager_when_the_check_or_the_recording_fails(
+    tmp_path, monkeypatch, fail, fail_check, why, counts
+):
+    """``"auto"`` runs eagerly from the failure on, says why once, and trains as an eager run does;
+    ``"graph"`` raises. (checks, recordings kept, recordings counted) of the step object tell which
+    stage failed."""
     cfg = make_cfg(epochs=2)
     fit(cfg, tmp_path / "eager", components=make_components(dropout=0.0), log=print)
-    _force_graph(monkeypatch, fail="operation not permitted when stream is capturing")
+    made = _force_graph(monkeypatch, fail=fail, fail_check=fail_check)
     lines = []
     fit(cfg, tmp_path / "auto", components=make_components(dropout=0.0), log=lines.append)
-    assert sum("step: eager (recording the CUDA graph failed: operation not permitted" in s
-               for s in lines) == 1, lines  # fmt: skip
+    assert sum(f"step: eager (recording the CUDA graph failed: {why}" in s for s in lines) == 1, (
+        lines
+    )
+    assert [(m.api.checks, m.api.recorded, m.recordings) for m in made] == [counts]
     wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("eager", "auto"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match="operation not permitted"):
-        fit(make_cfg(epochs=1, capture="graph"), tmp_path / "graph",
-            components=make_components(dropout=0.0), log=print)  # fmt: skip
-
-
-def test_a_step_that_synchronises_fails_its_check_before_any_recording(tmp_path, monkeypatch):
-    """The checked eager step (host synchronisation made an error) fails first: ``"auto"`` runs eagerly
-    from there without ever starting a recording, and trains as an eager run does; ``"graph"`` raises."""
-    cfg = make_cfg(epochs=2)
-    fit(cfg, tmp_path / "eager", components=make_components(dropout=0.0), log=print)
-    made = _force_graph(monkeypatch, fail="never reached", fail_check="called a synchronizing op")
-    lines = []
-    fit(cfg, tmp_path / "auto", components=make_components(dropout=0.0), log=lines.append)
-    assert sum("step: eager (recording the CUDA graph failed: called a synchronizing op" in s
-               for s in lines) == 1, lines  # fmt: skip
-    assert [(m.api.checks, m.api.recorded, m.recordings) for m in made] == [(1, 0, 0)]
-    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("eager", "auto"))
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match="called a synchronizing op"):
+    with pytest.raises(RuntimeError, match=why):
         fit(make_cfg(epochs=1, capture="graph"), tmp_path / "graph",
             components=make_components(dropout=0.0), log=print)  # fmt: skip
 
