@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--groups", default="counts", metavar="counts|ranks",
                     help="many/medium/few: the paper's count thresholds (counts, default; counts:MANY,FEW) "
-                         "or rank thirds (ranks; ranks:F_MANY,F_FEW)")  # fmt: skip
+                         "or by rank, 30%%/40%%/30%% (ranks; ranks:F_MANY,F_FEW)")  # fmt: skip
 
     pl = sub.add_parser("plot", help="plot run folders: curves, per-class accuracy, loss variation")
     pl.add_argument("runs", nargs="+", help="run folders (overlaid)")

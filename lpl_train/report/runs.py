@@ -9,7 +9,7 @@ seed and flagged in the seeds column, never counted as two seeds. The paper's Ta
 
 Single-label rows show the top-1 error overall and of the many/medium/few groups, multi-label rows the mAP
 total and head/medium/tail, with the groups of :class:`lpl_train.report.stats.GroupRule` (by default the
-paper's count thresholds; ``--groups ranks`` for rank thirds); the table's first line says which.
+paper's count thresholds; ``--groups ranks`` for the 30% most and 30% least frequent classes); the table's first line says which.
 
 The metric reported is the last epoch's (``final``) and, beside it, the test metric at the epoch chosen on
 the validation split (``best_val``; "—" without a validation split). The paper does not say which one its

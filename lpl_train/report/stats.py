@@ -60,10 +60,13 @@ def verdict(
 ) -> dict[str, Any]:
     """Does ``a`` beat ``b``, given their seed std? ``status`` is "held" / "did not hold" when the difference
     of the means is at least the combined seed std sqrt(s_a² + s_b²) (``noise``), else "not established",
-    with ``favours`` saying on which side the means fall."""
+    with ``favours`` saying on which side the means fall. A side with one seed (std None) has no spread to
+    compare with: "not established" with ``noise`` None, whatever the difference."""
     (va, sa), (vb, sb) = a, b
     held = va < vb if lower_better else va > vb
-    noise = math.sqrt((sa or 0.0) ** 2 + (sb or 0.0) ** 2)
+    if sa is None or sb is None:
+        return {"status": "not established", "favours": held, "delta": abs(va - vb), "noise": None}
+    noise = math.sqrt(sa**2 + sb**2)
     status = "not established" if abs(va - vb) < noise else ("held" if held else "did not hold")
     return {"status": status, "favours": held, "delta": abs(va - vb), "noise": noise}
 

@@ -183,7 +183,13 @@ def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]
             unit = "mAP" if ds["regime"] == "multilabel" else "error"
             label = ds.get("label", d)
             nums = f"{unit} {ga[0]:.2f} vs {gb[0]:.2f}"
-            if v["status"] == "not established":  # the means alone would call it; the seeds do not
+            if v["status"] == "not established" and v["noise"] is None:
+                side = "favour" if v["favours"] else "go against"
+                out.append(f"- {label}: {text} — not established: one seed, no spread to compare the "
+                           f"difference with ({nums}; the means {side} the claim).")  # fmt: skip
+            elif (
+                v["status"] == "not established"
+            ):  # the means alone would call it; the seeds do not
                 side = "favour" if v["favours"] else "go against"
                 out.append(f"- {label}: {text} — not established: the difference is within the seed noise "
                            f"({nums}, |Δ| {v['delta']:.2f} < {v['noise']:.2f}; the means {side} the "
@@ -234,7 +240,7 @@ def tables_markdown(
         f"Seeds {study['seeds']}, {study['epochs']} epochs, model {study['model']['name']} "
         f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
         f"({study['val_fraction']:.0%} of the training set, stratified) with seed {study['select_seed']}; "
-        f"groups: {study_groups(study).describe()}. {len(records)} runs, {minutes:.1f} CPU-minutes of "
+        f"groups: {study_groups(study).describe()}. {len(records)} runs, {minutes:.1f} run-minutes (summed wall time, one CPU thread a run) of "
         f"training. Raw runs: `{records_name or prefix + '-runs.jsonl'}`. Redraw: `lpl-train study "
         f"{_study_ref(study)}{quick} --report-only`; train what is missing: `lpl-train study "
         f"{_study_ref(study)}{quick}`."

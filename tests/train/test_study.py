@@ -291,6 +291,10 @@ def test_class_groups_by_rank():
         "medium": [2, 3],
         "few": [0],
     }
+    # 0.3 of 5 classes is 1.5: rounded half to even, 2 classes at each end (as with 12 classes: 3.6 → 4)
+    assert S.class_groups_by_rank([50, 40, 30, 20, 10]) == {
+        "many": [0, 1], "medium": [2], "few": [3, 4]}  # fmt: skip
+    assert len(S.class_groups_by_rank(list(range(12, 0, -1)))["many"]) == 4
     with pytest.raises(ValueError, match="fractions"):
         S.class_groups_by_rank(counts, (0.6, 0.6))
     with pytest.raises(ValueError, match="class_counts"):
@@ -542,6 +546,15 @@ def test_claims_flag_differences_within_the_seed_noise():
     summ[("lt", "ce")] = {"overall": (23.0, 1.0)}
     assert S.claims(summ, study) == [
         "- LT: LPL (varied ε_c) beats CE — held (error 20.00 vs 23.00)."
+    ]
+    # exactly at the noise: established (|Δ| = 1 is not < sqrt(0.6² + 0.8²) = 1, both exact)
+    summ = {("lt", "lpl_varied"): {"overall": (20.0, 0.6)}, ("lt", "ce"): {"overall": (21.0, 0.8)}}
+    assert S.claims(summ, study)[0].startswith("- LT: LPL (varied ε_c) beats CE — held")
+    # one seed on a side (std None: a stopped study, a diverged seed): never "held" or "did not hold"
+    summ = {("lt", "lpl_varied"): {"overall": (20.0, None)}, ("lt", "ce"): {"overall": (29.0, 1.0)}}
+    assert S.claims(summ, study) == [
+        "- LT: LPL (varied ε_c) beats CE — not established: one seed, no spread to compare the "
+        "difference with (error 20.00 vs 29.00; the means favour the claim)."
     ]
 
 
