@@ -98,6 +98,11 @@ def test_inat_errors(tmp_path: Path) -> None:
     (tmp_path / "val2017.json").write_text('{"images": [')
     with pytest.raises(ValueError, match=r"val2017\.json"):
         build_datasets("inat2017", root=tmp_path)
+    data = json.loads((tmp_path / "train2017.json").read_text())
+    data["annotations"][0]["category_id"] = "x1"  # not a number: the error names the file
+    (tmp_path / "train2017.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"cannot read .*train2017\.json.*category_id"):
+        build_datasets("inat2017", root=tmp_path)
 
 
 def _voc_xml(path: Path, objects: list[tuple[str, int]]) -> None:

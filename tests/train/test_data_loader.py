@@ -217,3 +217,21 @@ def test_flip_only_mirrors_and_given_statistics_normalise() -> None:
         assert plain or mirror
         flipped += mirror and not plain
     assert 10 < flipped < 54
+
+
+def test_fashion_mnist_crops_pad_2_pixels_and_cifar_4():
+    """The recipe's padding follows the image side: 2 pixels for 28 x 28 (Fashion-MNIST), 4 for 32 x 32;
+    a 28 x 28 crop then shifts the image by at most 2 pixels either way."""
+    import torch
+
+    from lpl_train.data import TensorData, make_loader
+
+    for side, pad in ((28, 2), (32, 4)):
+        x = torch.zeros(64, 1, side, side, dtype=torch.uint8)
+        x[:, :, side // 2, side // 2] = 255  # one bright pixel in the middle
+        data = TensorData(x, torch.arange(64) % 4, mean=(0.0,), std=(1.0,))
+        loader = make_loader(data, 64, True, "crop_flip", "cpu", seed=0)
+        assert loader.pad == pad
+        (batch, _) = next(iter(loader))
+        rows = batch[:, 0].amax(dim=2).argmax(dim=1) - side // 2  # where the pixel went
+        assert rows.abs().max() == pad  # every shift in [-pad, pad], the extremes reached
