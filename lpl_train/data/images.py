@@ -69,8 +69,15 @@ class ImageFileDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def get(
-        self, index: int, generator: torch.Generator | None = None, train: bool = False
+        self,
+        index: int,
+        generator: torch.Generator | None = None,
+        train: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``index`` through the recipe's training (``train``) or evaluation transform, normalised
+        with ``mean``/``std`` (default: the dataset's)."""
         x = decode_image(self.paths[index])
         train_fn, eval_fn = RECIPES[self.recipe]
         if train:
@@ -79,7 +86,8 @@ class ImageFileDataset(torch.utils.data.Dataset):
             x = train_fn(x, generator, self.size)
         else:
             x = eval_fn(x, None, self.size)
-        return normalize(x, self.mean, self.std), self.targets[index]
+        m, s = self.mean if mean is None else mean, self.std if std is None else std
+        return normalize(x, m, s), self.targets[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.get(index)

@@ -115,9 +115,9 @@ class _IndexedView(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def get(self, i: int, generator: Any = None, train: bool = False) -> Any:
+    def get(self, i: int, generator: Any = None, train: bool = False, **norm: Any) -> Any:
         if hasattr(self.base, "get"):
-            return self.base.get(self.index[i], generator, train=train)
+            return self.base.get(self.index[i], generator, train=train, **norm)
         return self.base[self.index[i]]
 
     def __getitem__(self, i: int) -> Any:

@@ -542,3 +542,23 @@ def test_mlt_train_geometry_and_flips(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ch.min() >= 40 and cw.min() >= 40 and ch.max() <= 50 and cw.max() <= 50
     assert (ch != cw).mean() > 0.5  # height and width drawn independently
     assert ((top + ch == 50) & (ch < 50)).sum() > 20 and ((left + cw == 50) & (cw < 50)).sum() > 20
+
+
+def test_a_loader_mean_and_std_reach_a_dataset_that_normalises_itself(tmp_path: Path) -> None:
+    """Image-file datasets normalise inside ``get`` with their own (ImageNet) statistics; a loader given
+    its own mean/std (``[data.loader] mean/std``) used to report them and normalise with the dataset's."""
+    from lpl_train.data.images import ImageFileDataset
+    from lpl_train.engine.components import _IndexedView
+
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((16, 16, 3), 100, dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    ds = ImageFileDataset(paths, torch.arange(4), "mlt", 16)
+    for data in (ds, _IndexedView(ds, torch.arange(4))):
+        x, _ = next(iter(make_loader(data, 4, train=False, mean=(0, 0, 0), std=(1, 1, 1))))
+        torch.testing.assert_close(x, torch.full_like(x, 100 / 255), rtol=0, atol=1e-6)
+        x, _ = next(iter(make_loader(data, 4, train=False)))  # the dataset's own statistics
+        expected = (100 / 255 - ds.mean[0]) / ds.std[0]
+        torch.testing.assert_close(x[:, 0], torch.full_like(x[:, 0], expected), rtol=0, atol=1e-5)
