@@ -39,6 +39,11 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+#: The inputs of the PyTorch port of Logit Adjustment that the authors' long-tail code runs: the release
+#: decoded to ``x/255 - 0.5``, then ``Normalize(0.5, 1.0)`` again, so ``x/255 - 1`` in [-1, 0]; its crop pads
+#: the ``x/255 - 0.5`` image with 0, i.e. mid-grey (``pad_mode="mid"``).
+LA_PORT_MEAN = (1.0, 1.0, 1.0)
+LA_PORT_STD = (1.0, 1.0, 1.0)
 
 _SPEC = {
     10: {
@@ -178,6 +183,10 @@ def build_cifar(
         xtr, ytr = xtr[keep], ytr[keep]
     spec = _SPEC[num_classes]
     mean, std = spec["mean"], spec["std"]
+    if (
+        imbalance_ratio is not None
+    ):  # LDAM-DRW's cifar_train.py: CIFAR-10's statistics for both LT sets
+        mean, std = CIFAR10_MEAN, CIFAR10_STD
     train = TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr), mean, std)
     train, val = split_validation(train, val_fraction, seed)
     test = TensorData(torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(yte), mean, std)
@@ -251,7 +260,9 @@ def build_cifar_lt_npz(
     """The Logit Adjustment CIFAR-LT release (rho = 100) converted to ``.npz``.
 
     ``root`` holds ``cifar10-lt_train.npz`` and ``cifar10_test.npz`` (``variant="cifar10"``) or the
-    ``cifar100`` pair. ``seed`` only affects the optional validation split.
+    ``cifar100`` pair. ``seed`` only affects the optional validation split. The inputs are those of the
+    LA port the authors ran: ``x/255 - 1`` (:data:`LA_PORT_MEAN`, :data:`LA_PORT_STD`), the crop padded
+    mid-grey (the bundle's ``pad_mode="mid"``).
     """
     check_choice("variant", variant, ("cifar10", "cifar100"))
     num_classes = 10 if variant == "cifar10" else 100
@@ -267,10 +278,10 @@ def build_cifar_lt_npz(
         )
     xtr, ytr = _read_npz(paths[0], num_classes)
     xte, yte = _read_npz(paths[1], num_classes)
-    spec = _SPEC[num_classes]
-    train = TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr), spec["mean"], spec["std"])
+    mean, std = LA_PORT_MEAN, LA_PORT_STD
+    train = TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr), mean, std)
     train, val = split_validation(train, val_fraction, seed)
-    test = TensorData(torch.from_numpy(xte), torch.from_numpy(yte), spec["mean"], spec["std"])
+    test = TensorData(torch.from_numpy(xte), torch.from_numpy(yte), mean, std)
     return DatasetBundle(
         train=train,
         val=val,
@@ -279,8 +290,9 @@ def build_cifar_lt_npz(
         class_counts=class_counts_of(train.targets, num_classes),
         multi_label=False,
         input_shape=(3, 32, 32),
-        mean=spec["mean"],
-        std=spec["std"],
+        mean=mean,
+        std=std,
         augment="crop_flip",
         name="cifar_lt_npz",
+        pad_mode="mid",
     )

@@ -104,7 +104,9 @@ class DatasetBundle:
 
     ``class_counts`` are counted on the *training* split (per class; for multi-label data, the number of
     training samples in which the class is present). ``mean``/``std`` are the per-channel normalisation the
-    loader applies; ``augment`` is the recommended training augmentation for :func:`make_loader`.
+    loader applies; ``augment`` is the recommended training augmentation for :func:`make_loader` and
+    ``pad_mode`` the padding of its crop in the dataset's reference pipeline (the engine uses it unless
+    ``[data.loader] pad_mode`` is set).
     """
 
     train: Any
@@ -119,6 +121,7 @@ class DatasetBundle:
     augment: str = "none"
     name: str = ""
     class_names: list[str] = field(default_factory=list)
+    pad_mode: str = "zero"
 
 
 # ----------------------------------------------------------------------------------------------- checks

@@ -2,7 +2,8 @@
 
 Batch ops (the tensor-resident loader) act on a whole uint8 batch ``B x C x H x W`` on its device:
 
-* :func:`batch_crop_flip`: pad by ``pad`` pixels (zeros, or ``pad_mode="reflect"``), take a random
+* :func:`batch_crop_flip`: pad by ``pad`` pixels (zeros, mid-grey with ``pad_mode="mid"``, or mirrored
+  with ``pad_mode="reflect"``), take a random
   ``H x W`` window per image, and flip
   each image horizontally with probability 1/2. This is the standard CIFAR augmentation (pad 4); the
   Fashion-MNIST recipe uses pad 2 (28 x 28 items are small, a 4-pixel shift moves 14 % of the image).
@@ -30,7 +31,10 @@ def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(shape, generator=gen)
 
 
-PAD_MODES = ("zero", "reflect")
+PAD_MODES = ("zero", "reflect", "mid")
+#: The value ``pad_mode="mid"`` pads with: mid-grey, the nearest uint8 to 127.5 (Logit Adjustment's inputs
+#: are ``x/255 - 0.5``, padded with 0 before the crop).
+MID_GREY = 128
 
 
 def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -56,8 +60,10 @@ def batch_crop_flip(
 ) -> torch.Tensor:
     """Random shift crop (padding ``pad``) and horizontal flip of a uint8 batch, on ``x``'s device.
 
-    ``pad_mode``: ``"zero"`` (LDAM-DRW, LA) or ``"reflect"`` (mirror without repeating the edge, as the
-    ISDA code and the authors' balanced-CIFAR code pad before their 32 x 32 crop). The random numbers come
+    ``pad_mode``: ``"zero"`` (LDAM-DRW), ``"mid"`` (mid-grey, :data:`MID_GREY`: Logit Adjustment and the
+    authors' LA-based long-tail code pad their ``x/255 - 0.5`` inputs with 0) or ``"reflect"`` (mirror
+    without repeating the edge, as the ISDA code and the authors' balanced-CIFAR code pad before their
+    32 x 32 crop). The random numbers come
     from the CPU generator ``gen`` (so results do not depend on the device) and are drawn in a fixed order:
     shifts ``(B, 2)`` then flips ``(B,)``.
     """
@@ -76,7 +82,11 @@ def batch_crop_flip(
     if crop and pad > 0:
         if pad_mode == "reflect" and pad >= min(h, w):
             raise ValueError(f"pad={pad} must be smaller than the image side for reflect padding")
-        xp = F.pad(x, (pad, pad, pad, pad), mode="reflect" if pad_mode == "reflect" else "constant")
+        if pad_mode == "reflect":
+            xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        else:
+            fill = MID_GREY if pad_mode == "mid" else 0
+            xp = F.pad(x, (pad, pad, pad, pad), mode="constant", value=fill)
         rows = shifts[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
         cols = shifts[:, 1:2] + torch.arange(w, device=x.device)  # (B, W)
         bi = torch.arange(b, device=x.device)[:, None, None]

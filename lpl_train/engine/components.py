@@ -68,7 +68,7 @@ def build_components(
         raise ValueError(
             f"data.batch_size={bs} must be divisible by the number of processes {dist.world}"
         )
-    common = {"device": device, "seed": tr["seed"], **d["loader"]}
+    common = {"device": device, "seed": tr["seed"], "pad_mode": bundle.pad_mode, **d["loader"]}
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
     train_kw = {"batch_size": bs // dist.world, "train": True, "augment": augment,
                 "drop_last": d["drop_last"], **common}  # fmt: skip

@@ -168,6 +168,9 @@ def test_cifar100_fine_labels(tmp_path: Path) -> None:
     assert b.num_classes == 100
     assert b.class_counts == [int(5 * 0.2 ** (c / 99)) for c in range(100)]
     assert b.class_counts[0] == 5 and b.class_counts[-1] == 1
+    # LDAM-DRW normalises CIFAR-100-LT with CIFAR-10's statistics (its cifar_train.py, both datasets)
+    c10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    assert (b.mean, b.std) == c10 and (b.train.mean, b.test.std) == c10
 
 
 def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
@@ -322,7 +325,7 @@ def _cifar100_archive(root: Path, train_labels: np.ndarray, test_labels: np.ndar
 
 
 def test_cifar_normalisation_and_bundle_fields(cifar_root: Path, tmp_path: Path) -> None:
-    # the per-channel statistics of the LDAM-DRW / standard CIFAR training code
+    # the per-channel statistics of the LDAM-DRW / standard CIFAR training code; balanced CIFAR-100 its own
     c10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
     c100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
     b = build_datasets("cifar10", root=cifar_root)
@@ -443,7 +446,8 @@ def test_la_npz_validation_and_uint8(tmp_path: Path) -> None:
     b = build_datasets("cifar_lt_npz", root=tmp_path, variant="cifar10")
     assert torch.equal(b.train.images, torch.from_numpy(img.transpose(0, 3, 1, 2)))
     assert b.name == "cifar_lt_npz" and b.augment == "crop_flip" and b.val is None
-    assert (b.mean, b.std) == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    # the LA port's inputs, x/255 - 1 (decoded to x/255 - 0.5, then Normalize(0.5, 1.0)), padded mid-grey
+    assert (b.mean, b.std) == ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0)) and b.pad_mode == "mid"
     assert b.test.targets.tolist() == [0, 1, 2, 3]
     bad = tmp_path / "cifar10_test.npz"
     f = (img[:4].astype(np.float32) / 255.0) - 0.5
@@ -481,7 +485,7 @@ def test_la_npz_validation_split_and_cifar100(tmp_path: Path) -> None:
     _npz(tmp_path / "cifar100_test.npz", img[:5], np.arange(5)[:, None])
     b100 = build_datasets("cifar_lt_npz", root=tmp_path, variant="cifar100")
     assert b100.num_classes == 100 and len(b100.class_counts) == 100
-    assert (b100.mean, b100.std) == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    assert (b100.mean, b100.std) == ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0)) and b100.pad_mode == "mid"
     assert b100.train.targets.tolist() == list(range(0, 80, 2))
 
 
@@ -623,3 +627,25 @@ def test_split_validation_stratifies_multi_label_by_first_label() -> None:
     _, va = _reference_split(np.array([1] * 10 + [2] * 10), 0.3, 5)
     assert val.images[:, 0].long().tolist() == va
     assert len(train) == 14 and train.targets.argmax(1).tolist().count(1) == 7
+
+
+def test_la_port_inputs_are_x_over_255_minus_1_and_the_crop_pads_mid_grey(tmp_path: Path) -> None:
+    """Through the engine's loader: a mid-grey image stays about -0.5 everywhere after any crop (the port
+    pads its x/255 - 0.5 images with 0, mid-grey; black padding made a -1 border), values in [-1, 0]."""
+    import lpl_train.engine.components as C
+    from lpl_train.config import validate_config
+
+    img = np.full((40, 32, 32, 3), 128, dtype=np.uint8)
+    lab = np.arange(40) % 10
+    np.savez(tmp_path / "cifar10-lt_train.npz", img, lab)
+    np.savez(tmp_path / "cifar10_test.npz", img[:10], lab[:10])
+    cfg = validate_config({
+        "name": "la_npz", "data": {"name": "cifar_lt_npz", "root": str(tmp_path),
+                                   "params": {"variant": "cifar10"}, "batch_size": 40},
+        "model": {"name": "resnet32_la"}, "loss": {"name": "ce"}, "schedule": {"epochs": 1},
+        "train": {"device": "cpu", "progress": False},
+    })  # fmt: skip
+    comps = C.build_components(cfg, __import__("torch").device("cpu"))
+    x, _ = next(iter(comps.train_loader))
+    assert float(x.min()) == float(x.max())  # no black border: one value everywhere
+    assert float(x.min()) == pytest.approx(128 / 255 - 1.0, abs=1e-6)
