@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except BrokenPipeError:  # `... | head`: the reader went away
         flush_stdout()
-    except (_UsageError, ValueError, TypeError) as exc:
+    except (_UsageError, ValueError, TypeError, OverflowError) as exc:
         message = " ".join(str(exc).split())
         print(f"lpl-theory: error: {message}", file=sys.stderr)
         return 2

@@ -46,6 +46,11 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         raise TypeError(f"{name} must be a real number or an array of reals, got {value!r}")
     try:
         arr = np.asarray(value, dtype=float)
+    except OverflowError:  # an int beyond float64 (10**400)
+        what = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) else "more"
+        raise ValueError(
+            f"{name} is too large for float64 (at most about 1.8e308), got {what}"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{name} must be a real number or an array of reals, got {value!r}"
@@ -117,24 +122,59 @@ def _prepare(
     }
 
 
+#: The lengths of the problem (|p|, |q|, sqrt(d)·sigma) are used as they are inside this range; outside it
+#: their squares would lose digits or underflow, so they are divided by a power of two near the largest
+#: (exact in binary floating point) and b* multiplied back: the problem is scale-invariant (eta, sigma,
+#: eps and b scale together), and inside the range every number is the same as without the scaling.
+_PLAIN_RANGE = (1e-100, 1e100)
+
+
 def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
     g, dd, et, sg, kk = v["gamma"], v["d"], v["eta"], v["sigma"], v["K"]
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         e_plus = v["s_plus"] * v["rho_plus"] * v["eps"]
         e_minus = v["s_minus"] * v["rho_minus"] * v["eps"]
         p = dd * et - e_plus
         q = e_minus - dd * et
         C = e_plus + e_minus - 2 * dd * et
+        length = np.maximum(np.maximum(np.abs(p), np.abs(q)), np.sqrt(dd) * sg)
+        plain = (length >= _PLAIN_RANGE[0]) & (length <= _PLAIN_RANGE[1])
+        unit = np.where(plain | ~np.isfinite(length) | (length <= 0), 1.0,
+                        np.exp2(np.floor(np.log2(np.where(length > 0, length, 1.0)))))  # fmt: skip
+        ps, qs, Cs, ss = p / unit, q / unit, C / unit, sg / unit
         log_k_over_g = np.log(kk) - np.log(g)
         # K = 1 (Theorems 1-2): the log term is exactly 0, whatever sigma
-        log_term = np.where(kk == 1, 0.0, 2 * dd * (kk**2 - 1) * sg**2 * log_k_over_g)
-        disc = C**2 + log_term
-        exists = disc >= 0
-        S = np.sqrt(np.where(exists, disc, np.nan))
-        c = kk**2 * p**2 - q**2 - 2 * dd * kk**2 * sg**2 * log_k_over_g
-        b_star = c / (q - kk**2 * p - kk * S)
+        log_term = np.where(kk == 1, 0.0, 2 * dd * (kk**2 - 1) * ss**2 * log_k_over_g)
+        disc_s = Cs**2 + log_term
+        exists = disc_s >= 0
+        S_s = np.sqrt(np.where(exists, disc_s, np.nan))
+        c = kk**2 * ps**2 - qs**2 - 2 * dd * kk**2 * ss**2 * log_k_over_g
+        b_star = unit * (c / (qs - kk**2 * ps - kk * S_s))
         scale_ok = np.isfinite(np.sqrt(dd) * sg * kk)
-    overflow = ~(np.isfinite(p) & np.isfinite(q) & np.isfinite(disc) & np.isfinite(c) & scale_ok)
+        disc, S = unit**2 * disc_s, unit * S_s
+    tiny = np.finfo(float).tiny
+    underflow = np.isfinite(length) & (length < tiny)  # subnormal lengths: their digits are gone
+    # p or q so much smaller than the largest length that its square underflows (eta against sigma)
+    rel = np.sqrt(tiny)
+    underflow |= ((np.abs(ps) < rel) & (ps != 0)) | ((np.abs(qs) < rel) & (qs != 0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        sig_s = (
+            np.sqrt(dd) * ss
+        )  # sigma's term in sigma^2 log(K/Gamma) would underflow the same way
+    underflow |= (sig_s < rel) & (sig_s != 0)
+    if np.any(underflow):
+        i = np.flatnonzero(np.broadcast_to(underflow, np.shape(b_star)).ravel())[0]
+        at = ", ".join(
+            f"{name}={float(np.broadcast_to(v[name], np.shape(b_star)).ravel()[i]):g}"
+            for name in ("gamma", "d", "eta", "sigma", "K", "eps")
+        )
+        raise ValueError(
+            f"the parameters underflow float64 in the closed form of b* ({at}): one of d*eta - "
+            f"rho*eps, rho*eps - d*eta and sqrt(d)*sigma is below {rel:.3g} of the largest of them "
+            f"(its square is lost), or that largest below {tiny:.3g}; the problem is scale-invariant "
+            "(eta, sigma, eps and b scale together), so only these ratios matter"
+        )
+    overflow = ~(np.isfinite(p) & np.isfinite(q) & np.isfinite(disc_s) & np.isfinite(c) & scale_ok)
     overflow |= exists & ~np.isfinite(b_star)
     if np.any(overflow):
         i = np.flatnonzero(overflow.ravel())[0]
@@ -155,6 +195,10 @@ def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
         "exists": exists,
         "b_star": b_star,
         "log_k_over_g": log_k_over_g,
+        # the same lengths in the unit of the scaling (for the derivatives, ratios of squares)
+        "C_s": Cs,
+        "S_s": S_s,
+        "sigma_s": ss,
     }
 
 
@@ -336,8 +380,8 @@ def db_star_drho(
         raise ValueError(f"which must be 'plus' or 'minus', got {which!r}")
     v = _prepare(gamma, d, eta, sigma, K, eps, rho_plus, rho_minus, type_plus, type_minus)
     core = _core(v)
-    C, S, L = core["C"], core["S"], core["log_k_over_g"]
-    dd, sg, kk, ep = v["d"], v["sigma"], v["K"], v["eps"]
+    C, S, L = core["C_s"], core["S_s"], core["log_k_over_g"]  # in the unit of the scaling: ratios
+    dd, sg, kk, ep = v["d"], core["sigma_s"], v["K"], v["eps"]
     with np.errstate(divide="ignore", invalid="ignore"):
         if which == "plus":
             return ep * v["s_plus"] * kk * (C**2 + 2 * dd * kk**2 * sg**2 * L) / (S * (kk * S - C))

@@ -58,10 +58,21 @@ def test_curve_figure5_flags_non_global(capsys):
         (["verify", "--mc-samples", "10"], "mc-samples"),
         # an overflow in the closed form is refused, never reported as "no real b*"
         (["curve", "--figure", "3", "--eta", "1e308"], "overflow"),
-        (["curve", "--figure", "3", "--eta", "1e200", "--rho", "1"], "overflow float64"),
-        (["curve", "--figure", "3", "--sigma", "1e308", "--rho", "1"], "overflow"),
+        # sigma 1e-200 of eta: its square is lost (an overflow before the closed form was scaled)
+        (["curve", "--figure", "3", "--eta", "1e200", "--rho", "1"], "underflow float64"),
+        (["curve", "--figure", "3", "--sigma", "1e308", "--rho", "1"], "flow float64"),  # under-
         (["curve", "--figure", "5", "--K", "1e308", "--rho", "1"], "overflow"),
         (["curve", "--figure", "3", "--eta", "1e300", "--eps", "1e-10"], "overflow"),
+        # tiny values are refused too (their squares underflowed to a wrong b*), and a huge integer d
+        (
+            ["curve", "--figure", "3", "--eta", "1e-300", "--eps", "1e-301", "--rho", "1"],
+            "underflow",
+        ),
+        (
+            ["curve", "--figure", "3", "--eta", "1e-320", "--eps", "1e-321", "--rho", "1"],
+            "underflow",
+        ),
+        (["curve", "--figure", "3", "--rho", "1", "--d", str(10**400)], "too large for float64"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(capsys, argv, needle):

@@ -256,3 +256,25 @@ def test_not_global_means_constant_minus_one_classifier():
     assert np.all(sol.b_global == -np.inf)
     assert np.all(sol.R_plus_global == 1.0) and np.all(sol.R_minus_global == 0.0)
     assert np.allclose(sol.R_total_global, 1 / (1 + np.array([6.0, 3.5])), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-120, 1e120, 1e152])
+@pytest.mark.parametrize("K", [1.0, 3.0])
+def test_the_closed_form_is_scale_invariant_far_from_unit_scale(scale, K):
+    """eta, sigma, eps and b scale together: at 1e-170 the squares of p and q underflowed (b* = -0, the
+    natural errors wrong, exit 0); now b*/scale, the errors and db*/drho/scale match the unit problem."""
+    kw = {"gamma": 2.0, "d": 2, "K": K, "rho_plus": 2.0, "rho_minus": 1.0}
+    unit = cf.solve(eta=1.0, sigma=1.0, eps=0.2, **kw)
+    far = cf.solve(eta=scale, sigma=scale, eps=0.2 * scale, **kw)
+    assert far.b_star / scale == pytest.approx(unit.b_star, rel=1e-12)
+    for name in ("R_plus", "R_minus", "R_total"):
+        assert getattr(far, name) == pytest.approx(getattr(unit, name), rel=1e-12), name
+    assert bool(far.is_global) == bool(unit.is_global)
+    d_unit = cf.db_star_drho("plus", eta=1.0, sigma=1.0, eps=0.2, **kw)
+    d_far = cf.db_star_drho("plus", eta=scale, sigma=scale, eps=0.2 * scale, **kw)
+    assert d_far / scale == pytest.approx(d_unit, rel=1e-10)
+
+
+def test_a_huge_integer_is_refused_with_a_value_error():
+    with pytest.raises(ValueError, match="d is too large for float64"):
+        cf.solve(2, 10**400, 1)
