@@ -453,7 +453,13 @@ def test_one_summary_line_per_epoch_in_train_log_and_csv(tmp_path):
     assert "test_per_class_acc" not in rows[0]
 
 
-def test_final_json_records_what_was_used(tmp_path):
+def test_final_json_records_what_was_used(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    def no_such_distribution(name):  # as on a clean install: the distribution is lpl-torch, not lpl
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_such_distribution)
     out = run(tmp_path, epochs=2)
     prov = json.loads((out / "final.json").read_text())["run"]
     assert prov["device"] == "cpu" and prov["precision"] == "fp32" and prov["world_size"] == 1
