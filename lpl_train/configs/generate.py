@@ -154,7 +154,10 @@ for table, ds in (("I", "cifar10"), ("II", "cifar100")):
         ),
     ):
         for row, slug, lo, drop in BAL_ROWS:
-            params = {"dropout": 0.3} if drop else {}
+            # WRN "ISDA": ISDA's README runs WRN-28-10 with dropout 0.3, and the paper prints one number
+            # for ISDA and ISDA+Dropout on WRN (3.58 / 17.98): the same run as the ISDA+Dropout row
+            wrn_isda = slug == "isda" and mname.startswith("wrn")
+            params = {"dropout": 0.3} if drop or wrn_isda else {}
             if mname == "resnet110":
                 params["shortcut"] = "B"
             extra = (
@@ -165,6 +168,12 @@ for table, ds in (("I", "cifar10"), ("II", "cifar100")):
             wrn_varied = mname.startswith("wrn") and slug == "lpl_varied"
             if wrn_varied:
                 extra += LPL_WRN_VARIED_NOTE
+            if wrn_isda:
+                extra += (
+                    "; dropout 0.3: ISDA's reference runs WRN-28-10 with dropout 0.3 (its README) and the "
+                    "paper prints the same number for ISDA and ISDA+Dropout on WRN, so this row trains "
+                    "exactly as the ISDA+Dropout one"
+                )
             add(
                 f"t{table.lower()}_{ds}_{mslug}_{slug}",
                 f"Table {table}, {ds.upper()} {col}, {row}. {note}{extra}.",
@@ -190,6 +199,13 @@ LT_LDAM_ROWS = [
     ),
     ("ISDA + Dropout", "isda_dropout", loss("isda", lambda0=0.5), {"dropout": 0.3}),
 ]
+#: The long-tail ISDA + Dropout rows train on LDAM's recipe, as the other baselines of these tables; the
+#: paper says its 10:1 numbers for ISDA + Dropout come from ISDA's released code (160 epochs, x0.1 at 80/120,
+#: Nesterov, wd 1e-4, option-B ResNet, reflect padding, ISDA's mean/std).
+ISDA_LT_NOTE = (
+    " ISDA + Dropout on LDAM's recipe like the other baselines here; the paper's 10:1 number came from "
+    "ISDA's released code (160 epochs, x0.1 at 80/120, Nesterov, wd 1e-4, option-B ResNet)"
+)
 LT_LA_ROWS = [
     ("LA", "la", loss("la", lam=1.0)),
     ("LPL (varied tau + fixed eps)", "lpl_fixed", loss("lpl", **LPL_LT_FIXED)),
@@ -207,7 +223,8 @@ for table, c in (("III", 100), ("IV", 10)):
         for row, slug, lo, mp in LT_LDAM_ROWS:
             add(
                 f"t{table.lower()}_cifar{c}_lt{ratio}_{slug}",
-                f"Table {table}, CIFAR-{c}-LT {col}, {row}. {LDAM_NOTE}; data: LDAM's exponential profile, data seed 0.",
+                f"Table {table}, CIFAR-{c}-LT {col}, {row}. {LDAM_NOTE}; data: LDAM's exponential profile, data seed 0."
+                + (ISDA_LT_NOTE + "." if slug == "isda_dropout" else ""),
                 (table, row, col),
                 ldam_data,
                 m("resnet32", **mp),
@@ -226,7 +243,13 @@ for table, c in (("III", 100), ("IV", 10)):
             dnote = "data: LA's released CIFAR-LT (converted to .npz), as used by the authors"
         else:
             la_data = dict(ldam_data, drop_last=True)
-            dnote = "data: LDAM's exponential profile (no LA release for 10:1), data seed 0"
+            dnote = (
+                "data: LDAM's exponential profile (no LA release for 10:1), data seed 0. This config keeps "
+                "the 100:1 recipe (the paper's 'ResNet-32'), so that both ratios share one protocol; the "
+                "authors' 10:1 scripts (lpl-longtail-other) ran otherwise: an 18-block, about 1.08M-parameter "
+                "'resnet32', CIFAR-10 1240 epochs with x0.1 at 604/824, CIFAR-100 LPL 1420 epochs at "
+                "80/120/160 and LA 1419 at 691/1059/1290, and no explicit L2 in their LA and CE scripts"
+            )
         for row, slug, lo in LT_LA_ROWS:
             add(
                 f"t{table.lower()}_cifar{c}_lt{ratio}_{slug}",
