@@ -586,6 +586,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     repeats = args.repeats or (3 if args.quick else 7)
+    if args.compile:
+        # every section compiles LPLLoss.forward again for each C and setting, one code object past
+        # dynamo's default of 8 recompilations (a hard error with fullgraph=True); they are not timed
+        import torch._dynamo.config as dynamo
+
+        dynamo.recompile_limit = 256
     desc = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

@@ -7,7 +7,11 @@ defaults), each in the settings of its shipped LPL config (:data:`SHIPPED`: the 
 the class count, LPL's parameters and the loss-variation measurement); the CE rows train the same network in
 the same settings with cross-entropy, so LPL/CE is the loss's cost in that config. Every variant of a model is
 measured ``--repeats`` times, the variants interleaved within each repeat; the table gives the median
-images/s of the last (steady) epoch and the ratios.
+images/s of the last (steady) epoch and the ratios. The bare loop crops and flips its batches on the device
+as the engine's loader does, so engine/bare is the engine's own cost. N concurrent runs are rated by the sum
+of their last epochs' images/s (epochs that overlap: the runs start together), the figure one run's steady
+rate is compared with; their aggregate over the whole wall time, start-up included, is reported beside it.
+The runs' folders go into a fresh ``runs-*`` folder under ``--out``, so the check can be run again into it.
 
     python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b] [--compile]
 
@@ -26,6 +30,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +104,11 @@ def shipped_setting(key: str, loss: str, n_train: int, batch: int, epochs: int, 
 
 # ------------------------------------------------------------------------------------- bare loop
 def bare_loop(s: Setting) -> dict[str, Any]:
-    """A plain PyTorch step (autocast, channels_last, SGD) on device-resident batches, no engine; CE is
+    """A plain PyTorch step (autocast, channels_last, SGD) on device-resident batches, no engine: each batch
+    cropped and flipped on the device (the same op as the engine's loader), normalised, stepped; CE is
     ``F.cross_entropy`` itself (no input checks: the registered loss reads the targets' range on the host
     in every eager call)."""
+    from lpl_train.data.transforms import batch_crop_flip
     from lpl_train.losses import build_loss
     from lpl_train.models import build_model
 
@@ -123,13 +130,15 @@ def bare_loop(s: Setting) -> dict[str, Any]:
     mean = torch.tensor([0.49, 0.48, 0.45], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.20, 0.20, 0.20], device=dev).view(1, 3, 1, 1) * 255
     ac = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.amp == "bf16")
+    gen = torch.Generator().manual_seed(0)
     steps = s.n_train // s.batch
     times = []
     for _epoch in range(s.epochs):
         _sync(dev)
         t0 = time.perf_counter()
         for i in range(steps):
-            x = (images[i * s.batch : (i + 1) * s.batch].float() - mean) / std
+            x = batch_crop_flip(images[i * s.batch : (i + 1) * s.batch], gen, pad=4)
+            x = (x.float() - mean) / std
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = targets[i * s.batch : (i + 1) * s.batch]
@@ -213,7 +222,8 @@ class SyntheticRunner:
 
 def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]:
     """``jobs`` engine runs at once, one process each (``experiment.execute``, as ``lpl-train sweep --jobs``),
-    sharing the device; aggregate images/s = training images of all runs / wall time."""
+    sharing the device. ``images_per_s``: the sum of the runs' last-epoch images/s (steady, overlapping
+    epochs); ``wall_images_per_s``: training images of all runs / the whole wall time, start-up included."""
     from lpl_train.experiment import PlannedRun, execute, throughput
 
     runs = [PlannedRun(f"job{j}", out / f"job{j}", None, j) for j in range(jobs)]
@@ -222,7 +232,9 @@ def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]
     wall = time.perf_counter() - t0
     tp = throughput(done, wall)
     modes = {o.result["mode"] for o in done if o.result}
-    return {"images_per_s": tp["aggregate_images_per_s"], "mode": "/".join(sorted(modes)),
+    steady = sum(o.result["images_per_s"] for o in done if o.result)
+    return {"images_per_s": steady, "mode": "/".join(sorted(modes)),
+            "wall_images_per_s": tp["aggregate_images_per_s"],
             "per_run_images_per_s": tp["mean_run_images_per_s"], "wall_s": wall}  # fmt: skip
 
 
@@ -274,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     model_params = json.loads(a.model_params)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    runs = Path(
+        tempfile.mkdtemp(prefix="runs-", dir=out)
+    )  # a finished run folder is never rewritten
     info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "quick": quick, "batch": batch, "n_train": n_train, "epochs": epochs, "repeats": repeats,
             "amp": amp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -294,19 +309,26 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(repeats):
             for name, loss, kind in variants:
                 s = setting[loss]
-                res = _measure(s, kind, out / f"{model}_{loss}_{kind.split()[-1]}_r{r}")
+                res = _measure(s, kind, runs / f"{model}_{loss}_{kind.split()[-1]}_r{r}")
                 got[name].append(res)
                 print(f"{model:9s} {name:18s} r{r} {res['images_per_s']:9.0f} img/s ({res['mode']})",
                       flush=True)  # fmt: skip
         s = setting["lpl"]
         if model == models[0]:
-            got[f"lpl graph x{jobs}"] = [_measure(s, f"x{jobs}", out / f"{model}_jobs{jobs}", jobs)]
-            print(f"{model:9s} lpl graph x{jobs} {got[f'lpl graph x{jobs}'][0]['images_per_s']:9.0f} img/s "
-                  "(aggregate)", flush=True)  # fmt: skip
+            got[f"lpl graph x{jobs}"] = [
+                _measure(s, f"x{jobs}", runs / f"{model}_jobs{jobs}", jobs)
+            ]
+            res = got[f"lpl graph x{jobs}"][0]
+            print(f"{model:9s} lpl graph x{jobs} {res['images_per_s']:9.0f} img/s (sum of the runs' last "
+                  f"epochs; {res.get('wall_images_per_s', float('nan')):.0f} over the whole wall time, "
+                  "start-up included)", flush=True)  # fmt: skip
         med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in got.items()}
         for k, v in got.items():
-            rows.append({"model": model, "variant": k, "images_per_s": med[k], "mode": v[0]["mode"],
-                         "runs": [x["images_per_s"] for x in v]})  # fmt: skip
+            row = {"model": model, "variant": k, "images_per_s": med[k], "mode": v[0]["mode"],
+                   "runs": [x["images_per_s"] for x in v]}  # fmt: skip
+            if "wall_images_per_s" in v[0]:  # N concurrent runs: also over the whole wall time
+                row["wall_images_per_s"] = v[0]["wall_images_per_s"]
+            rows.append(row)
         ratios = {
             "engine/bare (CE, eager)": med["ce engine eager"] / med["ce bare"],
             "LPL/CE step time (eager)": med["ce engine eager"] / med["lpl engine eager"],
