@@ -10,14 +10,20 @@ evaluation and global optimality), :mod:`~lpl_theory.paper` (the printed Eqs. 21
 
 __version__ = "0.1.0"  # the distribution's version (pyproject reads lpl_train.__version__; a test checks both)
 
-from .closed_form import (
-    Solution,
-    db_star_drho,
-    error_derivatives,
-    perturbed_error,
-    solve,
-    solve_task,
-)
+try:
+    from .closed_form import (
+        Solution,
+        db_star_drho,
+        error_derivatives,
+        perturbed_error,
+        solve,
+        solve_task,
+    )
+except ModuleNotFoundError as exc:  # a core install without the extra: say which one
+    raise ModuleNotFoundError(
+        f"lpl_theory needs {exc.name!r}, part of the [theory] extra: pip install 'lpl-torch[theory]'",
+        name=exc.name,
+    ) from exc
 from .task import FIGURES, FigureSpec, GaussianTask, Perturbation, figure_spec
 
 __all__ = [

@@ -321,7 +321,13 @@ def _one_line(exc: BaseException) -> str:
     msg = " ".join(msg.split()) or type(exc).__name__
     if isinstance(exc, KeyError):
         msg = msg.strip("'\"")
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _TRAIN_EXTRA:
+        msg += " (part of the [train] extra: pip install 'lpl-torch[train]')"
     return msg
+
+
+#: Import names of the [train] extra's packages (pyproject.toml).
+_TRAIN_EXTRA = ("scipy", "sympy", "matplotlib", "tqdm", "PIL")
 
 
 if __name__ == "__main__":

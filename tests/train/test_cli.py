@@ -433,3 +433,32 @@ def test_sweep_jobs_trains_runs_in_parallel_processes_and_reports_throughput(tmp
         assert b["final"]["top1_error"] == pytest.approx(a["final"]["top1_error"], abs=1e-9)
     assert main([*args, "--out", str(tmp_path / "x"), "--jobs", "0"]) == 2
     assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named_in_the_error(tmp_path):
+    """A core install (torch, numpy) lacks the [train] and [theory] extras: the errors say which extra to
+    install instead of a bare 'No module named ...'."""
+    from lpl_train.__main__ import _one_line
+
+    msg = _one_line(ModuleNotFoundError("No module named 'PIL'", name="PIL"))
+    assert (
+        msg == "No module named 'PIL' (part of the [train] extra: pip install 'lpl-torch[train]')"
+    )
+    assert (
+        _one_line(ModuleNotFoundError("No module named 'foo'", name="foo"))
+        == "No module named 'foo'"
+    )
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, *a):\n"
+        "        if name.split('.')[0] == 'scipy':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import lpl_theory\n"
+    )
+    r = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert r.returncode == 1
+    assert "lpl_theory needs 'scipy', part of the [theory] extra: pip install 'lpl-torch[theory]'" in (
+        r.stderr)  # fmt: skip
