@@ -192,7 +192,9 @@ class LossVariation:
         LDAM (a loss with ``margin_logits`` and a scale ``s``) is compared on its own scale: its logits are
         cosines in [−1, 1] that it multiplies by ``s``, so l is the CE of s·u and l′ the CE of its
         margin-adjusted logits s·(u − m_y·e_y) (Eq. 9), without the DRW weights. Against the CE of the raw
-        cosines, the scale alone would make every class's variation close to −100%.
+        cosines, the scale alone would make every class's variation close to −100%. LPL and LA + LPL with
+        a ``scale`` other than 1 or class weights (``weight``, DRW) are measured the same way: l the CE of
+        s·u, l′ the CE of their perturbed logits (``perturb``), unweighted.
 
         Feature-level losses (ISDA) are not called on logits: pass their augmented logits to
         :meth:`update` as ``perturbed_logits`` instead.
@@ -206,6 +208,14 @@ class LossVariation:
             with torch.no_grad():
                 perturbed = margin_logits(logits, target)
                 self.update(float(loss.s) * logits.detach(), target, perturbed_logits=perturbed)
+            return
+        if _scaled_or_weighted_lpl(loss) and not self.multi_label and target.dim() == 1:
+            # LPL / LA + LPL on a cosine head (scale s) or with class weights (DRW): as for LDAM, l is the
+            # CE of s·u and l′ the CE of the perturbed logits, both unweighted, so that the variation is
+            # the perturbation's and not the scale's or the re-weighting's
+            with torch.no_grad():
+                perturbed = loss.perturb(logits, target)
+                self.update(loss._scaled(logits.detach()), target, perturbed_logits=perturbed)
             return
         if not hasattr(loss, "reduction"):
             raise TypeError(f"loss must have a 'reduction' attribute, got {type(loss).__name__}")
@@ -241,3 +251,11 @@ class LossVariation:
         if self.multi_label:
             return {"pos": self._pos.result(), "neg": self._neg.result()}
         return self._all.result()
+
+
+def _scaled_or_weighted_lpl(loss: Any) -> bool:
+    """An LPL-family loss (``perturb`` and ``_scaled``) whose training loss is not the plain CE of its
+    perturbed logits: a ``scale`` other than 1, or class weights."""
+    if not (callable(getattr(loss, "perturb", None)) and callable(getattr(loss, "_scaled", None))):
+        return False
+    return float(getattr(loss, "scale", 1.0)) != 1.0 or getattr(loss, "weight", None) is not None

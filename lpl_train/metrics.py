@@ -42,7 +42,12 @@ def top1_error(logits: torch.Tensor, target: torch.Tensor) -> float:
     _check_logits_target(logits, target)
     if target.numel() == 0:
         raise ValueError("logits must hold at least one sample, got 0")
-    return 100.0 * (logits.argmax(dim=1) != target).float().mean().item()
+    return 100.0 * (~_hits(logits, target)).float().mean().item()
+
+
+def _hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Right predictions; a row with a non-finite logit is wrong (argmax takes NaN for the largest)."""
+    return (logits.argmax(dim=1) == target) & torch.isfinite(logits).all(dim=1)
 
 
 def per_class_accuracy(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
@@ -56,7 +61,7 @@ def per_class_accuracy(logits: torch.Tensor, target: torch.Tensor, num_classes: 
         raise ValueError(
             f"num_classes must be an int >= {logits.shape[1]} (logits width), got {num_classes!r}"
         )
-    correct = (logits.argmax(dim=1) == target).to(torch.float64)
+    correct = _hits(logits, target).to(torch.float64)
     hits = torch.zeros(num_classes, dtype=torch.float64, device=target.device).index_add_(
         0, target.long(), correct
     )
@@ -126,7 +131,8 @@ def _check_multilabel(scores: torch.Tensor, target: torch.Tensor) -> None:
 
 def average_precision_per_class(scores: torch.Tensor, target: torch.Tensor) -> list[float]:
     """AP of each column in percent (sklearn's ``average_precision_score`` definition; ties share a
-    threshold). NaN for a class without a positive."""
+    threshold). NaN for a class without a positive, and for a column holding a non-finite score (it has
+    no ranking)."""
     _check_multilabel(scores, target)
     out = []
     s_all = scores.detach().to(torch.float64).cpu()
@@ -134,7 +140,7 @@ def average_precision_per_class(scores: torch.Tensor, target: torch.Tensor) -> l
     for c in range(scores.shape[1]):
         s, t = s_all[:, c], t_all[:, c]
         npos = t.sum().item()
-        if npos == 0:
+        if npos == 0 or not bool(torch.isfinite(s).all()):
             out.append(math.nan)
             continue
         order = torch.argsort(s, descending=True, stable=True)

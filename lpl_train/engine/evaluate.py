@@ -98,7 +98,9 @@ class _EvalMeter:
         self.loss_sum += F.cross_entropy(logits, y, reduction="sum").to(self.dtype)
         # index_add_, not bincount: CUDA's bincount reads the largest label on the host
         self.total.index_add_(0, y, torch.ones_like(y, dtype=self.dtype))
-        self.correct.index_add_(0, y, (logits.argmax(1) == y).to(self.dtype))
+        # a row with a non-finite logit predicts nothing (argmax would take a NaN for the largest value)
+        hit = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
+        self.correct.index_add_(0, y, hit.to(self.dtype))
 
     def read(
         self,

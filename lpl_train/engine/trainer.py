@@ -284,7 +284,9 @@ class _Trainer:
         E, dist, comps = self.cfg["schedule"]["epochs"], self.dist, self.comps
         if (epoch + 1) % self.cfg["train"]["eval_every"] == 0 or epoch + 1 == E:
             if dist.main:
-                args = (comps.num_classes, comps.class_counts, comps.multi_label, self.autocast,
+                # evaluated in float32, not under the training autocast: bf16 logits tie often, and
+                # argmax breaks a tie towards the lower index, the head class on the long-tail sets
+                args = (comps.num_classes, comps.class_counts, comps.multi_label, None,
                         self.channels_last)  # fmt: skip
                 if comps.val_loader is not None:
                     val = evaluate(self.model, comps.val_loader, *args)

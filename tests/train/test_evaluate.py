@@ -92,3 +92,43 @@ def test_fit_gives_the_network_the_memory_layout_it_asks_for(tmp_path, channels_
     )
     assert model.seen == {True: {channels_last}, False: {channels_last}}
     assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+
+
+def test_a_row_with_a_nan_logit_is_a_wrong_prediction_not_class_0():
+    """argmax takes NaN for the largest value: a diverged model (all NaN) scored as 'predicts class 0'
+    (100% accuracy on class 0, 69.9% error); its rows are wrong now, in the engine's meter and in
+    lpl_train.metrics, and a NaN score column has no AP."""
+    from lpl_train import metrics as M
+
+    logits = torch.tensor(
+        [[math.nan, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, math.nan, 0.0], [2.0, 0.0, 0.0]]
+    )
+    y = torch.tensor([0, 1, 1, 0])
+    out = evaluate(_Fixed([logits]), [(torch.zeros(4, 1), y)], 3, [500, 50, 5], False)
+    assert out["per_class_acc"] == [50.0, 50.0, None] and out["top1_error"] == pytest.approx(50.0)
+    assert M.top1_error(logits, y) == pytest.approx(50.0)
+    assert M.per_class_accuracy(logits, y, 3)[:2] == [0.5, 0.5]
+    scores = torch.tensor([[math.nan, 0.3], [0.2, 0.1], [0.9, 0.8]])
+    ap = M.average_precision_per_class(scores, torch.tensor([[0, 1], [1, 0], [0, 1]]))
+    assert math.isnan(ap[0]) and ap[1] == pytest.approx(100.0)
+
+
+def test_fit_evaluates_in_float32_not_under_the_training_autocast(tmp_path, monkeypatch):
+    """bf16 logits tie often and argmax breaks a tie towards the lower index (the head class on the
+    long-tail sets): the engine evaluates without autocast."""
+    from lpl_train.engine import trainer as TR
+
+    from .test_engine import make_cfg, make_components
+
+    seen = []
+    real = TR.evaluate
+
+    def spy(model, loader, num_classes, counts, multi_label, autocast=None, channels_last=False):
+        seen.append(autocast)
+        return real(model, loader, num_classes, counts, multi_label, autocast, channels_last)
+
+    monkeypatch.setattr(TR, "evaluate", spy)
+    from lpl_train.engine import fit
+
+    fit(make_cfg(epochs=1, amp="bf16"), tmp_path / "r", components=make_components(), log=print)
+    assert seen and all(a is None for a in seen)

@@ -169,3 +169,40 @@ def test_bad_input():
         LossVariation(3.0)
     with pytest.raises(TypeError, match="reduction"):
         lv.update_with(lambda z, t: z, u, y)
+
+
+def test_lpl_on_a_cosine_head_or_with_drw_weights_measures_the_perturbation_alone():
+    """LPL with ``scale`` (the cosine head of the ablation's q5 runs) or class weights (DRW): l is the CE
+    of s·u and l′ the CE of the perturbed logits, unweighted, as for LDAM. Without a perturbation
+    (ε = Δε = 0) the variation is 0; it read about +1000% for scale 30 (l the CE of the raw cosines) and
+    the DRW weights' own effect with drw_epoch."""
+    from lpl_train.loss_variation import LossVariation
+    from lpl_train.losses import build_loss
+
+    g = torch.Generator().manual_seed(0)
+    counts = [1000, 300, 100, 30, 10]
+    cos = torch.tanh(torch.randn(400, 5, generator=g)) * 0.9
+    y = torch.randint(0, 5, (400,), generator=g)
+    none = {"split": "index", "tau": 0.5, "epsilon": 0.0, "delta_epsilon": 0.0, "alpha": 0.25}
+    for name, kw in (
+        ("lpl", {"scale": 30.0}),
+        ("lpl", {"drw_epoch": 1}),
+        ("la_lpl", {"scale": 30.0, "lam": 0.0}),
+    ):
+        loss = build_loss(name, num_classes=5, class_counts=counts, **none, **kw)
+        if "drw_epoch" in kw:
+            loss.set_epoch(2, 5)
+        lv = LossVariation(5)
+        lv.update_with(loss, cos, y)
+        assert lv.compute()["relative_variation"] == pytest.approx([0.0] * 5, abs=1e-6), (name, kw)
+    # with a perturbation: l′ is the CE of s·u + δ, l the CE of s·u
+    loss = build_loss("lpl", num_classes=5, class_counts=counts, split="index", tau=0.5, epsilon=0.0,
+                      delta_epsilon=2.0, alpha=0.25, scale=30.0)  # fmt: skip
+    lv = LossVariation(5)
+    lv.update_with(loss, cos, y)
+    base = F.cross_entropy(30 * cos, y, reduction="none")
+    pert = F.cross_entropy(loss.perturb(cos, y), y, reduction="none")
+    expected = [
+        float((pert[y == c].sum() - base[y == c].sum()) / base[y == c].sum()) for c in range(5)
+    ]
+    assert lv.compute()["relative_variation"] == pytest.approx(expected, rel=1e-5)
