@@ -124,6 +124,15 @@ class _Trainer:
         return value
 
     def restore(self, ck: dict[str, Any]) -> None:
+        world = ck.get("world_size")  # (checkpoints from before it was stored carry none)
+        if world is not None and int(world) != self.dist.world:
+            from .files import ConfigMismatch
+
+            raise ConfigMismatch(
+                f"--resume: the checkpoint was written by a run on {world} process(es), this one has "
+                f"{self.dist.world}; resume with the same number (per-process batch statistics, of "
+                "LPL's q̄_c and BatchNorm, depend on it, and the run's record names one world size)"
+            )
         self.model.load_state_dict(ck["model"])
         self.loss.load_state_dict(ck["loss"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -145,6 +154,7 @@ class _Trainer:
             "best": dict(self.best),
             "best_val": dict(self.best_val),
             "config": cfg_text,
+            "world_size": self.dist.world,
         }
         if self.scaler is not None:
             st["scaler"] = self.scaler.state_dict()
@@ -213,10 +223,18 @@ class _Trainer:
                 bar.set_postfix(loss=f"{float(det):.4f}", lr=f"{lr_now:.3g}")
         loss_sum = meter.loss_sum
         if dist.world > 1:  # any rank diverged → all stop; train_loss averaged over the ranks
-            torch.distributed.all_reduce(bad_step, op=torch.distributed.ReduceOp.MAX)
+            # the first bad step of any rank (MIN over the steps, -1 meaning none): a NaN on one rank
+            # poisons every rank's weights at the next step, so MAX named that later step
+            never = torch.iinfo(bad_step.dtype).max
+            first = torch.where(bad_step < 0, torch.full_like(bad_step, never), bad_step)
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+            bad_step = torch.where(first == never, torch.full_like(first, -1), first)
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= dist.world
             torch.distributed.all_reduce(meter.correct)  # over the global batch
+            seen_all = torch.tensor(meter.seen, dtype=torch.long, device=device)
+            torch.distributed.all_reduce(seen_all)  # the ranks' shares may differ in the last batch
+            meter.seen = int(seen_all)
         if int(bad_step) >= 0:
             self._diverged(folder, epoch, int(bad_step))
         train_time = time.perf_counter() - t0
@@ -226,10 +244,10 @@ class _Trainer:
             "lr": lr_now,
             "train_loss": total / self.n_iter,
             "train_time_s": train_time,
-            "images_per_s": seen * dist.world / train_time if train_time > 0 else None,
+            "images_per_s": seen / train_time if train_time > 0 else None,  # seen: every rank's
         }
         if not comps.multi_label and seen:
-            record["train_top1_error"] = 100.0 * (1.0 - correct / (seen * dist.world))
+            record["train_top1_error"] = 100.0 * (1.0 - correct / seen)
         if self.lv is not None:
             record["loss_variation"] = self.lv.result()
         return record

@@ -588,7 +588,9 @@ def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     for rank in (0, 1):  # rank 1 produced the NaN in epoch 1; rank 0 learns it at the epoch's end
-        assert "in epoch 1 of 2" in (tmp_path / "nan" / f"diverged_rank{rank}.txt").read_text()
+        text = (tmp_path / "nan" / f"diverged_rank{rank}.txt").read_text()
+        # the first bad step, rank 1's 4th (0-indexed 3), not the next one that its NaN spoiled everywhere
+        assert "in epoch 1 of 2" in text and "(global step 3)" in text, text
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()  # no epoch completed
 
 
@@ -697,3 +699,17 @@ def test_resuming_a_finished_run_gives_the_components_its_last_weights(tmp_path)
         (tmp_path / name).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="finished but its checkpoint is gone"):
         fit(cfg, tmp_path, components=make_components(), resume=True, log=print)
+
+
+def test_a_resume_on_another_number_of_processes_is_refused(tmp_path):
+    """The checkpoint names the world size it was written with: a 2-process run resumed on one process
+    (or the reverse) would mix per-process statistics into one record that names a single world size."""
+    cfg = make_cfg(epochs=3)
+    fit(cfg, tmp_path, components=make_components(), stop_after_epoch=1, log=quiet)
+    path = tmp_path / "checkpoint.pt"
+    ck = load_checkpoint(path)
+    assert ck["world_size"] == 1
+    ck["world_size"] = 2  # as a torchrun --nproc_per_node 2 run writes it
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match=r"written by a run on 2 process\(es\), this one has 1"):
+        fit(cfg, tmp_path, components=make_components(), resume=True, log=quiet)
