@@ -70,7 +70,8 @@ def build_components(
         )
     common = {"device": device, "seed": tr["seed"], "pad_mode": bundle.pad_mode, **d["loader"]}
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
-    train_kw = {"batch_size": bs // dist.world, "train": True, "augment": augment,
+    # one loader of the global batch; under DDP each rank trains its slice of every batch (_ShardLoader)
+    train_kw = {"batch_size": bs, "train": True, "augment": augment,
                 "drop_last": d["drop_last"], **common}  # fmt: skip
     if d["sampler"] == "class_aware":
         from lpl_train.samplers import ClassAwareSampler

@@ -57,21 +57,34 @@ def process_group(dist: DistInfo, device_spec: str) -> Iterator[None]:
 
 
 class _ShardLoader:
-    """Rank r of W takes batches r, r+W, r+2W, ... (the same count on every rank, so DDP never waits)."""
+    """Rank r of W takes its slice of every global batch of ``loader`` (a loader of the config's global
+    batch size): ``torch.tensor_split(batch, W)[r]``. The ranks together train exactly the single-process
+    run's batches, augmentation included, and every rank takes the same number of steps. A last batch of
+    fewer than W samples (some rank would get none) is trained whole by every rank: the same gradient.
+
+    ``share`` is n_r·W/m for the batch just yielded (rank r's n_r of the batch's m samples): DDP averages
+    the ranks' mean losses with equal weights, so a rank's loss times its share gives the gradient of the
+    global batch's mean when a last batch splits unevenly (1 for every other batch)."""
 
     def __init__(self, loader: Any, dist: DistInfo) -> None:
         self.loader, self.dist = loader, dist
+        self.share = 1.0
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader) // self.dist.world
+        return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
-        n = len(self) * self.dist.world
-        for i, batch in enumerate(self.loader):
-            if i >= n:
-                break
-            if i % self.dist.world == self.dist.rank:
+        w, r = self.dist.world, self.dist.rank
+        for batch in self.loader:
+            x, y = batch[0], batch[1]
+            m = int(x.shape[0])
+            if m < w:  # too few for a slice each: every rank trains them all (the mean's gradient)
+                self.share = 1.0
                 yield batch
+                continue
+            xs, ys = torch.tensor_split(x, w)[r], torch.tensor_split(y, w)[r]
+            self.share = int(xs.shape[0]) * w / m
+            yield (xs, ys, *batch[2:])

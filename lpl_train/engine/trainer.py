@@ -202,7 +202,8 @@ class _Trainer:
                 value, logits, feats = self.runner(x, y, self.autocast)
                 value = self._with_l2(value)
                 opt.zero_grad(set_to_none=True)
-                self._backward(value)
+                share = getattr(comps.train_loader, "share", 1.0) if dist.world > 1 else 1.0
+                self._backward(value if share == 1.0 else value * share)  # (uneven last batch)
                 det = value.detach()
             finite = torch.isfinite(det)
             bad_step = torch.where(

@@ -453,7 +453,7 @@ DDP_SCRIPT = textwrap.dedent(
     out, world, nan = sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3
     dist = DistInfo.from_env()
     loss = NaNAfter(bad=3) if nan and dist.rank == 1 else None
-    comps = make_components(batch_size=16 // world, dropout=0.0, loss=loss)
+    comps = make_components(batch_size=16, dropout=0.0, loss=loss)  # the global batch
     if world > 1:
         comps.train_loader = _ShardLoader(comps.train_loader, dist)
     cfg = make_cfg(epochs=2)
@@ -713,3 +713,36 @@ def test_a_resume_on_another_number_of_processes_is_refused(tmp_path):
     torch.save(ck, path)
     with pytest.raises(ValueError, match=r"written by a run on 2 process\(es\), this one has 1"):
         fit(cfg, tmp_path, components=make_components(), resume=True, log=quiet)
+
+
+def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
+    """Each rank takes its tensor_split slice of every global batch, so the ranks together train exactly
+    the batches (and crops) of one process: nothing is left out of an epoch (whole local batches beyond a
+    multiple of W were), and a last batch that splits unevenly gets shares n_r·W/m that make the
+    averaged gradient the global mean's; a last batch smaller than W is trained whole by every rank."""
+    from lpl_train.data import TensorData, make_loader
+    from lpl_train.engine import DistInfo, _ShardLoader
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (37, 1, 8, 8), generator=g, dtype=torch.uint8)
+    for n in (37, 33):  # last batches of 5 (split 3 + 2) and of 1 (fewer than the 2 ranks)
+        part = TensorData(images[:n], torch.arange(n) % 3, (0.5,), (0.25,))
+        one = list(make_loader(part, 16, True, "crop_flip", "cpu", seed=3))
+        ranks = []
+        for r in range(2):
+            loader = _ShardLoader(make_loader(part, 16, True, "crop_flip", "cpu", seed=3),
+                                  DistInfo(rank=r, world=2))  # fmt: skip
+            assert len(loader) == len(one) == 3
+            got = []
+            for x, y in loader:
+                got.append((x, y, loader.share))
+            ranks.append(got)
+        for b, (x1, y1) in enumerate(one):
+            if x1.shape[0] < 2:  # every rank trains the one sample, share 1
+                assert all(torch.equal(rk[b][0], x1) and rk[b][2] == 1.0 for rk in ranks)
+                continue
+            assert torch.equal(torch.cat([rk[b][0] for rk in ranks]), x1)  # same crops, same order
+            assert torch.equal(torch.cat([rk[b][1] for rk in ranks]), y1)
+        assert all(rk[b][2] == 1.0 for rk in ranks for b in (0, 1))  # full batches split evenly
+        if n == 37:
+            assert [rk[2][2] for rk in ranks] == pytest.approx([3 * 2 / 5, 2 * 2 / 5])
