@@ -35,6 +35,18 @@ __all__ = ["CenterLoss", "ISDALoss", "LargeMarginSoftmaxLoss"]
 # --------------------------------------------------------------------------------------------------
 
 
+def _sum_over_processes(*tensors: torch.Tensor) -> None:
+    """Sum ``tensors`` in place over the processes of a running DDP job (nothing in one process), so that a
+    loss's running statistics fold in the global batch on every rank rather than rank 0's share alone
+    (DDP broadcasts rank 0's buffers at every forward). Every rank calls it at the same point of its
+    forward, as DDP's own collectives require."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    for t in tensors:
+        dist.all_reduce(t)
+
+
 class _LazyFeatureState(nn.Module):
     """Buffers whose last dimensions depend on the feature size, allocated on the first call when the
     feature size is not given; loading a state dict into a not-yet-allocated loss takes the saved shape
@@ -195,20 +207,21 @@ class ISDALoss(_ReprMixin, _LazyFeatureState):
         x = features.detach().to(self.mean.dtype)
         c, a = self.num_classes, x.shape[1]
         m = torch.bincount(target, minlength=c).to(x.dtype)
+        sums = torch.zeros(c, a, dtype=x.dtype, device=x.device).index_add_(0, target, x)
+        _sum_over_processes(m, sums)  # under DDP: the statistics of the global batch, on every rank
         denom = m.clamp_min(1.0)  # classes absent from the batch get zero sums and weight 0 below
-        mu_b = (
-            torch.zeros(c, a, dtype=x.dtype, device=x.device).index_add_(0, target, x)
-            / denom[:, None]
-        )
+        mu_b = sums / denom[:, None]
         xc = x - mu_b[target]
         if self.diagonal:
             cov_b = torch.zeros(c, a, dtype=x.dtype, device=x.device).index_add_(0, target, xc * xc)
+            _sum_over_processes(cov_b)
             cov_b = cov_b / denom[:, None]
         else:
             outer = xc[:, :, None] * xc[:, None, :]
             cov_b = torch.zeros(c, a, a, dtype=x.dtype, device=x.device).index_add_(
                 0, target, outer
             )
+            _sum_over_processes(cov_b)
             cov_b = cov_b / denom[:, None, None]
         n = self.count.to(x.dtype)
         w = m / (n + m).clamp_min(1.0)
@@ -431,6 +444,7 @@ class CenterLoss(_ReprMixin, _LazyFeatureState):
         x = features.detach().to(self.centers.dtype)
         m = torch.bincount(target, minlength=self.num_classes).to(x.dtype)
         sums = torch.zeros_like(self.centers).index_add_(0, target, x)
+        _sum_over_processes(m, sums)  # under DDP: the global batch's counts and sums
         delta = (m[:, None] * self.centers - sums) / (1.0 + m[:, None])
         self.centers.sub_(self.alpha * delta)
 

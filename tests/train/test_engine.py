@@ -746,3 +746,46 @@ def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
         assert all(rk[b][2] == 1.0 for rk in ranks for b in (0, 1))  # full batches split evenly
         if n == 37:
             assert [rk[2][2] for rk in ranks] == pytest.approx([3 * 2 / 5, 2 * 2 / 5])
+
+
+ISDA_DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_engine import make_components, make_cfg, quiet, C
+    from lpl_train.engine import DistInfo, _ShardLoader, fit
+    from lpl_train.losses import build_loss
+    torch.set_num_threads(1)
+    out, world = sys.argv[1], int(sys.argv[2])
+    dist = DistInfo.from_env()
+    isda = build_loss("isda", num_classes=C, lambda0=0.5)
+    comps = make_components(batch_size=16, dropout=0.0, loss=isda)
+    if world > 1:
+        comps.train_loader = _ShardLoader(comps.train_loader, dist)
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["weight_decay"] = 0.0
+    cfg["model"]["params"] = {{}}
+    fit(cfg, out, components=comps, log=quiet)
+    """
+)
+
+
+def test_ddp_isda_folds_the_global_batch_into_its_running_statistics(tmp_path):
+    """ISDA's class means and covariances are buffers that DDP broadcasts from rank 0 at every forward:
+    they took rank 0's share of each batch only (count = half the samples with 2 processes). The batch
+    statistics are now summed over the processes, so 2 processes keep the single process's statistics."""
+    script = tmp_path / "isda_ddp.py"
+    script.write_text(ISDA_DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "1"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path / "two"), "2"]  # fmt: skip
+    two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["loss"] for d in ("one", "two"))
+    assert torch.equal(a["count"], b["count"]) and int(a["count"].sum()) == 2 * N_TRAIN
+    torch.testing.assert_close(b["mean"], a["mean"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b["covariance"], a["covariance"], rtol=1e-4, atol=1e-5)
