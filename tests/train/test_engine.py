@@ -471,9 +471,11 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
+def _one_then_two_processes(script_text: str, tmp_path: Path) -> None:
+    """Run ``script_text`` in one process into tmp_path/one, then under torchrun with 2 gloo processes
+    into tmp_path/two; each must succeed."""
     script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(script_text.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "1"], env=env,
@@ -483,6 +485,10 @@ def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
            str(script), str(tmp_path / "two"), "2"]  # fmt: skip
     multi = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert multi.returncode == 0, multi.stderr[-3000:]
+
+
+def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
+    _one_then_two_processes(DDP_SCRIPT, tmp_path)
     r0 = torch.load(tmp_path / "two" / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "two" / "rank1.pt", weights_only=True)
     for k in r0:
@@ -774,17 +780,7 @@ def test_ddp_isda_folds_the_global_batch_into_its_running_statistics(tmp_path):
     """ISDA's class means and covariances are buffers that DDP broadcasts from rank 0 at every forward:
     they took rank 0's share of each batch only (count = half the samples with 2 processes). The batch
     statistics are now summed over the processes, so 2 processes keep the single process's statistics."""
-    script = tmp_path / "isda_ddp.py"
-    script.write_text(ISDA_DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "1"], env=env,
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert one.returncode == 0, one.stderr[-2000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path / "two"), "2"]  # fmt: skip
-    two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _one_then_two_processes(ISDA_DDP_SCRIPT, tmp_path)
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["loss"] for d in ("one", "two"))
     assert torch.equal(a["count"], b["count"]) and int(a["count"].sum()) == 2 * N_TRAIN
     torch.testing.assert_close(b["mean"], a["mean"], rtol=1e-4, atol=1e-5)
