@@ -129,6 +129,16 @@ def _prepare(
 _PLAIN_RANGE = (1e-100, 1e100)
 
 
+def _first(v: dict[str, Any], mask: np.ndarray, like: np.ndarray) -> str:
+    """The parameters of the first point where ``mask`` (broadcast to ``like``'s shape) holds, for an
+    error message."""
+    i = np.flatnonzero(np.broadcast_to(mask, np.shape(like)).ravel())[0]
+    return ", ".join(
+        f"{name}={float(np.broadcast_to(v[name], np.shape(like)).ravel()[i]):g}"
+        for name in ("gamma", "d", "eta", "sigma", "K", "eps")
+    )
+
+
 def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
     g, dd, et, sg, kk = v["gamma"], v["d"], v["eta"], v["sigma"], v["K"]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -152,22 +162,15 @@ def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
         b_star = unit * (c / (qs - kk**2 * ps - kk * S_s))
         scale_ok = np.isfinite(np.sqrt(dd) * sg * kk)
         disc, S = unit**2 * disc_s, unit * S_s
+        sig_s = np.sqrt(dd) * ss  # sigma's term in sigma^2 log(K/Gamma), in the unit of the scaling
     tiny = np.finfo(float).tiny
     underflow = np.isfinite(length) & (length < tiny)  # subnormal lengths: their digits are gone
     # p or q so much smaller than the largest length that its square underflows (eta against sigma)
     rel = np.sqrt(tiny)
     underflow |= ((np.abs(ps) < rel) & (ps != 0)) | ((np.abs(qs) < rel) & (qs != 0))
-    with np.errstate(over="ignore", invalid="ignore"):
-        sig_s = (
-            np.sqrt(dd) * ss
-        )  # sigma's term in sigma^2 log(K/Gamma) would underflow the same way
-    underflow |= (sig_s < rel) & (sig_s != 0)
+    underflow |= (sig_s < rel) & (sig_s != 0)  # sigma's term, the same way
     if np.any(underflow):
-        i = np.flatnonzero(np.broadcast_to(underflow, np.shape(b_star)).ravel())[0]
-        at = ", ".join(
-            f"{name}={float(np.broadcast_to(v[name], np.shape(b_star)).ravel()[i]):g}"
-            for name in ("gamma", "d", "eta", "sigma", "K", "eps")
-        )
+        at = _first(v, underflow, b_star)
         raise ValueError(
             f"the parameters underflow float64 in the closed form of b* ({at}): one of d*eta - "
             f"rho*eps, rho*eps - d*eta and sqrt(d)*sigma is below {rel:.3g} of the largest of them "
@@ -177,11 +180,7 @@ def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
     overflow = ~(np.isfinite(p) & np.isfinite(q) & np.isfinite(disc_s) & np.isfinite(c) & scale_ok)
     overflow |= exists & ~np.isfinite(b_star)
     if np.any(overflow):
-        i = np.flatnonzero(overflow.ravel())[0]
-        at = ", ".join(
-            f"{name}={float(np.broadcast_to(v[name], overflow.shape).ravel()[i]):g}"
-            for name in ("gamma", "d", "eta", "sigma", "K", "eps")
-        )
+        at = _first(v, overflow, b_star)
         raise ValueError(
             f"the parameters overflow float64 in the closed form of b* ({at}): d*eta, sigma^2 or K^2 is too "
             "large for b* to be represented; use smaller values"
