@@ -42,10 +42,10 @@ def top1_error(logits: torch.Tensor, target: torch.Tensor) -> float:
     _check_logits_target(logits, target)
     if target.numel() == 0:
         raise ValueError("logits must hold at least one sample, got 0")
-    return 100.0 * (~_hits(logits, target)).float().mean().item()
+    return 100.0 * (~right_predictions(logits, target)).float().mean().item()
 
 
-def _hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def right_predictions(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Right predictions; a row with a non-finite logit is wrong (argmax takes NaN for the largest)."""
     return (logits.argmax(dim=1) == target) & torch.isfinite(logits).all(dim=1)
 
@@ -61,7 +61,7 @@ def per_class_accuracy(logits: torch.Tensor, target: torch.Tensor, num_classes: 
         raise ValueError(
             f"num_classes must be an int >= {logits.shape[1]} (logits width), got {num_classes!r}"
         )
-    correct = _hits(logits, target).to(torch.float64)
+    correct = right_predictions(logits, target).to(torch.float64)
     hits = torch.zeros(num_classes, dtype=torch.float64, device=target.device).index_add_(
         0, target.long(), correct
     )

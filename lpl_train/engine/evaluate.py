@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lpl_train.metrics import right_predictions
+
 from .run_folder import finite_or_none as _finite_or_none
 
 __all__ = ["evaluate"]
@@ -99,8 +101,7 @@ class _EvalMeter:
         # index_add_, not bincount: CUDA's bincount reads the largest label on the host
         self.total.index_add_(0, y, torch.ones_like(y, dtype=self.dtype))
         # a row with a non-finite logit predicts nothing (argmax would take a NaN for the largest value)
-        hit = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
-        self.correct.index_add_(0, y, hit.to(self.dtype))
+        self.correct.index_add_(0, y, right_predictions(logits, y).to(self.dtype))
 
     def read(
         self,
