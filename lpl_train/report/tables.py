@@ -183,17 +183,16 @@ def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]
             unit = "mAP" if ds["regime"] == "multilabel" else "error"
             label = ds.get("label", d)
             nums = f"{unit} {ga[0]:.2f} vs {gb[0]:.2f}"
-            if v["status"] == "not established" and v["noise"] is None:
+            if v["status"] == "not established":  # the means alone would call it; the seeds do not
                 side = "favour" if v["favours"] else "go against"
-                out.append(f"- {label}: {text} — not established: one seed, no spread to compare the "
-                           f"difference with ({nums}; the means {side} the claim).")  # fmt: skip
-            elif (
-                v["status"] == "not established"
-            ):  # the means alone would call it; the seeds do not
-                side = "favour" if v["favours"] else "go against"
-                out.append(f"- {label}: {text} — not established: the difference is within the seed noise "
-                           f"({nums}, |Δ| {v['delta']:.2f} < {v['noise']:.2f}; the means {side} the "
-                           "claim).")  # fmt: skip
+                if v["noise"] is None:
+                    why = f"one seed, no spread to compare the difference with ({nums}"
+                else:
+                    why = (f"the difference is within the seed noise ({nums}, |Δ| {v['delta']:.2f} < "
+                           f"{v['noise']:.2f}")  # fmt: skip
+                out.append(
+                    f"- {label}: {text} — not established: {why}; the means {side} the claim)."
+                )
             else:
                 out.append(f"- {label}: {text} — {v['status']} ({nums}).")
     return out
