@@ -145,9 +145,7 @@ class StudyRunner:
         return (run.out / RESULT).is_file()
 
     def load(self, run: PlannedRun) -> dict[str, Any]:
-        record = json.loads((run.out / RESULT).read_text(encoding="utf-8"))
-        check_definition(record, self.study, run.meta["spec"], run.out / RESULT)
-        return record
+        return read_record(run.out, self.study, run.meta["spec"])
 
     def train(self, run: PlannedRun, resume: bool) -> dict[str, Any]:
         return train_run(self.study, run.meta["spec"], run.out, resume)
@@ -190,9 +188,7 @@ def train_run(
     # output folder one evaluates and writes, the other finds the folder locked or the record written
     with engine.RunFolder(run_dir).locked():
         if (run_dir / RESULT).is_file():
-            record = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
-            check_definition(record, study, spec, run_dir / RESULT)
-            return record
+            return read_record(run_dir, study, spec)
         test_loader = make_loader(data["test"], batch_size=512, train=False,
                                   device=torch.device("cpu"), seed=0)  # fmt: skip
         test = engine.evaluate(comps.model, test_loader, data["num_classes"], data["class_counts"],
@@ -238,6 +234,13 @@ def run_definition(study: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any
     definition = {**{k: study.get(k) for k in DEFINING_KEYS}, "dataset": ds, "loss": spec["loss"],
                   "params": spec["params"], "model_params": spec["model_params"], "seed": spec["seed"]}  # fmt: skip
     return json.loads(json.dumps(definition, sort_keys=True, default=str))
+
+
+def read_record(run_dir: Path, study: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's ``result.json``, after :func:`check_definition`."""
+    record = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+    check_definition(record, study, spec, run_dir / RESULT)
+    return record
 
 
 def check_definition(record: dict[str, Any], study: dict[str, Any], spec: dict[str, Any],
