@@ -219,11 +219,11 @@ class RunFolder:
         folder itself when it is a study's output folder (``study.json``); else None."""
         if (self / "study.json").is_file():
             return self.path
-        for name in (CONFIG_COPY, FINAL):
-            hit = next((p for p in self.path.rglob(name) if p.parent != self.path), None)
-            if hit is not None:
-                return hit.parent
-        return None
+        names = (CONFIG_COPY, FINAL)  # one walk of the tree for both
+        hit = next(
+            (p for p in self.path.rglob("*") if p.name in names and p.parent != self.path), None
+        )
+        return None if hit is None else hit.parent
 
     def _outer_run(self) -> Path | None:
         """The nearest folder above this one that is a run folder: ``final.json``, or ``config.toml`` with
