@@ -286,9 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     model_params = json.loads(a.model_params)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = Path(
-        tempfile.mkdtemp(prefix="runs-", dir=out)
-    )  # a finished run folder is never rewritten
+    # a fresh folder for the runs: a finished run folder is never rewritten
+    runs = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
     info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "quick": quick, "batch": batch, "n_train": n_train, "epochs": epochs, "repeats": repeats,
             "amp": amp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -125,11 +125,11 @@ class DeltaNormRecorder:
         with torch.no_grad():
             logits, target = inputs[0].detach(), inputs[1].long()
             epoch = int(getattr(self.loader, "epoch", 0))
-            if self._last_epoch is None:  # this process's first step: its epoch and later ones were
-                for e in [
-                    e for e in self.epochs if e >= epoch
-                ]:  # cut short before a checkpoint and
-                    del self.epochs[e]  # are trained again now
+            if self._last_epoch is None:
+                # this process's first step: its epoch and later ones were cut short before a
+                # checkpoint and are trained again now
+                for e in [e for e in self.epochs if e >= epoch]:
+                    del self.epochs[e]
             elif epoch != self._last_epoch:
                 self.save()
             if epoch != self._last_epoch:
@@ -155,9 +155,7 @@ class DeltaNormRecorder:
                     st["bound"][j] += bd[j]
                     st["ratio"][j] += pc[j] / bd[j] if bd[j] > 0 else 0.0
             self._steps += 1
-            if (
-                self._steps == self._per_epoch
-            ):  # the epoch's last step: on disk before its checkpoint
+            if self._steps == self._per_epoch:  # the epoch's last step: saved before its checkpoint
                 self.save()
 
     def result(self) -> list[dict[str, list[float | None]] | None]:

@@ -183,9 +183,8 @@ def build_cifar(
         xtr, ytr = xtr[keep], ytr[keep]
     spec = _SPEC[num_classes]
     mean, std = spec["mean"], spec["std"]
-    if (
-        imbalance_ratio is not None
-    ):  # LDAM-DRW's cifar_train.py: CIFAR-10's statistics for both LT sets
+    if imbalance_ratio is not None:
+        # LDAM-DRW's cifar_train.py normalises both LT sets with CIFAR-10's statistics
         mean, std = CIFAR10_MEAN, CIFAR10_STD
     train = TensorData(torch.from_numpy(xtr), torch.from_numpy(ytr), mean, std)
     train, val = split_validation(train, val_fraction, seed)

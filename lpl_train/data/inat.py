@@ -41,11 +41,7 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
     try:
         files = {im["id"]: im["file_name"] for im in data["images"]}
         return [(files[a["image_id"]], int(a["category_id"])) for a in data["annotations"]]
-    except (
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as err:  # ValueError: a category_id that is not a number
+    except (KeyError, TypeError, ValueError) as err:  # ValueError: a category_id not a number
         raise ValueError(
             f"cannot read {path}: expected images[id, file_name] and annotations[image_id, "
             f"category_id] ({err!r})"

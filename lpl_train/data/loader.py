@@ -141,9 +141,8 @@ class _EpochView(torch.utils.data.Dataset):
                 pad = self.pad if self.augment == "crop_flip" else 0
                 x = crop_flip(x, gen, pad, pad_mode=self.pad_mode)
             return normalize(x, self.mean, self.std), y
-        if hasattr(
-            self.dataset, "get"
-        ):  # the dataset normalises; a loader's own mean/std is passed on
+        if hasattr(self.dataset, "get"):
+            # the dataset normalises itself: a loader's own mean/std is passed on
             own = (getattr(self.dataset, "mean", None), getattr(self.dataset, "std", None))
             norm = {} if (self.mean, self.std) == own else {"mean": self.mean, "std": self.std}
             return self.dataset.get(i, gen, train=self.train and self.augment != "none", **norm)
