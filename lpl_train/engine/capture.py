@@ -29,7 +29,7 @@ tensors; the host reads them once, at the end of the epoch.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,7 +304,7 @@ class _CudaGraphAPI:
             raise
 
     def no_sync(self) -> Any:
-        return _NoSync()
+        return _no_sync()
 
     def side_stream(self) -> Any:
         if self.stream is None:
@@ -327,22 +327,20 @@ def _after_failed_recording(graph: Any, stream: Any, device: torch.device) -> No
         torch._C._cuda_endAllocateToPool(index, graph.pool())
 
 
-class _NoSync:
+@contextlib.contextmanager
+def _no_sync() -> Iterator[None]:
     """Any host synchronisation raises (``torch.cuda.set_sync_debug_mode("error")``: reads of device
     values, blocking copies from the host), and the losses run as a recording runs them
-    (:func:`~lpl_train.perturbation.no_host_reads`)."""
+    (:func:`~lpl_train.perturbation.no_host_reads`); the previous mode is restored after."""
+    from lpl_train.perturbation_checks import no_host_reads
 
-    def __enter__(self) -> None:
-        from lpl_train.perturbation_checks import no_host_reads
-
-        self.mode = torch.cuda.get_sync_debug_mode()
-        self.reads = no_host_reads()
-        self.reads.__enter__()
+    mode = torch.cuda.get_sync_debug_mode()
+    with no_host_reads():
         torch.cuda.set_sync_debug_mode("error")
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.cuda.set_sync_debug_mode(self.mode)
-        self.reads.__exit__(*exc)
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
 
 
 class _StreamThenJoin:
