@@ -12,16 +12,16 @@ multi-label data. The best point's run is the final run of ``select_seed``; the 
 point. The test set is evaluated for every run but never read by the selection (:func:`select_best`).
 Runs live in ``OUT/runs/<dataset>/<method>/<point>/seed<k>`` (:mod:`lpl_train.study_runs`).
 
-Study file keys: ``name``, ``description`` (the tables' title), ``seeds``, ``select_seed``, ``val_fraction``, ``epochs``, ``[datasets.*]``
-(``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``, ``label``), ``[[methods]]``
-(``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``, ``balanced``, ``model_params``,
-``label``, ``grid_floor``: the smallest value of some grid keys, where an optimum is not a grid edge, and
-``seeds``: the method's own final seeds, overriding the study's), ``[model]``, ``[optim]``, ``[schedule]``,
-``batch_size``, ``data_seed``, ``drw_fraction``, ``[quick]`` (``seeds``, ``epochs``, ``scale``,
-``grid = "first"``), ``[train]`` (``compile``, ``channels_last``, ``loss_variation_every`` for every run), the
-group rule (``groups = "counts"|"ranks"`` or ``group_fractions``), ``record_delta_norm`` (the ablation's
-per-class, per-epoch ‖δ_c‖ in every LPL run's record) and optional ``[[claims]]`` (see
-:mod:`lpl_train.report.tables`).
+Study file keys: ``name``, ``description`` (the tables' title), ``seeds``, ``select_seed``, ``val_fraction``,
+``epochs``, ``[datasets.*]`` (``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``,
+``label``), ``[[methods]]`` (``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``,
+``balanced``, ``model_params``, ``label``, ``grid_floor``: the smallest value of some grid keys, where an
+optimum is not a grid edge, and ``seeds``: the method's own final seeds, overriding the study's), ``[model]``,
+``[optim]``, ``[schedule]``, ``batch_size``, ``data_seed``, ``drw_fraction``, ``[quick]`` (``seeds``,
+``epochs``, ``scale``, ``grid = "first"``), ``[train]`` (``compile``, ``channels_last``,
+``loss_variation_every`` for every run), the group rule (``groups = "counts"|"ranks"`` or
+``group_fractions``), ``record_delta_norm`` (the ablation's per-class, per-epoch ‖δ_c‖ in every LPL run's
+record) and optional ``[[claims]]`` (see :mod:`lpl_train.report.tables`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ __all__ = [
     "DEFAULT_STUDY", "all_seeds", "claims", "class_groups_by_rank", "expand_grid", "final_runs",
     "find_study", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs",
     "point_slug", "read_records", "resolve_params", "run_one", "run_study", "select_best",
-    "SelectionIncomplete",
-    "shipped_records", "summarize", "validation_score", "write_outputs", "write_tables",
+    "SelectionIncomplete", "shipped_records", "summarize", "validation_score", "write_outputs", "write_tables",
 ]  # fmt: skip
 
 STUDY_DIR = Path(__file__).resolve().parent / "configs" / "study"
