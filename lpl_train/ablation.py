@@ -21,7 +21,7 @@ This module adds what the generic study does not record or report:
   does the raw step of Eq. 31 move δ toward its bound, or does LPL silently become CE?);
 * :func:`report` (in :mod:`lpl_train.ablation_report`): the tables (``figures/ablation-tables.md``) and figures
   (``figures/ablation-*.png``) that answer the five questions, from the committed run records
-  (``figures/ablation-runs.jsonl``, read and written by :mod:`lpl_train.ablation_records`) only.
+  (``figures/ablation-runs.jsonl.gz``, read and written by :mod:`lpl_train.ablation_records`) only.
 
 ``python -m lpl_train.ablation --report-only`` rebuilds the tables and figures from the committed records;
 ``python -m lpl_train.ablation --collect RUNS...`` writes the records of the study outputs first (with
@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 
 # the records (ablation_records) and the tables and figures (ablation_report) live in their own modules
-from lpl_train.ablation_records import STUDIES, add_records, collect, read_records
+from lpl_train.ablation_records import (
+    RECORDS_FILE,
+    STUDIES,
+    add_records,
+    collect,
+    read_records,
+    write_records,
+)
 from lpl_train.ablation_report import axis_curves, figures, report, tables
 
 __all__ = [
@@ -207,14 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--report-only", action="store_true", help="tables and figures from the committed records"
     )
     ap.add_argument("--add", action="store_true",
-                    help="with --collect: keep the records already in ablation-runs.jsonl and add the collected "
+                    help="with --collect: keep the records already in ablation-runs.jsonl.gz and add the collected "
                          "ones (a run already recorded is skipped if its record is the same, else an error)")  # fmt: skip
     ap.add_argument("--restore", nargs=2, metavar=("STUDY", "OUT"),
                     help="write the committed records of STUDY (a name of STUDIES, e.g. lpl_ablation_e48) into "
                          "the run folders under OUT, so that the study run with --out OUT trains only what they "
                          "lack (new seeds added to its definition)")  # fmt: skip
     ap.add_argument(
-        "--figures", default="figures", help="where ablation-runs.jsonl, tables and figures live"
+        "--figures", default="figures", help="where ablation-runs.jsonl.gz, tables and figures live"
     )
     args = ap.parse_args(argv)
     if not args.collect and not args.report_only and not args.restore:
@@ -222,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.add and not args.collect:
         ap.error("--add needs --collect RUNS...")
     figs = Path(args.figures)
-    jsonl = figs / "ablation-runs.jsonl"
+    jsonl = figs / RECORDS_FILE
     if args.restore:
         from lpl_train.study_runs import restore_records
 
@@ -238,9 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.add:
             records = add_records(read_records(jsonl), records)
         figs.mkdir(parents=True, exist_ok=True)
-        jsonl.write_text(
-            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8"
-        )
+        write_records(records, jsonl)
         print(f"{jsonl}: {len(records)} runs")
     records = read_records(jsonl)
     print(report(records, figs))

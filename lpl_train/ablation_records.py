@@ -1,9 +1,10 @@
 """The LPL long-tail ablation's run records: the study definitions it is made of (:data:`STUDIES`), the
 training-length settings (:data:`LENGTH`), and collecting, adding and reading the records
-(``figures/ablation-runs.jsonl``). The command line is :mod:`lpl_train.ablation`."""
+(``figures/ablation-runs.jsonl.gz``). The command line is :mod:`lpl_train.ablation`."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,14 +99,29 @@ def add_records(
     return sorted([*old, *fresh], key=lambda r: (r["study"], r["key"]))
 
 
+#: The committed records: gzip-compressed JSONL (5 MB as text, most of it per-epoch series).
+RECORDS_FILE = "ablation-runs.jsonl.gz"
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of ``ablation-runs.jsonl``."""
+    """The records of ``ablation-runs.jsonl.gz`` (or of a plain ``.jsonl`` file)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
             f"ablation records {str(p)!r} do not exist; run `make ablation` (or --collect) first"
         )
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = p.read_bytes()
+    text = (gzip.decompress(raw) if p.suffix == ".gz" else raw).decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write the records one JSON object a line (keys sorted), gzip-compressed for a ``.gz`` path with no
+    timestamp in the header, so the same records give the same bytes."""
+    p = Path(path)
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
+    p.write_bytes(gzip.compress(data, compresslevel=9, mtime=0) if p.suffix == ".gz" else data)
+    return p
 
 
 def _studies(

@@ -3,6 +3,7 @@ tables against the committed records, and the cosine-head CE that the LDAM decom
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -143,7 +144,7 @@ def test_axis_curves_slice_through_the_selected_point_and_flag_edges():
 
 # ------------------------------------------------------------------------- committed results
 def test_committed_tables_are_those_of_the_committed_records():
-    records = A.read_records(ROOT / "figures" / "ablation-runs.jsonl")
+    records = A.read_records(ROOT / "figures" / A.RECORDS_FILE)
     committed = (ROOT / "figures" / "ablation-tables.md").read_text(encoding="utf-8")
     assert A.tables(records) == committed
 
@@ -159,7 +160,7 @@ def test_docs_quote_only_cells_of_the_committed_tables():
     assert len(quoted) >= 10
     for q in quoted:
         assert q in tables, f"docs/study.md quotes {q}, not a cell of figures/ablation-tables.md"
-    records = [r for r in A.read_records(ROOT / "figures" / "ablation-runs.jsonl")
+    records = [r for r in A.read_records(ROOT / "figures" / A.RECORDS_FILE)
                if r["study"] == "lpl_ablation"]  # fmt: skip
     for (_d, m), axes in A.axis_curves(records).items():
         sel = [r for r in records if r["method"] == m and r["seed"] == 0]
@@ -210,7 +211,7 @@ def test_delta_rows_of_a_searched_study_take_its_selected_point_only():
     study searched at 10:1 that is one run per seed, not every grid point of the search."""
     from lpl_train.ablation_records import _studies
 
-    studies = _studies(A.read_records(ROOT / "figures" / "ablation-runs.jsonl"))
+    studies = _studies(A.read_records(ROOT / "figures" / A.RECORDS_FILE))
     name = "lpl_ablation_lt10_search"
     st, rs = studies[name]
     labels = {m["id"]: m["id"] for m in st["methods"]}
@@ -380,14 +381,14 @@ def test_cli_collect_add_and_restore(tmp_path, capsys):
     r0 = _result(a, "lpl_ablation_e48", "d/m/p/seed0", z=3)
     (a / "runs" / "d/m/q/seed0").mkdir(parents=True)  # unfinished: no result.json
     assert A.main(["--collect", str(a), "--figures", str(figs)]) == 0
-    lines = (figs / "ablation-runs.jsonl").read_text().splitlines()
+    lines = gzip.decompress((figs / A.RECORDS_FILE).read_bytes()).decode().splitlines()
     assert lines == [json.dumps(r, sort_keys=True) for r in (r0, r1)]
     assert "No records of the main ablation study." in (figs / "ablation-tables.md").read_text()
     r2 = _result(b, "lpl_ablation_q5", "d/n/p/seed0")
     assert A.main(["--collect", str(b), "--add", "--figures", str(figs)]) == 0
-    assert A.read_records(figs / "ablation-runs.jsonl") == [r0, r1, r2]
+    assert A.read_records(figs / A.RECORDS_FILE) == [r0, r1, r2]
     assert A.main(["--collect", str(b), "--figures", str(figs)]) == 0  # without --add: replaced
-    assert A.read_records(figs / "ablation-runs.jsonl") == [r2]
+    assert A.read_records(figs / A.RECORDS_FILE) == [r2]
     capsys.readouterr()
     # --restore: only the records of the named study, and no report
     A.main(["--collect", str(a), str(b), "--figures", str(figs)])

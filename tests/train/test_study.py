@@ -895,6 +895,7 @@ def test_study_data_subsamples_the_largest_class_to_n_max_and_carves_a_stratifie
     import numpy as np
     import torch
 
+    from lpl_train.ablation import read_records as read_ablation_records
     from lpl_train.data import build_datasets
     from lpl_train.study_runs import _context, study_data
 
@@ -938,7 +939,7 @@ def test_study_data_subsamples_the_largest_class_to_n_max_and_carves_a_stratifie
     assert _context({"epochs": 48}, d)["drw_epoch"] == 33
     e48 = [
         r
-        for r in S.read_records(ROOT / "figures" / "ablation-runs.jsonl")
+        for r in read_ablation_records(ROOT / "figures" / "ablation-runs.jsonl.gz")
         if r["study"] == "lpl_ablation_e48"
     ]
     assert {r["params"]["drw_epoch"] for r in e48 if "drw_epoch" in r["params"]} == {33}
