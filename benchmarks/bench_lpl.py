@@ -13,7 +13,10 @@
 (e) the inner loop with ignored rows and with probability targets (mixup pairs), no autograd, against the
     per-sample loop that took them before (``reference_pgd_masked``);
 (f) the static inner loop (what a captured CUDA graph or torch.compile runs) for the shipped configs'
-    settings, every step masked against the first ⌊ε/α⌋ steps unmasked: operations per call and time.
+    settings, every step masked against the first ⌊ε/α⌋ steps unmasked: operations per call and time;
+(g) the whole LPL loss (forward + backward) of shipped configs as their captured GPU step runs it,
+    counted on the meta device (the static loop, matrix class means, no value read): operations per
+    call. No time (nothing runs on meta); on a GPU each operation that is not a view is one kernel.
 
 The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
 the tests also check the current code against. Every LPL loss here runs Algorithm 1 read literally
@@ -263,6 +266,59 @@ def bench_static(device: torch.device, classes: list[int], calls: int, repeats: 
                         "speed-up": med["all masked"] / med["unmasked first"],
                     }
                 )
+    return rows
+
+
+#: Shipped configs whose loss (g) counts: Tables I/II fixed and varied, Tables III/IV fixed and varied
+#: (index split), Table IX (LA + LPL); all at C = 100.
+CAPTURED_CONFIGS = (
+    "tii_cifar100_resnet110_lpl_fixed",
+    "tii_cifar100_resnet110_lpl_varied",
+    "tiii_cifar100_lt100_lpl_fixed",
+    "tiii_cifar100_lt100_lpl_varied",
+    "tix_cifar100_lt100_la_lpl",
+)
+
+
+def bench_captured_ops(names: tuple[str, ...] = CAPTURED_CONFIGS, batch: int = 128) -> list[dict]:
+    """(g) Operations of one call of each config's loss, forward and backward, built as a run builds it
+    (the data's class count and long-tail counts, without the data) and run on the meta device: there
+    no value can be read, so the loss takes the form a CUDA graph records (the static inner loop with
+    matrix class means, the checks that read values skipped)."""
+    from lpl_train.config import load_config
+    from lpl_train.engine.components import _placeholder_shape
+    from lpl_train.losses import build_loss
+
+    rows = []
+    for name in names:
+        cfg = load_config(name)
+        lo = cfg["loss"]
+        c, counts, _ = _placeholder_shape(cfg["data"], FileNotFoundError(name))
+        loss = build_loss(lo["name"], num_classes=c, class_counts=counts, **lo["params"])
+        loss = loss.to("meta").train()
+        logits = torch.empty(batch, c, device="meta", requires_grad=True)
+        target = torch.empty(batch, dtype=torch.long, device="meta")
+        with _CountOps() as count:
+            forward = count.kernels
+            value = loss(logits, target)
+            forward = count.kernels - forward
+            value.backward()
+        params = lo["params"]
+        rows.append(
+            {
+                "config": name,
+                "loss": lo["name"],
+                "C": c,
+                "settings": ", ".join(
+                    f"{k} {params[k]}"
+                    for k in ("split", "epsilon", "delta_epsilon", "alpha", "tau")
+                    if k in params
+                ),
+                "ops": count.ops,
+                "non-view ops": count.kernels,
+                "non-view ops, forward": forward,
+            }
+        )
     return rows
 
 
@@ -573,14 +629,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "resnet", "loop", "presets", "masked", "static"),
+        choices=("loss", "resnet", "loop", "presets", "masked", "static", "captured"),
         action="append",
         default=None,
-        help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e), static (f); "
+        help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e), static (f), "
+        "captured (g); "
         "repeatable (default: all)",
     )
     args = ap.parse_args(argv)
-    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked", "static"))
+    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked", "static", "captured"))
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -650,6 +707,15 @@ def main(argv: list[str] | None = None) -> dict:
             "operations and medians per call\n"
         )
         print(_table(static))
+    captured = None
+    if "captured" in parts:
+        captured = bench_captured_ops()
+        print(
+            "\n(g) the whole loss (forward + backward) as the captured GPU step runs it, counted on the "
+            "meta device,\n    B = 128: operations per call (those that are not views: one kernel each "
+            "on a GPU)\n"
+        )
+        print(_table(captured))
     out = {
         "device": str(device),
         "device_name": desc,
@@ -663,6 +729,7 @@ def main(argv: list[str] | None = None) -> dict:
         "presets": presets,
         "masked": masked,
         "static": static,
+        "captured": captured,
     }
     if args.compile:
         out["compile"] = bench_compile(device)

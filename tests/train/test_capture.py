@@ -925,3 +925,20 @@ def test_resume_measures_the_same_steps_bit_exact(tmp_path):
     ]
     wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("whole", "cut"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bench_lpl_counts_the_captured_loss_of_the_shipped_configs(monkeypatch):
+    """benchmarks/bench_lpl.py (g), the command behind docs/lpl.md's operation counts of the whole loss:
+    each config's loss runs on meta in the static form, so its count grows with the loop's fixed length
+    (Tables I/II varied: 20 steps, fixed: 10) and not with the data; the perturbation is detached, so
+    backward is the cross-entropy's few operations."""
+    bench = load_benchmark("bench_lpl", monkeypatch)
+    rows = {r["config"]: r for r in bench.bench_captured_ops()}
+    assert set(rows) == set(bench.CAPTURED_CONFIGS)
+    fixed, varied = (rows[f"tii_cifar100_resnet110_lpl_{k}"] for k in ("fixed", "varied"))
+    per_step = (varied["non-view ops"] - fixed["non-view ops"]) / 10
+    assert 9 <= per_step <= 20, per_step
+    for r in rows.values():
+        assert r["C"] == 100 and r["ops"] >= r["non-view ops"] > r["non-view ops, forward"]
+        assert r["non-view ops"] - r["non-view ops, forward"] <= 6, r
+    assert rows["tix_cifar100_lt100_la_lpl"]["loss"] == "la_lpl"
