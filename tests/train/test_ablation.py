@@ -171,6 +171,22 @@ def test_docs_quote_only_cells_of_the_committed_tables():
             assert min(s for s in c["scores"] if not math.isnan(s)) == pytest.approx(best)
 
 
+def test_committed_loss_variation_is_zero_where_lpl_takes_no_step():
+    """An LPL run with ε = Δε = 0 (no perturbation) has l' = l in every class and epoch, with a logit
+    scale and DRW too (the loss variation compares CE(s·u + δ) with CE(s·u), unweighted). The committed
+    records of such runs say so: they were measured with that comparison."""
+    records = A.read_records(ROOT / "figures" / A.RECORDS_FILE)
+    still = [r for r in records if r["loss"] == "lpl"
+             and r["params"].get("epsilon", 0.1) == 0 and r["params"].get("delta_epsilon", 0) == 0]  # fmt: skip
+    assert any(r["params"].get("scale") for r in still), (
+        "no committed record of a scaled, still LPL"
+    )
+    for r in still:
+        assert r["loss_variation"], r["key"]
+        for ep in r["loss_variation"]:
+            assert all(v in (None, 0.0) for v in ep["relative_variation"]), r["key"]
+
+
 def test_differentiable_lpl_has_finite_gradients_on_a_batch_without_tail_classes():
     """A batch holding only head classes (e.g. the last, short batch of an epoch) made the q̄-based varied
     bound's unused tail ratio infinite, and the gradient through it NaN with ``differentiable=True``."""
