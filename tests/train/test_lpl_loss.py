@@ -67,6 +67,20 @@ def test_index_split_loss_equals_reference_per_sample():
     assert float(total(u, y)) == pytest.approx(float(ref.sum()))
 
 
+def test_count_bound_loss_equals_reference_with_hand_computed_bounds():
+    """bound="count": ε_c = ε + Δε·n_c/n_max (head), ε + Δε·n_min/n_c (tail), worked out by hand for
+    unsorted counts; the loss is CE after ⌊ε_c/α⌋ raw class-mean steps of the reference loop."""
+    u, y = _batch(seed=15)
+    assert set(y.tolist()) == set(range(5))
+    counts = [5, 100, 10, 50, 20]  # head (τ = 2): classes 1 and 3
+    loss = LPLLoss(5, class_counts=counts, alpha=0.05, epsilon=0.1, delta_epsilon=0.4, split="index",
+                   tau=2, bound="count", normalize_step=False, reduction="none")  # fmt: skip
+    s = [1.0, -1.0, 1.0, -1.0, 1.0]
+    eps = [0.1 + 0.4 * r for r in (5 / 5, 100 / 100, 5 / 10, 50 / 100, 5 / 20)]
+    ref = F.cross_entropy(u + _class_mean_step_reference(u, y, s, eps, 0.05), y, reduction="none")
+    torch.testing.assert_close(loss(u, y), ref, rtol=0, atol=1e-12)
+
+
 def test_zero_bound_is_plain_cross_entropy():
     u, y = _batch(seed=2)
     assert float(LPLLoss(5, epsilon=0.0)(u, y)) == pytest.approx(float(F.cross_entropy(u, y)))

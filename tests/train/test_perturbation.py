@@ -13,9 +13,21 @@ torch.set_flush_denormal(True)
 
 
 def _loop_reference(
-    u, y, *, alpha, epsilon, delta_epsilon=0.0, split="mean", tau=None, head=None, rank=None
+    u,
+    y,
+    *,
+    alpha,
+    epsilon,
+    delta_epsilon=0.0,
+    split="mean",
+    tau=None,
+    head=None,
+    rank=None,
+    bounds=None,
 ):
-    """Straightforward per-class Python loop of Eqs. 27, 28, 31-33 and Algorithm 1 (float64 numpy)."""
+    """Straightforward per-class Python loop of Eqs. 27, 28, 31-33 and Algorithm 1 (float64 numpy).
+
+    ``bounds``: per-class ε_c given by the caller (worked out by hand), instead of Eq. 33's first form."""
     u = u.double().numpy()
     y = y.numpy()
     n, c = u.shape
@@ -35,6 +47,8 @@ def _loop_reference(
         else:
             s = float(np.sign(t - qbar[k]))
         eps_c = epsilon + delta_epsilon * abs(t - qbar[k]) if split != "index" else epsilon
+        if bounds is not None:
+            eps_c = bounds[k]
         steps = math.floor(eps_c / alpha + 1e-9) if s != 0 else 0
         idx = y == k
         onehot = np.eye(c)[k]
@@ -126,6 +140,28 @@ def test_bounds_first_and_second_form_of_eq33():
 def test_count_bound_ratio():
     r = P.count_bound_ratio([100, 50, 20, 10, 5], head=2)
     assert r.tolist() == pytest.approx([1.0, 0.5, 5 / 20, 5 / 10, 1.0])
+
+
+def test_count_bounds_enter_the_loop_as_eps_plus_delta_eps_times_the_count_ratio():
+    """bound="count" (the count schedule of Eq. 33): ε_c = ε + Δε·n_c/n_max for head classes and
+    ε + Δε·n_min/n_c for tail classes, worked out by hand for unsorted counts, then K_c = ⌊ε_c/α⌋ steps of
+    the per-class loop."""
+    counts = [5, 100, 10, 50, 20]  # by frequency: 1, 3 (head, τ = 2), 4, 2, 0 (tail)
+    rank = P.class_rank(counts)
+    ratio = P.count_bound_ratio(counts, 2)
+    assert ratio.tolist() == pytest.approx([5 / 5, 100 / 100, 5 / 10, 50 / 100, 5 / 20])
+    bounds = [0.1 + 0.4 * r for r in (1.0, 1.0, 0.5, 0.5, 0.25)]  # 0.5, 0.5, 0.3, 0.3, 0.2
+    u, y = _batch(n=40, c=5, seed=7)
+    assert set(y.tolist()) == set(range(5))
+    kw = dict(alpha=0.05, epsilon=0.1, delta_epsilon=0.4, split="index")
+    out = P.single_label_perturbation(
+        u, y, rank=rank, head=2, bound="count", count_ratio=ratio, **kw
+    )
+    assert out.sign.tolist() == [1.0, -1.0, 1.0, -1.0, 1.0]
+    assert out.bounds.tolist() == pytest.approx(bounds)
+    assert out.steps.tolist() == [10, 10, 6, 6, 4]
+    ref, _, _ = _loop_reference(u, y, rank=rank, head=2, bounds=bounds, **kw)
+    assert torch.allclose(out.delta, torch.from_numpy(ref), atol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------ Algorithm 1
