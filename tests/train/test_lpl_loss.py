@@ -81,6 +81,21 @@ def test_count_bound_loss_equals_reference_with_hand_computed_bounds():
     torch.testing.assert_close(loss(u, y), ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("normalize_step", [True, False])
+@pytest.mark.parametrize("classes", [[0, 1], [2, 3, 4]])
+def test_varied_index_bounds_with_one_side_absent_have_finite_gradients(classes, normalize_step):
+    """Eq. 33's second form through the differentiable loop on a batch with only head (or only tail)
+    classes: the missing side's normaliser is unused, and must not turn the gradient into NaN."""
+    u, _ = _batch(n=12, seed=16)
+    y = torch.tensor(classes).repeat(12 // len(classes))
+    u.requires_grad_(True)
+    loss = LPLLoss(5, class_counts=COUNTS, alpha=0.1, epsilon=0.2, delta_epsilon=0.5,
+                   split="index", tau=2, differentiable=True, normalize_step=normalize_step)  # fmt: skip
+    loss(u, y).backward()
+    assert torch.isfinite(u.grad).all()
+    assert float(u.grad.abs().max()) > 0
+
+
 def test_zero_bound_is_plain_cross_entropy():
     u, y = _batch(seed=2)
     assert float(LPLLoss(5, epsilon=0.0)(u, y)) == pytest.approx(float(F.cross_entropy(u, y)))

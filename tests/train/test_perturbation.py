@@ -142,6 +142,19 @@ def test_count_bound_ratio():
     assert r.tolist() == pytest.approx([1.0, 0.5, 5 / 20, 5 / 10, 1.0])
 
 
+def test_second_form_normalises_each_side_by_its_own_extreme():
+    """Eq. 33's second form divides by the largest q̄ of the head classes present and the smallest q̄ of
+    the tail classes present, each side alone: here a tail class has the largest q̄ of the batch (0.9) and
+    a head class the smallest (0.1), so normalising by the extremes of all present classes differs. The
+    extreme class of each side gets exactly ε + Δε."""
+    qbar = torch.tensor([0.1, 0.6, 0.9, 0.2, 0.0], dtype=torch.float64)
+    sign = torch.tensor([-1.0, -1.0, 1.0, 1.0, 0.0])  # head 0, 1; tail 2, 3; class 4 absent
+    tau = torch.tensor(2.0, dtype=torch.float64)
+    b = P.class_bounds(qbar, sign, tau, epsilon=0.1, delta_epsilon=1.0, split="index")
+    # head: q̄_c / 0.6 -> 1/6, 1; tail: 0.2 / q̄_c -> 2/9, 1
+    assert b.tolist() == pytest.approx([0.1 + 1 / 6, 1.1, 0.1 + 2 / 9, 1.1, 0.0])
+
+
 def test_count_bounds_enter_the_loop_as_eps_plus_delta_eps_times_the_count_ratio():
     """bound="count" (the count schedule of Eq. 33): ε_c = ε + Δε·n_c/n_max for head classes and
     ε + Δε·n_min/n_c for tail classes, worked out by hand for unsorted counts, then K_c = ⌊ε_c/α⌋ steps of
