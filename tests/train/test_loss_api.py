@@ -269,6 +269,23 @@ def test_the_row_sum_check_does_not_loosen_with_the_class_count(c):
 
 
 # ------------------------------------------------------------------------------------------ imports, reprs
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+def test_the_row_sum_tolerance_is_the_documented_one(dtype, tol):
+    """Rows of class probabilities may sum to 1 within 1e-9 (float64) or 1e-5 (float32), no more: a row
+    off by 3·tol is refused, one off by tol/2 accepted (by LPL and by CE alike)."""
+    u, y = _batch(n=6)
+    onehot = F.one_hot(y, C).to(dtype)
+    u = u.to(dtype)
+    for loss in (_lpl(), build_loss("ce")):
+        near = onehot.clone()
+        near[0, 0] += tol / 2
+        assert torch.isfinite(loss(u, near))
+        off = onehot.clone()
+        off[0, 0] += 3 * tol
+        with pytest.raises(ValueError, match="sum to 1"):
+            loss(u, off)
+
+
 def test_every_loss_class_imports_from_the_package():
     import lpl_train.losses as L
     from lpl_train.losses import (  # noqa: F401

@@ -616,9 +616,9 @@ def test_ce_takes_torch_s_weight_ignore_index_and_checks_probabilities():
     with pytest.raises(TypeError, match="ignore_index"):
         build_loss("ce", ignore_index=True)
     bad = torch.full((9, 3), 0.5, dtype=torch.float64)  # rows sum to 1.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sum to 1"):
         build_loss("ce")(z, bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="finite and >= 0"):
         build_loss("la", class_counts=COUNTS)(z, -F.one_hot(y, 3).double())
 
 
