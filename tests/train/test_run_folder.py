@@ -146,6 +146,18 @@ def test_records_without_a_checkpoint_are_not_overwritten(tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_previous_checkpoint_alone_is_not_overwritten(tmp_path):
+    """``checkpoint.prev.pt`` alone (``checkpoint.pt`` and the records deleted) is still a resumable run:
+    a fresh run refuses the folder and leaves it as it was."""
+    out = run(tmp_path, epochs=3, stop=2)
+    (out / "checkpoint.pt").unlink()
+    (out / "metrics.jsonl").unlink()
+    before = snapshot(out)
+    with pytest.raises(FileExistsError, match=r"already holds a checkpoint \(checkpoint.prev.pt\)"):
+        fit(make_cfg(epochs=3), out, components=make_components(), log=quiet)
+    assert snapshot(out) == before
+
+
 def test_a_run_stopped_before_its_first_checkpoint_restarts_but_another_configs_folder_is_kept(
     tmp_path,
 ):
@@ -188,6 +200,19 @@ def test_resume_of_a_finished_run_with_another_config_is_refused(tmp_path):
         cfg = make_cfg(epochs=2)
         cfg["optim"]["lr"] = 0.5
         fit(cfg, out, components=make_components(), resume=True, log=quiet)
+
+
+def test_resume_of_a_finished_run_without_its_checkpoint_compares_config_toml(tmp_path):
+    """With its checkpoints gone, a finished run's config.toml is what ``--resume`` is compared with."""
+    out = run(tmp_path, epochs=2)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink(missing_ok=True)
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["lr"] = 0.5
+    with pytest.raises(ConfigMismatch, match=r"config.toml' in optim\.lr \(0\.1 → 0\.5\)"):
+        fit(cfg, out, resume=True, log=quiet)
+    final = json.loads((out / "final.json").read_text())
+    assert fit(make_cfg(epochs=2), out, resume=True, log=quiet) == final
 
 
 # --------------------------------------------------------------------------- resume config check
@@ -594,6 +619,30 @@ def test_fp16_with_gradient_scaling_trains_and_resumes_bit_exact(tmp_path):
         assert torch.equal(v, state(part)[k]), k
 
 
+def test_a_resumed_fp16_run_continues_with_the_checkpoints_loss_scale(tmp_path):
+    """The GradScaler's state is restored on resume: a loss scale set in the checkpoint (2**10, not torch's
+    initial 2**16) is the one the resumed epochs use and write back (no step overflows at 2**10, and
+    2000 steps without an overflow would be needed to grow it)."""
+    part = run(tmp_path, "part", epochs=3, stop=1, amp="fp16")
+    ck = load_checkpoint(part / "checkpoint.pt")
+    ck["scaler"]["scale"] = 2.0**10
+    engine.atomic_save(ck, part / "checkpoint.pt")
+    fit(make_cfg(epochs=3, amp="fp16"), part, components=make_components(), resume=True, log=quiet)
+    assert load_checkpoint(part / "checkpoint.pt")["scaler"]["scale"] == 2.0**10
+
+
+def test_fp16_clips_the_unscaled_gradients(tmp_path):
+    """With fp16 the gradients are unscaled before clipping: a threshold above every gradient norm then
+    changes nothing (clipping the scaled gradients, 2**16 times larger, would shrink every step)."""
+    plain = run(tmp_path, "plain", epochs=1, amp="fp16")
+    cfg = make_cfg(epochs=1, amp="fp16")
+    cfg["optim"]["grad_clip"] = 1000.0
+    clipped = tmp_path / "clipped"
+    fit(cfg, clipped, components=make_components(), log=quiet)
+    for k, v in state(plain).items():
+        assert torch.equal(v, state(clipped)[k]), k
+
+
 @pytest.mark.parametrize(
     ("amp", "cuda", "bf16_ok", "expected"),
     [("auto", False, False, "fp32"), ("auto", True, True, "bf16"), ("auto", True, False, "fp16"),
@@ -667,6 +716,17 @@ def test_config_differences_leave_out_provenance_and_volatile_keys():
         "a": [1.0, None],
         "b": [None],
     }
+
+
+def test_config_differences_name_a_key_that_only_one_config_has():
+    """A parameter added on resume (absent from the checkpoint's config) is a difference, as is one
+    dropped: params tables have no fixed keys, so both sides' keys are compared."""
+    from lpl_train.engine.files import config_differences
+
+    stored = '[loss]\nname = "ldam"\n[loss.params]\nmax_m = 0.5\n'
+    requested = '[loss]\nname = "ldam"\n[loss.params]\nmax_m = 0.5\ns = 30\n'
+    assert config_differences(stored, requested) == ["loss.params.s ('<absent>' → 30)"]
+    assert config_differences(requested, stored) == ["loss.params.s (30 → '<absent>')"]
 
 
 def test_a_killed_writers_temporary_files_are_removed_on_resume(tmp_path):
