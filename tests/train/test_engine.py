@@ -216,6 +216,18 @@ def test_resume_after_clean_stop_is_bit_exact(tmp_path):
     assert strip_timing(ra) == strip_timing(rb)
 
 
+def test_resume_continues_the_global_step_count(tmp_path):
+    """The checkpoint's global step counts every step of the run, across a resume: 4 epochs of
+    ceil(96 / 16) = 6 steps (a resumed run that restarted it at 0 would name the wrong step in
+    diverged.json)."""
+    cfg = make_cfg(epochs=4)
+    part = tmp_path / "part"
+    fit(cfg, part, components=make_components(), stop_after_epoch=2, log=quiet)
+    assert load_checkpoint(part / "checkpoint.pt")["step"] == 2 * 6
+    fit(cfg, part, components=make_components(), resume=True, log=quiet)
+    assert load_checkpoint(part / "checkpoint.pt")["step"] == 4 * 6
+
+
 def test_resume_after_kill_mid_epoch_is_bit_exact(tmp_path):
     cfg = make_cfg(epochs=4)
     full = tmp_path / "full"
@@ -292,6 +304,28 @@ def test_load_checkpoint_rejects_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+CALLED: list[str] = []
+
+
+def _record_call() -> dict:
+    CALLED.append("unpickled")
+    return {}
+
+
+class _RunsCodeWhenLoaded:
+    def __reduce__(self):
+        return (_record_call, ())
+
+
+def test_load_checkpoint_runs_no_code_of_the_file(tmp_path):
+    """A checkpoint holding a Python object is refused by the safe loader: the object's code never runs."""
+    torch.save({"format": 1, "model": _RunsCodeWhenLoaded()}, tmp_path / "evil.pt")
+    CALLED.clear()
+    with pytest.raises(ValueError, match="objects other than tensors and plain data"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert CALLED == []
+
+
 # ------------------------------------------------------------------------------------- NaN stop
 class NaNAfter(nn.Module):
     """CE that turns NaN from the ``bad``-th training call on."""
@@ -358,6 +392,34 @@ def test_metrics_jsonl_values_match_an_independent_evaluation(tmp_path):
     assert (tmp_path / "config.toml").read_text().startswith('name = "tiny"')
 
 
+def test_validation_metrics_come_from_the_validation_loader(tmp_path):
+    """``val_*`` is measured on the validation loader, not the test set: here 20 test inputs relabelled
+    (y + 1) mod C, so that its error differs from the test error and is computed here independently."""
+    comps = make_components()
+    (_, _), (xte, yte) = make_data()
+    xv, yv = xte[:20], (yte[:20] + 1) % C
+    comps.val_loader = TinyLoader(xv, yv, 32, False)
+    fit(make_cfg(epochs=2), tmp_path, components=comps, log=quiet)
+    rec = engine.read_metrics(tmp_path)[-1]
+    model = TinyNet()
+    model.load_state_dict(state(tmp_path))
+    model.eval()
+    with torch.no_grad():
+        err = 100 * (model(xv).argmax(1) != yv).double().mean().item()
+    assert rec["val_top1_error"] == pytest.approx(err, abs=1e-9)
+    assert rec["val_top1_error"] != rec["test_top1_error"]
+
+
+def test_a_checkpoint_lacking_training_state_is_refused_by_name(tmp_path):
+    run = tmp_path / "r"
+    fit(make_cfg(epochs=2), run, components=make_components(), stop_after_epoch=1, log=quiet)
+    ck = load_checkpoint(run / "checkpoint.pt")
+    del ck["optimizer"]
+    atomic_save(ck, run / "checkpoint.pt")
+    with pytest.raises(engine.CorruptCheckpoint, match="lacks optimizer: it is not a training"):
+        fit(make_cfg(epochs=2), run, components=make_components(), resume=True, log=quiet)
+
+
 def test_multilabel_map_matches_sklearn(tmp_path):
     sk = pytest.importorskip("sklearn.metrics")
     cfg = make_cfg(epochs=2)
@@ -377,6 +439,24 @@ def test_multilabel_map_matches_sklearn(tmp_path):
     assert rec["test_loss"] == pytest.approx(
         F.binary_cross_entropy_with_logits(scores, yte).item(), rel=1e-5
     )
+
+
+def test_multilabel_best_is_the_epoch_of_the_highest_map(tmp_path):
+    """For multi-label runs higher is better: ``best`` holds the highest test mAP and its (first) epoch."""
+    fit(make_cfg(epochs=3), tmp_path, components=make_components(multi_label=True), log=quiet)
+    maps = [r["test_map"] for r in engine.read_metrics(tmp_path)]
+    assert len(set(maps)) > 1  # otherwise any rule would pick the same epoch
+    expected = {"test_map": max(maps), "epoch": maps.index(max(maps))}
+    assert json.loads((tmp_path / "final.json").read_text())["best"] == expected
+
+
+def test_eval_every_evaluates_every_kth_epoch_and_the_last(tmp_path):
+    """``train.eval_every = 2`` over 5 epochs: evaluated after the 2nd, 4th and 5th (last) epochs, that is
+    epochs 1, 3, 4 counted from 0; the other records carry no test metrics."""
+    fit(make_cfg(epochs=5, eval_every=2), tmp_path, components=make_components(), log=quiet)
+    recs = engine.read_metrics(tmp_path)
+    assert [r["epoch"] for r in recs if "test_top1_error" in r] == [1, 3, 4]
+    assert recs[0]["best"] == {} and recs[1]["best"]["epoch"] == 1
 
 
 # ------------------------------------------------------------------------------------- options

@@ -34,6 +34,15 @@ def test_a_class_absent_from_the_test_set_has_no_accuracy_and_no_weight_in_its_g
     assert out["acc_few"] is None  # the mean of no class: undefined, written as null
 
 
+def test_top1_error_counts_samples_not_classes():
+    # class 0: 3 of 3 right, class 1: 0 of 1 right; 1 of 4 samples wrong (the balanced error would be 50)
+    logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])
+    y = torch.tensor([0, 0, 0, 1])
+    out = evaluate(_Fixed([logits]), [(torch.zeros(4, 1), y)], 2, [10, 1], False)
+    assert out["per_class_acc"] == [100.0, 0.0]
+    assert out["top1_error"] == pytest.approx(25.0)
+
+
 def test_evaluate_restores_the_training_mode_and_passes_channels_last_images():
     model = _Fixed([torch.zeros(2, 3)] * 3)
     model.train()
