@@ -688,6 +688,25 @@ def test_auto_falls_back_to_eager_when_the_check_or_the_recording_fails(
             components=make_components(dropout=0.0), log=print)  # fmt: skip
 
 
+def test_auto_raises_a_recording_that_fails_after_the_first(tmp_path, monkeypatch):
+    """``"auto"`` falls back to eager only before the step was ever recorded: a later recording that
+    fails (here the second epoch's, of a loss recorded again every epoch) is raised, not hidden."""
+    made = _force_graph(monkeypatch)
+    real_record = FakeGraphAPI.record
+
+    def record(self, graph, fn):
+        if self.recorded >= 1:
+            raise RuntimeError("the second recording failed")
+        return real_record(self, graph, fn)
+
+    monkeypatch.setattr(FakeGraphAPI, "record", record)
+    lines = []
+    with pytest.raises(RuntimeError, match="the second recording failed"):
+        fit(make_cfg(epochs=2), tmp_path, log=lines.append,
+            components=make_components(loss=_PythonEpochLoss(), dropout=0.0))  # fmt: skip
+    assert made[0].recordings == 1 and not any("step: eager (recording" in s for s in lines)
+
+
 def test_the_cuda_check_forbids_synchronisation_and_host_reads_then_restores_both(monkeypatch):
     """``no_sync()`` on CUDA: sync debug mode "error" and the losses' recording form inside, the previous
     mode and the checks back after it, also when the step raised (the CUDA calls are stood in for)."""

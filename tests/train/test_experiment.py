@@ -99,6 +99,19 @@ def test_throughput_counts_the_runs_trained_now_from_their_records(tmp_path):
     assert tp["images"] == 200 and tp["runs"] == 1
 
 
+def test_a_resumed_run_counts_the_epochs_it_had_before_this_call(tmp_path):
+    """The executor notes how many epoch records a resumed run held before it trained again, so that
+    :func:`throughput` leaves them out; a fresh run starts at 0."""
+    _records(tmp_path / "b", [{"epoch": 0}, {"epoch": 1}])
+    (tmp_path / "b" / "checkpoint.pt").write_bytes(b"")  # interrupted after 2 epochs: resume
+    runs = [X.PlannedRun(k, tmp_path / k, None, 0) for k in ("b", "new")]
+    out = X.execute(runs, FakeRunner(), log=lambda s: None)
+    assert {o.run.key: (o.status, o.first_epoch) for o in out} == {
+        "b": ("trained", 2),
+        "new": ("trained", 0),
+    }
+
+
 @dataclass
 class ThreadsRunner:
     """Reports the torch threads of the process that trains (a worker's own, with --jobs > 1)."""
