@@ -562,3 +562,107 @@ def test_a_loader_mean_and_std_reach_a_dataset_that_normalises_itself(tmp_path: 
         x, _ = next(iter(make_loader(data, 4, train=False)))  # the dataset's own statistics
         expected = (100 / 255 - ds.mean[0]) / ds.std[0]
         torch.testing.assert_close(x[:, 0], torch.full_like(x[:, 0], expected), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------- label columns, constructions, eval geometry
+
+
+def test_voc_classes_are_the_official_order_and_fix_the_columns(tmp_path: Path) -> None:
+    # the 20 VOC classes in the devkit's (alphabetical) order, written out here: the label columns of
+    # the released models and of Wu et al.'s split follow it
+    official = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+                "train", "tvmonitor"]  # fmt: skip
+    assert VOC_CLASSES == official
+    _voc(tmp_path)
+    ids = tmp_path / "img_id.txt"
+    ids.write_text("2008_000001\n2008_000002\n2008_000003\n")
+    b = build_datasets("voc_mlt", root=tmp_path, train_ids=ids, size=16)
+    # person (14) and dog (11); cat (7); tvmonitor (19)
+    assert [torch.nonzero(t).flatten().tolist() for t in b.train.targets] == [[11, 14], [7], [19]]
+    assert torch.nonzero(b.test.targets[0]).flatten().tolist() == [0, 14]  # aeroplane, person
+
+
+def test_pareto_reference_counts_are_the_rounded_affine_map_of_sorted_draws() -> None:
+    # the documented recipe, written out: Pareto(shape) draws from RandomState(seed), sorted decreasing,
+    # mapped affinely onto [n_min, n_max] and rounded to the nearest int
+    for c, n_max, n_min, shape, seed in (
+        (20, 800, 4, 6.0, 0),
+        (80, 1200, 6, 6.0, 3),
+        (7, 50, 1, 2.0, 1),
+    ):
+        draws = sorted(np.random.RandomState(seed).pareto(shape, c).tolist(), reverse=True)
+        lo, hi = draws[-1], draws[0]
+        want = [round(n_min + (n_max - n_min) * (d - lo) / (hi - lo)) for d in draws]
+        assert pareto_reference_counts(c, n_max, n_min, shape, seed) == want, (c, seed)
+
+
+def test_greedy_selection_serves_the_rarest_target_first() -> None:
+    # class 0 (target 1) has one image, which also carries class 1 (target 3, nine more images of its
+    # own). Visited first, class 0 takes that image; were class 1 visited first, three of its ten images
+    # would often leave class 0's only image out (then refused: class 1 is full)
+    labels = np.array([[1, 1]] + [[0, 1]] * 9)
+    for seed in range(8):
+        keep = multilabel_long_tail_ids(labels, [1, 3], np.array([0, 1]), seed=seed)
+        assert 0 in keep and labels[keep].sum(0).tolist() == [1, 3], seed
+
+
+def test_voc_mlt_construction_gives_the_head_target_to_the_most_frequent_class() -> None:
+    from lpl_train.data.mlt import _construct
+
+    # single-label rows: class 2 is the most frequent (200), then class 0 (60), class 1 the rarest (30)
+    labels = np.eye(3, dtype=int)[np.repeat([0, 1, 2], [60, 30, 200])]
+    ref = pareto_reference_counts(3, 100, 5, 6.0, 0)
+    assert ref[0] == 100 and ref[-1] == 5
+    keep = _construct(labels, 100, 5, 6.0, 0)
+    # the largest reference count goes to the most frequent class, the smallest to the rarest
+    assert labels[keep].sum(0).tolist() == [ref[1], 5, 100]
+
+
+def test_coco_mlt_filter_skips_a_box_thinner_than_one_pixel_in_height(tmp_path: Path) -> None:
+    from lpl_train.data.coco import coco_labels
+
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+        "annotations": [
+            {"image_id": 1, "category_id": 5, "area": 4.0, "bbox": [0, 0, 9, 0.5]},  # height < 1
+            {"image_id": 2, "category_id": 5, "area": 4.0, "bbox": [0, 0, 1, 1]},  # 1 x 1: kept
+            {"image_id": 2, "category_id": 7, "area": 4.0, "bbox": [0, 0, 0.9, 9]},  # width < 1
+        ],
+        "categories": [{"id": 7, "name": "b"}, {"id": 5, "name": "a"}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    _, cat_ids, labels, names = coco_labels(path)
+    assert cat_ids == [5, 7] and names == ["a", "b"]
+    assert labels[1].tolist() == [0.0, 0.0] and labels[2].tolist() == [1.0, 0.0]
+    _, _, kept, _ = coco_labels(path, skip_degenerate=False)
+    assert kept[1].tolist() == [1.0, 0.0] and kept[2].tolist() == [1.0, 1.0]
+
+
+def test_inat_classes_are_the_union_of_train_and_val_categories(tmp_path: Path) -> None:
+    _inat(tmp_path)
+    data = json.loads((tmp_path / "val2017.json").read_text())
+    data["images"].append({"id": 200, "file_name": "v/c.jpg"})
+    data["annotations"].append({"id": 9, "image_id": 200, "category_id": 5})  # no training image
+    (tmp_path / "val2017.json").write_text(json.dumps(data))
+    jpeg(tmp_path / "v" / "c.jpg", (0, 0, 0))
+    b = build_datasets("inat2017", root=tmp_path, size=16)
+    # ids 3, 5, 7, 9 -> classes 0, 1, 2, 3
+    assert b.num_classes == 4 and b.class_counts == [1, 0, 3, 1]
+    assert b.train.targets.tolist() == [2, 0, 2, 3, 2] and b.test.targets.tolist() == [0, 3, 1]
+
+
+def test_imagenet_eval_at_224_resizes_the_shorter_side_to_256_and_crops_the_centre() -> None:
+    import torch.nn.functional as F
+
+    from lpl_train.data.transforms import imagenet_eval
+
+    x = torch.from_numpy(
+        np.random.RandomState(2).randint(0, 256, size=(3, 300, 400)).astype(np.uint8)
+    )
+    # 300 x 400 -> 256 x round(400 * 256 / 300) = 256 x 341; the 224 x 224 centre starts at row
+    # (256 - 224) // 2 = 16 and column (341 - 224) // 2 = 58 (117 / 2 = 58.5, torchvision's round too)
+    ref = F.interpolate(x[None].float(), size=(256, 341), mode="bilinear", align_corners=False,
+                        antialias=True)[0].round().clamp(0, 255).to(torch.uint8)  # fmt: skip
+    assert torch.equal(imagenet_eval(x), ref[:, 16:240, 58:282])
