@@ -235,3 +235,25 @@ def test_fashion_mnist_crops_pad_2_pixels_and_cifar_4():
         (batch, _) = next(iter(loader))
         rows = batch[:, 0].amax(dim=2).argmax(dim=1) - side // 2  # where the pixel went
         assert rows.abs().max() == pad  # every shift in [-pad, pad], the extremes reached
+
+
+def test_dataloader_path_shuffles_training_and_flip_never_shifts() -> None:
+    # DataLoader path on tensor data: training order is a permutation that changes with the epoch (the
+    # eval order is the dataset's); augment="flip" gives each image or its mirror, never a shifted crop
+    d = _data(40, c=1, h=6)
+    kw = {"batch_size": 40, "device": "cpu", "seed": 2, "backend": "dataloader", "pad": 2}
+    ev = make_loader(d, train=False, augment="none", **kw)
+    assert next(iter(ev))[1].tolist() == d.targets.tolist()
+    tr = make_loader(d, train=True, augment="flip", **kw)
+    orders = []
+    for e in (0, 1):
+        tr.set_epoch(e)
+        (x, y), = list(tr)  # fmt: skip
+        raw = ((x * 0.25 + 0.5) * 255).round().to(torch.uint8)
+        # images are distinct, so each output names its source image
+        src = [next(j for j in range(40) if torch.equal(raw[i], d.images[j])
+                    or torch.equal(raw[i], d.images[j].flip(-1))) for i in range(40)]  # fmt: skip
+        assert sorted(src) == list(range(40)) and y.tolist() == d.targets[src].tolist()
+        assert any(torch.equal(raw[i], d.images[s].flip(-1)) for i, s in enumerate(src))
+        orders.append(src)
+    assert orders[0] != list(range(40)) and orders[0] != orders[1]
