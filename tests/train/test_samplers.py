@@ -107,3 +107,26 @@ def test_bad_input():
         ClassAwareSampler(torch.tensor([0, 1]), reduce=1).set_epoch(-1)
     with pytest.raises(TypeError, match="seed must be an int"):
         ClassAwareSampler(torch.tensor([0, 1]), seed=1.5)
+
+
+def test_class_order_and_class_lists_are_reshuffled():
+    # the reference draws a new class order after every round and reshuffles a class's list every time
+    # it is used up (its first pass already in random order), so neither repeats the previous one
+    counts = [9, 7, 5, 3]
+    y = _single_label(counts, seed=1)
+    idx = ClassAwareSampler(y, num_samples_cls=1, num_samples=4 * 63, seed=2).indices()
+    rounds = y[idx].reshape(-1, 4).tolist()
+    assert all(sorted(r) == [0, 1, 2, 3] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 5
+    for k, n in enumerate(counts):
+        drawn = idx[y[idx] == k].tolist()
+        passes = [drawn[i : i + n] for i in range(0, len(drawn) - n + 1, n)]
+        assert len(passes) >= 3 and len({tuple(p) for p in passes}) > 1, k
+        own = torch.nonzero(y == k).flatten().tolist()  # dataset order
+        assert passes[0] != own, k
+
+
+def test_a_class_repeated_in_one_sample_lists_that_sample_once():
+    # per-sample collections may repeat a class (one entry per instance, e.g. two persons)
+    lists = class_index_lists([[0, 0, 1], [1], [2, 2, 2]])
+    assert [v.tolist() for v in lists] == [[0], [0, 1], [2]]
