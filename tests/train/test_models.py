@@ -446,3 +446,19 @@ def test_fmnist_cnn_forward_matches_a_functional_reference() -> None:
     want = h.mean((2, 3)) @ model.classifier.weight.T + model.classifier.bias
     with torch.no_grad():
         torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("name", "kw", "shape"), [("fmnist_cnn", {}, (1, 12, 12)),
+                                                   ("wrn16_8", {}, (3, 8, 8))])  # fmt: skip
+def test_dropout_argument_reaches_the_other_models(name: str, kw: dict, shape: tuple) -> None:
+    m = build_model(name, 5, dropout=0.5, **kw)
+    assert any(isinstance(k, nn.Dropout) and k.p == 0.5 for k in m.modules())
+    x = torch.randn(2, *shape)
+    m.train()
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, m(x))
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    assert not any(isinstance(k, nn.Dropout) for k in build_model(name, 5, **kw).modules())
