@@ -302,3 +302,19 @@ def test_a_malformed_world_size_counts_as_one_process():
     assert _world_size({"run": {"world_size": 4}}) == 4 and _world_size({}) == 1
     for bad in ("2", True, 0, -3, 2.0, None):
         assert _world_size({"run": {"world_size": bad}}) == 1, bad
+
+
+def test_multilabel_group_map_comes_from_the_per_class_ap_and_the_training_counts(tmp_path):
+    cfg = load_config("tv_voc_mlt_rbce_ntr")
+    # head: >= 100 positives (classes 0, 1), tail: < 20 (class 4), medium: classes 2, 3
+    counts = [300, 100, 99, 20, 19]
+    ap = [90.0, 80.0, 60.0, 50.0, 10.0]
+    final = {"map": 58.0, "map_head": 1.0, "map_medium": 2.0, "map_tail": 3.0, "ap_per_class": ap}
+    write_run(tmp_path / "a", cfg, 0, final, multi_label=True)
+    fin = json.loads((tmp_path / "a" / "final.json").read_text())
+    fin["class_counts"] = counts
+    (tmp_path / "a" / "final.json").write_text(json.dumps(fin))
+    (r,) = aggregate(collect_runs(tmp_path))
+    assert r.final["map"] == (58.0, None)
+    assert r.final["map_head"] == (85.0, None) and r.final["map_medium"] == (55.0, None)
+    assert r.final["map_tail"] == (10.0, None)

@@ -1169,3 +1169,14 @@ def test_a_run_locked_by_another_process_stops_the_study_before_selecting(tmp_pa
     (locked,) = [s for s in S.plan_runs(study) if s["point"] == {"delta_epsilon": 0.5}]
     with pytest.raises(FileExistsError, match="locked by another process"):
         S.run_one(study, locked, tmp_path / "out")
+
+
+def test_a_diverged_final_run_is_left_out_of_the_summary():
+    # seed 1 diverged at the chosen point (no test metrics): the row is seed 0 alone, not a crash
+    study = _study()
+    recs = [_rec("lt", "ce", {}, 0, 50, 70)]
+    bad = _rec("lt", "ce", {}, 1, 50, 0)
+    bad.update({"diverged": "non-finite loss at epoch 1", "test": None})
+    summ = S.summarize([*recs, bad], study)
+    ce = summ[("lt", "ce")]
+    assert ce["n"] == 1 and ce["seeds"] == [0] and ce["overall"] == (30.0, None)
