@@ -390,3 +390,17 @@ def test_missing_npz_errors_name_the_converter(tmp_path: Path) -> None:
         build_datasets("cifar_lt_npz", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="lpl-train data convert-la"):
         check_data("cifar_lt_npz", root=tmp_path)
+
+
+def test_parse_example_merges_a_repeated_list_and_replaces_another_oneof_member() -> None:
+    # protobuf semantics: a singular message field seen twice is merged (its repeated values append);
+    # a second member of the oneof replaces the first
+    raw = example(
+        {
+            "merged": feature("int", [1, 2]) + feature("int", [3], packed=False),
+            "replaced": feature("int", [7]) + feature("float", [0.5]),
+        }
+    )
+    got = parse_example(raw)
+    assert got["merged"] == ("int64_list", [1, 2, 3])
+    assert got["replaced"] == ("float_list", [0.5])
