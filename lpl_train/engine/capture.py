@@ -324,7 +324,17 @@ def _after_failed_recording(graph: Any, stream: Any, device: torch.device) -> No
     torch.cuda.set_stream(stream)
     index = device.index if device.index is not None else torch.cuda.current_device()
     with contextlib.suppress(Exception):  # raises where capture_end got as far as ending the pool
-        torch._C._cuda_endAllocateToPool(index, graph.pool())
+        _pool_ender()(index, graph.pool())
+
+
+def _pool_ender() -> Any:
+    """torch's binding that stops sending a device's allocations to a graph's memory pool, ``(device
+    index, pool id)``: ``_cuda_endAllocateToPool``, named ``_cuda_endAllocateCurrentStreamToPool`` before
+    torch 2.5 (the oldest supported torch, 2.3, has only that one)."""
+    for name in ("_cuda_endAllocateToPool", "_cuda_endAllocateCurrentStreamToPool"):
+        if hasattr(torch._C, name):
+            return getattr(torch._C, name)
+    raise AttributeError("this torch has no binding to end a CUDA graph's memory pool")
 
 
 @contextlib.contextmanager

@@ -752,12 +752,21 @@ def test_a_failed_recording_puts_the_stream_and_the_allocator_back(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "caller's stream")
     monkeypatch.setattr(torch.cuda, "graph", FailingCapture)
     monkeypatch.setattr(torch.cuda, "set_stream", lambda s: calls.append(("set_stream", s)))
-    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", end_pool)
+    monkeypatch.setattr(torch._C, CAP._pool_ender().__name__, end_pool)
     api = CAP._CudaGraphAPI(torch.device("cuda", 2))
     with pytest.raises(RuntimeError, match="during capture"):
         api.record(Graph(), lambda: calls.append(("step",)))
     assert calls == [("capture", "thread_local"), ("set_stream", "capture stream"), ("step",),
                      ("set_stream", "caller's stream"), ("end_pool", 2, (0, 7))]  # fmt: skip
+
+
+def test_every_supported_torch_has_the_binding_that_ends_a_graphs_pool():
+    """The binding was renamed (torch 2.3 has ``_cuda_endAllocateCurrentStreamToPool``, later ones
+    ``_cuda_endAllocateToPool``); the cleanup after a failed recording finds it in the installed torch."""
+    assert CAP._pool_ender().__name__ in (
+        "_cuda_endAllocateToPool",
+        "_cuda_endAllocateCurrentStreamToPool",
+    )
 
 
 # ----------------------------------------------------------------------------------- loss variation
