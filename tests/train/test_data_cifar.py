@@ -570,7 +570,8 @@ def test_restricted_unpickle_allocation_guards_and_py2_strings() -> None:
 
     class Big:  # _reconstruct with a non-empty shape: numpy itself always pickles shape (0,)
         def __reduce__(self):
-            return (np._core.multiarray._reconstruct, (np.ndarray, (1000,), b"b"))
+            # numpy's own _reconstruct (numpy._core or numpy.core by version), as it pickles arrays
+            return (np.ndarray(0).__reduce__()[0], (np.ndarray, (1000,), b"b"))
 
     with pytest.raises(ValueError, match=r"reconstruction with shape \(1000,\) is not allowed"):
         restricted_unpickle(pickle.dumps(Big(), protocol=2), "big")
