@@ -83,6 +83,27 @@ def test_the_batch_is_split_evenly_over_processes(root):
         engine.build_components(cfg(root, data={"batch_size": 64}), CPU, DistInfo(world=3))
 
 
+def test_each_process_trains_its_slice_of_the_global_batch(root):
+    """Under torchrun the config's batch is the global batch: rank r of 2 gets the r-th half of every batch
+    of the single-process loader (the same crops, in the same order), and as many batches."""
+    c = cfg(root, data={"batch_size": 64}, train={"seed": 1})
+    one = engine.build_components(c, CPU).train_loader
+    ranks = [
+        engine.build_components(c, CPU, DistInfo(rank=r, world=2)).train_loader for r in (0, 1)
+    ]
+    for loader in (one, *ranks):
+        loader.set_epoch(1)
+    whole = list(one)
+    parts = [list(loader) for loader in ranks]
+    assert (
+        len(ranks[0]) == len(ranks[1]) == len(one) == len(whole) == len(parts[0]) == 4
+    )  # 200 images
+    for b, (x, y) in enumerate(whole):
+        (x0, y0), (x1, y1) = parts[0][b], parts[1][b]
+        assert x0.shape[0] == x1.shape[0] == x.shape[0] // 2  # 32 + 32, then 4 + 4
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+
+
 def test_class_aware_resampling_trains_epoch_e_on_the_sampler_s_epoch_e(root):
     c = engine.build_components(
         cfg(root, data={"sampler": "class_aware", "batch_size": 32, "drop_last": True},

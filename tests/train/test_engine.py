@@ -799,6 +799,13 @@ def test_a_resume_on_another_number_of_processes_is_refused(tmp_path):
     torch.save(ck, path)
     with pytest.raises(ValueError, match=r"written by a run on 2 process\(es\), this one has 1"):
         fit(cfg, tmp_path, components=make_components(), resume=True, log=quiet)
+    # and the reverse: a checkpoint of one process is refused by a run on two (checked before any
+    # state is loaded, so a bare trainer with world 2 can be asked directly, without a process group)
+    trainer = engine.trainer._Trainer.__new__(engine.trainer._Trainer)
+    trainer.dist = engine.DistInfo(rank=0, world=2)
+    ck["world_size"] = 1
+    with pytest.raises(ValueError, match=r"written by a run on 1 process\(es\), this one has 2"):
+        trainer.restore(ck)
 
 
 def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
@@ -865,3 +872,44 @@ def test_ddp_isda_folds_the_global_batch_into_its_running_statistics(tmp_path):
     assert torch.equal(a["count"], b["count"]) and int(a["count"].sum()) == 2 * N_TRAIN
     torch.testing.assert_close(b["mean"], a["mean"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b["covariance"], a["covariance"], rtol=1e-4, atol=1e-5)
+
+
+UNEVEN_DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_engine import make_components, make_cfg, quiet, C
+    from lpl_train.engine import DistInfo, _ShardLoader, fit
+    from lpl_train.losses import build_loss
+    torch.set_num_threads(1)
+    out, world = sys.argv[1], int(sys.argv[2])
+    dist = DistInfo.from_env()
+    center = build_loss("center", num_classes=C, weight=0.1, alpha=0.5)
+    comps = make_components(batch_size=16, dropout=0.0, loss=center)
+    tl = comps.train_loader
+    tl.x, tl.y = tl.x[:95], tl.y[:95]  # the last global batch has 15 samples: 8 + 7 over 2 ranks
+    if world > 1:
+        comps.train_loader = _ShardLoader(comps.train_loader, dist)
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["weight_decay"] = 0.0
+    cfg["model"]["params"] = {{}}
+    fit(cfg, out, components=comps, log=quiet)
+    """
+)
+
+
+def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path):
+    """95 samples in batches of 16: the last batch splits 8 + 7, so each rank's loss is weighted by its
+    share n_r·W/m for the ranks' averaged gradient to be the global batch's. The center loss folds the
+    global batch's counts and sums into its centres, the epoch's train_loss is the ranks' mean (not their
+    sum, not rank 0's alone), and the checkpoint names the 2 processes that wrote it."""
+    _one_then_two_processes(UNEVEN_DDP_SCRIPT, tmp_path)
+    one, two = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("one", "two"))
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    for k in one["model"]:
+        torch.testing.assert_close(two["model"][k], one["model"][k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(two["loss"]["centers"], one["loss"]["centers"], rtol=1e-4, atol=1e-5)
+    for a, b in zip(*(engine.read_metrics(tmp_path / d) for d in ("one", "two")), strict=True):
+        # the ranks' mean losses differ from the global mean only in the last, uneven batch
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.01)
+        assert abs(a["train_top1_error"] - b["train_top1_error"]) <= 100 / 95 + 1e-9
