@@ -310,6 +310,28 @@ def test_delta_recorder_writes_an_epoch_at_its_last_step_and_a_resumed_run_recou
     assert out[0]["norm"] == pytest.approx(on_disk[0]["norm"])
 
 
+def test_delta_recorder_writes_every_epoch_of_one_process_at_its_last_step(tmp_path):
+    """Each epoch is on disk after its own last step, not only the first epoch: the step count starts
+    afresh at every epoch (a count running on over the epochs never meets the loader's length again, and
+    an epoch would then reach the file only at the next epoch's first step)."""
+
+    class Loader(_Loader):
+        def __len__(self):
+            return 2
+
+    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
+                      delta_epsilon=2.0, alpha=0.25)  # fmt: skip
+    loader = Loader()
+    rec = A.attach_delta_recorder(loss, loader, tmp_path)
+    for epoch in range(3):
+        loader.epoch = epoch
+        for s in (2 * epoch + 1, 2 * epoch + 2):
+            loss(_batch(s)[0].requires_grad_(), _batch(s)[1])
+        on_disk = json.loads((tmp_path / A.DELTA_FILE).read_text())
+        assert [ep["n"] for ep in on_disk] == [[2] * 6] * (epoch + 1), epoch
+    rec.close()
+
+
 def test_delta_recorder_of_a_loss_never_called_is_empty(tmp_path):
     loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5)
     assert A.attach_delta_recorder(loss, _Loader(), tmp_path).close() == []
@@ -415,6 +437,30 @@ def test_cli_collect_add_and_restore(tmp_path, capsys):
     found = sorted(p.relative_to(out / "runs").parent.as_posix() for p in out.rglob("result.json"))
     assert found == ["d/m/p/seed0", "d/m/p/seed1"]
     assert not (figs / "ablation-tables.md").exists()
+
+
+def test_cli_restore_goes_on_to_the_report_when_asked(tmp_path, capsys):
+    """--restore with --report-only (or --collect) restores the run folders and then does the rest of the
+    request: the report is rebuilt, not skipped."""
+    figs, a = tmp_path / "figs", tmp_path / "a"
+    _result(a, "lpl_ablation_e48", "d/m/p/seed0")
+    assert A.main(["--collect", str(a), "--figures", str(figs)]) == 0
+    (figs / "ablation-tables.md").unlink()
+    out = tmp_path / "restored"
+    argv = ["--restore", "lpl_ablation_e48", str(out), "--report-only", "--figures", str(figs)]
+    assert A.main(argv) == 0
+    assert f"{out}: 1 of 1 records of lpl_ablation_e48 restored" in capsys.readouterr().out
+    assert (out / "runs" / "d/m/p/seed0" / "result.json").is_file()
+    assert "No records of the main ablation study." in (figs / "ablation-tables.md").read_text()
+    # with --collect: the collected folder's records are written, then reported
+    b = tmp_path / "b"
+    r2 = _result(b, "lpl_ablation_q5", "d/n/p/seed0")
+    (figs / "ablation-tables.md").unlink()
+    argv = ["--restore", "lpl_ablation_e48", str(tmp_path / "r2"), "--collect", str(b), "--figures",
+            str(figs)]  # fmt: skip
+    assert A.main(argv) == 0
+    assert A.read_records(figs / A.RECORDS_FILE) == [r2]
+    assert (figs / "ablation-tables.md").is_file()
 
 
 def test_cli_refuses_incomplete_requests(tmp_path, capsys):
