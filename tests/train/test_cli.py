@@ -170,6 +170,15 @@ def test_sweep_one_folder_per_point_skips_finished_and_locked_then_reports(tmp_p
     assert "gaussian_linear_lpl [optim.lr=0.05] | — | 2 | top1_error" in md
     assert "gaussian_linear_lpl [optim.lr=0.1] | — | 2 | top1_error" in md
     assert (root / "report.md").read_text() == md
+    assert main(["report", str(root), "--format", "csv", "--write"]) == 0
+    csv = capsys.readouterr().out
+    assert (
+        csv.startswith("config,table,row,column,n_seeds,")
+        and "gaussian_linear_lpl [optim.lr=0.1]" in csv
+    )
+    assert (root / "report.csv").read_text() == csv and (root / "report.md").read_text() == md
+    assert main(["report", str(root), "--groups", "ranks"]) == 0
+    assert "groups: the 30% most frequent training classes (many/head)" in capsys.readouterr().out
 
 
 def test_a_sweep_called_again_with_another_config_is_refused_not_read_back(tmp_path, capsys):
@@ -433,6 +442,9 @@ def test_sweep_jobs_trains_runs_in_parallel_processes_and_reports_throughput(tmp
         assert b["final"]["top1_error"] == pytest.approx(a["final"]["top1_error"], abs=1e-9)
     assert main([*args, "--out", str(tmp_path / "x"), "--jobs", "0"]) == 2
     assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "y"), "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_a_missing_extra_is_named_in_the_error(tmp_path):
@@ -462,3 +474,49 @@ def test_a_missing_extra_is_named_in_the_error(tmp_path):
     assert r.returncode == 1
     assert "lpl_theory needs 'scipy', part of the [theory] extra: pip install 'lpl-torch[theory]'" in (
         r.stderr)  # fmt: skip
+
+
+def test_run_passes_quiet_and_resume_to_the_engine_and_reports_the_final_scores(
+    tmp_path, capsys, monkeypatch
+):
+    """``run``'s options reach ``fit`` (--quiet: no progress bar whatever the config says, --resume), and
+    the last line names the final scores (losses left out) and the run folder."""
+    import lpl_train.engine as E
+
+    calls = []
+
+    def fit(cfg, out, resume=False, progress=None):
+        calls.append((cfg["name"], Path(out), resume, progress))
+        return {"final": {"top1_error": 12.3456, "train_loss": 0.5, "acc_few": 7.0}}
+
+    monkeypatch.setattr(E, "fit", fit)
+    cfg = gaussian_config(tmp_path)
+    out = tmp_path / "r"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", str(cfg), "--out", str(out), "--resume"]) == 0
+    assert calls == [
+        ("gaussian_linear_lpl", out, False, False),
+        ("gaussian_linear_lpl", out, True, None),
+    ]
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines
+        == [f"gaussian_linear_lpl: done, top1_error 12.35, acc_few 7.00; run folder {out}"] * 2
+    )
+
+
+def test_an_interrupted_command_says_how_to_resume_with_exit_status_130(capsys, monkeypatch):
+    import lpl_train.__main__ as M
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M, "_command", interrupted)
+    assert main(["list"]) == 130
+    assert capsys.readouterr().err == "lpl-train: interrupted; resume with --resume\n"
+
+
+def test_a_missing_key_is_named_without_the_quotes_of_its_repr():
+    from lpl_train.__main__ import _one_line
+
+    assert _one_line(KeyError("data.root")) == "data.root"

@@ -80,6 +80,28 @@ def test_multilabel_runs_plot_pos_and_neg_variation_and_formats_follow_the_suffi
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
+def test_several_runs_plot_into_the_working_folder_and_mixed_label_kinds_are_refused(
+    tmp_path, monkeypatch, capsys
+):
+    """Without --out one run is drawn into RUN/plots.png, several into ./plots.png (none of them owns the
+    figure); single-label and multi-label runs have different panels and are not overlaid."""
+    counts = [5, 20]
+    lv = {"relative_variation": [0.1, -0.1], "count": counts}
+    a = _run(tmp_path / "a", "a", counts, [40.0, 60.0], lv)
+    b = _run(tmp_path / "b", "b", counts, [45.0, 65.0], lv)
+    drawn = _capture(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot", str(a), str(b)]) == 0
+    assert drawn["path"] == Path("plots.png")
+    assert main(["plot", str(a)]) == 0
+    assert drawn["path"] == a / "plots.png"
+    mlv = {p: {"relative_variation": [0.1, -0.1], "count": counts} for p in ("pos", "neg")}
+    m = _run(tmp_path / "m", "m", counts, [40.0, 60.0], mlv, multi=True)
+    capsys.readouterr()
+    assert main(["plot", str(a), str(m)]) == 2
+    assert "cannot overlay single-label and multi-label runs" in capsys.readouterr().err
+
+
 def test_no_library_module_switches_the_matplotlib_backend():
     """matplotlib.use(...) in library code kills inline figures for the rest of a Jupyter session."""
     offenders = []

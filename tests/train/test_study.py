@@ -1180,3 +1180,14 @@ def test_a_diverged_final_run_is_left_out_of_the_summary():
     summ = S.summarize([*recs, bad], study)
     ce = summ[("lt", "ce")]
     assert ce["n"] == 1 and ce["seeds"] == [0] and ce["overall"] == (30.0, None)
+
+
+def test_study_command_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
+    assert S.main(["--jobs", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == "python -m lpl_train.study: error: --jobs must be >= 1, got 0\n"
+    assert not (tmp_path / "o").exists()
+    assert S.main(["--study", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m lpl_train.study: error: ") and err.count("\n") == 1
+    assert "none.toml" in err
