@@ -859,8 +859,8 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
         calls.append((s.loss, what))
         if what == "compile" and s.loss == "lpl" and fail:
             raise RuntimeError("no recording")
-        rep = sum(c == (s.loss, what) for c in calls)  # 1st, 2nd, 3rd repeat: x1, x3, x2
-        return {"images_per_s": rates[s.loss, what] * (1, 3, 2)[rep - 1], "mode": what}
+        rep = sum(c == (s.loss, what) for c in calls)  # 1st, 2nd, 3rd repeat: x1, x6, x2
+        return {"images_per_s": rates[s.loss, what] * (1, 6, 2)[rep - 1], "mode": what}
 
     monkeypatch.setattr(gc, "bare_loop", lambda s: measured(s, "bare"))
     monkeypatch.setattr(gc, "engine_run", lambda s, capture, out: measured(s, capture))
@@ -871,7 +871,7 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
     assert gc.main([*args, "--out", str(tmp_path / "ok")]) == 0
     res = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
     med = {r["variant"]: r["images_per_s"] for r in res["rows"] if "variant" in r}
-    assert med["ce engine graph"] == 160.0 and med["lpl bare"] == 180.0  # the median: x2
+    assert med["ce engine graph"] == 160.0 and med["lpl bare"] == 180.0  # the median: x2 (mean: x3)
     ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
     assert ratios == pytest.approx({
         "engine/bare (CE, eager)": 0.5, "LPL/CE step time (eager)": 50 / 40,
@@ -882,6 +882,41 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
     assert gc.main([*args, "--out", str(tmp_path / "failed")]) == 1
     assert "| fmnist_cnn | lpl engine compile | failed: RuntimeError: no recording | nan |" in (
         tmp_path / "failed" / "gpu_check.md").read_text()  # fmt: skip
+
+
+def test_gpu_check_concurrent_runs_sum_their_steady_rates_and_divide_the_images_by_the_wall_time(
+    tmp_path, monkeypatch
+):
+    """N concurrent runs: ``images_per_s`` is the sum of the runs' last-epoch rates (not the best or the
+    mean run), ``wall_images_per_s`` every run's training images over the whole wall time, and
+    ``per_run_images_per_s`` the mean of the runs' own rates."""
+    import json
+    import types
+
+    import lpl_train.experiment as X
+
+    gc = load_benchmark("gpu_check", monkeypatch)
+    rates = {"job0": 100.0, "job1": 200.0, "job2": 300.0}
+
+    def execute(runs, runner, jobs, log):
+        assert jobs == 3 and [r.key for r in runs] == list(rates)
+        done = []
+        for r in runs:  # each run: 2 s of training at its rate, as its metrics.jsonl records it
+            r.out.mkdir(parents=True)
+            rec = {"epoch": 0, "images_per_s": rates[r.key], "train_time_s": 2.0}
+            (r.out / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+            done.append(X.Outcome(r, "trained", {"images_per_s": rates[r.key], "mode": "eager"}))
+        return done
+
+    clock = iter([10.0, 14.0])  # the wall time of the concurrent runs: 4 s
+    monkeypatch.setattr(X, "execute", execute)
+    monkeypatch.setattr(gc, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 1, "cpu", "off", {})
+    res = gc.concurrent(s, "graph", 3, tmp_path)
+    assert res["images_per_s"] == 600.0  # 100 + 200 + 300
+    assert res["wall_images_per_s"] == pytest.approx(2 * 600.0 / 4.0)
+    assert res["per_run_images_per_s"] == pytest.approx(200.0)
+    assert res["mode"] == "eager" and res["wall_s"] == 4.0
 
 
 def test_gpu_check_times_the_last_epoch_after_the_device_finished(tmp_path, monkeypatch):

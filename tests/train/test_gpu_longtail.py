@@ -36,6 +36,9 @@ def test_estimate_counts_the_fixed_costs_once_and_the_steady_epochs(gl, tmp_path
     est = gl.estimate_rest(runs, spent=20.0, probe=2, epochs=200, jobs=1)
     assert est["waves"] == 2 and est["fixed_s"] == pytest.approx(4.0)
     assert est["estimate_rest_s"] == pytest.approx(2 * (4.0 + 198 * 1.2 * 1.15))
+    # the slowest run's training time, whichever folder comes first
+    assert gl.estimate_rest(runs[::-1], spent=20.0, probe=2, epochs=200, jobs=2) == gl.estimate_rest(
+        runs, spent=20.0, probe=2, epochs=200, jobs=2)  # fmt: skip
     with pytest.raises(ValueError, match="fewer than 3 epoch records"):
         gl.estimate_rest(runs, spent=20.0, probe=3, epochs=200, jobs=2)
 
@@ -151,3 +154,62 @@ def test_the_table_gives_mean_and_sample_std_over_seeds(gl):
     assert "| ce | 1 | 10.00 | 90.00 | — | 50.00 |" in table
     assert "| lpl | 2 | 11.00 ± 1.41 | 89.00 ± 1.41 | — | 60.00 ± 14.14 |" in table
     assert table.index("| ce |") < table.index("| lpl |")  # METHODS order
+
+
+def _fake_clock(gl, monkeypatch, step: float) -> None:
+    """``time.perf_counter`` in the script advances ``step`` seconds a call (the probe takes ``step``)."""
+    import time
+    import types
+
+    ticks = iter(step * i for i in range(1000))
+    monkeypatch.setattr(gl, "time", types.SimpleNamespace(
+        perf_counter=lambda: next(ticks), strftime=time.strftime, gmtime=time.gmtime))  # fmt: skip
+
+
+def test_the_budget_counts_the_probes_time_and_the_estimate_together(
+    gl, tmp_path, monkeypatch, capsys
+):
+    """The rest starts only if the probe's wall time plus the estimate of the rest fits --budget-s: a probe
+    of 100 s and an estimate of 50 s exceed 120 s (the estimate alone does not) and fit 150 s."""
+    import lpl_train.experiment as X
+
+    calls = []
+
+    def execute(runs, runner, jobs, log, describe=None):
+        calls.append(runner.protocol.stop_after)
+        return []
+
+    monkeypatch.setattr(X, "execute", execute)
+    monkeypatch.setattr(gl, "estimate_rest", lambda *a, **k: {"epoch_s": 1.0, "fixed_s": 0.0,
+                                                              "waves": 1, "estimate_rest_s": 50.0})  # fmt: skip
+    _fake_clock(gl, monkeypatch, 100.0)
+    common = ["--quick", "--data", str(tmp_path), "--epochs", "3", "--probe-epochs", "1"]
+    assert gl.main([*common, "--out", str(tmp_path / "no"), "--budget-s", "120"]) == 3
+    assert (
+        "the probe's 100 s and the estimate 50 s exceed --budget-s 120" in capsys.readouterr().out
+    )
+    assert calls == [1]  # the probe only
+    calls.clear()
+    _fake_clock(gl, monkeypatch, 100.0)
+    gl.main([*common, "--out", str(tmp_path / "yes"), "--budget-s", "150"])
+    assert calls == [1, None]  # the probe, then the rest
+
+
+def test_runs_finished_by_an_earlier_call_are_in_the_summary(gl, tmp_path, monkeypatch):
+    """A run already finished (read back by the executor, which calls no ``describe`` for it) still counts:
+    it is in the table and the JSON, and all finished means exit status 0."""
+    import lpl_train.experiment as X
+
+    fin = {"top1_error": 10.0, "acc_many": 90.0, "acc_medium": 80.0, "acc_few": 50.0}
+
+    def execute(runs, runner, jobs, log, describe=None):
+        return [X.Outcome(r, "done", {"final": dict(fin)}) for r in runs]
+
+    monkeypatch.setattr(X, "execute", execute)
+    out = tmp_path / "o"
+    assert gl.main(["--quick", "--data", str(tmp_path), "--epochs", "1", "--out", str(out)]) == 0
+    res = json.loads((out / "gpu_longtail.json").read_text())["runs"]
+    assert sorted(res) == [f"{m}/seed0" for m in sorted(gl.METHODS)]
+    table = (out / "gpu_longtail.md").read_text()
+    for m in gl.METHODS:
+        assert f"| {m} | 1 | 10.00 | 90.00 | 80.00 | 50.00 |" in table
