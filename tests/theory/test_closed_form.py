@@ -6,6 +6,7 @@ import mpmath
 import numpy as np
 import pytest
 from scipy.special import ndtr
+from scipy.stats import norm
 
 from lpl_theory import closed_form as cf
 from lpl_theory import symbolic as S
@@ -278,3 +279,54 @@ def test_the_closed_form_is_scale_invariant_far_from_unit_scale(scale, K):
 def test_a_huge_integer_is_refused_with_a_value_error():
     with pytest.raises(ValueError, match="d is too large for float64"):
         cf.solve(2, 10**400, 1)
+
+
+def _hand_b_star(g, d, eta, sg, K, eps, rp, rm, tp, tm):
+    """b* from the textbook formulas (Eq. 44 at K = 1, the '+' root of Eq. 50 at K > 1), signed shifts."""
+    e_p = (1 if tp == "first" else -1) * rp * eps
+    e_m = (1 if tm == "first" else -1) * rm * eps
+    C = e_p + e_m - 2 * d * eta
+    if K == 1.0:
+        return (e_p - e_m) / 2 + d * sg**2 * math.log(g) / C
+    p, q = d * eta - e_p, e_m - d * eta
+    S = math.sqrt(C**2 + 2 * d * (K**2 - 1) * sg**2 * math.log(K / g))
+    return (q - K**2 * p + K * S) / (K**2 - 1)
+
+
+@pytest.mark.parametrize(
+    ("g", "d", "eta", "sg", "K", "eps", "rp", "rm", "tp", "tm"),
+    [
+        (2.0, 2, 1.0, 1.0, 1.0, 0.2, 3.0, 1.0, "first", "first"),
+        (0.6, 3, 0.7, 1.3, 1.0, 0.1, 2.0, 4.0, "second", "first"),
+        (1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0, "first", "first"),
+        (4.0, 1, 1.2, 0.8, 1.7, 0.3, 1.5, 0.5, "first", "second"),
+    ],
+)
+@pytest.mark.parametrize("which", ["plus", "minus"])
+def test_total_error_derivative_by_finite_differences(g, d, eta, sg, K, eps, rp, rm, tp, tm, which):
+    """dR(f_opt)/drho (the R_total key of error_derivatives, which no other test reads) against a central
+    difference of (Phi(U_+) + Gamma Phi(U_-)) / (1 + Gamma) at the textbook b*, with scipy's normal CDF."""
+
+    def total(rho_p, rho_m):
+        b = _hand_b_star(g, d, eta, sg, K, eps, rho_p, rho_m, tp, tm)
+        s = math.sqrt(d) * sg
+        r_plus = norm.cdf(-(d * eta + b) / s)
+        r_minus = norm.cdf((b - d * eta) / (K * s))
+        return (r_plus + g * r_minus) / (1 + g)
+
+    h = 1e-5
+    if which == "plus":
+        fd = (total(rp + h, rm) - total(rp - h, rm)) / (2 * h)
+    else:
+        fd = (total(rp, rm + h) - total(rp, rm - h)) / (2 * h)
+    got = float(cf.error_derivatives(which, g, d, eta, sg, K, eps, rp, rm, tp, tm)["R_total"])
+    assert abs(fd) > 1e-4  # a change to detect
+    assert got == pytest.approx(fd, rel=1e-6)
+
+
+def test_a_b_star_beyond_float64_is_refused_as_an_overflow():
+    # p, q, C, sigma and the discriminant are finite in the power-of-two unit, but b* itself is not:
+    # K = 1, eps = 0: b* = d sigma^2 log(Gamma) / C = -1e614 * log(1e300) / 2e307 = -3.5e309 (beyond 1.8e308)
+    assert math.log10(math.log(1e300)) + 614 - math.log10(2e307) > math.log10(np.finfo(float).max)
+    with pytest.raises(ValueError, match="overflow float64"):
+        cf.solve(1e300, 1, 1e307, 1e307, 1.0, 0.0, 0.0, 0.0)
