@@ -1,5 +1,6 @@
 """Independent checks: numeric minimisation (<= 1e-6 in b*), Monte Carlo (within 4 s.e.), paper findings."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -86,8 +87,15 @@ def test_paper_formula_findings_verdicts():
 
 
 def test_corollary_scans_verdicts():
-    verdicts = {f.item: f.verdict for f in V.corollary_scans(n=300, rhos=21, seed=2)}
+    findings = {f.item: f for f in V.corollary_scans(n=300, rhos=21, seed=2)}
+    verdicts = {item: f.verdict for item, f in findings.items()}
     assert verdicts["Corollary 1 (condition Eq. 48)"] == "confirmed"
+    # outside Eq. (48) the direction fails near rho_+ eps -> eta: R(+1) must fall at every grid point
+    # (db*/drho_+ > 0 on the whole line), so every setting outside fails, not only those where it never falls
+    evidence = findings["Corollary 1 (condition Eq. 48)"].evidence
+    outside = int(evidence.split(" of the ")[1].split(" settings outside")[0])
+    assert f"{outside} of the {outside} settings outside Eq. (48) fail" in evidence and outside > 50
+    assert "Eq. (48) is exactly the condition for the whole range" in evidence
     assert verdicts["Corollary 2 (Gamma > 1)"] == "confirmed"
     assert (
         verdicts["Corollary 3, first case: R(+1) > R(-1) in the stated Gamma interval"]
@@ -322,6 +330,8 @@ def test_figure5_thresholds_by_bisection_of_the_brute_force():
     # the corrected trend bound and the stated interval, from their formulas
     assert th["trend_bound"] == pytest.approx(3 * math.exp(2.9**2 / 36))
     assert th["stated_lower"] == pytest.approx(3 * math.exp(3.9**2 / 36))
+    # upper end K exp(2 d eta^2 / ((K^2 - 1) sigma^2)) = 3 exp(4 / 8)
+    assert th["stated_upper"] == pytest.approx(3 * math.exp(0.5))
 
 
 def test_weight_scale_is_a_normalisation():
@@ -345,3 +355,60 @@ def test_weight_scale_is_a_normalisation():
     assert values[1] == pytest.approx(res.fun, abs=1e-9)
     with pytest.raises(ValueError, match="c must be"):
         V.weight_scale_minimum(spec.task, pert, 0.0)
+
+
+def test_derivative_check_fails_on_derivatives_off_by_a_tenth_of_a_percent(monkeypatch):
+    # on the real closed form the finite differences agree to ~1e-8 (relative); a closed form 0.1% off (a wrong
+    # constant factor) is 100 times the tolerance 1e-5 and must fail, in db*/drho and in dR(-1)/drho alone
+    assert V.DERIVATIVE_TOLERANCE <= 1e-4
+    original = cf.db_star_drho
+    monkeypatch.setattr(cf, "db_star_drho", lambda *a, **k: 1.001 * original(*a, **k))
+    res = V.check_derivatives(n=6, seed=1)
+    assert not res.passed and 5e-4 < res.worst < 2e-3
+    monkeypatch.undo()
+    errors = cf.error_derivatives
+
+    def off(*a, **k):
+        out = dict(errors(*a, **k))
+        out["R_minus"] = 1.001 * out["R_minus"]
+        return out
+
+    monkeypatch.setattr(cf, "error_derivatives", off)
+    res = V.check_derivatives(n=6, seed=1)
+    assert not res.passed and "dR(-1)/drho" in res.detail and "db*/drho" not in res.detail
+
+
+@pytest.mark.parametrize(("shift_se", "passed"), [(0.0, True), (8.0, False)])
+def test_natural_monte_carlo_check_rejects_eight_standard_errors(monkeypatch, shift_se, passed):
+    """The natural-error check accepts within 4 s.e.: R(-1) moved by 8 s.e. (s.e. from scipy at the textbook
+    b*) must fail it, the true value must pass. One setting (Fig. 6 at rho_- = 2), 200,000 points per class."""
+    from lpl_theory import verify_monte_carlo as VM
+
+    from .test_closed_form import _hand_b_star
+
+    task, pert, n = GaussianTask(1.1, 2, 1.0, 1.0, 2.5), Perturbation(0.2, 1.0, 2.0), 200_000
+    b = _hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0, "first", "first")
+    r_minus = float(norm.cdf((b - 2.0) / (2.5 * math.sqrt(2))))
+    se = math.sqrt(r_minus * (1 - r_minus) / n)
+    solve_task = cf.solve_task
+
+    def planted(t, p):
+        sol = solve_task(t, p)
+        return dataclasses.replace(sol, R_minus=sol.R_minus + shift_se * se)
+
+    monkeypatch.setattr(VM, "_monte_carlo_settings", lambda *a: [(task, pert)])
+    monkeypatch.setattr(cf, "solve_task", planted)
+    natural, _ = VM.monte_carlo_checks(n=n, seed=0)
+    assert natural.points == 1 and natural.passed == passed
+    if not passed:
+        assert 5.0 < natural.worst < 11.0
+
+
+def test_random_settings_cover_every_type_pair_and_both_variance_cases():
+    # the numeric and derivative checks claim "all type combinations, K = 1 and K > 1"
+    settings = V.random_settings(8, seed=0)
+    combos = {(p.type_plus, p.type_minus, t.K == 1.0) for t, p in settings}
+    pairs = [("first", "first"), ("first", "second"), ("second", "first"), ("second", "second")]
+    assert combos == {(a, b, k) for a, b in pairs for k in (True, False)}
+    for t, p in settings:
+        assert p.eps_plus < t.eta and p.eps_minus < t.eta and p.eps > 0
