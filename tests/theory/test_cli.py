@@ -56,6 +56,8 @@ def test_curve_figure5_flags_non_global(capsys):
         (["curve"], "--figure"),
         (["nonsense"], "invalid choice"),
         (["verify", "--mc-samples", "10"], "mc-samples"),
+        # the documented floor is 10^5 samples per class
+        (["verify", "--mc-samples", "99999"], "mc-samples must be >= 100000"),
         # an overflow in the closed form is refused, never reported as "no real b*"
         (["curve", "--figure", "3", "--eta", "1e308"], "overflow"),
         # sigma 1e-200 of eta: its square is lost (an overflow before the closed form was scaled)
