@@ -37,6 +37,10 @@ def test_natural_errors_by_hand():
     assert rp == pytest.approx(phi(-(2 + 0.5) / math.sqrt(2)), abs=1e-12)
     assert rm == pytest.approx(phi((0.5 - 2) / (2 * math.sqrt(2))), abs=1e-12)
     assert rt == pytest.approx((rp + 3 * rm) / 4, abs=1e-12)
+    # w not along (1, ..., 1): w^T theta = 7 eta, ||w|| = 5
+    rp, rm, _ = T.natural_errors([3.0, 4.0], 1.0, gamma=3.0, eta=1.0, sigma=2.0, K=1.5)
+    assert rp == pytest.approx(phi(-(7 + 1) / (2 * 5)), abs=1e-12)
+    assert rm == pytest.approx(phi((1 - 7) / (1.5 * 2 * 5)), abs=1e-12)
     with pytest.raises(ValueError, match="w must"):
         T.natural_errors([0.0, 0.0], 0.0, 2.0, 1.0)
     with pytest.raises(ValueError, match="gamma"):
@@ -105,3 +109,35 @@ def test_bad_inputs_name_the_argument():
         T.train_linear("task", pert)
     with pytest.raises(ValueError):
         T.train_linear(task, Perturbation(2.0))  # rho * eps >= eta
+
+
+def test_learned_w_is_reported_in_the_theory_scale():
+    """With d = 1 a learned w > 0 is a positive multiple of the theory's w = 1, so sign(w x + b) is
+    sign(x + b/w): the reported b_equiv is b/w and the natural errors are those of the bias b_equiv."""
+    task = GaussianTask(2.0, 1, 1.0)
+    t = T.train_linear(
+        task, Perturbation(0.2, 1.0, 1.0), "ce", n_train=2000, steps=100, learn_w=True
+    )
+    (w,) = t.w
+    assert w > 1.2  # cross-entropy grows w: the scale matters
+    assert t.b_equiv == pytest.approx(t.b / w, rel=1e-12)
+    assert t.R_plus == pytest.approx(phi(-(1.0 + t.b_equiv)), abs=1e-12)
+    assert t.R_minus == pytest.approx(phi(t.b_equiv - 1.0), abs=1e-12)
+
+
+def test_compare_figure_reports_the_global_optimum_where_b_star_is_not():
+    """Fig. 5: R_lp(b*) (computed here with the textbook root of Eq. 50) is above 1/(1 + Gamma), the error of
+    predicting -1 everywhere, so the theory entry is that constant classifier: b = -inf, R(+1) = 1, R(-1) = 0."""
+    res = T.compare_figure(5, points=2, losses=("smooth01",), n_train=2000, steps=2)
+    g, K, eps, d, eta = 3.5, 3.0, 0.1, 2, 1.0
+    for rho in res["rho"]:
+        e_p, e_m = rho * eps, 1.0 * eps
+        p, q, C = d * eta - e_p, e_m - d * eta, e_p + e_m - 2 * d * eta
+        b = (q - K**2 * p + K * math.sqrt(C**2 + 2 * d * (K**2 - 1) * math.log(K / g))) / (K**2 - 1)
+        r_lp = (
+            phi((-d * eta - b + e_p) / math.sqrt(d))
+            + g * phi((-d * eta + b + e_m) / (K * math.sqrt(d)))
+        ) / (1 + g)
+        assert r_lp > 1 / (1 + g)
+    assert res["theory"]["b_star"] == [-math.inf, -math.inf]
+    assert res["theory"]["R_plus"] == [1.0, 1.0] and res["theory"]["R_minus"] == [0.0, 0.0]
