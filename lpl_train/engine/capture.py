@@ -329,8 +329,8 @@ def _after_failed_recording(graph: Any, stream: Any, device: torch.device) -> No
 
 def _pool_ender() -> Any:
     """torch's binding that stops sending a device's allocations to a graph's memory pool, ``(device
-    index, pool id)``: ``_cuda_endAllocateToPool``, named ``_cuda_endAllocateCurrentStreamToPool`` before
-    torch 2.5 (the oldest supported torch, 2.3, has only that one)."""
+    index, pool id)``: ``_cuda_endAllocateToPool`` (torch 2.11, 2.13), ``_cuda_endAllocateCurrentStreamToPool``
+    in older releases (the oldest supported torch, 2.3, has only that one)."""
     for name in ("_cuda_endAllocateToPool", "_cuda_endAllocateCurrentStreamToPool"):
         if hasattr(torch._C, name):
             return getattr(torch._C, name)
