@@ -174,8 +174,10 @@ def paper_formula_findings(n: int = 2000, seed: int = 0) -> list[Finding]:
     out.append(
         Finding(
             "Eq. (52) b* at rho_+ = rho_- = 0",
-            "typo"
-            if abs(printed - derived) > 1e-6 and abs(corrected - derived) <= 1e-9
+            "confirmed"
+            if abs(printed - derived) <= 1e-9
+            else "typo"
+            if abs(corrected - derived) <= 1e-9
             else "wrong",
             "a closing parenthesis is misplaced: the square-root term belongs inside the fraction, "
             "b* = [-d eta (K^2+1) + K sqrt(4 d^2 eta^2 + 2 d (K^2-1) sigma^2 log(K/Gamma))] / (K^2-1). At K=3, "

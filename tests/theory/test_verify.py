@@ -521,12 +521,7 @@ def test_eq52_verdict_follows_the_comparison(monkeypatch, change):
     elif change == "printed_right":
         monkeypatch.setattr(V.paper, "eq52_b_star_as_printed", corrected)
     verdict = _formula(item).verdict
-    if change == "none":
-        assert verdict == "typo"
-    elif change == "reading_off":
-        assert verdict == "wrong"
-    else:  # no typo to report (the code says "wrong" here; "confirmed" would be the apt verdict)
-        assert verdict != "typo"
+    assert verdict == {"none": "typo", "reading_off": "wrong", "printed_right": "confirmed"}[change]
 
 
 @pytest.mark.parametrize(
