@@ -278,12 +278,8 @@ def test_delta_recorder_leaves_absent_classes_and_unseen_epochs_empty_and_saves_
     assert back[0]["norm"][:4] == pytest.approx(out[0]["norm"][:4], rel=1e-6)
 
 
-def test_delta_recorder_writes_an_epoch_at_its_last_step_and_a_resumed_run_recounts_retrained_epochs(
-    tmp_path,
-):
-    """An epoch is on disk after its last step (the loader's length), before the engine's checkpoint, so a
-    crash between that checkpoint and the next epoch's first step loses nothing; a resumed process whose
-    first step is in an epoch already on disk (cut short before its checkpoint) counts it afresh."""
+def _recording_two_steps_per_epoch(tmp_path):
+    """(long-tail LPL loss, a loader of two steps per epoch, the δ recorder attached to both)."""
 
     class Loader(_Loader):
         def __len__(self):
@@ -292,7 +288,17 @@ def test_delta_recorder_writes_an_epoch_at_its_last_step_and_a_resumed_run_recou
     loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
                       delta_epsilon=2.0, alpha=0.25)  # fmt: skip
     loader = Loader()
-    rec = A.attach_delta_recorder(loss, loader, tmp_path)
+    return loss, loader, A.attach_delta_recorder(loss, loader, tmp_path)
+
+
+def test_delta_recorder_writes_an_epoch_at_its_last_step_and_a_resumed_run_recounts_retrained_epochs(
+    tmp_path,
+):
+    """An epoch is on disk after its last step (the loader's length), before the engine's checkpoint, so a
+    crash between that checkpoint and the next epoch's first step loses nothing; a resumed process whose
+    first step is in an epoch already on disk (cut short before its checkpoint) counts it afresh."""
+
+    loss, loader, rec = _recording_two_steps_per_epoch(tmp_path)
     for s in (1, 2):
         loss(_batch(s)[0].requires_grad_(), _batch(s)[1])
     on_disk = json.loads((tmp_path / A.DELTA_FILE).read_text())
@@ -315,14 +321,7 @@ def test_delta_recorder_writes_every_epoch_of_one_process_at_its_last_step(tmp_p
     afresh at every epoch (a count running on over the epochs never meets the loader's length again, and
     an epoch would then reach the file only at the next epoch's first step)."""
 
-    class Loader(_Loader):
-        def __len__(self):
-            return 2
-
-    loss = build_loss("lpl", num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0,
-                      delta_epsilon=2.0, alpha=0.25)  # fmt: skip
-    loader = Loader()
-    rec = A.attach_delta_recorder(loss, loader, tmp_path)
+    loss, loader, rec = _recording_two_steps_per_epoch(tmp_path)
     for epoch in range(3):
         loader.epoch = epoch
         for s in (2 * epoch + 1, 2 * epoch + 2):

@@ -841,7 +841,7 @@ def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
             assert [rk[2][2] for rk in ranks] == pytest.approx([3 * 2 / 5, 2 * 2 / 5])
 
 
-ISDA_DDP_SCRIPT = textwrap.dedent(
+_LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     sys.path.insert(0, {tests!r})
@@ -851,8 +851,8 @@ ISDA_DDP_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     out, world = sys.argv[1], int(sys.argv[2])
     dist = DistInfo.from_env()
-    isda = build_loss("isda", num_classes=C, lambda0=0.5)
-    comps = make_components(batch_size=16, dropout=0.0, loss=isda)
+    comps = make_components(batch_size=16, dropout=0.0, loss=build_loss(LOSS))
+    SETUP
     if world > 1:
         comps.train_loader = _ShardLoader(comps.train_loader, dist)
     cfg = make_cfg(epochs=2)
@@ -861,41 +861,23 @@ ISDA_DDP_SCRIPT = textwrap.dedent(
     fit(cfg, out, components=comps, log=quiet)
     """
 )
+
+
+def _loss_ddp_script(loss: str, setup: str = "pass") -> str:
+    """The torchrun script of a 2-epoch run with the loss ``build_loss(<loss>)`` (its arguments as Python
+    text), ``setup`` (one line) run on the components before the loader is sharded."""
+    return _LOSS_DDP_SCRIPT.replace("LOSS", loss).replace("SETUP", setup)
 
 
 def test_ddp_isda_folds_the_global_batch_into_its_running_statistics(tmp_path):
     """ISDA's class means and covariances are buffers that DDP broadcasts from rank 0 at every forward:
     they took rank 0's share of each batch only (count = half the samples with 2 processes). The batch
     statistics are now summed over the processes, so 2 processes keep the single process's statistics."""
-    _one_then_two_processes(ISDA_DDP_SCRIPT, tmp_path)
+    _one_then_two_processes(_loss_ddp_script('"isda", num_classes=C, lambda0=0.5'), tmp_path)
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["loss"] for d in ("one", "two"))
     assert torch.equal(a["count"], b["count"]) and int(a["count"].sum()) == 2 * N_TRAIN
     torch.testing.assert_close(b["mean"], a["mean"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b["covariance"], a["covariance"], rtol=1e-4, atol=1e-5)
-
-
-UNEVEN_DDP_SCRIPT = textwrap.dedent(
-    """
-    import sys, torch
-    sys.path.insert(0, {tests!r})
-    from test_engine import make_components, make_cfg, quiet, C
-    from lpl_train.engine import DistInfo, _ShardLoader, fit
-    from lpl_train.losses import build_loss
-    torch.set_num_threads(1)
-    out, world = sys.argv[1], int(sys.argv[2])
-    dist = DistInfo.from_env()
-    center = build_loss("center", num_classes=C, weight=0.1, alpha=0.5)
-    comps = make_components(batch_size=16, dropout=0.0, loss=center)
-    tl = comps.train_loader
-    tl.x, tl.y = tl.x[:95], tl.y[:95]  # the last global batch has 15 samples: 8 + 7 over 2 ranks
-    if world > 1:
-        comps.train_loader = _ShardLoader(comps.train_loader, dist)
-    cfg = make_cfg(epochs=2)
-    cfg["optim"]["weight_decay"] = 0.0
-    cfg["model"]["params"] = {{}}
-    fit(cfg, out, components=comps, log=quiet)
-    """
-)
 
 
 def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path):
@@ -903,7 +885,12 @@ def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path
     share n_r·W/m for the ranks' averaged gradient to be the global batch's. The center loss folds the
     global batch's counts and sums into its centres, the epoch's train_loss is the ranks' mean (not their
     sum, not rank 0's alone), and the checkpoint names the 2 processes that wrote it."""
-    _one_then_two_processes(UNEVEN_DDP_SCRIPT, tmp_path)
+    # the last global batch has 15 samples: 8 + 7 over 2 ranks
+    script = _loss_ddp_script(
+        '"center", num_classes=C, weight=0.1, alpha=0.5',
+        "comps.train_loader.x, comps.train_loader.y = comps.train_loader.x[:95], comps.train_loader.y[:95]",
+    )
+    _one_then_two_processes(script, tmp_path)
     one, two = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("one", "two"))
     assert one["world_size"] == 1 and two["world_size"] == 2
     for k in one["model"]:
