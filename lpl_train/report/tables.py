@@ -98,7 +98,8 @@ def summarize(
 
     Single-label: test top-1 error overall and error of the many/medium/few groups (100 − group mean
     per-class accuracy). Multi-label: test mAP total and head/medium/tail (mean AP of the group). Values in
-    percent; ``n`` is the number of distinct seeds found (a seed recorded twice counts once)."""
+    percent; ``n`` is the number of distinct seeds found (a seed recorded twice counts once: its first
+    record in ``records`` is used)."""
     rule = study_groups(study)
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for key, point in chosen.items():

@@ -724,6 +724,14 @@ def test_selection_uses_the_select_seed_runs_only():
     s = S.summarize(recs, study)[("lt", "ce")]
     assert s["point"] == {"eps": 1} and s["seeds"] == [0, 1]
     assert s["overall"] == pytest.approx((25.0, math.sqrt(50.0)))  # errors 30 and 20, sample std
+    # a seed recorded twice counts once, with its first record
+    again = _rec("lt", "ce", {"eps": 1}, 0, val_acc=10, test_acc=40)
+    s = S.summarize([*recs, again], study)[("lt", "ce")]
+    assert s["n"] == 2 and s["overall"] == pytest.approx((25.0, math.sqrt(50.0)))
+    s = S.summarize([again, *recs], study)[("lt", "ce")]
+    assert s["n"] == 2 and s["overall"] == pytest.approx(
+        (45.0, math.sqrt(450.0))
+    )  # errors 30 and 60
 
 
 def test_final_runs_cover_only_the_chosen_methods_and_planned_puts_costly_regimes_first(tmp_path):
