@@ -286,15 +286,13 @@ def bench_captured_ops(names: tuple[str, ...] = CAPTURED_CONFIGS, batch: int = 1
     no value can be read, so the loss takes the form a CUDA graph records (the static inner loop with
     matrix class means, the checks that read values skipped)."""
     from lpl_train.config import load_config
-    from lpl_train.engine.components import _placeholder_shape
-    from lpl_train.losses import build_loss
+    from lpl_train.engine.components import _loss_without_data
 
     rows = []
     for name in names:
         cfg = load_config(name)
         lo = cfg["loss"]
-        c, counts, _ = _placeholder_shape(cfg["data"], FileNotFoundError(name))
-        loss = build_loss(lo["name"], num_classes=c, class_counts=counts, **lo["params"])
+        loss, c = _loss_without_data(cfg)
         loss = loss.to("meta").train()
         logits = torch.empty(batch, c, device="meta", requires_grad=True)
         target = torch.empty(batch, dtype=torch.long, device="meta")

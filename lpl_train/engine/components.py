@@ -245,6 +245,19 @@ def _placeholder_shape(d: dict[str, Any], exc: Exception) -> tuple[int, list[int
     return num_classes, counts, multi
 
 
+def _loss_without_data(cfg: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The config's loss built as its run builds it, from the class count and long-tail counts its data
+    gives (known without reading the data's files), and that class count. A dataset whose shape is not
+    known without its files raises :class:`LookupError`."""
+    from lpl_train.losses import build_loss
+
+    d, lo = cfg["data"], cfg["loss"]
+    c, counts, _ = _placeholder_shape(
+        d, LookupError(f"the shape of data {d['name']!r} needs its files")
+    )
+    return build_loss(lo["name"], num_classes=c, class_counts=counts, **lo["params"]), c
+
+
 def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: dict) -> nn.Module:
     from lpl_train.models import build_model
 

@@ -83,14 +83,12 @@ def _recorded_losses():
     """(config, loss) of every shipped config whose step ``"auto"`` records on one CUDA device, the loss
     built as the run builds it (the data's class count and long-tail counts, without the data)."""
     from lpl_train.config import list_configs, load_config
-    from lpl_train.engine.components import _placeholder_shape
-    from lpl_train.losses import build_loss
+    from lpl_train.engine.components import _loss_without_data
 
     for name in list_configs():
         cfg = load_config(name)
         lo, tr = cfg["loss"], cfg["train"]
-        c, counts, _ = _placeholder_shape(cfg["data"], FileNotFoundError(name))
-        loss = build_loss(lo["name"], num_classes=c, class_counts=counts, **lo["params"])
+        loss, c = _loss_without_data(cfg)
         precision = {"auto": "bf16", "off": "fp32"}.get(
             tr["amp"], tr["amp"]
         )  # "auto" on a bf16 GPU
