@@ -1,10 +1,13 @@
 """Training throughput of the tensor-resident loader versus a standard DataLoader with per-sample
 transforms, on Fashion-MNIST with the small CNN (same model, batch, optimiser and augmentation:
 random crop with 2-pixel padding + horizontal flip), the throughput of the two loaders alone (batches
-produced, no model), and the time of one Fashion-MNIST-LT (rho = 100) training epoch.
+produced, no model), the time of one Fashion-MNIST-LT (rho = 100) training epoch, and one DDP rank's
+loader (rank 0 of ``--world`` processes): the sharded tensor loader, which reads and augments only the
+rank's slice of every global batch, against the whole loader sliced afterwards (``_ShardLoader``, what
+every rank did before) and against the whole loader itself (the ideal is 1/``--world`` of its time).
 
     python benchmarks/bench_loader.py [--batches 40] [--repeats 3] [--batch-size 128] [--workers 0]
-                                      [--threads N] [--width W] [--root DIR] [--json OUT]
+                                      [--threads N] [--width W] [--root DIR] [--world W] [--json OUT]
 
 Each repeat times ``--batches`` training steps (forward, CE loss, backward, SGD step) after 3 warm-up
 steps; the table reports the median images/s over repeats of each loader, interleaved so that load
@@ -63,6 +66,40 @@ def _load_only(loader, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _shard_times(train: TensorData, batch_size: int, world: int, device, repeats: int) -> dict:
+    """Seconds per epoch of rank 0's training loader (batches produced, no model), interleaved repeats:
+    the whole loader, the whole loader sliced afterwards, and the sharded loader; the sliced and sharded
+    batches are checked equal first."""
+    from lpl_train.engine import DistInfo, _ShardLoader
+
+    def build(kind: str):
+        shard = (0, world) if kind == "sharded" else (0, 1)
+        loader = make_loader(train, batch_size, True, "crop_flip", device, seed=0, shard=shard)
+        if kind == "sliced":
+            loader = _ShardLoader(loader, DistInfo(rank=0, world=world))
+        loader.set_epoch(0)
+        return loader
+
+    for (xa, ya), (xb, yb) in zip(build("sliced"), build("sharded"), strict=True):
+        if not (torch.equal(xa, xb) and torch.equal(ya, yb)):
+            raise AssertionError(
+                "the sharded loader's batches differ from the sliced whole batches"
+            )
+    times: dict[str, list[float]] = {"whole": [], "sliced": [], "sharded": []}
+    for _ in range(repeats):
+        for kind in times:
+            loader = build(kind)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _batch in loader:
+                pass
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[kind].append(time.perf_counter() - t0)
+    return times
+
+
 def _synthetic(counts: list[int]) -> TensorData:
     """Random 1 x 28 x 28 uint8 images with ``counts[c]`` samples of class ``c`` (fixed seed)."""
     g = torch.Generator().manual_seed(0)
@@ -85,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="random uint8 images of Fashion-MNIST's shape and class sizes (for machines without the files)",
     )
+    p.add_argument("--world", type=int, default=4, help="DDP processes of the sharded-loader row")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -132,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.synchronize()
     epoch_s = time.perf_counter() - t0
 
+    shard = _shard_times(train, args.batch_size, args.world, device, args.repeats)
+    shard_med = {k: statistics.median(v) for k, v in shard.items()}
+
     out = {
         "device": str(device),
         "data": "synthetic" if args.synthetic else "fashion-mnist",
@@ -147,6 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
         "loader_only_speedup": med_load["tensor"] / med_load["dataloader"],
         "fmnist_lt100_epoch_s": epoch_s,
         "fmnist_lt100_train_size": len(lt_train),
+        "world": args.world,
+        "rank0_loader_epoch_s": shard,
+        "rank0_loader_median_epoch_s": shard_med,
     }
     print(
         f"device {device}, {torch.get_num_threads()} threads, fmnist_cnn width {args.width}, "
@@ -160,6 +204,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training speed-up (tensor / dataloader): {out['speedup']:.2f}x")
     print(f"loader-alone speed-up: {out['loader_only_speedup']:.2f}x")
     print(f"one Fashion-MNIST-LT (rho=100, {len(lt_train)} images) epoch: {epoch_s:.1f} s")
+    print(
+        f"rank 0 of {args.world} processes, one epoch of its training loader ({len(train)} images, "
+        f"global batch {args.batch_size}), median s: whole batches {shard_med['whole']:.2f}, "
+        f"whole batches sliced afterwards {shard_med['sliced']:.2f}, sharded {shard_med['sharded']:.2f} "
+        f"({shard_med['sliced'] / shard_med['sharded']:.2f}x faster than sliced; the ideal "
+        f"{shard_med['whole'] / args.world:.2f} s is 1/{args.world} of the whole)"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2)

@@ -28,6 +28,40 @@ def epoch_generator(seed: int, epoch: int, *more: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]) >> 1)
 
 
+def shard_bounds(m: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of a batch of ``m`` that process ``rank`` of ``world`` trains: its
+    ``torch.tensor_split(batch, world)[rank]``. A batch of fewer than ``world`` samples (some process would
+    get none) is trained whole by every process."""
+    if world <= 1 or m < world:
+        return 0, m
+    q, extra = divmod(m, world)
+    start = rank * q + min(rank, extra)
+    return start, start + q + (rank < extra)
+
+
+def shard_share(m: int, rank: int, world: int) -> float:
+    """``n_r·W/m`` for rank r's ``n_r`` rows of a batch of ``m`` (1 for an even split and for a batch
+    every process trains whole): DDP averages the ranks' mean losses with equal weights, so a rank's loss
+    times its share gives the gradient of the global batch's mean when a last batch splits unevenly."""
+    if world <= 1 or m < world:
+        return 1.0
+    start, stop = shard_bounds(m, rank, world)
+    return (stop - start) * world / m
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    """``(rank, world)`` with ``0 <= rank < world``."""
+    try:
+        rank, world = shard
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be a (rank, world) pair, got {shard!r}") from None
+    world = check_int("shard world", world, 1)
+    rank = check_int("shard rank", rank, 0)
+    if rank >= world:
+        raise ValueError(f"shard rank {rank} must be below the world size {world}")
+    return rank, world
+
+
 def default_pad(height: int) -> int:
     """Crop padding of ``crop_flip``: 4 pixels for 32 x 32 and larger, 2 for 28 x 28 (Fashion-MNIST)."""
     return 2 if height <= 28 else 4
@@ -46,6 +80,9 @@ class TensorLoader:
         drop_last: drop the last incomplete batch.
         mean, std: normalisation (default: the split's own).
         pad_mode: ``"zero"`` or ``"reflect"`` padding before the crop.
+        shard: ``(rank, world)``: yield only process ``rank``'s :func:`shard_bounds` slice of every batch
+            (the batches, and the augmentation's random numbers, are those of the whole batch), and set
+            ``share`` (:func:`shard_share`) for the batch just yielded. ``(0, 1)``: whole batches.
     """
 
     def __init__(
@@ -61,6 +98,7 @@ class TensorLoader:
         std: Sequence[float] | None = None,
         pad: int | None = None,
         pad_mode: str = "zero",
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if not isinstance(data, TensorData):
             raise TypeError(f"data must be a TensorData, got {type(data).__name__}")
@@ -87,6 +125,8 @@ class TensorLoader:
         h = self.images.shape[2] if self.images.dim() == 4 else 0
         self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+        self.shard = check_shard(shard)
+        self.share = 1.0
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -101,13 +141,19 @@ class TensorLoader:
         gen = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
         order = order.to(self.device)
+        rank, world = self.shard
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            m = int(idx.shape[0])
+            start, stop = shard_bounds(m, rank, world)
+            idx = idx[start:stop]  # only this process's rows are read and augmented
             x = self.images[idx]
             if self.augment != "none":
+                crop = self.augment == "crop_flip"
                 x = batch_crop_flip(
-                    x, gen, self.pad, crop=self.augment == "crop_flip", pad_mode=self.pad_mode
+                    x, gen, self.pad, crop=crop, pad_mode=self.pad_mode, part=(start, m)
                 )
+            self.share = shard_share(m, rank, world)
             yield normalize(x, *self._norm), self.targets[idx]
 
 
@@ -172,6 +218,7 @@ class DatasetLoader:
         num_workers: int = 0,
         pad: int | None = None,
         pad_mode: str = "zero",
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.dataset = dataset
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -189,6 +236,8 @@ class DatasetLoader:
             h = 32
         self.pad = default_pad(h) if pad is None else check_int("pad", pad, 0)
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+        self.shard = check_shard(shard)
+        self.share = 1.0
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -215,15 +264,24 @@ class DatasetLoader:
             self.pad,
             self.pad_mode,
         )
+        # the batches of the whole order; under a shard only this process's rows are read and transformed
+        # (sample i's augmentation depends on (seed, epoch, i) alone, so a slice sees the same crops)
+        rank, world = self.shard
+        bs = self.batch_size
+        batches, shares = [], []
+        for b in range(len(self)):
+            rows = order[b * bs : (b + 1) * bs]
+            start, stop = shard_bounds(len(rows), rank, world)
+            batches.append(rows[start:stop])
+            shares.append(shard_share(len(rows), rank, world))
         loader = torch.utils.data.DataLoader(
             view,
-            batch_size=self.batch_size,
-            sampler=order,
-            drop_last=self.drop_last,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        for x, y in loader:
+        for (x, y), share in zip(loader, shares, strict=True):
+            self.share = share
             yield (
                 x.to(self.device, non_blocking=True).float(),
                 y.to(self.device, non_blocking=True),
@@ -244,6 +302,7 @@ def make_loader(
     num_workers: int = 0,
     pad: int | None = None,
     pad_mode: str = "zero",
+    shard: tuple[int, int] = (0, 1),
 ) -> TensorLoader | DatasetLoader:
     """A loader for ``split``: :class:`TensorLoader` for a :class:`TensorData` (``backend="auto"`` or
     ``"tensor"``), else :class:`DatasetLoader` (``backend="dataloader"`` forces it).
@@ -251,7 +310,9 @@ def make_loader(
     ``augment``: ``"none"``, ``"flip"``, ``"crop_flip"`` (tensor data), or ``"imagenet"`` / ``"mlt"``
     (image-file datasets: any value but ``"none"`` selects the dataset's training recipe). Augmentation is
     applied only when ``train`` is True. ``mean``/``std`` default to the split's own normalisation.
-    ``pad_mode`` (``"zero"`` or ``"reflect"``) is the padding of ``crop_flip``.
+    ``pad_mode`` (``"zero"`` or ``"reflect"``) is the padding of ``crop_flip``. ``shard=(rank, world)``:
+    the loader yields process ``rank``'s slice of every batch (:func:`shard_bounds`) and reads and
+    augments only that slice; see :class:`TensorLoader`.
     """
     check_choice("backend", backend, ("auto", "tensor", "dataloader"))
     check_choice("augment", augment, AUGMENTS)
@@ -265,8 +326,9 @@ def make_loader(
                 f"augment={augment!r} is for image-file datasets; use 'crop_flip' or 'flip'"
             )
         return TensorLoader(
-            split, batch_size, train, augment, device, seed, drop_last, mean, std, pad, pad_mode
-        )
+            split, batch_size, train, augment, device, seed, drop_last, mean, std, pad, pad_mode,
+            shard,
+        )  # fmt: skip
     return DatasetLoader(
         split,
         batch_size,
@@ -280,4 +342,5 @@ def make_loader(
         num_workers,
         pad,
         pad_mode,
+        shard,
     )

@@ -57,6 +57,7 @@ def batch_crop_flip(
     crop: bool = True,
     flip: bool = True,
     pad_mode: str = "zero",
+    part: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Random shift crop (padding ``pad``) and horizontal flip of a uint8 batch, on ``x``'s device.
 
@@ -66,6 +67,11 @@ def batch_crop_flip(
     32 x 32 crop). The random numbers come
     from the CPU generator ``gen`` (so results do not depend on the device) and are drawn in a fixed order:
     shifts ``(B, 2)`` then flips ``(B,)``.
+
+    ``part=(start, total)``: ``x`` is rows ``start : start + len(x)`` of a batch of ``total`` images (one
+    process's slice of a global batch). The numbers are drawn for the whole batch, as without ``part``, and
+    ``x`` gets its own rows' crops and flips: the slices of a batch, augmented one by one, are the slices
+    of the batch augmented whole.
     """
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {list(PAD_MODES)}, got {pad_mode!r}")
@@ -74,10 +80,14 @@ def batch_crop_flip(
     if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
         raise ValueError(f"pad must be a non-negative int, got {pad!r}")
     b, _, h, w = x.shape
-    shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)
-    flips = torch.rand(b, generator=gen) < 0.5
+    start, total = (0, b) if part is None else part
+    if not (0 <= start and start + b <= total):
+        raise ValueError(f"part={part!r} does not hold the {b} rows of x")
+    shifts = torch.randint(0, 2 * pad + 1, (total, 2), generator=gen)
+    flips = torch.rand(total, generator=gen) < 0.5
+    both = torch.cat([shifts, flips[:, None].long()], 1)[start : start + b]
     # both draws in one copy to x's device, which does not wait for the device's queue
-    draws = to_device_async(torch.cat([shifts, flips[:, None].long()], 1), x.device)
+    draws = to_device_async(both, x.device)
     shifts, flips = draws[:, :2], draws[:, 2].bool()
     if crop and pad > 0:
         if pad_mode == "reflect" and pad >= min(h, w):

@@ -25,8 +25,8 @@ that supports it, fp16 with gradient scaling on one that does not, off on CPU un
 ``channels_last`` on CUDA by default. ``compile = true`` wraps the network in ``torch.compile``; on CUDA the
 whole step is recorded into a CUDA graph where safe (``train.capture``, :mod:`.capture`). Under
 ``torchrun`` (``WORLD_SIZE > 1``) the step runs in DistributedDataParallel (NCCL on CUDA, gloo on CPU); each
-rank takes every ``world``-th batch of a loader built with ``batch_size / world``, so the global batch and
-the number of steps per epoch are those of the config.
+rank reads, augments and trains its ``torch.tensor_split`` slice of every batch of the config's global batch
+size, so the ranks together train the single-process run's batches, crops included, in as many steps.
 """
 
 from __future__ import annotations

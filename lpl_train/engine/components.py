@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distributed import DistInfo, _ShardLoader
+from .distributed import DistInfo
 
 __all__ = ["Components", "build_components", "check_config"]
 
@@ -70,9 +70,10 @@ def build_components(
         )
     common = {"device": device, "seed": tr["seed"], "pad_mode": bundle.pad_mode, **d["loader"]}
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
-    # one loader of the global batch; under DDP each rank trains its slice of every batch (_ShardLoader)
+    # the batches of the global batch size; under DDP each rank reads, augments and trains only its slice
+    # of every batch (``shard``), and the loader's ``share`` weights an unevenly split last batch
     train_kw = {"batch_size": bs, "train": True, "augment": augment,
-                "drop_last": d["drop_last"], **common}  # fmt: skip
+                "drop_last": d["drop_last"], "shard": (dist.rank, dist.world), **common}  # fmt: skip
     if d["sampler"] == "class_aware":
         from lpl_train.samplers import ClassAwareSampler
 
@@ -89,8 +90,6 @@ def build_components(
     test_loader = make_loader(bundle.test, **eval_kw)
     val = getattr(bundle, "val", None)
     val_loader = make_loader(val, **eval_kw) if val is not None and len(val) else None
-    if dist.world > 1:
-        train_loader = _ShardLoader(train_loader, dist)
     names = getattr(bundle, "class_names", None)
     return Components(
         model=model,
@@ -138,6 +137,7 @@ class _ResampledLoader:
     ) -> None:
         self.split, self.sampler, self.make_loader, self.kw = split, sampler, make_loader, kw
         self.epoch = 0
+        self.share = 1.0  # the inner loader's, for the batch just yielded (see make_loader's shard)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -155,7 +155,9 @@ class _ResampledLoader:
         )
         loader = self.make_loader(view, **self.kw)
         loader.set_epoch(self.epoch)
-        yield from loader
+        for batch in loader:
+            self.share = getattr(loader, "share", 1.0)
+            yield batch
 
 
 #: (classes, largest class, default imbalance) of each dataset, used by :func:`check_config` to build the

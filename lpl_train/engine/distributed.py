@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from lpl_train.data.loader import shard_bounds, shard_share
+
 __all__ = ["DistInfo", "process_group"]
 
 
@@ -58,13 +60,18 @@ def process_group(dist: DistInfo, device_spec: str) -> Iterator[None]:
 
 class _ShardLoader:
     """Rank r of W takes its slice of every global batch of ``loader`` (a loader of the config's global
-    batch size): ``torch.tensor_split(batch, W)[r]``. The ranks together train exactly the single-process
-    run's batches, augmentation included, and every rank takes the same number of steps. A last batch of
-    fewer than W samples (some rank would get none) is trained whole by every rank: the same gradient.
+    batch size): ``torch.tensor_split(batch, W)[r]`` (:func:`~lpl_train.data.loader.shard_bounds`). The
+    ranks together train exactly the single-process run's batches, augmentation included, and every rank
+    takes the same number of steps. A last batch of fewer than W samples (some rank would get none) is
+    trained whole by every rank: the same gradient.
 
     ``share`` is n_r·W/m for the batch just yielded (rank r's n_r of the batch's m samples): DDP averages
     the ranks' mean losses with equal weights, so a rank's loss times its share gives the gradient of the
-    global batch's mean when a last batch splits unevenly (1 for every other batch)."""
+    global batch's mean when a last batch splits unevenly (1 for every other batch).
+
+    This wrapper is for loaders of one's own (``fit(..., components=...)``): every rank reads and augments
+    the whole batch and drops the rest. The loaders :func:`~lpl_train.engine.build_components` builds take
+    ``shard=(rank, world)`` instead and read and augment only the rank's slice."""
 
     def __init__(self, loader: Any, dist: DistInfo) -> None:
         self.loader, self.dist = loader, dist
@@ -81,10 +88,6 @@ class _ShardLoader:
         for batch in self.loader:
             x, y = batch[0], batch[1]
             m = int(x.shape[0])
-            if m < w:  # too few for a slice each: every rank trains them all (the mean's gradient)
-                self.share = 1.0
-                yield batch
-                continue
-            xs, ys = torch.tensor_split(x, w)[r], torch.tensor_split(y, w)[r]
-            self.share = int(xs.shape[0]) * w / m
-            yield (xs, ys, *batch[2:])
+            start, stop = shard_bounds(m, r, w)  # the whole batch when m < w (the mean's gradient)
+            self.share = shard_share(m, r, w)
+            yield (x[start:stop], y[start:stop], *batch[2:])

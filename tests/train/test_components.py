@@ -102,6 +102,31 @@ def test_each_process_trains_its_slice_of_the_global_batch(root):
         (x0, y0), (x1, y1) = parts[0][b], parts[1][b]
         assert x0.shape[0] == x1.shape[0] == x.shape[0] // 2  # 32 + 32, then 4 + 4
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    # each rank's loader reads and augments its own half only (not the whole batch, to drop half of it)
+    assert [loader.shard for loader in ranks] == [(0, 2), (1, 2)] and one.shard == (0, 1)
+
+
+def test_class_aware_resampling_shards_the_resampled_batches(root):
+    """Under DDP the class-aware loader's ranks split the single process's resampled batches, and its
+    ``share`` follows the rank's rows of each batch (an uneven last batch over 3 processes)."""
+    c = cfg(root, data={"sampler": "class_aware", "batch_size": 30}, train={"seed": 5})
+    one = engine.build_components(c, CPU).train_loader
+    ranks = [
+        engine.build_components(c, CPU, DistInfo(rank=r, world=3)).train_loader for r in range(3)
+    ]
+    for loader in (one, *ranks):
+        loader.set_epoch(1)
+    whole = list(one)
+    got = [[(x, y, loader.share) for x, y in loader] for loader in ranks]
+    assert len(got[0]) == len(got[1]) == len(got[2]) == len(whole)
+    m = whole[-1][0].shape[0]
+    assert m % 3  # the resampled epoch ends in a batch that does not split evenly
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([g[b][0] for g in got]), x)
+        assert torch.equal(torch.cat([g[b][1] for g in got]), y)
+    sizes = [len(part) for part in torch.tensor_split(torch.arange(m), 3)]
+    assert [g[-1][2] for g in got] == pytest.approx([n * 3 / m for n in sizes])
+    assert all(g[0][2] == 1.0 for g in got)
 
 
 def test_class_aware_resampling_trains_epoch_e_on_the_sampler_s_epoch_e(root):

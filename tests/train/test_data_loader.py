@@ -257,3 +257,89 @@ def test_dataloader_path_shuffles_training_and_flip_never_shifts() -> None:
         assert any(torch.equal(raw[i], d.images[s].flip(-1)) for i, s in enumerate(src))
         orders.append(src)
     assert orders[0] != list(range(40)) and orders[0] != orders[1]
+
+
+# ------------------------------------------------------------------ one process's slice of every batch
+def _tensor_split_rows(m: int, world: int) -> list[list[int]]:
+    """The rows torch.tensor_split gives each of ``world`` processes in a batch of ``m`` (independent of
+    the loader's own arithmetic)."""
+    return [part.tolist() for part in torch.tensor_split(torch.arange(m), world)]
+
+
+@pytest.mark.parametrize("backend", ["tensor", "dataloader"])
+@pytest.mark.parametrize("augment", ["crop_flip", "flip", "none"])
+def test_a_shard_yields_its_slice_of_the_whole_loader_s_batches(backend, augment) -> None:
+    """Each of W processes gets its tensor_split slice of every batch of the whole loader (the same
+    crops and flips, in the same order), as many batches, and the share n_r·W/m of its rows; a batch of
+    fewer than W samples is every process's whole; drop_last drops the same batch for every process."""
+    for n, world, drop_last in ((37, 2, False), (33, 2, False), (50, 3, False), (37, 3, True)):
+        data = _data(n)
+        kw = {"batch_size": 16, "train": True, "augment": augment, "seed": 3,
+              "drop_last": drop_last, "backend": backend}  # fmt: skip
+        whole = make_loader(data, **kw)
+        whole.set_epoch(2)
+        want = list(whole)
+        for r in range(world):
+            loader = make_loader(data, **kw, shard=(r, world))
+            loader.set_epoch(2)
+            assert len(loader) == len(whole) == len(want)
+            got = []
+            for x, y in loader:
+                got.append((x, y, loader.share))
+            assert len(got) == len(want)
+            for (x, y), (xs, ys, share) in zip(want, got, strict=True):
+                m = x.shape[0]
+                if m < world:  # every process trains the whole (small) batch
+                    assert torch.equal(xs, x) and torch.equal(ys, y) and share == 1.0
+                    continue
+                rows = _tensor_split_rows(m, world)[r]
+                assert torch.equal(xs, x[rows]) and torch.equal(ys, y[rows])
+                assert share == pytest.approx(len(rows) * world / m)
+        if n == 37 and world == 2 and not drop_last:
+            assert [len(b[0]) for b in want] == [16, 16, 5]  # the last batch splits 3 + 2
+
+
+def test_a_shard_reads_and_augments_only_its_rows(monkeypatch) -> None:
+    """The point of the shard: a process crops only its own rows of a batch (not the whole batch, to drop
+    the rest), and draws the batch's random numbers whole."""
+    import lpl_train.data.loader as loader_mod
+
+    sizes: list[tuple[int, tuple[int, int] | None]] = []
+
+    def spy(x, gen, *args, **kwargs):
+        sizes.append((x.shape[0], kwargs.get("part")))
+        return batch_crop_flip(x, gen, *args, **kwargs)
+
+    monkeypatch.setattr(loader_mod, "batch_crop_flip", spy)
+    loader = make_loader(_data(37), 16, True, "crop_flip", seed=1, shard=(1, 2))
+    assert [x.shape[0] for x, _ in loader] == [8, 8, 2]
+    assert sizes == [(8, (8, 16)), (8, (8, 16)), (2, (3, 5))]
+
+
+def test_batch_crop_flip_of_a_part_is_that_part_of_the_whole() -> None:
+    x = _data(10, c=3, h=6).images
+    whole = batch_crop_flip(x, torch.Generator().manual_seed(4), pad=2)
+    for start, stop in ((0, 4), (4, 10), (3, 4)):
+        part = batch_crop_flip(
+            x[start:stop], torch.Generator().manual_seed(4), pad=2, part=(start, 10)
+        )
+        assert torch.equal(part, whole[start:stop])
+    gen = torch.Generator().manual_seed(4)
+    batch_crop_flip(x[:4], gen, pad=2, part=(0, 10))
+    after = torch.rand(1, generator=gen)  # the generator moved past the whole batch's numbers
+    gen = torch.Generator().manual_seed(4)
+    batch_crop_flip(x, gen, pad=2)
+    assert torch.equal(after, torch.rand(1, generator=gen))
+    for bad in ((7, 10), (-1, 10), (0, 3)):
+        with pytest.raises(ValueError, match="does not hold the 4 rows"):
+            batch_crop_flip(x[:4], torch.Generator(), pad=2, part=bad)
+
+
+def test_bad_shards_are_refused() -> None:
+    data = _data(8)
+    for bad, match in (((2, 2), "below the world size 2"), ((0, 0), "world must be"),
+                       ((-1, 2), "rank must be"), ((0,), "pair"), (3, "pair")):  # fmt: skip
+        with pytest.raises((ValueError, TypeError), match=match):
+            make_loader(data, 4, True, shard=bad)
+        with pytest.raises((ValueError, TypeError), match=match):
+            make_loader(data, 4, True, backend="dataloader", shard=bad)
