@@ -213,3 +213,32 @@ def test_runs_finished_by_an_earlier_call_are_in_the_summary(gl, tmp_path, monke
     table = (out / "gpu_longtail.md").read_text()
     for m in gl.METHODS:
         assert f"| {m} | 1 | 10.00 | 90.00 | 80.00 | 50.00 |" in table
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "2026-11-29-h200"
+
+
+def test_the_readme_s_gpu_table_is_the_committed_records():
+    """The README's long-tail table on the H200 reads the committed run records (each run's final.json,
+    which the summary holds too): the errors and group accuracies, to 2 decimals, in the methods' order;
+    every run trained the protocol's 200 epochs on CUDA."""
+    summary = json.loads((RESULTS / "gpu_longtail.json").read_text(encoding="utf-8"))
+    assert summary["info"]["epochs"] == 200 and summary["info"]["device"] == "NVIDIA H200"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The paper's long-tail protocol on a GPU") :]
+    rows = [
+        r for r in section.split("\n## ")[0].splitlines() if r.startswith("| ") and "---" not in r
+    ]
+    assert len(rows) == 6  # the header and five methods
+    for row, method in zip(rows[1:], ("ce", "la", "ldam_drw", "lpl", "la_lpl"), strict=True):
+        run = json.loads(
+            (RESULTS / "longtail-runs" / method / "seed0" / "final.json").read_text(
+                encoding="utf-8"
+            )
+        )
+        assert run == summary["runs"][f"{method}/seed0"]
+        assert run["run"]["epochs_run"] == 200 and run["run"]["device"].startswith("cuda")
+        f = run["final"]
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")[1:]]
+        assert cells == [f"{f['top1_error']:.2f}", f"{f['acc_many']:.2f}", f"{f['acc_medium']:.2f}"]
+        assert f["acc_few"] is None  # no class below 20 images at 100:1 with 6000 in the head
