@@ -16,7 +16,9 @@
     settings, every step masked against the first ⌊ε/α⌋ steps unmasked: operations per call and time;
 (g) the whole LPL loss (forward + backward) of shipped configs as their captured GPU step runs it,
     counted on the meta device (the static loop, matrix class means, no value read): operations per
-    call. No time (nothing runs on meta); on a GPU each operation that is not a view is one kernel.
+    call, and those of the engine's loss-variation measurement (eager, every k-th step) running the
+    loss again against reading the step's perturbed logits. No time (nothing runs on meta); on a GPU
+    each operation that is not a view is one kernel.
 
 The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
 the tests also check the current code against. Every LPL loss here runs Algorithm 1 read literally
@@ -301,6 +303,7 @@ def bench_captured_ops(names: tuple[str, ...] = CAPTURED_CONFIGS, batch: int = 1
             value = loss(logits, target)
             forward = count.kernels - forward
             value.backward()
+        again, reused = _loss_variation_ops(loss, logits.detach(), target, c)
         params = lo["params"]
         rows.append(
             {
@@ -315,9 +318,30 @@ def bench_captured_ops(names: tuple[str, ...] = CAPTURED_CONFIGS, batch: int = 1
                 "ops": count.ops,
                 "non-view ops": count.kernels,
                 "non-view ops, forward": forward,
+                "loss variation, loss run again": again,
+                "loss variation, from the step's δ": reused,
             }
         )
     return rows
+
+
+def _loss_variation_ops(
+    loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor, c: int
+) -> tuple[int, int]:
+    """Non-view operations of one loss-variation measurement of the training engine (every
+    ``train.loss_variation_every``-th step, eager, after the captured step): running the loss again
+    (``LossVariation.update_with``, what it did before) against using the perturbed logits the step's
+    loss returned (``forward_with_perturbed``)."""
+    from lpl_train.engine.step import _LossVariation
+
+    lv = _LossVariation(loss, c, multi_label=False)
+    perturbed = loss.forward_with_perturbed(logits, target)[1]
+    counts = []
+    for given in (None, perturbed):
+        with _CountOps() as count:
+            lv.update(logits, target, None, torch.nn.Identity(), given)
+        counts.append(count.kernels)
+    return counts[0], counts[1]
 
 
 def _sync(device: torch.device) -> None:

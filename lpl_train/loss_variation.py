@@ -241,6 +241,27 @@ class LossVariation:
                     b.copy_(buffers[n])
         self.update(logits, target, perturbed_loss=value)
 
+    def update_from_perturbed(
+        self, loss: nn.Module, logits: Tensor, target: Tensor, perturbed: Tensor
+    ) -> None:
+        """:meth:`update_with` for an LPL-family loss whose perturbed logits for this batch are known
+        already (``loss.forward_with_perturbed``, as the training step computed them): the same l and l′,
+        without running the loss a second time. Class-index targets only."""
+        if self.multi_label or target.dim() != 1:
+            raise ValueError("update_from_perturbed takes single-label class-index targets (N,)")
+        if not (
+            callable(getattr(loss, "perturb", None)) and callable(getattr(loss, "_scaled", None))
+        ):
+            raise TypeError(f"loss must be an LPL-family loss, got {type(loss).__name__}")
+        with torch.no_grad():
+            # l the CE of s·u and l′ the unweighted CE of the perturbed logits (scaled or weighted), else
+            # l′ the loss itself with reduction="none"
+            if _scaled_or_weighted_lpl(loss):
+                self.update(loss._scaled(logits.detach()), target, perturbed_logits=perturbed)
+            else:
+                value = loss._cross_entropy(perturbed, target, reduction="none")
+                self.update(logits, target, perturbed_loss=value)
+
     def compute(self) -> dict[str, Any]:
         """The accumulated result as plain Python data (JSON-serialisable; None where undefined).
 

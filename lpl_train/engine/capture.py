@@ -179,7 +179,8 @@ class GraphStep:
     """One training step (``forward_backward`` then ``opt.step()``) recorded into a CUDA graph and replayed.
 
     Args:
-        forward_backward: ``(x, y) -> (loss, logits)``; runs forward, loss, ``backward`` and clipping. The
+        forward_backward: ``(x, y) -> (loss, logits, ...)`` (a tuple of tensors or ``None``; the engine's
+            adds the loss's perturbed logits); runs forward, loss, ``backward`` and clipping. The
             gradients it produces must be written, not accumulated: the recording starts from ``None`` grads.
         opt: the optimiser (made capturable here).
         device: the CUDA device.
@@ -193,7 +194,7 @@ class GraphStep:
 
     def __init__(
         self,
-        forward_backward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        forward_backward: Callable[[torch.Tensor, torch.Tensor], tuple[Any, ...]],
         opt: torch.optim.Optimizer,
         device: torch.device,
         *,
@@ -205,7 +206,7 @@ class GraphStep:
         _capturable_optimizer(opt, device)
         self.graph: Any = None
         self.static: tuple[torch.Tensor, ...] = ()
-        self.out: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.out: tuple[Any, ...] | None = None
         self.replays = self.eager_steps = self.recordings = 0
         self.rows = 0  # the largest batch seen: only a batch of that size is recorded
         self.checked = False  # one eager step ran with host synchronisation forbidden
@@ -218,8 +219,8 @@ class GraphStep:
         """Drop the recording: the next full batch records again (after ``loss.set_epoch``)."""
         self.graph, self.static, self.out = None, (), None
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step on ``(x, y)``; returns (loss, logits), valid until the next call. The step is recorded
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
+        """One step on ``(x, y)``; returns ``forward_backward``'s outputs, valid until the next call. The step is recorded
         on the first batch after the warm-up (or after :meth:`new_epoch`) that is as large as any batch
         seen, so the last, smaller batch of an epoch is never the recorded shape. Before the first
         recording, one such batch runs eagerly with host synchronisation forbidden: a step that would fail
@@ -241,9 +242,7 @@ class GraphStep:
             return self._record_and_replay(x, y)
         return self._eager(x, y)
 
-    def _eager(
-        self, x: torch.Tensor, y: torch.Tensor, *, checked: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eager(self, x: torch.Tensor, y: torch.Tensor, *, checked: bool = False) -> tuple[Any, ...]:
         """A step outside the graph, on the same parameter, gradient and optimiser-state tensors. With
         ``checked``, any host synchronisation in it raises (``api.no_sync()``), before a recording could
         fail on it: a failed recording can leave CUDA's stream, allocator and generator state changed for
@@ -256,14 +255,12 @@ class GraphStep:
         self.eager_steps += 1
         return out
 
-    def _record_and_replay(
-        self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _record_and_replay(self, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
         self.static = (x.clone(), y.clone())
         self.opt.zero_grad(set_to_none=True)  # the recorded backward writes fresh gradients
         self.graph = self.api.new_graph()
 
-        def step() -> tuple[torch.Tensor, torch.Tensor]:
+        def step() -> tuple[Any, ...]:
             out = self.fb(*self.static)
             self.opt.step()
             return out

@@ -30,15 +30,21 @@ class _Step(nn.Module):
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, autocast: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Returns (loss value, logits, features or None)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns (loss value, logits, features or None, perturbed logits or None). The perturbed logits
+        are those a loss with ``forward_with_perturbed`` (LPL, LA + LPL) took its cross-entropy of, detached,
+        so the loss-variation measurement need not run the loss again."""
         with autocast:
             out = self._fwd(x)
         out = out.float()
         if self.needs_features:
             value = self.loss(out, y, self.model.classifier)
-            return value, self.model.classifier(out), out
-        return self.loss(out, y), out, None
+            return value, self.model.classifier(out), out, None
+        with_perturbed = getattr(self.loss, "forward_with_perturbed", None)
+        if with_perturbed is not None:
+            value, perturbed = with_perturbed(out, y)
+            return value, out, None, perturbed
+        return self.loss(out, y), out, None, None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -96,10 +102,16 @@ class _LossVariation:
         y: torch.Tensor,
         features: torch.Tensor | None,
         classifier: nn.Module,
+        perturbed: torch.Tensor | None = None,
     ) -> None:
         if self.features:  # augmented_logits reads the statistics without updating them
             aug = self.loss.augmented_logits(features, y, classifier)
             self.acc.update(logits, y, perturbed_logits=aug.float())
+            return
+        if perturbed is not None and y.dim() == 1 and not self.acc.multi_label:
+            # the perturbed logits the step's loss already computed (LPL, LA + LPL): what update_with
+            # would compute by running the loss again, without the second run
+            self.acc.update_from_perturbed(self.loss, logits, y, perturbed)
             return
         # update_with restores the loss's reduction and buffers, and measures LDAM on its own scale (s·u).
         # On an accelerator the loss runs as a CUDA graph records it (no value checks, LPL's static loop:

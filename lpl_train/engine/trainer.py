@@ -109,10 +109,10 @@ class _Trainer:
             )
 
             def forward_backward(x: torch.Tensor, y: torch.Tensor) -> Any:
-                value, logits, _ = self.runner(x, y, autocast)
+                value, logits, _, perturbed = self.runner(x, y, autocast)
                 value = self._with_l2(value)
                 self._backward(value)
-                return value.detach(), logits.detach()
+                return value.detach(), logits.detach(), perturbed
 
             self.graph = GraphStep(forward_backward, self.opt, self.device)
         return self.graph
@@ -193,13 +193,14 @@ class _Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             if graph is not None:
                 graph.set_lr([lr0 * f for lr0 in self.base_lrs])
-                det, logits, feats = *self._captured(graph, x, y), None
+                det, logits, perturbed = self._captured(graph, x, y)
+                feats = None
                 graph, stepped = self.graph, True  # graph None: "auto" fell back to eager
             else:
                 stepped = False
                 for g, lr0 in zip(opt.param_groups, self.base_lrs, strict=True):
                     g["lr"] = lr0 * f
-                value, logits, feats = self.runner(x, y, self.autocast)
+                value, logits, feats, perturbed = self.runner(x, y, self.autocast)
                 value = self._with_l2(value)
                 opt.zero_grad(set_to_none=True)
                 share = getattr(comps.train_loader, "share", 1.0) if dist.world > 1 else 1.0
@@ -215,7 +216,7 @@ class _Trainer:
                 # before the update: l' with the weights that produced the logits (a captured step has
                 # updated already; it only captures losses of logits, which l' does not re-evaluate)
                 self.lv.update(logits.detach(), y, None if feats is None else feats.detach(),
-                               self.model.classifier)  # fmt: skip
+                               self.model.classifier, perturbed)  # fmt: skip
             if not stepped:
                 self._update()
             meter.update(det, logits.detach(), y)
@@ -273,12 +274,12 @@ class _Trainer:
         lr = [float(g["lr"]) for g in self.opt.param_groups]
         for g, v in zip(self.opt.param_groups, lr, strict=True):
             g["lr"] = v
-        value, logits, _ = self.runner(x, y, self.autocast)
+        value, logits, _, perturbed = self.runner(x, y, self.autocast)
         value = self._with_l2(value)
         self.opt.zero_grad(set_to_none=True)
         self._backward(value)
         self._update()
-        return value.detach(), logits
+        return value.detach(), logits, perturbed
 
     def _backward(self, value: torch.Tensor) -> None:
         clip = self.cfg["optim"]["grad_clip"]

@@ -566,6 +566,18 @@ class LPLLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy on the perturbed logits, reduced per ``reduction`` ((N,) for ``"none"``); the
         unperturbed cross-entropy in ``eval()`` mode."""
+        return self._forward(logits, target)[0]
+
+    def forward_with_perturbed(
+        self, logits: Tensor, target: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward`'s value and the perturbed logits it took the cross-entropy of, detached:
+        :meth:`perturb`'s (N, C) result for class-index targets in training mode, ``None`` otherwise (in
+        ``eval()`` mode, and with probability targets, whose pairs each have their own). The training
+        engine measures the loss variation from them instead of running the loss a second time."""
+        return self._forward(logits, target)
+
+    def _forward(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
         logits = self._scaled(logits)
         if self.training and self.schedule is not None and not self._epoch_seen:
             self._epoch_seen = True
@@ -577,10 +589,11 @@ class LPLLoss(nn.Module):
             )
         target, soft, maybe_ignored = self._targets(logits, target)
         if not self.training:
-            return self._cross_entropy(self.adjust(_work_dtype(logits)), target)
+            return self._cross_entropy(self.adjust(_work_dtype(logits)), target), None
         if soft:
-            return self._soft_loss(logits, target)
-        return self._cross_entropy(self._index_perturbed(logits, target, maybe_ignored), target)
+            return self._soft_loss(logits, target), None
+        z = self._index_perturbed(logits, target, maybe_ignored)
+        return self._cross_entropy(z, target), z.detach()
 
     def _torch_repr(self) -> str:
         parts = []

@@ -331,7 +331,7 @@ class FakeGraphAPI:
         saved = (copy.deepcopy(self.module.state_dict()), copy.deepcopy(self.opt.state_dict()),
                  torch.get_rng_state())  # fmt: skip
         fresh = all(p.grad is None for g in self.opt.param_groups for p in g["params"])
-        out = tuple(t.clone() for t in fn())
+        out = tuple(None if t is None else t.clone() for t in fn())  # (None: a loss without δ)
         self.module.load_state_dict(saved[0])
         self.opt.load_state_dict(saved[1])
         CAP._capturable_optimizer(self.opt, CPU)
@@ -344,7 +344,8 @@ class FakeGraphAPI:
         if graph["fresh"]:  # the recorded backward writes (not adds) the gradients
             self.opt.zero_grad(set_to_none=True)
         for dst, src in zip(graph["out"], graph["fn"](), strict=True):
-            dst.copy_(src)
+            if dst is not None:
+                dst.copy_(src)
 
     def side_stream(self):
         return _Null()
@@ -794,6 +795,49 @@ def test_loss_variation_every_kth_step_of_each_epoch(tmp_path, monkeypatch):
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
 
+@pytest.mark.parametrize("path", ["eager", "graph"])
+@pytest.mark.parametrize("name", ["lpl", "la_lpl", "lpl_scaled_drw"])
+def test_the_loss_variation_reuses_the_step_s_perturbed_logits(tmp_path, monkeypatch, path, name):
+    """LPL's loss variation is measured from the perturbed logits the step's own loss computed: the inner
+    loop runs once per step, not once more on every measured step (6 of the 12 steps here), and the run
+    records what running the loss again records: the same variation, losses and weights, bit for bit,
+    eager and through the captured path."""
+    from lpl_train.losses import build_loss
+    from lpl_train.losses.lpl import LPLLoss
+
+    def loss(reuse: bool) -> nn.Module:
+        kw = {"num_classes": 4, "class_counts": [24, 24, 24, 24], "epsilon": 0.3, "alpha": 0.1}
+        if name == "lpl_scaled_drw":
+            kw.update(scale=4.0, drw_epoch=1)
+        built = build_loss("la_lpl" if name == "la_lpl" else "lpl", **kw)
+        if not reuse:  # the step calls the loss as any other; the measurement runs it again
+            built.forward_with_perturbed = None
+        return built
+
+    loops = []
+    inner = LPLLoss._perturbed
+    monkeypatch.setattr(LPLLoss, "_perturbed", lambda self, *a, **k: (loops.append(1),
+                                                                        inner(self, *a, **k))[1])  # fmt: skip
+    cfg = make_cfg(epochs=2, loss_variation=True, loss_variation_every=2, capture="graph")
+    counts = {}
+    for reuse in (True, False):
+        if path == "graph":
+            _force_graph(monkeypatch)
+        loops.clear()
+        fit(cfg, tmp_path / str(reuse), components=make_components(loss=loss(reuse), dropout=0.0),
+            log=print)  # fmt: skip
+        counts[reuse] = len(loops)
+    assert counts[False] - counts[True] == 6  # steps 0, 2 and 4 of each epoch's 6
+    a, b = (read_metrics(tmp_path / k) for k in ("True", "False"))
+    drop = ("train_time_s", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+    ]
+    assert all(r["loss_variation"]["relative_variation"] for r in a)
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("True", "False"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_study_runs_keep_the_loss_variation_at_every_step():
     from lpl_train.study_runs import engine_config
 
@@ -1003,3 +1047,9 @@ def test_bench_lpl_counts_the_captured_loss_of_the_shipped_configs(monkeypatch):
         assert r["C"] == 100 and r["ops"] >= r["non-view ops"] > r["non-view ops, forward"]
         assert r["non-view ops"] - r["non-view ops, forward"] <= 6, r
     assert rows["tix_cifar100_lt100_la_lpl"]["loss"] == "la_lpl"
+    # the engine's loss-variation measurement: running the loss again costs its whole forward; from the
+    # step's perturbed logits, a few operations whatever the loop's length
+    reused = {r["loss variation, from the step's δ"] for r in rows.values()}
+    assert len(reused) == 1 and max(reused) <= 20, reused
+    for r in rows.values():
+        assert r["loss variation, loss run again"] >= r["non-view ops, forward"], r

@@ -206,3 +206,75 @@ def test_lpl_on_a_cosine_head_or_with_drw_weights_measures_the_perturbation_alon
         float((pert[y == c].sum() - base[y == c].sum()) / base[y == c].sum()) for c in range(5)
     ]
     assert lv.compute()["relative_variation"] == pytest.approx(expected, rel=1e-5)
+
+
+LPL_FAMILY = {
+    "lpl": lambda: build_loss("lpl", num_classes=4, epsilon=0.3, alpha=0.1),
+    "la_lpl": lambda: build_loss(
+        "la_lpl", num_classes=4, class_counts=[40, 20, 10, 5], epsilon=0.3, alpha=0.1
+    ),
+    "lpl_scaled_weighted": lambda: build_loss(
+        "lpl", num_classes=4, epsilon=0.3, alpha=0.1, scale=8.0, weight=[0.5, 1.0, 1.5, 2.0]
+    ),
+    "lpl_ignore_index_smoothing": lambda: build_loss(
+        "lpl", num_classes=4, epsilon=0.3, alpha=0.1, ignore_index=-1, label_smoothing=0.1
+    ),
+}
+
+
+def _batch(ignored: bool = False):
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(12, 4, generator=g) * 2
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 3, 0, 1, 2, 0, 1])
+    if ignored:
+        y[[2, 9]] = -1
+    return u, y
+
+
+@pytest.mark.parametrize("name", list(LPL_FAMILY))
+def test_forward_with_perturbed_is_the_loss_and_its_perturbed_logits(name):
+    """The value is forward's and the logits are perturb()'s, bit for bit (so the loss variation measured
+    from them is the one that runs the loss again); detached; None in eval mode and for probability
+    targets, where no (N, C) perturbed logits are the loss's."""
+    loss = LPL_FAMILY[name]()
+    u, y = _batch(ignored="ignore" in name)
+    u.requires_grad_(True)
+    value, z = loss.forward_with_perturbed(u, y)
+    assert torch.equal(value, loss(u, y)) and value.requires_grad
+    assert torch.equal(z, loss.perturb(u, y)) and not z.requires_grad
+    if "scaled" in name:  # the scaled logits s·u, perturbed: not u + δ
+        assert not torch.allclose(z, u.detach(), atol=1.0)
+    loss.eval()
+    value, z = loss.forward_with_perturbed(u, y)
+    assert z is None and torch.equal(value, loss(u, y))
+    loss.train()
+    soft = F.one_hot(y.clamp(min=0), 4).float()
+    value, z = loss.forward_with_perturbed(u, soft)
+    assert z is None and torch.equal(value, loss(u, soft))
+
+
+@pytest.mark.parametrize("name", list(LPL_FAMILY))
+def test_update_from_perturbed_records_what_update_with_records(name):
+    """From the step's perturbed logits, the measurement records the same l and l′ as running the loss
+    again (update_with): the plain CE of the perturbed logits with the loss's own label smoothing; on a scaled head or with class weights, the scaled logits' CE against the perturbed logits'
+    unweighted CE. (The measurement takes no ignored rows, either way.)"""
+    loss = LPL_FAMILY[name]()
+    a, b = LossVariation(4), LossVariation(4)
+    for seed in (0, 1):
+        u, y = _batch()
+        u = u + seed
+        a.update_with(loss, u, y)
+        b.update_from_perturbed(loss, u, y, loss.forward_with_perturbed(u, y)[1])
+    assert a.compute() == b.compute()
+
+
+def test_update_from_perturbed_refuses_what_it_cannot_measure():
+    loss = LPL_FAMILY["lpl"]()
+    u, y = _batch()
+    z = loss.perturb(u, y)
+    with pytest.raises(ValueError, match="single-label"):
+        LossVariation(4, multi_label=True).update_from_perturbed(loss, u, (u > 0).float(), z)
+    with pytest.raises(ValueError, match="single-label"):
+        LossVariation(4).update_from_perturbed(loss, u, F.one_hot(y, 4).float(), z)
+    with pytest.raises(TypeError, match="LPL-family"):
+        LossVariation(4).update_from_perturbed(torch.nn.CrossEntropyLoss(), u, y, z)
