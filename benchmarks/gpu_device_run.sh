@@ -10,7 +10,9 @@
 #
 # Environment: LIMIT_S (default 570: seconds the whole script may take), LPL_LONGTAIL_DATA (default
 # .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110"; "" for all three
-# networks), CUDA_TESTS_S (default 150), GPU_CHECK_QUICK / GPU_LONGTAIL_QUICK (shortened, for a CPU).
+# networks), GPU_LONGTAIL_ARGS (more arguments of gpu_longtail.py, e.g. "--first-seed 1 --seeds 1 --include
+# benchmarks/results/2026-11-29-h200/gpu_longtail.json" for the next wave of seeds), CUDA_TESTS_S (default
+# 150), GPU_CHECK_QUICK / GPU_LONGTAIL_QUICK (shortened, for a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEST="${1:-${OUT:-gpu_out}}"
@@ -35,8 +37,9 @@ longtail_rc=0
 if [ "$budget" -gt 0 ]; then
     # its summaries are written into DEST as each run finishes; a protocol that overruns its estimate
     # is stopped here, before the device tool's own limit, and keeps what finished
+    read -r -a longtail_args <<< "${GPU_LONGTAIL_ARGS:-}"
     timeout -s TERM $(( budget + 20 )) benchmarks/gpu_longtail.sh "$WORK/longtail" --summary-dir "$DEST" \
-        --budget-s "$budget" 2>&1 | tee "$DEST/gpu_longtail.log"
+        --budget-s "$budget" "${longtail_args[@]}" 2>&1 | tee "$DEST/gpu_longtail.log"
     longtail_rc=${PIPESTATUS[0]}
 fi
 ls -l "$DEST"

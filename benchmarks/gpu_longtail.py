@@ -18,7 +18,11 @@ short keeps what finished. A run that raises (a diverged loss, a device error) i
 and the others go on; the exit status is then 1.
 
     python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--summary-dir DIR] [--jobs N]
-                                      [--budget-s S]
+                                      [--budget-s S] [--seeds N] [--first-seed K] [--include JSON ...]
+
+The protocol can be spread over several calls, one wave of seeds each: ``--first-seed 1 --seeds 1`` trains
+seed 1 only, and ``--include`` adds the finished runs of earlier calls' ``gpu_longtail.json`` to this call's
+summary and table (a run that is in two of them is refused), so the last call's table is over every seed.
 
 The data folder (``--data``, default ``$LPL_LONGTAIL_DATA``, else ``.carry/fashion-mnist``) holds the four
 Fashion-MNIST idx files. ``--quick``: 1 epoch, 512 training images, a tiny network, 1 seed (CPU check).
@@ -168,6 +172,31 @@ def estimate_rest(
     return {"epoch_s": epoch_s, "fixed_s": fixed, "waves": waves, "estimate_rest_s": rest}
 
 
+def included_runs(paths: list[str], epochs: int, quick: bool) -> dict[str, dict[str, Any]]:
+    """The finished runs (those with a ``final`` record) of earlier calls' ``gpu_longtail.json`` files, by
+    run key; a key in two of them, or a file of another protocol (epochs, quick mode), raises."""
+    runs: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            found, info = data["runs"], data["info"]
+            theirs = (int(info["epochs"]), bool(info["quick"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"--include {path}: not a gpu_longtail.json ({exc})") from None
+        if theirs != (epochs, quick):
+            raise ValueError(
+                f"--include {path}: its runs trained {theirs[0]} epochs (quick {theirs[1]}), this call "
+                f"{epochs} (quick {quick}): not the same protocol"
+            )
+        for key, result in found.items():
+            if "final" not in result:
+                continue
+            if key in runs:
+                raise ValueError(f"--include: run {key} is in more than one of {paths}")
+            runs[key] = result
+    return runs
+
+
 def summarise(results: dict[str, dict[str, Any]]) -> str:
     rows = ["| method | seeds | test top-1 error (%) | acc many | acc medium | acc few |",
             "|---|---|---|---|---|---|"]  # fmt: skip
@@ -244,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--summary-dir", default=None, help="where gpu_longtail.{json,md} go (default --out)"
     )
-    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; 1 quick)")
+    ap.add_argument("--first-seed", type=int, default=0, help="train seeds K, K+1, ... (default 0)")
+    ap.add_argument("--include", action="append", default=[], metavar="JSON",
+                    help="an earlier call's gpu_longtail.json: its finished runs join this summary")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=None, help="concurrent runs (default: all of them)")
     ap.add_argument("--budget-s", type=float, default=540.0, help="start the full runs only if the "
                     "probe's time plus the estimate fits (default 540 s)")  # fmt: skip
@@ -255,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     quick = (not cuda) if a.quick is None else a.quick
     epochs = a.epochs or (1 if quick else 200)
     seeds = a.seeds or (1 if quick else 3)
+    if a.seeds is not None and a.seeds < 1 or a.first_seed < 0:
+        ap.error("--seeds must be at least 1 and --first-seed at least 0")
+    try:
+        earlier = included_runs(a.include, epochs, quick)
+    except (OSError, ValueError) as exc:
+        ap.error(str(exc))
     device = "cuda" if cuda else "cpu"
     if not Path(a.data).is_dir():
         ap.error(f"--data {a.data!r} is not a folder; copy the four Fashion-MNIST idx files there "
@@ -263,13 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     protocol = Protocol(a.data, epochs, quick, device)
     runs = [PlannedRun(f"{m}/seed{s}", out / "runs" / m / f"seed{s}", protocol.config(m, s), s)
-            for m in METHODS for s in range(seeds)]  # fmt: skip
+            for m in METHODS for s in range(a.first_seed, a.first_seed + seeds)]  # fmt: skip
+    again = sorted({r.key for r in runs} & set(earlier))
+    if again:
+        ap.error(f"--include already holds {', '.join(again)}; train other seeds (--first-seed)")
     jobs = a.jobs or (1 if quick else min(len(runs), max(1, (os.cpu_count() or 2) - 1)))
     info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "epochs": epochs, "runs": len(runs), "jobs": jobs, "quick": quick,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     print(f"# gpu_longtail {json.dumps(info)}", flush=True)
+    if a.include:
+        info["included"] = list(a.include)
     summary = Summary(Path(a.summary_dir) if a.summary_dir else out, info, quick)
+    summary.results.update(earlier)
     t0 = time.perf_counter()
     probe = min(a.probe_epochs, epochs)
     if probe < epochs:
@@ -302,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         summary.results.setdefault(o.run.key, o.result or {})
     text = summary.write(wall_s=time.perf_counter() - t0)
     print("\n" + text, flush=True)
-    return 0 if len(summary.finished()) == len(runs) else 1
+    return 0 if all(r.key in summary.finished() for r in runs) else 1
 
 
 if __name__ == "__main__":

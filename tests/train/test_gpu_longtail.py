@@ -215,6 +215,57 @@ def test_runs_finished_by_an_earlier_call_are_in_the_summary(gl, tmp_path, monke
         assert f"| {m} | 1 | 10.00 | 90.00 | 80.00 | 50.00 |" in table
 
 
+def test_seeds_spread_over_calls_join_in_one_table(gl, tmp_path, monkeypatch, capsys):
+    """``--first-seed 1`` trains seed 1 only (seed0's folders untouched), and ``--include`` puts an earlier
+    call's finished runs into this call's JSON and table (mean ± sample std over both seeds); a run that
+    an included file already holds, a file that is not a summary or of another protocol, and bad seed
+    counts are refused."""
+    import lpl_train.experiment as X
+
+    trained = []
+
+    def execute(runs, runner, jobs, log, describe=None):
+        seed = {"seed0": 10.0, "seed1": 12.0}
+        out = []
+        for r in runs:
+            trained.append((r.key, r.cfg["train"]["seed"], r.out.name))
+            fin = {"top1_error": seed[r.key.split("/")[1]], "acc_many": 90.0, "acc_medium": 80.0,
+                   "acc_few": None}  # fmt: skip
+            out.append(X.Outcome(r, "done", {"final": fin}))
+            if describe:
+                describe(out[-1])
+        return out
+
+    monkeypatch.setattr(X, "execute", execute)
+    common = ["--quick", "--data", str(tmp_path), "--epochs", "1"]
+    assert gl.main([*common, "--out", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "gpu_longtail.json"
+    trained.clear()
+    args = [*common, "--out", str(tmp_path / "b"), "--first-seed", "1", "--include", str(first)]
+    assert gl.main(args) == 0
+    assert sorted(trained) == sorted((f"{m}/seed1", 1, "seed1") for m in gl.METHODS)
+    both = json.loads((tmp_path / "b" / "gpu_longtail.json").read_text())
+    assert sorted(both["runs"]) == sorted(f"{m}/seed{s}" for m in gl.METHODS for s in (0, 1))
+    assert both["info"]["included"] == [str(first)]
+    table = (tmp_path / "b" / "gpu_longtail.md").read_text()
+    for m in gl.METHODS:  # errors 10 and 12: mean 11, sample std sqrt(2)
+        assert f"| {m} | 2 | 11.00 ± 1.41 | 90.00 ± 0.00 | 80.00 ± 0.00 | — |" in table
+    (tmp_path / "bad.json").write_text("{}")
+    for bad, why in (
+        (["--include", str(first)], "already holds ce/seed0"),  # seed 0 again
+        (["--first-seed", "2", "--include", str(first), "--include", str(first)],
+         "ce/seed0 is in more than one"),
+        (["--include", str(tmp_path / "bad.json")], "not a gpu_longtail.json"),
+        (["--first-seed", "2", "--epochs", "2", "--include", str(first)], "not the same protocol"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--first-seed", "-1"], "--first-seed at least 0"),
+    ):  # fmt: skip
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            gl.main([*common, "--out", str(tmp_path / "c"), *bad])
+        assert why in capsys.readouterr().err
+
+
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "2026-11-29-h200"
 
 
