@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The long-tail protocol of Tables III/IV on one GPU (benchmarks/gpu_longtail.py): Fashion-MNIST-LT 100:1 at
-# 32x32, ResNet-32, 200 epochs of LDAM's schedule, CE / LA / LDAM-DRW / LPL / LA+LPL x 3 seeds, all 15 runs
-# at once on the device. It probes 2 epochs first and starts the rest only if the probe's time plus its
+# 32x32, ResNet-32, 200 epochs of LDAM's schedule, CE / LA / LDAM-DRW / LPL / LA+LPL x 3 seeds, 5 runs at
+# a time on the device (--jobs). It probes 2 epochs first and starts the rest only if the probe's time plus its
 # estimate (the fixed costs once, the remaining epochs at the steady epoch time) fits the budget (--budget-s,
 # default 540 s). Writes OUT_DIR/gpu_longtail.{json,md} (or into --summary-dir), rewritten as runs finish.
 #

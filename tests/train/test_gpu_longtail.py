@@ -215,6 +215,32 @@ def test_runs_finished_by_an_earlier_call_are_in_the_summary(gl, tmp_path, monke
         assert f"| {m} | 1 | 10.00 | 90.00 | 80.00 | 50.00 |" in table
 
 
+def test_the_runs_go_five_at_a_time_by_default(gl, tmp_path, monkeypatch):
+    """On the GPU the 15 runs train 5 at a time (5 at once outran 15 at once on the H200), whatever the
+    host's cores; --jobs sets it."""
+    import torch
+
+    import lpl_train.experiment as X
+
+    seen = []
+
+    def execute(runs, runner, jobs, log, describe=None):
+        seen.append((len(runs), jobs))
+        return []
+
+    monkeypatch.setattr(X, "execute", execute)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a stand-in GPU")
+    monkeypatch.setattr(gl.os, "cpu_count", lambda: 16)
+    common = ["--data", str(tmp_path), "--epochs", "1"]  # one epoch: no probe
+    gl.main([*common, "--out", str(tmp_path / "a")])
+    gl.main([*common, "--out", str(tmp_path / "b"), "--jobs", "15"])
+    gl.main([*common, "--out", str(tmp_path / "c"), "--seeds", "1"])
+    monkeypatch.setattr(gl.os, "cpu_count", lambda: 4)
+    gl.main([*common, "--out", str(tmp_path / "d")])
+    assert seen == [(15, 5), (15, 15), (5, 5), (15, 3)]
+
+
 def test_seeds_spread_over_calls_join_in_one_table(gl, tmp_path, monkeypatch, capsys):
     """``--first-seed 1`` trains seed 1 only (seed0's folders untouched), and ``--include`` puts an earlier
     call's finished runs into this call's JSON and table (mean ± sample std over both seeds); a run that
