@@ -26,7 +26,8 @@ that supports it, fp16 with gradient scaling on one that does not, off on CPU un
 whole step is recorded into a CUDA graph where safe (``train.capture``, :mod:`.capture`). Under
 ``torchrun`` (``WORLD_SIZE > 1``) the step runs in DistributedDataParallel (NCCL on CUDA, gloo on CPU); each
 rank reads, augments and trains its ``torch.tensor_split`` slice of every batch of the config's global batch
-size, so the ranks together train the single-process run's batches, crops included, in as many steps.
+size, so the ranks together train the single-process run's batches, crops included, in as many steps; each
+rank evaluates its part of the evaluation splits and the sums are combined.
 """
 
 from __future__ import annotations

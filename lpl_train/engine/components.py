@@ -33,6 +33,9 @@ class Components:
     multi_label: bool = False
     val_loader: Any = None
     class_names: list[str] | None = None
+    #: under DDP, the evaluation loaders hold this process's part of each split (every process evaluates
+    #: its part and the sums are combined); otherwise rank 0 evaluates the whole split alone
+    eval_sharded: bool = False
 
 
 def build_components(
@@ -87,9 +90,13 @@ def build_components(
     else:
         train_loader = make_loader(bundle.train, **train_kw)
     eval_kw = {"batch_size": d["eval_batch_size"], "train": False, "augment": "none", **common}
-    test_loader = make_loader(bundle.test, **eval_kw)
+    # under DDP each process evaluates its consecutive part of each split; the sums are combined
+    test_loader = make_loader(_eval_part(bundle.test, dist), **eval_kw)
     val = getattr(bundle, "val", None)
-    val_loader = make_loader(val, **eval_kw) if val is not None and len(val) else None
+    if val is not None and len(val):
+        val_loader = make_loader(_eval_part(val, dist), **eval_kw)
+    else:
+        val_loader = None
     names = getattr(bundle, "class_names", None)
     return Components(
         model=model,
@@ -101,7 +108,17 @@ def build_components(
         multi_label=bundle.multi_label,
         val_loader=val_loader,
         class_names=list(names) if names else None,
+        eval_sharded=dist.world > 1,
     )
+
+
+def _eval_part(split: Any, dist: DistInfo) -> Any:
+    """Process ``dist.rank``'s part of an evaluation split: the ``rank``-th of ``world`` consecutive parts
+    (``torch.tensor_split`` of its indices; possibly empty); the whole split for one process."""
+    if dist.world <= 1:
+        return split
+    idx = torch.tensor_split(torch.arange(len(split)), dist.world)[dist.rank]
+    return split.subset(idx) if hasattr(split, "subset") else _IndexedView(split, idx)
 
 
 class _IndexedView(torch.utils.data.Dataset):

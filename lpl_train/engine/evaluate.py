@@ -27,12 +27,19 @@ def evaluate(
     multi_label: bool,
     autocast: Any = None,
     channels_last: bool = False,
+    *,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Test-set metrics, in percent (an undefined value, e.g. the mean of an empty group, is None).
 
     Single-label: ``loss`` (mean CE), ``top1_error``, ``per_class_acc`` and the many/medium/few group means
     (``lpl_train.metrics.group_accuracy``). Multi-label: ``loss`` (mean BCE over N×C), ``map``,
     ``ap_per_class`` and ``map_head/medium/tail`` (``lpl_train.metrics.map_groups``).
+
+    ``distributed``: every process of the default process group calls this with its own part of the
+    split (rank r the r-th of consecutive parts, in order; a part may be empty); the sums are added over
+    the processes (and, for mAP, the scores gathered in rank order), so every process returns the whole
+    split's metrics.
     """
     from lpl_train import metrics as M
 
@@ -46,6 +53,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     meter: _EvalMeter | None = None
+    if distributed:  # a process whose part is empty still takes part in the sums
+        meter = _EvalMeter(num_classes, multi_label, _device_of(model))
     for x, y in loader:
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -54,6 +63,8 @@ def evaluate(
         meter = meter or _EvalMeter(num_classes, multi_label, logits.device)
         meter.update(logits.float(), y)
     model.train(was_training)
+    if meter is not None and distributed:
+        meter.combine()
     if meter is None or meter.count == 0:
         raise ValueError("evaluation loader yielded no samples")
     loss_sum, correct, total, scores, targets = meter.read()
@@ -74,6 +85,12 @@ def evaluate(
         for k, v in M.group_accuracy(acc, class_counts).items():
             out[f"acc_{k}"] = float(v)
     return _finite_or_none(out)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 class _EvalMeter:
@@ -103,6 +120,19 @@ class _EvalMeter:
         # a row with a non-finite logit predicts nothing (argmax would take a NaN for the largest value)
         self.correct.index_add_(0, y, right_predictions(logits, y).to(self.dtype))
 
+    def combine(self) -> None:
+        """Add the sums over the processes of the default group, and gather the scores (multi-label) in
+        rank order; afterwards every process holds the whole split's meter."""
+        dist = torch.distributed
+        count = torch.tensor(self.count, dtype=torch.long, device=self.loss_sum.device)
+        for t in (self.loss_sum, self.correct, self.total, count):
+            dist.all_reduce(t)
+        self.count = int(count)
+        if self.multi_label:  # (float32 both: an empty part has no batch to take a dtype from)
+            c, dev = self.correct.shape[0], self.loss_sum.device
+            self.scores = [_gather_rows([t.float() for t in self.scores], c, dev)]
+            self.targets = [_gather_rows([t.float() for t in self.targets], c, dev)]
+
     def read(
         self,
     ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -111,3 +141,20 @@ class _EvalMeter:
         targets = torch.cat(self.targets).cpu() if self.targets else None
         return (float(self.loss_sum), self.correct.double().cpu(), self.total.double().cpu(), scores,
                 targets)  # fmt: skip
+
+
+def _gather_rows(parts: list[torch.Tensor], columns: int, device: torch.device) -> torch.Tensor:
+    """This process's float32 rows of ``columns`` values (the concatenation of ``parts``; none for an empty
+    part), gathered from every process of the default group and concatenated in rank order (the parts may
+    differ in length; all_gather needs equal shapes, so each is padded to the longest first)."""
+    dist = torch.distributed
+    rows = torch.cat(parts) if parts else torch.zeros((0, columns), device=device)
+    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = max(int(k) for k in sizes)
+    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: rows.shape[0]] = rows
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([o[: int(k)] for o, k in zip(out, sizes, strict=True)])

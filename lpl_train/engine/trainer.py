@@ -303,16 +303,25 @@ class _Trainer:
         """Evaluate on the evaluation epochs (validation, then test) and keep the best epochs."""
         E, dist, comps = self.cfg["schedule"]["epochs"], self.dist, self.comps
         if (epoch + 1) % self.cfg["train"]["eval_every"] == 0 or epoch + 1 == E:
-            if dist.main:
+            # under DDP with sharded evaluation loaders every rank evaluates its part of each split, with
+            # rank 0's BatchNorm statistics (each rank's last forward updated its own), and the sums are
+            # combined; otherwise rank 0 evaluates the whole split and the others wait
+            sharded = dist.world > 1 and comps.eval_sharded
+            if sharded:
+                for b in self.model.buffers():
+                    torch.distributed.broadcast(b, src=0)
+            if dist.main or sharded:
                 # evaluated in float32, not under the training autocast: bf16 logits tie often, and
                 # argmax breaks a tie towards the lower index, the head class on the long-tail sets
                 args = (comps.num_classes, comps.class_counts, comps.multi_label, None,
                         self.channels_last)  # fmt: skip
                 if comps.val_loader is not None:
-                    val = evaluate(self.model, comps.val_loader, *args)
+                    val = evaluate(self.model, comps.val_loader, *args, distributed=sharded)
                     record.update({f"val_{k}": v for k, v in val.items()})
-                    self._keep_best_val(record, epoch, folder)
-                test = evaluate(self.model, comps.test_loader, *args)
+                    if dist.main:
+                        self._keep_best_val(record, epoch, folder)
+                test = evaluate(self.model, comps.test_loader, *args, distributed=sharded)
+            if dist.main:
                 record.update({f"test_{k}": v for k, v in test.items()})
                 self.best = _update_best(self.best, record, epoch, comps.multi_label)
                 if self.best_val.get("epoch") == epoch:  # the test score of the epoch chosen on val

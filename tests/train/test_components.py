@@ -106,6 +106,26 @@ def test_each_process_trains_its_slice_of_the_global_batch(root):
     assert [loader.shard for loader in ranks] == [(0, 2), (1, 2)] and one.shard == (0, 1)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_each_process_evaluates_its_consecutive_part_of_the_test_set(root, world):
+    """Under torchrun the evaluation loaders hold each process's consecutive part of the split (the
+    ranks' parts, in rank order, are the whole test set, in order) and say so (``eval_sharded``); one
+    process evaluates the whole split."""
+    c = cfg(root, data={"batch_size": 60, "eval_batch_size": 7, "params": {"val_fraction": 0.2}})
+    whole = engine.build_components(c, CPU)
+    assert not whole.eval_sharded
+    parts = [engine.build_components(c, CPU, DistInfo(rank=r, world=world)) for r in range(world)]
+    assert all(p.eval_sharded for p in parts)
+    for split in ("test_loader", "val_loader"):  # 40 test and 40 validation images
+        x, y = (torch.cat(t) for t in zip(*getattr(whole, split), strict=True))
+        got = [list(getattr(p, split)) for p in parts]
+        xs = torch.cat([b[0] for g in got for b in g])
+        ys = torch.cat([b[1] for g in got for b in g])
+        assert torch.equal(xs, x) and torch.equal(ys, y), split
+        sizes = [sum(len(b[1]) for b in g) for g in got]
+        assert sizes == [len(t) for t in torch.tensor_split(torch.arange(len(y)), world)]
+
+
 def test_class_aware_resampling_shards_the_resampled_batches(root):
     """Under DDP the class-aware loader's ranks split the single process's resampled batches, and its
     ``share`` follows the rank's rows of each batch (an uneven last batch over 3 processes)."""
@@ -247,3 +267,33 @@ def test_a_dry_run_checks_the_loader_options(root):
         engine.check_config(cfg(root, data={"loader": {"backend": "gpu"}}))
     with pytest.raises(ValueError, match=r"'data.augment' has value 'rotate'"):
         engine.check_config(cfg(root, data={"augment": "rotate"}))
+
+
+def test_lpl_train_run_under_torchrun_evaluates_in_parts_as_one_process_would(root, tmp_path):
+    """``torchrun --nproc_per_node 2 -m lpl_train run``: every rank trains and evaluates its part; the
+    test metrics it records are those one process computes on the whole test set with the model the run
+    saved (rank 0's, BatchNorm statistics included)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lpl_train.engine import evaluate, load_run
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "lpl_train", "run", "fmnist_lt100_ce", "--epochs", "1", "--quiet", "--out", str(out),
+           "--set", f"data.root={json.dumps(str(root))}", "--set", "data.batch_size=32",
+           "--set", "data.eval_batch_size=6", "--set", "train.device='cpu'",
+           "--set", "data.params.imbalance_ratio=10.0"]  # fmt: skip
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rec = engine.read_metrics(out)[-1]
+    model, config, info = load_run(out)
+    test = engine.build_components(config, CPU).test_loader
+    want = evaluate(model, test, info["num_classes"], info["class_counts"], info["multi_label"])
+    assert rec["test_top1_error"] == pytest.approx(want["top1_error"], abs=1e-9)
+    assert rec["test_per_class_acc"] == pytest.approx(want["per_class_acc"], abs=1e-9)
+    assert rec["test_loss"] == pytest.approx(want["loss"], rel=1e-5)

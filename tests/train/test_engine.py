@@ -841,6 +841,128 @@ def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
             assert [rk[2][2] for rk in ranks] == pytest.approx([3 * 2 / 5, 2 * 2 / 5])
 
 
+_EVAL_DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from torch import nn
+    sys.path.insert(0, {tests!r})
+    from test_engine import make_components, make_cfg, quiet, TinyLoader, C, D
+    from lpl_train.engine import DistInfo, _ShardLoader, fit
+    torch.set_num_threads(1)
+    out, mode, ml = sys.argv[1], sys.argv[2], sys.argv[3] == "ml"
+    dist = DistInfo.from_env()
+
+    class BNNet(nn.Module):  # BatchNorm: each rank's last forward leaves its own running statistics
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(D, 16), nn.BatchNorm1d(16), nn.ReLU())
+            self.classifier = nn.Linear(16, C)
+        def forward_features(self, x):
+            return self.body(x)
+        def forward(self, x):
+            return self.classifier(self.body(x))
+
+    comps = make_components(multi_label=ml, dropout=0.0)
+    torch.manual_seed(0)
+    comps.model = BNNet()
+    comps.train_loader = _ShardLoader(comps.train_loader, dist)
+    if mode == "parts":  # rank r evaluates the r-th half of the test set
+        t = comps.test_loader
+        part = torch.tensor_split(torch.arange(len(t.x)), dist.world)[dist.rank]
+        comps.test_loader = TinyLoader(t.x[part], t.y[part], 32, False)
+        comps.eval_sharded = True
+    cfg = make_cfg(epochs=2)
+    cfg["model"]["params"] = {{}}
+    fit(cfg, out, components=comps, log=quiet)
+    """
+)
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
+def test_ddp_ranks_evaluate_their_parts_as_rank_0_evaluates_the_whole(tmp_path, multi_label):
+    """With sharded evaluation loaders each of 2 ranks evaluates its half of the test set, with rank 0's
+    BatchNorm statistics, and the sums (and mAP's scores) are combined: the records are those of rank 0
+    evaluating the whole set (the loss to the rounding of other batch sums), and the training is
+    untouched (same train losses, same weights)."""
+    script = tmp_path / "ddp_eval.py"
+    script.write_text(_EVAL_DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    for mode in ("whole", "parts"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(script), str(tmp_path / mode), mode, "ml" if multi_label else "sl"]  # fmt: skip
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-3000:]
+    whole, parts = (engine.read_metrics(tmp_path / m) for m in ("whole", "parts"))
+    assert len(whole) == len(parts) == 2
+    for a, b in zip(whole, parts, strict=True):
+        assert a["train_loss"] == b["train_loss"]
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-6)
+        keys = ("test_map", "test_ap_per_class") if multi_label else (
+            "test_top1_error", "test_per_class_acc")  # fmt: skip
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], abs=1e-9), k
+    wa, wb = (state(tmp_path / m) for m in ("whole", "parts"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+_EVAL_EMPTY_PART_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_engine import make_data, TinyLoader, TinyNet, C
+    from lpl_train.engine import DistInfo, evaluate
+    torch.set_num_threads(1)
+    out = sys.argv[1]
+    torch.distributed.init_process_group("gloo")
+    dist = DistInfo.from_env()
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    res = {{}}
+    for ml in (False, True):
+        (_, _), (x, y) = make_data(ml)
+        n = 3  # 3 rows over 2 ranks of batch 1: parts of 2 and 1; then 1 row: parts of 1 and 0
+        for rows in (n, 1):
+            part = torch.tensor_split(torch.arange(rows), dist.world)[dist.rank]
+            loader = TinyLoader(x[part], y[part], 1, False)
+            res[f"{{ml}}-{{rows}}"] = evaluate(model, loader, C, [1] * C, ml, distributed=True)
+    json.dump(res, open(f"{{out}}/rank{{dist.rank}}.json", "w"))
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+def test_ddp_evaluation_parts_may_be_empty(tmp_path):
+    """A split of fewer rows than processes leaves a rank an empty part: it still takes part in the sums
+    and the gathering of the scores, and every rank gets the whole split's metrics, those one process
+    computes on it."""
+    from lpl_train.engine import evaluate
+
+    script = tmp_path / "ddp_eval_empty.py"
+    script.write_text(_EVAL_EMPTY_PART_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path)]  # fmt: skip
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0] == got[1]
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    for ml in (False, True):
+        (_, _), (x, y) = make_data(ml)
+        for rows in (3, 1):
+            want = evaluate(model, TinyLoader(x[:rows], y[:rows], 1, False), C, [1] * C, ml)
+            have = got[0][f"{ml}-{rows}"]
+            assert have.keys() == want.keys()
+            for k, v in want.items():
+                vs, hs = (v, have[k]) if isinstance(v, list) else ([v], [have[k]])
+                assert [h is None for h in hs] == [w is None for w in vs], (ml, rows, k)
+                for h, w in zip(hs, vs, strict=True):
+                    assert w is None or h == pytest.approx(w, rel=1e-6, abs=1e-9), (ml, rows, k)
+
+
 _LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch

@@ -132,9 +132,10 @@ def test_fit_evaluates_in_float32_not_under_the_training_autocast(tmp_path, monk
     seen = []
     real = TR.evaluate
 
-    def spy(model, loader, num_classes, counts, multi_label, autocast=None, channels_last=False):
+    def spy(model, loader, num_classes, counts, multi_label, autocast=None, channels_last=False,
+            **kw):  # fmt: skip
         seen.append(autocast)
-        return real(model, loader, num_classes, counts, multi_label, autocast, channels_last)
+        return real(model, loader, num_classes, counts, multi_label, autocast, channels_last, **kw)
 
     monkeypatch.setattr(TR, "evaluate", spy)
     from lpl_train.engine import fit
