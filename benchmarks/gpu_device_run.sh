@@ -34,7 +34,9 @@ elapsed=$(( $(date +%s) - start ))
 budget=$(( LIMIT_S - elapsed - 30 ))  # 30 s for the last evaluations and the summaries
 echo "# gpu_device_run: gpu_check took ${elapsed} s; the long-tail protocol may take ${budget} s, its probe included"
 longtail_rc=0
-if [ "$budget" -gt 0 ]; then
+if [ "$budget" -lt 60 ]; then  # not even the probe of the first wave fits: leave the protocol out
+    echo "# gpu_device_run: ${budget} s left for the long-tail protocol, under 60 s: not started"
+else
     # its summaries are written into DEST as each run finishes; a protocol that overruns its estimate
     # is stopped here, before the device tool's own limit, and keeps what finished
     read -r -a longtail_args <<< "${GPU_LONGTAIL_ARGS:-}"

@@ -263,10 +263,13 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
         "LPL_LONGTAIL_DATA": str(data),
         "LIMIT_S": "400",
         "PYTHON": sys.executable,
+        "GPU_LONGTAIL_ARGS": "--first-seed 2",  # passed on to gpu_longtail
     }
     r = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, env=env,
                        timeout=400)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
+    runs = __import__("json").loads((out / "gpu_longtail.json").read_text())["runs"]
+    assert sorted(runs) == sorted(f"{m}/seed2" for m in ("ce", "la", "ldam_drw", "lpl", "la_lpl"))
     names = {"cuda_tests.log", "gpu_check.json", "gpu_check.md", "gpu_check.log", "gpu_longtail.json",
              "gpu_longtail.md", "gpu_longtail.log"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}, sorted(p.name for p in out.iterdir())
@@ -287,6 +290,13 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     assert r.returncode != 0 and "gpu_longtail exit 1" in r.stdout, r.stdout[-2000:]
     assert {"gpu_check.json", "gpu_check.md"} <= {p.name for p in out2.iterdir()}
     assert "lpl graph x1" in (out2 / "gpu_check.md").read_text()
+    # too little time left after the check: the protocol is left out (not even its probe runs)
+    env.update(LIMIT_S="60", GPU_CHECK_ARGS="")
+    out3 = tmp_path / "out3"
+    r = subprocess.run(["bash", str(script), str(out3)], capture_output=True, text=True, env=env,
+                       timeout=400)  # fmt: skip
+    assert r.returncode == 0 and "under 60 s: not started" in r.stdout, r.stdout[-2000:]
+    assert not (out3 / "gpu_longtail.json").exists() and (out3 / "gpu_check.md").is_file()
 
 
 @pytest.mark.slow
