@@ -666,3 +666,25 @@ def test_imagenet_eval_at_224_resizes_the_shorter_side_to_256_and_crops_the_cent
     ref = F.interpolate(x[None].float(), size=(256, 341), mode="bilinear", align_corners=False,
                         antialias=True)[0].round().clamp(0, 255).to(torch.uint8)  # fmt: skip
     assert torch.equal(imagenet_eval(x), ref[:, 16:240, 58:282])
+
+
+def test_an_image_file_split_is_evaluated_in_parts_under_ddp(tmp_path: Path) -> None:
+    """Under DDP each process evaluates its consecutive part of an image-file split (through the
+    indexed view): the parts' batches, in rank order, are the whole split's."""
+    from lpl_train.data.images import ImageFileDataset
+    from lpl_train.engine.components import _eval_part
+    from lpl_train.engine.distributed import DistInfo
+
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    ds = ImageFileDataset(paths, torch.arange(5) % 3, "imagenet", 16)
+    assert _eval_part(ds, DistInfo()) is ds
+    x, y = next(iter(make_loader(ds, 8, train=False)))
+    parts = [_eval_part(ds, DistInfo(rank=r, world=2)) for r in (0, 1)]
+    got = [next(iter(make_loader(p, 8, train=False))) for p in parts]
+    assert [len(p) for p in parts] == [3, 2]
+    assert torch.equal(torch.cat([g[0] for g in got]), x)
+    assert torch.equal(torch.cat([g[1] for g in got]), y)
