@@ -253,6 +253,8 @@ class LossVariation:
             callable(getattr(loss, "perturb", None)) and callable(getattr(loss, "_scaled", None))
         ):
             raise TypeError(f"loss must be an LPL-family loss, got {type(loss).__name__}")
+        if not target.is_floating_point() and target.dtype != torch.long:
+            target = target.long()  # (as the loss itself takes int32 labels)
         with torch.no_grad():
             # l the CE of s·u and l′ the unweighted CE of the perturbed logits (scaled or weighted), else
             # l′ the loss itself with reduction="none"

@@ -40,11 +40,35 @@ class _Step(nn.Module):
         if self.needs_features:
             value = self.loss(out, y, self.model.classifier)
             return value, self.model.classifier(out), out, None
-        with_perturbed = getattr(self.loss, "forward_with_perturbed", None)
+        with_perturbed = _perturbed_fast_path(self.loss)
         if with_perturbed is not None:
             value, perturbed = with_perturbed(out, y)
             return value, out, None, perturbed
         return self.loss(out, y), out, None, None
+
+
+def _perturbed_fast_path(loss: nn.Module) -> Callable[..., Any] | None:
+    """``loss.forward_with_perturbed`` where calling ``loss`` would run exactly ``LPLLoss.forward`` (an LPL
+    or LA + LPL loss whose ``forward`` is not overridden, by a subclass or on the instance, with no module
+    hook, its own or global, that a call would run); else None, and the step calls the loss itself, so
+    hooks (the ablation's δ recorder), overrides and a ``torch.compile``d loss keep working."""
+    from lpl_train.losses.lpl import LPLLoss
+
+    method = getattr(loss, "forward_with_perturbed", None)
+    if method is None or not isinstance(loss, LPLLoss) or "forward" in vars(loss):
+        return None
+    if type(loss).forward is not LPLLoss.forward:
+        return None
+    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if any(getattr(loss, name, None) for name in own):
+        return None
+    from torch.nn.modules import module as M
+
+    glob = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")  # fmt: skip
+    if any(getattr(M, name, None) for name in glob):
+        return None
+    return method
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -82,8 +106,10 @@ class _LossVariation:
     """Per-class relative loss variation (l' − l)/l of the trained loss against plain CE/BCE (Figs. 1, 2, 11).
 
     l' is the loss's own per-sample value (``reduction="none"``) on the detached logits of the step, through
-    :meth:`LossVariation.update_with` (LDAM is compared on its scaled logits s·u); for a feature-level loss
-    (ISDA) it is CE on its ``augmented_logits``. The loss's buffers are restored after the measurement, so
+    :meth:`LossVariation.update_with` (LDAM is compared on its scaled logits s·u), or, for LPL and LA + LPL
+    trained through their ``forward_with_perturbed``, from the perturbed logits the step computed
+    (:meth:`LossVariation.update_from_perturbed`, the same values); for a feature-level loss (ISDA) it is
+    CE on its ``augmented_logits``. The loss's buffers are restored after the measurement, so
     it changes neither the gradient nor any loss state (counters, statistics).
     """
 

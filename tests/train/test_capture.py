@@ -838,6 +838,71 @@ def test_the_loss_variation_reuses_the_step_s_perturbed_logits(tmp_path, monkeyp
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_the_step_calls_the_loss_as_a_module_unless_that_is_exactly_lpl_s_forward():
+    """The step takes LPL's perturbed logits through ``forward_with_perturbed`` only where calling the
+    loss would run exactly ``LPLLoss.forward``: a loss with a hook (its own or global), a subclass or an
+    instance that overrides ``forward``, and a compiled loss are called as modules."""
+    from lpl_train.engine.step import _perturbed_fast_path
+    from lpl_train.losses import build_loss
+    from lpl_train.losses.lpl import LPLLoss
+
+    def lpl():
+        return build_loss("lpl", num_classes=4)
+
+    assert _perturbed_fast_path(lpl()) is not None
+    assert _perturbed_fast_path(build_loss("la_lpl", num_classes=4, class_counts=[4, 3, 2, 1]))
+    assert _perturbed_fast_path(nn.CrossEntropyLoss()) is None
+    hooked = lpl()
+    handle = hooked.register_forward_hook(lambda *a: None)
+    assert _perturbed_fast_path(hooked) is None
+    handle.remove()
+    assert _perturbed_fast_path(hooked) is not None
+    pre = lpl()
+    pre.register_forward_pre_hook(lambda *a: None)
+    assert _perturbed_fast_path(pre) is None
+    handle = nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:
+        assert _perturbed_fast_path(lpl()) is None
+    finally:
+        handle.remove()
+
+    class Override(LPLLoss):
+        def forward(self, logits, target):
+            return super().forward(logits, target) + 1.0
+
+    assert _perturbed_fast_path(Override(num_classes=4)) is None
+    inst = lpl()
+    inst.forward = lambda logits, target: LPLLoss.forward(inst, logits, target)
+    assert _perturbed_fast_path(inst) is None
+    assert (
+        _perturbed_fast_path(torch.compile(lpl())) is None
+    )  # (compiled lazily: nothing runs here)
+
+
+def test_hooks_and_overrides_of_the_loss_act_in_training(tmp_path):
+    """Through fit, a forward hook on an LPL loss sees every training step (the ablation's δ recorder
+    records every epoch), and a subclass's ``forward`` is what trains."""
+    from lpl_train.ablation import attach_delta_recorder
+    from lpl_train.losses import build_loss
+    from lpl_train.losses.lpl import LPLLoss
+
+    comps = make_components(loss=build_loss("lpl", num_classes=4), dropout=0.0)
+    calls = []
+    comps.loss.register_forward_hook(lambda *a: calls.append(1))
+    rec = attach_delta_recorder(comps.loss, comps.train_loader, tmp_path / "a")
+    fit(make_cfg(epochs=2), tmp_path / "a", components=comps, log=print)
+    assert len(calls) == 12  # 6 steps in each of 2 epochs (the loss variation is off)
+    assert rec is not None and len(rec.close()) == 2
+
+    class Shifted(LPLLoss):
+        def forward(self, logits, target):
+            return super().forward(logits, target) + 10.0
+
+    fit(make_cfg(epochs=1), tmp_path / "b", log=print,
+        components=make_components(loss=Shifted(num_classes=4), dropout=0.0))  # fmt: skip
+    assert read_metrics(tmp_path / "b")[0]["train_loss"] > 10.0
+
+
 def test_study_runs_keep_the_loss_variation_at_every_step():
     from lpl_train.study_runs import engine_config
 

@@ -268,6 +268,15 @@ def test_update_from_perturbed_records_what_update_with_records(name):
     assert a.compute() == b.compute()
 
 
+def test_update_from_perturbed_takes_int32_labels_as_the_loss_does():
+    loss = LPL_FAMILY["lpl"]()
+    u, y = _batch()
+    a, b = LossVariation(4), LossVariation(4)
+    a.update_with(loss, u, y.int())
+    b.update_from_perturbed(loss, u, y.int(), loss.perturb(u, y))
+    assert a.compute() == b.compute()
+
+
 def test_update_from_perturbed_refuses_what_it_cannot_measure():
     loss = LPL_FAMILY["lpl"]()
     u, y = _batch()
