@@ -838,6 +838,8 @@ def test_the_loss_variation_reuses_the_step_s_perturbed_logits(tmp_path, monkeyp
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+# (torch.jit's deprecation warnings, on importing torch.compile)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_the_step_calls_the_loss_as_a_module_unless_that_is_exactly_lpl_s_forward():
     """The step takes LPL's perturbed logits through ``forward_with_perturbed`` only where calling the
     loss would run exactly ``LPLLoss.forward``: a loss with a hook (its own or global), a subclass or an
