@@ -145,16 +145,17 @@ class _EvalMeter:
 
 def _gather_rows(parts: list[torch.Tensor], columns: int, device: torch.device) -> torch.Tensor:
     """This process's float32 rows of ``columns`` values (the concatenation of ``parts``; none for an empty
-    part), gathered from every process of the default group and concatenated in rank order (the parts may
-    differ in length; all_gather needs equal shapes, so each is padded to the longest first)."""
+    part), gathered from every process of the default group and concatenated in rank order. Done with
+    sums only (each process writes its rows at its offset into zeros, and the buffers are added), which
+    every backend and torch version runs alike; adding zeros changes no value but the sign of a zero."""
     dist = torch.distributed
     rows = torch.cat(parts) if parts else torch.zeros((0, columns), device=device)
-    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
-    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, n)
-    longest = max(int(k) for k in sizes)
-    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    padded[: rows.shape[0]] = rows
-    out = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(out, padded)
-    return torch.cat([o[: int(k)] for o, k in zip(out, sizes, strict=True)])
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = torch.zeros(world, dtype=torch.long, device=rows.device)
+    sizes[rank] = rows.shape[0]
+    dist.all_reduce(sizes)
+    start = int(sizes[:rank].sum())
+    out = torch.zeros((int(sizes.sum()), columns), dtype=rows.dtype, device=rows.device)
+    out[start : start + rows.shape[0]] = rows
+    dist.all_reduce(out)
+    return out
