@@ -21,6 +21,9 @@ class _Step(nn.Module):
         self.model = model
         self.loss = loss
         self.needs_features = bool(getattr(loss, "needs_features", False))
+        # decided once, outside any compiled or recorded region (a hook registered on the loss after the
+        # run has started is not seen here; a recorded step would not run it either)
+        object.__setattr__(self, "_with_perturbed", _perturbed_fast_path(loss))
         fwd: Callable[..., torch.Tensor] = model.forward_features if self.needs_features else model
         if compiled:
             fwd = torch.compile(fwd)
@@ -40,9 +43,8 @@ class _Step(nn.Module):
         if self.needs_features:
             value = self.loss(out, y, self.model.classifier)
             return value, self.model.classifier(out), out, None
-        with_perturbed = _perturbed_fast_path(self.loss)
-        if with_perturbed is not None:
-            value, perturbed = with_perturbed(out, y)
+        if self._with_perturbed is not None:
+            value, perturbed = self._with_perturbed(out, y)
             return value, out, None, perturbed
         return self.loss(out, y), out, None, None
 
