@@ -17,6 +17,7 @@ from lpl_train.engine.components import _IndexedView, _placeholder_shape
 from lpl_train.engine.distributed import DistInfo
 from lpl_train.samplers import ClassAwareSampler
 from tests.train.test_data_fmnist import make_fmnist
+from tests.train.test_engine import OLD_GLOO_TEARDOWN
 
 CPU = torch.device("cpu")
 
@@ -269,6 +270,7 @@ def test_a_dry_run_checks_the_loader_options(root):
         engine.check_config(cfg(root, data={"augment": "rotate"}))
 
 
+@OLD_GLOO_TEARDOWN
 def test_lpl_train_run_under_torchrun_evaluates_in_parts_as_one_process_would(root, tmp_path):
     """``torchrun --nproc_per_node 2 -m lpl_train run``: every rank trains and evaluates its part; the
     test metrics it records are those one process computes on the whole test set with the model the run

@@ -841,6 +841,15 @@ def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
             assert [rk[2][2] for rk in ranks] == pytest.approx([3 * 2 / 5, 2 * 2 / 5])
 
 
+#: torch 2.3's gloo process group can hang in ``destroy_process_group`` as the ranks exit (py-spy showed
+#: both ranks of a finished run waiting there, with the whole split evaluated by rank 0 as well as in
+#: parts); seen repeatedly under pytest with these extra torchrun launches, not from torch 2.4 on
+OLD_GLOO_TEARDOWN = pytest.mark.skipif(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4),
+    reason="torch 2.3's gloo can hang in destroy_process_group at exit",
+)
+
+
 _EVAL_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
@@ -878,6 +887,7 @@ _EVAL_DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@OLD_GLOO_TEARDOWN
 @pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
 def test_ddp_ranks_evaluate_their_parts_as_rank_0_evaluates_the_whole(tmp_path, multi_label):
     """With sharded evaluation loaders each of 2 ranks evaluates its half of the test set, with rank 0's
@@ -932,6 +942,7 @@ _EVAL_EMPTY_PART_SCRIPT = textwrap.dedent(
 )
 
 
+@OLD_GLOO_TEARDOWN
 def test_ddp_evaluation_parts_may_be_empty(tmp_path):
     """A split of fewer rows than processes leaves a rank an empty part: it still takes part in the sums
     and the gathering of the scores, and every rank gets the whole split's metrics, those one process
