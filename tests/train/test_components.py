@@ -285,8 +285,21 @@ def test_lpl_train_run_under_torchrun_evaluates_in_parts_as_one_process_would(ro
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
+    # the CLI's main in each rank, in a process group of the script's own, which it leaves without the
+    # gloo teardown that at times aborts as ranks exit (see tests/train/test_engine.exit_without_teardown)
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_engine import exit_without_teardown\n"
+        "from lpl_train.__main__ import main\n"
+        "torch.distributed.init_process_group('gloo')\n"
+        "if main(sys.argv[1:]) == 0:\n"
+        "    exit_without_teardown()\n"
+        "sys.exit(1)\n"
+    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "lpl_train", "run", "fmnist_lt100_ce", "--epochs", "1", "--quiet", "--out", str(out),
+           str(script), "run", "fmnist_lt100_ce", "--epochs", "1", "--quiet", "--out", str(out),
            "--set", f"data.root={json.dumps(str(root))}", "--set", "data.batch_size=32",
            "--set", "data.eval_batch_size=6", "--set", "train.device='cpu'",
            "--set", "data.params.imbalance_ratio=10.0"]  # fmt: skip

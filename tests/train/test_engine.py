@@ -841,6 +841,17 @@ def test_ddp_ranks_train_slices_of_the_single_process_runs_global_batches():
             assert [rk[2][2] for rk in ranks] == pytest.approx([3 * 2 / 5, 2 * 2 / 5])
 
 
+def exit_without_teardown() -> None:
+    """End a torchrun test script's rank after a barrier, without destroying its gloo process group: that
+    teardown at times aborts ("terminate called without an active exception", torch 2.13) or hangs (torch
+    2.3) as the ranks exit, which is not what these scripts test. The script initialised the group itself,
+    so ``fit`` left it alone."""
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 #: torch 2.3's gloo process group can hang in ``destroy_process_group`` as the ranks exit (py-spy showed
 #: both ranks of a finished run waiting there, with the whole split evaluated by rank 0 as well as in
 #: parts); seen repeatedly under pytest with these extra torchrun launches, not from torch 2.4 on
@@ -855,7 +866,7 @@ _EVAL_DDP_SCRIPT = textwrap.dedent(
     import sys, torch
     from torch import nn
     sys.path.insert(0, {tests!r})
-    from test_engine import make_components, make_cfg, quiet, TinyLoader, C, D
+    from test_engine import make_components, make_cfg, quiet, TinyLoader, C, D, exit_without_teardown
     from lpl_train.engine import DistInfo, _ShardLoader, fit
     torch.set_num_threads(1)
     out, mode, ml = sys.argv[1], sys.argv[2], sys.argv[3] == "ml"
@@ -871,6 +882,7 @@ _EVAL_DDP_SCRIPT = textwrap.dedent(
         def forward(self, x):
             return self.classifier(self.body(x))
 
+    torch.distributed.init_process_group("gloo")  # our own: fit leaves it, and the script exits below
     comps = make_components(multi_label=ml, dropout=0.0)
     torch.manual_seed(0)
     comps.model = BNNet()
@@ -883,6 +895,7 @@ _EVAL_DDP_SCRIPT = textwrap.dedent(
     cfg = make_cfg(epochs=2)
     cfg["model"]["params"] = {{}}
     fit(cfg, out, components=comps, log=quiet)
+    exit_without_teardown()
     """
 )
 
@@ -920,7 +933,7 @@ _EVAL_EMPTY_PART_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
     sys.path.insert(0, {tests!r})
-    from test_engine import make_data, TinyLoader, TinyNet, C
+    from test_engine import make_data, TinyLoader, TinyNet, C, exit_without_teardown
     from lpl_train.engine import DistInfo, evaluate
     torch.set_num_threads(1)
     out = sys.argv[1]
@@ -937,7 +950,7 @@ _EVAL_EMPTY_PART_SCRIPT = textwrap.dedent(
             loader = TinyLoader(x[part], y[part], 1, False)
             res[f"{{ml}}-{{rows}}"] = evaluate(model, loader, C, [1] * C, ml, distributed=True)
     json.dump(res, open(f"{{out}}/rank{{dist.rank}}.json", "w"))
-    torch.distributed.destroy_process_group()
+    exit_without_teardown()
     """
 )
 
