@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from lpl_train.data.loader import shard_bounds, shard_share
-
 __all__ = ["DistInfo", "process_group"]
 
 
@@ -84,6 +82,8 @@ class _ShardLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
+        from lpl_train.data.loader import shard_bounds, shard_share
+
         w, r = self.dist.world, self.dist.rank
         for batch in self.loader:
             x, y = batch[0], batch[1]

@@ -527,11 +527,13 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     sys.path.insert(0, {tests!r})
-    from test_engine import make_components, make_cfg, quiet, C, NaNAfter
+    from test_engine import make_components, make_cfg, quiet, C, NaNAfter, exit_without_teardown
     from lpl_train.engine import DistInfo, TrainingDiverged, _ShardLoader, fit
     torch.set_num_threads(1)
     out, world, nan = sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3
     dist = DistInfo.from_env()
+    if world > 1:  # our own process group, left without the gloo teardown (exit_without_teardown)
+        torch.distributed.init_process_group("gloo")
     loss = NaNAfter(bad=3) if nan and dist.rank == 1 else None
     comps = make_components(batch_size=16, dropout=0.0, loss=loss)  # the global batch
     if world > 1:
@@ -543,10 +545,13 @@ DDP_SCRIPT = textwrap.dedent(
         fit(cfg, out, components=comps, log=quiet)
     except TrainingDiverged as exc:
         open(f"{{out}}/diverged_rank{{dist.rank}}.txt", "w").write(str(exc))
+        if world > 1:
+            exit_without_teardown()
         sys.exit(0)
     if world > 1:
         sd = comps.model.state_dict()
         torch.save(sd, f"{{out}}/rank{{dist.rank}}.pt")
+        exit_without_teardown()
     """
 )
 
@@ -991,12 +996,14 @@ _LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     sys.path.insert(0, {tests!r})
-    from test_engine import make_components, make_cfg, quiet, C
+    from test_engine import make_components, make_cfg, quiet, C, exit_without_teardown
     from lpl_train.engine import DistInfo, _ShardLoader, fit
     from lpl_train.losses import build_loss
     torch.set_num_threads(1)
     out, world = sys.argv[1], int(sys.argv[2])
     dist = DistInfo.from_env()
+    if world > 1:  # our own process group, left without the gloo teardown (exit_without_teardown)
+        torch.distributed.init_process_group("gloo")
     comps = make_components(batch_size=16, dropout=0.0, loss=build_loss(LOSS))
     SETUP
     if world > 1:
@@ -1005,6 +1012,8 @@ _LOSS_DDP_SCRIPT = textwrap.dedent(
     cfg["optim"]["weight_decay"] = 0.0
     cfg["model"]["params"] = {{}}
     fit(cfg, out, components=comps, log=quiet)
+    if world > 1:
+        exit_without_teardown()
     """
 )
 
