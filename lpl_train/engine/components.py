@@ -117,8 +117,13 @@ def _eval_part(split: Any, dist: DistInfo) -> Any:
     (``torch.tensor_split`` of its indices; possibly empty); the whole split for one process."""
     if dist.world <= 1:
         return split
-    idx = torch.tensor_split(torch.arange(len(split)), dist.world)[dist.rank]
-    return split.subset(idx) if hasattr(split, "subset") else _IndexedView(split, idx)
+    return _rows(split, torch.tensor_split(torch.arange(len(split)), dist.world)[dist.rank])
+
+
+def _rows(split: Any, index: Any) -> Any:
+    """The rows ``index`` of a split: its own ``subset`` (a :class:`TensorData`), else an
+    :class:`_IndexedView` of a map-style dataset."""
+    return split.subset(index) if hasattr(split, "subset") else _IndexedView(split, index)
 
 
 class _IndexedView(torch.utils.data.Dataset):
@@ -165,12 +170,7 @@ class _ResampledLoader:
 
     def __iter__(self) -> Iterator[Any]:
         idx = self.sampler.indices(self.epoch)
-        view = (
-            self.split.subset(idx)
-            if hasattr(self.split, "subset")
-            else _IndexedView(self.split, idx)
-        )
-        loader = self.make_loader(view, **self.kw)
+        loader = self.make_loader(_rows(self.split, idx), **self.kw)
         loader.set_epoch(self.epoch)
         for batch in loader:
             self.share = getattr(loader, "share", 1.0)
