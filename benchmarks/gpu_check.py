@@ -14,10 +14,15 @@ rate is compared with; their aggregate over the whole wall time, start-up includ
 The runs' folders go into a fresh ``runs-*`` folder under ``--out``, so the check can be run again into it.
 
     python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b] [--compile]
+                                   [--mps off|auto|on]
 
 ``--compile`` adds the step under ``train.capture = "compile"`` (``torch.compile(mode="reduce-overhead")`` of
 network and loss, which fuses each step of LPL's inner loop) for CE and LPL; its compilation is not timed
 (the last epoch is), but it takes minutes of the run's wall time, so it is off by default.
+
+``--mps`` (default ``auto``): after the N concurrent runs, the same N runs again as clients of a private NVIDIA
+MPS daemon (``lpl_train.engine.mps``, as ``lpl-train sweep --mps``), where one starts and a CUDA process
+computes through it; the JSON's ``info.mps`` says which.
 
 ``--quick`` (the default off CUDA): tiny data, ResNet-32 only, one repeat, two concurrent runs; on a CPU the
 captured step falls back to eager (the ``mode`` column says what ran). Writes ``gpu_check.json`` and
@@ -271,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--compile", action="store_true", help='also the step under train.capture = "compile"'
     )
+    p.add_argument("--mps", choices=("off", "auto", "on"), default="auto",
+                   help="the N concurrent runs again as clients of a private MPS daemon (auto: where it "
+                   "starts and works; lpl_train.engine.mps)")  # fmt: skip
     a = p.parse_args(argv)
+    from lpl_train.engine.mps import mps_server
+
     torch.set_flush_denormal(True)
     cuda = torch.cuda.is_available()
     quick = (not cuda) if a.quick is None else a.quick
@@ -314,13 +324,24 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)  # fmt: skip
         s = setting["lpl"]
         if model == models[0]:
+            # time-slicing first; then, where a daemon starts (its workers inherit its environment),
+            # the same runs as MPS clients, their kernels overlapping on the device
             got[f"lpl graph x{jobs}"] = [
                 _measure(s, f"x{jobs}", runs / f"{model}_jobs{jobs}", jobs)
             ]
-            res = got[f"lpl graph x{jobs}"][0]
-            print(f"{model:9s} lpl graph x{jobs} {res['images_per_s']:9.0f} img/s (sum of the runs' last "
-                  f"epochs; {res.get('wall_images_per_s', float('nan')):.0f} over the whole wall time, "
-                  "start-up included)", flush=True)  # fmt: skip
+            with mps_server(a.mps, needed=jobs > 1, log=lambda _ln: None) as mps:
+                info["mps"] = mps.line()
+                print(f"# {info['mps']}", flush=True)
+                if mps.active:
+                    got[f"lpl graph x{jobs} MPS"] = [
+                        _measure(s, f"x{jobs}", runs / f"{model}_jobs{jobs}_mps", jobs)
+                    ]
+            for name in (f"lpl graph x{jobs}", f"lpl graph x{jobs} MPS"):
+                if name in got:
+                    res = got[name][0]
+                    print(f"{model:9s} {name} {res['images_per_s']:9.0f} img/s (sum of the runs' last "
+                          f"epochs; {res.get('wall_images_per_s', float('nan')):.0f} over the whole wall "
+                          "time, start-up included)", flush=True)  # fmt: skip
         med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in got.items()}
         for k, v in got.items():
             row = {"model": model, "variant": k, "images_per_s": med[k], "mode": v[0]["mode"],
@@ -343,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         if f"lpl graph x{jobs}" in med:
             ratios[f"{jobs} concurrent/one (LPL graph)"] = (
                 med[f"lpl graph x{jobs}"] / med["lpl engine graph"]
+            )
+        if f"lpl graph x{jobs} MPS" in med:
+            ratios[f"{jobs} concurrent/one (LPL graph, MPS)"] = (
+                med[f"lpl graph x{jobs} MPS"] / med["lpl engine graph"]
             )
         rows.append({"model": model, "ratios": ratios})
     lines = [f"{info['device']}, torch {info['torch']}, batch {batch}, {amp}, {info['date']}", ""]

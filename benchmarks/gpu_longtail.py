@@ -19,6 +19,11 @@ and the others go on; the exit status is then 1.
 
     python benchmarks/gpu_longtail.py [--quick] [--data DIR] [--out DIR] [--summary-dir DIR] [--jobs N]
                                       [--budget-s S] [--seeds N] [--first-seed K] [--include JSON ...]
+                                      [--mps off|auto|on]
+
+``--mps`` (default ``auto``): the concurrent runs as clients of a private NVIDIA MPS daemon
+(``lpl_train.engine.mps``, as ``lpl-train sweep --mps``) where one starts and works, so that their kernels
+overlap on the device; the summary's ``info.mps`` says whether they did.
 
 The protocol can be spread over several calls, one wave of seeds each: ``--first-seed 1 --seeds 1`` trains
 seed 1 only, and ``--include`` adds the finished runs of earlier calls' ``gpu_longtail.json`` to this call's
@@ -267,7 +272,7 @@ class Summary:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from lpl_train.experiment import PlannedRun, execute
+    from lpl_train.experiment import PlannedRun
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", default=None)
@@ -284,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=540.0, help="start the full runs only if the "
                     "probe's time plus the estimate fits (default 540 s)")  # fmt: skip
     ap.add_argument("--probe-epochs", type=int, default=2)
+    ap.add_argument("--mps", choices=("off", "auto", "on"), default="auto",
+                    help="the concurrent runs as clients of a private MPS daemon (auto: where it starts "
+                    "and works; lpl_train.engine.mps)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=None, help="default: 200 (1 with --quick)")
     a = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -317,8 +325,23 @@ def main(argv: list[str] | None = None) -> int:
         info["included"] = list(a.include)
     summary = Summary(Path(a.summary_dir) if a.summary_dir else out, info, quick)
     summary.results.update(earlier)
+    from lpl_train.engine.mps import mps_server
+
+    # the workers are spawned inside: under MPS their kernels overlap on the device
+    with mps_server(a.mps, needed=jobs > 1, log=lambda _ln: None) as mps:
+        info["mps"] = mps.line()
+        print(f"# {info['mps']}", flush=True)
+        return _train(runs, protocol, jobs, summary, info, a.probe_epochs, a.budget_s)
+
+
+def _train(runs: list[Any], protocol: Protocol, jobs: int, summary: Summary, info: dict[str, Any],
+           probe_epochs: int, budget_s: float) -> int:  # fmt: skip
+    """The probe, the estimate against the budget, then the rest of the protocol; the exit status."""
+    from lpl_train.experiment import execute
+
+    epochs = protocol.epochs
     t0 = time.perf_counter()
-    probe = min(a.probe_epochs, epochs)
+    probe = min(probe_epochs, epochs)
     if probe < epochs:
         protocol.stop_after = probe
         done = execute(runs, LongtailRunner(protocol), jobs=jobs, log=lambda s: None)
@@ -337,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s (a steady epoch "
               f"{est['epoch_s']:.2f} s, fixed costs {est['fixed_s']:.0f} s per wave); the remaining "
               f"{epochs - probe} epochs need about {estimate:.0f} s", flush=True)  # fmt: skip
-        if spent + estimate > a.budget_s:
+        if spent + estimate > budget_s:
             print(f"not started: the probe's {spent:.0f} s and the estimate {estimate:.0f} s exceed "
-                  f"--budget-s {a.budget_s:.0f}; the probe's checkpoints stay in the run folders",
+                  f"--budget-s {budget_s:.0f}; the probe's checkpoints stay in the run folders",
                   flush=True)  # fmt: skip
             summary.write()
             return 3

@@ -3,11 +3,14 @@
 ``run CONFIG [--epochs N] [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]``
     Train one config (a shipped name, see ``list``, or a path to a TOML file). ``--dry-run`` builds the
     model and the loss and loads the data (or says which path is missing and how to get it), then stops.
-``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--jobs N] [--out DIR] [--epochs N] [--set ...]``
+``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--jobs N] [--mps off|auto|on] [--out DIR] [--epochs N]
+[--set ...]``
     One run folder per grid point and seed (``train.seed`` = 0..N-1), ``OUT/<point>/seed<k>``; finished
     runs are skipped (after checking their config), half-done ones resumed, and a folder being trained by
     another process (lock file) is left alone, so several sweeps (or a job array) can run the same command
-    in parallel. A diverged run is reported and the others go on (exit status 1 at the end).
+    in parallel. A diverged run is reported and the others go on (exit status 1 at the end). ``--mps``:
+    with ``--jobs N`` on one GPU, the N workers as clients of a private NVIDIA MPS daemon
+    (``lpl_train.engine.mps``), so that their kernels overlap.
 ``study [FILE] [--quick] [--jobs N] [--out DIR] [--figures DIR] [--records FILE] [--report-only]``
     A study file (datasets × methods × grids × seeds, selection on a validation split; default: the shipped
     Fashion-MNIST study) run through the same run folders as ``sweep``, then its tables and figures.
@@ -80,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once, one process each (on one GPU they share the device; "
                    "each holds its own copy of the data); the aggregate images/s is printed at the end")  # fmt: skip
+    s.add_argument("--mps", choices=("off", "auto", "on"), default="off",
+                   help="with --jobs N > 1 on a GPU: run the workers as clients of a private NVIDIA MPS daemon, "
+                   "so their kernels overlap instead of time-slicing the device (auto: where it starts and "
+                   "works, else without; on: or fail); started for the sweep and stopped after")  # fmt: skip
 
     from lpl_train.study_cli import add_arguments
 
@@ -212,6 +219,7 @@ def _describe_sweep_run(o: Any) -> str:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
+    from lpl_train.engine.mps import mps_server
     from lpl_train.experiment import ConfigRunner, execute, parse_grid, plan_sweep, throughput
 
     if a.seeds < 1:
@@ -227,7 +235,8 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     runner = ConfigRunner(
         quiet=a.quiet or a.jobs > 1
     )  # no interleaved progress bars from N processes
-    done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run)
+    with mps_server(a.mps, needed=a.jobs > 1 and not a.dry_run):
+        done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run)
     if a.dry_run:
         return 0
     wall = time.perf_counter() - t0
@@ -292,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         flush_stdout()
         raise
     from lpl_train.engine import RunFolderError, TrainingDiverged
+    from lpl_train.engine.mps import MPSError
 
     try:
         status = _command(args)
@@ -300,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         flush_stdout()
         return 0
     except (ConfigError, ValueError, TypeError, KeyError, OSError, RunFolderError,
-            TrainingDiverged, ImportError) as exc:  # fmt: skip
+            TrainingDiverged, ImportError, MPSError) as exc:  # fmt: skip
         print(f"lpl-train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

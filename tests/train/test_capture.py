@@ -973,8 +973,25 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
 
     monkeypatch.setattr(gc, "bare_loop", lambda s: measured(s, "bare"))
     monkeypatch.setattr(gc, "engine_run", lambda s, capture, out: measured(s, capture))
-    monkeypatch.setattr(gc, "concurrent", lambda s, capture, jobs, out: {"images_per_s": 456.0,
-                                                                          "mode": capture})  # fmt: skip
+    import contextlib
+    import os
+
+    import lpl_train.engine.mps as M
+
+    # under MPS, the workers would inherit the daemon's folder
+    def concurrent(s, capture, jobs, out):
+        return {"images_per_s": 912.0 if os.environ.get("CUDA_MPS_PIPE_DIRECTORY") else 456.0,
+                "mode": capture}  # fmt: skip
+
+    @contextlib.contextmanager
+    def mps_server(mode, needed, log):
+        assert needed and mode == "auto"
+        with monkeypatch.context() as m:
+            m.setenv("CUDA_MPS_PIPE_DIRECTORY", "/stand-in")
+            yield M.MPSStatus(True, True, "a stand-in daemon")
+
+    monkeypatch.setattr(gc, "concurrent", concurrent)
+    monkeypatch.setattr(M, "mps_server", mps_server)
     args = ["--quick", "--models", "fmnist_cnn", "--repeats", "3", "--jobs", "3", "--compile"]
     fail = False
     assert gc.main([*args, "--out", str(tmp_path / "ok")]) == 0
@@ -986,7 +1003,10 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
         "engine/bare (CE, eager)": 0.5, "LPL/CE step time (eager)": 50 / 40,
         "LPL/CE step time (graph)": 80 / 76, "graph/eager (CE)": 1.6, "graph/eager (LPL)": 1.9,
         "LPL/CE step time (compile)": 90 / 81, "compile/graph (LPL)": 81 / 76,
-        "3 concurrent/one (LPL graph)": 456 / 152})  # fmt: skip
+        "3 concurrent/one (LPL graph)": 456 / 152,
+        "3 concurrent/one (LPL graph, MPS)": 912 / 152})  # fmt: skip
+    assert res["info"]["mps"] == "MPS: on (a stand-in daemon)"
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     fail = True
     assert gc.main([*args, "--out", str(tmp_path / "failed")]) == 1
     assert "| fmnist_cnn | lpl engine compile | failed: RuntimeError: no recording | nan |" in (
@@ -1059,6 +1079,7 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
                          "lpl engine eager", "lpl engine graph", "lpl graph x1"}  # fmt: skip
     assert all(r["images_per_s"] > 0 for r in rows.values())
     assert rows["lpl engine graph"]["mode"] == "eager"  # the captured path falls back on a CPU
+    assert res["info"]["mps"].startswith("MPS: off (")  # no GPU: the MPS row is left out, and why
     ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
     assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)", "graph/eager (LPL)",
             "1 concurrent/one (LPL graph)"} <= set(ratios)  # fmt: skip

@@ -53,6 +53,7 @@ def test_probe_then_the_rest_or_a_refusal(gl, tmp_path, capsys):
     assert "exceed --budget-s 0; the probe's checkpoints stay" in capsys.readouterr().out
     info = json.loads((tmp_path / "no" / "gpu_longtail.json").read_text())["info"]
     assert info["probe"]["epochs"] == 1 and info["probe"]["estimate_rest_s"] > 0
+    assert info["mps"] == "MPS: off (one run at a time: nothing to share)"  # --quick: 1 job
     assert gl.main([*common, "--out", str(tmp_path / "yes"), "--budget-s", "1e6"]) == 0
     res = json.loads((tmp_path / "yes" / "gpu_longtail.json").read_text())
     assert len(res["runs"]) == 5 and "estimate_rest_s" in res["info"]["probe"]
