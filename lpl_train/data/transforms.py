@@ -150,16 +150,22 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size x size`` window (a side shorter than ``size`` is kept whole). Its offset is
+    ``round((h - size) / 2)`` with Python's rounding, half to even, as torchvision's ``CenterCrop`` takes
+    it, so that an evaluation crop holds the same pixels as the reference pipelines' (an odd margin of
+    4k + 3 pixels puts the extra pixel above, not below)."""
     h, w = x.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    top, left = max(0, round((h - size) / 2)), max(0, round((w - size) / 2))
     return x[..., top : top + size, left : left + size]
 
 
 def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize so that the shorter side is ``size``; the longer side is ``int(size * long / short)``
+    (truncated, as torchvision's ``Resize(size)`` computes it)."""
     h, w = x.shape[-2:]
     if h <= w:
-        return resize(x, (size, max(1, round(w * size / h))))
-    return resize(x, (max(1, round(h * size / w)), size))
+        return resize(x, (size, max(1, int(size * w / h))))
+    return resize(x, (max(1, int(size * h / w)), size))
 
 
 def random_resized_crop(

@@ -430,11 +430,16 @@ def test_resize_shorter_and_imagenet_eval() -> None:
     from lpl_train.data.transforms import center_crop, imagenet_eval, resize_shorter
 
     img = torch.zeros(3, 6, 10, dtype=torch.uint8)
-    assert resize_shorter(img, 4).shape == (3, 4, 7)  # 10 * 4 / 6 = 6.67 rounds to 7
-    assert resize_shorter(img.transpose(1, 2), 4).shape == (3, 7, 4)
+    # torchvision's Resize(4): the longer side int(4 * 10 / 6) = int(6.67) = 6, truncated
+    assert resize_shorter(img, 4).shape == (3, 4, 6)
+    assert resize_shorter(img.transpose(1, 2), 4).shape == (3, 6, 4)
     assert resize_shorter(torch.zeros(1, 10, 5, dtype=torch.uint8), 4).shape == (1, 8, 4)
     grid = torch.arange(96, dtype=torch.uint8).view(1, 8, 12)
     assert torch.equal(center_crop(grid, 4), grid[:, 2:6, 4:8])
+    # torchvision's CenterCrop offsets: round(margin / 2), half to even: 7 / 2 = 3.5 -> 4, 5 / 2 = 2.5 -> 2
+    grid = torch.arange(99, dtype=torch.uint8).view(1, 11, 9)
+    assert torch.equal(center_crop(grid, 4), grid[:, 4:8, 2:6])
+    assert torch.equal(center_crop(grid, 12), grid)  # sides shorter than the crop are kept whole
     # eval: shorter side to round(14 * 8 / 7) = 16 (30 x 20 -> 24 x 16), centre 14 x 14
     x = torch.from_numpy(
         np.random.RandomState(1).randint(0, 256, size=(3, 30, 20)).astype(np.uint8)
