@@ -8,9 +8,10 @@ LDAM-DRW's re-weighting switched on at epoch 160 as in LDAM's schedule. The runs
 (``--jobs``; :data:`JOBS`), one process each on the same device (``lpl_train.experiment.execute``, as ``lpl-train sweep --jobs``), with the engine's
 defaults (captured step on CUDA where safe, bf16).
 
-Sizing: the script first trains every run for ``--probe-epochs`` epochs, estimates the rest of the
+Sizing: the script first trains every run for ``--probe-epochs`` epochs (3), estimates the rest of the
 protocol's time from that (:func:`estimate_rest`: the probe's fixed costs, paid again on resuming, plus the
-remaining epochs at the probe's last, steady epoch time), and starts the rest only if the estimate fits
+remaining images at the rate the concurrent runs reached together while they all trained), and starts the
+rest only if the estimate fits
 ``--budget-s`` together with the probe's own time (the runs then resume from their checkpoints); otherwise it
 stops and says so. Results (one JSON with every run's final.json, and a Markdown table of mean ± std over the
 seeds) go to ``--summary-dir`` (default ``--out``), rewritten as each run finishes, so a script that is cut
@@ -47,8 +48,10 @@ from typing import Any
 
 METHODS = ("ce", "la", "ldam_drw", "lpl", "la_lpl")
 SCHEDULE = {"kind": "step", "milestones": [160, 180], "factors": [0.01, 0.0001], "warmup_epochs": 5}
-#: Runs at once on the GPU by default: on an H200 (2026-11-29) 5 ResNet-32 runs trained 54,700 images/s
-#: together and 15 only 34,900 (processes time-slice the device), so 15 runs go in waves of 5.
+#: Runs at once on the GPU by default. On an H200 (2026-11-29, without MPS) 5 ResNet-32 runs trained the
+#: 200-epoch protocol in 514 s, 29,000 images/s together over the whole call, start-up included; the
+#: probe of 15 at once gave a slower steady epoch per run (6.4 s against 1.4 s for 5), so 15 runs go in
+#: waves of 5. Processes without MPS time-slice the device.
 JOBS = 5
 OPTIM = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 2e-4}
 
@@ -158,26 +161,41 @@ def padded_fmnist_lt(root: str, quick: bool) -> Any:
 
 def estimate_rest(
     run_dirs: list[Path], spent: float, probe: int, epochs: int, jobs: int, margin: float = 1.15
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Wall time of the protocol's remaining epochs, from the probe's run folders.
 
-    Each of ``waves = ceil(runs / jobs)`` waves of concurrent runs pays a fixed part again when it resumes
-    (process start, data, model, checkpoint, evaluation: the probe's wall time per wave not spent in its
-    slowest run's training epochs) and then trains ``epochs - probe`` epochs at the slowest run's last probe
-    epoch time (the first epochs also warm up and record the captured step, so they are not the steady
-    rate), times ``margin`` for per-epoch checkpoints, evaluations and the resumed runs' warm-up. Scaling
-    the whole probe instead would charge the fixed part once per epoch."""
+    The runs train in ``waves = ceil(runs / jobs)`` waves of ``jobs`` at once. The rate of a wave is that
+    of the probe's first ``jobs`` runs (by start) together over the time they all trained steadily
+    (:func:`lpl_train.experiment.overlap_throughput`: after each run's first epoch, which warms up and
+    records the captured step; evaluations between epochs count as time). Where they had no such time in
+    common, the rate is the fastest single epoch of the probe, as if the runs took turns on the device
+    (no gain from running them at once). Each wave also pays a fixed part again when it resumes (process
+    start, data, model, checkpoint: the probe's wall time per wave not spent in its slowest run's training
+    epochs). The estimate is ``waves × fixed + images left / rate × margin``. Summing each run's own
+    epoch times instead (as this did before) counts epochs that overlapped less than the long runs will:
+    on 2026-11-29 it gave 321 s for a protocol that took 514 s."""
     from lpl_train.engine import read_metrics
+    from lpl_train.experiment import epoch_spans, overlap_throughput
 
     records = [read_metrics(d)[:probe] for d in run_dirs]
     if not records or any(len(r) < probe for r in records):
         raise ValueError(f"the probe left fewer than {probe} epoch records in a run folder")
+    spans = [epoch_spans(r) for r in records]
+    if any(len(sp) < probe for sp in spans):
+        raise ValueError("a probe record lacks train_end, train_time_s or images_per_s")
     waves = -(-len(run_dirs) // jobs)
-    epoch_s = max(r[-1]["train_time_s"] for r in records)
     trained = max(sum(x["train_time_s"] for x in r) for r in records)
     fixed = max(spent / waves - trained, 0.0)
-    rest = waves * (fixed + (epochs - probe) * epoch_s * margin)
-    return {"epoch_s": epoch_s, "fixed_s": fixed, "waves": waves, "estimate_rest_s": rest}
+    first_wave = sorted(spans, key=lambda sp: sp[0][0])[:jobs]
+    rate, window = overlap_throughput(first_wave)
+    source = f"{len(first_wave)} runs together over {window:.1f} s"
+    if rate is None:
+        steady = [n / (e - b) for sp in spans for b, e, n in (sp[1:] or sp) if e > b]
+        rate, source = max(steady), "the fastest epoch, as if the runs took turns"
+    left = sum((epochs - probe) * sp[-1][2] for sp in spans)
+    rest = waves * fixed + left / rate * margin
+    return {"rate_images_per_s": rate, "rate_from": source, "images_left": left, "fixed_s": fixed,
+            "waves": waves, "estimate_rest_s": rest}  # fmt: skip
 
 
 def included_runs(paths: list[str], epochs: int, quick: bool) -> dict[str, dict[str, Any]]:
@@ -288,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=None, help=f"concurrent runs (default {JOBS})")
     ap.add_argument("--budget-s", type=float, default=540.0, help="start the full runs only if the "
                     "probe's time plus the estimate fits (default 540 s)")  # fmt: skip
-    ap.add_argument("--probe-epochs", type=int, default=2)
+    ap.add_argument("--probe-epochs", type=int, default=3,
+                    help="epochs of every run before the estimate (default 3: two after the first)")  # fmt: skip
     ap.add_argument("--mps", choices=("off", "auto", "on"), default="auto",
                     help="the concurrent runs as clients of a private MPS daemon (auto: where it starts "
                     "and works; lpl_train.engine.mps)")  # fmt: skip
@@ -357,9 +376,10 @@ def _train(runs: list[Any], protocol: Protocol, jobs: int, summary: Summary, inf
         est = estimate_rest([r.out for r in runs], spent, probe, epochs, jobs)
         estimate = est["estimate_rest_s"]
         info["probe"] = {"epochs": probe, "wall_s": spent, **est}
-        print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s (a steady epoch "
-              f"{est['epoch_s']:.2f} s, fixed costs {est['fixed_s']:.0f} s per wave); the remaining "
-              f"{epochs - probe} epochs need about {estimate:.0f} s", flush=True)  # fmt: skip
+        print(f"probe: {probe} epochs of {len(runs)} runs ({jobs} at once) in {spent:.0f} s "
+              f"({est['rate_images_per_s']:.0f} images/s: {est['rate_from']}; fixed costs "
+              f"{est['fixed_s']:.0f} s per wave); the remaining {epochs - probe} epochs need about "
+              f"{estimate:.0f} s", flush=True)  # fmt: skip
         if spent + estimate > budget_s:
             print(f"not started: the probe's {spent:.0f} s and the estimate {estimate:.0f} s exceed "
                   f"--budget-s {budget_s:.0f}; the probe's checkpoints stay in the run folders",

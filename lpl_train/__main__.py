@@ -255,6 +255,12 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             f"sweep {root}: throughput {tp['aggregate_images_per_s']:.0f} images/s in all "
             f"({tp['images']} training images of {tp['runs']} run(s) in {wall:.1f} s wall, "
             f"--jobs {a.jobs}); one run trained at {tp['mean_run_images_per_s']:.0f} images/s on average"
+            + (
+                f"; {tp['overlap_images_per_s']:.0f} images/s together over the {tp['overlap_s']:.1f} s "
+                "in which every run was past its first epoch"
+                if tp["overlap_images_per_s"] and a.jobs > 1
+                else ""
+            )
         )
     return 1 if diverged else 0
 

@@ -9,10 +9,13 @@ from .files import RunFolderError
 
 __all__ = ["TensorBoardScalars"]
 
+#: record fields that are not curves: the epoch is the step, and TensorBoard keeps each event's wall time
+SKIP = ("epoch", "train_end")
+
 
 class TensorBoardScalars:
     """Optional TensorBoard scalars (``train.tensorboard = true``; the ``tensorboard`` package, extra
-    ``lpl-torch[tensorboard]``): every numeric field of an epoch record, at step = epochs completed. Events
+    ``lpl-torch[tensorboard]``): every numeric field of an epoch record but :data:`SKIP`, at step = epochs completed. Events
     of epochs after the one being written (a resumed run redoing them) are purged by TensorBoard itself."""
 
     def __init__(self, log_dir: Path) -> None:
@@ -31,7 +34,7 @@ class TensorBoardScalars:
         ):  # opened at the first record: purge what a killed run wrote past it
             self._writer = self._cls(log_dir=str(self.log_dir), purge_step=step)
         for key, value in record.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and key != "epoch":
+            if isinstance(value, int | float) and not isinstance(value, bool) and key not in SKIP:
                 self._writer.add_scalar(key, value, step)
             elif key in ("best", "best_val") and isinstance(value, dict):
                 for k, v in value.items():

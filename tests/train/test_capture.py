@@ -829,7 +829,7 @@ def test_the_loss_variation_reuses_the_step_s_perturbed_logits(tmp_path, monkeyp
         counts[reuse] = len(loops)
     assert counts[False] - counts[True] == 6  # steps 0, 2 and 4 of each epoch's 6
     a, b = (read_metrics(tmp_path / k) for k in ("True", "False"))
-    drop = ("train_time_s", "images_per_s")
+    drop = ("train_time_s", "images_per_s", "train_end")
     assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
         {k: v for k, v in r.items() if k not in drop} for r in b
     ]
@@ -978,10 +978,11 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
 
     import lpl_train.engine.mps as M
 
-    # under MPS, the workers would inherit the daemon's folder
+    # one run through the executor, 3 at once, 3 at once under MPS (whose workers inherit its folder)
     def concurrent(s, capture, jobs, out):
-        return {"images_per_s": 912.0 if os.environ.get("CUDA_MPS_PIPE_DIRECTORY") else 456.0,
-                "mode": capture}  # fmt: skip
+        assert s.epochs == 3  # the concurrent runs' own length (quick mode)
+        mps = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
+        return {"images_per_s": {1: 100.0, 3: 912.0 if mps else 456.0}[jobs], "mode": capture}
 
     @contextlib.contextmanager
     def mps_server(mode, needed, log):
@@ -1003,8 +1004,8 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
         "engine/bare (CE, eager)": 0.5, "LPL/CE step time (eager)": 50 / 40,
         "LPL/CE step time (graph)": 80 / 76, "graph/eager (CE)": 1.6, "graph/eager (LPL)": 1.9,
         "LPL/CE step time (compile)": 90 / 81, "compile/graph (LPL)": 81 / 76,
-        "3 concurrent/one (LPL graph)": 456 / 152,
-        "3 concurrent/one (LPL graph, MPS)": 912 / 152})  # fmt: skip
+        "3 concurrent/one (LPL graph)": 456 / 100,
+        "3 concurrent/one (LPL graph, MPS)": 912 / 100})  # fmt: skip
     assert res["info"]["mps"] == "MPS: on (a stand-in daemon)"
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     fail = True
@@ -1013,39 +1014,45 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
         tmp_path / "failed" / "gpu_check.md").read_text()  # fmt: skip
 
 
-def test_gpu_check_concurrent_runs_sum_their_steady_rates_and_divide_the_images_by_the_wall_time(
-    tmp_path, monkeypatch
-):
-    """N concurrent runs: ``images_per_s`` is the sum of the runs' last-epoch rates (not the best or the
-    mean run), ``wall_images_per_s`` every run's training images over the whole wall time, and
-    ``per_run_images_per_s`` the mean of the runs' own rates."""
+def test_gpu_check_concurrent_runs_are_rated_over_the_time_they_all_trained(tmp_path, monkeypatch):
+    """N concurrent runs: ``images_per_s`` is their rate together over the window in which every run was
+    past its first epoch (from the runs' ``train_end`` records), not the sum of their last epochs' rates
+    (which counts runs that did not overlap as if they had); ``wall_images_per_s`` is every run's
+    training images over the whole wall time, and runs that never overlapped give NaN and say so."""
     import json
     import types
 
     import lpl_train.experiment as X
 
     gc = load_benchmark("gpu_check", monkeypatch)
-    rates = {"job0": 100.0, "job1": 200.0, "job2": 300.0}
+    # (start, end) of each run's 3 epochs of 100 images; job1 starts late and ends late
+    spans = {"job0": [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)],
+             "job1": [(1.5, 2.5), (2.5, 3.5), (3.5, 4.5)]}  # fmt: skip
 
     def execute(runs, runner, jobs, log):
-        assert jobs == 3 and [r.key for r in runs] == list(rates)
+        assert jobs == 2 and [r.key for r in runs] == list(spans)
         done = []
-        for r in runs:  # each run: 2 s of training at its rate, as its metrics.jsonl records it
+        for r in runs:
             r.out.mkdir(parents=True)
-            rec = {"epoch": 0, "images_per_s": rates[r.key], "train_time_s": 2.0}
-            (r.out / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
-            done.append(X.Outcome(r, "trained", {"images_per_s": rates[r.key], "mode": "eager"}))
+            recs = [{"epoch": i, "images_per_s": 100.0 / (e - b), "train_time_s": e - b, "train_end": e}
+                    for i, (b, e) in enumerate(spans[r.key])]  # fmt: skip
+            (r.out / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in recs))
+            done.append(X.Outcome(r, "trained", {"images_per_s": 100.0, "mode": "eager"}))
         return done
 
-    clock = iter([10.0, 14.0])  # the wall time of the concurrent runs: 4 s
+    clock = iter([10.0, 20.0, 30.0, 40.0])  # each call's wall time: 10 s
     monkeypatch.setattr(X, "execute", execute)
     monkeypatch.setattr(gc, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 1, "cpu", "off", {})
-    res = gc.concurrent(s, "graph", 3, tmp_path)
-    assert res["images_per_s"] == 600.0  # 100 + 200 + 300
-    assert res["wall_images_per_s"] == pytest.approx(2 * 600.0 / 4.0)
-    assert res["per_run_images_per_s"] == pytest.approx(200.0)
-    assert res["mode"] == "eager" and res["wall_s"] == 4.0
+    s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 3, "cpu", "off", {})
+    res = gc.concurrent(s, "graph", 2, tmp_path / "a")
+    # window: from 2.5 (job1's second epoch) to 3.0 (job0's last ends): job0's [2, 3] half inside
+    # (50 images), job1's [2.5, 3.5] half inside (50): 100 images in 0.5 s. Summing the last epochs'
+    # rates would give 200 images/s for runs that trained together for half a second.
+    assert res["overlap_s"] == 0.5 and res["images_per_s"] == pytest.approx(200.0)
+    assert res["wall_images_per_s"] == pytest.approx(600 / 10.0) and res["mode"] == "eager"
+    spans["job1"] = [(b + 5, e + 5) for b, e in spans["job1"]]  # they never trained at one time
+    res = gc.concurrent(s, "graph", 2, tmp_path / "b")
+    assert res["images_per_s"] != res["images_per_s"] and gc.NO_OVERLAP in res["mode"]
 
 
 def test_gpu_check_times_the_last_epoch_after_the_device_finished(tmp_path, monkeypatch):
@@ -1081,8 +1088,9 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     assert rows["lpl engine graph"]["mode"] == "eager"  # the captured path falls back on a CPU
     assert res["info"]["mps"].startswith("MPS: off (")  # no GPU: the MPS row is left out, and why
     ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
-    assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)", "graph/eager (LPL)",
-            "1 concurrent/one (LPL graph)"} <= set(ratios)  # fmt: skip
+    assert {"engine/bare (CE, eager)", "LPL/CE step time (graph)",
+            "graph/eager (LPL)"} <= set(ratios)  # fmt: skip
+    assert rows["lpl graph x1"]["overlap_s"] > 0  # one run's steady epochs, through the executor
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| fmnist_cnn | lpl engine graph | eager |" in md
     assert "- fmnist_cnn: no shipped config (fmnist_cnn" in md
@@ -1112,7 +1120,7 @@ def test_resume_measures_the_same_steps_bit_exact(tmp_path):
     fit(cfg, tmp_path / "cut", components=make_components(), stop_after_epoch=1, log=print)
     fit(cfg, tmp_path / "cut", components=make_components(), resume=True, log=print)
     a, b = (read_metrics(tmp_path / k) for k in ("whole", "cut"))
-    drop = ("train_time_s", "images_per_s")
+    drop = ("train_time_s", "images_per_s", "train_end")
     assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
         {k: v for k, v in r.items() if k not in drop} for r in b
     ]

@@ -135,7 +135,8 @@ def state(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def strip_timing(records):
     return [
-        {k: v for k, v in r.items() if k not in ("train_time_s", "images_per_s")} for r in records
+        {k: v for k, v in r.items() if k not in ("train_time_s", "images_per_s", "train_end")}
+        for r in records
     ]
 
 

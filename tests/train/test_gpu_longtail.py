@@ -17,30 +17,46 @@ def gl(monkeypatch):
     return load_benchmark("gpu_longtail", monkeypatch)
 
 
-def _probe_folder(root: Path, times: list[float]) -> Path:
+def _probe_folder(root: Path, spans: list[tuple[float, float]], images: float = 100.0) -> Path:
+    """A probed run folder: one record per epoch trained from ``start`` to ``end`` (Unix time), ``images``
+    each, as the engine writes them."""
     root.mkdir(parents=True)
-    lines = [json.dumps({"epoch": e, "train_time_s": t}) for e, t in enumerate(times)]
-    (root / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    recs = [{"epoch": e, "train_time_s": b - a, "images_per_s": images / (b - a), "train_end": b}
+            for e, (a, b) in enumerate(spans)]  # fmt: skip
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return root
 
 
-def test_estimate_counts_the_fixed_costs_once_and_the_steady_epochs(gl, tmp_path):
-    # two runs probed for 2 epochs in 20 s; their first epochs include the warm-up and the recording
-    runs = [_probe_folder(tmp_path / "a", [5.0, 1.0]), _probe_folder(tmp_path / "b", [4.0, 1.2])]
-    est = gl.estimate_rest(runs, spent=20.0, probe=2, epochs=200, jobs=2)
-    assert est["epoch_s"] == 1.2 and est["waves"] == 1
-    assert est["fixed_s"] == pytest.approx(20.0 - 6.0)  # the slowest run trained 6 s of the 20
-    assert est["estimate_rest_s"] == pytest.approx(14.0 + 198 * 1.2 * 1.15)
-    assert est["estimate_rest_s"] < 20.0 / 2 * 198 / 5  # scaling the whole probe overestimates 5x+
-    # one run at a time: two waves, each paying its fixed part again
-    est = gl.estimate_rest(runs, spent=20.0, probe=2, epochs=200, jobs=1)
-    assert est["waves"] == 2 and est["fixed_s"] == pytest.approx(4.0)
-    assert est["estimate_rest_s"] == pytest.approx(2 * (4.0 + 198 * 1.2 * 1.15))
-    # the slowest run's training time, whichever folder comes first
-    assert gl.estimate_rest(runs[::-1], spent=20.0, probe=2, epochs=200, jobs=2) == gl.estimate_rest(
-        runs, spent=20.0, probe=2, epochs=200, jobs=2)  # fmt: skip
-    with pytest.raises(ValueError, match="fewer than 3 epoch records"):
-        gl.estimate_rest(runs, spent=20.0, probe=3, epochs=200, jobs=2)
+def test_estimate_rates_the_runs_over_the_time_they_all_trained(gl, tmp_path):
+    """Two runs probed for 3 epochs in 20 s: the rate is theirs together while both were past their first
+    epoch (the first warms up and records the captured step), the images left go at that rate, and the
+    fixed part of the probe is paid again when the runs resume."""
+    a = _probe_folder(tmp_path / "a", [(0.0, 5.0), (5.0, 6.0), (7.0, 8.0)])  # 1 s gaps: evaluation
+    b = _probe_folder(tmp_path / "b", [(1.0, 5.5), (6.0, 7.0), (7.0, 8.5)])
+    est = gl.estimate_rest([a, b], spent=20.0, probe=3, epochs=200, jobs=2)
+    # window [6, 8]: a's [7, 8] (100 images) and none of [5, 6]; b's [6, 7] (100) and [7, 8.5] two
+    # thirds (66.7): 266.7 images in 2 s
+    assert est["rate_images_per_s"] == pytest.approx(800 / 3 / 2)
+    assert est["rate_from"] == "2 runs together over 2.0 s"
+    assert est["images_left"] == 2 * 197 * 100.0 and est["waves"] == 1
+    assert est["fixed_s"] == pytest.approx(20.0 - 7.0)  # b trained 4.5 + 1 + 1.5 s of the 20
+    assert est["estimate_rest_s"] == pytest.approx(13.0 + 39400 / (800 / 6) * 1.15)
+    # the folders' order does not matter; a probe shorter than asked for is refused
+    assert gl.estimate_rest([b, a], spent=20.0, probe=3, epochs=200, jobs=2) == est
+    with pytest.raises(ValueError, match="fewer than 4 epoch records"):
+        gl.estimate_rest([a, b], spent=20.0, probe=4, epochs=200, jobs=2)
+
+
+def test_runs_that_never_trained_at_one_time_are_estimated_as_taking_turns(gl, tmp_path):
+    """No common window (the second run started after the first had finished its probe): the estimate
+    takes the fastest single epoch's rate for all runs, as if they took turns on the device, instead of
+    counting each run's epoch time once (which assumed they would all run at full speed together)."""
+    a = _probe_folder(tmp_path / "a", [(0.0, 2.0), (2.0, 3.0), (3.0, 4.0)])
+    b = _probe_folder(tmp_path / "b", [(5.0, 7.0), (7.0, 7.5), (7.5, 8.5)])  # its 2nd epoch: 200/s
+    est = gl.estimate_rest([a, b], spent=10.0, probe=3, epochs=13, jobs=2)
+    assert est["rate_from"] == "the fastest epoch, as if the runs took turns"
+    assert est["rate_images_per_s"] == 200.0
+    assert est["estimate_rest_s"] == pytest.approx(max(10.0 - 4.0, 0) + 2 * 10 * 100 / 200 * 1.15)
 
 
 @pytest.mark.slow
@@ -106,13 +122,18 @@ def test_a_failing_run_is_listed_and_the_others_finish(gl, tmp_path, monkeypatch
 
 
 def test_waves_round_up_and_the_fixed_part_is_never_negative(gl, tmp_path):
-    runs = [_probe_folder(tmp_path / f"r{i}", [2.0, 1.0]) for i in range(5)]
-    est = gl.estimate_rest(runs, spent=30.0, probe=2, epochs=10, jobs=2)
+    runs = [
+        _probe_folder(tmp_path / f"r{i}", [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]) for i in range(5)
+    ]
+    est = gl.estimate_rest(runs, spent=30.0, probe=3, epochs=10, jobs=2)
     assert est["waves"] == 3  # 2 + 2 + 1 runs
     assert est["fixed_s"] == pytest.approx(30.0 / 3 - 3.0)
+    # the first wave (2 runs) together: 200 images/s over [1, 3]; 5 runs x 7 epochs x 100 images left
+    assert est["rate_images_per_s"] == pytest.approx(200.0)
+    assert est["estimate_rest_s"] == pytest.approx(3 * 7.0 + 3500 / 200 * 1.15)
     # a probe whose runs overlapped more than their epochs' sum suggests: no negative fixed part
-    est = gl.estimate_rest(runs, spent=2.0, probe=2, epochs=10, jobs=5)  # 3 s of epochs each
-    assert est["fixed_s"] == 0.0 and est["estimate_rest_s"] == pytest.approx(8 * 1.0 * 1.15)
+    est = gl.estimate_rest(runs, spent=2.0, probe=3, epochs=10, jobs=5)
+    assert est["fixed_s"] == 0.0 and est["estimate_rest_s"] == pytest.approx(3500 / 500 * 1.15)
 
 
 def test_the_protocol_is_ldams_schedule_with_each_methods_shipped_loss(gl):
@@ -181,8 +202,9 @@ def test_the_budget_counts_the_probes_time_and_the_estimate_together(
         return []
 
     monkeypatch.setattr(X, "execute", execute)
-    monkeypatch.setattr(gl, "estimate_rest", lambda *a, **k: {"epoch_s": 1.0, "fixed_s": 0.0,
-                                                              "waves": 1, "estimate_rest_s": 50.0})  # fmt: skip
+    monkeypatch.setattr(gl, "estimate_rest", lambda *a, **k: {
+        "rate_images_per_s": 1.0, "rate_from": "a stand-in", "fixed_s": 0.0, "waves": 1,
+        "estimate_rest_s": 50.0})  # fmt: skip
     _fake_clock(gl, monkeypatch, 100.0)
     common = ["--quick", "--data", str(tmp_path), "--epochs", "3", "--probe-epochs", "1"]
     assert gl.main([*common, "--out", str(tmp_path / "no"), "--budget-s", "120"]) == 3

@@ -47,7 +47,7 @@ def test_every_epoch_record_is_logged_at_its_step(tmp_path, fake_tensorboard):
     assert w.log_dir == str(out / "tensorboard") and w.purge_step == 1
     steps = {tag: [s for t, _, s in w.scalars if t == tag] for tag, _, _ in w.scalars}
     assert steps["train_loss"] == [1, 2] and steps["test_top1_error"] == [1, 2]
-    assert "epoch" not in steps and "best/test_top1_error" in steps
+    assert "epoch" not in steps and "train_end" not in steps and "best/test_top1_error" in steps
     recs = [line for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     import json
 
