@@ -12,8 +12,8 @@ A config is plain data (nested dicts) with six sections plus a header::
     [loss]    name, params              # a registry name (``lpl_train.losses.build_loss``) and its arguments
     [optim]   name, lr, momentum, nesterov, weight_decay, l2_all, grad_clip
     [schedule] epochs, kind, milestones, gamma, factors, warmup_epochs, warmup_iters, warmup_start_factor
-    [train]   seed, device, amp, channels_last, compile, progress, eval_every, loss_variation,
-              loss_variation_every, capture, sync_batchnorm
+    [train]   seed, device, amp, channels_last, compile, compile_loss, progress, eval_every,
+              loss_variation, loss_variation_every, capture, sync_batchnorm, tensorboard
 
 :func:`validate_config` fills defaults and rejects unknown keys and wrong types with one message that names
 the key, the value and what is allowed. ``--set section.key=value`` overrides are parsed as TOML values.
@@ -111,6 +111,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "amp": ((str,), "auto", ("auto", "bf16", "fp16", "off")),
         "channels_last": ((str, bool), "auto", None),
         "compile": ((bool,), False, None),
+        "compile_loss": ((bool,), False, None),
         "progress": ((bool,), True, None),
         "eval_every": ((int,), 1, None),
         "loss_variation": ((bool,), True, None),

@@ -20,6 +20,10 @@
   or copies from the host fails there, before a recording starts. If that check or the recording fails,
   ``"auto"`` falls back to eager and says why; ``"graph"`` raises.
 
+``train.compile_loss`` (the loss alone through ``torch.compile(fullgraph=True)``, in inductor's default mode,
+whose kernels launch as eager code's do) changes none of these choices: the loss compiles in the warm-up
+steps and the recording takes its kernels with the rest of the step. Under ``"compile"`` it adds nothing.
+
 On anything but a CUDA device every mode runs eagerly (the log line says so): CPU training is unchanged.
 
 :class:`DeviceMeter` sums the training loss, the correct predictions and the samples of an epoch in device

@@ -4,6 +4,7 @@ the RNG state a checkpoint carries, and the per-class loss-variation measurement
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -14,16 +15,37 @@ from .components import Components
 
 
 class _Step(nn.Module):
-    """Network + loss as one module, so DDP sees every parameter used in the loss (ISDA, LC)."""
+    """Network + loss as one module, so DDP sees every parameter used in the loss (ISDA, LC).
 
-    def __init__(self, model: nn.Module, loss: nn.Module, compiled: bool) -> None:
+    ``compiled``: the network through ``torch.compile`` (``train.compile``). ``compile_loss``: the loss
+    alone through ``torch.compile(fullgraph=True, dynamic=False)`` (``train.compile_loss``; LPL and LA + LPL
+    through their ``forward_with_perturbed``, any other loss of logits as the module call); refused for a
+    feature-level loss. Neither compiled callable is a registered submodule: the state_dict keys are
+    those of the plain network and loss."""
+
+    def __init__(
+        self, model: nn.Module, loss: nn.Module, compiled: bool, compile_loss: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.needs_features = bool(getattr(loss, "needs_features", False))
+        if compile_loss and self.needs_features:
+            raise ValueError(
+                f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} works on "
+                "the features and the classifier (needs_features): only a loss of logits is compiled "
+                "alone; set train.compile_loss = false"
+            )
+        self.compile_loss = compile_loss
         # decided once, outside any compiled or recorded region (a hook registered on the loss after the
         # run has started is not seen here; a recorded step would not run it either)
-        object.__setattr__(self, "_with_perturbed", _perturbed_fast_path(loss))
+        fast = _perturbed_fast_path(loss)
+        loss_call: Callable[..., Any] | None = None
+        if compile_loss:
+            fast = None if fast is None else _compiled_loss(fast)
+            loss_call = _compiled_loss(loss) if fast is None else None
+        object.__setattr__(self, "_with_perturbed", fast)
+        object.__setattr__(self, "_loss_call", loss_call)  # None: the loss module is called
         fwd: Callable[..., torch.Tensor] = model.forward_features if self.needs_features else model
         if compiled:
             fwd = torch.compile(fwd)
@@ -46,7 +68,25 @@ class _Step(nn.Module):
         if self._with_perturbed is not None:
             value, perturbed = self._with_perturbed(out, y)
             return value, out, None, perturbed
+        if self._loss_call is not None:
+            return self._loss_call(out, y), out, None, None
         return self.loss(out, y), out, None, None
+
+
+def _compiled_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(logits, target)`` through ``torch.compile(fullgraph=True, dynamic=False)``, called through a
+    function with a code object of its own. Dynamo keeps its compiled entries per code object, and counts
+    those of every loss instance against one limit (``recompile_limit``, 8; with ``fullgraph`` a hard error
+    past it): compiled directly, ``LPLLoss.forward_with_perturbed`` would collect the entries of every run
+    in a process (each setting and batch shape of a sweep's or a study's runs), and the ninth entry would
+    fail its run. Here each step's entries (a run's one or two batch shapes) are its own and go with it."""
+
+    def call(logits: torch.Tensor, target: torch.Tensor) -> Any:
+        return fn(logits, target)
+
+    own = types.FunctionType(call.__code__.replace(), call.__globals__, call.__name__,
+                             call.__defaults__, call.__closure__)  # fmt: skip
+    return torch.compile(own, fullgraph=True, dynamic=False)
 
 
 def _perturbed_fast_path(loss: nn.Module) -> Callable[..., Any] | None:

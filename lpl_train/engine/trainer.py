@@ -58,16 +58,20 @@ class _Trainer:
                     "SyncBatchNorm works only on CUDA devices; set it false on CPU"
                 )
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        step_mod = _Step(self.model, self.loss, compiled=tr["compile"])
+        self.precision = resolve_precision(device, tr["amp"])
+        self.capture = choose_capture(
+            tr["capture"], device, world=dist.world, precision=self.precision,
+            loss_name=cfg["loss"]["name"], compiled=tr["compile"],
+            needs_features=bool(getattr(self.loss, "needs_features", False)),
+        )  # fmt: skip
+        # "compile" compiles network and loss together (compile_step): train.compile_loss adds nothing there
+        step_mod = _Step(self.model, self.loss, compiled=tr["compile"],
+                         compile_loss=tr["compile_loss"] and self.capture.mode != "compile")  # fmt: skip
+        self.loss_compiled = step_mod.compile_loss
         self.params = [p for p in step_mod.parameters() if p.requires_grad]
         self.opt = _optimizer(self.params, cfg["optim"])
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.runner: nn.Module = step_mod
-        self.precision = resolve_precision(device, tr["amp"])
-        self.capture = choose_capture(
-            tr["capture"], device, world=dist.world, precision=self.precision,
-            loss_name=cfg["loss"]["name"], needs_features=step_mod.needs_features, compiled=tr["compile"],
-        )  # fmt: skip
         if self.capture.mode == "compile":
             compile_step(step_mod)
         if dist.world > 1:
@@ -95,6 +99,7 @@ class _Trainer:
             f"{self.cfg['name']}: device {self.device}, precision {self.precision}, "
             f"{self.dist.world} process(es), torch {torch.__version__}; "
             f"{self.capture.line(self.cfg['train']['capture'])}"
+            + ("; loss compiled (torch.compile, fullgraph)" if self.loss_compiled else "")
         )
 
     def _graph_step(self) -> GraphStep:

@@ -1149,3 +1149,157 @@ def test_bench_lpl_counts_the_captured_loss_of_the_shipped_configs(monkeypatch):
     assert len(reused) == 1 and max(reused) <= 20, reused
     for r in rows.values():
         assert r["loss variation, loss run again"] >= r["non-view ops, forward"], r
+
+
+# ------------------------------------------------------------------ the compiled loss (compile_loss)
+def _lpl(name: str = "lpl", alpha: float = 0.1) -> nn.Module:
+    from lpl_train.losses import build_loss
+
+    return build_loss(name, num_classes=4, class_counts=[24, 24, 24, 24], epsilon=0.3, alpha=alpha)
+
+
+def _spy_steps(monkeypatch) -> list:
+    """The trainer's ``_Step`` objects, kept for the test to inspect."""
+    made = []
+
+    class Spy(TR._Step):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(TR, "_Step", Spy)
+    return made
+
+
+def test_compile_loss_key_validates():
+    assert make_cfg()["train"]["compile_loss"] is False
+    assert make_cfg(compile_loss=True)["train"]["compile_loss"] is True
+    for bad in ("yes", 1):
+        with pytest.raises(ConfigError, match=r"'train.compile_loss' has value .*expected boolean"):
+            make_cfg(compile_loss=bad)
+
+
+def test_compile_loss_refuses_a_feature_level_loss_and_keeps_the_state_dict_keys(tmp_path):
+    """A loss of features and classifier (ISDA) is refused when the step is built, naming the key; a
+    loss of logits gets its compiled callable outside the registered modules (compiled lazily: nothing
+    is compiled here), so checkpoints keep their keys."""
+    from lpl_train.engine.step import _Step
+    from lpl_train.losses import build_loss
+
+    from .test_engine import TinyNet
+
+    isda = build_loss("isda", num_classes=4)
+    with pytest.raises(ValueError, match=r"'train.compile_loss' is true but the loss ISDALoss"):
+        _Step(TinyNet(), isda, compiled=False, compile_loss=True)
+    with pytest.raises(ValueError, match=r"'train.compile_loss' is true but the loss ISDALoss"):
+        fit(make_cfg(epochs=1, compile_loss=True), tmp_path / "isda", log=print,
+            components=make_components(loss=build_loss("isda", num_classes=4)))  # fmt: skip
+    assert not (tmp_path / "isda").exists()  # refused before the run folder was written
+    for loss in (_lpl(), nn.CrossEntropyLoss()):
+        plain, compiled = (_Step(TinyNet(), loss, compiled=False, compile_loss=c)
+                           for c in (False, True))  # fmt: skip
+        assert compiled.compile_loss and not plain.compile_loss
+        assert list(compiled.state_dict()) == list(plain.state_dict())
+        assert [n for n, _ in compiled.named_modules()] == [n for n, _ in plain.named_modules()]
+    fast = _Step(TinyNet(), _lpl(), compiled=False, compile_loss=True)
+    assert fast._loss_call is None and fast._with_perturbed is not None  # LPL: the reuse path
+    ce = _Step(TinyNet(), nn.CrossEntropyLoss(), compiled=False, compile_loss=True)
+    assert ce._loss_call is not None and ce._with_perturbed is None
+
+
+def test_capture_compile_compiles_network_and_loss_together_without_a_second_loss_compilation(
+    tmp_path, monkeypatch
+):
+    """Under ``train.capture = "compile"`` the step's whole forward is compiled (``compile_step``, stood
+    in for here): ``compile_loss`` adds no separate compilation and the log line does not claim one; the
+    run trains as one without the key, bit for bit."""
+    cfg = make_cfg(epochs=1, compile_loss=True)
+    fit(make_cfg(epochs=1), tmp_path / "plain", components=make_components(loss=_lpl()), log=print)
+    made = _spy_steps(monkeypatch)
+    wrapped = []
+    monkeypatch.setattr(TR, "choose_capture",
+                        lambda *a, **k: CAP.CaptureChoice("compile", "forced by the test"))  # fmt: skip
+    monkeypatch.setattr(TR, "compile_step", wrapped.append)
+    lines = []
+    fit(cfg, tmp_path / "compile", components=make_components(loss=_lpl()), log=lines.append)
+    assert wrapped == made and len(made) == 1 and not made[0].compile_loss
+    assert lines[0].endswith("step: compile (train.capture = 'auto': forced by the test)"), lines[0]
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in
+              ("plain", "compile"))  # fmt: skip
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _assert_trained_alike(eager, compiled):
+    """Two run folders trained the same within float tolerance: losses, loss variation, weights; and
+    their checkpoints hold the same keys."""
+    for ra, rb in zip(read_metrics(eager), read_metrics(compiled), strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
+        va, vb = ra["loss_variation"], rb["loss_variation"]
+        assert vb["count"] == va["count"]
+        for key in ("relative_variation", "loss", "perturbed_loss"):
+            assert vb[key] == pytest.approx(va[key], rel=1e-5, abs=1e-6), key
+    ca, cb = (load_checkpoint(d / "checkpoint.pt") for d in (eager, compiled))
+    assert list(cb["loss"]) == list(ca["loss"]) and list(cb["model"]) == list(ca["model"])
+    for k in ca["model"]:
+        torch.testing.assert_close(cb["model"][k], ca["model"][k], rtol=1e-5, atol=1e-6)
+
+
+# (torch.jit's deprecation warnings, on importing torch.compile)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_compiled_loss_trains_as_the_eager_one_in_the_eager_and_the_captured_step(
+    tmp_path, monkeypatch
+):
+    """``train.compile_loss``: LPL through the eager step and LA + LPL through the captured path (the
+    stand-in graph API) with the loss compiled train as the eager loss does: the same losses, loss
+    variation (from the compiled loss's perturbed logits) and weights within float tolerance, not bit
+    for bit (the compiled loss runs the static inner loop, its arithmetic fused). Both compile the same
+    ``forward_with_perturbed``; with dynamo's limit at one entry per code object they would collide (a
+    hard error under fullgraph) unless each step compiles through a code object of its own, as a
+    sweep's runs in one process need."""
+    import torch._dynamo.config as dynamo_config
+    from torch._dynamo.utils import counters
+
+    made = _spy_steps(monkeypatch)
+    cfg = make_cfg(epochs=2, loss_variation=True, loss_variation_every=2)
+    compiled = make_cfg(epochs=2, loss_variation=True, loss_variation_every=2, compile_loss=True)
+    graphs = []
+    for name in ("lpl", "la_lpl"):
+        fit(cfg, tmp_path / f"{name}-eager", log=print,
+            components=make_components(loss=_lpl(name), dropout=0.0))  # fmt: skip
+        if name == "la_lpl":  # through the captured path from here on
+            graphs = _force_graph(monkeypatch)
+        before, lines = counters["stats"]["unique_graphs"], []
+        with dynamo_config.patch(recompile_limit=1):
+            fit(compiled, tmp_path / f"{name}-compiled", log=lines.append,
+                components=make_components(loss=_lpl(name), dropout=0.0))  # fmt: skip
+        assert counters["stats"]["unique_graphs"] > before  # compiled when first called
+        assert made[-1].compile_loss and made[-1]._with_perturbed is not None
+        assert lines[0].endswith("; loss compiled (torch.compile, fullgraph)"), lines[0]
+        _assert_trained_alike(tmp_path / f"{name}-eager", tmp_path / f"{name}-compiled")
+    assert "step: graph (train.capture = 'auto': forced by the test); loss compiled" in lines[0]
+    assert len(graphs) == 1 and graphs[0].recordings == 1
+    assert graphs[0].replays == 2 * 6 - graphs[0].eager_steps
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_run_with_the_compiled_loss_resumes_bit_exact_and_only_with_it(tmp_path):
+    """Killed after an epoch and resumed, a run with the compiled loss ends as the uninterrupted one, bit
+    for bit; resuming it with ``train.compile_loss = false`` (which changes the rounding) is refused,
+    naming the key."""
+    from lpl_train.engine import ConfigMismatch
+
+    cfg = make_cfg(epochs=3, loss_variation=True, loss_variation_every=4, compile_loss=True)
+    fit(cfg, tmp_path / "whole", components=make_components(loss=_lpl()), log=print)
+    fit(cfg, tmp_path / "cut", components=make_components(loss=_lpl()), stop_after_epoch=1,
+        log=print)  # fmt: skip
+    with pytest.raises(ConfigMismatch, match=r"train\.compile_loss \(True → False\)"):
+        fit(make_cfg(epochs=3, loss_variation=True, loss_variation_every=4), tmp_path / "cut",
+            components=make_components(loss=_lpl()), resume=True, log=print)  # fmt: skip
+    fit(cfg, tmp_path / "cut", components=make_components(loss=_lpl()), resume=True, log=print)
+    a, b = (read_metrics(tmp_path / k) for k in ("whole", "cut"))
+    drop = ("train_time_s", "images_per_s")
+    assert len(a) == 3 and [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+    ]
+    wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("whole", "cut"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

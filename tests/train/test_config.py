@@ -335,7 +335,7 @@ def test_every_default_of_the_schema():
                                "factors": [], "warmup_epochs": 0, "warmup_iters": 0,
                                "warmup_start_factor": 0.0}  # fmt: skip
     assert cfg["train"] == {"seed": 0, "device": "auto", "amp": "auto", "channels_last": "auto",
-                            "compile": False, "progress": True, "eval_every": 1,
+                            "compile": False, "compile_loss": False, "progress": True, "eval_every": 1,
                             "loss_variation": True, "loss_variation_every": 10, "capture": "auto",
                             "sync_batchnorm": False, "tensorboard": False}  # fmt: skip
     assert cfg["model"] == {"name": "fmnist_cnn", "params": {}}
