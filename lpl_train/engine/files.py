@@ -200,14 +200,28 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def config_differences(stored: str, requested: str) -> list[str]:
     """The dotted keys in which two config TOML texts differ (``stored → requested``), volatile keys and
-    the ``[run]`` provenance table left out."""
+    the ``[run]`` provenance table left out. A key of the config schema that the stored config lacks (it was
+    written before the key existed) stands for the key's default, which is how that run was trained: it is a
+    difference only where the requested value is not that default. Keys of the free-form tables (``params``)
+    have no default: one that only one side has is a difference."""
     a, b = (flatten_keys(tomllib.loads(t)) for t in (stored, requested))
+    for k, v in _schema_defaults().items():
+        if k not in a and k in b and b[k] == v:
+            a[k] = v
     keys = sorted(
         k
         for k in a.keys() | b.keys()
         if k not in VOLATILE_KEYS and not k.startswith("run.") and a.get(k, ...) != b.get(k, ...)
     )
     return [f"{k} ({a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r})" for k in keys]
+
+
+def _schema_defaults() -> dict[str, Any]:
+    """``section.key`` → default of every key the config schema gives a default to."""
+    from lpl_train.config import SCHEMA
+
+    return {f"{sec}.{key}": spec[1] for sec, keys in SCHEMA.items() for key, spec in keys.items()
+            if spec[1] is not None}  # fmt: skip
 
 
 def finite_or_none(obj: Any) -> Any:

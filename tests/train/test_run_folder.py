@@ -718,6 +718,24 @@ def test_config_differences_leave_out_provenance_and_volatile_keys():
     }
 
 
+def test_a_schema_key_added_after_a_run_was_written_stands_for_its_default():
+    """A run folder written before ``train.compile_loss`` existed was trained with the key's default: a
+    requested config that leaves it at its default resumes, one that sets it otherwise is refused."""
+    from lpl_train.config import SCHEMA
+    from lpl_train.engine.files import config_differences
+
+    assert SCHEMA["train"]["compile_loss"][1] is False
+    stored = "[train]\nseed = 0\n"
+    assert config_differences(stored, "[train]\nseed = 0\ncompile_loss = false\n") == []
+    assert config_differences(stored, "[train]\nseed = 0\ncompile_loss = true\n") == [
+        "train.compile_loss ('<absent>' → True)"
+    ]
+    # a schema key the requested config lacks is still a difference (nothing here writes such a config)
+    assert config_differences("[train]\ncompile_loss = false\n", "[train]\n") == [
+        "train.compile_loss (False → '<absent>')"
+    ]
+
+
 def test_config_differences_name_a_key_that_only_one_config_has():
     """A parameter added on resume (absent from the checkpoint's config) is a difference, as is one
     dropped: params tables have no fixed keys, so both sides' keys are compared."""
