@@ -18,11 +18,15 @@ epochs' rates instead, whether or not those epochs overlapped in time.)
 The runs' folders go into a fresh ``runs-*`` folder under ``--out``, so the check can be run again into it.
 
     python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b] [--compile]
-                                   [--mps off|auto|on]
+                                   [--compile-loss] [--mps off|auto|on]
 
 ``--compile`` adds the step under ``train.capture = "compile"`` (``torch.compile(mode="reduce-overhead")`` of
 network and loss, which fuses each step of LPL's inner loop) for CE and LPL; its compilation is not timed
 (the last epoch is), but it takes minutes of the run's wall time, so it is off by default.
+
+``--compile-loss`` adds LPL in the captured step with ``train.compile_loss = true`` (the loss alone through
+``torch.compile``, its inner loop fused, inside the recorded step) and the ratio LPL/CE with it; each run
+compiles its loss in its warm-up steps (untimed, seconds to a minute of wall time).
 
 ``--mps`` (default ``auto``): after the N concurrent runs, the same N runs again as clients of a private NVIDIA
 MPS daemon (``lpl_train.engine.mps``, as ``lpl-train sweep --mps``), where one starts and a CUDA process
@@ -175,9 +179,10 @@ def _sync(dev: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------------------- engine
-def engine_run(s: Setting, capture: str, out: Path) -> dict[str, Any]:
-    """``engine.fit`` with ``train.capture = capture`` and the setting's loss-variation measurement;
-    images/s of the last epoch, and the step mode the engine chose (its log line)."""
+def engine_run(s: Setting, capture: str, out: Path, compile_loss: bool = False) -> dict[str, Any]:
+    """``engine.fit`` with ``train.capture = capture``, ``train.compile_loss`` and the setting's
+    loss-variation measurement; images/s of the last epoch, and the step mode the engine chose (its log
+    line; ``+loss compiled`` where the loss was compiled)."""
     from lpl_train.config import validate_config
     from lpl_train.data import TensorData, make_loader
     from lpl_train.engine import Components, fit, read_metrics
@@ -195,7 +200,8 @@ def engine_run(s: Setting, capture: str, out: Path) -> dict[str, Any]:
         "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4},
         "schedule": {"epochs": s.epochs, "kind": "cosine"},
         "train": {"device": s.device, "amp": s.amp if s.amp == "bf16" else "off", "capture": capture,
-                  "progress": False, "eval_every": s.epochs, **s.loss_variation},
+                  "compile_loss": compile_loss, "progress": False, "eval_every": s.epochs,
+                  **s.loss_variation},
     })  # fmt: skip
     torch.manual_seed(0)
     comps = Components(
@@ -210,6 +216,8 @@ def engine_run(s: Setting, capture: str, out: Path) -> dict[str, Any]:
     fit(cfg, out, components=comps, log=lines.append)
     recs = read_metrics(out)
     mode = next((ln.split("step: ", 1)[1].split(" ", 1)[0] for ln in lines if "step: " in ln), "?")
+    if any("; loss compiled" in ln for ln in lines):
+        mode += "+loss compiled"
     return {"images_per_s": recs[-1]["images_per_s"], "mode": mode, "loss": recs[-1]["train_loss"],
             "images": sum(r["images_per_s"] * r["train_time_s"] for r in recs)}  # fmt: skip
 
@@ -264,6 +272,8 @@ def _measure(s: Setting, kind: str, out: Path, jobs: int = 1) -> dict[str, Any]:
             return bare_loop(s)
         if kind.startswith("x"):
             return concurrent(s, "graph", jobs, out)
+        if kind == "engine graph, loss compiled":
+            return engine_run(s, "graph", out, compile_loss=True)
         return engine_run(
             s, {"engine eager": "off", "engine compile": "compile"}.get(kind, "graph"), out
         )
@@ -287,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-params", default="{}", help="JSON keyword arguments for every model")
     p.add_argument(
         "--compile", action="store_true", help='also the step under train.capture = "compile"'
+    )
+    p.add_argument(
+        "--compile-loss",
+        action="store_true",
+        help="also LPL in the captured step with train.compile_loss = true",
     )
     p.add_argument("--mps", choices=("off", "auto", "on"), default="auto",
                    help="the N concurrent runs again as clients of a private MPS daemon (auto: where it "
@@ -321,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("bare", "engine eager", "engine graph") + (("engine compile",) if a.compile else ())
     for model in models:
         variants = [(f"{loss} {kind}", loss, kind) for loss in ("ce", "lpl") for kind in kinds]
+        if a.compile_loss:  # CE's loss is two kernels: only LPL's is worth compiling alone
+            variants.append(
+                ("lpl engine graph, loss compiled", "lpl", "engine graph, loss compiled")
+            )
         got: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
         setting = {loss: shipped_setting(model, loss, n_train, batch, epochs, device, amp, model_params)
                    for loss in ("ce", "lpl")}  # fmt: skip
@@ -332,9 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(repeats):
             for name, loss, kind in variants:
                 s = setting[loss]
-                res = _measure(s, kind, runs / f"{model}_{loss}_{kind.split()[-1]}_r{r}")
+                tag = kind.replace(",", "").replace(" ", "_")
+                res = _measure(s, kind, runs / f"{model}_{loss}_{tag}_r{r}")
                 got[name].append(res)
-                print(f"{model:9s} {name:18s} r{r} {res['images_per_s']:9.0f} img/s ({res['mode']})",
+                print(f"{model:9s} {name:31s} r{r} {res['images_per_s']:9.0f} img/s ({res['mode']})",
                       flush=True)  # fmt: skip
         s = setting["lpl"]
         if model == models[0]:
@@ -378,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             "graph/eager (CE)": med["ce engine graph"] / med["ce engine eager"],
             "graph/eager (LPL)": med["lpl engine graph"] / med["lpl engine eager"],
         }
+        if a.compile_loss:
+            ratios["LPL/CE step time (graph, LPL's loss compiled)"] = (
+                med["ce engine graph"] / med["lpl engine graph, loss compiled"]
+            )
         if a.compile:
             ratios["LPL/CE step time (compile)"] = (
                 med["ce engine compile"] / med["lpl engine compile"]

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Everything a GPU session runs, in one call that fits the device tool's 10-minute command limit: the
 # CUDA-only tests (the steady training step never synchronises; CUDA and CPU losses agree), then
-# benchmarks/gpu_check.sh for ResNet-32 and ResNet-110 (about 2 minutes by estimate; WRN-28-10 and
-# --compile are for a second call), then benchmarks/gpu_longtail.sh with the time that is left (its 2-epoch
-# probe decides whether the 200-epoch protocol fits). Only the summaries land in OUT (7 files: three logs,
+# benchmarks/gpu_check.sh for ResNet-32 and ResNet-110, one repeat, with LPL's loss also compiled alone in the
+# captured step and the concurrent runs with and without MPS (2 repeats without those took 140 s on an
+# H200; WRN-28-10 and --compile are for another call), then benchmarks/gpu_longtail.sh with the time that is
+# left, under MPS where it starts (its 3-epoch probe decides whether the 200-epoch protocol fits). Only the summaries land in OUT (7 files: three logs,
 # two JSON, two Markdown tables); the run folders stay in a scratch folder.
 #
 #   benchmarks/gpu_device_run.sh [OUT]       # OUT defaults to $OUT (the device tool's), else ./gpu_out
 #
 # Environment: LIMIT_S (default 570: seconds the whole script may take), LPL_LONGTAIL_DATA (default
-# .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110"; "" for all three
-# networks), GPU_LONGTAIL_ARGS (more arguments of gpu_longtail.py, e.g. "--first-seed 1 --seeds 1 --include
+# .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110 --compile-loss --repeats 1";
+# "" for all three networks, 2 repeats, without the compiled loss), GPU_LONGTAIL_ARGS (more arguments of gpu_longtail.py, e.g. "--first-seed 1 --seeds 1 --include
 # benchmarks/results/2026-11-29-h200/gpu_longtail.json" for the next wave of seeds), CUDA_TESTS_S (default
 # 150), GPU_CHECK_QUICK / GPU_LONGTAIL_QUICK (shortened, for a CPU).
 set -uo pipefail
@@ -25,7 +26,8 @@ PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "${CUDA_TESTS_S:-150}" "$PY
     -p no:cacheprovider -o addopts="" tests/train/test_cuda_steps.py \
     tests/train/test_lpl_loss.py::test_cuda_matches_cpu 2>&1 | tee "$DEST/cuda_tests.log"
 tests_rc=${PIPESTATUS[0]}
-if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then default_args=""; else default_args="--models resnet32,resnet110"; fi
+if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then default_args=""; else
+    default_args="--models resnet32,resnet110 --compile-loss --repeats 1"; fi
 read -r -a check_args <<< "${GPU_CHECK_ARGS-$default_args}"
 benchmarks/gpu_check.sh "$WORK/check" "${check_args[@]}" 2>&1 | tee "$DEST/gpu_check.log"
 check_rc=${PIPESTATUS[0]}

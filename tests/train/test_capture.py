@@ -961,7 +961,8 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
 
     gc = load_benchmark("gpu_check", monkeypatch)
     rates = {("ce", "bare"): 100.0, ("ce", "off"): 50.0, ("ce", "graph"): 80.0, ("ce", "compile"): 90.0,
-             ("lpl", "bare"): 90.0, ("lpl", "off"): 40.0, ("lpl", "graph"): 76.0, ("lpl", "compile"): 81.0}  # fmt: skip
+             ("lpl", "bare"): 90.0, ("lpl", "off"): 40.0, ("lpl", "graph"): 76.0, ("lpl", "compile"): 81.0,
+             ("lpl", "graph+cl"): 78.0}  # fmt: skip
     calls: list = []
 
     def measured(s, what):
@@ -972,7 +973,8 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
         return {"images_per_s": rates[s.loss, what] * (1, 6, 2)[rep - 1], "mode": what}
 
     monkeypatch.setattr(gc, "bare_loop", lambda s: measured(s, "bare"))
-    monkeypatch.setattr(gc, "engine_run", lambda s, capture, out: measured(s, capture))
+    monkeypatch.setattr(gc, "engine_run", lambda s, capture, out, compile_loss=False: measured(
+        s, capture + ("+cl" if compile_loss else "")))  # fmt: skip
     import contextlib
     import os
 
@@ -993,7 +995,8 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
 
     monkeypatch.setattr(gc, "concurrent", concurrent)
     monkeypatch.setattr(M, "mps_server", mps_server)
-    args = ["--quick", "--models", "fmnist_cnn", "--repeats", "3", "--jobs", "3", "--compile"]
+    args = ["--quick", "--models", "fmnist_cnn", "--repeats", "3", "--jobs", "3", "--compile",
+            "--compile-loss"]  # fmt: skip
     fail = False
     assert gc.main([*args, "--out", str(tmp_path / "ok")]) == 0
     res = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
@@ -1004,6 +1007,7 @@ def test_gpu_check_ratios_are_of_medians_and_a_failed_measurement_fails_the_chec
         "engine/bare (CE, eager)": 0.5, "LPL/CE step time (eager)": 50 / 40,
         "LPL/CE step time (graph)": 80 / 76, "graph/eager (CE)": 1.6, "graph/eager (LPL)": 1.9,
         "LPL/CE step time (compile)": 90 / 81, "compile/graph (LPL)": 81 / 76,
+        "LPL/CE step time (graph, LPL's loss compiled)": 80 / 78,
         "3 concurrent/one (LPL graph)": 456 / 100,
         "3 concurrent/one (LPL graph, MPS)": 912 / 100})  # fmt: skip
     assert res["info"]["mps"] == "MPS: on (a stand-in daemon)"
@@ -1095,17 +1099,23 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     assert "| fmnist_cnn | lpl engine graph | eager |" in md
     assert "- fmnist_cnn: no shipped config (fmnist_cnn" in md
     assert res["info"]["settings"]["fmnist_cnn"]["lpl"] == gc.LPL
-    # --compile adds the compiled step (on a CPU it falls back to eager, and says so)
-    assert gc.main([*args, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    # --compile adds the compiled step (on a CPU it falls back to eager, and says so); --compile-loss the
+    # captured step with the loss compiled alone (on a CPU: eager, and the loss really compiled)
+    args += ["--compile", "--compile-loss", "--out", str(tmp_path / "compiled")]
+    assert gc.main(args) == 0
     res = json.loads((tmp_path / "compiled" / "gpu_check.json").read_text())
     rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
-    assert {"ce engine compile", "lpl engine compile"} <= set(rows)
+    assert {"ce engine compile", "lpl engine compile", "lpl engine graph, loss compiled"} <= set(
+        rows
+    )
     assert (
         rows["lpl engine compile"]["mode"] == "eager"
         and rows["lpl engine compile"]["images_per_s"] > 0
     )
+    assert rows["lpl engine graph, loss compiled"]["mode"] == "eager+loss compiled"
     ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
-    assert {"LPL/CE step time (compile)", "compile/graph (LPL)"} <= set(ratios)
+    assert {"LPL/CE step time (compile)", "compile/graph (LPL)",
+            "LPL/CE step time (graph, LPL's loss compiled)"} <= set(ratios)  # fmt: skip
     s = gc.Setting("fmnist_cnn", "lpl", 32, 16, 1, "cpu", "off", {})
     assert (
         pickle.loads(pickle.dumps(gc.SyntheticRunner(s, "graph"))).setting == s

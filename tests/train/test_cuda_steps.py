@@ -102,18 +102,20 @@ def test_cuda_evaluation_sums_on_the_device_and_reads_once(multi_label: bool):
         assert on_gpu[k] == (v if v is None else pytest.approx(v, rel=1e-6)), k
 
 
-@pytest.mark.parametrize("loss_name", ["ce", "ldam", "lpl"])
-def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_name: str):
+@pytest.mark.parametrize("case", ["ce", "ldam", "lpl", "lpl_compiled"])
+def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, case: str):
     """Two epochs through ``fit`` with the captured step: after the warm-up and the recording, no step of
     either epoch (loader, copy into the static buffers, replay, device-side metrics, the loss variation of
     every 3rd step) synchronises. The step
     is recorded once, so LDAM's DRW weights, switched on for the 2nd epoch, must reach the replays through
-    their buffer: the run's losses follow an eager run's."""
+    their buffer: the run's losses follow an eager run's. ``lpl_compiled``: LPL with
+    ``train.compile_loss`` (inductor's kernels recorded in the step), against the eager uncompiled loss."""
     from lpl_train.config import validate_config
     from lpl_train.engine import Components, fit, read_metrics
     from lpl_train.losses import build_loss
     from lpl_train.models import build_model
 
+    loss_name, compiled = case.removesuffix("_compiled"), case.endswith("_compiled")
     data = _data(n=384)
     counts = torch.bincount(data.targets, minlength=10).tolist()
     # LDAM with DRW from the 2nd epoch: its weights change between epochs of one recording
@@ -127,7 +129,7 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_na
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"epochs": 2, "kind": "cosine"},
         "train": {"device": "cuda", "amp": "bf16", "capture": "graph", "progress": False,
-                  "loss_variation": True, "loss_variation_every": 3},
+                  "loss_variation": True, "loss_variation_every": 3, "compile_loss": compiled},
     })  # fmt: skip
 
     def components(train):
@@ -145,9 +147,10 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, loss_na
     lines: list[str] = []
     fit(cfg, tmp_path / "graph", components=components(train), log=lines.append)
     assert any("step: graph" in s for s in lines), lines
+    assert any("; loss compiled" in s for s in lines) == compiled, lines
     assert train.checked == 2 * (len(train) - 5)  # every step after the warm-up of both epochs
     graphed = [r["train_loss"] for r in read_metrics(tmp_path / "graph")]
-    eager_cfg = {**cfg, "train": {**cfg["train"], "capture": "off"}}
+    eager_cfg = {**cfg, "train": {**cfg["train"], "capture": "off", "compile_loss": False}}
     loader = make_loader(data, 32, True, "crop_flip", "cuda", drop_last=True)
     fit(eager_cfg, tmp_path / "eager", components=components(loader), log=lines.append)
     eager = [r["train_loss"] for r in read_metrics(tmp_path / "eager")]
