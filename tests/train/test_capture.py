@@ -1273,13 +1273,15 @@ def test_the_compiled_loss_trains_as_the_eager_one_in_the_eager_and_the_captured
     cfg = make_cfg(epochs=2, loss_variation=True, loss_variation_every=2)
     compiled = make_cfg(epochs=2, loss_variation=True, loss_variation_every=2, compile_loss=True)
     graphs = []
+    # dynamo's limit of compiled entries per code object (named cache_size_limit before torch 2.6)
+    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     for name in ("lpl", "la_lpl"):
         fit(cfg, tmp_path / f"{name}-eager", log=print,
             components=make_components(loss=_lpl(name), dropout=0.0))  # fmt: skip
         if name == "la_lpl":  # through the captured path from here on
             graphs = _force_graph(monkeypatch)
         before, lines = counters["stats"]["unique_graphs"], []
-        with dynamo_config.patch(recompile_limit=1):
+        with dynamo_config.patch(**{limit: 1}):
             fit(compiled, tmp_path / f"{name}-compiled", log=lines.append,
                 components=make_components(loss=_lpl(name), dropout=0.0))  # fmt: skip
         assert counters["stats"]["unique_graphs"] > before  # compiled when first called
