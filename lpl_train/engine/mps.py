@@ -70,7 +70,7 @@ def mps_server(
     needed: bool = True,
     control: str = CONTROL,
     probe: Sequence[str] | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float = 60.0,
     log: Callable[[str], None] = print,
     system_pipe_dir: Path | None = None,
 ) -> Iterator[MPSStatus]:
