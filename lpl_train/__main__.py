@@ -29,6 +29,7 @@ Errors are one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -235,7 +236,8 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     runner = ConfigRunner(
         quiet=a.quiet or a.jobs > 1
     )  # no interleaved progress bars from N processes
-    with mps_server(a.mps, needed=a.jobs > 1 and not a.dry_run):
+    # a dry run trains nothing: no daemon to start (and no MPS line to print)
+    with contextlib.nullcontext() if a.dry_run else mps_server(a.mps, needed=a.jobs > 1):
         done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run)
     if a.dry_run:
         return 0

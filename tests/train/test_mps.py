@@ -183,6 +183,9 @@ def test_sweep_runs_its_workers_under_mps_and_stops_the_daemon(fake, tmp_path, m
     assert not (tmp_path / "refused").exists()
     assert main([*args[:-2], "--out", str(tmp_path / "one"), "--mps", "on"]) == 0
     assert "MPS: off (one run at a time: nothing to share)" in capsys.readouterr().out
+    # a dry run starts nothing, even with --mps on and a daemon that would fail
+    assert main([*args, "--out", str(tmp_path / "dry"), "--mps", "on", "--dry-run"]) == 0
+    assert "MPS" not in capsys.readouterr().out and not (tmp_path / "dry").exists()
 
 
 def test_sigterm_inside_stops_the_daemon_on_the_way_out(fake, tmp_path):
