@@ -8,12 +8,15 @@ different processes run on the device at the same time.
 
 :func:`mps_server` starts a private MPS control daemon (``nvidia-cuda-mps-control -d``, its pipe and log
 folders in a fresh temporary folder, named to the child processes by ``CUDA_MPS_PIPE_DIRECTORY`` and
-``CUDA_MPS_LOG_DIRECTORY`` in ``os.environ``), checks that a CUDA process can compute through it, and stops
-it (``quit``) when the context ends, normally, on an error or on SIGTERM. It changes no setting of the device (compute
-mode, clocks, MIG): the daemon is an ordinary user process, and processes outside the context are not its
-clients. Where an MPS daemon already serves this environment (``CUDA_MPS_PIPE_DIRECTORY`` set, or the
-system's default pipe folder ``/tmp/nvidia-mps`` present), the runs are its clients already: nothing is
-started or stopped.
+``CUDA_MPS_LOG_DIRECTORY`` in ``os.environ``), checks it (a CUDA process computes, and the daemon then
+lists a running server: a client that cannot reach a daemon runs without MPS, so the computation alone
+proves nothing), and stops it (``quit``) when the context ends: normally, on an error, on Ctrl-C or SIGTERM,
+also while it is being started or checked. It changes no setting of the device (compute mode, clocks, MIG):
+the daemon is an ordinary user process, in a session of its own, and processes outside the context are not
+its clients. Where an MPS daemon already serves this environment (``CUDA_MPS_PIPE_DIRECTORY`` set, or the
+system's default pipe folder ``/tmp/nvidia-mps`` present), it is checked the same way and the runs are its
+clients: nothing is started or stopped (a folder or a variable left by a daemon that is gone counts as no
+daemon).
 
 Modes: ``"off"`` (nothing), ``"auto"`` (MPS where it starts and works, else the runs time-slice and the
 reason is logged), ``"on"`` (MPS or an error). Worker processes must be started inside the context (the
@@ -90,18 +93,21 @@ def mps_server(
     if mode not in MPS_MODES:
         raise ValueError(f"MPS mode must be one of {', '.join(MPS_MODES)}; got {mode!r}")
     system = SYSTEM_PIPE_DIR if system_pipe_dir is None else system_pipe_dir
-    status, env, tmp = _start(mode, needed, control, probe, timeout_s, system)
-    log(status.line())
+    # SIGTERM raises SystemExit from here on, so a daemon being started or probed is stopped too
+    term = _exit_on_sigterm() if mode != "off" and needed else None
+    status: MPSStatus | None = None
+    env: dict[str, str] = {}
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    term = _exit_on_sigterm() if status.started else None
     try:
+        status, env = _start(mode, needed, control, probe, timeout_s, system)
+        log(status.line())
         if status.started:
             os.environ.update({k: env[k] for k in ENV_KEYS})
         yield status
     finally:
         if term is not None:
             signal.signal(signal.SIGTERM, term)
-        if status.started:
+        if status is not None and status.started:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -110,8 +116,7 @@ def mps_server(
             stopped = _stop(control, env, timeout_s)
             if stopped:
                 log(f"MPS: {stopped}")
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(env["_LPL_MPS_TMP"], ignore_errors=True)
 
 
 def _start(
@@ -121,51 +126,95 @@ def _start(
     probe: Sequence[str] | None,
     timeout_s: float,
     system_pipe_dir: Path,
-) -> tuple[MPSStatus, dict[str, str], Path | None]:
-    """(status, the daemon's environment, the temporary folder to remove at the end or None)."""
+) -> tuple[MPSStatus, dict[str, str]]:
+    """(status, the started daemon's environment, with its temporary folder under ``_LPL_MPS_TMP``)."""
     if mode == "off":
-        return MPSStatus(False, False, "--mps off"), {}, None
+        return MPSStatus(False, False, "--mps off"), {}
     if not needed:
-        return MPSStatus(False, False, "one run at a time: nothing to share"), {}, None
-    if os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
-        why = f"a daemon serves CUDA_MPS_PIPE_DIRECTORY={os.environ['CUDA_MPS_PIPE_DIRECTORY']}"
-        return MPSStatus(True, False, why), {}, None
-    if system_pipe_dir.exists():
-        return MPSStatus(True, False, f"the system's daemon serves {system_pipe_dir}"), {}, None
+        return MPSStatus(False, False, "one run at a time: nothing to share"), {}
     exe = shutil.which(control)
+    theirs = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")
+    if theirs or system_pipe_dir.exists():
+        # a daemon that serves this environment already: its clients are ours; checked, not started
+        where = f"CUDA_MPS_PIPE_DIRECTORY={theirs}" if theirs else str(system_pipe_dir)
+        if exe is None:
+            return _refused(mode, f"a daemon at {where} cannot be checked: {control} is not on "
+                            "PATH"), {}  # fmt: skip
+        failed = _check(exe, dict(os.environ), probe, timeout_s)
+        if failed:
+            return _refused(mode, f"the daemon at {where} does not serve: {failed}"), {}
+        return MPSStatus(True, False, f"the daemon at {where} serves"), {}
     if exe is None:
-        return _refused(mode, f"{control} is not on PATH; the runs time-slice the GPU"), {}, None
+        return _refused(mode, f"{control} is not on PATH; the runs time-slice the GPU"), {}
     # a short folder: the daemon's pipes are Unix sockets, whose paths may not exceed ~100 bytes
     tmp = Path(tempfile.mkdtemp(prefix="lpl-mps-", dir="/tmp" if Path("/tmp").is_dir() else None))
-    env = dict(os.environ)
-    env["CUDA_MPS_PIPE_DIRECTORY"] = str(tmp / "pipe")
-    env["CUDA_MPS_LOG_DIRECTORY"] = str(tmp / "log")
+    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(tmp / "pipe"),
+           "CUDA_MPS_LOG_DIRECTORY": str(tmp / "log"), "_LPL_MPS_CONTROL": exe,
+           "_LPL_MPS_TMP": str(tmp)}  # fmt: skip
     for k in ENV_KEYS:
         Path(env[k]).mkdir()
+    started = False
     try:
-        res = subprocess.run(
-            [exe, "-d"], env=env, capture_output=True, text=True, timeout=timeout_s
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return _refused(mode, f"{control} -d did not start: {_one_line(exc)}"), {}, None
-    if res.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        why = f"{control} -d exited {res.returncode}: {_one_line(res.stderr or res.stdout)}"
-        return _refused(mode, why), {}, None
-    env["_LPL_MPS_CONTROL"] = exe
+        # the daemon forks and keeps running: its output goes to a file, never to a pipe this process
+        # would wait on, and it leaves this process's session (a Ctrl-C here does not reach it)
+        with open(tmp / "log" / "start.txt", "w+") as out:
+            try:
+                res = subprocess.run([exe, "-d"], env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=out, timeout=timeout_s, start_new_session=True)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                started = isinstance(exc, subprocess.TimeoutExpired)  # it may be running: stop it
+                raise _StartFailed(f"{control} -d did not start: {_one_line(exc)}") from None
+            out.seek(0)
+            if res.returncode != 0:
+                why = f"{control} -d exited {res.returncode}: {_one_line(out.read())}"
+                raise _StartFailed(why)
+        started = True
+        failed = _check(exe, env, probe, timeout_s)
+        if failed:
+            raise _StartFailed(failed)
+    except _StartFailed as exc:
+        _clean_up(started, control, env, tmp, timeout_s)
+        return _refused(mode, str(exc)), {}
+    except BaseException:  # Ctrl-C, SIGTERM: stop what was started, then go on stopping
+        _clean_up(started, control, env, tmp, timeout_s)
+        raise
+    return MPSStatus(True, True, f"a private daemon in {tmp}, stopped when the runs end"), env
+
+
+class _StartFailed(Exception):
+    """The daemon did not start or does not serve (the message says why)."""
+
+
+def _clean_up(
+    started: bool, control: str, env: dict[str, str], tmp: Path, timeout_s: float
+) -> None:
+    if started:
+        _stop(control, env, timeout_s)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check(exe: str, env: dict[str, str], probe: Sequence[str] | None, timeout_s: float) -> str:
+    """ "" where a CUDA process computes with ``env`` and the daemon then lists a running MPS server (a
+    client that cannot reach the daemon runs without MPS, so the probe alone proves nothing); else why
+    not."""
     cmd = list(probe) if probe is not None else [sys.executable, "-c", PROBE]
     try:
         got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-        ok, detail = PROBE_OUT in got.stdout, _one_line(got.stderr or got.stdout)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        ok, detail = False, _one_line(exc)
-    if not ok:
-        _stop(exe, env, timeout_s)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return _refused(mode, f"a CUDA process could not compute through it ({detail})"), {}, None
-    why = f"a private daemon in {tmp}, stopped when the runs end"
-    return MPSStatus(True, True, why), env, tmp
+        return f"a CUDA process could not compute through it ({_one_line(exc)})"
+    if PROBE_OUT not in got.stdout:
+        return (
+            f"a CUDA process could not compute through it ({_one_line(got.stderr or got.stdout)})"
+        )
+    try:
+        listed = subprocess.run([exe], input="get_server_list\n", env=env, capture_output=True,
+                                text=True, timeout=timeout_s)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"get_server_list failed ({_one_line(exc)})"
+    if listed.returncode != 0 or not any(w.isdigit() for w in listed.stdout.split()):
+        return (f"it lists no MPS server after a CUDA process ran "
+                f"({_one_line(listed.stderr or listed.stdout)})")  # fmt: skip
+    return ""
 
 
 def _exit_on_sigterm() -> Any:

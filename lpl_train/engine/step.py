@@ -20,7 +20,7 @@ class _Step(nn.Module):
     ``compiled``: the network through ``torch.compile`` (``train.compile``). ``compile_loss``: the loss
     alone through ``torch.compile(fullgraph=True, dynamic=False)`` (``train.compile_loss``; LPL and LA + LPL
     through their ``forward_with_perturbed``, any other loss of logits as the module call); refused for a
-    feature-level loss. Neither compiled callable is a registered submodule: the state_dict keys are
+    feature-level loss and for a loss marked ``compilable = False`` (DisturbLabel). Neither compiled callable is a registered submodule: the state_dict keys are
     those of the plain network and loss."""
 
     def __init__(
@@ -35,6 +35,11 @@ class _Step(nn.Module):
                 f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} works on "
                 "the features and the classifier (needs_features): only a loss of logits is compiled "
                 "alone; set train.compile_loss = false"
+            )
+        if compile_loss and getattr(loss, "compilable", True) is False:
+            raise ValueError(
+                f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} cannot be "
+                "compiled whole (it reads values on the host every step); set train.compile_loss = false"
             )
         self.compile_loss = compile_loss
         # decided once, outside any compiled or recorded region (a hook registered on the loss after the

@@ -37,6 +37,9 @@ class DisturbLabelLoss(_ReprMixin, nn.Module):
     """
 
     _repr_fields = ("alpha", "seed")
+    #: ``torch.compile(fullgraph=True)`` cannot trace it (``train.compile_loss`` refuses it): each step's
+    #: labels come from a CPU generator seeded from the step counter, read on the host
+    compilable = False
 
     def __init__(self, alpha: float = 0.1, seed: int = 0, reduction: str = "mean") -> None:
         super().__init__()

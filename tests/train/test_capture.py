@@ -1219,6 +1219,11 @@ def test_compile_loss_refuses_a_feature_level_loss_and_keeps_the_state_dict_keys
         fit(make_cfg(epochs=1, compile_loss=True), tmp_path / "isda", log=print,
             components=make_components(loss=build_loss("isda", num_classes=4)))  # fmt: skip
     assert not (tmp_path / "isda").exists()  # refused before the run folder was written
+    # DisturbLabel draws each step's labels from a generator seeded on the host: it cannot be traced
+    with pytest.raises(ValueError, match=r"the loss DisturbLabelLoss cannot be compiled whole"):
+        fit(make_cfg(epochs=1, compile_loss=True), tmp_path / "disturb", log=print,
+            components=make_components(loss=build_loss("disturb_label", num_classes=4)))  # fmt: skip
+    assert not (tmp_path / "disturb").exists()
     for loss in (_lpl(), nn.CrossEntropyLoss()):
         plain, compiled = (_Step(TinyNet(), loss, compiled=False, compile_loss=c)
                            for c in (False, True))  # fmt: skip

@@ -15,9 +15,10 @@ import pytest
 from lpl_train.engine.mps import MPSError, MPSStatus, mps_server
 
 FAKE = """#!{python}
-import os, sys
-pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]
-calls = os.path.join(os.environ["FAKE_MPS_LOG"])
+import os, sys, time
+# like the real program: the pipe folder from the environment, else the system's default
+pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or os.environ["FAKE_MPS_SYSTEM"]
+calls = os.environ["FAKE_MPS_LOG"]
 with open(calls, "a") as f:
     f.write(" ".join(sys.argv[1:]) + "|" + pipe + "\\n")
 if sys.argv[1:] == ["-d"]:
@@ -25,18 +26,26 @@ if sys.argv[1:] == ["-d"]:
         sys.stderr.write("cannot start: device busy\\n")
         sys.exit(3)
     open(os.path.join(pipe, "running"), "w").close()
+    time.sleep(float(os.environ.get("FAKE_MPS_SLOW", "0")))  # a start that does not return
     sys.exit(0)
 command = sys.stdin.read().strip()
 with open(calls, "a") as f:
     f.write("stdin:" + command + "\\n")
-if command == "quit":
-    os.remove(os.path.join(pipe, "running"))
+running = os.path.join(pipe, "running")
+if command == "quit" and os.path.exists(running):
+    os.remove(running)
+if command == "get_server_list" and os.path.exists(running) and not os.environ.get("FAKE_MPS_NO_SERVER"):
+    print(4242)
 """
 
 # prints what the real probe prints only while the stand-in daemon runs in the pipe folder it was given
-PROBE = [sys.executable, "-c",
-         "import os; p = os.environ['CUDA_MPS_PIPE_DIRECTORY']; "
-         "print('mps-probe 16.0' if os.path.exists(os.path.join(p, 'running')) else 'no server')"]  # fmt: skip
+PROBE_CODE = (
+    "import os; p = os.environ.get('CUDA_MPS_PIPE_DIRECTORY') or os.environ['FAKE_MPS_SYSTEM']; "
+    "print('mps-probe 16.0' if os.path.exists(os.path.join(p, 'running')) else 'no server')"
+)
+PROBE = [sys.executable, "-c", PROBE_CODE]
+#: the stand-in's calls for a daemon started, checked (its server list) and stopped
+STARTED_CHECKED_STOPPED = ["-d", "", "stdin:get_server_list", "", "stdin:quit"]
 
 
 @pytest.fixture
@@ -47,8 +56,10 @@ def fake(tmp_path, monkeypatch):
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    monkeypatch.setenv("FAKE_MPS_SYSTEM", str(tmp_path / "nvidia-mps"))
     monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
-    for k in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY", "FAKE_MPS_FAIL"):
+    for k in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY", "FAKE_MPS_FAIL", "FAKE_MPS_SLOW",
+              "FAKE_MPS_NO_SERVER"):  # fmt: skip
         monkeypatch.delenv(k, raising=False)
 
     def calls() -> list[str]:
@@ -75,7 +86,7 @@ def test_a_private_daemon_serves_the_processes_started_inside_and_is_stopped_aft
         assert child.stdout.strip() == "mps-probe 16.0"
     assert lines[0].startswith("MPS: on (a private daemon in /")
     got = fake()
-    assert got[0] == f"-d|{pipe}" and got[-1] == "stdin:quit"  # started, then told to quit
+    assert got[0] == f"-d|{pipe}" and [c.split("|")[0] for c in got] == STARTED_CHECKED_STOPPED
     assert (
         "CUDA_MPS_PIPE_DIRECTORY" not in os.environ and "CUDA_MPS_LOG_DIRECTORY" not in os.environ
     )
@@ -128,22 +139,74 @@ def test_without_the_control_program_auto_time_slices_and_on_refuses(tmp_path, m
         pass
 
 
-def test_a_running_daemon_is_used_as_it_is(fake, tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "theirs"))
+def test_a_running_daemon_is_checked_and_used_as_it_is(fake, tmp_path, monkeypatch):
+    """A daemon named by CUDA_MPS_PIPE_DIRECTORY, or the system's, is used when a CUDA process runs and the
+    daemon then lists a server; it is neither started nor stopped. A folder or a variable left behind by a
+    daemon that is gone is not taken for one: ``auto`` goes on without MPS and ``on`` refuses."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "running").touch()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(theirs))
     cm, lines = _server("on", tmp_path)
     with cm as st:
         assert st.active and not st.started
-        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(tmp_path / "theirs")
-    assert lines == [f"MPS: on (a daemon serves CUDA_MPS_PIPE_DIRECTORY={tmp_path / 'theirs'})"]
-    assert fake() == []  # neither started nor stopped
-    assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(tmp_path / "theirs")
+        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(theirs)
+    assert lines == [f"MPS: on (the daemon at CUDA_MPS_PIPE_DIRECTORY={theirs} serves)"]
+    assert [c.split("|")[0] for c in fake()] == ["", "stdin:get_server_list"]  # checked only
+    assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(theirs) and (theirs / "running").exists()
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY")
-    system = tmp_path / "nvidia-mps"
+    system = tmp_path / "nvidia-mps"  # where the stand-in, like the real program, looks by default
     system.mkdir()
+    cm, lines = _server("auto", tmp_path, system_pipe_dir=system)
+    with cm as st:  # the folder is there, no daemon runs in it
+        assert not st.active
+    assert lines == [f"MPS: off (the daemon at {system} does not serve: a CUDA process could not "
+                     "compute through it (no server))"]  # fmt: skip
+    (system / "running").touch()
+    monkeypatch.setenv("FAKE_MPS_NO_SERVER", "1")  # the probe ran, but not through a server
+    cm, _ = _server("on", tmp_path, system_pipe_dir=system)
+    with pytest.raises(MPSError, match="does not serve: it lists no MPS server"), cm:
+        pass
+    monkeypatch.delenv("FAKE_MPS_NO_SERVER")
     cm, lines = _server("auto", tmp_path, system_pipe_dir=system)
     with cm as st:
         assert st.active and not st.started
-    assert lines == [f"MPS: on (the system's daemon serves {system})"] and fake() == []
+    assert lines == [f"MPS: on (the daemon at {system} serves)"] and (system / "running").exists()
+
+
+def test_a_started_daemon_that_lists_no_server_is_stopped(fake, tmp_path, monkeypatch):
+    """The probe computed, but the daemon lists no server: the probe ran without MPS (as a CUDA client
+    that cannot reach the daemon does), so MPS is off and the daemon is stopped."""
+    monkeypatch.setenv("FAKE_MPS_NO_SERVER", "1")
+    cm, lines = _server("auto", tmp_path)
+    with cm as st:
+        assert not st.active and "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    assert lines[0].startswith("MPS: off (it lists no MPS server after a CUDA process ran")
+    assert [c.split("|")[0] for c in fake()] == STARTED_CHECKED_STOPPED
+
+
+def test_a_start_that_hangs_or_is_interrupted_leaves_no_daemon(fake, tmp_path, monkeypatch):
+    """``-d`` past its timeout may have started a daemon: it is told to quit and its folder removed. A
+    Ctrl-C while the new daemon is probed stops it too, and the interrupt goes on."""
+    monkeypatch.setenv("FAKE_MPS_SLOW", "30")
+    cm, lines = _server("auto", tmp_path, timeout_s=1.0)
+    with cm as st:
+        assert not st.active
+    assert lines[0].startswith("MPS: off (nvidia-cuda-mps-control -d did not start: Command")
+    assert "timed out after" in lines[0]
+    assert [c.split("|")[0] for c in fake()] == ["-d", "", "stdin:quit"]
+    pipe = Path(fake()[0].split("|")[1])
+    assert not pipe.parent.exists()
+    monkeypatch.delenv("FAKE_MPS_SLOW")
+    interrupt = [sys.executable, "-c", "import os, signal; os.kill(os.getppid(), signal.SIGINT)"]
+    log_before = len(fake())
+    cm, lines = _server("auto", tmp_path, probe=interrupt)
+    with pytest.raises(KeyboardInterrupt), cm:
+        pytest.fail("the context must not be entered")
+    calls = fake()[log_before:]
+    assert [c.split("|")[0] for c in calls] == ["-d", "", "stdin:quit"] and lines == []
+    assert not Path(calls[0].split("|")[1]).parent.exists()
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
 
 
 def test_off_one_run_at_a_time_and_a_bad_mode(fake, tmp_path):
@@ -174,7 +237,7 @@ def test_sweep_runs_its_workers_under_mps_and_stops_the_daemon(fake, tmp_path, m
     assert main([*args, "--out", str(tmp_path / "mps"), "--mps", "on"]) == 0
     out = capsys.readouterr().out
     assert "MPS: on (a private daemon in /" in out and "2 runs, 2 trained now" in out
-    assert [c.split("|")[0] for c in fake()] == ["-d", "", "stdin:quit"]
+    assert [c.split("|")[0] for c in fake()] == STARTED_CHECKED_STOPPED
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     monkeypatch.setenv("FAKE_MPS_FAIL", "1")
     assert main([*args, "--out", str(tmp_path / "refused"), "--mps", "on"]) == 2
