@@ -8,8 +8,9 @@ the class count, LPL's parameters and the loss-variation measurement); the CE ro
 the same settings with cross-entropy, so LPL/CE is the loss's cost in that config. Every variant of a model is
 measured ``--repeats`` times, the variants interleaved within each repeat; the table gives the median
 images/s of the last (steady) epoch and the ratios. The bare loop crops and flips its batches on the device
-as the engine's loader does, so engine/bare is the engine's own cost. For the first network, one run and N
-runs at once (separate processes through the sweep's executor, 10 epochs each) are rated by their images/s
+as the engine's loader does, so engine/bare is the engine's own cost. For the first network, one run (in
+this process, as the sweep's executor runs a single run) and N runs at once (N worker processes through the
+same executor), 10 epochs each, are rated by their images/s
 together over the window in which every run was past its first epoch and before the end of its last
 (``lpl_train.experiment.overlap_throughput``, from the runs' ``train_end`` records; evaluations between
 epochs count as time), so start-up and runs that did not overlap inflate nothing; their aggregate over the
@@ -241,8 +242,8 @@ class SyntheticRunner:
 
 def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]:
     """``jobs`` engine runs at once, one process each (``experiment.execute``, as ``lpl-train sweep --jobs``),
-    sharing the device (``jobs = 1``: one run through the same executor, the figure N runs are compared
-    with). ``images_per_s``: their images/s together over the window in which every run was past its
+    sharing the device (``jobs = 1``: one run through the same executor, which runs it in this process;
+    the figure N runs are compared with). ``images_per_s``: their images/s together over the window in which every run was past its
     first epoch and before the end of its last (:func:`lpl_train.experiment.overlap_throughput`, from the
     runs' ``train_end`` records; evaluations between epochs count as time), NaN where the runs did not
     overlap; ``overlap_s``: that window; ``wall_images_per_s``: training images of all runs / the whole wall
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the N concurrent runs again as clients of a private MPS daemon (auto: where it "
                    "starts and works; lpl_train.engine.mps)")  # fmt: skip
     a = p.parse_args(argv)
-    from lpl_train.engine.mps import mps_server
+    from lpl_train.engine.mps import MPSError, mps_server
 
     torch.set_flush_denormal(True)
     cuda = torch.cuda.is_available()
@@ -367,14 +368,20 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 n = int(name.rsplit("x", 1)[1])
                 got[name] = [_measure(c, f"x{n}", runs / f"{model}_jobs{n}", n)]
-            with mps_server(a.mps, needed=jobs > 1, log=lambda _ln: None) as mps:
-                info["mps"] = mps.line()
-                print(f"# {info['mps']}", flush=True)
-                if mps.active:
-                    names.append(f"lpl graph x{jobs} MPS")
-                    got[names[-1]] = [
-                        _measure(c, f"x{jobs}", runs / f"{model}_jobs{jobs}_mps", jobs)
-                    ]
+            said: list[str] = []  # the daemon's start line, and a failed stop
+            try:
+                with mps_server(a.mps, needed=jobs > 1, log=said.append) as mps:
+                    print(f"# {mps.line()}", flush=True)
+                    if mps.active:
+                        names.append(f"lpl graph x{jobs} MPS")
+                        got[names[-1]] = [
+                            _measure(c, f"x{jobs}", runs / f"{model}_jobs{jobs}_mps", jobs)
+                        ]
+            except MPSError as exc:  # --mps on without MPS: a failed row, the rest is kept
+                said.append(f"MPS: failed ({exc})")
+                names.append(f"lpl graph x{jobs} MPS")
+                got[names[-1]] = [{"images_per_s": float("nan"), "mode": f"failed: {exc}"}]
+            info["mps"] = "; ".join(said)
             for name in names:
                 res = got[name][0]
                 print(f"{model:9s} {name} {res['images_per_s']:9.0f} img/s (together, over the "

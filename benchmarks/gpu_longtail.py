@@ -347,10 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     from lpl_train.engine.mps import mps_server
 
     # the workers are spawned inside: under MPS their kernels overlap on the device
-    with mps_server(a.mps, needed=jobs > 1, log=lambda _ln: None) as mps:
+    said: list[str] = []  # the daemon's start line, and a failed stop
+    with mps_server(a.mps, needed=jobs > 1, log=said.append) as mps:
         info["mps"] = mps.line()
         print(f"# {info['mps']}", flush=True)
-        return _train(runs, protocol, jobs, summary, info, a.probe_epochs, a.budget_s)
+        status = _train(runs, protocol, jobs, summary, info, a.probe_epochs, a.budget_s)
+    if len(said) > 1:  # the daemon did not stop cleanly: the summary says so
+        info["mps"] = "; ".join(said)
+        print(f"# {said[-1]}", flush=True)
+        summary.write()
+    return status
 
 
 def _train(runs: list[Any], protocol: Protocol, jobs: int, summary: Summary, info: dict[str, Any],

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The long-tail protocol of Tables III/IV on one GPU (benchmarks/gpu_longtail.py): Fashion-MNIST-LT 100:1 at
 # 32x32, ResNet-32, 200 epochs of LDAM's schedule, CE / LA / LDAM-DRW / LPL / LA+LPL x 3 seeds, 5 runs at
-# a time on the device (--jobs). It probes 2 epochs first and starts the rest only if the probe's time plus its
-# estimate (the fixed costs once, the remaining epochs at the steady epoch time) fits the budget (--budget-s,
+# a time on the device (--jobs), as clients of a private MPS daemon where one starts (--mps auto). It probes
+# 3 epochs first and starts the rest only if the probe's time plus its estimate (the fixed costs once per
+# wave, the images left at the rate the first wave's runs reached together) fits the budget (--budget-s,
 # default 540 s). Writes OUT_DIR/gpu_longtail.{json,md} (or into --summary-dir), rewritten as runs finish.
 #
 #   mkdir -p .carry/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .carry/fashion-mnist/

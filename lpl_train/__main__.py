@@ -259,7 +259,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             f"--jobs {a.jobs}); one run trained at {tp['mean_run_images_per_s']:.0f} images/s on average"
             + (
                 f"; {tp['overlap_images_per_s']:.0f} images/s together over the {tp['overlap_s']:.1f} s "
-                "in which every run was past its first epoch"
+                "in which all of them trained at once (after their first epochs)"
                 if tp["overlap_images_per_s"] and a.jobs > 1
                 else ""
             )

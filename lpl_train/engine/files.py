@@ -217,11 +217,12 @@ def config_differences(stored: str, requested: str) -> list[str]:
 
 
 def _schema_defaults() -> dict[str, Any]:
-    """``section.key`` → default of every key the config schema gives a default to."""
-    from lpl_train.config import SCHEMA
+    """``section.key`` (``key`` for the top level) → default, for every key the config schema gives a
+    default to (not the required ones, nor those whose default is None: TOML writes no None)."""
+    from lpl_train.config import _REQUIRED, SCHEMA
 
-    return {f"{sec}.{key}": spec[1] for sec, keys in SCHEMA.items() for key, spec in keys.items()
-            if spec[1] is not None}  # fmt: skip
+    return {f"{sec}.{key}" if sec else key: spec[1] for sec, keys in SCHEMA.items()
+            for key, spec in keys.items() if spec[1] is not None and spec[1] is not _REQUIRED}  # fmt: skip
 
 
 def finite_or_none(obj: Any) -> Any:

@@ -730,6 +730,11 @@ def test_a_schema_key_added_after_a_run_was_written_stands_for_its_default():
     assert config_differences(stored, "[train]\nseed = 0\ncompile_loss = true\n") == [
         "train.compile_loss ('<absent>' → True)"
     ]
+    # a top-level key too (a config's description)
+    assert config_differences('name = "x"\n', 'name = "x"\ndescription = ""\n') == []
+    assert config_differences('name = "x"\n', 'name = "x"\ndescription = "y"\n') == [
+        "description ('<absent>' → 'y')"
+    ]
     # a schema key the requested config lacks is still a difference (nothing here writes such a config)
     assert config_differences("[train]\ncompile_loss = false\n", "[train]\n") == [
         "train.compile_loss (False → '<absent>')"
