@@ -200,12 +200,11 @@ def _check(exe: str, env: dict[str, str], probe: Sequence[str] | None, timeout_s
     cmd = list(probe) if probe is not None else [sys.executable, "-c", PROBE]
     try:
         got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        detail = "" if PROBE_OUT in got.stdout else _one_line(got.stderr or got.stdout)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"a CUDA process could not compute through it ({_one_line(exc)})"
-    if PROBE_OUT not in got.stdout:
-        return (
-            f"a CUDA process could not compute through it ({_one_line(got.stderr or got.stdout)})"
-        )
+        detail = _one_line(exc)
+    if detail:
+        return f"a CUDA process could not compute through it ({detail})"
     try:
         listed = subprocess.run([exe], input="get_server_list\n", env=env, capture_output=True,
                                 text=True, timeout=timeout_s)  # fmt: skip
@@ -218,8 +217,8 @@ def _check(exe: str, env: dict[str, str], probe: Sequence[str] | None, timeout_s
 
 
 def _exit_on_sigterm() -> Any:
-    """While a started daemon runs, SIGTERM (``timeout``, a job scheduler) ends this process through
-    ``SystemExit`` instead of at once, so the daemon is stopped on the way out. Returns the handler to put
+    """While a daemon is started, checked or serving, SIGTERM (``timeout``, a job scheduler) ends this
+    process through ``SystemExit`` instead of at once, so the daemon is stopped on the way out. Returns the handler to put
     back, or None where another handler is installed or this is not the main thread (nothing changed)."""
     if threading.current_thread() is not threading.main_thread():
         return None

@@ -20,8 +20,8 @@ class _Step(nn.Module):
     ``compiled``: the network through ``torch.compile`` (``train.compile``). ``compile_loss``: the loss
     alone through ``torch.compile(fullgraph=True, dynamic=False)`` (``train.compile_loss``; LPL and LA + LPL
     through their ``forward_with_perturbed``, any other loss of logits as the module call); refused for a
-    feature-level loss and for a loss marked ``compilable = False`` (DisturbLabel). Neither compiled callable is a registered submodule: the state_dict keys are
-    those of the plain network and loss."""
+    feature-level loss and for a loss marked ``compilable = False`` (DisturbLabel). Neither compiled
+    callable is a registered submodule: the state_dict keys are those of the plain network and loss."""
 
     def __init__(
         self, model: nn.Module, loss: nn.Module, compiled: bool, compile_loss: bool = False
@@ -81,8 +81,8 @@ class _Step(nn.Module):
 def _compiled_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn(logits, target)`` through ``torch.compile(fullgraph=True, dynamic=False)``, called through a
     function with a code object of its own. Dynamo keeps its compiled entries per code object, and counts
-    those of every loss instance against one limit (``recompile_limit``, 8, ``cache_size_limit`` in older releases; with ``fullgraph`` a hard error
-    past it): compiled directly, ``LPLLoss.forward_with_perturbed`` would collect the entries of every run
+    those of every loss instance against one limit (``recompile_limit``, 8, ``cache_size_limit`` in older
+    releases; with ``fullgraph`` a hard error past it): compiled directly, ``LPLLoss.forward_with_perturbed`` would collect the entries of every run
     in a process (each setting and batch shape of a sweep's or a study's runs), and the ninth entry would
     fail its run. Here each step's entries (a run's one or two batch shapes) are its own and go with it."""
 
