@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -365,6 +365,30 @@ def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int,
     return max(hi, 0), min(max(lo, 0), max(hi, 0))
 
 
+#: Masked steps per ``torch.cond`` block when compiled on a CPU (see :func:`_skip_finished`).
+_SKIP_BLOCK = 4
+
+
+def _skip_finished(logits: Tensor, grad_needed: bool) -> bool:
+    """Whether the static loop puts its masked steps in ``torch.cond`` blocks that run only while a class
+    still moves: while ``torch.compile`` traces for a CPU, without autograd. There the compiled code
+    reads the condition between blocks on the host at no cost, and the blocks past the batch's largest
+    K_c (most of the loop with a varied bound: ⌊(ε + Δε)/α⌋ steps where the batch needs 10-13) are
+    skipped instead of run with every row masked. The values are those of the full loop: a masked step
+    in which no row moves returns δ unchanged. Not on a GPU (reading the condition would synchronise,
+    and a CUDA graph cannot), not in eager mode (the loop stops early there), not with autograd."""
+    return (
+        not grad_needed and logits.device.type == "cpu" and _compiling() and hasattr(torch, "cond")
+    )
+
+
+def _run_block(advance: Callable[[Tensor, int], Tensor], delta: Tensor, block: range) -> Tensor:
+    """The steps ``block`` of the loop, one ``advance(delta, k)`` each."""
+    for k in block:
+        delta = advance(delta, k)
+    return delta
+
+
 def pgd_like_perturbation(
     logits: Tensor,
     target: Tensor,
@@ -487,14 +511,25 @@ def pgd_like_perturbation(
         length = 1  # one masked step keeps δ connected to the graph, as the full loop does
     # the steps every moving class takes need no mask (rows not kept move then, alone: reset at the end)
     unmasked = max(unmasked, min(max(min_steps, 0), length))
-    # the masks of the later steps, made at once: (N, 1) each
-    later = torch.arange(unmasked, length, device=steps_i.device)
-    live = (later[:, None, None] < steps_i).unbind(0)
     delta = torch.zeros_like(logits)
     extra = 0 if keep is None else 1  # the group of the rows not kept
+    # torch.compile on a CPU: the masked steps go in blocks that run only while a class still moves
+    skip = n > 0 and length > unmasked and _skip_finished(logits, grad_needed)
+    # the masks of the later steps, made at once: (N, 1) each (views of one tensor, which a torch.cond
+    # block may not take as inputs: the blocks compare the step counts themselves)
+    live: Sequence[Tensor] = ()
+    if not skip:
+        later = torch.arange(unmasked, length, device=steps_i.device)
+        live = (later[:, None, None] < steps_i).unbind(0)
     # without autograd one buffer holds the class sums (the static path, under compile or capture)
-    sums = logits.new_zeros(n + extra, c) if class_mean == "index" and not grad_needed else None
-    for k in range(length):
+    sums = (
+        logits.new_zeros(n + extra, c)
+        if class_mean == "index" and not grad_needed and not skip
+        else None
+    )
+
+    def advance(delta: Tensor, k: int) -> Tensor:
+        """Step ``k`` of the loop: δ updated where the row's class still moves."""
         prob = torch.softmax(logits + delta, dim=1)
         if normalize_step:
             grad = mean_matrix @ prob - onehot
@@ -514,7 +549,25 @@ def pgd_like_perturbation(
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
-        delta = moved if k < unmasked else torch.where(live[k - unmasked], moved, delta)
+        if k < unmasked:
+            return moved
+        return torch.where(live[k - unmasked] if live else k < steps_i, moved, delta)
+
+    if not skip:
+        for k in range(length):
+            delta = advance(delta, k)
+    else:
+        for k in range(unmasked):
+            delta = advance(delta, k)
+        moving_until = steps_i.max()  # the batch's largest K_c: later steps change nothing
+        for first in range(unmasked, length, _SKIP_BLOCK):
+            block = range(first, min(first + _SKIP_BLOCK, length))
+            delta = torch.cond(
+                moving_until > first,
+                lambda d, block=block: _run_block(advance, d, block),
+                lambda d: d.clone(),
+                (delta,),
+            )
     if keep is not None and unmasked > 0:
         delta = torch.where(keep[:, None], delta, torch.zeros_like(delta))
     return delta

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from typing import Any
 
 import pytest
 import torch
@@ -1195,10 +1196,12 @@ def test_bench_lpl_counts_the_kernels_of_the_loss_compiled_alone(monkeypatch):
 
 
 # ------------------------------------------------------------------ the compiled loss (compile_loss)
-def _lpl(name: str = "lpl", alpha: float = 0.1) -> nn.Module:
+def _lpl(name: str = "lpl", alpha: float = 0.1, **params: Any) -> nn.Module:
     from lpl_train.losses import build_loss
 
-    return build_loss(name, num_classes=4, class_counts=[24, 24, 24, 24], epsilon=0.3, alpha=alpha)
+    return build_loss(
+        name, num_classes=4, class_counts=[24, 24, 24, 24], epsilon=0.3, alpha=alpha, **params
+    )
 
 
 def _spy_steps(monkeypatch) -> list:
@@ -1300,10 +1303,11 @@ def test_the_compiled_loss_trains_as_the_eager_one_in_the_eager_and_the_captured
     """``train.compile_loss``: LPL through the eager step and LA + LPL through the captured path (the
     stand-in graph API) with the loss compiled train as the eager loss does: the same losses, loss
     variation (from the compiled loss's perturbed logits) and weights within float tolerance, not bit
-    for bit (the compiled loss runs the static inner loop, its arithmetic fused). Both compile the same
-    ``forward_with_perturbed``; with dynamo's limit at one entry per code object they would collide (a
-    hard error under fullgraph) unless each step compiles through a code object of its own, as a
-    sweep's runs in one process need."""
+    for bit (the compiled loss runs the static inner loop, its arithmetic fused; with the varied bound
+    used here its masked steps go in ``torch.cond`` blocks on a CPU, through inductor). Both compile
+    the same ``forward_with_perturbed``; with dynamo's limit at one entry per code object they would
+    collide (a hard error under fullgraph) unless each step compiles through a code object of its own,
+    as a sweep's runs in one process need."""
     import torch._dynamo.config as dynamo_config
     from torch._dynamo.utils import counters
 
@@ -1313,15 +1317,17 @@ def test_the_compiled_loss_trains_as_the_eager_one_in_the_eager_and_the_captured
     graphs = []
     # dynamo's limit of compiled entries per code object (named cache_size_limit before torch 2.6)
     limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    # a varied bound: 6 steps at most, the first 3 unmasked, then one block of masked steps
+    varied = {"delta_epsilon": 0.3}
     for name in ("lpl", "la_lpl"):
         fit(cfg, tmp_path / f"{name}-eager", log=print,
-            components=make_components(loss=_lpl(name), dropout=0.0))  # fmt: skip
+            components=make_components(loss=_lpl(name, **varied), dropout=0.0))  # fmt: skip
         if name == "la_lpl":  # through the captured path from here on
             graphs = _force_graph(monkeypatch)
         before, lines = counters["stats"]["unique_graphs"], []
         with dynamo_config.patch(**{limit: 1}):
             fit(compiled, tmp_path / f"{name}-compiled", log=lines.append,
-                components=make_components(loss=_lpl(name), dropout=0.0))  # fmt: skip
+                components=make_components(loss=_lpl(name, **varied), dropout=0.0))  # fmt: skip
         assert counters["stats"]["unique_graphs"] > before  # compiled when first called
         assert made[-1].compile_loss and made[-1]._with_perturbed is not None
         assert lines[0].endswith("; loss compiled (torch.compile, fullgraph)"), lines[0]

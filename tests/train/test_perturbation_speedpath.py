@@ -646,3 +646,104 @@ def test_per_sample_loop_unmasked_for_the_steps_every_moving_class_takes(
                 if extra:
                     assert torch.equal(s1[~keep], torch.zeros_like(s1[~keep]))
                 assert where0 >= kw["max_steps"], case
+
+
+# ------------------------------------------------------------------ the static loop, compiled on a CPU
+def _recording_backend(graphs):
+    """torch.compile's ``aot_eager`` (functionalised, the same ATen operations as eager mode), keeping the
+    traced graphs."""
+    aot_eager = torch._dynamo.lookup_backend("aot_eager")
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+    return backend
+
+
+def _conds(graphs):
+    return sum(
+        node.target is torch.ops.higher_order.cond for gm in graphs for node in gm.graph.nodes
+    )
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[4], CASES[6]])
+def test_compiled_cpu_loop_skips_the_blocks_after_the_batch_largest_step_count(case):
+    """Compiled for a CPU without autograd, the static loop puts its masked steps in ``torch.cond``
+    blocks of ``_SKIP_BLOCK`` steps that run only while a class still moves: the values are the eager
+    static loop's bit for bit (``aot_eager`` runs the same operations), with rows not kept and with row
+    weights; the graph holds one cond per block (none when every step is unmasked, with a fixed bound);
+    with autograd the loop stays as it was."""
+    n, c, alpha, eps, deps, split = case
+    dtype = torch.float32
+    u, y, sign, bounds, steps, kw = _case_inputs(case, 0, dtype)
+    floor = P.moving_step_floor(eps, alpha, dtype)
+    weight = torch.rand(n, generator=torch.Generator().manual_seed(3))
+    blocks = -(-max(kw["max_steps"] - floor, 0) // P._SKIP_BLOCK)
+    assert blocks == 0 if deps == 0 else blocks >= 1
+    largest = int(steps.max())
+    for extra in ({}, {"keep": _keep_mask(n, 0)}, {"weight": weight}):
+        torch._dynamo.reset()
+        graphs = []
+
+        def loop(u, extra=extra):
+            return P.pgd_like_perturbation(
+                u, y, sign, bounds, steps, min_steps=floor, **extra, **kw
+            )
+
+        compiled = torch.compile(
+            loop, backend=_recording_backend(graphs), fullgraph=True, dynamic=False
+        )
+        with torch.no_grad():
+            got = compiled(u)
+            want = P.pgd_like_perturbation(
+                u, y, sign, bounds, steps, early_stop=False, min_steps=floor, **extra, **kw
+            )
+        assert torch.equal(got, want), (case, extra.keys())
+        assert _conds(graphs) == blocks, (case, extra.keys(), largest)
+    # with autograd: no cond (its branches would need a backward), the same values as eager
+    torch._dynamo.reset()
+    graphs = []
+    compiled = torch.compile(
+        lambda u: P.pgd_like_perturbation(u, y, sign, bounds, steps, min_steps=floor, **kw),
+        backend=_recording_backend(graphs),
+        fullgraph=True,
+        dynamic=False,
+    )
+    u1, u2 = u.clone().requires_grad_(True), u.clone().requires_grad_(True)
+    w = torch.randn(u.shape, generator=torch.Generator().manual_seed(4))
+    (compiled(u1) * w).sum().backward()
+    (
+        P.pgd_like_perturbation(u2, y, sign, bounds, steps, min_steps=floor, **kw) * w
+    ).sum().backward()
+    assert _conds(graphs) == 0
+    torch.testing.assert_close(u1.grad, u2.grad, rtol=0, atol=0)
+
+
+def test_compiled_cpu_loop_blocks_run_only_while_a_class_moves(monkeypatch):
+    """The blocks' condition is the batch's largest K_c: a block that starts at or after it is not run
+    (its steps would mask every row), one that starts before it is. Checked with ``torch.cond`` replaced
+    by what it does (the branch its condition picks, run on the operands), recording the blocks run."""
+    monkeypatch.setattr(P, "_compiling", lambda: True)
+    ran = []
+
+    def cond(pred, true_fn, false_fn, operands):
+        ran.append(bool(pred))
+        return (true_fn if bool(pred) else false_fn)(*operands)
+
+    monkeypatch.setattr(torch, "cond", cond)
+    n, c, alpha = 24, 5, 0.01
+    u, y = _batch(n, c, 0, torch.float32)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0])
+    for largest in (10, 11, 14, 15, 30):
+        k = torch.tensor([10, 10, largest, 10, 10])
+        bounds = k.float() * alpha
+        ran.clear()
+        with torch.no_grad():
+            got = P.pgd_like_perturbation(
+                u, y, sign, bounds, k, alpha=alpha, max_steps=30, early_stop=False, min_steps=10
+            )
+            want = P.pgd_like_perturbation(u, y, sign, bounds, k, alpha=alpha, max_steps=30)
+        assert torch.equal(got, want), largest
+        # blocks start at 10, 14, 18, 22, 26; those starting before the largest K_c run
+        assert ran == [start < largest for start in range(10, 30, P._SKIP_BLOCK)], (largest, ran)
