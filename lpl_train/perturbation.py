@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -511,10 +512,14 @@ def pgd_like_perturbation(
         length = 1  # one masked step keeps δ connected to the graph, as the full loop does
     # the steps every moving class takes need no mask (rows not kept move then, alone: reset at the end)
     unmasked = max(unmasked, min(max(min_steps, 0), length))
+    # Plain ints where torch.compile traced them as symbols (from a float hyper-parameter it made
+    # dynamic after a change): the loop is unrolled, which fixes them anyway, and a torch.cond block
+    # cannot take a symbol in (inductor refuses it). operator.index specialises them; int() would not.
+    length, unmasked = operator.index(length), operator.index(unmasked)
     delta = torch.zeros_like(logits)
     extra = 0 if keep is None else 1  # the group of the rows not kept
     # torch.compile on a CPU: the masked steps go in blocks that run only while a class still moves
-    skip = n > 0 and length > unmasked and _skip_finished(logits, grad_needed)
+    skip = length > unmasked and _skip_finished(logits, grad_needed)
     # the masks of the later steps, made at once: (N, 1) each (views of one tensor, which a torch.cond
     # block may not take as inputs: the blocks compare the step counts themselves)
     live: Sequence[Tensor] = ()
@@ -559,11 +564,10 @@ def pgd_like_perturbation(
     else:
         for k in range(unmasked):
             delta = advance(delta, k)
-        moving_until = steps_i.max()  # the batch's largest K_c: later steps change nothing
         for first in range(unmasked, length, _SKIP_BLOCK):
             block = range(first, min(first + _SKIP_BLOCK, length))
             delta = torch.cond(
-                moving_until > first,
+                (steps_i > first).any(),  # a row still moves: the batch's largest K_c is past first
                 lambda d, block=block: _run_block(advance, d, block),
                 lambda d: d.clone(),
                 (delta,),

@@ -747,3 +747,52 @@ def test_compiled_cpu_loop_blocks_run_only_while_a_class_moves(monkeypatch):
         assert torch.equal(got, want), largest
         # blocks start at 10, 14, 18, 22, 26; those starting before the largest K_c run
         assert ran == [start < largest for start in range(10, 30, P._SKIP_BLOCK)], (largest, ran)
+
+
+def test_compiled_cpu_loop_blocks_take_no_symbolic_step_count():
+    """A float hyper-parameter that changes between calls of one compiled loss becomes a symbol in
+    torch.compile's default (automatic dynamic) mode, and the loop's length and unmasked steps with it:
+    they are specialised to plain ints before the blocks, whose inputs are then tensors only (inductor
+    refuses a symbol there: "A subgraph argument other than striding has been modified"). The compiled
+    values stay those of the eager loss."""
+    c = 10
+    u, y = _batch(64, c, 0, torch.float32)
+    graphs = []
+    compiled = {}
+    for delta_epsilon in (0.2, 0.3):
+        loss = LPLLoss(c, alpha=0.01, epsilon=0.1, delta_epsilon=delta_epsilon)
+        compiled[delta_epsilon] = torch.compile(
+            loss, backend=_recording_backend(graphs), fullgraph=True
+        )
+        with torch.no_grad():
+            torch.testing.assert_close(compiled[delta_epsilon](u, y), loss(u, y))
+    assert len(graphs) == 2  # the second compiled with Δε as a symbol
+    conds = [n for gm in graphs for n in gm.graph.nodes if n.target is torch.ops.higher_order.cond]
+    # 20 and 30 masked steps (the first 10 of 30 and 40 unmasked): 5 and 8 blocks
+    assert len(conds) == 5 + 8, len(conds)
+    for node in conds:
+        operands = node.args[3]
+        values = [a.meta.get("example_value") for a in operands]
+        assert all(isinstance(v, torch.Tensor) for v in values), [type(v) for v in values]
+
+
+def test_compiled_cpu_loop_blocks_with_a_data_dependent_number_of_rows():
+    """Probability targets go through the loop as one row per (sample, class) pair of nonzero mass, a
+    number of rows torch.compile cannot know while it traces: the blocks' condition reads no size (an
+    empty batch moves nothing), so the loss still compiles whole, with its blocks, and gives the eager
+    values."""
+    c = 10
+    u, _ = _batch(48, c, 1, torch.float32)
+    g = torch.Generator().manual_seed(5)
+    target = torch.softmax(torch.randn(48, c, generator=g) * 3, dim=1)
+    target[target < 0.05] = 0.0  # some pairs of zero mass: the row count depends on the values
+    target = target / target.sum(1, keepdim=True)
+    loss = LPLLoss(c, alpha=0.01, epsilon=0.1, delta_epsilon=0.2)
+    graphs = []
+    compiled = torch.compile(loss, backend=_recording_backend(graphs), fullgraph=True)
+    u1, u2 = u.clone().requires_grad_(True), u.clone().requires_grad_(True)
+    got, want = compiled(u1, target), loss(u2, target)
+    torch.testing.assert_close(got, want)
+    got.backward(), want.backward()
+    torch.testing.assert_close(u1.grad, u2.grad)
+    assert _conds(graphs) == 5  # 20 masked steps of 30
