@@ -532,6 +532,7 @@ def pgd_like_perturbation(
         if class_mean == "index" and not grad_needed and not skip
         else None
     )
+    zero_sums = logits.new_zeros(n + extra, c) if class_mean == "index" and sums is None else None
 
     def advance(delta: Tensor, k: int) -> Tensor:
         """Step ``k`` of the loop: δ updated where the row's class still moves."""
@@ -549,7 +550,7 @@ def pgd_like_perturbation(
             if sums is not None:
                 class_sum = sums.zero_().index_add_(0, group, rows).index_select(0, group)
             else:
-                class_sum = logits.new_zeros(n + extra, c).index_add(0, group, rows)
+                class_sum = zero_sums.index_add(0, group, rows)
                 class_sum = class_sum.index_select(0, group)
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)

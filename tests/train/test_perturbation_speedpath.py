@@ -649,6 +649,16 @@ def test_per_sample_loop_unmasked_for_the_steps_every_moving_class_takes(
 
 
 # ------------------------------------------------------------------ the static loop, compiled on a CPU
+@pytest.fixture
+def fresh_dynamo():
+    """Dynamo's caches emptied before and after: the tests below compile the same code objects
+    (``LPLLoss.forward``) many times, which would reach its recompilation limit, a hard error under
+    ``fullgraph``, here or in a later test."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def _recording_backend(graphs):
     """torch.compile's ``aot_eager`` (functionalised, the same ATen operations as eager mode), keeping the
     traced graphs."""
@@ -668,7 +678,7 @@ def _conds(graphs):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[4], CASES[6]])
-def test_compiled_cpu_loop_skips_the_blocks_after_the_batch_largest_step_count(case):
+def test_compiled_cpu_loop_skips_the_blocks_after_the_batch_largest_step_count(case, fresh_dynamo):
     """Compiled for a CPU without autograd, the static loop puts its masked steps in ``torch.cond``
     blocks of ``_SKIP_BLOCK`` steps that run only while a class still moves: the values are the eager
     static loop's bit for bit (``aot_eager`` runs the same operations), with rows not kept and with row
@@ -749,34 +759,39 @@ def test_compiled_cpu_loop_blocks_run_only_while_a_class_moves(monkeypatch):
         assert ran == [start < largest for start in range(10, 30, P._SKIP_BLOCK)], (largest, ran)
 
 
-def test_compiled_cpu_loop_blocks_take_no_symbolic_step_count():
-    """A float hyper-parameter that changes between calls of one compiled loss becomes a symbol in
-    torch.compile's default (automatic dynamic) mode, and the loop's length and unmasked steps with it:
-    they are specialised to plain ints before the blocks, whose inputs are then tensors only (inductor
-    refuses a symbol there: "A subgraph argument other than striding has been modified"). The compiled
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_compiled_cpu_loop_blocks_take_only_tensors_in(normalize_step, fresh_dynamo):
+    """What changes between calls of one compiled loss becomes a symbol in torch.compile's default
+    (automatic dynamic) mode: a float hyper-parameter (and with it the loop's length and unmasked
+    steps), the number of classes. The blocks take no symbol in (inductor refuses one there: "A subgraph
+    argument other than striding has been modified"): the step counts are specialised to plain ints
+    (the loop is unrolled anyway) and the blocks close over tensors only, not over sizes. The compiled
     values stay those of the eager loss."""
-    c = 10
-    u, y = _batch(64, c, 0, torch.float32)
     graphs = []
-    compiled = {}
-    for delta_epsilon in (0.2, 0.3):
-        loss = LPLLoss(c, alpha=0.01, epsilon=0.1, delta_epsilon=delta_epsilon)
-        compiled[delta_epsilon] = torch.compile(
-            loss, backend=_recording_backend(graphs), fullgraph=True
-        )
+    # Δε changes (a symbolic float), then C (a symbolic size), then validate (a third graph)
+    settings = [(10, 0.2, True), (10, 0.3, True), (100, 0.3, True), (100, 0.3, False)]
+    for c, delta_epsilon, validate in settings:
+        u, y = _batch(64, c, 0, torch.float32)
+        loss = LPLLoss(
+            c, alpha=0.01, epsilon=0.1, delta_epsilon=delta_epsilon, validate=validate,
+            normalize_step=normalize_step,
+        )  # fmt: skip
+        compiled = torch.compile(loss, backend=_recording_backend(graphs), fullgraph=True)
         with torch.no_grad():
-            torch.testing.assert_close(compiled[delta_epsilon](u, y), loss(u, y))
-    assert len(graphs) == 2  # the second compiled with Δε as a symbol
-    conds = [n for gm in graphs for n in gm.graph.nodes if n.target is torch.ops.higher_order.cond]
-    # 20 and 30 masked steps (the first 10 of 30 and 40 unmasked): 5 and 8 blocks
-    assert len(conds) == 5 + 8, len(conds)
-    for node in conds:
-        operands = node.args[3]
-        values = [a.meta.get("example_value") for a in operands]
-        assert all(isinstance(v, torch.Tensor) for v in values), [type(v) for v in values]
+            torch.testing.assert_close(compiled(u, y), loss(u, y))
+    assert len(graphs) == len(settings)
+    # 20 masked steps of 30 (Δε = 0.2) and 30 of 40: 5 and 8 blocks
+    assert [sum(n.target is torch.ops.higher_order.cond for n in gm.graph.nodes) for gm in graphs] == [
+        5, 8, 8, 8,
+    ]  # fmt: skip
+    for gm in graphs:
+        for node in gm.graph.nodes:
+            if node.target is torch.ops.higher_order.cond:
+                values = [a.meta.get("example_value") for a in node.args[3]]
+                assert all(isinstance(v, torch.Tensor) for v in values), [type(v) for v in values]
 
 
-def test_compiled_cpu_loop_blocks_with_a_data_dependent_number_of_rows():
+def test_compiled_cpu_loop_blocks_with_a_data_dependent_number_of_rows(fresh_dynamo):
     """Probability targets go through the loop as one row per (sample, class) pair of nonzero mass, a
     number of rows torch.compile cannot know while it traces: the blocks' condition reads no size (an
     empty batch moves nothing), so the loss still compiles whole, with its blocks, and gives the eager
@@ -796,3 +811,19 @@ def test_compiled_cpu_loop_blocks_with_a_data_dependent_number_of_rows():
     got.backward(), want.backward()
     torch.testing.assert_close(u1.grad, u2.grad)
     assert _conds(graphs) == 5  # 20 masked steps of 30
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compiled_cpu_loop_blocks_recompile_under_inductor(fresh_dynamo):
+    """The same under inductor, in the sequence that first failed there: the number of classes changes
+    (a symbolic size), then ``validate`` (a recompilation in which the size is fixed again). A block
+    that closed over a size (a fresh zero tensor per step, made from N and C) then took a symbol in, and
+    inductor stopped with "A subgraph argument other than striding has been modified"."""
+    for c, validate in ((10, True), (100, True), (100, False)):
+        g = torch.Generator().manual_seed(3)
+        u, y = torch.randn(128, c, generator=g), torch.randint(0, c, (128,), generator=g)
+        loss = LPLLoss(
+            c, alpha=0.01, epsilon=0.1, delta_epsilon=0.2, validate=validate, normalize_step=False
+        )
+        with torch.no_grad():
+            torch.testing.assert_close(torch.compile(loss, fullgraph=True)(u, y), loss(u, y))
