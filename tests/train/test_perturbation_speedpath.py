@@ -791,6 +791,11 @@ def test_compiled_cpu_loop_blocks_take_only_tensors_in(normalize_step, fresh_dyn
                 assert all(isinstance(v, torch.Tensor) for v in values), [type(v) for v in values]
 
 
+@pytest.mark.skipif(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4),
+    reason="torch 2.3 compiles no loss of probability targets, with or without the blocks (it refuses "
+    "the data-dependent row count of their pairs)",
+)
 def test_compiled_cpu_loop_blocks_with_a_data_dependent_number_of_rows(fresh_dynamo):
     """Probability targets go through the loop as one row per (sample, class) pair of nonzero mass, a
     number of rows torch.compile cannot know while it traces: the blocks' condition reads no size (an
