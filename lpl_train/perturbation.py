@@ -366,7 +366,9 @@ def _loop_range(steps_i: Tensor, max_steps: int, early_stop: bool) -> tuple[int,
     return max(hi, 0), min(max(lo, 0), max(hi, 0))
 
 
-#: Masked steps per ``torch.cond`` block when compiled on a CPU (see :func:`_skip_finished`).
+#: Masked steps per ``torch.cond`` block when compiled on a CPU (see :func:`_skip_finished`). A block
+#: costs about 10 µs beyond its steps there. At C = 100 with Δε = 0.2, blocks of 4 were faster than
+#: blocks of 1 or 2 (which pay that cost more often), though they run up to 3 steps past the largest K_c.
 _SKIP_BLOCK = 4
 
 
