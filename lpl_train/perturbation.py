@@ -529,12 +529,9 @@ def pgd_like_perturbation(
         later = torch.arange(unmasked, length, device=steps_i.device)
         live = (later[:, None, None] < steps_i).unbind(0)
     # without autograd one buffer holds the class sums (the static path, under compile or capture)
-    sums = (
-        logits.new_zeros(n + extra, c)
-        if class_mean == "index" and not grad_needed and not skip
-        else None
-    )
-    zero_sums = logits.new_zeros(n + extra, c) if class_mean == "index" and sums is None else None
+    # (the index form only: the matrix forms and the step-normalised loop take no class sums)
+    sums = logits.new_zeros(n + extra, c) if by_index and not grad_needed and not skip else None
+    zero_sums = logits.new_zeros(n + extra, c) if by_index and sums is None else None
 
     def advance(delta: Tensor, k: int) -> Tensor:
         """Step ``k`` of the loop: δ updated where the row's class still moves."""

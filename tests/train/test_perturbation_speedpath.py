@@ -781,9 +781,7 @@ def test_compiled_cpu_loop_blocks_take_only_tensors_in(normalize_step, fresh_dyn
             torch.testing.assert_close(compiled(u, y), loss(u, y))
     assert len(graphs) == len(settings)
     # 20 masked steps of 30 (Δε = 0.2) and 30 of 40: 5 and 8 blocks
-    assert [sum(n.target is torch.ops.higher_order.cond for n in gm.graph.nodes) for gm in graphs] == [
-        5, 8, 8, 8,
-    ]  # fmt: skip
+    assert [_conds([gm]) for gm in graphs] == [5, 8, 8, 8]
     for gm in graphs:
         for node in gm.graph.nodes:
             if node.target is torch.ops.higher_order.cond:
