@@ -10,11 +10,11 @@ measured ``--repeats`` times, the variants interleaved within each repeat; the t
 images/s of the last (steady) epoch and the ratios. The bare loop crops and flips its batches on the device
 as the engine's loader does, so engine/bare is the engine's own cost. For the first network, one run (in
 this process, as the sweep's executor runs a single run) and N runs at once (N worker processes through the
-same executor), 10 epochs each, are rated by their images/s
-together over the window in which every run was past its first epoch and before the end of its last
-(``lpl_train.experiment.overlap_throughput``, from the runs' ``train_end`` records; evaluations between
-epochs count as time), so start-up and runs that did not overlap inflate nothing; their aggregate over the
-whole wall time, start-up included, is reported beside it. (The check of 2026-11-29 summed the runs' last
+same executor), 10 epochs each, are rated by their images/s together over the window in which every run
+was past its first epoch and before the end of its last (``lpl_train.experiment.overlap_throughput``, from
+the runs' ``train_end`` records; evaluations between epochs count as time), so start-up and runs that did
+not overlap inflate nothing; their aggregate over the whole wall time, start-up included, is reported beside
+it. (The check of 2026-11-29 summed the runs' last
 epochs' rates instead, whether or not those epochs overlapped in time.)
 The runs' folders go into a fresh ``runs-*`` folder under ``--out``, so the check can be run again into it.
 
@@ -243,11 +243,11 @@ class SyntheticRunner:
 def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]:
     """``jobs`` engine runs at once, one process each (``experiment.execute``, as ``lpl-train sweep --jobs``),
     sharing the device (``jobs = 1``: one run through the same executor, which runs it in this process;
-    the figure N runs are compared with). ``images_per_s``: their images/s together over the window in which every run was past its
-    first epoch and before the end of its last (:func:`lpl_train.experiment.overlap_throughput`, from the
-    runs' ``train_end`` records; evaluations between epochs count as time), NaN where the runs did not
-    overlap; ``overlap_s``: that window; ``wall_images_per_s``: training images of all runs / the whole wall
-    time, start-up included."""
+    the figure N runs are compared with). ``images_per_s``: their images/s together over the window in
+    which every run was past its first epoch and before the end of its last
+    (:func:`lpl_train.experiment.overlap_throughput`, from the runs' ``train_end`` records; evaluations
+    between epochs count as time), NaN where the runs did not overlap; ``overlap_s``: that window;
+    ``wall_images_per_s``: training images of all runs / the whole wall time, start-up included."""
     from lpl_train.experiment import PlannedRun, execute, throughput
 
     runs = [PlannedRun(f"job{j}", out / f"job{j}", None, j) for j in range(jobs)]

@@ -1,5 +1,5 @@
-"""Concurrent runs on one GPU whose kernels overlap: NVIDIA's Multi-Process Service (MPS) for the duration of a
-sweep.
+"""Concurrent runs on one GPU whose kernels overlap: NVIDIA's Multi-Process Service (MPS) for the duration
+of a sweep.
 
 N training processes on one GPU share it by time slicing: the device runs one process's kernels at a time and
 switches between them, so N small networks (a ResNet-32 at batch 128 fills a fraction of a large GPU) train
@@ -218,8 +218,9 @@ def _check(exe: str, env: dict[str, str], probe: Sequence[str] | None, timeout_s
 
 def _exit_on_sigterm() -> Any:
     """While a daemon is started, checked or serving, SIGTERM (``timeout``, a job scheduler) ends this
-    process through ``SystemExit`` instead of at once, so the daemon is stopped on the way out. Returns the handler to put
-    back, or None where another handler is installed or this is not the main thread (nothing changed)."""
+    process through ``SystemExit`` instead of at once, so the daemon is stopped on the way out. Returns the
+    handler to put back, or None where another handler is installed or this is not the main thread
+    (nothing changed)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:

@@ -82,9 +82,10 @@ def _compiled_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn(logits, target)`` through ``torch.compile(fullgraph=True, dynamic=False)``, called through a
     function with a code object of its own. Dynamo keeps its compiled entries per code object, and counts
     those of every loss instance against one limit (``recompile_limit``, 8, ``cache_size_limit`` in older
-    releases; with ``fullgraph`` a hard error past it): compiled directly, ``LPLLoss.forward_with_perturbed`` would collect the entries of every run
-    in a process (each setting and batch shape of a sweep's or a study's runs), and the ninth entry would
-    fail its run. Here each step's entries (a run's one or two batch shapes) are its own and go with it."""
+    releases; with ``fullgraph`` a hard error past it): compiled directly,
+    ``LPLLoss.forward_with_perturbed`` would collect the entries of every run in a process (each setting
+    and batch shape of a sweep's or a study's runs), and the ninth entry would fail its run. Here each
+    step's entries (a run's one or two batch shapes) are its own and go with it."""
 
     def call(logits: torch.Tensor, target: torch.Tensor) -> Any:
         return fn(logits, target)

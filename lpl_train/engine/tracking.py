@@ -15,8 +15,9 @@ SKIP = ("epoch", "train_end")
 
 class TensorBoardScalars:
     """Optional TensorBoard scalars (``train.tensorboard = true``; the ``tensorboard`` package, extra
-    ``lpl-torch[tensorboard]``): every numeric field of an epoch record but :data:`SKIP`, at step = epochs completed. Events
-    of epochs after the one being written (a resumed run redoing them) are purged by TensorBoard itself."""
+    ``lpl-torch[tensorboard]``): every numeric field of an epoch record but :data:`SKIP`, at step = epochs
+    completed. Events of epochs after the one being written (a resumed run redoing them) are purged by
+    TensorBoard itself."""
 
     def __init__(self, log_dir: Path) -> None:
         try:
