@@ -287,6 +287,8 @@ def _measure(s: Setting, kind: str, out: Path, jobs: int = 1) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lpl_train.engine.mps import MPS_MODES, MPSError, mps_server
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", default=None)
     p.add_argument("--out", default="gpu_check")
@@ -304,11 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also LPL in the captured step with train.compile_loss = true",
     )
-    p.add_argument("--mps", choices=("off", "auto", "on"), default="auto",
+    p.add_argument("--mps", choices=MPS_MODES, default="auto",
                    help="the N concurrent runs again as clients of a private MPS daemon (auto: where it "
                    "starts and works; lpl_train.engine.mps)")  # fmt: skip
     a = p.parse_args(argv)
-    from lpl_train.engine.mps import MPSError, mps_server
 
     torch.set_flush_denormal(True)
     cuda = torch.cuda.is_available()

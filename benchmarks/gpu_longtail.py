@@ -290,6 +290,7 @@ class Summary:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from lpl_train.engine.mps import MPS_MODES, mps_server
     from lpl_train.experiment import PlannedRun
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     "probe's time plus the estimate fits (default 540 s)")  # fmt: skip
     ap.add_argument("--probe-epochs", type=int, default=3,
                     help="epochs of every run before the estimate (default 3: two after the first)")  # fmt: skip
-    ap.add_argument("--mps", choices=("off", "auto", "on"), default="auto",
+    ap.add_argument("--mps", choices=MPS_MODES, default="auto",
                     help="the concurrent runs as clients of a private MPS daemon (auto: where it starts "
                     "and works; lpl_train.engine.mps)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=None, help="default: 200 (1 with --quick)")
@@ -344,8 +345,6 @@ def main(argv: list[str] | None = None) -> int:
         info["included"] = list(a.include)
     summary = Summary(Path(a.summary_dir) if a.summary_dir else out, info, quick)
     summary.results.update(earlier)
-    from lpl_train.engine.mps import mps_server
-
     # the workers are spawned inside: under MPS their kernels overlap on the device
     said: list[str] = []  # the daemon's start line, and a failed stop
     with mps_server(a.mps, needed=jobs > 1, log=said.append) as mps:

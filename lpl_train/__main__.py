@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once, one process each (on one GPU they share the device; "
                    "each holds its own copy of the data); the aggregate images/s is printed at the end")  # fmt: skip
+    # lpl_train.engine.mps.MPS_MODES, written out: importing the engine would slow every command's start
     s.add_argument("--mps", choices=("off", "auto", "on"), default="off",
                    help="with --jobs N > 1 on a GPU: run the workers as clients of a private NVIDIA MPS daemon, "
                    "so their kernels overlap instead of time-slicing the device (auto: where it starts and "

@@ -222,6 +222,19 @@ def test_off_one_run_at_a_time_and_a_bad_mode(fake, tmp_path):
             pass
 
 
+def test_every_mps_option_offers_the_modes_of_the_module():
+    """``lpl-train sweep --mps`` spells the modes out (its parser is built without importing the engine):
+    they must stay those that :func:`mps_server` takes."""
+    import argparse
+
+    from lpl_train.__main__ import _parser
+    from lpl_train.engine.mps import MPS_MODES
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    mps = next(a for a in sub.choices["sweep"]._actions if a.dest == "mps")
+    assert tuple(mps.choices) == MPS_MODES and mps.default in MPS_MODES
+
+
 def test_sweep_runs_its_workers_under_mps_and_stops_the_daemon(fake, tmp_path, monkeypatch, capsys):
     """``lpl-train sweep --jobs 2 --mps on``: the daemon starts before the workers, is stopped after them;
     ``--mps on`` without a working daemon is a one-line error before anything trains; one run at a time
