@@ -15,8 +15,8 @@
 # (on the GPU machine: its python3, which holds PyTorch; the checkout is put on PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${1:-gpu_check}"
-shift || true
+OUT_DIR="gpu_check"  # the first argument, unless it is already a flag (then the default folder)
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT_DIR="$1"; shift; fi
 PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
 QUICK=()
 if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then QUICK=(--quick); fi

@@ -9,7 +9,8 @@
 #
 #   benchmarks/gpu_device_run.sh [OUT]       # OUT defaults to $OUT (the device tool's), else ./gpu_out
 #
-# Environment: LIMIT_S (default 570: seconds the whole script may take), LPL_LONGTAIL_DATA (default
+# Environment: LIMIT_S (default 570: seconds the whole script may take; the check is stopped 10 s before it,
+# the long-tail protocol sized to end within it), LPL_LONGTAIL_DATA (default
 # .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110 --compile-loss --repeats 1";
 # "" for all three networks, 2 repeats, without the compiled loss), GPU_LONGTAIL_ARGS (more arguments of gpu_longtail.py, e.g. "--first-seed 1 --seeds 1 --include
 # benchmarks/results/2026-11-29-h200/gpu_longtail.json" for the next wave of seeds), CUDA_TESTS_S (default
@@ -29,7 +30,12 @@ tests_rc=${PIPESTATUS[0]}
 if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then default_args=""; else
     default_args="--models resnet32,resnet110 --compile-loss --repeats 1"; fi
 read -r -a check_args <<< "${GPU_CHECK_ARGS-$default_args}"
-benchmarks/gpu_check.sh "$WORK/check" "${check_args[@]}" 2>&1 | tee "$DEST/gpu_check.log"
+# the check may take what the tests left, less 10 s for the summaries: stopped there (its log keeps the
+# rows it printed), so the whole call stays within LIMIT_S
+check_s=$(( LIMIT_S - ($(date +%s) - start) - 10 ))
+[ "$check_s" -ge 1 ] || check_s=1
+timeout -s TERM "$check_s" benchmarks/gpu_check.sh "$WORK/check" "${check_args[@]}" 2>&1 \
+    | tee "$DEST/gpu_check.log"
 check_rc=${PIPESTATUS[0]}
 cp "$WORK"/check/gpu_check.json "$WORK"/check/gpu_check.md "$DEST"/ 2>/dev/null
 elapsed=$(( $(date +%s) - start ))
@@ -53,5 +59,7 @@ case "$longtail_rc" in
     124) why=" (stopped: it overran its budget)" ;;
     *) why="" ;;
 esac
-echo "# gpu_device_run: CUDA tests exit ${tests_rc}, gpu_check exit ${check_rc}, gpu_longtail exit ${longtail_rc}${why}"
+check_why=""
+[ "$check_rc" -eq 124 ] && check_why=" (stopped: it overran LIMIT_S)"
+echo "# gpu_device_run: CUDA tests exit ${tests_rc}, gpu_check exit ${check_rc}${check_why}, gpu_longtail exit ${longtail_rc}${why}"
 [ "$tests_rc" -eq 0 ] && [ "$check_rc" -eq 0 ] && [ "$longtail_rc" -eq 0 ]

@@ -14,8 +14,8 @@
 # carries it only when named in `carry`). PYTHON: default .venv/bin/python if present, else python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${1:-gpu_longtail}"
-shift || true
+OUT_DIR="gpu_longtail"  # the first argument, unless it is already a flag (then the default folder)
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT_DIR="$1"; shift; fi
 PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
 QUICK=()
 if [ "${GPU_LONGTAIL_QUICK:-0}" = "1" ]; then QUICK=(--quick); fi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,19 @@ def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
     assert "| fmnist_cnn | LPL/CE step time (graph) |" in r.stdout
 
 
+def test_gpu_wrappers_take_flags_without_an_output_folder():
+    """``benchmarks/gpu_check.sh --help`` and ``gpu_longtail.sh --help``: a first argument that is a flag is
+    passed on (the output folder then takes its default), not taken as the folder's name."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "PYTHON": sys.executable}
+    for name in ("gpu_check", "gpu_longtail"):
+        r = subprocess.run(["bash", str(root / "benchmarks" / f"{name}.sh"), "--help"],
+                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.startswith(f"usage: {name}.py"), r.stdout[:200]
+        assert not (root / "--help").exists()
+
+
 @pytest.mark.slow
 def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     """The one script a GPU session runs (benchmarks/gpu_device_run.sh: the CUDA-only tests, the device check,
@@ -297,6 +311,17 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
                        timeout=400)  # fmt: skip
     assert r.returncode == 0 and "under 60 s: not started" in r.stdout, r.stdout[-2000:]
     assert not (out3 / "gpu_longtail.json").exists() and (out3 / "gpu_check.md").is_file()
+    # a check that would overrun LIMIT_S is stopped 10 s before it; its log is kept
+    env.update(LIMIT_S="40", GPU_CHECK_ARGS="--repeats 50")
+    out4 = tmp_path / "out4"
+    t0 = time.monotonic()
+    r = subprocess.run(["bash", str(script), str(out4)], capture_output=True, text=True, env=env,
+                       timeout=400)  # fmt: skip
+    assert time.monotonic() - t0 < 40, r.stdout[-2000:]
+    assert r.returncode != 0, r.stdout[-2000:]
+    assert "gpu_check exit 124 (stopped: it overran LIMIT_S)" in r.stdout, r.stdout[-2000:]
+    assert (out4 / "gpu_check.log").is_file() and (out4 / "cuda_tests.log").is_file()
+    assert not (out4 / "gpu_check.json").exists() and not (out4 / "gpu_longtail.json").exists()
 
 
 @pytest.mark.slow
