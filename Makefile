@@ -96,7 +96,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_lpl.py --quick
 	$(PY) benchmarks/bench_loader.py
 
-# Training throughput on a GPU (CE vs LPL, eager vs compiled, bf16); shortened on a CPU-only machine.
+# Training throughput on a GPU (bare loop vs engine, CE vs LPL, eager vs captured, one run vs N at once,
+# bf16); shortened on a CPU-only machine.
 gpu-check: $(STAMP)
 	PYTHON=$(PY) benchmarks/gpu_check.sh
 

@@ -46,7 +46,8 @@ __all__ = ["CAPTURE_MODES", "GRAPH_SAFE_LOSSES", "CaptureChoice", "DeviceMeter",
 CAPTURE_MODES = ("auto", "off", "graph", "compile")
 
 #: Registered losses of logits whose forward keeps no per-step Python state and needs no host
-#: synchronisation once its input checks are off (``validate = False``): ``"auto"`` captures these.
+#: synchronisation while it is recorded (their value checks skip themselves then): ``"auto"`` captures
+#: these.
 GRAPH_SAFE_LOSSES = frozenset({"ce", "la", "ldam", "focal", "cb_ce", "cb_focal", "lpl", "la_lpl"})
 
 
