@@ -322,6 +322,20 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     assert "gpu_check exit 124 (stopped: it overran LIMIT_S)" in r.stdout, r.stdout[-2000:]
     assert (out4 / "gpu_check.log").is_file() and (out4 / "cuda_tests.log").is_file()
     assert not (out4 / "gpu_check.json").exists() and not (out4 / "gpu_longtail.json").exists()
+    # GPU_DEVICE_PARTS: only the parts named run (e.g. the check alone, in a call of its own)
+    env.update(LIMIT_S="400", GPU_CHECK_ARGS="", GPU_DEVICE_PARTS="check")
+    out5 = tmp_path / "out5"
+    r = subprocess.run(["bash", str(script), str(out5)], capture_output=True, text=True, env=env,
+                       timeout=400)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:]
+    said = "# gpu_device_run: CUDA tests left out, gpu_check exit 0, gpu_longtail left out"
+    assert said in r.stdout, r.stdout[-2000:]
+    assert {p.name for p in out5.iterdir()} == {f"gpu_check.{x}" for x in ("json", "log", "md")}
+    env["GPU_DEVICE_PARTS"] = "tests,gpu"
+    r = subprocess.run(["bash", str(script), str(tmp_path / "out6")], capture_output=True, text=True,
+                       env=env, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "unknown part 'gpu' (tests, check, longtail)" in r.stderr, r.stderr
+    assert not (tmp_path / "out6").exists()
 
 
 @pytest.mark.slow
