@@ -10,7 +10,7 @@
 #   benchmarks/gpu_device_run.sh [OUT]       # OUT defaults to $OUT (the device tool's), else ./gpu_out
 #
 # Environment: GPU_DEVICE_PARTS (default "tests,check,longtail": the parts to run, in that order; e.g.
-# "tests,longtail" to give the protocol the whole call and the check a call of its own), LIMIT_S (default
+# "tests,check" in one call and "longtail" in the next, to give the protocol a call of its own), LIMIT_S (default
 # 570: seconds the whole script may take; the check is stopped 10 s before it, the long-tail protocol sized
 # to end within it), LPL_LONGTAIL_DATA (default
 # .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110 --compile-loss --repeats 1";
