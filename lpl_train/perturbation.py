@@ -528,10 +528,11 @@ def pgd_like_perturbation(
     if not skip:
         later = torch.arange(unmasked, length, device=steps_i.device)
         live = (later[:, None, None] < steps_i).unbind(0)
-    # without autograd one buffer holds the class sums (the static path, under compile or capture)
-    # (the index form only: the matrix forms and the step-normalised loop take no class sums)
-    sums = logits.new_zeros(n + extra, c) if by_index and not grad_needed and not skip else None
-    zero_sums = logits.new_zeros(n + extra, c) if by_index and sums is None else None
+    # the class sums start from one zero buffer (the index form only: the matrix forms and the
+    # step-normalised loop take none); without autograd and outside the blocks it is summed into in
+    # place (the static path, under compile or capture), else added to out of place (kept zero)
+    sums = logits.new_zeros(n + extra, c) if by_index else None
+    in_place = not grad_needed and not skip
 
     def advance(delta: Tensor, k: int) -> Tensor:
         """Step ``k`` of the loop: δ updated where the row's class still moves."""
@@ -546,11 +547,11 @@ def pgd_like_perturbation(
             moved = torch.addmm(delta - shift, step_matrix, prob)
         else:
             rows = prob if w is None else prob * w[:, None]
-            if sums is not None:
-                class_sum = sums.zero_().index_add_(0, group, rows).index_select(0, group)
+            if in_place:
+                class_sum = sums.zero_().index_add_(0, group, rows)
             else:
-                class_sum = zero_sums.index_add(0, group, rows)
-                class_sum = class_sum.index_select(0, group)
+                class_sum = sums.index_add(0, group, rows)
+            class_sum = class_sum.index_select(0, group)
             moved = torch.addcmul(delta - shift, mean_scale, class_sum)
         norm = torch.linalg.vector_norm(moved, dim=1, keepdim=True)
         moved = moved * (radius / norm.clamp_min(radius))  # projection onto ‖δ‖ ≤ ε_c
