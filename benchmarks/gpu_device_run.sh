@@ -71,8 +71,8 @@ if wants longtail; then
 fi
 ls -l "$DEST"
 # each part's summaries are kept whatever the others did; the exit status says whether all succeeded
-said() {  # said NAME WANTED RC WHY: one part's entry of the last line
-    if [ "$2" = "no" ]; then echo "$1 left out"; else echo "$1 exit $3$4"; fi
+said() {  # said NAME PART RC WHY: one part's entry of the last line
+    if wants "$2"; then echo "$1 exit $3$4"; else echo "$1 left out"; fi
 }
 case "$longtail_rc" in
     3) why=" (not started: probe plus estimate over its budget)" ;;
@@ -81,7 +81,6 @@ case "$longtail_rc" in
 esac
 check_why=""
 [ "$check_rc" -eq 124 ] && check_why=" (stopped: it overran LIMIT_S)"
-yn() { if wants "$1"; then echo yes; else echo no; fi; }
-echo "# gpu_device_run: $(said "CUDA tests" "$(yn tests)" "$tests_rc" ""), $(said gpu_check "$(yn check)" \
-    "$check_rc" "$check_why"), $(said gpu_longtail "$(yn longtail)" "$longtail_rc" "$why")"
+echo "# gpu_device_run: $(said "CUDA tests" tests "$tests_rc" ""), $(said gpu_check check "$check_rc" \
+    "$check_why"), $(said gpu_longtail longtail "$longtail_rc" "$why")"
 [ "$tests_rc" -eq 0 ] && [ "$check_rc" -eq 0 ] && [ "$longtail_rc" -eq 0 ]
