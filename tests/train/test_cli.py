@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -228,7 +229,7 @@ def test_gpu_check_script_runs_shortened_on_cpu(tmp_path):
     """The shell wrapper of the device check in its shortened mode, on a tiny CIFAR-format network
     (tests/train/test_capture.py checks the rows it measures)."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
-    env = {**__import__("os").environ, "GPU_CHECK_QUICK": "1", "PYTHON": sys.executable}
+    env = {**os.environ, "GPU_CHECK_QUICK": "1", "PYTHON": sys.executable}
     args = [
         "--models",
         "fmnist_cnn",
@@ -250,7 +251,7 @@ def test_gpu_wrappers_take_flags_without_an_output_folder():
     """``benchmarks/gpu_check.sh --help`` and ``gpu_longtail.sh --help``: a first argument that is a flag is
     passed on (the output folder then takes its default), not taken as the folder's name."""
     root = Path(__file__).resolve().parents[2]
-    env = {**__import__("os").environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable}
     for name in ("gpu_check", "gpu_longtail"):
         r = subprocess.run(["bash", str(root / "benchmarks" / f"{name}.sh"), "--help"],
                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
@@ -271,7 +272,7 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     make_fmnist(data, per_class=100, test_per_class=6)  # 100:1 keeps a sample of each class
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_device_run.sh"
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "GPU_CHECK_QUICK": "1",
         "GPU_LONGTAIL_QUICK": "1",
         "LPL_LONGTAIL_DATA": str(data),
@@ -282,7 +283,7 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     r = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True, env=env,
                        timeout=400)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    runs = __import__("json").loads((out / "gpu_longtail.json").read_text())["runs"]
+    runs = json.loads((out / "gpu_longtail.json").read_text())["runs"]
     assert sorted(runs) == sorted(f"{m}/seed2" for m in ("ce", "la", "ldam_drw", "lpl", "la_lpl"))
     names = {"cuda_tests.log", "gpu_check.json", "gpu_check.md", "gpu_check.log", "gpu_longtail.json",
              "gpu_longtail.md", "gpu_longtail.log"}  # fmt: skip

@@ -646,7 +646,7 @@ def test_la_port_inputs_are_x_over_255_minus_1_and_the_crop_pads_mid_grey(tmp_pa
         "model": {"name": "resnet32_la"}, "loss": {"name": "ce"}, "schedule": {"epochs": 1},
         "train": {"device": "cpu", "progress": False},
     })  # fmt: skip
-    comps = C.build_components(cfg, __import__("torch").device("cpu"))
+    comps = C.build_components(cfg, torch.device("cpu"))
     x, _ = next(iter(comps.train_loader))
     assert float(x.min()) == float(x.max())  # no black border: one value everywhere
     assert float(x.min()) == pytest.approx(128 / 255 - 1.0, abs=1e-6)

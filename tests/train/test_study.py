@@ -559,7 +559,7 @@ def test_claims_flag_differences_within_the_seed_noise():
 
 
 # ------------------------------------------------------------------------- committed results
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 RECORDS = ROOT / "lpl_train" / "configs" / "study" / "fmnist-runs.jsonl"
