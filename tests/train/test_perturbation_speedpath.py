@@ -671,10 +671,18 @@ def _recording_backend(graphs):
     return backend
 
 
+def _cond_nodes(graphs):
+    """The ``torch.cond`` nodes of the traced graphs."""
+    return [
+        node
+        for gm in graphs
+        for node in gm.graph.nodes
+        if node.target is torch.ops.higher_order.cond
+    ]
+
+
 def _conds(graphs):
-    return sum(
-        node.target is torch.ops.higher_order.cond for gm in graphs for node in gm.graph.nodes
-    )
+    return len(_cond_nodes(graphs))
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[4], CASES[6]])
@@ -782,11 +790,9 @@ def test_compiled_cpu_loop_blocks_take_only_tensors_in(normalize_step, fresh_dyn
     assert len(graphs) == len(settings)
     # 20 masked steps of 30 (Δε = 0.2) and 30 of 40: 5 and 8 blocks
     assert [_conds([gm]) for gm in graphs] == [5, 8, 8, 8]
-    for gm in graphs:
-        for node in gm.graph.nodes:
-            if node.target is torch.ops.higher_order.cond:
-                values = [a.meta.get("example_value") for a in node.args[3]]
-                assert all(isinstance(v, torch.Tensor) for v in values), [type(v) for v in values]
+    for node in _cond_nodes(graphs):
+        values = [a.meta.get("example_value") for a in node.args[3]]
+        assert all(isinstance(v, torch.Tensor) for v in values), [type(v) for v in values]
 
 
 @pytest.mark.skipif(
