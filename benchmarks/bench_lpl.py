@@ -20,7 +20,9 @@
     counted on the meta device (the static loop, matrix class means, no value read): operations per
     call, and those of the engine's loss-variation measurement (eager, every k-th step) running the
     loss again against reading the step's perturbed logits. No time (nothing runs on meta); on a GPU
-    each operation that is not a view is one kernel.
+    each operation that is not a view is one kernel. With ``--compile``, also the kernels of the loss
+    compiled alone (``train.compile_loss``), as this device compiles it and with every step of its
+    static loop run (without a CPU's ``torch.cond`` blocks, the loop a GPU compiles).
 
 The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
 the tests also check the current code against. The LPL losses of (a)-(f) run Algorithm 1 read literally
@@ -297,8 +299,10 @@ def bench_captured_ops(
     no value can be read, so the loss takes the form a CUDA graph records (the static inner loop with
     matrix class means, the checks that read values skipped). With ``compiled_on`` (``--compile``), also
     the kernels of the same call with the loss compiled alone as ``train.compile_loss`` compiles it, on
-    that device: those inductor generates (each launched once per call: the loop is unrolled) plus the
-    matrix products it leaves to the library (counted in a profile of a second call)."""
+    that device: those inductor generates (the loop is unrolled: each launched at most once per call;
+    on a CPU those in the ``torch.cond`` blocks past the batch's largest K_c are skipped) plus the matrix
+    products it leaves to the library (counted in a profile of a second call), and the same with every
+    step run (without the blocks: the loop a GPU compiles)."""
     from lpl_train.config import load_config
     from lpl_train.engine.components import _loss_without_data
 
@@ -317,8 +321,14 @@ def bench_captured_ops(
             value.backward()
         again, reused = _loss_variation_ops(loss, logits.detach(), target, c)
         params = lo["params"]
-        fused = {} if compiled_on is None else {
-            "kernels, loss compiled": _compiled_kernels(cfg, batch, compiled_on)}  # fmt: skip
+        fused = {}
+        if compiled_on is not None:
+            fused["kernels, loss compiled"] = _compiled_kernels(cfg, batch, compiled_on)
+            # without the CPU's torch.cond blocks: every step of the static loop, as a GPU compiles it
+            with _blocks_off():
+                fused["kernels, loss compiled, every step"] = _compiled_kernels(
+                    cfg, batch, compiled_on
+                )
         rows.append(
             {
                 "config": name,

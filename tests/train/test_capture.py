@@ -1187,12 +1187,14 @@ def test_bench_lpl_counts_the_captured_loss_of_the_shipped_configs(monkeypatch):
 def test_bench_lpl_counts_the_kernels_of_the_loss_compiled_alone(monkeypatch):
     """(g) with ``--compile``: the loss compiled as ``train.compile_loss`` compiles it runs as fewer
     kernels than its eager operations (inductor fuses each loop step's element-wise work and reductions),
-    and at least one per loop step (a step's softmax needs the previous step's class means)."""
+    and at least one per loop step (a step's softmax needs the previous step's class means), both as a CPU
+    compiles it (the masked steps in ``torch.cond`` blocks) and with every step run (as a GPU compiles it)."""
     bench = load_benchmark("bench_lpl", monkeypatch)
     (row,) = bench.bench_captured_ops(("tiv_cifar10_lt100_lpl_varied",),
                                       compiled_on=torch.device("cpu"))  # fmt: skip
     steps = 8  # Δε / α = 2 / 0.25
     assert steps <= row["kernels, loss compiled"] < row["non-view ops"], row
+    assert steps <= row["kernels, loss compiled, every step"] < row["non-view ops"], row
 
 
 # ------------------------------------------------------------------ the compiled loss (compile_loss)

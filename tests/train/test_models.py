@@ -53,6 +53,25 @@ def test_cifar_resnet_family_counts_by_hand() -> None:
     assert _cifar_resnet_count(8, 10, in_channels=1) == 75_002
 
 
+def _fmnist_cnn_count(width: int, num_classes: int, in_channels: int = 1) -> int:
+    """The small CNN by hand: 3x3 convs without bias to w, 2w and 4w channels, each with BN; a linear head
+    on the 4w pooled features."""
+    total, c_in = 0, in_channels
+    for c in (width, 2 * width, 4 * width):
+        total += c_in * c * 9 + _bn(c)
+        c_in = c
+    return total + c_in * num_classes + num_classes
+
+
+def test_fmnist_cnn_counts_by_hand() -> None:
+    # docs/data-and-models.md: 94,186 at the default width 32 and 10 classes
+    assert _fmnist_cnn_count(32, 10) == 94_186
+    assert count_parameters(build_model("fmnist_cnn", 10)) == 94_186
+    for width, classes, in_channels in ((16, 10, 1), (8, 7, 3)):
+        model = build_model("fmnist_cnn", classes, width=width, in_channels=in_channels)
+        assert count_parameters(model) == _fmnist_cnn_count(width, classes, in_channels)
+
+
 def _bottleneck_resnet_count(blocks: tuple[int, ...], num_classes: int) -> int:
     """Parameters of a torchvision bottleneck ResNet, counted by hand: stem 7x7 conv + BN; per block
     1x1, 3x3, 1x1 convs (no bias) + 3 BNs, a 1x1 projection + BN in each stage's first block; fc."""
