@@ -12,8 +12,10 @@ def lr_factor(epoch: int, it: int, iters_per_epoch: int, schedule: dict[str, Any
     """Learning-rate multiplier at iteration ``it`` (0-indexed) of epoch ``epoch`` (0-indexed).
 
     * ``warmup_epochs = W``: factor (epoch+1)/W during the first W epochs (LDAM/CB: lr·e/5, e = 1..5).
-    * ``warmup_iters = I``: linear from ``warmup_start_factor`` to 1 over the first I iterations (DB: 500, 1/3).
-    * ``kind = "step"``: after the k-th milestone epoch, ``factors[k-1]`` if given, else ``gamma**k``.
+    * ``warmup_iters = I``: linear from ``warmup_start_factor`` (default 0) to 1 over the first I
+      iterations (DB: 500, 1/3). One warm-up or the other, not both.
+    * ``kind = "step"`` (the default): after the k-th milestone epoch, ``factors[k-1]`` if given, else
+      ``gamma**k`` (``gamma`` default 0.1).
     * ``kind = "cosine"``: 0.5·(1 + cos(π t / T)) per iteration over all iterations after the warm-up
       (milestones are not used; ``lpl-train`` warns when a cosine config sets them).
     * ``kind = "constant"``: 1.
@@ -28,6 +30,10 @@ def lr_factor(epoch: int, it: int, iters_per_epoch: int, schedule: dict[str, Any
     step = epoch * iters_per_epoch + it
     warm = 1.0
     w_ep, w_it = schedule.get("warmup_epochs", 0), schedule.get("warmup_iters", 0)
+    if w_ep and w_it:
+        raise ValueError(
+            f"schedule sets both warmup_epochs={w_ep} and warmup_iters={w_it}; keep one of them"
+        )
     if w_ep and epoch < w_ep:
         warm = (epoch + 1) / w_ep
     elif w_it and step < w_it:

@@ -235,6 +235,27 @@ def test_coco_mlt(tmp_path: Path) -> None:
         build_datasets("coco_mlt", root=tmp_path, train_ids=ids)
 
 
+def test_mlt_constructions_default_to_the_reference_scripts_pareto_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the reference's create_longtail_dataset.py: Pareto shape 6, head 800 (VOC) / 1200 (COCO), tail 4 / 6,
+    # random.seed(0); the shipped Table V configs rely on these defaults
+    import lpl_train.data.mlt as mlt
+
+    seen = []
+
+    def record(labels, n_max, n_min, shape, seed):
+        seen.append((n_max, n_min, shape, seed))
+        return np.arange(len(labels))
+
+    monkeypatch.setattr(mlt, "_construct", record)
+    _voc(tmp_path / "voc")
+    _coco(tmp_path / "coco")
+    build_datasets("voc_mlt", root=tmp_path / "voc", size=16)
+    build_datasets("coco_mlt", root=tmp_path / "coco", size=16)
+    assert seen == [(800, 4, 6.0, 0), (1200, 6, 6.0, 0)]
+
+
 def test_coco_full_2014(tmp_path: Path) -> None:
     _coco(tmp_path, 2014, unlabelled=True)
     b = build_datasets("coco", root=tmp_path, size=16)

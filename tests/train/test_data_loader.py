@@ -75,9 +75,10 @@ def test_resumed_loader_matches() -> None:
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
-def test_eval_order_drop_last_and_targets() -> None:
+@pytest.mark.parametrize("backend", ["tensor", "dataloader"])
+def test_eval_order_drop_last_and_targets(backend: str) -> None:
     d = _data(10)
-    ev = make_loader(d, 4, train=False, augment="crop_flip", device="cpu", seed=0)
+    ev = make_loader(d, 4, train=False, augment="crop_flip", device="cpu", seed=0, backend=backend)
     xs, ys = zip(*list(ev), strict=True)
     assert [len(y) for y in ys] == [4, 4, 2]
     assert torch.equal(torch.cat(ys), d.targets)

@@ -393,6 +393,40 @@ def test_metrics_jsonl_values_match_an_independent_evaluation(tmp_path):
     assert (tmp_path / "config.toml").read_text().startswith('name = "tiny"')
 
 
+class _RecordingCE(nn.CrossEntropyLoss):
+    """Cross-entropy that records, in training mode, each batch's loss and its count of correct argmaxes:
+    the training record's values computed outside the engine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[float, int, int]] = []
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(logits, target)
+        if self.training:
+            correct = int((logits.detach().argmax(1) == target).sum())
+            self.batches.append((loss.item(), correct, len(target)))
+        return loss
+
+
+def test_training_loss_and_error_match_the_batches_as_they_were_trained(tmp_path):
+    # 96 samples in batches of 20: a last batch of 16, which weighs as much as the others (docs)
+    cfg = make_cfg(epochs=3)
+    comps = make_components(batch_size=20)
+    comps.loss = _RecordingCE()
+    fit(cfg, tmp_path, components=comps, log=quiet)
+    recs = engine.read_metrics(tmp_path)
+    n_it = math.ceil(N_TRAIN / 20)
+    assert len(comps.loss.batches) == 3 * n_it
+    for r in recs:
+        epoch = comps.loss.batches[r["epoch"] * n_it : (r["epoch"] + 1) * n_it]
+        losses, correct, seen = zip(*epoch, strict=True)
+        assert sum(seen) == N_TRAIN
+        assert r["train_loss"] == pytest.approx(sum(losses) / n_it, rel=1e-6)
+        assert r["train_top1_error"] == pytest.approx(100 * (1 - sum(correct) / N_TRAIN), abs=1e-9)
+    assert recs[0]["train_loss"] != pytest.approx(recs[-1]["train_loss"], rel=1e-3)  # it trained
+
+
 def test_validation_metrics_come_from_the_validation_loader(tmp_path):
     """``val_*`` is measured on the validation loader, not the test set: here 20 test inputs relabelled
     (y + 1) mod C, so that its error differs from the test error and is computed here independently."""

@@ -36,3 +36,13 @@ def test_step_decay_by_gamma_or_by_the_given_factors():
              "warmup_epochs": 5}  # fmt: skip
     assert [lr_factor(e, 0, 3, sched) for e in (0, 4, 5, 159, 160, 179, 180)] == pytest.approx(
         [0.2, 1, 1, 1, 0.01, 0.01, 0.0001])  # fmt: skip
+
+
+def test_defaults_of_a_partial_schedule_and_one_warm_up_only():
+    # kind "step" with gamma 0.1 when not given; an iteration warm-up starts from 0 when not given
+    assert [lr_factor(e, 0, 3, {"epochs": 4, "milestones": [1, 3]}) for e in range(4)] == (
+        pytest.approx([1, 0.1, 0.1, 0.01]))  # fmt: skip
+    sched = {"epochs": 2, "kind": "constant", "warmup_iters": 4}
+    assert [lr_factor(0, i, 5, sched) for i in range(5)] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    with pytest.raises(ValueError, match="warmup_epochs=1 and warmup_iters=4"):
+        lr_factor(0, 0, 5, {**sched, "warmup_epochs": 1})

@@ -267,6 +267,14 @@ def test_drw_schedule_and_ldam_weighted_mean():
     torch.testing.assert_close(
         loss(z, y), F.cross_entropy(loss.margin_logits(z, y), y, weight=expected.float())
     )
+    # the other reductions carry the same weights: w_y·l per sample, and their sum
+    hand = torch.stack([expected[0] * per[0], expected[1] * per[1]]).float()
+    for reduction, want in (("none", hand), ("sum", hand.sum())):
+        other = LDAMLoss(counts, drw_epoch=3, drw_beta=0.99, reduction=reduction)
+        other.set_epoch(3, 5)
+        torch.testing.assert_close(other(z, y), want)
+        other.set_epoch(2, 5)
+        torch.testing.assert_close(other(z, y), per if reduction == "none" else per.sum())
 
 
 # ------------------------------------------------------------------ class-balanced weights, focal
