@@ -4,6 +4,8 @@ Four panels: the training loss and the evaluated test metric (top-1 error, or mA
 per-class accuracy (AP for multi-label runs); and the per-class relative loss variation (l' − l)/l of the
 last epoch that recorded it (the Fig. 11 panel; positive and negative terms for multi-label runs). Per-class
 axes run head → tail by the training counts of the first run (:func:`lpl_train.plotting.head_to_tail`).
+Runs overlaid must have the same kind of labels (single- or multi-label) and the same classes (number and
+names); others are refused with a ``ValueError``.
 The format follows the suffix of ``--out`` (.png, .pdf, .svg).
 """
 
@@ -59,8 +61,31 @@ def load_run_data(run_dir: str | Path) -> dict[str, Any]:
     ):  # an unfinished run: the loss variation records the training counts per class
         lv = next((m["loss_variation"] for m in reversed(metrics) if m.get("loss_variation")), None)
         counts = (lv.get("count") or (lv.get("pos") or {}).get("count")) if lv else None
+    num_classes = final.get("num_classes", len(counts) if counts is not None else None)
     return {"dir": d, "name": name, "metrics": metrics, "final": final, "class_counts": counts,
+            "num_classes": num_classes, "class_names": final.get("class_names"),
             "multi_label": bool(final.get("multi_label", any("test_map" in m for m in metrics)))}  # fmt: skip
+
+
+def _check_same_classes(runs: list[dict[str, Any]]) -> None:
+    """Per-class panels overlay runs class by class: refuse runs whose numbers or names of classes differ
+    (runs that do not record them, e.g. unfinished runs without a loss variation, are not compared)."""
+    known = [r for r in runs if r["num_classes"] is not None]
+    if len({r["num_classes"] for r in known}) > 1:
+        have = ", ".join(f"{str(r['dir'])!r}: {r['num_classes']} classes" for r in known)
+        raise ValueError(
+            f"cannot overlay runs with different numbers of classes ({have}); plot them separately"
+        )
+    named = [r for r in runs if r["class_names"]]
+    for b in named[1:]:
+        a, n = named[0], max(len(named[0]["class_names"]), len(b["class_names"]))
+        x, y = (list(r["class_names"]) + [None] * n for r in (a, b))  # None: no such class
+        c = next((c for c in range(n) if x[c] != y[c]), None)
+        if c is not None:
+            raise ValueError(
+                f"cannot overlay runs with different classes (class {c} is {x[c]!r} in "
+                f"{str(a['dir'])!r} but {y[c]!r} in {str(b['dir'])!r}); plot them separately"
+            )
 
 
 def _labels(runs: list[dict[str, Any]]) -> list[str]:
@@ -120,6 +145,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     runs = [load_run_data(d) for d in run_dirs]
     if len({r["multi_label"] for r in runs}) > 1:
         raise ValueError("cannot overlay single-label and multi-label runs in one plot")
+    _check_same_classes(runs)
     labels = _labels(runs)
     n = next((len(c[1]) for c in _per_class(runs, labels) + _variation(runs, labels)), None)
     order = head_to_tail(runs[0]["class_counts"], n) if n else []

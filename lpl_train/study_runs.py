@@ -184,6 +184,9 @@ def train_run(
         return _write_record(record, run_dir)
     if stop_after_epoch is not None and stop_after_epoch < study["epochs"]:
         return fit_out
+    # the training time of every process that trained the run (the engine carries it through resumes),
+    # then this one's evaluation
+    trained_s, t_eval = fit_out.get("wall_s", time.perf_counter() - t0), time.perf_counter()
     # the record is made under the run folder's lock (fit has released it): of two studies sharing an
     # output folder one evaluates and writes, the other finds the folder locked or the record written
     with engine.RunFolder(run_dir).locked():
@@ -200,7 +203,7 @@ def train_run(
             "loss_variation": [
                 _slim(m.get("loss_variation")) for m in engine.read_metrics(run_dir)
             ],
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": trained_s + time.perf_counter() - t_eval,
         }
         if recorder is not None:
             record["delta_norm"] = recorder.close()

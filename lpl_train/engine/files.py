@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 
 try:
     import tomllib
@@ -31,12 +32,21 @@ TENSORBOARD = "tensorboard"  # event files, with train.tensorboard = true
 SUPERSEDED = "metrics.superseded.jsonl"
 FINAL = "final.json"
 CONFIG_COPY = "config.toml"
+CONFIG_SUPERSEDED = "config.superseded.toml"  # a config.toml that no longer matched its checkpoint
 LOCK = "RUNNING"
 LOG = "train.log"
 DIVERGED = "diverged.json"
 
 #: Config keys a resumed run may change: they do not change what is computed.
-VOLATILE_KEYS = ("train.progress", "train.device", "train.capture", "train.tensorboard")
+#: Config keys a resumed or re-run run may change: they do not change what is computed (the description is
+#: free text, which ``--epochs`` appends to).
+VOLATILE_KEYS = (
+    "description",
+    "train.progress",
+    "train.device",
+    "train.capture",
+    "train.tensorboard",
+)
 
 _CKPT_KEYS = ("epoch", "step", "model", "loss", "optimizer", "rng", "config")
 
@@ -71,10 +81,17 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _write_failed(path: Path, what: str, exc: OSError) -> RunFolderError:
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    err = RunFolderError(f"cannot write {what} {str(path)!r}: {reason}")
-    err.errno = exc.errno  # type: ignore[attr-defined]
+def _write_failed(path: Path, what: str, exc: BaseException) -> RunFolderError:
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+    else:  # torch's archive writer reports a full disk as a RuntimeError ("unexpected pos ...")
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent).free
+            reason += f" ({free:,} bytes free on that file system: a full disk?)"
+    kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+    err = RunFolderError(f"cannot write {what} {str(path)!r}: {reason}{kept}")
+    err.errno = getattr(exc, "errno", None)  # type: ignore[attr-defined]
     return err
 
 
@@ -91,7 +108,7 @@ def _atomic_write(path: Path, write: Any, what: str) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError | RuntimeError) and not isinstance(exc, RunFolderError):
             raise _write_failed(path, what, exc) from None
         raise
     _fsync_dir(path.parent)

@@ -55,7 +55,9 @@ def fit(
         components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
         resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
             (``train.progress``, ``train.device``, ``train.capture``, ``train.tensorboard`` may differ). A
-            finished run is returned unchanged (``components`` then get its last weights).
+            finished run is returned unchanged (``components`` then get its last weights); it is only
+            read, so also from a folder that cannot be written (there without the lock, which needs to
+            write: a read-only file system).
         stop_after_epoch: return after this many completed epochs (a clean stand-in for a killed job).
         progress: show a tqdm bar on a terminal (default: ``cfg["train"]["progress"]``).
         log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
@@ -90,6 +92,12 @@ def fit(
         printer(line)
         folder.log(line)
 
+    if resume and folder.unwritable() is not None and (done := folder.finished()) is not None:
+        # a finished run is never rewritten and a folder that cannot be written has no writer to wait
+        # for: it is read without taking the lock (which needs to write), e.g. from a read-only mount
+        from lpl_train.config import dumps_toml
+
+        return _finished_run(folder, done, dumps_toml(cfg), emit, components)
     with folder.locked(), process_group(dist, tr["device"]):
         device = select_device(tr["device"], dist.local_rank)
         return _fit(cfg, folder, dist, device, components, resume, stop_after_epoch, show, emit)
@@ -139,11 +147,11 @@ def _fit(
             log(note)
         run.notes.clear()
         run.evaluate_into(record, epoch, folder)
-        folder.end_epoch(finite_or_none(record), run.state(epoch + 1, cfg_text))
+        folder.end_epoch(finite_or_none(record), run.state(epoch + 1, cfg_text, run.wall(t_run)))
         log(epoch_line(record, E, run.eta(epoch, t_run)))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < E:
             return record
-    final = run.final(record, time.perf_counter() - t_run)
+    final = run.final(record, run.wall(t_run))  # summed over the processes that trained the run
     folder.write_final(finite_or_none(final))
     if dist.world > 1:
         torch.distributed.barrier()

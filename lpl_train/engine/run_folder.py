@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -40,6 +41,7 @@ from .files import (
     BEST,
     CHECKPOINT,
     CONFIG_COPY,
+    CONFIG_SUPERSEDED,
     DIVERGED,
     FINAL,
     LOCK,
@@ -114,7 +116,8 @@ class RunFolder:
 
     # -- creation and lock
     def create(self) -> None:
-        """Create the folder (and its parents); one-line errors for a path under a file or read-only."""
+        """Create the folder (and its parents); one-line errors for a path under a file, a read-only file
+        system or a folder without write permission, naming the OS's reason."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"run folder {str(self.path)!r} exists and is not a folder")
         try:
@@ -125,8 +128,18 @@ class RunFolder:
             ) from None
         except OSError as exc:
             raise _write_failed(self.path, "run folder", exc) from None
-        if not os.access(self.path, os.W_OK):
-            raise RunFolderError(f"cannot write run folder {str(self.path)!r}: permission denied")
+        reason = self.unwritable()
+        if reason is not None:
+            err = RunFolderError(
+                f"cannot write run folder {str(self.path)!r}: {os.strerror(reason)}"
+            )
+            err.errno = reason  # type: ignore[attr-defined]
+            raise err
+
+    def unwritable(self) -> int | None:
+        """Why this existing folder cannot be written, as an errno (``EROFS``: a read-only file system,
+        ``EACCES``: no write permission), found without writing; None when it can be, or does not exist."""
+        return _unwritable(self.path) if self.path.is_dir() else None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunFolder]:
@@ -309,8 +322,7 @@ class RunFolder:
             self._records = list(records or [])
             return []
         self._drop_stale_temporaries()
-        if not (self / CONFIG_COPY).is_file():
-            _write_text_atomic(cfg_text, self / CONFIG_COPY, "config copy")
+        notes = self._restore_config_copy(ckpt.get("config"), cfg_text)
         lines = _parse_lines(self / METRICS) if (self / METRICS).is_file() else []
         if records is None:  # a checkpoint from before records were carried: keep what is intact
             records = self._records_from_file(lines, start)
@@ -324,7 +336,6 @@ class RunFolder:
             else:
                 aside.append(text)
         in_order = [t for _n, t, _r in lines if t not in aside] == keep
-        notes = []
         if aside:
             with open(self / SUPERSEDED, "a", encoding="utf-8") as fh:
                 fh.write("".join(t + "\n" for t in aside))
@@ -339,6 +350,29 @@ class RunFolder:
             _write_text_atomic("".join(t + "\n" for t in keep), self / METRICS, "metrics file")
         self._write_csv()
         return notes
+
+    def _restore_config_copy(self, trained: str | None, cfg_text: str) -> list[str]:
+        """``config.toml`` states the config the run trains with: written when missing, and rewritten from
+        the checkpoint's own config when it differs from it (edited by hand, or damaged), the old file
+        kept as ``config.superseded.toml``; returns what was done."""
+        path = self / CONFIG_COPY
+        if not path.is_file():
+            _write_text_atomic(cfg_text, path, "config copy")
+            return []
+        if trained is None:  # a checkpoint without its config: nothing to compare with
+            return []
+        try:
+            diff = config_differences(path.read_text(encoding="utf-8"), trained)
+        except (UnicodeDecodeError, ValueError):  # TOMLDecodeError is a ValueError
+            diff = ["(it is not a config)"]
+        if not diff:
+            return []
+        os.replace(path, self / CONFIG_SUPERSEDED)
+        _write_text_atomic(trained, path, "config copy")
+        return [
+            f"{CONFIG_COPY} differed from the checkpoint's config in {', '.join(diff)}; moved to "
+            f"{CONFIG_SUPERSEDED} and written again from the checkpoint's config"
+        ]
 
     def _records_from_file(self, lines: list, start: int) -> list[str]:
         out = []
@@ -440,6 +474,17 @@ class RunFolder:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         with contextlib.suppress(RunFolderError):  # derived data: never stops a run
             _write_text_atomic(buf.getvalue(), self / METRICS_CSV, "metrics table")
+
+
+def _unwritable(folder: Path) -> int | None:
+    """Why the existing ``folder`` cannot be written, as an errno, without writing to it: ``EROFS`` on a
+    read-only file system (which ``os.access`` reports as a missing permission), ``EACCES`` without write
+    permission; None when it can be written."""
+    if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if not os.access(folder, os.W_OK):
+        return errno.EACCES
+    return None
 
 
 def _missing_folders(path: Path) -> list[Path]:

@@ -93,6 +93,8 @@ class _Trainer:
                 "the training loader yields no batches (dataset smaller than one batch with drop_last)"
             )
         self.epoch, self.step, self.best, self.best_val = 0, 0, {}, {}
+        # wall-clock seconds the processes before this one trained, up to the checkpoint it resumed from
+        self.wall_before = 0.0
 
     def describe(self) -> str:
         return (
@@ -145,9 +147,13 @@ class _Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step = ck["epoch"], ck["step"]
         self.best, self.best_val = ck.get("best", {}), ck.get("best_val", {})
+        # (checkpoints from before the wall time was stored carry none: counted as 0)
+        self.wall_before = float(ck.get("wall_s", 0.0))
         _set_rng_state(ck["rng"])
 
-    def state(self, epoch: int, cfg_text: str) -> dict[str, Any]:
+    def state(self, epoch: int, cfg_text: str, wall_s: float) -> dict[str, Any]:
+        """The checkpoint after ``epoch`` epochs; ``wall_s``: the run's training wall time so far
+        (:meth:`wall`), carried so that a resumed run's ``final.json`` counts the earlier processes."""
         st = {
             "format": 1,
             "epoch": epoch,
@@ -160,6 +166,7 @@ class _Trainer:
             "best_val": dict(self.best_val),
             "config": cfg_text,
             "world_size": self.dist.world,
+            "wall_s": wall_s,
         }
         if self.scaler is not None:
             st["scaler"] = self.scaler.state_dict()
@@ -167,6 +174,12 @@ class _Trainer:
 
     def last_record(self, folder: RunFolder) -> dict[str, Any]:
         return json.loads(folder._records[-1]) if folder._records else {}
+
+    def wall(self, t_run: float) -> float:
+        """Wall-clock seconds of training so far: this process's since ``t_run`` (the start of its epoch
+        loop) plus those of the processes before it, up to the checkpoint this one resumed from (time a
+        killed process spent after its last checkpoint is not known, so not counted)."""
+        return self.wall_before + (time.perf_counter() - t_run)
 
     def eta(self, epoch: int, t_run: float) -> float:
         done = epoch + 1 - self.epoch

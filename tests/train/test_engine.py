@@ -297,6 +297,32 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
 
+def test_a_full_disk_while_saving_is_a_run_folder_error_that_keeps_the_old_checkpoint(
+    tmp_path, monkeypatch
+):
+    # torch's archive writer reports a full disk as a RuntimeError, not an OSError
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"format": 1, "w": torch.arange(3)}, path)
+
+    def full(obj, fh):
+        fh.write(b"partial")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . unexpected pos 28672 vs 28568"
+        )
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(engine.RunFolderError) as err:
+        atomic_save({"format": 1, "w": torch.zeros(3)}, path)
+    msg = str(err.value)
+    assert (
+        msg.startswith(f"cannot write checkpoint {str(path)!r}: [enforce fail") and "\n" not in msg
+    )
+    assert "bytes free on that file system" in msg and "previous checkpoint.pt is unchanged" in msg
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
 def test_load_checkpoint_rejects_foreign_files(tmp_path):
     torch.save({"model": {}}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a checkpoint"):

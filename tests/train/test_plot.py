@@ -116,3 +116,42 @@ def test_no_library_module_switches_the_matplotlib_backend():
                 ):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_runs_with_different_classes_are_refused_in_either_order(tmp_path, monkeypatch, capsys):
+    """Per-class panels overlay runs class by class: a 2-class and a 3-class run used to crash
+    (IndexError) with the larger one first and silently drop classes with the smaller one first; runs
+    with the same number of differently named classes (another dataset) are refused too."""
+    two = _run(tmp_path / "two", "g", [20, 5], [90.0, 40.0],
+               {"relative_variation": [0.1, -0.1], "count": [20, 5]})  # fmt: skip
+    three = _run(tmp_path / "three", "f", [50, 10, 5], [70.0, 20.0, 10.0],
+                 {"relative_variation": [0.1, 0.2, 0.3], "count": [50, 10, 5]})  # fmt: skip
+    drawn = _capture(monkeypatch)
+    for pair in ([three, two], [two, three]):
+        capsys.readouterr()
+        assert main(["plot", *map(str, pair), "--out", str(tmp_path / "p.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            "lpl-train: error: cannot overlay runs with different numbers of classes"
+        )
+        assert f"{str(two)!r}: 2 classes" in err and f"{str(three)!r}: 3 classes" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "path" not in drawn  # nothing drawn
+    (three / "final.json").unlink()  # unfinished: the classes come from the recorded loss variation
+    with pytest.raises(ValueError, match="different numbers of classes"):
+        P.plot_runs([two, three], tmp_path / "p.png")
+    other = _run(tmp_path / "other", "o", [20, 5], [80.0, 30.0],
+                 {"relative_variation": [0.0, 0.0], "count": [20, 5]})  # fmt: skip
+    for run, names in ((two, ["cat", "dog"]), (other, ["cat", "car"])):
+        fin = json.loads((run / "final.json").read_text())
+        (run / "final.json").write_text(json.dumps({**fin, "class_names": names}))
+    with pytest.raises(
+        ValueError, match=r"different classes \(class 1 is 'dog' in .* but 'car' in"
+    ):
+        P.plot_runs([two, other], tmp_path / "p.png")
+    (other / "final.json").write_text(
+        json.dumps(
+            {**json.loads((other / "final.json").read_text()), "class_names": ["cat", "dog"]}
+        )
+    )
+    assert P.plot_runs([two, other], tmp_path / "p.png") == tmp_path / "p.png"

@@ -225,7 +225,10 @@ def test_resume_compares_the_checkpoints_own_config_even_without_config_toml(tmp
         fit(cfg, out, components=make_components(), resume=True, log=quiet)
     msg = str(exc.value)
     assert "optim.lr (0.1 → 5.0)" in msg and str(out / "checkpoint.pt") in msg
-    assert "train.progress, train.device, train.capture and train.tensorboard may differ" in msg
+    assert (
+        "description, train.progress, train.device, train.capture and train.tensorboard may differ"
+        in msg
+    )
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # untouched
 
 
@@ -712,6 +715,11 @@ def test_config_differences_leave_out_provenance_and_volatile_keys():
     stored = 'name = "a"\n[train]\nseed = 0\nprogress = true\n[run]\nhost = "x"\n'
     requested = 'name = "a"\n[train]\nseed = 1\nprogress = false\n[run]\nhost = "y"\n'
     assert config_differences(stored, requested) == ["train.seed (0 → 1)"]
+    # free text: `--epochs 3` appends to it where `--set schedule.epochs=3` does not, for the same run
+    described = (
+        'name = "a"\ndescription = "x [run for 3 epochs (--epochs) instead of the recipe\'s 20]"\n'
+    )
+    assert config_differences('name = "a"\ndescription = "x"\n', described) == []
     assert finite_or_none({"a": (1.0, float("nan")), "b": [float("inf")]}) == {
         "a": [1.0, None],
         "b": [None],
@@ -730,11 +738,9 @@ def test_a_schema_key_added_after_a_run_was_written_stands_for_its_default():
     assert config_differences(stored, "[train]\nseed = 0\ncompile_loss = true\n") == [
         "train.compile_loss ('<absent>' → True)"
     ]
-    # a top-level key too (a config's description)
+    # a top-level key too (the description, whose text never counts: see the volatile keys)
     assert config_differences('name = "x"\n', 'name = "x"\ndescription = ""\n') == []
-    assert config_differences('name = "x"\n', 'name = "x"\ndescription = "y"\n') == [
-        "description ('<absent>' → 'y')"
-    ]
+    assert config_differences('name = "x"\n', 'name = "x"\ndescription = "y"\n') == []
     # a schema key the requested config lacks is still a difference (nothing here writes such a config)
     assert config_differences("[train]\ncompile_loss = false\n", "[train]\n") == [
         "train.compile_loss (False → '<absent>')"
@@ -784,3 +790,120 @@ def test_runs_are_not_nested_inside_runs_or_studies(tmp_path):
     (project / "config.toml").write_text("[tool]\nx = 1\n")
     fit(make_cfg(epochs=1), project / "runs" / "r", components=make_components(), log=quiet)
     assert (project / "runs" / "r" / "final.json").is_file()
+
+
+def test_wall_time_of_a_resumed_run_counts_the_processes_before_it(tmp_path, monkeypatch):
+    """final.json's wall_s is the training time summed over the processes that trained the run (each up to
+    the checkpoint the next resumed from; the checkpoint carries it), not the last process's alone: a
+    run resumed four times used to report a fraction of its cost, one resumed after its last checkpoint
+    almost 0. A checkpoint from before wall_s was stored still resumes, counting 0 for the earlier ones."""
+    import itertools
+    import time
+
+    hour, real, calls = 3600.0, time.perf_counter, itertools.count()
+    # the first processes' clock gains an hour at every reading: their share is at least an hour
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + hour * next(calls))
+    out = run(tmp_path, epochs=3, stop=1)
+    done = run(tmp_path, "done", epochs=2)
+    monkeypatch.undo()
+    first = load_checkpoint(out / "checkpoint.pt")["wall_s"]
+    assert first >= hour
+    got = fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert first <= got["wall_s"] < first + 600
+    assert json.loads((out / "final.json").read_text())["wall_s"] == got["wall_s"]
+    # killed after its last checkpoint, before final.json: resumed, it trains nothing, yet cost an hour+
+    (done / "final.json").unlink()
+    got = fit(make_cfg(epochs=2), done, components=make_components(), resume=True, log=quiet)
+    assert got["wall_s"] == pytest.approx(load_checkpoint(done / "checkpoint.pt")["wall_s"], abs=60)
+    assert got["wall_s"] >= hour
+    # an old checkpoint without the field
+    old = run(tmp_path, "old", epochs=3, stop=1)
+    ck = load_checkpoint(old / "checkpoint.pt")
+    del ck["wall_s"]
+    torch.save(ck, old / "checkpoint.pt")
+    got = fit(make_cfg(epochs=3), old, components=make_components(), resume=True, log=quiet)
+    assert 0 < got["wall_s"] < 600
+
+
+def _read_only(monkeypatch):
+    """The run folders' file system as a read-only mount shows it (we run as root, so chmod would not
+    stop a write): statvfs flags it ST_RDONLY, access() denies writing, and creating the lock file fails
+    with EROFS."""
+    real, real_access = os.statvfs, os.access
+    monkeypatch.setattr(
+        os, "statvfs", lambda p: type("S", (), {"f_flag": real(p).f_flag | os.ST_RDONLY})()
+    )
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **k: not mode & os.W_OK and real_access(p, mode, **k)
+    )
+
+    def refuse(self):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.path))
+
+    monkeypatch.setattr(_Lock, "acquire", refuse)
+
+
+def test_resume_of_a_finished_run_on_a_read_only_file_system_reports_it_finished(
+    tmp_path, monkeypatch
+):
+    """Resuming a finished run writes nothing: where the folder cannot be written it is read without the
+    lock (which needs a write; a finished run is never rewritten, and nothing else can write there). It
+    used to take the lock first and fail with 'cannot write run folder ...: permission denied'."""
+    out = run(tmp_path, epochs=2)
+    before = snapshot(out)
+    _read_only(monkeypatch)
+    lines = []
+    got = fit(make_cfg(epochs=2), out, components=make_components(), resume=True, log=lines.append)
+    assert got == json.loads(before["final.json"])
+    assert lines == [f"{got['name']}: already finished ({out / 'final.json'}); nothing to do"]
+    assert not (out / "RUNNING").exists()
+    after = snapshot(out)
+    assert after.pop("train.log").startswith(before.pop("train.log")) and after == before
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["lr"] = 0.5
+    with pytest.raises(ConfigMismatch, match=r"optim\.lr \(0\.1 → 0\.5\)"):  # still checked
+        fit(cfg, out, components=make_components(), resume=True, log=quiet)
+
+
+def test_a_folder_that_cannot_be_written_is_refused_with_the_os_reason(tmp_path, monkeypatch):
+    """A read-only file system is reported as such, not as a missing permission (os.access cannot tell
+    them apart); without write permission the reason is the permission."""
+    out = tmp_path / "r"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        _read_only(m)
+        with pytest.raises(RunFolderError) as exc:
+            fit(make_cfg(epochs=1), out, components=make_components(), log=quiet)
+    assert str(exc.value) == f"cannot write run folder {str(out)!r}: {os.strerror(errno.EROFS)}"
+    assert exc.value.errno == errno.EROFS and list(out.iterdir()) == []
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False)
+    with pytest.raises(RunFolderError) as exc:
+        fit(make_cfg(epochs=1), out, components=make_components(), log=quiet)
+    assert str(exc.value) == f"cannot write run folder {str(out)!r}: {os.strerror(errno.EACCES)}"
+    assert exc.value.errno == errno.EACCES
+
+
+@pytest.mark.parametrize("edit", ["lr", "garbage"])
+def test_a_config_toml_that_no_longer_states_the_run_is_rewritten_from_the_checkpoint(
+    tmp_path, edit
+):
+    """--resume trains with the checkpoint's own config; a config.toml edited by hand (or damaged) would
+    misstate the run to `report` and to the reader: it is set aside and written again."""
+    out = run(tmp_path, epochs=3, stop=1)
+    path = out / "config.toml"
+    original = path.read_text()
+    bad = original.replace("lr = 0.1", "lr = 0.5") if edit == "lr" else "\x00 not toml ["
+    assert bad != original
+    path.write_text(bad)
+    notes: list[str] = []
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=notes.append)
+    assert (out / "config.superseded.toml").read_text() == bad
+    assert path.read_text().startswith(original.split("\n# run:")[0])  # the checkpoint's config
+    want = "optim.lr (0.5 → 0.1)" if edit == "lr" else "(it is not a config)"
+    assert any(
+        "config.toml differed from the checkpoint's config in" in n and want in n for n in notes
+    )
+    # the run folder reads as the run it is
+    from lpl_train.report import collect_runs
+
+    assert [r.config["optim"]["lr"] for r in collect_runs(out)] == [0.1]

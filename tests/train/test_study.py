@@ -1199,3 +1199,22 @@ def test_study_command_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("python -m lpl_train.study: error: ") and err.count("\n") == 1
     assert "none.toml" in err
+
+
+def test_a_resumed_study_run_records_the_training_time_of_every_process(tmp_path, monkeypatch):
+    """A study run's ``wall_s`` counts the training of the processes before a resume (the engine carries
+    it in the checkpoint), not only the last process's: the first process's clock here gains an hour
+    at every reading, so its share alone is an hour or more."""
+    import itertools
+    import time
+
+    from lpl_train import study_runs as SR
+
+    study = _tiny_study(tmp_path)
+    spec = S.plan_runs(study)[0]
+    hour, real, calls = 3600.0, time.perf_counter, itertools.count()
+    with monkeypatch.context() as m:
+        m.setattr(time, "perf_counter", lambda: real() + hour * next(calls))
+        SR.train_run(study, spec, tmp_path / "run", resume=False, stop_after_epoch=1)
+    rec = SR.train_run(study, spec, tmp_path / "run", resume=True)
+    assert hour <= rec["wall_s"] < hour * 1000
