@@ -166,12 +166,40 @@ def _run_one(cfg: dict[str, Any], out: Path, resume: bool, quiet: bool) -> dict[
     return fit(cfg, out, resume=resume, progress=False if quiet else None)
 
 
-def _dry_run(cfg: dict[str, Any]) -> int:
+def _check_out(cfg: dict[str, Any], out: Path, resume: bool) -> str:
+    """What ``run`` would do with its folder ``out``, checked without writing anything: the refusals of
+    a fresh run (a finished run, a checkpoint, records, another config, a run above or below it), the
+    checkpoint and config of a resume, a read-only file system, and the tensorboard package."""
+    from lpl_train.config import dumps_toml
+    from lpl_train.engine.run_folder import RunFolder, check_writable
+    from lpl_train.engine.tracking import TensorBoardScalars
+
+    if cfg["train"]["tensorboard"]:
+        # raises when the package is missing; writes nothing
+        TensorBoardScalars(out / "tensorboard")
+    check_writable(out)  # a file in its place, a read-only file system, no permission
+    folder, text = RunFolder(out), dumps_toml(cfg)
+    if resume and folder.finished() is not None:
+        stored = out / "config.toml"
+        if stored.is_file():
+            folder.check_config(stored.read_text(encoding="utf-8"), text, str(stored))
+        return f"run folder {out}: finished; --resume would train nothing"
+    if resume:
+        ckpt = folder.resume_checkpoint(text)
+        what = f"would resume after epoch {ckpt['epoch']}"
+    else:
+        folder.check_fresh(text)  # also where it does not exist yet: a run folder above it
+        what = "would start a fresh run"
+    return f"run folder {out}: {what}"
+
+
+def _dry_run(cfg: dict[str, Any], out: Path, resume: bool) -> int:
     import torch
 
     from lpl_train.engine import check_config, select_device
 
     device = select_device(cfg["train"]["device"])
+    folder = _check_out(cfg, out, resume)
     info = check_config(cfg)
     built = (
         f"model {cfg['model']['name']} ({info['model_params'] / 1e6:.3f}M parameters, "
@@ -188,7 +216,8 @@ def _dry_run(cfg: dict[str, Any]) -> int:
         raise FileNotFoundError(" | ".join(missing))
     print(
         f"{cfg['name']}: data {cfg['data']['name']} ok ({info['train_size']} train / {info['test_size']} test"
-        f"{', multi-label' if info['multi_label'] else ''}); {built}; device {device}; torch {torch.__version__}"
+        f"{', multi-label' if info['multi_label'] else ''}); {built}; device {device}; torch {torch.__version__}; "
+        f"{folder}"
     )
     return 0
 
@@ -201,9 +230,10 @@ def _warn(cfg: dict[str, Any]) -> None:
 def _cmd_run(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, a.overrides, a.epochs)
     _warn(cfg)
-    if a.dry_run:
-        return _dry_run(cfg)
     out = Path(a.out) if a.out else Path("runs") / cfg["name"]
+    if a.dry_run:
+        return _dry_run(cfg, out, a.resume)
+    a.run_folder = out  # for the message after Ctrl-C
     final = _run_one(cfg, out, a.resume, a.quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
@@ -222,7 +252,14 @@ def _describe_sweep_run(o: Any) -> str:
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from lpl_train.engine.mps import mps_server
-    from lpl_train.experiment import ConfigRunner, execute, parse_grid, plan_sweep, throughput
+    from lpl_train.experiment import (
+        ConfigRunner,
+        check_runs,
+        execute,
+        parse_grid,
+        plan_sweep,
+        throughput,
+    )
 
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")
@@ -237,9 +274,14 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     runner = ConfigRunner(
         quiet=a.quiet or a.jobs > 1
     )  # no interleaved progress bars from N processes
+    # what a run folder would refuse (another config's run, a run folder around --out) stops the sweep
+    # before the MPS daemon starts and before any run trains; a dry run reports it the same way
+    check_runs(runs, runner)
     # a dry run trains nothing: no daemon to start (and no MPS line to print)
     with contextlib.nullcontext() if a.dry_run else mps_server(a.mps, needed=a.jobs > 1):
-        done = execute(runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run)
+        done = execute(
+            runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run, check=False
+        )
     if a.dry_run:
         return 0
     wall = time.perf_counter() - t0
@@ -323,8 +365,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lpl-train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lpl-train: interrupted; resume with --resume", file=sys.stderr)
+        print(f"lpl-train: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
+
+
+def _how_to_continue(args: argparse.Namespace) -> str:
+    """What to do after Ctrl-C: ``--resume`` only where a checkpoint exists to resume from."""
+    if args.cmd == "run":
+        out = getattr(args, "run_folder", None)
+        if out is not None and (Path(out) / "checkpoint.pt").is_file():
+            return "; resume the run: the same command with --resume"
+        return (
+            "; no epoch had finished (no checkpoint): run the same command again without --resume"
+        )
+    if args.cmd in ("sweep", "study"):
+        return (
+            "; run the same command again: finished runs are kept, the others resume from their "
+            "checkpoints"
+        )
+    return ""
 
 
 def _one_line(exc: BaseException) -> str:

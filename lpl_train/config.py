@@ -200,11 +200,21 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The largest float32: the optimiser's hyper-parameters meet float32 weights, and torch refuses a value
+#: beyond it only when the first step runs.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _positive(where: str, value: Any, *, zero_ok: bool = False) -> None:
     bad = value < 0 if zero_ok else value <= 0
     if bad or (isinstance(value, float) and not math.isfinite(value)):
         need = "a finite number >= 0" if zero_ok else "a finite number > 0"
         raise ConfigError(f"config key {where!r} has value {value!r}; expected {need}")
+    if where.startswith(("optim.", "schedule.")) and value > _FLOAT32_MAX:
+        raise ConfigError(
+            f"config key {where!r} has value {value!r}; expected at most {_FLOAT32_MAX:.4g} "
+            "(the largest float32, in which the optimiser computes)"
+        )
 
 
 def _check_values(cfg: dict[str, Any]) -> None:
@@ -339,6 +349,8 @@ def find_config(name_or_path: str | Path) -> Path:
         raise TypeError(f"config must be a name or a path, got {type(name_or_path).__name__}")
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
+        if p.is_dir():
+            raise ConfigError(f"config {str(p)!r} is a folder, not a config file (.toml)")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         return p
@@ -407,6 +419,11 @@ def load_config(
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"position {exc.start}); a config is a TOML file"
+        ) from None
     for ov in overrides:
         raw = apply_override(raw, ov)
     if epochs is not None:

@@ -8,7 +8,8 @@ OS lock, taken by ``engine.fit``) is left alone; ``jobs > 1`` trains runs in par
 CPU thread each; on a machine with one GPU every worker trains on it, with its own copy of the data).
 :func:`throughput` reads back from the runs' records what they achieved together.
 
-``lpl-train sweep`` plans with :func:`plan_sweep` and runs with :class:`ConfigRunner` (``engine.fit`` on the
+``lpl-train sweep`` plans with :func:`plan_sweep` (which builds every grid point's model and loss before
+anything trains, so a bad value is named up front) and runs with :class:`ConfigRunner` (``engine.fit`` on the
 config); a study (``lpl_train.study``) plans its selection and final runs from its declarative file and runs
 them with its own runner, which adds the validation split and the test evaluation around the same ``fit``.
 """
@@ -29,6 +30,8 @@ __all__ = [
     "ConfigRunner",
     "PlannedRun",
     "Runner",
+    "check_points",
+    "check_runs",
     "epoch_spans",
     "execute",
     "expand_grid",
@@ -56,7 +59,11 @@ class PlannedRun:
 
 
 class Runner(Protocol):
-    """What :func:`execute` needs to know about a kind of run (picklable, for worker processes)."""
+    """What :func:`execute` needs to know about a kind of run (picklable, for worker processes).
+
+    A runner may also have ``check(run)``: the refusals its ``load``/``train`` would raise for the run's folder
+    as it is now, found without writing anything; :func:`check_runs` calls it for every run before any of
+    them starts (and for a dry run)."""
 
     def finished(self, run: PlannedRun) -> bool: ...
 
@@ -67,19 +74,75 @@ class Runner(Protocol):
 
 # ---------------------------------------------------------------------------------------------- grids
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
-    """``["optim.lr=0.1,0.05", ...]`` → ``[("optim.lr", [0.1, 0.05]), ...]`` (values parsed as TOML)."""
+    """``["optim.lr=0.1,0.05", ...]`` → ``[("optim.lr", [0.1, 0.05]), ...]`` (values parsed as TOML).
+
+    Values are split on the commas outside brackets, braces and quotes, so a value may be a TOML list, table
+    or quoted string: ``schedule.milestones=[80, 120],[160]`` gives two lists (:func:`plan_sweep` refuses a
+    key given twice: its values belong in one ``--grid``).
+
+    >>> parse_grid(["schedule.milestones=[1,2],[3]", 'data.root="a,b",c'])
+    [('schedule.milestones', [[1, 2], [3]]), ('data.root', ['a,b', 'c'])]
+    """
     from lpl_train.config import ConfigError, parse_value
 
-    grid = []
+    grid: list[tuple[str, list[Any]]] = []
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--grid {item!r} must look like key=v1,v2")
         key, vals = item.split("=", 1)
-        values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
+        values = []
+        for text in _split_values(item, vals):
+            value = parse_value(text)
+            if text[0] in "[{\"'" and value == text:  # parse_value keeps text it cannot parse
+                raise ConfigError(
+                    f"--grid {item!r}: {text!r} is not a TOML value; write lists as [1, 2], tables as "
+                    "{a = 1} and strings holding commas or brackets in quotes"
+                )
+            values.append(value)
         if not key.strip() or not values:
             raise ConfigError(f"--grid {item!r} must name a key and at least one value")
         grid.append((key.strip(), values))
     return grid
+
+
+def _split_values(item: str, text: str) -> list[str]:
+    """The values of ``--grid key=text``: ``text`` split on the commas outside brackets, braces and quotes,
+    each stripped, empty ones dropped. A quote or an opening bracket counts where a value starts (or inside
+    brackets), so a bare word may hold them (``bob's``)."""
+    from lpl_train.config import ConfigError
+
+    parts, start, depth, quote, escaped = [], 0, 0, "", False
+    for i, c in enumerate(text):
+        opens = depth > 0 or not text[start:i].strip()
+        if quote:
+            if escaped:
+                escaped = False
+            elif c == "\\" and quote == '"':
+                escaped = True
+            elif c == quote:
+                quote = ""
+        elif c in "\"'" and opens:
+            quote = c
+        elif c in "[{" and opens:
+            depth += 1
+        elif c in "]}" and depth > 0:
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if quote or depth:
+        what = "quote" if quote else "bracket"
+        raise ConfigError(
+            f"--grid {item!r} has an unbalanced {what} in its values; write lists as [1, 2] and close "
+            "every quote (values are split on the commas outside brackets and quotes)"
+        )
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _dotted(key: str) -> str:
+    """A config key as ``--set`` reads it (``" optim . lr"`` → ``"optim.lr"``)."""
+    return ".".join(k.strip() for k in key.strip().split("."))
 
 
 def expand_grid(grid: dict[str, Sequence[Any]] | Sequence[tuple[str, Sequence[Any]]]) -> list[dict]:
@@ -98,6 +161,9 @@ def expand_grid(grid: dict[str, Sequence[Any]] | Sequence[tuple[str, Sequence[An
         if not isinstance(v, list | tuple) or len(v) == 0:
             raise ValueError(f"grid[{k!r}] must be a non-empty list of values, got {v!r}")
     keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:  # the points would keep only the last one's values
+        raise ValueError(f"grid key {twice[0]!r} is given twice; list all its values once")
     return [
         dict(zip(keys, vals, strict=True)) for vals in itertools.product(*[v for _, v in pairs])
     ]
@@ -125,10 +191,20 @@ def plan_sweep(
     seeds: Sequence[int],
     epochs: int | None,
     root: str | Path,
+    *,
+    check: bool = True,
 ) -> list[PlannedRun]:
-    """The runs of ``lpl-train sweep``: every grid point × seed, in ``root/<point>/seed<k>``."""
+    """The runs of ``lpl-train sweep``: every grid point × seed, in ``root/<point>/seed<k>``.
+
+    The sweep sets ``train.seed`` itself, so ``overrides`` and ``grid`` may not; a grid key may not be given
+    twice, nor lie inside another grid key, and an override may not set a grid key (or a key inside one):
+    the grid's values would silently replace it. A grid point whose config is refused is named in the error.
+    With ``check``, :func:`check_points` then builds every point's model and loss before anything trains
+    (its warnings are printed on stderr as ``lpl-train: warning: ...`` lines).
+    """
     from lpl_train.config import ConfigError, _toml_value, load_config
 
+    _check_sweep_keys(overrides, grid)
     runs: list[PlannedRun] = []
     folders: dict[str, dict[str, Any]] = {}
     for point in expand_grid(list(grid)):
@@ -141,10 +217,144 @@ def plan_sweep(
             )
         folders[name] = point
         for seed in seeds:
-            cfg = load_config(config, [*overrides, *sets, f"train.seed={seed}"], epochs)
+            try:
+                cfg = load_config(config, [*overrides, *sets, f"train.seed={seed}"], epochs)
+            except ConfigError as exc:
+                if not point:
+                    raise
+                raise ConfigError(f"{_point_text(point)}: {exc}") from None
             key = f"{name}/seed{seed}"
             runs.append(PlannedRun(key, Path(root) / key, cfg, seed, point))
+    if check:
+        for text in check_points(runs):
+            print(f"lpl-train: warning: {text}", file=sys.stderr)
     return runs
+
+
+def _check_sweep_keys(overrides: Sequence[str], grid: Sequence[tuple[str, list[Any]]]) -> None:
+    """Refuse what the sweep would silently replace: ``train.seed`` (it sets it per run), a grid key given
+    twice or inside another, and an override of a grid key (the grid's values come after it)."""
+    from lpl_train.config import ConfigError, parse_value
+
+    seeds_hint = (
+        "a sweep sets train.seed itself, 0..N-1 with --seeds N (call it again with a larger N to add "
+        "seeds: the finished runs are skipped); drop it"
+    )
+    keys = [(_dotted(k), vals) for k, vals in grid]
+    for i, (key, vals) in enumerate(keys):
+        if key == "train.seed" or (key == "train" and any(_sets_seed(v) for v in vals)):
+            raise ConfigError(f"--grid {grid[i][0]}: {seeds_hint} from --grid")
+        for other, _ in keys[:i]:
+            if key == other:
+                raise ConfigError(
+                    f"grid key {key!r} is given twice; list all its values in one --grid, e.g. "
+                    f"--grid {key}=V1,V2,V3"
+                )
+            if key.startswith(other + ".") or other.startswith(key + "."):
+                outer, inner = (other, key) if key.startswith(other + ".") else (key, other)
+                raise ConfigError(
+                    f"--grid {inner} lies inside --grid {outer}: each point would set one over the "
+                    f"other; sweep the keys of {outer} one by one"
+                )
+    for ov in overrides:
+        if not isinstance(ov, str) or "=" not in ov:
+            continue  # load_config names the malformed override
+        key, text = _dotted(ov.split("=", 1)[0]), ov.split("=", 1)[1]
+        if key == "train.seed" or (key == "train" and _sets_seed(parse_value(text.strip()))):
+            raise ConfigError(f"--set {ov}: {seeds_hint} from --set")
+        for gkey, _ in keys:
+            if key == gkey or key.startswith(gkey + "."):
+                raise ConfigError(
+                    f"--set {ov} is replaced by --grid {gkey} in every point of the sweep; drop the "
+                    f"--set, or put its value into the --grid"
+                )
+
+
+def _sets_seed(value: Any) -> bool:
+    """Whether a value given to the key ``train`` (a whole table) sets ``seed``."""
+    return isinstance(value, dict) and "seed" in value
+
+
+def check_points(runs: Sequence[PlannedRun]) -> list[str]:
+    """Build the model and the loss of every grid point of a sweep plan (one run per point: the seed does not
+    change what is built) and pass one training batch through the model, as the first second of each run
+    would; raise naming the grid point on the first that fails. The data is loaded once per distinct
+    ``[data]`` table, never downloaded; where it is missing the model and loss are built with the dataset's
+    known shape (the runs themselves then report the missing data), as ``lpl-train run --dry-run`` does.
+
+    Returns the warnings the builds gave (e.g. a loss parameter that makes LPL plain cross-entropy), each
+    once, prefixed by its grid point."""
+    import warnings
+
+    from lpl_train.config import ConfigError
+
+    data: dict[str, Any] = {}
+    seen: set[str] = set()
+    said: list[str] = []
+    for run in runs:
+        if run.cfg is None:
+            continue
+        sig = json.dumps(
+            {k: run.cfg.get(k) for k in ("data", "model", "loss")}, sort_keys=True, default=str
+        )
+        if sig in seen:
+            continue
+        seen.add(sig)
+        where = _point_text(run.point)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _check_components(run.cfg, data)
+        except (ValueError, TypeError, KeyError) as exc:
+            if not run.point:
+                raise
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise ConfigError(f"{where}: {msg}") from None
+        for w in caught:
+            text = " ".join(str(w.message).split())
+            text = f"{where}: {text}" if run.point else text
+            if text not in said:
+                said.append(text)
+    return said
+
+
+def _point_text(point: dict[str, Any]) -> str:
+    """``grid point key=value key=value`` (values as TOML), how errors and warnings name a grid point."""
+    from lpl_train.config import _toml_value
+
+    return "grid point " + " ".join(f"{k}={_toml_value(v)}" for k, v in point.items())
+
+
+def _check_components(cfg: dict[str, Any], data: dict[str, Any]) -> None:
+    """``engine.check_config`` for one config, with the data taken from (and added to) the cache ``data``."""
+    from lpl_train.data import build_datasets
+    from lpl_train.engine.components import (
+        _build_model_reporting_weights,
+        _check_loader_options,
+        _placeholder_shape,
+        _try_one_batch,
+    )
+    from lpl_train.losses import build_loss
+
+    d, lo = cfg["data"], cfg["loss"]
+    _check_loader_options(d)
+    params = {**d["params"], "download": False} if "download" in d["params"] else d["params"]
+    key = json.dumps([d["name"], d["root"], d["seed"], params], sort_keys=True, default=str)
+    if key not in data:
+        try:  # a check never downloads
+            data[key] = build_datasets(d["name"], root=d["root"], seed=d["seed"], **params)
+        except FileNotFoundError as exc:
+            data[key] = exc
+    bundle = data[key]
+    if isinstance(bundle, FileNotFoundError):
+        num_classes, counts, _ = _placeholder_shape(d, bundle)
+        bundle = None
+    else:
+        num_classes, counts = bundle.num_classes, list(bundle.class_counts)
+    model = _build_model_reporting_weights(cfg["model"], num_classes, {})
+    build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
+    if bundle is not None:
+        _try_one_batch(cfg, bundle, model)
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -164,6 +374,10 @@ class ConfigRunner:
             ConfigMismatch: the folder's ``config.toml`` differs (e.g. the sweep was called again into
                 the same ``--out`` with other ``--set`` or ``--epochs``); the keys are named.
         """
+        self._check_finished(run)
+        return json.loads((run.out / "final.json").read_text(encoding="utf-8"))
+
+    def _check_finished(self, run: PlannedRun) -> None:
         from lpl_train.config import dumps_toml
         from lpl_train.engine.files import ConfigMismatch, config_differences
 
@@ -175,7 +389,40 @@ class ConfigRunner:
                     f"{str(run.out)!r} holds a finished run of another config (it differs in "
                     f"{', '.join(diff)}); sweep into another --out, or remove that folder to retrain it"
                 )
-        return json.loads((run.out / "final.json").read_text(encoding="utf-8"))
+
+    def check(self, run: PlannedRun) -> None:
+        """What this run's folder would make :meth:`load` or ``engine.fit`` refuse, found without writing:
+        a finished run of another config; a checkpointed run whose ``config.toml`` differs (resuming it
+        would be refused); for a fresh run, everything ``RunFolder.check_fresh`` refuses (epoch records
+        without a checkpoint, a run folder inside it or around it, the ``config.toml`` of another config);
+        for a run to train, a path that cannot be written (a file on the way, a read-only file system, no
+        permission). A folder that another process moves on meanwhile (a first checkpoint, ``final.json``)
+        is looked at again."""
+        from lpl_train.config import dumps_toml
+        from lpl_train.engine.run_folder import RunFolder, check_writable
+
+        if run.cfg is None:
+            return
+        folder, text = RunFolder(run.out), dumps_toml(run.cfg)
+        for attempt in range(3):
+            state = self.finished(run), (run.out / CHECKPOINT).is_file()
+            try:
+                if state[0]:
+                    self._check_finished(run)
+                elif state[1]:
+                    stored = run.out / "config.toml"
+                    if stored.is_file():
+                        folder.check_config(
+                            stored.read_text(encoding="utf-8"), text, repr(str(stored))
+                        )
+                else:
+                    folder.check_fresh(text)
+                if not state[0]:
+                    check_writable(run.out)
+                return
+            except (OSError, ValueError):
+                if attempt == 2 or state == (self.finished(run), (run.out / CHECKPOINT).is_file()):
+                    raise
 
     def train(self, run: PlannedRun, resume: bool) -> dict[str, Any]:
         """``engine.fit``; a run whose loss diverges is returned as ``{"diverged": why}`` (its folder
@@ -196,6 +443,15 @@ class Outcome:
     status: str
     result: dict[str, Any] | None = None
     first_epoch: int = 0  # the epochs a resumed run had before this call (not trained now)
+
+
+def check_runs(runs: Sequence[PlannedRun], runner: Runner) -> None:
+    """Call ``runner.check(run)`` (where the runner has one) for every run: what its ``load`` or ``train``
+    would refuse in a run folder is raised before any run starts, by a dry run too."""
+    check = getattr(runner, "check", None)
+    if check is not None:
+        for run in runs:
+            check(run)
 
 
 def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
@@ -252,19 +508,28 @@ def execute(
     dry_run: bool = False,
     log: Callable[[str], None] = print,
     describe: Callable[[Outcome], str] | None = None,
+    check: bool = True,
 ) -> list[Outcome]:
     """Go through ``runs``: read finished ones back, train (or resume) the others, skip locked ones.
 
     Returns one :class:`Outcome` per run, in the order they completed. With ``dry_run`` nothing is trained
     (status ``planned`` for the runs that would be). ``describe`` turns a trained outcome into the text after
-    its key in the log line.
+    its key in the log line. With ``check`` (leave it on unless :func:`check_runs` was just called) the
+    runner's read-only checks of every run folder come first, so what a run would refuse stops the whole
+    call before anything is trained, and a dry run reports it as the real call would.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if check:
+        check_runs(runs, runner)
     if dry_run:
         out = [Outcome(r, "done" if runner.finished(r) else "planned") for r in runs]
         for o in out:
-            log(f"{'skip (finished)' if o.status == 'done' else 'would run'}: {o.run.out}")
+            if o.status == "done":
+                log(f"skip (finished): {o.run.out}")
+            else:
+                resume = (o.run.out / CHECKPOINT).is_file()
+                log(f"{'would resume' if resume else 'would run'}: {o.run.out}")
         return out
     t0 = time.perf_counter()
     if jobs == 1:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,15 @@ def _lt(builder: Callable[..., DatasetBundle], **fixed: Any) -> Callable[..., Da
     ) -> DatasetBundle:
         return builder(root=root, seed=seed, imbalance_ratio=imbalance_ratio, **fixed, **params)
 
+    # the parameters it really takes: the builder's, less the fixed ones, long-tailed by default
+    sig = inspect.signature(builder)
+    build.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(default=100.0) if p.name == "imbalance_ratio" else p
+            for p in sig.parameters.values()
+            if p.name not in fixed
+        ]
+    )
     return build
 
 
@@ -49,13 +60,13 @@ DATASETS: dict[str, Callable[..., DatasetBundle]] = {
     "fmnist_lt": _lt(build_fmnist),
     "fmnist_ml_lt": build_fmnist_ml_lt,
     "gaussian": build_gaussian,
-    "cifar10": lambda root=None, seed=0, **p: build_cifar(10, root, seed, **p),
-    "cifar100": lambda root=None, seed=0, **p: build_cifar(100, root, seed, **p),
+    "cifar10": functools.partial(build_cifar, 10),
+    "cifar100": functools.partial(build_cifar, 100),
     "cifar10_lt": _lt(build_cifar, num_classes=10),
     "cifar100_lt": _lt(build_cifar, num_classes=100),
     "cifar_lt_npz": build_cifar_lt_npz,
-    "inat2017": lambda root=None, seed=0, **p: build_inat(2017, root, seed, **p),
-    "inat2018": lambda root=None, seed=0, **p: build_inat(2018, root, seed, **p),
+    "inat2017": functools.partial(build_inat, 2017),
+    "inat2018": functools.partial(build_inat, 2018),
     "voc_mlt": build_voc_mlt,
     "coco_mlt": build_coco_mlt,
     "coco": build_coco,
@@ -73,12 +84,17 @@ def build_datasets(
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"dataset name must be one of {sorted(DATASETS)}, got {name!r}")
     check_int("seed", seed, 0)
-    try:
-        return DATASETS[name](root=root, seed=seed, **params)
-    except TypeError as err:
-        if "unexpected keyword argument" in str(err):
-            raise ValueError(f"dataset {name!r}: {err}") from err
-        raise
+    builder = DATASETS[name]
+    accepted = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        allowed = sorted(k for k in accepted if k not in ("root", "seed"))
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"dataset {name!r} has no parameter {unknown[0]!r}; allowed: "
+                f"{', '.join(allowed) or 'none'}"
+            )
+    return builder(root=root, seed=seed, **params)
 
 
 def check_data(name: str, root: str | Path | None = None, **params: Any) -> list[Path]:

@@ -57,6 +57,7 @@ def build_components(
 
     dist = dist or DistInfo()
     d, m, lo, tr = cfg["data"], cfg["model"], cfg["loss"], cfg["train"]
+    _check_loader_options(d)  # before the data is read, as the dry run checks them
     bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
     torch.manual_seed(tr["seed"])  # model initialisation depends only on the training seed
     model = build_model(m["name"], num_classes=bundle.num_classes, **m["params"])
@@ -246,6 +247,16 @@ def _check_loader_options(d: dict[str, Any]) -> None:
         raise ValueError(
             f"unknown config key 'data.loader.{unknown[0]}'; allowed in [data.loader]: "
             f"{', '.join(sorted(allowed))}"
+        )
+    workers = d["loader"].get("num_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(
+            f"config key 'data.loader.num_workers' has value {workers!r}; expected an integer >= 0"
+        )
+    if d["sampler"] == "none" and d["sampler_params"]:
+        raise ValueError(
+            f"config key 'data.sampler_params' has value {d['sampler_params']!r} but data.sampler is "
+            "'none', which takes no parameters; set data.sampler or drop the parameters"
         )
 
 

@@ -487,6 +487,23 @@ def _unwritable(folder: Path) -> int | None:
     return None
 
 
+def check_writable(path: Path) -> None:
+    """What :meth:`RunFolder.create` would refuse for the run folder ``path``, found without writing (for
+    dry runs and a sweep's checks before it starts): a file in its place or on its way, a read-only file
+    system, no write permission where it is or would be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"run folder {str(path)!r} exists and is not a folder")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise RunFolderError(
+            f"cannot create run folder {str(path)!r}: a part of the path is a file"
+        )
+    reason = _unwritable(existing)
+    if reason is not None:
+        raise RunFolderError(f"cannot write run folder {str(path)!r}: {os.strerror(reason)}")
+
+
 def _missing_folders(path: Path) -> list[Path]:
     """``path`` and those of its parents that do not exist yet, deepest first."""
     missing = []

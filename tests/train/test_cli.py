@@ -105,6 +105,46 @@ def test_dry_run_confirms_present_data(capsys):
     )
 
 
+def test_dry_run_checks_the_run_folder_as_the_run_would_without_writing(
+    tmp_path, capsys, monkeypatch
+):
+    done = tmp_path / "g1"
+    assert main(["run", "gaussian_linear_ce", "--epochs", "1", "--out", str(done), "--quiet"]) == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+
+    def dry(out, *more):
+        rc = main(
+            ["run", "gaussian_linear_ce", "--epochs", "1", "--out", str(out), "--dry-run", *more]
+        )
+        got = capsys.readouterr()
+        return rc, got.out + got.err
+
+    rc, text = dry(tmp_path / "fresh")
+    assert rc == 0 and f"run folder {tmp_path / 'fresh'}: would start a fresh run" in text
+    rc, text = dry(done, "--resume")
+    assert rc == 0 and "finished; --resume would train nothing" in text
+    for out, more, refusal in (
+        (done, (), "holds a finished run (final.json)"),
+        (done / "sub", (), f"lies inside the run folder {str(done.resolve())!r}"),
+        (tmp_path, (), "holds another run in"),
+        (tmp_path / "fresh", ("--resume",), "no checkpoint"),
+        (done, ("--resume", "--set", "optim.lr=0.5"), "optim.lr (0.1 → 0.5)"),
+    ):
+        rc, text = dry(out, *more)
+        assert rc == 2 and refusal in text and text.startswith("lpl-train: error:"), (out, text)
+    with monkeypatch.context() as m:  # the package missing: import of it fails
+        m.setitem(sys.modules, "torch.utils.tensorboard", None)
+        rc, text = dry(tmp_path / "tb", "--set", "train.tensorboard=true")
+        assert rc == 2 and "needs the tensorboard package" in text
+    with monkeypatch.context() as m:
+        flags = os.statvfs(tmp_path)
+        m.setattr(os, "statvfs", lambda p: type("S", (), {"f_flag": flags.f_flag | os.ST_RDONLY})())
+        rc, text = dry(tmp_path / "ro")
+        assert rc == 2 and "cannot write run folder" in text and "Read-only file system" in text
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
 def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothing(
     tmp_path, capsys
 ):
@@ -555,18 +595,112 @@ def test_run_passes_quiet_and_resume_to_the_engine_and_reports_the_final_scores(
     )
 
 
-def test_an_interrupted_command_says_how_to_resume_with_exit_status_130(capsys, monkeypatch):
+def test_an_interrupted_command_says_how_to_go_on_with_exit_status_130(
+    capsys, monkeypatch, tmp_path
+):
     import lpl_train.__main__ as M
 
-    def interrupted(args):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(M, "_command", interrupted)
     assert main(["list"]) == 130
-    assert capsys.readouterr().err == "lpl-train: interrupted; resume with --resume\n"
+    assert capsys.readouterr().err == "lpl-train: interrupted\n"
+    for cmd in (["sweep", "gaussian_linear_ce"], ["study", "fmnist"]):
+        assert main(cmd) == 130
+        assert capsys.readouterr().err == (
+            "lpl-train: interrupted; run the same command again: finished runs are kept, the others "
+            "resume from their checkpoints\n"
+        )
+    monkeypatch.undo()
+
+    # run: --resume only once a checkpoint exists (before it, a rerun restarts the run)
+    out = tmp_path / "r"
+
+    def stopped(cfg, folder, resume, quiet, checkpoint):
+        folder.mkdir(exist_ok=True)
+        if checkpoint:
+            (folder / "checkpoint.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    for checkpoint, advice in (
+        (
+            False,
+            "no epoch had finished (no checkpoint): run the same command again without --resume",
+        ),
+        (True, "resume the run: the same command with --resume"),
+    ):
+        monkeypatch.setattr(M, "_run_one", lambda *a, c=checkpoint: stopped(*a, c))
+        assert main(["run", "gaussian_linear_ce", "--out", str(out)]) == 130
+        assert capsys.readouterr().err == f"lpl-train: interrupted; {advice}\n"
 
 
 def test_a_missing_key_is_named_without_the_quotes_of_its_repr():
     from lpl_train.__main__ import _one_line
 
     assert _one_line(KeyError("data.root")) == "data.root"
+
+
+def test_a_sweep_refuses_before_training_what_a_run_would_and_its_dry_run_says_the_same(
+    tmp_path, capsys
+):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    root = tmp_path / "sw"
+    # the second point's folder holds a finished run of another config (another --epochs)
+    other = load_config(cfg, ["train.seed=0"], 2)
+    (root / "optim.lr=0.1" / "seed0").mkdir(parents=True)
+    (root / "optim.lr=0.1" / "seed0" / "config.toml").write_text(dumps_toml(other))
+    (root / "optim.lr=0.1" / "seed0" / "final.json").write_text("{}")
+    args = ["sweep", str(cfg), "--grid", "optim.lr=0.05,0.1", "--out", str(root), "--quiet"]
+    for extra in (["--dry-run"], []):
+        assert main([*args, *extra]) == 2
+        cap = capsys.readouterr()
+        assert "holds a finished run of another config" in cap.err and "schedule.epochs" in cap.err
+        assert "skip (finished)" not in cap.out and "MPS" not in cap.out
+        assert not (root / "optim.lr=0.05").exists()  # refused before the first point trained
+    # an --out inside a run folder
+    (tmp_path / "g1").mkdir()
+    (tmp_path / "g1" / "final.json").write_text("{}")
+    for extra in (["--dry-run"], []):
+        assert main(["sweep", str(cfg), "--out", str(tmp_path / "g1" / "sub"), *extra]) == 2
+        assert "lies inside the run folder" in capsys.readouterr().err
+    assert not (tmp_path / "g1" / "sub").exists()
+    # a bad value of one grid point: named, and found before the good point trains
+    bad = ["sweep", str(cfg), "--grid", "loss.params.alpha=0.25,-1", "--out", str(tmp_path / "a")]
+    for extra in (["--dry-run"], ["--jobs", "2"]):
+        assert main([*bad, *extra]) == 2
+        cap = capsys.readouterr()
+        assert cap.err.startswith(
+            "lpl-train: error: grid point loss.params.alpha=-1: alpha must be"
+        )
+        assert "would run" not in cap.out
+    assert not (tmp_path / "a").exists()
+
+
+def test_sweep_grid_takes_list_values_and_refuses_keys_it_would_override(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    root = tmp_path / "sw"
+    args = ["sweep", str(cfg), "--out", str(root), "--quiet"]
+    assert main([*args, "--set", "schedule.kind='step'",
+                 "--grid", "schedule.milestones=[1,2],[3]", "--dry-run"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        f"would run: {root / 'schedule.milestones=_1,_2_' / 'seed0'}",
+        f"would run: {root / 'schedule.milestones=_3_' / 'seed0'}",
+    ]
+    for extra, said in (
+        (["--grid", "optim.lr=0.1", "--grid", "optim.lr=0.2"],
+         "grid key 'optim.lr' is given twice; list all its values in one --grid"),
+        (["--grid", "train.seed=0,1"], "--grid train.seed: a sweep sets train.seed itself"),
+        (["--set", "train.seed=7"], "--set train.seed=7: a sweep sets train.seed itself"),
+        (["--grid", "schedule.milestones=[1,2"], "unbalanced bracket"),
+    ):  # fmt: skip
+        assert main([*args, *extra, "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lpl-train: error: ") and said in err
+        assert err.count("\n") == 1
+    # what building a grid point warns about is said once, on one line naming the point
+    assert main([*args, "--grid", "loss.params.alpha=0.05,0.9", "--dry-run"]) == 0
+    assert capsys.readouterr().err.startswith(
+        "lpl-train: warning: grid point loss.params.alpha=0.9: alpha=0.9 exceeds epsilon"
+    )
+    assert not root.exists()

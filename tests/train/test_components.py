@@ -268,6 +268,17 @@ def test_a_dry_run_checks_the_loader_options(root):
         engine.check_config(cfg(root, data={"loader": {"backend": "gpu"}}))
     with pytest.raises(ValueError, match=r"'data.augment' has value 'rotate'"):
         engine.check_config(cfg(root, data={"augment": "rotate"}))
+    with pytest.raises(
+        ValueError, match=r"'data.loader.num_workers' has value -1; expected an int"
+    ):
+        engine.check_config(cfg(root, data={"loader": {"num_workers": -1}}))
+    with pytest.raises(ValueError, match=r"'data.sampler_params' .* data.sampler is 'none'"):
+        engine.check_config(cfg(root, data={"sampler_params": {"x": 1}}))
+    # the real run refuses them before it reads the data
+    with pytest.raises(ValueError, match=r"'data.loader.num_workers' has value 1.5"):
+        engine.build_components(
+            cfg(root, data={"loader": {"num_workers": 1.5}}), torch.device("cpu")
+        )
 
 
 @OLD_GLOO_TEARDOWN

@@ -145,6 +145,14 @@ def test_load_config_from_path_and_bad_toml(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         find_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file"):
+        find_config(tmp_path)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xffname = 1\n")
+    with pytest.raises(
+        ConfigError, match=r"bin\.toml' is not UTF-8 text \(byte 0xff at position 0\)"
+    ):
+        load_config(binary)
 
 
 def test_dumps_toml_round_trips_every_shipped_config():
@@ -362,6 +370,13 @@ def test_validated_configs_share_no_tables_with_the_input_or_the_schema():
             r"'optim.lr' has value inf; expected a finite number > 0",
         ),
         (with_("optim", lr=float("nan")), r"'optim.lr' has value nan"),
+        # beyond float32, torch's optimiser refuses them only at the first step
+        (with_("optim", lr=1e39), r"'optim.lr' has value 1e\+39; expected at most 3.403e\+38"),
+        (
+            with_("optim", weight_decay=1e39),
+            r"'optim.weight_decay' has value 1e\+39; expected at most",
+        ),
+        (with_("schedule", gamma=1e39), r"'schedule.gamma' has value 1e\+39; expected at most"),
         ({**MINIMAL, "name": "."}, r"'name' has value '.'"),
         ({**MINIMAL, "name": ".."}, r"'name' has value '..'"),
         ({**MINIMAL, "name": ""}, r"'name' has value ''"),

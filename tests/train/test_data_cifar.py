@@ -268,8 +268,14 @@ def test_unknown_dataset_and_param(cifar_root: Path) -> None:
         ValueError, match=r"dataset name must be one of \[.*'fmnist_lt'.*got 'imagenet'"
     ):
         build_datasets("imagenet")
-    with pytest.raises(ValueError, match="bogus"):
-        build_datasets("cifar10", root=cifar_root, bogus=1)
+    allowed = "download, imbalance_ratio, profile, val_fraction, verify"
+    for name in ("cifar10", "cifar100_lt"):
+        with pytest.raises(
+            ValueError, match=rf"{name}' has no parameter 'bogus'; allowed: {allowed}$"
+        ):
+            build_datasets(name, root=cifar_root, bogus=1)
+    with pytest.raises(ValueError, match=r"'inat2017' has no parameter 'bogus'; allowed: size$"):
+        build_datasets("inat2017", bogus=1)
 
 
 def test_check_data_reports_without_loading(cifar_root: Path, tmp_path: Path) -> None:

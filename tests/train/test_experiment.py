@@ -291,3 +291,134 @@ def test_parallel_workers_stop_when_the_sweep_process_is_killed_or_interrupted(t
         for p in pids:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_a_sweep_refuses_a_repeated_grid_key_and_a_seed_it_would_override(tmp_path):
+    from lpl_train.config import ConfigError
+
+    # the second --grid of a key used to replace the first (dict(zip(...)) kept only optim.lr=0.2)
+    with pytest.raises(
+        ConfigError, match=r"'optim.lr' is given twice; list all its values in one --grid"
+    ):
+        X.plan_sweep("gaussian_linear_ce", [], X.parse_grid(["optim.lr=0.1", "optim.lr=0.2"]), [0],
+                     1, tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="'a' is given twice"):
+        X.expand_grid([("a", [1]), ("a", [2])])
+    # train.seed is the sweep's own (seed<k> folders); a grid or --set of it trained seed 0 everywhere
+    for overrides, grid, flag in (
+        ([], [("train.seed", [0, 1])], "--grid train.seed"),
+        (["train.seed=7"], [], "--set train.seed=7"),
+        (["train={seed = 7, device = 'cpu'}"], [], "--set train="),
+        ([], [("train", [{"seed": 1}])], "--grid train"),
+    ):
+        with pytest.raises(
+            ConfigError, match=rf"{flag}.*sets train.seed itself, 0..N-1 with --seeds N"
+        ):
+            X.plan_sweep("gaussian_linear_ce", overrides, grid, [0], 1, tmp_path)
+    # a --set of a grid key (or of a key inside one) would be replaced by the grid in every point
+    with pytest.raises(ConfigError, match=r"--set optim.lr=0.3 is replaced by --grid optim.lr"):
+        X.plan_sweep(
+            "gaussian_linear_ce", ["optim.lr=0.3"], [("optim.lr", [0.1])], [0], 1, tmp_path
+        )
+    with pytest.raises(ConfigError, match=r"--grid loss.params.tau lies inside --grid loss.params"):
+        X.plan_sweep("gaussian_linear_lpl", [], [("loss.params", [{}]), ("loss.params.tau", [1])],
+                     [0], 1, tmp_path)  # fmt: skip
+    assert not any(tmp_path.iterdir())
+
+
+def test_grid_values_are_split_on_the_commas_outside_brackets_and_quotes(tmp_path):
+    from lpl_train.config import ConfigError
+
+    grid = X.parse_grid(
+        ["schedule.milestones=[1,2],[3]", 'description="a, b",c', "loss.params={a = [1, 2]}"]
+    )
+    assert grid == [("schedule.milestones", [[1, 2], [3]]), ("description", ["a, b", "c"]),
+                    ("loss.params", [{"a": [1, 2]}])]  # fmt: skip
+    runs = X.plan_sweep("gaussian_linear_ce", ["schedule.kind='step'"], grid[:1], [0], 3, tmp_path)
+    assert [r.cfg["schedule"]["milestones"] for r in runs] == [[1, 2], [3]]
+    with pytest.raises(
+        ConfigError, match=r"unbalanced bracket in its values; write lists as \[1, 2\]"
+    ):
+        X.parse_grid(["schedule.milestones=[1,2],[3"])
+    with pytest.raises(ConfigError, match=r"unbalanced quote"):
+        X.parse_grid(['description="a,b'])
+    # a quote or a bracket inside a bare word is part of it, as before
+    assert X.parse_grid(["description=bob's run,a[1]"]) == [("description", ["bob's run", "a[1]"])]
+    with pytest.raises(ConfigError, match=r"'\[1,,2\]' is not a TOML value"):
+        X.parse_grid(["schedule.milestones=[1,,2],[3]"])
+
+
+def test_every_grid_point_is_built_before_the_sweep_starts_and_a_bad_one_is_named(tmp_path):
+    from lpl_train.config import ConfigError
+
+    grid = [("loss.params.alpha", [0.25, -1])]
+    with pytest.raises(ConfigError, match=r"^grid point loss.params.alpha=-1: alpha must be"):
+        X.plan_sweep("gaussian_linear_lpl", [], grid, [0, 1], 1, tmp_path)
+    assert len(X.plan_sweep("gaussian_linear_lpl", [], grid, [0], 1, tmp_path, check=False)) == 2
+    # a model that does not fit the data: the batch the first second of the run would pass through it
+    with pytest.raises(
+        ConfigError, match=r"^grid point model.params.in_features=3: model 'linear' does not"
+    ):
+        X.plan_sweep(
+            "gaussian_linear_lpl", [], [("model.params.in_features", [2, 3])], [0], 1, tmp_path
+        )
+    # a value the config itself refuses names its grid point too
+    with pytest.raises(
+        ConfigError, match=r"^grid point optim.lr=-1: config key 'optim.lr' has value -1"
+    ):
+        X.plan_sweep("gaussian_linear_lpl", [], [("optim.lr", [0.1, -1])], [0], 1, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_config_runner_check_finds_what_its_run_folders_would_refuse_without_writing(
+    tmp_path, monkeypatch
+):
+    from lpl_train.config import dumps_toml, load_config
+    from lpl_train.engine import RunFolderError
+
+    (run,) = X.plan_sweep("gaussian_linear_ce", [], [], [0], 2, tmp_path / "sw")
+    runner = X.ConfigRunner(quiet=True)
+    runner.check(run)  # nothing there yet: a fresh run
+    assert not (tmp_path / "sw").exists()
+    # a finished run of another config (another --epochs): the real sweep refuses it when it gets there
+    run.out.mkdir(parents=True)
+    other = load_config("gaussian_linear_ce", ["train.seed=0"], 3)
+    (run.out / "config.toml").write_text(dumps_toml(other))
+    (run.out / "final.json").write_text("{}")
+    with pytest.raises(
+        RunFolderError, match=r"holds a finished run of another config .*schedule.epochs"
+    ):
+        runner.check(run)
+    logs: list[str] = []
+    with pytest.raises(RunFolderError, match="holds a finished run of another config"):
+        X.execute([run], runner, dry_run=True, log=logs.append)  # the dry run says so too
+    assert logs == []
+    # a checkpointed run of another config would not resume
+    (run.out / "final.json").unlink()
+    (run.out / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(RunFolderError, match=r"the config differs .* in schedule.epochs"):
+        runner.check(run)
+    (run.out / "config.toml").write_text(dumps_toml(run.cfg))
+    runner.check(run)
+    assert X.execute([run], runner, dry_run=True, log=logs.append)[0].status == "planned"
+    assert logs == [f"would resume: {run.out}"]
+    # a sweep folder inside a run folder
+    (tmp_path / "g1").mkdir()
+    (tmp_path / "g1" / "final.json").write_text("{}")
+    (inner,) = X.plan_sweep("gaussian_linear_ce", [], [], [0], 2, tmp_path / "g1" / "sub")
+    with pytest.raises(FileExistsError, match=r"lies inside the run folder .*g1'"):
+        runner.check(inner)
+    assert not (tmp_path / "g1" / "sub").exists()
+    # a run folder that could not be created or written
+    (tmp_path / "afile").write_text("")
+    (blocked,) = X.plan_sweep("gaussian_linear_ce", [], [], [0], 2, tmp_path / "afile" / "sw")
+    with pytest.raises(
+        RunFolderError, match=r"'.*afile/sw/default/seed0': a part of the path is a file"
+    ):
+        runner.check(blocked)
+    (fresh,) = X.plan_sweep("gaussian_linear_ce", [], [], [0], 2, tmp_path / "new")
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # root may write anywhere: as a user
+    with pytest.raises(
+        RunFolderError, match=r"cannot write run folder .*seed0': Permission denied"
+    ):
+        runner.check(fresh)
