@@ -112,6 +112,7 @@ class LossVariation:
         target: Tensor,
         perturbed_loss: Tensor | None,
         perturbed_logits: Tensor | None,
+        ignore_index: int | None = None,
     ) -> Tensor:
         if (perturbed_loss is None) == (perturbed_logits is None):
             raise ValueError("give exactly one of perturbed_loss and perturbed_logits")
@@ -140,7 +141,7 @@ class LossVariation:
                 )
         if self.multi_label:
             return P.check_multi_label_target(target, logits.float(), soft=False)
-        return P.check_single_label_target(target, logits)
+        return P.check_single_label_target(target, logits, ignore_index=ignore_index)
 
     def update(
         self,
@@ -149,12 +150,14 @@ class LossVariation:
         *,
         perturbed_loss: Tensor | None = None,
         perturbed_logits: Tensor | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         """Add one batch: ``logits`` u (N, C), ``target`` labels (N,) or multi-hot (N, C), and exactly one
         of ``perturbed_loss`` (l′ per sample (N,) or elementwise (N, C) for multi-label) or
-        ``perturbed_logits`` (N, C)."""
+        ``perturbed_logits`` (N, C). Single-label rows whose label is ``ignore_index`` are left out (as
+        the loss leaves them out), without a host synchronisation."""
         if self.validate:
-            target = self._check(logits, target, perturbed_loss, perturbed_logits)
+            target = self._check(logits, target, perturbed_loss, perturbed_logits, ignore_index)
         u = _measure_dtype(logits.detach())
         if self.multi_label:
             y = target.to(u.dtype)
@@ -171,16 +174,24 @@ class LossVariation:
             self._neg.add((base * neg).sum(0), (pert * neg).sum(0), neg.sum(0))
             return
         y = target.long()
+        kept = None
+        if ignore_index is not None:  # ignored rows count for class 0 with weight 0
+            kept = y != ignore_index
+            y = torch.where(kept, y, torch.zeros_like(y))
         base = F.cross_entropy(u, y, reduction="none")
         if perturbed_logits is not None:
             pert = F.cross_entropy(perturbed_logits.detach().to(u.dtype), y, reduction="none")
         else:
             pert = perturbed_loss.detach().to(u.dtype)
+        ones = torch.ones_like(base)
+        if kept is not None:
+            w = kept.to(u.dtype)
+            base, pert, ones = base * w, torch.where(kept, pert, torch.zeros_like(pert)), w
         zeros = u.new_zeros(self.num_classes)
         self._all.add(
             zeros.index_add(0, y, base),
             zeros.index_add(0, y, pert),
-            zeros.index_add(0, y, torch.ones_like(base)),
+            zeros.index_add(0, y, ones),
         )
 
     def update_with(self, loss: nn.Module, logits: Tensor, target: Tensor) -> None:
@@ -203,6 +214,7 @@ class LossVariation:
             raise ValueError(
                 "a feature-level loss (needs_features) cannot be called on logits; pass its augmented logits to update(perturbed_logits=...)"
             )
+        ignore = _ignore_index(loss, target, self.multi_label)
         margin_logits = getattr(loss, "margin_logits", None)
         if callable(margin_logits) and not self.multi_label:
             with torch.no_grad():
@@ -215,7 +227,12 @@ class LossVariation:
             # the perturbation's and not the scale's or the re-weighting's
             with torch.no_grad():
                 perturbed = loss.perturb(logits, target)
-                self.update(loss._scaled(logits.detach()), target, perturbed_logits=perturbed)
+                self.update(
+                    loss._scaled(logits.detach()),
+                    target,
+                    perturbed_logits=perturbed,
+                    ignore_index=ignore,
+                )
             return
         if not hasattr(loss, "reduction"):
             raise TypeError(f"loss must have a 'reduction' attribute, got {type(loss).__name__}")
@@ -239,7 +256,7 @@ class LossVariation:
             with torch.no_grad():
                 for n, b in loss.named_buffers() if buffers else ():
                     b.copy_(buffers[n])
-        self.update(logits, target, perturbed_loss=value)
+        self.update(logits, target, perturbed_loss=value, ignore_index=ignore)
 
     def update_from_perturbed(
         self, loss: nn.Module, logits: Tensor, target: Tensor, perturbed: Tensor
@@ -258,11 +275,17 @@ class LossVariation:
         with torch.no_grad():
             # l the CE of s·u and l′ the unweighted CE of the perturbed logits (scaled or weighted), else
             # l′ the loss itself with reduction="none"
+            ignore = _ignore_index(loss, target, self.multi_label)
             if _scaled_or_weighted_lpl(loss):
-                self.update(loss._scaled(logits.detach()), target, perturbed_logits=perturbed)
+                self.update(
+                    loss._scaled(logits.detach()),
+                    target,
+                    perturbed_logits=perturbed,
+                    ignore_index=ignore,
+                )
             else:
                 value = loss._cross_entropy(perturbed, target, reduction="none")
-                self.update(logits, target, perturbed_loss=value)
+                self.update(logits, target, perturbed_loss=value, ignore_index=ignore)
 
     def compute(self) -> dict[str, Any]:
         """The accumulated result as plain Python data (JSON-serialisable; None where undefined).
@@ -274,6 +297,15 @@ class LossVariation:
         if self.multi_label:
             return {"pos": self._pos.result(), "neg": self._neg.result()}
         return self._all.result()
+
+
+def _ignore_index(loss: Any, target: Tensor, multi_label: bool) -> int | None:
+    """The label a single-label loss leaves out (``ignore_index``, as ``nn.CrossEntropyLoss`` has it), for
+    class-index targets; None otherwise."""
+    ignore = getattr(loss, "ignore_index", None)
+    if multi_label or target.dim() != 1 or target.is_floating_point() or ignore is None:
+        return None
+    return int(ignore)
 
 
 def _scaled_or_weighted_lpl(loss: Any) -> bool:

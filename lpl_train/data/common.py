@@ -93,8 +93,20 @@ class TensorData:
         return int(self.images.shape[0])
 
     def subset(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> TensorData:
-        """The rows ``index`` (in that order), sharing mean/std."""
-        idx = torch.as_tensor(np.asarray(index), dtype=torch.int64)
+        """The rows ``index`` (integers, in that order) or the rows where a boolean mask of length N is
+        true, sharing mean/std."""
+        arr = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
+        if arr.dtype == np.bool_:
+            if arr.shape != (len(self),):
+                raise ValueError(
+                    f"a boolean mask for subset must have shape ({len(self)},), got {arr.shape}"
+                )
+            arr = np.flatnonzero(arr)
+        elif arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(
+                f"subset takes integer indices or a boolean mask, got dtype {arr.dtype}"
+            )
+        idx = torch.as_tensor(arr, dtype=torch.int64)
         return TensorData(self.images[idx], self.targets[idx], self.mean, self.std)
 
 

@@ -67,6 +67,8 @@ def build_gaussian(
     num_train = check_int("num_train", num_train, 2)
     num_test = check_int("num_test", num_test, 2)
     seed = check_int("seed", seed, 0)
+    if not isinstance(balanced_test, bool | np.bool_):
+        raise TypeError(f"balanced_test must be true or false, got {balanced_test!r}")
     rng = np.random.default_rng(seed)
     n_pos = max(1, int(round(num_train / (1.0 + gamma))))
     xtr, ytr = sample_gaussian(num_train - n_pos, n_pos, d, eta, sigma_pos, sigma_neg, rng)

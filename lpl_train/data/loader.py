@@ -11,6 +11,7 @@ Iterating again without ``set_epoch`` repeats the same epoch (so a resumed run s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -288,6 +289,21 @@ class DatasetLoader:
             )
 
 
+def _check_normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """A loader's own ``mean``/``std``: finite numbers, ``std`` > 0 (0 would make every batch inf)."""
+    for name, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        try:
+            nums = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a sequence of numbers, got {values!r}") from None
+        if not nums or not all(math.isfinite(v) for v in nums):
+            raise ValueError(f"{name} must be finite numbers, got {values!r}")
+        if name == "std" and any(v <= 0 for v in nums):
+            raise ValueError(f"std must be positive, got {values!r}")
+
+
 def make_loader(
     split,
     batch_size: int,
@@ -316,6 +332,7 @@ def make_loader(
     """
     check_choice("backend", backend, ("auto", "tensor", "dataloader"))
     check_choice("augment", augment, AUGMENTS)
+    _check_normalisation(mean, std)
     if split is None:
         raise ValueError("split must be a dataset split, got None (is there a validation split?)")
     if backend == "tensor" and not isinstance(split, TensorData):

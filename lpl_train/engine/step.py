@@ -175,7 +175,7 @@ class _LossVariation:
         logits: torch.Tensor,
         y: torch.Tensor,
         features: torch.Tensor | None,
-        classifier: nn.Module,
+        classifier: nn.Module | None,
         perturbed: torch.Tensor | None = None,
     ) -> None:
         if self.features:  # augmented_logits reads the statistics without updating them

@@ -233,8 +233,9 @@ class _Trainer:
             if self.lv is not None and it % self.lv_every == 0:
                 # before the update: l' with the weights that produced the logits (a captured step has
                 # updated already; it only captures losses of logits, which l' does not re-evaluate)
+                # (the classifier only for a feature-level loss: a model of one's own may have none)
                 self.lv.update(logits.detach(), y, None if feats is None else feats.detach(),
-                               self.model.classifier, perturbed)  # fmt: skip
+                               None if feats is None else self.model.classifier, perturbed)  # fmt: skip
             if not stepped:
                 self._update()
             meter.update(det, logits.detach(), y)

@@ -211,3 +211,16 @@ def _check_classifier(
             f"classifier has {classifier.out_features} outputs, expected num_classes={num_classes}"
         )
     return classifier
+
+
+def _empty_batch(logits: object, target: object) -> bool:
+    """A batch of no rows (N = 0 in both), which ``nn.CrossEntropyLoss`` takes (nan for the mean)."""
+    return (
+        isinstance(logits, Tensor)
+        and isinstance(target, Tensor)
+        and logits.dim() == 2
+        and logits.is_floating_point()
+        and logits.shape[0] == 0
+        and target.dim() >= 1
+        and target.shape[0] == 0
+    )

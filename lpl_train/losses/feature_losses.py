@@ -49,8 +49,9 @@ def _sum_over_processes(*tensors: torch.Tensor) -> None:
 
 class _LazyFeatureState(nn.Module):
     """Buffers whose last dimensions depend on the feature size, allocated on the first call when the
-    feature size is not given; loading a state dict into a not-yet-allocated loss takes the saved shape
-    (an allocated one of another size is a size-mismatch error, as for any module)."""
+    feature size is not given; loading a state dict into a not-yet-allocated loss takes the saved feature
+    size when the saved buffers are shaped as this loss would allocate them (its classes, ISDA's full or
+    diagonal covariance); any other shape is a size-mismatch error, as for any module."""
 
     _lazy_buffers: tuple[str, ...] = ()
 
@@ -89,7 +90,15 @@ class _LazyFeatureState(nn.Module):
         for name in self._lazy_buffers:
             saved = state_dict.get(prefix + name)
             cur = getattr(self, name)
-            if saved is not None and cur.numel() == 0 and saved.shape != cur.shape:
+            if (
+                saved is not None
+                and cur.numel() == 0
+                and saved.dim() >= 1
+                and saved.shape != cur.shape
+                # the shape this loss itself would allocate for that feature size (its number of classes,
+                # ISDA's full or diagonal covariance): another one is a size mismatch, as for any module
+                and tuple(saved.shape) == tuple(self._buffer_shape(name, int(saved.shape[-1])))
+            ):
                 setattr(self, name, torch.zeros(saved.shape, dtype=cur.dtype, device=cur.device))
                 if name == self._lazy_buffers[0]:
                     self.feature_dim = int(saved.shape[-1])

@@ -27,6 +27,7 @@ from ._common import (
     _check_bool,
     _check_epoch,
     _check_reduction,
+    _empty_batch,
     _work_dtype,
 )
 from .registry import build_loss, register, supplied_by_builder  # noqa: F401 (build_loss re-exported)
@@ -250,6 +251,11 @@ class LPLLoss(nn.Module):
     #: :meth:`set_epoch` only rewrites the ``weight`` buffer in place, which a recorded CUDA graph reads at
     #: every replay: the engine's captured step is recorded once per run (``engine.capture.records_once``).
     epoch_state_in_buffers = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "weight" in state_dict:  # the DRW weights of the epoch the state was saved at
+            self._epoch_seen = True
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
@@ -587,6 +593,18 @@ class LPLLoss(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
+        if _empty_batch(
+            logits, target
+        ):  # nothing to perturb: the cross-entropy of no rows, as torch's
+            if logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"logits must have num_classes={self.num_classes} columns, got shape "
+                    f"{tuple(logits.shape)}"
+                )
+            z = _work_dtype(logits)
+            soft = target.is_floating_point() and target.dim() == 2
+            value = self._cross_entropy(z, target.to(z.dtype) if soft else target.long())
+            return value, None if soft or not self.training else z.detach()
         target, soft, maybe_ignored = self._targets(logits, target)
         if not self.training:
             return self._cross_entropy(self.adjust(_work_dtype(logits)), target), None

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import perturbation as P
-from ._common import _check_bool, _check_reduction, _work_dtype
+from ._common import _check_bool, _check_reduction, _empty_batch, _work_dtype
 from .registry import build_loss, register
 
 __all__ = ["MultiLabelLPLLoss"]
@@ -153,6 +153,10 @@ class MultiLabelLPLLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """The base loss on the perturbed logits, reduced per ``reduction`` ((N, C) for ``"none"``); on
         the raw logits in ``eval()`` mode."""
+        if _empty_batch(logits, target) and logits.shape[1] == self.num_classes:
+            # no rows: the base loss of none (nan for the mean, as torch's), nothing to perturb
+            work = _work_dtype(logits)
+            return _reduce(self.base_loss(work, target.to(work.dtype)), self.reduction)
         if self.validate:
             P.check_logits(logits, min_classes=1)
             if logits.shape[1] != self.num_classes:

@@ -393,6 +393,11 @@ class LDAMLoss(_ReprMixin, nn.Module):
     #: every replay: the engine's captured step is recorded once per run (``engine.capture.records_once``).
     epoch_state_in_buffers = True
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "weight" in state_dict:  # the DRW weights of the epoch the state was saved at
+            self._epoch_seen = True
+
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
         Call it at the start of every epoch."""

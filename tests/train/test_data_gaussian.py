@@ -36,3 +36,23 @@ def test_seeded_and_validated() -> None:
         build_datasets("gaussian", sigma_pos=0.0)
     with pytest.raises(TypeError, match="d must be an int"):
         build_datasets("gaussian", d=2.5)
+
+
+def test_subset_takes_indices_or_a_boolean_mask_and_refuses_other_indices():
+    data = build_datasets("gaussian", num_train=10, num_test=4).train
+    mask = data.targets == 1
+    picked = data.subset(mask)
+    assert len(picked) == int(mask.sum()) and bool((picked.targets == 1).all())
+    assert torch.equal(picked.images, data.images[mask])
+    assert torch.equal(data.subset(mask.numpy()).images, picked.images)
+    assert torch.equal(data.subset([3, 1]).targets, data.targets[[3, 1]])
+    assert len(data.subset([])) == 0
+    with pytest.raises(ValueError, match=r"boolean mask for subset must have shape \(10,\)"):
+        data.subset(mask[:5])
+    with pytest.raises(TypeError, match="integer indices or a boolean mask, got dtype float32"):
+        data.subset(torch.tensor([1.7, 2.2]))
+
+
+def test_balanced_test_must_be_a_bool():
+    with pytest.raises(TypeError, match="balanced_test must be true or false, got 'no'"):
+        build_datasets("gaussian", balanced_test="no")

@@ -344,3 +344,19 @@ def test_bad_shards_are_refused() -> None:
             make_loader(data, 4, True, shard=bad)
         with pytest.raises((ValueError, TypeError), match=match):
             make_loader(data, 4, True, backend="dataloader", shard=bad)
+
+
+@pytest.mark.parametrize("backend", ["tensor", "dataloader"])
+def test_a_loader_s_own_normalisation_is_checked(backend: str) -> None:
+    d = _data(6)
+    kw = {"batch_size": 3, "train": False, "augment": "none", "device": "cpu", "backend": backend}
+    x, _ = next(iter(make_loader(d, mean=(0.5,), std=(0.25,), **kw)))
+    assert torch.isfinite(x).all()
+    for mean, std, err, pattern in (
+        (None, (0,), ValueError, r"std must be positive, got \(0,\)"),
+        (None, (-1.0,), ValueError, "std must be positive"),
+        ((float("nan"),), None, ValueError, "mean must be finite numbers"),
+        (None, ("a",), TypeError, "std must be a sequence of numbers"),
+    ):
+        with pytest.raises(err, match=pattern):
+            make_loader(d, mean=mean, std=std, **kw)

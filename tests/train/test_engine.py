@@ -453,6 +453,17 @@ def test_training_loss_and_error_match_the_batches_as_they_were_trained(tmp_path
     assert recs[0]["train_loss"] != pytest.approx(recs[-1]["train_loss"], rel=1e-3)  # it trained
 
 
+def test_a_model_of_one_s_own_needs_no_classifier_for_the_loss_variation(tmp_path):
+    # only a feature-level loss reads model.classifier; a bare nn.Linear trains and is measured
+    cfg = make_cfg(epochs=2, loss_variation=True)
+    comps = make_components()
+    torch.manual_seed(0)
+    comps.model = nn.Linear(D, C)
+    fit(cfg, tmp_path, components=comps, log=quiet)
+    lv = engine.read_metrics(tmp_path)[-1]["loss_variation"]
+    assert sum(lv["count"]) > 0 and lv["relative_variation"] == pytest.approx([0.0] * C, abs=1e-6)
+
+
 def test_validation_metrics_come_from_the_validation_loader(tmp_path):
     """``val_*`` is measured on the validation loader, not the test set: here 20 test inputs relabelled
     (y + 1) mod C, so that its error differs from the test error and is computed here independently."""

@@ -527,3 +527,32 @@ def test_bad_input_is_refused_naming_the_argument(case, fn, exc, names):
 def test_the_battery_is_large_and_distinct():
     assert len(CASES) >= 80
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name", ["lpl", "la_lpl", "ml_lpl"])
+@pytest.mark.parametrize("training", [True, False])
+def test_an_empty_batch_gives_what_torch_gives_for_no_rows(name, training):
+    """N = 0 (a data-parallel rank's empty share, a filtered batch): like ``nn.CrossEntropyLoss`` /
+    ``BCEWithLogitsLoss``, nan for the mean, 0 for the sum, an empty tensor for none; not an error."""
+    import torch.nn.functional as F
+
+    counts = [5, 4, 3, 2, 1]
+    for reduction in ("mean", "sum", "none"):
+        loss = build_loss(name, num_classes=5, class_counts=counts, reduction=reduction)
+        loss.train(training)
+        x = torch.randn(0, 5, requires_grad=True)
+        if name == "ml_lpl":
+            t = torch.zeros(0, 5)
+            want = F.binary_cross_entropy_with_logits(x, t, reduction=reduction)
+        else:
+            t = torch.zeros(0, dtype=torch.long)
+            want = F.cross_entropy(x, t, reduction=reduction)
+        got = loss(x, t)
+        assert got.shape == want.shape and torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got.nan_to_num(), want.nan_to_num())
+        got.sum().backward()  # differentiable like torch's
+    if name != "ml_lpl":
+        with pytest.raises(ValueError, match=r"num_classes=5 columns, got shape \(0, 4\)"):
+            build_loss(name, num_classes=5, class_counts=counts)(
+                torch.randn(0, 4), torch.zeros(0, dtype=torch.long)
+            )

@@ -287,3 +287,33 @@ def test_update_from_perturbed_refuses_what_it_cannot_measure():
         LossVariation(4).update_from_perturbed(loss, u, F.one_hot(y, 4).float(), z)
     with pytest.raises(TypeError, match="LPL-family"):
         LossVariation(4).update_from_perturbed(torch.nn.CrossEntropyLoss(), u, y, z)
+
+
+def test_rows_the_loss_ignores_are_left_out_of_the_measurement():
+    """A batch with ``ignore_index`` rows measures as the same batch without them (LPL leaves them out of
+    its statistics and its loss; so does ``nn.CrossEntropyLoss``), through every path of the measurement."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randint(0, 4, (16,))
+    y[[0, 5]] = -100
+    keep = y != -100
+    losses = (
+        LPLLoss(4, alpha=0.1, epsilon=0.5),
+        LPLLoss(4, alpha=0.1, epsilon=0.5, scale=2.0),  # the scaled path
+        torch.nn.CrossEntropyLoss(),
+    )
+    for loss in losses:
+        got, want = LossVariation(4), LossVariation(4)
+        got.update_with(loss, x, y)
+        want.update_with(loss, x[keep], y[keep])
+        a, b = got.compute(), want.compute()
+        assert a["count"] == b["count"] == torch.bincount(y[keep], minlength=4).tolist()
+        for k in ("loss", "perturbed_loss"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6), (loss, k)
+    lpl = losses[0]
+    got = LossVariation(4)
+    got.update_from_perturbed(lpl, x, y, lpl.forward_with_perturbed(x, y)[1])
+    want = LossVariation(4)
+    want.update_with(lpl, x[keep], y[keep])
+    assert got.compute()["perturbed_loss"] == pytest.approx(
+        want.compute()["perturbed_loss"], rel=1e-6
+    )

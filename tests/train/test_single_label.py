@@ -507,6 +507,14 @@ def test_isda_gradients_state_dict_and_eval_freeze():
     assert torch.equal(fresh.count, loss.count) and fresh.feature_dim == 3
     with pytest.raises(RuntimeError, match="size mismatch"):
         ISDALoss(num_classes=3, feature_dim=5).double().load_state_dict(state)
+    # not yet allocated, a state of another shape is refused too: other classes, or the diagonal form
+    for other in (ISDALoss(num_classes=4), ISDALoss(num_classes=3, diagonal=True)):
+        with pytest.raises(RuntimeError, match="size mismatch for covariance"):
+            other.double().load_state_dict(state)
+    centers = build_loss("center", num_classes=5)
+    centers(x.detach(), torch.tensor([0, 1, 2, 3, 4, 0]), nn.Linear(3, 5).double())
+    with pytest.raises(RuntimeError, match="size mismatch for centers"):
+        build_loss("center", num_classes=3).load_state_dict(centers.state_dict())
     loss.eval()
     before = loss.covariance.clone()
     loss(x.detach(), y, fc)
@@ -780,3 +788,23 @@ def test_feature_losses_keep_float64_statistics_for_float64_features():
     half = CenterLoss(4)
     half(x.bfloat16(), y, fc.bfloat16())
     assert half.centers.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["ldam", "lpl"])
+def test_a_loss_restored_from_a_state_dict_does_not_warn_that_its_epoch_hook_was_never_called(name):
+    counts = [10, 5, 3, 1]
+    kw = {"class_counts": counts, "drw_epoch": 0}
+    if name == "lpl":
+        kw["num_classes"] = 4
+    trained = build_loss(name, **kw)
+    trained.set_epoch(1, 2)
+    x, y = torch.rand(4, 4) * 2 - 1, torch.arange(4)
+    restored = build_loss(name, **kw)
+    restored.load_state_dict(trained.state_dict())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored(x, y)
+    assert not [w for w in caught if "never called" in str(w.message)]
+    torch.testing.assert_close(restored.weight, trained.weight)
+    with pytest.warns(UserWarning, match="never called"):  # without a state, it still warns
+        build_loss(name, **kw)(x, y)
