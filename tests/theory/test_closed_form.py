@@ -179,6 +179,11 @@ def test_solve_task_and_broadcasting():
         ({"K": 0.5}, ValueError, "K must be >= 1"),
         ({"d": 0}, ValueError, "d must be >= 1"),
         ({"rho_plus": 6.0}, ValueError, r"rho_plus \* eps must be < eta"),
+        # the edge rho * eps == eta (exact in binary: 4 * 0.25 = 1) is outside the theorems' range
+        ({"eps": 0.25, "rho_plus": 4.0}, ValueError, r"rho_plus \* eps must be < eta"),
+        ({"eps": 0.25, "rho_minus": 4.0}, ValueError, r"rho_minus \* eps must be < eta"),
+        # sigma = 0 (the edge of sigma > 0): refused, never a b* of -0
+        ({"sigma": 0.0}, ValueError, "sigma must be > 0"),
         ({"rho_minus": -1.0}, ValueError, "rho_minus must be >= 0"),
         ({"eps": "a"}, TypeError, "eps must be a real"),
         ({"eta": np.inf}, ValueError, "eta must be finite"),
@@ -198,6 +203,15 @@ def test_solve_validation(kwargs, exc, match):
     base.update(kwargs)
     with pytest.raises(exc, match=match):
         cf.solve(**base)
+
+
+def test_solve_accepts_rho_eps_just_below_eta():
+    """The other side of the edge: the largest float below rho * eps = eta is inside the range."""
+    below = float(np.nextafter(4.0, 0.0))
+    assert below * 0.25 < 1.0
+    for key in ("rho_plus", "rho_minus"):
+        sol = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.25, **{key: below})
+        assert bool(sol.exists) and np.isfinite(float(sol.b_star))
 
 
 def test_derivative_validation():

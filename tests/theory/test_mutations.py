@@ -6,7 +6,9 @@ standard errors, so they hold at any sample size).
 """
 
 import dataclasses
+import re
 
+import numpy as np
 import pytest
 
 from lpl_theory import closed_form as cf
@@ -28,6 +30,11 @@ def _failed(err):
     return set(err.split(": ", 3)[3].strip().split("; "))
 
 
+def _flat(out):
+    """The report with its wrapped lines joined (a detail may be wrapped anywhere)."""
+    return " ".join(out.split())
+
+
 def test_unmodified_verify_passes(capsys):
     code, out, err = _verify(capsys)
     assert code == 0 and err == ""
@@ -47,13 +54,15 @@ def test_unmodified_verify_passes(capsys):
     assert "Proof of Corollary 1: 'According to Eq. (45)" in out
 
 
-def test_shifted_b_star_fails(monkeypatch, capsys):
-    # b* moved by +0.3 everywhere, with the natural errors recomputed at the moved b* (a consistent wrong closed form)
+@pytest.mark.parametrize(("shift", "probe"), [(0.3, "b*-h"), (-0.3, "b*+h")])
+def test_shifted_b_star_fails(monkeypatch, capsys, shift, probe):
+    # b* moved by +-0.3 everywhere, with the natural errors recomputed at the moved b* (a consistent wrong closed
+    # form); the simulated R_lp is lower on the side b* was moved away from, and only that side's probe sees it
     core = cf._core
 
     def shifted(v):
         out = dict(core(v))
-        out["b_star"] = out["b_star"] + 0.3
+        out["b_star"] = out["b_star"] + shift
         return out
 
     monkeypatch.setattr(cf, "_core", shifted)
@@ -65,6 +74,7 @@ def test_shifted_b_star_fails(monkeypatch, capsys):
         V.MC_NATURAL_CHECK not in failed
     )  # the natural errors at the moved b* are right: only R_lp catches it
     assert "b* not the simulated minimiser" in out
+    assert f"R_lp({probe}) - R_lp(b*) = -" in _flat(out)
 
 
 def test_flipped_types_fail(monkeypatch, capsys):
@@ -91,6 +101,70 @@ def test_altered_printed_formula_fails(monkeypatch, capsys):
     assert _failed(err) == {V.SYMBOLIC_CHECK}
     assert "Theorem 1 U_plus" in out
     assert "[WRONG] Eq. (44) b* and Eq. (21)/(45) errors of Theorem 1" in out
+
+
+def test_altered_theorem2_formula_fails(monkeypatch, capsys):
+    # Eq. (23) transcribed with eps rho_- subtracted instead of added in U_-: only Theorem 2's reduction reads it
+    original = paper.eq23_arguments
+
+    def altered(Gamma, d, eta, sigma, eps, rho_minus):
+        u_plus, u_minus = original(Gamma, d, eta, sigma, eps, rho_minus)
+        return u_plus, u_minus - 2 * eps * rho_minus / (d**0.5 * sigma)
+
+    monkeypatch.setattr(paper, "eq23_arguments", altered)
+    code, out, err = _verify(capsys)
+    assert code == 1
+    assert _failed(err) == {V.SYMBOLIC_CHECK}
+    assert "nonzero: Theorem 2 U_minus" in _flat(out) and "Theorem 2 U_plus" not in _flat(out)
+    assert "[WRONG] Eq. (23) errors of Theorem 2" in out
+
+
+def test_wrong_minus_side_derivative_fails(monkeypatch, capsys):
+    # db*/drho_- (and with it dR/drho_-, which error_derivatives computes from it) 0.1% too large; db*/drho_+ right
+    original = cf.db_star_drho
+
+    def off(which, *a, **k):
+        value = original(which, *a, **k)
+        return value * 1.001 if which == "minus" else value
+
+    monkeypatch.setattr(cf, "db_star_drho", off)
+    code, out, err = _verify(capsys)
+    assert code == 1
+    assert _failed(err) == {V.DERIVATIVE_CHECK}
+    flat = _flat(out)
+    assert re.search(r"\d+ disagreements, e\.g\. db\*/drho_minus at", flat)
+    assert "drho_plus at" not in flat
+
+
+def test_closed_form_missing_a_local_minimum_fails(monkeypatch, capsys):
+    # "no real b*" where b* exists but is not the global minimiser (K > 1): the global flag stays right (False),
+    # so only the existence comparison with the numeric minima can see it
+    solve = cf.solve
+
+    def hidden(*a, **k):
+        sol = solve(*a, **k)
+        hide = np.asarray(sol.exists & ~sol.is_global)
+        nan = np.where(hide, np.nan, 1.0)
+        return dataclasses.replace(
+            sol,
+            exists=sol.exists & ~hide,
+            b_star=sol.b_star * nan,
+            R_plus=sol.R_plus * nan,
+            R_minus=sol.R_minus * nan,
+            R_total=sol.R_total * nan,
+            perturbed_at_b_star=sol.perturbed_at_b_star * nan,
+        )
+
+    # the numeric check's random points (seed 0) include such points, e.g. the second one
+    assert any(
+        bool(s.exists & ~s.is_global)
+        for s in (cf.solve_task(*ts) for ts in V.random_settings(int(ARGS[-1]), 0))
+    )
+    monkeypatch.setattr(cf, "solve", hidden)
+    code, out, err = _verify(capsys)
+    assert code == 1
+    assert V.NUMERIC_CHECK in _failed(err)
+    assert re.search(r"mismatches, e\.g\. existence at [^;]*: closed form False", _flat(out))
 
 
 def test_reversed_corollary_direction_fails(monkeypatch, capsys):

@@ -1,9 +1,13 @@
 """The sympy derivation: structure of the first-order condition, the minimising root, Theorems 1-3."""
 
+import math
+
 import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+from scipy import optimize
+from scipy.stats import norm
 
 from lpl_theory import symbolic as S
 
@@ -125,6 +129,66 @@ def test_derivatives_keys_and_chain_rule():
         / (S.eps - 2 * S.d * S.eta + S.eps * S.rho_p) ** 2
     )
     assert sp.simplify(der["db_drho_plus"].subs(S.rho_m, 1) - eq46) == 0
+
+
+def _numeric_b_star(g, d, eta, sg, K, e_plus, e_minus):
+    """The local minimiser of R_lp(b), found numerically (no closed form): dR_lp/db has the sign of
+    h(b) = log(Gamma/K) + z_+^2/2 - z_-^2/2, and b* is where h crosses from - to + (grid, then Brent)."""
+    s = math.sqrt(d) * sg
+
+    def h(b):
+        z_plus = (-d * eta - b + e_plus) / s
+        z_minus = (-d * eta + b + e_minus) / (K * s)
+        return math.log(g / K) + z_plus**2 / 2 - z_minus**2 / 2
+
+    grid = np.linspace(-d * eta - 40 * K * s, d * eta + 40 * K * s, 4001)
+    hs = np.array([h(b) for b in grid])
+    (i,) = np.flatnonzero((hs[:-1] < 0) & (hs[1:] >= 0))
+    return optimize.brentq(h, grid[i], grid[i + 1], xtol=1e-15, rtol=4 * np.finfo(float).eps)
+
+
+def _numeric_errors(point, tp, tm):
+    """(b*, R(+1), R(-1), R) at a point, from the numeric b* and scipy's normal CDF."""
+    g, d, eta, sg, K, eps = (point[k] for k in ("gamma", "d", "eta", "sigma", "K", "eps"))
+    e_plus = (1 if tp == "first" else -1) * point["rho_plus"] * eps
+    e_minus = (1 if tm == "first" else -1) * point["rho_minus"] * eps
+    b = _numeric_b_star(g, d, eta, sg, K, e_plus, e_minus)
+    s = math.sqrt(d) * sg
+    r_plus = norm.cdf(-(d * eta + b) / s)
+    r_minus = norm.cdf((b - d * eta) / (K * s))
+    return b, r_plus, r_minus, (r_plus + g * r_minus) / (1 + g)
+
+
+@pytest.mark.parametrize(
+    ("point", "tp", "tm"),
+    [
+        ((2.0, 2, 1.0, 1.0, 1.0, 0.2, 3.0, 1.0), "first", "first"),
+        ((0.6, 3, 0.7, 1.3, 1.0, 0.1, 2.0, 4.0), "first", "second"),
+        ((1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0), "first", "first"),
+        ((4.0, 1, 1.2, 0.8, 1.7, 0.3, 1.5, 0.5), "first", "second"),
+    ],
+)
+def test_derivatives_match_finite_differences(point, tp, tm):
+    """Every value of derivatives() (db*, R(+1), R(-1) and the total R = (R_+ + Gamma R_-)/(1 + Gamma), in
+    rho_+ and rho_-) against central differences of the numerically minimised perturbed error."""
+    pt = dict(zip(KEYS, point, strict=True))
+    der = S.derivatives(pt["K"] == 1.0, tp, tm)
+    h = 1e-5
+    for tag in ("plus", "minus"):
+        up, down = dict(pt), dict(pt)
+        up[f"rho_{tag}"] += h
+        down[f"rho_{tag}"] -= h
+        fd = [
+            (a - b) / (2 * h)
+            for a, b in zip(_numeric_errors(up, tp, tm), _numeric_errors(down, tp, tm), strict=True)
+        ]
+        for name, ref in zip(("db", "dRplus", "dRminus", "dRtotal"), fd, strict=True):
+            got = float(mp_function(der[f"{name}_drho_{tag}"])(pt))
+            assert abs(ref) > 1e-4, (name, tag)  # a change to detect
+            assert got == pytest.approx(ref, rel=1e-6), (name, tag)
+    # the total is not one class's error: the test tells them apart
+    dr = [float(mp_function(der[f"{k}_drho_plus"])(pt)) for k in ("dRplus", "dRminus", "dRtotal")]
+    assert min(abs(dr[2] - dr[0]), abs(dr[2] - dr[1])) > 1e-3 * abs(dr[2])
 
 
 def test_natural_errors_are_phi_of_u():

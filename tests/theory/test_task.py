@@ -19,6 +19,8 @@ def test_type_signs():
         ({"gamma": 2.0, "d": 1.5, "eta": 1.0}, TypeError, "d .*integer"),
         ({"gamma": 2.0, "d": 2, "eta": 0.0}, ValueError, "eta"),
         ({"gamma": 2.0, "d": 2, "eta": 1.0, "sigma": -1.0}, ValueError, "sigma"),
+        # sigma = 0 is the edge: a degenerate class law, refused like a negative one
+        ({"gamma": 2.0, "d": 2, "eta": 1.0, "sigma": 0.0}, ValueError, "sigma .*> 0.*0.0"),
         ({"gamma": 2.0, "d": 2, "eta": 1.0, "K": 0.9}, ValueError, "K .*>= 1.*0.9"),
         ({"gamma": "2", "d": 2, "eta": 1.0}, TypeError, "gamma"),
         ({"gamma": float("nan"), "d": 2, "eta": 1.0}, ValueError, "gamma.*finite"),

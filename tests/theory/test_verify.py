@@ -548,3 +548,35 @@ def test_eq54_sentence_verdict_follows_the_measured_direction(monkeypatch, flip_
     assert found.verdict == verdict
     directions = {"wrong": (True, False), "confirmed": (False, True), "incomplete": (True, True)}
     assert (rises > 0, falls > 0) == directions[verdict]
+
+
+COR3_CASE2_ORDER = "Corollary 3, second case: K > Gamma gives R(+1) < R(-1)"
+
+
+def _unperturbed_class_errors(g, d, eta, sg, K):
+    """(R(+1), R(-1)) at the local minimiser of the unperturbed error, b* found numerically (no closed form)."""
+    from .test_symbolic import _numeric_b_star
+
+    b = _numeric_b_star(g, d, eta, sg, K, 0.0, 0.0)
+    s = math.sqrt(d) * sg
+    return norm.cdf(-(d * eta + b) / s), norm.cdf((b - d * eta) / (K * s))
+
+
+def test_corollary3_second_case_ordering_matches_an_independent_minimisation():
+    """Corollary 3's "K > Gamma gives R(+1) < R(-1)" at rho = 0: at random settings with K > Gamma (drawn as the scan draws
+    them), the numerically minimised error's class errors always order R(+1) < R(-1), so the scan's verdict
+    must be "confirmed" at every one of its settings."""
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        K = rng.uniform(1.05, 4.0)
+        g = K * math.exp(-rng.uniform(0.01, 4.0))
+        r_plus, r_minus = _unperturbed_class_errors(
+            g, int(rng.integers(1, 6)), rng.uniform(0.3, 2.0), rng.uniform(0.3, 2.0), K
+        )
+        assert r_plus < r_minus
+    # the same computation orders them the other way with Gamma > K (it can tell the two apart)
+    r_plus, r_minus = _unperturbed_class_errors(2.0, 2, 1.0, 1.0, 1.5)
+    assert r_plus > r_minus
+    found = _scan(COR3_CASE2_ORDER)
+    assert found.verdict == "confirmed"
+    assert "R(+1) < R(-1) at 300 of 300 random settings with K > Gamma" in found.evidence

@@ -141,3 +141,68 @@ def test_compare_figure_reports_the_global_optimum_where_b_star_is_not():
         assert r_lp > 1 / (1 + g)
     assert res["theory"]["b_star"] == [-math.inf, -math.inf]
     assert res["theory"]["R_plus"] == [1.0, 1.0] and res["theory"]["R_minus"] == [0.0, 0.0]
+
+
+def _hand_class_errors(number: int, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R(+1), R(-1) along Fig. 3 (rho_+ varies, first type on both classes) or Fig. 4 (rho_- varies, first
+    type on +1, second on -1): Gamma = 2, d = 2, eta = sigma = K = 1, eps = 0.2, the other rho 1. K = 1, so
+    b* = (e_+ - e_-)/2 + d sigma^2 log(Gamma)/C (Eq. 44, signed shifts e, C = e_+ + e_- - 2 d eta) is global."""
+    g, d, eta, eps = 2.0, 2, 1.0, 0.2
+    e_plus = rho * eps if number == 3 else np.full_like(rho, eps)
+    e_minus = np.full_like(rho, eps) if number == 3 else -rho * eps
+    c = e_plus + e_minus - 2 * d * eta
+    b = (e_plus - e_minus) / 2 + d * math.log(g) / c
+    s = math.sqrt(d)
+    return (
+        np.array([phi(-(d * eta + x) / s) for x in b]),
+        np.array([phi((x - d * eta) / s) for x in b]),
+    )
+
+
+def test_plot_comparison_draws_each_class_against_its_own_theory():
+    """Per panel: the theory line of each class is that class's closed-form error (computed here by hand), and
+    each class's trained markers are that class's trained errors (made-up values, told apart by size)."""
+    results = []
+    for number in (3, 4):
+        rho = [0.0, 2.5]
+        results.append(
+            {
+                "figure": number,
+                "rho": rho,
+                "smooth01": {"b": [0.0, 0.0], "R_plus": [0.31, 0.32], "R_minus": [0.01, 0.02]},
+                "ce": {"b": [0.0, 0.0], "R_plus": [0.41, 0.42], "R_minus": [0.03, 0.04]},
+            }
+        )
+    fig = T.plot_comparison(results)  # a pyplot-free Figure: nothing to close
+    assert len(fig.axes) == 2
+    for ax, res in zip(fig.axes, results, strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        dense = np.asarray(lines["theory R(f, +1)"].get_xdata())
+        assert dense.size == 200 and dense[0] == 0.0 and dense[-1] < 5.0
+        r_plus, r_minus = _hand_class_errors(res["figure"], dense)
+        assert np.max(np.abs(r_plus - r_minus)) > 5e-2  # the classes' curves are told apart
+        assert np.allclose(lines["theory R(f, +1)"].get_ydata(), r_plus, rtol=1e-9, atol=0)
+        assert np.allclose(lines["theory R(f, −1)"].get_ydata(), r_minus, rtol=1e-9, atol=0)
+        for loss, name in (("smooth01", "smoothed 0-1"), ("ce", "CE")):
+            for key, lab in (("R_plus", "+1"), ("R_minus", "−1")):
+                marks = lines[f"trained, {name} R(f, {lab})"]
+                assert list(marks.get_xdata()) == res["rho"]
+                assert list(marks.get_ydata()) == res[loss][key]
+
+
+def test_main_seed_reaches_the_training(tmp_path, monkeypatch, capsys):
+    """`--seed` is the training seed: main's JSON is compare_figure's with that seed, not with seed 0."""
+    import json
+
+    original = T.train_linear
+    # 20 Adam steps instead of 600: the seed's effect on the data shows after any number of steps
+    monkeypatch.setattr(T, "train_linear", lambda *a, **k: original(*a, **{**k, "steps": 20}))
+    assert T.main(["--out", str(tmp_path), "--points", "2", "--n-train", "400", "--seed", "3"]) == 0
+    capsys.readouterr()
+    written = json.loads((tmp_path / "theory-vs-training.json").read_text(encoding="utf-8"))
+    assert [r["figure"] for r in written] == [3, 4]
+    seeded = T.compare_figure(3, 2, n_train=400, seed=3)
+    unseeded = T.compare_figure(3, 2, n_train=400, seed=0)
+    for loss in T.LOSSES:
+        assert written[0][loss] == seeded[loss]
+        assert written[0][loss]["b"] != unseeded[loss]["b"]
