@@ -174,19 +174,21 @@ class LossVariation:
             self._neg.add((base * neg).sum(0), (pert * neg).sum(0), neg.sum(0))
             return
         y = target.long()
-        kept = None
-        if ignore_index is not None:  # ignored rows count for class 0 with weight 0
-            kept = y != ignore_index
-            y = torch.where(kept, y, torch.zeros_like(y))
-        base = F.cross_entropy(u, y, reduction="none")
+        # an ignored row's l and l′ are 0 (torch's cross-entropy, and the loss's own value for it); it is
+        # added to class 0 with a count of 0
+        ignore = -100 if ignore_index is None else ignore_index
+        base = F.cross_entropy(u, y, ignore_index=ignore, reduction="none")
         if perturbed_logits is not None:
-            pert = F.cross_entropy(perturbed_logits.detach().to(u.dtype), y, reduction="none")
+            pert = F.cross_entropy(
+                perturbed_logits.detach().to(u.dtype), y, ignore_index=ignore, reduction="none"
+            )
         else:
             pert = perturbed_loss.detach().to(u.dtype)
-        ones = torch.ones_like(base)
-        if kept is not None:
-            w = kept.to(u.dtype)
-            base, pert, ones = base * w, torch.where(kept, pert, torch.zeros_like(pert)), w
+        if ignore_index is None:
+            ones = torch.ones_like(base)
+        else:
+            kept = y != ignore_index
+            y, ones = torch.where(kept, y, 0), kept.to(u.dtype)
         zeros = u.new_zeros(self.num_classes)
         self._all.add(
             zeros.index_add(0, y, base),
