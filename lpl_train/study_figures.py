@@ -111,6 +111,8 @@ def _fig11(records: list[dict], study: dict, chosen: dict, path: Path) -> Path:
         for mid, name in kinds:
             for d in by[regime]:
                 recs = _final(records, chosen, d, mid)
+                if not recs:  # records of a study still running, or of part of it: no curve
+                    continue
                 used += recs
                 curves.append((f"{name}, {ds[d].get('label', d)} (training)", mean_variation(recs)))
         _panel(ax, used, curves, title)

@@ -202,6 +202,11 @@ def test_study_command_errors_and_report_only_sources(tmp_path, capsys):
         tmp_path / "fig11-loss-variation.png"
     ).is_file()
     assert not (tmp_path / "study-runs.jsonl").exists()  # read, not rewritten
+    # the user's own records in the figures folder come first: a subset of the committed ones here
+    lines = S.shipped_records(S.load_study()).read_text().splitlines()
+    (tmp_path / "study-runs.jsonl").write_text("\n".join(lines[:30]) + "\n")
+    assert S.main(["--study", "fmnist", "--report-only", "--figures", str(tmp_path)]) == 0
+    assert f"30 records from {tmp_path / 'study-runs.jsonl'}" in capsys.readouterr().out
     # the quick mode writes into its --out folder, never into figures/
     assert main(["study", "--quick", "--report-only", "--out", str(tmp_path / "q")]) == 2
     assert str(tmp_path / "q" / "study-quick-runs.jsonl") in capsys.readouterr().err

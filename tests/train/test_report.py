@@ -280,6 +280,34 @@ def test_single_label_rows_show_many_medium_few_with_the_stated_group_rule(tmp_p
     assert "ranks:0.3,0.3" in make_report(tmp_path, "csv", "ranks")
     with pytest.raises(ValueError, match="groups 'thirds'"):
         make_report(tmp_path, groups="thirds")
+    # uneven rank fractions: the first is the many (head) share, the second the few (tail) share
+    md = make_report(tmp_path, groups="ranks:0.5,0.25")  # 2 many (0, 1), 1 few (3), medium 2
+    for metric, value in (
+        ("error_many", "20.00"),
+        ("error_medium", "50.00"),
+        ("error_few", "90.00"),
+    ):
+        assert f"| {metric} | {value} |" in md
+    # a single-label class of exactly 100 samples is medium (many is more than 100)
+    _single(tmp_path / "b", cfg, 0, [90.0, 70.0, 50.0, 10.0], [500, 100, 50, 10])
+    md = make_report(tmp_path / "b")
+    for metric, value in (
+        ("error_many", "10.00"),
+        ("error_medium", "40.00"),
+        ("error_few", "90.00"),
+    ):
+        assert f"| {metric} | {value} |" in md
+
+
+def test_rank_fractions_keep_their_order_wherever_they_are_given():
+    from lpl_train.report.stats import class_groups_by_rank, parse_groups
+    from lpl_train.report.tables import study_groups
+
+    counts = list(range(10, 0, -1))  # class 0 the most frequent
+    want = {"many": [0, 1], "medium": [2, 3, 4, 5], "few": [6, 7, 8, 9]}
+    assert class_groups_by_rank(counts, (0.2, 0.4)) == want
+    assert parse_groups("ranks:0.2,0.4").split(counts) == want
+    assert study_groups({"group_fractions": [0.2, 0.4]}).split(counts) == want
 
 
 def test_the_count_rule_at_its_boundaries():
