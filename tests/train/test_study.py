@@ -1218,3 +1218,16 @@ def test_a_resumed_study_run_records_the_training_time_of_every_process(tmp_path
         SR.train_run(study, spec, tmp_path / "run", resume=False, stop_after_epoch=1)
     rec = SR.train_run(study, spec, tmp_path / "run", resume=True)
     assert hour <= rec["wall_s"] < hour * 1000
+
+
+def test_the_count_rule_in_a_study_table_puts_a_class_of_exactly_100_by_its_kind():
+    """groups = "counts": a multi-label class with exactly 100 training positives is head (at least 100),
+    a single-label class with exactly 100 samples is not many (more than 100)."""
+    # class 0 has 100 training samples (positives), the others fewer
+    study, recs = {**_study(), "groups": "counts"}, _hand_records()
+    summ = S.summarize(recs, study)
+    ml, ce = summ[("ml", "bce")], summ[("lt", "ce")]
+    assert ml["head"][0] == pytest.approx((60.0 + 62.0) / 2)  # class 0 alone
+    assert math.isnan(ce["many"][0])  # no class has more than 100
+    # medium: 20 to 100 samples, classes 0-5 (errors 10, 10, 10, 20, 20, 20 and 6, 6, 6, 30, 30, 30)
+    assert ce["medium"][0] == pytest.approx((15.0 + 18.0) / 2)
