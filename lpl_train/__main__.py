@@ -180,9 +180,7 @@ def _check_out(cfg: dict[str, Any], out: Path, resume: bool) -> str:
     check_writable(out)  # a file in its place, a read-only file system, no permission
     folder, text = RunFolder(out), dumps_toml(cfg)
     if resume and folder.finished() is not None:
-        stored = out / "config.toml"
-        if stored.is_file():
-            folder.check_config(stored.read_text(encoding="utf-8"), text, str(stored))
+        folder.check_finished(text)  # the config check of fit's --resume of a finished run
         return f"run folder {out}: finished; --resume would train nothing"
     if resume:
         ckpt = folder.resume_checkpoint(text)

@@ -287,6 +287,7 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
     import warnings
 
     from lpl_train.config import ConfigError
+    from lpl_train.engine.components import check_config
 
     data: dict[str, Any] = {}
     seen: set[str] = set()
@@ -304,7 +305,7 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                _check_components(run.cfg, data)
+                check_config(run.cfg, data)
         except (ValueError, TypeError, KeyError) as exc:
             if not run.point:
                 raise
@@ -323,38 +324,6 @@ def _point_text(point: dict[str, Any]) -> str:
     from lpl_train.config import _toml_value
 
     return "grid point " + " ".join(f"{k}={_toml_value(v)}" for k, v in point.items())
-
-
-def _check_components(cfg: dict[str, Any], data: dict[str, Any]) -> None:
-    """``engine.check_config`` for one config, with the data taken from (and added to) the cache ``data``."""
-    from lpl_train.data import build_datasets
-    from lpl_train.engine.components import (
-        _build_model_reporting_weights,
-        _check_loader_options,
-        _placeholder_shape,
-        _try_one_batch,
-    )
-    from lpl_train.losses import build_loss
-
-    d, lo = cfg["data"], cfg["loss"]
-    _check_loader_options(d)
-    params = {**d["params"], "download": False} if "download" in d["params"] else d["params"]
-    key = json.dumps([d["name"], d["root"], d["seed"], params], sort_keys=True, default=str)
-    if key not in data:
-        try:  # a check never downloads
-            data[key] = build_datasets(d["name"], root=d["root"], seed=d["seed"], **params)
-        except FileNotFoundError as exc:
-            data[key] = exc
-    bundle = data[key]
-    if isinstance(bundle, FileNotFoundError):
-        num_classes, counts, _ = _placeholder_shape(d, bundle)
-        bundle = None
-    else:
-        num_classes, counts = bundle.num_classes, list(bundle.class_counts)
-    model = _build_model_reporting_weights(cfg["model"], num_classes, {})
-    build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
-    if bundle is not None:
-        _try_one_batch(cfg, bundle, model)
 
 
 # ------------------------------------------------------------------------------------------ execution

@@ -3,6 +3,7 @@ dry-run check that builds them without training."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -189,7 +190,7 @@ _DATASET_SHAPES: dict[str, tuple[int, int, float]] = {
 }  # fmt: skip
 
 
-def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``lpl-train run --dry-run`` reports: load the data (or catch why it cannot be found), build the
     loaders, the model and the loss, pass one training batch through the model, and return a summary.
 
@@ -197,7 +198,8 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     dataset's known number of classes and placeholder long-tailed class counts, and ``data_error`` holds
     the loader's message (the path tried and how to get the data); likewise ``weights_error`` for a missing
     pretrained-weights file. ``data.augment`` and ``data.loader`` are checked either way. Other errors
-    propagate; nothing is downloaded.
+    propagate; nothing is downloaded. ``data_cache`` (a dict, e.g. across a sweep's grid points) keeps the
+    data loaded (or the reason it is missing) per distinct ``[data]`` table, so each is read once.
     """
     from lpl_train.data import build_datasets
     from lpl_train.losses import build_loss
@@ -205,17 +207,24 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     d, lo = cfg["data"], cfg["loss"]
     _check_loader_options(d)
     info: dict[str, Any] = {"data_error": None}
-    bundle = None
     params = {**d["params"], "download": False} if "download" in d["params"] else d["params"]
-    try:  # a dry run never downloads: missing data is reported, not fetched
-        bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **params)
+    cache = {} if data_cache is None else data_cache
+    key = json.dumps([d["name"], d["root"], d["seed"], params], sort_keys=True, default=str)
+    if key not in cache:
+        try:  # a dry run never downloads: missing data is reported, not fetched
+            cache[key] = build_datasets(d["name"], root=d["root"], seed=d["seed"], **params)
+        except FileNotFoundError as exc:
+            cache[key] = exc
+    bundle = cache[key]
+    if isinstance(bundle, FileNotFoundError):
+        info["data_error"] = " ".join(str(bundle).split())
+        num_classes, counts, info["multi_label"] = _placeholder_shape(d, bundle)
+        bundle = None
+    else:
         num_classes, counts = bundle.num_classes, list(bundle.class_counts)
         info.update(
             train_size=len(bundle.train), test_size=len(bundle.test), multi_label=bundle.multi_label
         )
-    except FileNotFoundError as exc:
-        info["data_error"] = " ".join(str(exc).split())
-        num_classes, counts, info["multi_label"] = _placeholder_shape(d, exc)
     torch.manual_seed(cfg["train"]["seed"])
     model = _build_model_reporting_weights(cfg["model"], num_classes, info)
     loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])

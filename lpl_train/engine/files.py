@@ -37,7 +37,6 @@ LOCK = "RUNNING"
 LOG = "train.log"
 DIVERGED = "diverged.json"
 
-#: Config keys a resumed run may change: they do not change what is computed.
 #: Config keys a resumed or re-run run may change: they do not change what is computed (the description is
 #: free text, which ``--epochs`` appends to).
 VOLATILE_KEYS = (

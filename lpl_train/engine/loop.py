@@ -54,7 +54,8 @@ def fit(
         out_dir: the run folder; created if missing. Without ``resume`` it must hold no run.
         components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
         resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
-            (``train.progress``, ``train.device``, ``train.capture``, ``train.tensorboard`` may differ). A
+            (the keys of ``engine.files.VOLATILE_KEYS`` may differ: the description, progress, device,
+            capture and tensorboard). A
             finished run is returned unchanged (``components`` then get its last weights); it is only
             read, so also from a folder that cannot be written (there without the lock, which needs to
             write: a read-only file system).
@@ -169,19 +170,15 @@ def _finished_run(
     ``components`` get the run's last weights (model and loss state), so a caller that evaluates them
     after ``fit`` evaluates the trained model; a run whose checkpoint is gone cannot give them and
     raises."""
-    stored = folder / "config.toml"
-    if (folder / "checkpoint.pt").is_file():
-        ck = folder.resume_checkpoint(cfg_text)
-        if components is not None:
-            components.model.load_state_dict(ck["model"])
-            components.loss.load_state_dict(ck["loss"])
-    elif components is not None:
+    if components is not None and not (folder / "checkpoint.pt").is_file():
         raise FileNotFoundError(
             f"{str(folder / 'final.json')!r}: the run is finished but its checkpoint is gone, so the "
             "components passed to fit cannot be given its weights"
         )
-    elif stored.is_file():
-        folder.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))
+    ck = folder.check_finished(cfg_text)
+    if components is not None and ck is not None:
+        components.model.load_state_dict(ck["model"])
+        components.loss.load_state_dict(ck["loss"])
     log(
         f"{done.get('name', 'run')}: already finished ({str(folder / 'final.json')}); nothing to do"
     )

@@ -128,13 +128,7 @@ class RunFolder:
             ) from None
         except OSError as exc:
             raise _write_failed(self.path, "run folder", exc) from None
-        reason = self.unwritable()
-        if reason is not None:
-            err = RunFolderError(
-                f"cannot write run folder {str(self.path)!r}: {os.strerror(reason)}"
-            )
-            err.errno = reason  # type: ignore[attr-defined]
-            raise err
+        check_writable(self.path)
 
     def unwritable(self) -> int | None:
         """Why this existing folder cannot be written, as an errno (``EROFS``: a read-only file system,
@@ -246,6 +240,17 @@ class RunFolder:
                 (parent / CONFIG_COPY).is_file() and (parent / METRICS).is_file()
             ):
                 return parent
+        return None
+
+    def check_finished(self, cfg_text: str) -> dict[str, Any] | None:
+        """For ``--resume`` of a finished run: its config must equal ``cfg_text``. Compared with the
+        checkpoint's own config while the checkpoint remains (returned, verified), else with
+        ``config.toml``; None when the checkpoint is gone."""
+        if (self / CHECKPOINT).is_file():
+            return self.resume_checkpoint(cfg_text)
+        stored = self / CONFIG_COPY
+        if stored.is_file():
+            self.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))
         return None
 
     def resume_checkpoint(self, cfg_text: str) -> dict[str, Any]:
@@ -501,7 +506,9 @@ def check_writable(path: Path) -> None:
         )
     reason = _unwritable(existing)
     if reason is not None:
-        raise RunFolderError(f"cannot write run folder {str(path)!r}: {os.strerror(reason)}")
+        err = RunFolderError(f"cannot write run folder {str(path)!r}: {os.strerror(reason)}")
+        err.errno = reason  # type: ignore[attr-defined]
+        raise err
 
 
 def _missing_folders(path: Path) -> list[Path]:
