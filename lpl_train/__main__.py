@@ -3,9 +3,10 @@
 ``run CONFIG [--epochs N] [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]``
     Train one config (a shipped name, see ``list``, or a path to a TOML file). ``--dry-run`` builds the
     model and the loss and loads the data (or says which path is missing and how to get it), then stops.
-``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--jobs N] [--mps off|auto|on] [--out DIR] [--epochs N]
-[--set ...]``
-    One run folder per grid point and seed (``train.seed`` = 0..N-1), ``OUT/<point>/seed<k>``; finished
+``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--first-seed S] [--jobs N] [--mps off|auto|on] [--out DIR]
+[--epochs N] [--set ...]``
+    One run folder per grid point and seed (``train.seed`` = S..S+N-1, S = 0 by default),
+    ``OUT/<point>/seed<k>``; finished
     runs are skipped (after checking their config), half-done ones resumed, and a folder being trained by
     another process (lock file) is left alone, so several sweeps (or a job array) can run the same command
     in parallel. A diverged run is reported and the others go on (exit status 1 at the end). ``--mps``:
@@ -78,7 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a config key and its values (repeatable; the product is swept)")  # fmt: skip
-    s.add_argument("--seeds", type=int, default=1, help="train seeds 0..N-1 per grid point")
+    s.add_argument("--seeds", type=int, default=1, help="train seeds S..S+N-1 per grid point")
+    s.add_argument("--first-seed", type=int, default=0, metavar="S",
+                   help="the first train seed (default 0): split the seeds of one sweep between machines, "
+                   "e.g. --seeds 2 on one and --seeds 3 --first-seed 2 on another, into the same --out")  # fmt: skip
     s.add_argument("--out", default=None, help="sweep folder (default: runs/<name>-sweep)")
     s.add_argument("--dry-run", action="store_true", help="list the run folders, train nothing")
     s.add_argument("--jobs", type=int, default=1, metavar="N",
@@ -261,13 +265,17 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")
+    if a.first_seed < 0:
+        raise ConfigError(f"--first-seed must be >= 0, got {a.first_seed}")
     if a.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {a.jobs}")
     grid = parse_grid(a.grid)
     base = load_config(a.config, a.overrides, a.epochs)
     _warn(base)
     root = Path(a.out) if a.out else Path("runs") / f"{base['name']}-sweep"
-    runs = plan_sweep(a.config, a.overrides, grid, range(a.seeds), a.epochs, root)
+    runs = plan_sweep(
+        a.config, a.overrides, grid, range(a.first_seed, a.first_seed + a.seeds), a.epochs, root
+    )
     t0 = time.perf_counter()
     runner = ConfigRunner(
         quiet=a.quiet or a.jobs > 1

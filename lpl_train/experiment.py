@@ -237,8 +237,8 @@ def _check_sweep_keys(overrides: Sequence[str], grid: Sequence[tuple[str, list[A
     from lpl_train.config import ConfigError, parse_value
 
     seeds_hint = (
-        "a sweep sets train.seed itself, 0..N-1 with --seeds N (call it again with a larger N to add "
-        "seeds: the finished runs are skipped); drop it"
+        "a sweep sets train.seed itself, 0..N-1 with --seeds N, S..S+N-1 with --first-seed S as well "
+        "(call it again with a larger N to add seeds: the finished runs are skipped); drop it"
     )
     keys = [(_dotted(k), vals) for k, vals in grid]
     for i, (key, vals) in enumerate(keys):

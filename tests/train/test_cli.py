@@ -537,6 +537,28 @@ def test_sweep_jobs_trains_runs_in_parallel_processes_and_reports_throughput(tmp
     assert not (tmp_path / "y").exists()
 
 
+def test_sweep_first_seed_splits_the_seeds_of_one_sweep(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=1)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(["sweep", str(cfg), "--seeds", "3", "--out", str(whole), "--quiet"]) == 0
+    # two machines' share of the same sweep, into one folder: seeds 0 and 1..2
+    assert main(["sweep", str(cfg), "--seeds", "1", "--out", str(split), "--quiet"]) == 0
+    args = ["sweep", str(cfg), "--seeds", "2", "--first-seed", "1", "--out", str(split), "--quiet"]
+    assert main(args) == 0
+    assert "2 runs, 2 trained now" in capsys.readouterr().out
+    for seed in (0, 1, 2):
+        d = f"default/seed{seed}"
+        assert load_config(split / d / "config.toml")["train"]["seed"] == seed
+        a, b = (json.loads((r / d / "final.json").read_text())["final"] for r in (whole, split))
+        assert b["top1_error"] == a["top1_error"] and b["per_class_acc"] == a["per_class_acc"]
+    assert main([*args, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("skip (finished)") == 2
+    bad = ["sweep", str(cfg), "--first-seed", "-1", "--out", str(tmp_path / "z"), "--quiet"]
+    assert main(bad) == 2
+    assert "--first-seed must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+
+
 def test_a_missing_extra_is_named_in_the_error(tmp_path):
     """A core install (torch, numpy) lacks the [train] and [theory] extras: the errors say which extra to
     install instead of a bare 'No module named ...'."""
