@@ -228,14 +228,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("give --collect RUNS..., --restore STUDY OUT and/or --report-only")
     if args.add and not args.collect:
         ap.error("--add needs --collect RUNS...")
+    if args.restore and args.restore[0] not in STUDIES:
+        ap.error(f"--restore: unknown study {args.restore[0]!r}; known: {sorted(STUDIES)}")
+    try:
+        return _run(args)
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,
+    ) as exc:  # missing or damaged records, a bad folder
+        print(f"{ap.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     figs = Path(args.figures)
     jsonl = figs / RECORDS_FILE
     if args.restore:
         from lpl_train.study_runs import restore_records
 
         name, out = args.restore
-        if name not in STUDIES:
-            ap.error(f"--restore: unknown study {name!r}; known: {sorted(STUDIES)}")
         recs = [r for r in read_records(jsonl) if r["study"] == name]
         print(f"{out}: {restore_records(recs, out)} of {len(recs)} records of {name} restored")
         if not args.collect and not args.report_only:

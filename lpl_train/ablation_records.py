@@ -103,16 +103,55 @@ def add_records(
 RECORDS_FILE = "ablation-runs.jsonl.gz"
 
 
+#: What every study record carries (:mod:`lpl_train.study_runs` writes them): a study's report indexes
+#: its records by them, and the ablation's by their ``study`` too.
+RECORD_KEYS = ("key", "dataset", "method", "seed", "point")
+
+
+def parse_records(
+    text: str, source: str | Path, required: Sequence[str] = RECORD_KEYS
+) -> list[dict[str, Any]]:
+    """The records of a JSONL text, one JSON object a line (blank lines skipped). A line that is not a
+    JSON object, or a record without one of ``required``, is a ``ValueError`` naming ``source`` and the
+    line: the reports would otherwise fail later on a bare key."""
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{str(source)!r} line {n} is not JSON ({exc.msg}, column {exc.colno})"
+            ) from None
+        if not isinstance(r, dict):
+            raise ValueError(
+                f"{str(source)!r} line {n}: a record is a JSON object, got {type(r).__name__}"
+            )
+        missing = [k for k in required if k not in r]
+        if missing:
+            raise ValueError(
+                f"{str(source)!r} line {n}: record {r.get('key')!r} lacks {', '.join(missing)}: not a "
+                "record written by lpl-train study"
+            )
+        out.append(r)
+    return out
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of ``ablation-runs.jsonl.gz`` (or of a plain ``.jsonl`` file)."""
+    """The records of ``ablation-runs.jsonl.gz`` (or of a plain ``.jsonl`` file), checked by
+    :func:`parse_records`."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
             f"ablation records {str(p)!r} do not exist; run `make ablation` (or --collect) first"
         )
     raw = p.read_bytes()
-    text = (gzip.decompress(raw) if p.suffix == ".gz" else raw).decode("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        text = (gzip.decompress(raw) if p.suffix == ".gz" else raw).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"ablation records {str(p)!r} cannot be read: {exc}") from None
+    return parse_records(text, p, ("study", *RECORD_KEYS))
 
 
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:

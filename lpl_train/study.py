@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lpl_train.ablation_records import parse_records
 from lpl_train.experiment import PlannedRun, execute, expand_grid
 from lpl_train.experiment import point_name as point_slug
 from lpl_train.report import tables as _tables
@@ -394,13 +395,17 @@ def shipped_records(study: dict[str, Any]) -> Path:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``study-runs.jsonl`` file."""
+    """The records of a ``study-runs.jsonl`` file (:func:`lpl_train.ablation_records.parse_records`)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
             f"study results {str(p)!r} do not exist; run the study (lpl-train study) first"
         )
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"study results {str(p)!r} are not UTF-8 text: {exc}") from None
+    return parse_records(text, p)
 
 
 def write_records(records: list[dict[str, Any]], path: Path) -> Path:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lpl_train import ablation as A
 from lpl_train import ablation_report as AR
 from lpl_train import perturbation as P
+from lpl_train import study as S
 from lpl_train.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,7 +404,9 @@ def test_delta_recorder_bound_with_a_logit_scale_is_that_of_the_scaled_logits():
 
 # ----------------------------------------------------------------------------------- command line
 def _result(folder: Path, study: str, key: str, **extra) -> dict:
-    rec = {"study": study, "key": key, "seed": int(key[-1]), **extra}
+    dataset, method = key.split("/")[:2]
+    rec = {"study": study, "key": key, "dataset": dataset, "method": method, "seed": int(key[-1]),
+           "point": {}, **extra}  # fmt: skip
     (folder / "runs" / key).mkdir(parents=True, exist_ok=True)
     (folder / "runs" / key / "result.json").write_text(json.dumps(rec))
     return rec
@@ -474,6 +477,31 @@ def test_cli_refuses_incomplete_requests(tmp_path, capsys):
         assert msg in capsys.readouterr().err
 
 
+def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
+    """A missing records file, a damaged one, a missing --collect folder and a conflicting --add are one
+    line on stderr and exit status 2, as in lpl-train, not a traceback."""
+    figs = tmp_path / "figs"
+    a = tmp_path / "a"
+    _result(a, "lpl_ablation_e48", "d/m/p/seed0", x=0)
+    cases = [
+        (["--report-only"], "do not exist; run `make ablation`"),
+        (["--collect", str(tmp_path / "missing")], "does not exist"),
+    ]
+    for argv, msg in cases:
+        assert A.main([*argv, "--figures", str(figs)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("python -m lpl_train.ablation: error: ") and msg in err
+        assert err.count("\n") == 1
+    assert A.main(["--collect", str(a), "--figures", str(figs)]) == 0
+    _result(a, "lpl_ablation_e48", "d/m/p/seed0", x=1)  # the same run, another record
+    capsys.readouterr()
+    assert A.main(["--collect", str(a), "--add", "--figures", str(figs)]) == 2
+    assert "different record" in capsys.readouterr().err
+    (figs / A.RECORDS_FILE).write_bytes(gzip.compress(b"{}\n"))
+    assert A.main(["--report-only", "--figures", str(figs)]) == 2
+    assert "line 1: record None lacks study" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------- records
 def test_collect_reads_every_finished_run_of_every_folder_sorted_by_study_and_key(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -499,10 +527,45 @@ def test_add_records_names_at_most_five_conflicts():
 
 def test_read_records_skips_blank_lines_and_names_a_missing_file(tmp_path):
     p = tmp_path / "r.jsonl"
-    p.write_text('{"study": "s", "key": "a"}\n\n  \n{"study": "s", "key": "b"}\n')
+    rec = {"study": "s", "dataset": "d", "method": "m", "seed": 0, "point": {}}
+    p.write_text(
+        json.dumps({**rec, "key": "a"}) + "\n\n  \n" + json.dumps({**rec, "key": "b"}) + "\n"
+    )
     assert [r["key"] for r in A.read_records(p)] == ["a", "b"]
     with pytest.raises(FileNotFoundError, match="make ablation"):
         A.read_records(tmp_path / "none.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("line", "msg"),
+    [
+        ('{"study": "s", "key": "a"', "line 3 is not JSON (Expecting ',' delimiter"),
+        ("[1, 2]", "line 3: a record is a JSON object, got list"),
+        (
+            '{"study": "s", "key": "a", "seed": 0}',
+            "line 3: record 'a' lacks dataset, method, point",
+        ),
+    ],
+)
+def test_read_records_names_the_file_and_line_of_a_bad_record(tmp_path, line, msg):
+    """A damaged or foreign line is one error naming the file and the line, for the ablation's gzip
+    records and a study's JSONL alike, not a JSONDecodeError or a KeyError later in the report."""
+    good = json.dumps(
+        {"study": "s", "key": "k", "dataset": "d", "method": "m", "seed": 0, "point": {}}
+    )
+    text = f"{good}\n\n{line}\n{good}\n"
+    (tmp_path / "r.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "s.jsonl").write_text(text)
+    for read, name in ((A.read_records, "r.jsonl.gz"), (S.read_records, "s.jsonl")):
+        with pytest.raises(ValueError, match=re.escape(msg)) as exc:
+            read(tmp_path / name)
+        assert str(tmp_path / name) in str(exc.value)
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="cannot be read: Not a gzipped file"):
+        A.read_records(tmp_path / "bad.jsonl.gz")
+    (tmp_path / "bad.jsonl").write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match="are not UTF-8 text"):
+        S.read_records(tmp_path / "bad.jsonl")
 
 
 def test_records_of_an_unknown_study_are_refused():

@@ -877,7 +877,8 @@ def test_find_study_by_path_or_shipped_name(tmp_path):
 
 
 def test_records_file_is_sorted_by_key_and_read_back_without_blank_lines(tmp_path):
-    recs = [{"key": "b", "z": 1, "a": 2}, {"key": "a", "y": 0}]
+    ids = {"dataset": "d", "method": "m", "seed": 0, "point": {}}
+    recs = [{**ids, "key": "b", "z": 1, "a": 2}, {**ids, "key": "a", "y": 0}]
     path = S.write_records(recs, tmp_path / "sub" / "r.jsonl")
     assert path.read_text().splitlines() == [json.dumps(recs[1], sort_keys=True),
                                              json.dumps(recs[0], sort_keys=True)]  # fmt: skip
