@@ -185,7 +185,8 @@ def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]
             label = ds.get("label", d)
             nums = f"{unit} {ga[0]:.2f} vs {gb[0]:.2f}"
             if v["status"] == "not established":  # the means alone would call it; the seeds do not
-                side = "favour" if v["favours"] else "go against"
+                side = ("are equal: neither favour nor go against" if ga[0] == gb[0]
+                        else "favour" if v["favours"] else "go against")  # fmt: skip
                 if v["noise"] is None:
                     why = f"one seed, no spread to compare the difference with ({nums}"
                 else:

@@ -556,6 +556,17 @@ def test_claims_flag_differences_within_the_seed_noise():
         "- LT: LPL (varied ε_c) beats CE — not established: one seed, no spread to compare the "
         "difference with (error 20.00 vs 29.00; the means favour the claim)."
     ]
+    # equal means: within any spread, and on neither side of the claim
+    summ = {("lt", "lpl_varied"): {"overall": (20.0, 1.0)}, ("lt", "ce"): {"overall": (20.0, 0.5)}}
+    assert S.claims(summ, study)[0].endswith(
+        "(error 20.00 vs 20.00, |Δ| 0.00 < 1.12; the means are equal: neither favour nor go against the "
+        "claim)."
+    )
+    # equal means without any spread (the same runs): a claim that one beats the other did not hold
+    summ = {("lt", "lpl_varied"): {"overall": (20.0, 0.0)}, ("lt", "ce"): {"overall": (20.0, 0.0)}}
+    assert S.claims(summ, study) == [
+        "- LT: LPL (varied ε_c) beats CE — did not hold (error 20.00 vs 20.00)."
+    ]
 
 
 # ------------------------------------------------------------------------- committed results
