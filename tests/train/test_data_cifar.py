@@ -656,3 +656,23 @@ def test_la_port_inputs_are_x_over_255_minus_1_and_the_crop_pads_mid_grey(tmp_pa
     x, _ = next(iter(comps.train_loader))
     assert float(x.min()) == float(x.max())  # no black border: one value everywhere
     assert float(x.min()) == pytest.approx(128 / 255 - 1.0, abs=1e-6)
+
+
+def test_long_tail_counts_truncate_as_ldam_does() -> None:
+    # LDAM-DRW: int(img_max * (1 / rho) ** (c / (C - 1))) and int(img_max / rho) for the step tail;
+    # 50 / 3 = 16.67 -> 16 (not 17); 50 * (1 / 3) ** (1 / 2) = 28.87 -> 28
+    assert long_tail_counts(4, 50, 3, "step") == [50, 50, 16, 16]
+    assert long_tail_counts(3, 50, 3) == [50, 28, 16]
+    assert long_tail_counts(3, 7, 7, "step") == [7, 1, 1]  # C // 2 = 1 head class
+
+
+def test_subsample_refuses_more_than_a_class_holds() -> None:
+    targets = np.array([0, 1, 0, 1, 1, 0, 2])
+    assert sorted(long_tail_indices(targets, [3, 2, 1], seed=0).tolist()[:3]) == [0, 2, 5]
+    with pytest.raises(ValueError, match=r"counts\[2\]=2 exceeds the 1 samples of class 2"):
+        long_tail_indices(targets, [3, 2, 2], seed=0)
+
+
+def test_subsample_needs_one_dimensional_targets() -> None:
+    with pytest.raises(ValueError, match=r"targets must be 1-D class indices, got shape \(2, 3\)"):
+        long_tail_indices(np.array([[0, 1, 0], [1, 0, 1]]), [1, 1], seed=0)

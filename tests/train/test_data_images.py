@@ -714,3 +714,80 @@ def test_an_image_file_split_is_evaluated_in_parts_under_ddp(tmp_path: Path) -> 
     assert [len(p) for p in parts] == [3, 2]
     assert torch.equal(torch.cat([g[0] for g in got]), x)
     assert torch.equal(torch.cat([g[1] for g in got]), y)
+
+
+def test_coco_mlt_tests_on_every_val2017_image_and_checks_its_categories(tmp_path: Path) -> None:
+    # COCO-MLT's test set is the whole val2017 (5,000 images), the unlabelled ones included: they are
+    # negatives of every class
+    _coco(tmp_path, 2017, unlabelled=True)
+    ids = tmp_path / "img_id.txt"
+    ids.write_text("11 12 13")
+    b = build_datasets("coco_mlt", root=tmp_path, train_ids=ids, size=16)
+    assert b.test.targets.tolist() == [[0, 0, 1], [0, 0, 0]]
+    assert b.test.paths == [tmp_path / "val2017" / f"{i:012d}.jpg" for i in (21, 22)]
+    # a val file whose categories differ from train's would shift the label columns: refused
+    val = tmp_path / "annotations" / "instances_val2017.json"
+    data = json.loads(val.read_text())
+    data["categories"] = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]
+    data["annotations"] = [dict(data["annotations"][0], category_id=18)]
+    val.write_text(json.dumps(data))
+    with pytest.raises(
+        ValueError, match=r"instances_val2017\.json and .*instances_train2017\.json"
+    ):
+        build_datasets("coco_mlt", root=tmp_path, train_ids=ids, size=16)
+
+
+def test_coco_labels_type_checks_skip_degenerate(tmp_path: Path) -> None:
+    from lpl_train.data.coco import coco_images, coco_labels
+
+    _coco(tmp_path, 2014)
+    path = tmp_path / "annotations" / "instances_train2014.json"
+    for bad in (1, "yes", None):
+        with pytest.raises(TypeError, match="skip_degenerate must be a bool"):
+            coco_labels(path, skip_degenerate=bad)
+    with pytest.raises(TypeError, match="skip_degenerate must be a bool"):
+        build_datasets("coco", root=tmp_path, skip_degenerate=0)
+    files, _, labels, _ = coco_labels(path)
+    with pytest.raises(ValueError, match="no images selected from"):
+        coco_images(files, labels, [], tmp_path / "train2014", 16)
+
+
+def test_voc_errors_name_the_file_and_an_empty_id_list_is_refused(tmp_path: Path) -> None:
+    from lpl_train.data.mlt import voc_labels
+
+    xml = tmp_path / "x.xml"
+    _voc_xml(xml, [("cat", 0), ("unicorn", 0), ("pegasus", 1)])
+    with pytest.raises(ValueError, match=r"x\.xml: unknown VOC classes \['pegasus', 'unicorn'\]"):
+        voc_labels(xml)
+    _voc(tmp_path)
+    empty = tmp_path / "img_id.txt"
+    empty.write_text(" \n\n")
+    with pytest.raises(ValueError, match=r"img_id\.txt: the id list is empty"):
+        build_datasets("voc_mlt", root=tmp_path, train_ids=empty, size=16)
+
+
+def test_inat_uses_the_imagenet_recipe_and_counts_every_class(tmp_path: Path) -> None:
+    _inat(tmp_path)
+    # a validation-only category with the largest id: the last class, with no training image
+    data = json.loads((tmp_path / "val2017.json").read_text())
+    data["images"].append({"id": 200, "file_name": "v/c.jpg"})
+    data["annotations"].append({"id": 9, "image_id": 200, "category_id": 12})
+    (tmp_path / "val2017.json").write_text(json.dumps(data))
+    # 40 x 30, red in its 4 leftmost columns: the ImageNet evaluation (shorter side to round(16 * 8 / 7)
+    # = 18, so 24 x 18, then the central 16 columns from column 4) crops the red strip away, where a
+    # plain 16 x 16 resize would keep it in column 0
+    img = Image.new("RGB", (40, 30), (0, 0, 0))
+    img.paste((255, 0, 0), (0, 0, 4, 30))
+    img.save(tmp_path / "v" / "c.jpg", quality=95)
+    b = build_datasets("inat2017", root=tmp_path, size=16)
+    assert b.num_classes == 4 and b.class_counts == [1, 3, 1, 0]
+    assert b.augment == "imagenet" and b.test.targets.tolist() == [0, 2, 3]
+    x, _ = b.test[2]
+    black = (0 - 0.485) / 0.229
+    assert x.shape == (3, 16, 16) and float(x[0, :, 0].max()) < black + 0.3
+
+
+def test_pareto_reference_refuses_a_tail_above_the_head() -> None:
+    with pytest.raises(ValueError, match="n_min must be <= n_max, got n_min=10, n_max=5"):
+        pareto_reference_counts(4, 5, 10)
+    assert pareto_reference_counts(4, 5, 5) == [5, 5, 5, 5]

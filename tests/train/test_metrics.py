@@ -97,3 +97,31 @@ def test_validation() -> None:
         mean_average_precision(torch.zeros(2, 2), torch.full((2, 2), 0.5))
     with pytest.raises(ValueError, match="class_counts must have 2"):
         group_accuracy([0.1, 0.2], [1])
+
+
+def test_argument_checks_on_class_counts_and_thresholds() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    target = torch.tensor([0, 1])
+    # fewer classes than the logits' width would silently drop class 2
+    with pytest.raises(
+        ValueError, match=r"num_classes must be an int >= 3 \(logits width\), got 2"
+    ):
+        per_class_accuracy(logits, target, 2)
+    assert per_class_accuracy(logits, target, 3)[:2] == [1.0, 1.0]
+    # few above many leaves no medium class and reads many/few backwards: refused
+    with pytest.raises(ValueError, match=r"0 < few <= many, got many=10, few=20"):
+        class_groups([5, 50], many=10, few=20)
+    with pytest.raises(ValueError, match=r"0 < few <= many, got many=10, few=20"):
+        map_groups([50.0, 60.0], [5, 50], head=10, tail=20)
+    with pytest.raises(ValueError, match="0 < few <= many"):
+        group_accuracy([0.5, 0.5], [5, 50], many=20, few=0)
+
+
+def test_empty_input_and_mismatched_class_counts_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least one sample, got 0"):
+        top1_error(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64))
+    # one training count per class: a longer list is refused, not read past the accuracies
+    with pytest.raises(ValueError, match="class_counts must have 2 entries"):
+        group_accuracy([0.1, 0.2], [1, 2, 3])
+    with pytest.raises(ValueError, match="class_counts must have 2 entries"):
+        map_groups([10.0, 20.0], [150, 5, 30])

@@ -469,3 +469,134 @@ def test_fmnist_cnn_forward_matches_a_functional_reference() -> None:
     want = h.mean((2, 3)) @ model.classifier.weight.T + model.classifier.bias
     with torch.no_grad():
         torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
+
+
+def test_cifar_resnet_dropout_sits_after_the_first_conv_bn_relu_of_each_block() -> None:
+    """ISDA's "+Dropout": the mask is applied to conv1-BN-ReLU's output, and conv2 reads the masked map."""
+    torch.manual_seed(0)
+    model = build_model("resnet32", 10, dropout=0.5).double().eval()
+    _randomise_bn(model)
+    blk = model.layer2[1]
+    blk.drop.train()  # dropout active, BN on its running statistics
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        blk.drop.register_forward_hook(lambda m, i, o: seen.update(d_in=i[0], d_out=o)),
+        blk.conv2.register_forward_pre_hook(lambda m, i: seen.update(c2_in=i[0])),
+    ]
+    x = torch.randn(2, 32, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out = blk(x)
+        want_in = torch.relu(_bn_f(_conv_f(x, blk.conv1, 1, 1), blk.bn1))
+        want_out = torch.relu(_bn_f(_conv_f(seen["d_out"], blk.conv2, 1, 1), blk.bn2) + x)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(seen["d_in"], want_in, rtol=1e-12, atol=1e-12)
+    assert torch.equal(seen["c2_in"], seen["d_out"]) and not torch.equal(seen["d_out"], want_in)
+    torch.testing.assert_close(out, want_out, rtol=1e-12, atol=1e-12)
+
+
+def test_cifar_resnet_refuses_a_depth_without_blocks() -> None:
+    # 6n + 2 with n = 0 (depth 2) or n < 0 (depth -4) has no residual block: refused, not built empty
+    for depth in (2, -4):
+        with pytest.raises(ValueError, match=r"depth must be 6n\+2 with n >= 1"):
+            CifarResNet(depth, 10)
+
+
+def _bottleneck_reference(model, x):
+    """torchvision's ResNet-50 (v1.5) written out from its description: 7x7/2 conv-BN-ReLU stem, 3x3/2
+    max-pool (padding 1); bottlenecks 1x1-BN-ReLU, 3x3 (stride here, padding 1)-BN-ReLU, 1x1-BN, + the
+    shortcut (1x1/stride conv-BN on each stage's first block), ReLU; global mean, linear head."""
+    relu = torch.relu
+    out = relu(_bn_f(_conv_f(x, model.conv1, 2, 3), model.bn1))
+    out = torch.nn.functional.max_pool2d(out, 3, 2, 1)
+    for layer, stride in (
+        (model.layer1, 1),
+        (model.layer2, 2),
+        (model.layer3, 2),
+        (model.layer4, 2),
+    ):
+        for i, blk in enumerate(layer):
+            s = stride if i == 0 else 1
+            h = relu(_bn_f(_conv_f(out, blk.conv1), blk.bn1))
+            h = relu(_bn_f(_conv_f(h, blk.conv2, s, 1), blk.bn2))
+            h = _bn_f(_conv_f(h, blk.conv3), blk.bn3)
+            short = _bn_f(_conv_f(out, blk.downsample[0], s), blk.downsample[1]) if i == 0 else out
+            out = relu(h + short)
+    return out.mean((2, 3)) @ model.classifier.weight.T + model.classifier.bias
+
+
+def test_resnet50_forward_matches_a_functional_reference() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet50", 5).double().eval()
+    _randomise_bn(model)
+    # 40 x 40 -> 20 (stem) -> 10 (max-pool) -> 10, 5, 3, 2 (layer1 .. layer4)
+    x = torch.randn(2, 3, 40, 40, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _bottleneck_reference(model, x), rtol=1e-9, atol=1e-9)
+
+
+def test_resnet_frozen_stages_keep_their_batch_norm_statistics_in_training() -> None:
+    """Frozen stages (stem + layer1 .. layer<k>) take no gradient and stay in eval mode under train(), so
+    their BN running statistics do not move; the stages after them train normally."""
+    torch.manual_seed(0)
+    model = build_model("resnet50", 4, frozen_stages=2).train()
+    frozen = [model.bn1, model.layer1[0].bn1, model.layer2[3].bn3]
+    trained = [model.layer3[0].bn1, model.layer4[2].bn3]
+    assert not any(bn.training for bn in frozen) and all(bn.training for bn in trained)
+    before = [bn.running_mean.clone() for bn in frozen + trained]
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64) * 3 + 1)
+    after = [bn.running_mean for bn in frozen + trained]
+    assert all(torch.equal(b, a) for b, a in zip(before[:3], after[:3], strict=True))
+    assert not any(torch.equal(b, a) for b, a in zip(before[3:], after[3:], strict=True))
+    assert (
+        not model.layer2[3].conv2.weight.requires_grad
+        and model.layer3[0].conv2.weight.requires_grad
+    )
+    with pytest.raises(ValueError, match=r"frozen_stages must be an int in 0\.\.4, got 5"):
+        ImageNetResNet(50, 10, frozen_stages=5)
+    with pytest.raises(TypeError, match="norm_eval must be a bool, got 1"):
+        ImageNetResNet(50, 10, norm_eval=1)
+
+
+def test_resnet50_initialisation_and_pfc_neck() -> None:
+    """torchvision's initialisation: convolutions He-normal in fan-out mode (std sqrt(2 / (k·k·out))). The
+    PFC neck of the DB recipe: Linear(2048, 256), BN1d, Dropout(0.5), a head N(0, 0.01) with zero bias."""
+    torch.manual_seed(0)
+    model = build_model("resnet50", 10, neck="pfc").requires_grad_(False)
+    w = model.layer3[1].conv2.weight  # 256 x 256 x 3 x 3: fan-out 9·256 (fan-in is the same here)
+    assert float(w.std()) == pytest.approx((2 / (9 * 256)) ** 0.5, rel=0.02)
+    w = model.layer4[0].conv1.weight  # 512 x 1024 x 1 x 1: fan-out 512, fan-in 1024
+    assert float(w.std()) == pytest.approx((2 / 512) ** 0.5, rel=0.02)
+    assert float(model.classifier.weight.std()) == pytest.approx(0.01, rel=0.15)
+    assert bool((model.classifier.bias == 0).all())
+    drop = model.neck[2]
+    assert isinstance(drop, nn.Dropout) and drop.p == 0.5
+
+
+def test_mlp_forward_matches_a_functional_reference() -> None:
+    """``depth`` hidden Linear-ReLU layers of ``hidden`` units on the flattened input, then the head."""
+    torch.manual_seed(0)
+    model = build_model("mlp", 3, in_features=6, hidden=5, depth=3).double()
+    linears = [m for m in model.body if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(6, 5), (5, 5), (5, 5)]
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    h = x.reshape(4, 6)
+    for lin in linears:
+        h = torch.relu(h @ lin.weight.T + lin.bias)
+    want = h @ model.classifier.weight.T + model.classifier.bias
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_model_refuses_the_wrong_number_of_features() -> None:
+    m = build_model("linear", 2, in_features=3)
+    for width in (2, 4):
+        with pytest.raises(ValueError, match=f"x has {width} features per sample, expected 3"):
+            m(torch.zeros(5, width))
+
+
+def test_count_parameters_trainable_only() -> None:
+    m = build_model("linear", 4, in_features=3)  # W 4 x 3 + b 4
+    m.classifier.bias.requires_grad_(False)
+    assert count_parameters(m) == 16 and count_parameters(m, trainable_only=True) == 12

@@ -346,3 +346,28 @@ def test_multilabel_group_map_comes_from_the_per_class_ap_and_the_training_count
     assert r.final["map"] == (58.0, None)
     assert r.final["map_head"] == (85.0, None) and r.final["map_medium"] == (55.0, None)
     assert r.final["map_tail"] == (10.0, None)
+
+
+def test_a_group_rule_spec_reads_back_and_count_thresholds_must_be_integers():
+    from lpl_train.report.stats import GroupRule, parse_groups
+
+    # the spec is what the CSV's "groups" column holds: many first, then few
+    rule = GroupRule("counts", 50, 10)
+    assert rule.spec() == "counts:50,10" and parse_groups("counts:50,10") == rule
+    assert parse_groups(rule.spec()) == rule
+    assert parse_groups(GroupRule("ranks", fractions=(0.2, 0.4)).spec()) == GroupRule(
+        "ranks", fractions=(0.2, 0.4)
+    )
+    # a fractional count threshold is refused, not truncated to 100
+    for spec in ("counts:100.5,20", "counts:100,19.9"):
+        with pytest.raises(ValueError, match="count thresholds must be integers"):
+            parse_groups(spec)
+
+
+def test_an_undefined_mean_is_shown_as_the_empty_mark():
+    from lpl_train.report.stats import fmt_mean_std, mean_std
+
+    assert mean_std([None, float("nan")]) == (pytest.approx(math.nan, nan_ok=True), None)
+    assert fmt_mean_std(mean_std([None, float("nan")])) == "—"
+    assert fmt_mean_std((math.nan, 1.0), empty="n/a") == "n/a"
+    assert fmt_mean_std(mean_std([1.0, None, 2.0, float("nan"), 3.0])) == "2.00 ± 1.00"

@@ -130,3 +130,52 @@ def test_a_class_repeated_in_one_sample_lists_that_sample_once():
     # per-sample collections may repeat a class (one entry per instance, e.g. two persons)
     lists = class_index_lists([[0, 0, 1], [1], [2, 2, 2]])
     assert [v.tolist() for v in lists] == [[0], [0, 1], [2]]
+
+
+def test_epoch_length_truncates_and_visits_take_three_images_by_default():
+    # int(max_c n_c * C / reduce), truncated as in the reference: 7 * 2 / 4 = 3.5 -> 3, 11 * 2 / 4 = 5.5 -> 5
+    assert len(ClassAwareSampler(_single_label([7, 2]))) == 3
+    assert len(ClassAwareSampler(_single_label([11, 4]))) == 5
+    assert len(ClassAwareSampler(_single_label([11, 4]), reduce=3)) == 7  # 22 / 3 = 7.33
+    # num_samples_cls defaults to 3: every visit takes three images of one class
+    y = _single_label([20, 7, 3, 1])
+    cls = y[ClassAwareSampler(y, num_samples=3 * 4 * 5, seed=0).indices()].reshape(-1, 3)
+    assert (cls == cls[:, :1]).all()
+    assert all(sorted(r) == [0, 1, 2, 3] for r in cls[:, 0].reshape(-1, 4).tolist())
+
+
+def test_epochs_of_different_seeds_do_not_coincide():
+    # the stream of epoch e depends on the pair (seed, e), not on seed + e
+    y = _single_label([30, 10, 4])
+    for seed, epoch in ((3, 1), (0, 2), (5, 0)):
+        a = ClassAwareSampler(y, seed=seed).indices(epoch)
+        b = ClassAwareSampler(y, seed=seed + 1).indices(epoch - 1 if epoch else 1)
+        assert not torch.equal(a, b), (seed, epoch)
+
+
+def test_the_first_class_order_is_random_too():
+    # the reference's first round is a shuffle as well, not the class index order
+    y = _single_label([9, 7, 5, 3])
+    firsts = {
+        tuple(y[ClassAwareSampler(y, num_samples_cls=1, num_samples=4, seed=s).indices()].tolist())
+        for s in range(10)
+    }
+    assert all(sorted(f) == [0, 1, 2, 3] for f in firsts) and len(firsts) > 3
+
+
+def test_class_lists_refuse_labels_outside_the_classes():
+    with pytest.raises(ValueError, match="3 columns but num_classes is 4"):
+        class_index_lists(torch.tensor([[1, 0, 0], [0, 1, 1]]), num_classes=4)
+    with pytest.raises(ValueError, match="3 columns but num_classes is 4"):
+        ClassAwareSampler(torch.tensor([[1, 0, 0], [0, 1, 1]]), num_classes=4)
+    # a negative index would otherwise land in the last class's list
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got -1\.\.2"):
+        class_index_lists([[0, 2], [-1]])
+    with pytest.raises(ValueError, match=r"class indices in \[0, 1\], got values in \[-1, 1\]"):
+        class_index_lists(np.array([0, -1, 1]), num_classes=2)
+
+
+def test_an_explicit_epoch_length_must_be_an_int():
+    for bad in (7.5, 7.0, "7"):
+        with pytest.raises(TypeError, match="num_samples must be an int or None"):
+            ClassAwareSampler(torch.tensor([0, 1, 1]), num_samples=bad)

@@ -404,3 +404,46 @@ def test_parse_example_merges_a_repeated_list_and_replaces_another_oneof_member(
     got = parse_example(raw)
     assert got["merged"] == ("int64_list", [1, 2, 3])
     assert got["replaced"] == ("float_list", [0.5])
+
+
+def test_unknown_fields_of_every_wire_type_are_skipped_and_lengths_are_checked_exactly() -> None:
+    raw = example({"i": feature("int", [5]), "f": feature("float", [0.5], packed=False)})
+    # unknown Example fields: fixed64 (wire 1, 8 bytes), fixed32 (wire 5, 4 bytes), varint, bytes
+    junk = (
+        field(9, 1, struct.pack("<Q", 2**64 - 1))
+        + field(10, 5, b"\x01\x02\x03\x04")
+        + field(11, 0, varint(300))
+        + field(12, 2, b"\x0a\x02zz")
+    )
+    assert parse_example(junk + raw + junk) == {
+        "i": ("int64_list", [5]),
+        "f": ("float_list", [0.5]),
+    }
+    # a length one byte past the end of the message is refused as well
+    with pytest.raises(ValueError, match="runs past the end"):
+        parse_example(b"\x0a\x04abc")
+    with pytest.raises(ValueError, match="runs past the end"):
+        parse_example(b"\x09" + bytes(7))  # a fixed64 with 7 bytes
+
+
+def test_read_la_refuses_a_negative_label_and_counts_every_class(tmp_path: Path) -> None:
+    path = tmp_path / "cifar10_test.tfrecord"
+    path.write_bytes(frame(la_example(bytes(3072), 1)) + frame(la_example(bytes(3072), -1)))
+    with pytest.raises(ValueError, match=r"record 1: label -1 outside \[0, 10\)"):
+        read_la_tfrecord(path, 10)
+    # a file whose labels stop short of the last class still reports one count per class
+    src, dest = tmp_path / "src", tmp_path / "npz"
+    src.mkdir()
+    labels = [0, 2, 2, 1, 2]
+    (src / "cifar10_test.tfrecord").write_bytes(
+        b"".join(frame(la_example(bytes([y]) * 3072, y)) for y in labels)
+    )
+    ((_, _, counts),) = convert_la(src, dest)
+    assert counts.tolist() == [1, 1, 3, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_read_la_refuses_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "cifar10_test.tfrecord"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"cifar10_test\.tfrecord: no records"):
+        read_la_tfrecord(path, 10)
