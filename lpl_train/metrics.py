@@ -82,7 +82,9 @@ def _groups(
         raise ValueError(
             f"class_counts must be non-negative ints, got {list(class_counts)[:10]}..."
         )
-    if not (isinstance(many, int) and isinstance(few, int) and 0 < few <= many):
+    if not (
+        all(isinstance(t, int) and not isinstance(t, bool) for t in (many, few)) and 0 < few <= many
+    ):
         raise ValueError(
             f"thresholds must be ints with 0 < few <= many, got many={many!r}, few={few!r}"
         )

@@ -33,8 +33,8 @@ __all__ = [
 
 
 def nanmean(values: Iterable[float | None]) -> float:
-    """Mean of the finite values (None and NaN left out); NaN when none is left."""
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    """Mean of the defined values (None and NaN, of any float type, left out); NaN when none is left."""
+    v = [x for x in values if x is not None and not math.isnan(x)]
     return float(np.mean(v)) if v else math.nan
 
 
@@ -77,7 +77,8 @@ def class_groups_by_rank(
 ) -> dict[str, list[int]]:
     """Many/medium/few classes by rank of the training count (ties broken by class index): the
     ``round(fractions[0] * C)`` most frequent are "many", the ``round(fractions[1] * C)`` least frequent
-    "few", the rest "medium"."""
+    "few" (fewer where the two roundings add up to more than C: a class is in one group only), the rest
+    "medium"."""
     counts = list(class_counts)
     if not counts or any(
         isinstance(c, bool) or not isinstance(c, int | float) or c < 0 for c in counts
@@ -89,7 +90,8 @@ def class_groups_by_rank(
         )
     c = len(counts)
     order = sorted(range(c), key=lambda i: (-counts[i], i))
-    n_many, n_few = round(fractions[0] * c), round(fractions[1] * c)
+    n_many = round(fractions[0] * c)
+    n_few = min(round(fractions[1] * c), c - n_many)  # (0.5, 0.5) of 3 classes rounds to 2 + 2
     return {
         "many": sorted(order[:n_many]),
         "medium": sorted(order[n_many : c - n_few]),
@@ -109,6 +111,12 @@ class GroupRule:
     def __post_init__(self) -> None:
         if self.kind not in ("counts", "ranks"):
             raise ValueError(f"group rule must be 'counts' or 'ranks', got {self.kind!r}")
+        if self.kind == "counts" and not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in (self.many, self.few)
+        ):
+            raise ValueError(
+                f"group count thresholds must be ints, got many={self.many!r}, few={self.few!r}"
+            )
         if not 0 < self.few <= self.many:
             raise ValueError(f"group thresholds need 0 < few <= many, got {self.few}, {self.many}")
         class_groups_by_rank([1], self.fractions)  # checks the fractions

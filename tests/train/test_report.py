@@ -310,6 +310,36 @@ def test_rank_fractions_keep_their_order_wherever_they_are_given():
     assert study_groups({"group_fractions": [0.2, 0.4]}).split(counts) == want
 
 
+def test_rank_groups_never_share_a_class_when_the_roundings_overlap():
+    """round(0.5 · 3) + round(0.5 · 3) = 2 + 2 > 3 classes: "many" keeps its 2, "few" gets the one left
+    (it used to take 2, putting class 1 in both groups)."""
+    from lpl_train.report.stats import class_groups_by_rank, parse_groups
+
+    assert class_groups_by_rank([3, 2, 1], (0.5, 0.5)) == {"many": [0, 1], "medium": [], "few": [2]}
+    # 0.3 · 5 = 1.5 and 0.7 · 5 = 3.5 round (to even) to 2 and 4
+    assert class_groups_by_rank([50, 40, 30, 20, 10], (0.3, 0.7)) == {
+        "many": [0, 1], "medium": [], "few": [2, 3, 4]}  # fmt: skip
+    assert parse_groups("ranks:0.5,0.5").split([30, 20, 10])["few"] == [2]
+    for c in range(1, 12):  # every class in exactly one group, for fractions summing to <= 1
+        for f in ((0.5, 0.5), (0.3, 0.7), (0.25, 0.75), (0.45, 0.45), (1.0, 0.0), (0.0, 1.0)):
+            g = class_groups_by_rank(list(range(c, 0, -1)), f)
+            assert sorted(g["many"] + g["medium"] + g["few"]) == list(range(c)), (c, f)
+
+
+def test_count_thresholds_must_be_ints_and_nanmean_skips_any_nan():
+    import numpy as np
+
+    from lpl_train.metrics import class_groups
+    from lpl_train.report.stats import GroupRule, nanmean
+
+    for many, few in ((100.5, 20), (100, 20.0), (True, True)):
+        with pytest.raises(ValueError, match="must be ints"):
+            GroupRule("counts", many, few)
+        with pytest.raises(ValueError, match="must be ints"):
+            class_groups([5, 50, 500], many=many, few=few)
+    assert nanmean([1.0, np.float32("nan"), None, 3]) == 2.0
+
+
 def test_the_count_rule_at_its_boundaries():
     """The paper's rule: many = more than 100 training samples, few = fewer than 20 (multi-label: many =
     at least 100 positives)."""
