@@ -60,6 +60,14 @@ def test_every_mode_runs_eagerly_off_cuda(requested):
     ) in c.reason
 
 
+@pytest.mark.parametrize("requested", ["auto", "graph", "compile"])
+def test_every_mode_runs_eagerly_on_an_apple_gpu(requested):
+    """CUDA graphs need a CUDA device, not merely a device other than the CPU: on an Apple GPU (``mps``)
+    every mode runs eagerly too, and says why."""
+    c = choose(requested, device=torch.device("mps"))
+    assert c.mode == "eager" and "need a CUDA device; this run is on mps" in c.reason
+
+
 def test_capture_decisions_on_cuda():
     assert choose("auto").mode == "graph"
     assert choose("auto", loss="la_lpl", precision="fp32").mode == "graph"

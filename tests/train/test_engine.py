@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -227,6 +229,27 @@ def test_resume_continues_the_global_step_count(tmp_path):
     assert load_checkpoint(part / "checkpoint.pt")["step"] == 2 * 6
     fit(cfg, part, components=make_components(), resume=True, log=quiet)
     assert load_checkpoint(part / "checkpoint.pt")["step"] == 4 * 6
+
+
+@pytest.mark.parametrize("stop", [2, 5])
+def test_stopping_at_or_after_the_last_epoch_finishes_the_run(tmp_path, stop):
+    """``stop_after_epoch`` at or past the run's 2 epochs stops nothing: the run ends as a whole run does,
+    with ``final.json``, and ``fit`` returns its content."""
+    out = tmp_path / "r"
+    got = fit(make_cfg(epochs=2), out, components=make_components(), stop_after_epoch=stop,
+              log=quiet)  # fmt: skip
+    assert (out / "final.json").is_file()
+    assert got["epochs"] == 2 and "final" in got
+    assert [r["epoch"] for r in engine.read_metrics(out)] == [0, 1]
+
+
+def test_time_left_after_a_resume_is_rated_on_the_epochs_this_process_trained():
+    """The summary line's time left: a run resumed at epoch 8 of 10 that trained its epoch 8 here in 5 s
+    has one epoch left, about 5 s (not 5 s spread over the 9 epochs of the whole run)."""
+    from lpl_train.engine.trainer import _Trainer
+
+    run = types.SimpleNamespace(epoch=8, cfg={"schedule": {"epochs": 10}})
+    assert _Trainer.eta(run, 8, time.perf_counter() - 5.0) == pytest.approx(5.0, abs=0.5)
 
 
 def test_resume_after_kill_mid_epoch_is_bit_exact(tmp_path):
@@ -513,6 +536,14 @@ def test_multilabel_map_matches_sklearn(tmp_path):
     )
 
 
+def test_multilabel_records_have_no_training_top1_error(tmp_path):
+    """Top-1 error is a single-label metric: a multi-label run's records carry the training loss, not a
+    ``train_top1_error`` (which would read 100%: no multi-hot row is a class index)."""
+    fit(make_cfg(epochs=1), tmp_path, components=make_components(multi_label=True), log=quiet)
+    rec = engine.read_metrics(tmp_path)[0]
+    assert "train_loss" in rec and "train_top1_error" not in rec
+
+
 def test_multilabel_best_is_the_epoch_of_the_highest_map(tmp_path):
     """For multi-label runs higher is better: ``best`` holds the highest test mAP and its (first) epoch."""
     fit(make_cfg(epochs=3), tmp_path, components=make_components(multi_label=True), log=quiet)
@@ -594,7 +625,61 @@ def test_bf16_autocast_on_cpu_and_l2_all(tmp_path):
     assert lb > la + 0.5 * theta * 0.5
 
 
+class DtypeSpy(nn.CrossEntropyLoss):
+    """Cross-entropy that notes the dtype of every input it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.dtypes.add(input.dtype)
+        return super().forward(input, target)
+
+
+def test_the_loss_takes_float32_logits_under_bf16_autocast(tmp_path):
+    """Under bf16 autocast the network's logits come out in bf16; the loss is computed on them in
+    float32 (LPL's perturbation, the logged training loss), never in bf16's 8-bit mantissa."""
+    spy = DtypeSpy()
+    cfg = make_cfg(epochs=1, amp="bf16")
+    fit(cfg, tmp_path / "r", components=make_components(loss=spy), log=quiet)
+    assert spy.dtypes == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+)
+def test_the_optimiser_is_the_one_the_config_names_with_its_settings(name, cls):
+    """``optim.name`` picks the torch optimiser; lr and weight decay reach every one of them, momentum
+    and Nesterov reach SGD (the LA/LPL recipes train with Nesterov)."""
+    from lpl_train.engine.step import _optimizer
+
+    cfg = make_cfg()["optim"]
+    cfg.update(name=name, lr=0.05, momentum=0.8, nesterov=True, weight_decay=3e-4)
+    opt = _optimizer([nn.Parameter(torch.zeros(3))], cfg)
+    group = opt.param_groups[0]
+    assert type(opt) is cls
+    assert group["lr"] == 0.05 and group["weight_decay"] == 3e-4
+    if name == "sgd":
+        assert group["momentum"] == 0.8 and group["nesterov"] is True
+
+
 # ------------------------------------------------------------------------------------- DDP (gloo)
+def test_dist_info_reads_the_global_and_the_node_rank_from_torchrun(monkeypatch):
+    """On the second node of ``torchrun --nnodes 2 --nproc_per_node 4`` process 6 of 8 is rank 2 on its
+    node: its device index is the local rank, not the global one; without torchrun, one process."""
+    from lpl_train.engine import DistInfo
+
+    for k, v in {"WORLD_SIZE": "8", "RANK": "6", "LOCAL_RANK": "2"}.items():
+        monkeypatch.setenv(k, v)
+    assert DistInfo.from_env() == DistInfo(rank=6, local_rank=2, world=8)
+    assert not DistInfo.from_env().main
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k)
+    assert DistInfo.from_env() == DistInfo(rank=0, local_rank=0, world=1)
+
+
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
@@ -862,6 +947,28 @@ def test_resuming_a_finished_run_gives_the_components_its_last_weights(tmp_path)
         (tmp_path / name).unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="finished but its checkpoint is gone"):
         fit(cfg, tmp_path, components=make_components(), resume=True, log=print)
+
+
+class StepCountingCE(nn.CrossEntropyLoss):
+    """Cross-entropy with a state: a buffer counting the training steps that called it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(input, target)
+
+
+def test_resuming_a_finished_run_gives_the_components_its_loss_state(tmp_path):
+    """The loss's state comes back with the weights (LDAM's DRW weights, a learnt LC, ISDA's statistics):
+    2 epochs of ceil(96 / 16) = 6 steps called the loss 12 times."""
+    cfg = make_cfg(epochs=2)
+    fit(cfg, tmp_path, components=make_components(loss=StepCountingCE()), log=quiet)
+    fresh = make_components(loss=StepCountingCE())
+    fit(cfg, tmp_path, components=fresh, resume=True, log=quiet)
+    assert int(fresh.loss.calls) == 2 * 6
 
 
 def test_a_resume_on_another_number_of_processes_is_refused(tmp_path):

@@ -100,6 +100,18 @@ def test_throughput_counts_the_runs_trained_now_from_their_records(tmp_path):
     assert tp["images"] == 200 and tp["runs"] == 1
 
 
+def test_a_runs_own_rate_is_its_images_over_its_training_time(tmp_path):
+    """``mean_run_images_per_s`` rates each run on all the epochs it trained, not on its last epoch: a
+    run of 100 images in 2 s then 300 in 1 s trained at 400 / 3 images/s; a second at 50 images/s."""
+    _records(tmp_path / "a", [{"epoch": 0, "images_per_s": 50.0, "train_time_s": 2.0},
+                              {"epoch": 1, "images_per_s": 300.0, "train_time_s": 1.0}])  # fmt: skip
+    _records(tmp_path / "b", [{"epoch": 0, "images_per_s": 50.0, "train_time_s": 4.0}])
+    outcomes = [X.Outcome(X.PlannedRun(k, tmp_path / k, None, 0), "trained") for k in "ab"]
+    tp = X.throughput(outcomes, wall_s=10.0)
+    assert tp["images"] == 600 and tp["aggregate_images_per_s"] == pytest.approx(60.0)
+    assert tp["mean_run_images_per_s"] == pytest.approx((400 / 3 + 50.0) / 2)
+
+
 def test_runs_at_once_are_rated_over_the_time_they_all_trained_steadily(tmp_path):
     """Two runs whose epochs overlap in part: the window opens when the later run starts its second epoch
     and closes when the earlier ends its last; epochs count in proportion to their time inside it."""
@@ -133,6 +145,14 @@ def test_runs_at_once_are_rated_over_the_time_they_all_trained_steadily(tmp_path
     runs = [X.Outcome(X.PlannedRun(k, tmp_path / k, None, 0), "trained") for k in recs]
     tp = X.throughput(runs, wall_s=10.0)
     assert tp["overlap_s"] == 4.0 and tp["overlap_images_per_s"] == pytest.approx(230 / 4.0)
+
+
+def test_an_epoch_wholly_outside_the_common_window_adds_nothing():
+    """Run b's fourth epoch, [10, 13], starts after run a has ended (the window is [4, 8]): it adds no
+    images (nor takes any away): the rate is that of the first three epochs of each, 230 images in 4 s."""
+    a = [(0.0, 2.0, 100.0), (3.0, 5.0, 100.0), (6.0, 8.0, 100.0)]
+    b = [(1.0, 4.0, 60.0), (4.0, 7.0, 60.0), (7.0, 10.0, 60.0), (10.0, 13.0, 60.0)]
+    assert X.overlap_throughput([a, b]) == (pytest.approx((50 + 100 + 60 + 20) / 4.0), 4.0)
 
 
 def test_a_resumed_run_counts_the_epochs_it_had_before_this_call(tmp_path):
@@ -327,6 +347,16 @@ def test_a_sweep_refuses_a_repeated_grid_key_and_a_seed_it_would_override(tmp_pa
         )
     with pytest.raises(ConfigError, match=r"--grid loss.params.tau lies inside --grid loss.params"):
         X.plan_sweep("gaussian_linear_lpl", [], [("loss.params", [{}]), ("loss.params.tau", [1])],
+                     [0], 1, tmp_path)  # fmt: skip
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_grid_key_inside_another_is_refused_in_either_order(tmp_path):
+    """The inner key given first and the table holding it second is the same conflict as the reverse."""
+    from lpl_train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--grid loss.params.tau lies inside --grid loss.params"):
+        X.plan_sweep("gaussian_linear_lpl", [], [("loss.params.tau", [1]), ("loss.params", [{}])],
                      [0], 1, tmp_path)  # fmt: skip
     assert not any(tmp_path.iterdir())
 

@@ -78,6 +78,40 @@ def test_update_with_uses_the_loss_per_sample_and_restores_reduction():
         assert (rel[k] > 0) == (sign[k] > 0), k
 
 
+def test_update_with_measures_a_loss_in_eval_mode_as_it_trains():
+    """In eval mode a perturbing loss is its plain base loss; update_with measures l′ as the loss trains
+    (its perturbed logits) and leaves the loss in eval mode."""
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (64,), generator=g)
+    loss = LPLLoss(4, alpha=0.05, epsilon=0.3).eval()
+    lv = LossVariation(4)
+    lv.update_with(loss, u, y)
+    assert not loss.training
+    ref = LossVariation(4)
+    ref.update(u, y, perturbed_logits=loss.perturb(u, y))
+    rel = lv.compute()["relative_variation"]
+    assert rel == pytest.approx(ref.compute()["relative_variation"])
+    assert all(abs(r) > 1e-3 for r in rel)  # not the 0 of the plain loss
+
+
+def test_half_precision_logits_are_measured_in_float32():
+    """bf16 logits (autocast) are measured in float32: l and l′ agree with the float64 cross-entropy of
+    the same bf16 values to float32 rounding, not to bf16's 8-bit mantissa."""
+    g = torch.Generator().manual_seed(4)
+    u = (3 * torch.randn(32, 3, generator=g)).to(torch.bfloat16)
+    y = torch.arange(32) % 3
+    pert = (u.float() + torch.tensor([0.5, 0.0, -0.5])).to(torch.bfloat16)
+    lv = LossVariation(3)
+    lv.update(u, y, perturbed_logits=pert)
+    out = lv.compute()
+    l = F.cross_entropy(u.double(), y, reduction="none")
+    lp = F.cross_entropy(pert.double(), y, reduction="none")
+    for k in range(3):
+        assert out["loss"][k] == pytest.approx(float(l[y == k].mean()), rel=1e-5)
+        assert out["perturbed_loss"][k] == pytest.approx(float(lp[y == k].mean()), rel=1e-5)
+
+
 def test_ldam_is_measured_on_its_scaled_logits_and_raises_every_class():
     # cosine logits of a trained model: 0.3 on the true class, 0.1 elsewhere; s = 30, margins 0.5·(1/n)^¼
     y = torch.tensor([0, 1, 2, 2])
