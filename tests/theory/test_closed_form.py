@@ -162,6 +162,46 @@ def test_perturbed_error_limits_and_value():
     assert float(v) == pytest.approx((ndtr(zp) + 2 * ndtr(zm)) / 3, rel=1e-14)
 
 
+@pytest.mark.parametrize(("tp", "tm"), [("first", "second"), ("second", "first")])
+def test_perturbed_error_mixed_types_by_hand(tp, tm):
+    """Each class's shift takes the sign of its own type (Eqs. 18-19): the second type moves the logit toward
+    the right side, z_+ = (-d eta - b - eps_+)/(sqrt(d) sigma), z_- = (-d eta + b - eps_-)/(sqrt(d) K sigma)."""
+    g, d, eta, sg, K, eps, rp, rm, b = 2.0, 2, 1.0, 1.5, 2.0, 0.1, 2.0, 3.0, 0.3
+    s_p = 1 if tp == "first" else -1
+    s_m = 1 if tm == "first" else -1
+    zp = (-d * eta - b + s_p * rp * eps) / (math.sqrt(d) * sg)
+    zm = (-d * eta + b + s_m * rm * eps) / (math.sqrt(d) * K * sg)
+    want = (norm.cdf(zp) + g * norm.cdf(zm)) / (1 + g)
+    got = cf.perturbed_error(b, g, d, eta, sg, K, eps, rp, rm, tp, tm)
+    assert float(got) == pytest.approx(want, rel=1e-13)
+
+
+def test_perturbed_error_refuses_a_nan_bias():
+    with pytest.raises(ValueError, match="b must not be NaN"):
+        cf.perturbed_error(np.array([0.0, np.nan]), 2.0, 2, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("g", "eta", "sg", "K", "want"),
+    [
+        # Gamma = K: the log term is 0 and b* = (K^2 p^2 - q^2) / (q - K^2 p - K S) = -eta/3 (p = eta, q = -eta,
+        # S = 2 eta); p^2 and q^2 (1e-340) underflow against sigma = 1, which would give b* = 0
+        (2.0, 1e-170, 1.0, 2.0, -1e-170 / 3),
+        # K = 1, eps = 0: b* = d sigma^2 log(Gamma) / C = -sigma^2 log(2) / (2 eta) = -3.47e-121; sigma is 1e-160
+        # of the unit eta (its square is lost), which would give b* = 0
+        (2.0, 1e200, 1e40, 1.0, -1e80 * math.log(2.0) / 2e200),
+    ],
+)
+def test_a_lost_square_is_refused_never_a_silent_wrong_b_star(g, eta, sg, K, want):
+    """Where a square in the closed form underflows, b* is either refused with a ValueError or right."""
+    try:
+        sol = cf.solve(g, 1, eta, sg, K)
+    except ValueError as exc:
+        assert "underflow" in str(exc)
+    else:
+        assert float(sol.b_star) == pytest.approx(want, rel=1e-9, abs=0)
+
+
 def test_solve_task_and_broadcasting():
     t, p = GaussianTask(2.0, 2, 1.0), Perturbation(0.2, 3.0, 1.0)
     one = cf.solve_task(t, p)
@@ -170,6 +210,8 @@ def test_solve_task_and_broadcasting():
     assert float(one.b_star) == many.b_star[0, 0]
     with pytest.raises(TypeError, match="task"):
         cf.solve_task("task", p)
+    with pytest.raises(TypeError, match="perturbation must be a Perturbation"):
+        cf.solve_task(t, {"eps": 0.2})
 
 
 @pytest.mark.parametrize(
@@ -178,6 +220,8 @@ def test_solve_task_and_broadcasting():
         ({"gamma": 0.0}, ValueError, "gamma must be > 0"),
         ({"K": 0.5}, ValueError, "K must be >= 1"),
         ({"d": 0}, ValueError, "d must be >= 1"),
+        # a dimension strictly between 0 and 1 is no dimension either (d >= 1, not d > 0)
+        ({"d": 0.5}, ValueError, "d must be >= 1"),
         ({"rho_plus": 6.0}, ValueError, r"rho_plus \* eps must be < eta"),
         # the edge rho * eps == eta (exact in binary: 4 * 0.25 = 1) is outside the theorems' range
         ({"eps": 0.25, "rho_plus": 4.0}, ValueError, r"rho_plus \* eps must be < eta"),

@@ -52,6 +52,10 @@ def test_curves_are_the_closed_form(number):
     assert (who == "b^*") == (number == 5)
     # the x axis names the rho that varies (rho_+ in Figs. 3 and 5, rho_- in Figs. 4 and 6), on both panels
     assert ax_cls.get_xlabel() == xlabel and ax_tot.get_xlabel() == xlabel
+    # and shows the whole allowed range [0, eta/eps), with room left of rho = 0 for the Monte Carlo marker there
+    for ax in (ax_cls, ax_tot):
+        lo, hi = ax.get_xlim()
+        assert lo < 0 and hi == pytest.approx(params[2] / params[5], rel=1e-12)
     bands = [p for p in ax_tot.patches if p.get_label().startswith("$b^*$ not global")]
     assert bool(bands) == (number == 5)
 
@@ -207,3 +211,26 @@ def test_curve_validation():
         curve(3, [])
     with pytest.raises(ValueError, match="mc_samples"):
         draw_figure(3, mc_samples=-1)
+    with pytest.raises(ValueError, match="mc_points must be an integer >= 1"):
+        draw_figure(3, mc_points=0)
+
+
+def test_written_figures_carry_no_version_or_date(tmp_path, monkeypatch):
+    """The files depend on the data only: no matplotlib version (PNG "Software") and no date (PDF), so a rerun
+    writes the same bytes. A small stand-in figure keeps it fast; write_figures' own savefig settings are tested."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def tiny(number, **kw):
+        fig = Figure(figsize=(1.0, 1.0))
+        FigureCanvasAgg(fig)
+        fig.subplots().plot([0, 1], [0, number])
+        return fig
+
+    monkeypatch.setattr(figures, "draw_figure", tiny)
+    paths = figures.write_figures(tmp_path, mc_samples=0)
+    assert len(paths) == 8
+    for n in (3, 4, 5, 6):
+        png = (tmp_path / f"fig{n}.png").read_bytes()
+        assert b"Software" not in png and b"matplotlib" not in png.lower()
+        assert b"CreationDate" not in (tmp_path / f"fig{n}.pdf").read_bytes()

@@ -119,6 +119,23 @@ def test_altered_theorem2_formula_fails(monkeypatch, capsys):
     assert "[WRONG] Eq. (23) errors of Theorem 2" in out
 
 
+def test_altered_theorem3_formula_fails(monkeypatch, capsys):
+    # Eq. (50) transcribed with the square root's factor K dropped: only Theorem 3's reduction reads it
+    original = paper.eq50_b_star
+
+    def altered(Gamma, d, eta, sigma, K, eps, rho_plus, rho_minus):
+        b = original(Gamma, d, eta, sigma, K, eps, rho_plus, rho_minus)
+        disc = (eps * rho_minus + eps * rho_plus - 2 * d * eta) ** 2 + 2 * d * (
+            K**2 - 1
+        ) * sigma**2 * symbolic.sp.log(K / Gamma)
+        return b - (K - 1) * symbolic.sp.sqrt(disc) / (K**2 - 1)
+
+    monkeypatch.setattr(paper, "eq50_b_star", altered)
+    result = V.check_symbolic_reduction()
+    assert not result.passed
+    assert result.detail == "nonzero: Theorem 3 b_star"
+
+
 def test_wrong_minus_side_derivative_fails(monkeypatch, capsys):
     # db*/drho_- (and with it dR/drho_-, which error_derivatives computes from it) 0.1% too large; db*/drho_+ right
     original = cf.db_star_drho

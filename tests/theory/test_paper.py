@@ -79,6 +79,17 @@ def test_conditions_as_printed():
     assert paper.corollary2_condition(1.5) and not paper.corollary2_condition(0.5)
 
 
+def test_conditions_are_strict_at_their_edges():
+    """Corollary 2 prints Gamma > 1 and Corollary 3's second case K > Gamma: the equality is outside both (at
+    K = Gamma and rho = 0, b* = -d eta (K-1)/(K+1) and U_+ = U_- = -2 sqrt(d) eta / ((K+1) sigma): neither class
+    is the harder one)."""
+    assert not paper.corollary2_condition(1.0)
+    assert not paper.corollary3_case2_condition(3.0, 3.0)
+    assert paper.corollary3_case2_condition(2.999, 3.0)
+
+
 def test_transcriptions_reject_non_numbers():
     with pytest.raises(TypeError, match="must be numbers"):
         paper.eq44_b_star("2", 2, 1.0, 1.0, 0.2, 1.0)
+    with pytest.raises(TypeError, match="must be numbers"):
+        paper.eq44_b_star(2.0, 2, 1.0, 1.0, 0.2, True)

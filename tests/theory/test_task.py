@@ -23,6 +23,9 @@ def test_type_signs():
         ({"gamma": 2.0, "d": 2, "eta": 1.0, "sigma": 0.0}, ValueError, "sigma .*> 0.*0.0"),
         ({"gamma": 2.0, "d": 2, "eta": 1.0, "K": 0.9}, ValueError, "K .*>= 1.*0.9"),
         ({"gamma": "2", "d": 2, "eta": 1.0}, TypeError, "gamma"),
+        # a bool is not a number here (True would read as Gamma = 1)
+        ({"gamma": True, "d": 2, "eta": 1.0}, TypeError, "gamma must be a real number"),
+        ({"gamma": 2.0, "d": 2, "eta": 1.0, "K": True}, TypeError, "K must be a real number"),
         ({"gamma": float("nan"), "d": 2, "eta": 1.0}, ValueError, "gamma.*finite"),
     ],
 )
@@ -42,6 +45,8 @@ def test_perturbation_validation_and_range():
         Perturbation(-0.1)
     with pytest.raises(ValueError, match="type_minus"):
         Perturbation(0.1, 1.0, 1.0, "first", "both")
+    with pytest.raises(ValueError, match="type_plus"):
+        Perturbation(0.1, 1.0, 1.0, "both", "first")
     p = Perturbation(0.2, 5.0, 1.0)
     assert p.eps_plus == pytest.approx(1.0) and p.eps_minus == pytest.approx(0.2)
     with pytest.raises(ValueError, match=r"rho_plus \* eps must be < eta"):
@@ -86,3 +91,24 @@ def test_figure_parameters_are_the_papers():
     assert f5.rho_max == pytest.approx(10.0) and f3.rho_max == pytest.approx(5.0)
     with pytest.raises(ValueError, match="figure must be one of"):
         figure_spec(7)
+
+
+@pytest.mark.parametrize("number", [3, 4, 5, 6])
+def test_figure_perturbation_varies_the_named_rho(number):
+    """The varied rho goes to the class the figure names (rho_+ in Figs. 3 and 5, rho_- in Figs. 4 and 6),
+    the other class keeps the fixed rho = 1, and both types are the figure's."""
+    spec = FIGURES[number]
+    p = spec.perturbation(2.5)
+    varied, fixed = (p.rho_plus, p.rho_minus) if number in (3, 5) else (p.rho_minus, p.rho_plus)
+    assert (varied, fixed) == (2.5, 1.0)
+    assert (p.eps, p.type_plus, p.type_minus) == (
+        spec.eps,
+        "first",
+        "second" if number == 4 else "first",
+    )
+
+
+@pytest.mark.parametrize("number", [3.0, True, "3"])
+def test_figure_spec_refuses_a_non_integer(number):
+    with pytest.raises(TypeError, match="figure must be an integer"):
+        figure_spec(number)

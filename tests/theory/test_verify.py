@@ -36,6 +36,16 @@ def test_numeric_minimum_figure5_prefers_constant_classifier():
     assert num.local_minima[0] == pytest.approx(float(sol.b_star), abs=1e-6)
 
 
+def test_numeric_minimum_finds_a_minimum_many_standard_deviations_out():
+    # K = 1, no perturbation, Gamma = e^2.5: b* = d sigma^2 log(Gamma) / (-2 d eta) = -4 * 2.5 / 0.6 = -16.67 (Eq. 44
+    # at eps = 0), about 8 standard deviations (sqrt(d) sigma = 2) below the class means: the search must reach it
+    g, eta, sg = math.exp(2.5), 0.3, 2.0
+    num = V.numeric_minimum(GaussianTask(g, 1, eta, sg), Perturbation(0.0, 0.0, 0.0))
+    assert len(num.local_minima) == 1
+    assert num.local_minima[0] == pytest.approx(-(sg**2) * 2.5 / (2 * eta), abs=1e-6)
+    assert num.b_global == num.local_minima[0]
+
+
 def test_check_numeric_minimisation_passes():
     res = V.check_numeric_minimisation(n=30, seed=3)
     assert res.passed and res.points >= 25 and res.worst <= 1e-6
@@ -67,12 +77,24 @@ def test_monte_carlo_is_seeded_and_detects_a_wrong_bias():
     assert shifted[0] < a[0] - 0.01 and shifted[1] > a[1] + 0.01
     with pytest.raises(ValueError, match="n must be"):
         V.monte_carlo_errors(task, 0.0, n=0)
+    with pytest.raises(ValueError, match="offsets must not be NaN"):
+        V.simulate_error_fractions(task, [0.0, np.nan], [0.0], n=1000)
+
+
+def test_numeric_minimum_refuses_a_coarse_grid():
+    # fewer than 100 grid points over +-40 standard deviations could step over a minimum
+    with pytest.raises(ValueError, match="grid must be an integer >= 100"):
+        V.numeric_minimum(GaussianTask(2.0, 2, 1.0), Perturbation(0.2), grid=99)
 
 
 def test_paper_formula_findings_verdicts():
     findings = {f.item: f for f in V.paper_formula_findings(n=300, seed=1)}
     assert findings["Eq. (44) b* and Eq. (21)/(45) errors of Theorem 1"].verdict == "confirmed"
     assert findings["Eq. (23) errors of Theorem 2"].verdict == "confirmed"
+    # Eq. (46) is d/drho_+ of Eq. (44): eps/2 - d eps sigma^2 log(Gamma)/C^2 (not the rho_- derivative, which
+    # starts with -eps/2); Eq. (54) equals db*/drho_+ once its t is read as rho_+
+    assert findings["Eq. (46) db*/drho_+ (Corollary 1)"].verdict == "confirmed"
+    assert findings["Eq. (54) db*/dt"].verdict == "typo"
     assert findings["Eq. (50) b* and Eq. (25)/(51) errors of Theorem 3"].verdict == "confirmed"
     assert findings["Eq. (52) b* at rho_+ = rho_- = 0"].verdict == "typo"
     assert (
@@ -154,6 +176,16 @@ def test_formula_verdicts_follow_the_deviation(monkeypatch):
     assert findings["Eq. (44) b* and Eq. (21)/(45) errors of Theorem 1"] == "wrong"
     assert findings["Eq. (54) db*/dt"] == "wrong"
     assert findings["Eq. (23) errors of Theorem 2"] == "confirmed"
+
+
+def test_eq50_verdict_reads_every_variance_ratio(monkeypatch):
+    # Eq. (50) wrong only for K > 3 (the random points draw K in [1.05, 5)): still a wrong printed formula
+    good = V.paper.eq50_b_star
+    monkeypatch.setattr(
+        V.paper, "eq50_b_star", lambda *a: good(*a) + np.where(np.asarray(a[4]) > 3.0, 1e-3, 0.0)
+    )
+    findings = {f.item: f.verdict for f in V.paper_formula_findings(n=200, seed=1)}
+    assert findings["Eq. (50) b* and Eq. (25)/(51) errors of Theorem 3"] == "wrong"
 
 
 def test_numeric_check_fails_on_a_wrong_closed_form(monkeypatch):
@@ -313,6 +345,74 @@ def test_derivative_check_passes_and_catches_a_reversed_direction(monkeypatch):
     assert not res.passed and res.worst > 1
 
 
+def test_derivative_check_is_not_passed_by_skipping_every_point(monkeypatch):
+    from lpl_theory import verify_numeric as VN
+
+    monkeypatch.setattr(VN, "_near_merge", lambda *a: True)  # every point looks like S^2 ~ 0
+    res = V.check_derivatives(n=4, seed=1)
+    assert res.points == 0 and not res.passed
+
+
+def test_derivative_check_is_relative_for_small_derivatives(monkeypatch):
+    """eps = 0.005: db*/drho and dR/drho are of order eps/2 ~ 2.5e-3, above the floor 1e-3 eps of the relative
+    deviation; a closed form 0.1% off must fail there as it does for derivatives of order 1."""
+    from lpl_theory import verify_numeric as VN
+
+    setting = (GaussianTask(2.0, 2, 1.0, 1.0, 1.5), Perturbation(0.005, 40.0, 60.0))
+    monkeypatch.setattr(VN, "random_settings", lambda n, seed: [setting])
+    assert V.check_derivatives(n=1, seed=0).passed
+    original = cf.db_star_drho
+    monkeypatch.setattr(cf, "db_star_drho", lambda *a, **k: 1.001 * original(*a, **k))
+    res = V.check_derivatives(n=1, seed=0)
+    assert res.points == 1 and not res.passed and 5e-4 < res.worst < 2e-3
+
+
+def test_numeric_check_names_a_b_star_a_few_tolerances_off(monkeypatch):
+    core = cf._core
+
+    def shifted(v):
+        out = dict(core(v))
+        out["b_star"] = out["b_star"] + 3 * V.B_TOLERANCE
+        return out
+
+    monkeypatch.setattr(cf, "_core", shifted)
+    res = V.check_numeric_minimisation(n=2, seed=0)
+    assert not res.passed and "mismatches, e.g. b* at" in res.detail
+
+
+def test_numeric_check_catches_a_global_flag_where_no_b_star_exists(monkeypatch):
+    # closed form claiming "b* global" exactly where it has no b*: only the global-flag comparison can see it
+    from lpl_theory import verify_numeric as VN
+
+    settings = V.random_settings(12, 0)
+    missing = [s for s in settings if not bool(cf.solve_task(*s).exists)]
+    assert missing
+    monkeypatch.setattr(VN, "random_settings", lambda n, seed: missing[:1])
+    solve_task = cf.solve_task
+
+    def claimed(t, p):
+        sol = solve_task(t, p)
+        return dataclasses.replace(sol, is_global=sol.is_global | ~sol.exists)
+
+    monkeypatch.setattr(cf, "solve_task", claimed)
+    res = V.check_numeric_minimisation(n=1, seed=0)
+    assert not res.passed and "global at" in res.detail
+
+
+def test_numeric_check_skips_only_points_at_the_existence_boundary():
+    """Points are skipped only within 1e-6 (relative) of S^2 = 0; S^2 by hand from the signed shifts."""
+    near = 0
+    for t, p in V.random_settings(30, 3):
+        e_p = (1 if p.type_plus == "first" else -1) * p.eps_plus
+        e_m = (1 if p.type_minus == "first" else -1) * p.eps_minus
+        C = e_p + e_m - 2 * t.d * t.eta
+        disc = C**2 + 2 * t.d * (t.K**2 - 1) * t.sigma**2 * math.log(t.K / t.gamma)
+        near += abs(disc) < 1e-6 * (2 * t.d * t.eta) ** 2
+    res = V.check_numeric_minimisation(n=30, seed=3)
+    assert res.points == 30 - near
+    assert f"{near} skipped at S^2~0" in res.detail
+
+
 def test_figure5_thresholds_by_bisection_of_the_brute_force():
     # each threshold is a root of R_lp(b*) = 1/(1+Gamma); check it with the repository's brute-force minimum
     th = V.figure5_thresholds(points=11)
@@ -332,6 +432,25 @@ def test_figure5_thresholds_by_bisection_of_the_brute_force():
     assert th["stated_lower"] == pytest.approx(3 * math.exp(3.9**2 / 36))
     # upper end K exp(2 d eta^2 / ((K^2 - 1) sigma^2)) = 3 exp(4 / 8)
     assert th["stated_upper"] == pytest.approx(3 * math.exp(0.5))
+
+
+def test_figure5_finding_states_what_the_brute_force_shows():
+    """At Fig. 5's parameters with Gamma = K = 3 (class +1 is the harder one only above it), the brute force finds
+    b* global at rho_+ = 0 but not near rho_+ eps -> eta: no Gamma > K keeps b* global along the whole curve,
+    the smallest threshold is at the end of the range, and at rho_+ = 0 alone a small interval above K remains."""
+    spec = FIGURES[5]
+    task = GaussianTask(3.0, spec.task.d, spec.task.eta, spec.task.sigma, spec.task.K)
+    assert math.isfinite(V.numeric_minimum(task, Perturbation(0.1, 0.0, 1.0)).b_global)
+    assert V.numeric_minimum(task, Perturbation(0.1, 9.99, 1.0)).b_global == -math.inf
+    evidence = _formula("Fig. 5 / Theorem 3: for which Gamma b* is the global optimum").evidence
+    flat = " ".join(evidence.split())
+    assert (
+        "no Gamma gives both a harder class +1 and a globally optimal b* along the whole curve"
+        in flat
+    )
+    assert "some Gamma gives both" not in flat
+    assert "(approached as rho_+ eps -> eta)" in flat
+    assert "at rho_+ = 0 alone both hold for 3 < Gamma < 3.07" in flat
 
 
 def test_weight_scale_is_a_normalisation():
@@ -404,6 +523,47 @@ def test_natural_monte_carlo_check_rejects_eight_standard_errors(monkeypatch, sh
         assert 5.0 < natural.worst < 11.0
 
 
+@pytest.mark.parametrize(("offset", "passed"), [(0.0, True), (0.01, False)])
+def test_perturbed_monte_carlo_check_rejects_a_wrong_objective_value(monkeypatch, offset, passed):
+    """R_lp(b) of the closed form moved up by 0.01 at every b (argmin and global flag unchanged): about 20 s.e.
+    at 200,000 points per class, so the comparison of the values alone must fail it. One setting (Fig. 3)."""
+    from lpl_theory import verify_monte_carlo as VM
+
+    task, pert = GaussianTask(2.0, 2, 1.0, 1.0, 1.0), Perturbation(0.2, 3.0, 1.0)
+    perturbed_error = cf.perturbed_error
+    monkeypatch.setattr(VM, "_monte_carlo_settings", lambda *a: [(task, pert)])
+    monkeypatch.setattr(cf, "perturbed_error", lambda *a, **k: perturbed_error(*a, **k) + offset)
+    _, perturbed = VM.monte_carlo_checks(n=200_000, seed=0)
+    assert perturbed.points == 1 and perturbed.passed == passed
+    if not passed:
+        assert "R_lp(b*) at" in perturbed.detail
+
+
+def test_check_monte_carlo_and_check_perturbed_monte_carlo_return_their_own_check(monkeypatch):
+    from lpl_theory import verify_monte_carlo as VM
+
+    setting = (GaussianTask(2.0, 2, 1.0, 1.0, 1.0), Perturbation(0.2, 3.0, 1.0))
+    monkeypatch.setattr(VM, "_monte_carlo_settings", lambda *a: [setting])
+    assert V.check_monte_carlo(n=10_000).name == V.MC_NATURAL_CHECK
+    assert V.check_perturbed_monte_carlo(n=10_000).name == V.MC_PERTURBED_CHECK
+
+
+def test_monte_carlo_settings_span_each_figures_range_of_rho():
+    """Figs. 3-6 at rho = 0, 0.49 and 0.98 of eta/eps (5, 5, 10, 5: typed in from the paper), then the random
+    settings."""
+    from lpl_theory import verify_monte_carlo as VM
+
+    settings = VM._monte_carlo_settings(0, 3, 2)
+    assert len(settings) == 4 * 3 + 2
+    for k, (number, rho_max, vary) in enumerate(
+        ((3, 5.0, "rho_plus"), (4, 5.0, "rho_minus"), (5, 10.0, "rho_plus"), (6, 5.0, "rho_minus"))
+    ):
+        for j, frac in enumerate((0.0, 0.49, 0.98)):
+            task, pert = settings[3 * k + j]
+            assert task == FIGURES[number].task
+            assert getattr(pert, vary) == pytest.approx(frac * rho_max, rel=1e-12)
+
+
 def test_random_settings_cover_every_type_pair_and_both_variance_cases():
     # the numeric and derivative checks claim "all type combinations, K = 1 and K > 1"
     settings = V.random_settings(8, seed=0)
@@ -454,6 +614,30 @@ def test_corollary3_direction_verdict_follows_the_scan(monkeypatch):
     db = cf.db_star_drho
     monkeypatch.setattr(cf, "db_star_drho", lambda *a, **k: -db(*a, **k))
     assert _scan(COR3_DIRECTION).verdict == "wrong"
+    # and with it reversed at a single grid point of a single setting: "confirmed" needs every point
+    monkeypatch.setattr(cf, "db_star_drho", _one_point_reversed(db, "plus"))
+    assert _scan(COR3_DIRECTION).verdict == "wrong"
+
+
+def _one_point_reversed(db, side, types=None):
+    """db*/drho_{side} made negative at the last rho of the first scanned setting (2-d scans of those types)."""
+
+    def patched(which, *a, **k):
+        out = np.array(db(which, *a, **k), dtype=float)
+        if which == side and out.ndim == 2 and (types is None or a[-2:] == types):
+            out[0, -1] = -abs(out[0, -1])
+        return out
+
+    return patched
+
+
+def test_corollary2_verdict_needs_every_setting(monkeypatch):
+    assert _scan("Corollary 2 (Gamma > 1)").verdict == "confirmed"
+    monkeypatch.setattr(
+        cf, "db_star_drho", _one_point_reversed(cf.db_star_drho, "minus", ("first", "second"))
+    )
+    found = _scan("Corollary 2 (Gamma > 1)")
+    assert found.verdict == "wrong" and "it holds at 299 of 300" in found.evidence
 
 
 @pytest.mark.parametrize(

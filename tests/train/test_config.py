@@ -452,6 +452,10 @@ def test_find_config_by_path_without_suffix_and_hints_by_substring(tmp_path):
 def test_overrides_with_an_equals_sign_in_the_value_and_empty_keys():
     raw = apply_override(MINIMAL, "data.root='a=b'")
     assert raw["data"]["root"] == "a=b"
+    # spaces around the "=" (as in a TOML file) belong to neither the key nor the value, a bare word included
+    raw = apply_override(MINIMAL, "data.name = fmnist ")
+    assert raw["data"]["name"] == "fmnist"
+    assert apply_override(MINIMAL, "optim.lr = 0.5")["optim"]["lr"] == 0.5
     with pytest.raises(ConfigError, match="has an empty key"):
         apply_override(MINIMAL, "loss..epsilon=1")
     with pytest.raises(ConfigError, match="epochs must be a positive integer"):

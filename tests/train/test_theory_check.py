@@ -107,6 +107,8 @@ def test_bad_inputs_name_the_argument():
         T.train_linear(task, pert, temperature=0.0)
     with pytest.raises(TypeError, match="task"):
         T.train_linear("task", pert)
+    with pytest.raises(TypeError, match="perturbation must be an lpl_theory.Perturbation"):
+        T.train_linear(task, {"eps": 0.2})
     with pytest.raises(ValueError):
         T.train_linear(task, Perturbation(2.0))  # rho * eps >= eta
 
@@ -188,6 +190,26 @@ def test_plot_comparison_draws_each_class_against_its_own_theory():
                 marks = lines[f"trained, {name} R(f, {lab})"]
                 assert list(marks.get_xdata()) == res["rho"]
                 assert list(marks.get_ydata()) == res[loss][key]
+
+
+def test_plot_comparison_draws_the_global_optimum_where_b_star_is_not():
+    """Fig. 5: R_lp(b*) (textbook root of Eq. 50) is above 1/(1 + Gamma) along the curve, so the theory line is the
+    constant classifier's error, R(+1) = 1 and R(-1) = 0, not the errors at the local minimum b*."""
+    g, K, eps, d, eta = 3.5, 3.0, 0.1, 2, 1.0
+    for rho in (0.0, 2.5, 5.0, 7.5, 9.95):
+        e_p, e_m = rho * eps, eps
+        p, q, C = d * eta - e_p, e_m - d * eta, e_p + e_m - 2 * d * eta
+        b = (q - K**2 * p + K * math.sqrt(C**2 + 2 * d * (K**2 - 1) * math.log(K / g))) / (K**2 - 1)
+        r_lp = (
+            phi((-d * eta - b + e_p) / math.sqrt(d))
+            + g * phi((-d * eta + b + e_m) / (K * math.sqrt(d)))
+        ) / (1 + g)
+        assert r_lp > 1 / (1 + g)
+    res = {"figure": 5, "rho": [0.0], "smooth01": {"b": [0.0], "R_plus": [0.5], "R_minus": [0.1]}}
+    (ax,) = T.plot_comparison([res]).axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert np.all(np.asarray(lines["theory R(f, +1)"].get_ydata()) == 1.0)
+    assert np.all(np.asarray(lines["theory R(f, −1)"].get_ydata()) == 0.0)
 
 
 def test_main_seed_reaches_the_training(tmp_path, monkeypatch, capsys):
