@@ -44,6 +44,8 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 def _as_array(name: str, value: Any) -> np.ndarray:
     if isinstance(value, str | bytes) or value is None:
         raise TypeError(f"{name} must be a real number or an array of reals, got {value!r}")
+    if _is_bool(value):  # True would silently read as 1
+        raise TypeError(f"{name} must be a real number or an array of reals, got {value!r}")
     try:
         arr = np.asarray(value, dtype=float)
     except OverflowError:  # an int beyond float64 (10**400)
@@ -58,6 +60,16 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return arr
+
+
+def _is_bool(value: Any) -> bool:
+    """A bool, a NumPy bool or an array (or list) of them."""
+    if isinstance(value, bool | np.bool_):
+        return True
+    try:
+        return np.asarray(value).dtype.kind == "b"
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _require(name: str, arr: np.ndarray, ok: np.ndarray, allowed: str) -> None:
@@ -341,10 +353,14 @@ def perturbed_error(
 
     ``b`` may be +-inf (the trivial classifiers).
     """
-    if isinstance(b, str | bytes) or b is None:
+    if isinstance(b, str | bytes) or b is None or _is_bool(b):
         raise TypeError(f"b must be a real number or an array of reals, got {b!r}")
     try:
         bb = np.asarray(b, dtype=float)
+    except OverflowError:  # an int beyond float64 (10**400): ±inf are the trivial classifiers
+        raise ValueError(
+            "b is too large for float64 (at most about 1.8e308); give ±inf for the trivial classifiers"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise TypeError(f"b must be a real number or an array of reals, got {b!r}") from exc
     if np.any(np.isnan(bb)):

@@ -429,12 +429,16 @@ def load_config(
     if epochs is not None:
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-        recipe = raw.setdefault("schedule", {}).get("epochs")
-        raw["schedule"]["epochs"] = epochs
-        if recipe != epochs and isinstance(raw.get("description"), str):  # say what actually runs
-            raw["description"] += (
-                f" [run for {epochs} epochs (--epochs) instead of the recipe's {recipe}]"
-            )
+        schedule = raw.setdefault("schedule", {})
+        if isinstance(schedule, dict):  # else validate_config names the section that is not a table
+            recipe = schedule.get("epochs")
+            schedule["epochs"] = epochs
+            if recipe != epochs and isinstance(
+                raw.get("description"), str
+            ):  # say what actually runs
+                raw["description"] += (
+                    f" [run for {epochs} epochs (--epochs) instead of the recipe's {recipe}]"
+                )
     return validate_config(raw)
 
 

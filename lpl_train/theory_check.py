@@ -69,8 +69,10 @@ def natural_errors(
     if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or not np.any(w):
         raise ValueError(f"w must be a non-zero finite vector, got {w!r}")
     for name, v in (("gamma", gamma), ("eta", eta), ("sigma", sigma), ("K", K)):
-        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+        if isinstance(v, bool) or not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if isinstance(b, bool) or not isinstance(b, int | float):
+        raise TypeError(f"b must be a real number, got {b!r}")
     if not math.isfinite(b):
         raise ValueError(f"b must be finite, got {b!r}")
     norm = float(np.linalg.norm(w))
@@ -119,7 +121,7 @@ def train_linear(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     for name, v in (("lr", lr), ("temperature", temperature)):
-        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+        if isinstance(v, bool) or not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
     if not isinstance(learn_w, bool):
         raise TypeError(f"learn_w must be a bool, got {learn_w!r}")

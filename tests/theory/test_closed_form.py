@@ -181,6 +181,20 @@ def test_perturbed_error_refuses_a_nan_bias():
         cf.perturbed_error(np.array([0.0, np.nan]), 2.0, 2, 1.0)
 
 
+def test_bools_and_a_bias_beyond_float64_are_refused_not_read_as_numbers():
+    """True would read as 1 (K = True as K = 1), and an int beyond float64 was an OverflowError from
+    NumPy: each is one error naming the argument, as for the other parameters."""
+    for kwargs in ({"K": True}, {"gamma": np.bool_(True)}, {"d": [True, False]}):
+        with pytest.raises(TypeError, match=f"{next(iter(kwargs))} must be a real number"):
+            cf.solve(**{"gamma": 2.0, "d": 2, "eta": 1.0, **kwargs})
+    with pytest.raises(TypeError, match="b must be a real number"):
+        cf.perturbed_error(True, 2.0, 2, 1.0)
+    with pytest.raises(ValueError, match="b is too large for float64"):
+        cf.perturbed_error(10**400, 2.0, 2, 1.0)
+    # +inf stays the trivial classifier that predicts +1 everywhere: R_+ = 0, R_- = 1, so R_lp = 2 / 3
+    assert float(cf.perturbed_error(np.inf, 2.0, 2, 1.0)) == pytest.approx(2.0 / 3.0, rel=1e-15)
+
+
 @pytest.mark.parametrize(
     ("g", "eta", "sg", "K", "want"),
     [

@@ -468,3 +468,13 @@ def test_dumps_toml_quotes_strings_and_keys_that_need_it():
          "loss": {"name": "ce", "params": {"odd key.x": "v"}}}
     )  # fmt: skip
     assert validate_config(tomllib.loads(dumps_toml(cfg))) == cfg
+
+
+def test_epochs_with_a_schedule_override_that_is_not_a_table_names_the_section():
+    """--set schedule=3 with --epochs 2 was an AttributeError traceback ('int' object has no attribute
+    'get'); it is the same one-line error as without --epochs."""
+    for epochs in (None, 2):
+        with pytest.raises(
+            ConfigError, match=r"config section \[schedule\] must be a table, got 3"
+        ):
+            load_config("fmnist_lt100_ce", ["schedule=3"], epochs=epochs)

@@ -228,3 +228,12 @@ def test_main_seed_reaches_the_training(tmp_path, monkeypatch, capsys):
     for loss in T.LOSSES:
         assert written[0][loss] == seeded[loss]
         assert written[0][loss]["b"] != unseeded[loss]["b"]
+
+
+def test_natural_errors_refuse_bools():
+    """True is not a number of the task (it would read as 1): refused as the task's own checks refuse it."""
+    for kwargs in ({"K": True}, {"sigma": True}, {"gamma": True}):
+        with pytest.raises(ValueError, match="must be a finite number > 0"):
+            T.natural_errors([1.0, 1.0], 0.0, **{"gamma": 3.0, "eta": 1.0, **kwargs})
+    with pytest.raises(TypeError, match="b must be a real number, got True"):
+        T.natural_errors([1.0, 1.0], True, gamma=3.0, eta=1.0)
