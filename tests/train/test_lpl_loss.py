@@ -709,3 +709,14 @@ def test_a_step_longer_than_the_bound_warns_that_the_loss_is_plain_ce():
         warnings.simplefilter("error")
         build_loss("lpl", num_classes=5, alpha=0.1, epsilon=0.0, delta_epsilon=0.0)
         build_loss("lpl", num_classes=5, alpha=0.1, epsilon=0.1)  # one step
+
+
+def test_probability_target_mean_divides_by_the_batch_size_as_torch():
+    # torch's "mean" for probability targets is the sum over rows divided by N, whatever the target
+    # rows sum to (unchecked with validate=False); ε = 0 leaves the plain cross-entropy
+    u, y = _batch(n=6)
+    t = 0.5 * F.one_hot(y, 5).double()
+    loss = LPLLoss(5, epsilon=0.0, validate=False)
+    expected = (0.5 * F.cross_entropy(u, y, reduction="none")).sum() / 6
+    torch.testing.assert_close(loss(u, t), expected)
+    torch.testing.assert_close(loss(u, t), F.cross_entropy(u, t))

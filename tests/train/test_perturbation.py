@@ -541,3 +541,18 @@ def test_half_precision_perturbation_of_a_class_without_a_side_is_zero_not_nan(n
     d.sum().backward()
     assert torch.isfinite(u.grad).all()
     assert P._tiny(torch.float32) == P._TINY == P._tiny(torch.float64)  # unchanged outside float16
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_class_whose_rows_all_have_mass_zero_is_absent_and_stays_at_zero(grad):
+    # rows of mass 0 do not count: class 1 has no mass, so it is absent (sign 0, δ = 0), in the
+    # per-class loop (no autograd) as in the per-sample loop (autograd), where its mass must not be 0/0
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(6, 3, generator=g, dtype=torch.float64).requires_grad_(grad)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    w = torch.tensor([1.0, 0.5, 0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    out = P.single_label_perturbation(u, y, alpha=0.01, epsilon=0.1, weight=w)
+    assert out.sign[1] == 0 and out.counts[1] == 0
+    assert torch.isfinite(out.delta).all()
+    assert (out.delta[2:4] == 0).all()
+    assert (out.delta[[0, 4]].norm(dim=1) > 0).all()  # the classes with mass move

@@ -310,6 +310,15 @@ def test_focal_gamma_zero_is_ce_and_hand_value():
     assert FocalLoss(gamma=2.0)(z, y) < F.cross_entropy(z, y)
 
 
+def test_focal_default_gamma_one_hand_value():
+    # gamma = 1 (the default) is not CE: -(1 - p) log p; two classes, logits (1, 0), label 0
+    p = 1 / (1 + math.exp(-1.0))
+    z, y = torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([0])
+    expected = torch.tensor(-(1 - p) * math.log(p), dtype=torch.float64)
+    torch.testing.assert_close(FocalLoss()(z, y), expected)
+    torch.testing.assert_close(FocalLoss(gamma=1.0)(z, y), expected)
+
+
 def test_class_balanced_softmax_is_weighted_ce_and_focal_gamma_zero_matches():
     z, y = _data()
     w = class_balanced_weights(COUNTS, 0.9999).double()
@@ -616,6 +625,26 @@ def test_documented_defaults_of_the_baselines():
     assert LogitAdjustedLoss(COUNTS).lam == 1.0
 
 
+def test_documented_defaults_of_lq_disturb_label_and_ldam_drw_values():
+    # Lq: q = 0.7 (Zhang & Sabuncu): (1 - p^0.7) / 0.7; two classes, logits (1, 0), label 0
+    p = 1 / (1 + math.exp(-1.0))
+    z, y = torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([0])
+    torch.testing.assert_close(
+        GeneralizedCELoss()(z, y), torch.tensor((1 - p**0.7) / 0.7, dtype=torch.float64)
+    )
+    assert build_loss("disturb_label").alpha == 0.1
+    # LDAM margins default to max_m = 0.5: m_c = 0.5 (n_min / n_c)^(1/4)
+    expected = torch.tensor([0.5 * (2 / n) ** 0.25 for n in COUNTS], dtype=torch.float64)
+    torch.testing.assert_close(ldam_margins(COUNTS), expected)
+    # DRW's beta defaults to 0.9999: w_c = (1 - beta) / (1 - beta^n_c), normalised to sum C
+    raw = [(1 - 0.9999) / (1 - 0.9999**n) for n in COUNTS]
+    cb = torch.tensor([3 * r / sum(raw) for r in raw], dtype=torch.float64)
+    ldam = LDAMLoss(COUNTS, drw_epoch=2)
+    assert ldam.drw_beta == 0.9999
+    ldam.set_epoch(2, 4)
+    torch.testing.assert_close(ldam.weight, cb)
+
+
 def test_ce_takes_torch_s_weight_ignore_index_and_checks_probabilities():
     z, y = _data(n=9)
     w = [0.0, 1.0, 2.0]  # a zero weight is allowed, as in torch
@@ -682,6 +711,15 @@ def test_ldam_cosine_warning_looks_at_magnitudes_with_a_small_tolerance():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # float rounding of a cosine head just above 1 is not warned
         LDAMLoss(COUNTS)(torch.tensor([[1.0005, 0.5, 0.1], [0.3, -1.0004, 0.2]]), y)
+
+
+def test_ldam_cosine_warning_tolerance_is_small():
+    # 1e-3 above 1 is rounding; 1.01 is already not a cosine
+    y = torch.tensor([0, 1])
+    with pytest.warns(UserWarning, match="cosine"):
+        LDAMLoss(COUNTS)(torch.tensor([[1.01, 0.5, 0.1], [0.3, -0.2, 0.2]]), y)
+    with pytest.warns(UserWarning, match="cosine"):
+        LDAMLoss(COUNTS)(torch.tensor([[0.1, 0.5, 0.1], [0.3, -1.002, 0.2]]), y)
 
 
 def test_feature_losses_defaults_and_input_type():
