@@ -323,3 +323,21 @@ def test_lpl_train_run_under_torchrun_evaluates_in_parts_as_one_process_would(ro
     assert rec["test_top1_error"] == pytest.approx(want["top1_error"], abs=1e-9)
     assert rec["test_per_class_acc"] == pytest.approx(want["per_class_acc"], abs=1e-9)
     assert rec["test_loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_an_empty_validation_split_gets_no_loader(root):
+    """A val_fraction too small to take one image of any class (20 per class: round(0.01 * 20) = 0)
+    leaves an empty split: no validation loader (an empty one has no metric to select on)."""
+    c = engine.build_components(cfg(root, data={"params": {"val_fraction": 0.01}}), CPU)
+    assert c.val_loader is None
+    assert c.class_counts == [20] * 10  # nothing was taken out of training
+
+
+def test_a_dry_run_s_data_cache_keeps_each_data_seed_apart(root):
+    """``data_cache`` holds one entry per distinct ``[data]`` table: two data seeds are two datasets."""
+    from lpl_train.engine.components import check_config
+
+    cache: dict = {}
+    for seed in (0, 1, 0):
+        check_config(cfg(root, data={"seed": seed, "params": {"val_fraction": 0.5}}), cache)
+    assert len(cache) == 2

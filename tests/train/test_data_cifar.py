@@ -676,3 +676,30 @@ def test_subsample_refuses_more_than_a_class_holds() -> None:
 def test_subsample_needs_one_dimensional_targets() -> None:
     with pytest.raises(ValueError, match=r"targets must be 1-D class indices, got shape \(2, 3\)"):
         long_tail_indices(np.array([[0, 1, 0], [1, 0, 1]]), [1, 1], seed=0)
+
+
+def test_check_data_of_the_la_release_looks_for_the_variant_s_files(tmp_path: Path) -> None:
+    for name in ("cifar100-lt_train.npz", "cifar100_test.npz"):
+        (tmp_path / name).write_bytes(b"")  # only the CIFAR-100 pair is there
+    assert check_data("cifar_lt_npz", root=tmp_path, variant="cifar100") == [
+        tmp_path / "cifar100-lt_train.npz",
+        tmp_path / "cifar100_test.npz",
+    ]
+    with pytest.raises(FileNotFoundError, match=r"cifar10-lt_train\.npz"):
+        check_data("cifar_lt_npz", root=tmp_path)  # variant cifar10 by default
+
+
+def test_long_tail_builders_advertise_what_they_take() -> None:
+    """The ``*_lt`` builders are long-tailed by default (imbalance_ratio 100) and take no num_classes."""
+    import inspect
+
+    from lpl_train.data import DATASETS
+
+    for name in ("cifar10_lt", "cifar100_lt", "fmnist_lt"):
+        params = inspect.signature(DATASETS[name]).parameters
+        assert params["imbalance_ratio"].default == 100.0 and "num_classes" not in params, name
+
+
+def test_build_datasets_refuses_a_negative_data_seed_even_where_unused(cifar_root: Path) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        build_datasets("cifar10", root=cifar_root, seed=-1)

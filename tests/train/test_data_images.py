@@ -791,3 +791,25 @@ def test_pareto_reference_refuses_a_tail_above_the_head() -> None:
     with pytest.raises(ValueError, match="n_min must be <= n_max, got n_min=10, n_max=5"):
         pareto_reference_counts(4, 5, 10)
     assert pareto_reference_counts(4, 5, 5) == [5, 5, 5, 5]
+
+
+def test_augment_none_on_an_image_file_dataset_gives_the_evaluation_transform(
+    tmp_path: Path,
+) -> None:
+    """``augment="none"`` means no training recipe, also for a training loader: each item is exactly the
+    dataset's evaluation transform (``dataset[i]``), whatever the seed and epoch."""
+    from lpl_train.data.images import ImageFileDataset
+
+    ramp = np.tile(np.arange(0, 240, 12, dtype=np.uint8)[None, :, None], (20, 1, 3))  # 20 x 20
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(ramp + 10 * i).save(p)
+        paths.append(str(p))
+    ds = ImageFileDataset(paths, torch.arange(4), "mlt", 16)
+    loader = make_loader(ds, 4, train=True, augment="none", seed=3)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        x, y = next(iter(loader))
+        expected = torch.stack([ds[int(t)][0] for t in y])
+        torch.testing.assert_close(x, expected, rtol=0, atol=0)

@@ -360,3 +360,39 @@ def test_a_loader_s_own_normalisation_is_checked(backend: str) -> None:
     ):
         with pytest.raises(err, match=pattern):
             make_loader(d, mean=mean, std=std, **kw)
+
+
+def test_each_sample_of_the_dataloader_path_draws_its_own_flip() -> None:
+    """Sample i's augmentation is drawn from (seed, epoch, i): within one batch some images are mirrored
+    and others are not (one draw shared by the whole epoch would mirror all or none)."""
+    images = _data(40, c=1, h=6).images
+    d = TensorData(images, torch.arange(40), mean=(0.0,), std=(1.0,))  # the target names the image
+    loader = make_loader(d, 40, train=True, augment="flip", seed=0, backend="dataloader")
+    (x, y), = list(loader)  # fmt: skip
+    raw = (x * 255).round().to(torch.uint8)
+    mirrored = []
+    for out, t in zip(raw, y.tolist(), strict=True):
+        assert torch.equal(out, images[t]) or torch.equal(out, images[t].flip(-1))
+        mirrored.append(not torch.equal(out, images[t]))
+    assert 0 < sum(mirrored) < 40
+
+
+def test_both_loader_paths_draw_the_same_sample_order() -> None:
+    """The sample order of epoch e is the permutation of epoch_generator(seed, e) on either path, so
+    switching data.loader.backend does not change which samples are batched together."""
+    from lpl_train.data.loader import epoch_generator
+
+    d = TensorData(torch.zeros(23, 1, 2, 2, dtype=torch.uint8), torch.arange(23))
+    for epoch in (0, 3):
+        expected = torch.randperm(23, generator=epoch_generator(7, epoch)).tolist()
+        for backend in ("tensor", "dataloader"):
+            loader = make_loader(d, 5, train=True, seed=7, backend=backend)
+            loader.set_epoch(epoch)
+            assert torch.cat([y for _, y in loader]).tolist() == expected, backend
+
+
+def test_the_dataloader_path_pads_crops_by_the_image_side() -> None:
+    """The DataLoader path follows the recipe as the tensor path does: pad 2 for 28 x 28, 4 for 32 x 32."""
+    for c, side, pad in ((1, 28, 2), (3, 32, 4), (3, 28, 2)):
+        d = TensorData(torch.zeros(2, c, side, side, dtype=torch.uint8), torch.arange(2))
+        assert make_loader(d, 2, True, "crop_flip", backend="dataloader").pad == pad

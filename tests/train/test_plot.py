@@ -155,3 +155,69 @@ def test_runs_with_different_classes_are_refused_in_either_order(tmp_path, monke
         )
     )
     assert P.plot_runs([two, other], tmp_path / "p.png") == tmp_path / "p.png"
+
+
+def test_head_to_tail_breaks_ties_by_class_index():
+    from lpl_train.plotting import head_to_tail
+
+    assert head_to_tail([5, 9, 5, 9, 1]) == [1, 3, 0, 2, 4]
+    assert head_to_tail(None, 3) == [0, 1, 2]
+
+
+def test_a_saved_png_carries_no_software_version(tmp_path):
+    from PIL import Image
+
+    from lpl_train.plotting import new_figure, save_figure
+
+    fig, axes = new_figure(1, (2, 2))
+    axes[0, 0].plot([0, 1], [1, 0])
+    path = save_figure(fig, tmp_path / "f.png", dpi=30)
+    with Image.open(path) as im:
+        assert "Software" not in im.info
+
+
+def test_multilabel_curves_plot_map_by_epoch_number_and_both_variation_terms(tmp_path, monkeypatch):
+    lv = {"pos": {"relative_variation": [-0.2, 0.3], "count": [5, 20]},
+          "neg": {"relative_variation": [0.1, -0.1], "count": [5, 20]}}  # fmt: skip
+    r = _run(tmp_path / "m", "ml", [5, 20], [40.0, 60.0], lv, multi=True)
+    drawn = _capture(monkeypatch)
+    P.plot_runs([r], tmp_path / "p.png")
+    curves, test, _acc, var = drawn["axes"]
+    assert list(curves.get_lines()[0].get_xdata()) == [1, 2]  # epochs 0 and 1 are the 1st and 2nd
+    (line,) = test.get_lines()
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [50.0, 49.0]  # test_map
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in var.get_lines()
+             if not ln.get_label().startswith("_")}  # fmt: skip
+    # (the zero line is unlabelled)
+    # head → tail: class 1 (20 samples), then class 0; in percent
+    assert lines == {
+        "ml, pos": pytest.approx([30.0, -20.0]),
+        "ml, neg": pytest.approx([-10.0, 10.0]),
+    }
+
+
+def test_the_variation_panel_uses_the_last_epoch_that_recorded_it_and_same_names_are_told_apart(
+    tmp_path, monkeypatch
+):
+    counts = [5, 20]
+    runs = []
+    for folder in ("a", "b"):
+        r = _run(tmp_path / folder, "lpl", counts, [40.0, 60.0], None)
+        recs = [{"epoch": 0, "train_loss": 1.0, "test_top1_error": 9.0, "loss_variation": {"relative_variation": [0.9, 0.9]}},
+                {"epoch": 1, "train_loss": 0.5, "test_top1_error": 8.0, "loss_variation": {"relative_variation": [0.1, 0.2]}},
+                {"epoch": 2, "train_loss": 0.4, "test_top1_error": 7.0}]  # fmt: skip
+        (r / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in recs))
+        runs.append(r)
+    drawn = _capture(monkeypatch)
+    P.plot_runs(runs, tmp_path / "p.png")
+    var = drawn["axes"][3]
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in var.get_lines()
+             if not ln.get_label().startswith("_")}  # fmt: skip
+    # (the zero line is unlabelled)
+    assert lines == {"lpl (a)": pytest.approx([20.0, 10.0]), "lpl (b)": pytest.approx([20.0, 10.0])}
+
+
+def test_an_unfinished_multilabel_run_is_read_as_multilabel(tmp_path):
+    r = _run(tmp_path / "m", "ml", [5, 20], [40.0, 60.0], None, multi=True)
+    (r / "final.json").unlink()  # still training: only its records tell the kind of labels
+    assert P.load_run_data(r)["multi_label"] is True

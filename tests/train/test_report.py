@@ -401,3 +401,60 @@ def test_an_undefined_mean_is_shown_as_the_empty_mark():
     assert fmt_mean_std(mean_std([None, float("nan")])) == "—"
     assert fmt_mean_std((math.nan, 1.0), empty="n/a") == "n/a"
     assert fmt_mean_std(mean_std([1.0, None, 2.0, float("nan"), 3.0])) == "2.00 ± 1.00"
+
+
+def test_an_empty_class_group_is_left_out_not_shown_as_nan(tmp_path):
+    """With every class above 100 training samples there is no few-shot group: its error is undefined
+    and left out of the row (never a NaN mean)."""
+    cfg = load_config("tiv_cifar10_lt100_la")
+    for seed in (0, 1):
+        write_run(tmp_path / f"s{seed}", cfg, seed,
+                  {"top1_error": 20.0, "per_class_acc": [80.0, 70.0]})  # fmt: skip
+        fin = json.loads((tmp_path / f"s{seed}" / "final.json").read_text())
+        fin["class_counts"] = [500, 200]
+        (tmp_path / f"s{seed}" / "final.json").write_text(json.dumps(fin))
+    (row,) = aggregate(collect_runs(tmp_path))
+    assert row.final["error_many"] == pytest.approx((25.0, 0.0))
+    assert "error_few" not in row.final and "error_medium" not in row.final
+
+
+def test_folders_that_are_not_reportable_runs_are_skipped(tmp_path):
+    """A final.json without config.toml (not a run folder) and a diverged study run (its record has no
+    test metrics) are not collected."""
+    cfg = load_config("tiv_cifar10_lt100_la")
+    write_run(tmp_path / "ok", cfg, 0, {"top1_error": 20.0})
+    write_run(tmp_path / "diverged", cfg, 1, {"top1_error": 20.0})
+    (tmp_path / "diverged" / "result.json").write_text(
+        json.dumps({"test": None, "diverged": "nan"})
+    )
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "final.json").write_text(json.dumps({"final": {}}))
+    assert [r.path.name for r in collect_runs(tmp_path)] == ["ok"]
+
+
+def test_a_two_process_run_is_its_own_labelled_row_and_paper_stds_are_shown(tmp_path):
+    from lpl_train.report.runs import ReportRow, to_markdown
+
+    cfg = load_config("tiv_cifar10_lt100_la")
+    write_run(tmp_path / "one", cfg, 0, {"top1_error": 20.0})
+    write_run(tmp_path / "ddp", cfg, 0, {"top1_error": 21.0})
+    fin = json.loads((tmp_path / "ddp" / "final.json").read_text())
+    (tmp_path / "ddp" / "final.json").write_text(json.dumps({**fin, "run": {"world_size": 2}}))
+    labels = sorted(r.label for r in aggregate(collect_runs(tmp_path)))
+    assert labels == ["tiv_cifar10_lt100_la", "tiv_cifar10_lt100_la [DDP × 2 processes]"]
+    row = ReportRow(label="x", name="x", paper=None, seeds=[0], metrics=["map"],
+                    final={"map": (50.0, None)}, best={}, paper_values={"map": 48.5, "map_std": 0.25},
+                    runs=["r"])  # fmt: skip
+    assert "| 48.50 ± 0.25 |" in to_markdown([row])
+
+
+def test_rows_follow_the_paper_s_table_order_then_runs_without_a_paper_cell(tmp_path):
+    names = ["fmnist_lt100_ce", "tiv_cifar10_lt100_la", "ti_cifar10_resnet110_ce"]
+    for name in names:
+        write_run(tmp_path / name, load_config(name), 0, {"top1_error": 20.0})
+    rows = aggregate(collect_runs(tmp_path))
+    assert [(r.label, (r.paper or {}).get("table")) for r in rows] == [
+        ("ti_cifar10_resnet110_ce", "I"),
+        ("tiv_cifar10_lt100_la", "IV"),
+        ("fmnist_lt100_ce", None),
+    ]

@@ -907,3 +907,130 @@ def test_a_config_toml_that_no_longer_states_the_run_is_rewritten_from_the_check
     from lpl_train.report import collect_runs
 
     assert [r.config["optim"]["lr"] for r in collect_runs(out)] == [0.1]
+
+
+class _RunsCodeWhenUnpickled:
+    """An object whose unpickling calls a function (here a harmless one): what a hostile file would do."""
+
+    def __reduce__(self):
+        return (os.getpid, ())
+
+
+def test_a_code_carrying_checkpoint_is_refused_not_unpickled(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"format": 1, "epoch": 1, "payload": _RunsCodeWhenUnpickled()}, path)
+    with pytest.raises(CorruptCheckpoint, match="objects other than tensors") as exc:
+        load_checkpoint(path)
+    assert str(path) in str(exc.value) and "weights_only" not in str(exc.value)
+
+
+def test_a_plain_torch_file_is_not_taken_for_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"epoch": 3, "model": {"w": torch.zeros(2)}}, path)  # intact, safe, but not ours
+    with pytest.raises(CorruptCheckpoint, match="not a checkpoint written by lpl_train.engine"):
+        load_checkpoint(path)
+
+
+def test_an_empty_checkpoint_file_is_named_empty(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"")
+    with pytest.raises(CorruptCheckpoint, match=r"is empty \(0 bytes\)") as exc:
+        load_checkpoint(path)
+    assert str(path) in str(exc.value)
+
+
+def test_resume_of_a_finished_run_compares_and_loads_its_checkpoint(tmp_path):
+    """While its checkpoint remains, a finished run is compared with the checkpoint's own config (not
+    only config.toml), and the components passed to fit get the checkpoint's weights."""
+    out = run(tmp_path, epochs=2)
+    (out / "config.toml").unlink()
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["lr"] = 0.5
+    with pytest.raises(ConfigMismatch, match=r"checkpoint .*optim\.lr \(0\.1 → 0\.5\)"):
+        fit(cfg, out, components=make_components(), resume=True, log=quiet)
+    comps = make_components()
+    fit(make_cfg(epochs=2), out, components=comps, resume=True, log=quiet)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    got = comps.model.state_dict()
+    assert saved.keys() == got.keys() and all(torch.equal(saved[k], got[k]) for k in saved)
+
+
+def test_a_checkpoint_lacking_training_state_is_refused_naming_what_it_lacks(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    torch.save({"format": 1, "epoch": 1, "model": {}, "config": ""}, out / "checkpoint.pt")
+    with pytest.raises(
+        CorruptCheckpoint, match=r"lacks step, loss, optimizer, rng: it is not a training"
+    ):
+        engine.RunFolder(out).resume_checkpoint('name = "a"\n')
+
+
+def test_a_damaged_previous_checkpoint_is_not_called_intact(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    _flip_a_weight_bit(out / "checkpoint.pt")
+    _flip_a_weight_bit(out / "checkpoint.prev.pt")  # torch alone would still load it
+    with pytest.raises(CorruptCheckpoint) as exc:
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    msg = str(exc.value)
+    assert str(out / "checkpoint.prev.pt") in msg and "is damaged too" in msg
+    assert "intact" not in msg
+
+
+def test_a_checkpoint_without_records_keeps_every_intact_line_from_epoch_0(tmp_path):
+    out = run(tmp_path, epochs=3, stop=2)
+    ck = load_checkpoint(out / "checkpoint.pt")
+    del ck["records"]  # as written before records were carried
+    engine.atomic_save(ck, out / "checkpoint.pt")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2]
+    assert (out / "metrics.jsonl").read_text().splitlines()[:2] == lines
+    assert not (out / "metrics.superseded.jsonl").exists()
+
+
+def test_lines_moved_aside_by_two_resumes_are_all_kept(tmp_path):
+    out = run(tmp_path, epochs=4, stop=2)
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write("{first damage\n")
+    fit(make_cfg(epochs=4), out, components=make_components(), resume=True, stop_after_epoch=3,
+        log=quiet)  # fmt: skip
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write("{second damage\n")
+    fit(make_cfg(epochs=4), out, components=make_components(), resume=True, log=quiet)
+    assert (out / "metrics.superseded.jsonl").read_text() == "{first damage\n{second damage\n"
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2, 3]
+
+
+def test_an_epoch_whose_checkpoint_fails_leaves_no_record_so_the_run_can_restart(
+    tmp_path, monkeypatch
+):
+    """The checkpoint is written before the epoch's record: a run stopped while writing its first
+    checkpoint leaves no record without a checkpoint (which would block both a restart and --resume)."""
+    out = tmp_path / "r"
+
+    def disk_full(self, state, name="checkpoint.pt"):
+        raise RunFolderError("cannot write checkpoint: No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine.RunFolder, "save_checkpoint", disk_full)
+        with pytest.raises(RunFolderError, match="No space left"):
+            fit(make_cfg(epochs=2), out, components=make_components(), log=quiet)
+    assert read_metrics(out) == []
+    fit(make_cfg(epochs=2), out, components=make_components(), log=quiet)  # a fresh run restarts
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1]
+
+
+def test_saving_best_pt_leaves_the_previous_checkpoint_alone(tmp_path):
+    folder = engine.RunFolder(tmp_path)
+    for name, value in (
+        ("checkpoint.pt", 1),
+        ("checkpoint.pt", 2),
+        ("best.pt", 10),
+        ("best.pt", 11),
+    ):
+        folder.save_checkpoint({"v": value}, name)
+
+    def value(name):
+        return torch.load(tmp_path / name, weights_only=True)["v"]
+
+    assert (value("checkpoint.prev.pt"), value("checkpoint.pt"), value("best.pt")) == (1, 2, 11)

@@ -1243,3 +1243,56 @@ def test_the_count_rule_in_a_study_table_puts_a_class_of_exactly_100_by_its_kind
     assert math.isnan(ce["many"][0])  # no class has more than 100
     # medium: 20 to 100 samples, classes 0-5 (errors 10, 10, 10, 20, 20, 20 and 6, 6, 6, 30, 30, 30)
     assert ce["medium"][0] == pytest.approx((15.0 + 18.0) / 2)
+
+
+def test_a_record_is_tied_to_the_data_seed_but_not_to_the_dataset_s_display_label(tmp_path):
+    from lpl_train.study_runs import check_definition, run_definition
+
+    study = _tiny_study(tmp_path)
+    spec = S.plan_runs(study)[0]
+    rec = {"definition": run_definition(study, spec)}
+    relabelled = dict(study, datasets={"g": dict(study["datasets"]["g"], label="Two Gaussians")})
+    check_definition(rec, relabelled, spec, tmp_path / "result.json")  # the same runs: read back
+    other_data = dict(study, data_seed=int(study.get("data_seed", 0)) + 1)
+    with pytest.raises(ValueError, match=r"it differs in data_seed\)"):
+        check_definition(rec, other_data, spec, tmp_path / "result.json")
+
+
+def test_study_data_tells_validation_fractions_apart(tmp_path):
+    """Two validation fractions of one dataset are two splits, also within one process (the cache)."""
+    from lpl_train.study_runs import study_data
+
+    study = _tiny_study(tmp_path)  # gaussian: 320 + 80 training images, no n_max
+    sizes = [len(study_data(dict(study, val_fraction=f), "g")["val"].targets) for f in (0.25, 0.5)]
+    assert sizes == [80 + 20, 160 + 40]
+
+
+def test_a_record_written_by_another_study_meanwhile_is_read_back_not_overwritten(
+    tmp_path, monkeypatch
+):
+    """Two studies sharing an --out: the one that finds the record written once it holds the folder's
+    lock (after fit) reads it back instead of evaluating and writing over it."""
+    import torch
+
+    from lpl_train import engine
+    from lpl_train.study_runs import run_definition
+
+    torch.set_num_threads(1)
+    study = _tiny_study(tmp_path)
+    spec = S.plan_runs(study)[0]
+    theirs = {
+        "key": spec["key"],
+        "test": {"top1_error": 12.5},
+        "definition": run_definition(study, spec),
+    }
+    real_fit = engine.fit
+
+    def fit_then_the_other_study_records(cfg, run_dir, **kw):
+        out = real_fit(cfg, run_dir, **kw)
+        (Path(run_dir) / "result.json").write_text(json.dumps(theirs))
+        return out
+
+    monkeypatch.setattr(engine, "fit", fit_then_the_other_study_records)
+    assert S.run_one(study, spec, tmp_path / "out") == theirs
+    path = tmp_path / "out" / "runs" / spec["key"] / "result.json"
+    assert json.loads(path.read_text()) == theirs
