@@ -368,6 +368,34 @@ def find_config(name_or_path: str | Path) -> Path:
     )
 
 
+#: Config keys a resumed or re-run run may change: they do not change what is computed (the description is
+#: free text, which ``--epochs`` appends to).
+VOLATILE_KEYS = (
+    "description",
+    "train.progress",
+    "train.device",
+    "train.capture",
+    "train.tensorboard",
+)
+
+
+def schema_defaults() -> dict[str, Any]:
+    """``section.key`` (``key`` for the top level) → default, for every key the config schema gives a
+    default to (not the required ones, nor those whose default is None: TOML writes no None)."""
+    return {f"{sec}.{key}" if sec else key: spec[1] for sec, keys in SCHEMA.items()
+            for key, spec in keys.items() if spec[1] is not None and spec[1] is not _REQUIRED}  # fmt: skip
+
+
+def computed_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The dotted keys of a config (as stored in a run folder) that decide what its run computes: a schema
+    key the config lacks (it was written before the key existed) stands for its default, which is how that
+    run was trained; :data:`VOLATILE_KEYS` and a ``[run]`` provenance table are left out."""
+    flat = flatten_keys(cfg)
+    for k, v in schema_defaults().items():
+        flat.setdefault(k, v)
+    return {k: v for k, v in flat.items() if k not in VOLATILE_KEYS and not k.startswith("run.")}
+
+
 def flatten_keys(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config as ``{"dotted.key": value}`` (the names ``--set`` and error messages use)."""
     out: dict[str, Any] = {}

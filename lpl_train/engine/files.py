@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lpl_train.config import flatten_keys
+from lpl_train.config import VOLATILE_KEYS, flatten_keys, schema_defaults
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -36,16 +36,6 @@ CONFIG_SUPERSEDED = "config.superseded.toml"  # a config.toml that no longer mat
 LOCK = "RUNNING"
 LOG = "train.log"
 DIVERGED = "diverged.json"
-
-#: Config keys a resumed or re-run run may change: they do not change what is computed (the description is
-#: free text, which ``--epochs`` appends to).
-VOLATILE_KEYS = (
-    "description",
-    "train.progress",
-    "train.device",
-    "train.capture",
-    "train.tensorboard",
-)
 
 _CKPT_KEYS = ("epoch", "step", "model", "loss", "optimizer", "rng", "config")
 
@@ -221,7 +211,8 @@ def config_differences(stored: str, requested: str) -> list[str]:
     difference only where the requested value is not that default. Keys of the free-form tables (``params``)
     have no default: one that only one side has is a difference."""
     a, b = (flatten_keys(tomllib.loads(t)) for t in (stored, requested))
-    for k, v in _schema_defaults().items():
+    # a key the stored config lacks is named as absent where the requested value is not its default
+    for k, v in schema_defaults().items():
         if k not in a and k in b and b[k] == v:
             a[k] = v
     keys = sorted(
@@ -230,15 +221,6 @@ def config_differences(stored: str, requested: str) -> list[str]:
         if k not in VOLATILE_KEYS and not k.startswith("run.") and a.get(k, ...) != b.get(k, ...)
     )
     return [f"{k} ({a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r})" for k in keys]
-
-
-def _schema_defaults() -> dict[str, Any]:
-    """``section.key`` (``key`` for the top level) → default, for every key the config schema gives a
-    default to (not the required ones, nor those whose default is None: TOML writes no None)."""
-    from lpl_train.config import _REQUIRED, SCHEMA
-
-    return {f"{sec}.{key}" if sec else key: spec[1] for sec, keys in SCHEMA.items()
-            for key, spec in keys.items() if spec[1] is not None and spec[1] is not _REQUIRED}  # fmt: skip
 
 
 def finite_or_none(obj: Any) -> Any:

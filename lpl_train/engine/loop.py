@@ -54,7 +54,7 @@ def fit(
         out_dir: the run folder; created if missing. Without ``resume`` it must hold no run.
         components: pre-built model/loss/loaders (tests, notebooks); default: built from ``cfg``.
         resume: continue from ``out_dir/checkpoint.pt``; the config must equal the checkpoint's own
-            (the keys of ``engine.files.VOLATILE_KEYS`` may differ: the description, progress, device,
+            (the keys of ``lpl_train.config.VOLATILE_KEYS`` may differ: the description, progress, device,
             capture and tensorboard). A
             finished run is returned unchanged (``components`` then get its last weights); it is only
             read, so also from a folder that cannot be written (there without the lock, which needs to

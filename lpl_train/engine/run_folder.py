@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from lpl_train.config import VOLATILE_KEYS
+
 from .files import (
     _CKPT_KEYS,
     BEST,
@@ -51,7 +53,6 @@ from .files import (
     PREVIOUS,
     SUPERSEDED,
     TENSORBOARD,
-    VOLATILE_KEYS,
     ConfigMismatch,
     CorruptCheckpoint,
     RunFolderError,

@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lpl_train.config import flatten_keys
+from lpl_train.config import computed_keys
 from lpl_train.report.checks import check_final, check_paper, read_file
 from lpl_train.report.stats import DEFAULT_GROUPS, GroupRule, fmt_mean_std, mean_std, nanmean
 
@@ -125,9 +125,6 @@ def collect_runs(root: str | Path) -> list[_Run]:
     return runs
 
 
-_IGNORED = {"train.seed", "train.progress", "train.device", "description"}
-
-
 @dataclass
 class ReportRow:
     """One config (all seeds): its label, paper cell, distinct seeds and per-metric statistics.
@@ -195,7 +192,8 @@ def _per_seed(rs: list[_Run], values: list[float | None]) -> tuple[list[int], li
 
 
 def _group_key(r: _Run) -> str:
-    f = {k: json.dumps(v) for k, v in flatten_keys(r.config).items() if k not in _IGNORED}
+    # the runs of one config that differ only in train.seed (what a run folder counts as the same config)
+    f = {k: json.dumps(v) for k, v in computed_keys(r.config).items() if k != "train.seed"}
     f["#world_size"] = json.dumps(_world_size(r.final))
     return json.dumps(sorted(f.items()))
 
@@ -223,8 +221,9 @@ def _labels(groups: dict[str, list[_Run]]) -> dict[str, str]:
 def aggregate(
     runs: list[_Run], results: dict[str, Any] | None = None, groups: GroupRule = DEFAULT_GROUPS
 ) -> list[ReportRow]:
-    """Group runs whose configs differ only in ``train.seed`` (and that ran on as many processes) and
-    average their metrics over distinct seeds."""
+    """Group runs whose configs differ only in ``train.seed`` (compared as
+    :func:`lpl_train.config.computed_keys` gives them: no volatile keys, defaults for keys written later;
+    and that ran on as many processes) and average their metrics over distinct seeds."""
     grouped: dict[str, list[_Run]] = {}
     for r in runs:
         grouped.setdefault(_group_key(r), []).append(r)

@@ -256,6 +256,28 @@ def test_a_ddp_run_is_never_averaged_with_single_process_runs(tmp_path):
     assert rows["tiv_cifar10_lt100_la [DDP × 4 processes]"].final["top1_error"] == (40.0, None)
 
 
+def test_seeds_are_one_row_when_their_configs_differ_only_where_a_run_folder_allows(tmp_path):
+    """A run written before a config key existed (its default stands for it) and a run watched through
+    TensorBoard compute the same config: their seeds are averaged in one row, as the run folder itself
+    would resume one with the other's config. A key that changes what is computed still splits them."""
+    cfg = load_config("tiv_cifar10_lt100_la")
+    old = json.loads(json.dumps(cfg))
+    del old["train"]["compile_loss"]  # written before the key existed: its default, False
+    watched = json.loads(json.dumps(cfg))
+    watched["train"]["tensorboard"] = True
+    watched["train"]["capture"] = "off"
+    _single(tmp_path / "a", old, 0, [80.0] * 4, [500, 200, 50, 10])
+    _single(tmp_path / "b", watched, 1, [82.0] * 4, [500, 200, 50, 10])
+    (r,) = aggregate(collect_runs(tmp_path))
+    assert r.label == "tiv_cifar10_lt100_la" and r.seeds == [0, 1]
+    other = json.loads(json.dumps(cfg))
+    other["train"]["compile_loss"] = True  # not the default: another config
+    _single(tmp_path / "c", other, 2, [84.0] * 4, [500, 200, 50, 10])
+    rows = {r.label: r.seeds for r in aggregate(collect_runs(tmp_path))}
+    assert rows == {"tiv_cifar10_lt100_la [train.compile_loss=False]": [0, 1],
+                    "tiv_cifar10_lt100_la [train.compile_loss=True]": [2]}  # fmt: skip
+
+
 def test_single_label_rows_show_many_medium_few_with_the_stated_group_rule(tmp_path):
     cfg = load_config("tiv_cifar10_lt100_la")
     # counts rule: many > 100 (classes 0, 1), few < 20 (class 3), medium = class 2
