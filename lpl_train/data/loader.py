@@ -337,11 +337,11 @@ def make_loader(
         raise ValueError("split must be a dataset split, got None (is there a validation split?)")
     if backend == "tensor" and not isinstance(split, TensorData):
         raise ValueError(f"backend='tensor' needs a TensorData split, got {type(split).__name__}")
+    if isinstance(split, TensorData) and augment in ("imagenet", "mlt"):  # on either path
+        raise ValueError(
+            f"augment={augment!r} is for image-file datasets; use 'crop_flip' or 'flip'"
+        )
     if isinstance(split, TensorData) and backend != "dataloader":
-        if augment in ("imagenet", "mlt"):
-            raise ValueError(
-                f"augment={augment!r} is for image-file datasets; use 'crop_flip' or 'flip'"
-            )
         return TensorLoader(
             split, batch_size, train, augment, device, seed, drop_last, mean, std, pad, pad_mode,
             shard,

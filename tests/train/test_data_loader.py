@@ -396,3 +396,12 @@ def test_the_dataloader_path_pads_crops_by_the_image_side() -> None:
     for c, side, pad in ((1, 28, 2), (3, 32, 4), (3, 28, 2)):
         d = TensorData(torch.zeros(2, c, side, side, dtype=torch.uint8), torch.arange(2))
         assert make_loader(d, 2, True, "crop_flip", backend="dataloader").pad == pad
+
+
+@pytest.mark.parametrize("backend", ["auto", "tensor", "dataloader"])
+@pytest.mark.parametrize("augment", ["imagenet", "mlt"])
+def test_an_image_file_recipe_on_tensor_data_is_refused_on_either_path(backend, augment):
+    """The DataLoader path used to accept augment='imagenet'/'mlt' on a TensorData split and yield the
+    unaugmented images; both paths refuse it, as the tensor path did."""
+    with pytest.raises(ValueError, match=f"augment='{augment}' is for image-file datasets"):
+        make_loader(_data(), 8, train=True, augment=augment, backend=backend)
