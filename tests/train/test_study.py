@@ -935,6 +935,12 @@ def test_study_data_subsamples_the_largest_class_to_n_max_and_carves_a_stratifie
         assert (np.bincount(tr, minlength=2) + np.bincount(va, minlength=2)).tolist() == kept, name
         assert d["class_counts"] == np.bincount(tr, minlength=2).tolist()
         assert _context(st, d)["num_train"] == len(tr)
+        # the kept rows stay in the training set's order (the committed records' batches depend on it)
+        full_x = build_datasets(
+            "gaussian", seed=0, gamma=4.0, num_train=400, num_test=400
+        ).train.images
+        where = [int(torch.nonzero((full_x == row).all(1))[0, 0]) for row in d["train"].images]
+        assert where == sorted(where) and len(set(where)) == len(where), name
     # the cache tells scales apart: the same study at full scale keeps 99 and round(24.75) = 25
     st = dict(study, name="nmax_a", scale=1.0)
     st["datasets"] = {"g": dict(study["datasets"]["g"], n_max=99)}
