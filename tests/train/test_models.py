@@ -356,6 +356,23 @@ def test_cifar_resnet_forward_matches_a_functional_reference(name: str, kw: dict
         torch.testing.assert_close(model(x), want, rtol=1e-10, atol=1e-10)
 
 
+def _bottleneck_stages(out, stages, shortcut: str):
+    """Bottleneck stages written out: 1x1-BN-ReLU, 3x3 (the stage's stride on its first block, padding 1)
+    -BN-ReLU, 1x1-BN, + the shortcut (1x1/stride conv-BN, attribute ``shortcut``, on each stage's first
+    block; identity after), ReLU."""
+    relu = torch.relu
+    for blocks, stride in stages:
+        for i, blk in enumerate(blocks):
+            s = stride if i == 0 else 1
+            h = relu(_bn_f(_conv_f(out, blk.conv1), blk.bn1))
+            h = relu(_bn_f(_conv_f(h, blk.conv2, s, 1), blk.bn2))
+            h = _bn_f(_conv_f(h, blk.conv3), blk.bn3)
+            proj = getattr(blk, shortcut)
+            short = _bn_f(_conv_f(out, proj[0], s), proj[1]) if i == 0 else out
+            out = relu(h + short)
+    return out
+
+
 def test_la_resnet32_forward_matches_a_functional_reference() -> None:
     """The LA code's network from its description: zero-pad 3, valid 3x3 stem conv-BN-ReLU, 3 stages of 5
     blocks (1x1-BN-ReLU, 3x3-BN-ReLU, 1x1-BN, + shortcut, ReLU; projection on each stage's first block),
@@ -367,15 +384,8 @@ def test_la_resnet32_forward_matches_a_functional_reference() -> None:
     relu = torch.relu
     stem_conv, stem_bn = model.stem[1], model.stem[2]
     out = relu(_bn_f(_conv_f(torch.nn.functional.pad(x, (3, 3, 3, 3)), stem_conv), stem_bn))
-    for stage, stride in zip(model.stages, (1, 2, 2), strict=True):
-        assert len(stage) == 5
-        for i, blk in enumerate(stage):
-            s = stride if i == 0 else 1
-            h = relu(_bn_f(_conv_f(out, blk.conv1), blk.bn1))
-            h = relu(_bn_f(_conv_f(h, blk.conv2, s, 1), blk.bn2))
-            h = _bn_f(_conv_f(h, blk.conv3), blk.bn3)
-            short = _bn_f(_conv_f(out, blk.shortcut[0], s), blk.shortcut[1]) if i == 0 else out
-            out = relu(h + short)
+    assert [len(stage) for stage in model.stages] == [5, 5, 5]
+    out = _bottleneck_stages(out, zip(model.stages, (1, 2, 2), strict=True), "shortcut")
     feats = _bn_f(out, model.final_bn).mean((2, 3))
     want = feats @ model.classifier.weight.T + model.classifier.bias
     with torch.no_grad():
@@ -509,19 +519,8 @@ def _bottleneck_reference(model, x):
     relu = torch.relu
     out = relu(_bn_f(_conv_f(x, model.conv1, 2, 3), model.bn1))
     out = torch.nn.functional.max_pool2d(out, 3, 2, 1)
-    for layer, stride in (
-        (model.layer1, 1),
-        (model.layer2, 2),
-        (model.layer3, 2),
-        (model.layer4, 2),
-    ):
-        for i, blk in enumerate(layer):
-            s = stride if i == 0 else 1
-            h = relu(_bn_f(_conv_f(out, blk.conv1), blk.bn1))
-            h = relu(_bn_f(_conv_f(h, blk.conv2, s, 1), blk.bn2))
-            h = _bn_f(_conv_f(h, blk.conv3), blk.bn3)
-            short = _bn_f(_conv_f(out, blk.downsample[0], s), blk.downsample[1]) if i == 0 else out
-            out = relu(h + short)
+    stages = ((model.layer1, 1), (model.layer2, 2), (model.layer3, 2), (model.layer4, 2))
+    out = _bottleneck_stages(out, stages, "downsample")
     return out.mean((2, 3)) @ model.classifier.weight.T + model.classifier.bias
 
 

@@ -437,11 +437,16 @@ def test_a_missing_middle_record_is_restored_and_no_intact_line_is_moved_aside(t
     assert "1 record(s) restored from the checkpoint" in (out / "train.log").read_text()
 
 
+def _drop_checkpoint_records(out):
+    """Rewrite the run's checkpoint as written before checkpoints carried the metrics records."""
+    ck = load_checkpoint(out / "checkpoint.pt")
+    del ck["records"]
+    engine.atomic_save(ck, out / "checkpoint.pt")
+
+
 def test_a_checkpoint_without_records_refuses_when_a_needed_record_is_damaged(tmp_path):
     out = run(tmp_path, epochs=3, stop=2)
-    ck = load_checkpoint(out / "checkpoint.pt")
-    del ck["records"]  # as written before records were carried
-    engine.atomic_save(ck, out / "checkpoint.pt")
+    _drop_checkpoint_records(out)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     (out / "metrics.jsonl").write_text(lines[0] + "\n{bad\n")
     with pytest.raises(ValueError, match=r"lacks the record of epoch 1 \(damaged line 2\)"):
@@ -978,9 +983,7 @@ def test_a_damaged_previous_checkpoint_is_not_called_intact(tmp_path):
 
 def test_a_checkpoint_without_records_keeps_every_intact_line_from_epoch_0(tmp_path):
     out = run(tmp_path, epochs=3, stop=2)
-    ck = load_checkpoint(out / "checkpoint.pt")
-    del ck["records"]  # as written before records were carried
-    engine.atomic_save(ck, out / "checkpoint.pt")
+    _drop_checkpoint_records(out)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
     assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2]

@@ -127,20 +127,25 @@ def test_learned_w_is_reported_in_the_theory_scale():
     assert t.R_minus == pytest.approx(phi(t.b_equiv - 1.0), abs=1e-12)
 
 
+def _fig5_r_lp_at_b_star(rho: float) -> float:
+    """R_lp at the textbook root b* of Eq. 50 on Fig. 5's task (Gamma 3.5, K 3, eps 0.1, d 2, eta 1,
+    rho_- = 1, first-type perturbations), by hand."""
+    g, K, eps, d, eta = 3.5, 3.0, 0.1, 2, 1.0
+    e_p, e_m = rho * eps, eps
+    p, q, C = d * eta - e_p, e_m - d * eta, e_p + e_m - 2 * d * eta
+    b = (q - K**2 * p + K * math.sqrt(C**2 + 2 * d * (K**2 - 1) * math.log(K / g))) / (K**2 - 1)
+    return (
+        phi((-d * eta - b + e_p) / math.sqrt(d))
+        + g * phi((-d * eta + b + e_m) / (K * math.sqrt(d)))
+    ) / (1 + g)
+
+
 def test_compare_figure_reports_the_global_optimum_where_b_star_is_not():
     """Fig. 5: R_lp(b*) (computed here with the textbook root of Eq. 50) is above 1/(1 + Gamma), the error of
     predicting -1 everywhere, so the theory entry is that constant classifier: b = -inf, R(+1) = 1, R(-1) = 0."""
     res = T.compare_figure(5, points=2, losses=("smooth01",), n_train=2000, steps=2)
-    g, K, eps, d, eta = 3.5, 3.0, 0.1, 2, 1.0
     for rho in res["rho"]:
-        e_p, e_m = rho * eps, 1.0 * eps
-        p, q, C = d * eta - e_p, e_m - d * eta, e_p + e_m - 2 * d * eta
-        b = (q - K**2 * p + K * math.sqrt(C**2 + 2 * d * (K**2 - 1) * math.log(K / g))) / (K**2 - 1)
-        r_lp = (
-            phi((-d * eta - b + e_p) / math.sqrt(d))
-            + g * phi((-d * eta + b + e_m) / (K * math.sqrt(d)))
-        ) / (1 + g)
-        assert r_lp > 1 / (1 + g)
+        assert _fig5_r_lp_at_b_star(rho) > 1 / (1 + 3.5)
     assert res["theory"]["b_star"] == [-math.inf, -math.inf]
     assert res["theory"]["R_plus"] == [1.0, 1.0] and res["theory"]["R_minus"] == [0.0, 0.0]
 
@@ -195,16 +200,8 @@ def test_plot_comparison_draws_each_class_against_its_own_theory():
 def test_plot_comparison_draws_the_global_optimum_where_b_star_is_not():
     """Fig. 5: R_lp(b*) (textbook root of Eq. 50) is above 1/(1 + Gamma) along the curve, so the theory line is the
     constant classifier's error, R(+1) = 1 and R(-1) = 0, not the errors at the local minimum b*."""
-    g, K, eps, d, eta = 3.5, 3.0, 0.1, 2, 1.0
     for rho in (0.0, 2.5, 5.0, 7.5, 9.95):
-        e_p, e_m = rho * eps, eps
-        p, q, C = d * eta - e_p, e_m - d * eta, e_p + e_m - 2 * d * eta
-        b = (q - K**2 * p + K * math.sqrt(C**2 + 2 * d * (K**2 - 1) * math.log(K / g))) / (K**2 - 1)
-        r_lp = (
-            phi((-d * eta - b + e_p) / math.sqrt(d))
-            + g * phi((-d * eta + b + e_m) / (K * math.sqrt(d)))
-        ) / (1 + g)
-        assert r_lp > 1 / (1 + g)
+        assert _fig5_r_lp_at_b_star(rho) > 1 / (1 + 3.5)
     res = {"figure": 5, "rho": [0.0], "smooth01": {"b": [0.0], "R_plus": [0.5], "R_minus": [0.1]}}
     (ax,) = T.plot_comparison([res]).axes
     lines = {line.get_label(): line for line in ax.get_lines()}
