@@ -39,6 +39,19 @@ REDUCTIONS = ("mean", "sum", "none")
 # --------------------------------------------------------------------------------------------------
 
 
+class _DRWWeightState:
+    """For a loss whose DRW weights live in a ``weight`` buffer that ``set_epoch`` rewrites (``_epoch_seen``
+    records that it did): a state dict that carries ``weight`` holds the weights of the epoch it was saved
+    at, so loading it counts as that epoch's hook and the "set_epoch was never called" warning stays off."""
+
+    _epoch_seen: bool
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+        if prefix + "weight" in state_dict:
+            self._epoch_seen = True
+
+
 def _check_reduction(reduction: Any) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")

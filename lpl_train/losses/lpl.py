@@ -27,6 +27,7 @@ from ._common import (
     _check_bool,
     _check_epoch,
     _check_reduction,
+    _DRWWeightState,
     _empty_batch,
     _work_dtype,
 )
@@ -90,7 +91,7 @@ def _check_target_kind(target: object) -> None:
 
 
 @register("lpl")
-class LPLLoss(nn.Module):
+class LPLLoss(_DRWWeightState, nn.Module):
     """Single-label LPL (Eq. 26): cross-entropy on u_i + δ_{y_i}, δ from the PGD-like Algorithm 1.
 
     Per mini-batch (Algorithm 2): q̄_c of Eq. 28 over the classes present in the batch; the split into
@@ -251,11 +252,6 @@ class LPLLoss(nn.Module):
     #: :meth:`set_epoch` only rewrites the ``weight`` buffer in place, which a recorded CUDA graph reads at
     #: every replay: the engine's captured step is recorded once per run (``engine.capture.records_once``).
     epoch_state_in_buffers = True
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "weight" in state_dict:  # the DRW weights of the epoch the state was saved at
-            self._epoch_seen = True
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
@@ -427,6 +423,9 @@ class LPLLoss(nn.Module):
     # ---------------------------------------------------------------- forward
     def _check_logits(self, logits: Tensor) -> None:
         P.check_logits(logits)
+        self._check_columns(logits)
+
+    def _check_columns(self, logits: Tensor) -> None:
         if logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"logits must have num_classes={self.num_classes} columns, got shape {tuple(logits.shape)}"
@@ -593,14 +592,9 @@ class LPLLoss(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
-        if _empty_batch(
-            logits, target
-        ):  # nothing to perturb: the cross-entropy of no rows, as torch's
-            if logits.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"logits must have num_classes={self.num_classes} columns, got shape "
-                    f"{tuple(logits.shape)}"
-                )
+        # no rows: nothing to perturb, the cross-entropy of no rows, as torch's
+        if _empty_batch(logits, target):
+            self._check_columns(logits)
             z = _work_dtype(logits)
             soft = target.is_floating_point() and target.dim() == 2
             value = self._cross_entropy(z, target.to(z.dtype) if soft else target.long())

@@ -40,6 +40,7 @@ from ._common import (  # noqa: F401  (re-exported: the shared checks were defin
     _check_pair,
     _check_reduction,
     _check_target,
+    _DRWWeightState,
     _focal_power,
     _is_bool_dtype,
     _reduce,
@@ -333,7 +334,7 @@ def ldam_margins(class_counts: Sequence[float] | torch.Tensor, max_m: float = 0.
 
 
 @register("ldam")
-class LDAMLoss(_ReprMixin, nn.Module):
+class LDAMLoss(_DRWWeightState, _ReprMixin, nn.Module):
     """Label-distribution-aware margin loss (Cao et al., 2019), the paper's Eqs. (8)-(9), with optional DRW.
 
     ``loss_i = w_{y_i} * CE(s * (u_i - m_{y_i} e_{y_i}), y_i)``: the true-class logit is lowered by its margin
@@ -392,11 +393,6 @@ class LDAMLoss(_ReprMixin, nn.Module):
     #: :meth:`set_epoch` only rewrites the ``weight`` buffer in place, which a recorded CUDA graph reads at
     #: every replay: the engine's captured step is recorded once per run (``engine.capture.records_once``).
     epoch_state_in_buffers = True
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "weight" in state_dict:  # the DRW weights of the epoch the state was saved at
-            self._epoch_seen = True
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Epoch hook: apply the DRW weights of the 0-indexed ``epoch`` (no-op without ``drw_epoch``).
