@@ -42,9 +42,7 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, str | bytes) or value is None:
-        raise TypeError(f"{name} must be a real number or an array of reals, got {value!r}")
-    if _is_bool(value):  # True would silently read as 1
+    if isinstance(value, str | bytes) or value is None or _is_bool(value):  # True would read as 1
         raise TypeError(f"{name} must be a real number or an array of reals, got {value!r}")
     try:
         arr = np.asarray(value, dtype=float)

@@ -232,12 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--restore: unknown study {args.restore[0]!r}; known: {sorted(STUDIES)}")
     try:
         return _run(args)
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        OSError,
-    ) as exc:  # missing or damaged records, a bad folder
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        # missing or damaged records, a bad folder: one line, as lpl-train's errors
         print(f"{ap.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 

@@ -461,9 +461,8 @@ def load_config(
         if isinstance(schedule, dict):  # else validate_config names the section that is not a table
             recipe = schedule.get("epochs")
             schedule["epochs"] = epochs
-            if recipe != epochs and isinstance(
-                raw.get("description"), str
-            ):  # say what actually runs
+            # say what actually runs
+            if recipe != epochs and isinstance(raw.get("description"), str):
                 raw["description"] += (
                     f" [run for {epochs} epochs (--epochs) instead of the recipe's {recipe}]"
                 )
