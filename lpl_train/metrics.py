@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lpl_train.report.stats import class_groups_by_count
+
 
 def _check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> None:
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
@@ -88,11 +90,7 @@ def _groups(
         raise ValueError(
             f"thresholds must be ints with 0 < few <= many, got many={many!r}, few={few!r}"
         )
-    g: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
-    for c, k in enumerate(class_counts):
-        top = k >= many if many_inclusive else k > many
-        g["many" if top else "few" if k < few else "medium"].append(c)
-    return g
+    return class_groups_by_count(class_counts, many, few, many_inclusive)
 
 
 def class_groups(

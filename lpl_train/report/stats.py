@@ -99,6 +99,19 @@ def class_groups_by_rank(
     }
 
 
+def class_groups_by_count(
+    class_counts: Iterable[float], many: float, few: float, many_inclusive: bool = False
+) -> dict[str, list[int]]:
+    """Class indices per group by training count: ``many`` above ``many`` (at ``many`` too with
+    ``many_inclusive``, the multi-label rule), ``few`` below ``few``, the rest ``medium``. Unchecked: the
+    callers check the counts and thresholds."""
+    g: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    for c, k in enumerate(class_counts):
+        top = k >= many if many_inclusive else k > many
+        g["many" if top else "few" if k < few else "medium"].append(c)
+    return g
+
+
 @dataclass(frozen=True)
 class GroupRule:
     """A definition of the many/medium/few (head/medium/tail) groups; see the module docstring."""
@@ -125,11 +138,7 @@ class GroupRule:
         """Class indices of the groups ``many``, ``medium``, ``few`` for these training counts."""
         if self.kind == "ranks":
             return class_groups_by_rank(class_counts, self.fractions)
-        g: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
-        for c, k in enumerate(class_counts):
-            top = k >= self.many if multi_label else k > self.many
-            g["many" if top else "few" if k < self.few else "medium"].append(c)
-        return g
+        return class_groups_by_count(class_counts, self.many, self.few, many_inclusive=multi_label)
 
     def spec(self) -> str:
         """The rule as :func:`parse_groups` reads it, e.g. ``"counts:100,20"``."""

@@ -374,6 +374,12 @@ def test_the_count_rule_at_its_boundaries():
     for many, few in ((100, 0), (10, 20)):
         with pytest.raises(ValueError, match="0 < few <= many"):
             GroupRule("counts", many, few)
+    # the report's rule is the one the training metrics group their accuracies by
+    from lpl_train.metrics import class_groups
+
+    counts = [500, 101, 100, 57, 20, 19, 1, 0]
+    assert class_groups(counts) == rule.split(counts) == {
+        "many": [0, 1], "medium": [2, 3, 4], "few": [5, 6, 7]}  # fmt: skip
 
 
 def test_a_malformed_world_size_counts_as_one_process():
