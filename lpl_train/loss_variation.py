@@ -228,13 +228,7 @@ class LossVariation:
             # CE of s·u and l′ the CE of the perturbed logits, both unweighted, so that the variation is
             # the perturbation's and not the scale's or the re-weighting's
             with torch.no_grad():
-                perturbed = loss.perturb(logits, target)
-                self.update(
-                    loss._scaled(logits.detach()),
-                    target,
-                    perturbed_logits=perturbed,
-                    ignore_index=ignore,
-                )
+                self._update_scaled(loss, logits, target, loss.perturb(logits, target), ignore)
             return
         if not hasattr(loss, "reduction"):
             raise TypeError(f"loss must have a 'reduction' attribute, got {type(loss).__name__}")
@@ -279,15 +273,19 @@ class LossVariation:
             # l′ the loss itself with reduction="none"
             ignore = _ignore_index(loss, target, self.multi_label)
             if _scaled_or_weighted_lpl(loss):
-                self.update(
-                    loss._scaled(logits.detach()),
-                    target,
-                    perturbed_logits=perturbed,
-                    ignore_index=ignore,
-                )
+                self._update_scaled(loss, logits, target, perturbed, ignore)
             else:
                 value = loss._cross_entropy(perturbed, target, reduction="none")
                 self.update(logits, target, perturbed_loss=value, ignore_index=ignore)
+
+    def _update_scaled(
+        self, loss: nn.Module, logits: Tensor, target: Tensor, perturbed: Tensor, ignore: int | None
+    ) -> None:
+        """A scaled or weighted LPL-family loss's batch: l the CE of s·u, l′ the unweighted CE of its
+        perturbed logits."""
+        self.update(
+            loss._scaled(logits.detach()), target, perturbed_logits=perturbed, ignore_index=ignore
+        )
 
     def compute(self) -> dict[str, Any]:
         """The accumulated result as plain Python data (JSON-serialisable; None where undefined).
