@@ -223,7 +223,8 @@ def _perturbed(
 
 @dataclass(frozen=True)
 class Solution:
-    """Arrays (broadcast shape of the inputs) describing the optimum of the perturbed error.
+    """Arrays (broadcast shape of the inputs; NumPy scalars for scalar inputs) describing the optimum of
+    the perturbed error.
 
     Attributes:
         b_star: the local minimiser of the perturbed error from the first-order condition (NaN where none exists).
@@ -297,7 +298,7 @@ def solve(
     r_plus_g = np.where(is_global, r_plus, 1.0)
     r_minus_g = np.where(is_global, r_minus, 0.0)
     r_total_g = (r_plus_g + g * r_minus_g) / (1 + g)
-    return Solution(
+    fields = dict(
         b_star=bs,
         R_plus=r_plus,
         R_minus=r_minus,
@@ -311,6 +312,8 @@ def solve(
         R_total_global=r_total_g,
         discriminant=core["disc"],
     )
+    # one kind per call: NumPy scalars for scalar inputs (np.where gives 0-d arrays), arrays otherwise
+    return Solution(**{k: np.asarray(x)[()] for k, x in fields.items()})
 
 
 def solve_task(task: GaussianTask, perturbation: Perturbation) -> Solution:

@@ -1,5 +1,6 @@
 """Vectorised closed form: against sympy at random points (<= 1e-10), hand cases, global optimality."""
 
+import dataclasses
 import math
 
 import mpmath
@@ -222,6 +223,15 @@ def test_solve_task_and_broadcasting():
     many = cf.solve(2.0, 2, 1.0, 1.0, 1.0, 0.2, np.array([[3.0, 0.0]]), 1.0)
     assert many.b_star.shape == (1, 2)
     assert float(one.b_star) == many.b_star[0, 0]
+    # one kind per call: every field a NumPy scalar for scalar inputs (np.where's 0-d arrays included,
+    # at a point where b* is not global: b_global = -inf), every field an array of the broadcast shape
+    # otherwise
+    fields = [f.name for f in dataclasses.fields(cf.Solution)]
+    assert all(getattr(many, f).shape == (1, 2) for f in fields)
+    # b* global, then not (b_global = -inf)
+    for sol in (one, cf.solve(6.0, 2, 1.0, 1.0, 3.0, 0.1, 1.0, 1.0)):
+        assert all(isinstance(getattr(sol, f), np.generic) for f in fields)
+    assert not sol.is_global and sol.b_global == -np.inf and sol.R_plus_global == 1.0
     with pytest.raises(TypeError, match="task"):
         cf.solve_task("task", p)
     with pytest.raises(TypeError, match="perturbation must be a Perturbation"):
