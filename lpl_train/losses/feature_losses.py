@@ -208,6 +208,24 @@ class ISDALoss(_ReprMixin, _LazyFeatureState):
         epoch, total_epochs = _check_epoch(epoch, total_epochs)
         self.lam = self.lambda0 * epoch / total_epochs
 
+    def get_extra_state(self) -> dict[str, float]:
+        """λ of the last :meth:`set_epoch` travels with the statistics in the state dict."""
+        return {"lam": float(self.lam)}
+
+    def set_extra_state(self, state: Any) -> None:
+        lam = state.get("lam") if isinstance(state, dict) else None
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
+            raise ValueError(f"ISDA state: 'lam' must be a finite number, got {state!r}")
+        self.lam = float(lam)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # a state dict saved before λ was part of it: λ stays as it is (the engine sets it every epoch)
+        missing = args[2] if len(args) > 2 else kwargs.get("missing_keys")
+        key = prefix + "_extra_state"
+        if key not in state_dict and missing is not None and key in missing:
+            missing.remove(key)
+
     @torch.no_grad()
     def update(self, features: torch.Tensor, target: torch.Tensor) -> None:
         """Fold a batch of (detached) features into the per-class mean and covariance."""

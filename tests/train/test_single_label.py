@@ -1,5 +1,6 @@
 """Single-label baselines against hand-computed cases and their defining properties."""
 
+import io
 import math
 import warnings
 
@@ -514,6 +515,26 @@ def test_isda_gradients_state_dict_and_eval_freeze():
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.covariance, loss.covariance)
     assert torch.equal(fresh.count, loss.count) and fresh.feature_dim == 3
+    # λ = λ0 · 5/10 of the epoch hook travels with the statistics, also through a weights-only file
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    for saved in (state, torch.load(buf, weights_only=True)):
+        restored = ISDALoss(num_classes=3, lambda0=0.5).double()
+        restored.load_state_dict(saved)
+        assert restored.lam == 0.25
+        torch.testing.assert_close(
+            restored.augmented_logits(x, y, fc), loss.augmented_logits(x, y, fc)
+        )
+    # a state dict saved before λ was in it loads strictly and leaves λ as it is
+    old = {k: v for k, v in state.items() if k != "_extra_state"}
+    assert len(old) == len(state) - 1
+    restored = ISDALoss(num_classes=3, lambda0=0.5).double()
+    restored.load_state_dict(old)
+    assert restored.lam == 0.0 and torch.equal(restored.count, loss.count)
+    for bad in ({"lam": "x"}, {"lam": math.nan}, {"lam": True}, None):
+        with pytest.raises(ValueError, match="'lam' must be a finite number"):
+            ISDALoss(num_classes=3).double().load_state_dict({**state, "_extra_state": bad})
     with pytest.raises(RuntimeError, match="size mismatch"):
         ISDALoss(num_classes=3, feature_dim=5).double().load_state_dict(state)
     # not yet allocated, a state of another shape is refused too: other classes, or the diagonal form
