@@ -23,6 +23,9 @@
     each operation that is not a view is one kernel. With ``--compile``, also the kernels of the loss
     compiled alone (``train.compile_loss``), as this device compiles it and with every step of its
     static loop run (without a CPU's ``torch.cond`` blocks, the loop a GPU compiles).
+(h) with ``--compile``: LPL compiled inside a whole step (a linear head and the loss through one
+    ``torch.compile``), where the compiled call's own cost is paid once per step: what LPL adds to the
+    step over cross-entropy, against the batch's K softmaxes, beside the loss compiled alone.
 
 The previous implementations are the literal reference in ``lpl_train/perturbation_reference.py``, which
 the tests also check the current code against. The LPL losses of (a)-(f) run Algorithm 1 read literally
@@ -592,6 +595,87 @@ def bench_inner_loop(
     return rows
 
 
+def bench_in_step(device: torch.device, classes: list[int], calls: int, repeats: int) -> list[dict]:
+    """(h) LPL compiled inside a whole step, where the compiled call's own cost (guards, wrappers, the
+    autograd function) is paid once per step rather than once for the loss: a linear head (64 → C,
+    B = 128) and its loss through one ``torch.compile(fullgraph=True)``, forward and backward, with
+    cross-entropy and with LPL; the difference is what the perturbation adds to a compiled step, set
+    against its floor, the batch's K softmaxes (eager, as in (c)). Beside it the same with the loss
+    compiled alone (``train.compile_loss``) after an eager head."""
+    return [
+        _in_step_row(device, c, delta_epsilon, calls, repeats)
+        for c in classes
+        for delta_epsilon in (0.0, 0.2)
+    ]
+
+
+def _in_step_row(
+    device: torch.device, c: int, delta_epsilon: float, calls: int, repeats: int
+) -> dict:
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(calls, 128, 64, generator=g).to(device)
+    target = torch.randint(0, c, (calls, 128), generator=g).to(device)
+    head = torch.nn.Linear(64, c).to(device)
+    kw = dict(alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon, normalize_step=False)
+    lpl = LPLLoss(c, **kw)
+    alone = torch.compile(LPLLoss(c, **kw), fullgraph=True, dynamic=False)
+
+    def whole(loss: Callable) -> Callable:
+        return torch.compile(lambda u, y: loss(head(u), y), fullgraph=True, dynamic=False)
+
+    steps = {
+        "CE, whole step compiled": whole(torch.nn.CrossEntropyLoss()),
+        "LPL, whole step compiled": whole(lpl),
+        "LPL compiled alone": lambda u, y: alone(head(u), y),
+        "CE, eager": lambda u, y: F.cross_entropy(head(u), y),
+    }
+    k_batch, logits = [], []
+    with torch.no_grad():
+        for i in range(calls):  # the compiled steps agree with the eager loss; K of each batch
+            u = head(x[i])
+            eager = lpl(u, target[i])
+            for name in ("LPL, whole step compiled", "LPL compiled alone"):
+                torch.testing.assert_close(steps[name](x[i], target[i]), eager)
+            _, _, k, _ = pipeline_inputs(
+                u, target[i], alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon,
+                split="mean", tau=None,
+            )  # fmt: skip
+            k_batch.append(int(k[target[i]].max()))
+            logits.append(u)
+
+    def softmaxes(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(k_batch[i]):
+                torch.softmax(logits[i], dim=1)
+
+    variants: dict[str, Callable] = {
+        name: lambda i, fn=fn: fn(x[i], target[i]) for name, fn in steps.items()
+    }
+    variants["K softmaxes"] = softmaxes
+
+    def run(fn: Callable) -> None:
+        for i in range(calls):
+            out = fn(i)
+            if out is not None:
+                head.zero_grad(set_to_none=True)
+                out.backward()
+
+    med = _medians(variants, run, device, repeats, per=calls)
+    in_step = med["LPL, whole step compiled"] - med["CE, whole step compiled"]
+    alone_added = med["LPL compiled alone"] - med["CE, eager"]
+    return {
+        "C": c,
+        "Δε": delta_epsilon,
+        "batch K (mean)": sum(k_batch) / calls,
+        "K softmaxes [ms]": 1e3 * med["K softmaxes"],
+        "CE step, compiled [ms]": 1e3 * med["CE, whole step compiled"],
+        "LPL step, compiled [ms]": 1e3 * med["LPL, whole step compiled"],
+        "added in the step / K softmaxes": in_step / med["K softmaxes"],
+        "compiled alone: added / K softmaxes": alone_added / med["K softmaxes"],
+    }
+
+
 def bench_loss(
     device: torch.device, classes: list[int], steps: int, repeats: int, compiled: bool = False
 ) -> list[dict]:
@@ -731,15 +815,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--only",
-        choices=("loss", "resnet", "loop", "presets", "masked", "static", "captured"),
+        choices=("loss", "resnet", "loop", "presets", "masked", "static", "captured", "instep"),
         action="append",
         default=None,
         help="run only these parts: loss (a), resnet (b), loop (c), presets (d), masked (e), static (f), "
-        "captured (g); "
+        "captured (g), instep (h, with --compile); "
         "repeatable (default: all)",
     )
     args = ap.parse_args(argv)
-    parts = set(args.only or ("loss", "resnet", "loop", "presets", "masked", "static", "captured"))
+    parts = set(
+        args.only or ("loss", "resnet", "loop", "presets", "masked", "static", "captured", "instep")
+    )
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -818,6 +904,19 @@ def main(argv: list[str] | None = None) -> dict:
             "on a GPU)\n"
         )
         print(_table(captured))
+    in_step = None
+    if "instep" in parts and args.compile:
+        in_step = bench_in_step(
+            device, [10, 100, 1000], calls=10 if args.quick else 40, repeats=repeats
+        )
+        print(
+            "\n(h) LPL in a compiled step (a linear head and the loss, forward + backward, B = 128, "
+            "α = 0.01, ε = 0.1):\n    what LPL adds over cross-entropy, against the batch's K "
+            "softmaxes; medians per step\n"
+        )
+        print(_table(in_step))
+    elif "instep" in parts and args.only:
+        print("\n(h) skipped: it times compiled steps; add --compile")
     out = {
         "device": str(device),
         "device_name": desc,
@@ -832,6 +931,7 @@ def main(argv: list[str] | None = None) -> dict:
         "masked": masked,
         "static": static,
         "captured": captured,
+        "in_step": in_step,
     }
     if args.compile:
         out["compile"] = bench_compile(device)

@@ -1205,6 +1205,20 @@ def test_bench_lpl_counts_the_kernels_of_the_loss_compiled_alone(monkeypatch):
     assert steps <= row["kernels, loss compiled, every step"] < row["non-view ops"], row
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_bench_lpl_times_lpl_inside_a_compiled_step(monkeypatch, capsys):
+    """(h): the linear head and LPL compiled as one step agree with the eager loss (checked inside, before
+    timing), the batch's K with a fixed bound is ⌊ε/α⌋ = 10, and without ``--compile`` the part says it
+    was skipped."""
+    bench = load_benchmark("bench_lpl", monkeypatch)
+    row = bench._in_step_row(torch.device("cpu"), 10, 0.0, calls=1, repeats=1)
+    assert row["C"] == 10 and row["batch K (mean)"] == 10
+    times = ("K softmaxes [ms]", "CE step, compiled [ms]", "LPL step, compiled [ms]")
+    assert all(row[k] > 0 for k in times), row
+    assert bench.main(["--only", "instep"])["in_step"] is None
+    assert "(h) skipped: it times compiled steps; add --compile" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------ the compiled loss (compile_loss)
 def _lpl(name: str = "lpl", alpha: float = 0.1, **params: Any) -> nn.Module:
     from lpl_train.losses import build_loss
