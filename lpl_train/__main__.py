@@ -3,7 +3,7 @@
 ``run CONFIG [--epochs N] [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]``
     Train one config (a shipped name, see ``list``, or a path to a TOML file). ``--dry-run`` builds the
     model and the loss and loads the data (or says which path is missing and how to get it), then stops.
-``sweep CONFIG --grid key=v1,v2 [--grid ...] --seeds N [--first-seed S] [--jobs N] [--mps off|auto|on] [--out DIR]
+``sweep CONFIG [--grid key=v1,v2 ...] [--seeds N] [--first-seed S] [--jobs N] [--mps off|auto|on] [--out DIR]
 [--epochs N] [--set ...]``
     One run folder per grid point and seed (``train.seed`` = S..S+N-1, S = 0 by default),
     ``OUT/<point>/seed<k>``; finished

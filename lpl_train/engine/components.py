@@ -74,23 +74,8 @@ def build_components(
             f"data.batch_size={bs} must be divisible by the number of processes {dist.world}"
         )
     common = {"device": device, "seed": tr["seed"], "pad_mode": bundle.pad_mode, **d["loader"]}
-    augment = bundle.augment if d["augment"] == "auto" else d["augment"]
-    # the batches of the global batch size; under DDP each rank reads, augments and trains only its slice
-    # of every batch (``shard``), and the loader's ``share`` weights an unevenly split last batch
-    train_kw = {"batch_size": bs, "train": True, "augment": augment,
-                "drop_last": d["drop_last"], "shard": (dist.rank, dist.world), **common}  # fmt: skip
-    if d["sampler"] == "class_aware":
-        from lpl_train.samplers import ClassAwareSampler
-
-        sampler = ClassAwareSampler(
-            bundle.train.targets,
-            seed=tr["seed"],
-            num_classes=bundle.num_classes,
-            **d["sampler_params"],
-        )
-        train_loader: Any = _ResampledLoader(bundle.train, sampler, make_loader, train_kw)
-    else:
-        train_loader = make_loader(bundle.train, **train_kw)
+    train_loader = _train_loader(cfg, bundle, dist, common)
+    check_train_batches(train_loader, bs)
     eval_kw = {"batch_size": d["eval_batch_size"], "train": False, "augment": "none", **common}
     # under DDP each process evaluates its consecutive part of each split; the sums are combined
     test_loader = make_loader(_eval_part(bundle.test, dist), **eval_kw)
@@ -112,6 +97,46 @@ def build_components(
         class_names=list(names) if names else None,
         eval_sharded=dist.world > 1,
     )
+
+
+def _train_loader(cfg: dict[str, Any], bundle: Any, dist: DistInfo, common: dict[str, Any]) -> Any:
+    """The training loader of a run: batches of the global batch size, class-aware resampled with
+    ``data.sampler``; under DDP each rank reads, augments and trains only its slice of every batch
+    (``shard``), and the loader's ``share`` weights an unevenly split last batch."""
+    from lpl_train.data import make_loader
+
+    d = cfg["data"]
+    augment = bundle.augment if d["augment"] == "auto" else d["augment"]
+    train_kw = {"batch_size": d["batch_size"], "train": True, "augment": augment,
+                "drop_last": d["drop_last"], "shard": (dist.rank, dist.world), **common}  # fmt: skip
+    if d["sampler"] != "class_aware":
+        return make_loader(bundle.train, **train_kw)
+    from lpl_train.samplers import ClassAwareSampler
+
+    allowed = ("num_samples_cls", "reduce", "num_samples")  # (the run sets seed and num_classes)
+    unknown = sorted(set(d["sampler_params"]) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown config key 'data.sampler_params.{unknown[0]}'; allowed for data.sampler = "
+            f"'class_aware': {', '.join(allowed)}"
+        )
+    sampler = ClassAwareSampler(
+        bundle.train.targets,
+        seed=cfg["train"]["seed"],
+        num_classes=bundle.num_classes,
+        **d["sampler_params"],
+    )
+    return _ResampledLoader(bundle.train, sampler, make_loader, train_kw)
+
+
+def check_train_batches(loader: Any, batch_size: int) -> None:
+    """Refuse a training loader that yields no batch (fewer samples per epoch than one batch, with
+    ``data.drop_last``): its run would train nothing."""
+    if len(loader) < 1:
+        raise ValueError(
+            f"the training loader yields no batches: fewer training samples per epoch than one batch "
+            f"of data.batch_size={batch_size}, with data.drop_last = true"
+        )
 
 
 def _eval_part(split: Any, dist: DistInfo) -> Any:
@@ -228,6 +253,10 @@ def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) 
     torch.manual_seed(cfg["train"]["seed"])
     model = _build_model_reporting_weights(cfg["model"], num_classes, info)
     loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
+    if _compiles_loss_alone(cfg["train"]):
+        from .step import check_loss_compiles
+
+        check_loss_compiles(loss)
     if bundle is not None:
         _try_one_batch(cfg, bundle, model)
     info.update(
@@ -236,6 +265,16 @@ def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) 
         loss=type(loss).__name__,
     )
     return info
+
+
+def _compiles_loss_alone(tr: dict[str, Any]) -> bool:
+    """Whether ``train.compile_loss`` compiles the loss alone in a run of one process: unless
+    ``train.capture = "compile"`` compiles network and loss together, which it does on a CUDA device."""
+    if not tr["compile_loss"]:
+        return False
+    device = tr["device"]
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return not (tr["capture"] == "compile" and cuda)
 
 
 def _check_loader_options(d: dict[str, Any]) -> None:
@@ -312,13 +351,20 @@ def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: di
 
 
 def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
-    """Build the training loader and pass its first two samples through the model (eval mode, no grad),
-    as the first second of a real run would."""
+    """Build the training loader as the run does (sampler included) and refuse it if it yields no batch;
+    then pass the first two training samples through the model (eval mode, no grad), as the first second
+    of a real run would."""
     from lpl_train.data import make_loader
 
     d = cfg["data"]
-    augment = bundle.augment if d["augment"] == "auto" else d["augment"]
     kw = {k: v for k, v in d["loader"].items() if k != "num_workers"}
+    common = {
+        "device": torch.device("cpu"),
+        "seed": cfg["train"]["seed"],
+        "pad_mode": bundle.pad_mode,
+    }
+    check_train_batches(_train_loader(cfg, bundle, DistInfo(), {**common, **kw}), d["batch_size"])
+    augment = bundle.augment if d["augment"] == "auto" else d["augment"]
     loader = make_loader(bundle.train, batch_size=2, train=True, augment=augment, seed=0, **kw)
     x, _ = next(iter(loader))
     was = model.training

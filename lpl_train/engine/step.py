@@ -30,17 +30,8 @@ class _Step(nn.Module):
         self.model = model
         self.loss = loss
         self.needs_features = bool(getattr(loss, "needs_features", False))
-        if compile_loss and self.needs_features:
-            raise ValueError(
-                f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} works on "
-                "the features and the classifier (needs_features): only a loss of logits is compiled "
-                "alone; set train.compile_loss = false"
-            )
-        if compile_loss and getattr(loss, "compilable", True) is False:
-            raise ValueError(
-                f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} cannot be "
-                "compiled whole (it reads values on the host every step); set train.compile_loss = false"
-            )
+        if compile_loss:
+            check_loss_compiles(loss)
         self.compile_loss = compile_loss
         # decided once, outside any compiled or recorded region (a hook registered on the loss after the
         # run has started is not seen here; a recorded step would not run it either)
@@ -76,6 +67,22 @@ class _Step(nn.Module):
         if self._loss_call is not None:
             return self._loss_call(out, y), out, None, None
         return self.loss(out, y), out, None, None
+
+
+def check_loss_compiles(loss: nn.Module) -> None:
+    """Refuse ``train.compile_loss`` for a loss that cannot be compiled alone: a feature-level loss (it
+    works on the features and the classifier) or one marked ``compilable = False`` (DisturbLabel)."""
+    if getattr(loss, "needs_features", False):
+        raise ValueError(
+            f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} works on "
+            "the features and the classifier (needs_features): only a loss of logits is compiled "
+            "alone; set train.compile_loss = false"
+        )
+    if getattr(loss, "compilable", True) is False:
+        raise ValueError(
+            f"config key 'train.compile_loss' is true but the loss {type(loss).__name__} cannot be "
+            "compiled whole (it reads values on the host every step); set train.compile_loss = false"
+        )
 
 
 def _compiled_loss(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .capture import DeviceMeter, GraphStep, choose_capture, compile_step, float_lrs, records_once
-from .components import Components, build_components
+from .components import Components, build_components, check_train_batches
 from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
 from .evaluate import evaluate
@@ -87,11 +87,8 @@ class _Trainer:
         self.lv_every = tr["loss_variation_every"]
         self.graph: GraphStep | None = None
         self.notes: list[str] = []  # one-line messages for the run's log (a capture that fell back)
+        check_train_batches(comps.train_loader, cfg["data"]["batch_size"])
         self.n_iter = len(comps.train_loader)
-        if self.n_iter < 1:
-            raise ValueError(
-                "the training loader yields no batches (dataset smaller than one batch with drop_last)"
-            )
         self.epoch, self.step, self.best, self.best_val = 0, 0, {}, {}
         # wall-clock seconds the processes before this one trained, up to the checkpoint it resumed from
         self.wall_before = 0.0

@@ -107,6 +107,41 @@ def test_dry_run_refuses_a_bad_config_naming_the_key(tmp_path, capsys, override,
     assert named in one_error_line(capsys)
 
 
+RUN_TIME_CASES = [
+    (["loss={name='isda'}", "train.compile_loss=true"], "ISDALoss works on the features"),
+    (["loss={name='disturb_label'}", "train.compile_loss=true"], "cannot be compiled whole"),
+    (["data.batch_size=300", "data.drop_last=true"], "yields no batches"),
+    # class-aware resampling: an epoch of 50 samples, less than one batch of 100
+    (["data.sampler='class_aware'", "data.sampler_params={num_samples=50}", "data.drop_last=true"],
+     "yields no batches"),
+    (["data.sampler='class_aware'", "data.sampler_params={bogus=1}"], "data.sampler_params.bogus"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sets", "named"), RUN_TIME_CASES, ids=[c[1] for c in RUN_TIME_CASES])
+def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys, sets, named):
+    """What only the run's own build found (the loss compiled alone, the training loader's batches, the
+    resampler's parameters): the dry run refuses it with the run's own line."""
+    cfg = gaussian(tmp_path, *sets)
+    assert main(["run", str(cfg), "--dry-run"]) == 2
+    said = one_error_line(capsys)
+    assert named in said
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys) == said
+
+
+def test_a_sweep_refuses_the_loss_compiled_alone_before_any_point_trains(tmp_path, capsys):
+    cfg = gaussian(tmp_path, "loss={name='ce'}", "train.compile_loss=true")
+    out = tmp_path / "sweep"
+    for extra in (["--dry-run"], []):
+        argv = ["sweep", str(cfg), "--grid", "loss.name='ce','isda'", "--out", str(out), *extra]
+        assert main(argv) == 2
+        assert one_error_line(capsys).startswith(
+            "lpl-train: error: grid point loss.name=\"isda\": config key 'train.compile_loss' is true"
+        )
+    assert not out.exists()  # the good point did not train first
+
+
 ARG_CASES = [
     (["run", "no_such_config"], "no_such_config"),
     (["run", "{cfg}", "--epochs", "0"], "epochs"),

@@ -281,6 +281,30 @@ def test_a_dry_run_checks_the_loader_options(root):
         )
 
 
+def test_a_dry_run_refuses_the_loss_compiled_alone_only_where_the_run_compiles_it_alone(
+    root, monkeypatch
+):
+    """``train.compile_loss`` on a feature-level loss is refused as the run refuses it, except where
+    ``train.capture = "compile"`` compiles network and loss together: on a CUDA device (``auto`` with CUDA
+    there, or ``cuda``); on a CPU that capture is eager, and the loss is compiled alone."""
+    isda = {"compile_loss": True}
+    with pytest.raises(ValueError, match="ISDALoss works on the features"):
+        engine.check_config(cfg(root, train=isda, loss={"name": "isda"}))
+    together = {**isda, "capture": "compile", "device": "auto"}
+    with pytest.raises(ValueError, match="ISDALoss works on the features"):  # no CUDA here: eager
+        engine.check_config(cfg(root, train=together, loss={"name": "isda"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert (
+        engine.check_config(cfg(root, train=together, loss={"name": "isda"}))["loss"] == "ISDALoss"
+    )
+    with pytest.raises(ValueError, match="ISDALoss works on the features"):  # the device named: CPU
+        engine.check_config(cfg(root, train={**together, "device": "cpu"}, loss={"name": "isda"}))
+    with pytest.raises(ValueError, match="ISDALoss works on the features"):  # not the whole step
+        engine.check_config(
+            cfg(root, train={**together, "capture": "graph"}, loss={"name": "isda"})
+        )
+
+
 @OLD_GLOO_TEARDOWN
 def test_lpl_train_run_under_torchrun_evaluates_in_parts_as_one_process_would(root, tmp_path):
     """``torchrun --nproc_per_node 2 -m lpl_train run``: every rank trains and evaluates its part; the
