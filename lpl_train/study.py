@@ -26,6 +26,7 @@ record) and optional ``[[claims]]`` (see :mod:`lpl_train.report.tables`).
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 
@@ -58,6 +59,18 @@ REGIMES = ("balanced", "longtail", "multilabel")
 # engine [train] keys a study may set for all its runs (the seed, device, evaluation and progress stay the study's)
 STUDY_TRAIN_KEYS = ("compile", "channels_last", "loss_variation_every")
 _REQUIRED = ("name", "seeds", "select_seed", "val_fraction", "epochs", "datasets", "methods")
+# every key a study file may hold, per table (the module docstring says what each does); [model], [optim]
+# and [schedule] are checked as the run config's own tables
+_KEYS: dict[str, tuple[str, ...]] = {
+    "": (*_REQUIRED, "description", "model", "optim", "schedule", "batch_size", "data_seed",
+         "drw_fraction", "quick", "train", "groups", "group_fractions", "record_delta_norm", "claims"),
+    "datasets": ("name", "regime", "params", "n_max", "label"),
+    "methods": ("id", "regime", "loss", "params", "grid", "balanced", "model_params", "label",
+                "grid_floor", "seeds"),
+    "balanced": ("params", "grid"),
+    "quick": ("seeds", "epochs", "scale", "grid"),
+    "claims": ("regime", "a", "b", "column", "lower_better", "text"),
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ definition
@@ -94,6 +107,7 @@ def load_study(path: str | Path | None = None, quick: bool = False) -> dict[str,
     for key in _REQUIRED:
         if key not in study:
             raise ValueError(f"study definition {str(p)!r} lacks the required key {key!r}")
+    _check_keys(study, f"study definition {str(p)!r}")
     study.setdefault("scale", 1.0)
     study.setdefault("grid_mode", "all")
     if not isinstance(study.setdefault("record_delta_norm", False), bool):
@@ -111,6 +125,34 @@ def load_study(path: str | Path | None = None, quick: bool = False) -> dict[str,
     _check_study(study, str(p))
     study["path"] = str(p)
     return study
+
+
+def _check_keys(study: dict[str, Any], where: str) -> None:
+    """Refuse a key no table of a study file knows (a misspelt ``grid`` would train without one), naming
+    it and the closest allowed key."""
+    tables: list[tuple[str, str, Any]] = [("", "", study)]
+    if isinstance(study.get("datasets"), dict):
+        tables += [("datasets", f"datasets.{k}", v) for k, v in study["datasets"].items()]
+    for kind in ("methods", "claims"):
+        if isinstance(study.get(kind), list):
+            tables += [(kind, f"{kind}[{i}]", v) for i, v in enumerate(study[kind])]
+    tables += [("balanced", f"{name}.balanced", t["balanced"]) for kind, name, t in list(tables)
+               if kind == "methods" and isinstance(t, dict) and "balanced" in t]  # fmt: skip
+    if isinstance(study.get("quick"), dict):  # (another value is refused as [quick] below)
+        tables.append(("quick", "quick", study["quick"]))
+    for kind, name, table in tables:
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: {name} must be a table, got {table!r}")
+        allowed = _KEYS[kind]
+        for key in table:
+            if key not in allowed:
+                close = [a for a in allowed if a.startswith(key) or key.startswith(a)]
+                close = close or difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                at = f"{name}.{key}" if name else key
+                raise ValueError(
+                    f"{where}: unknown key {at!r}{hint}; allowed there: {', '.join(allowed)}"
+                )
 
 
 def _check_seeds(seeds: Any, select_seed: Any, where: str) -> None:

@@ -839,7 +839,21 @@ def test_study_definition_checks_every_key(tmp_path):
             "grid_floor.delta_epsilon must be a number",
         ),
         (G, G + "grid_floor = {delta_epsilon = 0.75}\n", "values below its grid_floor 0.75"),
-    ]
+        # a key no table knows: refused, named with its table and the closest allowed key (a misspelt
+        # grid would otherwise train the method without one: no perturbation at all)
+        (G, G.replace("grid =", "grids ="),
+         r"unknown key 'methods\[1\].grids' \(did you mean 'grid'\?\); allowed there: id, regime"),
+        ('name = "tiny"', 'name = "tiny"\nbogus_key = 1', r"unknown key 'bogus_key'; allowed there: name"),
+        ('name = "tiny"', 'name = "tiny"\nscale = 0.5', r"unknown key 'scale'"),  # a [quick] key
+        ('label = "Gaussian"', 'label = "Gaussian"\nregim = "x"',
+         r"unknown key 'datasets.g.regim' \(did you mean 'regime'\?\)"),
+        (G, G + "balanced = {grid = {}, param = {}}\n",
+         r"unknown key 'methods\[1\].balanced.param' \(did you mean 'params'\?\)"),
+        (G, G + "balanced = 3\n", r"methods\[1\].balanced must be a table, got 3"),
+        (G, G + "[quick]\nepoch = 1", r"unknown key 'quick.epoch' \(did you mean 'epochs'\?\)"),
+        (G, G + '[[claims]]\nregime = "longtail"\nlower = true',
+         r"unknown key 'claims\[0\].lower' \(did you mean 'lower_better'\?\)"),
+    ]  # fmt: skip
     for old, new, msg in cases:
         assert old in text
         p.write_text(text.replace(old, new, 1))
