@@ -645,7 +645,13 @@ def test_class_counts_that_a_preset_ignores_are_warned_about():
         (
             dict(preset="authors_longtail", tau=2, steps=4, class_counts=COUNTS, iterations=3),
             ValueError,
-            "too short",
+            r"too short for the step schedule of steps=4 \(largest step index 3\): give iterations > 3",
+        ),
+        # the default steps (50, the C = 100 script's) with the default iterations = C = 5
+        (
+            dict(preset="authors_longtail", tau=2, class_counts=COUNTS),
+            ValueError,
+            r"iterations=5 is too short .* steps=50 .* index 49\): give iterations > 49 or fewer steps",
         ),
     ],
 )
