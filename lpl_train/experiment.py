@@ -295,8 +295,13 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
     for run in runs:
         if run.cfg is None:
             continue
+        # what the check builds from: the data, model and loss, and [train] (compile_loss, capture and
+        # device decide whether the loss is compiled alone), not the seed
+        train = {k: v for k, v in (run.cfg.get("train") or {}).items() if k != "seed"}
         sig = json.dumps(
-            {k: run.cfg.get(k) for k in ("data", "model", "loss")}, sort_keys=True, default=str
+            {**{k: run.cfg.get(k) for k in ("data", "model", "loss")}, "train": train},
+            sort_keys=True,
+            default=str,
         )
         if sig in seen:
             continue

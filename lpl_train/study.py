@@ -59,11 +59,12 @@ REGIMES = ("balanced", "longtail", "multilabel")
 # engine [train] keys a study may set for all its runs (the seed, device, evaluation and progress stay the study's)
 STUDY_TRAIN_KEYS = ("compile", "channels_last", "loss_variation_every")
 _REQUIRED = ("name", "seeds", "select_seed", "val_fraction", "epochs", "datasets", "methods")
-# every key a study file may hold, per table (the module docstring says what each does); [model], [optim]
-# and [schedule] are checked as the run config's own tables
+# every key a study file may hold, per table (the module docstring says what each does); [optim] and
+# [schedule] go whole into each run's config, whose validation checks their keys when it trains
 _KEYS: dict[str, tuple[str, ...]] = {
     "": (*_REQUIRED, "description", "model", "optim", "schedule", "batch_size", "data_seed",
          "drw_fraction", "quick", "train", "groups", "group_fractions", "record_delta_norm", "claims"),
+    "model": ("name", "params"),
     "datasets": ("name", "regime", "params", "n_max", "label"),
     "methods": ("id", "regime", "loss", "params", "grid", "balanced", "model_params", "label",
                 "grid_floor", "seeds"),
@@ -140,14 +141,17 @@ def _check_keys(study: dict[str, Any], where: str) -> None:
                if kind == "methods" and isinstance(t, dict) and "balanced" in t]  # fmt: skip
     if isinstance(study.get("quick"), dict):  # (another value is refused as [quick] below)
         tables.append(("quick", "quick", study["quick"]))
+    if "model" in study:
+        tables.append(("model", "model", study["model"]))
     for kind, name, table in tables:
         if not isinstance(table, dict):
             raise ValueError(f"{where}: {name} must be a table, got {table!r}")
         allowed = _KEYS[kind]
         for key in table:
             if key not in allowed:
-                close = [a for a in allowed if a.startswith(key) or key.startswith(a)]
-                close = close or difflib.get_close_matches(key, allowed, n=1)
+                close = difflib.get_close_matches(key, allowed, n=1) or [
+                    a for a in allowed if a.startswith(key) or key.startswith(a)
+                ]
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 at = f"{name}.{key}" if name else key
                 raise ValueError(

@@ -253,6 +253,9 @@ def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) 
     torch.manual_seed(cfg["train"]["seed"])
     model = _build_model_reporting_weights(cfg["model"], num_classes, info)
     loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
+    # in the run's order: its training loader (build_components), its step (the Trainer), a first batch
+    if bundle is not None:
+        _check_train_loader(cfg, bundle)
     if _compiles_loss_alone(cfg["train"]):
         from .step import check_loss_compiles
 
@@ -350,12 +353,8 @@ def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: di
         return build_model(m["name"], num_classes=num_classes, **params)
 
 
-def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
-    """Build the training loader as the run does (sampler included) and refuse it if it yields no batch;
-    then pass the first two training samples through the model (eval mode, no grad), as the first second
-    of a real run would."""
-    from lpl_train.data import make_loader
-
+def _check_train_loader(cfg: dict[str, Any], bundle: Any) -> None:
+    """Build the training loader as the run does (sampler included) and refuse it if it yields no batch."""
     d = cfg["data"]
     kw = {k: v for k, v in d["loader"].items() if k != "num_workers"}
     common = {
@@ -364,6 +363,15 @@ def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
         "pad_mode": bundle.pad_mode,
     }
     check_train_batches(_train_loader(cfg, bundle, DistInfo(), {**common, **kw}), d["batch_size"])
+
+
+def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
+    """Pass the first two training samples through the model (eval mode, no grad), as the first second of
+    a real run would."""
+    from lpl_train.data import make_loader
+
+    d = cfg["data"]
+    kw = {k: v for k, v in d["loader"].items() if k != "num_workers"}
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
     loader = make_loader(bundle.train, batch_size=2, train=True, augment=augment, seed=0, **kw)
     x, _ = next(iter(loader))

@@ -130,16 +130,41 @@ def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys, sets, nam
     assert one_error_line(capsys) == said
 
 
-def test_a_sweep_refuses_the_loss_compiled_alone_before_any_point_trains(tmp_path, capsys):
-    cfg = gaussian(tmp_path, "loss={name='ce'}", "train.compile_loss=true")
+@pytest.mark.parametrize(
+    ("sets", "grid", "point"),
+    [
+        (
+            ["loss={name='ce'}", "train.compile_loss=true"],
+            "loss.name='ce','isda'",
+            'loss.name="isda"',
+        ),
+        # points that differ only in [train] are checked each (not as one build of data, model, loss)
+        (["loss={name='isda'}"], "train.compile_loss=false,true", "train.compile_loss=true"),
+    ],
+)
+def test_a_sweep_refuses_the_loss_compiled_alone_before_any_point_trains(
+    tmp_path, capsys, sets, grid, point
+):
+    cfg = gaussian(tmp_path, *sets)
     out = tmp_path / "sweep"
     for extra in (["--dry-run"], []):
-        argv = ["sweep", str(cfg), "--grid", "loss.name='ce','isda'", "--out", str(out), *extra]
-        assert main(argv) == 2
+        assert main(["sweep", str(cfg), "--grid", grid, "--out", str(out), *extra]) == 2
         assert one_error_line(capsys).startswith(
-            "lpl-train: error: grid point loss.name=\"isda\": config key 'train.compile_loss' is true"
+            f"lpl-train: error: grid point {point}: config key 'train.compile_loss' is true"
         )
     assert not out.exists()  # the good point did not train first
+
+
+def test_a_dry_run_reports_the_first_of_two_faults_the_run_would_report(tmp_path, capsys):
+    """A loader with no batch and a loss that cannot be compiled alone: the run finds the loader first
+    (it builds the loaders before its step), and so does the dry run."""
+    cfg = gaussian(tmp_path, "loss={name='isda'}", "train.compile_loss=true", "data.batch_size=300",
+                   "data.drop_last=true")  # fmt: skip
+    assert main(["run", str(cfg), "--dry-run"]) == 2
+    said = one_error_line(capsys)
+    assert "yields no batches" in said
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys) == said
 
 
 ARG_CASES = [

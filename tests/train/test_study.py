@@ -853,6 +853,12 @@ def test_study_definition_checks_every_key(tmp_path):
         (G, G + "[quick]\nepoch = 1", r"unknown key 'quick.epoch' \(did you mean 'epochs'\?\)"),
         (G, G + '[[claims]]\nregime = "longtail"\nlower = true',
          r"unknown key 'claims\[0\].lower' \(did you mean 'lower_better'\?\)"),
+        (G, G + "grid_flor = {delta_epsilon = 0.5}\n",
+         r"unknown key 'methods\[1\].grid_flor' \(did you mean 'grid_floor'\?\)"),
+        ('name = "tiny"', 'name = "tiny"\ngroups_fractions = [0.3, 0.3]',
+         r"unknown key 'groups_fractions' \(did you mean 'group_fractions'\?\)"),
+        ("params = {in_features = 2}", "parms = {in_features = 2}",
+         r"unknown key 'model.parms' \(did you mean 'params'\?\); allowed there: name, params"),
     ]  # fmt: skip
     for old, new, msg in cases:
         assert old in text
