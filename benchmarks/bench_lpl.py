@@ -616,7 +616,12 @@ def _in_step_row(
     g = torch.Generator().manual_seed(c)
     x = torch.randn(calls, 128, 64, generator=g).to(device)
     target = torch.randint(0, c, (calls, 128), generator=g).to(device)
-    head = torch.nn.Linear(64, c).to(device)
+    head = torch.nn.Linear(64, c)
+    # logits of std 2, as the random logits of (c) (a fresh head's are near 0)
+    with torch.no_grad():
+        head.weight.normal_(0.0, 2.0 / 8.0, generator=g)
+        head.bias.zero_()
+    head = head.to(device)
     kw = dict(alpha=ALPHA, epsilon=EPSILON, delta_epsilon=delta_epsilon, normalize_step=False)
     lpl = LPLLoss(c, **kw)
     alone = torch.compile(LPLLoss(c, **kw), fullgraph=True, dynamic=False)
