@@ -113,13 +113,6 @@ def _train_loader(cfg: dict[str, Any], bundle: Any, dist: DistInfo, common: dict
         return make_loader(bundle.train, **train_kw)
     from lpl_train.samplers import ClassAwareSampler
 
-    allowed = ("num_samples_cls", "reduce", "num_samples")  # (the run sets seed and num_classes)
-    unknown = sorted(set(d["sampler_params"]) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown config key 'data.sampler_params.{unknown[0]}'; allowed for data.sampler = "
-            f"'class_aware': {', '.join(allowed)}"
-        )
     sampler = ClassAwareSampler(
         bundle.train.targets,
         seed=cfg["train"]["seed"],
@@ -308,6 +301,13 @@ def _check_loader_options(d: dict[str, Any]) -> None:
         raise ValueError(
             f"config key 'data.sampler_params' has value {d['sampler_params']!r} but data.sampler is "
             "'none', which takes no parameters; set data.sampler or drop the parameters"
+        )
+    allowed = ("num_samples_cls", "reduce", "num_samples")  # (the run sets seed and num_classes)
+    unknown = sorted(set(d["sampler_params"]) - set(allowed))
+    if d["sampler"] == "class_aware" and unknown:
+        raise ValueError(
+            f"unknown config key 'data.sampler_params.{unknown[0]}'; allowed for data.sampler = "
+            f"'class_aware': {', '.join(allowed)}"
         )
 
 

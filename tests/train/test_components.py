@@ -274,6 +274,13 @@ def test_a_dry_run_checks_the_loader_options(root):
         engine.check_config(cfg(root, data={"loader": {"num_workers": -1}}))
     with pytest.raises(ValueError, match=r"'data.sampler_params' .* data.sampler is 'none'"):
         engine.check_config(cfg(root, data={"sampler_params": {"x": 1}}))
+    # the class-aware sampler's keys are checked before the data is read: also where it is missing
+    bogus = {"sampler": "class_aware", "sampler_params": {"reduce": 2, "bogus": 1}}
+    for where in (root, root / "missing"):
+        with pytest.raises(ValueError, match=r"unknown config key 'data.sampler_params.bogus'"):
+            engine.check_config(cfg(where, data=bogus))
+        with pytest.raises(ValueError, match=r"unknown config key 'data.sampler_params.bogus'"):
+            engine.build_components(cfg(where, data=bogus), torch.device("cpu"))
     # the real run refuses them before it reads the data
     with pytest.raises(ValueError, match=r"'data.loader.num_workers' has value 1.5"):
         engine.build_components(
