@@ -301,9 +301,9 @@ def test_a_dry_run_refuses_the_loss_compiled_alone_only_where_the_run_compiles_i
     with pytest.raises(ValueError, match="ISDALoss works on the features"):  # no CUDA here: eager
         engine.check_config(cfg(root, train=together, loss={"name": "isda"}))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert (
-        engine.check_config(cfg(root, train=together, loss={"name": "isda"}))["loss"] == "ISDALoss"
-    )
+    for device in ("auto", "cuda", "cuda:1"):
+        on = {**together, "device": device}
+        assert engine.check_config(cfg(root, train=on, loss={"name": "isda"}))["loss"] == "ISDALoss"
     with pytest.raises(ValueError, match="ISDALoss works on the features"):  # the device named: CPU
         engine.check_config(cfg(root, train={**together, "device": "cpu"}, loss={"name": "isda"}))
     with pytest.raises(ValueError, match="ISDALoss works on the features"):  # not the whole step
