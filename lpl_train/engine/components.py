@@ -110,7 +110,10 @@ def _train_loader(cfg: dict[str, Any], bundle: Any, dist: DistInfo, common: dict
     train_kw = {"batch_size": d["batch_size"], "train": True, "augment": augment,
                 "drop_last": d["drop_last"], "shard": (dist.rank, dist.world), **common}  # fmt: skip
     if d["sampler"] != "class_aware":
-        return make_loader(bundle.train, **train_kw)
+        try:
+            return make_loader(bundle.train, **train_kw)
+        except (TypeError, ValueError) as exc:
+            raise _named_loader_error(exc, d["loader"]) from None
     from lpl_train.samplers import ClassAwareSampler
 
     sampler = ClassAwareSampler(
@@ -120,6 +123,16 @@ def _train_loader(cfg: dict[str, Any], bundle: Any, dist: DistInfo, common: dict
         **d["sampler_params"],
     )
     return _ResampledLoader(bundle.train, sampler, make_loader, train_kw)
+
+
+def _named_loader_error(exc: Exception, options: dict[str, Any]) -> Exception:
+    """``make_loader``'s refusal of one of the config's ``data.loader`` options (its message starts with
+    the option's name), with the config key in front; any other error as it is."""
+    msg = str(exc)
+    name = next(
+        (k for k in sorted(options, key=len, reverse=True) if msg.startswith(f"{k} ")), None
+    )
+    return exc if name is None else type(exc)(f"config key 'data.loader.{name}': {msg}")
 
 
 def check_train_batches(loader: Any, batch_size: int) -> None:

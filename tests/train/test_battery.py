@@ -93,6 +93,9 @@ CONFIG_CASES = [
     ("data.loader={backend = 'gpu'}", "data.loader.backend"),
     ("data.augment='rotate'", "data.augment"),
     ("data.loader={prefetch = 2}", "data.loader.prefetch"),
+    # the loader's own refusals of its options, with the config key in front
+    ("data.loader={pad = -1}", "config key 'data.loader.pad': pad must be >= 0"),
+    ("data.loader={pad_mode = 'x'}", "config key 'data.loader.pad_mode': pad_mode must be one of"),
     ("model.params.in_features=3", "model 'linear'"),
     ("model.name='no_such_net'", "no_such_net"),
     ("loss.name='no_such_loss'", "no_such_loss"),
@@ -110,7 +113,8 @@ def test_dry_run_refuses_a_bad_config_naming_the_key(tmp_path, capsys, override,
 RUN_TIME_CASES = [
     (["loss={name='isda'}", "train.compile_loss=true"], "ISDALoss works on the features"),
     (["loss={name='disturb_label'}", "train.compile_loss=true"], "cannot be compiled whole"),
-    (["data.batch_size=300", "data.drop_last=true"], "yields no batches"),
+    (["data.batch_size=300", "data.drop_last=true"],
+     "yields no batches: fewer training samples per epoch than one batch of data.batch_size=300"),
     # class-aware resampling: an epoch of 50 samples, less than one batch of 100
     (["data.sampler='class_aware'", "data.sampler_params={num_samples=50}", "data.drop_last=true"],
      "yields no batches"),
@@ -153,6 +157,19 @@ def test_a_sweep_refuses_the_loss_compiled_alone_before_any_point_trains(
             f"lpl-train: error: grid point {point}: config key 'train.compile_loss' is true"
         )
     assert not out.exists()  # the good point did not train first
+
+
+def test_a_dry_run_builds_the_training_loader_with_its_options_before_the_step(tmp_path, capsys):
+    """A bad loader option (a zero std) and a loss that cannot be compiled alone: the run builds its
+    training loader, with the options, before its step, and so does the dry run."""
+    path = gaussian(
+        tmp_path, "loss={name='isda'}", "train.compile_loss=true", "data.loader={std=[0.0]}"
+    )
+    assert main(["run", str(path), "--dry-run"]) == 2
+    said = one_error_line(capsys)
+    assert "config key 'data.loader.std': std must be positive" in said
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys) == said
 
 
 def test_a_dry_run_reports_the_first_of_two_faults_the_run_would_report(tmp_path, capsys):

@@ -306,10 +306,28 @@ def test_a_dry_run_refuses_the_loss_compiled_alone_only_where_the_run_compiles_i
         assert engine.check_config(cfg(root, train=on, loss={"name": "isda"}))["loss"] == "ISDALoss"
     with pytest.raises(ValueError, match="ISDALoss works on the features"):  # the device named: CPU
         engine.check_config(cfg(root, train={**together, "device": "cpu"}, loss={"name": "isda"}))
-    with pytest.raises(ValueError, match="ISDALoss works on the features"):  # not the whole step
-        engine.check_config(
-            cfg(root, train={**together, "capture": "graph"}, loss={"name": "isda"})
-        )
+    # on CUDA every other capture compiles the loss alone (the Trainer's step mode "compile" comes only
+    # from capture = "compile")
+    for capture in ("graph", "auto", "off"):
+        other = {**together, "capture": capture, "device": "cuda"}
+        with pytest.raises(ValueError, match="ISDALoss works on the features"):
+            engine.check_config(cfg(root, train=other, loss={"name": "isda"}))
+
+
+def test_the_class_aware_sampler_takes_each_of_its_keywords(root):
+    params = {"num_samples_cls": 2, "reduce": 2, "num_samples": 64}
+    c = cfg(root, data={"sampler": "class_aware", "sampler_params": params, "batch_size": 32})
+    engine.check_config(c)
+    assert len(engine.build_components(c, torch.device("cpu")).train_loader) == 2  # 64 in 32s
+    bad = {"sampler": "class_aware", "sampler_params": {"num_sample_cls": 2}}
+    with pytest.raises(ValueError) as info:
+        engine.check_config(cfg(root, data=bad))
+    allowed = str(info.value).split("'class_aware': ")[1]
+    assert set(allowed.split(", ")) == {"num_samples_cls", "reduce", "num_samples"}
+    # of two unknown keys, the first in sorted order is named, as for data.loader
+    two = {"sampler": "class_aware", "sampler_params": {"zeta": 1, "alpha": 1}}
+    with pytest.raises(ValueError, match=r"unknown config key 'data.sampler_params.alpha'"):
+        engine.check_config(cfg(root, data=two))
 
 
 @OLD_GLOO_TEARDOWN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -1234,3 +1235,13 @@ def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path
         # the ranks' mean losses differ from the global mean only in the last, uneven batch
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.01)
         assert abs(a["train_top1_error"] - b["train_top1_error"]) <= 100 / 95 + 1e-9
+
+
+def test_fit_refuses_components_whose_training_loader_yields_no_batch(tmp_path):
+    """With components of one's own, build_components' check is skipped: the Trainer's is the guard."""
+    comps = make_components()
+    x, y = comps.train_loader.x, comps.train_loader.y
+    comps = dataclasses.replace(comps, train_loader=TinyLoader(x[:0], y[:0], 16, True))
+    with pytest.raises(ValueError, match="yields no batches"):
+        fit(make_cfg(epochs=1), tmp_path / "run", components=comps, log=quiet)
+    assert not (tmp_path / "run" / "final.json").exists()

@@ -457,3 +457,19 @@ def test_config_runner_check_finds_what_its_run_folders_would_refuse_without_wri
         RunFolderError, match=r"cannot write run folder .*seed0': Permission denied"
     ):
         runner.check(fresh)
+
+
+def test_the_sweep_pre_check_builds_each_point_once_not_each_seed(tmp_path, monkeypatch):
+    import lpl_train.engine.components as comp
+
+    real, seeds = comp.check_config, []
+
+    def counting(c, data_cache=None):
+        seeds.append(c["train"]["seed"])
+        return real(c, data_cache)
+
+    monkeypatch.setattr(comp, "check_config", counting)
+    runs = X.plan_sweep("gaussian_linear_lpl", [], [("loss.params.alpha", [0.25, 0.5])], [0, 1, 2],
+                        1, tmp_path)  # fmt: skip
+    assert len(runs) == 6  # 2 points x 3 seeds
+    assert seeds == [0, 0]  # one build per point, from its first seed

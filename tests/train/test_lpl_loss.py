@@ -660,6 +660,19 @@ def test_bad_preset_and_count_bound_arguments(kwargs, exc, match):
         LPLLoss(5, **kwargs)
 
 
+def test_too_short_iterations_names_the_scripts_values_and_they_work():
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # CIFAR-10-LT, ratio 100
+    with pytest.raises(ValueError) as info:
+        LPLLoss(10, preset="authors_longtail", tau=4, class_counts=counts)  # steps 50: index 49
+    msg = str(info.value)
+    assert "iterations=10 is too short" in msg and "index 49" in msg
+    assert "steps=50 for C = 100 and steps=10, head_scale=0.6 for C = 10" in msg
+    # the advice works with iterations = C = 10: the largest index is round(1 * 10 - 1) = 9
+    loss = LPLLoss(10, preset="authors_longtail", tau=4, class_counts=counts, steps=10,
+                   head_scale=0.6)  # fmt: skip
+    assert int(loss.preset_steps.max()) == 9
+
+
 def test_longtail_preset_accepts_iterations_just_past_its_largest_step_index():
     loss = LPLLoss(5, preset="authors_longtail", tau=2, steps=4, class_counts=COUNTS, iterations=4)
     assert loss.iterations == 4

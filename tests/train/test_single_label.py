@@ -532,7 +532,7 @@ def test_isda_gradients_state_dict_and_eval_freeze():
     restored = ISDALoss(num_classes=3, lambda0=0.5).double()
     restored.load_state_dict(old)
     assert restored.lam == 0.0 and torch.equal(restored.count, loss.count)
-    for bad in ({"lam": "x"}, {"lam": math.nan}, {"lam": True}, None):
+    for bad in ({"lam": "x"}, {"lam": math.nan}, {"lam": True}, None, {}, {"lambda": 0.3}):
         with pytest.raises(ValueError, match="'lam' must be a finite number"):
             ISDALoss(num_classes=3).double().load_state_dict({**state, "_extra_state": bad})
     with pytest.raises(RuntimeError, match="size mismatch"):

@@ -875,6 +875,39 @@ def test_study_definition_checks_every_key(tmp_path):
     assert S.load_study(p) == base
 
 
+_G = "grid = {delta_epsilon = [0.5, 1.0]}\n"  # the last line of the tiny study
+STUDY_TABLES = [
+    ("", "zzz = 1\n", {"name", "description", "seeds", "select_seed", "val_fraction", "epochs",
+                       "datasets", "methods", "model", "optim", "schedule", "batch_size", "data_seed",
+                       "drw_fraction", "quick", "train", "groups", "group_fractions",
+                       "record_delta_norm", "claims"}),
+    ("[datasets.g]\n", "[datasets.g]\nzzz = 1\n", {"name", "regime", "params", "n_max", "label"}),
+    (_G, _G + "zzz = 1\n", {"id", "regime", "loss", "params", "grid", "balanced", "model_params",
+                            "label", "grid_floor", "seeds"}),
+    (_G, _G + "balanced = {zzz = 1}\n", {"params", "grid"}),
+    (_G, _G + "[quick]\nzzz = 1\n", {"seeds", "epochs", "scale", "grid"}),
+    ("params = {in_features = 2}\n", "params = {in_features = 2}\nzzz = 1\n", {"name", "params"}),
+    (_G, _G + "[[claims]]\nzzz = 1\n", {"regime", "a", "b", "column", "lower_better", "text"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "allowed"), STUDY_TABLES)
+def test_each_study_table_allows_exactly_its_documented_keys(tmp_path, old, new, allowed):
+    """The keys of each table as the module docstring lists them, no more: a key added to a list by
+    mistake would let a stray key pass silently again."""
+    _tiny_study(tmp_path)
+    p = tmp_path / "tiny.toml"
+    text = p.read_text()
+    if old == "":
+        p.write_text(new + text)
+    else:
+        assert text.count(old) == 1
+        p.write_text(text.replace(old, new))
+    with pytest.raises(ValueError, match="unknown key .*zzz'") as info:
+        S.load_study(p)
+    assert set(str(info.value).split("allowed there: ")[1].split(", ")) == allowed
+
+
 def test_quick_table_sets_seeds_epochs_scale_and_grid(tmp_path):
     _tiny_study(tmp_path)
     p = tmp_path / "tiny.toml"
