@@ -366,16 +366,22 @@ def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: di
         return build_model(m["name"], num_classes=num_classes, **params)
 
 
+def _dry_loader_options(d: dict[str, Any]) -> dict[str, Any]:
+    """The ``data.loader`` options of a loader the dry run builds: all but ``num_workers`` (it starts no
+    worker processes)."""
+    return {k: v for k, v in d["loader"].items() if k != "num_workers"}
+
+
 def _check_train_loader(cfg: dict[str, Any], bundle: Any) -> None:
     """Build the training loader as the run does (sampler included) and refuse it if it yields no batch."""
     d = cfg["data"]
-    kw = {k: v for k, v in d["loader"].items() if k != "num_workers"}
     common = {
         "device": torch.device("cpu"),
         "seed": cfg["train"]["seed"],
         "pad_mode": bundle.pad_mode,
     }
-    check_train_batches(_train_loader(cfg, bundle, DistInfo(), {**common, **kw}), d["batch_size"])
+    loader = _train_loader(cfg, bundle, DistInfo(), {**common, **_dry_loader_options(d)})
+    check_train_batches(loader, d["batch_size"])
 
 
 def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
@@ -384,8 +390,8 @@ def _try_one_batch(cfg: dict[str, Any], bundle: Any, model: nn.Module) -> None:
     from lpl_train.data import make_loader
 
     d = cfg["data"]
-    kw = {k: v for k, v in d["loader"].items() if k != "num_workers"}
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
+    kw = _dry_loader_options(d)
     loader = make_loader(bundle.train, batch_size=2, train=True, augment=augment, seed=0, **kw)
     x, _ = next(iter(loader))
     was = model.training
