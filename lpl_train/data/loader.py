@@ -304,6 +304,22 @@ def _check_normalisation(mean: Sequence[float] | None, std: Sequence[float] | No
             raise ValueError(f"std must be positive, got {values!r}")
 
 
+def check_loader_values(
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    pad: int | None = None,
+    pad_mode: str = "zero",
+) -> None:
+    """The options of :func:`make_loader` that do not depend on the split, checked as its loaders check
+    them; each error message starts with the option's name. The engine calls this on a config's
+    ``[data.loader]`` before any data is read, so every loader of a run (training, evaluation, resampled)
+    refuses a bad value under its config key."""
+    _check_normalisation(mean, std)
+    if pad is not None:
+        check_int("pad", pad, 0)
+    check_choice("pad_mode", pad_mode, PAD_MODES)
+
+
 def make_loader(
     split,
     batch_size: int,
@@ -332,7 +348,7 @@ def make_loader(
     """
     check_choice("backend", backend, ("auto", "tensor", "dataloader"))
     check_choice("augment", augment, AUGMENTS)
-    _check_normalisation(mean, std)
+    check_loader_values(mean, std, pad, pad_mode)
     if split is None:
         raise ValueError("split must be a dataset split, got None (is there a validation split?)")
     if backend == "tensor" and not isinstance(split, TensorData):

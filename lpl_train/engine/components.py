@@ -109,11 +109,15 @@ def _train_loader(cfg: dict[str, Any], bundle: Any, dist: DistInfo, common: dict
     augment = bundle.augment if d["augment"] == "auto" else d["augment"]
     train_kw = {"batch_size": d["batch_size"], "train": True, "augment": augment,
                 "drop_last": d["drop_last"], "shard": (dist.rank, dist.world), **common}  # fmt: skip
-    if d["sampler"] != "class_aware":
-        try:
+    keys = {"augment": "data.augment", **{k: f"data.loader.{k}" for k in d["loader"]}}
+    try:
+        if d["sampler"] != "class_aware":
             return make_loader(bundle.train, **train_kw)
-        except (TypeError, ValueError) as exc:
-            raise _named_loader_error(exc, d["loader"]) from None
+        # a resampled epoch's loader is built when the epoch starts: one over the split's first row,
+        # with the same options, refuses them now, before the run folder is written
+        make_loader(_rows(bundle.train, torch.arange(min(1, len(bundle.train)))), **train_kw)
+    except (TypeError, ValueError) as exc:
+        raise _named_loader_error(exc, keys) from None
     from lpl_train.samplers import ClassAwareSampler
 
     sampler = ClassAwareSampler(
@@ -125,14 +129,16 @@ def _train_loader(cfg: dict[str, Any], bundle: Any, dist: DistInfo, common: dict
     return _ResampledLoader(bundle.train, sampler, make_loader, train_kw)
 
 
-def _named_loader_error(exc: Exception, options: dict[str, Any]) -> Exception:
-    """``make_loader``'s refusal of one of the config's ``data.loader`` options (its message starts with
-    the option's name), with the config key in front; any other error as it is."""
+def _named_loader_error(exc: Exception, keys: dict[str, str]) -> Exception:
+    """``make_loader``'s refusal of an option it was given from the config (its message starts with the
+    option's name, ``keys`` maps names to config keys), with the config key in front; any other error as
+    it is."""
     msg = str(exc)
     name = next(
-        (k for k in sorted(options, key=len, reverse=True) if msg.startswith(f"{k} ")), None
+        (k for k in sorted(keys, key=len, reverse=True) if msg.startswith((f"{k} ", f"{k}="))),
+        None,
     )
-    return exc if name is None else type(exc)(f"config key 'data.loader.{name}': {msg}")
+    return exc if name is None else type(exc)(f"config key '{keys[name]}': {msg}")
 
 
 def check_train_batches(loader: Any, batch_size: int) -> None:
@@ -287,7 +293,9 @@ def _compiles_loss_alone(tr: dict[str, Any]) -> bool:
 
 
 def _check_loader_options(d: dict[str, Any]) -> None:
-    from lpl_train.data.loader import AUGMENTS
+    """``data.augment``, ``data.loader`` and the sampler's keys, as far as they are known without the
+    data: the run and the dry run call this before reading it."""
+    from lpl_train.data.loader import AUGMENTS, check_loader_values
 
     if d["augment"] != "auto" and d["augment"] not in AUGMENTS:
         raise ValueError(
@@ -310,6 +318,12 @@ def _check_loader_options(d: dict[str, Any]) -> None:
         raise ValueError(
             f"config key 'data.loader.num_workers' has value {workers!r}; expected an integer >= 0"
         )
+    # the values every loader checks (training, evaluation, resampled): refused here under their key
+    values = {k: v for k, v in d["loader"].items() if k in ("mean", "std", "pad", "pad_mode")}
+    try:
+        check_loader_values(**values)
+    except (TypeError, ValueError) as exc:
+        raise _named_loader_error(exc, {k: f"data.loader.{k}" for k in values}) from None
     if d["sampler"] == "none" and d["sampler_params"]:
         raise ValueError(
             f"config key 'data.sampler_params' has value {d['sampler_params']!r} but data.sampler is "

@@ -119,6 +119,12 @@ RUN_TIME_CASES = [
     (["data.sampler='class_aware'", "data.sampler_params={num_samples=50}", "data.drop_last=true"],
      "yields no batches"),
     (["data.sampler='class_aware'", "data.sampler_params={bogus=1}"], "data.sampler_params.bogus"),
+    # a resampled epoch's loader is built as the epoch starts; its options are refused before that
+    (["data.sampler='class_aware'", "data.augment='imagenet'"],
+     "config key 'data.augment': augment='imagenet' is for image-file datasets"),
+    (["data.augment='crop_flip'"], "config key 'data.augment': augment='crop_flip' needs uint8"),
+    (["data.sampler='class_aware'", "data.loader={pad=-1}"],
+     "config key 'data.loader.pad': pad must be >= 0"),
 ]  # fmt: skip
 
 
@@ -132,6 +138,7 @@ def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys, sets, nam
     assert named in said
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys) == said
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written
 
 
 @pytest.mark.parametrize(

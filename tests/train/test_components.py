@@ -281,6 +281,13 @@ def test_a_dry_run_checks_the_loader_options(root):
             engine.check_config(cfg(where, data=bogus))
         with pytest.raises(ValueError, match=r"unknown config key 'data.sampler_params.bogus'"):
             engine.build_components(cfg(where, data=bogus), torch.device("cpu"))
+        # so are the values every loader checks, under their config key
+        for bad, said in (({"pad": -1}, r"'data.loader.pad': pad must be >= 0"),
+                          ({"mean": ["a"]}, r"'data.loader.mean': mean must be a sequence"),
+                          ({"pad_mode": "edge"}, r"'data.loader.pad_mode': pad_mode must be one")):  # fmt: skip
+            for build in (engine.check_config, lambda c: engine.build_components(c, "cpu")):
+                with pytest.raises((TypeError, ValueError), match=said):
+                    build(cfg(where, data={"sampler": "class_aware", "loader": bad}))
     # the real run refuses them before it reads the data
     with pytest.raises(ValueError, match=r"'data.loader.num_workers' has value 1.5"):
         engine.build_components(
