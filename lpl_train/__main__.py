@@ -202,7 +202,7 @@ def _dry_run(cfg: dict[str, Any], out: Path, resume: bool) -> int:
 
     device = select_device(cfg["train"]["device"])
     folder = _check_out(cfg, out, resume)
-    info = check_config(cfg)
+    info = check_config(cfg, device=device)
     built = (
         f"model {cfg['model']['name']} ({info['model_params'] / 1e6:.3f}M parameters, "
         f"{info['num_classes']} classes) and loss {cfg['loss']['name']} ({info['loss']}) build"

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 __all__ = ["CAPTURE_MODES", "GRAPH_SAFE_LOSSES", "CaptureChoice", "DeviceMeter", "GraphStep",
-           "choose_capture", "records_once"]  # fmt: skip
+           "choose_capture", "compiles_loss_alone", "records_once", "run_capture"]  # fmt: skip
 
 CAPTURE_MODES = ("auto", "off", "graph", "compile")
 
@@ -114,6 +114,24 @@ def choose_capture(
             f'loss {loss_name!r} is not known to be graph-safe (set train.capture = "graph" to try)',
         )
     return CaptureChoice("graph", "one CUDA process, the whole step recorded and replayed")
+
+
+def run_capture(
+    cfg: dict[str, Any], device: torch.device, world: int, loss: nn.Module, precision: str
+) -> CaptureChoice:
+    """The step mode of a run of ``cfg`` on ``device`` in ``world`` processes, training ``loss`` in
+    ``precision``: what the Trainer runs, and what the dry run checks ``train.compile_loss`` against."""
+    tr = cfg["train"]
+    return choose_capture(
+        tr["capture"], device, world=world, precision=precision, loss_name=cfg["loss"]["name"],
+        compiled=tr["compile"], needs_features=bool(getattr(loss, "needs_features", False)),
+    )  # fmt: skip
+
+
+def compiles_loss_alone(cfg: dict[str, Any], capture: CaptureChoice) -> bool:
+    """Whether ``train.compile_loss`` compiles the loss alone in a run whose steps run as ``capture``
+    says: unless the step mode "compile" compiles network and loss together (it adds nothing there)."""
+    return bool(cfg["train"]["compile_loss"]) and capture.mode != "compile"
 
 
 class DeviceMeter:

@@ -227,7 +227,11 @@ _DATASET_SHAPES: dict[str, tuple[int, int, float]] = {
 }  # fmt: skip
 
 
-def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) -> dict[str, Any]:
+def check_config(
+    cfg: dict[str, Any],
+    data_cache: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """What ``lpl-train run --dry-run`` reports: load the data (or catch why it cannot be found), build the
     loaders, the model and the loss, pass one training batch through the model, and return a summary.
 
@@ -237,6 +241,8 @@ def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) 
     pretrained-weights file. ``data.augment`` and ``data.loader`` are checked either way. Other errors
     propagate; nothing is downloaded. ``data_cache`` (a dict, e.g. across a sweep's grid points) keeps the
     data loaded (or the reason it is missing) per distinct ``[data]`` table, so each is read once.
+    ``device``: the run's (default: ``select_device(train.device)``), where ``train.compile_loss`` is checked
+    against the step mode the run would choose.
     """
     from lpl_train.data import build_datasets
     from lpl_train.losses import build_loss
@@ -268,10 +274,15 @@ def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) 
     # in the run's order: its training loader (build_components), its step (the Trainer), a first batch
     if bundle is not None:
         _check_train_loader(cfg, bundle)
-    if _compiles_loss_alone(cfg["train"]):
+    if cfg["train"]["compile_loss"]:  # as the Trainer decides it, for a run of one process
+        from .capture import compiles_loss_alone, run_capture
+        from .devices import resolve_precision, select_device
         from .step import check_loss_compiles
 
-        check_loss_compiles(loss)
+        device = select_device(cfg["train"]["device"]) if device is None else device
+        precision = resolve_precision(device, cfg["train"]["amp"])
+        if compiles_loss_alone(cfg, run_capture(cfg, device, 1, loss, precision)):
+            check_loss_compiles(loss)
     if bundle is not None:
         _try_one_batch(cfg, bundle, model)
     info.update(
@@ -280,16 +291,6 @@ def check_config(cfg: dict[str, Any], data_cache: dict[str, Any] | None = None) 
         loss=type(loss).__name__,
     )
     return info
-
-
-def _compiles_loss_alone(tr: dict[str, Any]) -> bool:
-    """Whether ``train.compile_loss`` compiles the loss alone in a run of one process: unless
-    ``train.capture = "compile"`` compiles network and loss together, which it does on a CUDA device."""
-    if not tr["compile_loss"]:
-        return False
-    device = tr["device"]
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return not (tr["capture"] == "compile" and cuda)
 
 
 def _check_loader_options(d: dict[str, Any]) -> None:

@@ -11,7 +11,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import DeviceMeter, GraphStep, choose_capture, compile_step, float_lrs, records_once
+from .capture import (
+    DeviceMeter,
+    GraphStep,
+    compile_step,
+    compiles_loss_alone,
+    float_lrs,
+    records_once,
+    run_capture,
+)
 from .components import Components, build_components, check_train_batches
 from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
@@ -59,14 +67,9 @@ class _Trainer:
                 )
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.precision = resolve_precision(device, tr["amp"])
-        self.capture = choose_capture(
-            tr["capture"], device, world=dist.world, precision=self.precision,
-            loss_name=cfg["loss"]["name"], compiled=tr["compile"],
-            needs_features=bool(getattr(self.loss, "needs_features", False)),
-        )  # fmt: skip
-        # "compile" compiles network and loss together (compile_step): train.compile_loss adds nothing there
+        self.capture = run_capture(cfg, device, dist.world, self.loss, self.precision)
         step_mod = _Step(self.model, self.loss, compiled=tr["compile"],
-                         compile_loss=tr["compile_loss"] and self.capture.mode != "compile")  # fmt: skip
+                         compile_loss=compiles_loss_alone(cfg, self.capture))  # fmt: skip
         self.loss_compiled = step_mod.compile_loss
         self.params = [p for p in step_mod.parameters() if p.requires_grad]
         self.opt = _optimizer(self.params, cfg["optim"])

@@ -512,7 +512,7 @@ def test_sgd_is_fused_wherever_torch_has_the_fused_form(monkeypatch):
 # -------------------------------------------------------------------------------- through fit (CPU)
 def _force_graph(monkeypatch, fail=None, fail_check=None):
     """Make the trainer take its captured path on the CPU, with the stand-in graph API."""
-    monkeypatch.setattr(TR, "choose_capture",
+    monkeypatch.setattr(TR, "run_capture",
                         lambda *a, **k: CAP.CaptureChoice("graph", "forced by the test"))  # fmt: skip
 
     made = []  # the steps the trainer builds, for the tests to inspect
@@ -1292,7 +1292,7 @@ def test_capture_compile_compiles_network_and_loss_together_without_a_second_los
     fit(make_cfg(epochs=1), tmp_path / "plain", components=make_components(loss=_lpl()), log=print)
     made = _spy_steps(monkeypatch)
     wrapped = []
-    monkeypatch.setattr(TR, "choose_capture",
+    monkeypatch.setattr(TR, "run_capture",
                         lambda *a, **k: CAP.CaptureChoice("compile", "forced by the test"))  # fmt: skip
     monkeypatch.setattr(TR, "compile_step", wrapped.append)
     lines = []

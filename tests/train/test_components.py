@@ -308,6 +308,7 @@ def test_a_dry_run_refuses_the_loss_compiled_alone_only_where_the_run_compiles_i
     with pytest.raises(ValueError, match="ISDALoss works on the features"):  # no CUDA here: eager
         engine.check_config(cfg(root, train=together, loss={"name": "isda"}))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # train.amp = "auto"
     for device in ("auto", "cuda", "cuda:1"):
         on = {**together, "device": device}
         assert engine.check_config(cfg(root, train=on, loss={"name": "isda"}))["loss"] == "ISDALoss"
