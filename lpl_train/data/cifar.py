@@ -16,6 +16,7 @@ see :mod:`lpl_train.data.tfrecord`), is read with ``numpy.load(allow_pickle=Fals
 from __future__ import annotations
 
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,24 @@ _SPEC = {
 }
 
 
+def _integer_labels(values: object, what: str) -> np.ndarray:
+    """``values`` as an int64 array, refusing what is not integer-valued (``0.7`` would silently become
+    class 0); errors start with ``what``, which names the file."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must hold integer class labels ({err})") from None
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer)
+        or (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.all(np.isfinite(arr) & (arr == np.round(arr)))
+        )
+    ):
+        raise ValueError(f"{what} must hold integer class labels, got {arr.dtype} values")
+    return arr.astype(np.int64)
+
+
 def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     batch = restricted_unpickle(raw, source)
     if not isinstance(batch, dict):
@@ -82,7 +101,7 @@ def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray
             f"cannot read {source}: batch lacks 'data' or '{key}' (keys: {sorted(batch)})"
         )
     data = np.asarray(batch["data"])
-    labels = np.asarray(batch[key], dtype=np.int64)
+    labels = _integer_labels(batch[key], f"cannot read {source}: '{key}'")
     if (
         data.dtype != np.uint8
         or data.ndim != 2
@@ -106,6 +125,7 @@ def _read_members(path: Path, spec: dict, split: str) -> tuple[np.ndarray, np.nd
                 raise missing(f"CIFAR batch {name}", [f], "The extracted folder is incomplete.")
             raws.append((f.read_bytes(), str(f)))
     else:
+        absent = []
         try:
             with tarfile.open(path, "r:gz") as tar:
                 for name in names:
@@ -115,10 +135,17 @@ def _read_members(path: Path, spec: dict, split: str) -> tuple[np.ndarray, np.nd
                     except KeyError:
                         handle = None
                     if handle is None:
-                        raise ValueError(f"cannot read {path}: archive has no member {member}")
+                        absent.append(member)
+                        continue
                     raws.append((handle.read(), f"{path}:{member}"))
-        except (tarfile.TarError, EOFError, OSError) as err:
+                # gzip checks its CRC only at the end of the stream, which reading the members stops
+                # short of: read on to it, so a corrupt archive raises instead of giving wrong pixels
+                while tar.fileobj.read(1 << 20):
+                    pass
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
             raise ValueError(f"cannot read {path}: corrupt or truncated archive ({err})") from err
+        if absent:
+            raise ValueError(f"cannot read {path}: archive has no member {absent[0]}")
     parts = [_decode_batch(raw, src, spec["label_key"]) for raw, src in raws]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -235,14 +262,14 @@ def _read_npz(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     elif np.issubdtype(x.dtype, np.floating):
         # LA's converter stores x / 255 - 0.5; undo it exactly (values are multiples of 1/255).
         lo, hi = float(x.min()), float(x.max())
-        if lo < -0.5 - 1e-6 or hi > 0.5 + 1e-6:
+        if not (-0.5 - 1e-6 <= lo and hi <= 0.5 + 1e-6):  # NaN fails both comparisons
             raise ValueError(
                 f"cannot read {path}: float images must lie in [-0.5, 0.5], got [{lo}, {hi}]"
             )
         img = np.rint((x.astype(np.float64) + 0.5) * 255.0).astype(np.uint8)
     else:
         raise ValueError(f"cannot read {path}: arr_0 must be uint8 or float, got {x.dtype}")
-    y = np.asarray(y).reshape(-1).astype(np.int64)
+    y = _integer_labels(y, f"cannot read {path}: arr_1").reshape(-1)
     if len(y) != len(img) or y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
             f"cannot read {path}: arr_1 must hold {len(img)} labels in [0, {num_classes})"

@@ -16,6 +16,7 @@ Layout under the root (as the official archives unpack; the same root serves ``c
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,7 +56,12 @@ def coco_labels(
         cat_ids = [int(c["id"]) for c in cats]
         names = [str(c.get("name", c["id"])) for c in cats]
         col = {c: i for i, c in enumerate(cat_ids)}
-        files = {int(im["id"]): im["file_name"] for im in data["images"]}
+        image_ids = [int(im["id"]) for im in data["images"]]
+        for what, ids in (("category", cat_ids), ("image", image_ids)):
+            repeated = [i for i, n in Counter(ids).items() if n > 1]
+            if repeated:  # a dict would keep the last one silently
+                raise ValueError(f"cannot read {path}: {what} id {repeated[0]} is listed twice")
+        files = {i: im["file_name"] for i, im in zip(image_ids, data["images"], strict=True)}
         labels = {i: torch.zeros(len(cat_ids)) for i in files}
         for a in data["annotations"]:
             if skip_degenerate:
@@ -64,6 +70,8 @@ def coco_labels(
                     continue
             labels[int(a["image_id"])][col[int(a["category_id"])]] = 1.0
     except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, ValueError) and str(err).startswith("cannot read"):
+            raise
         raise ValueError(f"cannot read {path}: not a COCO instances file ({err!r})") from err
     return files, cat_ids, labels, names
 

@@ -188,6 +188,11 @@ def load_fmnist_arrays(
             raise ValueError(
                 f"cannot read {d}: {split} images {x.shape} and labels {y.shape} do not match"
             )
+        if len(x) == 0 or x.shape[1:] != (28, 28):
+            raise ValueError(
+                f"cannot read {d / f'{split}-images-idx3-ubyte.gz'}: expected N >= 1 images of "
+                f"28 x 28, got {x.shape}"
+            )
         if y.max() > 9:
             raise ValueError(f"cannot read {d / f'{split}-labels-idx1-ubyte.gz'}: labels above 9")
         out += [np.ascontiguousarray(x[:, None]), y.astype(np.int64)]

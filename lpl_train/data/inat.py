@@ -38,14 +38,36 @@ def read_json(path: Path) -> dict:
 
 
 def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
+    """(file name, category id) per annotation. The official lists give each image one id and one
+    annotation; a repeated image id, a second annotation of an image, a category id that is not an
+    integer or a list without annotations raises ValueError naming the file."""
     try:
-        files = {im["id"]: im["file_name"] for im in data["images"]}
-        return [(files[a["image_id"]], int(a["category_id"])) for a in data["annotations"]]
+        files: dict = {}
+        for im in data["images"]:
+            if im["id"] in files:
+                raise ValueError(f"cannot read {path}: image id {im['id']!r} is listed twice")
+            files[im["id"]] = im["file_name"]
+        pairs, seen = [], set()
+        for a in data["annotations"]:
+            image_id, cat = a["image_id"], a["category_id"]
+            if image_id in seen:
+                raise ValueError(f"cannot read {path}: image id {image_id!r} has two annotations")
+            seen.add(image_id)
+            if isinstance(cat, bool) or not isinstance(cat, int | str) or int(cat) != float(cat):
+                raise ValueError(f"cannot read {path}: category_id {cat!r} is not an integer")
+            pairs.append((files[image_id], int(cat)))
     except (KeyError, TypeError, ValueError) as err:  # ValueError: a category_id not a number
+        if isinstance(err, ValueError) and str(err).startswith("cannot read"):
+            raise
         raise ValueError(
             f"cannot read {path}: expected images[id, file_name] and annotations[image_id, "
             f"category_id] ({err!r})"
         ) from err
+    if not pairs:
+        raise ValueError(
+            f"cannot read {path}: no annotations (an iNaturalist train/val list has one per image)"
+        )
+    return pairs
 
 
 def build_inat(

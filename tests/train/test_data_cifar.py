@@ -703,3 +703,56 @@ def test_long_tail_builders_advertise_what_they_take() -> None:
 def test_build_datasets_refuses_a_negative_data_seed_even_where_unused(cifar_root: Path) -> None:
     with pytest.raises(ValueError, match="seed"):
         build_datasets("cifar10", root=cifar_root, seed=-1)
+
+
+def test_a_flipped_bit_in_the_cifar_archive_raises_instead_of_giving_wrong_pixels(
+    tmp_path: Path,
+) -> None:
+    # random pixels deflate to literals, so one flipped bit changes one pixel and the stream still
+    # decodes; only gzip's CRC, at the end of the stream, shows the damage
+    rng = np.random.RandomState(0)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            raw = pickle.dumps(
+                {
+                    b"labels": list(range(10)),
+                    b"data": rng.randint(0, 256, (10, 3072)).astype(np.uint8),
+                },
+                protocol=2,
+            )
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    load_cifar_arrays(10, tmp_path)  # intact: loads
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"cifar-10-python\.tar\.gz: corrupt or truncated archive"):
+        load_cifar_arrays(10, tmp_path)
+
+
+@pytest.mark.parametrize("bad", [0.7, b"a"])
+def test_cifar_labels_that_are_not_integers_are_refused_naming_the_file(
+    tmp_path: Path, bad: object
+) -> None:
+    folder = _cifar10_folder(tmp_path, np.repeat(np.arange(10), 5), np.arange(10))
+    entries = {b"labels": [0] * 9 + [bad], b"data": np.zeros((10, 3072), np.uint8)}
+    (folder / "test_batch").write_bytes(pickle.dumps(entries, protocol=2))
+    with pytest.raises(ValueError, match=r"cannot read .*test_batch: 'labels' must hold integer"):
+        load_cifar_arrays(10, tmp_path)
+
+
+def test_la_npz_refuses_nan_images_and_fractional_labels(tmp_path: Path) -> None:
+    x = np.zeros((4, 1, 32, 32, 3), np.float32)
+    _npz(tmp_path / "cifar10_test.npz", x, np.zeros((4, 1), np.int64))
+    x_nan = x.copy()
+    x_nan[1, 0, 5, 5, 0] = np.nan  # would silently become pixel 0
+    _npz(tmp_path / "cifar10-lt_train.npz", x_nan, np.zeros((4, 1), np.int64))
+    with pytest.raises(ValueError, match=r"cifar10-lt_train\.npz: float images must lie in"):
+        build_datasets("cifar_lt_npz", root=tmp_path)
+    _npz(tmp_path / "cifar10-lt_train.npz", x, np.array([[0.0], [1.0], [2.5], [3.0]]))
+    with pytest.raises(ValueError, match=r"cifar10-lt_train\.npz: arr_1 must hold integer"):
+        build_datasets("cifar_lt_npz", root=tmp_path)
+    _npz(tmp_path / "cifar10-lt_train.npz", x, np.array([[0.0], [1.0], [2.0], [3.0]]))
+    assert build_datasets("cifar_lt_npz", root=tmp_path).train.targets.tolist() == [0, 1, 2, 3]

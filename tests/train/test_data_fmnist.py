@@ -352,3 +352,15 @@ def test_mosaic_items_and_arguments(root: Path) -> None:
     v = build_datasets("fmnist_ml_lt", root=root, num_train=100, num_test=10, val_fraction=0.2)
     assert v.val is not None and len(v.train) + len(v.val) == 100 and 10 <= len(v.val) <= 30
     assert v.class_counts == v.train.targets.sum(0).long().tolist()
+
+
+def test_fmnist_refuses_an_empty_split_or_images_that_are_not_28_by_28(root: Path) -> None:
+    _write_split(root, "t10k", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: expected N >= 1 images"):
+        build_datasets("fmnist", root=root)
+    labels = np.repeat(np.arange(10), 4).astype(np.uint8)
+    _write_split(root, "t10k", np.zeros((40, 32, 32), np.uint8), labels)
+    with pytest.raises(
+        ValueError, match=r"t10k-images-idx3-ubyte\.gz: .*28 x 28, got \(40, 32, 32\)"
+    ):
+        build_datasets("fmnist", root=root)

@@ -813,3 +813,38 @@ def test_augment_none_on_an_image_file_dataset_gives_the_evaluation_transform(
         x, y = next(iter(loader))
         expected = torch.stack([ds[int(t)][0] for t in y])
         torch.testing.assert_close(x, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: d["images"][1].update(id=100), r"image id 100 is listed twice"),
+        (lambda d: d["annotations"][1].update(image_id=100), r"image id 100 has two annotations"),
+        (lambda d: d["annotations"][0].update(category_id=7.5), r"category_id 7\.5 is not an"),
+        (lambda d: d["annotations"][0].update(category_id=True), r"category_id True is not an"),
+        (lambda d: d.update(annotations=[]), r"no annotations"),
+    ],
+)
+def test_inat_refuses_repeated_ids_non_integer_categories_and_empty_lists(
+    tmp_path: Path, change, match: str
+) -> None:
+    _inat(tmp_path)
+    data = json.loads((tmp_path / "train2017.json").read_text())
+    change(data)
+    (tmp_path / "train2017.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"cannot read .*train2017\.json: " + match):
+        build_datasets("inat2017", root=tmp_path)
+
+
+@pytest.mark.parametrize("what", ["images", "categories"])
+def test_coco_refuses_a_repeated_image_or_category_id(tmp_path: Path, what: str) -> None:
+    _coco(tmp_path, 2014)
+    path = tmp_path / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    data[what].append(dict(data[what][-1], file_name="other.jpg", name="other"))
+    path.write_text(json.dumps(data))
+    kind = what[:-1].replace("categorie", "category")
+    with pytest.raises(
+        ValueError, match=rf"instances_train2014\.json: {kind} id \d+ is listed twice"
+    ):
+        build_datasets("coco", root=tmp_path)
