@@ -16,7 +16,8 @@ Study file keys: ``name``, ``description`` (the tables' title), ``seeds``, ``sel
 ``epochs``, ``[datasets.*]`` (``name``, ``regime`` in balanced/longtail/multilabel, ``params``, ``n_max``,
 ``label``), ``[[methods]]`` (``id``, ``regime`` single/multilabel, ``loss``, ``params``, ``grid``,
 ``balanced``, ``model_params``, ``label``, ``grid_floor``: the smallest value of some grid keys, where an
-optimum is not a grid edge, and ``seeds``: the method's own final seeds, overriding the study's), ``[model]``,
+optimum is not a grid edge, and ``seeds``: the method's own final seeds, overriding the study's), ``[model]``
+(required),
 ``[optim]``, ``[schedule]``, ``batch_size``, ``data_seed``, ``drw_fraction``, ``[quick]`` (``seeds``,
 ``epochs``, ``scale``, ``grid = "first"``), ``[train]`` (``compile``, ``channels_last``,
 ``loss_variation_every`` for every run), the group rule (``groups = "counts"|"ranks"`` or
@@ -58,11 +59,12 @@ DEFAULT_STUDY = STUDY_DIR / "fmnist.toml"
 REGIMES = ("balanced", "longtail", "multilabel")
 # engine [train] keys a study may set for all its runs (the seed, device, evaluation and progress stay the study's)
 STUDY_TRAIN_KEYS = ("compile", "channels_last", "loss_variation_every")
-_REQUIRED = ("name", "seeds", "select_seed", "val_fraction", "epochs", "datasets", "methods")
+_REQUIRED = ("name", "seeds", "select_seed", "val_fraction", "epochs", "datasets", "methods",
+             "model")  # fmt: skip
 # every key a study file may hold, per table (the module docstring says what each does); [optim] and
-# [schedule] go whole into each run's config, whose validation checks their keys when it trains
+# [schedule] go whole into each run's config, validated with it when the file is read (_check_runs)
 _KEYS: dict[str, tuple[str, ...]] = {
-    "": (*_REQUIRED, "description", "model", "optim", "schedule", "batch_size", "data_seed",
+    "": (*_REQUIRED, "description", "optim", "schedule", "batch_size", "data_seed",
          "drw_fraction", "quick", "train", "groups", "group_fractions", "record_delta_norm", "claims"),
     "model": ("name", "params"),
     "datasets": ("name", "regime", "params", "n_max", "label"),
@@ -209,6 +211,23 @@ def _check_study(study: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: [train] may set only {list(STUDY_TRAIN_KEYS)}, got {bad!r}")
     _tables.study_groups(study)  # the group rule parses
     _tables._claim_list(study)  # so do the claims
+    _check_runs(study, where)
+
+
+def _check_runs(study: dict[str, Any], where: str) -> None:
+    """Validate each planned run's engine config as the run will (:func:`lpl_train.config.validate_config`):
+    the study's ``[model]``, ``[optim]``, ``[schedule]``, ``batch_size`` and ``[train]`` go into it whole,
+    so a misspelt ``[optim]`` key is refused when the file is read, not when the first run trains."""
+    from lpl_train.config import ConfigError, validate_config
+    from lpl_train.study_runs import engine_config
+
+    if not isinstance(study["model"].get("name"), str):
+        raise ValueError(f"{where}: [model] needs a name (a string), got {study['model']!r}")
+    for spec in plan_runs(study):
+        try:
+            validate_config(engine_config(study, spec, spec["params"]))
+        except ConfigError as exc:
+            raise ValueError(f"{where}: run {spec['key']}: {exc}") from None
 
 
 def _check_grid_floor(m: dict[str, Any], where: str) -> None:

@@ -209,11 +209,12 @@ def test_another_study_reports_into_its_out_folder_never_figures(tmp_path):
 def test_study_definition_errors_name_the_key(tmp_path):
     bad = tmp_path / "s.toml"
     bad.write_text('name="x"\nseeds=[0]\nselect_seed=1\nval_fraction=0.2\nepochs=2\n'
-                   "datasets={}\nmethods=[]\n")  # fmt: skip
+                   'datasets={}\nmethods=[]\nmodel={name="linear"}\n')  # fmt: skip
     with pytest.raises(ValueError, match="select_seed"):
         S.load_study(bad)
     bad.write_text(
         'name="x"\nseeds=[0]\nselect_seed=0\nval_fraction=1.5\nepochs=2\ndatasets={}\nmethods=[]\n'
+        'model={name="linear"}\n'
     )
     with pytest.raises(ValueError, match="val_fraction"):
         S.load_study(bad)
@@ -859,6 +860,14 @@ def test_study_definition_checks_every_key(tmp_path):
          r"unknown key 'groups_fractions' \(did you mean 'group_fractions'\?\)"),
         ("params = {in_features = 2}", "parms = {in_features = 2}",
          r"unknown key 'model.parms' \(did you mean 'params'\?\); allowed there: name, params"),
+        # what goes whole into every run's config is validated with it when the file is read
+        ("lr = 0.1", "lrr = 0.1", r"run g/ce/default/seed0: unknown config key 'optim.lrr'"),
+        ('kind = "constant"', 'kind = "poly"', r"config key 'schedule.kind' has value 'poly'"),
+        ("momentum = 0.9", "momentum = -1.0", r"config key 'optim.momentum' has value -1.0"),
+        ("batch_size = 64", "batch_size = 0", r"config key 'data.batch_size' has value 0"),
+        ('[model]\nname = "linear"', "[model]", r"\[model\] needs a name"),
+        ('[model]\nname = "linear"\nparams = {in_features = 2}\n', "",
+         "lacks the required key 'model'"),
     ]  # fmt: skip
     for old, new, msg in cases:
         assert old in text
