@@ -242,7 +242,7 @@ def check_config(
     propagate; nothing is downloaded. ``data_cache`` (a dict, e.g. across a sweep's grid points) keeps the
     data loaded (or the reason it is missing) per distinct ``[data]`` table, so each is read once.
     ``device``: the run's (default: ``select_device(train.device)``), where ``train.compile_loss`` is checked
-    against the step mode the run would choose.
+    against the step mode the run would choose, with torchrun's ``WORLD_SIZE`` processes (one without it).
     """
     from lpl_train.data import build_datasets
     from lpl_train.losses import build_loss
@@ -274,14 +274,17 @@ def check_config(
     # in the run's order: its training loader (build_components), its step (the Trainer), a first batch
     if bundle is not None:
         _check_train_loader(cfg, bundle)
-    if cfg["train"]["compile_loss"]:  # as the Trainer decides it, for a run of one process
+    # train.compile_loss as the Trainer decides it, in as many processes as torchrun starts
+    if cfg["train"]["compile_loss"]:
         from .capture import compiles_loss_alone, run_capture
         from .devices import resolve_precision, select_device
         from .step import check_loss_compiles
 
-        device = select_device(cfg["train"]["device"]) if device is None else device
+        dist = DistInfo.from_env()
+        if device is None:
+            device = select_device(cfg["train"]["device"], dist.local_rank)
         precision = resolve_precision(device, cfg["train"]["amp"])
-        if compiles_loss_alone(cfg, run_capture(cfg, device, 1, loss, precision)):
+        if compiles_loss_alone(cfg, run_capture(cfg, device, dist.world, loss, precision)):
             check_loss_compiles(loss)
     if bundle is not None:
         _try_one_batch(cfg, bundle, model)

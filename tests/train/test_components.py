@@ -314,6 +314,12 @@ def test_a_dry_run_refuses_the_loss_compiled_alone_only_where_the_run_compiles_i
         assert engine.check_config(cfg(root, train=on, loss={"name": "isda"}))["loss"] == "ISDALoss"
     with pytest.raises(ValueError, match="ISDALoss works on the features"):  # the device named: CPU
         engine.check_config(cfg(root, train={**together, "device": "cpu"}, loss={"name": "isda"}))
+    # under torchrun (a dry run started as the run would be) DDP steps stay eager: compiled alone
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="ISDALoss works on the features"):
+        engine.check_config(cfg(root, train={**together, "device": "cuda"}, loss={"name": "isda"}))
+    monkeypatch.delenv("WORLD_SIZE")
     # on CUDA every other capture compiles the loss alone (the Trainer's step mode "compile" comes only
     # from capture = "compile")
     for capture in ("graph", "auto", "off"):
