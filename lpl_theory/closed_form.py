@@ -103,6 +103,7 @@ def _prepare(
     )
     _require("gamma", g, g > 0, "> 0")
     _require("d", dd, dd >= 1, ">= 1")
+    _require("d", dd, dd == np.floor(dd), "an integer (the dimension)")
     _require("eta", et, et > 0, "> 0")
     _require("sigma", sg, sg > 0, "> 0")
     _require("K", kk, kk >= 1, ">= 1 (sigma_- = K sigma_+)")

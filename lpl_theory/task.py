@@ -63,7 +63,9 @@ class GaussianTask:
         gamma = _check_real("gamma", self.gamma)
         if gamma <= 0:
             raise ValueError(f"gamma (prior ratio Gamma) must be > 0, got {self.gamma!r}")
-        if isinstance(self.d, bool) or not isinstance(self.d, int):
+        if isinstance(self.d, bool):  # True would read as d = 1 (bool is an int and a Real)
+            raise TypeError(f"d (dimension) must be an integer >= 1, got {self.d!r}")
+        if not isinstance(self.d, int):
             if isinstance(self.d, Real) and float(self.d).is_integer():
                 object.__setattr__(self, "d", int(self.d))
             else:

@@ -79,6 +79,9 @@ def simulate_error_fractions(
     if not isinstance(task, GaussianTask):
         raise TypeError(f"task must be a GaussianTask, got {type(task).__name__}")
     _check_samples(n)
+    # chunk = 0 drew nothing and never advanced: a hang
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     rng = np.random.default_rng(seed)
     out = []
     for cls, offsets in ((1, offsets_plus), (-1, offsets_minus)):

@@ -66,6 +66,9 @@ def figure5_thresholds(points: int = 41) -> dict[str, float]:
     ``trend_bound`` (the corrected Corollary 3 condition K exp(((2d-1) eta - eps)^2 / (2 d K^2 sigma^2))),
     ``stated_lower``, ``stated_upper`` (the printed interval) and ``K``.
     """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        # one point would report the threshold at rho_+ = 0 as that of the whole curve
+        raise ValueError(f"points must be an integer >= 2, got {points!r}")
     spec = FIGURES[5]
     t = spec.task
     rhos = np.linspace(0.0, spec.rho_max * (1 - 1e-12), points)

@@ -246,6 +246,9 @@ def test_solve_task_and_broadcasting():
         ({"d": 0}, ValueError, "d must be >= 1"),
         # a dimension strictly between 0 and 1 is no dimension either (d >= 1, not d > 0)
         ({"d": 0.5}, ValueError, "d must be >= 1"),
+        # and no dimension is fractional (GaussianTask and the command line refuse it too)
+        ({"d": 2.5}, ValueError, r"d must be an integer \(the dimension\), got 2.5"),
+        ({"d": [2.0, 1.5]}, ValueError, r"d must be an integer \(the dimension\), got 1.5"),
         ({"rho_plus": 6.0}, ValueError, r"rho_plus \* eps must be < eta"),
         # the edge rho * eps == eta (exact in binary: 4 * 0.25 = 1) is outside the theorems' range
         ({"eps": 0.25, "rho_plus": 4.0}, ValueError, r"rho_plus \* eps must be < eta"),

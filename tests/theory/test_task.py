@@ -26,6 +26,9 @@ def test_type_signs():
         # a bool is not a number here (True would read as Gamma = 1)
         ({"gamma": True, "d": 2, "eta": 1.0}, TypeError, "gamma must be a real number"),
         ({"gamma": 2.0, "d": 2, "eta": 1.0, "K": True}, TypeError, "K must be a real number"),
+        # nor a dimension: True read as d = 1 (np.True_ was refused, True was not)
+        ({"gamma": 2.0, "d": True, "eta": 1.0}, TypeError, "d .*integer.*True"),
+        ({"gamma": 2.0, "d": False, "eta": 1.0}, TypeError, "d .*integer.*False"),
         ({"gamma": float("nan"), "d": 2, "eta": 1.0}, ValueError, "gamma.*finite"),
     ],
 )

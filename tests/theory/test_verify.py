@@ -764,3 +764,44 @@ def test_corollary3_second_case_ordering_matches_an_independent_minimisation():
     found = _scan(COR3_CASE2_ORDER)
     assert found.verdict == "confirmed"
     assert "R(+1) < R(-1) at 300 of 300 random settings with K > Gamma" in found.evidence
+
+
+@pytest.mark.parametrize("chunk", [0, -5, 2.5, True])
+def test_simulation_refuses_a_chunk_that_is_not_a_positive_integer(chunk):
+    # chunk = 0 drew nothing and never advanced: the simulation hung (an alarm turns a hang into a failure)
+    import signal
+
+    def hang(*_):
+        raise TimeoutError("the simulation hung")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        task = GaussianTask(2.0, 2, 1.0)
+        with pytest.raises(ValueError, match="chunk must be a positive integer"):
+            V.monte_carlo_errors(task, 0.0, n=1000, chunk=chunk)
+        with pytest.raises(ValueError, match="chunk must be a positive integer"):
+            V.simulate_error_fractions(task, 0.0, 0.0, n=1000, chunk=chunk)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        # no grid of rho (or a single point) and no settings: the verdicts read "confirmed" on no evidence,
+        # Corollary 3's wrong cases included
+        (lambda: V.corollary_scans(n=50, rhos=0), "rhos must be an integer >= 2, got 0"),
+        (lambda: V.corollary_scans(n=50, rhos=1), "rhos must be an integer >= 2, got 1"),
+        (lambda: V.corollary_scans(n=0), "n must be an integer >= 1, got 0"),
+        (lambda: V.corollary_scans(n=50, rhos=2.5), "rhos must be an integer >= 2"),
+        (lambda: V.paper_formula_findings(n=0), "n must be an integer >= 1, got 0"),
+        # one point reported the threshold at rho_+ = 0 as that of the whole curve
+        (lambda: V.figure5_thresholds(points=1), "points must be an integer >= 2, got 1"),
+        (lambda: V.figure5_thresholds(points=0), "points must be an integer >= 2, got 0"),
+    ],
+)
+def test_scans_refuse_sizes_without_evidence(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
