@@ -611,6 +611,7 @@ def single_label_perturbation(
     normalize_step: bool = False,
     weight: Tensor | None = None,
     keep: Tensor | None = None,
+    check: bool = True,
 ) -> SinglePerturbation:
     """Class-level logit perturbation for single-label learning (Eqs. 26-33, Algorithms 1-2, steps 4-6).
 
@@ -622,8 +623,16 @@ def single_label_perturbation(
     ``weight`` (N,) >= 0: row masses (see :func:`class_statistics`); probability targets are handled by
     the losses as one row per (sample, class) pair weighted by the target's mass (``docs/lpl.md``).
     ``keep`` (N,) bool: rows to use (the others, e.g. ``ignore_index`` rows, are left out at no per-step
-    cost; all kept gives the result without ``keep``, bit for bit).
+    cost; all kept gives the result without ``keep``, bit for bit). ``check``: refuse a bad ``alpha``,
+    ``epsilon`` or ``delta_epsilon`` and more than MAX_STEPS inner steps, as the losses do when they are
+    built (they pass False: their values are checked once, not every step); skipped while torch.compile
+    traces, where the values may be symbolic.
     """
+    if check and not _compiling():
+        check_positive(alpha, "alpha")
+        check_non_negative(epsilon, "epsilon")
+        check_non_negative(delta_epsilon, "delta_epsilon")
+        check_step_budget(epsilon, delta_epsilon, alpha)
     c = logits.shape[1]
     if weight is not None and keep is not None:
         raise ValueError("give at most one of weight and keep")

@@ -79,12 +79,24 @@ class _LazyFeatureState(nn.Module):
 
     def _ensure(self, features: torch.Tensor) -> None:
         a = features.shape[1]
+        want = torch.promote_types(features.dtype, torch.float32)
         if self.feature_dim is None:  # statistics in float64 for float64 features, else float32
-            self._allocate(a, features.device, torch.promote_types(features.dtype, torch.float32))
+            self._allocate(a, features.device, want)
         elif a != self.feature_dim:
             raise ValueError(
                 f"features have {a} columns but the loss holds state for {self.feature_dim}"
             )
+        else:  # allocated at construction (feature_dim given) or loaded: widen, never narrow
+            self._widen(want)
+
+    def _widen(self, dtype: torch.dtype) -> None:
+        """Cast the floating state up to ``dtype`` where that is wider (lossless): float64 features keep
+        float64 statistics whether the state was allocated lazily, at construction or by a load."""
+        for name in self._lazy_buffers:
+            buf = getattr(self, name)
+            wide = torch.promote_types(buf.dtype, dtype)
+            if buf.is_floating_point() and wide != buf.dtype:
+                setattr(self, name, buf.to(wide))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         for name in self._lazy_buffers:
@@ -99,9 +111,21 @@ class _LazyFeatureState(nn.Module):
                 # ISDA's full or diagonal covariance): another one is a size mismatch, as for any module
                 and tuple(saved.shape) == tuple(self._buffer_shape(name, int(saved.shape[-1])))
             ):
-                setattr(self, name, torch.zeros(saved.shape, dtype=cur.dtype, device=cur.device))
+                dtype = cur.dtype
+                if saved.is_floating_point() and cur.is_floating_point():  # float64 stays float64
+                    dtype = torch.promote_types(cur.dtype, saved.dtype)
+                setattr(self, name, torch.zeros(saved.shape, dtype=dtype, device=cur.device))
                 if name == self._lazy_buffers[0]:
                     self.feature_dim = int(saved.shape[-1])
+            elif (
+                saved is not None
+                and saved.shape == cur.shape
+                and saved.is_floating_point()
+                and cur.is_floating_point()
+                and torch.promote_types(cur.dtype, saved.dtype) != cur.dtype
+            ):
+                # allocated at construction (float32): a wider saved state is not rounded on load
+                setattr(self, name, cur.to(torch.promote_types(cur.dtype, saved.dtype)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

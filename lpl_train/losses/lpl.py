@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import perturbation as P
+from ..validation import check_float
 from ._common import (
     REDUCTIONS,  # noqa: F401 (re-exported)
     _check_bool,
@@ -244,6 +245,9 @@ class LPLLoss(_DRWWeightState, nn.Module):
             )
         if counts is None:
             raise ValueError("drw_epoch needs class_counts (the class-balanced weights of DRW)")
+        drw_beta = check_float(
+            "drw_beta", drw_beta, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         self.schedule = DRWSchedule(counts, drw_epoch, drw_beta)
         self.drw_beta = self.schedule.beta
         self.weight = torch.ones(self.num_classes, dtype=torch.float64)
@@ -479,6 +483,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 normalize_step=self.normalize_step,
                 weight=weight,
                 keep=keep,
+                check=False,  # checked when the loss was built
             ).delta
         if keep is not None:  # the authors' scripts know no weights: drop the ignored rows
             rows = keep.nonzero().squeeze(1)
@@ -545,7 +550,8 @@ class LPLLoss(_DRWWeightState, nn.Module):
         return self._index_perturbed(logits, target, maybe_ignored)
 
     def _cross_entropy(self, z: Tensor, target: Tensor, reduction: str | None = None) -> Tensor:
-        weight = None if self.weight is None else self.weight.to(z.dtype)
+        # the logits' device and dtype: like the class counts, the weights follow the logits
+        weight = None if self.weight is None else self.weight.to(z)
         return F.cross_entropy(
             z,
             target,

@@ -7,7 +7,7 @@ losses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -118,6 +118,14 @@ class MultiLabelLPLLoss(nn.Module):
         self.register_buffer("logit_shift", shift)  # float64; enters in the logits' dtype
         if base_params is not None and not isinstance(base_loss, str):
             raise ValueError("base_params is only used with base_loss given by name")
+        if base_params is not None and not isinstance(base_params, Mapping):
+            raise TypeError(f"base_params must be a dict of parameters, got {base_params!r}")
+        for key in ("num_classes", "class_counts"):
+            if base_params is not None and key in base_params:
+                raise ValueError(
+                    f"base_params must not contain {key!r}: ml_lpl passes its own {key} to the base "
+                    f"loss (give {key} to ml_lpl itself)"
+                )
         if base_loss is None:
             self.base_loss: Callable[[Tensor, Tensor], Tensor] = _bce_elementwise
         elif isinstance(base_loss, str):

@@ -379,6 +379,8 @@ class LDAMLoss(_DRWWeightState, _ReprMixin, nn.Module):
         self.s = check_float("s", s, low=0.0, low_open=True)
         self.max_m = check_float("max_m", max_m, low=0.0)
         self.reduction = _check_reduction(reduction)
+        if drw_epoch is not None:  # checked here so that the error names drw_beta, not beta
+            check_float("drw_beta", drw_beta, low=0.0, high=1.0, low_open=True, high_open=True)
         self.schedule = None if drw_epoch is None else DRWSchedule(counts, drw_epoch, drw_beta)
         self.drw_epoch = drw_epoch
         self.drw_beta = None if self.schedule is None else self.schedule.beta

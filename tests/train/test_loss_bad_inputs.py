@@ -556,3 +556,47 @@ def test_an_empty_batch_gives_what_torch_gives_for_no_rows(name, training):
             build_loss(name, num_classes=5, class_counts=counts)(
                 torch.randn(0, 4), torch.zeros(0, dtype=torch.long)
             )
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("lpl", {"num_classes": 4}),
+        ("la_lpl", {"num_classes": 4}),
+        ("ldam", {}),
+    ],
+)
+@pytest.mark.parametrize("beta", [0.0, 1.0, 1.5])
+def test_a_bad_drw_beta_is_named_drw_beta(name, params, beta):
+    with pytest.raises(ValueError, match=r"^drw_beta must be in \(0\.0, 1\.0\)"):
+        build_loss(name, class_counts=COUNTS, drw_epoch=1, drw_beta=beta, **params)
+
+
+@pytest.mark.parametrize("key", ["class_counts", "num_classes"])
+def test_ml_lpl_base_params_cannot_repeat_what_ml_lpl_passes(key):
+    value = COUNTS if key == "class_counts" else 4
+    with pytest.raises(ValueError, match=f"base_params must not contain '{key}'"):
+        build_loss(
+            "ml_lpl",
+            num_classes=4,
+            class_counts=COUNTS,
+            base_loss="rbce",
+            base_params={key: value},
+        )
+    with pytest.raises(TypeError, match="base_params must be a dict"):
+        build_loss("ml_lpl", num_classes=4, class_counts=COUNTS, base_loss="rbce", base_params=[1])
+
+
+def test_single_label_perturbation_checks_its_hyper_parameters():
+    from lpl_train import perturbation as P
+
+    u, y = torch.randn(6, 4), torch.tensor([0, 1, 1, 2, 3, 3])
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0, got 0"):
+        P.single_label_perturbation(u, y, alpha=0, epsilon=0.3)
+    with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
+        P.single_label_perturbation(u, y, alpha=0.1, epsilon=-0.3)
+    with pytest.raises(ValueError, match="delta_epsilon must be a finite number >= 0"):
+        P.single_label_perturbation(u, y, alpha=0.1, epsilon=0.3, delta_epsilon=float("nan"))
+    # the losses' bound on the loop length, not 10^8 steps
+    with pytest.raises(ValueError, match="at most 10000 are allowed"):
+        P.single_label_perturbation(u, y, alpha=1e-6, epsilon=100.0)

@@ -383,6 +383,26 @@ def test_perturbation_has_no_host_sync():
     assert loss(u, y).device.type == "meta"
 
 
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (LPLLoss, dict(weight=[1.0, 2.0, 3.0, 4.0, 5.0])),
+        (LPLLoss, dict(class_counts=COUNTS, drw_epoch=0)),
+        (LALPLLoss, dict(class_counts=COUNTS, weight=[1.0, 2.0, 3.0, 4.0, 5.0])),
+    ],
+)
+def test_class_weights_follow_the_logits_device(cls, kw):
+    """As the class counts, rank and prior do (devices follow the logits): a loss built on the CPU and not
+    moved takes logits on another device (meta here, as a GPU would) with ``weight`` or DRW too."""
+    u = torch.empty(8, 5, device="meta")
+    y = torch.empty(8, dtype=torch.long, device="meta")
+    loss = cls(5, **kw)
+    loss.set_epoch(0, 1)
+    for training in (True, False):
+        loss.train(training)
+        assert loss(u, y).device.type == "meta"
+
+
 def test_la_lpl_with_the_longtail_preset_runs_the_preset_on_adjusted_logits():
     counts = [int(500 * 0.01 ** (c / 99)) for c in range(100)]
     la = LALPLLoss(100, class_counts=counts, preset="authors_longtail", tau=27, reduction="none")

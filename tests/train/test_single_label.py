@@ -867,3 +867,29 @@ def test_a_loss_restored_from_a_state_dict_does_not_warn_that_its_epoch_hook_was
     torch.testing.assert_close(restored.weight, trained.weight)
     with pytest.warns(UserWarning, match="never called"):  # without a state, it still warns
         build_loss(name, **kw)(x, y)
+
+
+@pytest.mark.parametrize("cls", [ISDALoss, CenterLoss])
+def test_feature_state_stays_float64_when_sized_at_construction_or_loaded(cls):
+    """float64 features keep float64 statistics whether the state is allocated lazily, at construction
+    (``feature_dim`` given) or by loading a float64 state dict into a fresh loss (a resumed run)."""
+    g = torch.Generator().manual_seed(3)
+    head = nn.Linear(3, 4).double()
+    batches = [
+        (torch.randn(16, 3, generator=g, dtype=torch.float64) * 3 + 1, torch.arange(16) % 4)
+        for _ in range(3)
+    ]
+    lazy, sized = cls(num_classes=4), cls(num_classes=4, feature_dim=3)
+    for loss in (lazy, sized):
+        if cls is ISDALoss:
+            loss.set_epoch(5, 10)
+        for x, y in batches:
+            out = loss(x, y, head)
+        loss.last = out
+    name = cls._lazy_buffers[0]
+    assert getattr(sized, name).dtype == torch.float64
+    torch.testing.assert_close(sized.last, lazy.last, rtol=0, atol=0)
+    for fresh in (cls(num_classes=4), cls(num_classes=4, feature_dim=3)):
+        fresh.load_state_dict(lazy.state_dict())
+        for buf in cls._lazy_buffers:
+            assert torch.equal(getattr(fresh, buf), getattr(lazy, buf))
