@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lpl_train.report.checks import read_file
+
 # ------------------------------------------------------------------------------------------- records
 STUDY_DIR = Path(__file__).resolve().parent / "configs" / "study"
 #: The ablation's study definitions, by the ``study`` name their records carry.
@@ -78,7 +80,16 @@ def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
         if not root.is_dir():
             raise FileNotFoundError(f"run folder {str(root)!r} does not exist")
         for p in sorted((root / "runs").rglob("result.json")):
-            records.append(json.loads(p.read_text(encoding="utf-8")))
+            r = read_file(p, json.loads, json.JSONDecodeError)
+            missing = (
+                [k for k in ("study", *RECORD_KEYS) if k not in r] if isinstance(r, dict) else []
+            )
+            if not isinstance(r, dict) or missing:
+                raise ValueError(
+                    f"run record {str(p)!r} is not a record written by lpl-train study "
+                    f"({'it lacks ' + ', '.join(missing) if missing else 'not a JSON object'})"
+                )
+            records.append(r)
     return sorted(records, key=lambda r: (r["study"], r["key"]))
 
 

@@ -19,6 +19,7 @@ from lpl_train.ablation_records import (
     _studies,
     _val,
 )
+from lpl_train.report.tables import seeds_cell
 
 
 # ---------------------------------------------------------------------------------------------- Q1
@@ -204,7 +205,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
         if s is None:
             continue
         lines.append(f"| {labels[m['id']]} | " + " | ".join(_fmt(s[c]) for c in ("overall", "many", "medium", "few"))
-                     + f" | {_point_text(s['point'])} | {s['n']} |")  # fmt: skip
+                     + f" | {_point_text(s['point'])} | {seeds_cell(s)} |")  # fmt: skip
     lines.append("")
 
     def comp(a: str, b: str, col: str = "overall") -> str | None:
@@ -249,7 +250,7 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
             sm = q5_sum.get((d, m["id"]))
             if sm is not None:
                 lines.append(f"| {labels[m['id']]} | " + " | ".join(_fmt(sm[c]) for c in ("overall", "many", "medium", "few"))
-                             + f" | {_point_text(sm['point'])} | {sm['n']} |")  # fmt: skip
+                             + f" | {_point_text(sm['point'])} | {seeds_cell(sm)} |")  # fmt: skip
         lines.append("")
         for a in (m["id"] for m in q5["methods"]):
             for b in ("ce_cos_drw", "ldam_drw", "la", "lpl_norm", "lpl_varied"):
@@ -307,7 +308,9 @@ def tables(records: Sequence[dict[str, Any]]) -> str:
                     if m["id"] == "ce" or ce is None
                     else f"; vs CE: {_cmp(s['overall'], ce['overall'])}"
                 )
-                cells.append(f"{_fmt(s['overall'])} (few {_fmt(s['few'])}, n={s['n']}){extra}")
+                cells.append(
+                    f"{_fmt(s['overall'])} (few {_fmt(s['few'])}, n={seeds_cell(s)}){extra}"
+                )
             lines.append(f"| {labels.get(m['id'], m['id'])} | " + " | ".join(cells) + " |")
         lines.append("")
         for title, st, sm in sums:

@@ -48,8 +48,8 @@ from lpl_train.report.tables import method_seeds
 from lpl_train.study_runs import StudyRunner, resolve_params
 
 __all__ = [
-    "DEFAULT_STUDY", "all_seeds", "claims", "class_groups_by_rank", "expand_grid", "final_runs",
-    "find_study", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs",
+    "DEFAULT_STUDY", "all_seeds", "check_records", "claims", "class_groups_by_rank", "expand_grid",
+    "final_runs", "find_study", "format_tables", "grid_order", "load_study", "method_grid", "method_seeds", "plan_runs",
     "point_slug", "read_records", "resolve_params", "run_one", "run_study", "select_best",
     "SelectionIncomplete", "shipped_records", "summarize", "validation_score", "write_outputs", "write_tables",
 ]  # fmt: skip
@@ -483,10 +483,44 @@ def write_records(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def check_records(
+    records: Sequence[dict[str, Any]], study: dict[str, Any], source: str | Path | None = None
+) -> None:
+    """Refuse records that are not runs of ``study`` as defined now: a record naming another study, made in
+    the other mode (quick or not) or with another number of epochs, or of a (dataset, method) the study
+    does not define. Their numbers would otherwise be selected and averaged as this study's, under its
+    header (a JSONL file of another study, or of two studies joined)."""
+    where = f"study results {str(source)!r}" if source is not None else "study records"
+    checks = (("study", study["name"]), ("quick", study["quick"]), ("epochs", study["epochs"]))
+    for field, want in checks:
+        bad = [r for r in records if field in r and r[field] != want]
+        if bad:
+            got = sorted({json.dumps(r[field]) for r in bad})
+            raise ValueError(
+                f"{where} hold {len(bad)} record(s) with {field} {', '.join(got)} (e.g. "
+                f"{bad[0].get('key')!r}), not the {field} {json.dumps(want)} of study "
+                f"{study['name']!r}: records of another study or mode cannot be reported as this one's"
+            )
+    known = {
+        (d, m["id"])
+        for d, ds in study["datasets"].items()
+        for m in _methods_for(study, ds["regime"])
+    }
+    unknown = sorted({f"{r['dataset']}/{r['method']}" for r in records
+                      if (r["dataset"], r["method"]) not in known})  # fmt: skip
+    if unknown:
+        raise ValueError(
+            f"{where} hold records of (dataset, method) pairs that study {study['name']!r} does not "
+            f"define: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+        )
+
+
 def summarize(
     records: Sequence[dict[str, Any]], study: dict[str, Any]
 ) -> dict[tuple[str, str], dict]:
-    """Mean ± std at the chosen points (:func:`lpl_train.report.tables.summarize`)."""
+    """Mean ± std at the chosen points (:func:`lpl_train.report.tables.summarize`) of ``records``, which
+    must be the study's (:func:`check_records`)."""
+    check_records(records, study)
     return _tables.summarize(records, study, chosen_points(records, study))
 
 
@@ -513,6 +547,7 @@ def write_tables(records: list[dict[str, Any]], study: dict[str, Any], figures: 
                  records_path: Path | None = None) -> Path:  # fmt: skip
     """Write ``<prefix>-tables.md`` into ``figures`` from ``records`` (read from ``records_path``, which
     its header names); return its path."""
+    check_records(records, study, records_path)
     figures.mkdir(parents=True, exist_ok=True)
     name = None if records_path is None else _tables.records_display_name(records_path)
     text = _tables.tables_markdown(sorted(records, key=lambda r: r["key"]), study,

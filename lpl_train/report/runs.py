@@ -117,7 +117,12 @@ def collect_runs(root: str | Path) -> list[_Run]:
         check_paper(cfg_path, cfg)
         record = fin.parent / "result.json"
         if record.is_file():
-            test = json.loads(record.read_text(encoding="utf-8")).get("test")
+            rec = read_file(record, json.loads, json.JSONDecodeError)
+            if not isinstance(rec, dict):
+                raise ValueError(
+                    f"result file {str(record)!r} holds {type(rec).__name__}, expected a JSON object"
+                )
+            test = rec.get("test")
             if not test:
                 continue
             final = {**final, "final": test, "best": {}}

@@ -28,6 +28,8 @@ __all__ = [
     "claims",
     "format_tables",
     "method_seeds",
+    "seeds_cell",
+    "selected_cell",
     "study_groups",
     "summarize",
     "tables_markdown",
@@ -99,17 +101,29 @@ def summarize(
     Single-label: test top-1 error overall and error of the many/medium/few groups (100 − group mean
     per-class accuracy). Multi-label: test mAP total and head/medium/tail (mean AP of the group). Values in
     percent; ``n`` is the number of distinct seeds found (a seed recorded twice counts once: its first
-    record in ``records`` is used)."""
+    record in ``records`` is used). A seed whose run diverged has no test metrics: it is left out of the
+    means and listed in ``diverged`` (:func:`seeds_cell` shows it); a point where every seed diverged is
+    kept with undefined (NaN) values, so that its row says so instead of vanishing."""
     rule = study_groups(study)
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for key, point in chosen.items():
         seeds = method_seeds(study, key[1])
         by_seed: dict[int, dict[str, Any]] = {}
+        lost: dict[int, dict[str, Any]] = {}
         for r in records:
-            if ((r["dataset"], r["method"]) == key and r["point"] == point
-                    and r["seed"] in seeds and not r.get("diverged")):  # fmt: skip
-                by_seed.setdefault(r["seed"], r)
+            if (r["dataset"], r["method"]) == key and r["point"] == point and r["seed"] in seeds:
+                (lost if r.get("diverged") else by_seed).setdefault(r["seed"], r)
+        diverged = sorted(set(lost) - set(by_seed))
         if not by_seed:
+            if diverged:
+                ml = bool(lost[diverged[0]].get("multi_label"))
+                names = (
+                    ("total", "head", "medium", "tail")
+                    if ml
+                    else ("overall", "many", "medium", "few")
+                )
+                out[key] = {"point": point, "n": 0, "seeds": [], "diverged": diverged,
+                            "multi_label": ml, **{k: (math.nan, None) for k in names}}  # fmt: skip
             continue
         runs = [by_seed[s] for s in sorted(by_seed)]
         groups = rule.split(runs[0]["class_counts"], multi_label=bool(runs[0]["multi_label"]))
@@ -121,17 +135,49 @@ def summarize(
             "point": point,
             "n": len(runs),
             "seeds": [r["seed"] for r in runs],
+            "diverged": diverged,
             "multi_label": runs[0]["multi_label"],
             **{k: mean_std(v) for k, v in cols.items()},
         }
     return out
 
 
+def seeds_cell(s: dict[str, Any]) -> str:
+    """The seeds column of a summary row: the number of seeds averaged, and the seeds whose run diverged
+    (left out of the means), e.g. ``"2 (seed 1 diverged)"``."""
+    div = s.get("diverged") or []
+    if not div:
+        return str(s["n"])
+    return f"{s['n']} (seed{'s' if len(div) > 1 else ''} {', '.join(map(str, div))} diverged)"
+
+
+def selected_cell(
+    point: dict[str, Any], method: dict[str, Any], regime: str, grid_mode: str = "all"
+) -> str:
+    """The selected point as ``key=value, ...``, a value at the smallest or largest of its searched axis
+    (two values or more in the study's grid) marked "(EDGE)": the grid was too small, the optimum may lie
+    beyond it; "(floor)" instead at the method's ``grid_floor`` for that axis, the smallest value the
+    parameter can take. "–" for a method without parameters searched."""
+    src = method.get("balanced", method) if regime == "balanced" else method
+    grid = src.get("grid", {}) if grid_mode == "all" else {}
+    floors = method.get("grid_floor", {})
+    parts = []
+    for k, v in point.items():
+        axis = sorted(grid.get(k, []))
+        mark = ""
+        if len(axis) > 1 and v in (axis[0], axis[-1]):
+            mark = " (floor)" if k in floors and v == axis[0] == floors[k] else " (EDGE)"
+        parts.append(f"{k}={v}{mark}")
+    return ", ".join(parts) or "–"
+
+
 def format_tables(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]) -> str:
     """Markdown tables: one per single-label dataset (Tables III-IV layout: method rows, top-1 error
     overall and many/medium/few, mean ± std in percent) and one per multi-label dataset (Table V layout:
-    mAP total/head/medium/tail), each with the selected hyper-parameters and the number of seeds."""
+    mAP total/head/medium/tail), each with the selected hyper-parameters (an end of its grid marked,
+    :func:`selected_cell`) and the number of seeds."""
     labels = {m["id"]: m.get("label", m["id"]) for m in study["methods"]}
+    methods = {m["id"]: m for m in study["methods"]}
     lines: list[str] = []
     for dkey, ds in study["datasets"].items():
         rows = [(m["id"], summary[(dkey, m["id"])]) for m in study["methods"]
@@ -147,9 +193,11 @@ def format_tables(summary: dict[tuple[str, str], dict[str, Any]], study: dict[st
         lines.append("| Method | " + " | ".join(cols) + " | selected | seeds |")
         lines.append("|---|" + "---|" * (len(cols) + 2))
         for mid, s in rows:
-            sel = ", ".join(f"{k}={v}" for k, v in s["point"].items()) or "–"
+            sel = selected_cell(
+                s["point"], methods[mid], ds["regime"], study.get("grid_mode", "all")
+            )
             cells = " | ".join(fmt_mean_std(s[c], empty="–") for c in cols)
-            lines.append(f"| {labels[mid]} | {cells} | {sel} | {s['n']} |")
+            lines.append(f"| {labels[mid]} | {cells} | {sel} | {seeds_cell(s)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -241,7 +289,8 @@ def tables_markdown(
         f"Seeds {study['seeds']}, {study['epochs']} epochs, model {study['model']['name']} "
         f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
         f"({study['val_fraction']:.0%} of the training set, stratified) with seed {study['select_seed']}; "
-        f"groups: {study_groups(study).describe()}. {len(records)} runs, {minutes:.1f} run-minutes (summed wall time, one CPU thread a run) of "
+        f"groups: {study_groups(study).describe()}; a selected value marked (EDGE) is the smallest or "
+        f"largest of its grid (the grid was too small to show an interior optimum). {len(records)} runs, {minutes:.1f} run-minutes (summed wall time, one CPU thread a run) of "
         f"training. Raw runs: `{records_name or prefix + '-runs.jsonl'}`. Redraw: `lpl-train study "
         f"{_study_ref(study)}{quick} --report-only`; train what is missing: `lpl-train study "
         f"{_study_ref(study)}{quick}`."

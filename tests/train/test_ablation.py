@@ -514,6 +514,17 @@ def test_collect_reads_every_finished_run_of_every_folder_sorted_by_study_and_ke
         A.collect([a, tmp_path / "missing"])
 
 
+def test_collect_names_a_result_file_that_is_not_a_record(tmp_path):
+    _result(tmp_path, "lpl_ablation_q5", "d/m/p/seed0")
+    bad = tmp_path / "runs" / "d/m/p/seed0" / "result.json"
+    bad.write_text('{"study": "lpl_abl')  # cut short
+    with pytest.raises(ValueError, match=r"seed0/result.json' is not valid JSON"):
+        A.collect([tmp_path])
+    bad.write_text(json.dumps({"study": "lpl_ablation_q5", "key": "d/m/p/seed0"}))
+    with pytest.raises(ValueError, match=r"seed0/result.json' is not a record .*lacks dataset"):
+        A.collect([tmp_path])
+
+
 def test_add_records_names_at_most_five_conflicts():
     old = [{"study": "s", "key": f"k{i}", "x": 0} for i in range(7)]
     with pytest.raises(ValueError) as exc:

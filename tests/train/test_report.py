@@ -460,6 +460,17 @@ def test_folders_that_are_not_reportable_runs_are_skipped(tmp_path):
     assert [r.path.name for r in collect_runs(tmp_path)] == ["ok"]
 
 
+def test_a_malformed_study_record_is_an_error_naming_its_file(tmp_path):
+    cfg = load_config("tiv_cifar10_lt100_la")
+    write_run(tmp_path / "s0", cfg, 0, {"top1_error": 20.0})
+    (tmp_path / "s0" / "result.json").write_text('{"test": {"top1_error": 2')  # cut short
+    with pytest.raises(ValueError, match=r"s0/result.json' is not valid JSON"):
+        collect_runs(tmp_path)
+    (tmp_path / "s0" / "result.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"s0/result.json' holds list, expected a JSON object"):
+        collect_runs(tmp_path)
+
+
 def test_a_two_process_run_is_its_own_labelled_row_and_paper_stds_are_shown(tmp_path):
     from lpl_train.report.runs import ReportRow, to_markdown
 

@@ -338,6 +338,67 @@ def _hand_records():
     return recs
 
 
+def test_records_of_another_study_mode_or_definition_are_refused_not_reported(tmp_path):
+    """A JSONL file of another study (or two studies joined) shares dataset and method ids with this one:
+    its runs were selected and averaged under this study's header (or a method this study lacks stopped
+    the report with a bare StopIteration)."""
+    study = _study()
+    recs = [dict(r, study="t", quick=False, epochs=2) for r in _hand_records()]
+    S.write_tables(recs, study, tmp_path / "ok", "t")  # the study's own records
+    for field, value in (("study", "other"), ("quick", True), ("epochs", 48)):
+        bad = recs[:-1] + [dict(recs[-1], **{field: value})]
+        with pytest.raises(ValueError, match=f"with {field} .*not the {field}"):
+            S.write_tables(bad, study, tmp_path / field, "t", records_path=tmp_path / "x.jsonl")
+        with pytest.raises(ValueError, match="records of another study"):
+            S.summarize(bad, study)
+    stray = [*recs, dict(_rec("lt", "ldam", {}, 0, 50, 50), study="t")]
+    with pytest.raises(ValueError, match="does not define: lt/ldam"):
+        S.write_tables(stray, study, tmp_path / "stray", "t")
+
+
+def test_a_diverged_seed_is_named_in_the_table_not_silently_dropped(tmp_path):
+    """A final run that diverged has no test metrics: the mean is over the other seeds, and the seeds
+    column says which seed diverged (it showed a bare "1", as if the seed had never been run); a point
+    where every seed diverged keeps its row."""
+    study, recs = _study(), _hand_records()
+
+    def diverge(r):
+        return {**r, "diverged": "loss became NaN", "val": None, "test": None}
+
+    recs = [diverge(r) if (r["method"], r["seed"]) == ("lpl_varied", 1) else r for r in recs]
+    recs = [diverge(r) if r["method"] == "ce" else r for r in recs]
+    summ = S.summarize(recs, study)
+    assert summ[("lt", "lpl_varied")]["n"] == 1 and summ[("lt", "lpl_varied")]["diverged"] == [1]
+    lines = S.format_tables(summ, study).splitlines()
+    assert (
+        "| LPL | 20.00 | 20.00 | 20.00 | 20.00 | delta_epsilon=2.0 | 1 (seed 1 diverged) |" in lines
+    )
+    assert "| CE | – | – | – | – | – | 0 (seeds 0, 1 diverged) |" in lines
+    assert S.claims(summ, study) == []  # nothing to compare with: no verdict on a diverged method
+
+
+def test_a_selected_value_at_an_end_of_its_grid_is_marked_edge_in_the_study_tables():
+    """The project's rule: a hyper-parameter chosen at the edge of its grid means the grid was too small.
+    The study tables printed the selected point with no mark (24 of the 27 searched points of the
+    committed study sit on an end of their grid)."""
+    from lpl_train.report.tables import selected_cell
+
+    m = {"id": "m", "grid": {"a": [0.01, 0.1, 1.0, 10.0], "b": [3, 1, 2]}, "grid_floor": {"a": 0.01},
+         "balanced": {"grid": {"a": [0.5, 1.0]}}}  # fmt: skip
+    assert selected_cell({"a": 0.1, "b": 2}, m, "longtail") == "a=0.1, b=2"
+    assert selected_cell({"a": 10.0, "b": 2}, m, "longtail") == "a=10.0 (EDGE), b=2"
+    assert selected_cell({"a": 1.0, "b": 1}, m, "longtail") == "a=1.0, b=1 (EDGE)"  # unsorted axis
+    assert selected_cell({"a": 1.0, "b": 3}, m, "longtail") == "a=1.0, b=3 (EDGE)"
+    assert selected_cell({"a": 0.01, "b": 2}, m, "longtail") == "a=0.01 (floor), b=2"
+    assert selected_cell({"a": 0.5}, m, "balanced") == "a=0.5 (EDGE)"  # the balanced grid
+    assert selected_cell({"a": 0.5}, m, "balanced", grid_mode="first") == "a=0.5"  # no search
+    assert selected_cell({}, m, "longtail") == "–"
+    study = {**_study(), "methods": [{"id": "lpl_varied", "label": "LPL", "regime": "single",
+                                      "grid": {"delta_epsilon": [1.0, 2.0]}}]}  # fmt: skip
+    summ = S.summarize([r for r in _hand_records() if r["method"] == "lpl_varied"], study)
+    assert "| delta_epsilon=2.0 (EDGE) | 2 |" in S.format_tables(summ, study)
+
+
 def test_summary_and_tables_from_hand_made_records(tmp_path):
     study, recs = _study(), _hand_records()
     summ = S.summarize(recs, study)
