@@ -377,7 +377,10 @@ class _Trainer:
             f"of {self.cfg['schedule']['epochs']} (global step {step}); {kept}. Lower optim.lr, enable "
             "optim.grad_clip or check the loss parameters."
         )
-        folder.write_diverged({"epoch": epoch, "step": step, "message": msg})
+        # with what `lpl-train report` needs to place the run in its row without final.json
+        folder.write_diverged({"epoch": epoch, "step": step, "message": msg,
+                               "seed": self.cfg["train"]["seed"], "world_size": self.dist.world,
+                               "multi_label": bool(self.comps.multi_label)})  # fmt: skip
         raise TrainingDiverged(msg)
 
     def final(self, rec: dict[str, Any], wall: float) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Summarise finished runs: mean ± std over seeds beside the paper's number for the same table cell.
 
-A run folder is finished when it holds ``final.json`` (written by :func:`lpl_train.engine.fit`). Runs are
+A run folder is finished when it holds ``final.json`` (written by :func:`lpl_train.engine.fit`); one that
+holds ``diverged.json`` instead stopped on a non-finite loss and is named in its row, not averaged. Runs are
 grouped by their config with ``train.seed`` removed and by the number of processes they ran on (a DDP run is
 never averaged with single-process runs), so the seeds of one sweep point form one row. ``n`` counts distinct
 seeds: two runs of the same seed (a sweep run twice into two folders) are averaged into one value for that
@@ -36,7 +37,14 @@ from typing import Any
 
 from lpl_train.config import computed_keys
 from lpl_train.report.checks import check_final, check_paper, read_file
-from lpl_train.report.stats import DEFAULT_GROUPS, GroupRule, fmt_mean_std, mean_std, nanmean
+from lpl_train.report.stats import (
+    DEFAULT_GROUPS,
+    GroupRule,
+    diverged_note,
+    fmt_mean_std,
+    mean_std,
+    nanmean,
+)
 
 __all__ = [
     "ReportRow",
@@ -49,6 +57,8 @@ __all__ = [
     "to_markdown",
 ]
 
+#: the engine's diverged.json (lpl_train.engine.files.DIVERGED; named here so the report needs no torch)
+DIVERGED = "diverged.json"
 _SINGLE = ("top1_error", "error_many", "error_medium", "error_few")
 _MULTI = ("map", "map_head", "map_medium", "map_tail")
 
@@ -95,27 +105,36 @@ class _Run:
     path: Path
     config: dict[str, Any]
     final: dict[str, Any]
+    #: why the run stopped without test metrics (its training loss became non-finite); None if it finished
+    diverged: str | None = None
 
 
 def collect_runs(root: str | Path) -> list[_Run]:
-    """Every finished run folder (``final.json`` + ``config.toml``) under ``root``, in path order.
+    """Every finished run folder (``final.json`` + ``config.toml``) under ``root``, and every diverged one
+    (``diverged.json`` + ``config.toml``, no ``final.json``), in path order.
 
     A study run (``lpl_train.study``) evaluated its validation split during training; its record
     ``result.json`` holds the test metrics, which replace the engine's ``final`` (and its validation-based
-    ``best`` is dropped). A diverged study run (no test metrics) is left out."""
+    ``best`` is dropped). A diverged run (a study run's record without test metrics, or a run that stopped
+    on a non-finite loss) has no metrics: it is named in its row's seeds column, not averaged."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report folder {str(root)!r} does not exist")
+    found = {p.parent for p in root.rglob("final.json")} | {p.parent for p in root.rglob(DIVERGED)}
     runs = []
-    for fin in sorted(root.rglob("final.json")):
-        cfg_path = fin.parent / "config.toml"
+    for folder in sorted(found):
+        cfg_path = folder / "config.toml"
         if not cfg_path.is_file():
             continue
-        final = read_file(fin, json.loads, json.JSONDecodeError)
         cfg = read_file(cfg_path, tomllib.loads, tomllib.TOMLDecodeError)
-        check_final(fin, final)
         check_paper(cfg_path, cfg)
-        record = fin.parent / "result.json"
+        fin = folder / "final.json"
+        if not fin.is_file():  # stopped on a non-finite loss (the engine's diverged.json)
+            runs.append(_diverged_run(folder, cfg))
+            continue
+        final = read_file(fin, json.loads, json.JSONDecodeError)
+        check_final(fin, final)
+        record = folder / "result.json"
         if record.is_file():
             rec = read_file(record, json.loads, json.JSONDecodeError)
             if not isinstance(rec, dict):
@@ -124,10 +143,25 @@ def collect_runs(root: str | Path) -> list[_Run]:
                 )
             test = rec.get("test")
             if not test:
+                why = rec.get("diverged") or "its record holds no test metrics"
+                runs.append(_Run(folder, cfg, final, diverged=str(why)))
                 continue
             final = {**final, "final": test, "best": {}}
-        runs.append(_Run(fin.parent, cfg, final))
+        runs.append(_Run(folder, cfg, final))
     return runs
+
+
+def _diverged_run(folder: Path, cfg: dict[str, Any]) -> _Run:
+    """A run folder the engine stopped on a non-finite loss: its ``diverged.json`` (the message, and the
+    seed, processes and kind of targets the run had, where recorded) as a run without metrics."""
+    path = folder / DIVERGED
+    info = read_file(path, json.loads, json.JSONDecodeError)
+    if not isinstance(info, dict):
+        raise ValueError(f"{str(path)!r} holds {type(info).__name__}, expected a JSON object")
+    seed = info.get("seed", cfg.get("train", {}).get("seed", 0))
+    final = {"seed": seed, "multi_label": bool(info.get("multi_label", False)),
+             "run": {"world_size": info.get("world_size", 1)}}  # fmt: skip
+    return _Run(folder, cfg, final, diverged=str(info.get("message", "diverged")))
 
 
 @dataclass
@@ -148,6 +182,8 @@ class ReportRow:
     runs: list[str]
     duplicates: dict[int, int] = field(default_factory=dict)
     world_size: int = 1
+    #: seeds whose every run diverged (no metrics): named in the seeds column, not in the means
+    diverged: list[int] = field(default_factory=list)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -249,9 +285,11 @@ def _at_best_val(final: dict[str, Any], key: str) -> float | None:
 
 
 def _row(
-    label: str, rs: list[_Run], results: dict[str, Any] | None, groups: GroupRule
+    label: str, runs: list[_Run], results: dict[str, Any] | None, groups: GroupRule
 ) -> ReportRow:
-    multi = bool(rs[0].final.get("multi_label"))
+    rs = [r for r in runs if r.diverged is None] or runs[:0]
+    lost = sorted({_seed(r) for r in runs if r.diverged is not None} - {_seed(r) for r in rs})
+    multi = bool((rs or runs)[0].final.get("multi_label"))
     names = list(_MULTI if multi else _SINGLE)
     per_run = [_run_metrics(r, groups) for r in rs]
     fin: dict[str, tuple[float, float | None]] = {}
@@ -264,7 +302,7 @@ def _row(
     best_key = "test_map" if multi else "test_top1_error"  # at the epoch chosen on validation
     _, bvals = _per_seed(rs, [_at_best_val(r.final, best_key) for r in rs])
     bst = {names[0]: _mean_std(bvals)} if any(v is not None for v in bvals) else {}
-    paper = rs[0].config.get("paper")
+    paper = runs[0].config.get("paper")
     pv: dict[str, float] = {}
     if paper:
         try:
@@ -273,12 +311,15 @@ def _row(
             pv = {}
     count: dict[int, int] = {}
     for r in rs:
-        s = int(r.final.get("seed", r.config.get("train", {}).get("seed", 0)))
-        count[s] = count.get(s, 0) + 1
-    return ReportRow(label=label, name=rs[0].config.get("name", "?"), paper=paper, seeds=seeds,
+        count[_seed(r)] = count.get(_seed(r), 0) + 1
+    return ReportRow(label=label, name=runs[0].config.get("name", "?"), paper=paper, seeds=seeds,
                      metrics=names, final=fin, best=bst, paper_values=pv, runs=[str(r.path) for r in rs],
                      duplicates={s: n for s, n in count.items() if n > 1},
-                     world_size=_world_size(rs[0].final))  # fmt: skip
+                     world_size=_world_size(runs[0].final), diverged=lost)  # fmt: skip
+
+
+def _seed(r: _Run) -> int:
+    return int(r.final.get("seed", r.config.get("train", {}).get("seed", 0)))
 
 
 def _fmt(ms: tuple[float, float | None] | None) -> str:
@@ -293,10 +334,13 @@ def _paper_fmt(pv: dict[str, float], m: str) -> str:
 
 
 def _seeds_cell(r: ReportRow) -> str:
-    if not r.duplicates:
-        return str(len(r.seeds))
-    dup = ", ".join(f"seed {s} ×{n}" for s, n in sorted(r.duplicates.items()))
-    return f"{len(r.seeds)} (duplicate runs: {dup})"
+    notes = []
+    if r.duplicates:
+        dup = ", ".join(f"seed {s} ×{n}" for s, n in sorted(r.duplicates.items()))
+        notes.append(f"duplicate runs: {dup}")
+    if r.diverged:
+        notes.append(diverged_note(r.diverged))
+    return f"{len(r.seeds)} ({'; '.join(notes)})" if notes else str(len(r.seeds))
 
 
 def _table_rows(rows: list[ReportRow]) -> tuple[list[str], list[list[str]]]:
@@ -329,12 +373,13 @@ def to_markdown(rows: list[ReportRow], groups: GroupRule = DEFAULT_GROUPS) -> st
 
 def to_csv(rows: list[ReportRow], groups: GroupRule = DEFAULT_GROUPS) -> str:
     """CSV with one line per (config, metric): numbers unformatted (empty where absent); the columns
-    ``groups`` (the group definition), ``n_runs`` and ``world_size`` beside ``n_seeds``."""
+    ``groups`` (the group definition), ``n_runs`` and ``world_size`` beside ``n_seeds``, and
+    ``diverged_seeds`` (space-separated; left out of the means)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["config", "table", "row", "column", "n_seeds", "n_runs", "world_size", "groups",
                 "metric", "final_mean", "final_std", "best_val_mean", "best_val_std", "paper",
-                "paper_std"])  # fmt: skip
+                "paper_std", "diverged_seeds"])  # fmt: skip
     rule = groups.spec()
     for r in rows:
         p = r.paper or {}
@@ -343,7 +388,8 @@ def to_csv(rows: list[ReportRow], groups: GroupRule = DEFAULT_GROUPS) -> str:
             bm, bs = r.best.get(m, (None, None))
             w.writerow([r.label, p.get("table", ""), p.get("row", ""), p.get("column", ""), len(r.seeds),
                         len(r.runs), r.world_size, rule, m, _num(fm), _num(fs), _num(bm), _num(bs),
-                        _num(r.paper_values.get(m)), _num(r.paper_values.get(f"{m}_std"))])  # fmt: skip
+                        _num(r.paper_values.get(m)), _num(r.paper_values.get(f"{m}_std")),
+                        " ".join(map(str, r.diverged))])  # fmt: skip
     return buf.getvalue()
 
 

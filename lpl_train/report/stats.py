@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_GROUPS",
     "GroupRule",
     "class_groups_by_rank",
+    "diverged_note",
     "fmt_mean_std",
     "mean_std",
     "nanmean",
@@ -53,6 +54,14 @@ def fmt_mean_std(ms: tuple[float, float | None] | None, empty: str = "—") -> s
         return empty
     mean, std = ms
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def diverged_note(seeds: Sequence[int]) -> str:
+    """``"seed 1 diverged"`` / ``"seeds 0, 2 diverged"``: the seeds of a row whose runs diverged (no test
+    metrics; left out of its means), for its seeds column; ``""`` for none."""
+    if not seeds:
+        return ""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} diverged"
 
 
 def verdict(

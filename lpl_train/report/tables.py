@@ -16,6 +16,7 @@ from typing import Any
 from lpl_train.report.stats import (
     DEFAULT_GROUPS,
     GroupRule,
+    diverged_note,
     fmt_mean_std,
     mean_std,
     nanmean,
@@ -146,9 +147,7 @@ def seeds_cell(s: dict[str, Any]) -> str:
     """The seeds column of a summary row: the number of seeds averaged, and the seeds whose run diverged
     (left out of the means), e.g. ``"2 (seed 1 diverged)"``."""
     div = s.get("diverged") or []
-    if not div:
-        return str(s["n"])
-    return f"{s['n']} (seed{'s' if len(div) > 1 else ''} {', '.join(map(str, div))} diverged)"
+    return f"{s['n']} ({diverged_note(div)})" if div else str(s["n"])
 
 
 def selected_cell(

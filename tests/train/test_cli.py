@@ -250,6 +250,11 @@ def test_a_diverging_sweep_run_is_reported_and_the_others_train(tmp_path, capsys
     assert "1 diverged" in cap.out and "optim.lr=1e_38/seed0 diverged: " in cap.err
     assert (root / "optim.lr=0.1" / "seed0" / "final.json").is_file()
     assert not (root / "optim.lr=1e_38" / "seed0" / "final.json").exists()
+    # the report names the diverged run in its row (from diverged.json) instead of leaving it out
+    assert main(["report", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "optim.lr=1e+38] | — | 0 (seed 0 diverged) |" in out, out
+    assert "optim.lr=0.1] | — | 1 |" in out
 
 
 def test_console_script_and_module_entry_point():

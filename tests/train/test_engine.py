@@ -405,6 +405,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     info = json.loads((run / "diverged.json").read_text())
     assert info["epoch"] == 2 and info["step"] == 2 * steps_per_epoch + 1
+    # what `lpl-train report` places the run's row by, without final.json
+    seed = cfg["train"]["seed"]
+    assert (info["seed"], info["world_size"], info["multi_label"]) == (seed, 1, False)
     assert len(engine.read_metrics(run)) == 2
 
 

@@ -447,17 +447,56 @@ def test_an_empty_class_group_is_left_out_not_shown_as_nan(tmp_path):
 
 
 def test_folders_that_are_not_reportable_runs_are_skipped(tmp_path):
-    """A final.json without config.toml (not a run folder) and a diverged study run (its record has no
-    test metrics) are not collected."""
+    """A final.json or diverged.json without config.toml is not a run folder: not collected."""
     cfg = load_config("tiv_cifar10_lt100_la")
     write_run(tmp_path / "ok", cfg, 0, {"top1_error": 20.0})
-    write_run(tmp_path / "diverged", cfg, 1, {"top1_error": 20.0})
-    (tmp_path / "diverged" / "result.json").write_text(
-        json.dumps({"test": None, "diverged": "nan"})
-    )
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "final.json").write_text(json.dumps({"final": {}}))
+    for name in ("final.json", "diverged.json"):
+        (tmp_path / name[:5]).mkdir()
+        (tmp_path / name[:5] / name).write_text(json.dumps({"final": {}}))
     assert [r.path.name for r in collect_runs(tmp_path)] == ["ok"]
+
+
+def test_a_diverged_run_is_named_in_its_row_not_silently_left_out(tmp_path):
+    """A run stopped on a non-finite loss (the engine's diverged.json, no final.json) or a study run whose
+    record holds no test metrics: left out of the means and named in the seeds column (the row's seed count
+    alone used to read as if the seed had never been run); a config whose every seed diverged keeps its row.
+    """
+    from lpl_train.engine.files import DIVERGED
+    from lpl_train.report.runs import DIVERGED as REPORT_DIVERGED
+
+    assert (
+        REPORT_DIVERGED == DIVERGED
+    )  # the report's name for the engine's file (it imports no torch)
+    la, ce = load_config("tiv_cifar10_lt100_la"), load_config("tiv_cifar10_lt100_focal")
+    write_run(tmp_path / "la0", la, 0, {"top1_error": 20.0})
+    write_run(tmp_path / "la1", la, 1, {"top1_error": 22.0})
+    (tmp_path / "la2").mkdir()  # as the engine leaves it: config, metrics, diverged.json
+    (tmp_path / "la2" / "config.toml").write_text(
+        dumps_toml({**la, "train": {**la["train"], "seed": 2}})
+    )
+    (tmp_path / "la2" / DIVERGED).write_text(json.dumps({"epoch": 3, "step": 40, "message": "nan",
+                                                         "seed": 2, "world_size": 1}))  # fmt: skip
+    write_run(tmp_path / "la3", la, 3, {"top1_error": 99.0})  # a study run that diverged
+    (tmp_path / "la3" / "result.json").write_text(json.dumps({"test": None, "diverged": "nan"}))
+    (tmp_path / "ce0").mkdir()  # an older diverged.json: seed from the config, one process
+    (tmp_path / "ce0" / "config.toml").write_text(dumps_toml(ce))
+    (tmp_path / "ce0" / DIVERGED).write_text(json.dumps({"epoch": 0, "step": 1, "message": "nan"}))
+    runs = collect_runs(tmp_path)
+    assert [(r.path.name, r.diverged) for r in runs] == [
+        ("ce0", "nan"), ("la0", None), ("la1", None), ("la2", "nan"), ("la3", "nan")]  # fmt: skip
+    rows = {r.name: r for r in aggregate(runs)}
+    assert rows[la["name"]].seeds == [0, 1] and rows[la["name"]].diverged == [2, 3]
+    assert rows[la["name"]].final["top1_error"] == pytest.approx((21.0, 2**0.5))
+    assert rows[ce["name"]].seeds == [] and rows[ce["name"]].diverged == [0]
+    md = make_report(tmp_path)
+    assert "| 2 (seeds 2, 3 diverged) | top1_error | 21.00 ± 1.41 |" in md
+    assert "| 0 (seed 0 diverged) | top1_error | — |" in md
+    csv_rows = list(csv.DictReader(io.StringIO(make_report(tmp_path, fmt="csv"))))
+    assert {(r["config"], r["n_seeds"], r["diverged_seeds"]) for r in csv_rows} == {
+        (la["name"], "2", "2 3"), (ce["name"], "0", "0")}  # fmt: skip
+    # a seed that diverged in one folder and finished in another counts as finished
+    write_run(tmp_path / "la2b", la, 2, {"top1_error": 24.0})
+    assert {r.name: r for r in aggregate(collect_runs(tmp_path))}[la["name"]].diverged == [3]
 
 
 def test_a_malformed_study_record_is_an_error_naming_its_file(tmp_path):
