@@ -199,13 +199,22 @@ LT_LDAM_ROWS = [
     ),
     ("ISDA + Dropout", "isda_dropout", loss("isda", lambda0=0.5), {"dropout": 0.3}),
 ]
-#: The long-tail ISDA + Dropout rows train on LDAM's recipe, as the other baselines of these tables; the
-#: paper says its 10:1 numbers for ISDA + Dropout come from ISDA's released code (160 epochs, x0.1 at 80/120,
-#: Nesterov, wd 1e-4, option-B ResNet, reflect padding, ISDA's mean/std).
-ISDA_LT_NOTE = (
-    " ISDA + Dropout on LDAM's recipe like the other baselines here; the paper's 10:1 number came from "
-    "ISDA's released code (160 epochs, x0.1 at 80/120, Nesterov, wd 1e-4, option-B ResNet)"
-)
+#: ISDA + Dropout: at 100:1 the paper takes the number from Li et al.'s study (MetaSAug, LDAM's setting), so
+#: that column trains on LDAM's recipe like the other baselines; at 10:1 the paper says "the results of
+#: ISDA+Dropout and LA are obtained by running their released codes" (Sec. IV.B), so that column trains on
+#: ISDA's released CIFAR recipe (160 epochs, x0.1 at 80/120, Nesterov, wd 1e-4, ISDA's option-B ResNet-32,
+#: reflect-pad crop + flip, ISDA's mean/std) on LDAM's 10:1 profile (data seed 0).
+ISDA_LT_NOTE = {
+    100: (
+        " ISDA + Dropout on LDAM's recipe like the other baselines here (the paper's 100:1 number is from "
+        "Li et al.'s study)"
+    ),
+    10: (
+        " ISDA + Dropout on ISDA's released CIFAR recipe, as the paper ran it at 10:1 ('obtained by running "
+        "their released codes'): 160 epochs, x0.1 at 80/120, SGD Nesterov 0.9, lr 0.1, wd 1e-4, batch 128, "
+        "ISDA's option-B ResNet-32 with dropout 0.3, reflect-pad crop + flip, ISDA's mean/std"
+    ),
+}
 LT_LA_ROWS = [
     ("LA", "la", loss("la", lam=1.0)),
     ("LPL (varied tau + fixed eps)", "lpl_fixed", loss("lpl", **LPL_LT_FIXED)),
@@ -221,10 +230,24 @@ for table, c in (("III", 100), ("IV", 10)):
             "augment": "crop_flip",
         }
         for row, slug, lo, mp in LT_LDAM_ROWS:
+            if slug == "isda_dropout" and ratio == 10:
+                add(
+                    f"t{table.lower()}_cifar{c}_lt{ratio}_{slug}",
+                    f"Table {table}, CIFAR-{c}-LT {col}, {row}. data: LDAM's exponential profile, data seed 0."
+                    + ISDA_LT_NOTE[ratio]
+                    + ".",
+                    (table, row, col),
+                    dict(ldam_data, loader=ISDA_LOADER),
+                    m("resnet32", shortcut="B", **mp),
+                    lo,
+                    SGD_ISDA,
+                    ISDA_RESNET,
+                )
+                continue
             add(
                 f"t{table.lower()}_cifar{c}_lt{ratio}_{slug}",
                 f"Table {table}, CIFAR-{c}-LT {col}, {row}. {LDAM_NOTE}; data: LDAM's exponential profile, data seed 0."
-                + (ISDA_LT_NOTE + "." if slug == "isda_dropout" else ""),
+                + (ISDA_LT_NOTE[ratio] + "." if slug == "isda_dropout" else ""),
                 (table, row, col),
                 ldam_data,
                 m("resnet32", **mp),
@@ -369,14 +392,16 @@ for ds, col in (("inat2017", "iNat2017"), ("inat2018", "iNat2018")):
         ("Class-balanced focal loss", "cb_focal", loss("cb_focal", beta=0.9999, gamma=1.0), {}),
         ("LDAM", "ldam", loss("ldam", max_m=0.3, s=30.0), {"use_norm": True}),
         ("LDAM-DRW", "ldam_drw", loss("ldam", max_m=0.3, s=30.0, drw_epoch=60), {"use_norm": True}),
-        ("ISDA + Dropout", "isda", loss("isda", lambda0=0.5, diagonal=True), {}),
+        # ISDA's released ResNet-50 (ImageNet) run: --lambda_0 7.5 ("7.5 for ResNets"), diagonal covariance
+        ("ISDA + Dropout", "isda", loss("isda", lambda0=7.5, diagonal=True), {}),
         ("LA", "la", loss("la", lam=1.0), {}),
         ("LPL (varied tau + fixed eps)", "lpl_fixed", loss("lpl", **LPL_LT_FIXED), {}),
         ("LPL (varied tau + varied eps)", "lpl_varied", loss("lpl", **LPL_LT_VARIED), {}),
     ]
     for row, slug, lo, mp in rows:
         extra = (
-            " ISDA uses the diagonal covariance (ISDA's ImageNet variant); ResNet-50 has no dropout option."
+            " ISDA as its released ResNet-50 (ImageNet) code runs it: diagonal covariance, lambda0 7.5; "
+            "ResNet-50 has no dropout option."
             if slug == "isda"
             else ""
         )
