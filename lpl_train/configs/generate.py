@@ -199,15 +199,15 @@ LT_LDAM_ROWS = [
     ),
     ("ISDA + Dropout", "isda_dropout", loss("isda", lambda0=0.5), {"dropout": 0.3}),
 ]
-#: ISDA + Dropout: at 100:1 the paper takes the number from Li et al.'s study (MetaSAug, LDAM's setting), so
-#: that column trains on LDAM's recipe like the other baselines; at 10:1 the paper says "the results of
-#: ISDA+Dropout and LA are obtained by running their released codes" (Sec. IV.B), so that column trains on
+#: ISDA + Dropout: at 100:1 the paper presents the results reported with Menon et al.'s released data (the LA
+#: paper), so that column trains on LDAM's recipe like the other baselines; at 10:1 the paper says "the results
+#: of ISDA+Dropout and LA are obtained by running their released codes" (Sec. IV.B), so that column trains on
 #: ISDA's released CIFAR recipe (160 epochs, x0.1 at 80/120, Nesterov, wd 1e-4, ISDA's option-B ResNet-32,
 #: reflect-pad crop + flip, ISDA's mean/std) on LDAM's 10:1 profile (data seed 0).
 ISDA_LT_NOTE = {
     100: (
-        " ISDA + Dropout on LDAM's recipe like the other baselines here (the paper's 100:1 number is from "
-        "Li et al.'s study)"
+        " ISDA + Dropout on LDAM's recipe like the other baselines here (at 100:1 the paper presents the "
+        "results reported with Menon et al.'s released data)"
     ),
     10: (
         " ISDA + Dropout on ISDA's released CIFAR recipe, as the paper ran it at 10:1 ('obtained by running "
