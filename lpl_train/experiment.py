@@ -345,32 +345,52 @@ class ConfigRunner:
         """The finished run's ``final.json``, after checking that it ran this run's config.
 
         Raises:
-            ConfigMismatch: the folder's ``config.toml`` differs (e.g. the sweep was called again into
-                the same ``--out`` with other ``--set`` or ``--epochs``); the keys are named.
+            ConfigMismatch: the run's config (its ``config.toml``, or where that is gone its checkpoint's
+                own) differs (e.g. the sweep was called again into the same ``--out`` with other ``--set``
+                or ``--epochs``); the keys are named.
+            ValueError: ``final.json`` is damaged; the file is named.
         """
+        from lpl_train.engine.run_folder import RunFolder
+
         self._check_finished(run)
-        return json.loads((run.out / "final.json").read_text(encoding="utf-8"))
+        done = RunFolder(run.out).finished()
+        if done is None:
+            raise FileNotFoundError(f"{str(run.out / 'final.json')!r} is gone")
+        return done
 
     def _check_finished(self, run: PlannedRun) -> None:
+        """A finished run's config must be this run's: its ``config.toml``, or, where that is gone, the
+        config its checkpoint was made with (verified); a run with neither cannot be compared."""
         from lpl_train.config import dumps_toml
-        from lpl_train.engine.files import ConfigMismatch, config_differences
+        from lpl_train.engine.files import ConfigMismatch, config_differences, load_checkpoint
 
+        if run.cfg is None:
+            return
         stored = run.out / "config.toml"
-        if stored.is_file() and run.cfg is not None:
-            diff = config_differences(stored.read_text(encoding="utf-8"), dumps_toml(run.cfg))
-            if diff:
-                raise ConfigMismatch(
-                    f"{str(run.out)!r} holds a finished run of another config (it differs in "
-                    f"{', '.join(diff)}); sweep into another --out, or remove that folder to retrain it"
-                )
+        if stored.is_file():
+            text: Any = stored.read_text(encoding="utf-8", errors="replace")
+        elif (run.out / CHECKPOINT).is_file():
+            text = load_checkpoint(run.out / CHECKPOINT).get("config")
+        else:
+            return
+        try:
+            diff = config_differences(text, dumps_toml(run.cfg)) if isinstance(text, str) else []
+        except ValueError:  # TOMLDecodeError is a ValueError
+            diff = [f"(its {stored.name} is not a config)"]
+        if diff:
+            raise ConfigMismatch(
+                f"{str(run.out)!r} holds a finished run of another config (it differs in "
+                f"{', '.join(diff)}); sweep into another --out, or remove that folder to retrain it"
+            )
 
     def check(self, run: PlannedRun) -> None:
         """What this run's folder would make :meth:`load` or ``engine.fit`` refuse, found without writing:
-        a finished run of another config; a checkpointed run whose ``config.toml`` differs (resuming it
-        would be refused); for a fresh run, everything ``RunFolder.check_fresh`` refuses (epoch records
-        without a checkpoint, a run folder inside it or around it, the ``config.toml`` of another config);
-        for a run to train, a path that cannot be written (a file on the way, a read-only file system, no
-        permission). A folder that another process moves on meanwhile (a first checkpoint, ``final.json``)
+        a finished run of another config or with a damaged ``final.json``; a checkpointed run whose
+        checkpoint is damaged or was made with another config (resuming it would be refused, whatever its
+        ``config.toml`` says); for a fresh run, everything ``RunFolder.check_fresh`` refuses (epoch
+        records without a checkpoint, a run folder inside it or around it, the ``config.toml`` of another
+        config); for a run to train, a path that cannot be written (a file on the way, a read-only file
+        system, no permission). A folder that another process moves on meanwhile (a first checkpoint, ``final.json``)
         is looked at again."""
         from lpl_train.config import dumps_toml
         from lpl_train.engine.run_folder import RunFolder, check_writable
@@ -383,12 +403,11 @@ class ConfigRunner:
             try:
                 if state[0]:
                     self._check_finished(run)
+                    folder.finished()  # a damaged final.json is refused naming it
                 elif state[1]:
-                    stored = run.out / "config.toml"
-                    if stored.is_file():
-                        folder.check_config(
-                            stored.read_text(encoding="utf-8"), text, repr(str(stored))
-                        )
+                    # as fit resumes it: the checkpoint verified and its own config compared (a
+                    # config.toml edited or lost is written again from it)
+                    folder.resume_checkpoint(text)
                 else:
                     folder.check_fresh(text)
                 if not state[0]:

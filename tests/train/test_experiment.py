@@ -430,9 +430,10 @@ def test_config_runner_check_finds_what_its_run_folders_would_refuse_without_wri
     assert logs == []
     # a checkpointed run of another config would not resume
     (run.out / "final.json").unlink()
-    (run.out / "checkpoint.pt").write_bytes(b"")
+    _checkpoint(run.out, dumps_toml(other))
     with pytest.raises(RunFolderError, match=r"the config differs .* in schedule.epochs"):
         runner.check(run)
+    _checkpoint(run.out, dumps_toml(run.cfg))
     (run.out / "config.toml").write_text(dumps_toml(run.cfg))
     runner.check(run)
     assert X.execute([run], runner, dry_run=True, log=logs.append)[0].status == "planned"
@@ -457,6 +458,64 @@ def test_config_runner_check_finds_what_its_run_folders_would_refuse_without_wri
         RunFolderError, match=r"cannot write run folder .*seed0': Permission denied"
     ):
         runner.check(fresh)
+
+
+def _checkpoint(folder: Path, config: str) -> None:
+    """A checkpoint.pt as the engine writes one (without real state) made with ``config``."""
+    import torch
+
+    state = {"format": 1, "epoch": 1, "step": 1, "model": {}, "loss": {}, "optimizer": {}, "rng": {},
+             "config": config}  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / "checkpoint.pt")
+
+
+def test_the_sweep_check_compares_a_checkpoints_own_config_as_its_resume_will(tmp_path):
+    from lpl_train.config import dumps_toml, load_config
+    from lpl_train.engine import RunFolderError
+
+    runs = X.plan_sweep("gaussian_linear_ce", [], [], [0, 1], 2, tmp_path / "sw")
+    runner = X.ConfigRunner(quiet=True)
+    other = dumps_toml(load_config("gaussian_linear_ce", ["train.seed=1", "optim.lr=0.5"], 2))
+    # seed1 was checkpointed with another config and its config.toml is gone: its resume would be
+    # refused, so the sweep stops before anything trains (seed0 is not trained into --out)
+    _checkpoint(runs[1].out, other)
+    with pytest.raises(RunFolderError, match=r"checkpoint .*seed1/checkpoint.pt.* in optim.lr"):
+        runner.check(runs[1])
+    with pytest.raises(RunFolderError, match=r"in optim.lr"):
+        X.execute(runs, runner, log=lambda s: None)
+    assert not runs[0].out.exists()
+    # a config.toml edited by hand while the checkpoint is the sweep's: the resume rewrites it, so the
+    # check lets it through
+    _checkpoint(runs[1].out, dumps_toml(runs[1].cfg))
+    (runs[1].out / "config.toml").write_text(other)
+    runner.check(runs[1])
+    # a damaged checkpoint is refused up front, naming it
+    (runs[1].out / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RunFolderError, match=r"seed1/checkpoint.pt' is truncated"):
+        runner.check(runs[1])
+
+
+def test_a_finished_run_without_its_config_toml_is_compared_with_its_checkpoint(tmp_path):
+    from lpl_train.config import dumps_toml, load_config
+    from lpl_train.engine import RunFolderError
+
+    (run,) = X.plan_sweep("gaussian_linear_ce", [], [], [0], 2, tmp_path / "sw")
+    runner = X.ConfigRunner(quiet=True)
+    other = dumps_toml(load_config("gaussian_linear_ce", ["train.seed=0", "optim.lr=0.5"], 2))
+    _checkpoint(run.out, other)
+    (run.out / "final.json").write_text('{"name": "other"}')
+    for call in (runner.check, runner.load):  # not taken for this config's result
+        with pytest.raises(RunFolderError, match=r"finished run of another config .*optim.lr"):
+            call(run)
+    _checkpoint(run.out, dumps_toml(run.cfg))
+    runner.check(run)
+    assert runner.load(run) == {"name": "other"}
+    # a damaged final.json is named, up front and when read
+    (run.out / "final.json").write_text('{"name": ')
+    for call in (runner.check, runner.load):
+        with pytest.raises(ValueError, match=r"seed0/final.json' is not a JSON object"):
+            call(run)
 
 
 def test_the_sweep_pre_check_builds_each_point_once_not_each_seed(tmp_path, monkeypatch):
