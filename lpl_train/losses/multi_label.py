@@ -426,7 +426,10 @@ class RebalancedBCELoss(_ReprMixin, nn.Module):
         return self.init_bias / self.neg_scale
 
     def weights(self, target: torch.Tensor) -> torch.Tensor:
-        """The (N, C) re-balanced weights for ``target`` (ones when ``reweight=False``)."""
+        """The (N, C) re-balanced weights for ``target`` (ones when ``reweight=False``), in the dtype of
+        ``target`` (float32 for an integer or bool target, as :func:`rebalanced_weights`)."""
+        if not target.is_floating_point():
+            target = target.to(torch.float32)
         if not self.reweight:
             return torch.ones_like(target)
         return _rebalanced(target, self.inv_counts, self.map_alpha, self.map_beta, self.map_mu)
@@ -445,8 +448,10 @@ class RebalancedBCELoss(_ReprMixin, nn.Module):
         logits, target = _check_multilabel(logits, target, self.num_classes)
         zp, zn = self.transformed_logits(logits)
         lam = self.neg_scale
-        pos = F.softplus(-zp)
-        neg = F.softplus(lam * zn)
+        # softplus(-z_p) and softplus(lam z_n), exact: F.softplus is linear above its threshold (20), which
+        # drops log1p(e^-20) ~ 2e-9 there, beyond rounding in float64
+        pos = F.binary_cross_entropy_with_logits(zp, torch.ones_like(zp), reduction="none")
+        neg = F.binary_cross_entropy_with_logits(lam * zn, torch.zeros_like(zn), reduction="none")
         loss = self.weights(target) * (target * pos + (1 - target) * neg / lam)
         if self.focal_gamma is not None:
             unweighted = target * pos + (1 - target) * neg

@@ -512,3 +512,35 @@ def test_rebalanced_weights_of_a_row_without_positives_are_the_maps_limit():
     torch.testing.assert_close(w[1], torch.full((4,), 1.1))
     flat = rebalanced_weights(y, COUNTS, map_alpha=0.1, map_beta=0.0)
     torch.testing.assert_close(flat, torch.full((2, 4), 0.6))
+
+
+@pytest.mark.parametrize("neg_scale", [1.0, 5.0])
+def test_rbce_softplus_is_exact_in_float64_beyond_softplus_threshold(neg_scale):
+    """F.softplus is linear above 20 (it drops log1p(e^-20) ~ 2e-9): the R-BCE terms must not be, so a
+    float64 call is exact to rounding, as the plain BCE (neg_scale = 1) it reduces to."""
+    lam = neg_scale
+    # a negative entry with lam z = 22 and a positive entry with z = -25: both past the threshold
+    z = torch.tensor([[22.0 / lam, -25.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    loss = RebalancedBCELoss([4, 9], neg_scale=lam, reweight=False, reduction="none")
+    out = loss(z, y)
+    out.sum().backward()
+    # softplus(x) = x + log1p(e^-x) and softplus'(x) = 1 - sigmoid(-x): check the small remainders
+    rest = out.detach() - torch.tensor([[22.0 / lam, 25.0]], dtype=torch.float64)
+    expected = torch.tensor([[math.log1p(math.exp(-22.0)) / lam, math.log1p(math.exp(-25.0))]])
+    torch.testing.assert_close(rest, expected.double(), rtol=1e-3, atol=0)
+    slack = torch.tensor([[1.0, -1.0]], dtype=torch.float64) - z.grad
+    expected_slack = torch.tensor([[_sig(-22.0), -_sig(-25.0)]], dtype=torch.float64)
+    torch.testing.assert_close(slack, expected_slack, rtol=1e-3, atol=0)
+
+
+def test_rbce_weights_accept_integer_and_bool_targets():
+    """The public ``weights`` method, like :func:`rebalanced_weights`, scores an integer or bool target in
+    float32 (it failed inside torch.finfo)."""
+    loss = RebalancedBCELoss(COUNTS)
+    y = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0]])
+    expected = rebalanced_weights(y.float(), COUNTS)
+    torch.testing.assert_close(loss.weights(y), expected)
+    torch.testing.assert_close(loss.weights(y.bool()), expected)
+    ones = RebalancedBCELoss(COUNTS, reweight=False).weights(y)
+    assert ones.dtype == torch.float32 and bool((ones == 1).all())
