@@ -448,10 +448,12 @@ class RebalancedBCELoss(_ReprMixin, nn.Module):
         logits, target = _check_multilabel(logits, target, self.num_classes)
         zp, zn = self.transformed_logits(logits)
         lam = self.neg_scale
-        # softplus(-z_p) and softplus(lam z_n), exact: F.softplus is linear above its threshold (20), which
-        # drops log1p(e^-20) ~ 2e-9 there, beyond rounding in float64
-        pos = F.binary_cross_entropy_with_logits(zp, torch.ones_like(zp), reduction="none")
-        neg = F.binary_cross_entropy_with_logits(lam * zn, torch.zeros_like(zn), reduction="none")
+        # softplus(-z_p) and softplus(lam z_n) as logaddexp(0, x), exact to rounding at every x: F.softplus is
+        # linear above 20 (it drops log1p(e^-20) ~ 2e-9) and binary_cross_entropy_with_logits takes log, not
+        # log1p, of 1 + e^-|x| (a confident entry's loss kept few digits)
+        zero = zp.new_zeros(())
+        pos = torch.logaddexp(zero, -zp)
+        neg = torch.logaddexp(zero, lam * zn)
         loss = self.weights(target) * (target * pos + (1 - target) * neg / lam)
         if self.focal_gamma is not None:
             unweighted = target * pos + (1 - target) * neg

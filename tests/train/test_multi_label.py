@@ -515,23 +515,29 @@ def test_rebalanced_weights_of_a_row_without_positives_are_the_maps_limit():
 
 
 @pytest.mark.parametrize("neg_scale", [1.0, 5.0])
-def test_rbce_softplus_is_exact_in_float64_beyond_softplus_threshold(neg_scale):
-    """F.softplus is linear above 20 (it drops log1p(e^-20) ~ 2e-9): the R-BCE terms must not be, so a
-    float64 call is exact to rounding, as the plain BCE (neg_scale = 1) it reduces to."""
+def test_rbce_terms_are_exact_in_float64_at_every_logit(neg_scale):
+    """The R-BCE terms softplus(-z_p) and softplus(lam z_n)/lam are exact to rounding in float64, both where
+    an entry is badly wrong (F.softplus is linear above 20 and dropped log1p(e^-20) ~ 2e-9) and where it is
+    confidently right (binary_cross_entropy_with_logits takes log, not log1p, of 1 + e^-|x|: 3e-5 relative
+    at x = 25), so that neg_scale = 1 is the plain BCE it reduces to."""
     lam = neg_scale
-    # a negative entry with lam z = 22 and a positive entry with z = -25: both past the threshold
-    z = torch.tensor([[22.0 / lam, -25.0]], dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    # per row: a negative entry at lam z = 22 (wrong) or -25 (right), a positive entry at -25 or 25
+    z = torch.tensor([[22.0 / lam, -25.0], [-25.0 / lam, 25.0]], dtype=torch.float64,
+                     requires_grad=True)  # fmt: skip
+    y = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
     loss = RebalancedBCELoss([4, 9], neg_scale=lam, reweight=False, reduction="none")
     out = loss(z, y)
     out.sum().backward()
-    # softplus(x) = x + log1p(e^-x) and softplus'(x) = 1 - sigmoid(-x): check the small remainders
-    rest = out.detach() - torch.tensor([[22.0 / lam, 25.0]], dtype=torch.float64)
-    expected = torch.tensor([[math.log1p(math.exp(-22.0)) / lam, math.log1p(math.exp(-25.0))]])
-    torch.testing.assert_close(rest, expected.double(), rtol=1e-3, atol=0)
-    slack = torch.tensor([[1.0, -1.0]], dtype=torch.float64) - z.grad
-    expected_slack = torch.tensor([[_sig(-22.0), -_sig(-25.0)]], dtype=torch.float64)
-    torch.testing.assert_close(slack, expected_slack, rtol=1e-3, atol=0)
+
+    def softplus(x: float) -> float:  # log(1 + e^x), exact in double for these x
+        return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+    expected = [[softplus(22.0) / lam, softplus(25.0)], [softplus(-25.0) / lam, softplus(-25.0)]]
+    torch.testing.assert_close(out.detach(), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-14, atol=0)  # fmt: skip
+    # d/dz: sigmoid(lam z) for a negative entry, -sigmoid(-z) for a positive one
+    grad = [[_sig(22.0), -_sig(25.0)], [_sig(-25.0), -_sig(-25.0)]]
+    torch.testing.assert_close(z.grad, torch.tensor(grad, dtype=torch.float64), rtol=1e-14, atol=0)
 
 
 def test_rbce_weights_accept_integer_and_bool_targets():

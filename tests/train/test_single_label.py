@@ -893,3 +893,23 @@ def test_feature_state_stays_float64_when_sized_at_construction_or_loaded(cls):
         fresh.load_state_dict(lazy.state_dict())
         for buf in cls._lazy_buffers:
             assert torch.equal(getattr(fresh, buf), getattr(lazy, buf))
+
+
+def test_class_balanced_sigmoid_focal_is_exact_in_float64_past_softplus_threshold():
+    """(1 - p_t)^gamma of the sigmoid focal term is sigmoid(z)^gamma for a negative class: at z = -25 it is
+    1.3887943864771144e-11, where F.softplus (linear above 20) gave e^-25 = 1.3887943864964021e-11, a relative
+    error of 1.4e-11, far beyond float64 rounding. Here that class's term dominates the sample's loss."""
+    import math
+
+    logits = torch.tensor([[30.0, -25.0]], dtype=torch.float64)
+    target = torch.tensor([0])
+    loss = ClassBalancedFocalLoss([10, 10], beta=0.9999, gamma=1.0, reduction="none")
+    weight = loss.weight[0].item()  # equal counts: both classes weigh the same
+
+    # (1 - p_t) * BCE per class, each factor without cancellation: 1 - p_t is sigmoid(-z) for the target
+    # class and sigmoid(z) for the other (sigmoid(-25) itself, not 1 - (1 - p))
+    pos = 1.0 / (1.0 + math.exp(30.0)) * math.log1p(math.exp(-30.0))
+    neg = 1.0 / (1.0 + math.exp(25.0)) * math.log1p(math.exp(-25.0))
+    expected = weight * (pos + neg)
+    torch.testing.assert_close(loss(logits, target), torch.tensor([expected], dtype=torch.float64),
+                               rtol=1e-13, atol=0)  # fmt: skip
