@@ -126,6 +126,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    for flag in ("batches", "repeats", "batch_size", "width", "world"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    for flag in ("workers", "threads"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag} must be at least 0, got {getattr(args, flag)}")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:N)")
     torch.set_flush_denormal(True)
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -828,6 +828,13 @@ def main(argv: list[str] | None = None) -> dict:
         "repeatable (default: all)",
     )
     args = ap.parse_args(argv)
+    for flag, value in (("--repeats", args.repeats), ("--threads", args.threads)):
+        if value is not None and value < 1:  # 0 is refused, not taken for the default
+            ap.error(f"{flag} must be at least 1, got {value}")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        ap.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:N)")
     parts = set(
         args.only or ("loss", "resnet", "loop", "presets", "masked", "static", "captured", "instep")
     )

@@ -323,7 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.repeats is not None and a.repeats < 1 or a.jobs is not None and a.jobs < 1:
         p.error("--repeats and --jobs must be >= 1")
     amp = "bf16" if cuda else "off"
-    model_params = json.loads(a.model_params)
+    try:
+        model_params = json.loads(a.model_params)
+    except ValueError as exc:
+        p.error(f"--model-params {a.model_params!r} is not JSON: {exc}")
+    if not isinstance(model_params, dict):
+        p.error(
+            f"--model-params must be a JSON object of keyword arguments, got {a.model_params!r}"
+        )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # a fresh folder for the runs: a finished run folder is never rewritten

@@ -314,10 +314,20 @@ def main(argv: list[str] | None = None) -> int:
                     "and works; lpl_train.engine.mps)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=None, help="default: 200 (1 with --quick)")
     a = ap.parse_args(argv)
+    # before anything is written: a count of 0 is refused, not taken for the default
+    for flag, value in (
+        ("--epochs", a.epochs),
+        ("--jobs", a.jobs),
+        ("--probe-epochs", a.probe_epochs),
+    ):
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
+    if not a.budget_s >= 0:  # NaN too
+        ap.error(f"--budget-s must be a number of seconds >= 0, got {a.budget_s}")
     cuda = torch.cuda.is_available()
     quick = (not cuda) if a.quick is None else a.quick
-    epochs = a.epochs or (1 if quick else 200)
-    seeds = a.seeds or (1 if quick else 3)
+    epochs = a.epochs if a.epochs is not None else (1 if quick else 200)
+    seeds = a.seeds if a.seeds is not None else (1 if quick else 3)
     if a.seeds is not None and a.seeds < 1 or a.first_seed < 0:
         ap.error("--seeds must be at least 1 and --first-seed at least 0")
     try:
@@ -336,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     again = sorted({r.key for r in runs} & set(earlier))
     if again:
         ap.error(f"--include already holds {', '.join(again)}; train other seeds (--first-seed)")
-    jobs = a.jobs or (1 if quick else min(len(runs), JOBS, max(1, (os.cpu_count() or 2) - 1)))
+    jobs = (
+        a.jobs
+        if a.jobs is not None
+        else (1 if quick else min(len(runs), JOBS, max(1, (os.cpu_count() or 2) - 1)))
+    )
     info = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "epochs": epochs, "runs": len(runs), "jobs": jobs, "quick": quick,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip

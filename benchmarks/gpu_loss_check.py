@@ -4,6 +4,7 @@ validate=True and fullgraph with validate=False against eager, ignore_index and 
 Lightning fit whose validation loss is the plain cross-entropy. Needs a CUDA device; timm and lightning
 are optional (their checks say so when missing). Usage: ``python benchmarks/gpu_loss_check.py``."""
 
+import argparse
 import sys
 import time
 
@@ -13,6 +14,9 @@ from torch import nn
 
 from lpl_train.losses import LPLLoss
 
+argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help; no options
+if not torch.cuda.is_available():
+    sys.exit("gpu_loss_check.py: error: needs a CUDA device (torch.cuda.is_available() is False)")
 dev = torch.device("cuda")
 print("torch", torch.__version__, torch.cuda.get_device_name(0), "python", sys.version.split()[0])
 g = torch.Generator().manual_seed(0)

@@ -357,22 +357,29 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:  # --help, --version or a usage error: its text may meet a closed pipe too
         flush_stdout()
         raise
-    from lpl_train.engine import RunFolderError, TrainingDiverged
-    from lpl_train.engine.mps import MPSError
-
+    errors = command_errors()
     try:
         status = _command(args)
         return status if flush_stdout() else 0
     except BrokenPipeError:  # `lpl-train list | head`: the reader went away; nothing left to say
         flush_stdout()
         return 0
-    except (ConfigError, ValueError, TypeError, KeyError, OSError, RunFolderError,
-            TrainingDiverged, ImportError, MPSError) as exc:  # fmt: skip
+    except errors as exc:
         print(f"lpl-train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lpl-train: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
+
+
+def command_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a command reports as one line with exit status 2 (bad input, a file or folder it cannot
+    use, a refused run folder, a diverged run, a missing package); also those of ``python -m lpl_train.study``."""
+    from lpl_train.engine import RunFolderError, TrainingDiverged
+    from lpl_train.engine.mps import MPSError
+
+    return (ConfigError, ValueError, TypeError, KeyError, OSError, RunFolderError, TrainingDiverged,
+            ImportError, MPSError)  # fmt: skip
 
 
 def _how_to_continue(args: argparse.Namespace) -> str:

@@ -78,7 +78,8 @@ def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
     for root in run_roots:
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"run folder {str(root)!r} does not exist")
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise FileNotFoundError(f"run folder {str(root)!r} {what}")
         for p in sorted((root / "runs").rglob("result.json")):
             r = read_file(p, json.loads, json.JSONDecodeError)
             missing = (

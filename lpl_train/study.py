@@ -88,9 +88,8 @@ def find_study(name_or_path: str | Path | None) -> Path:
     if p.suffix != ".toml" and shipped.is_file():
         return shipped
     names = ", ".join(sorted(q.stem for q in STUDY_DIR.glob("*.toml")))
-    raise FileNotFoundError(
-        f"study definition {str(p)!r} does not exist (shipped studies: {names})"
-    )
+    what = "is a folder, not a study file (.toml)" if p.is_dir() else "does not exist"
+    raise FileNotFoundError(f"study definition {str(p)!r} {what} (shipped studies: {names})")
 
 
 def load_study(path: str | Path | None = None, quick: bool = False) -> dict[str, Any]:
@@ -462,6 +461,10 @@ def shipped_records(study: dict[str, Any]) -> Path:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``study-runs.jsonl`` file (:func:`lpl_train.ablation_records.parse_records`)."""
     p = Path(path)
+    if p.is_dir():
+        raise FileNotFoundError(
+            f"study results {str(p)!r} is a folder, not a records file (.jsonl)"
+        )
     if not p.is_file():
         raise FileNotFoundError(
             f"study results {str(p)!r} do not exist; run the study (lpl-train study) first"

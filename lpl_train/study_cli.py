@@ -116,8 +116,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lpl_train.stu
     ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     add_arguments(ap, positional=False)
     a = ap.parse_args(argv)
+    # the errors of `lpl-train study`, reported the same way: a --figures or --out under a file, a folder
+    # without write permission or a refused run folder is one line, not a traceback
+    from lpl_train.__main__ import _one_line, command_errors
+
     try:
         return run(a)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except command_errors() as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -119,7 +119,8 @@ def collect_runs(root: str | Path) -> list[_Run]:
     on a non-finite loss) has no metrics: it is named in its row's seeds column, not averaged."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"report folder {str(root)!r} does not exist")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"report folder {str(root)!r} {what}")
     found = {p.parent for p in root.rglob("final.json")} | {p.parent for p in root.rglob(DIVERGED)}
     runs = []
     for folder in sorted(found):

@@ -172,9 +172,9 @@ def parse_groups(spec: str) -> GroupRule:
     """``"counts"``, ``"counts:100,20"`` (many, few), ``"ranks"`` or ``"ranks:0.3,0.3"`` → a rule."""
     if not isinstance(spec, str):
         raise TypeError(f"groups must be a string, got {type(spec).__name__}")
-    kind, _, rest = spec.partition(":")
-    try:
-        nums = [float(x) for x in rest.split(",")] if rest else []
+    kind, colon, rest = spec.partition(":")
+    try:  # "counts:" (nothing after the colon) is malformed, not the default
+        nums = [float(x) for x in rest.split(",")] if colon else []
     except ValueError:
         nums = [math.nan]
     if kind not in ("counts", "ranks") or len(nums) not in (0, 2) or any(map(math.isnan, nums)):

@@ -735,3 +735,90 @@ def test_sweep_grid_takes_list_values_and_refuses_keys_it_would_override(tmp_pat
         "lpl-train: warning: grid point loss.params.alpha=0.9: alpha=0.9 exceeds epsilon"
     )
     assert not root.exists()
+
+
+def test_study_module_reports_a_figures_folder_under_a_file_in_one_line(tmp_path, capsys):
+    """``python -m lpl_train.study`` reports what ``lpl-train study`` reports as one line (here --figures
+    below a file: NotADirectoryError) the same way, exit status 2, not a traceback."""
+    from lpl_train.study_cli import main as study_main
+
+    (tmp_path / "f").write_text("")
+    figures = str(tmp_path / "f" / "x")
+    assert study_main(["--report-only", "--figures", figures]) == 2
+    err = capsys.readouterr().err
+    assert err == f"python -m lpl_train.study: error: Not a directory: {figures!r}\n"
+    assert main(["study", "--report-only", "--figures", figures]) == 2
+    assert capsys.readouterr().err == f"lpl-train: error: Not a directory: {figures!r}\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "said"),
+    [
+        ("gpu_longtail", ["--epochs", "-5"], "--epochs must be at least 1, got -5"),
+        ("gpu_longtail", ["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        ("gpu_longtail", ["--jobs", "0"], "--jobs must be at least 1, got 0"),
+        ("gpu_longtail", ["--probe-epochs", "0"], "--probe-epochs must be at least 1, got 0"),
+        ("gpu_longtail", ["--budget-s", "nan"], "--budget-s must be a number of seconds >= 0"),
+        ("bench_lpl", ["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        ("bench_lpl", ["--threads", "-1"], "--threads must be at least 1, got -1"),
+        ("bench_lpl", ["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        ("bench_loader", ["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        ("bench_loader", ["--batches", "0"], "--batches must be at least 1, got 0"),
+        ("gpu_check", ["--model-params", "x"], "--model-params 'x' is not JSON"),
+        ("gpu_check", ["--model-params", "[1]"], "--model-params must be a JSON object"),
+    ],
+)
+def test_benchmark_arguments_are_refused_before_anything_is_written(
+    script, argv, said, tmp_path, capsys, monkeypatch
+):
+    """A bad count, device or JSON is a usage error (exit status 2, one line naming the option) before the
+    benchmark writes its folder or starts: not a traceback after the output folder exists, and not a 0
+    taken for the default (``--epochs 0`` was 200 epochs)."""
+    from tests.train.test_capture import load_benchmark
+
+    module = load_benchmark(script, monkeypatch)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "out"
+    extra = {"gpu_longtail": ["--data", str(tmp_path / "data"), "--out", str(out)],
+             "gpu_check": ["--out", str(out)]}.get(script, [])  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        module.main([*argv, *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f": error: {said}" in err.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_gpu_loss_check_help_is_usage_not_a_run():
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_loss_check.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                       env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("usage: gpu_loss_check.py") and not r.stderr
+
+
+@pytest.mark.parametrize("groups", ["counts:", "ranks:"])
+def test_report_groups_with_nothing_after_the_colon_is_refused(groups, tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--groups", groups]) == 2
+    assert capsys.readouterr().err == (
+        f"lpl-train: error: groups {groups!r} must be 'counts', 'counts:MANY,FEW', 'ranks' or "
+        "'ranks:F_MANY,F_FEW'\n"
+    )
+
+
+def test_a_file_given_for_a_folder_is_named_as_a_file_not_as_missing(tmp_path, capsys):
+    from lpl_train.ablation import main as ablation_main
+
+    (tmp_path / "f").write_text("")
+    f = str(tmp_path / "f")
+    assert main(["report", f]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"lpl-train: error: report folder {f!r} is a file, not a folder\n"
+    )
+    assert main(["study", str(tmp_path), "--report-only"]) == 2
+    assert f"{str(tmp_path)!r} is a folder, not a study file (.toml)" in capsys.readouterr().err
+    assert main(["study", "--report-only", "--records", str(tmp_path)]) == 2
+    assert f"{str(tmp_path)!r} is a folder, not a records file" in capsys.readouterr().err
+    assert ablation_main(["--collect", f]) == 2
+    assert f"run folder {f!r} is a file, not a folder" in capsys.readouterr().err
