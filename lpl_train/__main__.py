@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="run a grid of configs over seeds, skipping finished runs")
     common(s)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a config key and its values (repeatable; the product is swept)")  # fmt: skip
+                   help="a config key and its values (repeatable; the product is swept; empty values, "
+                   "as in 1,,2, are dropped)")  # fmt: skip
     s.add_argument("--seeds", type=int, default=1, help="train seeds S..S+N-1 per grid point")
     s.add_argument("--first-seed", type=int, default=0, metavar="S",
                    help="the first train seed (default 0): split the seeds of one sweep between machines, "
@@ -352,8 +353,10 @@ def _command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lpl-train`` console script; returns the exit status."""
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        check_paths_given(parser, args)
     except SystemExit:  # --help, --version or a usage error: its text may meet a closed pipe too
         flush_stdout()
         raise
@@ -370,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lpl-train: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
+
+
+def check_paths_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an empty path option (``--out ''``, ``--figures ''``, ``--records ''``): it read as "not given"
+    (the default folder) or as the current folder."""
+    for name in ("out", "figures", "records"):
+        if getattr(args, name, None) == "":
+            parser.error(f"--{name} is empty: give a path, or leave --{name} out for its default")
 
 
 def command_errors() -> tuple[type[BaseException], ...]:

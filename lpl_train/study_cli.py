@@ -115,13 +115,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lpl_train.stu
 
     ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     add_arguments(ap, positional=False)
-    a = ap.parse_args(argv)
-    # the errors of `lpl-train study`, reported the same way: a --figures or --out under a file, a folder
-    # without write permission or a refused run folder is one line, not a traceback
-    from lpl_train.__main__ import _one_line, command_errors
+    from lpl_train.__main__ import _how_to_continue, _one_line, check_paths_given, command_errors
 
+    a = ap.parse_args(argv)
+    check_paths_given(ap, a)
+    # the errors of `lpl-train study`, reported the same way: a --figures or --out under a file, a folder
+    # without write permission or a refused run folder is one line, not a traceback; Ctrl-C says how to go on
     try:
         return run(a)
     except command_errors() as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        how = _how_to_continue(argparse.Namespace(cmd="study"))
+        print(f"{prog}: interrupted{how}", file=sys.stderr)
+        return 130

@@ -822,3 +822,43 @@ def test_a_file_given_for_a_folder_is_named_as_a_file_not_as_missing(tmp_path, c
     assert f"{str(tmp_path)!r} is a folder, not a records file" in capsys.readouterr().err
     assert ablation_main(["--collect", f]) == 2
     assert f"run folder {f!r} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_the_study_module_says_how_to_go_on_after_ctrl_c(capsys, monkeypatch):
+    """``python -m lpl_train.study`` interrupted: exit status 130 and what to do, as ``lpl-train study``
+    (it printed a traceback)."""
+    import lpl_train.study_cli as SC
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SC, "run", interrupted)
+    assert SC.main(["--quick"]) == 130
+    assert capsys.readouterr().err == (
+        "python -m lpl_train.study: interrupted; run the same command again: finished runs are kept, "
+        "the others resume from their checkpoints\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run", "gaussian_linear_ce", "--out", ""], ["sweep", "gaussian_linear_ce", "--out", ""],
+     ["study", "--report-only", "--figures", ""], ["study", "--report-only", "--records", ""]],
+)  # fmt: skip
+def test_an_empty_path_option_is_refused_not_read_as_the_default(
+    argv, capsys, tmp_path, monkeypatch
+):
+    """``--out ''`` read as "not given" (the default folder, runs/<name>); a usage error now, naming it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    name = argv[-2]
+    assert f"error: {name} is empty: give a path, or leave {name} out" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+    from lpl_train.study_cli import main as study_main
+
+    if argv[0] == "study":
+        with pytest.raises(SystemExit):
+            study_main(argv[1:])
+        assert f"python -m lpl_train.study: error: {name} is empty" in capsys.readouterr().err
