@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import perturbation as P
-from ..validation import check_float
 from ._common import (
     REDUCTIONS,  # noqa: F401 (re-exported)
     _check_bool,
@@ -245,10 +244,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
             )
         if counts is None:
             raise ValueError("drw_epoch needs class_counts (the class-balanced weights of DRW)")
-        drw_beta = check_float(
-            "drw_beta", drw_beta, low=0.0, high=1.0, low_open=True, high_open=True
-        )
-        self.schedule = DRWSchedule(counts, drw_epoch, drw_beta)
+        self.schedule = DRWSchedule(counts, drw_epoch, drw_beta, beta_name="drw_beta")
         self.drw_beta = self.schedule.beta
         self.weight = torch.ones(self.num_classes, dtype=torch.float64)
         self._epoch_seen = False

@@ -302,6 +302,7 @@ class DRWSchedule:
         class_counts: training samples per class (all > 0).
         drw_epoch: first (0-indexed) epoch with re-weighting, >= 0.
         beta: class-balanced beta in (0, 1).
+        beta_name: the name a bad ``beta`` is refused under (a loss passes its own, ``drw_beta``).
     """
 
     def __init__(
@@ -309,10 +310,12 @@ class DRWSchedule:
         class_counts: Sequence[float] | torch.Tensor | None = None,
         drw_epoch: int = 160,
         beta: float = 0.9999,
+        *,
+        beta_name: str = "beta",
     ) -> None:
         self.counts = _as_counts(class_counts)
         self.drw_epoch = check_int("drw_epoch", drw_epoch, minimum=0)
-        self.beta = check_float("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.beta = check_float(beta_name, beta, low=0.0, high=1.0, low_open=True, high_open=True)
         self._balanced = class_balanced_weights(self.counts, self.beta)
 
     def weights(self, epoch: int) -> torch.Tensor:
@@ -379,9 +382,11 @@ class LDAMLoss(_DRWWeightState, _ReprMixin, nn.Module):
         self.s = check_float("s", s, low=0.0, low_open=True)
         self.max_m = check_float("max_m", max_m, low=0.0)
         self.reduction = _check_reduction(reduction)
-        if drw_epoch is not None:  # checked here so that the error names drw_beta, not beta
-            check_float("drw_beta", drw_beta, low=0.0, high=1.0, low_open=True, high_open=True)
-        self.schedule = None if drw_epoch is None else DRWSchedule(counts, drw_epoch, drw_beta)
+        self.schedule = (
+            None
+            if drw_epoch is None
+            else DRWSchedule(counts, drw_epoch, drw_beta, beta_name="drw_beta")
+        )
         self.drw_epoch = drw_epoch
         self.drw_beta = None if self.schedule is None else self.schedule.beta
         self.num_classes = counts.numel()
