@@ -121,7 +121,9 @@ def collect_runs(root: str | Path) -> list[_Run]:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise FileNotFoundError(f"report folder {str(root)!r} {what}")
-    found = {p.parent for p in root.rglob("final.json")} | {p.parent for p in root.rglob(DIVERGED)}
+    found = {
+        p.parent for p in root.rglob("*.json") if p.name in ("final.json", DIVERGED)
+    }  # one walk
     runs = []
     for folder in sorted(found):
         cfg_path = folder / "config.toml"
@@ -288,7 +290,7 @@ def _at_best_val(final: dict[str, Any], key: str) -> float | None:
 def _row(
     label: str, runs: list[_Run], results: dict[str, Any] | None, groups: GroupRule
 ) -> ReportRow:
-    rs = [r for r in runs if r.diverged is None] or runs[:0]
+    rs = [r for r in runs if r.diverged is None]
     lost = sorted({_seed(r) for r in runs if r.diverged is not None} - {_seed(r) for r in rs})
     multi = bool((rs or runs)[0].final.get("multi_label"))
     names = list(_MULTI if multi else _SINGLE)

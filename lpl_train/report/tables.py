@@ -68,6 +68,10 @@ def study_groups(study: dict[str, Any]) -> GroupRule:
     return DEFAULT_GROUPS
 
 
+#: the columns of a summary row: multi-label (mAP total and by group) or single-label (top-1 error)
+_COLUMNS = {True: ("total", "head", "medium", "tail"), False: ("overall", "many", "medium", "few")}
+
+
 def _run_values(r: dict[str, Any], groups: dict[str, list[int]]) -> dict[str, float]:
     t = r["test"]
     if r["multi_label"]:
@@ -118,13 +122,8 @@ def summarize(
         if not by_seed:
             if diverged:
                 ml = bool(lost[diverged[0]].get("multi_label"))
-                names = (
-                    ("total", "head", "medium", "tail")
-                    if ml
-                    else ("overall", "many", "medium", "few")
-                )
                 out[key] = {"point": point, "n": 0, "seeds": [], "diverged": diverged,
-                            "multi_label": ml, **{k: (math.nan, None) for k in names}}  # fmt: skip
+                            "multi_label": ml, **{k: (math.nan, None) for k in _COLUMNS[ml]}}  # fmt: skip
             continue
         runs = [by_seed[s] for s in sorted(by_seed)]
         groups = rule.split(runs[0]["class_counts"], multi_label=bool(runs[0]["multi_label"]))
@@ -186,9 +185,7 @@ def format_tables(summary: dict[tuple[str, str], dict[str, Any]], study: dict[st
         ml = ds["regime"] == "multilabel"
         what = " — test mAP (%)" if ml else " — test top-1 error (%)"
         lines += [f"### {ds.get('label', dkey)}{what}", ""]
-        cols = ["total", "head", "medium", "tail"] if ml else ["overall", "many", "medium", "few"]
-        if ds["regime"] == "balanced":
-            cols = ["overall"]
+        cols = ["overall"] if ds["regime"] == "balanced" else list(_COLUMNS[ml])
         lines.append("| Method | " + " | ".join(cols) + " | selected | seeds |")
         lines.append("|---|" + "---|" * (len(cols) + 2))
         for mid, s in rows:
