@@ -121,9 +121,8 @@ def collect_runs(root: str | Path) -> list[_Run]:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise FileNotFoundError(f"report folder {str(root)!r} {what}")
-    found = {
-        p.parent for p in root.rglob("*.json") if p.name in ("final.json", DIVERGED)
-    }  # one walk
+    # finished and diverged run folders, in one walk of the tree
+    found = {p.parent for p in root.rglob("*.json") if p.name in ("final.json", DIVERGED)}
     runs = []
     for folder in sorted(found):
         cfg_path = folder / "config.toml"
