@@ -14,7 +14,7 @@ from typing import Any
 
 from .cifar import _NPZ_FILES, build_cifar, build_cifar_lt_npz, cifar_path
 from .coco import build_coco, coco_paths
-from .common import DatasetBundle, TensorData, check_int, missing, resolve_root
+from .common import BadFile, DatasetBundle, TensorData, check_int, missing, resolve_root
 from .fmnist import FILES as FMNIST_FILES
 from .fmnist import build_fmnist, build_fmnist_ml_lt, fmnist_dir
 from .gaussian import build_gaussian
@@ -24,6 +24,7 @@ from .longtail import long_tail_counts, long_tail_indices
 from .mlt import build_coco_mlt, build_voc_mlt
 
 __all__ = [
+    "BadFile",
     "DATASETS",
     "DatasetBundle",
     "DatasetLoader",

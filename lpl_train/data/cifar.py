@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .common import (
+    BadFile,
     DatasetBundle,
     TensorData,
     check_choice,
@@ -78,7 +79,7 @@ def _integer_labels(values: object, what: str) -> np.ndarray:
     try:
         arr = np.asarray(values)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must hold integer class labels ({err})") from None
+        raise BadFile(f"{what} must hold integer class labels ({err})") from None
     if arr.dtype == np.bool_ or not (
         np.issubdtype(arr.dtype, np.integer)
         or (
@@ -86,18 +87,18 @@ def _integer_labels(values: object, what: str) -> np.ndarray:
             and np.all(np.isfinite(arr) & (arr == np.round(arr)))
         )
     ):
-        raise ValueError(f"{what} must hold integer class labels, got {arr.dtype} values")
+        raise BadFile(f"{what} must hold integer class labels, got {arr.dtype} values")
     return arr.astype(np.int64)
 
 
 def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     batch = restricted_unpickle(raw, source)
     if not isinstance(batch, dict):
-        raise ValueError(f"cannot read {source}: expected a dict batch, got {type(batch).__name__}")
+        raise BadFile(f"cannot read {source}: expected a dict batch, got {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     key = label_key.decode()
     if "data" not in batch or key not in batch:
-        raise ValueError(
+        raise BadFile(
             f"cannot read {source}: batch lacks 'data' or '{key}' (keys: {sorted(batch)})"
         )
     data = np.asarray(batch["data"])
@@ -108,7 +109,7 @@ def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray
         or data.shape[1] != 3072
         or len(labels) != len(data)
     ):
-        raise ValueError(
+        raise BadFile(
             f"cannot read {source}: data must be uint8 (N, 3072) with N labels, got {data.dtype} "
             f"{data.shape} and {len(labels)} labels"
         )
@@ -143,9 +144,9 @@ def _read_members(path: Path, spec: dict, split: str) -> tuple[np.ndarray, np.nd
                 while tar.fileobj.read(1 << 20):
                     pass
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-            raise ValueError(f"cannot read {path}: corrupt or truncated archive ({err})") from err
+            raise BadFile(f"cannot read {path}: corrupt or truncated archive ({err})") from err
         if absent:
-            raise ValueError(f"cannot read {path}: archive has no member {absent[0]}")
+            raise BadFile(f"cannot read {path}: archive has no member {absent[0]}")
     parts = [_decode_batch(raw, src, spec["label_key"]) for raw, src in raws]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -181,7 +182,7 @@ def load_cifar_arrays(
     xte, yte = _read_members(path, _SPEC[num_classes], "test")
     for name, y in (("train", ytr), ("test", yte)):
         if y.min() < 0 or y.max() >= num_classes:
-            raise ValueError(f"cannot read {path}: {name} labels outside [0, {num_classes})")
+            raise BadFile(f"cannot read {path}: {name} labels outside [0, {num_classes})")
     return xtr, ytr, xte, yte
 
 
@@ -242,36 +243,34 @@ def _read_npz(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             if "arr_0" not in z or "arr_1" not in z:
-                raise ValueError(
-                    f"cannot read {path}: expected arrays arr_0 and arr_1, got {z.files}"
-                )
+                raise BadFile(f"cannot read {path}: expected arrays arr_0 and arr_1, got {z.files}")
             x, y = z["arr_0"], z["arr_1"]
     except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
+        raise BadFile(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
+    except BadFile:
+        raise
     except Exception as err:  # zipfile.BadZipFile and friends
-        if isinstance(err, ValueError) and str(err).startswith("cannot read"):
-            raise
-        raise ValueError(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
+        raise BadFile(f"cannot read {path}: corrupt or truncated .npz ({err})") from err
     x = x.reshape(x.shape[0], 32, 32, 3) if x.ndim == 5 and x.shape[1:] == (1, 32, 32, 3) else x
     if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-        raise ValueError(f"cannot read {path}: arr_0 must be N x (1 x) 32 x 32 x 3, got {x.shape}")
+        raise BadFile(f"cannot read {path}: arr_0 must be N x (1 x) 32 x 32 x 3, got {x.shape}")
     if len(x) == 0:
-        raise ValueError(f"cannot read {path}: arr_0 holds no images")
+        raise BadFile(f"cannot read {path}: arr_0 holds no images")
     if x.dtype == np.uint8:
         img = x
     elif np.issubdtype(x.dtype, np.floating):
         # LA's converter stores x / 255 - 0.5; undo it exactly (values are multiples of 1/255).
         lo, hi = float(x.min()), float(x.max())
         if not (-0.5 - 1e-6 <= lo and hi <= 0.5 + 1e-6):  # NaN fails both comparisons
-            raise ValueError(
+            raise BadFile(
                 f"cannot read {path}: float images must lie in [-0.5, 0.5], got [{lo}, {hi}]"
             )
         img = np.rint((x.astype(np.float64) + 0.5) * 255.0).astype(np.uint8)
     else:
-        raise ValueError(f"cannot read {path}: arr_0 must be uint8 or float, got {x.dtype}")
+        raise BadFile(f"cannot read {path}: arr_0 must be uint8 or float, got {x.dtype}")
     y = _integer_labels(y, f"cannot read {path}: arr_1").reshape(-1)
     if len(y) != len(img) or y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(
+        raise BadFile(
             f"cannot read {path}: arr_1 must hold {len(img)} labels in [0, {num_classes})"
         )
     return np.ascontiguousarray(img.transpose(0, 3, 1, 2)), y

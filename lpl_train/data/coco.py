@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .common import DatasetBundle, check_choice, missing, resolve_root
+from .common import BadFile, DatasetBundle, check_choice, missing, resolve_root
 from .images import ImageFileDataset, multilabel_bundle
 from .inat import read_json
 
@@ -60,7 +60,7 @@ def coco_labels(
         for what, ids in (("category", cat_ids), ("image", image_ids)):
             repeated = [i for i, n in Counter(ids).items() if n > 1]
             if repeated:  # a dict would keep the last one silently
-                raise ValueError(f"cannot read {path}: {what} id {repeated[0]} is listed twice")
+                raise BadFile(f"cannot read {path}: {what} id {repeated[0]} is listed twice")
         files = {i: im["file_name"] for i, im in zip(image_ids, data["images"], strict=True)}
         labels = {i: torch.zeros(len(cat_ids)) for i in files}
         for a in data["annotations"]:
@@ -69,10 +69,10 @@ def coco_labels(
                 if a.get("area", 1) <= 0 or w < 1 or h < 1:
                     continue
             labels[int(a["image_id"])][col[int(a["category_id"])]] = 1.0
+    except BadFile:
+        raise
     except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, ValueError) and str(err).startswith("cannot read"):
-            raise
-        raise ValueError(f"cannot read {path}: not a COCO instances file ({err!r})") from err
+        raise BadFile(f"cannot read {path}: not a COCO instances file ({err!r})") from err
     return files, cat_ids, labels, names
 
 
@@ -124,10 +124,10 @@ def build_coco(
     for path, folder in zip(ann, (f"train{year}", f"val{year}"), strict=True):
         files, cats, labels, names = coco_labels(path, skip_degenerate)
         if cat_ids is not None and cats != cat_ids:
-            raise ValueError(f"{path} and {ann[0]} list different categories")
+            raise BadFile(f"{path} and {ann[0]} list different categories")
         cat_ids = cats
         ids = sorted(i for i in files if keep_empty or bool(labels[i].any()))
         if not ids:
-            raise ValueError(f"cannot use {path}: no image has an instance annotation")
+            raise BadFile(f"cannot use {path}: no image has an instance annotation")
         splits.append(coco_images(files, labels, ids, base / folder, size))
     return multilabel_bundle(splits[0], splits[1], names, size, "coco")

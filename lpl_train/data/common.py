@@ -149,6 +149,11 @@ def resolve_root(root: str | Path | None, subdir: str = "") -> Path:
     return path / subdir if subdir else path
 
 
+class BadFile(ValueError):
+    """A data file that was read but cannot be used; the message names the file. A subclass of
+    ValueError, so that a reader's broad ``except`` can let its own refusals through unchanged."""
+
+
 def missing(what: str, tried: Sequence[Path], how: str) -> FileNotFoundError:
     """A FileNotFoundError naming every path tried and how to get the data."""
     paths = ", ".join(str(p) for p in tried)
@@ -169,7 +174,7 @@ def file_digest(path: str | Path, algorithm: str = "md5", decompress_gzip: bool 
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
+        raise BadFile(f"cannot read {path}: {err}") from err
     return h.hexdigest()
 
 
@@ -281,7 +286,7 @@ def restricted_unpickle(data: bytes, source: str) -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, MemoryError, OverflowError, RecursionError) as err:  # fmt: skip
         msg = " ".join(str(err).split())[:200]
-        raise ValueError(
+        raise BadFile(
             f"cannot read {source}: not a valid data batch ({type(err).__name__}: {msg})"
         ) from None
 

@@ -30,6 +30,7 @@ import torch
 
 from .common import (
     DATA_ROOT_ENV,
+    BadFile,
     DatasetBundle,
     TensorData,
     check_float,
@@ -79,20 +80,20 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as f:
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0:
-                raise ValueError(f"cannot read {path}: not an idx file (bad magic number)")
+                raise BadFile(f"cannot read {path}: not an idx file (bad magic number)")
             if head[2] != 0x08:
-                raise ValueError(
+                raise BadFile(
                     f"cannot read {path}: idx data type 0x{head[2]:02x} is not unsigned byte (0x08)"
                 )
             ndim = head[3]
             dims_raw = f.read(4 * ndim)
             if ndim < 1 or len(dims_raw) < 4 * ndim:
-                raise ValueError(f"cannot read {path}: truncated idx header")
+                raise BadFile(f"cannot read {path}: truncated idx header")
             dims = struct.unpack(f">{ndim}i", dims_raw)
             expected = _idx_payload_size(path, dims, 4 + 4 * ndim)
             raw = _read_exactly(f, expected, path)
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"cannot read {path}: corrupt or truncated file ({err})") from None
+        raise BadFile(f"cannot read {path}: corrupt or truncated file ({err})") from None
     return np.frombuffer(raw, dtype=np.uint8).reshape(dims).copy()
 
 
@@ -104,16 +105,16 @@ def _idx_payload_size(path: Path, dims: tuple[int, ...], header: int) -> int:
     """The byte count the header promises, checked against the file's size before anything is inflated
     (deflate expands at most ~1032:1), and against :data:`MAX_IDX_BYTES`."""
     if any(d < 0 for d in dims):
-        raise ValueError(f"cannot read {path}: negative dimension in idx header {dims}")
+        raise BadFile(f"cannot read {path}: negative dimension in idx header {dims}")
     expected = int(np.prod(dims, dtype=object))
     size = path.stat().st_size
     if path.suffix != ".gz" and expected != size - header:
-        raise ValueError(
+        raise BadFile(
             f"cannot read {path}: header says {dims} ({expected} bytes) but the file holds "
             f"{size - header} bytes (truncated or corrupt)"
         )
     if expected > 1032 * size + 1024 or expected > MAX_IDX_BYTES:
-        raise ValueError(
+        raise BadFile(
             f"cannot read {path}: header says {dims} ({expected} bytes), more than a file of {size} "
             f"bytes can hold (or than {MAX_IDX_BYTES} bytes); truncated or corrupt"
         )
@@ -132,7 +133,7 @@ def _read_exactly(f: Any, n: int, path: Path) -> bytes:
     extra = f.read(1)
     if got != n or extra:
         holds = f"{got} bytes" if got != n else "more bytes"
-        raise ValueError(
+        raise BadFile(
             f"cannot read {path}: the header promises {n} bytes but the file holds {holds} "
             "(truncated or corrupt)"
         )
@@ -185,16 +186,16 @@ def load_fmnist_arrays(
         x = read_idx(d / f"{split}-images-idx3-ubyte.gz")
         y = read_idx(d / f"{split}-labels-idx1-ubyte.gz")
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(
+            raise BadFile(
                 f"cannot read {d}: {split} images {x.shape} and labels {y.shape} do not match"
             )
         if len(x) == 0 or x.shape[1:] != (28, 28):
-            raise ValueError(
+            raise BadFile(
                 f"cannot read {d / f'{split}-images-idx3-ubyte.gz'}: expected N >= 1 images of "
                 f"28 x 28, got {x.shape}"
             )
         if y.max() > 9:
-            raise ValueError(f"cannot read {d / f'{split}-labels-idx1-ubyte.gz'}: labels above 9")
+            raise BadFile(f"cannot read {d / f'{split}-labels-idx1-ubyte.gz'}: labels above 9")
         out += [np.ascontiguousarray(x[:, None]), y.astype(np.int64)]
     return out[0], out[1], out[2], out[3]
 

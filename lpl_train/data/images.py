@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .common import DatasetBundle, check_choice, check_int
+from .common import BadFile, DatasetBundle, check_choice, check_int
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RECIPES, normalize
 
 
@@ -24,7 +24,7 @@ def decode_image(path: str | Path) -> torch.Tensor:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot decode image {path}: {err}") from err
+        raise BadFile(f"cannot decode image {path}: {err}") from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 

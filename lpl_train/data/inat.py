@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .common import DatasetBundle, check_choice, missing, resolve_root
+from .common import BadFile, DatasetBundle, check_choice, missing, resolve_root
 from .images import ImageFileDataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -29,11 +29,11 @@ def read_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"cannot read {path}: malformed or truncated JSON ({err})") from err
+        raise BadFile(f"cannot read {path}: malformed or truncated JSON ({err})") from err
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
+        raise BadFile(f"cannot read {path}: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"cannot read {path}: expected a JSON object, got {type(data).__name__}")
+        raise BadFile(f"cannot read {path}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -45,26 +45,26 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
         files: dict = {}
         for im in data["images"]:
             if im["id"] in files:
-                raise ValueError(f"cannot read {path}: image id {im['id']!r} is listed twice")
+                raise BadFile(f"cannot read {path}: image id {im['id']!r} is listed twice")
             files[im["id"]] = im["file_name"]
         pairs, seen = [], set()
         for a in data["annotations"]:
             image_id, cat = a["image_id"], a["category_id"]
             if image_id in seen:
-                raise ValueError(f"cannot read {path}: image id {image_id!r} has two annotations")
+                raise BadFile(f"cannot read {path}: image id {image_id!r} has two annotations")
             seen.add(image_id)
             if isinstance(cat, bool) or not isinstance(cat, int | str) or int(cat) != float(cat):
-                raise ValueError(f"cannot read {path}: category_id {cat!r} is not an integer")
+                raise BadFile(f"cannot read {path}: category_id {cat!r} is not an integer")
             pairs.append((files[image_id], int(cat)))
+    except BadFile:
+        raise
     except (KeyError, TypeError, ValueError) as err:  # ValueError: a category_id not a number
-        if isinstance(err, ValueError) and str(err).startswith("cannot read"):
-            raise
-        raise ValueError(
+        raise BadFile(
             f"cannot read {path}: expected images[id, file_name] and annotations[image_id, "
             f"category_id] ({err!r})"
         ) from err
     if not pairs:
-        raise ValueError(
+        raise BadFile(
             f"cannot read {path}: no annotations (an iNaturalist train/val list has one per image)"
         )
     return pairs

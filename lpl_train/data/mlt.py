@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .coco import coco_images, coco_labels, coco_paths
-from .common import DatasetBundle, check_int, missing, resolve_root
+from .common import BadFile, DatasetBundle, check_int, missing, resolve_root
 from .images import ImageFileDataset, multilabel_bundle
 from .longtail import multilabel_long_tail_ids, pareto_reference_counts
 
@@ -53,9 +53,9 @@ def read_id_list(path: str | Path) -> list[str]:
     try:
         ids = path.read_text(encoding="utf-8").split()
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {path}: expected plain-text ids ({err})") from err
+        raise BadFile(f"cannot read {path}: expected plain-text ids ({err})") from err
     if not ids:
-        raise ValueError(f"cannot read {path}: the id list is empty")
+        raise BadFile(f"cannot read {path}: the id list is empty")
     return ids
 
 
@@ -64,11 +64,11 @@ def voc_labels(xml_path: Path) -> list[str]:
     try:
         root = ET.parse(xml_path).getroot()
     except (ET.ParseError, OSError) as err:
-        raise ValueError(f"cannot read {xml_path}: malformed or truncated VOC XML ({err})") from err
+        raise BadFile(f"cannot read {xml_path}: malformed or truncated VOC XML ({err})") from err
     names = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
     unknown = sorted({n for n in names if n not in VOC_CLASSES})
     if unknown:
-        raise ValueError(f"cannot read {xml_path}: unknown VOC classes {unknown}")
+        raise BadFile(f"cannot read {xml_path}: unknown VOC classes {unknown}")
     return names
 
 
@@ -147,10 +147,10 @@ def build_coco_mlt(
         try:
             ids = [int(i) for i in read_id_list(train_ids)]
         except ValueError as err:
-            raise ValueError(f"cannot read {train_ids}: COCO ids must be integers ({err})") from err
+            raise BadFile(f"cannot read {train_ids}: COCO ids must be integers ({err})") from err
         unknown = [i for i in ids if i not in files]
         if unknown:
-            raise ValueError(f"{train_ids}: ids not in {ann[0]}: {unknown[:5]}")
+            raise BadFile(f"{train_ids}: ids not in {ann[0]}: {unknown[:5]}")
     else:
         all_ids = sorted(files)
         mat = torch.stack([labels[i] for i in all_ids]).numpy()
@@ -159,6 +159,6 @@ def build_coco_mlt(
     train = coco_images(files, labels, ids, base / "train2017", size)
     vfiles, vcats, vlabels, _ = coco_labels(ann[1])
     if vcats != cat_ids:
-        raise ValueError(f"{ann[1]} and {ann[0]} list different categories")
+        raise BadFile(f"{ann[1]} and {ann[0]} list different categories")
     test = coco_images(vfiles, vlabels, sorted(vfiles), base / "val2017", size)
     return multilabel_bundle(train, test, names, size, "coco_mlt")

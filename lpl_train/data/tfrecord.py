@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import missing
+from .common import BadFile, missing
 
 __all__ = [
     "LA_FILES",
@@ -144,7 +144,7 @@ def iter_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
                 return
 
             def bad(what: str, index: int = index, offset: int = offset) -> ValueError:
-                return ValueError(f"cannot read {path}: record {index} (byte {offset}): {what}")
+                return BadFile(f"cannot read {path}: record {index} (byte {offset}): {what}")
 
             if len(header) < 12:
                 raise bad(f"truncated header ({len(header)} of 12 bytes)")
@@ -307,7 +307,7 @@ def read_examples(
         try:
             yield parse_example(record)
         except ValueError as err:
-            raise ValueError(f"cannot read {path}: record {i}: malformed Example ({err})") from err
+            raise BadFile(f"cannot read {path}: record {i}: malformed Example ({err})") from err
 
 
 # ------------------------------------------------------------------------- the Logit Adjustment release
@@ -363,11 +363,11 @@ def read_la_tfrecord(
             if not 0 <= label < num_classes:
                 raise ValueError(f"label {label} outside [0, {num_classes})")
         except ValueError as err:
-            raise ValueError(f"cannot read {path}: record {i}: {err}") from err
+            raise BadFile(f"cannot read {path}: record {i}: {err}") from err
         pixels += image
         labels.append(label)
     if not labels:
-        raise ValueError(f"cannot read {path}: no records")
+        raise BadFile(f"cannot read {path}: no records")
     images = np.frombuffer(bytes(pixels), dtype=np.uint8).reshape(-1, 32, 32, 3)
     return images, np.asarray(labels, dtype=np.int64)
 

@@ -23,7 +23,7 @@ import torch
 
 from lpl_train.__main__ import main
 from lpl_train.config import dumps_toml, load_config
-from lpl_train.data.common import restricted_unpickle
+from lpl_train.data.common import BadFile, restricted_unpickle
 from lpl_train.data.fmnist import read_idx
 from lpl_train.engine.lock import _Lock
 
@@ -518,7 +518,7 @@ def test_read_idx_refuses_corrupt_files_naming_them(tmp_path, case):
         path.write_bytes(gzip.compress(_idx((100,), bytes(range(100))))[:-12])
     else:
         path.write_bytes(gzip.compress(raw) if gz else raw)
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(BadFile) as exc:
         read_idx(path)
     assert str(path) in str(exc.value) and expected in str(exc.value)
 
@@ -569,7 +569,7 @@ PICKLES = {
 def test_restricted_unpickler_refuses_without_allocating(case):
     raw, expected = PICKLES[case]
     tracemalloc.start()
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(BadFile) as exc:
         restricted_unpickle(raw, "data_batch_1 in evil.tar.gz")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

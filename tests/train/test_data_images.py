@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lpl_train.data import build_datasets, check_data, make_loader
+from lpl_train.data import BadFile, build_datasets, check_data, make_loader
 from lpl_train.data.images import decode_image
 from lpl_train.data.longtail import multilabel_long_tail_ids, pareto_reference_counts
 from lpl_train.data.mlt import VOC_CLASSES
@@ -30,7 +30,7 @@ def test_decode_and_corrupt_jpeg(tmp_path: Path) -> None:
     assert abs(int(x[0, 15, 20]) - 200) <= 3 and int(x[1, 15, 20]) <= 15
     raw = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "bad.jpg").write_bytes(raw[:100])
-    with pytest.raises(ValueError, match=r"bad\.jpg"):
+    with pytest.raises(BadFile, match=r"bad\.jpg"):
         decode_image(tmp_path / "bad.jpg")
 
 
@@ -832,8 +832,9 @@ def test_inat_refuses_repeated_ids_non_integer_categories_and_empty_lists(
     data = json.loads((tmp_path / "train2017.json").read_text())
     change(data)
     (tmp_path / "train2017.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"cannot read .*train2017\.json: " + match):
+    with pytest.raises(BadFile, match=r"cannot read .*train2017\.json: " + match) as info:
         build_datasets("inat2017", root=tmp_path)
+    assert str(info.value).count("cannot read") == 1  # the reader's own refusal, not re-wrapped
 
 
 @pytest.mark.parametrize("what", ["images", "categories"])
@@ -845,6 +846,7 @@ def test_coco_refuses_a_repeated_image_or_category_id(tmp_path: Path, what: str)
     path.write_text(json.dumps(data))
     kind = what[:-1].replace("categorie", "category")
     with pytest.raises(
-        ValueError, match=rf"instances_train2014\.json: {kind} id \d+ is listed twice"
-    ):
+        BadFile, match=rf"instances_train2014\.json: {kind} id \d+ is listed twice"
+    ) as info:
         build_datasets("coco", root=tmp_path)
+    assert str(info.value).count("cannot read") == 1  # the reader's own refusal, not re-wrapped
