@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 
 from . import closed_form as cf
-from .task import FigureSpec, figure_spec
+from .task import FigureSpec, check_count, figure_spec
 
 __all__ = ["curve", "default_rho", "draw_figure", "write_figures"]
 
 
 def default_rho(spec: FigureSpec, points: int = 200) -> np.ndarray:
     """``points`` values of the varied rho evenly covering the allowed range [0, eta/eps)."""
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    check_count("points", points, 2)
     return np.linspace(0.0, spec.rho_max, points, endpoint=False)
 
 
@@ -128,10 +127,8 @@ def draw_figure(
     from matplotlib.figure import Figure
 
     spec = figure_spec(number)
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0:
-        raise ValueError(f"mc_samples must be an integer >= 0, got {mc_samples!r}")
-    if isinstance(mc_points, bool) or not isinstance(mc_points, int) or mc_points < 1:
-        raise ValueError(f"mc_points must be an integer >= 1, got {mc_points!r}")
+    check_count("mc_samples", mc_samples, 0)
+    check_count("mc_points", mc_points, 1)
     rho = default_rho(spec, grid)
     sol = _solve(spec, rho)
     t = spec.task

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Literal
 
 PerturbationType = Literal["first", "second"]
@@ -30,6 +30,13 @@ def _check_real(name: str, value: object) -> float:
     if not math.isfinite(out):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return out
+
+
+def check_count(name: str, value: object, least: int) -> None:
+    """A count (sample size, grid points, chunk): an integer (Python or NumPy, not a bool) >= ``least``.
+    ValueError otherwise, naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def type_sign(kind: str, name: str = "type") -> int:

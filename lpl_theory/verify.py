@@ -41,6 +41,7 @@ from __future__ import annotations
 # the checks through this module's names, so a patched verify.check_* reaches it.
 from . import closed_form as cf  # noqa: F401
 from . import paper  # noqa: F401
+from .task import check_count
 from .verify_findings import (  # noqa: F401
     COR3_CASE1_GLOBAL,
     COR3_CASE1_LOCAL,
@@ -133,14 +134,8 @@ def check_symbolic_reduction() -> CheckResult:
 
 def run_all(mc_samples: int = 1_000_000, numeric_points: int = 200, seed: int = 0) -> Report:
     """Run the five checks and collect the findings about the paper."""
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1_000:
-        raise ValueError(f"mc_samples must be an integer >= 1000, got {mc_samples!r}")
-    if (
-        isinstance(numeric_points, bool)
-        or not isinstance(numeric_points, int)
-        or numeric_points < 1
-    ):
-        raise ValueError(f"numeric_points must be an integer >= 1, got {numeric_points!r}")
+    check_count("mc_samples", mc_samples, 1_000)
+    check_count("numeric_points", numeric_points, 1)
     report = Report()
     report.checks.append(check_numeric_minimisation(numeric_points, seed))
     report.checks.append(check_derivatives(seed=seed))

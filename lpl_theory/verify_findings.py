@@ -14,7 +14,7 @@ import numpy as np
 
 from . import closed_form as cf
 from . import paper
-from .task import FIGURES, GaussianTask, Perturbation
+from .task import FIGURES, GaussianTask, Perturbation, check_count
 from .verify_results import Finding
 from .verify_thresholds import _cor3_bounds, _threshold_and_scale_findings, figure5_thresholds
 
@@ -73,16 +73,9 @@ def _random_equal_variance(rng: np.random.Generator, n: int) -> dict[str, np.nda
     }
 
 
-def _check_count(name: str, value: Any, least: int) -> None:
-    """An integer >= ``least``: a scan with no settings (or no grid of rho) has no evidence, and its verdicts
-    would read "confirmed" from empty comparisons."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-
-
 def paper_formula_findings(n: int = 2000, seed: int = 0) -> list[Finding]:
     """Compare the printed Eqs. (21), (23), (25)/(51), (44), (46), (50), (52), (54) with the derivation."""
-    _check_count("n", n, 1)
+    check_count("n", n, 1)
     rng = np.random.default_rng(seed)
     out: list[Finding] = []
     p = _random_equal_variance(rng, n)
@@ -231,8 +224,10 @@ def corollary_scans(n: int = 4000, rhos: int = 41, seed: int = 0) -> list[Findin
     it is evaluated with the closed-form derivative on a grid of rho over [0, eta/eps) and confirmed with finite
     differences of the closed-form errors at the counterexamples.
     """
-    _check_count("n", n, 1)
-    _check_count("rhos", rhos, 2)  # the direction along rho needs two grid points at least
+    # a scan with no settings (or no grid of rho) has no evidence: its verdicts would read "confirmed"
+    # from empty comparisons; the direction along rho needs two grid points at least
+    check_count("n", n, 1)
+    check_count("rhos", rhos, 2)
     rng = np.random.default_rng(seed)
     out: list[Finding] = []
 

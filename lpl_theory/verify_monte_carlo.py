@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import closed_form as cf
-from .task import FIGURES, GaussianTask, Perturbation
+from .task import FIGURES, GaussianTask, Perturbation, check_count
 from .verify_numeric import _best, _bound_and_kind, random_settings
 from .verify_results import CheckResult
 
@@ -30,11 +30,6 @@ MC_SIGMAS = 4.0
 
 MC_NATURAL_CHECK = "Monte Carlo: natural errors at b*"
 MC_PERTURBED_CHECK = "Monte Carlo: perturbed objective, argmin, global flag"
-
-
-def _check_samples(n: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
 
 
 def _draw_sums(task: GaussianTask, cls: int, n: int, rng: np.random.Generator, chunk: int):
@@ -78,10 +73,9 @@ def simulate_error_fractions(
     """
     if not isinstance(task, GaussianTask):
         raise TypeError(f"task must be a GaussianTask, got {type(task).__name__}")
-    _check_samples(n)
+    check_count("n", n, 1)
     # chunk = 0 drew nothing and never advanced: a hang
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    check_count("chunk", chunk, 1)
     rng = np.random.default_rng(seed)
     out = []
     for cls, offsets in ((1, offsets_plus), (-1, offsets_minus)):
@@ -135,8 +129,7 @@ def simulated_perturbed_error(
     """
     if not isinstance(pert, Perturbation):
         raise TypeError(f"pert must be a Perturbation, got {type(pert).__name__}")
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
+    check_count("grid", grid, 2)
     bb = np.atleast_1d(np.asarray(b, dtype=float))
     if bb.ndim != 1 or np.any(np.isnan(bb)):
         raise ValueError(f"b must be a number or a 1-d array without NaN, got {b!r}")
@@ -190,7 +183,7 @@ def monte_carlo_checks(
     paired difference between two biases on the same draws sqrt((|D_c| - D_c^2) / n) per class, D_c the
     difference of the class's two error fractions (the two events are nested).
     """
-    _check_samples(n)
+    check_count("n", n, 1)
     settings = _monte_carlo_settings(seed, rhos_per_figure, random_points)
     seeds = np.random.SeedSequence(seed).spawn(len(settings))
     nat_worst = pert_worst = 0.0

@@ -18,7 +18,7 @@ from scipy import optimize
 from scipy.special import ndtr
 
 from . import closed_form as cf
-from .task import PERTURBATION_TYPES, GaussianTask, Perturbation
+from .task import PERTURBATION_TYPES, GaussianTask, Perturbation, check_count
 from .verify_results import CheckResult
 
 __all__ = [
@@ -110,8 +110,7 @@ def adversary_shift(
     """
     if not isinstance(task, GaussianTask) or not isinstance(pert, Perturbation):
         raise TypeError("task must be a GaussianTask and pert a Perturbation")
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
+    check_count("grid", grid, 2)
     bound, maximise = _bound_and_kind(pert, cls)
     if not math.isfinite(float(b)):
         raise ValueError(f"b must be finite, got {b!r}")
@@ -191,8 +190,7 @@ def numeric_minimum(task: GaussianTask, pert: Perturbation, grid: int = 20001) -
     """
     if not isinstance(task, GaussianTask) or not isinstance(pert, Perturbation):
         raise TypeError("task must be a GaussianTask and pert a Perturbation")
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 100:
-        raise ValueError(f"grid must be an integer >= 100, got {grid!r}")
+    check_count("grid", grid, 100)
     pert.check_against(task)
     error, slope, slope_grid = _searched_objective(task, pert)
     reach = task.d * task.eta + 40.0 * math.sqrt(task.d) * task.sigma_minus + 2 * task.eta
@@ -219,8 +217,7 @@ def numeric_minimum(task: GaussianTask, pert: Perturbation, grid: int = 20001) -
 
 def random_settings(n: int, seed: int) -> list[tuple[GaussianTask, Perturbation]]:
     """``n`` random (task, perturbation) pairs covering K = 1 and K > 1 and every combination of types."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_count("n", n, 1)
     rng = np.random.default_rng(seed)
     out = []
     types = [("first", "first"), ("first", "second"), ("second", "first"), ("second", "second")]

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import optimize
 
 from . import closed_form as cf
-from .task import FIGURES, GaussianTask, Perturbation
+from .task import FIGURES, GaussianTask, Perturbation, check_count
 from .verify_numeric import numeric_minimum
 from .verify_results import Finding
 
@@ -66,9 +66,7 @@ def figure5_thresholds(points: int = 41) -> dict[str, float]:
     ``trend_bound`` (the corrected Corollary 3 condition K exp(((2d-1) eta - eps)^2 / (2 d K^2 sigma^2))),
     ``stated_lower``, ``stated_upper`` (the printed interval) and ``K``.
     """
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        # one point would report the threshold at rho_+ = 0 as that of the whole curve
-        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    check_count("points", points, 2)  # one point: the threshold at rho_+ = 0 as the whole curve's
     spec = FIGURES[5]
     t = spec.task
     rhos = np.linspace(0.0, spec.rho_max * (1 - 1e-12), points)

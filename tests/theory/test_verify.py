@@ -9,7 +9,8 @@ from scipy.stats import norm
 
 from lpl_theory import closed_form as cf
 from lpl_theory import verify as V
-from lpl_theory.task import FIGURES, GaussianTask, Perturbation
+from lpl_theory.figures import default_rho
+from lpl_theory.task import FIGURES, GaussianTask, Perturbation, figure_spec
 
 
 def test_numeric_minimum_matches_closed_form_at_random_points():
@@ -778,9 +779,9 @@ def test_simulation_refuses_a_chunk_that_is_not_a_positive_integer(chunk):
     signal.alarm(20)
     try:
         task = GaussianTask(2.0, 2, 1.0)
-        with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
             V.monte_carlo_errors(task, 0.0, n=1000, chunk=chunk)
-        with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
             V.simulate_error_fractions(task, 0.0, 0.0, n=1000, chunk=chunk)
     finally:
         signal.alarm(0)
@@ -805,3 +806,24 @@ def test_simulation_refuses_a_chunk_that_is_not_a_positive_integer(chunk):
 def test_scans_refuse_sizes_without_evidence(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+_COUNTS = {  # one call per function that takes a count, with that count given as `k`
+    "monte_carlo_errors n": lambda k: V.monte_carlo_errors(GaussianTask(2.0, 2, 1.0), 0.0, n=k),
+    "monte_carlo_errors chunk": lambda k: V.monte_carlo_errors(
+        GaussianTask(2.0, 2, 1.0), 0.0, n=10, chunk=k
+    ),
+    "random_settings n": lambda k: V.random_settings(k, 0),
+    "corollary_scans rhos": lambda k: V.corollary_scans(n=2, rhos=k),
+    "figure5_thresholds points": lambda k: V.figure5_thresholds(points=k),
+    "default_rho points": lambda k: default_rho(figure_spec(3), k),
+}
+
+
+@pytest.mark.parametrize("case", list(_COUNTS))
+def test_counts_take_numpy_integers_and_refuse_bools(case):
+    """A count read from a NumPy array (np.int64) is an integer like any other; True is not a count."""
+    call = _COUNTS[case]
+    assert len(call(np.int64(2))) >= 2
+    with pytest.raises(ValueError, match=r"must be an integer >= \d+, got True"):
+        call(True)
