@@ -184,6 +184,11 @@ def point_name(point: dict[str, Any] | Sequence[tuple[str, Any]]) -> str:
     return "".join(c if c.isalnum() or c in "._-=," else "_" for c in text)
 
 
+# A sweep plans (loads the config of) every run before it trains or prints one: about 2 ms per run, so
+# 100,000 runs take minutes to plan, and an absurd --seeds would exhaust the memory first.
+MAX_SWEEP_RUNS = 100_000
+
+
 def plan_sweep(
     config: str | Path,
     overrides: Sequence[str],
@@ -205,9 +210,17 @@ def plan_sweep(
     from lpl_train.config import ConfigError, _toml_value, load_config
 
     _check_sweep_keys(overrides, grid)
+    plan = expand_grid(list(grid))
+    points = len(plan)
+    if points * len(seeds) > MAX_SWEEP_RUNS:  # each run's config is loaded now: refuse before that
+        raise ConfigError(
+            f"this sweep would plan {points * len(seeds)} runs ({points} grid point(s) x "
+            f"{len(seeds)} seed(s)), more than {MAX_SWEEP_RUNS} in one call; split it over calls "
+            "into the same --out (--seeds N --first-seed S) or over grid values"
+        )
     runs: list[PlannedRun] = []
     folders: dict[str, dict[str, Any]] = {}
-    for point in expand_grid(list(grid)):
+    for point in plan:
         sets = [f"{k}={_toml_value(v)}" for k, v in point.items()]
         name = point_name(point)
         if name in folders:  # point_name maps some distinct values to one folder name

@@ -211,6 +211,33 @@ def test_grid_parsing_and_sweep_plan(tmp_path):
                      tmp_path)  # fmt: skip
 
 
+def test_a_sweep_too_large_to_plan_is_refused_before_planning(tmp_path, monkeypatch):
+    """Each planned run's config is loaded before anything prints: an absurd --seeds (10**11) would plan
+    for hours and exhaust the memory. Such a sweep is refused before the first config is loaded."""
+    import lpl_train.config as C
+
+    loads, real = [], C.load_config
+
+    def counting(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(C, "load_config", counting)
+    grid = X.parse_grid(["optim.lr=0.1,0.05"])
+    with monkeypatch.context() as m:  # first at a small limit, so that a regression fails fast
+        m.setattr(X, "MAX_SWEEP_RUNS", 4)
+        assert len(X.plan_sweep("gaussian_linear_ce", [], grid, range(2), 1, tmp_path)) == 4
+        loads.clear()
+        with pytest.raises(
+            ValueError, match=r"would plan 6 runs .* more than 4 in one call; split"
+        ):
+            X.plan_sweep("gaussian_linear_ce", [], grid, range(3), 1, tmp_path)
+        assert loads == []
+    with pytest.raises(ValueError, match=r"would plan 200000000000 runs \(2 grid point\(s\) x 1"):
+        X.plan_sweep("gaussian_linear_ce", [], grid, range(10**11), 1, tmp_path)
+    assert loads == []
+
+
 def test_study_command_errors_and_report_only_sources(tmp_path, capsys):
     assert main(["study", str(tmp_path / "none.toml")]) == 2
     err = capsys.readouterr().err
