@@ -34,9 +34,9 @@ def add_arguments(ap: argparse.ArgumentParser, positional: bool) -> None:
         )
     ap.add_argument("--quick", action="store_true",
                     help="the file's [quick] settings: small sets, few epochs, first grid point (minutes)")  # fmt: skip
-    ap.add_argument(
-        "--out", default=None, help="folder of the run folders (default runs/study[-quick])"
-    )
+    ap.add_argument("--out", default=None,
+                    help="folder of the run folders (default runs/study for the shipped study, "
+                         "runs/<name> for another; -quick appended in quick mode)")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs, one CPU thread each")
     ap.add_argument("--figures", default=None,
                     help="where tables and figures go (default figures for the shipped study; another study "

@@ -80,7 +80,7 @@ class TensorLoader:
         seed: the loader seed; epoch ``e`` uses :func:`epoch_generator` ``(seed, e)``.
         drop_last: drop the last incomplete batch.
         mean, std: normalisation (default: the split's own).
-        pad_mode: ``"zero"`` or ``"reflect"`` padding before the crop.
+        pad_mode: ``"zero"``, ``"mid"`` (mid-grey) or ``"reflect"`` padding before the crop.
         shard: ``(rank, world)``: yield only process ``rank``'s :func:`shard_bounds` slice of every batch
             (the batches, and the augmentation's random numbers, are those of the whole batch), and set
             ``share`` (:func:`shard_share`) for the batch just yielded. ``(0, 1)``: whole batches.

@@ -135,9 +135,10 @@ class LPLLoss(_DRWWeightState, nn.Module):
         label_smoothing: in [0, 1], as ``nn.CrossEntropyLoss(label_smoothing=...)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample loss, shape (N,)); ``"mean"`` is torch's
             (weighted mean over non-ignored rows for class indices, mean over N for probabilities).
-        validate: check the inputs on every call (one host synchronisation). Under torch.compile the
-            data-dependent part of the check is skipped (shapes and dtypes are still checked); turn it
-            off for CUDA graphs. Without it, class-index targets are taken as valid.
+        validate: check the inputs on every call (one host synchronisation). The data-dependent part
+            of the check is skipped under torch.compile, while a CUDA graph records, on the meta device and
+            inside ``no_host_reads()`` (shapes and dtypes are still checked). Without it, class-index
+            targets are taken as valid.
         scale: s > 0 (default 1: the logits as given): the loss works on s·u, i.e. δ is inferred on and
             added to s·u, in training and in ``eval()`` mode; for a cosine head (logits in [−1, 1]),
             as ``ldam``'s s (30 there).
