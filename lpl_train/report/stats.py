@@ -121,13 +121,16 @@ def class_groups_by_count(
     return g
 
 
+DEFAULT_MANY, DEFAULT_FEW = 100, 20  # the paper's count thresholds
+
+
 @dataclass(frozen=True)
 class GroupRule:
     """A definition of the many/medium/few (head/medium/tail) groups; see the module docstring."""
 
     kind: str = "counts"
-    many: int = 100
-    few: int = 20
+    many: int = DEFAULT_MANY
+    few: int = DEFAULT_FEW
     fractions: tuple[float, float] = (0.3, 0.3)
 
     def __post_init__(self) -> None:
@@ -161,8 +164,14 @@ class GroupRule:
             f_many, f_few = self.fractions
             return (f"the {f_many:.0%} most frequent training classes (many/head), the {f_few:.0%} least "
                     "frequent (few/tail), the rest (medium)")  # fmt: skip
+        paper = (self.many, self.few) == (DEFAULT_MANY, DEFAULT_FEW)
+        source = (
+            "the paper's count rule"
+            if paper
+            else f"the paper's count rule uses {DEFAULT_MANY} and {DEFAULT_FEW}"
+        )
         return (f"many/head = more than {self.many} training samples (multi-label: at least {self.many} "
-                f"positives), few/tail = fewer than {self.few}, the rest medium (the paper's count rule)")  # fmt: skip
+                f"positives), few/tail = fewer than {self.few}, the rest medium ({source})")  # fmt: skip
 
 
 DEFAULT_GROUPS = GroupRule()

@@ -285,6 +285,12 @@ def test_single_label_rows_show_many_medium_few_with_the_stated_group_rule(tmp_p
     _single(tmp_path / "a", cfg, 0, [90.0, 70.0, 50.0, 10.0], [500, 200, 50, 10])
     md = make_report(tmp_path)
     assert md.startswith("Mean ± sample std over distinct seeds; groups: many/head = more than 100")
+    assert "the rest medium (the paper's count rule)" in md
+    # other thresholds are not the paper's rule, and the header says so
+    md_other = make_report(tmp_path, groups="counts:50,10")
+    assert "more than 50 training samples" in md_other and "fewer than 10" in md_other
+    assert "(the paper's count rule uses 100 and 20)" in md_other
+    assert "(the paper's count rule)" not in md_other
     for metric, value in (
         ("error_many", "20.00"),
         ("error_medium", "50.00"),
