@@ -49,22 +49,33 @@ def load_run_data(run_dir: str | Path) -> dict[str, Any]:
     name = d.name
     if (d / "config.toml").is_file():
         name = tomllib.loads((d / "config.toml").read_text(encoding="utf-8")).get("name", name)
-    final = (
-        json.loads((d / "final.json").read_text(encoding="utf-8"))
-        if (d / "final.json").is_file()
-        else {}
-    )
+    final = _read_json(d / "final.json")
     metrics = read_metrics(d)
-    counts = final.get("class_counts")
-    if (
-        counts is None
-    ):  # an unfinished run: the loss variation records the training counts per class
+    # an unfinished run: classes.json, written when it started, holds what final.json will
+    classes = final or _read_json(d / "classes.json")
+    counts = classes.get("class_counts")
+    if counts is None:
+        # a folder from before classes.json: the counts of the samples the loss variation measured,
+        # only an estimate of the training counts' order (every k-th step, or a resampled epoch)
         lv = next((m["loss_variation"] for m in reversed(metrics) if m.get("loss_variation")), None)
         counts = (lv.get("count") or (lv.get("pos") or {}).get("count")) if lv else None
-    num_classes = final.get("num_classes", len(counts) if counts is not None else None)
+    num_classes = classes.get("num_classes", len(counts) if counts is not None else None)
     return {"dir": d, "name": name, "metrics": metrics, "final": final, "class_counts": counts,
-            "num_classes": num_classes, "class_names": final.get("class_names"),
-            "multi_label": bool(final.get("multi_label", any("test_map" in m for m in metrics)))}  # fmt: skip
+            "num_classes": num_classes, "class_names": classes.get("class_names"),
+            "multi_label": bool(classes.get("multi_label", any("test_map" in m for m in metrics)))}  # fmt: skip
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} when there is no such file. A damaged file is named."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"cannot read {path}: expected a JSON object")
+    return data
 
 
 def _check_same_classes(runs: list[dict[str, Any]]) -> None:

@@ -36,6 +36,7 @@ CONFIG_SUPERSEDED = "config.superseded.toml"  # a config.toml that no longer mat
 LOCK = "RUNNING"
 LOG = "train.log"
 DIVERGED = "diverged.json"
+CLASSES = "classes.json"  # the classes the run trains on, written when it starts
 
 _CKPT_KEYS = ("epoch", "step", "model", "loss", "optimizer", "rng", "config")
 

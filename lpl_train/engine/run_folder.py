@@ -9,6 +9,8 @@ Layout::
     checkpoint.pt              the last completed epoch (written to a temporary file, then renamed)
     checkpoint.prev.pt         the epoch before: kept until a newer checkpoint is complete
     best.pt                    the weights of the best *validation* epoch (only with a validation split)
+    classes.json               the classes trained on (number, training counts, names, kind of labels),
+                               written when the run starts or resumes: an unfinished run's plots read it
     final.json                 the result, written once at the end; a finished run is never overwritten
     train.log                  every line the run printed
     diverged.json              why a run stopped on a non-finite loss
@@ -42,6 +44,7 @@ from .files import (
     _CKPT_KEYS,
     BEST,
     CHECKPOINT,
+    CLASSES,
     CONFIG_COPY,
     CONFIG_SUPERSEDED,
     DIVERGED,
@@ -448,6 +451,11 @@ class RunFolder:
     def write_final(self, final: dict[str, Any]) -> None:
         if self.main:
             _write_json_atomic(final, self / FINAL)
+
+    def write_classes(self, info: dict[str, Any]) -> None:
+        """``classes.json``: the classes the run trains on (see the module docstring)."""
+        if self.main:
+            _write_json_atomic(info, self / CLASSES)
 
     def write_diverged(self, info: dict[str, Any]) -> None:
         if self.main:

@@ -383,26 +383,38 @@ class _Trainer:
                                "multi_label": bool(self.comps.multi_label)})  # fmt: skip
         raise TrainingDiverged(msg)
 
+    def classes(self) -> dict[str, Any]:
+        """The classes trained on: their number, training counts, names (if known), kind of labels."""
+        comps = self.comps
+        out = {
+            "multi_label": comps.multi_label,
+            "num_classes": comps.num_classes,
+            "class_counts": list(comps.class_counts),
+        }
+        if comps.class_names:
+            out["class_names"] = list(comps.class_names)
+        return out
+
     def final(self, rec: dict[str, Any], wall: float) -> dict[str, Any]:
-        cfg, comps = self.cfg, self.comps
+        cfg = self.cfg
         last = {k[len("test_") :]: v for k, v in rec.items() if k.startswith("test_")}
+        classes = self.classes()
+        names = classes.pop("class_names", None)
         out = {
             "name": cfg["name"],
             "paper": cfg.get("paper"),
             "seed": cfg["train"]["seed"],
             "data_seed": cfg["data"]["seed"],
             "epochs": cfg["schedule"]["epochs"],
-            "multi_label": comps.multi_label,
-            "num_classes": comps.num_classes,
-            "class_counts": list(comps.class_counts),
+            **classes,
             "final": last,
             "best": self.best,
             "wall_s": wall,
         }
         if self.best_val:
             out["best_val"] = self.best_val
-        if comps.class_names:
-            out["class_names"] = list(comps.class_names)
+        if names:
+            out["class_names"] = names
         out["run"] = self.provenance()
         return out
 

@@ -156,6 +156,7 @@ def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothi
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint.prev.pt",
         "checkpoint.pt",
+        "classes.json",
         "config.toml",
         "final.json",
         "metrics.csv",

@@ -221,3 +221,33 @@ def test_an_unfinished_multilabel_run_is_read_as_multilabel(tmp_path):
     r = _run(tmp_path / "m", "ml", [5, 20], [40.0, 60.0], None, multi=True)
     (r / "final.json").unlink()  # still training: only its records tell the kind of labels
     assert P.load_run_data(r)["multi_label"] is True
+
+
+def test_an_unfinished_run_is_ordered_by_its_training_counts(tmp_path):
+    """An unfinished run's per-class axes follow the training counts that classes.json records when the
+    run starts, not the counts of the samples its loss variation measured (every 10th step here, and a
+    class-aware sampler's resampled batches): those are a sample, and need not be in the same order."""
+    from lpl_train.config import load_config
+    from lpl_train.engine import fit
+
+    cfg = load_config(
+        "gaussian_linear_lpl",
+        ["data.sampler='class_aware'", "train.device='cpu'", "train.loss_variation_every=10"],
+        epochs=2,
+    )
+    done, cut = tmp_path / "done", tmp_path / "cut"
+    fit(cfg, done, log=lambda _: None)
+    fit(cfg, cut, stop_after_epoch=1, log=lambda _: None)
+    assert not (cut / "final.json").exists()
+    final = json.loads((done / "final.json").read_text())
+    classes = json.loads((cut / "classes.json").read_text())
+    keys = ("multi_label", "num_classes", "class_counts", "class_names")
+    assert classes == {k: final[k] for k in keys}
+    measured = P.load_run_data(cut)["metrics"][-1]["loss_variation"]["count"]
+    assert measured != final["class_counts"]  # the measured sample is not the training counts
+    got = P.load_run_data(cut)
+    assert got["class_counts"] == final["class_counts"] and got["num_classes"] == 2
+    assert got["multi_label"] is False
+    (cut / "classes.json").write_text("{")  # a damaged file is named
+    with pytest.raises(ValueError, match=r"cannot read .*classes\.json"):
+        P.load_run_data(cut)
