@@ -158,15 +158,12 @@ def fig11_live(figures: str | Path, epochs: int = 3, seed: int = 0) -> Path:
     variation of each epoch (:func:`lpl_train.plot.plot_runs`' panel). Returns the PNG path."""
     import tempfile
 
-    import torch
-
     from lpl_train import engine
     from lpl_train.config import load_config
     from lpl_train.plot import load_run_data
 
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    torch.set_flush_denormal(True)
     cfg = load_config("fmnist_lt100_lpl", [f"train.seed={seed}", "train.progress=false", 'train.device="cpu"',
                                            "train.loss_variation_every=1"],  # every step, as the study
                       epochs=epochs)  # fmt: skip

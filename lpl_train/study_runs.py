@@ -160,14 +160,27 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one study run with ``engine.fit`` (resuming it when ``resume``), evaluate it on the test set,
     and write and return its record. With ``stop_after_epoch`` the run stops there and nothing is recorded
-    (the engine's last epoch record is returned)."""
+    (the engine's last epoch record is returned). Denormals are flushed throughout, as the records were
+    made, and the caller's setting is restored after."""
+    from lpl_train.engine import flush_denormals
+
+    with flush_denormals():
+        return _train_run(study, spec, run_dir, resume, stop_after_epoch)
+
+
+def _train_run(
+    study: dict[str, Any],
+    spec: dict[str, Any],
+    run_dir: Path,
+    resume: bool,
+    stop_after_epoch: int | None,
+) -> dict[str, Any]:
     import torch
 
     from lpl_train import engine
     from lpl_train.config import validate_config
     from lpl_train.data import make_loader
 
-    torch.set_flush_denormal(True)
     data = study_data(study, spec["dataset"])
     ctx = _context(study, data)
     params = resolve_params(spec["params"], ctx)

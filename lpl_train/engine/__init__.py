@@ -40,7 +40,7 @@ from .components import (
     build_components,
     check_config,
 )
-from .devices import autocast_for, resolve_precision, select_device
+from .devices import autocast_for, flush_denormals, resolve_precision, select_device
 from .distributed import DistInfo, _ShardLoader, process_group
 from .evaluate import evaluate
 from .loop import TrainingDiverged, fit
@@ -85,6 +85,7 @@ __all__ = [
     "config_differences",
     "evaluate",
     "fit",
+    "flush_denormals",
     "load_checkpoint",
     "load_run",
     "lr_factor",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["autocast_for", "resolve_precision", "select_device"]
+__all__ = ["autocast_for", "flush_denormals", "resolve_precision", "select_device"]
 
 
 def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -57,3 +58,24 @@ def autocast_for(device: torch.device, precision: str) -> Any:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _flushing_denormals() -> bool:
+    """Whether the CPU flushes denormal floats to zero now (torch has a setter but no getter): a denormal
+    float32 times one is zero only then."""
+    return bool((torch.full((8,), 1e-40, dtype=torch.float32) * 1.0).eq(0).all())
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush denormal floats to zero on the CPU inside the block (``torch.set_flush_denormal(True)``; a
+    small network's first steps can be many times slower with denormals), then give the caller back its
+    own setting: library code leaves no global flag changed. Where the CPU has no such mode it does
+    nothing."""
+    before = _flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not before:
+            torch.set_flush_denormal(False)

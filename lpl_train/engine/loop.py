@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .components import Components
-from .devices import select_device
+from .devices import flush_denormals, select_device
 from .distributed import DistInfo, process_group
 from .progress import epoch_line, wants_bar
 from .run_folder import RunFolder, finite_or_none
@@ -99,7 +99,7 @@ def fit(
         from lpl_train.config import dumps_toml
 
         return _finished_run(folder, done, dumps_toml(cfg), emit, components)
-    with folder.locked(), process_group(dist, tr["device"]):
+    with folder.locked(), process_group(dist, tr["device"]), flush_denormals():
         device = select_device(tr["device"], dist.local_rank)
         return _fit(cfg, folder, dist, device, components, resume, stop_after_epoch, show, emit)
 
@@ -125,7 +125,6 @@ def _fit(
         ckpt = folder.resume_checkpoint(cfg_text)
     elif dist.main:
         folder.check_fresh(cfg_text)
-    torch.set_flush_denormal(True)
     torch.manual_seed(cfg["train"]["seed"])
     run = _Trainer(cfg, device, dist, components, show)
     if ckpt is not None:

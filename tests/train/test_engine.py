@@ -200,6 +200,26 @@ def test_select_device():
             engine.select_device("cuda")
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_fit_flushes_denormals_while_it_trains_and_gives_back_the_callers_setting(tmp_path, before):
+    """Denormals are flushed in every training step (the records were made so), and fit leaves the
+    caller's process as it found it: library code changes no global flag for good."""
+    from lpl_train.engine.devices import _flushing_denormals
+
+    comps = make_components()
+    seen: list[bool] = []
+    comps.model.register_forward_hook(lambda *_: seen.append(_flushing_denormals()))
+    torch.set_flush_denormal(before)
+    try:
+        assert _flushing_denormals() is before
+        fit(make_cfg(epochs=1), tmp_path / "run", components=comps, log=quiet)
+        after = _flushing_denormals()
+    finally:
+        torch.set_flush_denormal(True)  # this module's setting
+    assert seen and all(seen)
+    assert after is before
+
+
 # ------------------------------------------------------------------------------------- resume
 def test_resume_after_clean_stop_is_bit_exact(tmp_path):
     cfg = make_cfg(epochs=4)
