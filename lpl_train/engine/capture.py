@@ -143,7 +143,10 @@ class DeviceMeter:
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.loss_sum = torch.zeros((), device=device)
+        # float64 where the device has it (as the evaluation's sums): a float64 run's losses are not
+        # rounded to float32, and a float32 run's are summed without a float32 sum's rounding
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.loss_sum = torch.zeros((), dtype=dtype, device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.seen = 0  # batch sizes are known on the host
 

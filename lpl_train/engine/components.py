@@ -141,9 +141,15 @@ def _named_loader_error(exc: Exception, keys: dict[str, str]) -> Exception:
     return exc if name is None else type(exc)(f"config key '{keys[name]}': {msg}")
 
 
-def check_train_batches(loader: Any, batch_size: int) -> None:
+def check_train_batches(loader: Any, batch_size: int | None) -> None:
     """Refuse a training loader that yields no batch (fewer samples per epoch than one batch, with
-    ``data.drop_last``): its run would train nothing."""
+    ``data.drop_last``): its run would train nothing. ``batch_size`` None: a loader of one's own (fit's
+    ``components``), which no config key built."""
+    if len(loader) < 1 and batch_size is None:
+        raise ValueError(
+            "the training loader of the components given to fit yields no batches (its len() is 0): "
+            "the run would train nothing"
+        )
     if len(loader) < 1:
         raise ValueError(
             f"the training loader yields no batches: fewer training samples per epoch than one batch "

@@ -13,6 +13,7 @@ from torch import nn
 
 from lpl_train.metrics import right_predictions
 
+from .devices import at_least_float32
 from .run_folder import finite_or_none as _finite_or_none
 
 __all__ = ["evaluate"]
@@ -61,7 +62,7 @@ def evaluate(
         with autocast:
             logits = model(x)
         meter = meter or _EvalMeter(num_classes, multi_label, logits.device)
-        meter.update(logits.float(), y)
+        meter.update(at_least_float32(logits), y)
     model.train(was_training)
     if meter is not None and distributed:
         meter.combine()
@@ -109,7 +110,7 @@ class _EvalMeter:
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.count += y.numel()
         if self.multi_label:
-            bce = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
+            bce = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="sum")
             self.loss_sum += bce.to(self.dtype)
             self.scores.append(logits)
             self.targets.append(y)
@@ -128,10 +129,12 @@ class _EvalMeter:
         for t in (self.loss_sum, self.correct, self.total, count):
             dist.all_reduce(t)
         self.count = int(count)
-        if self.multi_label:  # (float32 both: an empty part has no batch to take a dtype from)
-            c, dev = self.correct.shape[0], self.loss_sum.device
-            self.scores = [_gather_rows([t.float() for t in self.scores], c, dev)]
-            self.targets = [_gather_rows([t.float() for t in self.targets], c, dev)]
+        if self.multi_label:
+            # in the sums' dtype (an empty part has no batch to take one from): float64 keeps a float64
+            # run's scores, whose ranking float32 could tie
+            c, dev, dt = self.correct.shape[0], self.loss_sum.device, self.dtype
+            self.scores = [_gather_rows([t.to(dt) for t in self.scores], c, dev, dt)]
+            self.targets = [_gather_rows([t.to(dt) for t in self.targets], c, dev, dt)]
 
     def read(
         self,
@@ -143,13 +146,15 @@ class _EvalMeter:
                 targets)  # fmt: skip
 
 
-def _gather_rows(parts: list[torch.Tensor], columns: int, device: torch.device) -> torch.Tensor:
-    """This process's float32 rows of ``columns`` values (the concatenation of ``parts``; none for an empty
-    part), gathered from every process of the default group and concatenated in rank order. Done with
+def _gather_rows(
+    parts: list[torch.Tensor], columns: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """This process's rows of ``columns`` values of ``dtype`` (the concatenation of ``parts``; none for an
+    empty part), gathered from every process of the default group and concatenated in rank order. Done with
     sums only (each process writes its rows at its offset into zeros, and the buffers are added), which
     every backend and torch version runs alike; adding zeros changes no value but the sign of a zero."""
     dist = torch.distributed
-    rows = torch.cat(parts) if parts else torch.zeros((0, columns), device=device)
+    rows = torch.cat(parts) if parts else torch.zeros((0, columns), dtype=dtype, device=device)
     world, rank = dist.get_world_size(), dist.get_rank()
     sizes = torch.zeros(world, dtype=torch.long, device=rows.device)
     sizes[rank] = rows.shape[0]

@@ -78,11 +78,20 @@ def fit(
         raise TypeError(f"cfg must be a validated config dict, got {type(cfg).__name__}")
     cfg = validate_config(cfg)
     if stop_after_epoch is not None and (
-        not isinstance(stop_after_epoch, int) or stop_after_epoch < 1
+        isinstance(stop_after_epoch, bool)
+        or not isinstance(stop_after_epoch, int)
+        or stop_after_epoch < 1
     ):
         raise ValueError(
             f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}"
         )
+    # (a string such as "no" would read as true: a resume, a bar)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be a callable taking one line (str) or None, got {log!r}")
     dist = DistInfo.from_env()
     tr = cfg["train"]
     show = wants_bar(tr["progress"] if progress is None else progress) and dist.main

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .components import Components
+from .devices import at_least_float32
 
 
 class _Step(nn.Module):
@@ -57,7 +58,7 @@ class _Step(nn.Module):
         so the loss-variation measurement need not run the loss again."""
         with autocast:
             out = self._fwd(x)
-        out = out.float()
+        out = at_least_float32(out)
         if self.needs_features:
             value = self.loss(out, y, self.model.classifier)
             return value, self.model.classifier(out), out, None

@@ -21,7 +21,7 @@ from .capture import (
     run_capture,
 )
 from .components import Components, build_components, check_train_batches
-from .devices import autocast_for, resolve_precision
+from .devices import at_least_float32, autocast_for, resolve_precision
 from .distributed import DistInfo
 from .evaluate import evaluate
 from .progress import progress_bar
@@ -90,7 +90,10 @@ class _Trainer:
         self.lv_every = tr["loss_variation_every"]
         self.graph: GraphStep | None = None
         self.notes: list[str] = []  # one-line messages for the run's log (a capture that fell back)
-        check_train_batches(comps.train_loader, cfg["data"]["batch_size"])
+        # (the config's data keys name a loader only where they built it)
+        check_train_batches(
+            comps.train_loader, None if components is not None else cfg["data"]["batch_size"]
+        )
         self.n_iter = len(comps.train_loader)
         self.epoch, self.step, self.best, self.best_val = 0, 0, {}, {}
         # wall-clock seconds the processes before this one trained, up to the checkpoint it resumed from
@@ -127,7 +130,9 @@ class _Trainer:
     def _with_l2(self, value: torch.Tensor) -> torch.Tensor:
         l2 = self.cfg["optim"]["l2_all"]
         if l2:
-            value = value + l2 * sum((p.float() ** 2).sum() for p in self.model.parameters())
+            value = value + l2 * sum(
+                (at_least_float32(p) ** 2).sum() for p in self.model.parameters()
+            )
         return value
 
     def restore(self, ck: dict[str, Any]) -> None:

@@ -319,6 +319,20 @@ def test_device_meter_matches_host_side_counts():
     assert multi.read() == (1.0, 0, 4)
 
 
+def test_device_meter_sums_the_losses_in_float64_on_the_cpu():
+    """A float32 sum lost the second step's loss (ln 2) next to the first's 1e8, and rounded a float64
+    run's losses to float32; the sum is float64, as the evaluation's."""
+    meter = CAP.DeviceMeter(CPU)
+    y = torch.tensor([0])
+    meter.update(torch.tensor(1e8), torch.zeros(1, 2), y)
+    meter.update(torch.tensor(math.log(2)), torch.zeros(1, 2), y)
+    assert meter.read()[0] - 1e8 == pytest.approx(math.log(2), rel=1e-6)
+    exact = CAP.DeviceMeter(CPU)
+    for v in (0.1, 0.2, 0.3):
+        exact.update(torch.tensor(v, dtype=torch.float64), torch.zeros(1, 2), y)
+    assert exact.read()[0] == 0.1 + 0.2 + 0.3
+
+
 # ----------------------------------------------------------------------------- stand-in graph API
 class FakeGraphAPI:
     """record(fn): run fn on a copy of every piece of state, so the recording leaves no trace (a CUDA

@@ -670,6 +670,55 @@ def test_the_loss_takes_float32_logits_under_bf16_autocast(tmp_path):
     assert spy.dtypes == {torch.float32}
 
 
+def test_a_float64_run_trains_as_a_plain_float64_loop_bit_for_bit(tmp_path):
+    """Float64 in, float64 throughout: a float64 network on float64 batches trains (logits and loss,
+    l2_all, clipping, the optimiser) and is measured (train_loss, test_loss) as a hand-written float64
+    loop with the same seed and batches, to the last bit; no value passes through float32."""
+    cfg = make_cfg(epochs=2)
+    cfg["optim"].update(l2_all=1e-3, grad_clip=0.5)
+
+    def components():
+        comps = make_components()
+        comps.model.double()
+        for ld in (comps.train_loader, comps.test_loader):
+            ld.x = ld.x.double()
+        return comps
+
+    spy = DtypeSpy()
+    comps = components()
+    comps.loss = spy
+    fit(cfg, tmp_path, components=comps, log=quiet)
+    assert spy.dtypes == {torch.float64}
+    ref = components()
+    model, loader, o = ref.model, ref.train_loader, cfg["optim"]
+    opt = torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"],
+                          weight_decay=o["weight_decay"])  # fmt: skip
+    torch.manual_seed(cfg["train"]["seed"])  # dropout's draws, as fit seeds them
+    means = []
+    for epoch in range(cfg["schedule"]["epochs"]):
+        loader.set_epoch(epoch)
+        total = 0.0
+        for it, (x, y) in enumerate(loader):
+            opt.param_groups[0]["lr"] = o["lr"] * lr_factor(epoch, it, len(loader), cfg["schedule"])
+            value = F.cross_entropy(model(x), y)
+            value = value + o["l2_all"] * sum((p**2).sum() for p in model.parameters())
+            opt.zero_grad()
+            value.backward()
+            nn.utils.clip_grad_norm_(list(model.parameters()), o["grad_clip"])
+            opt.step()
+            total += value.item()
+        means.append(total / len(loader))
+    trained = state(tmp_path)
+    for k, v in model.state_dict().items():
+        assert trained[k].dtype == torch.float64 and torch.equal(trained[k], v), k
+    recs = engine.read_metrics(tmp_path)
+    assert [r["train_loss"] for r in recs] == means
+    model.eval()
+    with torch.no_grad():
+        test_loss = F.cross_entropy(model(comps.test_loader.x), comps.test_loader.y).item()
+    assert recs[-1]["test_loss"] == pytest.approx(test_loss, rel=1e-14)  # batch sums: rounding
+
+
 @pytest.mark.parametrize(
     "name, cls",
     [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
@@ -1195,6 +1244,49 @@ def test_ddp_evaluation_parts_may_be_empty(tmp_path):
                     assert w is None or h == pytest.approx(w, rel=1e-6, abs=1e-9), (ml, rows, k)
 
 
+_EVAL_FLOAT64_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_engine import exit_without_teardown
+    from lpl_train.engine import DistInfo, evaluate
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo")
+    dist = DistInfo.from_env()
+    # the scores are the inputs; the positive's beats the negative's by 1e-12 (equal in float32)
+    x = torch.tensor([[1.0 + 1e-12, 0.5], [1.0, 0.25]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    part = [(x[dist.rank :: 2], y[dist.rank :: 2])]
+    res = evaluate(torch.nn.Identity(), part, 2, [1, 1], True, distributed=True)
+    json.dump(res, open(f"{{sys.argv[1]}}/rank{{dist.rank}}.json", "w"))
+    exit_without_teardown()
+    """
+)
+
+
+@OLD_GLOO_TEARDOWN
+def test_ddp_evaluation_keeps_float64_scores_in_float64(tmp_path):
+    """The ranks' mAP scores were gathered in float32: two float64 scores 1e-12 apart tied there, and the
+    AP of a class whose positive ranks first fell from 100 to 50 (one process keeps them in float64)."""
+    from lpl_train.engine import evaluate
+
+    script = tmp_path / "ddp_eval_float64.py"
+    script.write_text(_EVAL_FLOAT64_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path)]  # fmt: skip
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    x = torch.tensor([[1.0 + 1e-12, 0.5], [1.0, 0.25]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    one = evaluate(nn.Identity(), [(x, y)], 2, [1, 1], True)
+    assert one["ap_per_class"] == [100.0, 100.0]
+    for r in (0, 1):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert got["ap_per_class"] == one["ap_per_class"] and got["map"] == one["map"]
+
+
 _LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
@@ -1261,10 +1353,35 @@ def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path
 
 
 def test_fit_refuses_components_whose_training_loader_yields_no_batch(tmp_path):
-    """With components of one's own, build_components' check is skipped: the Trainer's is the guard."""
+    """With components of one's own, build_components' check is skipped: the Trainer's is the guard. Its
+    message names the components' loader, not config keys that built no loader (the config here says
+    batch_size 128 and drop_last false)."""
     comps = make_components()
     x, y = comps.train_loader.x, comps.train_loader.y
     comps = dataclasses.replace(comps, train_loader=TinyLoader(x[:0], y[:0], 16, True))
-    with pytest.raises(ValueError, match="yields no batches"):
+    with pytest.raises(ValueError, match="yields no batches") as err:
         fit(make_cfg(epochs=1), tmp_path / "run", components=comps, log=quiet)
+    assert "components given to fit" in str(err.value) and "data." not in str(err.value)
     assert not (tmp_path / "run" / "final.json").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"resume": "no"}, TypeError, "resume must be True or False, got 'no'"),
+        ({"progress": "no"}, TypeError, "progress must be True, False or None, got 'no'"),
+        ({"log": 5}, TypeError, "log must be a callable"),
+        ({"stop_after_epoch": True}, ValueError, "stop_after_epoch must be a positive int"),
+    ],
+)
+def test_fit_refuses_bad_keyword_arguments_by_name_before_writing(tmp_path, kwargs, error, match):
+    """A string for a flag would read as true (``resume="no"`` resumed; a bool as an epoch count), and a
+    log that cannot be called failed after the run folder was started: each is refused first, by name."""
+    with pytest.raises(error, match=match):
+        fit(
+            make_cfg(epochs=1),
+            tmp_path / "run",
+            components=make_components(),
+            **{"log": quiet, **kwargs},
+        )
+    assert not (tmp_path / "run").exists()
