@@ -188,7 +188,7 @@ class _LossVariation:
     ) -> None:
         if self.features:  # augmented_logits reads the statistics without updating them
             aug = self.loss.augmented_logits(features, y, classifier)
-            self.acc.update(logits, y, perturbed_logits=aug.float())
+            self.acc.update(logits, y, perturbed_logits=at_least_float32(aug))
             return
         if perturbed is not None and y.dim() == 1 and not self.acc.multi_label:
             # the perturbed logits the step's loss already computed (LPL, LA + LPL): what update_with

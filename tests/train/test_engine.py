@@ -843,6 +843,30 @@ def test_isda_resumes_bit_exact_and_its_loss_variation_is_zero_then_positive(tmp
     assert all(v > 0 for r in recs[1:] for v in r["loss_variation"]["relative_variation"])
 
 
+def test_isda_loss_variation_of_a_float64_run_stays_float64():
+    """The measurement took ISDA's augmented logits through float32 (.float()): a float64 run's l'
+    was rounded to float32. It is CE of the float64 augmented logits, as LossVariation computes it."""
+    from lpl_train.engine.step import _LossVariation
+    from lpl_train.loss_variation import LossVariation
+    from lpl_train.losses import build_loss
+
+    g = torch.Generator().manual_seed(5)
+    feats = torch.randn(24, 16, generator=g, dtype=torch.float64)
+    y = torch.arange(24) % C
+    head = nn.Linear(16, C).double()
+    loss = build_loss("isda", num_classes=C, lambda0=0.5).double()
+    loss.set_epoch(3, 4)  # lambda > 0: the augmentation is on
+    loss(feats, y, head)  # statistics from one batch
+    logits = head(feats).detach()
+    measured = _LossVariation(loss, C, multi_label=False)
+    measured.update(logits, y, feats, head)
+    direct = LossVariation(C)
+    direct.update(logits, y, perturbed_logits=loss.augmented_logits(feats, y, head))
+    got, want = measured.acc.compute(), direct.compute()
+    assert got["perturbed_loss"] == want["perturbed_loss"] and got["loss"] == want["loss"]
+    assert all(v > 0 for v in got["relative_variation"])
+
+
 def test_lpl_index_split_minimises_head_and_maximises_tail_loss(tmp_path):
     from lpl_train.losses import build_loss
 
