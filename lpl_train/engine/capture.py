@@ -80,6 +80,7 @@ def choose_capture(
     loss_name: str,
     needs_features: bool,
     compiled: bool = False,
+    float64: bool = False,
 ) -> CaptureChoice:
     """The step mode ``train.capture = requested`` gives on ``device`` for this run (no side effects)."""
     if requested not in CAPTURE_MODES:
@@ -98,6 +99,12 @@ def choose_capture(
         )
     if requested == "compile":
         return CaptureChoice("compile", 'torch.compile(mode="reduce-overhead") on network and loss')
+    if float64:
+        return CaptureChoice(
+            "eager",
+            "float64 parameters: the recorded optimiser step reads its learning rate from a "
+            "float32 device tensor (CUDA's fused SGD reads no other), so it stays eager and exact",
+        )
     if precision == "fp16":
         return CaptureChoice(
             "eager", "fp16's gradient scaler checks for inf on the host every step"
@@ -117,14 +124,22 @@ def choose_capture(
 
 
 def run_capture(
-    cfg: dict[str, Any], device: torch.device, world: int, loss: nn.Module, precision: str
+    cfg: dict[str, Any],
+    device: torch.device,
+    world: int,
+    loss: nn.Module,
+    precision: str,
+    model: nn.Module | None = None,
 ) -> CaptureChoice:
-    """The step mode of a run of ``cfg`` on ``device`` in ``world`` processes, training ``loss`` in
-    ``precision``: what the Trainer runs, and what the dry run checks ``train.compile_loss`` against."""
+    """The step mode of a run of ``cfg`` on ``device`` in ``world`` processes, training ``model`` with
+    ``loss`` in ``precision``: what the Trainer runs, and what the dry run checks ``train.compile_loss``
+    against."""
     tr = cfg["train"]
+    float64 = model is not None and any(p.dtype == torch.float64 for p in model.parameters())
     return choose_capture(
         tr["capture"], device, world=world, precision=precision, loss_name=cfg["loss"]["name"],
         compiled=tr["compile"], needs_features=bool(getattr(loss, "needs_features", False)),
+        float64=float64,
     )  # fmt: skip
 
 

@@ -290,7 +290,7 @@ def check_config(
         if device is None:
             device = select_device(cfg["train"]["device"], dist.local_rank)
         precision = resolve_precision(device, cfg["train"]["amp"])
-        if compiles_loss_alone(cfg, run_capture(cfg, device, dist.world, loss, precision)):
+        if compiles_loss_alone(cfg, run_capture(cfg, device, dist.world, loss, precision, model)):
             check_loss_compiles(loss)
     if bundle is not None:
         _try_one_batch(cfg, bundle, model)

@@ -67,7 +67,7 @@ class _Trainer:
                 )
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.precision = resolve_precision(device, tr["amp"])
-        self.capture = run_capture(cfg, device, dist.world, self.loss, self.precision)
+        self.capture = run_capture(cfg, device, dist.world, self.loss, self.precision, self.model)
         step_mod = _Step(self.model, self.loss, compiled=tr["compile"],
                          compile_loss=compiles_loss_alone(cfg, self.capture))  # fmt: skip
         self.loss_compiled = step_mod.compile_loss

@@ -46,9 +46,9 @@ def test_capture_and_loss_variation_every_keys_validate():
 
 # ------------------------------------------------------------------------------------------ choices
 def choose(requested, device=CUDA, world=1, precision="bf16", loss="lpl", features=False,
-           compiled=False):  # fmt: skip
+           compiled=False, float64=False):  # fmt: skip
     return CAP.choose_capture(requested, device, world=world, precision=precision, loss_name=loss,
-                              needs_features=features, compiled=compiled)  # fmt: skip
+                              needs_features=features, compiled=compiled, float64=float64)  # fmt: skip
 
 
 @pytest.mark.parametrize("requested", CAP.CAPTURE_MODES)
@@ -85,6 +85,23 @@ def test_capture_decisions_on_cuda():
     assert choose("off").mode == "eager"
     with pytest.raises(ValueError, match="train.capture has value 'on'"):
         choose("on")
+
+
+def test_a_float64_network_is_not_recorded_on_cuda():
+    """The recorded step reads its learning rate from a float32 device tensor (CUDA's fused SGD reads no
+    other), so a float64 network's steps would take lr rounded to float32: they stay eager, and say why.
+    run_capture reads the dtype from the model; without one (or float32) the choice is unchanged."""
+    for requested in ("auto", "graph"):
+        c = choose(requested, precision="fp32", float64=True)
+        assert c.mode == "eager" and "float64 parameters" in c.reason, (requested, c)
+    cfg = make_cfg(capture="graph")
+    loss = nn.CrossEntropyLoss()
+    for model, mode in (
+        (nn.Linear(3, 2).double(), "eager"),
+        (nn.Linear(3, 2), "graph"),
+        (None, "graph"),
+    ):
+        assert CAP.run_capture(cfg, CUDA, 1, loss, "fp32", model).mode == mode
 
 
 # ------------------------------------------------------------------ the recorded step reads no value
