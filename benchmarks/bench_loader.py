@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
         torch.device(args.device)
     except RuntimeError:
         p.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:N)")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        p.error(
+            f"--device {args.device!r}: no CUDA device here (torch.cuda.is_available() is False)"
+        )
     torch.set_flush_denormal(True)
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -835,6 +835,10 @@ def main(argv: list[str] | None = None) -> dict:
         torch.device(args.device)
     except RuntimeError:
         ap.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:N)")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(
+            f"--device {args.device!r}: no CUDA device here (torch.cuda.is_available() is False)"
+        )
     parts = set(
         args.only or ("loss", "resnet", "loop", "presets", "masked", "static", "captured", "instep")
     )

@@ -290,7 +290,7 @@ class Summary:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from lpl_train.engine.mps import MPS_MODES, mps_server
+    from lpl_train.engine.mps import MPS_MODES, MPSError, mps_server
     from lpl_train.experiment import PlannedRun
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -361,10 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     summary.results.update(earlier)
     # the workers are spawned inside: under MPS their kernels overlap on the device
     said: list[str] = []  # the daemon's start line, and a failed stop
-    with mps_server(a.mps, needed=jobs > 1, log=said.append) as mps:
-        info["mps"] = mps.line()
-        print(f"# {info['mps']}", flush=True)
-        status = _train(runs, protocol, jobs, summary, info, a.probe_epochs, a.budget_s)
+    try:
+        with mps_server(a.mps, needed=jobs > 1, log=said.append) as mps:
+            info["mps"] = mps.line()
+            print(f"# {info['mps']}", flush=True)
+            status = _train(runs, protocol, jobs, summary, info, a.probe_epochs, a.budget_s)
+    except MPSError as exc:  # --mps on without a working MPS: refused before any run trains
+        ap.error(str(exc))
     if len(said) > 1:  # the daemon did not stop cleanly: the summary says so
         info["mps"] = "; ".join(said)
         print(f"# {said[-1]}", flush=True)

@@ -253,6 +253,9 @@ def _run(args: argparse.Namespace) -> int:
         records = collect(args.collect)
         if args.add:
             records = add_records(read_records(jsonl), records)
+        # the report's checks first (records of another study, mode or length): records it would refuse
+        # are not written over the committed ones
+        tables(records)
         figs.mkdir(parents=True, exist_ok=True)
         write_records(records, jsonl)
         print(f"{jsonl}: {len(records)} runs")

@@ -73,8 +73,9 @@ def _length_columns(
 
 def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Every finished run record (``result.json``) under the study output folders ``run_roots``, sorted
-    by (study, key). Unfinished runs (no ``result.json``) are left out."""
-    records = []
+    by (study, key). Unfinished runs (no ``result.json``) are left out. A run found twice (a folder given
+    twice, or restored into a second one) is kept once if its records are the same, else ``ValueError``."""
+    seen: dict[tuple[str, str], tuple[dict[str, Any], Path]] = {}
     for root in run_roots:
         root = Path(root)
         if not root.is_dir():
@@ -90,8 +91,11 @@ def collect(run_roots: Sequence[str | Path]) -> list[dict[str, Any]]:
                     f"run record {str(p)!r} is not a record written by lpl-train study "
                     f"({'it lacks ' + ', '.join(missing) if missing else 'not a JSON object'})"
                 )
-            records.append(r)
-    return sorted(records, key=lambda r: (r["study"], r["key"]))
+            first = seen.setdefault((r["study"], r["key"]), (r, p))
+            if first[0] != r:
+                raise ValueError(f"run {r['study']}/{r['key']} has two different records: "
+                                 f"{str(first[1])!r} and {str(p)!r}")  # fmt: skip
+    return sorted((r for r, _ in seen.values()), key=lambda r: (r["study"], r["key"]))
 
 
 def add_records(

@@ -502,6 +502,25 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "line 1: record None lacks study" in capsys.readouterr().err
 
 
+def test_cli_collect_writes_no_records_the_report_refuses(tmp_path, capsys):
+    """Records of another study, or of the ablation's in another mode, are refused before they are written:
+    the records already there (with --add or without) stay as they were and --report-only still works."""
+    figs, a = tmp_path / "figs", tmp_path / "a"
+    _result(a, "lpl_ablation_e48", "d/m/p/seed0")
+    assert A.main(["--collect", str(a), "--figures", str(figs)]) == 0
+    before = (figs / A.RECORDS_FILE).read_bytes()
+    other, quick = tmp_path / "other", tmp_path / "quick"
+    _result(other, "fmnist", "d/m/p/seed0")
+    _result(quick, "lpl_ablation", "fmnist_lt100/ce/default/seed0", quick=True, epochs=12)
+    capsys.readouterr()
+    for folder, msg in ((other, "unknown studies ['fmnist']"), (quick, "with quick true")):
+        for add in ([], ["--add"]):
+            assert A.main(["--collect", str(folder), *add, "--figures", str(figs)]) == 2
+            assert msg in capsys.readouterr().err
+            assert (figs / A.RECORDS_FILE).read_bytes() == before
+    assert A.main(["--report-only", "--figures", str(figs)]) == 0
+
+
 # ---------------------------------------------------------------------------------------- records
 def test_collect_reads_every_finished_run_of_every_folder_sorted_by_study_and_key(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -512,6 +531,22 @@ def test_collect_reads_every_finished_run_of_every_folder_sorted_by_study_and_ke
     assert A.collect([a]) == [ra]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         A.collect([a, tmp_path / "missing"])
+
+
+def test_collect_keeps_a_run_found_twice_once_and_refuses_two_different_records(tmp_path):
+    """A folder given twice, or a run restored into a second folder, is one run: counted twice it would
+    double the run counts and run-minutes of the tables and the n of their validation spread."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    r0 = _result(a, "lpl_ablation_q5", "d/m/p/seed0", x=0)
+    r1 = _result(a, "lpl_ablation_q5", "d/m/p/seed1")
+    _result(b, "lpl_ablation_q5", "d/m/p/seed0", x=0)
+    assert A.collect([a, a]) == [r0, r1]
+    assert A.collect([a, b]) == [r0, r1]
+    _result(b, "lpl_ablation_q5", "d/m/p/seed0", x=1)
+    with pytest.raises(
+        ValueError, match=r"lpl_ablation_q5/d/m/p/seed0 has two different records: .*a/runs"
+    ):
+        A.collect([a, b])
 
 
 def test_collect_names_a_result_file_that_is_not_a_record(tmp_path):

@@ -1250,6 +1250,19 @@ def test_bench_lpl_times_lpl_inside_a_compiled_step(monkeypatch, capsys):
     assert "(h) skipped: it times compiled steps; add --compile" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["bench_lpl", "bench_loader"])
+def test_benchmarks_on_cuda_without_a_cuda_device_are_one_line(name, monkeypatch, capsys):
+    """``--device cuda`` where torch has no CUDA device: the argument is refused in one line (status 2),
+    not a traceback from inside torch after the work has started."""
+    bench = load_benchmark(name, monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    extra = ["--only", "captured"] if name == "bench_lpl" else ["--synthetic"]
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--device", "cuda", *extra])
+    assert exc.value.code == 2
+    assert "--device 'cuda': no CUDA device here" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the compiled loss (compile_loss)
 def _lpl(name: str = "lpl", alpha: float = 0.1, **params: Any) -> nn.Module:
     from lpl_train.losses import build_loss

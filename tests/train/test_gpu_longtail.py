@@ -121,6 +121,32 @@ def test_a_failing_run_is_listed_and_the_others_finish(gl, tmp_path, monkeypatch
     assert info["probe"]["failed"] == {"la/seed0": "RuntimeError: training loss became non-finite"}
 
 
+def test_mps_on_without_a_working_mps_is_one_line_before_any_run(gl, tmp_path, monkeypatch, capsys):
+    """``--mps on`` where MPS cannot start: an argument error (status 2, one line), as gpu_check reports
+    it and lpl-train sweep refuses it, not a traceback with the status of a failed run (1)."""
+    import contextlib
+
+    import lpl_train.engine.mps as M
+
+    @contextlib.contextmanager
+    def refused(mode, **kw):
+        raise M.MPSError("--mps on: nvidia-cuda-mps-control is not on PATH")
+        yield
+
+    monkeypatch.setattr(M, "mps_server", refused)
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        gl.main(["--quick", "--jobs", "2", "--mps", "on", "--data", str(data), "--out",
+                 str(tmp_path / "out")])  # fmt: skip
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: --mps on: nvidia-cuda-mps-control is not on PATH" in err and "Traceback" not in err
+    )
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_waves_round_up_and_the_fixed_part_is_never_negative(gl, tmp_path):
     runs = [
         _probe_folder(tmp_path / f"r{i}", [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]) for i in range(5)
