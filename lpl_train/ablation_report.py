@@ -497,8 +497,10 @@ def _subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    return path
+    # without the matplotlib version (PNG "Software"), like every other figure: same data, same bytes
+    from lpl_train.plotting import save_figure
+
+    return save_figure(fig, path, dpi=110)
 
 
 def report(records: Sequence[dict[str, Any]], out: str | Path, figs: bool = True) -> Path:

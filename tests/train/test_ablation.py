@@ -802,6 +802,21 @@ def test_figures_draw_the_selected_points_only(tmp_path, monkeypatch):
     assert sorted(drawn) == sorted(p.name for p in paths)
 
 
+def test_saved_figures_carry_no_matplotlib_version(tmp_path):
+    """The ablation's PNGs in figures/ are written like every other figure: no PNG "Software" text (the
+    matplotlib version), so a rerun with the same records writes the same bytes."""
+    from PIL import Image
+
+    from lpl_train.plotting import new_figure
+
+    fig, axes = new_figure(1, (2, 2))
+    axes[0, 0].plot([0, 1], [1, 0])
+    path = AR._save(fig, tmp_path / "ablation-axes.png")
+    assert b"matplotlib" not in path.read_bytes().lower()
+    with Image.open(path) as im:
+        assert "Software" not in im.info
+
+
 # ---------------------------------------------------------------------- tables from hand-made records
 def _main_rec(method, point, seed, val_acc, err, acc=None, ratio=None, lv=None, epochs=12):
     r = _study_rec("lpl_ablation", method, point, seed, val_acc, err, lv=lv)
