@@ -172,11 +172,15 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write the records one JSON object a line (keys sorted), gzip-compressed for a ``.gz`` path with no
-    timestamp in the header, so the same records give the same bytes."""
+    timestamp in the header, so the same records give the same bytes. The file is replaced whole (a
+    crash leaves the old records)."""
+    from lpl_train._files import write_bytes_atomic
+
     p = Path(path)
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
-    p.write_bytes(gzip.compress(data, compresslevel=9, mtime=0) if p.suffix == ".gz" else data)
-    return p
+    return write_bytes_atomic(
+        p, gzip.compress(data, compresslevel=9, mtime=0) if p.suffix == ".gz" else data
+    )
 
 
 def _studies(

@@ -477,13 +477,14 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_records(records: list[dict[str, Any]], path: Path) -> Path:
-    """Write the records sorted by key, one JSON object a line (keys sorted)."""
+    """Write the records sorted by key, one JSON object a line (keys sorted); the file is replaced whole
+    (a crash leaves the old records)."""
+    from lpl_train._files import write_bytes_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
     records = sorted(records, key=lambda r: r["key"])
-    path.write_text(
-        "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8"
-    )
-    return path
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def check_records(

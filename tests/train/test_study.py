@@ -1425,3 +1425,32 @@ def test_a_record_written_by_another_study_meanwhile_is_read_back_not_overwritte
     assert S.run_one(study, spec, tmp_path / "out") == theirs
     path = tmp_path / "out" / "runs" / spec["key"] / "result.json"
     assert json.loads(path.read_text()) == theirs
+
+
+def test_records_files_are_replaced_whole_never_written_in_place(tmp_path, monkeypatch):
+    """The study's and the ablation's records files (committed results) are written to a temporary file
+    and renamed over the old one: a write that fails (a full disk, a kill) leaves the old records whole and
+    no temporary file behind. A rename gives the file a new inode; a write in place keeps its inode."""
+    import errno
+
+    import lpl_train._files as F
+    from lpl_train.ablation_records import write_records as write_ablation
+
+    recs = [{"key": "b", "x": 1}, {"key": "a", "x": 2}]
+    for write, name in ((S.write_records, "runs.jsonl"), (write_ablation, "runs.jsonl.gz")):
+        path = tmp_path / name
+        path.write_bytes(b"old records\n")
+        inode = path.stat().st_ino
+        write(recs, path)
+        assert path.stat().st_ino != inode  # replaced by a rename, not truncated and rewritten
+        before = path.read_bytes()
+
+        def full_disk(*_):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with monkeypatch.context() as m:
+            m.setattr(F.os, "fsync", full_disk)
+            with pytest.raises(OSError, match="No space left"):
+                write([*recs, {"key": "c", "x": 3}], path)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
