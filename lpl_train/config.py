@@ -25,6 +25,7 @@ import copy
 import difflib
 import json
 import math
+import re
 
 try:
     import tomllib
@@ -156,7 +157,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         if key in SCHEMA[""]:
             continue
-        if key not in SCHEMA:
+        if key not in SCHEMA or key == "":  # "" is the header's slot in SCHEMA, not a section
             allowed = sorted(list(SCHEMA[""]) + sections)
             raise ConfigError(
                 f"unknown config key {key!r}; allowed top-level keys: {', '.join(allowed)}"
@@ -243,6 +244,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
         ("schedule.gamma", cfg["schedule"]["gamma"]),
     ):
         _positive(where, value, zero_ok=True)
+    # numpy's RandomState (long-tail subsampling) takes seeds below 2**32, torch.manual_seed below 2**64
+    for where, top in (("data.seed", 2**32 - 1), ("train.seed", 2**64 - 1)):
+        section, key = where.split(".")
+        if cfg[section][key] > top:
+            raise ConfigError(
+                f"config key {where!r} has value {cfg[section][key]!r}; expected an integer in [0, {top}]"
+            )
     sched = cfg["schedule"]
     ms = sched["milestones"]
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms) or any(
@@ -254,9 +262,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
         )
     fs = sched["factors"]
     if fs:
-        if not all(isinstance(f, int | float) and not isinstance(f, bool) and f >= 0 for f in fs):
+        if not all(
+            isinstance(f, int | float) and not isinstance(f, bool) and 0 <= f <= _FLOAT32_MAX
+            for f in fs
+        ):
             raise ConfigError(
-                f"config key 'schedule.factors' has value {fs!r}; expected numbers >= 0"
+                f"config key 'schedule.factors' has value {fs!r}; expected finite numbers >= 0 "
+                f"(at most {_FLOAT32_MAX:.4g}, the largest float32)"
             )
         if len(fs) != len(ms):
             raise ConfigError(
@@ -275,7 +287,7 @@ def _check_values(cfg: dict[str, Any]) -> None:
             f"config key 'train.channels_last' has value {cl!r}; allowed: auto, true, false"
         )
     dev = cfg["train"]["device"]
-    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
+    if not (dev in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:(0|[1-9][0-9]*)", dev)):
         raise ConfigError(
             f"config key 'train.device' has value {dev!r}; allowed: auto, cpu, cuda, cuda:N, mps"
         )
@@ -478,7 +490,7 @@ def _toml_value(v: Any) -> str:
             return {math.inf: "inf", -math.inf: "-inf"}.get(v, "nan")
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return _toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
@@ -486,8 +498,15 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {v!r} of type {type(v).__name__} as TOML")
 
 
+def _toml_string(s: str) -> str:
+    # JSON's escapes are TOML's, but JSON leaves DEL (U+007F) bare, which a TOML string may not hold
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
+    # a bare key is ASCII letters, digits, _ and - (str.isalnum() also takes é, ², ١)
+    bare = k and k.isascii() and k.replace("_", "").replace("-", "").isalnum()
+    return k if bare else _toml_string(k)
 
 
 def dumps_toml(cfg: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lpl_train.config import VOLATILE_KEYS, flatten_keys, schema_defaults
+from lpl_train.config import SCHEMA, VOLATILE_KEYS, flatten_keys, schema_defaults
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -210,7 +210,8 @@ def config_differences(stored: str, requested: str) -> list[str]:
     the ``[run]`` provenance table left out. A key of the config schema that the stored config lacks (it was
     written before the key existed) stands for the key's default, which is how that run was trained: it is a
     difference only where the requested value is not that default. Keys of the free-form tables (``params``)
-    have no default: one that only one side has is a difference."""
+    have no default: one that only one side has is a difference. Their values differ also in type alone:
+    ``tau = 1`` (one head class) and ``tau = 1.0`` (all of them) are not the same loss."""
     a, b = (flatten_keys(tomllib.loads(t)) for t in (stored, requested))
     # a key the stored config lacks is named as absent where the requested value is not its default
     for k, v in schema_defaults().items():
@@ -219,9 +220,26 @@ def config_differences(stored: str, requested: str) -> list[str]:
     keys = sorted(
         k
         for k in a.keys() | b.keys()
-        if k not in VOLATILE_KEYS and not k.startswith("run.") and a.get(k, ...) != b.get(k, ...)
+        if k not in VOLATILE_KEYS
+        and not k.startswith("run.")
+        and not _same(k, a.get(k, ...), b.get(k, ...))
     )
     return [f"{k} ({a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r})" for k in keys]
+
+
+#: the dotted keys of the schema: their types are checked, so 1 and 1.0 mean the same there (optim.lr)
+_SCHEMA_KEYS = {f"{sec}.{key}" if sec else key for sec, keys in SCHEMA.items() for key in keys}
+
+
+def _same(key: str, x: Any, y: Any) -> bool:
+    """Equal values; in the free-form tables (``params``) also of equal types (1, 1.0 and true differ)."""
+    if key in _SCHEMA_KEYS:
+        return x == y
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_same(key, u, v) for u, v in zip(x, y, strict=True))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(key, x[k], y[k]) for k in x)
+    return type(x) is type(y) and x == y
 
 
 def finite_or_none(obj: Any) -> Any:

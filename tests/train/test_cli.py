@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lpl_train.__main__ import main
-from lpl_train.config import dumps_toml, load_config
+from lpl_train.config import dumps_toml, list_configs, load_config
 from lpl_train.engine import load_checkpoint, read_metrics
 from lpl_train.engine.lock import _Lock
 from tests.train.test_data_images import _coco
@@ -46,6 +46,7 @@ def test_list_names_every_config_and_its_paper_cell(capsys):
     out = capsys.readouterr().out
     assert "tiv_cifar10_lt100_la " in out and "Table IV: LA / 100:1" in out
     assert "fmnist_lt100_lpl" in out and "CPU-scale" in out
+    assert [line.split()[0] for line in out.splitlines()] == list_configs()  # one line per config
 
 
 def test_errors_are_one_line_with_exit_status_2(capsys, tmp_path):

@@ -7,6 +7,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import runpy
+import shutil
+
 import pytest
 import torch
 
@@ -14,6 +17,7 @@ from lpl_train import engine
 from lpl_train.config import (
     ConfigError,
     apply_override,
+    config_dir,
     dumps_toml,
     find_config,
     list_configs,
@@ -405,6 +409,28 @@ def test_validated_configs_share_no_tables_with_the_input_or_the_schema():
         (with_("data", loader={"workers": None}), r"'data.loader.workers' has value None"),
         (with_("data", sampler_params={"a": None}), r"'data.sampler_params.a' has value None"),
         (with_("model", params={"widths": [1, None]}), r"'model.params.widths\[1\]' has value"),
+        # "" is the header's slot in SCHEMA: a table of that name was dropped without a word
+        ({**MINIMAL, "": {"optim": {"lr": 5}}}, r"unknown config key ''; allowed top-level keys"),
+        (
+            with_("schedule", milestones=[1, 2], factors=[float("inf"), 0.1]),
+            r"'schedule.factors' has value \[inf, 0.1\]; expected finite numbers >= 0",
+        ),
+        (
+            with_("schedule", milestones=[1, 2], factors=[1e39, 0.1]),
+            r"'schedule.factors' has value \[1e\+39, 0.1\]; expected finite .*at most 3.403e\+38",
+        ),
+        # numpy's RandomState refused the first ("Seed must be between ..."), torch.manual_seed the second
+        # ("Overflow when unpacking long long"), neither naming the key
+        (
+            with_("data", seed=2**32),
+            r"'data.seed' has value 4294967296; expected an integer in \[0, ",
+        ),
+        (with_("train", seed=2**64), r"'train.seed' has value 18446744073709551616; expected an"),
+        # torch.device refuses these ("Invalid device string"), and only on a machine with CUDA
+        (with_("train", device="cuda:"), r"'train.device' has value 'cuda:'; allowed: .*cuda:N"),
+        (with_("train", device="cuda:x"), r"'train.device' has value 'cuda:x'"),
+        (with_("train", device="cuda:-1"), r"'train.device' has value 'cuda:-1'"),
+        (with_("train", device="cuda:01"), r"'train.device' has value 'cuda:01'"),
     ],
 )
 def test_schema_edges_are_refused_by_name(raw, pattern):
@@ -416,6 +442,9 @@ def test_schema_accepts_the_edges_it_allows():
     for raw in (
         with_("schedule", warmup_start_factor=1.0),
         with_("train", device="cuda:1"),
+        with_("train", device="cuda:10"),
+        with_("data", seed=2**32 - 1),
+        with_("train", seed=2**64 - 1),
         with_("schedule", milestones=[1, 2], factors=[0, 0.1]),
         {**MINIMAL, "name": "a.b"},
     ):
@@ -468,6 +497,34 @@ def test_dumps_toml_quotes_strings_and_keys_that_need_it():
          "loss": {"name": "ce", "params": {"odd key.x": "v"}}}
     )  # fmt: skip
     assert validate_config(tomllib.loads(dumps_toml(cfg))) == cfg
+
+
+def test_dumps_toml_escapes_del_and_quotes_non_ascii_keys():
+    """A TOML string may not hold DEL (U+007F) bare, which JSON's escaping leaves; a bare key is ASCII
+    letters, digits, _ and - only, where str.isalnum() also takes é, ² and ١. Both were written as they
+    are, and the config copy of a run could not be read back (its --resume failed)."""
+    cfg = validate_config(
+        {**MINIMAL, "description": "a\x7fb",
+         "loss": {"name": "ce", "params": {"é": 1, "a²": 2, "١": 3, "k\x7f": 4, "a-b_1": 5}}}
+    )  # fmt: skip
+    text = dumps_toml(cfg)
+    assert validate_config(tomllib.loads(text)) == cfg
+    assert "a-b_1 = 5" in text  # still bare
+
+
+def test_generate_py_writes_exactly_the_shipped_configs(tmp_path, capsys):
+    """The shipped configs are generate.py's output, byte for byte: a recipe edited in one and not the
+    other is caught. The script rewrites the folder it lies in, so it runs from a copy."""
+    script = config_dir() / "generate.py"
+    if not script.is_file():  # an installed package ships the TOML files only
+        pytest.skip("generate.py is not beside the shipped configs")
+    shutil.copy(script, tmp_path / "generate.py")
+    runpy.run_path(str(tmp_path / "generate.py"), run_name="__main__")
+    written = {p.name: p.read_bytes() for p in tmp_path.glob("*.toml")}
+    shipped = {p.name: p.read_bytes() for p in config_dir().glob("*.toml")}
+    assert sorted(written) == sorted(shipped)
+    assert [n for n in sorted(shipped) if written[n] != shipped[n]] == []
+    assert f"{len(shipped)} configs" in capsys.readouterr().out
 
 
 def test_epochs_with_a_schedule_override_that_is_not_a_table_names_the_section():

@@ -763,6 +763,27 @@ def test_config_differences_name_a_key_that_only_one_config_has():
     assert config_differences(requested, stored) == ["loss.params.s (30 → '<absent>')"]
 
 
+def test_config_differences_tell_an_int_parameter_from_a_float_or_a_bool():
+    """``tau = 1`` (one head class for an index split) and ``tau = 1.0`` (every class: a fraction of C)
+    are different losses; Python's 1 == 1.0 == True made a finished run's --resume accept the other one.
+    Schema keys, whose types are checked, keep 1 and 1.0 the same (``optim.lr``)."""
+    from lpl_train.engine.files import config_differences
+
+    stored = '[loss]\nname = "lpl"\n[loss.params]\ntau = 1\nw = [1, {a = 1}]\n'
+    assert config_differences(stored, stored) == []
+    assert config_differences(stored, stored.replace("tau = 1", "tau = 1.0")) == [
+        "loss.params.tau (1 → 1.0)"
+    ]
+    assert config_differences(stored, stored.replace("tau = 1", "tau = true")) == [
+        "loss.params.tau (1 → True)"
+    ]
+    assert config_differences(stored, stored.replace("a = 1", "a = 1.0")) == [
+        "loss.params.w ([1, {'a': 1}] → [1, {'a': 1.0}])"
+    ]
+    assert config_differences("[optim]\nlr = 1\n", "[optim]\nlr = 1.0\n") == []
+    assert config_differences("[optim]\n", "[optim]\nweight_decay = 0\n") == []  # default 0.0
+
+
 def test_a_killed_writers_temporary_files_are_removed_on_resume(tmp_path):
     """A kill during a checkpoint or text write leaves ``.checkpoint.pt.new<pid>`` (a checkpoint's size)
     or ``.<name>.tmp<pid>``; the next start or resume, holding the lock, removes them."""
