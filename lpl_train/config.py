@@ -421,11 +421,13 @@ def flatten_keys(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """Parse ``text`` as a TOML value (``3``, ``0.1``, ``true``, ``[1, 2]``, ``"x"``); bare words are strings."""
+    """Parse ``text`` as a TOML value (``3``, ``0.1``, ``true``, ``[1, 2]``, ``"x"``); bare words, and text
+    that is more than one value (``1\nw = 2`` would set a second key), are strings."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        doc = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return doc["v"] if doc.keys() == {"v"} else text
 
 
 def apply_override(cfg: dict[str, Any], assignment: str) -> dict[str, Any]:

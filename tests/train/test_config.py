@@ -119,6 +119,10 @@ def test_parse_value_and_override():
         apply_override(MINIMAL, "no_equals")
     with pytest.raises(ConfigError, match="is a value, not a table"):
         apply_override(MINIMAL, "name.x=1")
+    # more than one value: a second line would have set a key of its own, silently dropped
+    assert parse_value("1\nw = 2") == "1\nw = 2" and parse_value("1 # note") == 1
+    with pytest.raises(ConfigError, match=r"'optim.lr' has value '0.5\\nnesterov = false'"):
+        validate_config(apply_override(MINIMAL, "optim.lr=0.5\nnesterov = false"))
 
 
 def test_load_config_overrides_epochs_and_names():
