@@ -466,6 +466,11 @@ def load_config(
             f"config file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
             f"position {exc.start}); a config is a TOML file"
         ) from None
+    if isinstance(raw.get("methods"), list) and isinstance(raw.get("datasets"), dict):
+        raise ConfigError(
+            f"{str(path)!r} is a study file (datasets x methods x grids), not a run config: run it with "
+            f"`lpl-train study {path}`"
+        )
     for ov in overrides:
         raw = apply_override(raw, ov)
     if epochs is not None:

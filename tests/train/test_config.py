@@ -125,6 +125,15 @@ def test_parse_value_and_override():
         validate_config(apply_override(MINIMAL, "optim.lr=0.5\nnesterov = false"))
 
 
+def test_a_study_file_given_as_a_run_config_is_named_as_one():
+    """`lpl-train run study/fmnist` (or the study's path) failed with "unknown config key 'seeds'"."""
+    for name in ("study/fmnist", config_dir() / "study" / "fmnist.toml"):
+        with pytest.raises(
+            ConfigError, match=r"is a study file .*not a run config: run it with `lpl-train study"
+        ):
+            load_config(name)
+
+
 def test_load_config_overrides_epochs_and_names():
     cfg = load_config("fmnist-lt100-lpl", ["optim.lr=0.01", "train.seed=3"], epochs=2)
     assert cfg["name"] == "fmnist_lt100_lpl" and cfg["optim"]["lr"] == 0.01
