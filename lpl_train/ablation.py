@@ -130,7 +130,20 @@ class DeltaNormRecorder:
         if not torch.is_grad_enabled() or getattr(module, "last_delta", None) is None:
             return
         with torch.no_grad():
-            logits, target = inputs[0].detach(), inputs[1].long()
+            logits, target = inputs[0].detach(), inputs[1]
+            if target.dim() != 1 or target.is_floating_point():
+                raise ValueError(
+                    "DeltaNormRecorder reads class-index targets; this loss was given "
+                    f"{tuple(target.shape)} {target.dtype} targets (probabilities?)"
+                )
+            delta = module.last_delta
+            ignore = getattr(module, "ignore_index", None)
+            if (
+                ignore is not None
+            ):  # ignored rows have no class (and δ = 0): left out as the loss does
+                kept = target != ignore
+                logits, target, delta = logits[kept], target[kept], delta[kept]
+            target = target.long()
             epoch = int(getattr(self.loader, "epoch", 0))
             if self._last_epoch is None:
                 # this process's first step: its epoch and later ones were cut short before a
@@ -143,7 +156,7 @@ class DeltaNormRecorder:
                 self._steps = 0
             self._last_epoch = epoch
             c = self.num_classes
-            norm = torch.linalg.vector_norm(module.last_delta.float(), dim=1)
+            norm = torch.linalg.vector_norm(delta.float(), dim=1)
             present = torch.zeros(c, dtype=torch.bool, device=norm.device)
             present[target] = True
             per_class = torch.zeros(c, device=norm.device).scatter_reduce_(

@@ -84,6 +84,31 @@ def test_delta_recorder_matches_the_perturbation_and_counts_only_training_calls(
     assert json.loads((tmp_path / A.DELTA_FILE).read_text()) == out
 
 
+def test_delta_recorder_leaves_ignored_rows_out_and_refuses_probability_targets(tmp_path):
+    """Ignored rows (ignore_index) have no class: the recorder indexed its counts with the label -100
+    (an IndexError). It leaves them out, as the loss does, and records what the kept rows alone give;
+    probability targets are refused by name instead of being read as class indices."""
+    kw = dict(num_classes=6, class_counts=COUNTS, split="index", tau=0.5, epsilon=0.0, delta_epsilon=2.0,
+              alpha=0.25, normalize_step=True)  # fmt: skip
+    u, y = _batch(4)
+    y_ignored = y.clone()
+    y_ignored[::5] = -100
+    out = {}
+    for name, target, logits in (
+        ("ignored", y_ignored, u),
+        ("kept", y[y_ignored != -100], u[y_ignored != -100]),
+    ):
+        loss = build_loss("lpl", **kw)
+        rec = A.attach_delta_recorder(loss, _Loader(), tmp_path / name)
+        loss(logits.clone().requires_grad_(), target)
+        out[name] = rec.close()
+    assert out["ignored"] == out["kept"] and out["kept"][0]["n"] == [1] * 6
+    loss = build_loss("lpl", **kw)
+    A.attach_delta_recorder(loss, _Loader(), tmp_path / "probabilities")
+    with pytest.raises(ValueError, match="DeltaNormRecorder reads class-index targets"):
+        loss(u.clone().requires_grad_(), torch.softmax(u, 1))
+
+
 def test_delta_recorder_raw_step_fades_on_fitted_logits():
     """The measurement the mechanism question rests on: on logits that already fit their labels the raw
     step of Eq. 31 is ≈ 0, so δ stays far inside its bound, while the normalised step reaches it."""
