@@ -213,7 +213,10 @@ def plot_comparison(results: Sequence[dict[str, Any]]) -> Any:
         from lpl_theory import solve_task
 
         sols = [solve_task(spec.task, spec.perturbation(float(r))) for r in dense]
-        for key, color, lab in (("R_plus", "C0", "R(f, +1)"), ("R_minus", "C3", "R(f, −1)")):
+        for key, color, lab in (
+            ("R_plus", "tab:red", "R(f, +1)"),
+            ("R_minus", "tab:blue", "R(f, −1)"),
+        ):
             ax.plot(
                 dense,
                 [float(getattr(s, key + "_global")) for s in sols],
