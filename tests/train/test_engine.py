@@ -786,20 +786,30 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+def _script(script_text: str, path: Path) -> tuple[Path, dict[str, str]]:
+    """``script_text`` (its ``{tests}`` filled in) written to ``path``, and the environment to run it in."""
+    path.write_text(script_text.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return path, env
+
+
+def _torchrun(script: Path, env: dict[str, str], *args: object) -> None:
+    """Run ``script`` with ``args`` under torchrun, 2 gloo processes; it must succeed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), *map(str, args)]  # fmt: skip
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def _one_then_two_processes(script_text: str, tmp_path: Path) -> None:
     """Run ``script_text`` in one process into tmp_path/one, then under torchrun with 2 gloo processes
     into tmp_path/two; each must succeed."""
-    script = tmp_path / "ddp_run.py"
-    script.write_text(script_text.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
+    script, env = _script(script_text, tmp_path / "ddp_run.py")
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "1"], env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path / "two"), "2"]  # fmt: skip
-    multi = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert multi.returncode == 0, multi.stderr[-3000:]
+    _torchrun(script, env, tmp_path / "two", 2)
 
 
 def test_ddp_two_processes_gloo_matches_single_process(tmp_path):
@@ -925,13 +935,7 @@ def test_class_aware_resampling_loader():
 
 
 def test_ddp_nan_on_one_rank_stops_every_rank(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path / "nan"), "2", "nan"]  # fmt: skip
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _torchrun(*_script(DDP_SCRIPT, tmp_path / "ddp_run.py"), tmp_path / "nan", 2, "nan")
     for rank in (0, 1):  # rank 1 produced the NaN in epoch 1; rank 0 learns it at the epoch's end
         text = (tmp_path / "nan" / f"diverged_rank{rank}.txt").read_text()
         # the first bad step, rank 1's 4th (0-indexed 3), not the next one that its NaN spoiled everywhere
@@ -1188,15 +1192,9 @@ def test_ddp_ranks_evaluate_their_parts_as_rank_0_evaluates_the_whole(tmp_path, 
     BatchNorm statistics, and the sums (and mAP's scores) are combined: the records are those of rank 0
     evaluating the whole set (the loss to the rounding of other batch sums), and the training is
     untouched (same train losses, same weights)."""
-    script = tmp_path / "ddp_eval.py"
-    script.write_text(_EVAL_DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
+    script, env = _script(_EVAL_DDP_SCRIPT, tmp_path / "ddp_eval.py")
     for mode in ("whole", "parts"):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), str(tmp_path / mode), mode, "ml" if multi_label else "sl"]  # fmt: skip
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-        assert run.returncode == 0, run.stderr[-3000:]
+        _torchrun(script, env, tmp_path / mode, mode, "ml" if multi_label else "sl")
     whole, parts = (engine.read_metrics(tmp_path / m) for m in ("whole", "parts"))
     assert len(whole) == len(parts) == 2
     for a, b in zip(whole, parts, strict=True):
@@ -1243,14 +1241,7 @@ def test_ddp_evaluation_parts_may_be_empty(tmp_path):
     computes on it."""
     from lpl_train.engine import evaluate
 
-    script = tmp_path / "ddp_eval_empty.py"
-    script.write_text(_EVAL_EMPTY_PART_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path)]  # fmt: skip
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _torchrun(*_script(_EVAL_EMPTY_PART_SCRIPT, tmp_path / "ddp_eval_empty.py"), tmp_path)
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert got[0] == got[1]
     torch.manual_seed(0)
@@ -1294,14 +1285,7 @@ def test_ddp_evaluation_keeps_float64_scores_in_float64(tmp_path):
     AP of a class whose positive ranks first fell from 100 to 50 (one process keeps them in float64)."""
     from lpl_train.engine import evaluate
 
-    script = tmp_path / "ddp_eval_float64.py"
-    script.write_text(_EVAL_FLOAT64_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path)]  # fmt: skip
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _torchrun(*_script(_EVAL_FLOAT64_SCRIPT, tmp_path / "ddp_eval_float64.py"), tmp_path)
     x = torch.tensor([[1.0 + 1e-12, 0.5], [1.0, 0.25]], dtype=torch.float64)
     y = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     one = evaluate(nn.Identity(), [(x, y)], 2, [1, 1], True)
