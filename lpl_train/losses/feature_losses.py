@@ -413,6 +413,8 @@ class LargeMarginSoftmaxLoss(_ReprMixin, nn.Module):
             raise TypeError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
         features, target = _check_features(features, target, classifier.out_features)
         classifier = _check_classifier(classifier, features.shape[1])
+        # half-precision features meet the classifier in its dtype, as in ISDA and the center loss
+        features = _upcast(features, classifier)
         weight = classifier.weight.to(features.dtype)
         logits = features @ weight.T
         w_norm = weight.norm(dim=1)[target]

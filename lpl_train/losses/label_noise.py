@@ -32,7 +32,7 @@ class DisturbLabelLoss(_ReprMixin, nn.Module):
 
     Args:
         alpha: noise rate in [0, 1] (default 0.1).
-        seed: int seed.
+        seed: int seed in [0, 2**64).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
 
@@ -45,12 +45,15 @@ class DisturbLabelLoss(_ReprMixin, nn.Module):
         super().__init__()
         self.alpha = check_float("alpha", alpha, low=0.0, high=1.0)
         self.seed = check_int("seed", seed, minimum=0)
+        if self.seed > 2**64 - 1:  # torch generators take seeds below 2**64
+            raise ValueError(f"seed must be in [0, {2**64 - 1}], got {seed!r}")
         self.reduction = _check_reduction(reduction)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
     def disturb(self, target: torch.Tensor, num_classes: int) -> torch.Tensor:
         """The disturbed labels for the current step (does not advance it)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.step))
+        # modulo 2**64 (the generator's seed range): unchanged below it, no overflow for large seeds
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.step)) % 2**64)
         n = target.shape[0]
         flip = torch.rand(n, generator=gen) < self.alpha
         new = torch.randint(num_classes, (n,), generator=gen)

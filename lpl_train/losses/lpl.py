@@ -32,7 +32,7 @@ from ._common import (
     _work_dtype,
 )
 from .registry import build_loss, register, supplied_by_builder  # noqa: F401 (build_loss re-exported)
-from .single_label import DRWSchedule
+from .single_label import DRWSchedule, check_drw_beta
 
 __all__ = ["PRESETS", "LALPLLoss", "LPLLoss", "MultiLabelLPLLoss"]
 
@@ -237,6 +237,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
         self.drw_epoch = drw_epoch
         self.schedule = None
         self.drw_beta = None
+        check_drw_beta(drw_beta)
         if drw_epoch is None:
             return
         if weight is not None:

@@ -68,6 +68,8 @@ def build_loss(name: str, **params: Any) -> nn.Module:
     ``num_classes`` and ``class_counts`` are accepted for every loss and ignored where the loss does not
     need them. Unknown names and unknown parameters raise ``ValueError`` listing what is allowed.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"loss name must be a string, got {type(name).__name__} {name!r}")
     if name not in _REGISTRY:
         raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(available_losses())}")
     cls = _REGISTRY[name]

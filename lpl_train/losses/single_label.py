@@ -45,6 +45,7 @@ from ._common import (  # noqa: F401  (re-exported: the shared checks were defin
     _is_bool_dtype,
     _reduce,
     _ReprMixin,
+    _work_dtype,
 )
 from .feature_losses import (  # noqa: F401  (re-exported)
     CenterLoss,
@@ -244,6 +245,10 @@ class LogitAdjustedLoss(_TorchCE):
         return logits + self.lam * self.log_prior.to(logits.dtype)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # half-precision logits (autocast) are adjusted and scored in float32, as la_lpl does: log(pi)
+        # added in bfloat16 moved the loss by up to 0.05 per sample
+        if isinstance(logits, torch.Tensor):
+            logits = _work_dtype(logits)
         logits, target = self._targets(logits, target)
         return self._cross_entropy(self.adjusted_logits(logits), target)
 
@@ -288,6 +293,11 @@ def class_balanced_weights(
     effective = -torch.expm1(counts * math.log(beta))
     w = -math.expm1(math.log(beta)) / effective
     return w * counts.numel() / w.sum()
+
+
+def check_drw_beta(value: Any) -> float:
+    """A loss's ``drw_beta``, checked with or without ``drw_epoch``: a bad value is refused, not dropped."""
+    return check_float("drw_beta", value, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 class DRWSchedule:
@@ -382,6 +392,7 @@ class LDAMLoss(_DRWWeightState, _ReprMixin, nn.Module):
         self.s = check_float("s", s, low=0.0, low_open=True)
         self.max_m = check_float("max_m", max_m, low=0.0)
         self.reduction = _check_reduction(reduction)
+        drw_beta = check_drw_beta(drw_beta)
         self.schedule = (
             None
             if drw_epoch is None

@@ -506,7 +506,7 @@ def test_rbce_class_name_is_not_timms_distribution_balanced_loss():
 
 
 # ------------------------------------------------------------------------------------------ half precision features
-@pytest.mark.parametrize("name", ["isda", "center"])
+@pytest.mark.parametrize("name", ["isda", "center", "large_margin"])
 def test_feature_losses_upcast_half_features(name):
     fc = nn.Linear(6, C)
     x = torch.randn(10, 6, generator=torch.Generator().manual_seed(0))
@@ -687,3 +687,25 @@ def test_every_loss_of_logits_scores_autocast_half_precision_in_float32():
         assert out.dtype == torch.float32, (name, out.dtype)
         checked.append(name)
     assert {"focal", "cb_ce", "cb_focal", "lq", "rbce", "rbce_focal", "ce", "lpl"} <= set(checked)
+
+
+def test_la_adjusts_autocast_half_logits_in_float32_as_la_lpl_does():
+    """Under bfloat16 autocast ``la`` added ``lam log(pi)`` to the bfloat16 logits (rounded to bfloat16's
+    8 bits: up to 0.03 per sample off the float32 adjustment, 0.05 off ``la_lpl`` in eval mode)."""
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(16, 10)
+    x, y = torch.randn(512, 16, generator=g) * 3, torch.randint(0, 10, (512,), generator=g)
+    la = build_loss("la", class_counts=counts, reduction="none")
+    la_lpl = build_loss("la_lpl", num_classes=10, class_counts=counts, reduction="none").eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        u = lin(x)
+        got, base = la(u, y), la_lpl(u, y)
+    assert u.dtype == torch.bfloat16 and got.dtype == torch.float32
+    want = la(u.float(), y)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got, base, rtol=0, atol=1e-6)
+    p = torch.softmax(torch.randn(512, 10, generator=g), 1)  # probability targets too
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = la(lin(x), p)
+    torch.testing.assert_close(got, la(u.float(), p), rtol=0, atol=1e-6)

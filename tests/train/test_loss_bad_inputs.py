@@ -43,6 +43,27 @@ CASES = [
     # ---------------------------------------------------------------- registry
     ("unknown loss", b("lpll"), ValueError, "unknown loss 'lpll'"),
     ("unknown parameter", b("lpl", num_classes=C, epsilonn=0.1), ValueError, "epsilonn"),
+    ("loss name not a string", lambda: build_loss(["ce"]), TypeError, "loss name"),
+    # ---------------------------------------------------------------- single-label baselines
+    (
+        "ldam drw_beta without drw_epoch",
+        b("ldam", class_counts=COUNTS, drw_beta=1.0),
+        ValueError,
+        "drw_beta",
+    ),
+    ("disturb_label seed past 2**64", b("disturb_label", seed=2**64), ValueError, "seed"),
+    (
+        "lpl drw_beta without drw_epoch",
+        b("lpl", num_classes=C, class_counts=COUNTS, drw_beta=1.0),
+        ValueError,
+        "drw_beta",
+    ),
+    (
+        "la_lpl drw_beta without drw_epoch",
+        b("la_lpl", num_classes=C, class_counts=COUNTS, drw_beta=0.0),
+        ValueError,
+        "drw_beta",
+    ),
     # ---------------------------------------------------------------- lpl construction
     ("lpl num_classes str", b("lpl", num_classes="4"), TypeError, "num_classes"),
     ("lpl num_classes bool", b("lpl", num_classes=True), TypeError, "num_classes"),

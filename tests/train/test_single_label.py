@@ -913,3 +913,20 @@ def test_class_balanced_sigmoid_focal_is_exact_in_float64_past_softplus_threshol
     expected = weight * (pos + neg)
     torch.testing.assert_close(loss(logits, target), torch.tensor([expected], dtype=torch.float64),
                                rtol=1e-13, atol=0)  # fmt: skip
+
+
+def test_disturb_label_takes_any_generator_seed_and_keeps_the_draws_of_small_ones():
+    """A seed near 2**64 overflowed ``seed * 1_000_003 + step`` at the first training step ("Overflow
+    when unpacking long long"); the mix is now taken modulo 2**64, which leaves small seeds' draws as they
+    were."""
+    y = torch.arange(64) % 10
+    for seed in (2**64 - 1, 2**50):
+        loss = build_loss("disturb_label", seed=seed, alpha=0.5).train()
+        assert torch.isfinite(loss(torch.zeros(64, 10), y))
+        assert int(loss.step) == 1
+    loss = build_loss("disturb_label", seed=3, alpha=0.5)
+    loss.step.fill_(7)
+    gen = torch.Generator().manual_seed(3 * 1_000_003 + 7)
+    flip = torch.rand(64, generator=gen) < 0.5
+    want = torch.where(flip, torch.randint(10, (64,), generator=gen), y)
+    assert torch.equal(loss.disturb(y, 10), want)
