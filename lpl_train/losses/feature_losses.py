@@ -10,6 +10,7 @@ when ``feature_dim`` is not given, and survives save/load (``_LazyFeatureState``
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -390,6 +391,7 @@ class LargeMarginSoftmaxLoss(_ReprMixin, nn.Module):
         self.beta_min = check_float("beta_min", beta_min, low=0.0)
         self.reduction = _check_reduction(reduction)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self._bias_checked = False
 
     @property
     def beta(self) -> float:
@@ -432,6 +434,17 @@ class LargeMarginSoftmaxLoss(_ReprMixin, nn.Module):
         z = self.augmented_logits(features, target, classifier)
         if self.training:
             self.step.add_(1)
+            if not self._bias_checked:
+                self._bias_checked = True
+                if classifier.bias is not None and classifier.bias.requires_grad:
+                    warnings.warn(
+                        "large_margin: the classifier has a bias, which L-Softmax's logits leave out, "
+                        "so this loss never trains it, yet the model adds it when it predicts; build "
+                        "the head without one (build_model(..., classifier_bias=False), in a config "
+                        "model.params.classifier_bias = false)",
+                        UserWarning,
+                        stacklevel=2,
+                    )
         return F.cross_entropy(z, target.long(), reduction=self.reduction)
 
 

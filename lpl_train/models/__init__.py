@@ -86,19 +86,33 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
     resnet32_la (the LA code's 0.30M net), wrn28_10, wrn16_8 (kw ``dropout``), resnet50, resnet101 (kw
     ``weights``, ``neck``, ``frozen_stages``, ``norm_eval``), fmnist_cnn (kw ``in_channels``, ``width``, ``dropout``),
     mlp (kw ``in_features``, ``hidden``, ``depth``), linear (kw ``in_features``). Every model takes
-    ``use_norm`` (cosine head for LDAM).
+    ``use_norm`` (cosine head for LDAM) and ``classifier_bias`` (default True; False: the linear head has no
+    bias, as L-Softmax's logits ``||w_c|| ||x|| cos(theta_c)`` have none, so that prediction uses what the
+    loss trained).
     """
     if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    bias = kw.pop("classifier_bias", True)
+    if not isinstance(bias, bool):
+        raise TypeError(f"classifier_bias must be a bool, got {bias!r}")
     allowed = _allowed(name)
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise ValueError(
-            f"model {name!r} does not take {unknown}; allowed keywords: {list(allowed)}"
+            f"model {name!r} does not take {unknown}; allowed keywords: "
+            f"{[*allowed, 'classifier_bias']}"
         )
-    return MODELS[name](num_classes, **kw)
+    model = MODELS[name](num_classes, **kw)
+    if not bias:
+        head = model.classifier
+        if type(head) is not nn.Linear:
+            raise ValueError(
+                f"classifier_bias=False needs a linear head; model {name!r} has {type(head).__name__}"
+            )
+        head.register_parameter("bias", None)  # the same weights; no parameter, no random draw
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -506,6 +506,7 @@ def test_rbce_class_name_is_not_timms_distribution_balanced_loss():
 
 
 # ------------------------------------------------------------------------------------------ half precision features
+@pytest.mark.filterwarnings("ignore:large_margin. the classifier has a bias:UserWarning")
 @pytest.mark.parametrize("name", ["isda", "center", "large_margin"])
 def test_feature_losses_upcast_half_features(name):
     fc = nn.Linear(6, C)

@@ -163,6 +163,26 @@ def test_features_and_classifier(name: str, kw: dict, shape: tuple, features: in
     assert out.shape == (3, 7) and out.abs().max() <= 1 + 1e-5
 
 
+@pytest.mark.parametrize("name", ["resnet110", "wrn16_8", "fmnist_cnn"])
+def test_classifier_bias_false_drops_the_bias_and_nothing_else(name: str) -> None:
+    """The head loses its bias (L-Softmax's logits have none); the weights, every other parameter and the
+    random draws after the build are those of the model with the bias."""
+    torch.manual_seed(3)
+    a = build_model(name, 10)
+    after_a = torch.rand(3)
+    torch.manual_seed(3)
+    b = build_model(name, 10, classifier_bias=False)
+    after_b = torch.rand(3)
+    assert b.classifier.bias is None and torch.equal(after_a, after_b)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) - set(sb) == {"classifier.bias"}
+    assert all(torch.equal(sa[k], sb[k]) for k in sb)
+    with pytest.raises(ValueError, match="classifier_bias=False needs a linear head"):
+        build_model(name, 10, use_norm=True, classifier_bias=False)
+    with pytest.raises(TypeError, match="classifier_bias must be a bool"):
+        build_model(name, 10, classifier_bias="no")
+
+
 def test_linear_model_is_affine() -> None:
     m = build_model("linear", 2, in_features=3)
     x = torch.randn(5, 3)

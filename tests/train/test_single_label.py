@@ -570,6 +570,7 @@ def test_isda_float32_matches_float64():
 # ------------------------------------------------------------------ L-Softmax
 
 
+@pytest.mark.filterwarnings("ignore:large_margin. the classifier has a bias:UserWarning")
 def test_large_margin_m1_is_bias_free_ce_and_hand_value():
     fc, g = _isda_setup()
     x = torch.randn(5, 3, generator=g, dtype=torch.float64)
@@ -588,6 +589,27 @@ def test_large_margin_m1_is_bias_free_ce_and_hand_value():
     torch.testing.assert_close(z, torch.tensor([[-0.56, 0.8]], dtype=torch.float64))
 
 
+def test_large_margin_warns_once_of_a_classifier_bias_it_cannot_train():
+    """L-Softmax's logits leave the bias out, so the loss never trains it, while the model adds it when it
+    predicts: one warning in training (none for a bias-free or frozen bias, none in eval mode)."""
+    import warnings
+
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    lm = LargeMarginSoftmaxLoss()
+    fc = nn.Linear(3, 3).double()
+    with pytest.warns(UserWarning, match="large_margin: the classifier has a bias") as seen:
+        lm(x, y, fc)
+        lm(x, y, fc)
+    assert len(seen) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LargeMarginSoftmaxLoss()(x, y, nn.Linear(3, 3, bias=False).double())
+        frozen = nn.Linear(3, 3).double().requires_grad_(False)
+        LargeMarginSoftmaxLoss()(x, y, frozen)
+        LargeMarginSoftmaxLoss().eval()(x, y, fc)
+
+
+@pytest.mark.filterwarnings("ignore:large_margin. the classifier has a bias:UserWarning")
 def test_large_margin_psi_is_continuous_decreasing_and_anneals():
     lm = LargeMarginSoftmaxLoss(margin=4)
     theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
@@ -754,6 +776,7 @@ def test_feature_losses_defaults_and_input_type():
             loss([[0.0, 1.0]], torch.tensor([0]), fc)
 
 
+@pytest.mark.filterwarnings("ignore:large_margin. the classifier has a bias:UserWarning")
 def test_feature_losses_freeze_their_state_in_eval_mode():
     fc, g = _isda_setup()
     x = torch.randn(6, 3, generator=g, dtype=torch.float64)
@@ -771,6 +794,7 @@ def test_feature_losses_freeze_their_state_in_eval_mode():
     assert int(lm.step) == 2
 
 
+@pytest.mark.filterwarnings("ignore:large_margin. the classifier has a bias:UserWarning")
 def test_large_margin_beta_stops_at_beta_min_and_survives_rounding_and_zero_features():
     lm = LargeMarginSoftmaxLoss(margin=4, beta_base=10.0, beta_gamma=1.0, beta_min=2.0)
     lm.step.fill_(3)  # 10 / (1 + 3) = 2.5 > 2
