@@ -39,6 +39,12 @@ class Components:
     eval_sharded: bool = False
 
 
+def _loss_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's loss parameters, with the run's ``train.seed`` as ``seed`` unless they set one: a loss
+    that draws its own random numbers (DisturbLabel) draws other ones for every seed of a sweep."""
+    return {"seed": cfg["train"]["seed"], **cfg["loss"]["params"]}
+
+
 def build_components(
     cfg: dict[str, Any],
     device: torch.device,
@@ -66,7 +72,7 @@ def build_components(
         lo["name"],
         num_classes=bundle.num_classes,
         class_counts=list(bundle.class_counts),
-        **lo["params"],
+        **_loss_params(cfg),
     )
     bs = d["batch_size"]
     if bs % dist.world:
@@ -276,7 +282,7 @@ def check_config(
         )
     torch.manual_seed(cfg["train"]["seed"])
     model = _build_model_reporting_weights(cfg["model"], num_classes, info)
-    loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **lo["params"])
+    loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **_loss_params(cfg))
     # in the run's order: its training loader (build_components), its step (the Trainer), a first batch
     if bundle is not None:
         _check_train_loader(cfg, bundle)
@@ -373,7 +379,7 @@ def _loss_without_data(cfg: dict[str, Any]) -> tuple[nn.Module, int]:
     c, counts, _ = _placeholder_shape(
         d, LookupError(f"the shape of data {d['name']!r} needs its files")
     )
-    return build_loss(lo["name"], num_classes=c, class_counts=counts, **lo["params"]), c
+    return build_loss(lo["name"], num_classes=c, class_counts=counts, **_loss_params(cfg)), c
 
 
 def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: dict) -> nn.Module:

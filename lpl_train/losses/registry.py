@@ -18,7 +18,7 @@ from torch import nn
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
 #: Parameters the engine passes to every loss; dropped where a constructor does not take them.
-ENGINE_PARAMS = ("num_classes", "class_counts")
+ENGINE_PARAMS = ("num_classes", "class_counts", "seed")
 
 _SUPPLIED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
     "lpl_engine_supplied", default=frozenset()
@@ -65,8 +65,8 @@ def available_losses() -> list[str]:
 def build_loss(name: str, **params: Any) -> nn.Module:
     """Build the loss registered as ``name`` with ``params``.
 
-    ``num_classes`` and ``class_counts`` are accepted for every loss and ignored where the loss does not
-    need them. Unknown names and unknown parameters raise ``ValueError`` listing what is allowed.
+    ``num_classes``, ``class_counts`` and ``seed`` (the run's ``train.seed``, for a loss that draws random
+    numbers of its own) are accepted for every loss and ignored where the loss does not need them. Unknown names and unknown parameters raise ``ValueError`` listing what is allowed.
     """
     if not isinstance(name, str):
         raise TypeError(f"loss name must be a string, got {type(name).__name__} {name!r}")

@@ -404,3 +404,21 @@ def test_a_dry_run_s_data_cache_keeps_each_data_seed_apart(root):
     for seed in (0, 1, 0):
         check_config(cfg(root, data={"seed": seed, "params": {"val_fraction": 0.5}}), cache)
     assert len(cache) == 2
+
+
+def test_a_loss_that_draws_random_numbers_takes_the_runs_seed():
+    """DisturbLabel's draws were seeded with its own seed (0 in every config) whatever train.seed was, so
+    every seed of a sweep disturbed the same batch positions alike. The engine now passes train.seed as
+    the loss's seed unless loss.params sets one; a loss without randomness ignores it."""
+    from lpl_train.config import load_config
+    from lpl_train.engine.components import _loss_without_data
+    from lpl_train.losses import build_loss
+
+    name = "ti_cifar10_resnet110_disturb_label"
+    for overrides, seed in ((["train.seed=3"], 3), (["train.seed=3", "loss.params.seed=7"], 7)):
+        loss, _ = _loss_without_data(load_config(name, overrides))
+        assert loss.seed == seed, overrides
+    y = torch.arange(64) % 10
+    a, b = (_loss_without_data(load_config(name, [f"train.seed={s}"]))[0] for s in (0, 1))
+    assert not torch.equal(a.disturb(y, 10), b.disturb(y, 10))
+    assert build_loss("ce", seed=5).__class__.__name__ == "CrossEntropyLoss"
