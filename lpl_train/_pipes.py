@@ -17,3 +17,15 @@ def flush_stdout() -> bool:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return False
     return True
+
+
+def print_line(line: str) -> None:
+    """``print(line)`` for what a long command says as it goes (a run's epoch lines, a sweep's runs): a
+    reader gone away (``lpl-train run ... | head``) does not stop the command, whose runs train on to their
+    end (their lines also go to each run's ``train.log``); what is left of the output goes to /dev/null."""
+    try:
+        print(line)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

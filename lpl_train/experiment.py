@@ -21,10 +21,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from lpl_train._pipes import print_line
 
 __all__ = [
     "ConfigRunner",
@@ -486,13 +488,18 @@ def _epochs_recorded(run_dir: Path) -> int:
 def _worker_init(parent_pid: int | None = None) -> None:
     """One thread per worker; on Linux the worker is also ended (SIGTERM) when the process that runs the
     sweep or study dies, even by SIGKILL, instead of training on unseen (its run stays resumable: the run
-    folder's checkpoint writes are atomic and its lock is released by the kernel)."""
+    folder's checkpoint writes are atomic and its lock is released by the kernel). A Ctrl-C, which the
+    terminal sends to every process of the sweep, is left to the parent: it ends the workers and says
+    how to go on (a worker's own KeyboardInterrupt would print its traceback)."""
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    if parent_pid is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None and sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -506,13 +513,41 @@ def _task(args: tuple[Runner, PlannedRun]) -> Outcome:
     return _run_one(*args)
 
 
+def _watched(pool: Any, results: Any) -> Iterator[Outcome]:
+    """The outcomes of ``results`` (``pool.imap_unordered``), raising ``ChildProcessError`` when a worker
+    process dies (killed, e.g. by the out-of-memory killer, or crashed): the pool would start another
+    and wait forever for the outcome of the run the dead one held. Workers end only with the pool, so
+    any worker that has ended, or a worker started in place of one, is such a death."""
+    import multiprocessing as mp
+
+    workers: dict[int | None, Any] = {}
+    while True:
+        workers.update((p.pid, p) for p in list(pool._pool))  # the pool's workers (no public API)
+        dead = [p for p in workers.values() if p.exitcode is not None]
+        if dead or len(workers) > len(pool._pool):
+            code = dead[0].exitcode if dead else None
+            how = f" (exit status {code})" if code is not None and code >= 0 else ""
+            if code is not None and code < 0:
+                how = f" (killed by signal {-code}, e.g. by the out-of-memory killer)"
+            raise ChildProcessError(
+                f"a worker process died{how} while it trained a run; the runs not finished resume "
+                "from their checkpoints when the same command is run again"
+            )
+        try:
+            yield results.next(timeout=1.0)
+        except StopIteration:
+            return
+        except mp.TimeoutError:
+            continue
+
+
 def execute(
     runs: Sequence[PlannedRun],
     runner: Runner,
     *,
     jobs: int = 1,
     dry_run: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print_line,
     describe: Callable[[Outcome], str] | None = None,
     check: bool = True,
 ) -> list[Outcome]:
@@ -545,7 +580,7 @@ def execute(
         import multiprocessing as mp
 
         pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(os.getpid(),))
-        it = pool.imap_unordered(_task, [(runner, r) for r in runs])
+        it = _watched(pool, pool.imap_unordered(_task, [(runner, r) for r in runs]))
     done: list[Outcome] = []
     try:
         for i, o in enumerate(it, 1):

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lpl_train._pipes import print_line
 from lpl_train.ablation_records import parse_records
 from lpl_train.experiment import PlannedRun, execute, expand_grid
 from lpl_train.experiment import point_name as point_slug
@@ -416,7 +417,7 @@ class SelectionIncomplete(RuntimeError):
 
 
 def run_study(study: dict[str, Any], out: str | Path, jobs: int = 1,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
+              log: Callable[[str], None] = print_line) -> list[dict[str, Any]]:  # fmt: skip
     """Selection runs, then the other seeds at the chosen points; returns every record found.
 
     Raises:

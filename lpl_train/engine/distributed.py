@@ -30,10 +30,32 @@ class DistInfo:
 
     @classmethod
     def from_env(cls) -> DistInfo:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
+        """Raises ``ValueError`` naming the variable for a value that is not an int in range (a rank at or
+        past the world size would wait for its process group forever) and for a ``WORLD_SIZE`` > 1
+        without ``RANK``."""
+        world = _env_int("WORLD_SIZE", "1", 1)
+        if world == 1:
             return cls()
-        return cls(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+        if "RANK" not in os.environ:
+            raise ValueError(
+                f"WORLD_SIZE={world} but RANK is not set: start the processes with torchrun, "
+                "or unset WORLD_SIZE for one process"
+            )
+        rank = _env_int("RANK", "0", 0, world)
+        return cls(rank, _env_int("LOCAL_RANK", "0", 0, world), world)
+
+
+def _env_int(name: str, default: str, low: int, above: int | None = None) -> int:
+    """The environment variable ``name`` (``default`` where unset) as an int >= ``low`` and < ``above``."""
+    text = os.environ.get(name, default)
+    allowed = f"an int >= {low}" + (f" and < WORLD_SIZE={above}" if above is not None else "")
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (above is not None and value >= above):
+        raise ValueError(f"environment variable {name}={text!r} must be {allowed}")
+    return value
 
 
 @contextlib.contextmanager

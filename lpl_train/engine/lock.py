@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 from pathlib import Path
 
-from .files import RunLocked
+from .files import RunFolderError, RunLocked
 
 
 class _Lock:
@@ -26,7 +27,15 @@ class _Lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    # no process holds it: this file system refuses locks (Lustre mounted without
+                    # flock: ENOSYS; some NFS, SMB and FUSE mounts: ENOLCK, EOPNOTSUPP)
+                    os.close(fd)
+                    raise RunFolderError(
+                        f"cannot lock {str(self.path)!r}: {exc.strerror or exc}: the run folder's file "
+                        "system does not support file locks (flock); put the run folder on one that does"
+                    ) from None
                 holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown process"
                 os.close(fd)
                 raise RunLocked(

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from lpl_train._pipes import print_line
+
 from .components import Components
 from .devices import flush_denormals, select_device
 from .distributed import DistInfo, process_group
@@ -96,7 +98,7 @@ def fit(
     tr = cfg["train"]
     show = wants_bar(tr["progress"] if progress is None else progress) and dist.main
     folder = RunFolder(out_dir, main=dist.main, tensorboard=tr["tensorboard"])
-    printer = log or (print if dist.main else (lambda s: None))
+    printer = log or (print_line if dist.main else (lambda s: None))
 
     def emit(line: str) -> None:
         printer(line)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lpl_train._pipes import print_line
+
 __all__ = ["MPS_MODES", "MPSError", "MPSStatus", "mps_server"]
 
 MPS_MODES = ("off", "auto", "on")
@@ -74,7 +76,7 @@ def mps_server(
     control: str = CONTROL,
     probe: Sequence[str] | None = None,
     timeout_s: float = 60.0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print_line,
     system_pipe_dir: Path | None = None,
 ) -> Iterator[MPSStatus]:
     """MPS for the processes started inside this context (see the module's text).

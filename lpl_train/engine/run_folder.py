@@ -161,10 +161,18 @@ class RunFolder:
         try:
             yield self
         except BaseException:
+            self._close_tracking()
             lock.release()
             _remove_if_empty(made)
             raise
+        self._close_tracking()
         lock.release()
+
+    def _close_tracking(self) -> None:
+        """Close the TensorBoard writer (and its thread) of the run that held the lock: a sweep or a study
+        trains many runs in one process."""
+        if self._tb is not None:
+            self._tb.close()
 
     # -- state
     def finished(self) -> dict[str, Any] | None:

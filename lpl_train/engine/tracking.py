@@ -42,3 +42,9 @@ class TensorBoardScalars:
                     if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch":
                         self._writer.add_scalar(f"{key}/{k}", v, step)
         self._writer.flush()
+
+    def close(self) -> None:
+        """Close the writer (its events are flushed); a later :meth:`add` opens another."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -477,6 +477,28 @@ def test_list_into_a_closed_pipe_has_no_traceback():
         assert (proc.stderr.read(), proc.wait(timeout=60)) == ("", 0), cmd
 
 
+@pytest.mark.parametrize("how", ["run", "sweep --jobs 2"])
+def test_runs_train_to_their_end_when_the_reader_of_stdout_goes_away(tmp_path, how):
+    """`lpl-train run ... | head`: the epoch lines (and a sweep's) met a closed pipe, the BrokenPipeError
+    stopped the training, and the command exited 0 with no run finished. The runs now go on to their end;
+    their lines stay in their train.log."""
+    out = tmp_path / "out"
+    cmd, *extra = how.split()
+    # each print reaches the pipe at once, in the training (buffered, it failed once 8 KiB had been said)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lpl_train", cmd, str(gaussian_config(tmp_path)),
+                             "--out", str(out), *extra, *(["--seeds", "2"] if extra else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                            text=True)  # fmt: skip
+    proc.stdout.close()  # the reader gone before the first line
+    assert (proc.stderr.read(), proc.wait(timeout=300)) == ("", 0)
+    folders = [out] if cmd == "run" else [out / "default" / f"seed{k}" for k in (0, 1)]
+    for folder in folders:
+        assert (folder / "final.json").is_file()
+        assert [r["epoch"] for r in read_metrics(folder)] == [0, 1]
+        assert "epoch 2/2" in (folder / "train.log").read_text()
+
+
 def test_dry_run_never_downloads(tmp_path, capsys, monkeypatch):
     import urllib.request
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -751,6 +752,36 @@ def test_dist_info_reads_the_global_and_the_node_rank_from_torchrun(monkeypatch)
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(k)
     assert DistInfo.from_env() == DistInfo(rank=0, local_rank=0, world=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORLD_SIZE": "abc"}, "environment variable WORLD_SIZE='abc' must be an int >= 1"),
+        ({"WORLD_SIZE": "0"}, "environment variable WORLD_SIZE='0' must be an int >= 1"),
+        (
+            {"WORLD_SIZE": "2"},
+            "WORLD_SIZE=2 but RANK is not set: start the processes with torchrun",
+        ),
+        ({"WORLD_SIZE": "2", "RANK": "x"}, "RANK='x' must be an int >= 0 and < WORLD_SIZE=2"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK='2' must be an int >= 0 and < WORLD_SIZE=2"),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "-1"},
+            "LOCAL_RANK='-1' must be an int >= 0",
+        ),
+    ],
+)
+def test_dist_info_names_a_bad_torchrun_variable(monkeypatch, env, message):
+    """A value that is not an int read as "invalid literal for int()", a missing RANK as the one word
+    "RANK", and a rank at or past the world size waited for its process group forever."""
+    from lpl_train.engine import DistInfo
+
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DistInfo.from_env()
 
 
 DDP_SCRIPT = textwrap.dedent(

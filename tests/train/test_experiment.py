@@ -345,6 +345,47 @@ def test_parallel_workers_stop_when_the_sweep_process_is_killed_or_interrupted(t
                 os.kill(p, signal.SIGKILL)
 
 
+_CRASHER = """
+import os, signal, sys
+from pathlib import Path
+from lpl_train import experiment as X
+
+class Crasher:
+    def finished(self, run):
+        return False
+    def load(self, run):
+        return {}
+    def train(self, run, resume):
+        if run.key == "a":  # as the out-of-memory killer would
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {}
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    X.execute([X.PlannedRun(k, out / k, None, 0) for k in "abc"], Crasher(), jobs=2, log=print)
+"""
+
+
+def test_a_worker_that_dies_stops_the_sweep_instead_of_waiting_forever(tmp_path):
+    """`--jobs N`: a worker killed while it trains (the out-of-memory killer) was replaced by the pool,
+    which then waited forever for the outcome of the run the dead worker held. Now the sweep stops with
+    an error that says what happened and how to go on."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "crasher.py"
+    script.write_text(_CRASHER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "ChildProcessError: a worker process died (killed by signal 9, e.g. by the out-of-memory "
+        "killer) while it trained a run; the runs not finished resume from their checkpoints when the "
+        "same command is run again"
+    )
+
+
 def test_a_sweep_refuses_a_repeated_grid_key_and_a_seed_it_would_override(tmp_path):
     from lpl_train.config import ConfigError
 

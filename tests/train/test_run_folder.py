@@ -58,6 +58,26 @@ def test_a_folder_held_by_another_process_is_refused_naming_the_lock_file(tmp_pa
     assert not (out / "RUNNING").exists()  # released when the run ends
 
 
+def test_a_file_system_without_locks_is_named_not_taken_for_a_held_lock(tmp_path, monkeypatch):
+    """flock failing for another reason than a holder (Lustre mounted without flock: ENOSYS; some NFS
+    and FUSE mounts: ENOLCK) read as "in use by another process; wait for that run to end", and a sweep
+    skipped every run as locked, exit status 0. It is named as what it is."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(RunFolderError) as info:
+        _Lock(tmp_path / "RUNNING").acquire()
+    assert not isinstance(info.value, RunLocked)
+    assert str(info.value) == (
+        f"cannot lock {str(tmp_path / 'RUNNING')!r}: Function not implemented: the run folder's file "
+        "system does not support file locks (flock); put the run folder on one that does"
+    )
+
+
 def test_the_lock_goes_with_a_killed_process(tmp_path):
     lock = tmp_path / "RUNNING"
     code = (

@@ -30,6 +30,9 @@ class FakeWriter:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        self.closed = True
+
 
 @pytest.fixture
 def fake_tensorboard(monkeypatch):
@@ -53,6 +56,27 @@ def test_every_epoch_record_is_logged_at_its_step(tmp_path, fake_tensorboard):
 
     logged = [v for t, v, _ in w.scalars if t == "test_top1_error"]
     assert logged == [json.loads(r)["test_top1_error"] for r in recs]
+
+
+def test_the_writer_is_closed_when_the_run_ends(tmp_path, fake_tensorboard):
+    """Each SummaryWriter holds a thread: a sweep or a study of many runs in one process (``--jobs 1``,
+    or a worker of ``--jobs N``) kept one per run it had trained. Closed at the end of the run, as after
+    an error in it."""
+    fit(
+        make_cfg(epochs=1, tensorboard=True),
+        tmp_path / "a",
+        components=make_components(),
+        log=quiet,
+    )
+    with pytest.raises(ValueError, match="stop"):
+        fit(make_cfg(epochs=2, tensorboard=True), tmp_path / "b", components=make_components(),
+            log=lambda line: _stop_at_epoch_line(line))  # fmt: skip
+    assert [getattr(w, "closed", False) for w in fake_tensorboard.instances] == [True, True]
+
+
+def _stop_at_epoch_line(line: str) -> None:
+    if line.startswith("epoch 1/"):
+        raise ValueError("stop")
 
 
 def test_a_resumed_run_purges_the_epochs_it_redoes(tmp_path, fake_tensorboard):
