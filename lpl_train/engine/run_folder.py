@@ -154,7 +154,15 @@ class RunFolder:
             lock.acquire()
         except PermissionError as exc:
             raise _write_failed(self / LOCK, "lock file", exc) from None
-        except OSError as exc:
+        except RunLocked:
+            raise
+        except (OSError, RunFolderError) as exc:
+            # no lock was taken (another process holds none): the lock file and folders this call made
+            # are removed again, as after a block that fails before writing
+            with contextlib.suppress(OSError):
+                if (self / LOCK).stat().st_size == 0:
+                    (self / LOCK).unlink()
+            _remove_if_empty(made)
             if isinstance(exc, RunFolderError):
                 raise
             raise _write_failed(self / LOCK, "lock file", exc) from None

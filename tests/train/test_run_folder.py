@@ -19,6 +19,7 @@ from lpl_train import engine
 from lpl_train.engine import (
     ConfigMismatch,
     CorruptCheckpoint,
+    RunFolder,
     RunFolderError,
     RunLocked,
     fit,
@@ -76,6 +77,12 @@ def test_a_file_system_without_locks_is_named_not_taken_for_a_held_lock(tmp_path
         f"cannot lock {str(tmp_path / 'RUNNING')!r}: Function not implemented: the run folder's file "
         "system does not support file locks (flock); put the run folder on one that does"
     )
+    # through the run folder: no lock was taken, so nothing is left behind (folders, an empty RUNNING)
+    out = tmp_path / "runs" / "a"
+    with pytest.raises(RunFolderError, match="does not support file locks"):
+        with RunFolder(out).locked():
+            pass
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_lock_goes_with_a_killed_process(tmp_path):
