@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = command_errors()
     try:
         status = _command(args)
-        return status if flush_stdout() else 0
+        flush_stdout()  # a reader gone away changes nothing of what the command did: its status stands
+        return status
     except BrokenPipeError:  # `lpl-train list | head`: the reader went away; nothing left to say
         flush_stdout()
         return 0

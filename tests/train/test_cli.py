@@ -886,3 +886,13 @@ def test_an_empty_path_option_is_refused_not_read_as_the_default(
         with pytest.raises(SystemExit):
             study_main(argv[1:])
         assert f"python -m lpl_train.study: error: {name} is empty" in capsys.readouterr().err
+
+
+def test_the_exit_status_stands_when_the_reader_of_stdout_has_gone_away(monkeypatch):
+    """A sweep with a diverged run exits 1; piped into a reader that went away before its last line, it
+    exited 0, as if every run had trained."""
+    import lpl_train.__main__ as M
+
+    monkeypatch.setattr(M, "_command", lambda args: 1)
+    monkeypatch.setattr(M, "flush_stdout", lambda: False)
+    assert M.main(["list"]) == 1
