@@ -158,20 +158,38 @@ def average_precision_per_class(scores: torch.Tensor, target: torch.Tensor) -> l
 
 
 def mean_average_precision(scores: torch.Tensor, target: torch.Tensor) -> float:
-    """mAP in percent: the mean AP over the classes that have at least one positive."""
-    return _nanmean(average_precision_per_class(scores, target))
+    """mAP in percent: the mean AP over the classes that have at least one positive (NaN when one of
+    them has a non-finite score: a diverged class has no AP and must not drop out of the mean)."""
+    ap = average_precision_per_class(scores, target)
+    return map_groups(ap, [0] * len(ap), positives=(target > 0.5).sum(0).tolist())["total"]
 
 
 def map_groups(
-    ap_per_class: Sequence[float], class_counts: Sequence[int], head: int = 100, tail: int = 20
+    ap_per_class: Sequence[float],
+    class_counts: Sequence[int],
+    head: int = 100,
+    tail: int = 20,
+    positives: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """mAP over all classes and over the head (>= ``head`` training positives), medium and tail
-    (< ``tail``) classes: keys ``total``, ``head``, ``medium``, ``tail`` (NaN for an empty group)."""
+    (< ``tail``) classes: keys ``total``, ``head``, ``medium``, ``tail`` (NaN for an empty group).
+
+    ``positives``: the evaluated split's positives per class; a mean over a class that has positives but a
+    NaN AP (a non-finite score column) is NaN, instead of the mean of the other classes."""
     g = _groups(class_counts, len(ap_per_class), head, tail, many_inclusive=True)
     ap = [float(a) for a in ap_per_class]
+    if positives is not None and len(positives) != len(ap):
+        raise ValueError(f"positives must have {len(ap)} entries, got {len(positives)}")
+    bad = {
+        c for c, a in enumerate(ap) if positives is not None and positives[c] > 0 and math.isnan(a)
+    }
+
+    def mean(idx: Sequence[int]) -> float:
+        return math.nan if bad & set(idx) else _nanmean([ap[c] for c in idx])
+
     return {
-        "total": _nanmean(ap),
-        "head": _nanmean([ap[c] for c in g["many"]]),
-        "medium": _nanmean([ap[c] for c in g["medium"]]),
-        "tail": _nanmean([ap[c] for c in g["few"]]),
+        "total": mean(range(len(ap))),
+        "head": mean(g["many"]),
+        "medium": mean(g["medium"]),
+        "tail": mean(g["few"]),
     }

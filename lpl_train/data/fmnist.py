@@ -13,7 +13,8 @@ recompressed Debian files and the upstream files verify alike).
 * ``fmnist_ml_lt``: multi-label long-tail mosaics. Each ``grid x grid`` mosaic (56 x 56 for grid 2) is
   tiled from items whose classes are drawn i.i.d. from a long-tail distribution ``p_c ∝ rho ** (-c / 9)``
   (train) or uniformly (test); the label is the multi-hot set of classes present. Items come from the
-  Fashion-MNIST train (resp. test) images, so no test item is seen in training.
+  Fashion-MNIST train (resp. test) images, so no test item is seen in training; validation mosaics
+  (``val_fraction``) come from a held-out part of the training images, so none of theirs either.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .common import (
     download,
     missing,
     split_validation,
+    stratified_split,
     verify_checksum,
 )
 from .longtail import long_tail_counts, long_tail_indices
@@ -275,6 +277,9 @@ def build_fmnist_ml_lt(
 
     Training item classes follow ``p_c ∝ imbalance_ratio ** (-c / 9)`` (class 0 is the head); test item
     classes are uniform. ``class_counts`` are the per-class numbers of training mosaics containing the class.
+    ``val_fraction = f > 0``: ``round(f * num_train)`` of the ``num_train`` mosaics form the validation
+    split; they are tiled (with the training distribution) from a stratified fraction ``f`` of each class's
+    Fashion-MNIST training images that the training mosaics never use.
     """
     rho = check_float("imbalance_ratio", imbalance_ratio, 1.0)
     num_train = check_int("num_train", num_train, 1)
@@ -284,11 +289,21 @@ def build_fmnist_ml_lt(
     xtr, ytr, xte, yte = load_fmnist_arrays(root, download)
     p = rho ** (-np.arange(10) / 9.0)
     p /= p.sum()
+    val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+    num_val = min(int(round(val_fraction * num_train)), num_train - 1)
     rng = np.random.RandomState(seed)
-    mtr, ttr = make_mosaics(xtr, ytr, num_train, p, grid, rng)
+    val = None
+    if val_fraction > 0.0:
+        # validation mosaics are tiled from a held-out part of each class's source images, so that no
+        # Fashion-MNIST image is shown in both a training and a validation mosaic
+        src_train, src_val = stratified_split(ytr, val_fraction, seed)
+        mtr, ttr = make_mosaics(xtr[src_train], ytr[src_train], num_train - num_val, p, grid, rng)
+        mva, tva = make_mosaics(xtr[src_val], ytr[src_val], num_val, p, grid, rng)
+        val = TensorData(torch.from_numpy(mva), torch.from_numpy(tva), FMNIST_MEAN, FMNIST_STD)
+    else:
+        mtr, ttr = make_mosaics(xtr, ytr, num_train, p, grid, rng)
     mte, tte = make_mosaics(xte, yte, num_test, np.full(10, 0.1), grid, rng)
     train = TensorData(torch.from_numpy(mtr), torch.from_numpy(ttr), FMNIST_MEAN, FMNIST_STD)
-    train, val = split_validation(train, val_fraction, seed)
     test = TensorData(torch.from_numpy(mte), torch.from_numpy(tte), FMNIST_MEAN, FMNIST_STD)
     return DatasetBundle(
         train=train,

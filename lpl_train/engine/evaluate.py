@@ -74,7 +74,8 @@ def evaluate(
     if multi_label:
         ap = M.average_precision_per_class(scores, targets)  # percent
         out["ap_per_class"] = [float(a) for a in ap]
-        for k, v in M.map_groups(ap, class_counts).items():
+        positives = (targets > 0.5).sum(0).tolist()
+        for k, v in M.map_groups(ap, class_counts, positives=positives).items():
             out["map" if k == "total" else f"map_{k}"] = float(v)
     else:
         acc = [

@@ -364,3 +364,30 @@ def test_fmnist_refuses_an_empty_split_or_images_that_are_not_28_by_28(root: Pat
         ValueError, match=r"t10k-images-idx3-ubyte\.gz: .*28 x 28, got \(40, 32, 32\)"
     ):
         build_datasets("fmnist", root=root)
+
+
+def test_mosaic_validation_split_shares_no_source_image_with_training(root: Path) -> None:
+    # a validation mosaic must not reuse a Fashion-MNIST image that a training mosaic shows: the
+    # validation mosaics are tiled from a held-out part of each class's source images
+    def items(split: torch.Tensor) -> set[bytes]:
+        tiles = split[:, 0].unfold(1, 28, 28).unfold(2, 28, 28).reshape(-1, 28, 28)
+        return {x.numpy().tobytes() for x in tiles}
+
+    b = build_datasets(
+        "fmnist_ml_lt", root=root, num_train=300, num_test=20, val_fraction=0.2, seed=3
+    )
+    assert b.val is not None and len(b.train) == 240 and len(b.val) == 60
+    train, val, test = items(b.train.images), items(b.val.images), items(b.test.images)
+    assert val and not val & train and not test & (train | val)
+    # the validation mosaics follow the training (long-tail) class distribution
+    assert b.val.targets.sum(0)[0] > 3 * b.val.targets.sum(0)[9]
+    assert b.class_counts == b.train.targets.sum(0).long().tolist()
+    # without a validation split the mosaics are those of the plain construction
+    plain = build_datasets("fmnist_ml_lt", root=root, num_train=300, num_test=20, seed=3)
+    xtr, ytr, xte, yte = fmnist.load_fmnist_arrays(root)
+    p = 100.0 ** (-np.arange(10) / 9)
+    rng = np.random.RandomState(3)
+    mtr, _ = fmnist.make_mosaics(xtr, ytr, 300, p / p.sum(), 2, rng)
+    mte, _ = fmnist.make_mosaics(xte, yte, 20, np.full(10, 0.1), 2, rng)
+    assert np.array_equal(plain.train.images.numpy(), mtr)
+    assert np.array_equal(plain.test.images.numpy(), mte)

@@ -142,3 +142,26 @@ def test_fit_evaluates_in_float32_not_under_the_training_autocast(tmp_path, monk
 
     fit(make_cfg(epochs=1, amp="bf16"), tmp_path / "r", components=make_components(), log=print)
     assert seen and all(a is None for a in seen)
+
+
+def test_a_class_with_a_non_finite_score_makes_the_map_undefined_not_higher():
+    """One +inf score (on a negative) left class 1 without an AP, and the mean over the other classes
+    reported mAP 100.0 instead of 79.17: a diverged class raised the number. Now the total and the class's
+    group are undefined; a class without a test positive still drops out."""
+    from lpl_train import metrics as M
+
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.2, 0.0], [0.8, 0.9, 0.0], [0.1, 0.3, 0.0]])
+    assert M.mean_average_precision(scores, y) == pytest.approx((100.0 + 58.333333) / 2)
+    out = evaluate(_Fixed([scores]), [(torch.zeros(4, 1), y)], 3, [500, 5, 50], True)
+    assert out["map"] == pytest.approx((100.0 + 58.333333) / 2) and out["map_medium"] is None
+    scores[0, 1] = math.inf
+    assert math.isnan(M.mean_average_precision(scores, y))
+    out = evaluate(_Fixed([scores]), [(torch.zeros(4, 1), y)], 3, [500, 5, 50], True)
+    assert out["ap_per_class"][1] is None and out["map"] is None and out["map_tail"] is None
+    assert out["map_head"] == pytest.approx(100.0) and out["map_medium"] is None
+    g = M.map_groups([100.0, math.nan, math.nan], [500, 5, 50], positives=[2, 2, 0])
+    assert g["head"] == 100.0 and math.isnan(g["total"]) and math.isnan(g["tail"])
+    assert M.map_groups([100.0, math.nan], [500, 5])["total"] == 100.0  # no positives given
+    with pytest.raises(ValueError, match="positives must have 2 entries"):
+        M.map_groups([100.0, 50.0], [500, 5], positives=[1])
