@@ -213,7 +213,12 @@ def split_signs(
     """
     pres = present.to(qbar.dtype)
     if split == "mean":
-        tau_t = (qbar * pres).sum() / pres.sum().clamp_min(1.0)
+        weighted = qbar * pres
+        tau_t = weighted.sum() / pres.sum().clamp_min(1.0)
+        # the mean lies in [min, max] of the present q̄ (each >= 0): keep the rounded one there, so that
+        # tied q̄ (e.g. all logits equal) sit exactly at τ (sign 0), not one ulp to one side of it
+        hi = weighted.amax()
+        tau_t = torch.clamp(tau_t, torch.where(present, qbar, hi).amin(), hi)
         sign = torch.sign(tau_t - qbar) * pres
     elif split == "value":
         if tau is None:
@@ -640,8 +645,11 @@ def single_label_perturbation(
     counts, qbar, prob = _statistics(logits, target, c, mass)
     present = counts > 0
     sign, tau_t = split_signs(qbar, present, split=split, tau=tau, rank=rank, head=head)
+    # ε_c in float32 at least: held in half precision, ε = 0.7 is 0.699 (bfloat16) and ε = 0.2 is
+    # 0.19995 (float16), and K_c = ⌊ε_c/α⌋ lost a step (6 for 0.7/0.1, 19 for 0.2/0.01)
+    wide = qbar.dtype if qbar.dtype in (torch.float32, torch.float64) else torch.float32
     bounds = class_bounds(
-        qbar,
+        qbar.to(wide),
         sign,
         tau_t,
         epsilon=epsilon,

@@ -100,6 +100,26 @@ def test_mean_split_on_hand_built_batch_ignores_absent_classes():
     assert sign_i.tolist() == [1.0, -1.0, -1.0, 0.0]
 
 
+@pytest.mark.parametrize("c", [3, 7, 10, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mean_split_with_every_present_class_tied_perturbs_none(c, dtype):
+    """Equal logits (e.g. a zero-initialised head) give every present class q̄ = 1/C = τ: no class is
+    on either side. The rounded mean of C equal values fell one ulp off them (C = 7 in float64, C = 10
+    in float32), which gave every class the same sign and a δ of norm 0.25-0.27 (ε = 0.3, α = 0.1)."""
+    u = torch.zeros(2 * c, c, dtype=dtype)
+    y = torch.arange(c).repeat(2)
+    out = P.single_label_perturbation(u, y, alpha=0.1, epsilon=0.3, delta_epsilon=0.2)
+    assert float(out.tau) == float(out.qbar[0])
+    assert out.sign.tolist() == [0.0] * c
+    assert torch.equal(out.delta, torch.zeros_like(out.delta))
+    # the clamp to [min, max] of the present q̄ leaves an untied mean and the absent classes as they were
+    qbar = torch.tensor([0.2, 0.5, 0.3, 0.0], dtype=dtype)
+    sign, tau = P.split_signs(qbar, torch.tensor([True, True, True, False]), split="mean")
+    assert float(tau) == pytest.approx(1 / 3) and sign.tolist() == [1.0, -1.0, 1.0, 0.0]
+    none = P.split_signs(qbar, torch.zeros(4, dtype=torch.bool), split="mean")
+    assert float(none[1]) == 0.0 and none[0].tolist() == [0.0] * 4
+
+
 def test_class_rank_and_index_threshold():
     assert P.class_rank([5, 50, 20, 20]).tolist() == [3, 0, 1, 2]  # ties by class index
     assert P.index_threshold(0.4, 100) == 40
@@ -556,3 +576,24 @@ def test_a_class_whose_rows_all_have_mass_zero_is_absent_and_stays_at_zero(grad)
     assert torch.isfinite(out.delta).all()
     assert (out.delta[2:4] == 0).all()
     assert (out.delta[[0, 4]].norm(dim=1) > 0).all()  # the classes with mass move
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_logits_take_the_step_counts_of_the_bounds_not_of_their_rounding(dtype):
+    """K_c = ⌊ε_c/α⌋ (Algorithm 1) with half-precision logits (autocast) as in float32: ε_c was held in
+    the logits' dtype, where ε = 0.7 is 0.69921875 (bfloat16) and ε = 0.2 is 0.19995 (float16), so the
+    fixed bound took one step fewer (6 for 0.7/0.1, 19 for 0.2/0.01, 2 for 0.9/0.3)."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(12, 4, generator=g)
+    y = torch.arange(4).repeat(3)
+    for eps, alpha, deps in ((0.7, 0.1, 0.0), (0.2, 0.01, 0.0), (0.9, 0.3, 0.0), (0.1, 0.01, 0.3)):
+        half = P.single_label_perturbation(
+            u.to(dtype), y, alpha=alpha, epsilon=eps, delta_epsilon=deps
+        )
+        full = P.single_label_perturbation(u, y, alpha=alpha, epsilon=eps, delta_epsilon=deps)
+        assert (half.sign != 0).all()
+        floor = P.fixed_step_count(eps, alpha)
+        assert int(half.steps.min()) >= floor, (eps, alpha, deps)
+        if deps == 0.0:
+            assert half.steps.tolist() == full.steps.tolist() == [floor] * 4, (eps, alpha)
+        assert half.delta.dtype == dtype
