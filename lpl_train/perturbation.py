@@ -68,6 +68,7 @@ from .perturbation_checks import (
     _is_number,
     _sum_is_finite,  # noqa: F401 (re-exported)
     _tiny,
+    _work_dtype,
     check_class_counts,
     check_finite,
     check_index_target,
@@ -647,9 +648,8 @@ def single_label_perturbation(
     sign, tau_t = split_signs(qbar, present, split=split, tau=tau, rank=rank, head=head)
     # ε_c in float32 at least: held in half precision, ε = 0.7 is 0.699 (bfloat16) and ε = 0.2 is
     # 0.19995 (float16), and K_c = ⌊ε_c/α⌋ lost a step (6 for 0.7/0.1, 19 for 0.2/0.01)
-    wide = qbar.dtype if qbar.dtype in (torch.float32, torch.float64) else torch.float32
     bounds = class_bounds(
-        qbar.to(wide),
+        _work_dtype(qbar),
         sign,
         tau_t,
         epsilon=epsilon,

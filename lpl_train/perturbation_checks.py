@@ -46,6 +46,14 @@ def _tiny(dtype: torch.dtype) -> float:
 # --------------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------------
+def _work_dtype(t: Tensor) -> Tensor:
+    """Half precision (autocast's bf16/fp16 logits) is perturbed and scored in float32; float32 and float64
+    stay as they are, so a float64 run is float64 throughout."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()
+    return t
+
+
 def _is_number(x: object) -> bool:
     """A real number (Python or NumPy scalar), not a bool."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)

@@ -52,12 +52,6 @@ def resolve_precision(device: torch.device, amp: str) -> str:
     return "fp32"
 
 
-def at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32 where it has less precision (logits in autocast's bf16/fp16); float32 and float64
-    stay as they are, so a float64 network trains and is evaluated in float64 throughout."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
 def autocast_for(device: torch.device, precision: str) -> Any:
     """The autocast context of ``precision`` (a no-op context for fp32)."""
     if precision == "fp32":

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpl_train.metrics import right_predictions
+from lpl_train.perturbation import _work_dtype
 
-from .devices import at_least_float32
 from .run_folder import finite_or_none as _finite_or_none
 
 __all__ = ["evaluate"]
@@ -62,7 +62,7 @@ def evaluate(
         with autocast:
             logits = model(x)
         meter = meter or _EvalMeter(num_classes, multi_label, logits.device)
-        meter.update(at_least_float32(logits), y)
+        meter.update(_work_dtype(logits), y)
     model.train(was_training)
     if meter is not None and distributed:
         meter.combine()

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from lpl_train.perturbation import _work_dtype
+
 from .components import Components
-from .devices import at_least_float32
 
 
 class _Step(nn.Module):
@@ -58,7 +59,7 @@ class _Step(nn.Module):
         so the loss-variation measurement need not run the loss again."""
         with autocast:
             out = self._fwd(x)
-        out = at_least_float32(out)
+        out = _work_dtype(out)
         if self.needs_features:
             value = self.loss(out, y, self.model.classifier)
             return value, self.model.classifier(out), out, None
@@ -188,7 +189,7 @@ class _LossVariation:
     ) -> None:
         if self.features:  # augmented_logits reads the statistics without updating them
             aug = self.loss.augmented_logits(features, y, classifier)
-            self.acc.update(logits, y, perturbed_logits=at_least_float32(aug))
+            self.acc.update(logits, y, perturbed_logits=_work_dtype(aug))
             return
         if perturbed is not None and y.dim() == 1 and not self.acc.multi_label:
             # the perturbed logits the step's loss already computed (LPL, LA + LPL): what update_with

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lpl_train.perturbation import _work_dtype
+
 from .capture import (
     DeviceMeter,
     GraphStep,
@@ -21,7 +23,7 @@ from .capture import (
     run_capture,
 )
 from .components import Components, build_components, check_train_batches
-from .devices import at_least_float32, autocast_for, resolve_precision
+from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
 from .evaluate import evaluate
 from .progress import progress_bar
@@ -130,9 +132,7 @@ class _Trainer:
     def _with_l2(self, value: torch.Tensor) -> torch.Tensor:
         l2 = self.cfg["optim"]["l2_all"]
         if l2:
-            value = value + l2 * sum(
-                (at_least_float32(p) ** 2).sum() for p in self.model.parameters()
-            )
+            value = value + l2 * sum((_work_dtype(p) ** 2).sum() for p in self.model.parameters())
         return value
 
     def restore(self, ck: dict[str, Any]) -> None:

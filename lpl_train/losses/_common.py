@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..perturbation_checks import _can_read_back
+from ..perturbation_checks import _can_read_back, _work_dtype
 from ..validation import check_int
 
 
@@ -56,13 +56,6 @@ def _check_reduction(reduction: Any) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
-
-
-def _work_dtype(logits: Tensor) -> Tensor:
-    """Half-precision logits (autocast) are perturbed and scored in float32."""
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        return logits.float()
-    return logits
 
 
 def _check_bool(value: object, name: str) -> bool:
