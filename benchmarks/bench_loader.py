@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lpl_train.data import TensorData, build_datasets, make_loader
 from lpl_train.data.fmnist import FMNIST_MEAN, FMNIST_STD
 from lpl_train.data.longtail import long_tail_counts
+from lpl_train.engine.devices import parse_device
 from lpl_train.models import build_model
 
 
@@ -133,13 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, flag) < 0:
             p.error(f"--{flag} must be at least 0, got {getattr(args, flag)}")
     try:
-        torch.device(args.device)
-    except RuntimeError:
-        p.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:N)")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        p.error(
-            f"--device {args.device!r}: no CUDA device here (torch.cuda.is_available() is False)"
-        )
+        parse_device(args.device)
+    except ValueError as exc:
+        p.error(f"--device {exc}")
     torch.set_flush_denormal(True)
     if args.threads > 0:
         torch.set_num_threads(args.threads)

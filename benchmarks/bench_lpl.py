@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from lpl_train import perturbation as P
+from lpl_train.engine.devices import parse_device
 from lpl_train.losses.lpl import LPLLoss
 from lpl_train.perturbation_reference import (
     ReferenceLPLLoss,
@@ -832,13 +833,9 @@ def main(argv: list[str] | None = None) -> dict:
         if value is not None and value < 1:  # 0 is refused, not taken for the default
             ap.error(f"{flag} must be at least 1, got {value}")
     try:
-        torch.device(args.device)
-    except RuntimeError:
-        ap.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:N)")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        ap.error(
-            f"--device {args.device!r}: no CUDA device here (torch.cuda.is_available() is False)"
-        )
+        parse_device(args.device)
+    except ValueError as exc:
+        ap.error(f"--device {exc}")
     parts = set(
         args.only or ("loss", "resnet", "loop", "presets", "masked", "static", "captured", "instep")
     )

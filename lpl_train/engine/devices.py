@@ -39,6 +39,18 @@ def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N, mps; got {spec!r}")
 
 
+def parse_device(spec: str) -> torch.device:
+    """A device named on a benchmark's command line (``--device``): ValueError saying why when torch
+    does not know the name or it asks for CUDA on a machine without it."""
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"{spec!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{spec!r}: no CUDA device here (torch.cuda.is_available() is False)")
+    return device
+
+
 def resolve_precision(device: torch.device, amp: str) -> str:
     """The precision ``train.amp`` means on ``device``: "fp32", "bf16" or "fp16".
 
