@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,10 +194,10 @@ class DeltaNormRecorder:
     def save(self) -> None:
         if self.path is None:
             return
+        from lpl_train._files import write_bytes_atomic
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{DELTA_FILE}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.result()), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_bytes_atomic(self.path, json.dumps(self.result()).encode("utf-8"))
 
     def close(self) -> list[dict[str, list[float | None]] | None]:
         """Remove the hook, write the file, return :meth:`result`."""

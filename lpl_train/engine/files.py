@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lpl_train._files import write_atomic
 from lpl_train.config import SCHEMA, VOLATILE_KEYS, flatten_keys, schema_defaults
 
 CHECKPOINT = "checkpoint.pt"
@@ -86,18 +87,11 @@ def _write_failed(path: Path, what: str, exc: BaseException) -> RunFolderError:
 
 
 def _atomic_write(path: Path, write: Any, what: str) -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, rename over ``path``; on any failure
-    the temporary file is removed and ``path`` is untouched."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """:func:`lpl_train._files.write_atomic`, then the folder's entry fsynced; a failure to write is a
+    RunFolderError naming ``what`` (the temporary file removed, ``path`` untouched)."""
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, write)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         if isinstance(exc, OSError | RuntimeError) and not isinstance(exc, RunFolderError):
             raise _write_failed(path, what, exc) from None
         raise
