@@ -151,16 +151,17 @@ def check_train_batches(loader: Any, batch_size: int | None) -> None:
     """Refuse a training loader that yields no batch (fewer samples per epoch than one batch, with
     ``data.drop_last``): its run would train nothing. ``batch_size`` None: a loader of one's own (fit's
     ``components``), which no config key built."""
-    if len(loader) < 1 and batch_size is None:
+    if len(loader) >= 1:
+        return
+    if batch_size is None:
         raise ValueError(
             "the training loader of the components given to fit yields no batches (its len() is 0): "
             "the run would train nothing"
         )
-    if len(loader) < 1:
-        raise ValueError(
-            f"the training loader yields no batches: fewer training samples per epoch than one batch "
-            f"of data.batch_size={batch_size}, with data.drop_last = true"
-        )
+    raise ValueError(
+        f"the training loader yields no batches: fewer training samples per epoch than one batch "
+        f"of data.batch_size={batch_size}, with data.drop_last = true"
+    )
 
 
 def _eval_part(split: Any, dist: DistInfo) -> Any:

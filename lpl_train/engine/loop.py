@@ -148,9 +148,8 @@ def _fit(
         folder.start(
             cfg_text + f"\n# run: {prov}\n"
         )  # what was used; a comment, so the config stays valid
-    folder.write_classes(
-        run.classes()
-    )  # what an unfinished run's plots need (final.json has it later)
+    # what an unfinished run's plots need (final.json has it later)
+    folder.write_classes(run.classes())
     log(run.describe())
     E = cfg["schedule"]["epochs"]
     record = run.last_record(folder)  # a run resumed after its last epoch: that epoch's record
