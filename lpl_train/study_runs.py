@@ -117,6 +117,7 @@ def _components(
 
     from lpl_train import engine
     from lpl_train.data import make_loader
+    from lpl_train.engine.components import _loss_params
     from lpl_train.losses import build_loss
     from lpl_train.models import build_model
 
@@ -125,8 +126,9 @@ def _components(
     model = build_model(
         cfg["model"]["name"], num_classes=data["num_classes"], **cfg["model"]["params"]
     )
+    # as the engine builds a run's loss: the run's seed for a loss that draws its own random numbers
     loss = build_loss(spec["loss"], num_classes=data["num_classes"], class_counts=data["class_counts"],
-                      **cfg["loss"]["params"])  # fmt: skip
+                      **_loss_params(cfg))  # fmt: skip
     bs = cfg["data"]["batch_size"]
     train_loader = make_loader(data["train"], batch_size=bs, train=True, augment=data["augment"],
                                device=device, seed=spec["seed"])  # fmt: skip

@@ -66,7 +66,8 @@ def build_loss(name: str, **params: Any) -> nn.Module:
     """Build the loss registered as ``name`` with ``params``.
 
     ``num_classes``, ``class_counts`` and ``seed`` (the run's ``train.seed``, for a loss that draws random
-    numbers of its own) are accepted for every loss and ignored where the loss does not need them. Unknown names and unknown parameters raise ``ValueError`` listing what is allowed.
+    numbers of its own) are accepted for every loss and ignored where the loss does not need them. Unknown
+    names and unknown parameters raise ``ValueError`` listing what is allowed.
     """
     if not isinstance(name, str):
         raise TypeError(f"loss name must be a string, got {type(name).__name__} {name!r}")
