@@ -6,7 +6,9 @@ parallel jobs) and summarises it with the same report code (:mod:`lpl_train.repo
 group rule, seed-noise verdicts). The shipped study is ``lpl_train/configs/study/fmnist.toml``.
 
 Protocol. Each (dataset, method) grid point is trained with ``select_seed`` on the training split minus a
-stratified validation split carved from it (``val_fraction``) and scored on that validation split only:
+stratified validation split carved from it (``val_fraction``; multi-label data whose builder takes
+``val_fraction`` tile it from held-out source images instead, :func:`lpl_train.study_runs.held_out_split`)
+and scored on that validation split only:
 the balanced (mean per-class) error for single-label data, whose test sets are balanced, and the mAP for
 multi-label data. The best point's run is the final run of ``select_seed``; the other seeds train the same
 point. The test set is evaluated for every run but never read by the selection (:func:`select_best`).

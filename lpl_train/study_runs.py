@@ -25,6 +25,7 @@ __all__ = [
     "RESULT",
     "StudyRunner",
     "engine_config",
+    "held_out_split",
     "resolve_params",
     "restore_records",
     "study_data",
@@ -49,10 +50,29 @@ def resolve_params(params: dict[str, Any], context: dict[str, Any]) -> dict[str,
     return out
 
 
+def held_out_split(study: dict[str, Any], dkey: str) -> bool:
+    """Whether the study's validation split of dataset ``dkey`` is built by the dataset itself from source
+    images the training split never uses: multi-label data whose builder takes ``val_fraction`` (the
+    Fashion-MNIST mosaics, where splitting the built mosaics would tile validation and training mosaics
+    from the same images)."""
+    import inspect
+
+    from lpl_train.data import DATASETS
+
+    ds = study["datasets"][dkey]
+    builder = DATASETS.get(ds["name"])
+    return (ds["regime"] == "multilabel" and builder is not None
+            and "val_fraction" in inspect.signature(builder).parameters)  # fmt: skip
+
+
 def study_data(study: dict[str, Any], dkey: str) -> dict[str, Any]:
-    """Training/validation/test splits of a study dataset (cached per process): the training set subsampled
-    to ``n_max`` images in its largest class (times the quick ``scale``), minus a stratified validation split
-    of ``val_fraction``, both drawn with ``data_seed``."""
+    """Training/validation/test splits of a study dataset (cached per process), drawn with ``data_seed``.
+
+    Single-label data: the training set subsampled to ``n_max`` images in its largest class (times the
+    quick ``scale``), minus a stratified validation split of ``val_fraction``. Multi-label data: ``num_train``
+    items (times ``scale``) in all, of which ``val_fraction`` form the validation split; where
+    :func:`held_out_split` holds, the dataset tiles that split from held-out source images, else it is a
+    stratified split of the built items."""
     ds = study["datasets"][dkey]
     cache_key = (json.dumps(ds, sort_keys=True, default=str), int(study.get("data_seed", 0)),
                  float(study["scale"]), float(study["val_fraction"]))  # fmt: skip
@@ -65,6 +85,9 @@ def study_data(study: dict[str, Any], dkey: str) -> dict[str, Any]:
     seed = int(study.get("data_seed", 0))
     if ds["regime"] == "multilabel" and "num_train" in params:
         params["num_train"] = max(50, int(params["num_train"] * study["scale"]))
+    held_out = held_out_split(study, dkey)
+    if held_out:
+        params["val_fraction"] = study["val_fraction"]
     b = build_datasets(ds["name"], seed=seed, **params)
     train = b.train
     if ds["regime"] != "multilabel" and "n_max" in ds:
@@ -78,7 +101,10 @@ def study_data(study: dict[str, Any], dkey: str) -> dict[str, Any]:
             rng.shuffle(idx)
             keep.append(idx[: max(2, int(round(counts[c] * factor)))])
         train = train.subset(np.sort(np.concatenate(keep)))
-    train, val = split_validation(train, study["val_fraction"], seed)
+    if held_out:
+        val = b.val
+    else:
+        train, val = split_validation(train, study["val_fraction"], seed)
     out = {"train": train, "val": val, "test": b.test, "num_classes": b.num_classes,
            "class_counts": class_counts_of(train.targets, b.num_classes),
            "multi_label": b.multi_label, "augment": b.augment}  # fmt: skip
@@ -251,6 +277,10 @@ def run_definition(study: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any
     ds = {k: v for k, v in study["datasets"][spec["dataset"]].items() if k != "label"}
     definition = {**{k: study.get(k) for k in DEFINING_KEYS}, "dataset": ds, "loss": spec["loss"],
                   "params": spec["params"], "model_params": spec["model_params"], "seed": spec["seed"]}  # fmt: skip
+    if held_out_split(study, spec["dataset"]):
+        # the validation split of held-out source images: a run trained on the former split of the built
+        # mosaics (whose definition has no such key) is not read back as this one
+        definition["val_split"] = "held-out source images"
     return json.loads(json.dumps(definition, sort_keys=True, default=str))
 
 

@@ -1454,3 +1454,44 @@ def test_records_files_are_replaced_whole_never_written_in_place(tmp_path, monke
                 write([*recs, {"key": "c", "x": 3}], path)
         assert path.read_bytes() == before
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_the_multi_label_validation_split_shares_no_source_image_with_training(
+    tmp_path, monkeypatch
+):
+    """Mosaics: the study's validation mosaics are tiled from held-out Fashion-MNIST images (the dataset's
+    own ``val_fraction``), not split off the built training mosaics, which would show some source images in
+    both; and such a run's definition says so, so that a record of the former split is not read back."""
+    import torch
+
+    from lpl_train.study_runs import check_definition, held_out_split, run_definition, study_data
+    from tests.train.test_data_fmnist import make_fmnist
+
+    (tmp_path / "data" / "fashion-mnist").mkdir(parents=True)
+    make_fmnist(tmp_path / "data" / "fashion-mnist", per_class=40, test_per_class=4)
+    monkeypatch.setenv("LPL_DATA", str(tmp_path / "data"))
+    study = _tiny_study(tmp_path)
+    study["datasets"] = {"ml": {"name": "fmnist_ml_lt", "regime": "multilabel",
+                                "params": {"num_train": 200, "num_test": 20}}}  # fmt: skip
+    st = dict(study, name="ml_split", scale=1.0)
+    data = study_data(st, "ml")
+
+    def items(images: torch.Tensor) -> set[bytes]:
+        tiles = images[:, 0].unfold(1, 28, 28).unfold(2, 28, 28).reshape(-1, 28, 28)
+        return {x.numpy().tobytes() for x in tiles}
+
+    train, val = items(data["train"].images), items(data["val"].images)
+    assert len(data["train"].targets) == 150 and len(data["val"].targets) == 50
+    assert val and not val & train
+    assert data["class_counts"] == data["train"].targets.sum(0).long().tolist()
+    assert held_out_split(st, "ml")
+    spec = {"dataset": "ml", "loss": "bce", "params": {}, "model_params": {}, "seed": 0, "key": "k"}
+    assert run_definition(st, spec)["val_split"] == "held-out source images"
+    old = {"definition": {k: v for k, v in run_definition(st, spec).items() if k != "val_split"}}
+    with pytest.raises(ValueError, match=r"it differs in val_split\)"):
+        check_definition(old, st, spec, tmp_path / "result.json")
+    # single-label data keep the stratified split of the built set, and their definitions are unchanged
+    single = _tiny_study(tmp_path)
+    assert not held_out_split(single, "g") and "val_split" not in run_definition(
+        single, S.plan_runs(single)[0]
+    )
