@@ -60,8 +60,8 @@ def held_out_split(study: dict[str, Any], dkey: str) -> bool:
     from lpl_train.data import DATASETS
 
     ds = study["datasets"][dkey]
-    builder = DATASETS.get(ds["name"])
-    return (ds["regime"] == "multilabel" and builder is not None
+    builder = DATASETS.get(ds.get("name"))
+    return (ds.get("regime") == "multilabel" and builder is not None
             and "val_fraction" in inspect.signature(builder).parameters)  # fmt: skip
 
 
