@@ -262,6 +262,14 @@ def records_display_name(path: Path) -> str:
     return path.name
 
 
+def _held_out(study: dict[str, Any]) -> bool:
+    """Whether some multi-label dataset of the study tiles its validation split from held-out source images
+    (:func:`lpl_train.study_runs.held_out_split`)."""
+    from lpl_train.study_runs import held_out_split
+
+    return any(held_out_split(study, d) for d in study.get("datasets", {}))
+
+
 def tables_markdown(
     records: Sequence[dict[str, Any]],
     study: dict[str, Any],
@@ -281,10 +289,13 @@ def tables_markdown(
     minutes = sum(r.get("wall_s", 0.0) for r in records) / 60
     quick = " --quick" if study["quick"] else ""
     quick += f" --records {records_name}" if records_name else ""
+    split = f"{study['val_fraction']:.0%} of the training set, stratified"
+    if _held_out(study):
+        split += "; multi-label mosaics tiled from held-out source images"
     head = (
         f"Seeds {study['seeds']}, {study['epochs']} epochs, model {study['model']['name']} "
         f"{study['model'].get('params', {})}; hyper-parameters selected on a validation split "
-        f"({study['val_fraction']:.0%} of the training set, stratified) with seed {study['select_seed']}; "
+        f"({split}) with seed {study['select_seed']}; "
         f"groups: {study_groups(study).describe()}; a selected value marked (EDGE) is the smallest or "
         f"largest of its grid (the grid was too small to show an interior optimum). {len(records)} runs, {minutes:.1f} run-minutes (summed wall time, one CPU thread a run) of "
         f"training. Raw runs: `{records_name or prefix + '-runs.jsonl'}`. Redraw: `lpl-train study "
