@@ -1495,3 +1495,36 @@ def test_the_multi_label_validation_split_shares_no_source_image_with_training(
     assert not held_out_split(single, "g") and "val_split" not in run_definition(
         single, S.plan_runs(single)[0]
     )
+
+
+def test_the_committed_study_selects_no_value_on_an_edge_of_its_grid():
+    """Every searched hyper-parameter of the committed study is chosen strictly inside the values it was
+    tried at (or at its method's ``grid_floor``): an optimum on a grid's edge means the grid was too
+    small. Selection redone here from the raw JSONL (seed-0 runs, validation only, first name on a tie)."""
+    import statistics
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    spec = tomllib.loads((RECORDS.parent / "fmnist.toml").read_text(encoding="utf-8"))
+    floors = {m["id"]: m.get("grid_floor", {}) for m in spec["methods"]}
+    records = [json.loads(x) for x in RECORDS.read_text(encoding="utf-8").splitlines()]
+    tried: dict[tuple[str, str], list[tuple[float, str, dict]]] = {}
+    for r in records:
+        if r["seed"] == 0:
+            v = r["val"]
+            score = -v["map"] if r["multi_label"] else -statistics.fmean(v["per_class_acc"])
+            name = ",".join(f"{k}={r['point'][k]}" for k in sorted(r["point"]))
+            tried.setdefault((r["dataset"], r["method"]), []).append((score, name, r["point"]))
+    searched = 0
+    for (dataset, method), runs in tried.items():
+        if len(runs) < 2:
+            continue
+        searched += 1
+        _, _, best = min(runs, key=lambda t: (t[0], t[1]))
+        for key, value in best.items():
+            values = sorted({p[key] for _, _, p in runs})
+            inside = values[0] < value < values[-1] or value == floors[method].get(key)
+            assert inside, f"{dataset}/{method}: {key}={value} is an edge of {values}"
+    assert searched >= 26
