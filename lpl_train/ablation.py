@@ -137,9 +137,8 @@ class DeltaNormRecorder:
                 )
             delta = module.last_delta
             ignore = getattr(module, "ignore_index", None)
-            if (
-                ignore is not None
-            ):  # ignored rows have no class (and δ = 0): left out as the loss does
+            # ignored rows have no class (and δ = 0): left out as the loss does
+            if ignore is not None:
                 kept = target != ignore
                 logits, target, delta = logits[kept], target[kept], delta[kept]
             target = target.long()

@@ -593,9 +593,8 @@ def execute(
                 head = f"[{i}/{len(runs)} {time.perf_counter() - t0:.0f}s] {o.run.key}"
                 log(f"{head}: {describe(o) if describe else 'trained'}")
     except BaseException:
-        if (
-            pool is not None
-        ):  # Ctrl-C or an error: stop the workers now (close + join would train on)
+        # Ctrl-C or an error: stop the workers now (close + join would train on)
+        if pool is not None:
             pool.terminate()
             pool.join()
             pool = None

@@ -160,9 +160,8 @@ for table, ds in (("I", "cifar10"), ("II", "cifar100")):
             params = {"dropout": 0.3} if drop or wrn_isda else {}
             if mname == "resnet110":
                 params["shortcut"] = "B"
-            if (
-                slug == "large_margin"
-            ):  # L-Softmax's logits have no bias: the head has none to predict with
+            # L-Softmax's logits have no bias: the head has none to predict with
+            if slug == "large_margin":
                 params["classifier_bias"] = False
             extra = (
                 "; dropout 0.3 as in the authors' code (--droprate default)"

@@ -30,9 +30,8 @@ class TensorBoardScalars:
         self._cls, self.log_dir, self._writer = SummaryWriter, log_dir, None
 
     def add(self, record: dict[str, Any], step: int) -> None:
-        if (
-            self._writer is None
-        ):  # opened at the first record: purge what a killed run wrote past it
+        # opened at the first record: purge what a killed run wrote past it
+        if self._writer is None:
             self._writer = self._cls(log_dir=str(self.log_dir), purge_step=step)
         for key, value in record.items():
             if isinstance(value, int | float) and not isinstance(value, bool) and key not in SKIP:
