@@ -650,23 +650,38 @@ def test_committed_tables_are_those_of_the_committed_runs(tmp_path):
     assert path.read_text(encoding="utf-8") == committed
 
 
+def _selection_runs(
+    records: list[dict],
+) -> dict[tuple[str, str], list[tuple[float, str, dict]]]:
+    """The committed study's selection redone here from the raw JSONL, independently of the study code: per
+    (dataset, method) the seed-0 runs as (score, point name, point), the score being the balanced validation
+    error (minus the validation mAP)."""
+    import statistics
+
+    runs: dict[tuple[str, str], list[tuple[float, str, dict]]] = {}
+    for r in records:
+        if r["seed"] == 0:
+            v = r["val"]
+            score = -v["map"] if r["multi_label"] else -statistics.fmean(v["per_class_acc"])
+            name = ",".join(f"{k}={r['point'][k]}" for k in sorted(r["point"]))
+            runs.setdefault((r["dataset"], r["method"]), []).append((score, name, r["point"]))
+    return runs
+
+
+def _best_point(runs: list[tuple[float, str, dict]]) -> dict:
+    """The point of the lowest score among :func:`_selection_runs`' runs, the first name on a tie."""
+    return min(runs, key=lambda t: (t[0], t[1]))[2]
+
+
 def _independent_summary() -> dict[tuple[str, str], tuple[float, float]]:
-    """Mean ± std of the test score per (dataset, method), selection redone here from the raw JSONL:
-    seed-0 runs, lowest balanced validation error (highest validation mAP), then every seed at that point."""
+    """Mean ± std of the test score per (dataset, method) at its :func:`_best_point`, over every seed
+    trained there."""
     import statistics
 
     records = [json.loads(x) for x in RECORDS.read_text(encoding="utf-8").splitlines()]
-    best: dict[tuple[str, str], tuple[float, dict]] = {}
-    for r in records:
-        if r["seed"] != 0:
-            continue
-        v = r["val"]
-        score = -v["map"] if r["multi_label"] else -statistics.fmean(v["per_class_acc"])
-        k = (r["dataset"], r["method"])
-        if k not in best or score < best[k][0]:
-            best[k] = (score, r["point"])
     out = {}
-    for k, (_, point) in best.items():
+    for k, runs in _selection_runs(records).items():
+        point = _best_point(runs)
         vals = [
             statistics.fmean(a for a in r["test"]["ap_per_class"] if a is not None)
             if r["multi_label"]
@@ -1500,9 +1515,7 @@ def test_the_multi_label_validation_split_shares_no_source_image_with_training(
 def test_the_committed_study_selects_no_value_on_an_edge_of_its_grid():
     """Every searched hyper-parameter of the committed study is chosen strictly inside the values it was
     tried at (or at its method's ``grid_floor``): an optimum on a grid's edge means the grid was too
-    small. Selection redone here from the raw JSONL (seed-0 runs, validation only, first name on a tie)."""
-    import statistics
-
+    small. Selection redone here from the raw JSONL (:func:`_selection_runs`)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -1510,20 +1523,12 @@ def test_the_committed_study_selects_no_value_on_an_edge_of_its_grid():
     spec = tomllib.loads((RECORDS.parent / "fmnist.toml").read_text(encoding="utf-8"))
     floors = {m["id"]: m.get("grid_floor", {}) for m in spec["methods"]}
     records = [json.loads(x) for x in RECORDS.read_text(encoding="utf-8").splitlines()]
-    tried: dict[tuple[str, str], list[tuple[float, str, dict]]] = {}
-    for r in records:
-        if r["seed"] == 0:
-            v = r["val"]
-            score = -v["map"] if r["multi_label"] else -statistics.fmean(v["per_class_acc"])
-            name = ",".join(f"{k}={r['point'][k]}" for k in sorted(r["point"]))
-            tried.setdefault((r["dataset"], r["method"]), []).append((score, name, r["point"]))
     searched = 0
-    for (dataset, method), runs in tried.items():
+    for (dataset, method), runs in _selection_runs(records).items():
         if len(runs) < 2:
             continue
         searched += 1
-        _, _, best = min(runs, key=lambda t: (t[0], t[1]))
-        for key, value in best.items():
+        for key, value in _best_point(runs).items():
             values = sorted({p[key] for _, _, p in runs})
             inside = values[0] < value < values[-1] or value == floors[method].get(key)
             assert inside, f"{dataset}/{method}: {key}={value} is an edge of {values}"
