@@ -37,7 +37,9 @@ def add_arguments(ap: argparse.ArgumentParser, positional: bool) -> None:
     ap.add_argument("--out", default=None,
                     help="folder of the run folders (default runs/study for the shipped study, "
                          "runs/<name> for another; -quick appended in quick mode)")  # fmt: skip
-    ap.add_argument("--jobs", type=int, default=1, help="parallel runs, one CPU thread each")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="parallel runs, one CPU thread each (default 1; not with --report-only or "
+                    "--fig11-live, which train no runs in parallel)")  # fmt: skip
     ap.add_argument("--figures", default=None,
                     help="where tables and figures go (default figures for the shipped study; another study "
                          "or the quick mode: the --out folder)")  # fmt: skip
@@ -80,8 +82,14 @@ def run(a: argparse.Namespace) -> int:
     """Carry out parsed study options; returns the exit status."""
     from lpl_train import study as S
 
-    if a.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
+    if a.jobs is not None and (a.report_only or a.fig11_live):
+        mode = "--report-only" if a.report_only else "--fig11-live"
+        raise ValueError(
+            f"--jobs has no effect with {mode}, which trains no runs in parallel: drop it"
+        )
+    jobs = 1 if a.jobs is None else a.jobs
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     import torch
 
     torch.set_num_threads(1)  # every study run uses one CPU thread, here as in the workers
@@ -97,7 +105,7 @@ def run(a: argparse.Namespace) -> int:
         print(S.write_tables(records, study, figures, prefix, records_path=source))
     else:
         try:
-            records = S.run_study(study, out, a.jobs)
+            records = S.run_study(study, out, jobs)
         except S.SelectionIncomplete as exc:  # another study process shares --out: it selects
             print(f"study: {exc}", file=sys.stderr)
             return 3

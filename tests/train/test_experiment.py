@@ -259,6 +259,11 @@ def test_study_command_errors_and_report_only_sources(tmp_path, capsys):
     # the quick mode writes into its --out folder, never into figures/
     assert main(["study", "--quick", "--report-only", "--out", str(tmp_path / "q")]) == 2
     assert str(tmp_path / "q" / "study-quick-runs.jsonl") in capsys.readouterr().err
+    # --jobs where nothing is trained in parallel is refused, not silently ignored
+    for mode in ("--report-only", "--fig11-live"):
+        assert main(["study", mode, "--jobs", "2", "--figures", str(tmp_path / "j")]) == 2
+        assert f"--jobs has no effect with {mode}" in capsys.readouterr().err
+    assert not (tmp_path / "j").exists()
 
 
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST idx files not installed")
