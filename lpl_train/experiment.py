@@ -374,16 +374,23 @@ class ConfigRunner:
         return done
 
     def _check_finished(self, run: PlannedRun) -> None:
-        """A finished run's config must be this run's: its ``config.toml``, or, where that is gone, the
-        config its checkpoint was made with (verified); a run with neither cannot be compared."""
+        """A finished run's config must be this run's: the config its ``final.json`` keeps (what the result
+        was trained with); for a ``final.json`` written before results kept it, its ``config.toml``, or,
+        where that is gone, the config its checkpoint was made with (verified); a run with none of them
+        cannot be compared."""
         from lpl_train.config import dumps_toml
         from lpl_train.engine.files import ConfigMismatch, config_differences, load_checkpoint
+        from lpl_train.engine.run_folder import RunFolder
 
         if run.cfg is None:
             return
         stored = run.out / "config.toml"
-        if stored.is_file():
-            text: Any = stored.read_text(encoding="utf-8", errors="replace")
+        kept = RunFolder(run.out).finished_config()  # a damaged final.json is refused naming it
+        source = "final.json's config" if kept is not None else stored.name
+        if kept is not None:
+            text: Any = kept
+        elif stored.is_file():
+            text = stored.read_text(encoding="utf-8", errors="replace")
         elif (run.out / CHECKPOINT).is_file():
             text = load_checkpoint(run.out / CHECKPOINT).get("config")
         else:
@@ -391,7 +398,7 @@ class ConfigRunner:
         try:
             diff = config_differences(text, dumps_toml(run.cfg)) if isinstance(text, str) else []
         except ValueError:  # TOMLDecodeError is a ValueError
-            diff = [f"(its {stored.name} is not a config)"]
+            diff = [f"(its {source} is not a config)"]
         if diff:
             raise ConfigMismatch(
                 f"{str(run.out)!r} holds a finished run of another config (it differs in "

@@ -164,7 +164,8 @@ def _fit(
         log(epoch_line(record, E, run.eta(epoch, t_run)))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < E:
             return record
-    final = run.final(record, run.wall(t_run))  # summed over the processes that trained the run
+    # wall_s summed over the processes that trained the run
+    final = run.final(record, run.wall(t_run), cfg_text)
     folder.write_final(finite_or_none(final))
     if dist.world > 1:
         torch.distributed.barrier()

@@ -262,12 +262,25 @@ class RunFolder:
                 return parent
         return None
 
+    def finished_config(self) -> str | None:
+        """The config (TOML text) a finished run was trained with, as ``final.json`` keeps it; None when
+        the run is not finished or its ``final.json`` was written before results kept their config."""
+        done = self.finished()
+        kept = None if done is None else done.get("config")
+        return kept if isinstance(kept, str) else None
+
     def check_finished(self, cfg_text: str) -> dict[str, Any] | None:
-        """For ``--resume`` of a finished run: its config must equal ``cfg_text``. Compared with the
-        checkpoint's own config while the checkpoint remains (returned, verified), else with
-        ``config.toml``; None when the checkpoint is gone."""
+        """For ``--resume`` of a finished run: its config must equal ``cfg_text``. Compared with the config
+        ``final.json`` keeps (what the result was trained with: an edited ``config.toml`` does not count);
+        for a ``final.json`` without one, with the checkpoint's own config while the checkpoint remains,
+        else with ``config.toml``. Returns the verified checkpoint; None when it is gone."""
+        kept = self.finished_config()
+        if kept is not None:
+            self.check_config(kept, cfg_text, repr(str(self / FINAL)))
         if (self / CHECKPOINT).is_file():
             return self.resume_checkpoint(cfg_text)
+        if kept is not None:
+            return None
         stored = self / CONFIG_COPY
         if stored.is_file():
             self.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))

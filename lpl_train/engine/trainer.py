@@ -400,7 +400,9 @@ class _Trainer:
             out["class_names"] = list(comps.class_names)
         return out
 
-    def final(self, rec: dict[str, Any], wall: float) -> dict[str, Any]:
+    def final(self, rec: dict[str, Any], wall: float, cfg_text: str) -> dict[str, Any]:
+        """``final.json``'s content; ``cfg_text`` is the config as run (TOML), kept with the result so that
+        a later check of the finished run compares with what was trained, not with an editable copy."""
         cfg = self.cfg
         last = {k[len("test_") :]: v for k, v in rec.items() if k.startswith("test_")}
         classes = self.classes()
@@ -421,6 +423,7 @@ class _Trainer:
         if names:
             out["class_names"] = names
         out["run"] = self.provenance()
+        out["config"] = cfg_text
         return out
 
     def provenance(self) -> dict[str, Any]:

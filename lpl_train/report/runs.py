@@ -136,6 +136,7 @@ def collect_runs(root: str | Path) -> list[_Run]:
             continue
         final = read_file(fin, json.loads, json.JSONDecodeError)
         check_final(fin, final)
+        _check_trained_config(cfg_path, fin, final)
         record = folder / "result.json"
         if record.is_file():
             rec = read_file(record, json.loads, json.JSONDecodeError)
@@ -151,6 +152,26 @@ def collect_runs(root: str | Path) -> list[_Run]:
             final = {**final, "final": test, "best": {}}
         runs.append(_Run(folder, cfg, final))
     return runs
+
+
+def _check_trained_config(cfg_path: Path, fin: Path, final: dict[str, Any]) -> None:
+    """A run is grouped by its ``config.toml``: that must be the config its result was trained with, as
+    ``final.json`` keeps it (a ``final.json`` written before results kept their config is not checked)."""
+    from lpl_train.engine.files import config_differences
+
+    kept = final.get("config")
+    if kept is None:
+        return
+    try:
+        diff = config_differences(kept, cfg_path.read_text(encoding="utf-8"))
+    except (TypeError, ValueError, AttributeError):  # not TOML text
+        raise ValueError(f"result file {str(fin)!r}: key 'config' does not hold a config") from None
+    if diff:
+        raise ValueError(
+            f"config file {str(cfg_path)!r} is not the config its run was trained with (kept in "
+            f"{str(fin)!r}); it differs in {', '.join(diff)}: restore it, or move the run out of the "
+            "report's folder"
+        )
 
 
 def _diverged_run(folder: Path, cfg: dict[str, Any]) -> _Run:

@@ -241,6 +241,30 @@ def test_a_sweep_called_again_with_another_config_is_refused_not_read_back(tmp_p
     )  # the same config: read back
 
 
+def test_a_finished_runs_config_toml_edited_by_hand_passes_no_result_off_as_another_configs(
+    tmp_path, capsys
+):
+    """A finished run's ``config.toml`` rewritten to another config: a sweep of that config does not
+    read the result back as its own, and ``report`` does not group it under that config. Both go by the
+    config ``final.json`` keeps, the one the result was trained with."""
+    cfg = gaussian_config(tmp_path, epochs=1)
+    root = tmp_path / "sw"
+    args = ["sweep", str(cfg), "--seeds", "1", "--out", str(root), "--quiet"]
+    assert main(args) == 0
+    (stored,) = root.rglob("config.toml")
+    original = stored.read_text()
+    stored.write_text(original.replace("lr = 0.1", "lr = 0.9"))
+    capsys.readouterr()
+    assert main([*args, "--set", "optim.lr=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run of another config" in err and "optim.lr (0.1 → 0.9)" in err
+    assert main(["report", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "is not the config its run was trained with" in err and "optim.lr (0.1 → 0.9)" in err
+    stored.write_text(original)
+    assert main(["report", str(root)]) == 0 and "lr" not in capsys.readouterr().err
+
+
 def test_a_diverging_sweep_run_is_reported_and_the_others_train(tmp_path, capsys):
     cfg = gaussian_config(tmp_path, epochs=1)
     root = tmp_path / "sw"

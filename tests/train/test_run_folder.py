@@ -229,16 +229,41 @@ def test_resume_of_a_finished_run_with_another_config_is_refused(tmp_path):
         fit(cfg, out, components=make_components(), resume=True, log=quiet)
 
 
-def test_resume_of_a_finished_run_without_its_checkpoint_compares_config_toml(tmp_path):
-    """With its checkpoints gone, a finished run's config.toml is what ``--resume`` is compared with."""
+def test_a_finished_run_is_compared_with_the_config_its_final_json_keeps_not_an_edited_copy(
+    tmp_path,
+):
+    """``final.json`` keeps the config the result was trained with; ``--resume`` compares with that, so a
+    ``config.toml`` edited to another config (with the checkpoints gone, nothing else would tell) does not
+    make the result pass for that config's."""
+    from lpl_train.config import dumps_toml
+
     out = run(tmp_path, epochs=2)
+    final = json.loads((out / "final.json").read_text())
+    assert final["config"] == dumps_toml(make_cfg(epochs=2))
+    assert (out / "config.toml").read_text().startswith(final["config"])
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (out / name).unlink(missing_ok=True)
     cfg = make_cfg(epochs=2)
     cfg["optim"]["lr"] = 0.5
+    (out / "config.toml").write_text(dumps_toml(cfg))  # edited by hand to the other config
+    with pytest.raises(ConfigMismatch, match=r"final.json' in optim\.lr \(0\.1 → 0\.5\)"):
+        fit(cfg, out, resume=True, log=quiet)
+    assert fit(make_cfg(epochs=2), out, resume=True, log=quiet) == final
+
+
+def test_resume_of_a_finished_run_without_its_checkpoint_compares_config_toml(tmp_path):
+    """With its checkpoints gone, the config.toml of a finished run whose ``final.json`` keeps no config
+    (written before results kept it) is what ``--resume`` is compared with."""
+    out = run(tmp_path, epochs=2)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink(missing_ok=True)
+    final = json.loads((out / "final.json").read_text())
+    del final["config"]
+    (out / "final.json").write_text(json.dumps(final))
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["lr"] = 0.5
     with pytest.raises(ConfigMismatch, match=r"config.toml' in optim\.lr \(0\.1 → 0\.5\)"):
         fit(cfg, out, resume=True, log=quiet)
-    final = json.loads((out / "final.json").read_text())
     assert fit(make_cfg(epochs=2), out, resume=True, log=quiet) == final
 
 
@@ -993,10 +1018,13 @@ def test_an_empty_checkpoint_file_is_named_empty(tmp_path):
 
 
 def test_resume_of_a_finished_run_compares_and_loads_its_checkpoint(tmp_path):
-    """While its checkpoint remains, a finished run is compared with the checkpoint's own config (not
-    only config.toml), and the components passed to fit get the checkpoint's weights."""
+    """While its checkpoint remains, a finished run whose ``final.json`` keeps no config (written before
+    results kept it) is compared with the checkpoint's own config (not only config.toml), and the
+    components passed to fit get the checkpoint's weights."""
     out = run(tmp_path, epochs=2)
     (out / "config.toml").unlink()
+    final = json.loads((out / "final.json").read_text())
+    (out / "final.json").write_text(json.dumps({k: v for k, v in final.items() if k != "config"}))
     cfg = make_cfg(epochs=2)
     cfg["optim"]["lr"] = 0.5
     with pytest.raises(ConfigMismatch, match=r"checkpoint .*optim\.lr \(0\.1 → 0\.5\)"):
