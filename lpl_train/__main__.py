@@ -3,13 +3,14 @@
 ``run CONFIG [--epochs N] [--set key=value ...] [--out DIR] [--resume] [--dry-run] [--quiet]``
     Train one config (a shipped name, see ``list``, or a path to a TOML file). ``--dry-run`` builds the
     model and the loss and loads the data (or says which path is missing and how to get it), then stops.
-``sweep CONFIG [--grid key=v1,v2 ...] [--seeds N] [--first-seed S] [--jobs N] [--mps off|auto|on] [--out DIR]
-[--epochs N] [--set ...]``
+``sweep CONFIG [--grid key=v1,v2 ...] [--seeds N] [--first-seed S] [--jobs N] [--mps off|auto|on] [--keep-going]
+[--out DIR] [--epochs N] [--set ...]``
     One run folder per grid point and seed (``train.seed`` = S..S+N-1, S = 0 by default),
     ``OUT/<point>/seed<k>``; finished
     runs are skipped (after checking their config), half-done ones resumed, and a folder being trained by
     another process (lock file) is left alone, so several sweeps (or a job array) can run the same command
-    in parallel. A diverged run is reported and the others go on (exit status 1 at the end). ``--mps``:
+    in parallel. A diverged run is reported and the others go on (exit status 1 at the end); so is a run
+    that fails with an error, with ``--keep-going`` (without it the error stops the sweep). ``--mps``:
     with ``--jobs N`` on one GPU, the N workers as clients of a private NVIDIA MPS daemon
     (``lpl_train.engine.mps``), so that their kernels overlap.
 ``study [FILE] [--quick] [--jobs N] [--out DIR] [--figures DIR] [--records FILE] [--report-only]``
@@ -89,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once, one process each (on one GPU they share the device; "
                    "each holds its own copy of the data); the aggregate images/s is printed at the end")  # fmt: skip
+    s.add_argument("--keep-going", action="store_true",
+                   help="a run that fails with an error is reported (its traceback appended to its "
+                   "train.log) and the other runs go on; the exit status is 1 at the end (a diverging "
+                   "loss is always reported this way)")  # fmt: skip
     # lpl_train.engine.mps.MPS_MODES, written out: importing the engine would slow every command's start
     s.add_argument("--mps", choices=("off", "auto", "on"), default="off",
                    help="with --jobs N > 1 on a GPU: run the workers as clients of a private NVIDIA MPS daemon, "
@@ -287,20 +292,32 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     # a dry run trains nothing: no daemon to start (and no MPS line to print)
     with contextlib.nullcontext() if a.dry_run else mps_server(a.mps, needed=a.jobs > 1):
         done = execute(
-            runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run, check=False
-        )
+            runs, runner, jobs=a.jobs, dry_run=a.dry_run, describe=_describe_sweep_run, check=False,
+            keep_going=a.keep_going,
+        )  # fmt: skip
     if a.dry_run:
         return 0
     wall = time.perf_counter() - t0
-    diverged = [o for o in done if o.result and o.result.get("diverged")]
+    diverged = [o for o in done if o.status == "trained" and o.result and o.result.get("diverged")]
+    failed = [o for o in done if o.status == "failed"]
     trained = sum(o.status == "trained" for o in done) - len(diverged)
     locked = sum(o.status == "locked" for o in done)
     print(
         f"sweep {root}: {len(runs)} runs, {trained} trained now, {locked} locked by another process"
         + (f", {len(diverged)} diverged" if diverged else "")
+        + (f", {len(failed)} failed" if failed else "")
     )
     for o in diverged:
         print(f"sweep {root}: {o.run.key} diverged: {o.result['diverged']}", file=sys.stderr)
+    for o in failed:
+        where = f"; traceback in {o.result['log']}" if o.result.get("log") else ""
+        print(f"sweep {root}: {o.run.key} failed: {o.result['error']}{where}", file=sys.stderr)
+    if failed:
+        print(
+            f"sweep {root}: the same command retries the failed runs (from their checkpoints where "
+            "they have one) and reads the finished ones back",
+            file=sys.stderr,
+        )
     tp = throughput(done, wall)
     if tp["runs"]:
         print(
@@ -314,7 +331,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
                 else ""
             )
         )
-    return 1 if diverged else 0
+    return 1 if diverged or failed else 0
 
 
 def _cmd_report(a: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ them with its own runner, which adds the validation split and the test evaluatio
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -452,7 +453,8 @@ class ConfigRunner:
 
 @dataclass
 class Outcome:
-    """What happened to one planned run: ``status`` in {"done", "trained", "locked", "planned"}."""
+    """What happened to one planned run: ``status`` in {"done", "trained", "locked", "planned", "failed"}
+    (``failed``: it raised, under ``execute(keep_going=True)``)."""
 
     run: PlannedRun
     status: str
@@ -469,7 +471,7 @@ def check_runs(runs: Sequence[PlannedRun], runner: Runner) -> None:
             check(run)
 
 
-def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
+def _run_one(runner: Runner, run: PlannedRun, keep_going: bool = False) -> Outcome:
     if runner.finished(run):
         return Outcome(run, "done", runner.load(run))
     from lpl_train.engine import RunLocked
@@ -480,6 +482,24 @@ def _run_one(runner: Runner, run: PlannedRun) -> Outcome:
         return Outcome(run, "trained", runner.train(run, resume), first)
     except RunLocked:
         return Outcome(run, "locked")
+    except Exception as exc:
+        if not keep_going:
+            raise
+        return Outcome(run, "failed", _failure(run, exc), first)
+
+
+def _failure(run: PlannedRun, exc: Exception) -> dict[str, Any]:
+    """``error``: the one-line reason of a run that raised; ``log``: the ``train.log`` its traceback was
+    appended to (None where the run left no folder, or the log could not be written)."""
+    import traceback
+
+    why = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    log: str | None = None
+    if run.out.is_dir():
+        with contextlib.suppress(OSError), open(run.out / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(f"FAILED: {why}\n{''.join(traceback.format_exception(exc))}")
+            log = str(run.out / "train.log")
+    return {"error": why, "log": log}
 
 
 def _epochs_recorded(run_dir: Path) -> int:
@@ -516,7 +536,7 @@ def _worker_init(parent_pid: int | None = None) -> None:
             os._exit(1)
 
 
-def _task(args: tuple[Runner, PlannedRun]) -> Outcome:
+def _task(args: tuple[Runner, PlannedRun, bool]) -> Outcome:
     return _run_one(*args)
 
 
@@ -557,6 +577,7 @@ def execute(
     log: Callable[[str], None] = print_line,
     describe: Callable[[Outcome], str] | None = None,
     check: bool = True,
+    keep_going: bool = False,
 ) -> list[Outcome]:
     """Go through ``runs``: read finished ones back, train (or resume) the others, skip locked ones.
 
@@ -564,7 +585,10 @@ def execute(
     (status ``planned`` for the runs that would be). ``describe`` turns a trained outcome into the text after
     its key in the log line. With ``check`` (leave it on unless :func:`check_runs` was just called) the
     runner's read-only checks of every run folder come first, so what a run would refuse stops the whole
-    call before anything is trained, and a dry run reports it as the real call would.
+    call before anything is trained, and a dry run reports it as the real call would. An error raised
+    while a run trains stops the call, unless ``keep_going``: then that run's outcome is ``failed`` (its
+    ``result`` holds ``error``, the one-line reason, and ``log``, the ``train.log`` its traceback was
+    appended to, None where the run left no folder) and the other runs go on. A worker process that dies (``jobs`` > 1) stops the call either way.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
@@ -581,13 +605,13 @@ def execute(
         return out
     t0 = time.perf_counter()
     if jobs == 1:
-        it: Iterable[Outcome] = (_run_one(runner, r) for r in runs)
+        it: Iterable[Outcome] = (_run_one(runner, r, keep_going) for r in runs)
         pool = None
     else:
         import multiprocessing as mp
 
         pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(os.getpid(),))
-        it = _watched(pool, pool.imap_unordered(_task, [(runner, r) for r in runs]))
+        it = _watched(pool, pool.imap_unordered(_task, [(runner, r, keep_going) for r in runs]))
     done: list[Outcome] = []
     try:
         for i, o in enumerate(it, 1):
@@ -598,7 +622,10 @@ def execute(
                 log(f"skip (finished): {o.run.out}")
             else:
                 head = f"[{i}/{len(runs)} {time.perf_counter() - t0:.0f}s] {o.run.key}"
-                log(f"{head}: {describe(o) if describe else 'trained'}")
+                if o.status == "failed":
+                    log(f"{head}: FAILED ({(o.result or {}).get('error')})")
+                else:
+                    log(f"{head}: {describe(o) if describe else 'trained'}")
     except BaseException:
         # Ctrl-C or an error: stop the workers now (close + join would train on)
         if pool is not None:

@@ -265,6 +265,43 @@ def test_a_finished_runs_config_toml_edited_by_hand_passes_no_result_off_as_anot
     assert main(["report", str(root)]) == 0 and "lr" not in capsys.readouterr().err
 
 
+def test_sweep_keep_going_reports_a_failed_run_trains_the_others_and_the_same_command_retries_it(
+    tmp_path, capsys, monkeypatch
+):
+    import lpl_train.engine as E
+
+    cfg = gaussian_config(tmp_path, epochs=1)
+    root = tmp_path / "sw"
+    args = ["sweep", str(cfg), "--grid", "optim.lr=0.05,0.1", "--out", str(root), "--quiet"]
+    real = E.fit
+
+    def fails_at_lr_005(c, out, **kw):
+        if c["optim"]["lr"] == 0.05:
+            out.mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("CUDA out of memory")
+        return real(c, out, **kw)
+
+    monkeypatch.setattr(E, "fit", fails_at_lr_005)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):  # without --keep-going it stops
+        main(args)
+    assert not (root / "optim.lr=0.1" / "seed0" / "final.json").exists()
+    assert main([*args, "--keep-going"]) == 1
+    cap = capsys.readouterr()
+    assert "FAILED (RuntimeError: CUDA out of memory)" in cap.out and ", 1 failed" in cap.out
+    failed = root / "optim.lr=0.05" / "seed0"
+    assert (
+        f"optim.lr=0.05/seed0 failed: RuntimeError: CUDA out of memory; traceback in "
+        f"{failed / 'train.log'}"
+        in cap.err
+        and "the same command retries the failed runs" in cap.err
+    )
+    assert (root / "optim.lr=0.1" / "seed0" / "final.json").is_file()
+    assert "Traceback" in (failed / "train.log").read_text()
+    monkeypatch.setattr(E, "fit", real)
+    assert main([*args, "--keep-going"]) == 0  # the failed run trains now, the other is read back
+    assert (failed / "final.json").is_file() and "skip (finished)" in capsys.readouterr().out
+
+
 def test_a_diverging_sweep_run_is_reported_and_the_others_train(tmp_path, capsys):
     cfg = gaussian_config(tmp_path, epochs=1)
     root = tmp_path / "sw"

@@ -184,6 +184,46 @@ class ThreadsRunner:
         return {"threads": torch.get_num_threads(), "pid": os.getpid()}
 
 
+@dataclass
+class FailingRunner(FakeRunner):
+    """Run ``b`` raises after its folder exists (as a run that fails mid-training), ``c`` before."""
+
+    def train(self, run, resume):
+        if run.key in ("b", "c"):
+            if run.key == "b":
+                run.out.mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+        return super().train(run, resume)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_keep_going_reports_a_failed_run_and_trains_the_others(tmp_path, jobs):
+    def plan(root):
+        return [X.PlannedRun(k, root / k, None, 0) for k in ("a", "b", "c", "d")]
+
+    with pytest.raises(
+        RuntimeError, match="CUDA out of memory"
+    ):  # by default the error stops the call
+        X.execute(plan(tmp_path / "stop"), FailingRunner(), jobs=jobs, log=lambda s: None)
+    if jobs == 1:
+        assert not (tmp_path / "stop" / "d").exists()  # the runs after it are not trained
+    tmp_path = tmp_path / "go"
+    logs: list[str] = []
+    out = X.execute(plan(tmp_path), FailingRunner(), jobs=jobs, log=logs.append, keep_going=True)
+    got = {o.run.key: o.status for o in out}
+    assert got == {"a": "trained", "b": "failed", "c": "failed", "d": "trained"}
+    failed = {o.run.key: o.result for o in out if o.status == "failed"}
+    why = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"  # one line
+    assert failed == {"b": {"error": why, "log": str(tmp_path / "b" / "train.log")},
+                      "c": {"error": why, "log": None}}  # fmt: skip
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert (
+        log.startswith(f"FAILED: {why}\nTraceback (most recent call last):") and "in train" in log
+    )
+    assert not (tmp_path / "c").exists()  # nothing written for a run that left no folder
+    assert sum(f"FAILED ({why})" in line for line in logs) == 2
+
+
 def test_parallel_workers_train_on_one_thread_each(tmp_path, monkeypatch):
     """N runs at once on N workers: one torch thread each, so that they do not oversubscribe the cores."""
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what a worker would take without being told
