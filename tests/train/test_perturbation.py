@@ -597,3 +597,30 @@ def test_half_precision_logits_take_the_step_counts_of_the_bounds_not_of_their_r
         if deps == 0.0:
             assert half.steps.tolist() == full.steps.tolist() == [floor] * 4, (eps, alpha)
         assert half.delta.dtype == dtype
+
+
+def test_rows_not_kept_are_left_out_of_the_batch_statistics_that_set_signs_and_bounds():
+    """``keep`` (``ignore_index`` rows) must leave a row out of N_c, q̄_c and so of τ, the signs and the
+    bounds, not only out of the inner loop. Three classes, two kept rows each, with hand-computed
+    statistics; four ignored rows carry the placeholder label 0 and logits that would lift q̄_0 above τ
+    (flipping class 0's sign) if they were counted."""
+    from lpl_train.losses import LPLLoss
+
+    flat, peak = [0.0, 0.0, 0.0], [0.0, 4.0, 0.0]
+    u = torch.tensor(
+        [flat, flat, peak, peak, flat, flat] + [[10.0, 0.0, 0.0]] * 4, dtype=torch.float64
+    )
+    y = torch.tensor([0, 0, 1, 1, 2, 2] + [-100] * 4)
+    keep = y >= 0
+    out = P.single_label_perturbation(
+        u, torch.where(keep, y, 0), alpha=0.05, epsilon=0.3, keep=keep
+    )
+    p_peak = math.exp(4.0) / (math.exp(4.0) + 2.0)
+    qbar = torch.tensor([1 / 3, p_peak, 1 / 3], dtype=torch.float64)
+    assert out.counts.tolist() == [2, 2, 2]
+    torch.testing.assert_close(out.qbar, qbar, rtol=0, atol=1e-15)
+    assert float(out.tau) == pytest.approx(float(qbar.mean()), abs=1e-15)
+    assert out.sign.tolist() == [1, -1, 1]  # q̄ below τ: maximised; above: minimised
+    # through the loss: the ignored rows change nothing for the kept ones
+    loss = LPLLoss(num_classes=3, alpha=0.05, epsilon=0.3, reduction="none")
+    torch.testing.assert_close(loss(u, y)[keep], loss(u[keep], y[keep]), rtol=0, atol=1e-15)
