@@ -41,7 +41,11 @@ def test_absent_class_is_none_and_reset_forgets():
     lv.update(u, y, perturbed_logits=u)
     out = lv.compute()
     assert out["relative_variation"][1] is None and out["count"] == [2, 0, 2]
+    # a mean over no sample is undefined, not 0 (a perfect loss): both means of the absent class
+    assert out["loss"][1] is None and out["perturbed_loss"][1] is None
     assert out["relative_variation"][0] == pytest.approx(0.0, abs=1e-7)
+    ce = torch.nn.functional.cross_entropy(u, y, reduction="none")
+    assert out["loss"][0] == pytest.approx(float(ce[:2].mean()), rel=1e-6)
     json.dumps(out)
     lv.reset()
     assert lv.compute()["count"] == [0, 0, 0]

@@ -251,6 +251,14 @@ def test_a_finished_run_is_compared_with_the_config_its_final_json_keeps_not_an_
     assert fit(make_cfg(epochs=2), out, resume=True, log=quiet) == final
 
 
+def test_final_json_names_the_train_seed_and_the_data_seed_apart(tmp_path):
+    cfg = make_cfg(epochs=1, seed=3)
+    cfg["data"]["seed"] = 5
+    fit(cfg, tmp_path / "r", components=make_components(), log=quiet)
+    final = json.loads((tmp_path / "r" / "final.json").read_text())
+    assert (final["seed"], final["data_seed"], final["epochs"]) == (3, 5, 1)
+
+
 def test_resume_of_a_finished_run_without_its_checkpoint_compares_config_toml(tmp_path):
     """With its checkpoints gone, the config.toml of a finished run whose ``final.json`` keeps no config
     (written before results kept it) is what ``--resume`` is compared with."""

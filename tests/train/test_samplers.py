@@ -124,6 +124,12 @@ def test_class_order_and_class_lists_are_reshuffled():
         assert len(passes) >= 3 and len({tuple(p) for p in passes}) > 1, k
         own = torch.nonzero(y == k).flatten().tolist()  # dataset order
         assert passes[0] != own, k
+        # every pass goes through the whole class once, each in a new order: a list refilled in dataset
+        # order after its first (random) pass would repeat the same sequence pass after pass
+        assert all(sorted(p) == own for p in passes), k
+        if n >= 5:  # 1 in n! that a random pass repeats the one before or is the dataset order
+            assert all(a != b for a, b in zip(passes, passes[1:], strict=False)), k
+            assert own not in passes, k
 
 
 def test_a_class_repeated_in_one_sample_lists_that_sample_once():
