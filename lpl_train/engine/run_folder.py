@@ -413,6 +413,10 @@ class RunFolder:
         ]
 
     def _records_from_file(self, lines: list, start: int) -> list[str]:
+        """The records of epochs 0..start-1 from ``metrics.jsonl``, for a checkpoint that does not carry
+        them. Of two lines of one epoch the last written is kept: a line is appended right after its
+        checkpoint, so a second line of an epoch comes from a run resumed from an earlier checkpoint,
+        and the checkpoint now resumed (the newest) continues that run, not the abandoned one."""
         out = []
         for epoch in range(start):
             hit = [t for _n, t, r in lines if r is not None and r.get("epoch") == epoch]
@@ -423,7 +427,7 @@ class RunFolder:
                     f"--resume: {str(self / METRICS)!r} lacks the record of epoch {epoch}{where} and "
                     "the checkpoint does not carry its records; it cannot be resumed without losing it"
                 )
-            out.append(hit[0])
+            out.append(hit[-1])
         return out
 
     def end_epoch(self, record: dict[str, Any], state: dict[str, Any]) -> None:

@@ -514,6 +514,21 @@ def test_a_checkpoint_without_records_refuses_when_a_needed_record_is_damaged(tm
     assert (out / "metrics.jsonl").read_text() == lines[0] + "\n{bad\n"  # nothing deleted
 
 
+def test_a_checkpoint_without_records_keeps_the_last_written_line_of_a_repeated_epoch(tmp_path):
+    """Two lines of one epoch (a run resumed from its previous checkpoint by an engine that appended
+    without repairing the file): the later one belongs to the run the checkpoint continues; the earlier
+    one, of the abandoned attempt, is moved aside, not deleted."""
+    out = run(tmp_path, epochs=3, stop=2)
+    _drop_checkpoint_records(out)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    abandoned = json.dumps({**json.loads(lines[1]), "train_loss": 123.0})
+    (out / "metrics.jsonl").write_text("\n".join([lines[0], abandoned, lines[1]]) + "\n")
+    fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    kept = (out / "metrics.jsonl").read_text().splitlines()
+    assert kept[:2] == lines and len(kept) == 3
+    assert (out / "metrics.superseded.jsonl").read_text() == abandoned + "\n"
+
+
 def test_two_runs_in_one_folder_cannot_interleave_records(tmp_path):
     """The second `run` of the same folder is refused while the first holds it (no [0, 0, 1, 1])."""
     out = tmp_path / "r"
