@@ -391,3 +391,12 @@ def test_mosaic_validation_split_shares_no_source_image_with_training(root: Path
     mte, _ = fmnist.make_mosaics(xte, yte, 20, np.full(10, 0.1), 2, rng)
     assert np.array_equal(plain.train.images.numpy(), mtr)
     assert np.array_equal(plain.test.images.numpy(), mte)
+
+
+def test_mosaic_validation_size_is_the_rounded_fraction(tmp_path):
+    """``round(f * num_train)`` mosaics form the validation split, as documented (not the floor)."""
+    make_fmnist(tmp_path)
+    b = build_datasets("fmnist_ml_lt", root=tmp_path, num_train=10, num_test=4, val_fraction=0.28)
+    assert (len(b.val), len(b.train)) == (3, 7)  # round(2.8) = 3
+    b = build_datasets("fmnist_ml_lt", root=tmp_path, num_train=100, num_test=4, val_fraction=0.156)
+    assert (len(b.val), len(b.train)) == (16, 84)  # round(15.6) = 16

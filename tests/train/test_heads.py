@@ -9,6 +9,11 @@ from lpl_train.models.heads import NormedLinear
 def test_logits_are_cosines():
     torch.manual_seed(0)
     head = NormedLinear(4, 3)
+    # unit columns only at initialisation: training moves them off the sphere, the logits stay cosines
+    with torch.no_grad():
+        head.weight[:, 0] *= 3.0
+        head.weight[:, 1] *= 0.2
+        head.weight[:, 2] = torch.tensor([1.0, -2.0, 0.5, 4.0])
     x = torch.randn(5, 4)
     out = head(x).detach()
     w = head.weight.detach()

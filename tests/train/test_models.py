@@ -207,6 +207,30 @@ def test_dropout_only_in_training(name: str, shape: tuple, layers: int | None) -
     assert not any(isinstance(k, nn.Dropout) for k in build_model(name, 5).modules())
 
 
+def test_wide_resnet_dropout_sits_between_the_two_convs_of_each_block() -> None:
+    """Zagoruyko & Komodakis (2016), Sec. 2.4: BN-ReLU-conv3x3-BN-ReLU-dropout-conv3x3 (+ shortcut). The
+    block's training-mode output is rebuilt by hand around the dropout's own output."""
+    torch.manual_seed(0)
+    model = WideResNet(16, 2, 10, dropout=0.5).double().eval()
+    blk = model.block2[1]  # an identity-shortcut block
+    blk.drop.train()
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        blk.drop.register_forward_hook(lambda m, i, o: seen.update(d_in=i[0], d_out=o)),
+        blk.conv2.register_forward_pre_hook(lambda m, i: seen.update(c2_in=i[0])),
+    ]
+    x = torch.randn(2, 64, 8, 8, dtype=torch.float64)  # WRN-16-2: stage 2 is 32 * 2 wide
+    with torch.no_grad():
+        out = blk(x)
+        want_in = torch.relu(blk.bn2(blk.conv1(torch.relu(blk.bn1(x)))))
+        want_out = blk.conv2(seen["d_out"]) + x
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(seen["d_in"], want_in, rtol=1e-12, atol=1e-12)
+    assert torch.equal(seen["c2_in"], seen["d_out"]) and not torch.equal(seen["d_out"], want_in)
+    torch.testing.assert_close(out, want_out, rtol=1e-12, atol=1e-12)
+
+
 def test_option_a_shortcut() -> None:
     x = torch.arange(2 * 16 * 4 * 4, dtype=torch.float32).view(2, 16, 4, 4)
     y = OptionAShortcut(16, 32, 2)(x)

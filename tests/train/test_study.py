@@ -1533,3 +1533,29 @@ def test_the_committed_study_selects_no_value_on_an_edge_of_its_grid():
             inside = values[0] < value < values[-1] or value == floors[method].get(key)
             assert inside, f"{dataset}/{method}: {key}={value} is an edge of {values}"
     assert searched >= 26
+
+
+def test_the_study_scores_validation_images_in_order_and_unaugmented(tmp_path):
+    """Selection is scored on the validation images themselves: each once, in order, only
+    (x/255 − mean)/std, never cropped or flipped (the dataset's training augmentation), in every epoch."""
+    import torch
+
+    from lpl_train.data.common import TensorData
+    from lpl_train.study_runs import _components, engine_config
+
+    study = _tiny_study(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
+    tgt = torch.arange(40) % 2
+    mean, std = (0.25,), (0.5,)
+    data = {"train": TensorData(imgs, tgt, mean, std), "val": TensorData(imgs, tgt, mean, std),
+            "num_classes": 2, "class_counts": [20, 20], "multi_label": False, "augment": "crop_flip"}  # fmt: skip
+    spec = S.plan_runs(study)[0]
+    comps = _components(study, spec, engine_config(study, spec, {}), data)
+    want = (imgs.double() / 255.0 - 0.25) / 0.5
+    # the loader in the engine's test slot is the one it scores as the run's "final" (the record's "val")
+    for epoch in (0, 1, 3):
+        comps.test_loader.set_epoch(epoch)
+        xs, ys = zip(*comps.test_loader, strict=True)
+        torch.testing.assert_close(torch.cat(xs).double(), want, rtol=0, atol=1e-6)
+        assert torch.equal(torch.cat(ys), tgt)
