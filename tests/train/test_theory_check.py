@@ -72,6 +72,21 @@ def test_smoothed_01_training_lands_on_b_star(number, rho):
     assert t.R_minus == pytest.approx(float(sol.R_minus_global), abs=0.01)
 
 
+def test_smoothed_01_training_on_unequal_variances_lands_on_the_eq50_b_star():
+    """Fig. 6 (K = 2.5): the training data must give class −1 the larger variance. Against b* written out
+    by hand from Eq. (50) (0.097 at ρ₋ = 2.5); with the variances swapped training lands near −0.57.
+    Seeds 0-2 gave 0.098, 0.105 and 0.133."""
+    from scipy.stats import norm
+
+    from tests.theory.test_checks_can_fail import hand_b_star
+
+    spec, rho = figure_spec(6), 2.5
+    b = hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, rho)
+    t = T.train_linear(spec.task, spec.perturbation(rho), "smooth01", seed=1)
+    assert t.b_equiv == pytest.approx(b, abs=0.1)
+    assert t.R_minus == pytest.approx(norm.cdf((b - 2.0) / (2.5 * math.sqrt(2))), abs=0.01)
+
+
 def test_cross_entropy_training_moves_b_as_b_star_does():
     """CE on the perturbed logits is not the 0-1 objective (its b is offset), but the perturbation moves
     it the same way: along Fig. 4's rho_-, b rises with slope within 30% of db*/drho."""
