@@ -1,66 +1,17 @@
-"""Each check of ``python -m lpl_theory verify``, the figures' labels and the findings must be able to fail:
+"""The figures' labels and the findings of ``python -m lpl_theory verify`` must be able to fail:
 an error planted in exactly what a check claims to check is caught, against references computed here
 independently (hand formulas, scipy's normal distribution, a brute-force minimisation, a root finder)."""
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 from scipy.stats import norm
 
-from lpl_theory import closed_form as cf
 from lpl_theory import verify as V
-from lpl_theory.task import GaussianTask, Perturbation
+from lpl_theory.task import GaussianTask
 
-
-def hand_b_star(g, d, eta, sg, K, eps, rp, rm, tp="first", tm="first"):
-    """Eq. (44) at K = 1, the '+' root of Eq. (50) at K > 1 (signed shifts), written out by hand."""
-    e_p = (1 if tp == "first" else -1) * rp * eps
-    e_m = (1 if tm == "first" else -1) * rm * eps
-    C = e_p + e_m - 2 * d * eta
-    if K == 1.0:
-        return (e_p - e_m) / 2 + d * sg**2 * math.log(g) / C
-    p, q = d * eta - e_p, e_m - d * eta
-    S = math.sqrt(C**2 + 2 * d * (K**2 - 1) * sg**2 * math.log(K / g))
-    return (q - K**2 * p + K * S) / (K**2 - 1)
-
-
-def test_derivative_check_catches_a_wrong_dR_plus_alone(monkeypatch):
-    errors = cf.error_derivatives
-
-    def off(*a, **k):
-        out = dict(errors(*a, **k))
-        out["R_plus"] = 1.001 * out["R_plus"]
-        return out
-
-    monkeypatch.setattr(cf, "error_derivatives", off)
-    res = V.check_derivatives(n=6, seed=1)
-    assert not res.passed and "dR(+1)/drho" in res.detail and "db*/drho" not in res.detail
-
-
-@pytest.mark.parametrize(("shift_se", "passed"), [(0.0, True), (8.0, False)])
-def test_natural_monte_carlo_check_rejects_R_plus_eight_standard_errors_off(
-    monkeypatch, shift_se, passed
-):
-    from lpl_theory import verify_monte_carlo as VM
-
-    task, pert, n = GaussianTask(1.1, 2, 1.0, 1.0, 2.5), Perturbation(0.2, 1.0, 2.0), 200_000
-    b = hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0)
-    r_plus = float(norm.cdf(-(2.0 + b) / math.sqrt(2)))
-    se = math.sqrt(r_plus * (1 - r_plus) / n)
-    solve_task = cf.solve_task
-
-    def planted(t, p):
-        sol = solve_task(t, p)
-        return dataclasses.replace(sol, R_plus=sol.R_plus + shift_se * se)
-
-    monkeypatch.setattr(VM, "_monte_carlo_settings", lambda *a: [(task, pert)])
-    monkeypatch.setattr(cf, "solve_task", planted)
-    natural, _ = VM.monte_carlo_checks(n=n, seed=0)
-    assert natural.points == 1 and natural.passed == passed
-    if not passed:
-        assert "R(+1)" in natural.detail
+from .test_closed_form import _hand_b_star
 
 
 def _brute_force_global(g, d, eta, sg, K, eps, rho_plus, rho_minus):
@@ -96,11 +47,11 @@ def test_a_curve_optimal_on_part_of_its_range_only_is_labelled_b_star_not_f_opt(
 
 FORMULAS = {
     "eq21": ("Eq. (44) b* and Eq. (21)/(45) errors of Theorem 1", (2.0, 2, 1.0, 1.0, 0.2, 3.0),
-             lambda: (hand_b_star(2.0, 2, 1.0, 1.0, 1.0, 0.2, 3.0, 1.0), 1.0)),
+             lambda: (_hand_b_star(2.0, 2, 1.0, 1.0, 1.0, 0.2, 3.0, 1.0, "first", "first"), 1.0)),
     "eq23": ("Eq. (23) errors of Theorem 2", (2.0, 2, 1.0, 1.0, 0.2, 3.0),
-             lambda: (hand_b_star(2.0, 2, 1.0, 1.0, 1.0, 0.2, 1.0, 3.0, "first", "second"), 1.0)),
+             lambda: (_hand_b_star(2.0, 2, 1.0, 1.0, 1.0, 0.2, 1.0, 3.0, "first", "second"), 1.0)),
     "eq25": ("Eq. (50) b* and Eq. (25)/(51) errors of Theorem 3", (1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0),
-             lambda: (hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0), 2.5)),
+             lambda: (_hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0, "first", "first"), 2.5)),
 }  # fmt: skip
 
 

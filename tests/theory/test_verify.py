@@ -487,34 +487,40 @@ def test_derivative_check_fails_on_derivatives_off_by_a_tenth_of_a_percent(monke
     assert not res.passed and 5e-4 < res.worst < 2e-3
     monkeypatch.undo()
     errors = cf.error_derivatives
+    for key, name in (("R_minus", "dR(-1)/drho"), ("R_plus", "dR(+1)/drho")):
 
-    def off(*a, **k):
-        out = dict(errors(*a, **k))
-        out["R_minus"] = 1.001 * out["R_minus"]
-        return out
+        def off(*a, key=key, **k):
+            out = dict(errors(*a, **k))
+            out[key] = 1.001 * out[key]
+            return out
 
-    monkeypatch.setattr(cf, "error_derivatives", off)
-    res = V.check_derivatives(n=6, seed=1)
-    assert not res.passed and "dR(-1)/drho" in res.detail and "db*/drho" not in res.detail
+        monkeypatch.setattr(cf, "error_derivatives", off)
+        res = V.check_derivatives(n=6, seed=1)
+        assert not res.passed and name in res.detail and "db*/drho" not in res.detail, key
 
 
+@pytest.mark.parametrize("side", ["R_minus", "R_plus"])
 @pytest.mark.parametrize(("shift_se", "passed"), [(0.0, True), (8.0, False)])
-def test_natural_monte_carlo_check_rejects_eight_standard_errors(monkeypatch, shift_se, passed):
-    """The natural-error check accepts within 4 s.e.: R(-1) moved by 8 s.e. (s.e. from scipy at the textbook
-    b*) must fail it, the true value must pass. One setting (Fig. 6 at rho_- = 2), 200,000 points per class."""
+def test_natural_monte_carlo_check_rejects_eight_standard_errors(
+    monkeypatch, shift_se, passed, side
+):
+    """The natural-error check accepts within 4 s.e.: R(-1) or R(+1) moved by 8 s.e. (s.e. from scipy at the
+    textbook b*) must fail it, the true value must pass. One setting (Fig. 6 at rho_- = 2), 200,000 points
+    per class."""
     from lpl_theory import verify_monte_carlo as VM
 
     from .test_closed_form import _hand_b_star
 
     task, pert, n = GaussianTask(1.1, 2, 1.0, 1.0, 2.5), Perturbation(0.2, 1.0, 2.0), 200_000
     b = _hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, 2.0, "first", "first")
-    r_minus = float(norm.cdf((b - 2.0) / (2.5 * math.sqrt(2))))
-    se = math.sqrt(r_minus * (1 - r_minus) / n)
+    r = {"R_minus": float(norm.cdf((b - 2.0) / (2.5 * math.sqrt(2)))),
+         "R_plus": float(norm.cdf(-(2.0 + b) / math.sqrt(2)))}[side]  # fmt: skip
+    se = math.sqrt(r * (1 - r) / n)
     solve_task = cf.solve_task
 
     def planted(t, p):
         sol = solve_task(t, p)
-        return dataclasses.replace(sol, R_minus=sol.R_minus + shift_se * se)
+        return dataclasses.replace(sol, **{side: getattr(sol, side) + shift_se * se})
 
     monkeypatch.setattr(VM, "_monte_carlo_settings", lambda *a: [(task, pert)])
     monkeypatch.setattr(cf, "solve_task", planted)

@@ -78,10 +78,10 @@ def test_smoothed_01_training_on_unequal_variances_lands_on_the_eq50_b_star():
     Seeds 0-2 gave 0.098, 0.105 and 0.133."""
     from scipy.stats import norm
 
-    from tests.theory.test_checks_can_fail import hand_b_star
+    from tests.theory.test_closed_form import _hand_b_star
 
     spec, rho = figure_spec(6), 2.5
-    b = hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, rho)
+    b = _hand_b_star(1.1, 2, 1.0, 1.0, 2.5, 0.2, 1.0, rho, "first", "first")
     t = T.train_linear(spec.task, spec.perturbation(rho), "smooth01", seed=1)
     assert t.b_equiv == pytest.approx(b, abs=0.1)
     assert t.R_minus == pytest.approx(norm.cdf((b - 2.0) / (2.5 * math.sqrt(2))), abs=0.01)
