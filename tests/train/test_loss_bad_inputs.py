@@ -621,3 +621,31 @@ def test_single_label_perturbation_checks_its_hyper_parameters():
     # the losses' bound on the loop length, not 10^8 steps
     with pytest.raises(ValueError, match="at most 10000 are allowed"):
         P.single_label_perturbation(u, y, alpha=1e-6, epsilon=100.0)
+
+
+@pytest.mark.parametrize("c", [2, 3, 5])
+def test_a_label_equal_to_the_number_of_classes_is_refused(c):
+    """Labels lie in the half-open [0, C): C itself is one past the last class."""
+    from lpl_train.perturbation_checks import check_index_target, check_single_label_target
+
+    logits, bad, ok = torch.zeros(3, c), torch.tensor([0, 1, c]), torch.tensor([0, 1, c - 1])
+    with pytest.raises(ValueError, match=rf"labels must lie in \[0, {c}\)"):
+        check_single_label_target(bad, logits)
+    assert torch.equal(check_single_label_target(ok, logits), ok)
+    with pytest.raises(ValueError):
+        check_index_target(bad, logits, ignore_index=-100)
+
+
+def test_soft_multi_label_targets_above_one_and_all_zero_class_counts_are_refused():
+    from lpl_train.perturbation_checks import check_class_counts, check_multi_label_target
+
+    logits = torch.zeros(2, 3)
+    ok = torch.tensor([[0.0, 0.3, 1.0], [1.0, 0.0, 0.5]])
+    assert torch.equal(check_multi_label_target(ok, logits, soft=True), ok)
+    with pytest.raises(ValueError, match=r"values must lie in \[0, 1\]"):
+        check_multi_label_target(
+            torch.tensor([[0.0, 1.5, 0.0], [0.0, 0.0, 0.0]]), logits, soft=True
+        )
+    with pytest.raises(ValueError, match="positive total"):
+        check_class_counts([0, 0, 0], 3)  # a prior or weights from them would be log 0 or 0/0
+    assert check_class_counts([0, 0, 1], 3).tolist() == [0.0, 0.0, 1.0]

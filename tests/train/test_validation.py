@@ -40,3 +40,15 @@ def test_int_minimum_and_choice():
     assert check_choice("split", "mean", ("mean", "index")) == "mean"
     with pytest.raises(ValueError, match=r"split must be one of \['mean', 'index'\], got 'x'"):
         check_choice("split", "x", ("mean", "index"))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_a_float_without_bounds_must_still_be_finite(value):
+    with pytest.raises(ValueError, match="beta must be finite"):
+        check_float("beta", value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_an_int_is_not_a_bool(value):
+    with pytest.raises(TypeError, match="seed must be an int, got bool"):
+        check_int("seed", value)
