@@ -949,3 +949,58 @@ def test_delta_recorder_of_a_preset_without_a_bound_records_the_norm_only():
     norms = loss.last_delta.norm(dim=1)  # per sample here: the step's largest in each class
     assert ep["norm"] == pytest.approx([float(norms[y == c].max()) for c in range(6)], rel=1e-6)
     assert ep["n"] == [1] * 6 and ep["bound"] == [None] * 6 and ep["ratio"] == [None] * 6
+
+
+def test_loss_variation_figure_order_legend_error_and_length_error_bars_by_hand(
+    tmp_path, monkeypatch
+):
+    """ablation-loss-variation: class k at x = k (0 = head), the mean over seeds of the selected point (seed 0
+    gives (k+1)%, seed 1 3(k+1)%, so 2(k+1)%), and the legend quotes the overall test error (30 and 34:
+    32.0%), not the few classes' (50%). ablation-length: CE's 48-epoch error bar is the overall error's std
+    over seeds (35 and 39: √8), not the few classes' (0)."""
+    import numpy as np
+
+    drawn = {}
+    monkeypatch.setattr(AR, "_save", lambda fig, path: drawn.setdefault(path.name, fig) and path)
+    recs = [
+        _study_rec(
+            "lpl_ablation",
+            "lpl_norm",
+            {"delta_epsilon": 0.5},
+            0,
+            80.0,
+            30.0,
+            ratio=lambda e, k: 0.1,
+        ),
+        _study_rec(
+            "lpl_ablation",
+            "lpl_norm",
+            {"delta_epsilon": 0.5},
+            1,
+            10.0,
+            34.0,
+            ratio=lambda e, k: 0.1,
+        ),
+        _study_rec("lpl_ablation", "lpl_norm", {"delta_epsilon": 1.0}, 0, 70.0, 1.0),
+        _study_rec("lpl_ablation", "ce", {}, 0, 50.0, 40.0),
+        _study_rec("lpl_ablation_e48", "ce", {}, 0, 50.0, 35.0),
+        _study_rec("lpl_ablation_e48", "ce", {}, 1, 50.0, 39.0),
+    ]
+    for seed, r in enumerate(recs[:2]):
+        r["loss_variation"] = [
+            {"relative_variation": [0.01 * (2 * seed + 1) * (k + 1) for k in range(10)]}
+        ]
+        r["test"]["per_class_acc"] = [50.0] * 10
+    for r in recs[-2:]:
+        r["test"]["per_class_acc"] = [90.0] * 7 + [10.0] * 3
+    A.figures(recs, tmp_path)
+    ax = drawn["ablation-loss-variation.png"].axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("LPL")]
+    assert list(line.get_xdata()) == list(range(10))
+    assert list(line.get_ydata()) == pytest.approx([2.0 * (k + 1) for k in range(10)])
+    assert line.get_label().endswith("(32.0% err.)")
+    ax = drawn["ablation-length.png"].axes[0]
+    (ce,) = [c for c in ax.containers if list(c[0].get_ydata()) == pytest.approx([40.0, 37.0])]
+    half = {round(float(s[0][0])): (s[1][1] - s[0][1]) / 2 for s in ce[2][0].get_segments()
+            if len(s) == 2 and np.all(np.isfinite(s))}  # fmt: skip
+    assert half[1] == pytest.approx(math.sqrt(8.0))

@@ -251,3 +251,14 @@ def test_an_unfinished_run_is_ordered_by_its_training_counts(tmp_path):
     (cut / "classes.json").write_text("{")  # a damaged file is named
     with pytest.raises(ValueError, match=r"cannot read .*classes\.json"):
         P.load_run_data(cut)
+
+
+def test_the_multi_label_per_class_panel_draws_ap_head_to_tail(tmp_path, monkeypatch):
+    """AP 40 and 60 of classes with 5 and 20 training samples: drawn 60 then 40 (the larger class first)."""
+    r = _run(tmp_path / "m", "ml", [5, 20], [40.0, 60.0], None, multi=True)
+    drawn = _capture(monkeypatch)
+    P.plot_runs([r], tmp_path / "p.png")
+    ap = drawn["axes"][2]
+    (line,) = ap.get_lines()
+    assert line.get_label() == "ml" and list(line.get_ydata()) == pytest.approx([60.0, 40.0])
+    assert ap.get_ylabel() == "AP (%)"

@@ -1559,3 +1559,100 @@ def test_the_study_scores_validation_images_in_order_and_unaugmented(tmp_path):
         xs, ys = zip(*comps.test_loader, strict=True)
         torch.testing.assert_close(torch.cat(xs).double(), want, rtol=0, atol=1e-6)
         assert torch.equal(torch.cat(ys), tgt)
+
+
+def _figure_rec(d, m, point, seed, val, lv=None, counts=None, ml=False, iso=None):
+    r = {"dataset": d, "method": m, "point": point, "seed": seed, "multi_label": ml,
+         "val": {"map": val} if ml else {"per_class_acc": [val] * 10}, "loss_variation": lv or []}  # fmt: skip
+    if counts is not None:
+        r["class_counts"] = counts
+    if iso is not None:
+        r["isolated_variation"] = iso
+    return r
+
+
+def _drawn_figures(monkeypatch, records, tmp_path):
+    from lpl_train import study_figures
+
+    drawn = {}
+    monkeypatch.setattr(
+        study_figures, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig) and path
+    )
+    S.loss_variation_figures(records, S.load_study(), tmp_path)
+    return drawn
+
+
+def test_loss_variation_figures_order_classes_head_to_tail_leave_la_off_balanced_and_keep_pos_neg(
+    tmp_path, monkeypatch
+):
+    """Classes by training count, head first (counts below give 9, 2, 7, 4, 1, 6, 3, 0, 8, 5; class k's
+    variation is k%); LA is CE on balanced data and is not drawn there; BCE + LPL's pos and neg terms stay
+    apart (2% and −40%)."""
+    counts = [5, 50, 500, 10, 100, 1, 20, 200, 2, 1000]
+    order = [9, 2, 7, 4, 1, 6, 3, 0, 8, 5]
+    pos_neg = [
+        {"pos": {"relative_variation": [0.02] * 10}, "neg": {"relative_variation": [-0.4] * 10}}
+    ]
+    records = [
+        _figure_rec("fmnist_lt100", "la", {"tau": 1.0}, 0, 60.0,
+                    [{"relative_variation": [0.01 * k for k in range(10)]}], counts),
+        _figure_rec("fmnist", "la", {"tau": 1.0}, 0, 60.0, [{"relative_variation": [0.5] * 10}]),
+        _figure_rec("fmnist", "isda", {"lambda0": 0.5}, 0, 60.0, [{"relative_variation": [0.1] * 10}]),
+        _figure_rec("fmnist_ml_lt100", "bce_lpl_varied", {"epsilon": 1.0}, 0, 40.0, pos_neg, ml=True),
+    ]  # fmt: skip
+    drawn = _drawn_figures(monkeypatch, records, tmp_path)
+    fig1 = drawn["fig1-loss-variation.png"].axes
+    balanced = {ln.get_label() for ln in fig1[0].get_lines()}
+    assert "LA (training)" not in balanced and "ISDA (training)" in balanced
+    (la,) = [ln for ln in fig1[1].get_lines() if ln.get_label() == "LA (training)"]
+    assert [t.get_text() for t in fig1[1].get_xticklabels()] == [str(c) for c in order]
+    assert list(la.get_ydata()) == pytest.approx([float(c) for c in order])
+    ml = {
+        ln.get_label(): list(ln.get_ydata())
+        for ln in drawn["fig11-loss-variation.png"].axes[2].get_lines()
+    }
+    assert ml["BCE + LPL pos (training)"] == pytest.approx([2.0] * 10)
+    assert ml["BCE + LPL neg (training)"] == pytest.approx([-40.0] * 10)
+
+
+def test_fig11c_r_bce_focal_lpl_is_the_isolated_shift_averaged_over_seeds(tmp_path, monkeypatch):
+    """Its isolated pos/neg shift of seeds 0 and 1 at the selected point (0.1 and 0.3, −0.2 and −0.6):
+    20% and −40%, not the training variation (900%) nor seed 0's alone."""
+
+    def iso(pos, neg):
+        return {
+            "pos": {"relative_variation": [pos] * 10},
+            "neg": {"relative_variation": [neg] * 10},
+        }
+
+    train = [{"pos": {"relative_variation": [9.0] * 10}, "neg": {"relative_variation": [9.0] * 10}}]
+    p = {"epsilon": 1.0}
+    records = [
+        _figure_rec(
+            "fmnist_ml_lt100",
+            "rbce_focal_lpl_varied",
+            p,
+            0,
+            40.0,
+            train,
+            ml=True,
+            iso=iso(0.1, -0.2),
+        ),
+        _figure_rec(
+            "fmnist_ml_lt100",
+            "rbce_focal_lpl_varied",
+            p,
+            1,
+            0.0,
+            train,
+            ml=True,
+            iso=iso(0.3, -0.6),
+        ),
+    ]
+    drawn = _drawn_figures(monkeypatch, records, tmp_path)
+    ml = {
+        ln.get_label(): list(ln.get_ydata())
+        for ln in drawn["fig11-loss-variation.png"].axes[2].get_lines()
+    }
+    assert ml["R-BCE-Focal + LPL pos (shift alone, trained model)"] == pytest.approx([20.0] * 10)
+    assert ml["R-BCE-Focal + LPL neg (shift alone, trained model)"] == pytest.approx([-40.0] * 10)
