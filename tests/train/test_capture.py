@@ -1427,3 +1427,41 @@ def test_a_run_with_the_compiled_loss_resumes_bit_exact_and_only_with_it(tmp_pat
     ]
     wa, wb = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("whole", "cut"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_an_eager_step_after_the_recording_keeps_the_recorded_gradient_tensors():
+    """An eager (smaller) batch after a recording reuses the gradient tensors the graph writes
+    (``zero_grad(set_to_none=False)``): fresh tensors would leave ``p.grad`` apart from the graph's memory
+    (stale gradients read on the host after later replays, and a second copy of every gradient)."""
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def fb(x, y):
+        v = nn.functional.cross_entropy(model(x), y)
+        v.backward()
+        return v.detach(), model(x).detach()
+
+    step = CAP.GraphStep(fb, opt, CPU, warmup=1, graph_api=FakeGraphAPI(model, opt))
+    g = torch.Generator().manual_seed(1)
+
+    def batch(n):
+        return torch.randn(n, 6, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+    for _ in range(3):  # warm-up, the checked eager step, the recording
+        step(*batch(8))
+    assert step.recordings == 1
+    held = [p.grad for p in model.parameters()]  # held, so a fresh tensor cannot reuse their memory
+    step(*batch(5))  # the smaller last batch runs eagerly
+    assert step.eager_steps == 3
+    assert all(p.grad is t for p, t in zip(model.parameters(), held, strict=True))
+
+
+def test_a_network_with_any_float64_parameter_is_not_recorded_on_cuda():
+    """One float64 parameter is enough: in the recorded fused step it would take a float32-rounded lr."""
+    model = nn.Sequential(
+        nn.Linear(3, 2), nn.Linear(2, 2).double()
+    )  # float32 and float64 parameters
+    c = CAP.run_capture(make_cfg(capture="graph"), torch.device("cuda"), 1, nn.CrossEntropyLoss(),
+                        "fp32", model)  # fmt: skip
+    assert c.mode == "eager" and "float64 parameters" in c.reason

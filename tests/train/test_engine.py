@@ -769,6 +769,10 @@ def test_dist_info_reads_the_global_and_the_node_rank_from_torchrun(monkeypatch)
             {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "-1"},
             "LOCAL_RANK='-1' must be an int >= 0",
         ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "2"},
+            "LOCAL_RANK='2' must be an int >= 0 and < WORLD_SIZE=2",
+        ),
     ],
 )
 def test_dist_info_names_a_bad_torchrun_variable(monkeypatch, env, message):
