@@ -11,7 +11,7 @@ images/s of the last (steady) epoch and the ratios. The bare loop crops and flip
 as the engine's loader does, so engine/bare is the engine's own cost. For the first network, one run (in
 this process, as the sweep's executor runs a single run) and N runs at once (N worker processes through the
 same executor), 10 epochs each, are rated by their images/s together over the window in which every run
-was past its first epoch and before the end of its last (``lpl_train.experiment.overlap_throughput``, from
+was past its first epoch and before the end of its last (``lpl_train.experiment_throughput.overlap_throughput``, from
 the runs' ``train_end`` records; evaluations between epochs count as time), so start-up and runs that did
 not overlap inflate nothing; their aggregate over the whole wall time, start-up included, is reported beside
 it. (The check of 2026-11-29 summed the runs' last
@@ -245,10 +245,11 @@ def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]
     sharing the device (``jobs = 1``: one run through the same executor, which runs it in this process;
     the figure N runs are compared with). ``images_per_s``: their images/s together over the window in
     which every run was past its first epoch and before the end of its last
-    (:func:`lpl_train.experiment.overlap_throughput`, from the runs' ``train_end`` records; evaluations
+    (:func:`lpl_train.experiment_throughput.overlap_throughput`, from the runs' ``train_end`` records; evaluations
     between epochs count as time), NaN where the runs did not overlap; ``overlap_s``: that window;
     ``wall_images_per_s``: training images of all runs / the whole wall time, start-up included."""
-    from lpl_train.experiment import PlannedRun, execute, throughput
+    from lpl_train.experiment import PlannedRun, execute
+    from lpl_train.experiment_throughput import throughput
 
     runs = [PlannedRun(f"job{j}", out / f"job{j}", None, j) for j in range(jobs)]
     t0 = time.perf_counter()

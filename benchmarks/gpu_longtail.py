@@ -166,7 +166,7 @@ def estimate_rest(
 
     The runs train in ``waves = ceil(runs / jobs)`` waves of ``jobs`` at once. The rate of a wave is that
     of the probe's first ``jobs`` runs (by start) together over the time they all trained steadily
-    (:func:`lpl_train.experiment.overlap_throughput`: after each run's first epoch, which warms up and
+    (:func:`lpl_train.experiment_throughput.overlap_throughput`: after each run's first epoch, which warms up and
     records the captured step; evaluations between epochs count as time). Where they had no such time in
     common, the rate is the fastest single epoch of the probe, as if the runs took turns on the device
     (no gain from running them at once). Each wave also pays a fixed part again when it resumes (process
@@ -175,7 +175,7 @@ def estimate_rest(
     epoch times instead (as this did before) counts epochs that overlapped less than the long runs will:
     on 2026-11-29 it gave 321 s for a protocol that took 514 s."""
     from lpl_train.engine import read_metrics
-    from lpl_train.experiment import epoch_spans, overlap_throughput
+    from lpl_train.experiment_throughput import epoch_spans, overlap_throughput
 
     records = [read_metrics(d)[:probe] for d in run_dirs]
     if not records or any(len(r) < probe for r in records):

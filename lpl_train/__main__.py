@@ -266,8 +266,8 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         execute,
         parse_grid,
         plan_sweep,
-        throughput,
     )
+    from lpl_train.experiment_throughput import throughput
 
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {a.seeds}")

@@ -272,7 +272,7 @@ class _Trainer:
             "train_time_s": train_time,
             "images_per_s": seen / train_time if train_time > 0 else None,  # seen: every rank's
             # when the training part ended (Unix time): runs trained at once are compared over the
-            # time they overlapped (lpl_train.experiment.throughput)
+            # time they overlapped (lpl_train.experiment_throughput.throughput)
             "train_end": time.time(),
         }
         if not comps.multi_label and seen:

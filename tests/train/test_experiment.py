@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lpl_train import experiment as X
+from lpl_train import experiment_throughput as T
 from lpl_train import study as S
 from lpl_train.__main__ import main
 
@@ -87,16 +88,16 @@ def test_throughput_counts_the_runs_trained_now_from_their_records(tmp_path):
     runs = {k: X.PlannedRun(k, tmp_path / k, None, 0) for k in ("a", "b", "done", "none")}
     outcomes = [X.Outcome(runs["a"], "trained"), X.Outcome(runs["b"], "trained"),
                 X.Outcome(runs["done"], "done"), X.Outcome(runs["none"], "trained")]  # fmt: skip
-    tp = X.throughput(outcomes, wall_s=10.0)
+    tp = T.throughput(outcomes, wall_s=10.0)
     # a: 400 images in 4 s; b: 300 in 1 s (its epoch without a rate left out); finished runs and runs
     # without records are not counted; records without train_end give no common window
     assert tp == {"runs": 2, "images": 700, "aggregate_images_per_s": 70.0,
                   "mean_run_images_per_s": 200.0, "overlap_images_per_s": None,
                   "overlap_s": 0.0}  # fmt: skip
     with pytest.raises(ValueError, match="wall_s"):
-        X.throughput(outcomes, wall_s=0)
+        T.throughput(outcomes, wall_s=0)
     # a run resumed from its epoch 1: only the epochs trained by this call count
-    tp = X.throughput([X.Outcome(runs["a"], "trained", None, first_epoch=1)], wall_s=1.0)
+    tp = T.throughput([X.Outcome(runs["a"], "trained", None, first_epoch=1)], wall_s=1.0)
     assert tp["images"] == 200 and tp["runs"] == 1
 
 
@@ -107,7 +108,7 @@ def test_a_runs_own_rate_is_its_images_over_its_training_time(tmp_path):
                               {"epoch": 1, "images_per_s": 300.0, "train_time_s": 1.0}])  # fmt: skip
     _records(tmp_path / "b", [{"epoch": 0, "images_per_s": 50.0, "train_time_s": 4.0}])
     outcomes = [X.Outcome(X.PlannedRun(k, tmp_path / k, None, 0), "trained") for k in "ab"]
-    tp = X.throughput(outcomes, wall_s=10.0)
+    tp = T.throughput(outcomes, wall_s=10.0)
     assert tp["images"] == 600 and tp["aggregate_images_per_s"] == pytest.approx(60.0)
     assert tp["mean_run_images_per_s"] == pytest.approx((400 / 3 + 50.0) / 2)
 
@@ -119,17 +120,17 @@ def test_runs_at_once_are_rated_over_the_time_they_all_trained_steadily(tmp_path
     a = [(0.0, 2.0, 100.0), (3.0, 5.0, 100.0), (6.0, 8.0, 100.0)]
     # run b started later: epochs [1, 4], [4, 7], [7, 10] of 60 images each
     b = [(1.0, 4.0, 60.0), (4.0, 7.0, 60.0), (7.0, 10.0, 60.0)]
-    rate, window = X.overlap_throughput([a, b])
+    rate, window = T.overlap_throughput([a, b])
     # window: from max(3 (a's 2nd epoch), 4 (b's 2nd)) = 4 to min(8, 10) = 8, 4 s long.
     # a: [3,5] has 1 s of 2 inside (50 images), [6,8] all (100); b: [4,7] all (60), [7,10] 1 s of 3 (20)
     assert window == 4.0 and rate == pytest.approx((50 + 100 + 60 + 20) / 4.0)
     # one run alone: its steady epochs and the gaps between them, [3, 8]: 200 images in 5 s
-    assert X.overlap_throughput([a]) == (pytest.approx(40.0), 5.0)
-    assert X.overlap_throughput([a], skip_first=False) == (pytest.approx(300 / 8), 8.0)
+    assert T.overlap_throughput([a]) == (pytest.approx(40.0), 5.0)
+    assert T.overlap_throughput([a], skip_first=False) == (pytest.approx(300 / 8), 8.0)
     # no common window (b starts its second epoch after a has ended), a run of one epoch, no run
     late = [(s + 20, e + 20, n) for s, e, n in b]
-    assert X.overlap_throughput([a, late]) == (None, 0.0)
-    assert X.overlap_throughput([a, b[:1]]) == (None, 0.0) and X.overlap_throughput([]) == (
+    assert T.overlap_throughput([a, late]) == (None, 0.0)
+    assert T.overlap_throughput([a, b[:1]]) == (None, 0.0) and T.overlap_throughput([]) == (
         None,
         0.0,
     )
@@ -140,10 +141,10 @@ def test_runs_at_once_are_rated_over_the_time_they_all_trained_steadily(tmp_path
                                    "train_end": e} for i, (s, e, n) in enumerate(spans)])  # fmt: skip
     from lpl_train.engine import read_metrics
 
-    assert X.epoch_spans(read_metrics(tmp_path / "b")) == b
-    assert X.epoch_spans([{"epoch": 0, "images_per_s": 5.0, "train_time_s": 1.0}]) == []  # no time
+    assert T.epoch_spans(read_metrics(tmp_path / "b")) == b
+    assert T.epoch_spans([{"epoch": 0, "images_per_s": 5.0, "train_time_s": 1.0}]) == []  # no time
     runs = [X.Outcome(X.PlannedRun(k, tmp_path / k, None, 0), "trained") for k in recs]
-    tp = X.throughput(runs, wall_s=10.0)
+    tp = T.throughput(runs, wall_s=10.0)
     assert tp["overlap_s"] == 4.0 and tp["overlap_images_per_s"] == pytest.approx(230 / 4.0)
 
 
@@ -152,7 +153,7 @@ def test_an_epoch_wholly_outside_the_common_window_adds_nothing():
     images (nor takes any away): the rate is that of the first three epochs of each, 230 images in 4 s."""
     a = [(0.0, 2.0, 100.0), (3.0, 5.0, 100.0), (6.0, 8.0, 100.0)]
     b = [(1.0, 4.0, 60.0), (4.0, 7.0, 60.0), (7.0, 10.0, 60.0), (10.0, 13.0, 60.0)]
-    assert X.overlap_throughput([a, b]) == (pytest.approx((50 + 100 + 60 + 20) / 4.0), 4.0)
+    assert T.overlap_throughput([a, b]) == (pytest.approx((50 + 100 + 60 + 20) / 4.0), 4.0)
 
 
 def test_a_resumed_run_counts_the_epochs_it_had_before_this_call(tmp_path):
@@ -331,6 +332,7 @@ _SLEEPER = """
 import os, sys, time
 from pathlib import Path
 from lpl_train import experiment as X
+from lpl_train import experiment_throughput as T
 
 class Sleeper:
     def finished(self, run):
@@ -396,6 +398,7 @@ _CRASHER = """
 import os, signal, sys
 from pathlib import Path
 from lpl_train import experiment as X
+from lpl_train import experiment_throughput as T
 
 class Crasher:
     def finished(self, run):
