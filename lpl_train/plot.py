@@ -28,6 +28,7 @@ from lpl_train.plotting import (
     per_class_panel,
     save_figure,
 )
+from lpl_train.report.checks import read_file
 
 __all__ = ["load_run_data", "plot_runs"]
 
@@ -48,7 +49,9 @@ def load_run_data(run_dir: str | Path) -> dict[str, Any]:
         )
     name = d.name
     if (d / "config.toml").is_file():
-        name = tomllib.loads((d / "config.toml").read_text(encoding="utf-8")).get("name", name)
+        name = read_file(d / "config.toml", tomllib.loads, tomllib.TOMLDecodeError).get(
+            "name", name
+        )
     final = _read_json(d / "final.json")
     metrics = read_metrics(d)
     # an unfinished run: classes.json, written when it started, holds what final.json will
@@ -69,12 +72,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; {} when there is no such file. A damaged file is named."""
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+    data = read_file(path, json.loads, json.JSONDecodeError)
     if not isinstance(data, dict):
-        raise ValueError(f"cannot read {path}: expected a JSON object")
+        raise ValueError(f"file {str(path)!r} holds {type(data).__name__}, expected a JSON object")
     return data
 
 

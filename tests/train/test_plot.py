@@ -249,7 +249,13 @@ def test_an_unfinished_run_is_ordered_by_its_training_counts(tmp_path):
     assert got["class_counts"] == final["class_counts"] and got["num_classes"] == 2
     assert got["multi_label"] is False
     (cut / "classes.json").write_text("{")  # a damaged file is named
-    with pytest.raises(ValueError, match=r"cannot read .*classes\.json"):
+    with pytest.raises(ValueError, match=r"file '.*classes\.json' is not valid JSON"):
+        P.load_run_data(cut)
+    (cut / "classes.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"classes\.json' holds list, expected a JSON object"):
+        P.load_run_data(cut)
+    (cut / "config.toml").write_text("name = [")  # so is a damaged config.toml
+    with pytest.raises(ValueError, match=r"file '.*config\.toml' is not valid TOML"):
         P.load_run_data(cut)
 
 
