@@ -364,27 +364,24 @@ class ConfigRunner:
                 or ``--epochs``); the keys are named.
             ValueError: ``final.json`` is damaged; the file is named.
         """
-        from lpl_train.engine.run_folder import RunFolder
+        return self._check_finished(run)
 
-        self._check_finished(run)
-        done = RunFolder(run.out).finished()
-        if done is None:
-            raise FileNotFoundError(f"{str(run.out / 'final.json')!r} is gone")
-        return done
-
-    def _check_finished(self, run: PlannedRun) -> None:
-        """A finished run's config must be this run's: the config its ``final.json`` keeps (what the result
-        was trained with); for a ``final.json`` written before results kept it, its ``config.toml``, or,
-        where that is gone, the config its checkpoint was made with (verified); a run with none of them
-        cannot be compared."""
+    def _check_finished(self, run: PlannedRun) -> dict[str, Any]:
+        """The finished run's ``final.json`` (read once), after checking that its config is this run's:
+        the config its ``final.json`` keeps (what the result was trained with); for a ``final.json``
+        written before results kept it, its ``config.toml``, or, where that is gone, the config its
+        checkpoint was made with (verified); a run with none of them cannot be compared."""
         from lpl_train.config import dumps_toml
         from lpl_train.engine.files import ConfigMismatch, config_differences, load_checkpoint
         from lpl_train.engine.run_folder import RunFolder
 
+        done = RunFolder(run.out).finished()  # a damaged final.json is refused naming it
+        if done is None:
+            raise FileNotFoundError(f"{str(run.out / 'final.json')!r} is gone")
         if run.cfg is None:
-            return
+            return done
         stored = run.out / "config.toml"
-        kept = RunFolder(run.out).finished_config()  # a damaged final.json is refused naming it
+        kept = done.get("config") if isinstance(done.get("config"), str) else None
         source = "final.json's config" if kept is not None else stored.name
         if kept is not None:
             text: Any = kept
@@ -393,7 +390,7 @@ class ConfigRunner:
         elif (run.out / CHECKPOINT).is_file():
             text = load_checkpoint(run.out / CHECKPOINT).get("config")
         else:
-            return
+            return done
         try:
             diff = config_differences(text, dumps_toml(run.cfg)) if isinstance(text, str) else []
         except ValueError:  # TOMLDecodeError is a ValueError
@@ -403,6 +400,7 @@ class ConfigRunner:
                 f"{str(run.out)!r} holds a finished run of another config (it differs in "
                 f"{', '.join(diff)}); sweep into another --out, or remove that folder to retrain it"
             )
+        return done
 
     def check(self, run: PlannedRun) -> None:
         """What this run's folder would make :meth:`load` or ``engine.fit`` refuse, found without writing:
@@ -423,8 +421,7 @@ class ConfigRunner:
             state = self.finished(run), (run.out / CHECKPOINT).is_file()
             try:
                 if state[0]:
-                    self._check_finished(run)
-                    folder.finished()  # a damaged final.json is refused naming it
+                    self._check_finished(run)  # a damaged final.json is refused naming it
                 elif state[1]:
                     # as fit resumes it: the checkpoint verified and its own config compared (a
                     # config.toml edited or lost is written again from it)
