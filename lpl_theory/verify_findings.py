@@ -36,6 +36,12 @@ TEXT_READINGS: tuple[Finding, ...] = (
         "typo",
         "read as sqrt(d) sigma, the standard deviation of sum_i x_i (Eq. 23 prints it so); the same when sigma = 1.",
     ),
+    Finding(
+        "Eqs. (43), (45), (49), (51), (53): sqrt(d eta)/sigma",
+        "typo",
+        "read as sqrt(d) eta/sigma (sum_i x_i has mean -d eta or d eta and standard deviation sqrt(d) sigma); "
+        "the same when eta = 1.",
+    ),
     Finding("Eq. (21), proof of Corollary 1: f_rob, b*_rob", "typo", "read as f_opt, b*."),
     Finding(
         "Proof of Corollary 1: 'According to Eq. (45), we compute the partial derivatives of b*'",
