@@ -145,9 +145,14 @@ def check_index_target(
         raise TypeError(f"{name} must hold integer class labels, got dtype {target.dtype}")
     n, c = logits.shape
     if target.shape != (n,):
+        hint = (
+            "; class probabilities must be a float tensor (e.g. F.one_hot(y, C).float())"
+            if target.shape == logits.shape
+            else ""
+        )
         raise ValueError(
             f"{name} must have shape ({n},) to match logits {tuple(logits.shape)}, got "
-            f"{tuple(target.shape)}"
+            f"{tuple(target.shape)}{hint}"
         )
     if not (_can_read_back(target) and _can_read_back(logits)):
         return target.long(), ignore_index is not None

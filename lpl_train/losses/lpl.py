@@ -82,6 +82,11 @@ def _is_soft(target: object) -> bool:
     return isinstance(target, Tensor) and target.dim() == 2 and target.is_floating_point()
 
 
+# more (sample, class) pairs than this per row on average: dense probability targets, a call costing more
+# than this many times the class-index loss (warned once)
+_DENSE_PAIRS = 16
+
+
 def _check_target_kind(target: object) -> None:
     if isinstance(target, Tensor) and target.dim() == 1 and target.is_floating_point():
         raise TypeError(
@@ -178,6 +183,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
         drw_beta: float = 0.9999,
     ) -> None:
         super().__init__()
+        self._dense_warned = False  # probability targets with many pairs per row: warned once
         self.num_classes = P.check_num_classes(num_classes)
         self.reduction = _check_reduction(reduction)
         self.validate = _check_bool(validate, "validate")
@@ -297,7 +303,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 f"{self.epsilon + self.delta_epsilon!r}: no class takes a step (K_c = ⌊ε_c/α⌋ = 0), so "
                 "the loss is plain cross-entropy; alpha is the step length, epsilon the bound",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=2,
             )
         if split not in P.SPLITS:
             raise ValueError(f"split must be one of {P.SPLITS}, got {split!r}")
@@ -336,7 +342,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 warnings.warn(
                     "bound='count' has no effect with delta_epsilon=0 (the bound is the fixed epsilon)",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=2,
                 )
             self.register_buffer("count_ratio", P.count_bound_ratio(counts, self.head))
         else:
@@ -566,6 +572,23 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 "supported without a preset"
             )
         rows, cols = (target > 0).nonzero(as_tuple=True)
+        n = logits.shape[0]
+        if (
+            not getattr(self, "_dense_warned", False)
+            and P._can_read_back(target)
+            and rows.shape[0] > _DENSE_PAIRS * n
+        ):
+            self._dense_warned = True
+            warnings.warn(
+                f"lpl: the probability targets hold {rows.shape[0]} (sample, class) pairs of mass > 0 for "
+                f"{n} rows; each pair has its own perturbed logits, so a call costs about "
+                f"{rows.shape[0] / n:.0f}x the class-index loss in time and memory. Smoothed targets (e.g. "
+                "timm's Mixup with label_smoothing > 0) make every pair non-zero: pass unsmoothed targets "
+                "and give the smoothing to the loss (label_smoothing=...), which keeps one or two pairs per "
+                "row (warned once)",
+                UserWarning,
+                stacklevel=2,
+            )
         mass = target[rows, cols]
         pair = self._perturbed(logits[rows], cols, mass)
         per_pair = self._cross_entropy(pair, cols, reduction="none")
@@ -601,8 +624,15 @@ class LPLLoss(_DRWWeightState, nn.Module):
         # no rows: nothing to perturb, the cross-entropy of no rows, as torch's
         if _empty_batch(logits, target):
             self._check_columns(logits)
+            _check_target_kind(target)
+            soft = _is_soft(target)
+            if self.validate and target.shape != (logits.shape if soft else logits.shape[:1]):
+                want = tuple(logits.shape) if soft else (0,)
+                raise ValueError(
+                    f"target must have shape {want} to match logits {tuple(logits.shape)}, got "
+                    f"{tuple(target.shape)}"
+                )
             z = _work_dtype(logits)
-            soft = target.is_floating_point() and target.dim() == 2
             value = self._cross_entropy(z, target.to(z.dtype) if soft else target.long())
             return value, None if soft or not self.training else z.detach()
         target, soft, maybe_ignored = self._targets(logits, target)

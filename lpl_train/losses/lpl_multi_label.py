@@ -163,6 +163,10 @@ class MultiLabelLPLLoss(nn.Module):
         the raw logits in ``eval()`` mode."""
         if _empty_batch(logits, target) and logits.shape[1] == self.num_classes:
             # no rows: the base loss of none (nan for the mean, as torch's), nothing to perturb
+            if self.validate and target.shape != logits.shape:
+                raise ValueError(
+                    f"target must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+                )
             work = _work_dtype(logits)
             return _reduce(self.base_loss(work, target.to(work.dtype)), self.reduction)
         if self.validate:

@@ -221,6 +221,42 @@ def test_without_perturbation_probability_targets_are_torch_cross_entropy(smooth
         torch.testing.assert_close(loss(u, t), ref, rtol=0, atol=1e-12)
 
 
+def test_dense_probability_targets_warn_once_and_smoothing_belongs_to_the_loss():
+    """Label-smoothed mixup targets (every pair non-zero) cost one perturbed row per (sample, class) pair:
+    warned once per loss. The remedy the warning gives, unsmoothed targets with the smoothing given to the
+    loss, has at most two pairs per row, no warning, and equals torch's cross-entropy of the smoothed
+    targets without perturbation."""
+    c, n = 40, 8
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(n, c, generator=g, dtype=torch.float64)
+    y, perm = torch.randint(0, c, (n,), generator=g), torch.randperm(n, generator=g)
+    hard = F.one_hot(y, c).double()
+    mixed = 0.7 * hard + 0.3 * hard[perm]
+    smoothed = mixed * 0.9 + 0.1 / c  # what timm's Mixup(label_smoothing=0.1) gives
+    loss = build_loss("lpl", num_classes=c, alpha=0.05, epsilon=0.2)
+    with pytest.warns(
+        UserWarning, match=r"hold 320 \(sample, class\) pairs .* for 8 rows.*about 40x"
+    ):
+        loss(u, smoothed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(u, smoothed)  # once per loss
+        remedy = build_loss("lpl", num_classes=c, epsilon=0.0, label_smoothing=0.1)
+        got = remedy(u, mixed)
+        build_loss("lpl", num_classes=c, alpha=0.05, epsilon=0.2, label_smoothing=0.1)(u, mixed)
+    torch.testing.assert_close(got, F.cross_entropy(u, smoothed), rtol=0, atol=1e-12)
+    # the threshold: 16 pairs per row on average (128 here) do not warn, 129 do
+    at = torch.zeros(n, c, dtype=torch.float64)
+    at[:, :16] = 1.0 / 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_loss("lpl", num_classes=c, alpha=0.05, epsilon=0.2)(u, at)
+    past = at.clone()
+    past[0, :17] = 1.0 / 17
+    with pytest.warns(UserWarning, match=r"hold 129 \(sample, class\) pairs"):
+        build_loss("lpl", num_classes=c, alpha=0.05, epsilon=0.2)(u, past)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_weight_and_label_smoothing_act_on_the_final_cross_entropy(smoothing):
     u, y = _batch(n=30)
@@ -250,6 +286,7 @@ def test_soft_targets_refusals_say_what_is_supported():
 
 
 @pytest.mark.parametrize("c", [10, 100, 1000])
+@pytest.mark.filterwarnings("ignore:lpl. the probability targets hold")  # dense targets on purpose
 def test_the_row_sum_check_does_not_loosen_with_the_class_count(c):
     """Rows summing to 0.91, 1.9 or 0 are refused at every C (the tolerance scaled with C once, and let
     them through at C = 100 and 1000); the rounding of a float32 normalisation or of a bfloat16 target

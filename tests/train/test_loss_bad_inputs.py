@@ -579,6 +579,36 @@ def test_an_empty_batch_gives_what_torch_gives_for_no_rows(name, training):
             )
 
 
+@pytest.mark.parametrize("name", ["lpl", "la_lpl", "ml_lpl"])
+def test_an_empty_batch_refuses_a_target_a_full_batch_refuses(name):
+    """No rows does not skip the target's kind and shape checks: the loss's own message, not torch's (or
+    a silent nan)."""
+    loss = build_loss(name, num_classes=5, class_counts=[5, 4, 3, 2, 1])
+    x = torch.randn(0, 5)
+    with pytest.raises(ValueError, match=r"^target must have .*\(0, 5\), got \(0, 6\)$"):
+        loss(x, torch.zeros(0, 6))
+    if name != "ml_lpl":
+        with pytest.raises(
+            TypeError, match=r"^target must be class indices .* got a float tensor of shape"
+        ):
+            loss(x, torch.zeros(0))
+        with pytest.raises(
+            ValueError,
+            match=r"^target must have shape \(0,\) to match logits \(0, 5\), got \(0, 5\)",
+        ):
+            loss(x, torch.zeros(0, 5, dtype=torch.long))
+
+
+def test_integer_one_hot_targets_are_told_to_be_float():
+    loss = build_loss("lpl", num_classes=C)
+    with pytest.raises(
+        ValueError, match=r"got \(6, 4\); class probabilities must be a float tensor"
+    ):
+        loss(U, torch.nn.functional.one_hot(Y, C))
+    with pytest.raises(ValueError, match=r"got \(6, 2\)$"):  # another shape: no such hint
+        loss(U, torch.zeros(6, 2, dtype=torch.long))
+
+
 @pytest.mark.parametrize(
     "name, params",
     [
