@@ -45,6 +45,25 @@ def _loss_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"seed": cfg["train"]["seed"], **cfg["loss"]["params"]}
 
 
+def check_loss_kind(loss_name: str, loss: Any, data_name: str, multi_label: bool) -> None:
+    """A single-label loss on multi-label data (multi-hot targets) or the reverse is refused before
+    training: the loss's own checks would stop it only in the first step, or, with ``validate = false``,
+    train it on targets it does not define."""
+    from lpl_train.losses.registry import _REGISTRY
+
+    def multi(x: Any) -> bool:
+        return bool(getattr(x, "multi_label", False))
+
+    if multi(loss) == bool(multi_label):
+        return
+    kind = "multi-label" if multi_label else "single-label"
+    fits = sorted(n for n, cls in _REGISTRY.items() if multi(cls) == bool(multi_label))
+    raise ValueError(
+        f"config key 'loss.name' has value {loss_name!r}, a {'multi' if multi(loss) else 'single'}-label "
+        f"loss, but data {data_name!r} is {kind}; use a {kind} loss ({', '.join(fits)})"
+    )
+
+
 def build_components(
     cfg: dict[str, Any],
     device: torch.device,
@@ -74,6 +93,7 @@ def build_components(
         class_counts=list(bundle.class_counts),
         **_loss_params(cfg),
     )
+    check_loss_kind(lo["name"], loss, d["name"], bundle.multi_label)
     bs = d["batch_size"]
     if bs % dist.world:
         raise ValueError(
@@ -284,6 +304,7 @@ def check_config(
     torch.manual_seed(cfg["train"]["seed"])
     model = _build_model_reporting_weights(cfg["model"], num_classes, info)
     loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **_loss_params(cfg))
+    check_loss_kind(lo["name"], loss, d["name"], info["multi_label"])
     # in the run's order: its training loader (build_components), its step (the Trainer), a first batch
     if bundle is not None:
         _check_train_loader(cfg, bundle)

@@ -110,8 +110,10 @@ class _Run:
 
 
 def collect_runs(root: str | Path) -> list[_Run]:
-    """Every finished run folder (``final.json`` + ``config.toml``) under ``root``, and every diverged one
-    (``diverged.json`` + ``config.toml``, no ``final.json``), in path order.
+    """Every finished run folder (``final.json`` + ``config.toml``, or a ``final.json`` that keeps the config
+    it was trained with where ``config.toml`` is gone) under ``root``, and every diverged one
+    (``diverged.json`` + ``config.toml``, no ``final.json``), in path order. A ``final.json`` or
+    ``diverged.json`` with no config at all is not a run folder: not collected.
 
     A study run (``lpl_train.study``) evaluated its validation split during training; its record
     ``result.json`` holds the test metrics, which replace the engine's ``final`` (and its validation-based
@@ -125,18 +127,26 @@ def collect_runs(root: str | Path) -> list[_Run]:
     found = {p.parent for p in root.rglob("*.json") if p.name in ("final.json", DIVERGED)}
     runs = []
     for folder in sorted(found):
-        cfg_path = folder / "config.toml"
-        if not cfg_path.is_file():
+        cfg_path, fin = folder / "config.toml", folder / "final.json"
+        final = None
+        if fin.is_file():
+            final = read_file(fin, json.loads, json.JSONDecodeError)
+            check_final(fin, final)
+        if cfg_path.is_file():
+            cfg = read_file(cfg_path, tomllib.loads, tomllib.TOMLDecodeError)
+            check_paper(cfg_path, cfg)
+        elif final is not None and isinstance(final.get("config"), str):
+            cfg = _kept_config(
+                fin, final["config"]
+            )  # config.toml lost: the config final.json keeps
+            check_paper(fin, cfg)
+        else:
             continue
-        cfg = read_file(cfg_path, tomllib.loads, tomllib.TOMLDecodeError)
-        check_paper(cfg_path, cfg)
-        fin = folder / "final.json"
-        if not fin.is_file():  # stopped on a non-finite loss (the engine's diverged.json)
+        if final is None:  # stopped on a non-finite loss (the engine's diverged.json)
             runs.append(_diverged_run(folder, cfg))
             continue
-        final = read_file(fin, json.loads, json.JSONDecodeError)
-        check_final(fin, final)
-        _check_trained_config(cfg_path, fin, final)
+        if cfg_path.is_file():
+            _check_trained_config(cfg_path, fin, final)
         record = folder / "result.json"
         if record.is_file():
             rec = read_file(record, json.loads, json.JSONDecodeError)
@@ -152,6 +162,14 @@ def collect_runs(root: str | Path) -> list[_Run]:
             final = {**final, "final": test, "best": {}}
         runs.append(_Run(folder, cfg, final))
     return runs
+
+
+def _kept_config(fin: Path, text: str) -> dict[str, Any]:
+    try:
+        cfg = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise ValueError(f"result file {str(fin)!r}: key 'config' does not hold a config") from None
+    return cfg
 
 
 def _check_trained_config(cfg_path: Path, fin: Path, final: dict[str, Any]) -> None:
@@ -431,7 +449,7 @@ def make_report(root: str | Path, fmt: str = "md", groups: GroupRule | str = DEF
     runs = collect_runs(root)
     if not runs:
         raise FileNotFoundError(
-            f"no finished runs (folders with final.json and config.toml) under {str(root)!r}"
+            f"no finished runs (folders with final.json and a config) under {str(root)!r}"
         )
     rows = aggregate(runs, groups=rule)
     return to_markdown(rows, rule) if fmt == "md" else to_csv(rows, rule)

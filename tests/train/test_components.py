@@ -422,3 +422,29 @@ def test_a_loss_that_draws_random_numbers_takes_the_runs_seed():
     a, b = (_loss_without_data(load_config(name, [f"train.seed={s}"]))[0] for s in (0, 1))
     assert not torch.equal(a.disturb(y, 10), b.disturb(y, 10))
     assert build_loss("ce", seed=5).__class__.__name__ == "CrossEntropyLoss"
+
+
+@pytest.mark.parametrize("data", ["fmnist", "fmnist_ml_lt"])
+@pytest.mark.parametrize("loss", ["lpl", "ce", "ml_lpl", "bce"])
+def test_a_loss_of_the_other_label_kind_is_refused_before_training(root, tmp_path, data, loss):
+    """A single-label loss on multi-hot targets (or the reverse) is named in one line, by the run and by
+    the dry run (also without the data, from the dataset's placeholder); matching kinds build. With
+    ``validate = false`` the loss itself would not have refused it."""
+    multi_data, multi_loss = data == "fmnist_ml_lt", loss in ("ml_lpl", "bce")
+    params = {"num_train": 40, "num_test": 20} if multi_data else {}
+    lp = {"validate": False} if loss in ("lpl", "ml_lpl") else {}
+    c = cfg(root, data={"name": data, "params": params}, loss={"name": loss, "params": lp})
+    missing = cfg(tmp_path / "none", data={"name": data, "params": params}, loss={"name": loss})
+    if multi_data == multi_loss:
+        assert engine.build_components(c, CPU).multi_label == multi_data
+        assert engine.check_config(c)["multi_label"] == multi_data
+        return
+    kind = "multi-label" if multi_data else "single-label"
+    want = rf"^config key 'loss\.name' has value '{loss}', a \w+-label loss, but data '{data}' is {kind}"
+    for call in (
+        lambda: engine.build_components(c, CPU),
+        lambda: engine.check_config(c),
+        lambda: engine.check_config(missing),
+    ):
+        with pytest.raises(ValueError, match=want):
+            call()

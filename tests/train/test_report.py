@@ -462,6 +462,25 @@ def test_folders_that_are_not_reportable_runs_are_skipped(tmp_path):
     assert [r.path.name for r in collect_runs(tmp_path)] == ["ok"]
 
 
+def test_a_finished_run_without_config_toml_is_grouped_by_the_config_final_json_keeps(tmp_path):
+    """``config.toml`` lost from a finished run whose ``final.json`` keeps its config (as the engine writes
+    it): the run still counts for its row (the sweep counts it as finished too), not silently dropped."""
+    cfg = load_config("tiv_cifar10_lt100_la")
+    for seed, err in ((0, 20.0), (1, 22.0), (2, 27.0)):
+        write_run(tmp_path / f"s{seed}", cfg, seed, {"top1_error": err})
+    fin = tmp_path / "s2" / "final.json"
+    kept = json.loads(fin.read_text())
+    kept["config"] = (tmp_path / "s2" / "config.toml").read_text()
+    fin.write_text(json.dumps(kept))
+    (tmp_path / "s2" / "config.toml").unlink()
+    (row,) = aggregate(collect_runs(tmp_path))
+    assert row.seeds == [0, 1, 2] and row.final["top1_error"][0] == pytest.approx(23.0)
+    kept["config"] = "name = ["
+    fin.write_text(json.dumps(kept))
+    with pytest.raises(ValueError, match=r"s2/final\.json': key 'config' does not hold a config$"):
+        collect_runs(tmp_path)
+
+
 def test_a_diverged_run_is_named_in_its_row_not_silently_left_out(tmp_path):
     """A run stopped on a non-finite loss (the engine's diverged.json, no final.json) or a study run whose
     record holds no test metrics: left out of the means and named in the seeds column (the row's seed count
