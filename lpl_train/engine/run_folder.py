@@ -206,6 +206,13 @@ class RunFolder:
             )
         for name in (CHECKPOINT, PREVIOUS):
             if (self / name).exists():
+                diff = self._stored_differences(cfg_text)
+                if diff:  # --resume would be refused: do not suggest it
+                    raise FileExistsError(
+                        f"run folder {str(self.path)!r} already holds a checkpoint ({name}) of another "
+                        f"config (its {CONFIG_COPY} differs in {', '.join(diff)}); choose another --out, "
+                        "or delete the folder to start afresh"
+                    )
                 raise FileExistsError(
                     f"run folder {str(self.path)!r} already holds a checkpoint ({name}); pass --resume "
                     "to continue it, or choose another --out"
@@ -227,18 +234,24 @@ class RunFolder:
                 f"run folder {str(self.path)!r} lies inside the run folder {str(outer)!r}; runs are not "
                 "nested (a report of either would mix them): choose another --out"
             )
+        diff = self._stored_differences(cfg_text)
+        if diff:
+            raise FileExistsError(
+                f"run folder {str(self.path)!r} holds the {CONFIG_COPY} of another config (it "
+                f"differs in {', '.join(diff)}); it is not overwritten: choose another --out, or "
+                "delete the folder to start afresh"
+            )
+
+    def _stored_differences(self, cfg_text: str | None) -> list[str]:
+        """The keys in which this folder's ``config.toml`` differs from ``cfg_text`` ([] when either is
+        missing or they agree)."""
         stored = self / CONFIG_COPY
-        if cfg_text is not None and stored.is_file():
-            try:
-                diff = config_differences(stored.read_text(encoding="utf-8"), cfg_text)
-            except (UnicodeDecodeError, ValueError):
-                diff = ["(it is not a config)"]
-            if diff:
-                raise FileExistsError(
-                    f"run folder {str(self.path)!r} holds the {CONFIG_COPY} of another config (it "
-                    f"differs in {', '.join(diff)}); it is not overwritten: choose another --out, or "
-                    "delete the folder to start afresh"
-                )
+        if cfg_text is None or not stored.is_file():
+            return []
+        try:
+            return config_differences(stored.read_text(encoding="utf-8"), cfg_text)
+        except (UnicodeDecodeError, ValueError):
+            return ["(it is not a config)"]
 
     def _inner_run(self) -> Path | None:
         """A run folder (a ``config.toml`` or ``final.json``) at any depth below this one (a sweep's layout

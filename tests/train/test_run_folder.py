@@ -185,6 +185,23 @@ def test_a_previous_checkpoint_alone_is_not_overwritten(tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_fresh_run_suggests_resume_only_for_its_own_config_s_checkpoint(tmp_path):
+    """A checkpointed folder: the same config is told to pass --resume; another config (whose --resume
+    would be refused) is told which keys differ and to choose another --out, not to resume."""
+    out = run(tmp_path, epochs=3, stop=2)
+    before = snapshot(out)
+    with pytest.raises(
+        FileExistsError, match=r"checkpoint \(checkpoint.pt\); pass --resume"
+    ) as same:
+        fit(make_cfg(epochs=3), out, components=make_components(), log=quiet)
+    with pytest.raises(FileExistsError) as other:
+        fit(make_cfg(epochs=3, seed=4), out, components=make_components(), log=quiet)
+    msg = str(other.value)
+    assert "checkpoint (checkpoint.pt) of another config" in msg and "train.seed (0 → 4)" in msg
+    assert "--resume" not in msg and "choose another --out" in msg and "--resume" in str(same.value)
+    assert snapshot(out) == before
+
+
 def test_a_run_stopped_before_its_first_checkpoint_restarts_but_another_configs_folder_is_kept(
     tmp_path,
 ):
