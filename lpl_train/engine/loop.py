@@ -60,7 +60,8 @@ def fit(
             capture and tensorboard). A
             finished run is returned unchanged (``components`` then get its last weights); it is only
             read, so also from a folder that cannot be written (there without the lock, which needs to
-            write: a read-only file system).
+            write: a read-only file system), except that in a folder that can be written a damaged
+            ``metrics.jsonl`` is repaired from the records its checkpoint carries.
         stop_after_epoch: return after this many completed epochs (a clean stand-in for a killed job).
         progress: show a tqdm bar on a terminal (default: ``cfg["train"]["progress"]``).
         log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
@@ -109,7 +110,7 @@ def fit(
         # for: it is read without taking the lock (which needs to write), e.g. from a read-only mount
         from lpl_train.config import dumps_toml
 
-        return _finished_run(folder, done, dumps_toml(cfg), emit, components)
+        return _finished_run(folder, done, dumps_toml(cfg), emit, components, repair=False)
     with folder.locked(), process_group(dist, tr["device"]), flush_denormals():
         device = select_device(tr["device"], dist.local_rank)
         return _fit(cfg, folder, dist, device, components, resume, stop_after_epoch, show, emit)
@@ -131,7 +132,7 @@ def _fit(
     cfg_text = dumps_toml(cfg)
     ckpt = None
     if resume and (done := folder.finished()) is not None:
-        return _finished_run(folder, done, cfg_text, log, components)
+        return _finished_run(folder, done, cfg_text, log, components, repair=True)
     if resume:
         ckpt = folder.resume_checkpoint(cfg_text)
     elif dist.main:
@@ -178,8 +179,12 @@ def _finished_run(
     cfg_text: str,
     log: Callable[[str], None],
     components: Components | None,
+    *,
+    repair: bool,
 ) -> dict[str, Any]:
-    """``--resume`` of a finished run: its config must match; nothing is trained or rewritten. Pre-built
+    """``--resume`` of a finished run: its config must match; nothing is trained or rewritten, but with
+    ``repair`` (under the folder's lock) a ``metrics.jsonl`` that differs from the records the final
+    checkpoint carries (a damaged line) is restored from them, as a resume does. Pre-built
     ``components`` get the run's last weights (model and loss state), so a caller that evaluates them
     after ``fit`` evaluates the trained model; a run whose checkpoint is gone cannot give them and
     raises."""
@@ -192,6 +197,9 @@ def _finished_run(
     if components is not None and ck is not None:
         components.model.load_state_dict(ck["model"])
         components.loss.load_state_dict(ck["loss"])
+    if repair and ck is not None:
+        for note in folder.repair_finished_records(ck):
+            log(f"{done.get('name', 'run')}: {note}")
     log(
         f"{done.get('name', 'run')}: already finished ({str(folder / 'final.json')}); nothing to do"
     )

@@ -365,6 +365,20 @@ class RunFolder:
             for name in (METRICS_CSV, LOG):
                 (self / name).unlink(missing_ok=True)
 
+    def repair_finished_records(self, ckpt: dict[str, Any]) -> list[str]:
+        """A finished run's ``metrics.jsonl`` restored to the records its final checkpoint carries when it
+        differs from them (a damaged or missing line; nothing else is rewritten); returns what was
+        repaired. A checkpoint without records (older runs) leaves the file as it is."""
+        records = ckpt.get("records")
+        if not self.main or records is None:
+            return []
+        path = self / METRICS
+        lines = _parse_lines(path) if path.is_file() else []
+        if [t for _n, t, _r in lines] == list(records):
+            return []
+        self._records = list(records)  # what metrics.csv is written from
+        return self._restore_records(lines, list(records), ckpt["epoch"])
+
     def resume(self, ckpt: dict[str, Any], cfg_text: str) -> list[str]:
         """Restore ``metrics.jsonl`` to the records of the checkpoint's epochs; returns what was repaired."""
         start = ckpt["epoch"]
@@ -378,7 +392,13 @@ class RunFolder:
         if records is None:  # a checkpoint from before records were carried: keep what is intact
             records = self._records_from_file(lines, start)
         self._records = list(records)
-        keep = list(self._records)
+        return notes + self._restore_records(lines, list(self._records), start)
+
+    def _restore_records(self, lines: list, keep: list[str], start: int) -> list[str]:
+        """``metrics.jsonl`` made the checkpoint's records ``keep`` (of epochs 0..start-1): lines that
+        match none of them moved to ``metrics.superseded.jsonl``, the missing ones written back, the file
+        rewritten only where that changes it; returns what was done."""
+        notes = []
         unmatched = Counter(keep)  # each record of the checkpoint matches one identical line
         aside = []
         for _n, text, _r in lines:

@@ -238,6 +238,28 @@ def test_resume_of_a_finished_run_rewrites_nothing(tmp_path):
     assert after == before and (out / "final.json").stat().st_mtime_ns == mtime
 
 
+def test_resume_of_a_finished_run_repairs_a_damaged_metrics_file_from_its_checkpoint(tmp_path):
+    """A finished run's ``metrics.jsonl`` damaged after the fact (a line cut, a stray line): reading it
+    says to resume, and --resume restores the records the final checkpoint carries (the stray line kept
+    aside), touching nothing else; then the records read again."""
+    out = run(tmp_path, epochs=3)
+    before = snapshot(out)
+    lines = before["metrics.jsonl"].decode().splitlines()
+    (out / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:20] + "\n" + lines[2] + "\n")
+    with pytest.raises(ValueError, match=r"line 2 is not a complete JSON record; resume the run"):
+        read_metrics(out)
+    said = []
+    got = fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=said.append)
+    assert got == json.loads(before["final.json"])
+    assert [r["epoch"] for r in read_metrics(out)] == [0, 1, 2]
+    after = snapshot(out)
+    assert after.pop("metrics.superseded.jsonl").decode() == lines[1][:20] + "\n"
+    assert after.pop("train.log").startswith(before.pop("train.log"))
+    assert after == before  # metrics.jsonl as the run wrote it; nothing else rewritten
+    assert any("moved to metrics.superseded.jsonl" in x for x in said)
+    assert any("1 record(s) restored from the checkpoint" in x for x in said)
+
+
 def test_resume_of_a_finished_run_with_another_config_is_refused(tmp_path):
     out = run(tmp_path, epochs=2)
     with pytest.raises(ConfigMismatch, match=r"optim\.lr \(0\.1 → 0\.5\)"):
