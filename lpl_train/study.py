@@ -542,23 +542,24 @@ def claims(summary: dict[tuple[str, str], dict[str, Any]], study: dict[str, Any]
 
 
 def write_outputs(records: list[dict[str, Any]], study: dict[str, Any], figures: Path, prefix: str,
-                  records_path: Path | None = None) -> Path:  # fmt: skip
+                  records_path: Path | None = None, path_args: str = "") -> Path:  # fmt: skip
     """Write ``<prefix>-runs.jsonl`` (or ``records_path``) and ``<prefix>-tables.md`` into ``figures``;
     return the tables path."""
     path = records_path or figures / f"{prefix}-runs.jsonl"
     write_records(records, path)
-    return write_tables(records, study, figures, prefix, records_path=path)
+    return write_tables(records, study, figures, prefix, records_path=path, path_args=path_args)
 
 
 def write_tables(records: list[dict[str, Any]], study: dict[str, Any], figures: Path, prefix: str,
-                 records_path: Path | None = None) -> Path:  # fmt: skip
+                 records_path: Path | None = None, path_args: str = "") -> Path:  # fmt: skip
     """Write ``<prefix>-tables.md`` into ``figures`` from ``records`` (read from ``records_path``, which
-    its header names); return its path."""
+    its header names, with the commands that redraw and retrain it, given ``path_args``: the ``--out`` and
+    ``--figures`` options of the study command); return its path."""
     check_records(records, study, records_path)
     figures.mkdir(parents=True, exist_ok=True)
     name = None if records_path is None else _tables.records_display_name(records_path)
     text = _tables.tables_markdown(sorted(records, key=lambda r: r["key"]), study,
-                                   chosen_points(records, study), prefix, name)  # fmt: skip
+                                   chosen_points(records, study), prefix, name, path_args)  # fmt: skip
     path = figures / f"{prefix}-tables.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -66,6 +66,14 @@ def _paths(a: argparse.Namespace, study: dict) -> tuple[Path, Path, str]:
     return out, figures, "study-quick" if a.quick else "study"
 
 
+def _path_args(a: argparse.Namespace) -> str:
+    """The ``--out`` and ``--figures`` options as given, for the commands a table header prints."""
+    import shlex
+
+    given = (("--out", a.out), ("--figures", a.figures))
+    return "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in given if v)
+
+
 def _records_to_read(a: argparse.Namespace, study: dict, figures: Path, prefix: str) -> Path:
     from lpl_train.study import shipped_records
 
@@ -102,7 +110,8 @@ def run(a: argparse.Namespace) -> int:
         source = _records_to_read(a, study, figures, prefix)
         records = S.read_records(source)
         print(f"{len(records)} records from {source}")
-        print(S.write_tables(records, study, figures, prefix, records_path=source))
+        print(S.write_tables(records, study, figures, prefix, records_path=source,
+                             path_args=_path_args(a)))  # fmt: skip
     else:
         try:
             records = S.run_study(study, out, jobs)
@@ -110,7 +119,8 @@ def run(a: argparse.Namespace) -> int:
             print(f"study: {exc}", file=sys.stderr)
             return 3
         path = Path(a.records) if a.records else figures / f"{prefix}-runs.jsonl"
-        print(S.write_outputs(records, study, figures, prefix, records_path=path))
+        print(S.write_outputs(records, study, figures, prefix, records_path=path,
+                              path_args=_path_args(a)))  # fmt: skip
         print(path)
     for p in S.loss_variation_figures(records, study, figures, "study-quick-" if a.quick else ""):
         print(p)

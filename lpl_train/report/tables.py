@@ -9,6 +9,7 @@ study's seeds of the test metrics, with the many/medium/few groups of the study'
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -253,13 +254,14 @@ def _study_ref(study: dict[str, Any]) -> str:
 
 
 def records_display_name(path: Path) -> str:
-    """A records file as a table header names it: relative to the project for a shipped one."""
+    """A records file as a table header names it: relative to the project for a shipped one, else as the
+    study command was given it (so that the header's commands run from where the study was run)."""
     from lpl_train.study import STUDY_DIR
 
     path = Path(path)
     if path.resolve().parent == STUDY_DIR:
         return f"lpl_train/configs/study/{path.name}"
-    return path.name
+    return str(path)
 
 
 def _held_out(study: dict[str, Any]) -> bool:
@@ -276,10 +278,11 @@ def tables_markdown(
     chosen: dict[tuple[str, str], dict[str, Any]],
     prefix: str,
     records_name: str | None = None,
+    path_args: str = "",
 ) -> str:
     """The whole ``<prefix>-tables.md``: a header stating the protocol and the group rule (and the records
-    file it was made from, ``records_name``, with the commands that redraw and retrain it), the tables and
-    the claims."""
+    file it was made from, ``records_name``, with the commands that redraw and retrain it: ``path_args``
+    are the ``--out``/``--figures`` options the study was run with), the tables and the claims."""
     summary = summarize(records, study, chosen)
     title = study["description"] if "description" in study else study["name"]
     if study["quick"]:
@@ -288,7 +291,7 @@ def tables_markdown(
         )
     minutes = sum(r.get("wall_s", 0.0) for r in records) / 60
     quick = " --quick" if study["quick"] else ""
-    quick += f" --records {records_name}" if records_name else ""
+    quick += path_args + (f" --records {shlex.quote(records_name)}" if records_name else "")
     split = f"{study['val_fraction']:.0%} of the training set, stratified"
     if _held_out(study):
         split += "; multi-label mosaics tiled from held-out source images"

@@ -1656,3 +1656,35 @@ def test_fig11c_r_bce_focal_lpl_is_the_isolated_shift_averaged_over_seeds(tmp_pa
     }
     assert ml["R-BCE-Focal + LPL pos (shift alone, trained model)"] == pytest.approx([20.0] * 10)
     assert ml["R-BCE-Focal + LPL neg (shift alone, trained model)"] == pytest.approx([-40.0] * 10)
+
+
+def test_the_commands_a_table_header_prints_run_as_printed(tmp_path, monkeypatch, capsys):
+    """A study run with --out and --figures: its header's "Redraw" and "train what is missing" commands,
+    run as printed from the same folder, read the same records and train nothing (they named the records
+    file without its folder and left --out out, so the redraw failed and the retrain started afresh)."""
+    import re
+    import shlex
+
+    import torch
+
+    from lpl_train.__main__ import main
+
+    torch.set_num_threads(1)
+    _tiny_study(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "tiny.toml", "--out", "o", "--figures", "f dir"]) == 0
+    tables = tmp_path / "f dir" / "study-tables.md"
+    first = tables.read_text()
+    redraw = re.search(r"Redraw: `([^`]+)`", first).group(1)
+    retrain = re.search(r"train what is missing: `([^`]+)`", first).group(1)
+    assert redraw == (
+        "lpl-train study tiny.toml --out o --figures 'f dir' --records 'f dir/study-runs.jsonl' "
+        "--report-only"
+    )
+    capsys.readouterr()
+    for command in (redraw, retrain):
+        argv = shlex.split(command)
+        assert argv[0] == "lpl-train" and main(argv[1:]) == 0, command
+        assert tables.read_text() == first
+    out = capsys.readouterr().out
+    assert "skip (finished)" in out and "test error" not in out  # nothing trained again
