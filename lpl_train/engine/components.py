@@ -45,6 +45,44 @@ def _loss_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"seed": cfg["train"]["seed"], **cfg["loss"]["params"]}
 
 
+def _keyed(exc: Exception, section: str, params: dict[str, Any]) -> Exception:
+    """A model's or loss's own error (``width must be ...``) as a config error naming its key:
+    ``config key 'model.params.width': width must be ...`` (``section.params`` where the message names
+    no parameter of the config)."""
+    msg = " ".join(str(exc).split())
+    if msg.startswith("config key "):
+        return exc
+    first = msg.split(" ", 1)[0].strip("'\"`:,;()")
+    key = f"{section}.params.{first}" if first in params else f"{section}.params"
+    return type(exc)(f"config key {key!r}: {msg}")
+
+
+def _build_loss(cfg: dict[str, Any], num_classes: int, counts: list[Any] | None) -> nn.Module:
+    """The config's loss; its own errors name the config key (:func:`_keyed`)."""
+    from lpl_train.losses import build_loss
+
+    lo = cfg["loss"]
+    try:
+        return build_loss(
+            lo["name"], num_classes=num_classes, class_counts=counts, **_loss_params(cfg)
+        )
+    except (TypeError, ValueError) as exc:
+        raise _keyed(exc, "loss", lo["params"]) from None
+
+
+def _build_model(
+    m: dict[str, Any], num_classes: int, params: dict[str, Any] | None = None
+) -> nn.Module:
+    """The config's model (with ``params`` in place of its own); its errors name the config key."""
+    from lpl_train.models import build_model
+
+    params = m["params"] if params is None else params
+    try:
+        return build_model(m["name"], num_classes=num_classes, **params)
+    except (TypeError, ValueError) as exc:
+        raise _keyed(exc, "model", params) from None
+
+
 def check_loss_kind(loss_name: str, loss: Any, data_name: str, multi_label: bool) -> None:
     """A single-label loss on multi-label data (multi-hot targets) or the reverse is refused before
     training: the loss's own checks would stop it only in the first step, or, with ``validate = false``,
@@ -78,21 +116,14 @@ def build_components(
     if check_only:
         return check_config(cfg)
     from lpl_train.data import build_datasets, make_loader
-    from lpl_train.losses import build_loss
-    from lpl_train.models import build_model
 
     dist = dist or DistInfo()
     d, m, lo, tr = cfg["data"], cfg["model"], cfg["loss"], cfg["train"]
     _check_loader_options(d)  # before the data is read, as the dry run checks them
     bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
     torch.manual_seed(tr["seed"])  # model initialisation depends only on the training seed
-    model = build_model(m["name"], num_classes=bundle.num_classes, **m["params"])
-    loss = build_loss(
-        lo["name"],
-        num_classes=bundle.num_classes,
-        class_counts=list(bundle.class_counts),
-        **_loss_params(cfg),
-    )
+    model = _build_model(m, bundle.num_classes)
+    loss = _build_loss(cfg, bundle.num_classes, list(bundle.class_counts))
     check_loss_kind(lo["name"], loss, d["name"], bundle.multi_label)
     bs = d["batch_size"]
     if bs % dist.world:
@@ -278,7 +309,6 @@ def check_config(
     against the step mode the run would choose, with torchrun's ``WORLD_SIZE`` processes (one without it).
     """
     from lpl_train.data import build_datasets
-    from lpl_train.losses import build_loss
 
     d, lo = cfg["data"], cfg["loss"]
     _check_loader_options(d)
@@ -303,7 +333,7 @@ def check_config(
         )
     torch.manual_seed(cfg["train"]["seed"])
     model = _build_model_reporting_weights(cfg["model"], num_classes, info)
-    loss = build_loss(lo["name"], num_classes=num_classes, class_counts=counts, **_loss_params(cfg))
+    loss = _build_loss(cfg, num_classes, counts)
     check_loss_kind(lo["name"], loss, d["name"], info["multi_label"])
     # in the run's order: its training loader (build_components), its step (the Trainer), a first batch
     if bundle is not None:
@@ -395,27 +425,24 @@ def _loss_without_data(cfg: dict[str, Any]) -> tuple[nn.Module, int]:
     """The config's loss built as its run builds it, from the class count and long-tail counts its data
     gives (known without reading the data's files), and that class count. A dataset whose shape is not
     known without its files raises :class:`LookupError`."""
-    from lpl_train.losses import build_loss
 
-    d, lo = cfg["data"], cfg["loss"]
+    d = cfg["data"]
     c, counts, _ = _placeholder_shape(
         d, LookupError(f"the shape of data {d['name']!r} needs its files")
     )
-    return build_loss(lo["name"], num_classes=c, class_counts=counts, **_loss_params(cfg)), c
+    return _build_loss(cfg, c, counts), c
 
 
 def _build_model_reporting_weights(m: dict[str, Any], num_classes: int, info: dict) -> nn.Module:
-    from lpl_train.models import build_model
-
     info["weights_error"] = None
     try:
-        return build_model(m["name"], num_classes=num_classes, **m["params"])
+        return _build_model(m, num_classes)
     except FileNotFoundError as exc:  # pretrained weights missing: build without them, report it
         if "weights" not in m["params"]:
             raise
         info["weights_error"] = " ".join(str(exc).split())
         params = {k: v for k, v in m["params"].items() if k != "weights"}
-        return build_model(m["name"], num_classes=num_classes, **params)
+        return _build_model(m, num_classes, params)
 
 
 def _dry_loader_options(d: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,11 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
             f"model {name!r} does not take {unknown}; allowed keywords: "
             f"{[*allowed, 'classifier_bias']}"
         )
+    sig = inspect.signature(MODELS[name]).parameters.values()
+    need = [p.name for p in sig if p.name != "num_classes" and p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kw]  # fmt: skip
+    if need:
+        raise TypeError(f"model {name!r} needs {', '.join(need)} (no default)")
     model = MODELS[name](num_classes, **kw)
     if not bias:
         head = model.classifier

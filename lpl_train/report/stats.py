@@ -143,7 +143,10 @@ class GroupRule:
                 f"group count thresholds must be ints, got many={self.many!r}, few={self.few!r}"
             )
         if not 0 < self.few <= self.many:
-            raise ValueError(f"group thresholds need 0 < few <= many, got {self.few}, {self.many}")
+            raise ValueError(
+                f"group thresholds need 0 < few <= many (counts:MANY,FEW), got many={self.many}, "
+                f"few={self.few}"
+            )
         class_groups_by_rank([1], self.fractions)  # checks the fractions
 
     def split(self, class_counts: Sequence[int], multi_label: bool = False) -> dict[str, list[int]]:

@@ -787,7 +787,8 @@ def test_a_sweep_refuses_before_training_what_a_run_would_and_its_dry_run_says_t
         assert main([*bad, *extra]) == 2
         cap = capsys.readouterr()
         assert cap.err.startswith(
-            "lpl-train: error: grid point loss.params.alpha=-1: alpha must be"
+            "lpl-train: error: grid point loss.params.alpha=-1: config key 'loss.params.alpha': "
+            "alpha must be"
         )
         assert "would run" not in cap.out
     assert not (tmp_path / "a").exists()

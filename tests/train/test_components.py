@@ -448,3 +448,22 @@ def test_a_loss_of_the_other_label_kind_is_refused_before_training(root, tmp_pat
     ):
         with pytest.raises(ValueError, match=want):
             call()
+
+
+@pytest.mark.parametrize(
+    ("section", "params", "key", "exc"),
+    [
+        ("model", {"width": 0}, "model.params.width", ValueError),
+        ("model", {"foo": 1}, "model.params", ValueError),
+        ("loss", {"drw_epoch": -1}, "loss.params.drw_epoch", ValueError),
+        ("loss", {"foo": 1}, "loss.params", ValueError),
+    ],
+)
+def test_a_model_s_or_loss_s_own_error_names_the_config_key(root, section, params, key, exc):
+    """The run and the dry run: the model's or loss's message, prefixed with the config key it came from
+    (the parameter's own where the message starts with it)."""
+    loss = {"name": "lpl", "params": params if section == "loss" else {}}
+    c = cfg(root, model={"params": params if section == "model" else {}}, loss=loss)
+    for call in (lambda: engine.build_components(c, CPU), lambda: engine.check_config(c)):
+        with pytest.raises(exc, match=rf"^config key '{key}': "):
+            call()

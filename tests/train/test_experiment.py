@@ -505,7 +505,10 @@ def test_every_grid_point_is_built_before_the_sweep_starts_and_a_bad_one_is_name
     from lpl_train.config import ConfigError
 
     grid = [("loss.params.alpha", [0.25, -1])]
-    with pytest.raises(ConfigError, match=r"^grid point loss.params.alpha=-1: alpha must be"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^grid point loss.params.alpha=-1: config key 'loss.params.alpha': alpha must",
+    ):
         X.plan_sweep("gaussian_linear_lpl", [], grid, [0, 1], 1, tmp_path)
     assert len(X.plan_sweep("gaussian_linear_lpl", [], grid, [0], 1, tmp_path, check=False)) == 2
     # a model that does not fit the data: the batch the first second of the run would pass through it

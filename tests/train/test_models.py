@@ -643,3 +643,10 @@ def test_count_parameters_trainable_only() -> None:
     m = build_model("linear", 4, in_features=3)  # W 4 x 3 + b 4
     m.classifier.bias.requires_grad_(False)
     assert count_parameters(m) == 16 and count_parameters(m, trainable_only=True) == 12
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp"])
+def test_a_model_without_its_required_parameter_says_which(name) -> None:
+    with pytest.raises(TypeError, match=rf"^model '{name}' needs in_features \(no default\)$"):
+        build_model(name, num_classes=3)
+    assert build_model(name, num_classes=3, in_features=4)(torch.zeros(2, 4)).shape == (2, 3)

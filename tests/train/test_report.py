@@ -378,7 +378,7 @@ def test_the_count_rule_at_its_boundaries():
     assert rule.split([101, 100, 20, 19], multi_label=True) == {"many": [0, 1], "medium": [2],
                                                                 "few": [3]}  # fmt: skip
     for many, few in ((100, 0), (10, 20)):
-        with pytest.raises(ValueError, match="0 < few <= many"):
+        with pytest.raises(ValueError, match=rf"0 < few <= many .*got many={many}, few={few}$"):
             GroupRule("counts", many, few)
     # the report's rule is the one the training metrics group their accuracies by
     from lpl_train.metrics import class_groups
