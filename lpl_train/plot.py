@@ -54,6 +54,13 @@ def load_run_data(run_dir: str | Path) -> dict[str, Any]:
         )
     final = _read_json(d / "final.json")
     metrics = read_metrics(d)
+    gap = next((i for i, m in enumerate(metrics) if m.get("epoch") != i), None)
+    if gap is not None:  # a line deleted by hand: the curve would bridge it without a word
+        raise ValueError(
+            f"metrics file {str(d / 'metrics.jsonl')!r} lacks the record of epoch {gap} (the next "
+            f"holds epoch {metrics[gap].get('epoch')!r}); resume the run (--resume) to restore it from "
+            "its checkpoint"
+        )
     # an unfinished run: classes.json, written when it started, holds what final.json will
     classes = final or _read_json(d / "classes.json")
     counts = classes.get("class_counts")

@@ -268,3 +268,25 @@ def test_the_multi_label_per_class_panel_draws_ap_head_to_tail(tmp_path, monkeyp
     (line,) = ap.get_lines()
     assert line.get_label() == "ml" and list(line.get_ydata()) == pytest.approx([60.0, 40.0])
     assert ap.get_ylabel() == "AP (%)"
+
+
+def test_a_record_deleted_from_a_finished_run_is_named_and_resume_restores_it(tmp_path):
+    """A metrics.jsonl with a line deleted by hand: plot names the missing epoch instead of drawing a
+    curve across the gap, and the --resume it advises restores the record from the final checkpoint."""
+    from lpl_train.config import load_config
+    from lpl_train.engine import fit
+
+    cfg = load_config("gaussian_linear_lpl", ["train.device='cpu'"], epochs=3)
+    out = tmp_path / "r"
+    fit(cfg, out, log=lambda _: None)
+    path = out / "metrics.jsonl"
+    whole = path.read_text()
+    lines = whole.splitlines(keepends=True)
+    path.write_text(lines[0] + lines[2])
+    with pytest.raises(
+        ValueError, match=r"lacks the record of epoch 1 \(the next holds epoch 2\); resume"
+    ):
+        P.load_run_data(out)
+    fit(cfg, out, resume=True, log=lambda _: None)
+    assert path.read_text() == whole
+    assert [m["epoch"] for m in P.load_run_data(out)["metrics"]] == [0, 1, 2]
