@@ -103,6 +103,10 @@ def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray
         )
     data = np.asarray(batch["data"])
     labels = _integer_labels(batch[key], f"cannot read {source}: '{key}'")
+    if labels.ndim != 1:
+        raise BadFile(
+            f"cannot read {source}: '{key}' must be a flat list of class labels, got shape {labels.shape}"
+        )
     if (
         data.dtype != np.uint8
         or data.ndim != 2

@@ -51,12 +51,23 @@ def coco_labels(
     if not isinstance(skip_degenerate, bool):
         raise TypeError(f"skip_degenerate must be a bool, got {skip_degenerate!r}")
     data = read_json(path)
+
+    def whole(v: object, what: str) -> int:  # an id of 2.7 must not become 2
+        if isinstance(v, bool) or not isinstance(v, int | str) or int(v) != float(v):
+            raise BadFile(f"cannot read {path}: {what} {v!r} is not an integer")
+        return int(v)
+
     try:
         cats = sorted(data["categories"], key=lambda c: c["id"])
-        cat_ids = [int(c["id"]) for c in cats]
+        cat_ids = [whole(c["id"], "category id") for c in cats]
         names = [str(c.get("name", c["id"])) for c in cats]
         col = {c: i for i, c in enumerate(cat_ids)}
-        image_ids = [int(im["id"]) for im in data["images"]]
+        image_ids = [whole(im["id"], "image id") for im in data["images"]]
+        for im in data["images"]:
+            if not isinstance(im["file_name"], str) or not im["file_name"]:
+                raise BadFile(
+                    f"cannot read {path}: image id {im['id']!r} has file_name {im['file_name']!r}"
+                )
         for what, ids in (("category", cat_ids), ("image", image_ids)):
             repeated = [i for i, n in Counter(ids).items() if n > 1]
             if repeated:  # a dict would keep the last one silently
@@ -68,7 +79,8 @@ def coco_labels(
                 _, _, w, h = a["bbox"]
                 if a.get("area", 1) <= 0 or w < 1 or h < 1:
                     continue
-            labels[int(a["image_id"])][col[int(a["category_id"])]] = 1.0
+            image_id = whole(a["image_id"], "annotation image_id")
+            labels[image_id][col[whole(a["category_id"], "annotation category_id")]] = 1.0
     except BadFile:
         raise
     except (KeyError, TypeError, ValueError) as err:

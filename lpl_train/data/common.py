@@ -181,10 +181,10 @@ def file_digest(path: str | Path, algorithm: str = "md5", decompress_gzip: bool 
 def verify_checksum(
     path: str | Path, expected: str, algorithm: str = "md5", decompress_gzip: bool = False
 ) -> None:
-    """Raise ValueError naming the file when its digest differs from ``expected``."""
+    """Raise :class:`BadFile` (a ValueError) naming the file when its digest differs from ``expected``."""
     got = file_digest(path, algorithm, decompress_gzip)
     if got != expected.lower():
-        raise ValueError(
+        raise BadFile(
             f"checksum mismatch for {path}: {algorithm} {got}, expected {expected}; "
             "the file is corrupt or not the official release (delete it and download again)"
         )
@@ -307,7 +307,8 @@ def stratified_split(
     """Seeded stratified train/validation split of single-label ``targets``.
 
     Each class with ``n`` samples gives ``round(val_fraction * n)`` to validation, but always keeps at
-    least one sample in train. Returns (train_index, val_index), each sorted.
+    least one sample in train. Returns (train_index, val_index), each sorted. A ``val_fraction > 0`` that
+    gives no class a validation sample raises ValueError (a run would silently have no validation).
     """
     val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
     seed = check_int("seed", seed, 0)
@@ -320,6 +321,12 @@ def stratified_split(
         n_val = min(int(round(val_fraction * len(idx))), len(idx) - 1)
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
+    if val_fraction > 0.0 and not any(len(v) for v in val_idx):
+        largest = max((len(v) + len(t) for v, t in zip(val_idx, train_idx, strict=True)), default=0)
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves no validation sample: round(val_fraction * n_c) is 0 "
+            f"for every class (the largest has {largest}); use a larger val_fraction, or 0 for none"
+        )
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 

@@ -291,6 +291,11 @@ def build_fmnist_ml_lt(
     p /= p.sum()
     val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
     num_val = min(int(round(val_fraction * num_train)), num_train - 1)
+    if val_fraction > 0.0 and num_val == 0:
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves no validation mosaic: round(val_fraction * "
+            f"num_train) is 0 for num_train={num_train}; use a larger val_fraction, or 0 for none"
+        )
     rng = np.random.RandomState(seed)
     val = None
     if val_fraction > 0.0:

@@ -23,7 +23,13 @@ def decode_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,  # a header claiming more pixels than Pillow's limit
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as err:
         raise BadFile(f"cannot decode image {path}: {err}") from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 

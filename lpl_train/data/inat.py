@@ -38,15 +38,23 @@ def read_json(path: Path) -> dict:
 
 
 def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
-    """(file name, category id) per annotation. The official lists give each image one id and one
-    annotation; a repeated image id, a second annotation of an image, a category id that is not an
-    integer or a list without annotations raises ValueError naming the file."""
+    """(file name, category id) per annotation. The official lists give each image one id, a file name
+    and one annotation of a listed category; a repeated image id, a file name that is not a string, a
+    second annotation of an image or none, a category id that is not an integer or not in
+    ``categories`` (where the file lists them), or a list without annotations raises ValueError naming
+    the file."""
     try:
         files: dict = {}
         for im in data["images"]:
             if im["id"] in files:
                 raise BadFile(f"cannot read {path}: image id {im['id']!r} is listed twice")
-            files[im["id"]] = im["file_name"]
+            name = im["file_name"]
+            if not isinstance(name, str) or not name:
+                raise BadFile(f"cannot read {path}: image id {im['id']!r} has file_name {name!r}")
+            files[im["id"]] = name
+        listed = None
+        if "categories" in data:
+            listed = {int(c["id"]) for c in data["categories"]}
         pairs, seen = [], set()
         for a in data["annotations"]:
             image_id, cat = a["image_id"], a["category_id"]
@@ -55,7 +63,18 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
             seen.add(image_id)
             if isinstance(cat, bool) or not isinstance(cat, int | str) or int(cat) != float(cat):
                 raise BadFile(f"cannot read {path}: category_id {cat!r} is not an integer")
+            if listed is not None and int(cat) not in listed:
+                raise BadFile(
+                    f"cannot read {path}: category_id {cat!r} (image id {image_id!r}) is not among "
+                    "its categories"
+                )
             pairs.append((files[image_id], int(cat)))
+        bare = next((i for i in files if i not in seen), None)
+        if bare is not None and seen:
+            raise BadFile(
+                f"cannot read {path}: image id {bare!r} has no annotation (an iNaturalist train/val "
+                "list has one per image)"
+            )
     except BadFile:
         raise
     except (KeyError, TypeError, ValueError) as err:  # ValueError: a category_id not a number

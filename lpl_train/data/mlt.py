@@ -25,7 +25,9 @@ The COCO JSON parsing is shared with the full MS-COCO set (:mod:`lpl_train.data.
 
 from __future__ import annotations
 
+import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,14 @@ def read_id_list(path: str | Path) -> list[str]:
         raise BadFile(f"cannot read {path}: expected plain-text ids ({err})") from err
     if not ids:
         raise BadFile(f"cannot read {path}: the id list is empty")
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    if repeated:  # taken as listed (a repeated sample), as a reader of the list line by line does
+        warnings.warn(
+            f"{path}: {len(repeated)} image id(s) listed more than once (first: {repeated[0]}); each "
+            "line is taken as one sample",
+            UserWarning,
+            stacklevel=2,
+        )
     return ids
 
 

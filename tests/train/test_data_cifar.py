@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpl_train.data import build_datasets, check_data
+from lpl_train.data import BadFile, build_datasets, check_data
 from lpl_train.data.cifar import load_cifar_arrays
 from lpl_train.data.common import download, restricted_unpickle, stratified_split
 from lpl_train.data.longtail import long_tail_counts, long_tail_indices
@@ -757,3 +757,16 @@ def test_la_npz_refuses_nan_images_and_fractional_labels(tmp_path: Path) -> None
         build_datasets("cifar_lt_npz", root=tmp_path)
     _npz(tmp_path / "cifar10-lt_train.npz", x, np.array([[0.0], [1.0], [2.0], [3.0]]))
     assert build_datasets("cifar_lt_npz", root=tmp_path).train.targets.tolist() == [0, 1, 2, 3]
+
+
+def test_cifar_labels_of_the_wrong_shape_are_refused_naming_the_batch(tmp_path: Path) -> None:
+    """Labels as one-element lists ([[3], [7], ...]): numpy's 'object too deep' or a shape error downstream
+    before; now the batch file is named."""
+    folder = _cifar10_folder(tmp_path, np.repeat(np.arange(10), 5), np.arange(10))
+    labels = np.arange(10)
+    raw = {b"labels": [[int(c)] for c in labels], b"data": _images_for(labels, 0)}
+    (folder / "test_batch").write_bytes(pickle.dumps(raw, protocol=2))
+    with pytest.raises(
+        BadFile, match=r"cannot read .*test_batch: 'labels' must be a flat list .* shape \(10, 1\)"
+    ):
+        load_cifar_arrays(10, tmp_path)

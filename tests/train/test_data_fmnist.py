@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpl_train.data import build_datasets, fmnist
+from lpl_train.data import BadFile, build_datasets, fmnist
 from lpl_train.data.fmnist import DEBIAN_DIR, read_idx
 
 
@@ -113,7 +113,9 @@ def test_download_checks_decompressed_sha256(
     with pytest.raises(ValueError, match="checksum mismatch"):
         build_datasets("fmnist", root=tmp_path / "dest2", download=True)
     assert not (tmp_path / "dest2" / "t10k-labels-idx1-ubyte.gz").exists()
-    with pytest.raises(ValueError, match=r"checksum mismatch for .*t10k-labels"):
+    with pytest.raises(
+        BadFile, match=r"checksum mismatch for .*t10k-labels"
+    ):  # a refused data file
         build_datasets("fmnist", root=dest, verify=True)
 
 
@@ -400,3 +402,10 @@ def test_mosaic_validation_size_is_the_rounded_fraction(tmp_path):
     assert (len(b.val), len(b.train)) == (3, 7)  # round(2.8) = 3
     b = build_datasets("fmnist_ml_lt", root=tmp_path, num_train=100, num_test=4, val_fraction=0.156)
     assert (len(b.val), len(b.train)) == (16, 84)  # round(15.6) = 16
+
+
+def test_a_mosaic_val_fraction_that_rounds_to_no_mosaic_is_refused(root: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"^val_fraction=0\.1 leaves no validation mosaic: .*num_train=4"
+    ):
+        build_datasets("fmnist_ml_lt", root=root, num_train=4, num_test=4, val_fraction=0.1)

@@ -56,3 +56,15 @@ def test_subset_takes_indices_or_a_boolean_mask_and_refuses_other_indices():
 def test_balanced_test_must_be_a_bool():
     with pytest.raises(TypeError, match="balanced_test must be true or false, got 'no'"):
         build_datasets("gaussian", balanced_test="no")
+
+
+def test_a_val_fraction_too_small_to_give_any_class_a_sample_is_refused():
+    """round(0.01 * n_c) is 0 for every class of 20 samples: the run would have had no validation split
+    and said nothing; 0.1 gives one (the 2 validation samples of 0.1 * 13 and 0.1 * 7, rounded)."""
+    from lpl_train.data import build_datasets
+
+    with pytest.raises(
+        ValueError, match=r"^val_fraction=0\.01 leaves no validation sample: .*13\)"
+    ):
+        build_datasets("gaussian", num_train=20, val_fraction=0.01)
+    assert len(build_datasets("gaussian", num_train=20, val_fraction=0.1).val) == 2

@@ -674,7 +674,10 @@ def test_inat_classes_are_the_union_of_train_and_val_categories(tmp_path: Path) 
     _inat(tmp_path)
     data = json.loads((tmp_path / "val2017.json").read_text())
     data["images"].append({"id": 200, "file_name": "v/c.jpg"})
-    data["annotations"].append({"id": 9, "image_id": 200, "category_id": 5})  # no training image
+    data["annotations"].append({"id": 9, "image_id": 200, "category_id": 5})
+    data["categories"].append(
+        {"id": 5, "name": "5"}
+    )  # each list names all its categories  # no training image
     (tmp_path / "val2017.json").write_text(json.dumps(data))
     jpeg(tmp_path / "v" / "c.jpg", (0, 0, 0))
     b = build_datasets("inat2017", root=tmp_path, size=16)
@@ -776,6 +779,7 @@ def test_inat_uses_the_imagenet_recipe_and_counts_every_class(tmp_path: Path) ->
     data = json.loads((tmp_path / "val2017.json").read_text())
     data["images"].append({"id": 200, "file_name": "v/c.jpg"})
     data["annotations"].append({"id": 9, "image_id": 200, "category_id": 12})
+    data["categories"].append({"id": 12, "name": "12"})
     (tmp_path / "val2017.json").write_text(json.dumps(data))
     # 40 x 30, red in its 4 leftmost columns: the ImageNet evaluation (shorter side to round(16 * 8 / 7)
     # = 18, so 24 x 18, then the central 16 columns from column 4) crops the red strip away, where a
@@ -854,3 +858,85 @@ def test_coco_refuses_a_repeated_image_or_category_id(tmp_path: Path, what: str)
     ) as info:
         build_datasets("coco", root=tmp_path)
     assert str(info.value).count("cannot read") == 1  # the reader's own refusal, not re-wrapped
+
+
+def test_an_image_header_claiming_too_many_pixels_is_a_bad_file(tmp_path: Path) -> None:
+    """A small PNG whose header claims 20000 x 20000 pixels: Pillow's decompression-bomb guard, reported
+    as a BadFile naming it (it escaped as PIL's own error, a traceback on the command line)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+    (tmp_path / "bomb.png").write_bytes(png)
+    with pytest.raises(BadFile, match=r"cannot decode image .*bomb\.png"):
+        decode_image(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d["images"][1].update(file_name=None), r"image id 101 has file_name None"),
+        (lambda d: d["annotations"][0].update(category_id=9999), r"category_id 9999 .* not among"),
+        (lambda d: d["annotations"].pop(), r"image id 104 has no annotation"),
+    ],
+)
+def test_inat_lists_that_do_not_describe_their_images_are_refused(
+    tmp_path: Path, edit, match
+) -> None:
+    """A file name that is not a string, an annotation of a category the file does not list (it became a
+    class of its own) and a listed image without annotation (it vanished): each named with the file."""
+    _inat(tmp_path)
+    data = json.loads((tmp_path / "train2017.json").read_text())
+    edit(data)
+    (tmp_path / "train2017.json").write_text(json.dumps(data))
+    with pytest.raises(BadFile, match=r"cannot read .*train2017\.json: " + match):
+        build_datasets("inat2017", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d["images"][0].update(file_name=None), r"image id \d+ has file_name None"),
+        (
+            lambda d: d["images"][0].update(id=d["images"][0]["id"] + 0.9),
+            r"image id .* is not an integer",
+        ),
+        (
+            lambda d: d["annotations"][0].update(category_id=2.7),
+            r"annotation category_id 2\.7 is not an integer",
+        ),
+    ],
+)
+def test_coco_ids_and_file_names_are_checked_not_truncated(tmp_path: Path, edit, match) -> None:
+    """A category id of 2.7 became category 2 and an image id of 1.9 image 1 (int()), silently
+    changing the labels; a file_name of null ended in a bare TypeError."""
+    _coco(tmp_path, 2014)
+    path = tmp_path / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(BadFile, match=r"cannot read .*instances_train2014\.json: " + match):
+        build_datasets("coco", root=tmp_path)
+
+
+def test_a_repeated_id_in_a_released_list_is_warned_and_taken_as_listed(tmp_path: Path) -> None:
+    _voc(tmp_path)
+    ids = tmp_path / "img_id.txt"
+    ids.write_text("2008_000001\n2008_000002\n2008_000001\n")
+    with pytest.warns(
+        UserWarning,
+        match=r"img_id\.txt: 1 image id\(s\) listed more than once \(first: 2008_000001\)",
+    ):
+        b = build_datasets("voc_mlt", root=tmp_path, train_ids=ids, size=16)
+    assert len(b.train) == 3
