@@ -83,6 +83,26 @@ def _build_model(
         raise _keyed(exc, "model", params) from None
 
 
+def check_processes(cfg: dict[str, Any], world: int, device: torch.device | None = None) -> None:
+    """What ``world`` processes (torchrun's) need of the config: a batch size they divide, and, with
+    ``train.sync_batchnorm``, a CUDA ``device`` (checked where it is given)."""
+    bs = cfg["data"]["batch_size"]
+    if bs % world:
+        raise ValueError(
+            f"data.batch_size={bs} must be divisible by the number of processes {world}"
+        )
+    if (
+        cfg["train"]["sync_batchnorm"]
+        and world > 1
+        and device is not None
+        and device.type != "cuda"
+    ):
+        raise ValueError(
+            f"config key 'train.sync_batchnorm' is true but the device is {device}: torch's "
+            "SyncBatchNorm works only on CUDA devices; set it false on CPU"
+        )
+
+
 def check_loss_kind(loss_name: str, loss: Any, data_name: str, multi_label: bool) -> None:
     """A single-label loss on multi-label data (multi-hot targets) or the reverse is refused before
     training: the loss's own checks would stop it only in the first step, or, with ``validate = false``,
@@ -125,14 +145,10 @@ def build_components(
     model = _build_model(m, bundle.num_classes)
     loss = _build_loss(cfg, bundle.num_classes, list(bundle.class_counts))
     check_loss_kind(lo["name"], loss, d["name"], bundle.multi_label)
-    bs = d["batch_size"]
-    if bs % dist.world:
-        raise ValueError(
-            f"data.batch_size={bs} must be divisible by the number of processes {dist.world}"
-        )
+    check_processes(cfg, dist.world)
     common = {"device": device, "seed": tr["seed"], "pad_mode": bundle.pad_mode, **d["loader"]}
     train_loader = _train_loader(cfg, bundle, dist, common)
-    check_train_batches(train_loader, bs)
+    check_train_batches(train_loader, d["batch_size"])
     eval_kw = {"batch_size": d["eval_batch_size"], "train": False, "augment": "none", **common}
     # under DDP each process evaluates its consecutive part of each split; the sums are combined
     test_loader = make_loader(_eval_part(bundle.test, dist), **eval_kw)
@@ -312,6 +328,12 @@ def check_config(
 
     d, lo = cfg["data"], cfg["loss"]
     _check_loader_options(d)
+    dist = DistInfo.from_env()  # under torchrun: what its processes need, as the run checks it
+    if dist.world > 1 and cfg["train"]["sync_batchnorm"] and device is None:
+        from .devices import select_device
+
+        device = select_device(cfg["train"]["device"], dist.local_rank)
+    check_processes(cfg, dist.world, device)
     info: dict[str, Any] = {"data_error": None}
     params = {**d["params"], "download": False} if "download" in d["params"] else d["params"]
     cache = {} if data_cache is None else data_cache
@@ -344,7 +366,6 @@ def check_config(
         from .devices import resolve_precision, select_device
         from .step import check_loss_compiles
 
-        dist = DistInfo.from_env()
         if device is None:
             device = select_device(cfg["train"]["device"], dist.local_rank)
         precision = resolve_precision(device, cfg["train"]["amp"])

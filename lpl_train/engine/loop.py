@@ -153,6 +153,14 @@ def _fit(
     folder.write_classes(run.classes())
     log(run.describe())
     E = cfg["schedule"]["epochs"]
+    warm = cfg["schedule"]["warmup_iters"]
+    if (
+        warm and warm >= E * run.n_iter
+    ):  # (warmup_epochs is checked with the config: no data needed)
+        log(
+            f"warning: schedule.warmup_iters={warm} >= the run's {E} x {run.n_iter} = {E * run.n_iter} "
+            "iterations: the run ends inside the warm-up"
+        )
     record = run.last_record(folder)  # a run resumed after its last epoch: that epoch's record
     t_run = time.perf_counter()
     for epoch in range(run.epoch, E):

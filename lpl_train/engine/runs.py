@@ -52,9 +52,12 @@ def load_run(
     final = (
         json.loads((run / FINAL).read_text(encoding="utf-8")) if (run / FINAL).is_file() else None
     )
-    if final is not None and isinstance(final, dict) and "num_classes" in final:
-        num_classes, counts = final["num_classes"], final["class_counts"]
-        multi, names = final["multi_label"], final.get("class_names")
+    # the classes: final.json's, or for an unfinished run classes.json's (written when it started), so
+    # that its data need not be at hand; a folder older than both rebuilds the dataset
+    classes = final if isinstance(final, dict) and "num_classes" in final else _classes(run)
+    if classes is not None:
+        num_classes, counts = classes["num_classes"], classes["class_counts"]
+        multi, names = classes["multi_label"], classes.get("class_names")
     else:
         from lpl_train.data import build_datasets
 
@@ -69,6 +72,18 @@ def load_run(
     info = {"num_classes": num_classes, "class_counts": counts, "multi_label": multi,
             "class_names": names, "epoch": ckpt["epoch"], "final": final}  # fmt: skip
     return model, cfg, info
+
+
+def _classes(run: Path) -> dict[str, Any] | None:
+    """``classes.json`` of a run folder when it holds what :func:`load_run` needs; else None."""
+    from .files import CLASSES
+
+    try:
+        info = json.loads((run / CLASSES).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    keys = ("num_classes", "class_counts", "multi_label")
+    return info if isinstance(info, dict) and all(k in info for k in keys) else None
 
 
 def _load_weights(path: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from .capture import (
     records_once,
     run_capture,
 )
-from .components import Components, build_components, check_train_batches
+from .components import Components, build_components, check_processes, check_train_batches
 from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
 from .evaluate import evaluate
@@ -62,11 +62,7 @@ class _Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if tr["sync_batchnorm"] and dist.world > 1:  # BatchNorm statistics over the global batch
-            if device.type != "cuda":
-                raise ValueError(
-                    f"config key 'train.sync_batchnorm' is true but the device is {device}: torch's "
-                    "SyncBatchNorm works only on CUDA devices; set it false on CPU"
-                )
+            check_processes(cfg, dist.world, device)  # on a CUDA device
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.precision = resolve_precision(device, tr["amp"])
         self.capture = run_capture(cfg, device, dist.world, self.loss, self.precision, self.model)
@@ -227,8 +223,10 @@ class _Trainer:
                 value = self._with_l2(value)
                 opt.zero_grad(set_to_none=True)
                 share = getattr(comps.train_loader, "share", 1.0) if dist.world > 1 else 1.0
-                self._backward(value if share == 1.0 else value * share)  # (uneven last batch)
-                det = value.detach()
+                weighted = value if share == 1.0 else value * share  # (uneven last batch)
+                self._backward(weighted)
+                # recorded as weighted: the ranks' mean of the step's losses is the global batch's mean
+                det = weighted.detach()
             finite = torch.isfinite(det)
             bad_step = torch.where(
                 ~finite & (bad_step < 0), torch.full_like(bad_step, self.step), bad_step

@@ -388,12 +388,16 @@ def test_lpl_train_run_under_torchrun_evaluates_in_parts_as_one_process_would(ro
     assert rec["test_loss"] == pytest.approx(want["loss"], rel=1e-5)
 
 
-def test_an_empty_validation_split_gets_no_loader(root):
-    """A val_fraction too small to take one image of any class (20 per class: round(0.01 * 20) = 0)
-    leaves an empty split: no validation loader (an empty one has no metric to select on)."""
-    c = engine.build_components(cfg(root, data={"params": {"val_fraction": 0.01}}), CPU)
-    assert c.val_loader is None
-    assert c.class_counts == [20] * 10  # nothing was taken out of training
+def test_a_val_fraction_too_small_for_any_validation_image_is_refused(root):
+    """A val_fraction too small to take one image of any class (20 per class: round(0.01 * 20) = 0):
+    the run is refused with the reason (it ran without validation, silently), by the dry run too."""
+    c = cfg(root, data={"params": {"val_fraction": 0.01}})
+    for call in (lambda: engine.build_components(c, CPU), lambda: engine.check_config(c)):
+        with pytest.raises(ValueError, match=r"val_fraction=0\.01 leaves no validation sample"):
+            call()
+    assert engine.build_components(
+        cfg(root, data={"params": {"val_fraction": 0.05}}), CPU
+    ).val_loader
 
 
 def test_a_dry_run_s_data_cache_keeps_each_data_seed_apart(root):
@@ -467,3 +471,31 @@ def test_a_model_s_or_loss_s_own_error_names_the_config_key(root, section, param
     for call in (lambda: engine.build_components(c, CPU), lambda: engine.check_config(c)):
         with pytest.raises(exc, match=rf"^config key '{key}': "):
             call()
+
+
+def test_a_dry_run_under_torchrun_refuses_what_its_processes_would(root, monkeypatch):
+    """Started by torchrun (WORLD_SIZE), the dry run checks what the processes need, as the run does: a
+    batch they divide, and SyncBatchNorm only on CUDA (it said 'would start' where the run then failed)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    odd = cfg(root, data={"batch_size": 67})
+    for call in (
+        lambda: engine.check_config(odd),
+        lambda: engine.build_components(odd, CPU, DistInfo(0, 0, 2)),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"^data\.batch_size=67 must be divisible by the number of processes 2$",
+        ):
+            call()
+    sync = cfg(root, train={"sync_batchnorm": True, "device": "cpu"})
+    with pytest.raises(
+        ValueError, match=r"^config key 'train\.sync_batchnorm' is true but the device is cpu"
+    ):
+        engine.check_config(sync)
+    assert engine.check_config(cfg(root, data={"batch_size": 64}))["loss"] == "CrossEntropyLoss"
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: neither applies
+    assert (
+        engine.check_config(odd)["loss"] == engine.check_config(sync)["loss"] == "CrossEntropyLoss"
+    )

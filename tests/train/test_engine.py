@@ -1376,8 +1376,10 @@ def test_ddp_isda_folds_the_global_batch_into_its_running_statistics(tmp_path):
 def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path):
     """95 samples in batches of 16: the last batch splits 8 + 7, so each rank's loss is weighted by its
     share n_r·W/m for the ranks' averaged gradient to be the global batch's. The center loss folds the
-    global batch's counts and sums into its centres, the epoch's train_loss is the ranks' mean (not their
-    sum, not rank 0's alone), and the checkpoint names the 2 processes that wrote it."""
+    global batch's counts and sums into its centres, the epoch's train_loss is the single process's (the
+    ranks' mean of their weighted losses: not their sum, not rank 0's alone, and not the mean of the ranks'
+    unweighted means, which differs in the uneven batch), and the checkpoint names the 2 processes that
+    wrote it."""
     # the last global batch has 15 samples: 8 + 7 over 2 ranks
     script = _loss_ddp_script(
         '"center", num_classes=C, weight=0.1, alpha=0.5',
@@ -1390,8 +1392,7 @@ def test_ddp_uneven_last_batch_and_center_loss_match_the_single_process(tmp_path
         torch.testing.assert_close(two["model"][k], one["model"][k], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(two["loss"]["centers"], one["loss"]["centers"], rtol=1e-4, atol=1e-5)
     for a, b in zip(*(engine.read_metrics(tmp_path / d) for d in ("one", "two")), strict=True):
-        # the ranks' mean losses differ from the global mean only in the last, uneven batch
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.01)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert abs(a["train_top1_error"] - b["train_top1_error"]) <= 100 / 95 + 1e-9
 
 
@@ -1428,3 +1429,18 @@ def test_fit_refuses_bad_keyword_arguments_by_name_before_writing(tmp_path, kwar
             **{"log": quiet, **kwargs},
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_warm_up_in_iterations_longer_than_the_run_is_warned(tmp_path):
+    """warmup_epochs past the last epoch is warned with the config; warmup_iters needs the loader's
+    length, so the run warns when it starts (the lr never reached its base value, silently)."""
+    n_iter = len(make_components().train_loader)
+    for warm, warned in ((2 * n_iter, True), (2 * n_iter - 1, False)):
+        cfg = make_cfg(epochs=2)
+        cfg["schedule"].update(warmup_epochs=0, warmup_iters=warm)
+        lines = []
+        fit(cfg, tmp_path / str(warm), components=make_components(), log=lines.append)
+        hit = [x for x in lines if x.startswith("warning: schedule.warmup_iters")]
+        want = [f"warning: schedule.warmup_iters={warm} >= the run's 2 x {n_iter} = {2 * n_iter} "
+                "iterations: the run ends inside the warm-up"]  # fmt: skip
+        assert hit == (want if warned else []), lines

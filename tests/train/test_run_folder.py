@@ -729,6 +729,29 @@ def test_load_run_errors_name_the_folder(tmp_path):
         load_run(out, "first")
 
 
+def test_load_run_of_an_unfinished_run_takes_its_classes_from_classes_json(tmp_path, monkeypatch):
+    """An unfinished run (no final.json) is loaded without its data: classes.json, written when the run
+    started, says what the model was built for (the dataset was rebuilt, and missing data failed)."""
+    import lpl_train.data
+    from lpl_train.config import load_config
+    from lpl_train.engine import load_run
+
+    out = tmp_path / "r"
+    cfg = load_config("gaussian_linear_lpl", ["train.device='cpu'"], epochs=3)
+    fit(cfg, out, stop_after_epoch=1, log=quiet)
+    assert not (out / "final.json").exists()
+    classes = json.loads((out / "classes.json").read_text())
+
+    def no_data(*a, **k):
+        raise FileNotFoundError("the data is gone")
+
+    monkeypatch.setattr(lpl_train.data, "build_datasets", no_data)
+    model, _, info = load_run(out)
+    assert {k: info[k] for k in classes} == classes and info["epoch"] == 1 and info["final"] is None
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, load_checkpoint(out / "checkpoint.pt")["model"][k]), k
+
+
 # --------------------------------------------------------------------------- precision
 def test_fp16_with_gradient_scaling_trains_and_resumes_bit_exact(tmp_path):
     full = run(tmp_path, "full", epochs=3, amp="fp16")
