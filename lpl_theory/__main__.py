@@ -70,6 +70,12 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(value) > 2**53 and abs(value) <= 1e308 and int(float(value)) != value:
+        # the computation is in float64: it would silently use the nearest float
+        raise argparse.ArgumentTypeError(
+            f"{text} is not exactly representable in float64 (nearest {float(value):.17g}); give an "
+            "integer up to 2**53 or a representable one"
+        )
     return value
 
 
@@ -164,7 +170,7 @@ def _curve(args: argparse.Namespace) -> int:
     print(f"{'rho':>10} {'b_star':>12} {'R_plus':>10} {'R_minus':>10} {'R_total':>10}  global")
     for i, r in enumerate(data["rho"]):
         print(
-            f"{r:>10.4g} {data['b_star'][i]:>12.6g} {data['R_plus'][i]:>10.6f} {data['R_minus'][i]:>10.6f} "
+            f"{r:>10.6g} {data['b_star'][i]:>12.6g} {data['R_plus'][i]:>10.6f} {data['R_minus'][i]:>10.6f} "
             f"{data['R_total'][i]:>10.6f}  {data['b_star_is_global'][i]}"
         )
     return 0

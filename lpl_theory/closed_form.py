@@ -8,7 +8,9 @@ e_+ = s_+ rho_+ eps and e_- = s_- rho_- eps (s = +1 for the first type, -1 for t
     S^2 = C^2 + 2 d (K^2 - 1) sigma^2 log(K / Gamma)                 (discriminant; b* exists iff S^2 >= 0),
     b* = (q - K^2 p + K S) / (K^2 - 1) = c / (q - K^2 p - K S),  c = K^2 p^2 - q^2 + 2 d K^2 sigma^2 log(Gamma/K).
 
-The second form of b* has no cancellation and reduces at K = 1 to Eq. (44)'s
+The second form of b* has no cancellation (c's K^2 p^2 - q^2 is taken as (K p - q)(K p + q), each factor
+from d eta and the shifts, so that K p + q, small near K = 1 when the shifts are, keeps its digits however
+large d eta is) and reduces at K = 1 to Eq. (44)'s
 b* = (e_+ - e_-)/2 + d sigma^2 log(Gamma) / C. The natural errors are R(f_opt,+1) = Phi(-(d eta + b*)/(sqrt(d) sigma))
 and R(f_opt,-1) = Phi((b* - d eta)/(K sqrt(d) sigma)) (Eqs. 45, 51, 53).
 
@@ -169,7 +171,11 @@ def _core(v: dict[str, Any]) -> dict[str, np.ndarray]:
         disc_s = Cs**2 + log_term
         exists = disc_s >= 0
         S_s = np.sqrt(np.where(exists, disc_s, np.nan))
-        c = kk**2 * ps**2 - qs**2 - 2 * dd * kk**2 * ss**2 * log_k_over_g
+        # K^2 p^2 - q^2 as (K p - q)(K p + q), each factor from d eta and the shifts directly: at K = 1,
+        # p + q = e_- - e_+ is small where p and q are large, and p^2 - q^2 would lose its digits
+        kp_plus_q = ((kk - 1) * dd * et - kk * e_plus + e_minus) / unit
+        kp_minus_q = ((kk + 1) * dd * et - kk * e_plus - e_minus) / unit
+        c = kp_minus_q * kp_plus_q - 2 * dd * kk**2 * ss**2 * log_k_over_g
         b_star = unit * (c / (qs - kk**2 * ps - kk * S_s))
         scale_ok = np.isfinite(np.sqrt(dd) * sg * kk)
         disc, S = unit**2 * disc_s, unit * S_s

@@ -44,10 +44,10 @@ def curve(number: int, rho: Any = None, spec: FigureSpec | None = None) -> dict[
         spec = figure_spec(number)
     elif not isinstance(spec, FigureSpec):
         raise TypeError(f"spec must be a FigureSpec, got {type(spec).__name__}")
-    if not np.isfinite(spec.rho_max):
+    if rho is None and not np.isfinite(spec.rho_max):  # the default grid spans [0, eta/eps)
         raise ValueError(
             f"eta/eps, the end of the range of rho, overflows float64 (eta = {spec.task.eta:g}, eps = {spec.eps:g}); "
-            "choose eta and eps with a finite ratio"
+            "choose eta and eps with a finite ratio, or give the values of rho"
         )
     r = default_rho(spec) if rho is None else np.asarray(rho, dtype=float)
     if r.ndim != 1 or r.size == 0:

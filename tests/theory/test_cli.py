@@ -251,3 +251,25 @@ def test_verify_points_and_seed_reach_the_checks(monkeypatch, capsys):
     with_seed = {s: row(V.check_derivatives(seed=s)) for s in (0, 1)}
     assert with_seed[0] != with_seed[1]
     assert rows[V.DERIVATIVE_CHECK][:2] == with_seed[1]
+
+
+def test_curve_takes_a_tiny_eps_when_rho_is_given_and_prints_rho_as_given(capsys):
+    """eta/eps overflows only the default grid's end: with --rho the nearly unperturbed problem is solved
+    (it was refused); the text column shows rho to 6 digits (9.99999 was printed as 10, a value the
+    command refuses). eta and sigma are large rather than eps subnormal: the suite's torch tests flush
+    subnormals to zero, in this process too."""
+    big = ["--eta", "1e300", "--sigma", "1e300", "--eps", "1e-10"]
+    assert main(["curve", "--figure", "3", *big, "--rho", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    sol = cf.solve(2.0, 2, 1e300, 1e300, 1.0, 1e-10, 1.0, 1.0)
+    assert data["b_star"] == [float(sol.b_star)] and data["b_star_is_global"] == [True]
+    assert main(["curve", "--figure", "3", *big]) == 2
+    assert "give the values of rho" in capsys.readouterr().err
+    assert main(["curve", "--figure", "5", "--rho", "9.99999"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[0] == "9.99999"
+
+
+def test_an_integer_d_float64_cannot_hold_is_refused(capsys):
+    assert main(["curve", "--figure", "3", "--d", "99999999999999999"]) == 2
+    assert "99999999999999999 is not exactly representable in float64" in capsys.readouterr().err
+    assert main(["curve", "--figure", "3", "--d", str(2**53), "--rho", "0"]) == 0  # exact: taken

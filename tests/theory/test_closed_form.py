@@ -415,3 +415,21 @@ def test_a_b_star_beyond_float64_is_refused_as_an_overflow():
     assert math.log10(math.log(1e300)) + 614 - math.log10(2e307) > math.log10(np.finfo(float).max)
     with pytest.raises(ValueError, match="overflow float64"):
         cf.solve(1e300, 1, 1e307, 1e307, 1.0, 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("eta", [1e6, 1e8, 1e10])
+def test_b_star_keeps_its_digits_when_the_classes_are_far_apart(eta):
+    """K = 1, d eta up to 1e10 sigma: Eq. (44)'s b* = (e_+ - e_-)/2 + d sigma^2 log(Gamma)/C in 50-digit
+    arithmetic, to 1e-13 relative (K^2 p^2 - q^2 taken as written lost up to 2e-5 at 1e10)."""
+    with mpmath.workdps(50):
+        exact = _eq44_far_apart(eta)
+    got = float(cf.solve(2.0, 1, eta, 1.0, 1.0, 0.3, 0.5, 0.25).b_star)
+    assert abs(got - exact) <= 1e-13 * abs(exact)
+
+
+def _eq44_far_apart(eta):
+    """Eq. (44) at Gamma = 2, d = 1, sigma = 1, eps = 0.3, rho_+ = 0.5, rho_- = 0.25 (first type)."""
+    eps = mpmath.mpf("0.3")
+    e_p, e_m = mpmath.mpf("0.5") * eps, mpmath.mpf("0.25") * eps
+    c = e_p + e_m - 2 * mpmath.mpf(eta)
+    return float((e_p - e_m) / 2 + mpmath.log(2) / c)
