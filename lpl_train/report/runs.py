@@ -348,8 +348,11 @@ def _row(
     if paper:
         try:
             pv = paper_cell(paper["table"], paper["row"], paper["column"], results)
-        except ValueError:
-            pv = {}
+        except ValueError as exc:  # a [paper] reference to no cell: named, not shown as "—"
+            where = runs[0].path / "config.toml"
+            raise ValueError(
+                f"config file {str(where)!r}: key 'paper' names no cell: {exc}"
+            ) from None
     count: dict[int, int] = {}
     for r in rs:
         count[_seed(r)] = count.get(_seed(r), 0) + 1

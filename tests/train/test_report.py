@@ -561,3 +561,15 @@ def test_rows_follow_the_paper_s_table_order_then_runs_without_a_paper_cell(tmp_
         ("tiv_cifar10_lt100_la", "IV"),
         ("fmnist_lt100_ce", None),
     ]
+
+
+def test_a_paper_reference_to_no_cell_is_named_not_shown_as_missing(tmp_path):
+    """A [paper] table edited by hand to a column the table lacks: the report names the config file and
+    the reference (it printed '—' in the paper column, as for a cell the paper leaves empty)."""
+    cfg = load_config("tiv_cifar10_lt100_la")
+    write_run(tmp_path / "ok", cfg, 0, {"top1_error": 20.0})
+    assert "20.00" in make_report(tmp_path)  # a valid reference reports
+    cfg["paper"] = {**cfg["paper"], "column": "50:1"}
+    write_run(tmp_path / "bad", cfg, 0, {"top1_error": 21.0})
+    with pytest.raises(ValueError, match=r"bad/config\.toml': key 'paper' names no cell: .*50:1"):
+        make_report(tmp_path)
