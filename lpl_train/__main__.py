@@ -437,13 +437,31 @@ def _one_line(exc: BaseException) -> str:
         if type(exc).__name__ in ("URLError", "HTTPError") or "urlopen" in str(exc):
             msg = f"network: {msg}"
     else:
-        msg = str(exc)
+        msg = _worker_message(exc, str(exc))
     msg = " ".join(msg.split()) or type(exc).__name__
     if isinstance(exc, KeyError):
         msg = msg.strip("'\"")
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _TRAIN_EXTRA:
         msg += " (part of the [train] extra: pip install 'lpl-torch[train]')"
     return msg
+
+
+def _worker_message(exc: BaseException, text: str) -> str:
+    """An error re-raised from a DataLoader worker carries torch's "Caught X in DataLoader worker process
+    N" and the worker's whole traceback in its message: keep the original message and say where."""
+    if "\nOriginal Traceback (most recent call last):" not in text:
+        return text
+    head = (
+        text.split("\n", 1)[0].strip().rstrip(".")
+    )  # Caught BadFile in DataLoader worker process 0
+    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+    cls = type(exc)
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__name__}: "):
+        if last.startswith(prefix):
+            last = last[len(prefix) :]
+            break
+    where = head.split(" in ", 1)[1] if " in " in head else "a DataLoader worker"
+    return f"{last} (in {where})"
 
 
 #: Import names of the [train] extra's packages (pyproject.toml).

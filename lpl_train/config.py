@@ -251,6 +251,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key {where!r} has value {cfg[section][key]!r}; expected an integer in [0, {top}]"
             )
+    if (
+        cfg["optim"]["momentum"] >= 1
+    ):  # SGD's velocity would never decay: the step grows without bound
+        raise ConfigError(
+            f"config key 'optim.momentum' has value {cfg['optim']['momentum']!r}; expected a number in "
+            "[0, 1)"
+        )
     sched = cfg["schedule"]
     ms = sched["milestones"]
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms) or any(

@@ -958,3 +958,29 @@ def test_the_exit_status_stands_when_the_reader_of_stdout_has_gone_away(monkeypa
     monkeypatch.setattr(M, "_command", lambda args: 1)
     monkeypatch.setattr(M, "flush_stdout", lambda: False)
     assert M.main(["list"]) == 1
+
+
+class _BadItems(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from lpl_train.data import BadFile
+
+        raise BadFile(f"cannot decode image /x/{i}.jpg: truncated")
+
+
+def test_an_error_from_a_dataloader_worker_is_its_own_message_and_where():
+    """With data.loader.num_workers > 0 a damaged file's BadFile comes back from the worker with torch's
+    'Caught BadFile in DataLoader worker process 0' and the worker's traceback in its message: the one
+    line keeps the original message and the worker (it was the whole traceback, flattened)."""
+    from lpl_train.__main__ import _one_line
+    from lpl_train.data import BadFile
+
+    with pytest.raises(BadFile) as err:
+        list(torch.utils.data.DataLoader(_BadItems(), num_workers=1))
+    assert "Original Traceback" in str(err.value)  # torch's wrapping, which the line undoes
+    assert _one_line(err.value) == (
+        "cannot decode image /x/0.jpg: truncated (in DataLoader worker process 0)"
+    )
+    assert _one_line(BadFile("plain")) == "plain"

@@ -83,6 +83,14 @@ def test_defaults_are_filled_and_input_is_not_mutated():
             with_("optim", weight_decay=-1e-4),
             r"'optim.weight_decay' has value -0.0001; expected .* >= 0",
         ),
+        (
+            with_("optim", momentum=5),
+            r"'optim.momentum' has value 5; expected a number in \[0, 1\)",
+        ),
+        (
+            with_("optim", momentum=1.0),
+            r"'optim.momentum' has value 1.0; expected a number in \[0, 1\)",
+        ),
         (with_("schedule", milestones=[80, 40]), r"'schedule.milestones' .* strictly increasing"),
         (
             with_("schedule", milestones=[80], factors=[0.1, 0.01]),
