@@ -54,6 +54,7 @@ _SPEC = {
         "train": [f"data_batch_{i}" for i in range(1, 6)],
         "test": ["test_batch"],
         "label_key": b"labels",
+        "meta": ("batches.meta", "label_names"),
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "md5": "c58f30108f718f92721af3b95e74349a",
         "mean": CIFAR10_MEAN,
@@ -65,6 +66,7 @@ _SPEC = {
         "train": ["train"],
         "test": ["test"],
         "label_key": b"fine_labels",
+        "meta": ("meta", "fine_label_names"),
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "md5": "eb9058c3a382ffc7106e4002c42a8d85",
         "mean": CIFAR100_MEAN,
@@ -155,6 +157,41 @@ def _read_members(path: Path, spec: dict, split: str) -> tuple[np.ndarray, np.nd
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def class_names_of(path: Path, num_classes: int) -> list[str]:
+    """The class names of the release's meta file (``batches.meta`` / ``meta``), in label order; [] where
+    the folder or archive has none (a copy without it trains the same). A meta file that is present but
+    not a list of ``num_classes`` names raises BadFile naming it."""
+    name, key = _SPEC[num_classes]["meta"]
+    if path.is_dir():
+        f = path / name
+        if not f.is_file():
+            return []
+        raw, source = f.read_bytes(), str(f)
+    else:
+        member = f"{_SPEC[num_classes]['folder']}/{name}"
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                try:
+                    handle = tar.extractfile(member)
+                except KeyError:
+                    return []
+                if handle is None:
+                    return []
+                raw, source = handle.read(), f"{path}:{member}"
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise BadFile(f"cannot read {path}: corrupt or truncated archive ({err})") from err
+    meta = restricted_unpickle(raw, source)
+    names = meta.get(key.encode(), meta.get(key)) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != num_classes:
+        raise BadFile(
+            f"cannot read {source}: expected '{key}', a list of {num_classes} class names"
+        )
+    out = [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+    if not all(isinstance(n, str) for n in out):
+        raise BadFile(f"cannot read {source}: '{key}' holds non-string names")
+    return out
+
+
 def cifar_path(num_classes: int, root: str | Path | None = None, download_: bool = False) -> Path:
     """Where the CIFAR-``num_classes`` data lives under ``root`` (downloading it when asked)."""
     check_choice("num_classes", num_classes, (10, 100))
@@ -234,6 +271,7 @@ def build_cifar(
         std=std,
         augment="crop_flip",
         name=name,
+        class_names=class_names_of(cifar_path(num_classes, root), num_classes),
     )
 
 

@@ -770,3 +770,31 @@ def test_cifar_labels_of_the_wrong_shape_are_refused_naming_the_batch(tmp_path: 
         BadFile, match=r"cannot read .*test_batch: 'labels' must be a flat list .* shape \(10, 1\)"
     ):
         load_cifar_arrays(10, tmp_path)
+
+
+def test_class_names_come_from_the_release_s_meta_file(tmp_path: Path) -> None:
+    """batches.meta's label_names (CIFAR-10) name the classes in label order, from the folder and from the
+    archive; a copy without it trains the same, unnamed; a meta file that is not the names is refused."""
+    names = [f"class{i}" for i in range(10)]
+    meta = pickle.dumps({b"label_names": [n.encode() for n in names], b"num_vis": 3072}, protocol=2)
+    (tmp_path / "a").mkdir()
+    archive = make_cifar10(tmp_path / "a", per_class=5, test_per_class=1)
+    assert build_datasets("cifar10", root=archive.parent).class_names == []
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    members["cifar-10-batches-py/batches.meta"] = meta
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    assert build_datasets("cifar10", root=archive.parent).class_names == names
+    folder = _cifar10_folder(tmp_path / "f", np.repeat(np.arange(10), 5), np.arange(10))
+    (folder / "batches.meta").write_bytes(meta)
+    b = build_datasets("cifar10_lt", root=tmp_path / "f", imbalance_ratio=2.0)
+    assert b.class_names == names
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names[:3]}, protocol=2))
+    with pytest.raises(
+        BadFile, match=r"batches\.meta: expected 'label_names', a list of 10 class names"
+    ):
+        build_datasets("cifar10", root=tmp_path / "f")
