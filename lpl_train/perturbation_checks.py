@@ -252,9 +252,11 @@ def check_probability_target(
         return t
     row = t.sum(dim=1)
     # the rounding of the target's own dtype (each entry within eps/2 of its value: the row sum within
-    # eps/2 of 1) or of the sum's dtype, whichever is coarser; independent of C (a C-scaled tolerance let
-    # rows summing to 0.91 pass at C = 100, and all-zero rows at C = 1000)
-    tol = max(_sum_tolerance(target.dtype), _sum_tolerance(t.dtype))
+    # eps/2 of 1) or of the sum's dtype, whichever is coarser; a C-scaled tolerance let rows summing to
+    # 0.91 pass at C = 100, and all-zero rows at C = 1000: C scales only the half-precision subnormals'
+    # absolute rounding (float16: 3e-8 an entry, 1.5e-3 over C = 50,000 smoothed entries)
+    c = target.shape[1]
+    tol = max(_sum_tolerance(target.dtype, c), _sum_tolerance(t.dtype, c))
     stats = [
         torch.isfinite(t).all(),
         (t >= 0).all(),
@@ -357,12 +359,15 @@ def check_num_classes(num_classes: object, name: str = "num_classes", minimum: i
     return int(num_classes)
 
 
-def _sum_tolerance(dtype: torch.dtype) -> float:
+def _sum_tolerance(dtype: torch.dtype, num_classes: int = 1) -> float:
     """How far from 1 a row of class probabilities held in ``dtype`` may sum: the dtype's epsilon for
-    half precision (its rounding alone), 1e-5 for float32 (a few roundings of a normalisation over any
-    number of classes), 1e-9 for float64."""
+    half precision (its rounding alone), plus half the subnormal spacing for each of ``num_classes``
+    entries (entries below the smallest normal round absolutely, not relatively: float16's 2**-24, so
+    label-smoothed targets at C = 50,000 sum 1.2e-3 off); 1e-5 for float32 (a few roundings of a
+    normalisation over any number of classes), 1e-9 for float64."""
     if dtype in (torch.float16, torch.bfloat16):
-        return float(torch.finfo(dtype).eps)
+        fi = torch.finfo(dtype)
+        return float(fi.eps) + num_classes * float(fi.tiny) * float(fi.eps) / 2
     return 1e-5 if dtype == torch.float32 else 1e-9
 
 

@@ -747,3 +747,20 @@ def test_la_adjusts_autocast_half_logits_in_float32_as_la_lpl_does():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = la(lin(x), p)
     torch.testing.assert_close(got, la(u.float(), p), rtol=0, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:lpl. the probability targets hold")  # dense targets on purpose
+def test_half_precision_targets_with_subnormal_entries_pass_the_row_sum_check():
+    """Label-smoothed targets at C = 50,000 in float16: entries of 0.1/C are subnormal and round to 2**-24
+    absolutely, so rows sum 1.2e-3 off 1 (float16's eps is 9.8e-4, the tolerance without them); they are
+    accepted, and a row summing to 0.99 is still refused."""
+    from lpl_train import perturbation as P
+
+    c = 50_000
+    y = torch.tensor([3, 40_000])
+    t = (F.one_hot(y, c).float() * 0.9 + 0.1 / c).half()
+    assert (t.float().sum(1) - 1).abs().max() > torch.finfo(torch.float16).eps
+    x = torch.zeros(2, c, dtype=torch.float16)
+    P.check_probability_target(t, x)
+    with pytest.raises(ValueError, match="sum to 1"):
+        P.check_probability_target(t * 0.99, x)
