@@ -520,6 +520,19 @@ def check_records(
             f"{where} hold records of (dataset, method) pairs that study {study['name']!r} does not "
             f"define: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
         )
+    # a run recorded twice with different results (two JSONL files joined) would be selected on its better
+    # copy and averaged with its first: refused (identical copies are one record)
+    seen: dict[str, str] = {}
+    differ: set[str] = set()
+    for r in records:
+        key, text = str(r.get("key")), json.dumps(r, sort_keys=True, default=str)
+        if seen.setdefault(key, text) != text:
+            differ.add(key)
+    if differ:
+        raise ValueError(
+            f"{where} hold {len(differ)} run(s) recorded twice with different results (e.g. "
+            f"{sorted(differ)[0]!r}): selection would take the better copy; keep one record of each run"
+        )
 
 
 def summarize(

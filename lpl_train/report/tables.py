@@ -156,7 +156,8 @@ def selected_cell(
     """The selected point as ``key=value, ...``, a value at the smallest or largest of its searched axis
     (two values or more in the study's grid) marked "(EDGE)": the grid was too small, the optimum may lie
     beyond it; "(floor)" instead at the method's ``grid_floor`` for that axis, the smallest value the
-    parameter can take. "–" for a method without parameters searched."""
+    parameter can take; "(not in the grid)" for a value the study's grid no longer has (records of an
+    earlier, wider grid). "–" for a method without parameters searched."""
     src = method.get("balanced", method) if regime == "balanced" else method
     grid = src.get("grid", {}) if grid_mode == "all" else {}
     floors = method.get("grid_floor", {})
@@ -164,7 +165,9 @@ def selected_cell(
     for k, v in point.items():
         axis = sorted(grid.get(k, []))
         mark = ""
-        if len(axis) > 1 and v in (axis[0], axis[-1]):
+        if k in grid and v not in axis:
+            mark = " (not in the grid)"
+        elif len(axis) > 1 and v in (axis[0], axis[-1]):
             mark = " (floor)" if k in floors and v == axis[0] == floors[k] else " (EDGE)"
         parts.append(f"{k}={v}{mark}")
     return ", ".join(parts) or "–"

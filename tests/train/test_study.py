@@ -393,6 +393,10 @@ def test_a_selected_value_at_an_end_of_its_grid_is_marked_edge_in_the_study_tabl
     assert selected_cell({"a": 0.5}, m, "balanced") == "a=0.5 (EDGE)"  # the balanced grid
     assert selected_cell({"a": 0.5}, m, "balanced", grid_mode="first") == "a=0.5"  # no search
     assert selected_cell({}, m, "longtail") == "–"
+    # a value a narrowed grid no longer has (records of the wider one): marked, not shown as interior
+    assert selected_cell({"a": 3.0, "b": 2}, m, "longtail") == "a=3.0 (not in the grid), b=2"
+    assert selected_cell({"a": 20.0, "b": 2}, m, "longtail") == "a=20.0 (not in the grid), b=2"
+    assert selected_cell({"c": 5}, m, "longtail") == "c=5"  # not searched: nothing to say
     study = {**_study(), "methods": [{"id": "lpl_varied", "label": "LPL", "regime": "single",
                                       "grid": {"delta_epsilon": [1.0, 2.0]}}]}  # fmt: skip
     summ = S.summarize([r for r in _hand_records() if r["method"] == "lpl_varied"], study)
@@ -812,14 +816,19 @@ def test_selection_uses_the_select_seed_runs_only():
     s = S.summarize(recs, study)[("lt", "ce")]
     assert s["point"] == {"eps": 1} and s["seeds"] == [0, 1]
     assert s["overall"] == pytest.approx((25.0, math.sqrt(50.0)))  # errors 30 and 20, sample std
-    # a seed recorded twice counts once, with its first record
-    again = _rec("lt", "ce", {"eps": 1}, 0, val_acc=10, test_acc=40)
-    s = S.summarize([*recs, again], study)[("lt", "ce")]
+    # a seed recorded twice: an identical copy counts once; a copy with other results is refused (the
+    # selection took the better copy and the summary the first)
+    s = S.summarize([*recs, dict(recs[3])], study)[("lt", "ce")]
     assert s["n"] == 2 and s["overall"] == pytest.approx((25.0, math.sqrt(50.0)))
-    s = S.summarize([again, *recs], study)[("lt", "ce")]
-    assert s["n"] == 2 and s["overall"] == pytest.approx(
-        (45.0, math.sqrt(450.0))
-    )  # errors 30 and 60
+    again = _rec("lt", "ce", {"eps": 1}, 0, val_acc=10, test_acc=40)
+    for joined in ([*recs, again], [again, *recs]):
+        with pytest.raises(
+            ValueError, match=r"1 run\(s\) recorded twice with different results .*seed0"
+        ):
+            S.summarize(joined, study)
+    better = _rec("lt", "ce", {"eps": 2}, 1, val_acc=70, test_acc=90)  # would move the selection
+    with pytest.raises(ValueError, match="recorded twice with different results"):
+        S.write_tables([*recs, better], study, Path("/nonexistent-never-written"), "t")
 
 
 def test_final_runs_cover_only_the_chosen_methods_and_planned_puts_costly_regimes_first(tmp_path):
