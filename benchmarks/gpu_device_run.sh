@@ -30,6 +30,9 @@ wants() { [[ ",$PARTS," == *",$1,"* ]]; }
 DEST="${1:-${OUT:-gpu_out}}"
 mkdir -p "$DEST"
 WORK="$(mktemp -d)"
+# the run folders (checkpoints, every run's final.json) stay in WORK for the records of a device run; a
+# shortened CPU run (both *_QUICK set, as the tests run it) removes its own
+if [ -n "${GPU_CHECK_QUICK:-}" ] && [ -n "${GPU_LONGTAIL_QUICK:-}" ]; then trap 'rm -rf "$WORK"' EXIT; fi
 LIMIT_S="${LIMIT_S:-570}"
 start=$(date +%s)
 PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
@@ -70,6 +73,8 @@ if wants longtail; then
     fi
 fi
 ls -l "$DEST"
+[ -n "${GPU_CHECK_QUICK:-}" ] && [ -n "${GPU_LONGTAIL_QUICK:-}" ] \
+    || echo "# gpu_device_run: the run folders (every run's final.json) are in $WORK"
 # each part's summaries are kept whatever the others did; the exit status says whether all succeeded
 said() {  # said NAME PART RC WHY: one part's entry of the last line
     if wants "$2"; then echo "$1 exit $3$4"; else echo "$1 left out"; fi

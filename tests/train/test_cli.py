@@ -377,12 +377,14 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     lands in OUT, and the protocol trains and reports each of its five methods."""
     from tests.train.test_data_fmnist import make_fmnist
 
-    data, out = tmp_path / "fmnist", tmp_path / "out"
+    data, out, scratch = tmp_path / "fmnist", tmp_path / "out", tmp_path / "scratch"
     data.mkdir()
+    scratch.mkdir()
     make_fmnist(data, per_class=100, test_per_class=6)  # 100:1 keeps a sample of each class
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_device_run.sh"
     env = {
         **os.environ,
+        "TMPDIR": str(scratch),  # where its scratch folder goes: removed again in the shortened run
         "GPU_CHECK_QUICK": "1",
         "GPU_LONGTAIL_QUICK": "1",
         "LPL_LONGTAIL_DATA": str(data),
@@ -404,6 +406,7 @@ def test_gpu_device_run_script_runs_shortened_on_cpu(tmp_path):
     assert "the long-tail protocol may take" in r.stdout
     assert "CUDA tests exit 0, gpu_check exit 0, gpu_longtail exit 0" in r.stdout
     assert "8 skipped" in (out / "cuda_tests.log").read_text()  # they need a GPU
+    assert not any(p.name.startswith("tmp.") for p in scratch.iterdir()), list(scratch.iterdir())
     # a part that fails makes the whole script fail, and the other part's summaries are still kept
     make_fmnist(
         data, per_class=60, test_per_class=6
