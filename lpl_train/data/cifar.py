@@ -122,65 +122,59 @@ def _decode_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _read_members(path: Path, spec: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
-    names = spec[split]
-    raws: list[tuple[bytes, str]] = []
+def _read_members(
+    path: Path, spec: dict, names: list[str], optional: tuple[str, ...] = ()
+) -> dict[str, tuple[bytes, str]]:
+    """The bytes of the members ``names`` of the release (and of ``optional`` ones, where present), with
+    where each came from, from the extracted folder or in one pass over the archive."""
+    raws: dict[str, tuple[bytes, str]] = {}
     if path.is_dir():
-        for name in names:
+        for name in [*names, *optional]:
             f = path / name
-            if not f.is_file():
+            if f.is_file():
+                raws[name] = (f.read_bytes(), str(f))
+            elif name not in optional:
                 raise missing(f"CIFAR batch {name}", [f], "The extracted folder is incomplete.")
-            raws.append((f.read_bytes(), str(f)))
-    else:
-        absent = []
-        try:
-            with tarfile.open(path, "r:gz") as tar:
-                for name in names:
-                    member = f"{spec['folder']}/{name}"
-                    try:
-                        handle = tar.extractfile(member)
-                    except KeyError:
-                        handle = None
-                    if handle is None:
-                        absent.append(member)
-                        continue
-                    raws.append((handle.read(), f"{path}:{member}"))
-                # gzip checks its CRC only at the end of the stream, which reading the members stops
-                # short of: read on to it, so a corrupt archive raises instead of giving wrong pixels
-                while tar.fileobj.read(1 << 20):
-                    pass
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-            raise BadFile(f"cannot read {path}: corrupt or truncated archive ({err})") from err
-        if absent:
-            raise BadFile(f"cannot read {path}: archive has no member {absent[0]}")
-    parts = [_decode_batch(raw, src, spec["label_key"]) for raw, src in raws]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def class_names_of(path: Path, num_classes: int) -> list[str]:
-    """The class names of the release's meta file (``batches.meta`` / ``meta``), in label order; [] where
-    the folder or archive has none (a copy without it trains the same). A meta file that is present but
-    not a list of ``num_classes`` names raises BadFile naming it."""
-    name, key = _SPEC[num_classes]["meta"]
-    if path.is_dir():
-        f = path / name
-        if not f.is_file():
-            return []
-        raw, source = f.read_bytes(), str(f)
-    else:
-        member = f"{_SPEC[num_classes]['folder']}/{name}"
-        try:
-            with tarfile.open(path, "r:gz") as tar:
+        return raws
+    absent = []
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for name in [*names, *optional]:
+                member = f"{spec['folder']}/{name}"
                 try:
                     handle = tar.extractfile(member)
                 except KeyError:
-                    return []
-                if handle is None:
-                    return []
-                raw, source = handle.read(), f"{path}:{member}"
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-            raise BadFile(f"cannot read {path}: corrupt or truncated archive ({err})") from err
-    meta = restricted_unpickle(raw, source)
+                    handle = None
+                if handle is not None:
+                    raws[name] = (handle.read(), f"{path}:{member}")
+                elif name not in optional:
+                    absent.append(member)
+            # gzip checks its CRC only at the end of the stream, which reading the members stops
+            # short of: read on to it, so a corrupt archive raises instead of giving wrong pixels
+            while tar.fileobj.read(1 << 20):
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise BadFile(f"cannot read {path}: corrupt or truncated archive ({err})") from err
+    if absent:
+        raise BadFile(f"cannot read {path}: archive has no member {absent[0]}")
+    return raws
+
+
+def _decode_split(
+    raws: dict[str, tuple[bytes, str]], spec: dict, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    parts = [_decode_batch(*raws[name], spec["label_key"]) for name in spec[split]]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _class_names(raw: tuple[bytes, str] | None, key: str, num_classes: int) -> list[str]:
+    """The class names of the release's meta file (``batches.meta`` / ``meta``), in label order; [] where
+    the folder or archive has none (a copy without it trains the same). A meta file that is present but
+    not a list of ``num_classes`` names raises BadFile naming it."""
+    if raw is None:
+        return []
+    data, source = raw
+    meta = restricted_unpickle(data, source)
     names = meta.get(key.encode(), meta.get(key)) if isinstance(meta, dict) else None
     if not isinstance(names, list) or len(names) != num_classes:
         raise BadFile(
@@ -216,15 +210,25 @@ def load_cifar_arrays(
     num_classes: int, root: str | Path | None = None, download: bool = False, verify: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train_images, train_labels, test_images, test_labels) as uint8 ``N x 3 x 32 x 32`` and int64."""
+    return _load_cifar(num_classes, root, download, verify)[:4]
+
+
+def _load_cifar(
+    num_classes: int, root: str | Path | None, download: bool, verify: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """:func:`load_cifar_arrays` and the class names (:func:`_class_names`), from one read of the data."""
     path = cifar_path(num_classes, root, download)
+    spec = _SPEC[num_classes]
     if verify and path.is_file():
-        verify_checksum(path, _SPEC[num_classes]["md5"])
-    xtr, ytr = _read_members(path, _SPEC[num_classes], "train")
-    xte, yte = _read_members(path, _SPEC[num_classes], "test")
+        verify_checksum(path, spec["md5"])
+    meta, key = spec["meta"]
+    raws = _read_members(path, spec, [*spec["train"], *spec["test"]], optional=(meta,))
+    xtr, ytr = _decode_split(raws, spec, "train")
+    xte, yte = _decode_split(raws, spec, "test")
     for name, y in (("train", ytr), ("test", yte)):
         if y.min() < 0 or y.max() >= num_classes:
             raise BadFile(f"cannot read {path}: {name} labels outside [0, {num_classes})")
-    return xtr, ytr, xte, yte
+    return xtr, ytr, xte, yte, _class_names(raws.get(meta), key, num_classes)
 
 
 def build_cifar(
@@ -244,7 +248,7 @@ def build_cifar(
     balanced one. ``val_fraction`` carves a stratified validation split out of the (long-tail) training set
     with the same seed.
     """
-    xtr, ytr, xte, yte = load_cifar_arrays(num_classes, root, download, verify)
+    xtr, ytr, xte, yte, class_names = _load_cifar(num_classes, root, download, verify)
     if imbalance_ratio is not None:
         n_max = int(np.bincount(ytr, minlength=num_classes).max())
         counts = long_tail_counts(num_classes, n_max, imbalance_ratio, profile)
@@ -271,7 +275,7 @@ def build_cifar(
         std=std,
         augment="crop_flip",
         name=name,
-        class_names=class_names_of(cifar_path(num_classes, root), num_classes),
+        class_names=class_names,
     )
 
 
