@@ -24,7 +24,7 @@ import torch
 
 from .common import BadFile, DatasetBundle, check_choice, missing, resolve_root
 from .images import ImageFileDataset, multilabel_bundle
-from .inat import read_json
+from .inat import integer_id, read_json
 
 COCO_YEARS = (2014, 2017)
 
@@ -52,10 +52,8 @@ def coco_labels(
         raise TypeError(f"skip_degenerate must be a bool, got {skip_degenerate!r}")
     data = read_json(path)
 
-    def whole(v: object, what: str) -> int:  # an id of 2.7 must not become 2
-        if isinstance(v, bool) or not isinstance(v, int | str) or int(v) != float(v):
-            raise BadFile(f"cannot read {path}: {what} {v!r} is not an integer")
-        return int(v)
+    def whole(v: object, what: str) -> int:
+        return integer_id(v, what, path)
 
     try:
         cats = sorted(data["categories"], key=lambda c: c["id"])

@@ -37,6 +37,14 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def integer_id(value: object, what: str, path: Path) -> int:
+    """``value`` as an int where it is one (an int, or a string of one); else BadFile naming ``path``: a
+    float id of 2.7 must not become 2, nor a bool an id."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or int(value) != float(value):
+        raise BadFile(f"cannot read {path}: {what} {value!r} is not an integer")
+    return int(value)
+
+
 def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
     """(file name, category id) per annotation. The official lists give each image one id, a file name
     and one annotation of a listed category; a repeated image id, a file name that is not a string, a
@@ -61,14 +69,13 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
             if image_id in seen:
                 raise BadFile(f"cannot read {path}: image id {image_id!r} has two annotations")
             seen.add(image_id)
-            if isinstance(cat, bool) or not isinstance(cat, int | str) or int(cat) != float(cat):
-                raise BadFile(f"cannot read {path}: category_id {cat!r} is not an integer")
-            if listed is not None and int(cat) not in listed:
+            cat_id = integer_id(cat, "category_id", path)
+            if listed is not None and cat_id not in listed:
                 raise BadFile(
                     f"cannot read {path}: category_id {cat!r} (image id {image_id!r}) is not among "
                     "its categories"
                 )
-            pairs.append((files[image_id], int(cat)))
+            pairs.append((files[image_id], cat_id))
         bare = next((i for i in files if i not in seen), None)
         if bare is not None and seen:
             raise BadFile(
