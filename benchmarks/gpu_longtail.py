@@ -274,7 +274,8 @@ class Summary:
         info = self.info
         net = "a tiny CNN (quick check)" if self.quick else "ResNet-32"
         wall = f"{info['wall_s']:.0f} s wall" if "wall_s" in info else "in progress"
-        head = (f"Fashion-MNIST-LT 100:1 (32x32), {net}, {info['epochs']} epoch{'' if info['epochs'] == 1 else 's'}, LDAM schedule; "
+        epochs = f"{info['epochs']} epoch{'' if info['epochs'] == 1 else 's'}"
+        head = (f"Fashion-MNIST-LT 100:1 (32x32), {net}, {epochs}, LDAM schedule; "
                 f"{info['device']}, torch {info['torch']}, {info['date']}, {wall}")  # fmt: skip
         table = summarise(self.finished())
         failed = "".join(f"\n- {k}: {e}" for k, e in self.errors().items())

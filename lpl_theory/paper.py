@@ -8,7 +8,8 @@ Reading of the OCR: the text prints both ``\\sqrt{d}\\sigma`` (Eq. 23) and ``\\s
 45, 49, 51, 53) for the same scale; the derivation (sum_i x_i has standard deviation sqrt(d) sigma) and
 dimensional consistency give sqrt(d) * sigma, which is what is transcribed. With sigma = 1 (every figure) the
 two readings coincide. Likewise ``\\frac{\\sqrt{d\\eta}}{\\sigma}`` (Eqs. 43, 45, 49, 51, 53) is read as
-sqrt(d) * eta / sigma (the mean d eta of the sum over its standard deviation); the same when eta = 1. ``f_rob``/``b_rob`` in Eq. 21 and the proof of Corollary 1 are read as f_opt/b*.
+sqrt(d) * eta / sigma (the mean d eta of the sum over its standard deviation); the same when eta = 1.
+``f_rob``/``b_rob`` in Eq. 21 and the proof of Corollary 1 are read as f_opt/b*.
 """
 
 from __future__ import annotations

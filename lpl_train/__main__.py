@@ -451,9 +451,8 @@ def _worker_message(exc: BaseException, text: str) -> str:
     N" and the worker's whole traceback in its message: keep the original message and say where."""
     if "\nOriginal Traceback (most recent call last):" not in text:
         return text
-    head = (
-        text.split("\n", 1)[0].strip().rstrip(".")
-    )  # Caught BadFile in DataLoader worker process 0
+    # its first line: "Caught BadFile in DataLoader worker process 0."
+    head = text.split("\n", 1)[0].strip().rstrip(".")
     last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
     cls = type(exc)
     for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__name__}: "):

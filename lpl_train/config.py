@@ -251,9 +251,8 @@ def _check_values(cfg: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key {where!r} has value {cfg[section][key]!r}; expected an integer in [0, {top}]"
             )
-    if (
-        cfg["optim"]["momentum"] >= 1
-    ):  # SGD's velocity would never decay: the step grows without bound
+    # a momentum of 1 or more: SGD's velocity would never decay, the step would grow without bound
+    if cfg["optim"]["momentum"] >= 1:
         raise ConfigError(
             f"config key 'optim.momentum' has value {cfg['optim']['momentum']!r}; expected a number in "
             "[0, 1)"

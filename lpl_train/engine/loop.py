@@ -154,9 +154,8 @@ def _fit(
     log(run.describe())
     E = cfg["schedule"]["epochs"]
     warm = cfg["schedule"]["warmup_iters"]
-    if (
-        warm and warm >= E * run.n_iter
-    ):  # (warmup_epochs is checked with the config: no data needed)
+    # (warmup_epochs is checked with the config, which needs no data; iterations need the loader)
+    if warm and warm >= E * run.n_iter:
         log(
             f"warning: schedule.warmup_iters={warm} >= the run's {E} x {run.n_iter} = {E * run.n_iter} "
             "iterations: the run ends inside the warm-up"

@@ -199,7 +199,8 @@ class LogitAdjustedLoss(_TorchCE):
     class-level perturbation ``delta = lam * log(pi)`` of Eq. (3) (the paper's lambda, Menon et al.'s
     tau; ``la_lpl`` calls it ``lam`` too). The reference takes ``log(pi**lam + 1e-12)``, which differs
     only where ``pi**lam`` nears 1e-12 (iNaturalist's rarest classes with ``lam`` >= 2); the log prior is
-    exact here (float64; it enters in the logits' dtype). ``lam = 0`` is plain CE. The paper searches it in {0.5, 1, 1.5, 2, 2.5}.
+    exact here (float64; it enters in the logits' dtype). ``lam = 0`` is plain CE. The paper searches it
+    in {0.5, 1, 1.5, 2, 2.5}.
 
     Args:
         class_counts: training samples per class (all > 0).
