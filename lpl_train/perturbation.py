@@ -27,12 +27,13 @@ and one fused N × N ``addmm`` on GPUs.
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
-(:func:`multi_label_logit_shift`).
+(:func:`multi_label_logit_shift`, in :mod:`lpl_train.perturbation_multi_label`).
 
 The inner loop without autograd lives in :mod:`lpl_train.perturbation_class_loop`, the input checks
-in :mod:`lpl_train.perturbation_checks` and the ``authors_*`` functions in
-:mod:`lpl_train.perturbation_authors`; the last two are re-exported here, so every name is imported from this
-module. The ``authors_*`` functions reproduce, on purpose and bugs included, the perturbation computed
+in :mod:`lpl_train.perturbation_checks`, the ``authors_*`` functions in
+:mod:`lpl_train.perturbation_authors` and the multi-label closed form in
+:mod:`lpl_train.perturbation_multi_label`; the last three are re-exported here, so every name is imported
+from this module. The ``authors_*`` functions reproduce, on purpose and bugs included, the perturbation computed
 by the authors' released scripts; they are not the paper's method (see ``docs/lpl.md``).
 """
 
@@ -82,6 +83,7 @@ from .perturbation_checks import (
     no_host_reads,
 )
 from .perturbation_class_loop import _class_mass, _pgd_by_class
+from .perturbation_multi_label import multi_label_logit_shift
 
 __all__ = [
     "BOUNDS",
@@ -675,32 +677,3 @@ def single_label_perturbation(
         min_steps=moving_step_floor(epsilon, alpha, bounds.dtype),
     )
     return SinglePerturbation(delta, sign, bounds, steps, tau_t, qbar, counts)
-
-
-# --------------------------------------------------------------------------------------------------
-# multi-label (Eqs. 34-41)
-# --------------------------------------------------------------------------------------------------
-def multi_label_logit_shift(
-    rank: Tensor,
-    head: int,
-    *,
-    epsilon: float,
-    delta_epsilon: float = 0.0,
-    count_ratio: Tensor | None = None,
-) -> Tensor:
-    """The multi-label perturbation as a shift to add to the logits, (C,).
-
-    Eq. 41 and the text after it: δ̃_c = S(c − τ)·ε_c, shared by the positive and negative terms of
-    class c, which enter Eq. 34 as log(1 + e^{−u + δ̃}) and log(1 + e^{u − δ̃}): the logit becomes
-    u_{i,c} − δ̃_c. Head classes (rank < ``head``, S = −1, Eq. 37) get +ε_c (positive loss down,
-    negative loss up); tail classes (S = +1, Eq. 38) get −ε_c (positive loss up, negative loss down).
-    ε_c = ε + Δε·``count_ratio`` (varied) or ε (fixed, ``delta_epsilon == 0``).
-    """
-    s = torch.where(rank < head, -1.0, 1.0).double()
-    if delta_epsilon == 0.0:
-        eps = torch.full_like(s, epsilon)
-    else:
-        if count_ratio is None:
-            raise ValueError("varied multi-label bounds need count_ratio")
-        eps = epsilon + delta_epsilon * count_ratio.double()
-    return -(s * eps)
