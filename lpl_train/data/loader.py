@@ -224,6 +224,15 @@ class DatasetLoader:
         self.dataset = dataset
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.augment = check_choice("augment", augment, AUGMENTS)
+        # refused here as TensorLoader refuses it, not at the first batch as a shape error
+        if (
+            augment in ("flip", "crop_flip")
+            and isinstance(dataset, TensorData)
+            and dataset.images.dtype != torch.uint8
+        ):
+            raise ValueError(
+                f"augment={augment!r} needs uint8 images; this split holds feature rows"
+            )
         self.train = bool(train)
         self.device = torch.device(device)
         self.seed = check_int("seed", seed, 0)

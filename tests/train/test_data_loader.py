@@ -98,6 +98,19 @@ def test_feature_rows_pass_through() -> None:
         make_loader(d, 7, train=True, augment="crop_flip", device="cpu", seed=0)
 
 
+@pytest.mark.parametrize("backend", ["tensor", "dataloader"])
+@pytest.mark.parametrize("augment", ["flip", "crop_flip"])
+def test_an_image_augment_on_feature_rows_is_refused_when_built(backend, augment) -> None:
+    """Either path refuses a crop or flip of float feature rows when the loader is built, under the
+    option's name (the DataLoader path used to fail at the first batch with a tensor-shape error)."""
+    d = TensorData(torch.randn(7, 3), torch.tensor([0, 1, 0, 1, 0, 1, 0]))
+    with pytest.raises(ValueError, match=f"^augment='{augment}' needs uint8 images"):
+        make_loader(d, 4, train=True, augment=augment, backend=backend)
+    # without augmentation the rows pass through on both paths
+    x, _ = next(iter(make_loader(d, 7, train=True, augment="none", backend=backend)))
+    assert sorted(x[:, 0].tolist()) == sorted(d.images[:, 0].tolist())
+
+
 def test_dataloader_path_on_tensor_data() -> None:
     d = _data(20, h=6)
     dl = make_loader(
