@@ -45,9 +45,16 @@ def long_tail_counts(
         half = num_classes // 2
         counts = [n_max] * half + [int(n_max * factor)] * (num_classes - half)
     if min(counts) < 1:
-        raise ValueError(
-            f"imbalance_ratio={rho} with n_max={n_max} leaves a class with no sample; "
+        # the smallest class gets int(n_max * (1 / rho)): 0 for rho > n_max, and also for some rho = n_max
+        # whose product falls just below 1 in floating point (49 * (1 / 49) = 0.9999...)
+        hint = (
             f"use imbalance_ratio <= {n_max}"
+            if rho > n_max
+            else f"{n_max} * (1 / {rho}) is just below 1 in floating point; use a smaller "
+            "imbalance_ratio"
+        )
+        raise ValueError(
+            f"imbalance_ratio={rho} with n_max={n_max} leaves a class with no sample; {hint}"
         )
     return counts
 

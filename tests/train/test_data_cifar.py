@@ -82,6 +82,19 @@ def test_step_profile_and_bad_ratio() -> None:
         long_tail_counts(10, 50, 100)
 
 
+@pytest.mark.parametrize("profile", ["exp", "step"])
+def test_a_ratio_equal_to_the_head_size_is_not_advised_when_it_fails(profile) -> None:
+    # 49 * (1 / 49) is 0.99999... in floating point, so the LDAM formula gives the tail class int(...) = 0
+    # samples; the error must not advise "imbalance_ratio <= 49", the value that was just refused
+    assert 49 * (1 / 49) < 1
+    with pytest.raises(ValueError, match="no sample") as err:
+        long_tail_counts(10, 49, 49, profile)
+    assert "<= 49" not in str(err.value) and "smaller imbalance_ratio" in str(err.value)
+    assert long_tail_counts(10, 49, 48, profile)[-1] == 1  # int(49 / 48)
+    with pytest.raises(ValueError, match="use imbalance_ratio <= 49"):
+        long_tail_counts(10, 49, 50, profile)
+
+
 def test_subsample_matches_reference_recipe() -> None:
     # Reference: global numpy seed, then per class (in index order) shuffle and keep the first n_c.
     targets = np.random.RandomState(3).randint(0, 4, size=200)
