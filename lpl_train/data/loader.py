@@ -63,6 +63,20 @@ def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
     return rank, world
 
 
+def check_channels(data: TensorData, mean, std) -> None:
+    """The normalisation of a split of uint8 images has one entry per channel: refused when a loader is
+    built, under the option's name, rather than at its first batch."""
+    if data.images.dtype != torch.uint8:
+        return
+    c = data.images.shape[1]
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != c:
+            raise ValueError(
+                f"{name} must have {c} entries (one per channel of these {c}-channel images), got "
+                f"{len(values)}"
+            )
+
+
 def default_pad(height: int) -> int:
     """Crop padding of ``crop_flip``: 4 pixels for 32 x 32 and larger, 2 for 28 x 28 (Fashion-MNIST)."""
     return 2 if height <= 28 else 4
@@ -118,6 +132,7 @@ class TensorLoader:
         self.drop_last = bool(drop_last)
         self.mean = data.mean if mean is None else tuple(mean)
         self.std = data.std if std is None else tuple(std)
+        check_channels(data, self.mean, self.std)
         # on the device once: numbers would be copied there (and the stream synchronised) every batch
         self._norm = tuple(
             None if v is None else torch.tensor(v, dtype=torch.float32, device=self.device)
@@ -240,6 +255,8 @@ class DatasetLoader:
         self.num_workers = check_int("num_workers", num_workers, 0)
         self.mean = getattr(dataset, "mean", None) if mean is None else tuple(mean)
         self.std = getattr(dataset, "std", None) if std is None else tuple(std)
+        if isinstance(dataset, TensorData):
+            check_channels(dataset, self.mean, self.std)
         if isinstance(dataset, TensorData) and dataset.images.dim() == 4:
             h = dataset.images.shape[2]
         else:

@@ -375,6 +375,20 @@ def test_a_loader_s_own_normalisation_is_checked(backend: str) -> None:
             make_loader(d, mean=mean, std=std, **kw)
 
 
+@pytest.mark.parametrize("backend", ["tensor", "dataloader"])
+def test_a_normalisation_without_one_entry_per_channel_is_refused_when_built(backend) -> None:
+    """3-channel images with a 1-entry mean or std: refused when the loader is built, the option named
+    first (so the engine can name its config key), not when the first batch is normalised."""
+    d = _data(6, c=3)  # its own mean/std have 3 entries
+    kw = {"batch_size": 3, "train": True, "augment": "crop_flip", "backend": backend}
+    with pytest.raises(ValueError, match=r"^mean must have 3 entries .*got 1$"):
+        make_loader(d, mean=(0.5,), **kw)
+    with pytest.raises(ValueError, match=r"^std must have 3 entries .*got 2$"):
+        make_loader(d, std=(0.2, 0.2), **kw)
+    x, _ = next(iter(make_loader(d, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kw)))
+    assert x.shape == (3, 3, 8, 8) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
 def test_each_sample_of_the_dataloader_path_draws_its_own_flip() -> None:
     """Sample i's augmentation is drawn from (seed, epoch, i): within one batch some images are mirrored
     and others are not (one draw shared by the whole epoch would mirror all or none)."""
