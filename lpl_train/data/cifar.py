@@ -35,7 +35,7 @@ from .common import (
     split_validation,
     verify_checksum,
 )
-from .longtail import long_tail_counts, long_tail_indices
+from .longtail import PROFILES, long_tail_counts, long_tail_indices
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -248,6 +248,7 @@ def build_cifar(
     balanced one. ``val_fraction`` carves a stratified validation split out of the (long-tail) training set
     with the same seed.
     """
+    check_choice("profile", profile, PROFILES)  # refused even for the balanced set, before any read
     xtr, ytr, xte, yte, class_names = _load_cifar(num_classes, root, download, verify)
     if imbalance_ratio is not None:
         n_max = int(np.bincount(ytr, minlength=num_classes).max())

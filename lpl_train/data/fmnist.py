@@ -8,7 +8,7 @@ mirror into the root, and each file's *decompressed* content is checked against 
 recompressed Debian files and the upstream files verify alike).
 
 * ``fmnist``: 60,000 / 10,000 balanced images, 1 x 28 x 28.
-* ``fmnist_lt``: long-tail training set, ``n_c = int(6000 * rho ** (-c / 9))`` (profile ``exp``) or the
+* ``fmnist_lt``: long-tail training set, ``n_c = int(6000 * (1/rho) ** (c / 9))`` (profile ``exp``) or the
   ``step`` profile; balanced test set.
 * ``fmnist_ml_lt``: multi-label long-tail mosaics. Each ``grid x grid`` mosaic (56 x 56 for grid 2) is
   tiled from items whose classes are drawn i.i.d. from a long-tail distribution ``p_c ∝ rho ** (-c / 9)``
@@ -34,6 +34,7 @@ from .common import (
     BadFile,
     DatasetBundle,
     TensorData,
+    check_choice,
     check_float,
     check_int,
     class_counts_of,
@@ -43,7 +44,7 @@ from .common import (
     stratified_split,
     verify_checksum,
 )
-from .longtail import long_tail_counts, long_tail_indices
+from .longtail import PROFILES, long_tail_counts, long_tail_indices
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -212,6 +213,7 @@ def build_fmnist(
     verify: bool = False,
 ) -> DatasetBundle:
     """Fashion-MNIST, or its long-tail version (``imbalance_ratio``, e.g. 100 or 10) with data seed ``seed``."""
+    check_choice("profile", profile, PROFILES)  # refused even for the balanced set, before any read
     xtr, ytr, xte, yte = load_fmnist_arrays(root, download, verify)
     if imbalance_ratio is not None:
         n_max = int(np.bincount(ytr, minlength=10).max())

@@ -3,7 +3,8 @@
 With ``C`` classes, a head size ``n_max`` and an imbalance ratio ``rho = n_max / n_min``:
 
 * ``exp``:  ``n_c = int(n_max * (1/rho) ** (c / (C - 1)))`` for ``c = 0 .. C-1`` (class 0 is the head);
-* ``step``: the first ``C // 2`` classes keep ``n_max``, the others get ``int(n_max / rho)``.
+* ``step``: the first ``C // 2`` classes keep ``n_max``, the others get ``int(n_max * (1/rho))``
+  (LDAM's arithmetic: ``n_max / rho`` can round the other way, e.g. 49 · (1/49) < 1 = 49 / 49).
 
 These are the profiles of Cao et al. (LDAM-DRW) and Cui et al. that the paper's CIFAR-LT experiments use
 (Sec. V); with ``n_max = 5000 / 500`` they give 12,406 (CIFAR-10, rho 100), 20,431 (CIFAR-10, rho 10),

@@ -376,6 +376,9 @@ def test_cifar_lt_head_is_the_largest_class_and_step_profile(
     assert step.class_counts == [50] * 5 + [5] * 5
     x, y = step.train.images, step.train.targets
     assert torch.equal(x[:, 0, 0, 2].long(), y)
+    # a misspelt profile is refused for the balanced set too, where it would have been ignored
+    with pytest.raises(ValueError, match="profile must be one of"):
+        build_datasets("cifar10", root=cifar_root, profile="steps")
 
 
 def test_cifar_validation_split_uses_the_data_seed(cifar_root: Path) -> None:

@@ -80,6 +80,10 @@ def test_fmnist_and_long_tail(root: Path) -> None:
     step = build_datasets("fmnist_lt", root=root, imbalance_ratio=10, profile="step")
     assert step.class_counts == [20] * 5 + [2] * 5
     assert len(lt.test) == 40
+    # a misspelt profile is refused even where no long tail is cut (it would be read as balanced)
+    for name, ratio in (("fmnist", None), ("fmnist_lt", 10)):
+        with pytest.raises(ValueError, match="profile must be one of"):
+            build_datasets(name, root=root, imbalance_ratio=ratio, profile="expo")
 
 
 def test_missing_files_name_every_path(tmp_path: Path) -> None:
