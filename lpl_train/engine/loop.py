@@ -29,7 +29,7 @@ from .components import Components
 from .devices import flush_denormals, select_device
 from .distributed import DistInfo, process_group
 from .progress import epoch_line, wants_bar
-from .run_folder import RunFolder, finite_or_none
+from .run_folder import RunFolder, RunFolderError, finite_or_none
 from .trainer import TrainingDiverged, _Trainer
 
 __all__ = ["TrainingDiverged", "fit"]
@@ -201,6 +201,20 @@ def _finished_run(
             "components passed to fit cannot be given its weights"
         )
     ck = folder.check_finished(cfg_text)
+    last = done.get("epochs")
+    if ck is not None and isinstance(last, int) and ck["epoch"] != last:
+        # an earlier checkpoint in its place (checkpoint.prev.pt renamed): neither its weights nor its
+        # records are the result's, and the records of the later epochs are not moved aside
+        if components is not None:
+            raise RunFolderError(
+                f"{str(folder / 'checkpoint.pt')!r} is of epoch {ck['epoch']}, not the finished "
+                f"run's last ({last}), so the components passed to fit cannot be given its weights"
+            )
+        log(
+            f"{done.get('name', 'run')}: checkpoint.pt is of epoch {ck['epoch']}, not the run's "
+            f"last ({last}); metrics.jsonl is left as it is"
+        )
+        ck = None
     if components is not None and ck is not None:
         components.model.load_state_dict(ck["model"])
         components.loss.load_state_dict(ck["loss"])

@@ -1121,6 +1121,22 @@ def test_resume_of_a_finished_run_compares_and_loads_its_checkpoint(tmp_path):
     assert saved.keys() == got.keys() and all(torch.equal(saved[k], got[k]) for k in saved)
 
 
+def test_a_finished_run_resumed_from_an_earlier_checkpoint_keeps_its_records(tmp_path):
+    """A finished run whose checkpoint.pt is an earlier epoch's (checkpoint.prev.pt renamed into its
+    place, as the message about a damaged checkpoint suggests): its intact last record stays in
+    metrics.jsonl, and components passed to fit are not given that epoch's weights as the result's."""
+    out = run(tmp_path, epochs=3)
+    before = (out / "metrics.jsonl").read_bytes()
+    os.replace(out / "checkpoint.prev.pt", out / "checkpoint.pt")
+    lines = []
+    fit(make_cfg(epochs=3), out, resume=True, log=lines.append)
+    assert (out / "metrics.jsonl").read_bytes() == before
+    assert not (out / "metrics.superseded.jsonl").exists()
+    assert any("checkpoint.pt is of epoch 2, not the run's last (3)" in s for s in lines), lines
+    with pytest.raises(RunFolderError, match=r"is of epoch 2, not the finished run's last \(3\)"):
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+
+
 def test_a_checkpoint_lacking_training_state_is_refused_naming_what_it_lacks(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
