@@ -143,7 +143,14 @@ class _Trainer:
             )
         self.model.load_state_dict(ck["model"])
         self.loss.load_state_dict(ck["loss"])
+        # the step's form as built here: a captured run's checkpoint carries fused SGD or capturable
+        # Adam/AdamW, which an eager step (on a CPU: capturable Adam fails) must not inherit; the
+        # captured step makes the restored optimiser capturable again
+        flags = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g}
+                 for g in self.opt.param_groups]  # fmt: skip
         self.opt.load_state_dict(ck["optimizer"])
+        for g, own in zip(self.opt.param_groups, flags, strict=True):
+            g.update(own)
         if self.scaler is not None and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step = ck["epoch"], ck["step"]

@@ -500,6 +500,31 @@ def test_capturable_adam_keeps_its_step_counts_on_the_device_as_float32():
     assert opt.param_groups[0]["lr"].device.type == "meta"
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_captured_runs_checkpoint_resumes_eagerly_as_an_eager_run(tmp_path, name):
+    """``train.capture`` and ``train.device`` may differ on --resume: a checkpoint of a run whose steps
+    were captured carries the optimiser made capturable (fused SGD, capturable Adam with float32 step
+    counts), which an eager step on a CPU must not inherit (capturable Adam refused to step there). The
+    checkpoint is made here as a captured run writes it (the CPU standing in for the GPU)."""
+    from lpl_train.engine import atomic_save
+
+    cfg = make_cfg(epochs=2)
+    cfg["optim"]["name"] = name
+    cfg = validate_config(cfg)
+    fit(cfg, tmp_path / "whole", components=make_components(), log=print)
+    out = tmp_path / "resumed"
+    fit(cfg, out, components=make_components(), stop_after_epoch=1, log=print)
+    ck = load_checkpoint(out / "checkpoint.pt")
+    opt = TR._optimizer(list(make_components().model.parameters()), cfg["optim"])
+    opt.load_state_dict(ck["optimizer"])
+    CAP._capturable_optimizer(opt, CPU)
+    ck["optimizer"] = CAP.float_lrs(opt.state_dict())
+    atomic_save(ck, out / "checkpoint.pt")
+    fit(cfg, out, components=make_components(), resume=True, log=print)
+    a, b = (load_checkpoint(tmp_path / k / "checkpoint.pt")["model"] for k in ("whole", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_smaller_batch_is_never_the_recorded_shape():
     """The warm-up ends on an epoch's last, smaller batch: it runs eagerly and the next full batch records
     (a recording of the small shape would leave every full batch eager); after ``new_epoch`` a smaller
