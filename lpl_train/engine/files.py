@@ -136,6 +136,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
+            # torch writes no folders; a part marked as one (the DOS folder bit of its directory
+            # entry, which no CRC covers) is read by torch's reader as other bytes than its own
+            folder = next((i.filename for i in zf.infolist() if i.external_attr & 0x10), None)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as exc:
         raise CorruptCheckpoint(
             f"{where} is truncated or not a checkpoint archive ({type(exc).__name__}: "
@@ -143,6 +146,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if bad is not None:
         raise CorruptCheckpoint(f"{where} is damaged: the CRC of its part {bad!r} does not match")
+    if folder is not None:
+        raise CorruptCheckpoint(f"{where} is damaged: its part {folder!r} is marked as a folder")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
