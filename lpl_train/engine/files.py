@@ -16,6 +16,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             # torch writes no folders; a part marked as one (the DOS folder bit of its directory
             # entry, which no CRC covers) is read by torch's reader as other bytes than its own
             folder = next((i.filename for i in zf.infolist() if i.external_attr & 0x10), None)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError) as exc:
         raise CorruptCheckpoint(
             f"{where} is truncated or not a checkpoint archive ({type(exc).__name__}: "
             f"{' '.join(str(exc).split())})"

@@ -422,6 +422,22 @@ def test_a_part_marked_as_a_folder_by_a_flipped_bit_is_refused(tmp_path, part):
         load_checkpoint(path)
 
 
+def test_a_part_marked_as_compressed_by_a_flipped_bit_is_refused(tmp_path):
+    """One bit of the compression method in a part's directory entry (stored → deflated) made the CRC
+    check's own read fail with zlib's error, which escaped as a traceback: it is a damaged checkpoint."""
+    out = run(tmp_path, epochs=2, stop=1)
+    path = out / "checkpoint.pt"
+    raw = bytearray(path.read_bytes())
+    entry = raw.find(b"PK\x01\x02")  # the directory entry of the first part (archive/data.pkl)
+    assert raw[entry + 10 : entry + 12] == bytes(2)  # stored
+    raw[entry + 10] ^= 8  # deflated
+    path.write_bytes(bytes(raw))
+    with pytest.raises(
+        CorruptCheckpoint, match=r"is truncated or not a checkpoint archive \(error"
+    ):
+        load_checkpoint(path)
+
+
 def test_the_previous_checkpoint_resumes_bit_exact(tmp_path):
     full = run(tmp_path, "full", epochs=3)
     out = run(tmp_path, epochs=3, stop=2)
