@@ -25,6 +25,7 @@ from ._common import (
     _check_target,
     _reduce,
     _ReprMixin,
+    _work_dtype,
 )
 from .registry import register
 
@@ -418,7 +419,9 @@ class LargeMarginSoftmaxLoss(_ReprMixin, nn.Module):
         # half-precision features meet the classifier in its dtype, as in ISDA and the center loss
         features = _upcast(features, classifier)
         weight = classifier.weight.to(features.dtype)
-        logits = features @ weight.T
+        # under autocast the product comes in half precision while the norms below come in float32: the
+        # logits are scored in float32 (as every loss of logits), so the margin logit can be put back in
+        logits = _work_dtype(features @ weight.T)
         w_norm = weight.norm(dim=1)[target]
         x_norm = features.norm(dim=1)
         scale = w_norm * x_norm

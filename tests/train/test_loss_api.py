@@ -557,6 +557,26 @@ def test_feature_losses_upcast_half_features(name):
         torch.testing.assert_close(out, ref)
 
 
+@pytest.mark.filterwarnings("ignore:large_margin. the classifier has a bias:UserWarning")
+@pytest.mark.parametrize("name", ["isda", "center", "large_margin"])
+def test_feature_losses_run_under_autocast(name):
+    """Called inside bfloat16 autocast (the classifier's product comes in bfloat16): a float32 value near
+    the one outside it. L-Softmax put its float32 margin logit into the bfloat16 logits and failed."""
+    fc = nn.Linear(8, C, bias=False)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g), torch.arange(64) % C
+    loss = build_loss(name, num_classes=C, reduction="none")
+    if name == "isda":
+        loss.set_epoch(5, 10)
+        loss(x, y, fc)  # statistics to augment with
+    loss.eval()
+    ref = loss(x, y, fc)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = loss(x, y, fc)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0.02, atol=0.05)
+
+
 def test_center_refuses_a_classifier_of_another_class_count():
     loss = build_loss("center", num_classes=C)
     with pytest.raises(ValueError, match="classifier has 4 outputs, expected num_classes=5"):
