@@ -222,7 +222,10 @@ class ClassBalancedFocalBCELoss(_ReprMixin, nn.Module):
         self.num_classes = counts.numel()
 
     def sample_weights(self, target: torch.Tensor) -> torch.Tensor:
-        """Per-image weight (N, 1): mean class-balanced weight over the positive labels (1 if none)."""
+        """Per-image weight (N, 1): mean class-balanced weight over the positive labels (1 if none), in the
+        dtype of ``target`` (float32 for an integer or bool target, as :meth:`RebalancedBCELoss.weights`)."""
+        if not target.is_floating_point():
+            target = target.to(torch.float32)
         cw = self.class_weight.to(target.dtype)
         npos = target.sum(dim=1, keepdim=True)
         avg = (target * cw).sum(dim=1, keepdim=True) / npos.clamp_min(1.0)

@@ -125,6 +125,20 @@ def test_cb_focal_bce_sample_weights_average_positive_classes():
     torch.testing.assert_close(ClassBalancedFocalBCELoss(COUNTS, reduction="none")(z, y), expected)
 
 
+def test_cb_focal_bce_sample_weights_of_an_integer_or_bool_target():
+    """A multi-hot target of 0/1 integers or bools gets the float weights of the float target: the class
+    weights were cast to the target's dtype, so int64 truncated them (0.5 for 0.65 and 1.6) and bool
+    made every weight 1."""
+    loss = ClassBalancedFocalBCELoss(COUNTS, beta=0.9)
+    cw = class_balanced_weights(COUNTS, 0.9)
+    y = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
+    expected = torch.stack([(cw[0] + cw[2]) / 2, torch.ones((), dtype=cw.dtype), cw[1]])[:, None]
+    for target in (y, y.bool(), y.to(torch.uint8)):
+        w = loss.sample_weights(target)
+        assert w.dtype == torch.float32
+        torch.testing.assert_close(w, expected.float())
+
+
 def test_rebalanced_weights_hand_computed():
     counts = [1, 2, 4]
     y = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
