@@ -329,6 +329,9 @@ class ISDALoss(_ReprMixin, _LazyFeatureState):
         self, features: torch.Tensor, target: torch.Tensor, classifier: nn.Linear
     ) -> torch.Tensor:
         if self.training:
+            # a classifier the call refuses is refused before the batch enters the statistics
+            features, target = _check_features(features, target, self.num_classes)
+            _check_classifier(classifier, features.shape[1], self.num_classes)
             self.update(features, target)
         aug = self.augmented_logits(features, target, classifier)
         return F.cross_entropy(aug, target.long(), reduction=self.reduction)

@@ -555,6 +555,24 @@ def test_isda_gradients_state_dict_and_eval_freeze():
         loss(torch.zeros(2, 4, dtype=torch.float64), y[:2], nn.Linear(4, 3).double())
 
 
+def test_isda_refused_classifier_leaves_the_statistics_unchanged():
+    """A training call with a classifier of the wrong size raises before the batch is folded in (it was
+    folded in, and the lazy state sized, before the classifier was checked), as the center loss does."""
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    for feature_dim in (None, 6):
+        loss = ISDALoss(3, feature_dim=feature_dim)
+        before = {k: v.clone() for k, v in loss.state_dict().items() if isinstance(v, torch.Tensor)}
+        for fc in (nn.Linear(6, 4), nn.Linear(5, 3)):
+            with pytest.raises(ValueError, match="classifier"):
+                loss(x, y, fc)
+        after = loss.state_dict()
+        assert loss.feature_dim == feature_dim
+        for k, v in before.items():
+            assert after[k].equal(v), k
+    loss(x, y, nn.Linear(6, 3))  # the right head: the batch is counted once
+    assert loss.count.tolist() == [2, 1, 1]
+
+
 def test_isda_float32_matches_float64():
     fc, g = _isda_setup()
     x = torch.randn(9, 3, generator=g, dtype=torch.float64)
