@@ -319,7 +319,8 @@ class ISDALoss(_ReprMixin, _LazyFeatureState):
         classifier = _check_classifier(classifier, features.shape[1], self.num_classes)
         self._ensure(features)
         features = _upcast(features, classifier)
-        logits = classifier(features)
+        # under autocast the head's logits come in half precision: augmented in float32, as LA adjusts them
+        logits = _work_dtype(classifier(features))
         if self.lam == 0.0:
             return logits
         q = self._quadratic(classifier.weight.to(logits.dtype), target)

@@ -577,6 +577,31 @@ def test_feature_losses_run_under_autocast(name):
     torch.testing.assert_close(out, ref, rtol=0.02, atol=0.05)
 
 
+def test_isda_augments_autocast_logits_in_float32():
+    """Under bfloat16 autocast the head's logits come in bfloat16; the augmentation ``lambda/2 q`` is added in
+    float32, as ``la`` adds its adjustment (added in bfloat16, the sum was rounded to bfloat16's 8 bits:
+    up to 0.02 per sample off here, against 0.006 for autocast's bfloat16 quadratic term alone)."""
+    g = torch.Generator().manual_seed(0)
+    c = 10
+    fc = nn.Linear(64, c)
+    loss = build_loss("isda", num_classes=c, reduction="none")
+    loss.set_epoch(10, 10)
+    for _ in range(3):
+        loss(torch.randn(512, 64, generator=g) * 3, torch.randint(0, c, (512,), generator=g), fc)
+    loss.eval()
+    x, y = torch.randn(512, 64, generator=g) * 3, torch.randint(0, c, (512,), generator=g)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        u = fc(x)
+        aug, got = loss.augmented_logits(x, y, fc), loss(x, y, fc)
+    assert u.dtype == torch.bfloat16 and aug.dtype == torch.float32
+    # the quadratic term by its definition, in float64: (w_c - w_y)^T Sigma_y (w_c - w_y)
+    w, cov = fc.weight.detach().double(), loss.covariance.double()
+    d = w[None, :, :] - w[y][:, None, :]
+    q = torch.einsum("nca,nab,ncb->nc", d, cov[y], d)
+    want = F.cross_entropy(u.double() + 0.5 * loss.lam * q, y, reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=0.01)
+
+
 def test_center_refuses_a_classifier_of_another_class_count():
     loss = build_loss("center", num_classes=C)
     with pytest.raises(ValueError, match="classifier has 4 outputs, expected num_classes=5"):
