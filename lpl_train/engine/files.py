@@ -28,6 +28,7 @@ from lpl_train.config import SCHEMA, VOLATILE_KEYS, flatten_keys, schema_default
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 BEST = "best.pt"
+BEST_PENDING = "best.next.pt"  # a new best epoch's weights until that epoch's checkpoint is written
 METRICS = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 TENSORBOARD = "tensorboard"  # event files, with train.tensorboard = true

@@ -9,6 +9,9 @@ Layout::
     checkpoint.pt              the last completed epoch (written to a temporary file, then renamed)
     checkpoint.prev.pt         the epoch before: kept until a newer checkpoint is complete
     best.pt                    the weights of the best *validation* epoch (only with a validation split)
+    best.next.pt               a new best epoch's weights, renamed to best.pt once that epoch's checkpoint
+                               is written (a crash in between cannot leave best.pt of an epoch that the
+                               resumed run trains again)
     classes.json               the classes trained on (number, training counts, names, kind of labels),
                                written when the run starts or resumes: an unfinished run's plots read it
     final.json                 the result, written once at the end; a finished run is never overwritten
@@ -43,6 +46,7 @@ from lpl_train.config import VOLATILE_KEYS
 from .files import (
     _CKPT_KEYS,
     BEST,
+    BEST_PENDING,
     CHECKPOINT,
     CLASSES,
     CONFIG_COPY,
@@ -77,6 +81,7 @@ from .tracking import TensorBoardScalars
 
 __all__ = [
     "BEST",
+    "BEST_PENDING",
     "CHECKPOINT",
     "CONFIG_COPY",
     "FINAL",
@@ -392,7 +397,34 @@ class RunFolder:
         if records is None:  # a checkpoint from before records were carried: keep what is intact
             records = self._records_from_file(lines, start)
         self._records = list(records)
-        return notes + self._restore_records(lines, list(self._records), start)
+        return (
+            notes
+            + self._settle_best(ckpt)
+            + self._restore_records(lines, list(self._records), start)
+        )
+
+    def _settle_best(self, ckpt: dict[str, Any]) -> list[str]:
+        """``best.next.pt`` left by a process that stopped after a new best epoch: made ``best.pt`` when the
+        checkpoint resumed from is that epoch's (it stopped after the checkpoint, before the rename), else
+        removed (it stopped before: the resumed run trains that epoch again, and its weights may differ)."""
+        pending = self / BEST_PENDING
+        if not pending.is_file():
+            return []
+        try:
+            best = load_checkpoint(pending)
+        except CorruptCheckpoint:
+            best = {}
+        epoch = (best.get("best_val") or {}).get("epoch")
+        if best.get("epoch") == ckpt["epoch"] and epoch == (ckpt.get("best_val") or {}).get(
+            "epoch"
+        ):
+            os.replace(pending, self / BEST)
+            _fsync_dir(self.path)
+            return [f"{BEST_PENDING} (epoch {epoch}, the checkpoint's best) made {BEST}"]
+        pending.unlink()
+        return [
+            f"{BEST_PENDING} removed: not of the checkpoint's epoch, which the run trains on from"
+        ]
 
     def _restore_records(self, lines: list, keep: list[str], start: int) -> list[str]:
         """``metrics.jsonl`` made the checkpoint's records ``keep`` (of epochs 0..start-1): lines that
@@ -464,13 +496,19 @@ class RunFolder:
         return out
 
     def end_epoch(self, record: dict[str, Any], state: dict[str, Any]) -> None:
-        """Checkpoint (carrying every record so far), then append the record; the previous checkpoint is
-        kept as ``checkpoint.prev.pt`` until the new one is complete."""
+        """Checkpoint (carrying every record so far), then ``best.next.pt`` renamed ``best.pt`` (a new best
+        epoch), then append the record; the previous checkpoint is kept as ``checkpoint.prev.pt`` until
+        the new one is complete."""
         line = json.dumps(record, allow_nan=False)
         self._records.append(line)
         if not self.main:
             return
         self.save_checkpoint({**state, "records": list(self._records)})
+        if (
+            self / BEST_PENDING
+        ).is_file():  # this epoch is the best so far: its checkpoint is complete
+            os.replace(self / BEST_PENDING, self / BEST)
+            _fsync_dir(self.path)
         try:
             with open(self / METRICS, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")

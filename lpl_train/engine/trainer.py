@@ -27,7 +27,7 @@ from .devices import autocast_for, resolve_precision
 from .distributed import DistInfo
 from .evaluate import evaluate
 from .progress import progress_bar
-from .run_folder import BEST, RunFolder
+from .run_folder import BEST_PENDING, RunFolder
 from .schedules import lr_factor
 from .step import _make_loss_variation, _optimizer, _rng_state, _set_rng_state, _Step, _unwrap
 
@@ -369,10 +369,11 @@ class _Trainer:
         new = _update_best(self.best_val, record, epoch, self.comps.multi_label, split="val")
         if new is not self.best_val:
             self.best_val = new
+            # best.next.pt: best.pt once this epoch's checkpoint is written (RunFolder.end_epoch)
             folder.save_checkpoint(
                 {"format": 1, "epoch": epoch + 1, "model": _unwrap(self.model).state_dict(),
                  "best_val": dict(new), "config_name": self.cfg["name"]},
-                BEST,
+                BEST_PENDING,
             )  # fmt: skip
 
     def _diverged(self, folder: RunFolder, epoch: int, step: int) -> None:

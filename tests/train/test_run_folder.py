@@ -1250,3 +1250,78 @@ def test_saving_best_pt_leaves_the_previous_checkpoint_alone(tmp_path):
         return torch.load(tmp_path / name, weights_only=True)["v"]
 
     assert (value("checkpoint.prev.pt"), value("checkpoint.pt"), value("best.pt")) == (1, 2, 11)
+
+
+def _with_val(comps):
+    from tests.train.test_engine import TinyLoader, make_data
+
+    (_, _), (xte, yte) = make_data()
+    comps.val_loader = TinyLoader(xte[:40], yte[:40], 32, False)
+    return comps
+
+
+def _best_epoch(out):
+    return torch.load(out / "best.pt", weights_only=True)["best_val"]["epoch"]
+
+
+def test_a_crash_before_a_best_epochs_checkpoint_leaves_best_pt_of_the_checkpoints_best(
+    tmp_path, monkeypatch
+):
+    """The weights of a new best validation epoch become best.pt only once that epoch's checkpoint is
+    written: a process stopped in between would otherwise leave best.pt of an epoch that the resumed run
+    trains again (on a GPU not bit for bit, so its best may be another epoch)."""
+    out = tmp_path / "r"
+    saved: list[tuple[str, int]] = []
+    real = engine.RunFolder.save_checkpoint
+
+    def stop_after_a_new_best(folder, state, name="checkpoint.pt"):
+        if name == "checkpoint.pt" and state["epoch"] >= 2 and saved and saved[-1][0] != name:
+            raise KeyboardInterrupt  # killed between the new best's weights and its checkpoint
+        saved.append((name, state["epoch"]))
+        real(folder, state, name)
+
+    with monkeypatch.context() as m:
+        m.setattr(engine.RunFolder, "save_checkpoint", stop_after_a_new_best)
+        with pytest.raises(KeyboardInterrupt):
+            fit(make_cfg(epochs=6), out, components=_with_val(make_components()), log=quiet)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert (out / "best.next.pt").is_file()  # the new best's weights, not yet best.pt
+    assert _best_epoch(out) == ckpt["best_val"]["epoch"] < ckpt["epoch"]
+    lines = []
+    fit(make_cfg(epochs=6), out, components=_with_val(make_components()), resume=True,
+        log=lines.append)  # fmt: skip
+    assert any("best.next.pt removed" in line for line in lines)
+    final = json.loads((out / "final.json").read_text())
+    assert _best_epoch(out) == final["best_val"]["epoch"] and not (out / "best.next.pt").exists()
+    # the resumed run equals one never stopped (on a CPU, bit for bit), best.pt included
+    whole = tmp_path / "whole"
+    fit(make_cfg(epochs=6), whole, components=_with_val(make_components()), log=quiet)
+    assert _best_epoch(whole) == _best_epoch(out)
+    wa, wb = (torch.load(f / "best.pt", weights_only=True)["model"] for f in (out, whole))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_crash_between_a_best_epochs_checkpoint_and_its_best_pt_keeps_those_weights(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "r"
+    real = os.replace
+
+    def stop_before_the_rename(src, dst):
+        if Path(src).name == "best.next.pt" and load_checkpoint(src)["epoch"] >= 2:
+            raise KeyboardInterrupt  # killed after the checkpoint, before best.pt
+        real(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(engine.run_folder.os, "replace", stop_before_the_rename)
+        with pytest.raises(KeyboardInterrupt):
+            fit(make_cfg(epochs=6), out, components=_with_val(make_components()), log=quiet)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    pending = load_checkpoint(out / "best.next.pt")
+    assert pending["epoch"] == ckpt["epoch"] and _best_epoch(out) < ckpt["best_val"]["epoch"]
+    lines = []
+    fit(make_cfg(epochs=6), out, components=_with_val(make_components()), resume=True,
+        log=lines.append)  # fmt: skip
+    assert any("made best.pt" in line for line in lines)
+    final = json.loads((out / "final.json").read_text())
+    assert _best_epoch(out) == final["best_val"]["epoch"] and not (out / "best.next.pt").exists()
