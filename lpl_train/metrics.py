@@ -44,7 +44,7 @@ def top1_error(logits: torch.Tensor, target: torch.Tensor) -> float:
     _check_logits_target(logits, target)
     if target.numel() == 0:
         raise ValueError("logits must hold at least one sample, got 0")
-    return 100.0 * (~right_predictions(logits, target)).float().mean().item()
+    return 100.0 * (~right_predictions(logits, target)).to(torch.float64).mean().item()
 
 
 def right_predictions(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,12 @@ def test_top1_and_per_class() -> None:
     assert acc[:3] == [1.0, 0.5, 0.5] and math.isnan(acc[3])
 
 
+def test_top1_error_is_computed_in_float64() -> None:
+    # one wrong of three is 100/3 percent to float64 precision, not a float32 mean (33.33333433)
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert top1_error(logits, torch.tensor([0, 1, 1])) == pytest.approx(100.0 / 3, rel=1e-12)
+
+
 def test_groups() -> None:
     # OLTR's single-label rule: many > 100, few < 20, so a class of exactly 100 is medium
     counts = [500, 101, 100, 20, 19, 1]
