@@ -31,7 +31,7 @@ def _check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(
             f"target must have shape ({logits.shape[0]},) to match logits, got {tuple(target.shape)}"
         )
-    if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"target must hold integer class indices, got {target.dtype}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
         raise ValueError(

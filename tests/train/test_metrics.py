@@ -105,6 +105,18 @@ def test_validation() -> None:
         group_accuracy([0.1, 0.2], [1])
 
 
+def test_every_integer_target_dtype_is_taken_as_the_losses_take_it() -> None:
+    # int8 labels train with the losses; the metrics take them too (and still refuse bool and floats)
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0]])
+    for dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
+        target = torch.tensor([0, 2, 2], dtype=dtype)
+        assert top1_error(logits, target) == pytest.approx(100.0 / 3), dtype
+        acc = per_class_accuracy(logits, target, 3)
+        assert acc[0] == 1.0 and math.isnan(acc[1]) and acc[2] == 0.5, dtype
+    with pytest.raises(TypeError, match="integer class indices, got torch.bool"):
+        top1_error(logits[:2], torch.tensor([True, False]))
+
+
 def test_argument_checks_on_class_counts_and_thresholds() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
     target = torch.tensor([0, 1])
