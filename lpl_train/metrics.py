@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 
@@ -76,11 +77,13 @@ def per_class_accuracy(logits: torch.Tensor, target: torch.Tensor, num_classes: 
 def _groups(
     class_counts: Sequence[int], n: int, many: int, few: int, many_inclusive: bool
 ) -> dict[str, list[int]]:
+    if isinstance(class_counts, torch.Tensor):
+        class_counts = class_counts.tolist()
     if len(class_counts) != n:
         raise ValueError(
             f"class_counts must have {n} entries (one per class), got {len(class_counts)}"
         )
-    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in class_counts):
+    if any(isinstance(c, bool) or not isinstance(c, Integral) or c < 0 for c in class_counts):
         raise ValueError(
             f"class_counts must be non-negative ints, got {list(class_counts)[:10]}..."
         )
@@ -90,7 +93,7 @@ def _groups(
         raise ValueError(
             f"thresholds must be ints with 0 < few <= many, got many={many!r}, few={few!r}"
         )
-    return class_groups_by_count(class_counts, many, few, many_inclusive)
+    return class_groups_by_count([int(c) for c in class_counts], many, few, many_inclusive)
 
 
 def class_groups(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
@@ -45,6 +46,20 @@ def test_groups() -> None:
         and g["few"] == pytest.approx(0.1)
     )
     assert math.isnan(group_accuracy([0.5], [5])["many"])
+
+
+def test_class_counts_from_numpy_or_torch_group_as_a_list_does() -> None:
+    # np.bincount / torch.bincount of the training labels: non-negative ints, not refused as if not
+    counts = [500, 101, 100, 20, 19, 1]
+    acc = [0.9, 0.7, 0.5, 0.3, 0.2, 0.0]
+    for c in (np.array(counts), torch.tensor(counts), [np.int64(k) for k in counts]):
+        assert class_groups(c) == class_groups(counts)
+        assert group_accuracy(acc, c) == group_accuracy(acc, counts)
+        assert map_groups(acc, c) == map_groups(acc, counts)
+    with pytest.raises(ValueError, match="non-negative ints"):
+        class_groups(np.array([5.0, 1.0]))
+    with pytest.raises(ValueError, match="non-negative ints"):
+        class_groups(torch.tensor([5, -1]))
 
 
 def test_fmnist_lt100_class_of_100_is_medium_but_voc_class_of_100_is_head() -> None:
