@@ -206,8 +206,9 @@ class LossVariation:
         cosines in [−1, 1] that it multiplies by ``s``, so l is the CE of s·u and l′ the CE of its
         margin-adjusted logits s·(u − m_y·e_y) (Eq. 9), without the DRW weights. Against the CE of the raw
         cosines, the scale alone would make every class's variation close to −100%. LPL and LA + LPL with
-        a ``scale`` other than 1 or class weights (``weight``, DRW) are measured the same way: l the CE of
-        s·u, l′ the CE of their perturbed logits (``perturb``), unweighted.
+        a ``scale`` other than 1, class weights (``weight``, DRW) or ``label_smoothing`` are measured the
+        same way: l the CE of s·u, l′ the CE of their perturbed logits (``perturb``), unweighted and
+        unsmoothed.
 
         Feature-level losses (ISDA) are not called on logits: pass their augmented logits to
         :meth:`update` as ``perturbed_logits`` instead.
@@ -224,9 +225,10 @@ class LossVariation:
                 self.update(float(loss.s) * logits.detach(), target, perturbed_logits=perturbed)
             return
         if _scaled_or_weighted_lpl(loss) and not self.multi_label and target.dim() == 1:
-            # LPL / LA + LPL on a cosine head (scale s) or with class weights (DRW): as for LDAM, l is the
-            # CE of s·u and l′ the CE of the perturbed logits, both unweighted, so that the variation is
-            # the perturbation's and not the scale's or the re-weighting's
+            # LPL / LA + LPL on a cosine head (scale s), with class weights (DRW) or label smoothing: as
+            # for LDAM, l is the CE of s·u and l′ the CE of the perturbed logits, both unweighted and
+            # unsmoothed, so that the variation is the perturbation's and not the scale's, the
+            # re-weighting's or the smoothing's
             with torch.no_grad():
                 self._update_scaled(loss, logits, target, loss.perturb(logits, target), ignore)
             return
@@ -310,7 +312,11 @@ def _ignore_index(loss: Any, target: Tensor, multi_label: bool) -> int | None:
 
 def _scaled_or_weighted_lpl(loss: Any) -> bool:
     """An LPL-family loss (``perturb`` and ``_scaled``) whose training loss is not the plain CE of its
-    perturbed logits: a ``scale`` other than 1, or class weights."""
+    perturbed logits: a ``scale`` other than 1, class weights, or label smoothing."""
     if not (callable(getattr(loss, "perturb", None)) and callable(getattr(loss, "_scaled", None))):
         return False
-    return float(getattr(loss, "scale", 1.0)) != 1.0 or getattr(loss, "weight", None) is not None
+    return (
+        float(getattr(loss, "scale", 1.0)) != 1.0
+        or getattr(loss, "weight", None) is not None
+        or float(getattr(loss, "label_smoothing", 0.0)) > 0.0
+    )

@@ -226,6 +226,10 @@ def test_lpl_on_a_cosine_head_or_with_drw_weights_measures_the_perturbation_alon
         ("lpl", {"scale": 30.0}),
         ("lpl", {"drw_epoch": 1}),
         ("la_lpl", {"scale": 30.0, "lam": 0.0}),
+        # label smoothing at scale 1 measured the smoothing's own effect (up to 0.6% here), and nothing
+        # at any other scale
+        ("lpl", {"label_smoothing": 0.1}),
+        ("la_lpl", {"label_smoothing": 0.1, "lam": 0.0}),
     ):
         loss = build_loss(name, num_classes=5, class_counts=counts, **none, **kw)
         if "drw_epoch" in kw:
