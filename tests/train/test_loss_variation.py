@@ -116,6 +116,23 @@ def test_half_precision_logits_are_measured_in_float32():
         assert out["perturbed_loss"][k] == pytest.approx(float(lp[y == k].mean()), rel=1e-5)
 
 
+def test_update_with_calls_the_loss_on_half_precision_logits_in_float32():
+    """l′ is computed in float32 from bf16 logits, as l is: the plain CE measured against itself varies
+    by nothing, and LDAM's variation is that of the same logits in float32."""
+    g = torch.Generator().manual_seed(4)
+    u = (3 * torch.randn(256, 3, generator=g)).to(torch.bfloat16)
+    y = torch.arange(256) % 3
+    lv = LossVariation(3)
+    lv.update_with(build_loss("ce"), u, y)
+    assert lv.compute()["relative_variation"] == [0.0, 0.0, 0.0]
+    loss = build_loss("ldam", num_classes=3, class_counts=[16, 4, 1])
+    cos = (u.float() / 10).to(torch.bfloat16)
+    half, full = LossVariation(3), LossVariation(3)
+    half.update_with(loss, cos, y)
+    full.update_with(loss, cos.float(), y)
+    assert half.compute() == full.compute()
+
+
 def test_ldam_is_measured_on_its_scaled_logits_and_raises_every_class():
     # cosine logits of a trained model: 0.3 on the true class, 0.1 elsewhere; s = 30, margins 0.5·(1/n)^¼
     y = torch.tensor([0, 1, 2, 2])
