@@ -29,7 +29,7 @@ from .components import Components
 from .devices import flush_denormals, select_device
 from .distributed import DistInfo, process_group
 from .progress import epoch_line, wants_bar
-from .run_folder import RunFolder, RunFolderError, finite_or_none
+from .run_folder import CorruptCheckpoint, RunFolder, RunFolderError, finite_or_none
 from .trainer import TrainingDiverged, _Trainer
 
 __all__ = ["TrainingDiverged", "fit"]
@@ -200,7 +200,15 @@ def _finished_run(
             f"{str(folder / 'final.json')!r}: the run is finished but its checkpoint is gone, so the "
             "components passed to fit cannot be given its weights"
         )
-    ck = folder.check_finished(cfg_text)
+    try:
+        ck = folder.check_finished(cfg_text)
+    except CorruptCheckpoint as exc:
+        if components is not None:
+            raise CorruptCheckpoint(
+                f"{exc}, so the components passed to fit cannot be given them"
+            ) from None
+        log(f"{done.get('name', 'run')}: {exc}; nothing is rewritten")
+        ck = None
     last = done.get("epochs")
     if ck is not None and isinstance(last, int) and ck["epoch"] != last:
         # an earlier checkpoint in its place (checkpoint.prev.pt renamed): neither its weights nor its

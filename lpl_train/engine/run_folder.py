@@ -291,12 +291,27 @@ class RunFolder:
         """For ``--resume`` of a finished run: its config must equal ``cfg_text``. Compared with the config
         ``final.json`` keeps (what the result was trained with: an edited ``config.toml`` does not count);
         for a ``final.json`` without one, with the checkpoint's own config while the checkpoint remains,
-        else with ``config.toml``. Returns the verified checkpoint; None when it is gone."""
+        else with ``config.toml``. Returns the verified checkpoint; None when it is gone. A damaged one
+        raises ``CorruptCheckpoint`` saying that the result is intact and the last weights are lost (an
+        earlier checkpoint renamed into its place would not be the result's)."""
         kept = self.finished_config()
         if kept is not None:
             self.check_config(kept, cfg_text, repr(str(self / FINAL)))
         if (self / CHECKPOINT).is_file():
-            return self.resume_checkpoint(cfg_text)
+            try:
+                return self.resume_checkpoint(cfg_text, hint=False)
+            except CorruptCheckpoint as exc:
+                if (
+                    kept is None and (self / CONFIG_COPY).is_file()
+                ):  # its config, compared elsewhere
+                    stored = self / CONFIG_COPY
+                    self.check_config(
+                        stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored))
+                    )
+                raise CorruptCheckpoint(
+                    f"{exc}; the run is finished and its result ({FINAL}) is intact, but its last "
+                    "weights are lost"
+                ) from None
         if kept is not None:
             return None
         stored = self / CONFIG_COPY
@@ -304,8 +319,9 @@ class RunFolder:
             self.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))
         return None
 
-    def resume_checkpoint(self, cfg_text: str) -> dict[str, Any]:
-        """The verified checkpoint to resume from, after checking its config against ``cfg_text``."""
+    def resume_checkpoint(self, cfg_text: str, hint: bool = True) -> dict[str, Any]:
+        """The verified checkpoint to resume from, after checking its config against ``cfg_text``; a damaged
+        one is refused saying whether ``checkpoint.prev.pt`` is intact to resume from (``hint``)."""
         path = self / CHECKPOINT
         if not path.is_file():
             hint = (
@@ -318,7 +334,8 @@ class RunFolder:
         try:
             ckpt = load_checkpoint(path)
         except CorruptCheckpoint as exc:
-            raise CorruptCheckpoint(f"--resume: {exc}{self._previous_hint()}") from None
+            more = self._previous_hint() if hint else ""
+            raise CorruptCheckpoint(f"--resume: {exc}{more}") from None
         missing = [k for k in _CKPT_KEYS if k not in ckpt]
         if missing:
             raise CorruptCheckpoint(

@@ -1173,6 +1173,28 @@ def test_a_finished_run_resumed_from_an_earlier_checkpoint_keeps_its_records(tmp
         fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
 
 
+def test_a_finished_run_with_a_damaged_checkpoint_is_reported_finished_not_to_be_resumed(tmp_path):
+    """--resume of a finished run whose checkpoint.pt is damaged: its result stands, so the run is
+    reported finished (the damage noted, nothing rewritten, no advice to resume from an earlier
+    checkpoint, which would not be the result's); components that need its weights are refused."""
+    out = run(tmp_path, epochs=3)
+    _flip_a_weight_bit(out / "checkpoint.pt")
+    before = snapshot(out)
+    lines = []
+    got = fit(make_cfg(epochs=3), out, resume=True, log=lines.append)
+    after = snapshot(out)
+    assert after.pop("train.log").startswith(before.pop("train.log"))  # the notes are appended
+    assert got == json.loads(before["final.json"]) and after == before
+    (note,) = [s for s in lines if "CRC" in s]
+    assert "the run is finished and its result (final.json) is intact" in note
+    assert "rename" not in note and "resume from there" not in note
+    assert "already finished" in lines[-1]
+    with pytest.raises(CorruptCheckpoint, match="cannot be given them"):
+        fit(make_cfg(epochs=3), out, components=make_components(), resume=True, log=quiet)
+    with pytest.raises(ConfigMismatch):  # another config is still refused
+        fit(make_cfg(epochs=3, seed=4), out, resume=True, log=quiet)
+
+
 def test_a_checkpoint_lacking_training_state_is_refused_naming_what_it_lacks(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
