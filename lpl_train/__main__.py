@@ -190,7 +190,12 @@ def _check_out(cfg: dict[str, Any], out: Path, resume: bool) -> str:
     check_writable(out)  # a file in its place, a read-only file system, no permission
     folder, text = RunFolder(out), dumps_toml(cfg)
     if resume and folder.finished() is not None:
-        folder.check_finished(text)  # the config check of fit's --resume of a finished run
+        from lpl_train.engine.files import CorruptCheckpoint
+
+        try:
+            folder.check_finished(text)  # the config check of fit's --resume of a finished run
+        except CorruptCheckpoint as exc:  # fit notes it and trains nothing: the result stands
+            return f"run folder {out}: finished; --resume would train nothing ({exc})"
         return f"run folder {out}: finished; --resume would train nothing"
     if resume:
         ckpt = folder.resume_checkpoint(text)

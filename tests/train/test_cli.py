@@ -146,6 +146,12 @@ def test_dry_run_checks_the_run_folder_as_the_run_would_without_writing(
         rc, text = dry(tmp_path / "ro")
         assert rc == 2 and "cannot write run folder" in text and "Read-only file system" in text
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    # a finished run whose checkpoint is damaged: the run notes it and trains nothing, and so does this
+    ckpt = done / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])
+    rc, text = dry(done, "--resume")
+    assert rc == 0 and "finished; --resume would train nothing (--resume: checkpoint" in text
+    assert "result (final.json) is intact" in text
 
 
 def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothing(
