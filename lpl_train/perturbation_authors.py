@@ -148,6 +148,13 @@ def authors_balanced_varied_perturbation(
         base, scale, iterations = 0, float(steps), steps
     else:
         raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
+    largest = base + max(0, round(scale - 1.0))  # the largest snapshot index a class can take
+    if largest >= iterations:
+        raise ValueError(
+            f"steps={steps} is too short for variant {variant!r}: its {iterations} iterations give "
+            f"snapshots 0..{iterations - 1}, but the classes take snapshots {base}..{largest} (the "
+            "script fails there); give steps >= 5"
+        )
     counts, eye = _authors_counts(logits, target), _authors_eye(logits)
     first, qbar, tau = _authors_step(logits, target, alpha, None, counts, eye)
     k_c = authors_varied_step_counts(qbar, tau, base=base, scale=scale)

@@ -388,6 +388,12 @@ class LPLLoss(_DRWWeightState, nn.Module):
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         if steps > P.MAX_STEPS:
             raise ValueError(f"steps must be <= {P.MAX_STEPS}, got {steps!r}")
+        if self.preset == "authors_balanced_varied" and steps < 5:
+            # train_lpl.py keeps round(1.1·P) snapshots and every class takes snapshot P or later
+            raise ValueError(
+                f"steps must be >= 5 for preset 'authors_balanced_varied' (round(1.1·{steps}) "
+                f"iterations leave no snapshot {steps} for the classes to take), got {steps!r}"
+            )
         self.steps = steps
         if self.preset != "authors_longtail":
             for name, value in (

@@ -601,6 +601,17 @@ def test_presets_take_the_default_normalize_step_only():
         LALPLLoss(5, class_counts=COUNTS, preset="authors_longtail", tau=2, normalize_step=False)
 
 
+def test_balanced_varied_preset_refuses_fewer_than_five_steps():
+    """round(1.1·P) snapshots hold none of those the classes take (P or later) for P <= 4."""
+    for steps in (1, 4):
+        with pytest.raises(
+            ValueError, match="steps must be >= 5 for preset 'authors_balanced_varied'"
+        ):
+            LPLLoss(5, preset="authors_balanced_varied", steps=steps)
+    assert LPLLoss(5, preset="authors_balanced_varied", steps=5).steps == 5
+    assert LPLLoss(5, preset="authors_balanced_varied_isda", steps=1).steps == 1
+
+
 def test_balanced_isda_preset_runs_the_train_var_variant_with_its_defaults():
     """``authors_balanced_varied_isda`` is train_var.py's variant (K_c in [0, P-1]), not train_lpl.py's."""
     u, y = _batch(n=24, c=5, seed=12)

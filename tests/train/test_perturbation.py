@@ -548,6 +548,22 @@ def test_authors_step_with_gradients_matches_hand_trace_and_balanced_varied_chec
         P.authors_balanced_varied_perturbation(u, y, variant="train_varied")
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_authors_balanced_varied_refuses_steps_that_leave_no_snapshot_to_take(steps):
+    """train_lpl.py keeps round(1.1·P) snapshots and every class takes snapshot P or later: for P <= 4
+    (round(1.1·P) = P) there is none, where the script fails; δ = 0 here was plain cross-entropy."""
+    u, y = _small()
+    with pytest.raises(ValueError, match=f"steps={steps} is too short"):
+        P.authors_balanced_varied_perturbation(u, y, steps=steps, variant="train_lpl")
+    # P = 5 keeps 6 snapshots (round(5.5) = 6) and the classes take snapshot 5: it moves
+    assert P.authors_balanced_varied_perturbation(u, y, steps=5).abs().max() > 0
+    # train_var.py's K_c lie in [0, P - 1] for its P snapshots: every P works
+    assert (
+        P.authors_balanced_varied_perturbation(u, y, steps=steps, variant="train_var").abs().max()
+        > 0
+    )
+
+
 @pytest.mark.parametrize("normalize_step", [False, True])
 def test_half_precision_perturbation_of_a_class_without_a_side_is_zero_not_nan(normalize_step):
     """A class with sign 0 (a one-class batch: q̄ equals τ) takes no step; in float16 the floor of norms
