@@ -458,6 +458,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
         """``(target, soft, maybe_ignored)`` with the checks of ``validate``."""
         _check_target_kind(target)
         if _is_soft(target):
+            self._check_soft_ignore_index()
             if self.validate:
                 self._check_logits(logits)
                 target = P.check_probability_target(target, logits, check_finite_logits=True)
@@ -469,6 +470,16 @@ class LPLLoss(_DRWWeightState, nn.Module):
             )
             return target, False, ignored
         return target.long(), False, self.ignore_index is not None
+
+    def _check_soft_ignore_index(self) -> None:
+        """Probability targets have no ignored rows: refuse an ``ignore_index`` that names a class, as
+        torch's cross-entropy does (the pairs of that class would lose their loss)."""
+        if self.ignore_index not in (None, -100):
+            raise ValueError(
+                f"ignore_index={self.ignore_index} applies to class-index targets only; with class "
+                "probabilities (N, C) torch's cross-entropy refuses it (it would drop the loss of every "
+                "(sample, class) pair of that class): build the loss with ignore_index=None or -100"
+            )
 
     def _delta(
         self,
@@ -632,6 +643,8 @@ class LPLLoss(_DRWWeightState, nn.Module):
             self._check_columns(logits)
             _check_target_kind(target)
             soft = _is_soft(target)
+            if soft:
+                self._check_soft_ignore_index()
             if self.validate and target.shape != (logits.shape if soft else logits.shape[:1]):
                 want = tuple(logits.shape) if soft else (0,)
                 raise ValueError(

@@ -770,3 +770,29 @@ def test_probability_target_mean_divides_by_the_batch_size_as_torch():
     expected = (0.5 * F.cross_entropy(u, y, reduction="none")).sum() / 6
     torch.testing.assert_close(loss(u, t), expected)
     torch.testing.assert_close(loss(u, t), F.cross_entropy(u, t))
+
+
+@pytest.mark.parametrize("cls", [LPLLoss, LALPLLoss])
+def test_probability_targets_refuse_an_ignore_index_that_names_a_class(cls):
+    """torch's cross-entropy refuses ignore_index with probability targets; training used to drop the
+    pair terms of that class from the loss instead (at ε = 0, below torch's soft cross-entropy)."""
+    u, y = _batch(n=6)
+    t = torch.softmax(u.flip(1), dim=1)  # every (sample, class) pair has mass > 0
+    kw = dict(class_counts=COUNTS) if cls is LALPLLoss else {}
+    for ignore in (3, 0):
+        loss = cls(5, epsilon=0.0, ignore_index=ignore, **kw)
+        for mode in (loss.train, loss.eval):
+            mode()
+            with pytest.raises(ValueError, match=f"ignore_index={ignore} applies to class-index"):
+                loss(u, t)
+        with pytest.raises(ValueError, match=f"ignore_index={ignore} applies to class-index"):
+            loss.train()(u[:0], t[:0])
+        # class-index targets keep it
+        y_ign = torch.where(y == ignore, torch.full_like(y, 1), y)
+        y_ign[0] = ignore
+        assert float(loss(u, y_ign)) == pytest.approx(
+            float(F.cross_entropy(loss.adjust(u), y_ign, ignore_index=ignore))
+        )
+    for ignore in (None, -100):
+        loss = cls(5, epsilon=0.0, ignore_index=ignore, **kw)
+        torch.testing.assert_close(loss(u, t), F.cross_entropy(loss.adjust(u), t))
