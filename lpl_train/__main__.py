@@ -151,9 +151,11 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
 
 def _cmd_list(words: list[str] | tuple[str, ...] = ()) -> int:
-    from lpl_train.config import find_config
+    from lpl_train.config import SCHEMA, find_config
 
     wanted = [w.lower() for w in words]
+    # a table numeral names its table only: III is no part of VIII (nor of the name tviii_...)
+    numerals = {t.lower() for t in SCHEMA["paper"]["table"][2]}
     for name in list_configs():
         cfg = load_config(find_config(name))
         cell = cfg.get("paper")
@@ -164,7 +166,10 @@ def _cmd_list(words: list[str] | tuple[str, ...] = ()) -> int:
         )
         text = f"{where} {cfg['data']['name']} {cfg['loss']['name']}".lower()
         tokens = set(re.split(r"[^a-z0-9_+.:-]+", text)) | set(name.split("_"))
-        if wanted and not all(w in tokens or w in name for w in wanted):
+        table = cell["table"].lower() if cell else None
+        if wanted and not all(
+            w == table if w in numerals else w in tokens or w in name for w in wanted
+        ):
             continue
         print(f"{name:44s} {where}")
     return 0

@@ -531,6 +531,14 @@ def test_list_takes_filter_words(capsys):
     assert main(["list", "no-such-word"]) == 0 and capsys.readouterr().out == ""
 
 
+def test_list_takes_a_table_numeral_as_that_table_only(capsys):
+    # III is a substring of VIII (and of the names tviii_...), I and V of most numerals
+    for numeral in ("I", "II", "III", "V", "VI", "VIII", "X"):
+        assert main(["list", numeral]) == 0
+        tables = {line.split()[2] for line in capsys.readouterr().out.splitlines()}
+        assert tables == {f"{numeral}:"}, (numeral, tables)
+
+
 def test_list_into_a_closed_pipe_has_no_traceback():
     import os
 
