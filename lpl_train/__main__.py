@@ -245,6 +245,24 @@ def _warn(cfg: dict[str, Any]) -> None:
         print(f"lpl-train: warning: {cfg['name']}: {msg}", file=sys.stderr)
 
 
+def _warn_points(runs: list[Any]) -> None:
+    """The schedule warnings of a sweep, from each grid point's own config (a ``--grid`` of
+    ``schedule.epochs`` or ``loss.params.drw_epoch`` decides them point by point): a warning of every
+    point once, as ``run`` gives it, the others naming their grid point."""
+    from lpl_train.experiment import _point_text
+
+    points: dict[str, list[str]] = {}  # the seeds of a point share its schedule
+    for run in runs:
+        points.setdefault(_point_text(run.point), schedule_warnings(run.cfg))
+    every = [m for m in next(iter(points.values())) if all(m in w for w in points.values())]
+    for where, msgs in points.items():
+        for msg in msgs:
+            if msg not in every:
+                print(f"lpl-train: warning: {where}: {msg}", file=sys.stderr)
+    for msg in every:
+        print(f"lpl-train: warning: {runs[0].cfg['name']}: {msg}", file=sys.stderr)
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, a.overrides, a.epochs)
     _warn(cfg)
@@ -287,11 +305,11 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be >= 1, got {a.jobs}")
     grid = parse_grid(a.grid)
     base = load_config(a.config, a.overrides, a.epochs)
-    _warn(base)
     root = Path(a.out) if a.out else Path("runs") / f"{base['name']}-sweep"
     runs = plan_sweep(
         a.config, a.overrides, grid, range(a.first_seed, a.first_seed + a.seeds), a.epochs, root
     )
+    _warn_points(runs)
     t0 = time.perf_counter()
     runner = ConfigRunner(
         quiet=a.quiet or a.jobs > 1

@@ -609,6 +609,34 @@ def test_a_network_failure_is_one_line_naming_the_url(tmp_path, capsys, monkeypa
     assert "name resolution" in err and str(tmp_path) in err
 
 
+def test_sweep_warns_of_the_schedule_of_each_grid_point(tmp_path, capsys):
+    cfg = gaussian_config(tmp_path, epochs=5)
+    argv = ["sweep", str(cfg), "--dry-run", "--out", str(tmp_path / "s"), "--seeds", "2",
+            "--set", "schedule.kind='step'"]  # fmt: skip
+    # a milestone at or past the last epoch of one point only
+    assert main([*argv, "--set", "schedule.milestones=[3]", "--grid", "schedule.epochs=2,5"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == [
+        "lpl-train: warning: grid point schedule.epochs=2: schedule.milestones [3] are at or past "
+        "schedule.epochs=2: those lr steps never happen in this run"
+    ]
+    # the grid replaces the config's own milestone [3] in every point: only the point that keeps it warns
+    cfg.write_text(dumps_toml(load_config(cfg, ["schedule.milestones=[3]"])))
+    assert main([*argv, "--epochs", "2", "--grid", "schedule.milestones=[1],[1, 3]"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == [
+        "lpl-train: warning: grid point schedule.milestones=[1, 3]: schedule.milestones [3] are at "
+        "or past schedule.epochs=2: those lr steps never happen in this run"
+    ]
+    # a warning of every point is given once, as `run` gives it
+    assert main([*argv, "--set", "schedule.milestones=[9]", "--grid", "optim.lr=0.1,0.2"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == [
+        "lpl-train: warning: gaussian_linear_lpl: schedule.milestones [9] are at or past "
+        "schedule.epochs=5: those lr steps never happen in this run"
+    ]
+
+
 def test_milestones_on_a_cosine_schedule_warn(tmp_path, capsys):
     cfg = gaussian_config(tmp_path)
     assert main(["run", str(cfg), "--dry-run", "--set", "schedule.kind='cosine'",
