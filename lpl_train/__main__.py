@@ -36,6 +36,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -407,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     errors = command_errors()
     try:
-        status = _command(args)
+        with _package_warnings_in_one_line():
+            status = _command(args)
         flush_stdout()  # a reader gone away changes nothing of what the command did: its status stands
         return status
     except BrokenPipeError:  # `lpl-train list | head`: the reader went away; nothing left to say
@@ -419,6 +421,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lpl-train: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _package_warnings_in_one_line():
+    """The package's own warnings (a build's, e.g. a ``tau`` that puts every class in one group) printed as
+    ``lpl-train: warning: ...`` lines, as the command's other warnings are; others (torch's) as Python
+    prints them."""
+    package = Path(__file__).resolve().parent
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        try:
+            ours = Path(filename).resolve().is_relative_to(package)
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            return shown(message, category, filename, lineno, file, line)
+        print(f"lpl-train: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def check_paths_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -108,6 +108,18 @@ def test_dry_run_confirms_present_data(capsys):
     )
 
 
+@pytest.mark.parametrize("more", [["--dry-run"], ["--epochs", "1", "--quiet"]])
+def test_a_builds_warning_is_one_lpl_train_line_not_pythons(tmp_path, capsys, more):
+    out = str(tmp_path / "r")
+    assert (
+        main(["run", "gaussian_linear_lpl", "--set", "loss.params.tau=1.0", "--out", out, *more])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("lpl-train: warning: tau=1.0 puts every class in the head"), err
+    assert "UserWarning" not in err and ".py:" not in err
+
+
 def test_dry_run_checks_the_run_folder_as_the_run_would_without_writing(
     tmp_path, capsys, monkeypatch
 ):
