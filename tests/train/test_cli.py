@@ -1041,3 +1041,22 @@ def test_an_error_from_a_dataloader_worker_is_its_own_message_and_where():
         "cannot decode image /x/0.jpg: truncated (in DataLoader worker process 0)"
     )
     assert _one_line(BadFile("plain")) == "plain"
+
+
+def test_missing_data_is_explained_in_the_configs_keys(tmp_path, capsys):
+    """The loaders' "pass download=True" is said as the config key (and the --set) that does it, by the
+    run and by its dry run; a dry run with the key set says that the run downloads, and it does not."""
+    nowhere = str(tmp_path / "nowhere")
+    for name, more in (("tii_cifar100_resnet110_ce", ["--dry-run"]),
+                       ("fmnist_lt100_ce", ["--dry-run"]), ("fmnist_lt100_ce", ["--epochs", "1"])):  # fmt: skip
+        rc = main(
+            ["run", name, "--set", f"data.root={nowhere}", "--out", str(tmp_path / "r"), *more]
+        )
+        err = capsys.readouterr().err
+        assert rc == 2 and "--set data.params.download=true" in err, err
+        assert "download=True" not in err and "It is set" not in err
+    rc = main(["run", "tii_cifar100_resnet110_ce", "--set", f"data.root={nowhere}", "--set",
+               "data.params.download=true", "--dry-run"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "It is set: the run downloads the data; a dry run never does." in err
+    assert not (tmp_path / "nowhere").exists()
