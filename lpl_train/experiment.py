@@ -454,7 +454,7 @@ class Outcome:
     run: PlannedRun
     status: str
     result: dict[str, Any] | None = None
-    first_epoch: int = 0  # the epochs a resumed run had before this call (not trained now)
+    first_epoch: int = 0  # the epochs of a resumed run trained before this call (by its checkpoint)
 
 
 def check_runs(runs: Sequence[PlannedRun], runner: Runner) -> None:
@@ -473,14 +473,16 @@ def _run_one(runner: Runner, run: PlannedRun, keep_going: bool = False) -> Outco
 
     resume = (run.out / CHECKPOINT).is_file()
     first = _epochs_recorded(run.out) if resume else 0
+    started = time.time()
     try:  # fit holds the run folder's OS lock while it trains: a folder in use raises RunLocked
-        return Outcome(run, "trained", runner.train(run, resume), first)
+        result = runner.train(run, resume)
     except RunLocked:
         return Outcome(run, "locked")
     except Exception as exc:
         if not keep_going:
             raise
         return Outcome(run, "failed", _failure(run, exc), first)
+    return Outcome(run, "trained", result, _epochs_before(run.out, started) if resume else 0)
 
 
 def _failure(run: PlannedRun, exc: Exception) -> dict[str, Any]:
@@ -505,6 +507,26 @@ def _epochs_recorded(run_dir: Path) -> int:
         return len(read_metrics(run_dir))
     except (OSError, ValueError):
         return 0
+
+
+def _epochs_before(run_dir: Path, started: float) -> int:
+    """How many of a resumed run's epoch records were trained before ``started`` (Unix time): those the
+    checkpoint it resumed from carries. Counting the records found before it resumed instead would take
+    in records past that checkpoint (an earlier checkpoint renamed into its place), or miss one the
+    checkpoint restored (a process stopped between its checkpoint and its record)."""
+    from lpl_train.engine import read_metrics
+
+    try:
+        recs = read_metrics(run_dir)
+    except (OSError, ValueError):
+        return 0
+    n = 0
+    for r in recs:
+        end = r.get("train_end")
+        if isinstance(end, int | float) and end >= started:
+            break
+        n += 1
+    return n
 
 
 def _worker_init(parent_pid: int | None = None) -> None:

@@ -653,3 +653,30 @@ def test_the_sweep_pre_check_builds_each_point_once_not_each_seed(tmp_path, monk
                         1, tmp_path)  # fmt: skip
     assert len(runs) == 6  # 2 points x 3 seeds
     assert seeds == [0, 0]  # one build per point, from its first seed
+
+
+def test_a_resumed_runs_epochs_trained_now_are_those_after_its_checkpoint(tmp_path):
+    """A run resumed from an earlier checkpoint than its records reach (checkpoint.prev.pt renamed into
+    place): the call trains from the checkpoint's epoch, and throughput counts those epochs, not only
+    the ones past the records found before it started."""
+
+    from lpl_train.engine import fit
+    from tests.train.test_engine import make_cfg, make_components, quiet
+
+    out = tmp_path / "r"
+    fit(make_cfg(epochs=4), out, components=make_components(), stop_after_epoch=3, log=quiet)
+    os.replace(out / "checkpoint.prev.pt", out / "checkpoint.pt")  # epoch 2's; 3 records
+
+    class Runner:
+        def finished(self, run):
+            return (run.out / "final.json").is_file()
+
+        def train(self, run, resume):
+            return fit(make_cfg(epochs=4), run.out, components=make_components(), resume=resume,
+                       log=quiet)  # fmt: skip
+
+    o = X._run_one(Runner(), X.PlannedRun("r", out, None, 0))
+    assert o.status == "trained" and o.first_epoch == 2  # epochs 2 and 3 trained by this call
+    tp = T.throughput([o], wall_s=1.0)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert tp["images"] == round(sum(r["images_per_s"] * r["train_time_s"] for r in recs[2:]))
