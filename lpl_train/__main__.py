@@ -416,11 +416,18 @@ def main(argv: list[str] | None = None) -> int:
         flush_stdout()
         return 0
     except errors as exc:
-        print(f"lpl-train: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"lpl-train: error{_rank_tag()}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lpl-train: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
+
+
+def _rank_tag() -> str:
+    """`` (rank R)`` under torchrun with more than one process, whose ranks each print their error (they can
+    differ: one rank's data or device fails), else nothing."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK")
+    return f" (rank {rank})" if rank is not None and world.isdigit() and int(world) > 1 else ""
 
 
 @contextlib.contextmanager

@@ -1060,3 +1060,20 @@ def test_missing_data_is_explained_in_the_configs_keys(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "It is set: the run downloads the data; a dry run never does." in err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_under_torchrun_each_ranks_error_line_names_its_rank(tmp_path, capsys, monkeypatch):
+    argv = ["run", "gaussian_linear_ce", "--set", "data.batch_size=67", "--dry-run"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"lpl-train: error (rank {rank}): data.batch_size=67 must be divisible"
+        )
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no rank to name
+    monkeypatch.setenv("RANK", "0")
+    assert main([*argv[:3], "data.params.bogus=1", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("lpl-train: error: ")
