@@ -6,9 +6,9 @@ Layout under the root (as the competition archives unpack)::
     train2018.json  val2018.json  train_val2018/...           (iNat2018, 8,142 classes)
 
 Each JSON holds ``images`` (``id``, ``file_name`` relative to the root), ``annotations`` (``image_id``,
-``category_id``) and ``categories`` (``id``). Classes are the category ids in increasing order, mapped
-to ``0 .. C-1`` over the union of train and val categories. The validation list is the test set (as in
-LDAM-DRW and Logit Adjustment).
+``category_id``) and ``categories`` (``id``, ``name``). Classes are the category ids in increasing order,
+mapped to ``0 .. C-1`` over the union of train and val categories, and named by the lists' ``name``
+where they name every class. The validation list is the test set (as in LDAM-DRW and Logit Adjustment).
 """
 
 from __future__ import annotations
@@ -96,6 +96,19 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
     return pairs
 
 
+def _category_names(data: dict) -> dict[int, str]:
+    """Category id → name of the categories a list names (a name that is not a non-empty string is
+    left out)."""
+    out = {}
+    for c in data.get("categories") or []:
+        if isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]:
+            try:
+                out[int(c["id"])] = c["name"]
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
 def build_inat(
     year: int, root: str | Path | None = None, seed: int = 0, size: int = 224
 ) -> DatasetBundle:
@@ -114,9 +127,12 @@ def build_inat(
             f"Download the iNat{year} competition images and train/val JSON from "
             "https://github.com/visipedia/inat_comp and unpack them into that folder.",
         )
-    train_pairs = _pairs(read_json(files[0]), files[0])
-    val_pairs = _pairs(read_json(files[1]), files[1])
+    train_data = read_json(files[0])
+    train_pairs = _pairs(train_data, files[0])
+    val_data = read_json(files[1])
+    val_pairs = _pairs(val_data, files[1])
     cats = sorted({c for _, c in train_pairs} | {c for _, c in val_pairs})
+    names = {**_category_names(val_data), **_category_names(train_data)}
     index = {c: i for i, c in enumerate(cats)}
     num_classes = len(cats)
 
@@ -138,4 +154,6 @@ def build_inat(
         std=IMAGENET_STD,
         augment="imagenet",
         name=f"inat{year}",
+        # the species names, where the lists name every class (the official ones do)
+        class_names=[names[c] for c in cats] if all(c in names for c in cats) else [],
     )

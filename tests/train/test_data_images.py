@@ -66,7 +66,7 @@ def _inat(root: Path) -> None:
             "annotations": [
                 {"id": i, "image_id": 100 + i, "category_id": c} for i, (_, c) in enumerate(pairs)
             ],
-            "categories": [{"id": c, "name": str(c)} for c in (3, 7, 9)],
+            "categories": [{"id": c, "name": f"species {c}"} for c in (3, 7, 9)],
         }
         (root / name).write_text(json.dumps(data))
         for f, c in pairs:
@@ -78,6 +78,21 @@ def test_inat(tmp_path: Path) -> None:
     b = build_datasets("inat2017", root=tmp_path, size=16)
     assert b.num_classes == 3 and b.class_counts == [1, 3, 1] and not b.multi_label
     assert b.train.targets.tolist() == [1, 0, 1, 2, 1] and b.test.targets.tolist() == [0, 2]
+    assert b.class_names == ["species 3", "species 7", "species 9"]  # in class order
+    # lists that do not name every class: no names rather than some
+    data = json.loads((tmp_path / "train2017.json").read_text())
+    data["categories"][1].pop("name")
+    (tmp_path / "train2017.json").write_text(json.dumps(data))
+    assert build_datasets("inat2017", root=tmp_path, size=16).class_names == [
+        "species 3",
+        "species 7",
+        "species 9",
+    ]
+    for name in ("train2017.json", "val2017.json"):
+        data = json.loads((tmp_path / name).read_text())
+        data["categories"] = [{"id": c} for c in (3, 7, 9)]
+        (tmp_path / name).write_text(json.dumps(data))
+    assert build_datasets("inat2017", root=tmp_path, size=16).class_names == []
     x, y = b.test[1]
     assert x.shape == (3, 16, 16) and int(y) == 2
     # red channel 180 normalised with ImageNet statistics
