@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lpl_train.experiment import PlannedRun
+from lpl_train.report.runs import STUDY_RUN
 
 __all__ = [
     "RESULT",
@@ -119,6 +120,7 @@ def engine_config(study: dict[str, Any], spec: dict[str, Any], params: dict[str,
     name = spec["key"].rsplit("/", 1)[0].replace("/", "__").replace(",", "_").replace("=", "-")
     return {
         "name": name,
+        "description": STUDY_RUN,  # `lpl-train report` reads such a run's test metrics from its record only
         "data": {"name": study["datasets"][spec["dataset"]]["name"], "batch_size": study.get("batch_size", 128)},
         "model": {"name": study["model"]["name"], "params": {**study["model"].get("params", {}), **spec["model_params"]}},
         "loss": {"name": spec["loss"], "params": params},

@@ -59,6 +59,12 @@ __all__ = [
 
 #: the engine's diverged.json (lpl_train.engine.files.DIVERGED; named here so the report needs no torch)
 DIVERGED = "diverged.json"
+#: the description of a study run's engine config (``lpl_train.study_runs.engine_config``): the engine's
+#: "test" split is the study's validation split, so its final.json holds validation metrics; the run's test
+#: metrics are in its record ``result.json``, written once the trained model has been evaluated
+STUDY_RUN = (
+    "lpl-train study run: the engine evaluates the validation split; test metrics in result.json"
+)
 _SINGLE = ("top1_error", "error_many", "error_medium", "error_few")
 _MULTI = ("map", "map_head", "map_medium", "map_tail")
 
@@ -117,8 +123,10 @@ def collect_runs(root: str | Path) -> list[_Run]:
 
     A study run (``lpl_train.study``) evaluated its validation split during training; its record
     ``result.json`` holds the test metrics, which replace the engine's ``final`` (and its validation-based
-    ``best`` is dropped). A diverged run (a study run's record without test metrics, or a run that stopped
-    on a non-finite loss) has no metrics: it is named in its row's seeds column, not averaged."""
+    ``best`` is dropped); one without its record yet (the study stopped between training and testing it)
+    is not finished: its ``final.json`` holds validation metrics. A diverged run (a study run's record
+    without test metrics, or a run that stopped on a non-finite loss) has no metrics: it is named in its
+    row's seeds column, not averaged."""
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
@@ -148,6 +156,8 @@ def collect_runs(root: str | Path) -> list[_Run]:
         if cfg_path.is_file():
             _check_trained_config(cfg_path, fin, final)
         record = folder / "result.json"
+        if not record.is_file() and cfg.get("description") == STUDY_RUN:
+            continue  # a study run not yet recorded: its final.json holds validation metrics, not test
         if record.is_file():
             rec = read_file(record, json.loads, json.JSONDecodeError)
             if not isinstance(rec, dict):

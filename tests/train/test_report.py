@@ -573,3 +573,22 @@ def test_a_paper_reference_to_no_cell_is_named_not_shown_as_missing(tmp_path):
     write_run(tmp_path / "bad", cfg, 0, {"top1_error": 21.0})
     with pytest.raises(ValueError, match=r"bad/config\.toml': key 'paper' names no cell: .*50:1"):
         make_report(tmp_path)
+
+
+def test_a_study_run_not_yet_recorded_is_not_reported_with_its_validation_metrics(tmp_path):
+    """A study run's engine evaluates the study's validation split, so its final.json holds validation
+    metrics; its test metrics are in result.json. A run stopped between the two (final.json, no record) is
+    not finished: averaging its validation error as a test error would mix the two splits in one row."""
+    from lpl_train.config import validate_config
+    from lpl_train.study_runs import engine_config
+
+    study = {"datasets": {"g": {"name": "gaussian"}}, "model": {"name": "linear"}, "epochs": 2}
+    for seed, val_err in ((0, 10.0), (1, 12.0)):
+        spec = {"key": f"g/ce/default/seed{seed}", "dataset": "g", "seed": seed, "loss": "ce",
+                "model_params": {"in_features": 2}}  # fmt: skip
+        cfg = validate_config(engine_config(study, spec, {}))
+        write_run(tmp_path / f"seed{seed}", cfg, seed, {"top1_error": val_err})
+    # seed 0 was tested and recorded; seed 1 stopped before its test evaluation
+    (tmp_path / "seed0" / "result.json").write_text(json.dumps({"test": {"top1_error": 30.0}}))
+    (row,) = aggregate(collect_runs(tmp_path))
+    assert row.seeds == [0] and row.final["top1_error"] == (30.0, None)
