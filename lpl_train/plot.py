@@ -4,8 +4,9 @@ Four panels: the training loss and the evaluated test metric (top-1 error, or mA
 per-class accuracy (AP for multi-label runs); and the per-class relative loss variation (l' − l)/l of the
 last epoch that recorded it (the Fig. 11 panel; positive and negative terms for multi-label runs). Per-class
 axes run head → tail by the training counts of the first run (:func:`lpl_train.plotting.head_to_tail`).
-Runs overlaid must have the same kind of labels (single- or multi-label) and the same classes (number and
-names); others are refused with a ``ValueError``.
+A study run (``lpl-train study``) is evaluated on the study's validation split during training: its
+panels say so. Runs overlaid must have the same kind of labels (single- or multi-label), the same classes
+(number and names) and the same evaluated split; others are refused with a ``ValueError``.
 The format follows the suffix of ``--out`` (.png, .pdf, .svg).
 """
 
@@ -29,6 +30,7 @@ from lpl_train.plotting import (
     save_figure,
 )
 from lpl_train.report.checks import read_file
+from lpl_train.report.runs import STUDY_RUN
 
 __all__ = ["load_run_data", "plot_runs"]
 
@@ -47,11 +49,10 @@ def load_run_data(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{str(d)!r} is not a run folder with epochs to plot (no metrics.jsonl)"
         )
-    name = d.name
+    name, cfg = d.name, {}
     if (d / "config.toml").is_file():
-        name = read_file(d / "config.toml", tomllib.loads, tomllib.TOMLDecodeError).get(
-            "name", name
-        )
+        cfg = read_file(d / "config.toml", tomllib.loads, tomllib.TOMLDecodeError)
+        name = cfg.get("name", name)
     final = _read_json(d / "final.json")
     metrics = read_metrics(d)
     gap = next((i for i, m in enumerate(metrics) if m.get("epoch") != i), None)
@@ -72,7 +73,9 @@ def load_run_data(run_dir: str | Path) -> dict[str, Any]:
     num_classes = classes.get("num_classes", len(counts) if counts is not None else None)
     return {"dir": d, "name": name, "metrics": metrics, "final": final, "class_counts": counts,
             "num_classes": num_classes, "class_names": classes.get("class_names"),
-            "multi_label": bool(classes.get("multi_label", any("test_map" in m for m in metrics)))}  # fmt: skip
+            "multi_label": bool(classes.get("multi_label", any("test_map" in m for m in metrics))),
+            # a study run's engine evaluates the study's validation split where it says "test"
+            "split": "validation" if cfg.get("description") == STUDY_RUN else "test"}  # fmt: skip
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -123,8 +126,9 @@ def _curves(ax_loss: Any, ax_test: Any, runs: list[dict[str, Any]], labels: list
         if pts:
             ax_test.plot(*zip(*pts, strict=True), marker="o", label=lab)
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    ax_test.set(xlabel="epoch", ylabel="test mAP (%)" if runs[0]["multi_label"] else "test top-1 error (%)",
-                title="evaluated test metric")  # fmt: skip
+    split = runs[0]["split"]
+    ax_test.set(xlabel="epoch", ylabel=f"{split} mAP (%)" if runs[0]["multi_label"] else f"{split} top-1 error (%)",
+                title=f"evaluated {split} metric")  # fmt: skip
     from matplotlib.ticker import MaxNLocator
 
     for ax in (ax_loss, ax_test):
@@ -163,6 +167,11 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     runs = [load_run_data(d) for d in run_dirs]
     if len({r["multi_label"] for r in runs}) > 1:
         raise ValueError("cannot overlay single-label and multi-label runs in one plot")
+    if len({r["split"] for r in runs}) > 1:
+        raise ValueError(
+            "cannot overlay study runs (their engine evaluates the study's validation split) with other "
+            "runs (evaluated on the test split) in one plot; plot them separately"
+        )
     _check_same_classes(runs)
     labels = _labels(runs)
     n = next((len(c[1]) for c in _per_class(runs, labels) + _variation(runs, labels)), None)
@@ -171,7 +180,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     _curves(axes[0, 0], axes[0, 1], runs, labels)
     ml = runs[0]["multi_label"]
     per_class_panel(axes[0, 2], _per_class(runs, labels), order, "AP (%)" if ml else "accuracy (%)",
-                    "final per-class " + ("AP" if ml else "test accuracy"))  # fmt: skip
+                    "final per-class " + ("AP" if ml else f"{runs[0]['split']} accuracy"))  # fmt: skip
     loss_variation_panel(axes[0, 3], _variation(runs, labels), order,
                          "loss variation per class, last recorded epoch (Fig. 11)")  # fmt: skip
     fig.tight_layout()

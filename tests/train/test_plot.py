@@ -290,3 +290,29 @@ def test_a_record_deleted_from_a_finished_run_is_named_and_resume_restores_it(tm
     fit(cfg, out, resume=True, log=lambda _: None)
     assert path.read_text() == whole
     assert [m["epoch"] for m in P.load_run_data(out)["metrics"]] == [0, 1, 2]
+
+
+def test_a_study_runs_evaluated_split_is_labelled_validation_and_not_overlaid_with_test(
+    tmp_path, monkeypatch
+):
+    """A study run's engine evaluates the study's validation split where its records say "test": its
+    panels say validation, and it is not drawn on one axis with a run evaluated on the test split."""
+    from lpl_train.study_runs import engine_config
+
+    counts, lv = [50, 10], {"relative_variation": [0.1, 0.2], "count": [50, 10]}
+    s = _run(tmp_path / "s", "study", counts, [70.0, 20.0], lv)
+    study = {"datasets": {"lt": {"name": "fmnist_lt"}}, "model": {"name": "cnn"}, "epochs": 1}
+    spec = {"key": "lt/ce/s0", "dataset": "lt", "model_params": {}, "loss": "ce", "seed": 0}
+    desc = engine_config(study, spec, {})["description"]
+    (s / "config.toml").write_text(f'name = "study"\ndescription = "{desc}"\n')
+    drawn = _capture(monkeypatch)
+    P.plot_runs([s], tmp_path / "p.png")
+    _curves, test, acc, _lv = drawn["axes"]
+    assert test.get_title() == "evaluated validation metric"
+    assert test.get_ylabel() == "validation top-1 error (%)"
+    assert acc.get_title() == "final per-class validation accuracy"
+    other = _run(tmp_path / "o", "ce", counts, [60.0, 10.0], lv)
+    with pytest.raises(ValueError, match="cannot overlay study runs"):
+        P.plot_runs([s, other], tmp_path / "p.png")
+    P.plot_runs([other], tmp_path / "p.png")
+    assert drawn["axes"][1].get_title() == "evaluated test metric"

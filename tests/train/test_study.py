@@ -700,7 +700,7 @@ def _independent_summary() -> dict[tuple[str, str], tuple[float, float]]:
 
 def test_readme_and_docs_numbers_are_the_committed_runs():
     """Every 'mean ± std' quoted in the README's results section and in docs/study.md's results is a cell
-    recomputed here from figures/study-runs.jsonl (selection on validation only)."""
+    recomputed here from lpl_train/configs/study/fmnist-runs.jsonl (selection on validation only)."""
     import re
 
     cells = {f"{m:.2f} ± {s:.2f}" for m, s in _independent_summary().values()}
