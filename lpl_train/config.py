@@ -320,7 +320,8 @@ def _check_plain(where: str, value: Any) -> None:
 def schedule_warnings(cfg: dict[str, Any]) -> list[str]:
     """Events of a validated config that can never happen in its ``schedule.epochs`` (0-indexed epochs):
     a DRW switch (``loss.params.drw_epoch``), lr milestones or a warm-up at or past the last epoch, as
-    after ``--epochs 2`` on a 200-epoch recipe. The run is still valid; the messages say what it skips."""
+    after ``--epochs 2`` on a 200-epoch recipe; and SGD's momentum or Nesterov set for Adam/AdamW, which
+    ignore them. The run is still valid; the messages say what it skips."""
     epochs = cfg["schedule"]["epochs"]
     out = []
     drw = cfg["loss"]["params"].get("drw_epoch")
@@ -346,6 +347,15 @@ def schedule_warnings(cfg: dict[str, Any]) -> list[str]:
         out.append(
             f"schedule.warmup_epochs={cfg['schedule']['warmup_epochs']} > schedule.epochs={epochs}: "
             "the run ends inside the warm-up"
+        )
+    o = cfg["optim"]
+    # SGD's keys given to Adam/AdamW, which take neither (their beta1 is 0.9, momentum's default)
+    unused = [k for k, v in (("momentum", o["momentum"] != 0.9), ("nesterov", o["nesterov"])) if v]
+    if o["name"] != "sgd" and unused:
+        out.append(
+            " and ".join(f"optim.{k}={json.dumps(o[k])}" for k in unused)
+            + f" {'is' if len(unused) == 1 else 'are'} not used by optim.name={json.dumps(o['name'])} "
+            "(SGD only; the first-moment decay of Adam and AdamW stays 0.9)"
         )
     return out
 

@@ -490,6 +490,22 @@ def test_schedule_warnings_at_their_boundaries():
     assert "inside the warm-up" in warn(epochs=5, drw=1, warmup_epochs=6)[0]
 
 
+def test_sgds_momentum_or_nesterov_set_for_adam_is_warned_as_unused():
+    def warn(**optim):
+        return schedule_warnings(validate_config(with_("optim", **optim)))
+
+    assert warn(name="sgd", momentum=0.5, nesterov=True) == []  # SGD uses both
+    assert warn(name="adam") == warn(name="adamw", momentum=0.9) == []  # the default: Adam's beta1
+    assert warn(name="adam", momentum=0.5) == [
+        'optim.momentum=0.5 is not used by optim.name="adam" (SGD only; the first-moment decay of '
+        "Adam and AdamW stays 0.9)"
+    ]
+    (both,) = warn(name="adamw", momentum=0.0, nesterov=True)
+    assert both.startswith(
+        'optim.momentum=0.0 and optim.nesterov=true are not used by optim.name="adamw"'
+    )
+
+
 def test_find_config_by_path_without_suffix_and_hints_by_substring(tmp_path):
     p = tmp_path / "mine.cfg"
     p.write_text(dumps_toml(validate_config(MINIMAL)))
