@@ -184,6 +184,9 @@ def monte_carlo_checks(
     difference of the class's two error fractions (the two events are nested).
     """
     check_count("n", n, 1)
+    # h = 0 compares b* with itself: the argmin test would pass whatever b* is
+    if isinstance(step, bool) or not isinstance(step, int | float) or not 0 < step < math.inf:
+        raise ValueError(f"step must be a finite number > 0, got {step!r}")
     settings = _monte_carlo_settings(seed, rhos_per_figure, random_points)
     seeds = np.random.SeedSequence(seed).spawn(len(settings))
     nat_worst = pert_worst = 0.0

@@ -546,6 +546,16 @@ def test_perturbed_monte_carlo_check_rejects_a_wrong_objective_value(monkeypatch
         assert "R_lp(b*) at" in perturbed.detail
 
 
+@pytest.mark.parametrize("step", [0.0, -0.25, math.inf, math.nan, True])
+def test_monte_carlo_checks_refuse_a_step_that_cannot_probe_the_argmin(step):
+    """h = step * sqrt(d) sigma is the distance of the probes b* +- h: with step = 0 both probes are b* itself,
+    and a b* moved by 0.3 passed the argmin test (paired differences 0); the step must be finite and > 0."""
+    from lpl_theory import verify_monte_carlo as VM
+
+    with pytest.raises(ValueError, match="step must be a finite number > 0"):
+        VM.monte_carlo_checks(n=10_000, seed=0, step=step)
+
+
 def test_check_monte_carlo_and_check_perturbed_monte_carlo_return_their_own_check(monkeypatch):
     from lpl_theory import verify_monte_carlo as VM
 
