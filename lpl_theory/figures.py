@@ -49,6 +49,8 @@ def curve(number: int, rho: Any = None, spec: FigureSpec | None = None) -> dict[
             f"eta/eps, the end of the range of rho, overflows float64 (eta = {spec.task.eta:g}, eps = {spec.eps:g}); "
             "choose eta and eps with a finite ratio, or give the values of rho"
         )
+    if rho is not None and cf._is_bool(rho):  # True would read as rho = 1, as solve refuses it
+        raise TypeError(f"rho must be numbers, got {rho!r}")
     r = default_rho(spec) if rho is None else np.asarray(rho, dtype=float)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"rho must be a non-empty 1-d list of numbers, got {rho!r}")

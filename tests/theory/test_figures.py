@@ -209,6 +209,9 @@ def test_curve_validation():
         curve(3, [0.0, 5.0])
     with pytest.raises(ValueError, match="non-empty"):
         curve(3, [])
+    # booleans are not values of rho (closed_form.solve refuses them too): [True, False] read as [1, 0]
+    with pytest.raises(TypeError, match="rho must be numbers"):
+        curve(3, [True, False])
     with pytest.raises(ValueError, match="mc_samples"):
         draw_figure(3, mc_samples=-1)
     with pytest.raises(ValueError, match="mc_points must be an integer >= 1"):
