@@ -161,9 +161,12 @@ def _monte_carlo_settings(
     for spec in FIGURES.values():
         for rho in np.linspace(0.0, 0.98 * spec.rho_max, rhos_per_figure):
             settings.append((spec.task, spec.perturbation(float(rho))))
-    settings += [
-        s for s in random_settings(4 * random_points, seed + 1) if bool(cf.solve_task(*s).exists)
-    ][:random_points]
+    if random_points:
+        settings += [
+            s
+            for s in random_settings(4 * random_points, seed + 1)
+            if bool(cf.solve_task(*s).exists)
+        ][:random_points]
     return settings
 
 
@@ -184,6 +187,12 @@ def monte_carlo_checks(
     difference of the class's two error fractions (the two events are nested).
     """
     check_count("n", n, 1)
+    check_count("rhos_per_figure", rhos_per_figure, 0)
+    check_count("random_points", random_points, 0)
+    if rhos_per_figure == random_points == 0:
+        raise ValueError(
+            "rhos_per_figure and random_points are both 0: there is no setting to check"
+        )
     # h = 0 compares b* with itself: the argmin test would pass whatever b* is
     if isinstance(step, bool) or not isinstance(step, int | float) or not 0 < step < math.inf:
         raise ValueError(f"step must be a finite number > 0, got {step!r}")

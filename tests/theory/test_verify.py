@@ -556,6 +556,23 @@ def test_monte_carlo_checks_refuse_a_step_that_cannot_probe_the_argmin(step):
         VM.monte_carlo_checks(n=10_000, seed=0, step=step)
 
 
+def test_monte_carlo_checks_name_a_bad_count_of_settings():
+    """random_points = 0 (figures only) runs; a negative or fractional count is refused naming itself (it
+    had been refused as "n must be an integer >= 1", the sample size's name), and no setting at all too."""
+    from lpl_theory import verify_monte_carlo as VM
+
+    nat, _pert = VM.monte_carlo_checks(n=2_000, rhos_per_figure=1, random_points=0)
+    assert nat.points == 4  # one setting per figure, 3-6
+    for kw, name in (
+        ({"random_points": -1}, "random_points"),
+        ({"rhos_per_figure": 1.5}, "rhos_per_figure"),
+    ):
+        with pytest.raises(ValueError, match=f"^{name} must be an integer >= 0"):
+            VM.monte_carlo_checks(n=2_000, **kw)
+    with pytest.raises(ValueError, match="both 0: there is no setting to check"):
+        VM.monte_carlo_checks(n=2_000, rhos_per_figure=0, random_points=0)
+
+
 def test_check_monte_carlo_and_check_perturbed_monte_carlo_return_their_own_check(monkeypatch):
     from lpl_theory import verify_monte_carlo as VM
 
