@@ -220,15 +220,19 @@ def _check(exe: str, env: dict[str, str], probe: Sequence[str] | None, timeout_s
 
 def _exit_on_sigterm() -> Any:
     """While a daemon is started, checked or serving, SIGTERM (``timeout``, a job scheduler) ends this
-    process through ``SystemExit`` instead of at once, so the daemon is stopped on the way out. Returns the
-    handler to put back, or None where another handler is installed or this is not the main thread
-    (nothing changed)."""
+    process through ``SystemExit`` instead of at once, so the daemon is stopped on the way out; a further
+    SIGTERM during that way out is ignored. Returns the handler to put back, or None where another handler
+    is installed or this is not the main thread (nothing changed)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return None
 
     def stop(signum: int, _frame: Any) -> None:
+        # once: ``timeout`` signals this process and then its process group, so a second SIGTERM can
+        # arrive during the clean-up the first one started (a sweep's pool ending its workers, the
+        # daemon's stop); raised there, it cut that short and left the pool's join waiting forever
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     return signal.signal(signal.SIGTERM, stop)

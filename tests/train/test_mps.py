@@ -274,3 +274,23 @@ def test_sigterm_inside_stops_the_daemon_on_the_way_out(fake, tmp_path):
         pytest.fail("SIGTERM must end the block")
     assert exc.value.code == 128 + signal.SIGTERM
     assert fake()[-1] == "stdin:quit" and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_second_sigterm_does_not_cut_the_way_out_short(fake, tmp_path):
+    """``timeout`` signals the process it runs and then that process's group: a second SIGTERM can arrive
+    while the first one's clean-up runs (a sweep's pool ending its workers). Raised again there, it cut
+    the clean-up short, and the pool's close and join then waited forever for workers that were gone."""
+    import signal
+
+    cm, _ = _server("auto", tmp_path)
+    cleaned: list[str] = []
+    with pytest.raises(SystemExit) as exc, cm:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("SIGTERM must end the block")
+        except SystemExit:
+            os.kill(os.getpid(), signal.SIGTERM)  # the group's copy, during the clean-up
+            cleaned.append("pool ended")
+            raise
+    assert cleaned == ["pool ended"] and exc.value.code == 128 + signal.SIGTERM
+    assert fake()[-1] == "stdin:quit" and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
