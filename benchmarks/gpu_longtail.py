@@ -410,6 +410,7 @@ def _train(runs: list[Any], protocol: Protocol, jobs: int, summary: Summary, inf
             summary.write()
             return 3
         protocol.stop_after = None
+        summary.write()  # the probe's figures and the included runs, should the rest be stopped
     done = execute(runs, LongtailRunner(protocol), jobs=jobs, log=print, describe=summary.add)
     for o in done:  # runs finished by an earlier call are read back, not trained (no describe)
         summary.results.setdefault(o.run.key, o.result or {})

@@ -244,6 +244,38 @@ def test_the_budget_counts_the_probes_time_and_the_estimate_together(
     assert calls == [1, None]  # the probe, then the rest
 
 
+def test_a_call_stopped_after_the_probe_keeps_the_probe_and_the_included_runs(
+    gl, tmp_path, monkeypatch
+):
+    """The summaries are written once the probe has decided, before the rest starts: a call stopped while
+    the rest trains (gpu_device_run.sh's timeout; no run finished yet) still leaves the probe's figures and
+    the runs of ``--include`` in --summary-dir."""
+    import lpl_train.experiment as X
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"info": {"epochs": 3, "quick": True},
+                                   "runs": {"ce/seed0": {"final": {"top1_error": 10.0}}}}))  # fmt: skip
+
+    def execute(runs, runner, jobs, log, describe=None):
+        if runner.protocol.stop_after is None:  # the rest: stopped (SIGTERM under the MPS context)
+            raise SystemExit(143)
+        return []
+
+    monkeypatch.setattr(X, "execute", execute)
+    monkeypatch.setattr(gl, "estimate_rest", lambda *a, **k: {
+        "rate_images_per_s": 1.0, "rate_from": "a stand-in", "fixed_s": 0.0, "waves": 1,
+        "estimate_rest_s": 50.0})  # fmt: skip
+    summaries = tmp_path / "summaries"
+    args = ["--quick", "--data", str(tmp_path), "--epochs", "3", "--probe-epochs", "1", "--out",
+            str(tmp_path / "runs"), "--summary-dir", str(summaries), "--budget-s", "1e6",
+            "--first-seed", "1", "--include", str(earlier)]  # fmt: skip
+    with pytest.raises(SystemExit):
+        gl.main(args)
+    res = json.loads((summaries / "gpu_longtail.json").read_text())
+    assert res["info"]["probe"]["estimate_rest_s"] == 50.0 and list(res["runs"]) == ["ce/seed0"]
+    assert "in progress" in (summaries / "gpu_longtail.md").read_text()
+
+
 def test_runs_finished_by_an_earlier_call_are_in_the_summary(gl, tmp_path, monkeypatch):
     """A run already finished (read back by the executor, which calls no ``describe`` for it) still counts:
     it is in the table and the JSON, and all finished means exit status 0."""
