@@ -458,7 +458,6 @@ class LPLLoss(_DRWWeightState, nn.Module):
         """``(target, soft, maybe_ignored)`` with the checks of ``validate``."""
         _check_target_kind(target)
         if _is_soft(target):
-            self._check_soft_ignore_index()
             if self.validate:
                 self._check_logits(logits)
                 target = P.check_probability_target(target, logits, check_finite_logits=True)
@@ -470,16 +469,6 @@ class LPLLoss(_DRWWeightState, nn.Module):
             )
             return target, False, ignored
         return target.long(), False, self.ignore_index is not None
-
-    def _check_soft_ignore_index(self) -> None:
-        """Probability targets have no ignored rows: refuse an ``ignore_index`` that names a class, as
-        torch's cross-entropy does (the pairs of that class would lose their loss)."""
-        if self.ignore_index not in (None, -100):
-            raise ValueError(
-                f"ignore_index={self.ignore_index} applies to class-index targets only; with class "
-                "probabilities (N, C) torch's cross-entropy refuses it (it would drop the loss of every "
-                "(sample, class) pair of that class): build the loss with ignore_index=None or -100"
-            )
 
     def _delta(
         self,
@@ -570,14 +559,20 @@ class LPLLoss(_DRWWeightState, nn.Module):
             )
         return self._index_perturbed(logits, target, maybe_ignored)
 
-    def _cross_entropy(self, z: Tensor, target: Tensor, reduction: str | None = None) -> Tensor:
+    def _cross_entropy(
+        self, z: Tensor, target: Tensor, reduction: str | None = None, ignore: bool = True
+    ) -> Tensor:
+        """``ignore``: rows labelled ``ignore_index`` count for nothing; probability targets have no ignored
+        rows (their (sample, class) pairs are class indices, and a class equal to ``ignore_index`` keeps
+        its pairs), so their calls pass ``ignore=False`` or a floating target."""
         # the logits' device and dtype: like the class counts, the weights follow the logits
         weight = None if self.weight is None else self.weight.to(z)
+        ignored = ignore and self.ignore_index is not None and not target.is_floating_point()
         return F.cross_entropy(
             z,
             target,
             weight=weight,
-            ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            ignore_index=self.ignore_index if ignored else -100,
             reduction=self.reduction if reduction is None else reduction,
             label_smoothing=self.label_smoothing,
         )
@@ -608,7 +603,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
             )
         mass = target[rows, cols]
         pair = self._perturbed(logits[rows], cols, mass)
-        per_pair = self._cross_entropy(pair, cols, reduction="none")
+        per_pair = self._cross_entropy(pair, cols, reduction="none", ignore=False)
         per = per_pair.new_zeros(logits.shape[0]).index_add(0, rows, mass * per_pair)
         if self.reduction == "none":
             return per
@@ -643,8 +638,6 @@ class LPLLoss(_DRWWeightState, nn.Module):
             self._check_columns(logits)
             _check_target_kind(target)
             soft = _is_soft(target)
-            if soft:
-                self._check_soft_ignore_index()
             if self.validate and target.shape != (logits.shape if soft else logits.shape[:1]):
                 want = tuple(logits.shape) if soft else (0,)
                 raise ValueError(

@@ -773,26 +773,26 @@ def test_probability_target_mean_divides_by_the_batch_size_as_torch():
 
 
 @pytest.mark.parametrize("cls", [LPLLoss, LALPLLoss])
-def test_probability_targets_refuse_an_ignore_index_that_names_a_class(cls):
-    """torch's cross-entropy refuses ignore_index with probability targets; training used to drop the
-    pair terms of that class from the loss instead (at ε = 0, below torch's soft cross-entropy)."""
+def test_probability_targets_keep_the_pairs_of_a_class_named_by_ignore_index(cls):
+    """ignore_index leaves out rows of class-index targets; probability targets have no ignored rows, and
+    the (sample, class) pairs of a class equal to ignore_index keep their loss (training had dropped them:
+    at ε = 0 the loss fell below torch's soft cross-entropy; eval mode raised torch's refusal). One loss
+    can so take class-index batches with ignored rows and mixup batches."""
     u, y = _batch(n=6)
     t = torch.softmax(u.flip(1), dim=1)  # every (sample, class) pair has mass > 0
     kw = dict(class_counts=COUNTS) if cls is LALPLLoss else {}
-    for ignore in (3, 0):
+    for ignore in (3, 0, -1, -100, None):
         loss = cls(5, epsilon=0.0, ignore_index=ignore, **kw)
+        want = F.cross_entropy(loss.adjust(u), t)
         for mode in (loss.train, loss.eval):
             mode()
-            with pytest.raises(ValueError, match=f"ignore_index={ignore} applies to class-index"):
-                loss(u, t)
-        with pytest.raises(ValueError, match=f"ignore_index={ignore} applies to class-index"):
-            loss.train()(u[:0], t[:0])
+            torch.testing.assert_close(loss(u, t), want)
+        assert loss.train()(u[:0], t[:0]).isnan()  # the mean of no rows, as torch's
+        if ignore is None:
+            continue
         # class-index targets keep it
         y_ign = torch.where(y == ignore, torch.full_like(y, 1), y)
         y_ign[0] = ignore
         assert float(loss(u, y_ign)) == pytest.approx(
             float(F.cross_entropy(loss.adjust(u), y_ign, ignore_index=ignore))
         )
-    for ignore in (None, -100):
-        loss = cls(5, epsilon=0.0, ignore_index=ignore, **kw)
-        torch.testing.assert_close(loss(u, t), F.cross_entropy(loss.adjust(u), t))
