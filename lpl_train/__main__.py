@@ -36,12 +36,12 @@ import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from lpl_train import __version__
 from lpl_train._pipes import flush_stdout
+from lpl_train._warning_lines import one_line_warnings
 from lpl_train.config import (
     ConfigError,
     list_configs,
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     errors = command_errors()
     try:
-        with _package_warnings_in_one_line():
+        with one_line_warnings():  # (and in the worker processes of a sweep)
             status = _command(args)
         flush_stdout()  # a reader gone away changes nothing of what the command did: its status stands
         return status
@@ -428,30 +428,6 @@ def _rank_tag() -> str:
     differ: one rank's data or device fails), else nothing."""
     world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK")
     return f" (rank {rank})" if rank is not None and world.isdigit() and int(world) > 1 else ""
-
-
-@contextlib.contextmanager
-def _package_warnings_in_one_line():
-    """The package's own warnings (a build's, e.g. a ``tau`` that puts every class in one group) printed as
-    ``lpl-train: warning: ...`` lines, as the command's other warnings are; others (torch's) as Python
-    prints them."""
-    package = Path(__file__).resolve().parent
-    shown = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        try:
-            ours = Path(filename).resolve().is_relative_to(package)
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
-            return shown(message, category, filename, lineno, file, line)
-        print(f"lpl-train: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = shown
 
 
 def check_paths_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lpl_train._pipes import print_line
+from lpl_train._warning_lines import keep_one_line_warnings, one_line_warnings_on
 
 __all__ = [
     "ConfigRunner",
@@ -529,17 +530,20 @@ def _epochs_before(run_dir: Path, started: float) -> int:
     return n
 
 
-def _worker_init(parent_pid: int | None = None) -> None:
+def _worker_init(parent_pid: int | None = None, one_line_warnings: bool = False) -> None:
     """One thread per worker; on Linux the worker is also ended (SIGTERM) when the process that runs the
     sweep or study dies, even by SIGKILL, instead of training on unseen (its run stays resumable: the run
     folder's checkpoint writes are atomic and its lock is released by the kernel). A Ctrl-C, which the
     terminal sends to every process of the sweep, is left to the parent: it ends the workers and says
-    how to go on (a worker's own KeyboardInterrupt would print its traceback)."""
+    how to go on (a worker's own KeyboardInterrupt would print its traceback). With
+    ``one_line_warnings`` the package's warnings print as the command line's do (one line each)."""
     import signal
 
     import torch
 
     torch.set_num_threads(1)
+    if one_line_warnings:
+        keep_one_line_warnings()
     if parent_pid is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None and sys.platform.startswith("linux"):
@@ -627,7 +631,9 @@ def execute(
     else:
         import multiprocessing as mp
 
-        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(os.getpid(),))
+        # a spawned worker starts with Python's warning display: given the command line's where it has it
+        init = (os.getpid(), one_line_warnings_on())
+        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=init)
         it = _watched(pool, pool.imap_unordered(_task, [(runner, r, keep_going) for r in runs]))
     done: list[Outcome] = []
     try:

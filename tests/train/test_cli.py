@@ -120,6 +120,17 @@ def test_a_builds_warning_is_one_lpl_train_line_not_pythons(tmp_path, capsys, mo
     assert "UserWarning" not in err and ".py:" not in err
 
 
+def test_a_builds_warning_is_one_line_in_the_workers_of_a_sweep_too(tmp_path, capfd):
+    """``--jobs 2`` builds each run's loss in a worker process, which printed the warning in Python's form."""
+    cfg = gaussian_config(tmp_path, epochs=1)
+    argv = ["sweep", str(cfg), "--seeds", "2", "--quiet", "--jobs", "2", "--out", str(tmp_path / "s"),
+            "--set", "loss.params.tau=1.0"]  # fmt: skip
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    assert "lpl-train: warning: tau=1.0 puts every class in the head" in err, err
+    assert "UserWarning" not in err and ".py:" not in err, err
+
+
 def test_dry_run_checks_the_run_folder_as_the_run_would_without_writing(
     tmp_path, capsys, monkeypatch
 ):

@@ -1,0 +1,54 @@
+"""The package's own warnings (a build's, e.g. a ``tau`` that puts every class in one group) printed as
+``lpl-train: warning: ...`` lines, as the command line's other warnings are; others (torch's) as Python
+prints them. Used by the command line and, while it is on, by the worker processes a sweep starts."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+_PACKAGE = Path(__file__).resolve().parent
+_on = 0  # how many one_line_warnings() are open in this process
+
+
+def _one_line(shown: Callable[..., Any]) -> Callable[..., Any]:
+    def show(message, category, filename, lineno, file=None, line=None):
+        try:
+            ours = Path(filename).resolve().is_relative_to(_PACKAGE)
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            return shown(message, category, filename, lineno, file, line)
+        print(f"lpl-train: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    return show
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """The package's warnings as one line each while it is open."""
+    global _on
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line(shown)
+    _on += 1
+    try:
+        yield
+    finally:
+        _on -= 1
+        warnings.showwarning = shown
+
+
+def one_line_warnings_on() -> bool:
+    """Whether :func:`one_line_warnings` is open here (a worker process started now should do the same)."""
+    return _on > 0
+
+
+def keep_one_line_warnings() -> None:
+    """The package's warnings as one line each for the rest of this process (a sweep's worker)."""
+    global _on
+    warnings.showwarning = _one_line(warnings.showwarning)
+    _on += 1
