@@ -298,7 +298,8 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
     known shape (the runs themselves then report the missing data), as ``lpl-train run --dry-run`` does.
 
     Returns the warnings the builds gave (e.g. a loss parameter that makes LPL plain cross-entropy), each
-    once, prefixed by its grid point."""
+    once, prefixed by its grid point; one that every point gives (points that differ only in what is not
+    built, e.g. ``optim.lr``, give the same) without a point."""
     import warnings
 
     from lpl_train.config import ConfigError
@@ -306,7 +307,8 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
 
     data: dict[str, Any] = {}
     seen: set[str] = set()
-    said: list[str] = []
+    said: list[tuple[str, str]] = []  # (grid point, warning) in the order given
+    checked: list[str] = []  # the grid point of each build
     for run in runs:
         if run.cfg is None:
             continue
@@ -321,7 +323,8 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
         if sig in seen:
             continue
         seen.add(sig)
-        where = _point_text(run.point)
+        where = _point_text(run.point) if run.point else ""
+        checked.append(where)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -333,10 +336,15 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
             raise ConfigError(f"{where}: {msg}") from None
         for w in caught:
             text = " ".join(str(w.message).split())
-            text = f"{where}: {text}" if run.point else text
-            if text not in said:
-                said.append(text)
-    return said
+            if (where, text) not in said:
+                said.append((where, text))
+    out: list[str] = []
+    for where, text in said:
+        everywhere = all((w, text) in said for w in checked)
+        line = text if everywhere or not where else f"{where}: {text}"
+        if line not in out:
+            out.append(line)
+    return out
 
 
 def _point_text(point: dict[str, Any]) -> str:

@@ -888,6 +888,15 @@ def test_sweep_grid_takes_list_values_and_refuses_keys_it_would_override(tmp_pat
     assert capsys.readouterr().err.startswith(
         "lpl-train: warning: grid point loss.params.alpha=0.9: alpha=0.9 exceeds epsilon"
     )
+    # one that every point gives (a grid of what is not built) names no point: it is not the first's alone
+    assert (
+        main([*args, "--set", "loss.params.alpha=0.9", "--grid", "optim.lr=0.1,0.2", "--dry-run"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("lpl-train: warning: alpha=0.9 exceeds epsilon") and "grid point" not in err
+    )
     assert not root.exists()
 
 
