@@ -145,12 +145,13 @@ class _Trainer:
         self.loss.load_state_dict(ck["loss"])
         # the step's form as built here: a captured run's checkpoint carries fused SGD or capturable
         # Adam/AdamW, which an eager step (on a CPU: capturable Adam fails) must not inherit; the
-        # captured step makes the restored optimiser capturable again
-        flags = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g}
-                 for g in self.opt.param_groups]  # fmt: skip
-        self.opt.load_state_dict(ck["optimizer"])
-        for g, own in zip(self.opt.param_groups, flags, strict=True):
-            g.update(own)
+        # captured step makes the restored optimiser capturable again. Given to the saved groups
+        # before loading, so that the state is placed for them (Adam's step counts on the host for
+        # an eager step, not on the device, where each would be read back at every step)
+        saved = ck["optimizer"]
+        groups = [{**sg, **{k: g[k] for k in ("fused", "foreach", "capturable") if k in g}}
+                  for sg, g in zip(saved["param_groups"], self.opt.param_groups, strict=True)]  # fmt: skip
+        self.opt.load_state_dict({**saved, "param_groups": groups})
         if self.scaler is not None and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step = ck["epoch"], ck["step"]
