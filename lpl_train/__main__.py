@@ -187,6 +187,7 @@ def _check_out(cfg: dict[str, Any], out: Path, resume: bool) -> str:
     a fresh run (a finished run, a checkpoint, records, another config, a run above or below it), the
     checkpoint and config of a resume, a read-only file system, and the tensorboard package."""
     from lpl_train.config import dumps_toml
+    from lpl_train.engine.distributed import DistInfo, check_checkpoint_world
     from lpl_train.engine.run_folder import RunFolder, check_writable
     from lpl_train.engine.tracking import TensorBoardScalars
 
@@ -205,6 +206,8 @@ def _check_out(cfg: dict[str, Any], out: Path, resume: bool) -> str:
         return f"run folder {out}: finished; --resume would train nothing"
     if resume:
         ckpt = folder.resume_checkpoint(text)
+        # on as many processes as wrote it: torchrun's WORLD_SIZE (one without it)
+        check_checkpoint_world(ckpt, DistInfo.from_env().world)
         what = f"would resume after epoch {ckpt['epoch']}"
     else:
         folder.check_fresh(text)  # also where it does not exist yet: a run folder above it

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DistInfo", "process_group"]
+__all__ = ["DistInfo", "check_checkpoint_world", "process_group"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,21 @@ def _env_int(name: str, default: str, low: int, above: int | None = None) -> int
     if value is None or value < low or (above is not None and value >= above):
         raise ValueError(f"environment variable {name}={text!r} must be {allowed}")
     return value
+
+
+def check_checkpoint_world(ck: dict[str, Any], world: int) -> None:
+    """Refuse to resume the checkpoint ``ck`` on ``world`` processes unless it was written on as many
+    (``ConfigMismatch``); the run and its dry run refuse it alike. A checkpoint from before the world
+    size was stored carries none and is not checked."""
+    written = ck.get("world_size")
+    if written is not None and int(written) != world:
+        from .files import ConfigMismatch
+
+        raise ConfigMismatch(
+            f"--resume: the checkpoint was written by a run on {written} process(es), this one has "
+            f"{world}; resume with the same number (per-process batch statistics, of LPL's q̄_c and "
+            "BatchNorm, depend on it, and the run's record names one world size)"
+        )
 
 
 @contextlib.contextmanager

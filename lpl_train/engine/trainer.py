@@ -24,7 +24,7 @@ from .capture import (
 )
 from .components import Components, build_components, check_processes, check_train_batches
 from .devices import autocast_for, resolve_precision
-from .distributed import DistInfo
+from .distributed import DistInfo, check_checkpoint_world
 from .evaluate import evaluate
 from .progress import progress_bar
 from .run_folder import BEST_PENDING, RunFolder
@@ -132,15 +132,7 @@ class _Trainer:
         return value
 
     def restore(self, ck: dict[str, Any]) -> None:
-        world = ck.get("world_size")  # (checkpoints from before it was stored carry none)
-        if world is not None and int(world) != self.dist.world:
-            from .files import ConfigMismatch
-
-            raise ConfigMismatch(
-                f"--resume: the checkpoint was written by a run on {world} process(es), this one has "
-                f"{self.dist.world}; resume with the same number (per-process batch statistics, of "
-                "LPL's q̄_c and BatchNorm, depend on it, and the run's record names one world size)"
-            )
+        check_checkpoint_world(ck, self.dist.world)
         self.model.load_state_dict(ck["model"])
         self.loss.load_state_dict(ck["loss"])
         # the step's form as built here: a captured run's checkpoint carries fused SGD or capturable

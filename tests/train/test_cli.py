@@ -177,6 +177,32 @@ def test_dry_run_checks_the_run_folder_as_the_run_would_without_writing(
     assert "result (final.json) is intact" in text
 
 
+def test_dry_run_of_a_resume_refuses_another_number_of_processes(tmp_path, capsys, monkeypatch):
+    """The run refuses to resume a checkpoint written on another number of processes; its dry run said
+    "would resume" (under torchrun too), as if that resume would start."""
+    out = tmp_path / "g"
+    assert main(["run", "gaussian_linear_ce", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    (out / "final.json").unlink()  # an unfinished run, its checkpoint written by one process
+    argv = ["run", "gaussian_linear_ce", "--epochs", "1", "--out", str(out), "--resume",
+            "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    assert "would resume after epoch 1" in capsys.readouterr().out
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "lpl-train: error (rank 1): --resume: the checkpoint was written by a run on 1 "
+    )
+    assert "this one has 2" in err
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    ck = load_checkpoint(out / "checkpoint.pt")
+    torch.save({**ck, "world_size": 2}, out / "checkpoint.pt")  # as 2 processes write it
+    assert main(argv) == 2
+    assert "written by a run on 2 process(es), this one has 1" in capsys.readouterr().err
+
+
 def test_run_writes_a_complete_folder_and_resume_of_a_finished_run_changes_nothing(
     tmp_path, capsys
 ):
