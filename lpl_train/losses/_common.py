@@ -6,6 +6,8 @@ losses (float32 for half-precision logits) and ``_ReprMixin`` (``extra_repr`` fr
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import torch
@@ -32,6 +34,18 @@ class _ReprMixin:
 
 
 REDUCTIONS = ("mean", "sum", "none")
+
+_LOSSES_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the function that calls this: the first frame outside the
+    loss modules, i.e. the line that built the loss (directly, through a subclass or ``build_loss``).
+    Python files the warning under that line, and shows a DeprecationWarning by default only there."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_LOSSES_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .. import perturbation as P
 from ._common import (
     REDUCTIONS,  # noqa: F401 (re-exported)
+    _caller_stacklevel,
     _check_bool,
     _check_epoch,
     _check_reduction,
@@ -235,7 +236,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 f"class_counts has no effect with split={self.split!r} and bound={self.bound!r} (it orders "
                 "the classes for split='index' and sets bound='count'); it is ignored",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
 
     def _init_drw(self, counts, drw_epoch, drw_beta, weight) -> None:
@@ -303,7 +304,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 f"{self.epsilon + self.delta_epsilon!r}: no class takes a step (K_c = ⌊ε_c/α⌋ = 0), so "
                 "the loss is plain cross-entropy; alpha is the step length, epsilon the bound",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_caller_stacklevel(),
             )
         if split not in P.SPLITS:
             raise ValueError(f"split must be one of {P.SPLITS}, got {split!r}")
@@ -342,7 +343,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 warnings.warn(
                     "bound='count' has no effect with delta_epsilon=0 (the bound is the fixed epsilon)",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=_caller_stacklevel(),
                 )
             self.register_buffer("count_ratio", P.count_bound_ratio(counts, self.head))
         else:
@@ -356,7 +357,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 f"tau={tau!r} puts every class in the {side} for split='index': tau is the number of "
                 f"head classes (int) or a fraction of C (float){hint}",
                 UserWarning,
-                stacklevel=5,
+                stacklevel=_caller_stacklevel(),
             )
 
     def _init_preset(

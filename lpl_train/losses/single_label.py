@@ -34,6 +34,7 @@ from ..validation import check_float, check_int
 from ._common import (  # noqa: F401  (re-exported: the shared checks were defined here before)
     REDUCTIONS,
     _as_counts,
+    _caller_stacklevel,
     _check_classifier,
     _check_epoch,
     _check_logits,
@@ -184,7 +185,7 @@ def _lam_alias(lam: float, tau: float | None, where: str) -> float:
         f"{where}: the scale of the adjustment is now called lam (as in la_lpl, where tau is the split "
         "threshold); tau is a deprecated alias",
         DeprecationWarning,
-        stacklevel=3,
+        stacklevel=_caller_stacklevel(),
     )
     if lam != 1.0:
         raise ValueError(f"{where}: give the scale once, as lam (tau is its deprecated alias)")

@@ -418,6 +418,32 @@ def test_la_scale_is_lam_and_tau_is_a_deprecated_alias():
         logit_adjust_posthoc(u, COUNTS, tau=1.0)
 
 
+def test_a_construction_warning_names_the_line_that_built_the_loss():
+    """Python files a warning under the line its ``stacklevel`` names, and shows a DeprecationWarning by
+    default only where that line is in ``__main__``: a warning of a loss's arguments names the caller's
+    line, whether it built the loss directly or through ``build_loss``, not a line of the loss code."""
+    from lpl_train.losses import LogitAdjustedLoss, LPLLoss
+
+    builds = [
+        lambda: build_loss("la", class_counts=COUNTS, tau=1.5),
+        lambda: LogitAdjustedLoss(COUNTS, tau=1.5),
+        lambda: LPLLoss(num_classes=C, class_counts=COUNTS),
+        lambda: LPLLoss(num_classes=C, class_counts=COUNTS, split="index", tau=0),
+        lambda: build_loss("lpl", num_classes=C, class_counts=COUNTS, split="index", tau=0),
+        lambda: build_loss("la_lpl", num_classes=C, class_counts=COUNTS, tau=1.0),
+        lambda: LPLLoss(num_classes=C, alpha=1.0, epsilon=0.1),
+        lambda: build_loss("la_lpl", num_classes=C, class_counts=COUNTS, alpha=1.0),
+        lambda: LPLLoss(num_classes=C, class_counts=COUNTS, split="index", bound="count"),
+    ]
+    for build in builds:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build()
+        assert caught, build
+        where = {(Path(w.filename).name, w.lineno) for w in caught}
+        assert where == {(Path(__file__).name, build.__code__.co_firstlineno)}, (where, caught[0])
+
+
 def test_la_lpl_warns_when_tau_makes_every_class_a_head_class():
     with pytest.warns(UserWarning, match=r"tau=1.0 puts every class in the head .*lam"):
         build_loss("la_lpl", num_classes=C, class_counts=COUNTS, tau=1.0)
