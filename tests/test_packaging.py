@@ -134,3 +134,22 @@ def test_make_reinstalls_torch_when_the_spec_changes(tmp_path):
     assert any(line.endswith("-e .[dev] numpy==1.24.4 scipy==1.10.1") for line in lines)
     assert make("torch>=2.3,<3", "numpy==1.24.4 scipy==1.10.1") == ""
     assert "-e .[dev]" in make("torch>=2.3,<3")
+
+
+def test_the_data_package_without_pillow_names_the_extra_to_install():
+    code = BLOCKER + textwrap.dedent(
+        """
+        try:
+            import lpl_train.data  # noqa: F401
+        except ModuleNotFoundError as exc:
+            print(exc.name, "|", exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        "PIL | lpl_train.data needs 'PIL' (Pillow), part of the [train] extra: pip install "
+        "'lpl-torch[train]'"
+    ), out.stdout

@@ -12,16 +12,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cifar import _NPZ_FILES, build_cifar, build_cifar_lt_npz, cifar_path
-from .coco import build_coco, coco_paths
-from .common import BadFile, DatasetBundle, TensorData, check_int, missing, resolve_root
-from .fmnist import FILES as FMNIST_FILES
-from .fmnist import build_fmnist, build_fmnist_ml_lt, fmnist_dir
-from .gaussian import build_gaussian
-from .inat import build_inat
-from .loader import DatasetLoader, TensorLoader, make_loader
-from .longtail import long_tail_counts, long_tail_indices
-from .mlt import build_coco_mlt, build_voc_mlt
+try:
+    from .cifar import _NPZ_FILES, build_cifar, build_cifar_lt_npz, cifar_path
+    from .coco import build_coco, coco_paths
+    from .common import BadFile, DatasetBundle, TensorData, check_int, missing, resolve_root
+    from .fmnist import FILES as FMNIST_FILES
+    from .fmnist import build_fmnist, build_fmnist_ml_lt, fmnist_dir
+    from .gaussian import build_gaussian
+    from .inat import build_inat
+    from .loader import DatasetLoader, TensorLoader, make_loader
+    from .longtail import long_tail_counts, long_tail_indices
+    from .mlt import build_coco_mlt, build_voc_mlt
+except ModuleNotFoundError as exc:  # a core install without the extra (Pillow): say which one
+    if exc.name != "PIL":
+        raise
+    raise ModuleNotFoundError(
+        "lpl_train.data needs 'PIL' (Pillow), part of the [train] extra: pip install 'lpl-torch[train]'",
+        name=exc.name,
+    ) from exc
 
 __all__ = [
     "BadFile",
