@@ -203,6 +203,8 @@ def cifar_path(num_classes: int, root: str | Path | None = None, download_: bool
         [archive, folder],
         f"Download {spec['url']} into {base}, or pass download=True (choose the folder with root=... "
         "or $LPL_DATA).",
+        f"Download {spec['url']} into {base}, or set data.params.download = true (the folder: "
+        "data.root or $LPL_DATA; on the command line --set data.params.download=true).",
     )
 
 

@@ -154,10 +154,22 @@ class BadFile(ValueError):
     ValueError, so that a reader's broad ``except`` can let its own refusals through unchanged."""
 
 
-def missing(what: str, tried: Sequence[Path], how: str) -> FileNotFoundError:
-    """A FileNotFoundError naming every path tried and how to get the data."""
-    paths = ", ".join(str(p) for p in tried)
-    return FileNotFoundError(f"{what} not found (tried: {paths}). {how}")
+class MissingData(FileNotFoundError):
+    """Data not found, with how to get it; ``in_config``: the same message with the advice in a config's
+    terms (``data.params.download``) where it differs from the Python call's (``download=True``)."""
+
+    def __init__(self, message: str, in_config: str | None = None) -> None:
+        super().__init__(message)
+        self.in_config = in_config or message
+
+
+def missing(
+    what: str, tried: Sequence[Path], how: str, how_in_config: str | None = None
+) -> MissingData:
+    """A FileNotFoundError naming every path tried and how to get the data (``how``; ``how_in_config``
+    where a config says it otherwise)."""
+    head = f"{what} not found (tried: {', '.join(str(p) for p in tried)}). "
+    return MissingData(head + how, head + how_in_config if how_in_config else None)
 
 
 # ------------------------------------------------------------------------------------ files and checks

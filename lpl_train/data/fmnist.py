@@ -171,11 +171,12 @@ def fmnist_dir(
             if not (dest / f).is_file():
                 download(URL + f, dest / f, sha, "sha256", decompress_gzip=True)
         return dest
+    get = f"Install Debian's dataset-fashion-mnist package, put the four files from {URL} in one of these folders"
     raise missing(
         "Fashion-MNIST idx.gz files",
         tried,
-        "Install Debian's dataset-fashion-mnist package, put the four files from "
-        f"{URL} in one of these folders, or pass download=True.",
+        f"{get}, or pass download=True.",
+        f"{get}, or set data.params.download = true (on the command line --set data.params.download=true).",
     )
 
 

@@ -122,19 +122,6 @@ def check_loss_kind(loss_name: str, loss: Any, data_name: str, multi_label: bool
     )
 
 
-def _in_config_terms(msg: str) -> str:
-    """A loader's "pass download=True (choose the folder with root=...)" said as the config keys that do it."""
-    msg = msg.replace(
-        "pass download=True (choose the folder with root=... or $LPL_DATA)",
-        "set data.params.download = true (the folder: data.root or $LPL_DATA; on the command line "
-        "--set data.params.download=true)",
-    )
-    return msg.replace(
-        "or pass download=True.",
-        "or set data.params.download = true (on the command line --set data.params.download=true).",
-    )
-
-
 def build_components(
     cfg: dict[str, Any],
     device: torch.device,
@@ -155,8 +142,10 @@ def build_components(
     _check_loader_options(d)  # before the data is read, as the dry run checks them
     try:
         bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
-    except FileNotFoundError as exc:  # the loaders' advice in the config's terms
-        raise FileNotFoundError(_in_config_terms(str(exc))) from None
+    except (
+        FileNotFoundError
+    ) as exc:  # the loaders' advice in the config's terms (MissingData.in_config)
+        raise FileNotFoundError(getattr(exc, "in_config", str(exc))) from None
     torch.manual_seed(tr["seed"])  # model initialisation depends only on the training seed
     model = _build_model(m, bundle.num_classes)
     loss = _build_loss(cfg, bundle.num_classes, list(bundle.class_counts))
@@ -361,7 +350,9 @@ def check_config(
             cache[key] = exc
     bundle = cache[key]
     if isinstance(bundle, FileNotFoundError):
-        info["data_error"] = _in_config_terms(" ".join(str(bundle).split()))
+        info["data_error"] = " ".join(
+            getattr(bundle, "in_config", str(bundle)).split()
+        )  # config terms
         if d["params"].get("download"):
             info["data_error"] += " It is set: the run downloads the data; a dry run never does."
         num_classes, counts, info["multi_label"] = _placeholder_shape(d, bundle)
