@@ -299,29 +299,28 @@ class RunFolder:
             self.check_config(kept, cfg_text, repr(str(self / FINAL)))
         if (self / CHECKPOINT).is_file():
             try:
-                return self.resume_checkpoint(cfg_text, hint=False)
+                return self.resume_checkpoint(cfg_text, previous_hint=False)
             except CorruptCheckpoint as exc:
-                if (
-                    kept is None and (self / CONFIG_COPY).is_file()
-                ):  # its config, compared elsewhere
-                    stored = self / CONFIG_COPY
-                    self.check_config(
-                        stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored))
-                    )
+                if kept is None:  # the checkpoint's config is unreadable: config.toml's instead
+                    self._check_config_copy(cfg_text)
                 raise CorruptCheckpoint(
                     f"{exc}; the run is finished and its result ({FINAL}) is intact, but its last "
                     "weights are lost"
                 ) from None
-        if kept is not None:
-            return None
+        if kept is None:
+            self._check_config_copy(cfg_text)
+        return None
+
+    def _check_config_copy(self, cfg_text: str) -> None:
+        """``cfg_text`` against ``config.toml``, where there is one."""
         stored = self / CONFIG_COPY
         if stored.is_file():
             self.check_config(stored.read_text(encoding="utf-8"), cfg_text, repr(str(stored)))
-        return None
 
-    def resume_checkpoint(self, cfg_text: str, hint: bool = True) -> dict[str, Any]:
+    def resume_checkpoint(self, cfg_text: str, previous_hint: bool = True) -> dict[str, Any]:
         """The verified checkpoint to resume from, after checking its config against ``cfg_text``; a damaged
-        one is refused saying whether ``checkpoint.prev.pt`` is intact to resume from (``hint``)."""
+        one is refused saying whether ``checkpoint.prev.pt`` is intact to resume from
+        (``previous_hint``)."""
         path = self / CHECKPOINT
         if not path.is_file():
             hint = (
@@ -334,7 +333,7 @@ class RunFolder:
         try:
             ckpt = load_checkpoint(path)
         except CorruptCheckpoint as exc:
-            more = self._previous_hint() if hint else ""
+            more = self._previous_hint() if previous_hint else ""
             raise CorruptCheckpoint(f"--resume: {exc}{more}") from None
         missing = [k for k in _CKPT_KEYS if k not in ckpt]
         if missing:
@@ -432,16 +431,19 @@ class RunFolder:
         except CorruptCheckpoint:
             best = {}
         epoch = (best.get("best_val") or {}).get("epoch")
-        if best.get("epoch") == ckpt["epoch"] and epoch == (ckpt.get("best_val") or {}).get(
-            "epoch"
-        ):
-            os.replace(pending, self / BEST)
-            _fsync_dir(self.path)
+        ckpt_best = (ckpt.get("best_val") or {}).get("epoch")
+        if best.get("epoch") == ckpt["epoch"] and epoch == ckpt_best:
+            self._promote_best()
             return [f"{BEST_PENDING} (epoch {epoch}, the checkpoint's best) made {BEST}"]
         pending.unlink()
         return [
             f"{BEST_PENDING} removed: not of the checkpoint's epoch, which the run trains on from"
         ]
+
+    def _promote_best(self) -> None:
+        """``best.next.pt`` renamed ``best.pt``, durably."""
+        os.replace(self / BEST_PENDING, self / BEST)
+        _fsync_dir(self.path)
 
     def _restore_records(self, lines: list, keep: list[str], start: int) -> list[str]:
         """``metrics.jsonl`` made the checkpoint's records ``keep`` (of epochs 0..start-1): lines that
@@ -521,11 +523,9 @@ class RunFolder:
         if not self.main:
             return
         self.save_checkpoint({**state, "records": list(self._records)})
-        if (
-            self / BEST_PENDING
-        ).is_file():  # this epoch is the best so far: its checkpoint is complete
-            os.replace(self / BEST_PENDING, self / BEST)
-            _fsync_dir(self.path)
+        # this epoch is the best so far: its checkpoint is complete
+        if (self / BEST_PENDING).is_file():
+            self._promote_best()
         try:
             with open(self / METRICS, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
