@@ -253,18 +253,18 @@ def _warn_points(runs: list[Any]) -> None:
     """The schedule warnings of a sweep, from each grid point's own config (a ``--grid`` of
     ``schedule.epochs`` or ``loss.params.drw_epoch`` decides them point by point): a warning of every
     point once, as ``run`` gives it, the others naming their grid point."""
-    from lpl_train.experiment import _point_text
+    from lpl_train.experiment import _point_text, point_warnings
 
     points: dict[str, list[str]] = {}  # the seeds of a point share its schedule
     for run in runs:
         points.setdefault(_point_text(run.point), schedule_warnings(run.cfg))
-    every = [m for m in next(iter(points.values())) if all(m in w for w in points.values())]
-    for where, msgs in points.items():
-        for msg in msgs:
-            if msg not in every:
-                print(f"lpl-train: warning: {where}: {msg}", file=sys.stderr)
-    for msg in every:
-        print(f"lpl-train: warning: {runs[0].cfg['name']}: {msg}", file=sys.stderr)
+    said = point_warnings(list(points.items()))
+    for where, msg in said:
+        if where is not None:
+            print(f"lpl-train: warning: {where}: {msg}", file=sys.stderr)
+    for where, msg in said:
+        if where is None:
+            print(f"lpl-train: warning: {runs[0].cfg['name']}: {msg}", file=sys.stderr)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:

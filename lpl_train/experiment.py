@@ -307,8 +307,7 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
 
     data: dict[str, Any] = {}
     seen: set[str] = set()
-    said: list[tuple[str, str]] = []  # (grid point, warning) in the order given
-    checked: list[str] = []  # the grid point of each build
+    said: list[tuple[str, list[str]]] = []  # (grid point, its warnings) of each build
     for run in runs:
         if run.cfg is None:
             continue
@@ -324,7 +323,6 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
             continue
         seen.add(sig)
         where = _point_text(run.point) if run.point else ""
-        checked.append(where)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -334,16 +332,19 @@ def check_points(runs: Sequence[PlannedRun]) -> list[str]:
                 raise
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise ConfigError(f"{where}: {msg}") from None
-        for w in caught:
-            text = " ".join(str(w.message).split())
-            if (where, text) not in said:
-                said.append((where, text))
-    out: list[str] = []
-    for where, text in said:
-        everywhere = all((w, text) in said for w in checked)
-        line = text if everywhere or not where else f"{where}: {text}"
-        if line not in out:
-            out.append(line)
+        said.append((where, [" ".join(str(w.message).split()) for w in caught]))
+    return [text if not where else f"{where}: {text}" for where, text in point_warnings(said)]
+
+
+def point_warnings(said: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[str | None, str]]:
+    """The warnings of grid points, ``(point, its warnings)`` each, as (point, warning) once each in the
+    order given; one that every point gives once as (None, warning): it is no point's own."""
+    out: list[tuple[str | None, str]] = []
+    for where, texts in said:
+        for text in texts:
+            item = (None, text) if all(text in t for _w, t in said) else (where, text)
+            if item not in out:
+                out.append(item)
     return out
 
 
@@ -481,7 +482,6 @@ def _run_one(runner: Runner, run: PlannedRun, keep_going: bool = False) -> Outco
     from lpl_train.engine import RunLocked
 
     resume = (run.out / CHECKPOINT).is_file()
-    first = _epochs_recorded(run.out) if resume else 0
     started = time.time()
     try:  # fit holds the run folder's OS lock while it trains: a folder in use raises RunLocked
         result = runner.train(run, resume)
@@ -490,8 +490,8 @@ def _run_one(runner: Runner, run: PlannedRun, keep_going: bool = False) -> Outco
     except Exception as exc:
         if not keep_going:
             raise
-        return Outcome(run, "failed", _failure(run, exc), first)
-    return Outcome(run, "trained", result, _epochs_before(run.out, started) if resume else 0)
+        return Outcome(run, "failed", _failure(run, exc), _epochs_before(run.out, started, resume))
+    return Outcome(run, "trained", result, _epochs_before(run.out, started, resume))
 
 
 def _failure(run: PlannedRun, exc: Exception) -> dict[str, Any]:
@@ -508,23 +508,16 @@ def _failure(run: PlannedRun, exc: Exception) -> dict[str, Any]:
     return {"error": why, "log": log}
 
 
-def _epochs_recorded(run_dir: Path) -> int:
-    """How many epoch records a run folder holds (0 when its metrics file cannot be read)."""
-    from lpl_train.engine import read_metrics
-
-    try:
-        return len(read_metrics(run_dir))
-    except (OSError, ValueError):
-        return 0
-
-
-def _epochs_before(run_dir: Path, started: float) -> int:
+def _epochs_before(run_dir: Path, started: float, resumed: bool = True) -> int:
     """How many of a resumed run's epoch records were trained before ``started`` (Unix time): those the
-    checkpoint it resumed from carries. Counting the records found before it resumed instead would take
-    in records past that checkpoint (an earlier checkpoint renamed into its place), or miss one the
-    checkpoint restored (a process stopped between its checkpoint and its record)."""
+    checkpoint it resumed from carries (0 for a run not ``resumed``). Counting the records found before
+    it resumed instead would take in records past that checkpoint (an earlier checkpoint renamed into its
+    place), or miss one the checkpoint restored (a process stopped between its checkpoint and its
+    record). 0 where the records cannot be read."""
     from lpl_train.engine import read_metrics
 
+    if not resumed:
+        return 0
     try:
         recs = read_metrics(run_dir)
     except (OSError, ValueError):
