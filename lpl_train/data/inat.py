@@ -45,10 +45,11 @@ def integer_id(value: object, what: str, path: Path) -> int:
     return int(value)
 
 
-def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
-    """(file name, category id) per annotation. The official lists give each image one id, a file name
-    and one annotation of a listed category; a repeated image id, a file name that is not a string, a
-    second annotation of an image or none, a category id that is not an integer or not in
+def _pairs(data: dict, path: Path) -> tuple[list[tuple[str, int]], dict[int, str]]:
+    """(file name, category id) per annotation, and the names of the categories the list names (id →
+    name; a name that is not a non-empty string is left out). The official lists give each image one id,
+    a file name and one annotation of a listed category; a repeated image id, a file name that is not a
+    string, a second annotation of an image or none, a category id that is not an integer or not in
     ``categories`` (where the file lists them), or a list without annotations raises ValueError naming
     the file."""
     try:
@@ -60,9 +61,15 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
             if not isinstance(name, str) or not name:
                 raise BadFile(f"cannot read {path}: image id {im['id']!r} has file_name {name!r}")
             files[im["id"]] = name
-        listed = None
+        listed: set[int] | None = None
+        names: dict[int, str] = {}
         if "categories" in data:
-            listed = {int(c["id"]) for c in data["categories"]}
+            listed = set()
+            for c in data["categories"]:
+                cat_id = int(c["id"])
+                listed.add(cat_id)
+                if isinstance(c.get("name"), str) and c["name"]:
+                    names[cat_id] = c["name"]
         pairs, seen = [], set()
         for a in data["annotations"]:
             image_id, cat = a["image_id"], a["category_id"]
@@ -93,20 +100,7 @@ def _pairs(data: dict, path: Path) -> list[tuple[str, int]]:
         raise BadFile(
             f"cannot read {path}: no annotations (an iNaturalist train/val list has one per image)"
         )
-    return pairs
-
-
-def _category_names(data: dict) -> dict[int, str]:
-    """Category id → name of the categories a list names (a name that is not a non-empty string is
-    left out)."""
-    out = {}
-    for c in data.get("categories") or []:
-        if isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]:
-            try:
-                out[int(c["id"])] = c["name"]
-            except (KeyError, TypeError, ValueError):
-                continue
-    return out
+    return pairs, names
 
 
 def build_inat(
@@ -127,12 +121,10 @@ def build_inat(
             f"Download the iNat{year} competition images and train/val JSON from "
             "https://github.com/visipedia/inat_comp and unpack them into that folder.",
         )
-    train_data = read_json(files[0])
-    train_pairs = _pairs(train_data, files[0])
-    val_data = read_json(files[1])
-    val_pairs = _pairs(val_data, files[1])
+    train_pairs, train_names = _pairs(read_json(files[0]), files[0])
+    val_pairs, val_names = _pairs(read_json(files[1]), files[1])
     cats = sorted({c for _, c in train_pairs} | {c for _, c in val_pairs})
-    names = {**_category_names(val_data), **_category_names(train_data)}
+    names = {**val_names, **train_names}
     index = {c: i for i, c in enumerate(cats)}
     num_classes = len(cats)
 

@@ -63,6 +63,13 @@ def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
     return rank, world
 
 
+def check_augment(data: TensorData, augment: str) -> None:
+    """A flip or crop acts on uint8 images: refused for a split of feature rows when a loader is built,
+    rather than at its first batch as a shape error."""
+    if augment in ("flip", "crop_flip") and data.images.dtype != torch.uint8:
+        raise ValueError(f"augment={augment!r} needs uint8 images; this split holds feature rows")
+
+
 def check_channels(data: TensorData, mean, std) -> None:
     """The normalisation of a split of uint8 images has one entry per channel: refused when a loader is
     built, under the option's name, rather than at its first batch."""
@@ -119,10 +126,7 @@ class TensorLoader:
             raise TypeError(f"data must be a TensorData, got {type(data).__name__}")
         self.batch_size = check_int("batch_size", batch_size, 1)
         check_choice("augment", augment, ("none", "flip", "crop_flip"))
-        if augment != "none" and data.images.dtype != torch.uint8:
-            raise ValueError(
-                f"augment={augment!r} needs uint8 images; this split holds feature rows"
-            )
+        check_augment(data, augment)
         self.seed = check_int("seed", seed, 0)
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
@@ -239,15 +243,8 @@ class DatasetLoader:
         self.dataset = dataset
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.augment = check_choice("augment", augment, AUGMENTS)
-        # refused here as TensorLoader refuses it, not at the first batch as a shape error
-        if (
-            augment in ("flip", "crop_flip")
-            and isinstance(dataset, TensorData)
-            and dataset.images.dtype != torch.uint8
-        ):
-            raise ValueError(
-                f"augment={augment!r} needs uint8 images; this split holds feature rows"
-            )
+        if isinstance(dataset, TensorData):  # refused here as TensorLoader refuses it
+            check_augment(dataset, augment)
         self.train = bool(train)
         self.device = torch.device(device)
         self.seed = check_int("seed", seed, 0)
