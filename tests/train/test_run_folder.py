@@ -1286,6 +1286,21 @@ def _best_epoch(out):
     return torch.load(out / "best.pt", weights_only=True)["best_val"]["epoch"]
 
 
+def _fit_with_val(out, **kw):
+    """Six epochs of the tiny run with a validation split."""
+    return fit(make_cfg(epochs=6), out, components=_with_val(make_components()), **kw)
+
+
+def _resume_to_the_end(out) -> list[str]:
+    """Resume the stopped run to its end; its log lines. best.pt is then that of final.json's best epoch,
+    and no best.next.pt is left."""
+    lines: list[str] = []
+    _fit_with_val(out, resume=True, log=lines.append)
+    final = json.loads((out / "final.json").read_text())
+    assert _best_epoch(out) == final["best_val"]["epoch"] and not (out / "best.next.pt").exists()
+    return lines
+
+
 def test_a_crash_before_a_best_epochs_checkpoint_leaves_best_pt_of_the_checkpoints_best(
     tmp_path, monkeypatch
 ):
@@ -1305,19 +1320,14 @@ def test_a_crash_before_a_best_epochs_checkpoint_leaves_best_pt_of_the_checkpoin
     with monkeypatch.context() as m:
         m.setattr(engine.RunFolder, "save_checkpoint", stop_after_a_new_best)
         with pytest.raises(KeyboardInterrupt):
-            fit(make_cfg(epochs=6), out, components=_with_val(make_components()), log=quiet)
+            _fit_with_val(out, log=quiet)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert (out / "best.next.pt").is_file()  # the new best's weights, not yet best.pt
     assert _best_epoch(out) == ckpt["best_val"]["epoch"] < ckpt["epoch"]
-    lines = []
-    fit(make_cfg(epochs=6), out, components=_with_val(make_components()), resume=True,
-        log=lines.append)  # fmt: skip
-    assert any("best.next.pt removed" in line for line in lines)
-    final = json.loads((out / "final.json").read_text())
-    assert _best_epoch(out) == final["best_val"]["epoch"] and not (out / "best.next.pt").exists()
+    assert any("best.next.pt removed" in line for line in _resume_to_the_end(out))
     # the resumed run equals one never stopped (on a CPU, bit for bit), best.pt included
     whole = tmp_path / "whole"
-    fit(make_cfg(epochs=6), whole, components=_with_val(make_components()), log=quiet)
+    _fit_with_val(whole, log=quiet)
     assert _best_epoch(whole) == _best_epoch(out)
     wa, wb = (torch.load(f / "best.pt", weights_only=True)["model"] for f in (out, whole))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -1337,13 +1347,8 @@ def test_a_crash_between_a_best_epochs_checkpoint_and_its_best_pt_keeps_those_we
     with monkeypatch.context() as m:
         m.setattr(engine.run_folder.os, "replace", stop_before_the_rename)
         with pytest.raises(KeyboardInterrupt):
-            fit(make_cfg(epochs=6), out, components=_with_val(make_components()), log=quiet)
+            _fit_with_val(out, log=quiet)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     pending = load_checkpoint(out / "best.next.pt")
     assert pending["epoch"] == ckpt["epoch"] and _best_epoch(out) < ckpt["best_val"]["epoch"]
-    lines = []
-    fit(make_cfg(epochs=6), out, components=_with_val(make_components()), resume=True,
-        log=lines.append)  # fmt: skip
-    assert any("made best.pt" in line for line in lines)
-    final = json.loads((out / "final.json").read_text())
-    assert _best_epoch(out) == final["best_val"]["epoch"] and not (out / "best.next.pt").exists()
+    assert any("made best.pt" in line for line in _resume_to_the_end(out))
