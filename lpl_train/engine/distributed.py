@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DistInfo", "check_checkpoint_world", "process_group"]
+__all__ = ["DistInfo", "check_checkpoint_world", "process_group", "rank_seed", "seed_rank_draws"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,24 @@ def check_checkpoint_world(ck: dict[str, Any], world: int) -> None:
         )
 
 
+def rank_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of rank ``rank``'s random draws in epoch ``epoch`` of a run seeded with ``seed``: a 64-bit
+    integer from NumPy's ``SeedSequence`` of the three, so every (seed, rank, epoch) starts its own stream."""
+    from lpl_train._seeds import derived_seed
+
+    return derived_seed(seed, rank, epoch)
+
+
+def seed_rank_draws(seed: int, dist: DistInfo, epoch: int) -> None:
+    """Under DDP (``dist.world`` > 1), seed this process's torch generators (CPU and CUDA) for the training
+    steps of ``epoch`` with :func:`rank_seed`: each rank draws its own dropout masks for its rows (one
+    shared state would give every rank the same masks), and a run resumed at an epoch draws what the
+    uninterrupted run drew there without any rank's state in the checkpoint. One process: nothing (its
+    generator runs on from the model's initialisation and the checkpoint carries its state)."""
+    if dist.world > 1:
+        torch.manual_seed(rank_seed(seed, dist.rank, epoch))
+
+
 @contextlib.contextmanager
 def process_group(dist: DistInfo, device_spec: str) -> Iterator[None]:
     """Initialise the default process group for a multi-process run unless the caller already did
@@ -105,15 +123,20 @@ class _ShardLoader:
     global batch's mean when a last batch splits unevenly (1 for every other batch).
 
     This wrapper is for loaders of one's own (``fit(..., components=...)``): every rank reads and augments
-    the whole batch and drops the rest. The loaders :func:`~lpl_train.engine.build_components` builds take
+    the whole batch and drops the rest. The loader's batches must depend only on its own seed and
+    ``set_epoch`` (as :func:`~lpl_train.data.make_loader`'s do), not on torch's global generator, which
+    each rank seeds for itself (:func:`seed_rank_draws`): under a process group the ranks compare the
+    targets of each epoch's first batch and raise ``ValueError`` where they differ. The loaders :func:`~lpl_train.engine.build_components` builds take
     ``shard=(rank, world)`` instead and read and augment only the rank's slice."""
 
     def __init__(self, loader: Any, dist: DistInfo) -> None:
         self.loader, self.dist = loader, dist
         self.share = 1.0
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -122,9 +145,30 @@ class _ShardLoader:
         from lpl_train.data.loader import shard_bounds, shard_share
 
         w, r = self.dist.world, self.dist.rank
+        check = w > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
         for batch in self.loader:
             x, y = batch[0], batch[1]
+            if check:  # the epoch's first global batch: the same on every rank?
+                _check_same_batch(y, self.epoch)
+                check = False
             m = int(x.shape[0])
             start, stop = shard_bounds(m, r, w)  # the whole batch when m < w (the mean's gradient)
             self.share = shard_share(m, r, w)
             yield (x[start:stop], y[start:stop], *batch[2:])
+
+
+def _check_same_batch(y: torch.Tensor, epoch: int) -> None:
+    """Raise ``ValueError`` on every rank unless the targets ``y`` of a global batch are the same on every
+    rank (an order-sensitive checksum, compared with one all-reduce)."""
+    t = torch.nan_to_num(y.detach().reshape(-1).to(torch.float64))
+    weights = torch.arange(1, t.numel() + 1, dtype=torch.float64, device=t.device)
+    own = torch.stack((weights.new_tensor(float(t.numel())), (t * weights).sum()))
+    spread = torch.cat((own, -own))  # one MAX gives the largest and (negated) the smallest of each
+    torch.distributed.all_reduce(spread, op=torch.distributed.ReduceOp.MAX)
+    if not torch.equal(spread[:2], -spread[2:]):
+        raise ValueError(
+            f"the training loader's first batch of epoch {epoch} differs between the ranks: each rank "
+            "takes its slice of one sequence of global batches, so the loader's order must depend only on "
+            "its own seed and set_epoch (draw it from a torch.Generator of its own, not from torch's "
+            "global generator, which each rank seeds for itself)"
+        )

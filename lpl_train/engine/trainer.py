@@ -24,7 +24,7 @@ from .capture import (
 )
 from .components import Components, build_components, check_processes, check_train_batches
 from .devices import autocast_for, resolve_precision
-from .distributed import DistInfo, check_checkpoint_world
+from .distributed import DistInfo, check_checkpoint_world, seed_rank_draws
 from .evaluate import evaluate
 from .progress import progress_bar
 from .run_folder import BEST_PENDING, RunFolder
@@ -191,6 +191,7 @@ class _Trainer:
         """One epoch of steps; returns the epoch's record (training part)."""
         cfg, comps, opt, dist, device = self.cfg, self.comps, self.opt, self.dist, self.device
         E = cfg["schedule"]["epochs"]
+        seed_rank_draws(cfg["train"]["seed"], dist, epoch)  # under DDP: the rank's own stream
         comps.train_loader.set_epoch(epoch)
         if hasattr(self.loss, "set_epoch"):
             self.loss.set_epoch(epoch, E)

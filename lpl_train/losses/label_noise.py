@@ -8,11 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._seeds import derived_seed
 from ..validation import check_float, check_int
 from ._common import _check_pair, _check_reduction, _reduce, _ReprMixin
 from .registry import register
 
 __all__ = ["DisturbLabelLoss", "GeneralizedCELoss"]
+
+
+def _process_rank() -> int:
+    """This process's rank in the default ``torch.distributed`` process group (0 without one)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -29,6 +36,8 @@ class DisturbLabelLoss(_ReprMixin, nn.Module):
     ``p_y = 1 - alpha (C - 1)/C`` and ``alpha / C`` elsewhere; the loss is CE on the disturbed labels.
     In eval mode it is plain CE. The draws come from a CPU generator seeded with ``(seed, t)`` where
     ``t`` counts training-mode calls (a buffer), so runs are reproducible and a resumed run continues.
+    Under ``torch.distributed`` each rank > 0 seeds it with ``(seed, t, rank)``: the ranks disturb their
+    rows independently (with one seed each rank's rows would get the same draws).
 
     Args:
         alpha: noise rate in [0, 1] (default 0.1).
@@ -53,7 +62,12 @@ class DisturbLabelLoss(_ReprMixin, nn.Module):
     def disturb(self, target: torch.Tensor, num_classes: int) -> torch.Tensor:
         """The disturbed labels for the current step (does not advance it)."""
         # modulo 2**64 (the generator's seed range): unchanged below it, no overflow for large seeds
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.step)) % 2**64)
+        seed = (self.seed * 1_000_003 + int(self.step)) % 2**64
+        rank = _process_rank()
+        # under DDP every other rank draws its own labels (rank 0 draws those of one process)
+        if rank:
+            seed = derived_seed(seed, rank)
+        gen = torch.Generator().manual_seed(seed)
         n = target.shape[0]
         flip = torch.rand(n, generator=gen) < self.alpha
         new = torch.randint(num_classes, (n,), generator=gen)

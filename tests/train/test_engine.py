@@ -1330,6 +1330,105 @@ def test_ddp_evaluation_keeps_float64_scores_in_float64(tmp_path):
         assert got["ap_per_class"] == one["ap_per_class"] and got["map"] == one["map"]
 
 
+_DRAWS_DDP_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_engine import make_components, make_cfg, quiet, TinyLoader, exit_without_teardown
+    from lpl_train.engine import DistInfo, _ShardLoader, fit
+    from lpl_train.losses import DisturbLabelLoss
+    torch.set_num_threads(1)
+    out = sys.argv[1]
+    dist = DistInfo.from_env()
+    torch.distributed.init_process_group("gloo")  # our own: fit leaves it, and the script exits below
+    draws = {{}}  # (run, epoch) -> digest of the RNG state at the epoch's first training forward
+
+    def components(run):
+        comps = make_components(dropout=0.5, loss=DisturbLabelLoss(alpha=0.5, seed=1))
+        comps.train_loader = _ShardLoader(comps.train_loader, dist)
+        def first_forward(module, args):
+            key = (run, comps.train_loader.epoch)
+            if module.training and key not in draws:
+                draws[key] = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
+        comps.model.register_forward_pre_hook(first_forward)
+        return comps
+
+    cfg = make_cfg(epochs=2)
+    cfg["model"]["params"] = {{}}
+    fit(cfg, f"{{out}}/whole", components=components("whole"), log=quiet)
+    fit(cfg, f"{{out}}/part", components=components("part"), stop_after_epoch=1, log=quiet)
+    torch.distributed.barrier()  # rank 0 has written the checkpoint
+    fit(cfg, f"{{out}}/part", components=components("resumed"), resume=True, log=quiet)
+    labels = DisturbLabelLoss(alpha=0.5, seed=1).disturb(torch.zeros(64, dtype=torch.long), 10)
+
+    class GlobalOrder(TinyLoader):  # shuffles with torch's global generator: not (seed, epoch) alone
+        def __iter__(self):
+            order = torch.randperm(len(self.x))
+            for i in range(len(self)):
+                idx = order[i * self.bs : (i + 1) * self.bs]
+                yield self.x[idx], self.y[idx]
+
+    comps = make_components(dropout=0.5)
+    t = comps.train_loader
+    comps.train_loader = _ShardLoader(GlobalOrder(t.x, t.y, 16, True), dist)
+    try:
+        fit(cfg, f"{{out}}/global", components=comps, log=quiet)
+        refused = None
+    except ValueError as exc:
+        refused = str(exc)
+    torch.save({{"draws": draws, "labels": labels, "refused": refused}}, f"{{out}}/rank{{dist.rank}}.pt")
+    exit_without_teardown()
+    """
+)
+
+
+@OLD_GLOO_TEARDOWN
+def test_ddp_ranks_draw_their_own_dropout_masks_and_labels_and_resume_exactly(tmp_path):
+    """Under DDP each rank draws its own random numbers for its rows (one shared generator state gave every
+    rank the same dropout masks and DisturbLabel draws): the ranks' states differ at every epoch's first
+    step, a run stopped after its first epoch and resumed draws what the uninterrupted run drew and ends
+    with its weights bit for bit, DisturbLabel's rank 0 draws one process's labels and rank 1 others, and
+    a loader that shuffles with torch's global generator (so the ranks' global batches differ) is
+    refused on every rank."""
+    from lpl_train.losses import DisturbLabelLoss
+
+    _torchrun(*_script(_DRAWS_DDP_SCRIPT, tmp_path / "ddp_draws.py"), tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for run, epoch in (("whole", 0), ("whole", 1), ("part", 0), ("resumed", 1)):
+        assert ranks[0]["draws"][run, epoch] != ranks[1]["draws"][run, epoch], (run, epoch)
+    assert ("resumed", 0) not in ranks[0]["draws"]  # the resumed run started at epoch 1
+    for r in ranks:
+        assert r["draws"]["resumed", 1] == r["draws"]["whole", 1]
+        assert r["draws"]["part", 0] == r["draws"]["whole", 0]
+    whole, part = state(tmp_path / "whole"), state(tmp_path / "part")
+    assert all(torch.equal(whole[k], part[k]) for k in whole)
+    assert strip_timing(engine.read_metrics(tmp_path / "whole")) == strip_timing(
+        engine.read_metrics(tmp_path / "part")
+    )
+    one = DisturbLabelLoss(alpha=0.5, seed=1).disturb(torch.zeros(64, dtype=torch.long), 10)
+    assert torch.equal(ranks[0]["labels"], one) and not torch.equal(ranks[1]["labels"], one)
+    # still about alpha·(C−1)/C = 0.45 of them disturbed
+    assert 0.3 < (ranks[1]["labels"] != 0).float().mean() < 0.6
+    for r in ranks:
+        assert "first batch of epoch 0 differs between the ranks" in r["refused"]
+
+
+def test_rank_seeds_differ_by_seed_rank_and_epoch_and_one_process_keeps_its_stream():
+    from lpl_train.engine.distributed import DistInfo, rank_seed, seed_rank_draws
+
+    seeds = {rank_seed(s, r, e) for s in (0, 1) for r in range(4) for e in range(50)}
+    assert len(seeds) == 2 * 4 * 50 and all(0 <= v < 2**64 for v in seeds)
+    assert rank_seed(3, 1, 7) == rank_seed(3, 1, 7)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    seed_rank_draws(5, DistInfo(), 3)  # one process: its generator runs on
+    assert torch.equal(torch.get_rng_state(), before)
+    seed_rank_draws(5, DistInfo(rank=1, world=2), 3)
+    assert torch.equal(
+        torch.get_rng_state(), torch.Generator().manual_seed(rank_seed(5, 1, 3)).get_state()
+    )
+
+
 _LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
