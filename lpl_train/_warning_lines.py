@@ -15,13 +15,31 @@ _PACKAGE = Path(__file__).resolve().parent
 _on = 0  # how many one_line_warnings() are open in this process
 
 
+def _in_package(filename: str) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(_PACKAGE)
+    except (OSError, ValueError):
+        return False
+
+
+def _raised_by_package() -> bool:
+    """Whether the warning being shown was raised by the package's code: the first frame above the
+    warnings machinery and this module is the package's. A loss's warning names the line outside the
+    package that built or called it (``losses._common._caller_stacklevel``), under the command line a
+    frame of ``runpy`` or of the console script, so its file alone does not say whose it is."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") in (
+        "warnings",
+        "_py_warnings",
+        __name__,
+    ):
+        frame = frame.f_back
+    return frame is not None and _in_package(frame.f_code.co_filename)
+
+
 def _one_line(shown: Callable[..., Any]) -> Callable[..., Any]:
     def show(message, category, filename, lineno, file=None, line=None):
-        try:
-            ours = Path(filename).resolve().is_relative_to(_PACKAGE)
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
+        if not (_in_package(filename) or _raised_by_package()):
             return shown(message, category, filename, lineno, file, line)
         print(f"lpl-train: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 

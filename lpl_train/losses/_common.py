@@ -35,15 +35,23 @@ class _ReprMixin:
 
 REDUCTIONS = ("mean", "sum", "none")
 
-_LOSSES_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: frames in these folders are skipped when a warning looks for the user's line (the package itself, and
+#: torch's, whose ``Module.__call__`` stands between a loss's forward and the line that called it)
+_SKIPPED_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,
+)
 
 
 def _caller_stacklevel() -> int:
     """``stacklevel`` for a ``warnings.warn`` in the function that calls this: the first frame outside the
-    loss modules, i.e. the line that built the loss (directly, through a subclass or ``build_loss``).
-    Python files the warning under that line, and shows a DeprecationWarning by default only there."""
+    package and torch, i.e. the user's line that built the loss (directly, through a subclass,
+    ``build_loss`` or ``fit``) or called it (through ``Module.__call__``). Python files the warning under
+    that line, and shows a DeprecationWarning by default only there. While ``torch.compile`` traces, 2."""
+    if torch.compiler.is_compiling():
+        return 2
     frame, level = sys._getframe(2), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_LOSSES_DIR):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_SKIPPED_DIRS):
         frame, level = frame.f_back, level + 1
     return level
 

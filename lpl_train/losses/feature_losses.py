@@ -19,6 +19,7 @@ from torch import nn
 
 from ..validation import check_float, check_int
 from ._common import (
+    _caller_stacklevel,
     _check_classifier,
     _check_epoch,
     _check_reduction,
@@ -450,7 +451,7 @@ class LargeMarginSoftmaxLoss(_ReprMixin, nn.Module):
                         "the head without one (build_model(..., classifier_bias=False), in a config "
                         "model.params.classifier_bias = false)",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=_caller_stacklevel(),
                     )
         return F.cross_entropy(z, target.long(), reduction=self.reduction)
 

@@ -600,7 +600,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 "and give the smoothing to the loss (label_smoothing=...), which keeps one or two pairs per "
                 "row (warned once)",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_caller_stacklevel(),
             )
         mass = target[rows, cols]
         pair = self._perturbed(logits[rows], cols, mass)
@@ -632,7 +632,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 f"lpl: drw_epoch={self.drw_epoch} is set but set_epoch(epoch, total_epochs) was never "
                 "called, so the DRW weights stay at 1; call loss.set_epoch at the start of every epoch",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_caller_stacklevel(),
             )
         # no rows: nothing to perturb, the cross-entropy of no rows, as torch's
         if _empty_batch(logits, target):

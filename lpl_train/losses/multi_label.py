@@ -29,6 +29,7 @@ from ..perturbation_checks import _can_read_back
 from ..validation import check_float, check_int
 from ._common import (
     _as_counts,
+    _caller_stacklevel,
     _check_logits,
     _check_reduction,
     _focal_power,
@@ -616,6 +617,6 @@ class DistributionBalancedLoss(RebalancedBCELoss):
             "DistributionBalancedLoss is renamed RebalancedBCELoss (plain R-BCE; the full DB loss, timm's "
             "DistributionBalancedLoss, is DBLoss)",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=_caller_stacklevel(),
         )
         super().__init__(*args, **kwargs)

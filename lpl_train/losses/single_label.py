@@ -430,7 +430,7 @@ class LDAMLoss(_DRWWeightState, _ReprMixin, nn.Module):
                 f"ldam: drw_epoch={self.drw_epoch} is set but set_epoch(epoch, total_epochs) was never "
                 "called, so the DRW weights stay at 1; call loss.set_epoch at the start of every epoch",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
         if not self._logits_checked:
             self._logits_checked = True
@@ -440,7 +440,7 @@ class LDAMLoss(_DRWWeightState, _ReprMixin, nn.Module):
                     f"ldam expects cosine logits in [-1, 1] (the NormedLinear head of "
                     f"lpl_train.models.heads), got |logit| up to {top:.3g}; s={self.s} scales them",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=_caller_stacklevel(),
                 )
 
     def margin_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,27 @@ def test_a_builds_warning_is_one_line_in_the_workers_of_a_sweep_too(tmp_path, ca
     assert "UserWarning" not in err and ".py:" not in err, err
 
 
+def test_a_losss_warning_named_at_the_line_outside_the_package_is_still_one_line(capsys):
+    """A loss's warnings name the line outside the package that built or called it (here this test's; under
+    the command line a frame of runpy or of the console script), so the file a warning names no longer
+    says whose it is: those the package's code raised are one line, others as Python prints them."""
+    import warnings
+
+    from lpl_train._warning_lines import one_line_warnings
+    from lpl_train.losses import build_loss
+
+    u, y = torch.randn(8, 4) * 3, torch.arange(8) % 4
+    with warnings.catch_warnings(), one_line_warnings():
+        warnings.simplefilter("always")
+        loss = build_loss("ldam", class_counts=[40, 20, 10, 5], drw_epoch=1)  # no set_epoch
+        loss(u, y)
+        warnings.warn("not the package's", UserWarning, stacklevel=1)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err  # (the other went to Python's showwarning: pytest records it)
+    assert err[0].startswith("lpl-train: warning: ldam: drw_epoch=1 is set"), err
+    assert err[1].startswith("lpl-train: warning: ldam expects cosine logits"), err
+
+
 def test_dry_run_checks_the_run_folder_as_the_run_would_without_writing(
     tmp_path, capsys, monkeypatch
 ):

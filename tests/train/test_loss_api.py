@@ -444,6 +444,35 @@ def test_a_construction_warning_names_the_line_that_built_the_loss():
         assert where == {(Path(__file__).name, build.__code__.co_firstlineno)}, (where, caught[0])
 
 
+def test_a_warning_of_a_call_names_the_line_that_called_the_loss():
+    """Warnings raised while a loss runs (an epoch hook never called, logits that are not cosines, dense
+    probability targets, a bias L-Softmax cannot train) name the line that called it, through torch's
+    ``Module.__call__`` and the package's own functions, not a line of torch or of the loss code."""
+    from lpl_train.losses import DistributionBalancedLoss
+
+    u, y = torch.randn(8, C, dtype=torch.float64) * 3, torch.arange(8) % C
+    wide, dense = (
+        torch.randn(8, 40, dtype=torch.float64),
+        torch.full((8, 40), 1 / 40, dtype=torch.float64),
+    )
+    features = torch.randn(8, 3, dtype=torch.float64)
+    head = nn.Linear(3, C).double()
+    calls = [
+        lambda: build_loss("ldam", class_counts=COUNTS, drw_epoch=1)(u, y),  # twice: DRW, cosines
+        lambda: build_loss("lpl", num_classes=C, class_counts=COUNTS, drw_epoch=1)(u, y),
+        lambda: build_loss("lpl", num_classes=40, alpha=0.05, epsilon=0.2)(wide, dense),
+        lambda: build_loss("large_margin")(features, y, head),
+        lambda: DistributionBalancedLoss(COUNTS),
+    ]
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert caught, call
+        where = {(Path(w.filename).name, w.lineno) for w in caught}
+        assert where == {(Path(__file__).name, call.__code__.co_firstlineno)}, (where, caught[0])
+
+
 def test_la_lpl_warns_when_tau_makes_every_class_a_head_class():
     with pytest.warns(UserWarning, match=r"tau=1.0 puts every class in the head .*lam"):
         build_loss("la_lpl", num_classes=C, class_counts=COUNTS, tau=1.0)
