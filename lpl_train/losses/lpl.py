@@ -626,7 +626,9 @@ class LPLLoss(_DRWWeightState, nn.Module):
 
     def _forward(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
         logits = self._scaled(logits)
-        if self.training and self.schedule is not None and not self._epoch_seen:
+        # (not while torch.compile traces, which cannot trace a warning: the eager call warns)
+        warn_drw = self.training and self.schedule is not None and not self._epoch_seen
+        if warn_drw and not torch.compiler.is_compiling():
             self._epoch_seen = True
             warnings.warn(
                 f"lpl: drw_epoch={self.drw_epoch} is set but set_epoch(epoch, total_epochs) was never "

@@ -473,6 +473,18 @@ def test_a_warning_of_a_call_names_the_line_that_called_the_loss():
         assert where == {(Path(__file__).name, call.__code__.co_firstlineno)}, (where, caught[0])
 
 
+def test_an_lpl_with_drw_compiles_whole_without_its_epoch_hook():
+    """``torch.compile(fullgraph=True)`` cannot trace ``warnings.warn``: the "set_epoch never called"
+    warning of an LPL with ``drw_epoch`` stopped the compile of a loss whose hook was not called yet
+    (the eager call warns); the compiled loss equals the eager one."""
+    loss = build_loss("lpl", num_classes=C, class_counts=COUNTS, drw_epoch=1)
+    u, y = torch.randn(8, C) * 3, torch.arange(8) % C
+    got = torch.compile(loss, fullgraph=True, backend="eager")(u, y)
+    with pytest.warns(UserWarning, match="set_epoch"):
+        want = build_loss("lpl", num_classes=C, class_counts=COUNTS, drw_epoch=1)(u, y)
+    torch.testing.assert_close(got, want)
+
+
 def test_la_lpl_warns_when_tau_makes_every_class_a_head_class():
     with pytest.warns(UserWarning, match=r"tau=1.0 puts every class in the head .*lam"):
         build_loss("la_lpl", num_classes=C, class_counts=COUNTS, tau=1.0)
