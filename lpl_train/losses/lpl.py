@@ -670,6 +670,8 @@ class LPLLoss(_DRWWeightState, nn.Module):
             parts.append(f"scale={self.scale}")
         if self.drw_epoch is not None:
             parts.append(f"drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}")
+        if not self.validate:
+            parts.append("validate=False")
         return "".join(", " + p for p in parts)
 
     def extra_repr(self) -> str:

@@ -190,7 +190,17 @@ class MultiLabelLPLLoss(nn.Module):
         return _reduce(loss, self.reduction)
 
     def extra_repr(self) -> str:
-        return (
-            f"epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, tau={self.tau} (head={self.head}), "
-            f"reduction={self.reduction!r}"
-        )
+        parts = [
+            f"epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, tau={self.tau} (head={self.head})"
+        ]
+        base = self.base_loss
+        if base is not _bce_elementwise and not isinstance(
+            base, nn.Module
+        ):  # (a module prints below)
+            parts.append(f"base_loss={getattr(base, '__qualname__', None) or repr(base)}")
+        if self.soft_targets:
+            parts.append("soft_targets=True")
+        parts.append(f"reduction={self.reduction!r}")
+        if not self.validate:
+            parts.append("validate=False")
+        return ", ".join(parts)

@@ -728,6 +728,9 @@ def test_repr_names_what_differs_from_torch_defaults():
     assert "weight=[1.0, 2.0" in repr(LPLLoss(5, weight=[1.0, 2.0, 1.0, 1.0, 1.0]))
     assert "tau=3," in repr(LPLLoss(5, split="index", tau=3, class_counts=COUNTS))  # the head size
     assert "tau=0.25," in repr(LPLLoss(5, split="value", tau=0.25))
+    assert repr(LPLLoss(5, validate=False)).endswith("validate=False)")
+    assert "validate" not in repr(LPLLoss(5))
+    assert "validate=False" in repr(LALPLLoss(5, class_counts=COUNTS, validate=False))
 
 
 def test_la_lpl_says_what_it_needs_and_which_preset_it_takes():

@@ -442,6 +442,19 @@ def test_ml_lpl_defaults_and_repr():
     torch.testing.assert_close(loss.delta, -_ml_shift(0.1))
     assert loss.extra_repr() == "epsilon=0.1, delta_epsilon=0.0, tau=0.5 (head=2), reduction='mean'"
 
+    def my_bce(u, t):
+        return F.binary_cross_entropy_with_logits(u, t, reduction="none")
+
+    other = MultiLabelLPLLoss(
+        4, class_counts=COUNTS, base_loss=my_bce, soft_targets=True, validate=False
+    )
+    assert other.extra_repr() == (
+        "epsilon=0.1, delta_epsilon=0.0, tau=0.5 (head=2), base_loss=test_ml_lpl_defaults_and_repr."
+        "<locals>.my_bce, soft_targets=True, reduction='mean', validate=False"
+    )
+    named = MultiLabelLPLLoss(4, class_counts=COUNTS, base_loss="focal_bce")
+    assert "base_loss=" not in named.extra_repr() and "(base_loss): FocalBCELoss(" in repr(named)
+
 
 def test_ml_lpl_single_class():
     # C = 1 is allowed (one binary task); tau = 1 makes it a head class: u + ε
