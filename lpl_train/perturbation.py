@@ -59,6 +59,7 @@ from .perturbation_authors import (
     authors_class_step,
     authors_longtail_perturbation,
     authors_longtail_schedule,
+    authors_varied_schedule,
     authors_varied_step_counts,
 )
 from .perturbation_checks import (
@@ -94,6 +95,7 @@ __all__ = [
     "authors_class_step",
     "authors_longtail_perturbation",
     "authors_longtail_schedule",
+    "authors_varied_schedule",
     "authors_varied_step_counts",
     "check_class_counts",
     "check_finite",

@@ -8,6 +8,7 @@ where callers import them from; this module depends only on :mod:`lpl_train.pert
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "authors_class_step",
     "authors_longtail_perturbation",
     "authors_longtail_schedule",
+    "authors_varied_schedule",
     "authors_varied_step_counts",
 ]
 
@@ -130,6 +132,40 @@ def authors_varied_step_counts(qbar: Tensor, tau: Tensor, *, base: int, scale: f
     return base + torch.round(scale * ratio - 1.0).clamp_min(0.0).long()
 
 
+def _varied_schedule(steps: int, variant: str) -> tuple[int, float, int, int]:
+    if variant == "train_lpl":
+        base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
+    elif variant == "train_var":
+        base, scale, iterations = 0, float(steps), steps
+    else:
+        raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
+    largest = base + max(0, round(scale - 1.0))  # the largest snapshot index a class can take
+    return base, scale, iterations, largest
+
+
+def authors_varied_schedule(steps: int, variant: str = "train_lpl") -> tuple[int, float, int]:
+    """``(base, scale, iterations)`` of the authors' varied-bound scripts for ``steps`` = P: K_c =
+    base + round(scale·ratio − 1) (clamped at 0) and the number of iterations, ``train_lpl``: (P, 0.1·P,
+    round(1.1·P)), ``train_var``: (0, P, P). Raises ``ValueError`` where the iterations' snapshots hold
+    none that some class takes (``train_lpl`` with P < 5; the script fails there), naming the smallest
+    P that works."""
+    base, scale, iterations, largest = _varied_schedule(steps, variant)
+    if largest >= iterations:
+        enough = next(p for p in itertools.count(steps + 1) if _fits(p, variant))
+        raise ValueError(
+            f"steps={steps} is too short for variant {variant!r}: its {iterations} iterations give "
+            f"snapshots 0..{iterations - 1}, but the classes take snapshots {base}..{largest} (the "
+            f"script fails there); give steps >= {enough}"
+        )
+    return base, scale, iterations
+
+
+def _fits(steps: int, variant: str) -> bool:
+    """Whether the iterations of ``steps`` hold every snapshot a class can take."""
+    _, _, iterations, largest = _varied_schedule(steps, variant)
+    return largest < iterations
+
+
 def authors_balanced_varied_perturbation(
     logits: Tensor,
     target: Tensor,
@@ -142,19 +178,7 @@ def authors_balanced_varied_perturbation(
     (``variant="train_var"``): K_c from :func:`authors_varied_step_counts` on the unperturbed logits,
     then iterations that each recompute a = step(L) and do L += a; snapshot_i = L; L += a (the step is
     applied twice); sample i takes snapshot_{K_{y_i}}. Returns the perturbation (N, C)."""
-    if variant == "train_lpl":
-        base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
-    elif variant == "train_var":
-        base, scale, iterations = 0, float(steps), steps
-    else:
-        raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
-    largest = base + max(0, round(scale - 1.0))  # the largest snapshot index a class can take
-    if largest >= iterations:
-        raise ValueError(
-            f"steps={steps} is too short for variant {variant!r}: its {iterations} iterations give "
-            f"snapshots 0..{iterations - 1}, but the classes take snapshots {base}..{largest} (the "
-            "script fails there); give steps >= 5"
-        )
+    base, scale, iterations = authors_varied_schedule(steps, variant)
     counts, eye = _authors_counts(logits, target), _authors_eye(logits)
     first, qbar, tau = _authors_step(logits, target, alpha, None, counts, eye)
     k_c = authors_varied_step_counts(qbar, tau, base=base, scale=scale)

@@ -389,12 +389,8 @@ class LPLLoss(_DRWWeightState, nn.Module):
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         if steps > P.MAX_STEPS:
             raise ValueError(f"steps must be <= {P.MAX_STEPS}, got {steps!r}")
-        if self.preset == "authors_balanced_varied" and steps < 5:
-            # train_lpl.py keeps round(1.1·P) snapshots and every class takes snapshot P or later
-            raise ValueError(
-                f"steps must be >= 5 for preset 'authors_balanced_varied' (round(1.1·{steps}) "
-                f"iterations leave no snapshot {steps} for the classes to take), got {steps!r}"
-            )
+        if self.preset in ("authors_balanced_varied", "authors_balanced_varied_isda"):
+            P.authors_varied_schedule(steps, self._varied_variant())  # too few steps: ValueError
         self.steps = steps
         if self.preset != "authors_longtail":
             for name, value in (
@@ -513,10 +509,13 @@ class LPLLoss(_DRWWeightState, nn.Module):
                 alpha=self.alpha,
                 iterations=self.iterations,
             )
-        variant = "train_lpl" if self.preset == "authors_balanced_varied" else "train_var"
         return P.authors_balanced_varied_perturbation(
-            logits, target, alpha=self.alpha, steps=self.steps, variant=variant
+            logits, target, alpha=self.alpha, steps=self.steps, variant=self._varied_variant()
         )
+
+    def _varied_variant(self) -> str:
+        """The authors' script a varied-bound preset follows (``train_lpl.py`` or ``train_var.py``)."""
+        return "train_lpl" if self.preset == "authors_balanced_varied" else "train_var"
 
     def adjust(self, logits: Tensor) -> Tensor:
         """Logits before the perturbation (identity here; LA+LPL adds λ·log π)."""

@@ -602,14 +602,17 @@ def test_presets_take_the_default_normalize_step_only():
 
 
 def test_balanced_varied_preset_refuses_fewer_than_five_steps():
-    """round(1.1·P) snapshots hold none of those the classes take (P or later) for P <= 4."""
+    """round(1.1·P) snapshots hold none of those the classes take (P or later) for P <= 4; from 5 on
+    every P up to the largest allowed works. The loss refuses with the perturbation's own message."""
     for steps in (1, 4):
-        with pytest.raises(
-            ValueError, match="steps must be >= 5 for preset 'authors_balanced_varied'"
-        ):
+        with pytest.raises(ValueError, match=rf"steps={steps} is too short .* give steps >= 5$"):
             LPLLoss(5, preset="authors_balanced_varied", steps=steps)
     assert LPLLoss(5, preset="authors_balanced_varied", steps=5).steps == 5
     assert LPLLoss(5, preset="authors_balanced_varied_isda", steps=1).steps == 1
+    for steps in range(5, P.MAX_STEPS + 1):
+        base, scale, iterations = P.authors_varied_schedule(steps)
+        assert base + max(0, round(scale - 1.0)) < iterations  # the last snapshot a class takes
+    assert all(P.authors_varied_schedule(p, "train_var")[2] == p for p in range(1, 100))
 
 
 def test_balanced_isda_preset_runs_the_train_var_variant_with_its_defaults():
