@@ -228,23 +228,33 @@ def _dry_run(cfg: dict[str, Any], out: Path, resume: bool) -> int:
         f"{info['num_classes']} classes) and loss {cfg['loss']['name']} ({info['loss']}) build"
     )
     missing = [e for e in (info["data_error"], info["weights_error"]) if e]
+    main_rank = _main_rank()  # under torchrun every rank checks, and rank 0 reports
     if missing:
         what = " and ".join(
             w
             for w, e in (("data", info["data_error"]), ("model weights", info["weights_error"]))
             if e
         )
-        print(f"{cfg['name']}: {built}; {what} MISSING")
+        if main_rank:
+            print(f"{cfg['name']}: {built}; {what} MISSING")
         raise FileNotFoundError(" | ".join(missing))
-    print(
-        f"{cfg['name']}: data {cfg['data']['name']} ok ({info['train_size']} train / {info['test_size']} test"
-        f"{', multi-label' if info['multi_label'] else ''}); {built}; device {device}; torch {torch.__version__}; "
-        f"{folder}"
-    )
+    if main_rank:
+        print(
+            f"{cfg['name']}: data {cfg['data']['name']} ok ({info['train_size']} train / {info['test_size']} test"
+            f"{', multi-label' if info['multi_label'] else ''}); {built}; device {device}; torch {torch.__version__}; "
+            f"{folder}"
+        )
     return 0
 
 
+def _main_rank() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or the only process)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _warn(cfg: dict[str, Any]) -> None:
+    if not _main_rank():  # the config is every rank's: its warnings once
+        return
     for msg in schedule_warnings(cfg):
         print(f"lpl-train: warning: {cfg['name']}: {msg}", file=sys.stderr)
 
@@ -275,7 +285,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         return _dry_run(cfg, out, a.resume)
     a.run_folder = out  # for the message after Ctrl-C
     final = _run_one(cfg, out, a.resume, a.quiet)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+    if not _main_rank():  # under torchrun only rank 0 reports
         return 0
     fin = final.get("final", {})
     shown = ", ".join(

@@ -1144,3 +1144,28 @@ def test_under_torchrun_each_ranks_error_line_names_its_rank(tmp_path, capsys, m
     monkeypatch.setenv("RANK", "0")
     assert main([*argv[:3], "data.params.bogus=1", "--dry-run"]) == 2
     assert capsys.readouterr().err.startswith("lpl-train: error: ")
+
+
+def test_under_torchrun_rank_0_alone_prints_the_dry_runs_summary_and_the_configs_warnings(
+    tmp_path, capsys, monkeypatch
+):
+    """Every rank checks the config, but the summary and the config's schedule warnings (the same on
+    every rank) are printed once, by rank 0; each rank still reports its own error."""
+    ok = ["run", "gaussian_linear_ce", "--epochs", "1", "--out", str(tmp_path / "g"), "--dry-run"]
+    short = ["run", "tiv_cifar10_lt100_ldam_drw", "--dry-run", "--epochs", "2",
+             "--set", f"data.root='{tmp_path}'"]  # fmt: skip
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    seen = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert main(ok) == 0
+        seen[rank, "ok"] = capsys.readouterr()
+        assert main(short) == 2
+        seen[rank, "short"] = capsys.readouterr()
+    assert seen["0", "ok"].out.startswith("gaussian_linear_ce: data gaussian ok")
+    assert seen["1", "ok"].out == seen["1", "ok"].err == ""
+    assert seen["0", "short"].err.count("lpl-train: warning: tiv_cifar10_lt100_ldam_drw: ") == 3
+    assert "MISSING" in seen["0", "short"].out and seen["1", "short"].out == ""
+    assert seen["1", "short"].err.startswith("lpl-train: error (rank 1): CIFAR-10 not found")
+    assert seen["1", "short"].err.count("\n") == 1  # the error alone
