@@ -248,8 +248,15 @@ def _dry_run(cfg: dict[str, Any], out: Path, resume: bool) -> int:
 
 
 def _main_rank() -> bool:
-    """Whether this process is rank 0 of a torchrun launch (or the only process)."""
-    return os.environ.get("RANK", "0") == "0"
+    """Whether this process is rank 0 of a torchrun launch (or the only process), as the run reads the
+    environment (``DistInfo``: RANK counts only with WORLD_SIZE > 1, and is an int, "00" is rank 0). An
+    environment the run refuses: True (every process then reports its error line, after the warnings)."""
+    from lpl_train.engine.distributed import DistInfo
+
+    try:
+        return DistInfo.from_env().main
+    except ValueError:
+        return True
 
 
 def _warn(cfg: dict[str, Any]) -> None:

@@ -1169,3 +1169,24 @@ def test_under_torchrun_rank_0_alone_prints_the_dry_runs_summary_and_the_configs
     assert "MISSING" in seen["0", "short"].out and seen["1", "short"].out == ""
     assert seen["1", "short"].err.startswith("lpl-train: error (rank 1): CIFAR-10 not found")
     assert seen["1", "short"].err.count("\n") == 1  # the error alone
+
+
+def test_a_process_reports_as_the_run_reads_its_rank(tmp_path, capsys, monkeypatch):
+    """Whether a process prints the dry run's summary and the config's warnings follows the run's own
+    reading of the environment (DistInfo): RANK without WORLD_SIZE > 1 is one process, which reports,
+    and RANK=00 is rank 0 (the check of RANK's text alone left both silent)."""
+    ok = ["run", "gaussian_linear_ce", "--epochs", "1", "--out", str(tmp_path / "g"), "--dry-run"]
+    short = ["run", "tiv_cifar10_lt100_ldam_drw", "--dry-run", "--epochs", "2",
+             "--set", f"data.root='{tmp_path}'"]  # fmt: skip
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    for world, rank in ((None, "1"), ("1", "1"), ("2", "00")):
+        if world is not None:
+            monkeypatch.setenv("WORLD_SIZE", world)
+        monkeypatch.setenv("RANK", rank)
+        where = f"WORLD_SIZE={world} RANK={rank}"
+        assert main(ok) == 0
+        assert capsys.readouterr().out.startswith("gaussian_linear_ce: data gaussian ok"), where
+        assert main(short) == 2
+        err = capsys.readouterr().err
+        assert err.count("lpl-train: warning: tiv_cifar10_lt100_ldam_drw: ") == 3, (where, err)
