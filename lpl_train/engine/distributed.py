@@ -126,17 +126,21 @@ class _ShardLoader:
     the whole batch and drops the rest. The loader's batches must depend only on its own seed and
     ``set_epoch`` (as :func:`~lpl_train.data.make_loader`'s do), not on torch's global generator, which
     each rank seeds for itself (:func:`seed_rank_draws`): under a process group the ranks compare the
-    targets of each epoch's first batch and raise ``ValueError`` where they differ. The loaders :func:`~lpl_train.engine.build_components` builds take
+    targets of each epoch's first batch and raise ``ValueError`` where they differ (one collective, in
+    the first iteration after ``set_epoch``, which ``fit`` calls on every rank: an iteration without it,
+    such as one rank's look at a batch, compares nothing: it would wait for ranks that never compare). The loaders :func:`~lpl_train.engine.build_components` builds take
     ``shard=(rank, world)`` instead and read and augment only the rank's slice."""
 
     def __init__(self, loader: Any, dist: DistInfo) -> None:
         self.loader, self.dist = loader, dist
         self.share = 1.0
         self.epoch = 0
+        self._compare = False  # the next iteration compares its first batch across the ranks
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
         self.epoch = epoch
+        self._compare = True
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -145,7 +149,9 @@ class _ShardLoader:
         from lpl_train.data.loader import shard_bounds, shard_share
 
         w, r = self.dist.world, self.dist.rank
-        check = w > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        check = self._compare and w > 1 and torch.distributed.is_available()
+        check = check and torch.distributed.is_initialized()
+        self._compare = False
         for batch in self.loader:
             x, y = batch[0], batch[1]
             if check:  # the epoch's first global batch: the same on every rank?

@@ -1429,6 +1429,29 @@ def test_rank_seeds_differ_by_seed_rank_and_epoch_and_one_process_keeps_its_stre
     )
 
 
+def test_a_shard_loader_compares_the_ranks_batches_only_in_the_first_iteration_after_set_epoch(
+    monkeypatch,
+):
+    """The comparison of the ranks' first batches is a collective: run where fit runs it, in the first
+    iteration after set_epoch (called on every rank), and nowhere else. A look at a batch on one rank
+    (``next(iter(loader))`` on rank 0) entered it alone and waited for the other ranks for good."""
+    from lpl_train.engine.distributed import DistInfo, _ShardLoader
+
+    reduced = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, op=None: reduced.append(t))
+    loader = _ShardLoader(make_components().train_loader, DistInfo(rank=0, world=2))
+    next(iter(loader))  # before any epoch: no collective
+    assert reduced == []
+    loader.set_epoch(0)
+    assert sum(1 for _ in loader) == len(loader) and len(reduced) == 1  # the epoch's first batch
+    next(iter(loader))  # after the epoch: none either
+    assert len(reduced) == 1
+    loader.set_epoch(1)
+    next(iter(loader))
+    assert len(reduced) == 2
+
+
 _LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
