@@ -126,9 +126,10 @@ class _ShardLoader:
     the whole batch and drops the rest. The loader's batches must depend only on its own seed and
     ``set_epoch`` (as :func:`~lpl_train.data.make_loader`'s do), not on torch's global generator, which
     each rank seeds for itself (:func:`seed_rank_draws`): under a process group the ranks compare the
-    targets of each epoch's first batch and raise ``ValueError`` where they differ (one collective, in
-    the first iteration after ``set_epoch``, which ``fit`` calls on every rank: an iteration without it,
-    such as one rank's look at a batch, compares nothing: it would wait for ranks that never compare). The loaders :func:`~lpl_train.engine.build_components` builds take
+    targets of each epoch's first batch and raise ``ValueError`` where they differ. That is one
+    collective, in the first iteration after ``set_epoch``, which ``fit`` calls on every rank; an
+    iteration without it (one rank's look at a batch) compares nothing, since it would wait for ranks
+    that never compare. The loaders :func:`~lpl_train.engine.build_components` builds take
     ``shard=(rank, world)`` instead and read and augment only the rank's slice."""
 
     def __init__(self, loader: Any, dist: DistInfo) -> None:
@@ -165,9 +166,12 @@ class _ShardLoader:
 
 def _check_same_batch(y: torch.Tensor, epoch: int) -> None:
     """Raise ``ValueError`` on every rank unless the targets ``y`` of a global batch are the same on every
-    rank (an order-sensitive checksum, compared with one all-reduce)."""
+    rank: their number and a checksum, Σ w_i·y_i with weights w_i in [1, 2) drawn from a fixed seed (the
+    same on every rank), compared with one all-reduce. Equal targets give equal sums; different ones
+    (reordered, or other samples) give equal sums only by an exact coincidence of float64 sums."""
     t = torch.nan_to_num(y.detach().reshape(-1).to(torch.float64))
-    weights = torch.arange(1, t.numel() + 1, dtype=torch.float64, device=t.device)
+    g = torch.Generator().manual_seed(20161)
+    weights = torch.rand(t.numel(), generator=g, dtype=torch.float64).add_(1.0).to(t.device)
     own = torch.stack((weights.new_tensor(float(t.numel())), (t * weights).sum()))
     spread = torch.cat((own, -own))  # one MAX gives the largest and (negated) the smallest of each
     torch.distributed.all_reduce(spread, op=torch.distributed.ReduceOp.MAX)

@@ -1452,6 +1452,39 @@ def test_a_shard_loader_compares_the_ranks_batches_only_in_the_first_iteration_a
     assert len(reduced) == 2
 
 
+def test_the_ranks_batch_comparison_tells_reordered_and_other_targets_apart(monkeypatch):
+    """Two simulated ranks: the comparison passes equal targets and refuses targets that differ, also
+    where a weighted sum with weights 1, 2, … would agree ([0, 1, 1, 0] against [1, 0, 0, 1]), one
+    class swapped for another, and multi-hot or float targets."""
+    from lpl_train.engine.distributed import _check_same_batch
+
+    def ranks_agree(a, b):
+        sent = []
+        monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, op=None: sent.append(t))
+        _check_same_batch(b, 0)  # the other rank's contribution
+        other = sent[0].clone()
+
+        def with_other(t, op=None):  # MAX over this rank's and the other's
+            t.copy_(torch.maximum(t, other))
+
+        monkeypatch.setattr(torch.distributed, "all_reduce", with_other)
+        try:
+            _check_same_batch(a, 0)
+        except ValueError as exc:
+            assert "first batch of epoch 0 differs between the ranks" in str(exc)
+            return False
+        return True
+
+    y = torch.tensor([0, 1, 1, 0])
+    assert ranks_agree(y, y.clone())
+    assert not ranks_agree(y, torch.tensor([1, 0, 0, 1]))  # 1·0+2·1+3·1+4·0 = 1·1+2·0+3·0+4·1
+    assert not ranks_agree(torch.tensor([0, 3, 5]), torch.tensor([1, 1, 6]))  # same plain sum
+    assert not ranks_agree(y, y[:3])
+    multi = (torch.rand(16, 5, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    assert ranks_agree(multi, multi.clone()) and not ranks_agree(multi, multi.flip(0))
+    assert not ranks_agree(torch.tensor([0.25, 0.75]), torch.tensor([0.75, 0.25]))
+
+
 _LOSS_DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
