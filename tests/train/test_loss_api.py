@@ -418,6 +418,16 @@ def test_la_scale_is_lam_and_tau_is_a_deprecated_alias():
         logit_adjust_posthoc(u, COUNTS, tau=1.0)
 
 
+def _assert_warns_at_its_own_line(fn):
+    """``fn`` (a one-line lambda) warns, and every warning names the line of this file that holds it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    assert caught, fn
+    where = {(Path(w.filename).name, w.lineno) for w in caught}
+    assert where == {(Path(__file__).name, fn.__code__.co_firstlineno)}, (where, caught[0])
+
+
 def test_a_construction_warning_names_the_line_that_built_the_loss():
     """Python files a warning under the line its ``stacklevel`` names, and shows a DeprecationWarning by
     default only where that line is in ``__main__``: a warning of a loss's arguments names the caller's
@@ -436,12 +446,7 @@ def test_a_construction_warning_names_the_line_that_built_the_loss():
         lambda: LPLLoss(num_classes=C, class_counts=COUNTS, split="index", bound="count"),
     ]
     for build in builds:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            build()
-        assert caught, build
-        where = {(Path(w.filename).name, w.lineno) for w in caught}
-        assert where == {(Path(__file__).name, build.__code__.co_firstlineno)}, (where, caught[0])
+        _assert_warns_at_its_own_line(build)
 
 
 def test_a_warning_of_a_call_names_the_line_that_called_the_loss():
@@ -465,12 +470,7 @@ def test_a_warning_of_a_call_names_the_line_that_called_the_loss():
         lambda: DistributionBalancedLoss(COUNTS),
     ]
     for call in calls:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            call()
-        assert caught, call
-        where = {(Path(w.filename).name, w.lineno) for w in caught}
-        assert where == {(Path(__file__).name, call.__code__.co_firstlineno)}, (where, caught[0])
+        _assert_warns_at_its_own_line(call)
 
 
 def test_an_lpl_with_drw_compiles_whole_without_its_epoch_hook():
