@@ -204,7 +204,9 @@ def draw_figure(
         ax.set_ylabel(ylabel)
         ax.set_xlim(-0.03 * spec.rho_max, spec.rho_max)  # room for the marker at rho = 0
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        low, high = ax.get_ylim()  # headroom for the legend, which hid a marker at rho = 0 (Fig. 4)
+        ax.set_ylim(low, high + 0.3 * (high - low))
+        ax.legend(fontsize=8, loc="upper center")
     ax_cls.set_title(f"$\\mathcal{{R}}({who},-1)$ and $\\mathcal{{R}}({who},+1)$", fontsize=10)
     ax_tot.set_title(
         f"$\\mathcal{{R}}({who})=(\\mathcal{{R}}_+ + \\Gamma\\,\\mathcal{{R}}_-)/(1+\\Gamma)$",
