@@ -67,7 +67,8 @@ def fit(
         log: where the one-line messages go (default: print on rank 0); they also go to ``train.log``.
 
     Returns:
-        the ``final.json`` content (or, when stopped early, the last epoch's record).
+        the ``final.json`` content (or, when stopped early, the last epoch's record). Under DDP every
+        rank returns once rank 0 has written the run folder (``final.json`` or the checkpoint).
 
     Raises:
         TrainingDiverged: on a NaN/inf training loss; ``checkpoint.pt`` stays at the last good epoch.
@@ -171,6 +172,8 @@ def _fit(
         folder.end_epoch(finite_or_none(record), run.state(epoch + 1, cfg_text, run.wall(t_run)))
         log(epoch_line(record, E, run.eta(epoch, t_run)))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < E:
+            if dist.world > 1:  # every rank returns once rank 0 has written the checkpoint
+                torch.distributed.barrier()
             return record
     # wall_s summed over the processes that trained the run
     final = run.final(record, run.wall(t_run), cfg_text)

@@ -1357,7 +1357,6 @@ _DRAWS_DDP_SCRIPT = textwrap.dedent(
     cfg["model"]["params"] = {{}}
     fit(cfg, f"{{out}}/whole", components=components("whole"), log=quiet)
     fit(cfg, f"{{out}}/part", components=components("part"), stop_after_epoch=1, log=quiet)
-    torch.distributed.barrier()  # rank 0 has written the checkpoint
     fit(cfg, f"{{out}}/part", components=components("resumed"), resume=True, log=quiet)
     labels = DisturbLabelLoss(alpha=0.5, seed=1).disturb(torch.zeros(64, dtype=torch.long), 10)
 
