@@ -43,7 +43,7 @@ data-check: $(STAMP)
 	@$(VENV)/bin/lpl-train run fmnist_lt100_ce --dry-run >/dev/null
 
 test: lint data-check
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 	$(PY) -m pytest -q --nbmake notebooks
 
 theory-figures: $(STAMP)
