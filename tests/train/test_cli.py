@@ -131,7 +131,7 @@ def test_a_builds_warning_is_one_line_in_the_workers_of_a_sweep_too(tmp_path, ca
     assert "UserWarning" not in err and ".py:" not in err, err
 
 
-def test_a_losss_warning_named_at_the_line_outside_the_package_is_still_one_line(capsys):
+def test_a_losss_warning_named_at_the_line_outside_the_package_is_still_one_line(capsys, recwarn):
     """A loss's warnings name the line outside the package that built or called it (here this test's; under
     the command line a frame of runpy or of the console script), so the file a warning names no longer
     says whose it is: those the package's code raised are one line, others as Python prints them."""
@@ -147,7 +147,8 @@ def test_a_losss_warning_named_at_the_line_outside_the_package_is_still_one_line
         loss(u, y)
         warnings.warn("not the package's", UserWarning, stacklevel=1)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2, err  # (the other went to Python's showwarning: pytest records it)
+    assert len(err) == 2, err  # the other went to Python's showwarning, which recwarn records
+    assert [str(w.message) for w in recwarn] == ["not the package's"]
     assert err[0].startswith("lpl-train: warning: ldam: drw_epoch=1 is set"), err
     assert err[1].startswith("lpl-train: warning: ldam expects cosine logits"), err
 
