@@ -64,7 +64,7 @@ class DisturbLabelLoss(_ReprMixin, nn.Module):
         # modulo 2**64 (the generator's seed range): unchanged below it, no overflow for large seeds
         seed = (self.seed * 1_000_003 + int(self.step)) % 2**64
         rank = _process_rank()
-        # under DDP every other rank draws its own labels (rank 0 draws those of one process)
+        # under DDP every other rank draws its own labels (rank 0 keeps the seed one process uses)
         if rank:
             seed = derived_seed(seed, rank)
         gen = torch.Generator().manual_seed(seed)

@@ -1386,7 +1386,7 @@ def test_ddp_ranks_draw_their_own_dropout_masks_and_labels_and_resume_exactly(tm
     """Under DDP each rank draws its own random numbers for its rows (one shared generator state gave every
     rank the same dropout masks and DisturbLabel draws): the ranks' states differ at every epoch's first
     step, a run stopped after its first epoch and resumed draws what the uninterrupted run drew and ends
-    with its weights bit for bit, DisturbLabel's rank 0 draws one process's labels and rank 1 others, and
+    with its weights bit for bit, DisturbLabel's rank 0 draws with one process's seed and rank 1 with another, and
     a loader that shuffles with torch's global generator (so the ranks' global batches differ) is
     refused on every rank."""
     from lpl_train.losses import DisturbLabelLoss
