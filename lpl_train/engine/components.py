@@ -122,6 +122,12 @@ def check_loss_kind(loss_name: str, loss: Any, data_name: str, multi_label: bool
     )
 
 
+def _in_config_terms(exc: FileNotFoundError) -> str:
+    """A loader's missing-data message with its advice in the config's terms (``MissingData.in_config``:
+    ``data.params.download`` where the Python call says ``download=True``)."""
+    return getattr(exc, "in_config", str(exc))
+
+
 def build_components(
     cfg: dict[str, Any],
     device: torch.device,
@@ -142,10 +148,8 @@ def build_components(
     _check_loader_options(d)  # before the data is read, as the dry run checks them
     try:
         bundle = build_datasets(d["name"], root=d["root"], seed=d["seed"], **d["params"])
-    except (
-        FileNotFoundError
-    ) as exc:  # the loaders' advice in the config's terms (MissingData.in_config)
-        raise FileNotFoundError(getattr(exc, "in_config", str(exc))) from None
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(_in_config_terms(exc)) from None
     torch.manual_seed(tr["seed"])  # model initialisation depends only on the training seed
     model = _build_model(m, bundle.num_classes)
     loss = _build_loss(cfg, bundle.num_classes, list(bundle.class_counts))
@@ -350,9 +354,7 @@ def check_config(
             cache[key] = exc
     bundle = cache[key]
     if isinstance(bundle, FileNotFoundError):
-        info["data_error"] = " ".join(
-            getattr(bundle, "in_config", str(bundle)).split()
-        )  # config terms
+        info["data_error"] = " ".join(_in_config_terms(bundle).split())
         if d["params"].get("download"):
             info["data_error"] += " It is set: the run downloads the data; a dry run never does."
         num_classes, counts, info["multi_label"] = _placeholder_shape(d, bundle)

@@ -194,9 +194,8 @@ class MultiLabelLPLLoss(nn.Module):
             f"epsilon={self.epsilon}, delta_epsilon={self.delta_epsilon}, tau={self.tau} (head={self.head})"
         ]
         base = self.base_loss
-        if base is not _bce_elementwise and not isinstance(
-            base, nn.Module
-        ):  # (a module prints below)
+        # a module base loss prints below, as a child
+        if base is not _bce_elementwise and not isinstance(base, nn.Module):
             parts.append(f"base_loss={getattr(base, '__qualname__', None) or repr(base)}")
         if self.soft_targets:
             parts.append("soft_targets=True")
