@@ -198,13 +198,13 @@ def cifar_path(num_classes: int, root: str | Path | None = None, download_: bool
         return archive
     if download_:
         return download(spec["url"], archive, spec["md5"])
+    get = f"Download {spec['url']} into {base}"
     raise missing(
         f"CIFAR-{num_classes}",
         [archive, folder],
-        f"Download {spec['url']} into {base}, or pass download=True (choose the folder with root=... "
-        "or $LPL_DATA).",
-        f"Download {spec['url']} into {base}, or set data.params.download = true (the folder: "
-        "data.root or $LPL_DATA; on the command line --set data.params.download=true).",
+        f"{get}, or pass download=True (choose the folder with root=... or $LPL_DATA).",
+        f"{get}, or set data.params.download = true (the folder: data.root or $LPL_DATA; on the "
+        "command line --set data.params.download=true).",
     )
 
 
