@@ -150,7 +150,7 @@ def authors_varied_schedule(steps: int, variant: str = "train_lpl") -> tuple[int
     none that some class takes (``train_lpl`` with P < 5; the script fails there), naming the smallest
     P that works."""
     base, scale, iterations, largest = _varied_schedule(steps, variant)
-    if largest >= iterations:
+    if not _fits(steps, variant):
         enough = next(p for p in itertools.count(steps + 1) if _fits(p, variant))
         raise ValueError(
             f"steps={steps} is too short for variant {variant!r}: its {iterations} iterations give "
