@@ -43,6 +43,12 @@ _SKIPPED_DIRS = (
 )
 
 
+def _process_group_up() -> bool:
+    """Whether a default ``torch.distributed`` process group is running in this process."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized()
+
+
 def _caller_stacklevel() -> int:
     """``stacklevel`` for a ``warnings.warn`` in the function that calls this: the first frame outside the
     package and torch, i.e. the user's line that built the loss (directly, through a subclass,

@@ -24,6 +24,7 @@ from ._common import (
     _check_epoch,
     _check_reduction,
     _check_target,
+    _process_group_up,
     _reduce,
     _ReprMixin,
     _work_dtype,
@@ -43,11 +44,10 @@ def _sum_over_processes(*tensors: torch.Tensor) -> None:
     loss's running statistics fold in the global batch on every rank rather than rank 0's share alone
     (DDP broadcasts rank 0's buffers at every forward). Every rank calls it at the same point of its
     forward, as DDP's own collectives require."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+    if not _process_group_up() or torch.distributed.get_world_size() < 2:
         return
     for t in tensors:
-        dist.all_reduce(t)
+        torch.distributed.all_reduce(t)
 
 
 class _LazyFeatureState(nn.Module):

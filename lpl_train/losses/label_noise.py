@@ -10,7 +10,7 @@ from torch import nn
 
 from .._seeds import derived_seed
 from ..validation import check_float, check_int
-from ._common import _check_pair, _check_reduction, _reduce, _ReprMixin
+from ._common import _check_pair, _check_reduction, _process_group_up, _reduce, _ReprMixin
 from .registry import register
 
 __all__ = ["DisturbLabelLoss", "GeneralizedCELoss"]
@@ -18,8 +18,7 @@ __all__ = ["DisturbLabelLoss", "GeneralizedCELoss"]
 
 def _process_rank() -> int:
     """This process's rank in the default ``torch.distributed`` process group (0 without one)."""
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return torch.distributed.get_rank() if _process_group_up() else 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -627,7 +627,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
         logits = self._scaled(logits)
         # (not while torch.compile traces, which cannot trace a warning: the eager call warns)
         warn_drw = self.training and self.schedule is not None and not self._epoch_seen
-        if warn_drw and not torch.compiler.is_compiling():
+        if warn_drw and not P._compiling():
             self._epoch_seen = True
             warnings.warn(
                 f"lpl: drw_epoch={self.drw_epoch} is set but set_epoch(epoch, total_epochs) was never "
