@@ -308,13 +308,9 @@ def reference_authors_balanced_varied(
     (``variant="train_var"``): K_c from :func:`lpl_train.perturbation.authors_varied_step_counts` on the
     unperturbed logits, then iterations that each recompute a = step(L) and do L += a; snapshot_i = L;
     L += a (the step is applied twice); sample i takes snapshot_{K_{y_i}}. Returns the perturbation
-    (N, C)."""
-    if variant == "train_lpl":
-        base, scale, iterations = steps, 0.1 * steps, round(1.1 * steps)
-    elif variant == "train_var":
-        base, scale, iterations = 0, float(steps), steps
-    else:
-        raise ValueError(f"variant must be 'train_lpl' or 'train_var', got {variant!r}")
+    (N, C). The schedule (K_c's base and scale, the number of iterations) is a class-level input:
+    :func:`lpl_train.perturbation.authors_varied_schedule`."""
+    base, scale, iterations = P.authors_varied_schedule(steps, variant)
     _, qbar, tau = reference_authors_class_step(logits, target, alpha)
     k_c = P.authors_varied_step_counts(qbar, tau, base=base, scale=scale)
     k_i = k_c[target][:, None]
