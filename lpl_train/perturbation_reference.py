@@ -11,7 +11,7 @@ the benchmark (``benchmarks/bench_lpl.py``) take it as the specification that th
 It never calls the inner loop it checks (:func:`lpl_train.perturbation.pgd_like_perturbation`,
 ``_pgd_by_class``, ``_group_index``, ``authors_class_step`` and the preset perturbations). The
 class-level inputs of the loop (signs, bounds, step counts: :func:`pipeline_inputs`, and the authors'
-varied step counts) come from :mod:`lpl_train.perturbation`'s own class-level functions, which the
+varied step counts and schedule) come from :mod:`lpl_train.perturbation`'s own class-level functions, which the
 loop's value does not depend on beyond those inputs.
 """
 
