@@ -23,7 +23,8 @@ of :func:`pgd_like_perturbation`, taken automatically under torch.compile, durin
 on the meta device) runs the largest possible K_c (known from the hyper-parameters alone) with a
 per-sample mask and no synchronisation, with shapes fixed for CUDA graphs. Both give the same values.
 Class means are an ``index_add`` over the batch on CPU (O(N·C) per step whatever the number of classes)
-and one fused N × N ``addmm`` on GPUs.
+and one fused N × N ``addmm`` on GPUs. With ``fused=True`` on a CUDA device (the losses' ``fused_loop``),
+the whole loop is one Triton kernel instead, one program per class (:mod:`lpl_train.perturbation_fused`).
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
@@ -84,6 +85,7 @@ from .perturbation_checks import (
     no_host_reads,
 )
 from .perturbation_class_loop import _class_mass, _pgd_by_class
+from .perturbation_fused import fused_loop_unavailable, pgd_fused
 from .perturbation_multi_label import multi_label_logit_shift
 
 __all__ = [
@@ -418,6 +420,7 @@ def pgd_like_perturbation(
     early_stop: bool | None = None,
     prob: Tensor | None = None,
     min_steps: int = 0,
+    fused: bool = False,
 ) -> Tensor:
     """The PGD-like optimisation of Algorithm 1 for all classes at once; returns δ per sample (N, C).
 
@@ -456,6 +459,10 @@ def pgd_like_perturbation(
     ε_c = 0 stays at δ = 0 either way, so the values are the same, with two operations fewer per step
     (one kernel launch each on a GPU). Rows not kept form groups of their own, so they move alone in
     those steps, and are set to zero once at the end.
+
+    ``fused``: on a CUDA device with Triton, without gradients and without ``weight``, the whole loop runs
+    as one kernel, one program per class (:mod:`lpl_train.perturbation_fused`); the values agree with the
+    torch loop to rounding. Elsewhere this argument changes nothing.
     """
     n, c = logits.shape
     if class_mean == "auto":
@@ -474,6 +481,18 @@ def pgd_like_perturbation(
         or sign.requires_grad
         or (weight is not None and weight.requires_grad)
     )
+    if fused and not grad_needed and weight is None and fused_loop_unavailable(logits) is None:
+        return pgd_fused(
+            logits,
+            target,
+            sign,
+            bounds,
+            steps,
+            alpha=alpha,
+            max_steps=max_steps,
+            normalize_step=normalize_step,
+            keep=keep,
+        )
     if (
         early_stop
         and class_mean == "index"
@@ -622,6 +641,7 @@ def single_label_perturbation(
     weight: Tensor | None = None,
     keep: Tensor | None = None,
     check: bool = True,
+    fused: bool = False,
 ) -> SinglePerturbation:
     """Class-level logit perturbation for single-label learning (Eqs. 26-33, Algorithms 1-2, steps 4-6).
 
@@ -636,7 +656,8 @@ def single_label_perturbation(
     cost; all kept gives the result without ``keep``, bit for bit). ``check``: refuse a bad ``alpha``,
     ``epsilon`` or ``delta_epsilon`` and more than MAX_STEPS inner steps, as the losses do when they are
     built (they pass False: their values are checked once, not every step); skipped while torch.compile
-    traces, where the values may be symbolic.
+    traces, where the values may be symbolic. ``fused``: the inner loop as one GPU kernel where it
+    applies (see :func:`pgd_like_perturbation`).
     """
     if check and not _compiling():
         check_positive(alpha, "alpha")
@@ -677,5 +698,6 @@ def single_label_perturbation(
         keep=keep,
         prob=prob,
         min_steps=moving_step_floor(epsilon, alpha, bounds.dtype),
+        fused=fused,
     )
     return SinglePerturbation(delta, sign, bounds, steps, tau_t, qbar, counts)

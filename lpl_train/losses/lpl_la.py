@@ -68,6 +68,7 @@ class LALPLLoss(LPLLoss):
         scale: float = 1.0,
         drw_epoch: int | None = None,
         drw_beta: float = 0.9999,
+        fused_loop: bool = False,
     ) -> None:
         if class_counts is None:
             raise ValueError(
@@ -114,6 +115,7 @@ class LALPLLoss(LPLLoss):
             scale=scale,
             drw_epoch=drw_epoch,
             drw_beta=drw_beta,
+            fused_loop=fused_loop,
         )
         self.lam = P.check_non_negative(lam, "lam")
         counts = P.check_class_counts(class_counts, self.num_classes, positive=True)

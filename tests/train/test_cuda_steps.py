@@ -102,20 +102,25 @@ def test_cuda_evaluation_sums_on_the_device_and_reads_once(multi_label: bool):
         assert on_gpu[k] == (v if v is None else pytest.approx(v, rel=1e-6)), k
 
 
-@pytest.mark.parametrize("case", ["ce", "ldam", "lpl", "lpl_compiled"])
+@pytest.mark.parametrize("case", ["ce", "ldam", "lpl", "lpl_compiled", "lpl_fused"])
 def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, case: str):
     """Two epochs through ``fit`` with the captured step: after the warm-up and the recording, no step of
     either epoch (loader, copy into the static buffers, replay, device-side metrics, the loss variation of
     every 3rd step) synchronises. The step
     is recorded once, so LDAM's DRW weights, switched on for the 2nd epoch, must reach the replays through
     their buffer: the run's losses follow an eager run's. ``lpl_compiled``: LPL with
-    ``train.compile_loss`` (inductor's kernels recorded in the step), against the eager uncompiled loss."""
+    ``train.compile_loss`` (inductor's kernels recorded in the step), against the eager uncompiled loss.
+    ``lpl_fused``: LPL with ``fused_loop=True`` (its Triton kernel recorded in the step), against the eager
+    default loop."""
     from lpl_train.config import validate_config
     from lpl_train.engine import Components, fit, read_metrics
     from lpl_train.losses import build_loss
     from lpl_train.models import build_model
 
-    loss_name, compiled = case.removesuffix("_compiled"), case.endswith("_compiled")
+    if case == "lpl_fused":
+        pytest.importorskip("triton", reason="the fused loop is a Triton kernel")
+    loss_name = case.removesuffix("_compiled").removesuffix("_fused")
+    compiled, fused = case.endswith("_compiled"), case.endswith("_fused")
     data = _data(n=384)
     counts = torch.bincount(data.targets, minlength=10).tolist()
     # LDAM with DRW from the 2nd epoch: its weights change between epochs of one recording
@@ -132,11 +137,12 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, case: s
                   "loss_variation": True, "loss_variation_every": 3, "compile_loss": compiled},
     })  # fmt: skip
 
-    def components(train):
+    def components(train, fused_loop=fused):
         torch.manual_seed(0)
+        extra = {"fused_loop": True} if fused_loop else {}
         return Components(
             model=build_model("resnet32", num_classes=10, use_norm=loss_name == "ldam"),
-            loss=build_loss(loss_name, num_classes=10, class_counts=counts, **params),
+            loss=build_loss(loss_name, num_classes=10, class_counts=counts, **params, **extra),
             train_loader=train,
             test_loader=make_loader(data, 128, False, "none", "cuda"),
             num_classes=10,
@@ -152,7 +158,7 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, case: s
     graphed = [r["train_loss"] for r in read_metrics(tmp_path / "graph")]
     eager_cfg = {**cfg, "train": {**cfg["train"], "capture": "off", "compile_loss": False}}
     loader = make_loader(data, 32, True, "crop_flip", "cuda", drop_last=True)
-    fit(eager_cfg, tmp_path / "eager", components=components(loader), log=lines.append)
+    fit(eager_cfg, tmp_path / "eager", components=components(loader, False), log=lines.append)
     eager = [r["train_loss"] for r in read_metrics(tmp_path / "eager")]
     assert graphed == pytest.approx(eager, rel=2e-2), (graphed, eager)
     assert all(r["loss_variation"]["count"] for r in read_metrics(tmp_path / "graph"))

@@ -1,0 +1,88 @@
+"""The Triton kernel of the fused inner loop (:mod:`lpl_train.perturbation_fused`); imported only where
+Triton is installed.
+
+One program per class c runs that class's K_c steps of Algorithm 1 on its own rows: every sample of class c
+carries the same δ_c, and the step of class c reads only the samples of class c, so the classes never wait
+for one another. The program keeps δ_c in registers, reads its rows (sorted by class on the device, in
+blocks of ``ROWS``) from the logits at every step, and stops at its own K_c, read from device memory: no
+host synchronisation, one launch for the whole loop.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+def pgd_class_kernel(
+    logits_ptr,  # (N, C), row stride ``stride``, column stride 1
+    out_ptr,  # (N, C) zeros, contiguous: δ_{y_i} is written to the kept rows
+    order_ptr,  # (N,) int64: batch rows sorted by class (rows not kept last)
+    start_ptr,  # (C,) int32: first position of class c in ``order``
+    count_ptr,  # (C,) int32: N_c, the kept rows of class c
+    steps_ptr,  # (C,) int32: K_c
+    scale_ptr,  # (C,) α·s_c, in the logits' dtype
+    radius_ptr,  # (C,) max(ε_c, tiny), in the logits' dtype
+    num_classes,
+    stride,
+    tiny,
+    NORMALIZE: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    c = tl.program_id(0)
+    k_c = tl.load(steps_ptr + c)
+    n_c = tl.load(count_ptr + c)
+    first = tl.load(start_ptr + c)
+    scale = tl.load(scale_ptr + c)
+    radius = tl.load(radius_ptr + c)
+    dtype = logits_ptr.dtype.element_ty
+    cols = tl.arange(0, BLOCK_C)
+    in_c = cols < num_classes
+    onehot = tl.where(cols == c, 1.0, 0.0).to(dtype)
+    size = tl.maximum(n_c, 1).to(dtype)  # N_c (an absent class never steps)
+    mean_scale = scale / size  # α·s_c / N_c
+    delta = tl.zeros([BLOCK_C], dtype=dtype)
+    for _ in range(k_c):
+        total = tl.zeros([BLOCK_C], dtype=dtype)  # Σ_{y_i=c} softmax(u_i + δ_c)
+        for r0 in range(0, n_c, ROWS):
+            r = r0 + tl.arange(0, ROWS)
+            in_r = r < n_c
+            rows = tl.load(order_ptr + first + r, mask=in_r, other=0)
+            u = tl.load(
+                logits_ptr + rows[:, None] * stride + cols[None, :],
+                mask=in_r[:, None] & in_c[None, :],
+                other=0.0,
+            )
+            z = tl.where(in_c[None, :], u + delta[None, :], float("-inf"))
+            e = tl.exp(z - tl.max(z, axis=1)[:, None])
+            p = e / tl.sum(e, axis=1)[:, None]
+            total += tl.sum(tl.where(in_r[:, None], p, 0.0), axis=0)
+        if NORMALIZE:  # δ_c += α·s_c·g/‖g‖, g = class mean of the probabilities − e_c
+            g = tl.where(in_c, total / size - onehot, 0.0)
+            g_norm = tl.sqrt(tl.sum(g * g, axis=0))
+            delta = delta + scale * (g / tl.maximum(g_norm, tiny))
+        else:  # δ_c += α·s_c·(class mean of the probabilities − e_c)
+            delta = (delta - scale * onehot) + mean_scale * total
+        d_norm = tl.sqrt(tl.sum(delta * delta, axis=0))
+        delta = delta * (radius / tl.maximum(d_norm, radius))  # projection onto ‖δ_c‖ ≤ ε_c
+    block = tl.zeros([ROWS, BLOCK_C], dtype=dtype) + delta[None, :]
+    for r0 in range(0, n_c, ROWS):
+        r = r0 + tl.arange(0, ROWS)
+        in_r = r < n_c
+        rows = tl.load(order_ptr + first + r, mask=in_r, other=0)
+        tl.store(
+            out_ptr + rows[:, None] * num_classes + cols[None, :],
+            block,
+            mask=in_r[:, None] & in_c[None, :],
+        )
+
+
+#: Triton's JIT of the kernel; with ``TRITON_INTERPRET=1`` set before Triton is imported, its interpreter
+#: (NumPy on the host, for CPU tensors: the tests run it so)
+kernel = triton.jit(pgd_class_kernel)
+
+
+def interpreted() -> bool:
+    """Whether :data:`kernel` runs under Triton's interpreter."""
+    return type(kernel).__name__ == "InterpretedFunction"

@@ -1,0 +1,126 @@
+"""The inner loop of Algorithm 1 as one GPU kernel (``fused_loop=True`` of the LPL losses).
+
+On a GPU the torch loop of :func:`lpl_train.perturbation.pgd_like_perturbation` launches about ten small
+kernels per step, for every step of the loop (⌊(ε + Δε)/α⌋ of them in a captured step, which cannot stop
+early): on small networks those launches, not the arithmetic, are LPL's cost. Here the whole loop is one
+Triton kernel with one program per class. The classes are independent: class c's step reads only the samples
+of class c (they all carry δ_c), so program c keeps δ_c in registers, runs its own K_c steps over its own
+rows and writes δ_c to them. A sort of the labels on the device groups the rows; the step counts are read
+on the device, so nothing waits for the host and the call can be recorded in a CUDA graph.
+
+The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
+sums, norms) taken in another order. Where it does not apply -- no CUDA device or no Triton, gradients
+through δ (``differentiable=True``), row weights (probability targets), half-precision working logits, while
+``torch.compile`` traces -- the torch loop runs instead, with the same values.
+
+With ``TRITON_INTERPRET=1`` set before Triton is imported, the same kernel runs on CPU tensors under Triton's
+interpreter (slowly: NumPy on the host); the tests run it so.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+from torch import Tensor
+
+from .perturbation_checks import _TINY, _compiling
+
+__all__ = ["fused_loop_unavailable", "pgd_fused"]
+
+#: Largest number of classes (the kernel holds a row of δ, padded to a power of two, per program).
+MAX_CLASSES = 1 << 16
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreter_on() -> bool:
+    """Whether the kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``): then on CPU tensors."""
+    from . import _triton_pgd
+
+    return _triton_pgd.interpreted()
+
+
+def fused_loop_unavailable(logits: Tensor) -> str | None:
+    """Why the fused loop cannot run on these working logits (N, C), or None when it can."""
+    if _compiling():
+        return "torch.compile is tracing (the compiled loop fuses the steps itself)"
+    if not _triton_installed():
+        return "Triton is not installed (CUDA builds of torch bring it: pip install triton)"
+    if logits.device.type != "cuda" and not (logits.device.type == "cpu" and _interpreter_on()):
+        return f"it needs a CUDA device; the logits are on {logits.device.type}"
+    if logits.dtype not in (torch.float32, torch.float64):
+        return f"it works in float32 or float64; the working logits are {logits.dtype}"
+    if logits.dim() != 2 or logits.shape[1] > MAX_CLASSES:
+        return f"it takes logits (N, C) with C <= {MAX_CLASSES}, got shape {tuple(logits.shape)}"
+    return None
+
+
+def _launch_shape(n: int, c: int) -> tuple[int, int]:
+    """``(ROWS, BLOCK_C)``: the rows a program reads at once and the padded class count. ROWS is about the
+    mean class size (at least 2, at most 32), with ROWS·BLOCK_C <= 4096 values in flight per program."""
+    block_c = 1 << max(c - 1, 0).bit_length()
+    mean_size = -(-n // c)
+    rows = 1 << max(mean_size - 1, 0).bit_length()
+    rows = max(2, min(rows, 32, max(4096 // block_c, 1)))
+    return rows, block_c
+
+
+def pgd_fused(
+    logits: Tensor,
+    target: Tensor,
+    sign: Tensor,
+    bounds: Tensor,
+    steps: Tensor,
+    *,
+    alpha: float,
+    max_steps: int,
+    normalize_step: bool = False,
+    keep: Tensor | None = None,
+) -> Tensor:
+    """δ per sample (N, C) from one kernel launch; the arguments are those of
+    :func:`~lpl_train.perturbation.pgd_like_perturbation` (no gradients, no row weights). Check
+    :func:`fused_loop_unavailable` first."""
+    n, c = logits.shape
+    out = torch.zeros(n, c, dtype=logits.dtype, device=logits.device)
+    if n == 0 or max_steps <= 0:
+        return out
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    dev, dtype = logits.device, logits.dtype
+    key = target if keep is None else torch.where(keep, target, c)  # rows not kept: class c, last
+    sorted_key, order = torch.sort(key, stable=True)
+    edges = torch.searchsorted(sorted_key, torch.arange(c + 1, device=dev, dtype=key.dtype))
+    start = edges[:-1].to(torch.int32)
+    count = (edges[1:] - edges[:-1]).to(torch.int32)
+    k = steps.detach().to(dev)
+    if k.is_floating_point():  # class c moves at the steps k < K_c
+        k = k.ceil()
+    k = k.long().clamp(0, max_steps).to(torch.int32)
+    scale = (alpha * sign.detach().to(device=dev, dtype=dtype)).contiguous()
+    radius = bounds.detach().to(device=dev, dtype=dtype).clamp_min(_TINY).contiguous()
+    rows, block_c = _launch_shape(n, c)
+    from . import _triton_pgd
+
+    _triton_pgd.kernel[(c,)](
+        logits,
+        out,
+        order,
+        start,
+        count,
+        k,
+        scale,
+        radius,
+        c,
+        logits.stride(0),
+        _TINY,
+        NORMALIZE=bool(normalize_step),
+        ROWS=rows,
+        BLOCK_C=block_c,
+        num_warps=4,
+    )
+    return out

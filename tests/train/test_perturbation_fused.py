@@ -1,0 +1,200 @@
+"""The fused inner loop (one Triton kernel, one program per class; ``fused_loop=True``) against the literal
+per-sample loop of Algorithm 1 (:func:`~lpl_train.perturbation_reference.reference_pgd`) and the default
+loop, to rounding: the kernel takes its sums in another order.
+
+Without CUDA the kernel runs on CPU tensors under Triton's interpreter (``tests/conftest.py`` sets
+``TRITON_INTERPRET=1``); the CUDA check is ``tests/train/test_lpl_loss.py::test_cuda_fused_loop_matches_the_torch_loop``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="the fused loop is a Triton kernel")
+
+from lpl_train import perturbation as P  # noqa: E402
+from lpl_train import perturbation_fused as PF  # noqa: E402
+from lpl_train.losses import LALPLLoss, LPLLoss, build_loss  # noqa: E402
+from lpl_train.perturbation_reference import pipeline_inputs, reference_pgd  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    PF.fused_loop_unavailable(torch.zeros(1, 2)) is not None,
+    reason="CPU tensors take the kernel only under Triton's interpreter (TRITON_INTERPRET=1)",
+)
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
+
+
+def _batch(n, c, seed, dtype, scale=2.0, prior=None):
+    g = torch.Generator().manual_seed(seed)
+    u = (torch.randn(n, c, generator=g, dtype=torch.float64) * scale).to(dtype)
+    if prior is None:
+        y = torch.randint(0, c, (n,), generator=g)
+    else:  # long-tailed labels: class 0 holds most rows (several of the kernel's row blocks)
+        y = torch.multinomial(torch.tensor(prior, dtype=torch.float64), n, True, generator=g)
+    return u, y
+
+
+def _spy(monkeypatch):
+    """Count the kernel's launches (through the name pgd_like_perturbation calls)."""
+    calls = []
+    real = P.pgd_fused
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "pgd_fused", spy)
+    return calls
+
+
+CASES = [  # n, c, epsilon, delta_epsilon, alpha, split, prior
+    (128, 10, 0.1, 0.2, 0.01, "mean", None),
+    (96, 7, 0.3, 0.0, 0.02, "mean", None),  # C not a power of two, a fixed bound
+    (64, 100, 0.1, 0.2, 0.01, "mean", None),  # most classes absent, one row for many
+    (200, 5, 1.5, 1.0, 0.25, "index", [0.8, 0.1, 0.05, 0.03, 0.02]),  # class 0: ~160 rows
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("normalize_step", [False, True])
+@pytest.mark.parametrize(
+    "case", CASES, ids=["c10-varied", "c7-fixed", "c100-sparse", "c5-lt-index"]
+)
+def test_fused_loop_matches_the_per_sample_loop(case, normalize_step, dtype):
+    n, c, eps, de, alpha, split, prior = case
+    u, y = _batch(n, c, seed=n + c, dtype=dtype, prior=prior)
+    kw = {"split": split, "head": 2} if split == "index" else {"split": split}
+    if split == "index":
+        kw["rank"] = torch.arange(c)
+    sign, bounds, steps, max_steps = pipeline_inputs(
+        u, y, alpha=alpha, epsilon=eps, delta_epsilon=de, **kw
+    )
+    assert int(steps.max()) > 0 and (sign != 0).sum() >= 2  # the loop has work to do
+    ref = reference_pgd(
+        u, y, sign, bounds, steps, alpha=alpha, max_steps=max_steps, normalize_step=normalize_step
+    )
+    got = PF.pgd_fused(
+        u, y, sign, bounds, steps, alpha=alpha, max_steps=max_steps, normalize_step=normalize_step
+    )
+    assert got.dtype == dtype and got.shape == (n, c)
+    torch.testing.assert_close(got, ref, rtol=0, atol=TOL[dtype])
+    assert float(ref.abs().max()) > 0.05  # δ moved
+    # every sample of a class carries its class's δ
+    for k in y.unique():
+        rows = got[y == k]
+        assert torch.equal(rows, rows[:1].expand_as(rows))
+    # one call is deterministic: no atomics, the same sums in the same order
+    again = PF.pgd_fused(
+        u, y, sign, bounds, steps, alpha=alpha, max_steps=max_steps, normalize_step=normalize_step
+    )
+    assert torch.equal(got, again)
+
+
+def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row():
+    u, y = _batch(80, 6, seed=3, dtype=torch.float64)
+    keep = torch.rand(80, generator=torch.Generator().manual_seed(1)) > 0.3
+    kw = dict(alpha=0.01, epsilon=0.1, delta_epsilon=0.2, split="mean")
+    want = P.single_label_perturbation(u, y, keep=keep, **kw)
+    got = P.single_label_perturbation(u, y, keep=keep, fused=True, **kw)
+    assert torch.equal(got.delta[~keep], torch.zeros_like(got.delta[~keep]))
+    torch.testing.assert_close(got.delta, want.delta, rtol=0, atol=1e-12)
+    # the kept rows alone give the same δ: the rows left out enter no class
+    alone = PF.pgd_fused(
+        u[keep], y[keep], want.sign, want.bounds, want.steps, alpha=0.01, max_steps=30
+    )
+    torch.testing.assert_close(got.delta[keep], alone, rtol=0, atol=1e-12)
+    # no row kept, an empty batch, no step: δ = 0
+    none = torch.zeros(80, dtype=torch.bool)
+    zero = PF.pgd_fused(
+        u, y, want.sign, want.bounds, want.steps, alpha=0.01, max_steps=30, keep=none
+    )
+    assert torch.equal(zero, torch.zeros_like(u))
+    empty = PF.pgd_fused(u[:0], y[:0], want.sign, want.bounds, want.steps, alpha=0.01, max_steps=30)
+    assert empty.shape == (0, 6)
+    still = PF.pgd_fused(u, y, want.sign, want.bounds, want.steps, alpha=0.01, max_steps=0)
+    assert torch.equal(still, torch.zeros_like(u))
+
+
+def test_fused_loop_caps_and_rounds_step_counts_as_the_torch_loop_does():
+    u, y = _batch(60, 4, seed=5, dtype=torch.float64)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    bounds = torch.tensor([0.3, 0.2, 0.05, 0.4], dtype=torch.float64)
+    for steps in (
+        torch.tensor([40, 3, 0, 25]),
+        torch.tensor([2.5, 3.0, 0.2, 7.9], dtype=torch.float64),
+    ):
+        for max_steps in (30, 5):
+            kw = dict(alpha=0.02, max_steps=max_steps)
+            want = P.pgd_like_perturbation(u, y, sign, bounds, steps, **kw)
+            got = PF.pgd_fused(u, y, sign, bounds, steps, **kw)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_launch_shape_covers_the_classes_within_the_kernels_block():
+    for n, c in [(1, 2), (128, 10), (128, 100), (512, 3), (128, 1000), (64, 8142), (2, 65536)]:
+        rows, block_c = PF._launch_shape(n, c)
+        assert block_c >= c and block_c & (block_c - 1) == 0 and block_c < 2 * max(c, 1)
+        assert rows & (rows - 1) == 0 and 2 <= rows <= 32
+        assert rows * block_c <= max(4096, 2 * block_c)
+
+
+@pytest.mark.parametrize("loss_cls", [LPLLoss, LALPLLoss])
+def test_loss_with_fused_loop_runs_the_kernel_and_matches_the_default_loss(loss_cls, monkeypatch):
+    counts = [60, 30, 15, 8, 5, 3, 2, 1, 1, 1]
+    kw = dict(class_counts=counts, epsilon=0.3, delta_epsilon=0.3, alpha=0.05)
+    if loss_cls is LPLLoss:
+        kw.update(split="index", tau=0.5)
+    ref, fused = loss_cls(10, **kw), loss_cls(10, fused_loop=True, **kw)
+    assert "fused_loop=True" in repr(fused) and "fused_loop" not in repr(ref)
+    u, y = _batch(64, 10, seed=7, dtype=torch.float32)
+    y[:5] = -100  # ignored rows go through the kernel's row selection
+    calls = _spy(monkeypatch)
+    ua, ub = u.clone().requires_grad_(True), u.clone().requires_grad_(True)
+    va, vb = ref(ua, y), fused(ub, y)
+    assert len(calls) == 1
+    torch.testing.assert_close(fused.last_delta, ref.last_delta, rtol=0, atol=2e-6)
+    torch.testing.assert_close(vb, va, rtol=1e-6, atol=0)
+    va.backward()
+    vb.backward()
+    torch.testing.assert_close(ub.grad, ua.grad, rtol=0, atol=1e-6)
+    # probability targets (row weights) take the default loop, bit for bit
+    soft = F.softmax(torch.randn(64, 10, generator=torch.Generator().manual_seed(2)) * 3, 1)
+    assert torch.equal(fused(u, soft), ref(u, soft)) and len(calls) == 1
+    # the registry builds it from a config's parameters
+    built = build_loss(
+        loss_cls is LPLLoss and "lpl" or "la_lpl", num_classes=10, fused_loop=True, **kw
+    )
+    assert built.fused_loop is True
+
+
+def test_fused_loop_is_refused_where_it_cannot_apply_and_skipped_off_the_gpu(monkeypatch):
+    with pytest.raises(ValueError, match="excludes differentiable=True"):
+        LPLLoss(10, fused_loop=True, differentiable=True)
+    with pytest.raises(ValueError, match="does not apply to preset 'authors_balanced_fixed'"):
+        LPLLoss(10, fused_loop=True, preset="authors_balanced_fixed")
+    with pytest.raises(TypeError, match="fused_loop"):
+        LPLLoss(10, fused_loop="yes")
+    u, y = _batch(48, 10, seed=9, dtype=torch.float32)
+    # without the interpreter a CPU tensor cannot take the kernel: the default loop runs, bit for bit
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    assert "needs a CUDA device" in PF.fused_loop_unavailable(u)
+    calls = _spy(monkeypatch)
+    assert torch.equal(LPLLoss(10, fused_loop=True)(u, y), LPLLoss(10)(u, y)) and not calls
+    monkeypatch.undo()
+    assert "float32 or float64" in PF.fused_loop_unavailable(u.half())
+    monkeypatch.setattr(PF, "_triton_installed", lambda: False)
+    assert "Triton is not installed" in PF.fused_loop_unavailable(u)
+
+
+def test_compiled_loss_with_fused_loop_takes_the_torch_loop(monkeypatch):
+    """While torch.compile traces, the loop is left to the compiler (fused there): the loss compiles whole
+    and gives the eager loss's value."""
+    u, y = _batch(48, 10, seed=11, dtype=torch.float32)
+    loss = LPLLoss(10, fused_loop=True, validate=False, delta_epsilon=0.2)
+    calls = _spy(monkeypatch)
+    compiled = torch.compile(loss, fullgraph=True, backend="eager")(u, y)
+    assert not calls
+    torch.testing.assert_close(compiled, loss(u, y), rtol=1e-6, atol=0)
+    assert len(calls) == 1  # the eager call took the kernel
