@@ -19,7 +19,9 @@
 (g) the whole LPL loss (forward + backward) of shipped configs as their captured GPU step runs it,
     counted on the meta device (the static loop, matrix class means, no value read): operations per
     call, and those of the engine's loss-variation measurement (eager, every k-th step) running the
-    loss again against reading the step's perturbed logits. No time (nothing runs on meta); on a GPU
+    loss again against reading the step's perturbed logits; and the launches of the same loss with
+    ``fused_loop = true`` (its operations plus the kernel's one launch; on a CPU only under Triton's
+    interpreter, ``TRITON_INTERPRET=1``). No time (nothing runs on meta); on a GPU
     each operation that is not a view is one kernel. With ``--compile``, also the kernels of the loss
     compiled alone (``train.compile_loss``), as this device compiles it and with every step of its
     static loop run (without a CPU's ``torch.cond`` blocks, the loop a GPU compiles).
@@ -324,6 +326,7 @@ def bench_captured_ops(
             forward = count.kernels - forward
             value.backward()
         again, reused = _loss_variation_ops(loss, logits.detach(), target, c)
+        fused_ops = _fused_loop_ops(cfg, batch)
         params = lo["params"]
         fused = {}
         if compiled_on is not None:
@@ -348,10 +351,48 @@ def bench_captured_ops(
                 "non-view ops, forward": forward,
                 "loss variation, loss run again": again,
                 "loss variation, from the step's δ": reused,
+                "launches, fused loop": fused_ops,
                 **fused,
             }
         )
     return rows
+
+
+def _fused_loop_ops(cfg: dict, batch: int) -> int | str:
+    """Launches of one forward + backward of ``cfg``'s loss with ``fused_loop = true`` (validation off, as
+    the captured step runs it): its operations that are not views, plus the kernel's one launch, counted
+    on a CUDA device or, on a CPU, under Triton's interpreter (``TRITON_INTERPRET=1``; the interpreter's
+    own work inside the launch is not counted). A string that says why where the kernel cannot run."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    from lpl_train import perturbation_fused as PF
+    from lpl_train.engine.components import _loss_without_data
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = {**cfg, "loss": {**cfg["loss"], "params": {**cfg["loss"]["params"], "fused_loop": True}}}
+    loss, c = _loss_without_data(cfg)
+    loss = loss.to(device).train()
+    loss.validate = False
+    why = PF.fused_loop_unavailable(torch.zeros(1, c, device=device))
+    if why is not None:
+        return f"n/a: {why}"
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(batch, c, generator=g) * 2).to(device).requires_grad_()
+    target = torch.randint(0, c, (batch,), generator=g).to(device)
+    launches, launch = [], PF._launch
+
+    def counted(*args, **kwargs):
+        launches.append(1)
+        with _disable_current_modes():
+            return launch(*args, **kwargs)
+
+    PF._launch = counted
+    try:
+        with _CountOps() as count:
+            loss(logits, target).backward()
+    finally:
+        PF._launch = launch
+    return count.kernels + len(launches)
 
 
 def _compiled_kernels(cfg: dict, batch: int, device: torch.device) -> int:

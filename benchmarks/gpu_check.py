@@ -19,7 +19,7 @@ epochs' rates instead, whether or not those epochs overlapped in time.)
 The runs' folders go into a fresh ``runs-*`` folder under ``--out``, so the check can be run again into it.
 
     python benchmarks/gpu_check.py [--quick] [--out DIR] [--repeats R] [--jobs N] [--models a,b] [--compile]
-                                   [--compile-loss] [--mps off|auto|on]
+                                   [--compile-loss] [--fused-loop] [--mps off|auto|on]
 
 ``--compile`` adds the step under ``train.capture = "compile"`` (``torch.compile(mode="reduce-overhead")`` of
 network and loss, which fuses each step of LPL's inner loop) for CE and LPL; its compilation is not timed
@@ -28,6 +28,10 @@ network and loss, which fuses each step of LPL's inner loop) for CE and LPL; its
 ``--compile-loss`` adds LPL in the captured step with ``train.compile_loss = true`` (the loss alone through
 ``torch.compile``, its inner loop fused, inside the recorded step) and the ratio LPL/CE with it; each run
 compiles its loss in its warm-up steps (untimed, seconds to a minute of wall time).
+
+``--fused-loop`` adds LPL with ``fused_loop = true`` (its inner loop as one Triton kernel, one program per class:
+``lpl_train.perturbation_fused``), eager and in the captured step, and the ratios LPL/CE with it; where the
+kernel cannot run (no Triton, no CUDA) the rows say so instead of timing the default loop again.
 
 ``--mps`` (default ``auto``): after the N concurrent runs, the same N runs again as clients of a private NVIDIA
 MPS daemon (``lpl_train.engine.mps``, as ``lpl-train sweep --mps``), where one starts and a CUDA process
@@ -265,6 +269,19 @@ def concurrent(s: Setting, capture: str, jobs: int, out: Path) -> dict[str, Any]
             "per_run_images_per_s": tp["mean_run_images_per_s"], "wall_s": wall}  # fmt: skip
 
 
+def fused_run(s: Setting, kind: str, out: Path) -> dict[str, Any]:
+    """:func:`engine_run` with LPL's ``fused_loop = true``; a failed row that says why where the kernel
+    cannot run on this device (the loss would silently take its default loop)."""
+    from lpl_train.perturbation_fused import fused_loop_unavailable
+
+    why = fused_loop_unavailable(torch.empty(1, s.classes, device=s.device))
+    if why is not None:
+        return {"images_per_s": float("nan"), "mode": f"failed: fused loop unavailable: {why}"}
+    fused = dataclasses.replace(s, lpl={**s.lpl, "fused_loop": True})
+    res = engine_run(fused, {"engine eager": "off"}.get(kind, "graph"), out)
+    return {**res, "mode": res["mode"] + "+fused loop"}
+
+
 # ------------------------------------------------------------------------------------------- main
 def _measure(s: Setting, kind: str, out: Path, jobs: int = 1) -> dict[str, Any]:
     """One measurement; a failure (a capture that does not record, say) is reported in the table as
@@ -276,6 +293,8 @@ def _measure(s: Setting, kind: str, out: Path, jobs: int = 1) -> dict[str, Any]:
             return concurrent(s, "graph", jobs, out)
         if kind == "engine graph, loss compiled":
             return engine_run(s, "graph", out, compile_loss=True)
+        if kind.endswith(", fused loop"):
+            return fused_run(s, kind.removesuffix(", fused loop"), out)
         return engine_run(
             s, {"engine eager": "off", "engine compile": "compile"}.get(kind, "graph"), out
         )
@@ -306,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         "--compile-loss",
         action="store_true",
         help="also LPL in the captured step with train.compile_loss = true",
+    )
+    p.add_argument(
+        "--fused-loop",
+        action="store_true",
+        help="also LPL with fused_loop = true (one Triton kernel), eager and captured",
     )
     p.add_argument("--mps", choices=MPS_MODES, default="auto",
                    help="the N concurrent runs again as clients of a private MPS daemon (auto: where it "
@@ -346,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("bare", "engine eager", "engine graph") + (("engine compile",) if a.compile else ())
     for model in models:
         variants = [(f"{loss} {kind}", loss, kind) for loss in ("ce", "lpl") for kind in kinds]
+        if a.fused_loop:  # before the compiled loss, whose compilation takes minutes of the run
+            variants += [(f"lpl {kind}, fused loop", "lpl", f"{kind}, fused loop")
+                         for kind in ("engine eager", "engine graph")]  # fmt: skip
         if a.compile_loss:  # CE's loss is two kernels: only LPL's is worth compiling alone
             variants.append(
                 ("lpl engine graph, loss compiled", "lpl", "engine graph, loss compiled")
@@ -413,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             "graph/eager (CE)": med["ce engine graph"] / med["ce engine eager"],
             "graph/eager (LPL)": med["lpl engine graph"] / med["lpl engine eager"],
         }
+        if a.fused_loop:
+            for kind in ("eager", "graph"):
+                ratios[f"LPL/CE step time ({kind}, fused loop)"] = (
+                    med[f"ce engine {kind}"] / med[f"lpl engine {kind}, fused loop"]
+                )
         if a.compile_loss:
             ratios["LPL/CE step time (graph, LPL's loss compiled)"] = (
                 med["ce engine graph"] / med["lpl engine graph, loss compiled"]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything a GPU session runs, in one call that fits the device tool's 10-minute command limit: the
 # CUDA-only tests (the steady training step never synchronises; CUDA and CPU losses agree), then
-# benchmarks/gpu_check.sh for ResNet-32 and ResNet-110, one repeat, with LPL's loss also compiled alone in the
-# captured step and the concurrent runs with and without MPS (2 repeats without those took 140 s on an
+# benchmarks/gpu_check.sh for ResNet-32 and ResNet-110, one repeat, with LPL's fused loop (one Triton kernel,
+# eager and captured) and LPL's loss compiled alone in the captured step, and the concurrent runs with and
+# without MPS (2 repeats without those took 140 s on an
 # H200; WRN-28-10 and --compile are for another call), then benchmarks/gpu_longtail.sh with the time that is
 # left, under MPS where it starts (its 3-epoch probe decides whether the 200-epoch protocol fits). Only the summaries land in OUT (7 files: three logs,
 # two JSON, two Markdown tables); the run folders stay in a scratch folder.
@@ -13,10 +14,11 @@
 # "tests,check" in one call and "longtail" in the next, to give the protocol a call of its own), LIMIT_S (default
 # 570: seconds the whole script may take; the check is stopped 10 s before it, the long-tail protocol sized
 # to end within it), LPL_LONGTAIL_DATA (default
-# .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110 --compile-loss --repeats 1";
+# .carry/fashion-mnist), GPU_CHECK_ARGS (default "--models resnet32,resnet110 --fused-loop --compile-loss --repeats 1";
 # "" for all three networks, 2 repeats, without the compiled loss), GPU_LONGTAIL_ARGS (more arguments of gpu_longtail.py, e.g. "--first-seed 1 --seeds 1 --include
 # benchmarks/results/2026-11-29-h200/gpu_longtail.json" for the next wave of seeds), CUDA_TESTS_S (default
-# 240: the 7 tests of 2026-11-29 took 18 s; the 8th compiles LPL's loss on a fresh machine), GPU_CHECK_QUICK / GPU_LONGTAIL_QUICK (shortened, for a CPU).
+# 240: the 7 tests of 2026-11-29 took 18 s; the 8th compiles LPL's loss on a fresh machine; the 2 of the fused
+# loop compile its kernel), GPU_CHECK_QUICK / GPU_LONGTAIL_QUICK (shortened, for a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PARTS="${GPU_DEVICE_PARTS:-tests,check,longtail}"
@@ -40,12 +42,14 @@ tests_rc=0 check_rc=0 longtail_rc=0
 if wants tests; then
     PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "${CUDA_TESTS_S:-240}" "$PY" -m pytest -q -rs \
         -p no:cacheprovider -o addopts="" tests/train/test_cuda_steps.py \
-        tests/train/test_lpl_loss.py::test_cuda_matches_cpu 2>&1 | tee "$DEST/cuda_tests.log"
+        tests/train/test_lpl_loss.py::test_cuda_matches_cpu \
+        tests/train/test_lpl_loss.py::test_cuda_fused_loop_matches_the_torch_loop 2>&1 \
+        | tee "$DEST/cuda_tests.log"
     tests_rc=${PIPESTATUS[0]}
 fi
 if wants check; then
     if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then default_args=""; else
-        default_args="--models resnet32,resnet110 --compile-loss --repeats 1"; fi
+        default_args="--models resnet32,resnet110 --fused-loop --compile-loss --repeats 1"; fi
     read -r -a check_args <<< "${GPU_CHECK_ARGS-$default_args}"
     # the check may take what the tests left, less 10 s for the summaries: stopped there (its log keeps
     # the rows it printed), so the whole call stays within LIMIT_S

@@ -3,9 +3,10 @@ Triton is installed.
 
 One program per class c runs that class's K_c steps of Algorithm 1 on its own rows: every sample of class c
 carries the same δ_c, and the step of class c reads only the samples of class c, so the classes never wait
-for one another. The program keeps δ_c in registers, reads its rows (sorted by class on the device, in
-blocks of ``ROWS``) from the logits at every step, and stops at its own K_c, read from device memory: no
-host synchronisation, one launch for the whole loop.
+for one another. The program finds its rows in the batch's rows sorted by class (counting the labels before
+its own, ``SCAN`` at a time), keeps δ_c in registers, reads its rows from the logits at every step (``ROWS``
+at a time) and stops at its own K_c, read from device memory: no host synchronisation, one launch for the
+whole loop.
 """
 
 from __future__ import annotations
@@ -17,26 +18,34 @@ import triton.language as tl
 def pgd_class_kernel(
     logits_ptr,  # (N, C), row stride ``stride``, column stride 1
     out_ptr,  # (N, C) zeros, contiguous: δ_{y_i} is written to the kept rows
-    order_ptr,  # (N,) int64: batch rows sorted by class (rows not kept last)
-    start_ptr,  # (C,) int32: first position of class c in ``order``
-    count_ptr,  # (C,) int32: N_c, the kept rows of class c
-    steps_ptr,  # (C,) int32: K_c
+    key_ptr,  # (N,) int64: the class of each row, C for a row not kept
+    order_ptr,  # (N,) int64: the rows sorted by ``key`` (batch order within a class)
+    steps_ptr,  # (C,) K_c (integers)
     scale_ptr,  # (C,) α·s_c, in the logits' dtype
-    radius_ptr,  # (C,) max(ε_c, tiny), in the logits' dtype
+    bounds_ptr,  # (C,) ε_c
+    num_rows,
     num_classes,
     stride,
+    max_steps,
     tiny,
     NORMALIZE: tl.constexpr,
     ROWS: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    SCAN: tl.constexpr,
 ):
     c = tl.program_id(0)
-    k_c = tl.load(steps_ptr + c)
-    n_c = tl.load(count_ptr + c)
-    first = tl.load(start_ptr + c)
-    scale = tl.load(scale_ptr + c)
-    radius = tl.load(radius_ptr + c)
     dtype = logits_ptr.dtype.element_ty
+    # where class c's rows lie in ``order``: after the rows of the classes before it
+    first = tl.full([], 0, tl.int32)
+    n_c = tl.full([], 0, tl.int32)
+    for i0 in range(0, num_rows, SCAN):
+        i = i0 + tl.arange(0, SCAN)
+        key = tl.load(key_ptr + i, mask=i < num_rows, other=num_classes)
+        first += tl.sum((key < c).to(tl.int32), axis=0)
+        n_c += tl.sum((key == c).to(tl.int32), axis=0)
+    k_c = tl.minimum(tl.maximum(tl.load(steps_ptr + c), 0), max_steps)
+    scale = tl.load(scale_ptr + c)
+    radius = tl.maximum(tl.load(bounds_ptr + c).to(dtype), tiny)
     cols = tl.arange(0, BLOCK_C)
     in_c = cols < num_classes
     onehot = tl.where(cols == c, 1.0, 0.0).to(dtype)

@@ -29,6 +29,9 @@ from .perturbation_checks import _TINY, _compiling
 
 __all__ = ["fused_loop_unavailable", "pgd_fused"]
 
+#: Labels a program reads at once while it looks for its rows.
+_SCAN = 256
+
 #: Largest number of classes (the kernel holds a row of δ, padded to a power of two, per program).
 MAX_CLASSES = 1 << 16
 
@@ -93,34 +96,37 @@ def pgd_fused(
         logits = logits.contiguous()
     dev, dtype = logits.device, logits.dtype
     key = target if keep is None else torch.where(keep, target, c)  # rows not kept: class c, last
-    sorted_key, order = torch.sort(key, stable=True)
-    edges = torch.searchsorted(sorted_key, torch.arange(c + 1, device=dev, dtype=key.dtype))
-    start = edges[:-1].to(torch.int32)
-    count = (edges[1:] - edges[:-1]).to(torch.int32)
-    k = steps.detach().to(dev)
+    order = torch.sort(key, stable=True).indices  # rows by class, batch order within a class
+    k = steps.detach()
     if k.is_floating_point():  # class c moves at the steps k < K_c
-        k = k.ceil()
-    k = k.long().clamp(0, max_steps).to(torch.int32)
-    scale = (alpha * sign.detach().to(device=dev, dtype=dtype)).contiguous()
-    radius = bounds.detach().to(device=dev, dtype=dtype).clamp_min(_TINY).contiguous()
+        k = k.ceil().long()
+    scale = alpha * sign.detach().to(dtype)  # α·s_c
     rows, block_c = _launch_shape(n, c)
-    from . import _triton_pgd
-
-    _triton_pgd.kernel[(c,)](
+    _launch(
+        c,
         logits,
         out,
+        key.contiguous(),
         order,
-        start,
-        count,
-        k,
-        scale,
-        radius,
+        k.to(dev).contiguous(),
+        scale.to(dev).contiguous(),
+        bounds.detach().to(dev).contiguous(),
+        n,
         c,
         logits.stride(0),
+        max_steps,
         _TINY,
         NORMALIZE=bool(normalize_step),
         ROWS=rows,
         BLOCK_C=block_c,
+        SCAN=_SCAN,
         num_warps=4,
     )
     return out
+
+
+def _launch(programs: int, *args: object, **meta: object) -> None:
+    """The kernel's one launch, ``programs`` programs (one per class)."""
+    from . import _triton_pgd
+
+    _triton_pgd.kernel[(programs,)](*args, **meta)

@@ -1206,6 +1206,47 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
     )  # worker processes
 
 
+def test_gpu_check_fused_loop_rows_run_the_kernel_or_say_why_not(tmp_path, monkeypatch):
+    """``--fused-loop`` adds LPL with ``fused_loop = true``, eager and captured, and its ratios; the rows
+    run the kernel (here under Triton's interpreter, on a CPU), and where it cannot run they fail with the
+    reason instead of timing the default loop under the fused loop's name."""
+    import json
+
+    pytest.importorskip("triton", reason="the fused loop is a Triton kernel")
+    from lpl_train import perturbation as P
+    from lpl_train import perturbation_fused as PF
+
+    if PF.fused_loop_unavailable(torch.zeros(1, 10)) is not None:
+        pytest.skip(
+            "CPU tensors take the kernel only under Triton's interpreter (TRITON_INTERPRET=1)"
+        )
+    gc = load_benchmark("gpu_check", monkeypatch)
+    launches = []
+    real = P.pgd_fused
+    monkeypatch.setattr(P, "pgd_fused", lambda *a, **k: launches.append(1) or real(*a, **k))
+    args = ["--quick", "--models", "fmnist_cnn", "--jobs", "1", "--fused-loop",
+            "--model-params", '{"in_channels": 3, "width": 2}']  # fmt: skip
+    assert gc.main([*args, "--out", str(tmp_path / "ok")]) == 0
+    res = json.loads((tmp_path / "ok" / "gpu_check.json").read_text())
+    rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
+    for kind in ("eager", "graph"):
+        row = rows[f"lpl engine {kind}, fused loop"]
+        assert row["mode"] == "eager+fused loop" and row["images_per_s"] > 0
+    assert launches  # the rows ran the kernel
+    ratios = next(r["ratios"] for r in res["rows"] if "ratios" in r)
+    assert {"LPL/CE step time (eager, fused loop)", "LPL/CE step time (graph, fused loop)"} <= set(
+        ratios
+    )
+    launches.clear()
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    assert gc.main([*args, "--out", str(tmp_path / "none")]) == 1
+    res = json.loads((tmp_path / "none" / "gpu_check.json").read_text())
+    rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
+    mode = rows["lpl engine graph, fused loop"]["mode"]
+    assert mode.startswith("failed: fused loop unavailable: it needs a CUDA device"), mode
+    assert not launches
+
+
 def test_resume_measures_the_same_steps_bit_exact(tmp_path):
     """The k-th-step schedule counts from each epoch's first step, so a resumed run records the same loss
     variation (and weights) as an uninterrupted one."""
@@ -1245,6 +1286,21 @@ def test_bench_lpl_counts_the_captured_loss_of_the_shipped_configs(monkeypatch):
     for r in rows.values():
         assert r["loss variation, loss run again"] >= r["non-view ops, forward"], r
     assert all("kernels, loss compiled" not in r for r in rows.values())  # only with --compile
+    # with the fused loop, the loop is one launch whatever its length: fixed and varied bounds cost the same
+    # few operations, far fewer than the static loop's (here under Triton's interpreter)
+    fused = {k: r["launches, fused loop"] for k, r in rows.items()}
+    if all(isinstance(v, int) for v in fused.values()):
+        assert (
+            abs(
+                fused["tii_cifar100_resnet110_lpl_varied"]
+                - fused["tii_cifar100_resnet110_lpl_fixed"]
+            )
+            <= 3
+        )
+        for k, r in rows.items():
+            assert 10 <= fused[k] < r["non-view ops"] / 2, (k, fused[k])
+    else:  # no Triton, or a CPU without its interpreter: the column says why
+        assert all(str(v).startswith("n/a: ") for v in fused.values()), fused
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
