@@ -27,7 +27,10 @@ from torch import Tensor
 
 from .perturbation_checks import _TINY, _compiling
 
-__all__ = ["fused_loop_unavailable", "pgd_fused"]
+__all__ = ["fused_loop_fallback", "fused_loop_unavailable", "pgd_fused"]
+
+#: Devices on which the torch loop is expected (nothing to warn of): the CPU, and the data-less meta device.
+QUIET_DEVICES = ("cpu", "meta")
 
 #: Labels a program reads at once while it looks for its rows.
 _SCAN = 256
@@ -61,6 +64,15 @@ def fused_loop_unavailable(logits: Tensor) -> str | None:
     if logits.dim() != 2 or logits.shape[1] > MAX_CLASSES:
         return f"it takes logits (N, C) with C <= {MAX_CLASSES}, got shape {tuple(logits.shape)}"
     return None
+
+
+def fused_loop_fallback(logits: Tensor) -> str | None:
+    """Why ``fused_loop=True`` runs the torch loop on a device where the kernel was expected (a GPU without
+    Triton, say), or None: None also on :data:`QUIET_DEVICES` and while ``torch.compile`` traces, where
+    the torch loop is the documented behaviour."""
+    if logits.device.type in QUIET_DEVICES or _compiling():
+        return None
+    return fused_loop_unavailable(logits)
 
 
 def _launch_shape(n: int, c: int) -> tuple[int, int]:

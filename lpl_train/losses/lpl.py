@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import perturbation as P
+from ..perturbation_fused import fused_loop_fallback
 from ._common import (
     REDUCTIONS,  # noqa: F401 (re-exported)
     _caller_stacklevel,
@@ -191,6 +192,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
     ) -> None:
         super().__init__()
         self._dense_warned = False  # probability targets with many pairs per row: warned once
+        self._fused_warned = False  # fused_loop=True that fell back on a GPU: warned once
         self.num_classes = P.check_num_classes(num_classes)
         self.reduction = _check_reduction(reduction)
         self.validate = _check_bool(validate, "validate")
@@ -491,6 +493,8 @@ class LPLLoss(_DRWWeightState, nn.Module):
         keep: Tensor | None = None,
     ) -> Tensor:
         if self.preset is None:
+            if self.fused_loop and not self._fused_warned:
+                self._warn_fused_fallback(logits)
             return P.single_label_perturbation(
                 logits,
                 target,
@@ -529,6 +533,19 @@ class LPLLoss(_DRWWeightState, nn.Module):
         return P.authors_balanced_varied_perturbation(
             logits, target, alpha=self.alpha, steps=self.steps, variant=self._varied_variant()
         )
+
+    def _warn_fused_fallback(self, logits: Tensor) -> None:
+        """Warn once when ``fused_loop=True`` cannot run its kernel where one was expected (see
+        :func:`~lpl_train.perturbation_fused.fused_loop_fallback`)."""
+        why = fused_loop_fallback(logits)
+        if why is not None:
+            self._fused_warned = True
+            warnings.warn(
+                f"fused_loop=True but the kernel cannot run: {why}; the default inner loop runs instead "
+                "(same values to rounding, more launches)",
+                UserWarning,
+                stacklevel=_caller_stacklevel(),
+            )
 
     def _varied_variant(self) -> str:
         """The authors' script a varied-bound preset follows (``train_lpl.py`` or ``train_var.py``)."""

@@ -8,6 +8,8 @@ Without CUDA the kernel runs on CPU tensors under Triton's interpreter (``tests/
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,11 +183,31 @@ def test_fused_loop_is_refused_where_it_cannot_apply_and_skipped_off_the_gpu(mon
     monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
     assert "needs a CUDA device" in PF.fused_loop_unavailable(u)
     calls = _spy(monkeypatch)
-    assert torch.equal(LPLLoss(10, fused_loop=True)(u, y), LPLLoss(10)(u, y)) and not calls
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the torch loop is what a CPU runs: nothing to warn of
+        assert torch.equal(LPLLoss(10, fused_loop=True)(u, y), LPLLoss(10)(u, y)) and not calls
     monkeypatch.undo()
     assert "float32 or float64" in PF.fused_loop_unavailable(u.half())
     monkeypatch.setattr(PF, "_triton_installed", lambda: False)
     assert "Triton is not installed" in PF.fused_loop_unavailable(u)
+
+
+def test_fused_loop_warns_once_where_a_gpu_falls_back_to_the_torch_loop(monkeypatch):
+    """On a device where the kernel was expected (a GPU without Triton), the loss says once, at the
+    caller's line, that the default loop runs; the CPU stands in for that GPU here."""
+    monkeypatch.setattr(PF, "QUIET_DEVICES", ("meta",))
+    monkeypatch.setattr(PF, "_triton_installed", lambda: False)
+    u, y = _batch(48, 10, seed=10, dtype=torch.float32)
+    loss = LPLLoss(10, fused_loop=True)
+    with pytest.warns(
+        UserWarning, match="Triton is not installed.*the default inner loop runs"
+    ) as rec:
+        value = loss(u, y)
+    assert [w.filename for w in rec] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(loss(u, y), value)  # once per loss
+    assert torch.equal(value, LPLLoss(10)(u, y))
 
 
 def test_compiled_loss_with_fused_loop_takes_the_torch_loop(monkeypatch):
