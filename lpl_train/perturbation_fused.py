@@ -76,12 +76,13 @@ def fused_loop_fallback(logits: Tensor) -> str | None:
 
 
 def _launch_shape(n: int, c: int) -> tuple[int, int]:
-    """``(ROWS, BLOCK_C)``: the rows a program reads at once and the padded class count. ROWS is about the
-    mean class size (at least 2, at most 32), with ROWS·BLOCK_C <= 4096 values in flight per program."""
+    """``(ROWS, BLOCK_C)``: the rows a program reads at once and the padded class count. The program of the
+    largest class in the batch reads its rows ROWS at a time at every step, and is the last to finish: ROWS
+    is as large as the batch allows (at least 2, at most 32), with ROWS·BLOCK_C <= 4096 values in flight
+    per program."""
     block_c = 1 << max(c - 1, 0).bit_length()
-    mean_size = -(-n // c)
-    rows = 1 << max(mean_size - 1, 0).bit_length()
-    rows = max(2, min(rows, 32, max(4096 // block_c, 1)))
+    batch = 1 << max(n - 1, 0).bit_length()
+    rows = max(2, min(batch, 32, 4096 // block_c))
     return rows, block_c
 
 

@@ -140,6 +140,7 @@ def test_launch_shape_covers_the_classes_within_the_kernels_block():
         assert block_c >= c and block_c & (block_c - 1) == 0 and block_c < 2 * max(c, 1)
         assert rows & (rows - 1) == 0 and 2 <= rows <= 32
         assert rows * block_c <= max(4096, 2 * block_c)
+        assert rows == 32 or rows >= n or rows * block_c * 2 > 4096  # as many rows as fit
 
 
 @pytest.mark.parametrize("loss_cls", [LPLLoss, LALPLLoss])
