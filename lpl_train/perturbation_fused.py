@@ -133,7 +133,7 @@ def pgd_fused(
         ROWS=rows,
         BLOCK_C=block_c,
         SCAN=_SCAN,
-        num_warps=4,
+        num_warps=min(16, max(4, block_c // 512)),  # δ_c and its step: BLOCK_C values per program
     )
     return out
 

@@ -56,13 +56,14 @@ CASES = [  # n, c, epsilon, delta_epsilon, alpha, split, prior
     (96, 7, 0.3, 0.0, 0.02, "mean", None),  # C not a power of two, a fixed bound
     (64, 100, 0.1, 0.2, 0.01, "mean", None),  # most classes absent, one row for many
     (200, 5, 1.5, 1.0, 0.25, "index", [0.8, 0.1, 0.05, 0.03, 0.02]),  # class 0: ~160 rows
+    (40, 300, 0.1, 0.1, 0.02, "mean", None),  # a block of 512 classes, 8 rows at a time
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("normalize_step", [False, True])
 @pytest.mark.parametrize(
-    "case", CASES, ids=["c10-varied", "c7-fixed", "c100-sparse", "c5-lt-index"]
+    "case", CASES, ids=["c10-varied", "c7-fixed", "c100-sparse", "c5-lt-index", "c300"]
 )
 def test_fused_loop_matches_the_per_sample_loop(case, normalize_step, dtype):
     n, c, eps, de, alpha, split, prior = case
