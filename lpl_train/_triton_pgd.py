@@ -23,12 +23,14 @@ def pgd_class_kernel(
     steps_ptr,  # (C,) K_c (integers)
     scale_ptr,  # (C,) α·s_c, in the logits' dtype
     bounds_ptr,  # (C,) ε_c
+    weight_ptr,  # (N,) the rows' masses w_i, in the logits' dtype (read only with WEIGHTED)
     num_rows,
     num_classes,
     stride,
     max_steps,
     tiny,
     NORMALIZE: tl.constexpr,
+    WEIGHTED: tl.constexpr,
     ROWS: tl.constexpr,
     BLOCK_C: tl.constexpr,
     SCAN: tl.constexpr,
@@ -49,11 +51,19 @@ def pgd_class_kernel(
     cols = tl.arange(0, BLOCK_C)
     in_c = cols < num_classes
     onehot = tl.where(cols == c, 1.0, 0.0).to(dtype)
-    size = tl.maximum(n_c, 1).to(dtype)  # N_c (an absent class never steps)
+    if WEIGHTED:  # the class mass Σ_{y_i=c} w_i (1 for a mass of 0: the class does not move then)
+        mass = tl.full([], 0.0, dtype)
+        for r0 in range(0, n_c, ROWS):
+            r = r0 + tl.arange(0, ROWS)
+            rows = tl.load(order_ptr + first + r, mask=r < n_c, other=0)
+            mass += tl.sum(tl.load(weight_ptr + rows, mask=r < n_c, other=0.0), axis=0)
+        size = tl.where(mass > 0, mass, 1.0)
+    else:
+        size = tl.maximum(n_c, 1).to(dtype)  # N_c (an absent class never steps)
     mean_scale = scale / size  # α·s_c / N_c
     delta = tl.zeros([BLOCK_C], dtype=dtype)
     for _ in range(k_c):
-        total = tl.zeros([BLOCK_C], dtype=dtype)  # Σ_{y_i=c} softmax(u_i + δ_c)
+        total = tl.zeros([BLOCK_C], dtype=dtype)  # Σ_{y_i=c} (w_i·) softmax(u_i + δ_c)
         for r0 in range(0, n_c, ROWS):
             r = r0 + tl.arange(0, ROWS)
             in_r = r < n_c
@@ -66,6 +76,8 @@ def pgd_class_kernel(
             z = tl.where(in_c[None, :], u + delta[None, :], float("-inf"))
             e = tl.exp(z - tl.max(z, axis=1)[:, None])
             p = e / tl.sum(e, axis=1)[:, None]
+            if WEIGHTED:  # w_i·p_i
+                p = p * tl.load(weight_ptr + rows, mask=in_r, other=0.0)[:, None]
             total += tl.sum(tl.where(in_r[:, None], p, 0.0), axis=0)
         if NORMALIZE:  # δ_c += α·s_c·g/‖g‖, g = class mean of the probabilities − e_c
             g = tl.where(in_c, total / size - onehot, 0.0)

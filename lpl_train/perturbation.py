@@ -460,7 +460,7 @@ def pgd_like_perturbation(
     (one kernel launch each on a GPU). Rows not kept form groups of their own, so they move alone in
     those steps, and are set to zero once at the end.
 
-    ``fused``: on a CUDA device with Triton, without gradients and without ``weight``, the whole loop runs
+    ``fused``: on a CUDA device with Triton, without gradients, the whole loop runs
     as one kernel, one program per class (:mod:`lpl_train.perturbation_fused`); the values agree with the
     torch loop to rounding. Elsewhere this argument changes nothing.
     """
@@ -481,7 +481,7 @@ def pgd_like_perturbation(
         or sign.requires_grad
         or (weight is not None and weight.requires_grad)
     )
-    if fused and not grad_needed and weight is None and fused_loop_unavailable(logits) is None:
+    if fused and not grad_needed and fused_loop_unavailable(logits) is None:
         return pgd_fused(
             logits,
             target,
@@ -491,6 +491,7 @@ def pgd_like_perturbation(
             alpha=alpha,
             max_steps=max_steps,
             normalize_step=normalize_step,
+            weight=weight,
             keep=keep,
         )
     if (

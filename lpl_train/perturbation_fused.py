@@ -10,8 +10,9 @@ on the device, so nothing waits for the host and the call can be recorded in a C
 
 The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
 sums, norms) taken in another order. Where it does not apply -- no CUDA device or no Triton, gradients
-through δ (``differentiable=True``), row weights (probability targets), half-precision working logits, while
-``torch.compile`` traces -- the torch loop runs instead, with the same values.
+through δ (``differentiable=True``), half-precision working logits, while ``torch.compile`` traces -- the
+torch loop runs instead, with the same values. Row weights (the (sample, class) pairs of probability
+targets) and rows left out (``keep``) take it as they take the torch loop.
 
 With ``TRITON_INTERPRET=1`` set before Triton is imported, the same kernel runs on CPU tensors under Triton's
 interpreter (slowly: NumPy on the host); the tests run it so.
@@ -96,10 +97,11 @@ def pgd_fused(
     alpha: float,
     max_steps: int,
     normalize_step: bool = False,
+    weight: Tensor | None = None,
     keep: Tensor | None = None,
 ) -> Tensor:
     """δ per sample (N, C) from one kernel launch; the arguments are those of
-    :func:`~lpl_train.perturbation.pgd_like_perturbation` (no gradients, no row weights). Check
+    :func:`~lpl_train.perturbation.pgd_like_perturbation` (no gradients). Check
     :func:`fused_loop_unavailable` first."""
     n, c = logits.shape
     out = torch.zeros(n, c, dtype=logits.dtype, device=logits.device)
@@ -124,12 +126,14 @@ def pgd_fused(
         k.to(dev).contiguous(),
         scale.to(dev).contiguous(),
         bounds.detach().to(dev).contiguous(),
+        logits if weight is None else weight.detach().to(device=dev, dtype=dtype).contiguous(),
         n,
         c,
         logits.stride(0),
         max_steps,
         _TINY,
         NORMALIZE=bool(normalize_step),
+        WEIGHTED=weight is not None,
         ROWS=rows,
         BLOCK_C=block_c,
         SCAN=_SCAN,

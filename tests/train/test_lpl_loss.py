@@ -437,8 +437,8 @@ def test_cuda_matches_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fused_loop_matches_the_torch_loop(monkeypatch):
     """``fused_loop=True`` on CUDA (the Triton kernel, compiled for the device) against the default loop on
-    the same device: δ to rounding, the loss and its gradient; the kernel ran (one launch per call) and the
-    perturbation reads nothing back on the host."""
+    the same device: δ to rounding, the loss and its gradient, with ignored rows and with probability
+    targets; the kernel ran (one launch per call) and the perturbation reads nothing back on the host."""
     pytest.importorskip("triton", reason="the fused loop is a Triton kernel")
     launches = []
     real = P.pgd_fused
@@ -475,6 +475,13 @@ def test_cuda_fused_loop_matches_the_torch_loop(monkeypatch):
             torch.cuda.set_sync_debug_mode(0)
         # no atomics: the same sums in the same order, bit for bit
         assert torch.equal(quiet.last_delta, fused.last_delta)
+    # probability targets: the (sample, class) pairs go through the kernel as weighted rows
+    u, y = _batch(n=128, c=10, seed=3, dtype=torch.float32)
+    soft = (0.7 * F.one_hot(y, 10) + 0.3 * F.one_hot(y.roll(1), 10)).float().cuda()
+    kw = {"alpha": 0.01, "epsilon": 0.1, "delta_epsilon": 0.2}
+    ref, fused = LPLLoss(10, **kw).cuda(), LPLLoss(10, fused_loop=True, **kw).cuda()
+    torch.testing.assert_close(fused(u.cuda(), soft), ref(u.cuda(), soft), rtol=1e-6, atol=0)
+    assert len(launches) == 1
 
 
 def test_numpy_counts_and_scalars_are_accepted_like_python_numbers():

@@ -120,6 +120,28 @@ def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row():
     assert torch.equal(still, torch.zeros_like(u))
 
 
+@pytest.mark.parametrize("normalize_step", [False, True])
+def test_fused_loop_weights_rows_as_the_torch_loop_does(normalize_step):
+    """Row masses (probability targets' pairs): each row's softmax counts with its mass, the class mean
+    divides by the class mass; rows of mass 0 follow their class without moving it, and a class of mass
+    0 does not move."""
+    u, y = _batch(90, 8, seed=4, dtype=torch.float64)
+    g = torch.Generator().manual_seed(6)
+    w = torch.rand(90, generator=g, dtype=torch.float64)
+    w[torch.rand(90, generator=g) < 0.2] = 0.0
+    w[y == 3] = 0.0  # a class of mass 0
+    kw = dict(alpha=0.01, epsilon=0.1, delta_epsilon=0.2, normalize_step=normalize_step)
+    want = P.single_label_perturbation(u, y, weight=w, **kw)
+    got = P.single_label_perturbation(u, y, weight=w, fused=True, **kw)
+    torch.testing.assert_close(got.delta, want.delta, rtol=0, atol=1e-12)
+    assert float(got.delta[w > 0].abs().max()) > 0.05
+    assert torch.equal(got.delta[y == 3], torch.zeros_like(got.delta[y == 3]))
+    # masses of 1 give the unweighted loop
+    ones = P.single_label_perturbation(u, y, weight=torch.ones_like(w), fused=True, **kw)
+    plain = P.single_label_perturbation(u, y, fused=True, **kw)
+    torch.testing.assert_close(ones.delta, plain.delta, rtol=0, atol=1e-15)
+
+
 def test_fused_loop_caps_and_rounds_step_counts_as_the_torch_loop_does():
     u, y = _batch(60, 4, seed=5, dtype=torch.float64)
     sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
@@ -163,9 +185,12 @@ def test_loss_with_fused_loop_runs_the_kernel_and_matches_the_default_loss(loss_
     va.backward()
     vb.backward()
     torch.testing.assert_close(ub.grad, ua.grad, rtol=0, atol=1e-6)
-    # probability targets (row weights) take the default loop, bit for bit
+    # probability targets: their (sample, class) pairs go through the kernel as weighted rows
     soft = F.softmax(torch.randn(64, 10, generator=torch.Generator().manual_seed(2)) * 3, 1)
-    assert torch.equal(fused(u, soft), ref(u, soft)) and len(calls) == 1
+    soft[soft < 0.05] = 0.0
+    soft = soft / soft.sum(1, keepdim=True)
+    torch.testing.assert_close(fused(u, soft), ref(u, soft), rtol=1e-6, atol=0)
+    assert len(calls) == 2
     # the registry builds it from a config's parameters
     built = build_loss(
         loss_cls is LPLLoss and "lpl" or "la_lpl", num_classes=10, fused_loop=True, **kw
