@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lpl_train.perturbation import _work_dtype
+from lpl_train.perturbation_fused import fused_loop_unavailable
 
 from .capture import (
     DeviceMeter,
@@ -103,7 +104,19 @@ class _Trainer:
             f"{self.dist.world} process(es), torch {torch.__version__}; "
             f"{self.capture.line(self.cfg['train']['capture'])}"
             + ("; loss compiled (torch.compile, fullgraph)" if self.loss_compiled else "")
+            + self._fused_loop_note()
         )
+
+    def _fused_loop_note(self) -> str:
+        """What LPL's ``fused_loop = true`` runs in this run: its kernel, or the default loop and why."""
+        if getattr(self.loss, "fused_loop", False) is not True:
+            return ""
+        if self.loss_compiled or self.capture.mode == "compile":
+            return "; fused_loop: the compiled loss fuses the inner loop itself"
+        why = fused_loop_unavailable(torch.empty(0, self.comps.num_classes, device=self.device))
+        if why is None:
+            return "; fused_loop: LPL's inner loop is one Triton kernel"
+        return f"; fused_loop: the default inner loop runs ({why})"
 
     def _graph_step(self) -> GraphStep:
         """The captured step (built on first use, after a checkpoint was restored into the optimiser)."""

@@ -237,6 +237,37 @@ def test_fused_loop_warns_once_where_a_gpu_falls_back_to_the_torch_loop(monkeypa
     assert torch.equal(value, LPLLoss(10)(u, y))
 
 
+def test_a_run_says_what_its_fused_loop_runs(tmp_path, monkeypatch):
+    """The first line of a run with ``fused_loop = true`` says whether the kernel runs (here under the
+    interpreter) or the default loop, and why; the records of the two agree to rounding."""
+    from lpl_train.engine import fit, read_metrics
+    from tests.train.test_engine import make_cfg, make_components
+
+    calls = _spy(monkeypatch)
+    cfg = make_cfg(epochs=2)
+    lines = {}
+    for name in ("kernel", "default"):
+        if name == "default":
+            monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+        said = lines[name] = []
+        loss = LPLLoss(4, fused_loop=True, delta_epsilon=0.2)
+        fit(
+            cfg,
+            tmp_path / name,
+            components=make_components(loss=loss, dropout=0.0),
+            log=said.append,
+        )
+    assert lines["kernel"][0].endswith("; fused_loop: LPL's inner loop is one Triton kernel")
+    assert lines["default"][0].endswith(
+        "; fused_loop: the default inner loop runs (it needs a CUDA device; the logits are on cpu)"
+    )
+    assert calls  # the first run took the kernel at every step
+    kernel, default = (read_metrics(tmp_path / n) for n in ("kernel", "default"))
+    assert [r["train_loss"] for r in kernel] == pytest.approx(
+        [r["train_loss"] for r in default], rel=1e-5
+    )
+
+
 def test_compiled_loss_with_fused_loop_takes_the_torch_loop(monkeypatch):
     """While torch.compile traces, the loop is left to the compiler (fused there): the loss compiles whole
     and gives the eager loss's value."""
