@@ -51,7 +51,7 @@ def pgd_class_kernel(
     cols = tl.arange(0, BLOCK_C)
     in_c = cols < num_classes
     onehot = tl.where(cols == c, 1.0, 0.0).to(dtype)
-    if WEIGHTED:  # the class mass Σ_{y_i=c} w_i (1 for a mass of 0: the class does not move then)
+    if WEIGHTED:  # the class mass Σ_{y_i=c} w_i (1 for a mass of 0, as the torch loop takes it)
         mass = tl.full([], 0.0, dtype)
         for r0 in range(0, n_c, ROWS):
             r = r0 + tl.arange(0, ROWS)

@@ -96,8 +96,9 @@ def _layout(
 
 
 def _class_mass(target: Tensor, weight: Tensor, num_classes: int) -> Tensor:
-    """Σ_{y_i=c} w_i per class (C,), in the dtype of ``weight``; 1 for a class of mass 0 (it does not
-    move: its divisor only has to be harmless). Rows are added in batch order."""
+    """Σ_{y_i=c} w_i per class (C,), in the dtype of ``weight``; 1 for a class of mass 0 (the losses give
+    such a class sign 0, so it does not move: its divisor only has to be harmless). Rows are added in
+    batch order."""
     mass = weight.new_zeros(num_classes).index_add(0, target, weight)
     return torch.where(mass > 0, mass, torch.ones_like(mass))
 

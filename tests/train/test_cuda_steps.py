@@ -154,6 +154,10 @@ def test_cuda_captured_training_steps_do_not_synchronise(tmp_path: Path, case: s
     fit(cfg, tmp_path / "graph", components=components(train), log=lines.append)
     assert any("step: graph" in s for s in lines), lines
     assert any("; loss compiled" in s for s in lines) == compiled, lines
+    # the kernel ran in the recorded step (not the default loop under the fused loop's name)
+    assert any("fused_loop: LPL's inner loop is one Triton kernel" in s for s in lines) == fused, (
+        lines
+    )
     assert train.checked == 2 * (len(train) - 5)  # every step after the warm-up of both epochs
     graphed = [r["train_loss"] for r in read_metrics(tmp_path / "graph")]
     eager_cfg = {**cfg, "train": {**cfg["train"], "capture": "off", "compile_loss": False}}

@@ -459,13 +459,16 @@ def test_cuda_fused_loop_matches_the_torch_loop(monkeypatch):
         va, vb = ref(ua, y), fused(ub, y)
         assert len(launches) == 1, (c, kw)
         launches.clear()
-        atol = 1e-12 if dtype == torch.float64 else 2e-6
+        # float32 on a GPU: Triton's fast exp, division and square root (a few ulp each) on top of
+        # the sums' order; emulated at 2 ulp each they moved δ by up to 1.4e-6 at |δ| = 2.5
+        top = float(ref.last_delta.abs().max())
+        atol = 1e-12 if dtype == torch.float64 else 5e-6 * max(1.0, top)
         torch.testing.assert_close(fused.last_delta, ref.last_delta, rtol=0, atol=atol)
-        assert float(ref.last_delta.abs().max()) > 0.05
+        assert top > 0.05
         va.backward()
         vb.backward()
-        torch.testing.assert_close(vb, va, rtol=1e-6, atol=0)
-        torch.testing.assert_close(ub.grad, ua.grad, rtol=0, atol=10 * atol)
+        torch.testing.assert_close(vb, va, rtol=5e-6, atol=0)
+        torch.testing.assert_close(ub.grad, ua.grad, rtol=0, atol=atol)
         quiet = LPLLoss(c, fused_loop=True, validate=False, **kw).cuda()
         torch.cuda.synchronize()
         try:
@@ -480,7 +483,7 @@ def test_cuda_fused_loop_matches_the_torch_loop(monkeypatch):
     soft = (0.7 * F.one_hot(y, 10) + 0.3 * F.one_hot(y.roll(1), 10)).float().cuda()
     kw = {"alpha": 0.01, "epsilon": 0.1, "delta_epsilon": 0.2}
     ref, fused = LPLLoss(10, **kw).cuda(), LPLLoss(10, fused_loop=True, **kw).cuda()
-    torch.testing.assert_close(fused(u.cuda(), soft), ref(u.cuda(), soft), rtol=1e-6, atol=0)
+    torch.testing.assert_close(fused(u.cuda(), soft), ref(u.cuda(), soft), rtol=5e-6, atol=0)
     assert len(launches) == 1
 
 

@@ -3,7 +3,10 @@ per-sample loop of Algorithm 1 (:func:`~lpl_train.perturbation_reference.referen
 loop, to rounding: the kernel takes its sums in another order.
 
 Without CUDA the kernel runs on CPU tensors under Triton's interpreter (``tests/conftest.py`` sets
-``TRITON_INTERPRET=1``); the CUDA check is ``tests/train/test_lpl_loss.py::test_cuda_fused_loop_matches_the_torch_loop``.
+``TRITON_INTERPRET=1``; the tests marked ``needs_kernel`` need it); the interpreter computes exactly where a
+GPU runs fast float32 operations, so the CUDA check,
+``tests/train/test_lpl_loss.py::test_cuda_fused_loop_matches_the_torch_loop``, allows more. The compiled
+kernel is checked here too, through Triton's own compiler, which needs no GPU.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from lpl_train import perturbation_fused as PF  # noqa: E402
 from lpl_train.losses import LALPLLoss, LPLLoss, build_loss  # noqa: E402
 from lpl_train.perturbation_reference import pipeline_inputs, reference_pgd  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
+needs_kernel = pytest.mark.skipif(
     PF.fused_loop_unavailable(torch.zeros(1, 2)) is not None,
     reason="CPU tensors take the kernel only under Triton's interpreter (TRITON_INTERPRET=1)",
 )
@@ -60,6 +63,7 @@ CASES = [  # n, c, epsilon, delta_epsilon, alpha, split, prior
 ]
 
 
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("normalize_step", [False, True])
 @pytest.mark.parametrize(
@@ -88,13 +92,9 @@ def test_fused_loop_matches_the_per_sample_loop(case, normalize_step, dtype):
     for k in y.unique():
         rows = got[y == k]
         assert torch.equal(rows, rows[:1].expand_as(rows))
-    # one call is deterministic: no atomics, the same sums in the same order
-    again = PF.pgd_fused(
-        u, y, sign, bounds, steps, alpha=alpha, max_steps=max_steps, normalize_step=normalize_step
-    )
-    assert torch.equal(got, again)
 
 
+@needs_kernel
 def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row():
     u, y = _batch(80, 6, seed=3, dtype=torch.float64)
     keep = torch.rand(80, generator=torch.Generator().manual_seed(1)) > 0.3
@@ -120,11 +120,13 @@ def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row():
     assert torch.equal(still, torch.zeros_like(u))
 
 
+@needs_kernel
 @pytest.mark.parametrize("normalize_step", [False, True])
 def test_fused_loop_weights_rows_as_the_torch_loop_does(normalize_step):
     """Row masses (probability targets' pairs): each row's softmax counts with its mass, the class mean
-    divides by the class mass; rows of mass 0 follow their class without moving it, and a class of mass
-    0 does not move."""
+    divides by the class mass; rows of mass 0 follow their class without moving it. A class of mass 0
+    gets sign 0 from the statistics and stays at δ = 0; with a sign given, it moves by −α·s·e_c per step
+    (its class sums are 0, its divisor 1) in both loops."""
     u, y = _batch(90, 8, seed=4, dtype=torch.float64)
     g = torch.Generator().manual_seed(6)
     w = torch.rand(90, generator=g, dtype=torch.float64)
@@ -140,8 +142,18 @@ def test_fused_loop_weights_rows_as_the_torch_loop_does(normalize_step):
     ones = P.single_label_perturbation(u, y, weight=torch.ones_like(w), fused=True, **kw)
     plain = P.single_label_perturbation(u, y, fused=True, **kw)
     torch.testing.assert_close(ones.delta, plain.delta, rtol=0, atol=1e-15)
+    # a class of mass 0 with a sign: the step's constant part alone, as the torch loop takes it
+    sign = torch.zeros(8, dtype=torch.float64)
+    sign[3] = 1.0
+    bounds, steps = torch.full((8,), 0.5, dtype=torch.float64), torch.full((8,), 5)
+    loop = dict(alpha=0.05, max_steps=5, weight=w, normalize_step=normalize_step)
+    want = P.pgd_like_perturbation(u, y, sign, bounds, steps, **loop)
+    got = P.pgd_like_perturbation(u, y, sign, bounds, steps, fused=True, **loop)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert float(got[y == 3][:, 3].max()) == pytest.approx(-0.25)
 
 
+@needs_kernel
 def test_fused_loop_caps_and_rounds_step_counts_as_the_torch_loop_does():
     u, y = _batch(60, 4, seed=5, dtype=torch.float64)
     sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
@@ -158,60 +170,65 @@ def test_fused_loop_caps_and_rounds_step_counts_as_the_torch_loop_does():
 
 
 _COMPILE = """
-import itertools, json, sys
+import json
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from lpl_train import _triton_pgd
+from lpl_train.perturbation_fused import MAX_CLASSES, _launch_config
 
 assert type(_triton_pgd.kernel).__name__ == "JITFunction"
+variants = [(90, c, True, False, "fp32") for c in (2, 10, 1000, MAX_CLASSES)]  # the shapes of each C
+variants += [(90, 100, norm, weighted, dt) for norm in (False, True) for weighted in (False, True)
+             for dt in ("fp32", "fp64")]  # every variant
+variants += [(80, 100, True, False, "fp32"), (80, 100, False, True, "fp64")]
 done = []
-for (norm, weighted, dt), arch in itertools.product(
-    itertools.product((False, True), (False, True), ("fp32", "fp64")), (90, 80)
-):
-    if arch == 80 and (weighted or dt == "fp64"):
-        continue
-    floats = {"logits_ptr", "out_ptr", "scale_ptr", "weight_ptr"}
-    sig = {"logits_ptr": "*fp32", "out_ptr": "*fp32", "key_ptr": "*i64", "order_ptr": "*i64",
-           "steps_ptr": "*i64", "scale_ptr": "*fp32", "bounds_ptr": "*fp32", "weight_ptr": "*fp32",
-           "num_rows": "i32", "num_classes": "i32", "stride": "i32", "max_steps": "i32", "tiny": "fp32"}
-    sig = {k: v.replace("fp32", dt) if k in floats else v for k, v in sig.items()}
-    meta = {"NORMALIZE": norm, "WEIGHTED": weighted, "ROWS": 32, "BLOCK_C": 128, "SCAN": 256}
+for arch, c, norm, weighted, dt in variants:
+    rows, block_c, warps = _launch_config(128, c)
+    floats = ("logits_ptr", "out_ptr", "scale_ptr", "bounds_ptr", "weight_ptr")
+    sig = {"key_ptr": "*i64", "order_ptr": "*i64", "steps_ptr": "*i64", "num_rows": "i32",
+           "num_classes": "i32", "stride": "i32", "max_steps": "i32", "tiny": "fp32"}
+    sig.update({k: "*" + dt for k in floats})
+    meta = {"NORMALIZE": norm, "WEIGHTED": weighted, "ROWS": rows, "BLOCK_C": block_c, "SCAN": 256}
     sig.update(dict.fromkeys(meta, "constexpr"))
     src = ASTSource(_triton_pgd.kernel, sig, constexprs=meta)
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4})
-    done.append([norm, weighted, dt, arch, len(k.asm["cubin"])])
+    options = {"num_warps": warps, "enable_fp_fusion": False}
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    done.append([arch, c, norm, weighted, dt, len(k.asm["cubin"])])
 print(json.dumps(done))
 """
 
 
 def test_kernel_compiles_for_hopper_and_ampere_with_tritons_own_compiler(tmp_path):
     """The interpreter is lenient where the compiler is not (types of loop-carried values, say): the
-    kernel goes through Triton's real compiler down to a cubin for sm_90 (H100/H200) and sm_80 (A100) in
-    every variant, with a fresh cache; no GPU is needed for that, only Triton's bundled ptxas."""
+    kernel goes through Triton's real compiler down to a cubin for sm_90 (H100/H200), in the launch shape
+    the loss picks for C = 2 to MAX_CLASSES and in every variant (step, weights, dtype), and for sm_80
+    (A100), with a fresh cache; no GPU is needed for that, only Triton's bundled ptxas."""
     import json
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
+    env.update(TRITON_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env,
                        timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     done = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(done) == 10 and all(size > 1000 for *_, size in done), done
+    assert len(done) == 14 and all(size > 1000 for *_, size in done), done
 
 
-def test_launch_shape_covers_the_classes_within_the_kernels_block():
-    for n, c in [(1, 2), (128, 10), (128, 100), (512, 3), (128, 1000), (64, 8142), (2, 65536)]:
-        rows, block_c = PF._launch_shape(n, c)
+def test_launch_config_covers_the_classes_within_the_kernels_block():
+    for n, c in [(1, 2), (128, 10), (128, 100), (512, 3), (128, 1000), (64, 8142), (2, 8192)]:
+        rows, block_c, warps = PF._launch_config(n, c)
         assert block_c >= c and block_c & (block_c - 1) == 0 and block_c < 2 * max(c, 1)
         assert rows & (rows - 1) == 0 and 2 <= rows <= 32
         assert rows * block_c <= max(4096, 2 * block_c)
         assert rows == 32 or rows >= n or rows * block_c * 2 > 4096  # as many rows as fit
+        assert warps == (16 if block_c >= 8192 else 4 if block_c <= 2048 else block_c // 512)
 
 
+@needs_kernel
 @pytest.mark.parametrize("loss_cls", [LPLLoss, LALPLLoss])
 def test_loss_with_fused_loop_runs_the_kernel_and_matches_the_default_loss(loss_cls, monkeypatch):
     counts = [60, 30, 15, 8, 5, 3, 2, 1, 1, 1]
@@ -259,8 +276,11 @@ def test_fused_loop_is_refused_where_it_cannot_apply_and_skipped_off_the_gpu(mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the torch loop is what a CPU runs: nothing to warn of
         assert torch.equal(LPLLoss(10, fused_loop=True)(u, y), LPLLoss(10)(u, y)) and not calls
-    monkeypatch.undo()
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: True)
     assert "float32 or float64" in PF.fused_loop_unavailable(u.half())
+    wide = torch.zeros(2, PF.MAX_CLASSES + 1)
+    assert f"C <= {PF.MAX_CLASSES}" in PF.fused_loop_unavailable(wide)
+    assert PF.fused_loop_unavailable(wide[:, : PF.MAX_CLASSES]) is None
     monkeypatch.setattr(PF, "_triton_installed", lambda: False)
     assert "Triton is not installed" in PF.fused_loop_unavailable(u)
 
@@ -283,6 +303,7 @@ def test_fused_loop_warns_once_where_a_gpu_falls_back_to_the_torch_loop(monkeypa
     assert torch.equal(value, LPLLoss(10)(u, y))
 
 
+@needs_kernel
 def test_a_run_says_what_its_fused_loop_runs(tmp_path, monkeypatch):
     """The first line of a run with ``fused_loop = true`` says whether the kernel runs (here under the
     interpreter) or the default loop, and why; the records of the two agree to rounding."""
@@ -314,6 +335,7 @@ def test_a_run_says_what_its_fused_loop_runs(tmp_path, monkeypatch):
     )
 
 
+@needs_kernel
 def test_compiled_loss_with_fused_loop_takes_the_torch_loop(monkeypatch):
     """While torch.compile traces, the loop is left to the compiler (fused there): the loss compiles whole
     and gives the eager loss's value."""
