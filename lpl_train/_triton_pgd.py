@@ -15,6 +15,14 @@ import triton
 import triton.language as tl
 
 
+@triton.jit
+def _class_rows(order_ptr, first, r0, n_c, ROWS: tl.constexpr):
+    """Rows ``r0 … r0 + ROWS − 1`` of class c (batch indices, 0 past its last) and which of them exist."""
+    r = r0 + tl.arange(0, ROWS)
+    in_r = r < n_c
+    return tl.load(order_ptr + first + r, mask=in_r, other=0), in_r
+
+
 def pgd_class_kernel(
     logits_ptr,  # (N, C), row stride ``stride``, column stride 1
     out_ptr,  # (N, C) zeros, contiguous: δ_{y_i} is written to the kept rows
@@ -54,9 +62,8 @@ def pgd_class_kernel(
     if WEIGHTED:  # the class mass Σ_{y_i=c} w_i (1 for a mass of 0, as the torch loop takes it)
         mass = tl.full([], 0.0, dtype)
         for r0 in range(0, n_c, ROWS):
-            r = r0 + tl.arange(0, ROWS)
-            rows = tl.load(order_ptr + first + r, mask=r < n_c, other=0)
-            mass += tl.sum(tl.load(weight_ptr + rows, mask=r < n_c, other=0.0), axis=0)
+            rows, in_r = _class_rows(order_ptr, first, r0, n_c, ROWS)
+            mass += tl.sum(tl.load(weight_ptr + rows, mask=in_r, other=0.0), axis=0)
         size = tl.where(mass > 0, mass, 1.0)
     else:
         size = tl.maximum(n_c, 1).to(dtype)  # N_c (an absent class never steps)
@@ -65,9 +72,7 @@ def pgd_class_kernel(
     for _ in range(k_c):
         total = tl.zeros([BLOCK_C], dtype=dtype)  # Σ_{y_i=c} (w_i·) softmax(u_i + δ_c)
         for r0 in range(0, n_c, ROWS):
-            r = r0 + tl.arange(0, ROWS)
-            in_r = r < n_c
-            rows = tl.load(order_ptr + first + r, mask=in_r, other=0)
+            rows, in_r = _class_rows(order_ptr, first, r0, n_c, ROWS)
             u = tl.load(
                 logits_ptr + rows[:, None] * stride + cols[None, :],
                 mask=in_r[:, None] & in_c[None, :],
@@ -89,9 +94,7 @@ def pgd_class_kernel(
         delta = delta * (radius / tl.maximum(d_norm, radius))  # projection onto ‖δ_c‖ ≤ ε_c
     block = tl.zeros([ROWS, BLOCK_C], dtype=dtype) + delta[None, :]
     for r0 in range(0, n_c, ROWS):
-        r = r0 + tl.arange(0, ROWS)
-        in_r = r < n_c
-        rows = tl.load(order_ptr + first + r, mask=in_r, other=0)
+        rows, in_r = _class_rows(order_ptr, first, r0, n_c, ROWS)
         tl.store(
             out_ptr + rows[:, None] * num_classes + cols[None, :],
             block,
