@@ -10,10 +10,11 @@ on the device, so nothing waits for the host and the call can be recorded in a C
 
 The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
 sums, norms) taken in another order, and, in float32 on a GPU, Triton's fast exponential, division and
-square root (a few ulp each; float64 is rounded as the torch loop rounds it). Where it does not apply -- no CUDA device or no Triton, gradients
-through δ (``differentiable=True``), half-precision working logits, while ``torch.compile`` traces -- the
-torch loop runs instead, with the same values. Row weights (the (sample, class) pairs of probability
-targets) and rows left out (``keep``) take it as they take the torch loop.
+square root (a few ulp each; float64 is rounded as the torch loop rounds it). Where it does not apply (no
+CUDA device or no Triton, gradients through δ with ``differentiable=True``, half-precision working logits,
+more than :data:`MAX_CLASSES` classes, while ``torch.compile`` traces) the torch loop runs instead, with the
+same values. Row weights (the (sample, class) pairs of probability targets) and rows left out (``keep``)
+take it as they take the torch loop.
 
 With ``TRITON_INTERPRET=1`` set before Triton is imported, the same kernel runs on CPU tensors under Triton's
 interpreter (slowly: NumPy on the host); the tests run it so.

@@ -158,9 +158,9 @@ class LPLLoss(_DRWWeightState, nn.Module):
         fused_loop: on a CUDA device with Triton, run the inner loop as one kernel, one program per class
             (:mod:`lpl_train.perturbation_fused`): one launch instead of about ten per step, and no host
             synchronisation. Its values agree with the default loop's to rounding (the sums are taken in
-            another order; in float32 on a GPU with fast exp, division and square root: a few ulp). Elsewhere (a CPU, while ``torch.compile`` traces) the default loop runs; a
-            GPU where the kernel cannot run (no Triton) warns once. Not with ``differentiable=True`` or
-            a preset.
+            another order; in float32 on a GPU with fast exp, division and square root: a few ulp).
+            Elsewhere (a CPU, while ``torch.compile`` traces) the default loop runs; a GPU where the
+            kernel cannot run (no Triton) warns once. Not with ``differentiable=True`` or a preset.
     """
 
     multi_label = False
@@ -220,14 +220,15 @@ class LPLLoss(_DRWWeightState, nn.Module):
             differentiable = defaults.get("differentiable", False)
         self.differentiable = _check_bool(differentiable, "differentiable")
         self.fused_loop = _check_bool(fused_loop, "fused_loop")
-        if self.fused_loop and (self.differentiable or preset is not None):
+        if self.fused_loop and preset is not None:
             raise ValueError(
                 "fused_loop=True runs the paper's inner loop without gradients as one GPU kernel; it "
-                + (
-                    f"does not apply to preset {preset!r}"
-                    if preset is not None
-                    else "excludes differentiable=True"
-                )
+                f"does not apply to preset {preset!r}"
+            )
+        if self.fused_loop and self.differentiable:
+            raise ValueError(
+                "fused_loop=True runs the paper's inner loop without gradients as one GPU kernel; it "
+                "excludes differentiable=True"
             )
         if preset is None:
             self._init_paper(
