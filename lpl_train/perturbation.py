@@ -23,8 +23,9 @@ of :func:`pgd_like_perturbation`, taken automatically under torch.compile, durin
 on the meta device) runs the largest possible K_c (known from the hyper-parameters alone) with a
 per-sample mask and no synchronisation, with shapes fixed for CUDA graphs. Both give the same values.
 Class means are an ``index_add`` over the batch on CPU (O(N·C) per step whatever the number of classes)
-and one fused N × N ``addmm`` on GPUs. With ``fused=True`` on a CUDA device (the losses' ``fused_loop``),
-the whole loop is one Triton kernel instead, one program per class (:mod:`lpl_train.perturbation_fused`).
+and one fused N × N ``addmm`` on GPUs. With ``fused=True`` (the losses' ``fused_loop``), the whole loop is
+one kernel instead, one program or thread per class: Triton on a CUDA device, C++ on the CPU
+(:mod:`lpl_train.perturbation_fused`).
 
 Multi-label learning (Sec. III-D, Eqs. 34-41): the perturbation is the closed form δ̃_c = S(c − τ)·ε_c
 shared by the positive and negative terms of class c, i.e. the logit u_{i,c} becomes u_{i,c} − δ̃_c
@@ -460,9 +461,9 @@ def pgd_like_perturbation(
     (one kernel launch each on a GPU). Rows not kept form groups of their own, so they move alone in
     those steps, and are set to zero once at the end.
 
-    ``fused``: on a CUDA device with Triton, without gradients, the whole loop runs
-    as one kernel, one program per class (:mod:`lpl_train.perturbation_fused`); the values agree with the
-    torch loop to rounding. Elsewhere this argument changes nothing.
+    ``fused``: without gradients, on a CUDA device with Triton or on the CPU where its C++ kernel builds,
+    the whole loop runs as one kernel, one program or thread per class (:mod:`lpl_train.perturbation_fused`);
+    the values agree with the torch loop to rounding. Elsewhere this argument changes nothing.
     """
     n, c = logits.shape
     if class_mean == "auto":
@@ -657,7 +658,7 @@ def single_label_perturbation(
     cost; all kept gives the result without ``keep``, bit for bit). ``check``: refuse a bad ``alpha``,
     ``epsilon`` or ``delta_epsilon`` and more than MAX_STEPS inner steps, as the losses do when they are
     built (they pass False: their values are checked once, not every step); skipped while torch.compile
-    traces, where the values may be symbolic. ``fused``: the inner loop as one GPU kernel where it
+    traces, where the values may be symbolic. ``fused``: the inner loop as one kernel where it
     applies (see :func:`pgd_like_perturbation`).
     """
     if check and not _compiling():

@@ -1,4 +1,5 @@
-"""The inner loop of Algorithm 1 as one GPU kernel (``fused_loop=True`` of the LPL losses).
+"""The inner loop of Algorithm 1 as one kernel (``fused_loop=True`` of the LPL losses): Triton on a GPU,
+C++ on the CPU.
 
 On a GPU the torch loop of :func:`lpl_train.perturbation.pgd_like_perturbation` launches about ten small
 kernels per step, for every step of the loop (⌊(ε + Δε)/α⌋ of them in a captured step, which cannot stop
@@ -8,16 +9,21 @@ of class c (they all carry δ_c), so program c keeps δ_c in registers, runs its
 rows and writes δ_c to them. A sort of the labels on the device groups the rows; the step counts are read
 on the device, so nothing waits for the host and the call can be recorded in a CUDA graph.
 
+On the CPU the same per-class algorithm is a C++ kernel (:mod:`lpl_train._cpu_pgd`, built on first use,
+about half a minute once per machine): each class is one thread's work from start to end (so the values do
+not depend on the number of threads), in ATen's vector arithmetic, with no tensor made per step. There the
+torch loop's cost is its ~30 operator calls per step, each with its own dispatch and allocation.
+
 The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
 sums, norms) taken in another order, and, in float32 on a GPU, Triton's fast exponential, division and
-square root (a few ulp each; float64 is rounded as the torch loop rounds it). Where it does not apply (no
-CUDA device or no Triton, gradients through δ with ``differentiable=True``, half-precision working logits,
-more than :data:`MAX_CLASSES` classes, while ``torch.compile`` traces) the torch loop runs instead, with the
-same values. Row weights (the (sample, class) pairs of probability targets) and rows left out (``keep``)
-take it as they take the torch loop.
+square root (a few ulp each; float64 is rounded as the torch loop rounds it). Where it does not apply
+(gradients through δ with ``differentiable=True``, half-precision working logits, while ``torch.compile``
+traces, a GPU without Triton or more than :data:`MAX_CLASSES` classes there, a CPU where the C++ kernel
+cannot be built) the torch loop runs instead, with the same values. Row weights (the (sample, class) pairs
+of probability targets) and rows left out (``keep``) take it as they take the torch loop.
 
-With ``TRITON_INTERPRET=1`` set before Triton is imported, the same kernel runs on CPU tensors under Triton's
-interpreter (slowly: NumPy on the host); the tests run it so.
+With ``TRITON_INTERPRET=1`` set before Triton is imported, the Triton kernel runs on CPU tensors under
+Triton's interpreter (slowly: NumPy on the host) instead of the C++ kernel; the tests run both.
 """
 
 from __future__ import annotations
@@ -32,15 +38,18 @@ from .perturbation_checks import _TINY, _compiling
 
 __all__ = ["fused_loop_fallback", "fused_loop_unavailable", "pgd_fused"]
 
-#: Devices on which the torch loop is expected (nothing to warn of): the CPU, and the data-less meta device.
-QUIET_DEVICES = ("cpu", "meta")
+#: Devices on which the torch loop is expected (nothing to warn of): the data-less meta device.
+QUIET_DEVICES = ("meta",)
 
 #: Labels a program reads at once while it looks for its rows.
 _SCAN = 256
 
-#: Largest number of classes (a program holds δ_c, padded to a power of two, in registers; past 8192 the
+#: Largest number of classes of the Triton kernel (a program holds δ_c, padded to a power of two, in registers; past 8192 the
 #: compiled kernel spills kilobytes of them per thread). iNaturalist 2018's 8142 classes fit.
 MAX_CLASSES = 1 << 13
+
+#: The C++ kernel's "no row weights".
+_EMPTY = torch.empty(0)
 
 
 @functools.cache
@@ -49,31 +58,53 @@ def _triton_installed() -> bool:
 
 
 def _interpreter_on() -> bool:
-    """Whether the kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``): then on CPU tensors."""
+    """Whether the Triton kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``): then it, not the
+    C++ kernel, takes CPU tensors."""
+    if not _triton_installed():
+        return False
     from . import _triton_pgd
 
     return _triton_pgd.interpreted()
 
 
+def _on_cpu_kernel(logits: Tensor) -> bool:
+    """Whether these logits take the C++ kernel (CPU tensors, unless Triton's interpreter takes them)."""
+    return logits.device.type == "cpu" and not _interpreter_on()
+
+
+def fused_loop_kernel(device: torch.device | str) -> str:
+    """What runs the fused loop on ``device`` when it runs: ``"C++"`` or ``"Triton"``."""
+    return "C++" if _on_cpu_kernel(torch.empty(0, device=device)) else "Triton"
+
+
 def fused_loop_unavailable(logits: Tensor) -> str | None:
-    """Why the fused loop cannot run on these working logits (N, C), or None when it can."""
+    """Why the fused loop cannot run on these working logits (N, C), or None when it can (on the CPU, the
+    first call builds the C++ kernel)."""
     if _compiling():
         return "torch.compile is tracing (the compiled loop fuses the steps itself)"
-    if not _triton_installed():
-        return "Triton is not installed (CUDA builds of torch bring it: pip install triton)"
-    if logits.device.type != "cuda" and not (logits.device.type == "cpu" and _interpreter_on()):
-        return f"it needs a CUDA device; the logits are on {logits.device.type}"
     if logits.dtype not in (torch.float32, torch.float64):
         return f"it works in float32 or float64; the working logits are {logits.dtype}"
-    if logits.dim() != 2 or logits.shape[1] > MAX_CLASSES:
-        return f"it takes logits (N, C) with C <= {MAX_CLASSES}, got shape {tuple(logits.shape)}"
+    if logits.dim() != 2:
+        return f"it takes logits (N, C), got shape {tuple(logits.shape)}"
+    if _on_cpu_kernel(logits):
+        from . import _cpu_pgd
+
+        return _cpu_pgd.unavailable()
+    if not _triton_installed():
+        return "Triton is not installed (CUDA builds of torch bring it: pip install triton)"
+    if logits.device.type != "cuda" and logits.device.type != "cpu":
+        return f"it needs a CUDA device or the CPU; the logits are on {logits.device.type}"
+    if logits.shape[1] > MAX_CLASSES:
+        return (
+            f"its Triton kernel takes C <= {MAX_CLASSES} classes, got shape {tuple(logits.shape)}"
+        )
     return None
 
 
 def fused_loop_fallback(logits: Tensor) -> str | None:
-    """Why ``fused_loop=True`` runs the torch loop on a device where the kernel was expected (a GPU without
-    Triton, say), or None: None also on :data:`QUIET_DEVICES` and while ``torch.compile`` traces, where
-    the torch loop is the documented behaviour."""
+    """Why ``fused_loop=True`` runs the torch loop where a kernel was expected (a GPU without Triton, a CPU
+    without a C++ compiler, say), or None: None also on :data:`QUIET_DEVICES` and while ``torch.compile``
+    traces, where the torch loop is the documented behaviour."""
     if logits.device.type in QUIET_DEVICES or _compiling():
         return None
     return fused_loop_unavailable(logits)
@@ -110,18 +141,32 @@ def pgd_fused(
     :func:`~lpl_train.perturbation.pgd_like_perturbation` (no gradients). Check
     :func:`fused_loop_unavailable` first."""
     n, c = logits.shape
-    out = torch.zeros(n, c, dtype=logits.dtype, device=logits.device)
     if n == 0 or max_steps <= 0:
-        return out
+        return torch.zeros(n, c, dtype=logits.dtype, device=logits.device)
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     dev, dtype = logits.device, logits.dtype
     key = target if keep is None else torch.where(keep, target, c)  # rows not kept: class c, last
-    order = torch.sort(key, stable=True).indices  # rows by class, batch order within a class
     k = steps.detach()
     if k.is_floating_point():  # class c moves at the steps k < K_c
-        k = k.ceil().long()
+        k = k.ceil()
     scale = alpha * sign.detach().to(dtype)  # α·s_c
+    if _on_cpu_kernel(logits):  # the C++ kernel groups the rows itself
+        from . import _cpu_pgd
+
+        return _cpu_pgd.build().pgd_class_loop(
+            logits,
+            key.long().contiguous(),
+            k.long().contiguous(),
+            scale.contiguous(),
+            bounds.detach().to(dtype).contiguous(),
+            _EMPTY if weight is None else weight.detach().to(dtype).contiguous(),
+            max_steps,
+            _TINY,
+            bool(normalize_step),
+        )
+    out = torch.zeros(n, c, dtype=dtype, device=dev)
+    order = torch.sort(key, stable=True).indices  # rows by class, batch order within a class
     rows, block_c, warps = _launch_config(n, c)
     _launch(
         c,
@@ -129,7 +174,7 @@ def pgd_fused(
         out,
         key.contiguous(),
         order,
-        k.to(dev).contiguous(),
+        k.long().to(dev).contiguous(),
         scale.to(dev).contiguous(),
         bounds.detach().to(dev).contiguous(),
         logits if weight is None else weight.detach().to(device=dev, dtype=dtype).contiguous(),

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lpl_train.perturbation import _work_dtype
-from lpl_train.perturbation_fused import fused_loop_unavailable
+from lpl_train.perturbation_fused import fused_loop_kernel, fused_loop_unavailable
 
 from .capture import (
     DeviceMeter,
@@ -115,7 +115,7 @@ class _Trainer:
             return "; fused_loop: the compiled loss fuses the inner loop itself"
         why = fused_loop_unavailable(torch.empty(0, self.comps.num_classes, device=self.device))
         if why is None:
-            return "; fused_loop: LPL's inner loop is one Triton kernel"
+            return f"; fused_loop: LPL's inner loop is one {fused_loop_kernel(self.device)} kernel"
         return f"; fused_loop: the default inner loop runs ({why})"
 
     def _graph_step(self) -> GraphStep:

@@ -155,12 +155,15 @@ class LPLLoss(_DRWWeightState, nn.Module):
             ``loss.set_epoch(epoch, total_epochs)`` (the engine calls it). Needs ``class_counts``;
             excludes ``weight``.
         drw_beta: class-balanced beta for DRW, in (0, 1) (default 0.9999).
-        fused_loop: on a CUDA device with Triton, run the inner loop as one kernel, one program per class
-            (:mod:`lpl_train.perturbation_fused`): one launch instead of about ten per step, and no host
-            synchronisation. Its values agree with the default loop's to rounding (the sums are taken in
-            another order; in float32 on a GPU with fast exp, division and square root: a few ulp).
-            Elsewhere (a CPU, while ``torch.compile`` traces) the default loop runs; a GPU where the
-            kernel cannot run (no Triton) warns once. Not with ``differentiable=True`` or a preset.
+        fused_loop: run the inner loop as one kernel, one program or thread per class
+            (:mod:`lpl_train.perturbation_fused`): on a CUDA device a Triton kernel (one launch instead
+            of about ten per step, and no host synchronisation), on the CPU a C++ kernel (built on first
+            use, about half a minute once per machine; no operator call per step). Its values agree with
+            the default loop's to rounding (the sums are taken in another order; in float32 on a GPU
+            with fast exp, division and square root: a few ulp). While ``torch.compile`` traces the
+            default loop runs; where the kernel cannot run (a GPU without Triton, a CPU without a C++
+            compiler) it warns once and the default loop runs. Not with ``differentiable=True`` or a
+            preset.
     """
 
     multi_label = False
@@ -193,7 +196,9 @@ class LPLLoss(_DRWWeightState, nn.Module):
     ) -> None:
         super().__init__()
         self._dense_warned = False  # probability targets with many pairs per row: warned once
-        self._fused_warned = False  # fused_loop=True that fell back on a GPU: warned once
+        self._fused_warned = (
+            False  # fused_loop=True that fell back to the default loop: warned once
+        )
         self.num_classes = P.check_num_classes(num_classes)
         self.reduction = _check_reduction(reduction)
         self.validate = _check_bool(validate, "validate")
@@ -222,12 +227,12 @@ class LPLLoss(_DRWWeightState, nn.Module):
         self.fused_loop = _check_bool(fused_loop, "fused_loop")
         if self.fused_loop and preset is not None:
             raise ValueError(
-                "fused_loop=True runs the paper's inner loop without gradients as one GPU kernel; it "
+                "fused_loop=True runs the paper's inner loop without gradients as one kernel; it "
                 f"does not apply to preset {preset!r}"
             )
         if self.fused_loop and self.differentiable:
             raise ValueError(
-                "fused_loop=True runs the paper's inner loop without gradients as one GPU kernel; it "
+                "fused_loop=True runs the paper's inner loop without gradients as one kernel; it "
                 "excludes differentiable=True"
             )
         if preset is None:

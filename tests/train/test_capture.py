@@ -1208,18 +1208,18 @@ def test_gpu_check_quick_mode_runs_every_comparison(tmp_path, monkeypatch):
 
 def test_gpu_check_fused_loop_rows_run_the_kernel_or_say_why_not(tmp_path, monkeypatch):
     """``--fused-loop`` adds LPL with ``fused_loop = true``, eager and captured, and its ratios; the rows
-    run the kernel (here under Triton's interpreter, on a CPU), and where it cannot run they fail with the
-    reason instead of timing the default loop under the fused loop's name."""
+    run the kernel (here the C++ kernel, on a CPU), and where it cannot run they fail with the reason
+    instead of timing the default loop under the fused loop's name."""
     import json
+    import shutil
 
-    pytest.importorskip("triton", reason="the fused loop is a Triton kernel")
+    from lpl_train import _cpu_pgd as CP
     from lpl_train import perturbation as P
     from lpl_train import perturbation_fused as PF
 
-    if PF.fused_loop_unavailable(torch.zeros(1, 10)) is not None:
-        pytest.skip(
-            "CPU tensors take the kernel only under Triton's interpreter (TRITON_INTERPRET=1)"
-        )
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the fused loop's C++ kernel")
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
     gc = load_benchmark("gpu_check", monkeypatch)
     launches = []
     real = P.pgd_fused
@@ -1238,12 +1238,15 @@ def test_gpu_check_fused_loop_rows_run_the_kernel_or_say_why_not(tmp_path, monke
         ratios
     )
     launches.clear()
-    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    monkeypatch.setattr(
+        CP, "unavailable", lambda: "its C++ kernel could not be built (no compiler)"
+    )
     assert gc.main([*args, "--out", str(tmp_path / "none")]) == 1
     res = json.loads((tmp_path / "none" / "gpu_check.json").read_text())
     rows = {r["variant"]: r for r in res["rows"] if "variant" in r}
     mode = rows["lpl engine graph, fused loop"]["mode"]
-    assert mode.startswith("failed: fused loop unavailable: it needs a CUDA device"), mode
+    want = "failed: fused loop unavailable: its C++ kernel could not be built"
+    assert mode.startswith(want), mode
     assert not launches
 
 

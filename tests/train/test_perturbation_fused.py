@@ -1,33 +1,55 @@
-"""The fused inner loop (one Triton kernel, one program per class; ``fused_loop=True``) against the literal
-per-sample loop of Algorithm 1 (:func:`~lpl_train.perturbation_reference.reference_pgd`) and the default
-loop, to rounding: the kernel takes its sums in another order.
+"""The fused inner loop (``fused_loop=True``: one Triton kernel on a GPU, one C++ kernel on the CPU, one
+program or thread per class) against the literal per-sample loop of Algorithm 1
+(:func:`~lpl_train.perturbation_reference.reference_pgd`) and the default loop, to rounding: the kernels
+take their sums in another order.
 
-Without CUDA the kernel runs on CPU tensors under Triton's interpreter (``tests/conftest.py`` sets
-``TRITON_INTERPRET=1``; the tests marked ``needs_kernel`` need it); the interpreter computes exactly where a
-GPU runs fast float32 operations, so the CUDA check,
+The tests that take the ``kernel`` fixture run twice: with the C++ kernel (built on first use: a C++
+compiler is needed, and a machine that has one and cannot build it fails them) and with the Triton kernel on
+CPU tensors under Triton's interpreter (``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` without CUDA;
+skipped where Triton is not installed). The interpreter computes exactly where a GPU runs fast float32
+operations, so the CUDA check,
 ``tests/train/test_lpl_loss.py::test_cuda_fused_loop_matches_the_torch_loop``, allows more. The compiled
-kernel is checked here too, through Triton's own compiler, which needs no GPU.
+Triton kernel is checked here too, through Triton's own compiler, which needs no GPU.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("triton", reason="the fused loop is a Triton kernel")
+from lpl_train import _cpu_pgd as CP
+from lpl_train import perturbation as P
+from lpl_train import perturbation_fused as PF
+from lpl_train.losses import LALPLLoss, LPLLoss, build_loss
+from lpl_train.perturbation_reference import pipeline_inputs, reference_pgd
 
-from lpl_train import perturbation as P  # noqa: E402
-from lpl_train import perturbation_fused as PF  # noqa: E402
-from lpl_train.losses import LALPLLoss, LPLLoss, build_loss  # noqa: E402
-from lpl_train.perturbation_reference import pipeline_inputs, reference_pgd  # noqa: E402
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_CXX = shutil.which(os.environ.get("CXX", "c++")) is not None
 
-needs_kernel = pytest.mark.skipif(
-    PF.fused_loop_unavailable(torch.zeros(1, 2)) is not None,
-    reason="CPU tensors take the kernel only under Triton's interpreter (TRITON_INTERPRET=1)",
-)
+
+@pytest.fixture(params=["C++", "Triton"])
+def kernel(request, monkeypatch):
+    """The kernel CPU tensors take in the test: ``"C++"`` or ``"Triton"`` (under the interpreter)."""
+    if request.param == "Triton":
+        if not HAS_TRITON or not PF._interpreter_on():
+            pytest.skip(
+                "the Triton kernel takes CPU tensors only under its interpreter (TRITON_INTERPRET=1)"
+            )
+    else:
+        if not HAS_CXX:
+            pytest.skip("no C++ compiler to build the C++ kernel")
+        monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+        assert PF.fused_loop_unavailable(torch.zeros(1, 2)) is None  # built, or the test fails here
+    assert PF.fused_loop_kernel("cpu") == request.param
+    return request.param
+
+
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
 
 
@@ -42,7 +64,7 @@ def _batch(n, c, seed, dtype, scale=2.0, prior=None):
 
 
 def _spy(monkeypatch):
-    """Count the kernel's launches (through the name pgd_like_perturbation calls)."""
+    """Count the kernel's calls (through the name pgd_like_perturbation calls)."""
     calls = []
     real = P.pgd_fused
 
@@ -63,13 +85,12 @@ CASES = [  # n, c, epsilon, delta_epsilon, alpha, split, prior
 ]
 
 
-@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("normalize_step", [False, True])
 @pytest.mark.parametrize(
     "case", CASES, ids=["c10-varied", "c7-fixed", "c100-sparse", "c5-lt-index", "c300"]
 )
-def test_fused_loop_matches_the_per_sample_loop(case, normalize_step, dtype):
+def test_fused_loop_matches_the_per_sample_loop(case, normalize_step, dtype, kernel):
     n, c, eps, de, alpha, split, prior = case
     u, y = _batch(n, c, seed=n + c, dtype=dtype, prior=prior)
     kw = {"split": split, "head": 2} if split == "index" else {"split": split}
@@ -94,8 +115,7 @@ def test_fused_loop_matches_the_per_sample_loop(case, normalize_step, dtype):
         assert torch.equal(rows, rows[:1].expand_as(rows))
 
 
-@needs_kernel
-def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row():
+def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row(kernel):
     u, y = _batch(80, 6, seed=3, dtype=torch.float64)
     keep = torch.rand(80, generator=torch.Generator().manual_seed(1)) > 0.3
     kw = dict(alpha=0.01, epsilon=0.1, delta_epsilon=0.2, split="mean")
@@ -120,9 +140,8 @@ def test_fused_loop_leaves_rows_not_kept_at_zero_and_reads_no_other_row():
     assert torch.equal(still, torch.zeros_like(u))
 
 
-@needs_kernel
 @pytest.mark.parametrize("normalize_step", [False, True])
-def test_fused_loop_weights_rows_as_the_torch_loop_does(normalize_step):
+def test_fused_loop_weights_rows_as_the_torch_loop_does(normalize_step, kernel):
     """Row masses (probability targets' pairs): each row's softmax counts with its mass, the class mean
     divides by the class mass; rows of mass 0 follow their class without moving it. A class of mass 0
     gets sign 0 from the statistics and stays at δ = 0; with a sign given, it moves by −α·s·e_c per step
@@ -153,8 +172,7 @@ def test_fused_loop_weights_rows_as_the_torch_loop_does(normalize_step):
     assert float(got[y == 3][:, 3].max()) == pytest.approx(-0.25)
 
 
-@needs_kernel
-def test_fused_loop_caps_and_rounds_step_counts_as_the_torch_loop_does():
+def test_fused_loop_caps_and_rounds_step_counts_as_the_torch_loop_does(kernel):
     u, y = _batch(60, 4, seed=5, dtype=torch.float64)
     sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
     bounds = torch.tensor([0.3, 0.2, 0.05, 0.4], dtype=torch.float64)
@@ -199,6 +217,7 @@ print(json.dumps(done))
 """
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
 def test_kernel_compiles_for_hopper_and_ampere_with_tritons_own_compiler(tmp_path):
     """The interpreter is lenient where the compiler is not (types of loop-carried values, say): the
     kernel goes through Triton's real compiler down to a cubin for sm_90 (H100/H200), in the launch shape
@@ -228,9 +247,10 @@ def test_launch_config_covers_the_classes_within_the_kernels_block():
         assert warps == (16 if block_c >= 8192 else 4 if block_c <= 2048 else block_c // 512)
 
 
-@needs_kernel
 @pytest.mark.parametrize("loss_cls", [LPLLoss, LALPLLoss])
-def test_loss_with_fused_loop_runs_the_kernel_and_matches_the_default_loss(loss_cls, monkeypatch):
+def test_loss_with_fused_loop_runs_the_kernel_and_matches_the_default_loss(
+    loss_cls, monkeypatch, kernel
+):
     counts = [60, 30, 15, 8, 5, 3, 2, 1, 1, 1]
     kw = dict(class_counts=counts, epsilon=0.3, delta_epsilon=0.3, alpha=0.05)
     if loss_cls is LPLLoss:
@@ -261,52 +281,167 @@ def test_loss_with_fused_loop_runs_the_kernel_and_matches_the_default_loss(loss_
     assert built.fused_loop is True
 
 
-def test_fused_loop_is_refused_where_it_cannot_apply_and_skipped_off_the_gpu(monkeypatch):
+def _no_cpu_kernel(monkeypatch):
+    """A CPU on which the C++ kernel cannot be built (no compiler, say)."""
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    monkeypatch.setattr(
+        CP, "unavailable", lambda: "its C++ kernel could not be built (no compiler)"
+    )
+
+
+def test_fused_loop_is_refused_where_it_cannot_apply(monkeypatch):
     with pytest.raises(ValueError, match="excludes differentiable=True"):
         LPLLoss(10, fused_loop=True, differentiable=True)
     with pytest.raises(ValueError, match="does not apply to preset 'authors_balanced_fixed'"):
         LPLLoss(10, fused_loop=True, preset="authors_balanced_fixed")
     with pytest.raises(TypeError, match="fused_loop"):
         LPLLoss(10, fused_loop="yes")
-    u, y = _batch(48, 10, seed=9, dtype=torch.float32)
-    # without the interpreter a CPU tensor cannot take the kernel: the default loop runs, bit for bit
-    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
-    assert "needs a CUDA device" in PF.fused_loop_unavailable(u)
-    calls = _spy(monkeypatch)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the torch loop is what a CPU runs: nothing to warn of
-        assert torch.equal(LPLLoss(10, fused_loop=True)(u, y), LPLLoss(10)(u, y)) and not calls
-    monkeypatch.setattr(PF, "_interpreter_on", lambda: True)
-    assert "float32 or float64" in PF.fused_loop_unavailable(u.half())
+    u, _ = _batch(48, 10, seed=9, dtype=torch.float32)
+    for interpreted in (False, True):  # the C++ kernel and the Triton kernel refuse the same inputs
+        monkeypatch.setattr(PF, "_interpreter_on", lambda interpreted=interpreted: interpreted)
+        assert "float32 or float64" in PF.fused_loop_unavailable(u.half())
+        assert "logits (N, C)" in PF.fused_loop_unavailable(u[0])
+    # the Triton kernel holds at most MAX_CLASSES classes; the C++ kernel has no such limit
     wide = torch.zeros(2, PF.MAX_CLASSES + 1)
     assert f"C <= {PF.MAX_CLASSES}" in PF.fused_loop_unavailable(wide)
     assert PF.fused_loop_unavailable(wide[:, : PF.MAX_CLASSES]) is None
     monkeypatch.setattr(PF, "_triton_installed", lambda: False)
     assert "Triton is not installed" in PF.fused_loop_unavailable(u)
+    assert PF._interpreter_on() is True  # (patched above; unpatched it is False without Triton)
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    assert PF.fused_loop_kernel("cpu") == "C++" and PF.fused_loop_kernel("meta") == "Triton"
+    monkeypatch.setattr(PF, "_triton_installed", lambda: True)
+    assert "the logits are on meta" in PF.fused_loop_unavailable(u.to("meta"))
+    _no_cpu_kernel(monkeypatch)
+    assert "C++ kernel could not be built" in PF.fused_loop_unavailable(u)
 
 
-def test_fused_loop_warns_once_where_a_gpu_falls_back_to_the_torch_loop(monkeypatch):
-    """On a device where the kernel was expected (a GPU without Triton), the loss says once, at the
-    caller's line, that the default loop runs; the CPU stands in for that GPU here."""
-    monkeypatch.setattr(PF, "QUIET_DEVICES", ("meta",))
-    monkeypatch.setattr(PF, "_triton_installed", lambda: False)
+@pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler to build the C++ kernel")
+def test_cpp_kernel_runs_past_the_triton_class_limit_and_on_any_thread_count(monkeypatch):
+    """Every class is one thread's work from start to end: the values do not depend on the number of
+    threads, bit for bit. Past the Triton kernel's MAX_CLASSES the C++ kernel still runs."""
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    u, y = _batch(512, 300, seed=12, dtype=torch.float32)
+    sign, bounds, steps, max_steps = pipeline_inputs(
+        u, y, alpha=0.01, epsilon=0.1, delta_epsilon=0.2, split="mean"
+    )
+    threads = torch.get_num_threads()
+    got = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            got.append(PF.pgd_fused(u, y, sign, bounds, steps, alpha=0.01, max_steps=max_steps))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])
+    assert float(got[0].abs().max()) > 0.05
+    c = PF.MAX_CLASSES + 3
+    u, y = _batch(24, c, seed=13, dtype=torch.float64)
+    y[:12] = c - 1  # the last class, beyond the Triton kernel's reach, moves
+    kw = dict(alpha=0.01, epsilon=0.1, delta_epsilon=0.2)
+    want = P.single_label_perturbation(u, y, **kw)
+    got = P.single_label_perturbation(u, y, fused=True, **kw)
+    torch.testing.assert_close(got.delta, want.delta, rtol=0, atol=1e-12)
+    assert float(got.delta[:12, c - 1].abs().max()) > 0.01
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler to build the C++ kernel")
+def test_cpp_kernel_checks_its_arguments(monkeypatch):
+    """The kernel's own checks (the loss never passes such arguments): a clear error, not a crash."""
+    monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+    fn = CP.build().pgd_class_loop
+    u = torch.zeros(4, 3)
+    key, steps = torch.tensor([0, 1, 2, 3]), torch.ones(3, dtype=torch.long)
+    scale, bounds, none = torch.ones(3), torch.ones(3), torch.empty(0)
+    assert torch.equal(fn(u, key, steps, scale, bounds, none, 5, 1e-30, False)[3], torch.zeros(3))
+    with pytest.raises(RuntimeError, match=r"key holds 4 outside \[0, C\]"):
+        fn(u, torch.tensor([0, 1, 2, 4]), steps, scale, bounds, none, 5, 1e-30, False)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        fn(u.half(), key, steps, scale, bounds, none, 5, 1e-30, False)
+    with pytest.raises(RuntimeError, match="scale and bounds must be"):
+        fn(u, key, steps, scale.double(), bounds, none, 5, 1e-30, False)
+    with pytest.raises(RuntimeError, match="weight must be empty or"):
+        fn(u, key, steps, scale, bounds, torch.ones(3), 5, 1e-30, False)
+    with pytest.raises(RuntimeError, match="columns must be contiguous"):
+        fn(torch.zeros(3, 4).t(), key, steps, scale, bounds, none, 5, 1e-30, False)
+
+
+def test_cpp_kernel_that_cannot_be_built_says_why(monkeypatch):
+    """A failed build (a compiler error, no compiler, no ninja) is a reason, cached for the process, not
+    an exception: the default loop runs."""
+    from torch.utils import cpp_extension
+
+    def fail(**kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions\n(more lines)")
+
+    monkeypatch.setattr(cpp_extension, "load_inline", fail)
+    CP._built.cache_clear()
+    try:
+        why = CP.unavailable()
+        assert why.startswith("its C++ kernel could not be built (Ninja is required")
+        assert "pip install ninja" in why and "more lines" not in why
+        with pytest.raises(RuntimeError, match="could not be built"):
+            CP.build()
+    finally:
+        CP._built.cache_clear()  # the next call builds (or loads) the real kernel
+
+
+def test_cpp_kernel_build_finds_the_ninja_pip_installed(monkeypatch):
+    """The builder runs ``ninja`` by name: during the build, the ninja of ``pip install ninja`` and the
+    interpreter's scripts are on PATH even where the environment is not activated; PATH is restored."""
+    import sys
+    from pathlib import Path
+
+    from torch.utils import cpp_extension
+
+    seen = []
+
+    def record(**kwargs):
+        seen.append(os.environ["PATH"].split(os.pathsep))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setenv("PATH", "/nowhere")
+    monkeypatch.setattr(cpp_extension, "load_inline", record)
+    CP._built.cache_clear()
+    try:
+        assert CP.unavailable().startswith("its C++ kernel could not be built (stop here)")
+    finally:
+        CP._built.cache_clear()
+    assert os.environ["PATH"] == "/nowhere"
+    (path,) = seen
+    assert path[-1] == "/nowhere" and str(Path(sys.executable).parent) in path
+    if importlib.util.find_spec("ninja") is not None:
+        import ninja
+
+        assert path[0] == str(ninja.BIN_DIR)
+        assert (Path(ninja.BIN_DIR) / "ninja").exists()
+
+
+def test_fused_loop_warns_once_where_it_falls_back_to_the_torch_loop(monkeypatch):
+    """Where the kernel was expected (a GPU without Triton, a CPU that cannot build the C++ kernel), the
+    loss says once, at the caller's line, that the default loop runs, and gives its values."""
+    _no_cpu_kernel(monkeypatch)
     u, y = _batch(48, 10, seed=10, dtype=torch.float32)
     loss = LPLLoss(10, fused_loop=True)
+    calls = _spy(monkeypatch)
     with pytest.warns(
-        UserWarning, match="Triton is not installed.*the default inner loop runs"
+        UserWarning, match="C\\+\\+ kernel could not be built.*the default inner loop runs"
     ) as rec:
         value = loss(u, y)
     assert [w.filename for w in rec] == [__file__]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(loss(u, y), value)  # once per loss
-    assert torch.equal(value, LPLLoss(10)(u, y))
+    assert torch.equal(value, LPLLoss(10)(u, y)) and not calls
+    # the data-less meta device expects the torch loop: nothing to warn of
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LPLLoss(10, fused_loop=True, validate=False)(u.to("meta"), y.to("meta"))
 
 
-@needs_kernel
-def test_a_run_says_what_its_fused_loop_runs(tmp_path, monkeypatch):
-    """The first line of a run with ``fused_loop = true`` says whether the kernel runs (here under the
-    interpreter) or the default loop, and why; the records of the two agree to rounding."""
+def test_a_run_says_what_its_fused_loop_runs(tmp_path, monkeypatch, kernel):
+    """The first line of a run with ``fused_loop = true`` says which kernel runs, or that the default loop
+    runs and why; the records of the two agree to rounding."""
     from lpl_train.engine import fit, read_metrics
     from tests.train.test_engine import make_cfg, make_components
 
@@ -315,28 +450,29 @@ def test_a_run_says_what_its_fused_loop_runs(tmp_path, monkeypatch):
     lines = {}
     for name in ("kernel", "default"):
         if name == "default":
-            monkeypatch.setattr(PF, "_interpreter_on", lambda: False)
+            _no_cpu_kernel(monkeypatch)
         said = lines[name] = []
         loss = LPLLoss(4, fused_loop=True, delta_epsilon=0.2)
-        fit(
-            cfg,
-            tmp_path / name,
-            components=make_components(loss=loss, dropout=0.0),
-            log=said.append,
-        )
-    assert lines["kernel"][0].endswith("; fused_loop: LPL's inner loop is one Triton kernel")
+        with warnings.catch_warnings(record=True):  # the default loop's fallback warning
+            warnings.simplefilter("always")
+            fit(
+                cfg,
+                tmp_path / name,
+                components=make_components(loss=loss, dropout=0.0),
+                log=said.append,
+            )
+    assert lines["kernel"][0].endswith(f"; fused_loop: LPL's inner loop is one {kernel} kernel")
     assert lines["default"][0].endswith(
-        "; fused_loop: the default inner loop runs (it needs a CUDA device; the logits are on cpu)"
+        "; fused_loop: the default inner loop runs (its C++ kernel could not be built (no compiler))"
     )
     assert calls  # the first run took the kernel at every step
-    kernel, default = (read_metrics(tmp_path / n) for n in ("kernel", "default"))
-    assert [r["train_loss"] for r in kernel] == pytest.approx(
+    kernel_run, default = (read_metrics(tmp_path / n) for n in ("kernel", "default"))
+    assert [r["train_loss"] for r in kernel_run] == pytest.approx(
         [r["train_loss"] for r in default], rel=1e-5
     )
 
 
-@needs_kernel
-def test_compiled_loss_with_fused_loop_takes_the_torch_loop(monkeypatch):
+def test_compiled_loss_with_fused_loop_takes_the_torch_loop(monkeypatch, kernel):
     """While torch.compile traces, the loop is left to the compiler (fused there): the loss compiles whole
     and gives the eager loss's value."""
     u, y = _batch(48, 10, seed=11, dtype=torch.float32)
