@@ -7,7 +7,8 @@
     its arithmetic floor (the K softmaxes of the inner loop plus the cross-entropy, K = the batch's
     largest K_c) and against the previous implementation of the inner loop, ``reference_pgd`` (a
     static loop of ⌊(ε + Δε)/α⌋ masked per-sample steps); also the inner loop alone (no autograd, as the
-    loss runs it) against its K softmaxes alone, the share of each step that is not the softmax, and
+    loss runs it) against its K softmaxes alone, the share of each step that is not the softmax, the loss
+    with ``fused_loop=True`` (one kernel: C++ on a CPU, Triton on a GPU) where it can run, and
     with ``--compile`` the loss under ``torch.compile`` (its static loop; on a CPU the masked steps past
     the batch's largest K_c skipped in ``torch.cond`` blocks) and, side by side, compiled with every
     step run (as before the blocks, and as on a GPU);
@@ -21,7 +22,7 @@
     call, and those of the engine's loss-variation measurement (eager, every k-th step) running the
     loss again against reading the step's perturbed logits; and the launches of the same loss with
     ``fused_loop = true`` (its operations plus the kernel's one launch; on a CPU only under Triton's
-    interpreter, ``TRITON_INTERPRET=1``). No time (nothing runs on meta); on a GPU
+    interpreter, ``TRITON_INTERPRET=1``: otherwise a CPU runs the C++ kernel). No time (nothing runs on meta); on a GPU
     each operation that is not a view is one kernel. With ``--compile``, also the kernels of the loss
     compiled alone (``train.compile_loss``), as this device compiles it and with every step of its
     static loop run (without a CPU's ``torch.cond`` blocks, the loop a GPU compiles).
@@ -56,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from lpl_train import perturbation as P
+from lpl_train import perturbation_fused as PF
 from lpl_train.engine.devices import parse_device
 from lpl_train.losses.lpl import LPLLoss
 from lpl_train.perturbation_reference import (
@@ -365,10 +367,11 @@ def _fused_loop_ops(cfg: dict, batch: int) -> int | str:
     own work inside the launch is not counted). A string that says why where the kernel cannot run."""
     from torch.utils._python_dispatch import _disable_current_modes
 
-    from lpl_train import perturbation_fused as PF
     from lpl_train.engine.components import _loss_without_data
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if PF.fused_loop_kernel(device) == "C++":
+        return "n/a: a CPU runs the C++ kernel (no launches; counted on a GPU or under TRITON_INTERPRET=1)"
     cfg = {**cfg, "loss": {**cfg["loss"], "params": {**cfg["loss"]["params"], "fused_loop": True}}}
     loss, c = _loss_without_data(cfg)
     loss = loss.to(device).train()
@@ -580,6 +583,15 @@ def bench_inner_loop(
                 "softmaxes": softmaxes,  # the K softmaxes alone, no autograd
                 "loop": loop,  # the inner loop alone (K softmaxes and the rest of each step)
             }
+            fused = None
+            if PF.fused_loop_unavailable(logits[0]) is None:  # the fused loop: one kernel
+                fused = LPLLoss(c, fused_loop=True, **kw)
+                for i in range(calls):  # it agrees with the default loss to rounding
+                    v_new, g_new = _value_and_grad(new, logits[i], target[i])
+                    v_fused, g_fused = _value_and_grad(fused, logits[i], target[i])
+                    torch.testing.assert_close(v_fused, v_new, rtol=1e-5, atol=1e-6)
+                    torch.testing.assert_close(g_fused, g_new, rtol=1e-5, atol=1e-6)
+                variants["fused loop"] = lambda u, y, i, fused=fused: fused(u, y)
             if compiled:
                 torch._dynamo.reset()  # two entries per configuration: stay under the limit
                 fast = torch.compile(new, fullgraph=True)
@@ -622,6 +634,15 @@ def bench_inner_loop(
                     "speed-up": med["previous"] / med["current"],
                     "loop alone [ms]": 1e3 * med["loop"],
                     "loop / its softmaxes": med["loop"] / med["softmaxes"],
+                    **(
+                        {
+                            f"fused loop ({PF.fused_loop_kernel(device)}) [ms]": 1e3
+                            * med["fused loop"],
+                            "fused / floor": med["fused loop"] / med["floor"],
+                        }
+                        if fused is not None
+                        else {}
+                    ),
                     **(
                         {
                             "compiled [ms]": 1e3 * med["compiled"],

@@ -29,9 +29,10 @@ network and loss, which fuses each step of LPL's inner loop) for CE and LPL; its
 ``torch.compile``, its inner loop fused, inside the recorded step) and the ratio LPL/CE with it; each run
 compiles its loss in its warm-up steps (untimed, seconds to a minute of wall time).
 
-``--fused-loop`` adds LPL with ``fused_loop = true`` (its inner loop as one Triton kernel, one program per class:
-``lpl_train.perturbation_fused``), eager and in the captured step, and the ratios LPL/CE with it; where the
-kernel cannot run (no Triton, no CUDA) the rows say so instead of timing the default loop again.
+``--fused-loop`` adds LPL with ``fused_loop = true`` (its inner loop as one kernel, one program or thread per
+class: Triton on a GPU, C++ on a CPU; ``lpl_train.perturbation_fused``), eager and in the captured step, and the
+ratios LPL/CE with it; where the kernel cannot run (no Triton on the GPU, no compiler on the CPU) the rows say
+so instead of timing the default loop again.
 
 ``--mps`` (default ``auto``): after the N concurrent runs, the same N runs again as clients of a private NVIDIA
 MPS daemon (``lpl_train.engine.mps``, as ``lpl-train sweep --mps``), where one starts and a CUDA process
@@ -329,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fused-loop",
         action="store_true",
-        help="also LPL with fused_loop = true (one Triton kernel), eager and captured",
+        help="also LPL with fused_loop = true (one kernel: Triton on a GPU, C++ on a CPU), eager and "
+        "captured",
     )
     p.add_argument("--mps", choices=MPS_MODES, default="auto",
                    help="the N concurrent runs again as clients of a private MPS daemon (auto: where it "
