@@ -34,6 +34,7 @@ import importlib.util
 import torch
 from torch import Tensor
 
+from . import _cpu_pgd
 from .perturbation_checks import _TINY, _compiling
 
 __all__ = ["fused_loop_fallback", "fused_loop_unavailable", "pgd_fused"]
@@ -57,9 +58,11 @@ def _triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.cache
 def _interpreter_on() -> bool:
     """Whether the Triton kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``): then it, not the
-    C++ kernel, takes CPU tensors."""
+    C++ kernel, takes CPU tensors. Fixed when Triton is imported, so asked once per process (the loss asks
+    at every call)."""
     if not _triton_installed():
         return False
     from . import _triton_pgd
@@ -87,8 +90,6 @@ def fused_loop_unavailable(logits: Tensor) -> str | None:
     if logits.dim() != 2:
         return f"it takes logits (N, C), got shape {tuple(logits.shape)}"
     if _on_cpu_kernel(logits):
-        from . import _cpu_pgd
-
         return _cpu_pgd.unavailable()
     if not _triton_installed():
         return "Triton is not installed (CUDA builds of torch bring it: pip install triton)"
@@ -152,8 +153,6 @@ def pgd_fused(
         k = k.ceil()
     scale = alpha * sign.detach().to(dtype)  # α·s_c
     if _on_cpu_kernel(logits):  # the C++ kernel groups the rows itself
-        from . import _cpu_pgd
-
         return _cpu_pgd.build().pgd_class_loop(
             logits,
             key.long().contiguous(),
