@@ -79,6 +79,23 @@ def test_metadata_core_and_extras():
         assert (ROOT / pkg / "py.typed").exists()
 
 
+def test_every_file_the_packages_read_ships_with_them():
+    """A file beside the code that is not Python (configs, the C++ kernel's source, the theory's JSON) is
+    matched by the package data: a wheel without it would fail only when that file is first read."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]["package-data"]
+    for pkg, patterns in data.items():
+        shipped = {f for pattern in patterns for f in (ROOT / pkg).glob(pattern) if f.is_file()}
+        files = {
+            f
+            for f in (ROOT / pkg).rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".py", ".pyc")
+        }
+        assert files, pkg
+        assert files <= shipped, sorted(str(f.relative_to(ROOT)) for f in files - shipped)
+
+
 def test_version_flags_of_both_command_lines():
     import lpl_train
 
