@@ -12,7 +12,7 @@ on the device, so nothing waits for the host and the call can be recorded in a C
 On the CPU the same per-class algorithm is a C++ kernel (:mod:`lpl_train._cpu_pgd`, built on first use,
 about half a minute once per machine): each class is one thread's work from start to end (so the values do
 not depend on the number of threads), in ATen's vector arithmetic, with no tensor made per step. There the
-torch loop's cost is its ~30 operator calls per step, each with its own dispatch and allocation.
+torch loop's cost is its ~11 operator calls per step, each with its own dispatch and allocation.
 
 The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
 sums, norms) taken in another order, and, in float32 on a GPU, Triton's fast exponential, division and
@@ -45,8 +45,9 @@ QUIET_DEVICES = ("meta",)
 #: Labels a program reads at once while it looks for its rows.
 _SCAN = 256
 
-#: Largest number of classes of the Triton kernel (a program holds δ_c, padded to a power of two, in registers; past 8192 the
-#: compiled kernel spills kilobytes of them per thread). iNaturalist 2018's 8142 classes fit.
+#: Largest number of classes of the Triton kernel (a program holds δ_c, padded to a power of two, in
+#: registers; past 8192 the compiled kernel spills kilobytes of them per thread). iNaturalist 2018's 8142
+#: classes fit. The C++ kernel has no such limit.
 MAX_CLASSES = 1 << 13
 
 #: The C++ kernel's "no row weights".
