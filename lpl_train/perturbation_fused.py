@@ -15,8 +15,9 @@ not depend on the number of threads), in ATen's vector arithmetic, with no tenso
 torch loop's cost is its ~11 operator calls per step, each with its own dispatch and allocation.
 
 The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
-sums, norms) taken in another order, and, in float32 on a GPU, Triton's fast exponential, division and
-square root (a few ulp each; float64 is rounded as the torch loop rounds it). Where it does not apply
+sums, norms) taken in another order, and, in float32, faster elementary functions: on a GPU Triton's fast
+exponential, division and square root (a few ulp each), on the CPU ATen's ``exp_u20`` (within 20 ulp);
+float64 is rounded as the torch loop rounds it. Where it does not apply
 (gradients through δ with ``differentiable=True``, half-precision working logits, while ``torch.compile``
 traces, a GPU without Triton or more than :data:`MAX_CLASSES` classes there, a CPU where the C++ kernel
 cannot be built) the torch loop runs instead, with the same values. Row weights (the (sample, class) pairs

@@ -159,8 +159,8 @@ class LPLLoss(_DRWWeightState, nn.Module):
             (:mod:`lpl_train.perturbation_fused`): on a CUDA device a Triton kernel (one launch instead
             of about ten per step, and no host synchronisation), on the CPU a C++ kernel (built on first
             use, about half a minute once per machine; no operator call per step). Its values agree with
-            the default loop's to rounding (the sums are taken in another order; in float32 on a GPU
-            with fast exp, division and square root: a few ulp). While ``torch.compile`` traces the
+            the default loop's to rounding (the sums are taken in another order; in float32 with a
+            fast exp, and on a GPU fast division and square root, a few ulp to 20 ulp each). While ``torch.compile`` traces the
             default loop runs; where the kernel cannot run (a GPU without Triton, a CPU without a C++
             compiler) it warns once and the default loop runs. Not with ``differentiable=True`` or a
             preset.
