@@ -22,8 +22,8 @@
     call, and those of the engine's loss-variation measurement (eager, every k-th step) running the
     loss again against reading the step's perturbed logits; and the launches of the same loss with
     ``fused_loop = true`` (its operations plus the kernel's one launch; on a CPU only under Triton's
-    interpreter, ``TRITON_INTERPRET=1``: otherwise a CPU runs the C++ kernel). No time (nothing runs on meta); on a GPU
-    each operation that is not a view is one kernel. With ``--compile``, also the kernels of the loss
+    interpreter, ``TRITON_INTERPRET=1``: otherwise a CPU runs the C++ kernel). No time (nothing runs on
+    meta); on a GPU each operation that is not a view is one kernel. With ``--compile``, also the kernels of the loss
     compiled alone (``train.compile_loss``), as this device compiles it and with every step of its
     static loop run (without a CPU's ``torch.cond`` blocks, the loop a GPU compiles).
 (h) with ``--compile``: LPL compiled inside a whole step (a linear head and the loss through one

@@ -17,10 +17,10 @@ torch loop's cost is its ~11 operator calls per step, each with its own dispatch
 The values are those of the torch loop up to rounding: the same operations, with the sums (softmax, class
 sums, norms) taken in another order, and, in float32, faster elementary functions: on a GPU Triton's fast
 exponential, division and square root (a few ulp each), on the CPU ATen's ``exp_u20`` (within 20 ulp);
-float64 is rounded as the torch loop rounds it. Where it does not apply
-(gradients through δ with ``differentiable=True``, half-precision working logits, while ``torch.compile``
-traces, a GPU without Triton or more than :data:`MAX_CLASSES` classes there, a CPU where the C++ kernel
-cannot be built) the torch loop runs instead, with the same values. Row weights (the (sample, class) pairs
+float64 is rounded as the torch loop rounds it. Where it does not apply (gradients through δ with
+``differentiable=True``, half-precision working logits, while ``torch.compile`` traces, a GPU without Triton
+or more than :data:`MAX_CLASSES` classes there, a CPU where the C++ kernel cannot be built) the torch loop
+runs instead, with the same values. Row weights (the (sample, class) pairs
 of probability targets) and rows left out (``keep``) take it as they take the torch loop.
 
 With ``TRITON_INTERPRET=1`` set before Triton is imported, the Triton kernel runs on CPU tensors under
@@ -72,14 +72,14 @@ def _interpreter_on() -> bool:
     return _triton_pgd.interpreted()
 
 
-def _on_cpu_kernel(logits: Tensor) -> bool:
-    """Whether these logits take the C++ kernel (CPU tensors, unless Triton's interpreter takes them)."""
-    return logits.device.type == "cpu" and not _interpreter_on()
+def _on_cpu_kernel(device: torch.device | str) -> bool:
+    """Whether tensors on ``device`` take the C++ kernel (the CPU, unless Triton's interpreter takes it)."""
+    return torch.device(device).type == "cpu" and not _interpreter_on()
 
 
 def fused_loop_kernel(device: torch.device | str) -> str:
     """What runs the fused loop on ``device`` when it runs: ``"C++"`` or ``"Triton"``."""
-    return "C++" if _on_cpu_kernel(torch.empty(0, device=device)) else "Triton"
+    return "C++" if _on_cpu_kernel(device) else "Triton"
 
 
 def fused_loop_unavailable(logits: Tensor) -> str | None:
@@ -91,11 +91,11 @@ def fused_loop_unavailable(logits: Tensor) -> str | None:
         return f"it works in float32 or float64; the working logits are {logits.dtype}"
     if logits.dim() != 2:
         return f"it takes logits (N, C), got shape {tuple(logits.shape)}"
-    if _on_cpu_kernel(logits):
+    if _on_cpu_kernel(logits.device):
         return _cpu_pgd.unavailable()
     if not _triton_installed():
         return "Triton is not installed (CUDA builds of torch bring it: pip install triton)"
-    if logits.device.type != "cuda" and logits.device.type != "cpu":
+    if logits.device.type not in ("cuda", "cpu"):
         return f"it needs a CUDA device or the CPU; the logits are on {logits.device.type}"
     if logits.shape[1] > MAX_CLASSES:
         return (
@@ -152,9 +152,9 @@ def pgd_fused(
     key = target if keep is None else torch.where(keep, target, c)  # rows not kept: class c, last
     k = steps.detach()
     if k.is_floating_point():  # class c moves at the steps k < K_c
-        k = k.ceil()
+        k = k.ceil().long()
     scale = alpha * sign.detach().to(dtype)  # α·s_c
-    if _on_cpu_kernel(logits):  # the C++ kernel groups the rows itself
+    if _on_cpu_kernel(dev):  # the C++ kernel groups the rows itself
         return _cpu_pgd.build().pgd_class_loop(
             logits,
             key.long().contiguous(),
@@ -175,7 +175,7 @@ def pgd_fused(
         out,
         key.contiguous(),
         order,
-        k.long().to(dev).contiguous(),
+        k.to(dev).contiguous(),
         scale.to(dev).contiguous(),
         bounds.detach().to(dev).contiguous(),
         logits if weight is None else weight.detach().to(device=dev, dtype=dtype).contiguous(),

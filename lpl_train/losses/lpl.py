@@ -160,10 +160,10 @@ class LPLLoss(_DRWWeightState, nn.Module):
             of about ten per step, and no host synchronisation), on the CPU a C++ kernel (built on first
             use, about half a minute once per machine; no operator call per step). Its values agree with
             the default loop's to rounding (the sums are taken in another order; in float32 with a
-            fast exp, and on a GPU fast division and square root, a few ulp to 20 ulp each). While ``torch.compile`` traces the
-            default loop runs; where the kernel cannot run (a GPU without Triton, a CPU without a C++
-            compiler) it warns once and the default loop runs. Not with ``differentiable=True`` or a
-            preset.
+            fast exp, and on a GPU fast division and square root, a few ulp to 20 ulp each). While
+            ``torch.compile`` traces the default loop runs; where the kernel cannot run (a GPU without
+            Triton, a CPU without a C++ compiler) it warns once and the default loop runs. Not with
+            ``differentiable=True`` or a preset.
     """
 
     multi_label = False
