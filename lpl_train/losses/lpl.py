@@ -196,8 +196,7 @@ class LPLLoss(_DRWWeightState, nn.Module):
     ) -> None:
         super().__init__()
         self._dense_warned = False  # probability targets with many pairs per row: warned once
-        # fused_loop=True that fell back to the default loop: warned once
-        self._fused_warned = False
+        self._fused_warned = False  # fused_loop=True that fell back to the torch loop: warned once
         self.num_classes = P.check_num_classes(num_classes)
         self.reduction = _check_reduction(reduction)
         self.validate = _check_bool(validate, "validate")
